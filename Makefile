@@ -1,0 +1,24 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Builds share one target directory outside the clone so that RocksDB (about 10 minutes cold on
+# two cores) is compiled once per machine; override with CARGO_TARGET_DIR.
+CARGO_TARGET_DIR ?= $(HOME)/.cache/meridian/target
+export CARGO_TARGET_DIR
+CARGO ?= cargo
+
+.PHONY: deps demo test bench lint
+
+deps:
+	@bash scripts/install-deps.sh
+
+demo: deps
+	$(CARGO) run --release --quiet -p two-regions
+
+test: deps
+	$(CARGO) test --release --workspace
+
+bench: deps
+	$(CARGO) run --release --quiet -p meridian-node -- bench local
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings

@@ -1,0 +1,601 @@
+//! `Engine`: the embedded, thread-safe local API over the model and the store.
+
+use crate::batch::Batch;
+use crate::config::{Config, KEY_BYTES_MAX};
+use crate::error::{Error, Result};
+use crate::model::codec::{self, MAX_DEPTH};
+use crate::model::{
+    ApplyError, CausalToken, Dot, HybridClock, Kind, Op, Record, ReplicaId, Stamp, Value,
+    VersionVector,
+};
+use crate::read::{LwwValue, MapView, Read, ReadValue, Siblings};
+use crate::store::{keys, LogEntry, Store};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Writers touching the same key serialise on one of this many locks; it also bounds how many
+/// sequence numbers can be in flight at a crash.
+const STRIPES: usize = 256;
+/// Widest read context accepted from a caller.
+const CONTEXT_WIDTH_MAX: usize = 4096;
+/// On-disk layout version written at creation.
+const LAYOUT: u8 = 1;
+
+/// An embedded Meridian replica: a RocksDB directory plus this replica's identity and clock.
+///
+/// Cheap to clone; all clones share one database. `Send + Sync`.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    replica: ReplicaId,
+    config: Config,
+    next_seq: AtomicU64,
+    clock: Mutex<HybridClock>,
+    stripes: Box<[Mutex<()>]>,
+    poisoned: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Engine {
+    /// Opens the replica stored at `path`, creating it (with a fresh replica id) if missing.
+    pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Engine> {
+        let path = path.as_ref();
+        let store = Store::open(path)?;
+        let replica = match store.get_meta(keys::META_REPLICA_ID)? {
+            Some(bytes) => {
+                let raw: [u8; 8] = bytes.as_slice().try_into().map_err(|_| Error::Corrupt {
+                    what: "metadata",
+                    key: keys::META_REPLICA_ID.to_vec(),
+                    detail: format!("{} bytes, expected 8", bytes.len()),
+                })?;
+                ReplicaId(u64::from_be_bytes(raw))
+            }
+            None => {
+                let id = ReplicaId(new_replica_id()?);
+                store.put_meta_sync(keys::META_LAYOUT, &[LAYOUT])?;
+                store.put_meta_sync(keys::META_REPLICA_ID, &id.0.to_be_bytes())?;
+                id
+            }
+        };
+        if let Some(layout) = store.get_meta(keys::META_LAYOUT)? {
+            if layout.first().copied().unwrap_or(0) > LAYOUT {
+                return Err(Error::FutureVersion {
+                    what: "database layout",
+                    key: keys::META_LAYOUT.to_vec(),
+                    found: layout[0],
+                    supported: LAYOUT,
+                });
+            }
+        }
+        let last = fill_sequence_gaps(&store, replica, config.durability)?;
+        let clock = HybridClock::new(config.clock_skew_ms_max);
+        let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
+        tracing::debug!(replica = %replica, last_seq = last, path = %path.display(), "engine open");
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store,
+                replica,
+                config,
+                next_seq: AtomicU64::new(last + 1),
+                clock: Mutex::new(clock),
+                stripes,
+                poisoned: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// This replica's id.
+    pub fn replica_id(&self) -> ReplicaId {
+        self.inner.replica
+    }
+
+    /// The configuration the engine was opened with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The highest sequence number this replica has assigned.
+    pub fn last_seq(&self) -> u64 {
+        self.inner.next_seq.load(Ordering::SeqCst) - 1
+    }
+
+    /// The underlying store (for replication and tools in this crate's family).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    // ---- writes ----------------------------------------------------------------------------
+
+    /// Multi-value register write that supersedes every sibling this replica holds.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<CausalToken> {
+        self.apply(
+            key,
+            Op::Put {
+                value: value.to_vec(),
+                context: None,
+            },
+        )
+    }
+
+    /// Multi-value register write that supersedes exactly what `context` (from a read) saw.
+    pub fn put_with(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        context: &VersionVector,
+    ) -> Result<CausalToken> {
+        self.apply(
+            key,
+            Op::Put {
+                value: value.to_vec(),
+                context: Some(context.clone()),
+            },
+        )
+    }
+
+    /// Last-writer-wins register write.
+    pub fn lww_set(&self, key: &[u8], value: &[u8]) -> Result<CausalToken> {
+        self.apply(
+            key,
+            Op::LwwSet {
+                value: value.to_vec(),
+            },
+        )
+    }
+
+    /// Counter increment (negative to decrement).
+    pub fn counter_add(&self, key: &[u8], delta: i64) -> Result<CausalToken> {
+        self.apply(key, Op::CounterAdd { delta })
+    }
+
+    /// Adds elements to a set.
+    pub fn set_add(&self, key: &[u8], elems: &[&[u8]]) -> Result<CausalToken> {
+        self.apply(
+            key,
+            Op::SetAdd {
+                elems: elems.iter().map(|e| e.to_vec()).collect(),
+            },
+        )
+    }
+
+    /// Removes elements from a set (those this replica sees; concurrent adds survive).
+    pub fn set_remove(&self, key: &[u8], elems: &[&[u8]]) -> Result<CausalToken> {
+        self.apply(
+            key,
+            Op::SetRemove {
+                elems: elems.iter().map(|e| e.to_vec()).collect(),
+            },
+        )
+    }
+
+    /// Applies `op` to map field `field` (nested maps: `op` is itself a `MapUpdate`).
+    pub fn map_update(&self, key: &[u8], field: &[u8], op: Op) -> Result<CausalToken> {
+        self.apply(
+            key,
+            Op::MapUpdate {
+                field: field.to_vec(),
+                op: Box::new(op),
+            },
+        )
+    }
+
+    /// Removes a map field.
+    pub fn map_remove(&self, key: &[u8], field: &[u8]) -> Result<CausalToken> {
+        self.apply(
+            key,
+            Op::MapRemove {
+                field: field.to_vec(),
+            },
+        )
+    }
+
+    /// Deletes the key: a causal tombstone of everything this replica sees under it.
+    pub fn delete(&self, key: &[u8]) -> Result<CausalToken> {
+        self.apply(key, Op::Delete)
+    }
+
+    /// Applies one operation.
+    pub fn apply(&self, key: &[u8], op: Op) -> Result<CausalToken> {
+        self.write(Batch {
+            ops: vec![(key.to_vec(), op)],
+        })
+    }
+
+    /// Applies a batch atomically: one dot, one log entry, one RocksDB write.
+    pub fn write(&self, batch: Batch) -> Result<CausalToken> {
+        let inner = &*self.inner;
+        if inner.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::Poisoned);
+        }
+        if batch.ops.is_empty() {
+            return Err(Error::InvalidOperation("empty batch"));
+        }
+        for (key, op) in &batch.ops {
+            check_key(key)?;
+            self.check_op(op, 1)?;
+        }
+        let _guards = self.lock_keys(batch.ops.iter().map(|(k, _)| k.as_slice()));
+        let mut records: BTreeMap<&[u8], Record> = BTreeMap::new();
+        for (key, _) in &batch.ops {
+            if !records.contains_key(key.as_slice()) {
+                records.insert(key.as_slice(), self.load(key)?.unwrap_or_default());
+            }
+        }
+
+        let seq = inner.next_seq.fetch_add(1, Ordering::SeqCst);
+        let dot = Dot::new(inner.replica, seq);
+        let marker = lock(&inner.clock).tick(inner.config.clock.now_ms());
+        let stamp = Stamp { dot, marker };
+        let encoded = match self.apply_and_encode(&batch, &mut records, stamp) {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                // The sequence number is spent: log it as empty so the origin stays contiguous.
+                self.commit_empty(seq)?;
+                return Err(e);
+            }
+        };
+        let mut wb = inner.store.batch();
+        for (key, bytes) in &encoded {
+            wb.put_record(key, bytes);
+        }
+        let entry = LogEntry {
+            keys: encoded.into_iter().map(|(k, _)| k.to_vec()).collect(),
+        };
+        wb.put_log(inner.replica, seq, &entry.encode());
+        self.commit(wb)?;
+        Ok(CausalToken::of_dot(dot))
+    }
+
+    fn apply_and_encode<'k>(
+        &self,
+        batch: &'k Batch,
+        records: &mut BTreeMap<&'k [u8], Record>,
+        stamp: Stamp,
+    ) -> Result<Vec<(&'k [u8], Vec<u8>)>> {
+        for (key, op) in &batch.ops {
+            let record = records.entry(key.as_slice()).or_default();
+            record.apply(op, stamp).map_err(|e| match e {
+                ApplyError::WrongType {
+                    existing,
+                    requested,
+                } => Error::WrongType {
+                    key: key.clone(),
+                    existing,
+                    requested,
+                },
+                ApplyError::CounterOverflow => Error::CounterOverflow { key: key.clone() },
+                ApplyError::Invalid(why) => Error::InvalidOperation(why),
+            })?;
+        }
+        let max = self.inner.config.record_bytes_max;
+        let mut out = Vec::with_capacity(records.len());
+        for (key, record) in records.iter() {
+            let bytes =
+                codec::encode_record(record).map_err(|e| Error::from_codec("record", key, e))?;
+            if bytes.len() > max {
+                return Err(Error::RecordTooLarge {
+                    key: key.to_vec(),
+                    len: bytes.len(),
+                    max,
+                });
+            }
+            out.push((*key, bytes));
+        }
+        Ok(out)
+    }
+
+    fn commit_empty(&self, seq: u64) -> Result<()> {
+        let mut wb = self.inner.store.batch();
+        wb.put_log(self.inner.replica, seq, &LogEntry::default().encode());
+        self.commit(wb)
+    }
+
+    fn commit(&self, wb: crate::store::AtomicWrite<'_>) -> Result<()> {
+        let sync = self.inner.config.durability == crate::config::Durability::Sync;
+        wb.commit(sync).map_err(|e| {
+            // After a failed write the on-disk state is unknown: refuse further writes.
+            self.inner.poisoned.store(true, Ordering::SeqCst);
+            tracing::error!(error = %e, replica = %self.inner.replica, "storage write failed; engine poisoned");
+            Error::Storage(e)
+        })
+    }
+
+    fn check_op(&self, op: &Op, depth: usize) -> Result<()> {
+        let max = self.inner.config.value_bytes_max;
+        let fits = |len: usize| {
+            if len > max {
+                Err(Error::ValueTooLarge { len, max })
+            } else {
+                Ok(())
+            }
+        };
+        if depth >= MAX_DEPTH {
+            return Err(Error::InvalidOperation("maps nested too deeply"));
+        }
+        match op {
+            Op::Put { value, context } => {
+                if context
+                    .as_ref()
+                    .is_some_and(|c| c.len() > CONTEXT_WIDTH_MAX)
+                {
+                    return Err(Error::InvalidOperation("read context too wide"));
+                }
+                fits(value.len())
+            }
+            Op::LwwSet { value } => fits(value.len()),
+            Op::SetAdd { elems } | Op::SetRemove { elems } => {
+                elems.iter().try_for_each(|e| fits(e.len()))?;
+                fits(elems.iter().map(Vec::len).sum())
+            }
+            Op::MapUpdate { field, op } => {
+                fits(field.len())?;
+                if matches!(**op, Op::Delete) {
+                    return Err(Error::InvalidOperation(
+                        "a map update cannot carry a delete",
+                    ));
+                }
+                self.check_op(op, depth + 1)
+            }
+            Op::MapRemove { field } => fits(field.len()),
+            Op::CounterAdd { .. } | Op::Delete => Ok(()),
+        }
+    }
+
+    fn lock_keys<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) -> Vec<MutexGuard<'_, ()>> {
+        let hasher = BuildHasherDefault::<DefaultHasher>::default();
+        let mut stripes: Vec<usize> = keys
+            .map(|k| hasher.hash_one(k) as usize % STRIPES)
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes
+            .into_iter()
+            .map(|i| lock(&self.inner.stripes[i]))
+            .collect()
+    }
+
+    // ---- reads -----------------------------------------------------------------------------
+
+    fn load(&self, key: &[u8]) -> Result<Option<Record>> {
+        match self.inner.store.get_record(key)? {
+            None => Ok(None),
+            Some(bytes) => codec::decode_record(&bytes)
+                .map(Some)
+                .map_err(|e| Error::from_codec("record", key, e)),
+        }
+    }
+
+    /// Everything under `key`; `None` if absent or deleted.
+    pub fn read(&self, key: &[u8]) -> Result<Option<Read>> {
+        check_key(key)?;
+        Ok(self.load(key)?.and_then(|r| read_of(&r)))
+    }
+
+    fn typed(&self, key: &[u8], kind: Kind) -> Result<Option<ReadValue>> {
+        let Some(read) = self.read(key)? else {
+            return Ok(None);
+        };
+        let mut other = None;
+        for v in read.values {
+            if v.kind() == kind {
+                return Ok(Some(v));
+            }
+            other = Some(v.kind());
+        }
+        match other {
+            Some(existing) => Err(Error::WrongType {
+                key: key.to_vec(),
+                existing,
+                requested: kind,
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// A multi-value register: its siblings and the context to write back with.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Siblings>> {
+        Ok(match self.typed(key, Kind::Register)? {
+            Some(ReadValue::Register(s)) => Some(s),
+            _ => None,
+        })
+    }
+
+    /// A last-writer-wins register.
+    pub fn get_lww(&self, key: &[u8]) -> Result<Option<LwwValue>> {
+        Ok(match self.typed(key, Kind::Lww)? {
+            Some(ReadValue::Lww(v)) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// A counter's value.
+    pub fn get_counter(&self, key: &[u8]) -> Result<Option<i64>> {
+        Ok(match self.typed(key, Kind::Counter)? {
+            Some(ReadValue::Counter(v)) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// A set's elements in byte order.
+    pub fn get_set(&self, key: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
+        Ok(match self.typed(key, Kind::Set)? {
+            Some(ReadValue::Set(v)) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// A map's fields.
+    pub fn get_map(&self, key: &[u8]) -> Result<Option<MapView>> {
+        Ok(match self.typed(key, Kind::Map)? {
+            Some(ReadValue::Map(v)) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// Keys starting with `prefix`, in order, at most `limit` of them (deleted keys skipped).
+    pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Read)>> {
+        let end = keys::prefix_end(prefix);
+        self.scan(prefix, end.as_deref(), limit)
+    }
+
+    /// Keys in `[start, end)` (`end = None`: to the last key), at most `limit` of them.
+    pub fn scan_range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Read)>> {
+        self.scan(start, end, limit)
+    }
+
+    fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, Read)>> {
+        let mut out = Vec::new();
+        for item in self.inner.store.records_from(start, end) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, bytes) = item?;
+            let record =
+                codec::decode_record(&bytes).map_err(|e| Error::from_codec("record", &key, e))?;
+            if let Some(read) = read_of(&record) {
+                out.push((key.into_vec(), read));
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- state exchange --------------------------------------------------------------------
+
+    /// The encoded state of `key` (tombstones included), to hand to another replica.
+    pub fn export(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        check_key(key)?;
+        Ok(self.inner.store.get_record(key)?.map(|b| b.to_vec()))
+    }
+
+    /// Merges a record state from another replica. Idempotent, commutative; returns whether the
+    /// local state changed.
+    pub fn apply_remote(&self, key: &[u8], state: &[u8]) -> Result<bool> {
+        let inner = &*self.inner;
+        if inner.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::Poisoned);
+        }
+        check_key(key)?;
+        let max = inner.config.record_bytes_max;
+        if state.len() > max {
+            return Err(Error::RecordTooLarge {
+                key: key.to_vec(),
+                len: state.len(),
+                max,
+            });
+        }
+        let remote =
+            codec::decode_record(state).map_err(|e| Error::from_codec("remote record", key, e))?;
+        if let Some(marker) = max_marker(&remote) {
+            lock(&inner.clock).observe(marker, inner.config.clock.now_ms());
+        }
+        let _guard = self.lock_keys(std::iter::once(key));
+        let stored = inner.store.get_record(key)?.map(|b| b.to_vec());
+        let mut local = match &stored {
+            Some(b) => codec::decode_record(b).map_err(|e| Error::from_codec("record", key, e))?,
+            None => Record::default(),
+        };
+        local.join(&remote);
+        let merged =
+            codec::encode_record(&local).map_err(|e| Error::from_codec("record", key, e))?;
+        if stored.as_deref() == Some(merged.as_slice()) {
+            return Ok(false);
+        }
+        if merged.len() > max {
+            return Err(Error::RecordTooLarge {
+                key: key.to_vec(),
+                len: merged.len(),
+                max,
+            });
+        }
+        let mut wb = inner.store.batch();
+        wb.put_record(key, &merged);
+        self.commit(wb)?;
+        Ok(true)
+    }
+}
+
+fn read_of(record: &Record) -> Option<Read> {
+    let values: Vec<ReadValue> = record.values.values().filter_map(ReadValue::of).collect();
+    (!values.is_empty()).then(|| Read {
+        values,
+        token: CausalToken(record.context()),
+    })
+}
+
+fn max_marker(record: &Record) -> Option<crate::model::Hlc> {
+    fn walk(v: &Value) -> Option<crate::model::Hlc> {
+        match v {
+            Value::Lww(r) => crate::model::lww::max_marker(r),
+            Value::Map(m) => m.fields.values().filter_map(walk).max(),
+            _ => None,
+        }
+    }
+    record.values.values().filter_map(walk).max()
+}
+
+fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidKey("empty"));
+    }
+    if key.len() > KEY_BYTES_MAX {
+        return Err(Error::InvalidKey("longer than 64 KiB"));
+    }
+    Ok(())
+}
+
+fn new_replica_id() -> Result<u64> {
+    loop {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).map_err(|e| Error::Corrupt {
+            what: "replica id",
+            key: Vec::new(),
+            detail: format!("no randomness available: {e}"),
+        })?;
+        let id = u64::from_le_bytes(b);
+        if id != 0 {
+            return Ok(id);
+        }
+    }
+}
+
+/// Finds this replica's last sequence number and logs empty entries for any number that was
+/// handed out but never committed before a crash, so that the origin's log stays contiguous.
+fn fill_sequence_gaps(
+    store: &Store,
+    replica: ReplicaId,
+    durability: crate::config::Durability,
+) -> Result<u64> {
+    let last = store.last_log_seq(replica)?;
+    if last == 0 {
+        return Ok(0);
+    }
+    let from = last.saturating_sub(STRIPES as u64).max(1);
+    let present = store.log_seqs(replica, from, last)?;
+    let missing: Vec<u64> = (from..=last)
+        .filter(|s| present.binary_search(s).is_err())
+        .collect();
+    if !missing.is_empty() {
+        let mut wb = store.batch();
+        for s in &missing {
+            wb.put_log(replica, *s, &LogEntry::default().encode());
+        }
+        wb.commit(durability == crate::config::Durability::Sync)?;
+        tracing::info!(replica = %replica, filled = missing.len(), "filled sequence gaps left by a crash");
+    }
+    Ok(last)
+}

@@ -1,0 +1,120 @@
+//! The engine's error type: one variant per thing a caller can act on.
+
+use crate::model::{codec::CodecError, Kind, TokenError};
+
+/// Errors from engine operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Empty key, or a key over `KEY_BYTES_MAX`.
+    #[error("invalid key: {0}")]
+    InvalidKey(&'static str),
+    /// A value, element or field name over the configured maximum.
+    #[error("value of {len} bytes exceeds the maximum of {max}")]
+    ValueTooLarge {
+        /// Size given.
+        len: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+    /// The record would exceed the configured maximum after this write.
+    #[error(
+        "record {} would grow to {len} bytes, over the maximum of {max}",
+        show(key)
+    )]
+    RecordTooLarge {
+        /// The key.
+        key: Vec<u8>,
+        /// Encoded size after the write.
+        len: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+    /// The key (or map field) holds a value of another type.
+    #[error("key {} holds a {existing}, not a {requested}", show(key))]
+    WrongType {
+        /// The key.
+        key: Vec<u8>,
+        /// The type present.
+        existing: Kind,
+        /// The type the operation needs.
+        requested: Kind,
+    },
+    /// A counter would overflow 64 bits.
+    #[error("counter {} would overflow", show(key))]
+    CounterOverflow {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// An operation that is not valid as given.
+    #[error("invalid operation: {0}")]
+    InvalidOperation(&'static str),
+    /// Stored bytes that do not decode; the rest of the database is unaffected.
+    #[error("corrupt {what} {}: {detail}", show(key))]
+    Corrupt {
+        /// What was being read ("record", "log entry", "metadata").
+        what: &'static str,
+        /// Its key.
+        key: Vec<u8>,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// Bytes written by a newer format than this build reads.
+    #[error(
+        "{what} {} has format version {found}; this build reads up to {supported}",
+        show(key)
+    )]
+    FutureVersion {
+        /// What was being read.
+        what: &'static str,
+        /// Its key.
+        key: Vec<u8>,
+        /// Version found.
+        found: u8,
+        /// Newest version supported.
+        supported: u8,
+    },
+    /// A causal token or context from a caller that does not decode.
+    #[error(transparent)]
+    InvalidToken(#[from] TokenError),
+    /// RocksDB failed.
+    #[error("storage: {0}")]
+    Storage(#[from] rocksdb::Error),
+    /// An earlier storage write failed; the engine refuses writes until reopened.
+    #[error("engine is poisoned by an earlier storage failure; reopen it")]
+    Poisoned,
+}
+
+impl Error {
+    pub(crate) fn from_codec(what: &'static str, key: &[u8], e: CodecError) -> Error {
+        match e {
+            CodecError::FutureVersion { found, supported } => Error::FutureVersion {
+                what,
+                key: key.to_vec(),
+                found,
+                supported,
+            },
+            other => Error::Corrupt {
+                what,
+                key: key.to_vec(),
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    /// Whether retrying the same call later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Storage(_))
+    }
+}
+
+/// A key for messages: UTF-8 when printable, hex otherwise.
+pub(crate) fn show(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(s) if s.chars().all(|c| !c.is_control()) => format!("{s:?}"),
+        _ => key.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    }
+}
+
+/// Result alias for engine operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

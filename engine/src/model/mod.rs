@@ -1,0 +1,31 @@
+//! Keys' values and their causality: pure data and merge logic, no I/O, no clock, no randomness.
+//!
+//! Every value is a causal CRDT (a dot store with its context); joins are commutative,
+//! associative and idempotent (see `tests/model_laws.rs` in this crate).
+
+mod causal;
+pub mod codec;
+pub mod counter;
+mod dot_store;
+mod hlc;
+pub mod lww;
+pub mod mvreg;
+mod op;
+pub mod orset;
+mod record;
+mod replica;
+mod token;
+mod value;
+
+pub use causal::{Dot, VersionVector};
+pub use counter::Counter;
+pub use dot_store::{Causal, DotFun, DotStore};
+pub use hlc::{Hlc, HybridClock};
+pub use lww::LwwReg;
+pub use mvreg::MvReg;
+pub use op::Op;
+pub use orset::OrSet;
+pub use record::{ApplyError, Record, Stamp};
+pub use replica::ReplicaId;
+pub use token::{CausalToken, TokenError};
+pub use value::{FieldKey, Kind, OrMap, Value};

@@ -1,0 +1,157 @@
+//! A record: everything stored under one key. Normally one value; two when regions concurrently
+//! wrote the key with different types (a visible conflict, kept rather than lost).
+
+use super::{counter, lww, mvreg, orset, value::join_values, Dot, FieldKey, Hlc, Kind, Value};
+use super::{Op, VersionVector};
+use std::collections::BTreeMap;
+
+/// The state stored under one key.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Record {
+    /// One value per kind ever written under this key (present or tombstoned).
+    pub values: BTreeMap<Kind, Value>,
+}
+
+/// Identity of one local write: its dot and its HLC marker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// The write's dot.
+    pub dot: Dot,
+    /// The write's hybrid-logical-clock marker.
+    pub marker: Hlc,
+}
+
+/// Why an operation could not be applied to a record.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// The key (or map field) already holds a value of another type.
+    #[error("holds a {existing}, not a {requested}")]
+    WrongType {
+        /// The type present.
+        existing: Kind,
+        /// The type the operation needs.
+        requested: Kind,
+    },
+    /// A counter total would overflow 64 bits.
+    #[error("counter overflow")]
+    CounterOverflow,
+    /// The operation is not valid here (for example a delete nested in a map update).
+    #[error("invalid operation: {0}")]
+    Invalid(&'static str),
+}
+
+impl Record {
+    /// The lattice join with a record from another replica.
+    pub fn join(&mut self, other: &Record) {
+        join_values(&mut self.values, &other.values);
+    }
+
+    /// Whether the key reads as absent (never written, or deleted).
+    pub fn is_bottom(&self) -> bool {
+        self.values.values().all(Value::is_bottom)
+    }
+
+    /// The values present, in kind order.
+    pub fn present(&self) -> impl Iterator<Item = &Value> {
+        self.values.values().filter(|v| !v.is_bottom())
+    }
+
+    /// The present value of `kind`, if any.
+    pub fn get(&self, kind: Kind) -> Option<&Value> {
+        self.values.get(&kind).filter(|v| !v.is_bottom())
+    }
+
+    /// Union of every causal context in the record: what a reader of it has seen.
+    pub fn context(&self) -> VersionVector {
+        let mut vv = VersionVector::new();
+        fn walk(v: &Value, vv: &mut VersionVector) {
+            match v {
+                Value::Register(c) => vv.join(&c.ctx),
+                Value::Lww(c) => vv.join(&c.ctx),
+                Value::Counter(c) => vv.join(&c.ctx),
+                Value::Set(c) => vv.join(&c.ctx),
+                Value::Map(m) => m.fields.values().for_each(|f| walk(f, vv)),
+            }
+        }
+        self.values.values().for_each(|v| walk(v, &mut vv));
+        vv
+    }
+
+    /// Whether every causal part keeps its dots inside its context.
+    pub fn is_well_formed(&self) -> bool {
+        self.values
+            .iter()
+            .all(|(k, v)| v.kind() == *k && v.is_well_formed())
+    }
+
+    /// Applies a local operation stamped with a fresh dot.
+    pub fn apply(&mut self, op: &Op, stamp: Stamp) -> Result<(), ApplyError> {
+        let Some(kind) = op.kind() else {
+            // Delete: an observed remove of everything this replica sees under the key.
+            self.values.values_mut().for_each(Value::remove_all);
+            return Ok(());
+        };
+        if let Some(other) = self.present().map(Value::kind).find(|k| *k != kind) {
+            return Err(ApplyError::WrongType {
+                existing: other,
+                requested: kind,
+            });
+        }
+        let value = self
+            .values
+            .entry(kind)
+            .or_insert_with(|| Value::empty(kind));
+        apply_to_value(value, op, stamp)
+    }
+}
+
+fn apply_to_value(value: &mut Value, op: &Op, stamp: Stamp) -> Result<(), ApplyError> {
+    let dot = stamp.dot;
+    match (value, op) {
+        (Value::Register(r), Op::Put { value, context }) => {
+            mvreg::put(r, dot, value.clone(), context.as_ref())
+        }
+        (Value::Lww(r), Op::LwwSet { value }) => lww::set(r, dot, stamp.marker, value.clone()),
+        (Value::Counter(c), Op::CounterAdd { delta }) => {
+            counter::add(c, dot, *delta).map_err(|_| ApplyError::CounterOverflow)?
+        }
+        (Value::Set(s), Op::SetAdd { elems }) => {
+            elems.iter().for_each(|e| orset::add(s, dot, e.clone()))
+        }
+        (Value::Set(s), Op::SetRemove { elems }) => elems.iter().for_each(|e| orset::remove(s, e)),
+        (Value::Map(m), Op::MapUpdate { field, op }) => {
+            let Some(kind) = op.kind() else {
+                return Err(ApplyError::Invalid("a map update cannot carry a delete"));
+            };
+            let clash = m
+                .fields
+                .iter()
+                .find(|(k, v)| k.name == *field && k.kind != kind && !v.is_bottom());
+            if let Some((k, _)) = clash {
+                return Err(ApplyError::WrongType {
+                    existing: k.kind,
+                    requested: kind,
+                });
+            }
+            let key = FieldKey {
+                name: field.clone(),
+                kind,
+            };
+            let nested = m.fields.entry(key).or_insert_with(|| Value::empty(kind));
+            apply_to_value(nested, op, stamp)?
+        }
+        (Value::Map(m), Op::MapRemove { field }) => m
+            .fields
+            .iter_mut()
+            .filter(|(k, _)| k.name == *field)
+            .for_each(|(_, v)| v.remove_all()),
+        (v, _) => {
+            return Err(ApplyError::WrongType {
+                existing: v.kind(),
+                requested: op.kind().unwrap_or(v.kind()),
+            })
+        }
+    }
+    Ok(())
+}

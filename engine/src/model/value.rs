@@ -1,0 +1,157 @@
+//! The value types a key or a map field can hold, and the map that nests them.
+
+use super::{Causal, Counter, DotStore, LwwReg, MvReg, OrSet};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The type of a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    /// Multi-value register (siblings on conflict).
+    Register,
+    /// Last-writer-wins register.
+    Lww,
+    /// PN-counter.
+    Counter,
+    /// Observed-remove set.
+    Set,
+    /// Observed-remove map of nested values.
+    Map,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Register => "register",
+            Kind::Lww => "lww",
+            Kind::Counter => "counter",
+            Kind::Set => "set",
+            Kind::Map => "map",
+        })
+    }
+}
+
+/// A map field is named and typed: concurrent writes of one name with two types keep both.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FieldKey {
+    /// The field's name.
+    pub name: Vec<u8>,
+    /// The field's type.
+    pub kind: Kind,
+}
+
+/// Observed-remove map: each field is an independent causal value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OrMap {
+    /// The fields, present or tombstoned.
+    pub fields: BTreeMap<FieldKey, Value>,
+}
+
+/// One value of any kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// Multi-value register.
+    Register(Causal<MvReg>),
+    /// Last-writer-wins register.
+    Lww(Causal<LwwReg>),
+    /// PN-counter.
+    Counter(Causal<Counter>),
+    /// Observed-remove set.
+    Set(Causal<OrSet>),
+    /// Map of nested values.
+    Map(OrMap),
+}
+
+impl Value {
+    /// An empty value of `kind`.
+    pub fn empty(kind: Kind) -> Value {
+        match kind {
+            Kind::Register => Value::Register(Causal::default()),
+            Kind::Lww => Value::Lww(Causal::default()),
+            Kind::Counter => Value::Counter(Causal::default()),
+            Kind::Set => Value::Set(Causal::default()),
+            Kind::Map => Value::Map(OrMap::default()),
+        }
+    }
+
+    /// This value's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Value::Register(_) => Kind::Register,
+            Value::Lww(_) => Kind::Lww,
+            Value::Counter(_) => Kind::Counter,
+            Value::Set(_) => Kind::Set,
+            Value::Map(_) => Kind::Map,
+        }
+    }
+
+    /// The lattice join; values of different kinds are never joined (they live under
+    /// different keys), so a mismatch leaves `self` as it is.
+    pub fn join(&mut self, other: &Value) {
+        match (self, other) {
+            (Value::Register(a), Value::Register(b)) => a.join(b),
+            (Value::Lww(a), Value::Lww(b)) => a.join(b),
+            (Value::Counter(a), Value::Counter(b)) => a.join(b),
+            (Value::Set(a), Value::Set(b)) => a.join(b),
+            (Value::Map(a), Value::Map(b)) => join_values(&mut a.fields, &b.fields),
+            _ => debug_assert!(false, "join of values of different kinds"),
+        }
+    }
+
+    /// Whether the value reads as absent.
+    pub fn is_bottom(&self) -> bool {
+        match self {
+            Value::Register(c) => c.is_bottom(),
+            Value::Lww(c) => c.is_bottom(),
+            Value::Counter(c) => c.is_bottom(),
+            Value::Set(c) => c.is_bottom(),
+            Value::Map(m) => m.fields.values().all(Value::is_bottom),
+        }
+    }
+
+    /// Removes everything this replica sees (observed remove); contexts are kept as tombstones.
+    pub fn remove_all(&mut self) {
+        match self {
+            Value::Register(c) => c.store.remove_all(),
+            Value::Lww(c) => c.store.remove_all(),
+            Value::Counter(c) => c.store.remove_all(),
+            Value::Set(c) => c.store.remove_all(),
+            Value::Map(m) => m.fields.values_mut().for_each(Value::remove_all),
+        }
+    }
+
+    /// Whether every causal part keeps its dots inside its context.
+    pub fn is_well_formed(&self) -> bool {
+        match self {
+            Value::Register(c) => c.is_well_formed(),
+            Value::Lww(c) => c.is_well_formed(),
+            Value::Counter(c) => c.is_well_formed(),
+            Value::Set(c) => c.is_well_formed(),
+            Value::Map(m) => m.fields.values().all(Value::is_well_formed),
+        }
+    }
+
+    /// Nesting depth: 1 for a leaf, 1 + deepest field for a map.
+    pub fn depth(&self) -> usize {
+        match self {
+            Value::Map(m) => 1 + m.fields.values().map(Value::depth).max().unwrap_or(0),
+            _ => 1,
+        }
+    }
+}
+
+/// Joins a map of values into another, key by key.
+pub(crate) fn join_values<K: Ord + Clone>(
+    mine: &mut BTreeMap<K, Value>,
+    theirs: &BTreeMap<K, Value>,
+) {
+    for (k, v) in theirs {
+        match mine.get_mut(k) {
+            Some(m) => m.join(v),
+            None => {
+                mine.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}

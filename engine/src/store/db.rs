@@ -1,0 +1,204 @@
+//! The RocksDB handle and the few operations the engine needs from it.
+
+use super::keys::{self, CF_LOG, CF_META, CF_RECORDS};
+use crate::model::ReplicaId;
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, DBPinnableSlice, Direction, IteratorMode, Options,
+    ReadOptions, WriteBatch, WriteOptions, DB,
+};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Options shared by the engine and by the raw-RocksDB reference in the benchmarks.
+pub fn rocksdb_options() -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.increase_parallelism(2);
+    opts.set_max_background_jobs(2);
+    opts.set_bytes_per_sync(1 << 20);
+    let mut table = BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    table.set_block_cache(&rocksdb::Cache::new_lru_cache(64 << 20));
+    opts.set_block_based_table_factory(&table);
+    opts
+}
+
+/// A key and its value as RocksDB hands them out.
+pub type KeyValue = (Box<[u8]>, Box<[u8]>);
+
+/// The engine's RocksDB database with its three column families.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<DB>,
+}
+
+impl Store {
+    /// Opens (creating if missing) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, rocksdb::Error> {
+        let opts = rocksdb_options();
+        let cfs = [CF_RECORDS, CF_LOG, CF_META]
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, rocksdb_options()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        // The three families are created at open; a missing one is a programming error.
+        #[allow(clippy::expect_used)]
+        self.db
+            .cf_handle(name)
+            .expect("column family opened at start")
+    }
+
+    /// The stored bytes of a record.
+    pub fn get_record(&self, key: &[u8]) -> Result<Option<DBPinnableSlice<'_>>, rocksdb::Error> {
+        self.db.get_pinned_cf(self.cf(CF_RECORDS), key)
+    }
+
+    /// A metadata value.
+    pub fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error> {
+        self.db.get_cf(self.cf(CF_META), key)
+    }
+
+    /// Writes one metadata value durably.
+    pub fn put_meta_sync(&self, key: &[u8], value: &[u8]) -> Result<(), rocksdb::Error> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.put_cf_opt(self.cf(CF_META), key, value, &wo)
+    }
+
+    /// The stored bytes of a log entry.
+    pub fn get_log(&self, origin: ReplicaId, seq: u64) -> Result<Option<Vec<u8>>, rocksdb::Error> {
+        self.db.get_cf(self.cf(CF_LOG), keys::log_key(origin, seq))
+    }
+
+    /// Sequence numbers of `origin`'s log entries in `[from, to]`, ascending.
+    pub fn log_seqs(
+        &self,
+        origin: ReplicaId,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<u64>, rocksdb::Error> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::log_key(origin, to.saturating_add(1)).to_vec());
+        let start = keys::log_key(origin, from);
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf_opt(self.cf(CF_LOG), ro, mode) {
+            let (k, _) = item?;
+            match keys::parse_log_key(&k) {
+                Some((o, s)) if o == origin && s <= to => out.push(s),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The highest sequence number in `origin`'s log (0 if none).
+    pub fn last_log_seq(&self, origin: ReplicaId) -> Result<u64, rocksdb::Error> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(keys::log_key(origin, 0).to_vec());
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_LOG), ro);
+        it.seek_for_prev(keys::log_key(origin, u64::MAX));
+        it.status()?;
+        Ok(it
+            .key()
+            .and_then(keys::parse_log_key)
+            .filter(|(o, _)| *o == origin)
+            .map_or(0, |(_, s)| s))
+    }
+
+    /// Records in `[start, end)` in key order, as raw bytes.
+    pub fn records_from(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+    ) -> impl Iterator<Item = Result<KeyValue, rocksdb::Error>> + '_ {
+        let mut ro = ReadOptions::default();
+        if let Some(end) = end {
+            ro.set_iterate_upper_bound(end.to_vec());
+        }
+        let mode = IteratorMode::From(start, Direction::Forward);
+        self.db.iterator_cf_opt(self.cf(CF_RECORDS), ro, mode)
+    }
+
+    /// A batch builder bound to this store's column families.
+    pub fn batch(&self) -> AtomicWrite<'_> {
+        AtomicWrite {
+            store: self,
+            batch: WriteBatch::default(),
+        }
+    }
+
+    /// Flushes memtables and the WAL to disk (used at close and by tests).
+    pub fn flush(&self) -> Result<(), rocksdb::Error> {
+        self.db.flush_wal(true)?;
+        for cf in [CF_RECORDS, CF_LOG, CF_META] {
+            self.db.flush_cf(self.cf(cf))?;
+        }
+        Ok(())
+    }
+
+    /// The live size of a column family's data in bytes (SST plus memtable estimate).
+    pub fn cf_size_estimate(&self, cf: &str) -> Result<u64, rocksdb::Error> {
+        let cf = self.cf(cf);
+        let sst = self
+            .db
+            .property_int_value_cf(cf, "rocksdb.live-sst-files-size")?
+            .unwrap_or(0);
+        let mem = self
+            .db
+            .property_int_value_cf(cf, "rocksdb.cur-size-all-mem-tables")?
+            .unwrap_or(0);
+        Ok(sst + mem)
+    }
+
+    /// Overwrites a record's raw bytes, bypassing the engine (for corruption tests and repair).
+    pub fn put_raw_record(&self, key: &[u8], bytes: &[u8]) -> Result<(), rocksdb::Error> {
+        self.db.put_cf(self.cf(CF_RECORDS), key, bytes)
+    }
+
+    /// Overwrites a log entry's raw bytes, bypassing the engine (for corruption tests).
+    pub fn put_raw_log(
+        &self,
+        origin: ReplicaId,
+        seq: u64,
+        bytes: &[u8],
+    ) -> Result<(), rocksdb::Error> {
+        self.db
+            .put_cf(self.cf(CF_LOG), keys::log_key(origin, seq), bytes)
+    }
+}
+
+/// An atomic write across the three column families.
+pub struct AtomicWrite<'a> {
+    store: &'a Store,
+    batch: WriteBatch,
+}
+
+impl AtomicWrite<'_> {
+    /// Stages a record.
+    pub fn put_record(&mut self, key: &[u8], bytes: &[u8]) {
+        self.batch.put_cf(self.store.cf(CF_RECORDS), key, bytes);
+    }
+
+    /// Stages a log entry.
+    pub fn put_log(&mut self, origin: ReplicaId, seq: u64, bytes: &[u8]) {
+        self.batch
+            .put_cf(self.store.cf(CF_LOG), keys::log_key(origin, seq), bytes);
+    }
+
+    /// Stages a metadata value.
+    pub fn put_meta(&mut self, key: &[u8], bytes: &[u8]) {
+        self.batch.put_cf(self.store.cf(CF_META), key, bytes);
+    }
+
+    /// Commits the batch atomically; `sync` waits for fsync (group-committed by RocksDB).
+    pub fn commit(self, sync: bool) -> Result<(), rocksdb::Error> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.store.db.write_opt(self.batch, &wo)
+    }
+}

@@ -1,0 +1,64 @@
+//! Byte layout of keys in the log and metadata column families.
+
+use crate::model::ReplicaId;
+
+/// Column family holding one record per user key.
+pub const CF_RECORDS: &str = "records";
+/// Column family holding the replication log, keyed by (origin, sequence).
+pub const CF_LOG: &str = "log";
+/// Column family holding replica identity and counters.
+pub const CF_META: &str = "meta";
+
+/// Metadata key of this replica's id.
+pub const META_REPLICA_ID: &[u8] = b"replica_id";
+/// Metadata key of the on-disk layout version.
+pub const META_LAYOUT: &[u8] = b"layout";
+
+/// Log key: origin replica then sequence, both big-endian so that keys sort by (origin, seq).
+pub fn log_key(origin: ReplicaId, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&origin.0.to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Splits a log key; `None` if it is not 16 bytes.
+pub fn parse_log_key(k: &[u8]) -> Option<(ReplicaId, u64)> {
+    let origin = u64::from_be_bytes(k.get(..8)?.try_into().ok()?);
+    let seq = u64::from_be_bytes(k.get(8..16)?.try_into().ok()?);
+    (k.len() == 16).then_some((ReplicaId(origin), seq))
+}
+
+/// The smallest key greater than every key starting with `prefix` (`None`: no upper bound).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_keys_sort_by_origin_then_sequence() {
+        let a = log_key(ReplicaId(1), 300);
+        let b = log_key(ReplicaId(2), 1);
+        let c = log_key(ReplicaId(1), 301);
+        assert!(a < c && c < b);
+        assert_eq!(parse_log_key(&a), Some((ReplicaId(1), 300)));
+        assert_eq!(parse_log_key(&a[..15]), None);
+    }
+
+    #[test]
+    fn prefix_end_bounds_the_prefix() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[b'a', 0xff]), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+    }
+}

@@ -1,0 +1,226 @@
+//! Property tests: every join is commutative, associative and idempotent; encoding round-trips
+//! and is canonical; a read-then-write never loses a concurrent sibling.
+
+#![allow(clippy::unwrap_used)]
+
+use meridian::model::codec::{decode_record, encode_record};
+use meridian::model::{Dot, Hlc, Op, Record, ReplicaId, Stamp};
+use meridian::Kind;
+use proptest::prelude::*;
+
+const REPLICAS: usize = 3;
+
+fn rid(i: usize) -> ReplicaId {
+    // Large ids exercise the compact dot encoding.
+    ReplicaId(u64::MAX - 7 * i as u64)
+}
+
+#[derive(Clone, Debug)]
+enum TestOp {
+    Put(u8, bool),
+    Lww(u8),
+    Add(i8),
+    SetAdd(u8),
+    SetRemove(u8),
+    MapPut(u8, u8),
+    MapAdd(u8, i8),
+    MapSetAdd(u8, u8),
+    MapRemove(u8),
+    NestedPut(u8, u8, u8),
+    Delete,
+}
+
+#[derive(Clone, Debug)]
+enum Action {
+    Op(usize, TestOp),
+    Merge { from: usize, to: usize },
+}
+
+fn test_op() -> impl Strategy<Value = TestOp> {
+    prop_oneof![
+        (0u8..4, any::<bool>()).prop_map(|(v, c)| TestOp::Put(v, c)),
+        (0u8..4).prop_map(TestOp::Lww),
+        (-3i8..4).prop_map(TestOp::Add),
+        (0u8..4).prop_map(TestOp::SetAdd),
+        (0u8..4).prop_map(TestOp::SetRemove),
+        (0u8..3, 0u8..4).prop_map(|(f, v)| TestOp::MapPut(f, v)),
+        (0u8..3, -3i8..4).prop_map(|(f, v)| TestOp::MapAdd(f, v)),
+        (0u8..3, 0u8..4).prop_map(|(f, v)| TestOp::MapSetAdd(f, v)),
+        (0u8..3).prop_map(TestOp::MapRemove),
+        (0u8..2, 0u8..2, 0u8..4).prop_map(|(f, g, v)| TestOp::NestedPut(f, g, v)),
+        Just(TestOp::Delete),
+    ]
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        3 => (0..REPLICAS, test_op()).prop_map(|(r, o)| Action::Op(r, o)),
+        1 => (0..REPLICAS, 0..REPLICAS).prop_map(|(from, to)| Action::Merge { from, to }),
+    ]
+}
+
+fn to_op(op: &TestOp, record: &Record) -> Op {
+    let context = || match record.get(Kind::Register) {
+        Some(meridian::model::Value::Register(r)) => Some(r.ctx.clone()),
+        _ => None,
+    };
+    match op {
+        TestOp::Put(v, with_ctx) => Op::Put {
+            value: vec![*v],
+            context: if *with_ctx { context() } else { None },
+        },
+        TestOp::Lww(v) => Op::LwwSet { value: vec![*v] },
+        TestOp::Add(d) => Op::CounterAdd {
+            delta: i64::from(*d),
+        },
+        TestOp::SetAdd(e) => Op::SetAdd {
+            elems: vec![vec![*e]],
+        },
+        TestOp::SetRemove(e) => Op::SetRemove {
+            elems: vec![vec![*e]],
+        },
+        TestOp::MapPut(f, v) => Op::MapUpdate {
+            field: vec![*f],
+            op: Box::new(Op::Put {
+                value: vec![*v],
+                context: None,
+            }),
+        },
+        TestOp::MapAdd(f, d) => Op::MapUpdate {
+            field: vec![*f],
+            op: Box::new(Op::CounterAdd {
+                delta: i64::from(*d),
+            }),
+        },
+        TestOp::MapSetAdd(f, e) => Op::MapUpdate {
+            field: vec![*f],
+            op: Box::new(Op::SetAdd {
+                elems: vec![vec![*e]],
+            }),
+        },
+        TestOp::MapRemove(f) => Op::MapRemove { field: vec![*f] },
+        TestOp::NestedPut(f, g, v) => Op::MapUpdate {
+            field: vec![*f],
+            op: Box::new(Op::MapUpdate {
+                field: vec![*g],
+                op: Box::new(Op::LwwSet { value: vec![*v] }),
+            }),
+        },
+        TestOp::Delete => Op::Delete,
+    }
+}
+
+/// Runs a history and returns each replica's final record.
+fn run(actions: &[Action]) -> Vec<Record> {
+    let mut records = vec![Record::default(); REPLICAS];
+    let mut seqs = [0u64; REPLICAS];
+    for (step, a) in actions.iter().enumerate() {
+        match a {
+            Action::Op(r, op) => {
+                let op = to_op(op, &records[*r]);
+                seqs[*r] += 1;
+                // Skewed clocks: replica 0 runs far ahead, so markers disagree with causality.
+                let marker = Hlc(((REPLICAS - r) as u64) * 1_000_000 + step as u64);
+                let stamp = Stamp {
+                    dot: Dot::new(rid(*r), seqs[*r]),
+                    marker,
+                };
+                let before = records[*r].clone();
+                if records[*r].apply(&op, stamp).is_err() {
+                    assert_eq!(
+                        records[*r], before,
+                        "a refused operation changed the record"
+                    );
+                }
+            }
+            Action::Merge { from, to } => {
+                let src = records[*from].clone();
+                records[*to].join(&src);
+            }
+        }
+    }
+    records
+}
+
+fn bytes(r: &Record) -> Vec<u8> {
+    encode_record(r).expect("well-formed records encode")
+}
+
+fn joined(a: &Record, b: &Record) -> Record {
+    let mut x = a.clone();
+    x.join(b);
+    x
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
+
+    #[test]
+    fn join_is_commutative_associative_idempotent(actions in prop::collection::vec(action(), 0..40)) {
+        let rs = run(&actions);
+        let (a, b, c) = (&rs[0], &rs[1], &rs[2]);
+        prop_assert_eq!(bytes(&joined(a, b)), bytes(&joined(b, a)));
+        prop_assert_eq!(bytes(&joined(&joined(a, b), c)), bytes(&joined(a, &joined(b, c))));
+        prop_assert_eq!(bytes(&joined(a, a)), bytes(a));
+        for r in &rs {
+            prop_assert!(r.is_well_formed());
+        }
+    }
+
+    #[test]
+    fn encoding_round_trips_and_is_canonical(actions in prop::collection::vec(action(), 0..40)) {
+        for r in run(&actions) {
+            let enc = bytes(&r);
+            let back = decode_record(&enc).expect("decodes");
+            prop_assert_eq!(&back, &r);
+            prop_assert_eq!(bytes(&back), enc);
+        }
+    }
+
+    #[test]
+    fn replicas_converge_after_exchanging_everything(actions in prop::collection::vec(action(), 0..40)) {
+        let mut rs = run(&actions);
+        for _ in 0..2 {
+            for i in 0..REPLICAS {
+                for j in 0..REPLICAS {
+                    let src = rs[j].clone();
+                    rs[i].join(&src);
+                }
+            }
+        }
+        prop_assert_eq!(bytes(&rs[0]), bytes(&rs[1]));
+        prop_assert_eq!(bytes(&rs[1]), bytes(&rs[2]));
+    }
+
+    #[test]
+    fn read_then_write_back_never_loses_a_concurrent_sibling(
+        actions in prop::collection::vec(action(), 0..30),
+        concurrent in 2u8..200,
+        mine in 200u8..255,
+    ) {
+        let mut rs = run(&actions);
+        // Make replica 0 and 1 share a register state first.
+        rs[0] = Record::default();
+        rs[1] = Record::default();
+        let shared = Stamp { dot: Dot::new(rid(2), 1_000), marker: Hlc(1) };
+        rs[0].apply(&Op::Put { value: vec![1], context: None }, shared).expect("fresh register");
+        rs[1] = rs[0].clone();
+        // Replica 0 reads; replica 1 writes concurrently; replica 0 writes back with its context.
+        let ctx = match rs[0].get(Kind::Register) {
+            Some(meridian::model::Value::Register(r)) => r.ctx.clone(),
+            _ => unreachable!(),
+        };
+        let s1 = Stamp { dot: Dot::new(rid(1), 5_000), marker: Hlc(2) };
+        rs[1].apply(&Op::Put { value: vec![concurrent], context: None }, s1).expect("register");
+        let s0 = Stamp { dot: Dot::new(rid(0), 5_000), marker: Hlc(3) };
+        rs[0].apply(&Op::Put { value: vec![mine], context: Some(ctx) }, s0).expect("register");
+        let merged = joined(&rs[0], &rs[1]);
+        let values = match merged.get(Kind::Register) {
+            Some(meridian::model::Value::Register(r)) => r.store.values().cloned().collect::<Vec<_>>(),
+            _ => Vec::new(),
+        };
+        prop_assert!(values.contains(&vec![concurrent]), "concurrent sibling lost: {:?}", values);
+        prop_assert!(values.contains(&vec![mine]));
+        prop_assert!(!values.contains(&vec![1]), "superseded value survived: {:?}", values);
+    }
+}

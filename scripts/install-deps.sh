@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the system packages the build needs on Debian: libclang (RocksDB's bindgen) and a C++
+# compiler (RocksDB itself). As root it installs them; otherwise it prints the command to run.
+set -euo pipefail
+
+missing=()
+if ! ldconfig -p 2>/dev/null | grep -q 'libclang.*\.so'; then
+  missing+=(libclang-dev)
+fi
+if ! command -v c++ >/dev/null 2>&1; then
+  missing+=(g++)
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: cargo not found; install the Rust toolchain first (https://rustup.rs)" >&2
+  exit 1
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing ${missing[*]} (needed to build RocksDB)" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  echo "error: missing system packages: ${missing[*]}" >&2
+  echo "run: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
