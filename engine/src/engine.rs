@@ -10,7 +10,7 @@ use crate::model::{
 };
 use crate::read::{LwwValue, MapView, Read, ReadValue, Siblings};
 use crate::store::{keys, LogEntry, Store};
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -206,17 +206,13 @@ impl Engine {
 
     /// Applies one operation.
     pub fn apply(&self, key: &[u8], op: Op) -> Result<CausalToken> {
-        self.write(Batch {
-            ops: vec![(key.to_vec(), op)],
-        })
+        check_key(key)?;
+        self.check_op(&op, 1)?;
+        self.write_checked(&[key], std::iter::once(op))
     }
 
     /// Applies a batch atomically: one dot, one log entry, one RocksDB write.
     pub fn write(&self, batch: Batch) -> Result<CausalToken> {
-        let inner = &*self.inner;
-        if inner.poisoned.load(Ordering::SeqCst) {
-            return Err(Error::Poisoned);
-        }
         if batch.ops.is_empty() {
             return Err(Error::InvalidOperation("empty batch"));
         }
@@ -224,19 +220,40 @@ impl Engine {
             check_key(key)?;
             self.check_op(op, 1)?;
         }
-        let _guards = self.lock_keys(batch.ops.iter().map(|(k, _)| k.as_slice()));
-        let mut records: BTreeMap<&[u8], Record> = BTreeMap::new();
-        for (key, _) in &batch.ops {
-            if !records.contains_key(key.as_slice()) {
-                records.insert(key.as_slice(), self.load(key)?.unwrap_or_default());
-            }
+        let (keys, ops): (Vec<Vec<u8>>, Vec<Op>) = batch.ops.into_iter().unzip();
+        let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        self.write_checked(&keys, ops)
+    }
+
+    /// The write path for validated operations, `keys[i]` being the key of the i-th operation.
+    fn write_checked(
+        &self,
+        keys: &[&[u8]],
+        ops: impl IntoIterator<Item = Op>,
+    ) -> Result<CausalToken> {
+        let inner = &*self.inner;
+        if inner.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::Poisoned);
+        }
+        let distinct: Cow<'_, [&[u8]]> = if keys.len() == 1 {
+            Cow::Borrowed(keys)
+        } else {
+            let mut d = keys.to_vec();
+            d.sort_unstable();
+            d.dedup();
+            Cow::Owned(d)
+        };
+        let _guards = self.lock_keys(&distinct);
+        let mut records = Vec::with_capacity(distinct.len());
+        for key in distinct.iter() {
+            records.push(self.load(key)?.unwrap_or_default());
         }
 
         let seq = inner.next_seq.fetch_add(1, Ordering::SeqCst);
         let dot = Dot::new(inner.replica, seq);
         let marker = lock(&inner.clock).tick(inner.config.clock.now_ms());
         let stamp = Stamp { dot, marker };
-        let encoded = match self.apply_and_encode(&batch, &mut records, stamp) {
+        let encoded = match self.apply_and_encode(keys, ops, &distinct, &mut records, stamp) {
             Ok(encoded) => encoded,
             Err(e) => {
                 // The sequence number is spent: log it as empty so the origin stays contiguous.
@@ -245,41 +262,44 @@ impl Engine {
             }
         };
         let mut wb = inner.store.batch();
-        for (key, bytes) in &encoded {
+        for (key, bytes) in distinct.iter().zip(&encoded) {
             wb.put_record(key, bytes);
         }
-        let entry = LogEntry {
-            keys: encoded.into_iter().map(|(k, _)| k.to_vec()).collect(),
-        };
-        wb.put_log(inner.replica, seq, &entry.encode());
+        wb.put_log(inner.replica, seq, &LogEntry::encode_keys(&distinct));
         self.commit(wb)?;
         Ok(CausalToken::of_dot(dot))
     }
 
-    fn apply_and_encode<'k>(
+    /// Applies `ops` (one per entry of `keys`) to `records` (one per entry of the sorted
+    /// `distinct`) and encodes the results in `distinct` order.
+    fn apply_and_encode(
         &self,
-        batch: &'k Batch,
-        records: &mut BTreeMap<&'k [u8], Record>,
+        keys: &[&[u8]],
+        ops: impl IntoIterator<Item = Op>,
+        distinct: &[&[u8]],
+        records: &mut [Record],
         stamp: Stamp,
-    ) -> Result<Vec<(&'k [u8], Vec<u8>)>> {
-        for (key, op) in &batch.ops {
-            let record = records.entry(key.as_slice()).or_default();
-            record.apply(op, stamp).map_err(|e| match e {
+    ) -> Result<Vec<Vec<u8>>> {
+        for (key, op) in keys.iter().zip(ops) {
+            let i = distinct
+                .binary_search(key)
+                .map_err(|_| Error::InvalidOperation("batch key lost"))?;
+            records[i].apply(op, stamp).map_err(|e| match e {
                 ApplyError::WrongType {
                     existing,
                     requested,
                 } => Error::WrongType {
-                    key: key.clone(),
+                    key: key.to_vec(),
                     existing,
                     requested,
                 },
-                ApplyError::CounterOverflow => Error::CounterOverflow { key: key.clone() },
+                ApplyError::CounterOverflow => Error::CounterOverflow { key: key.to_vec() },
                 ApplyError::Invalid(why) => Error::InvalidOperation(why),
             })?;
         }
         let max = self.inner.config.record_bytes_max;
         let mut out = Vec::with_capacity(records.len());
-        for (key, record) in records.iter() {
+        for (key, record) in distinct.iter().zip(records.iter()) {
             let bytes =
                 codec::encode_record(record).map_err(|e| Error::from_codec("record", key, e))?;
             if bytes.len() > max {
@@ -289,7 +309,7 @@ impl Engine {
                     max,
                 });
             }
-            out.push((*key, bytes));
+            out.push(bytes);
         }
         Ok(out)
     }
@@ -351,11 +371,14 @@ impl Engine {
         }
     }
 
-    fn lock_keys<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) -> Vec<MutexGuard<'_, ()>> {
+    /// Locks the stripes of `keys` (sorted and distinct) in stripe order.
+    fn lock_keys(&self, keys: &[&[u8]]) -> Vec<MutexGuard<'_, ()>> {
         let hasher = BuildHasherDefault::<DefaultHasher>::default();
-        let mut stripes: Vec<usize> = keys
-            .map(|k| hasher.hash_one(k) as usize % STRIPES)
-            .collect();
+        let stripe = |k: &[u8]| hasher.hash_one(k) as usize % STRIPES;
+        if let [key] = keys {
+            return vec![lock(&self.inner.stripes[stripe(key)])];
+        }
+        let mut stripes: Vec<usize> = keys.iter().map(|k| stripe(k)).collect();
         stripes.sort_unstable();
         stripes.dedup();
         stripes
@@ -378,21 +401,19 @@ impl Engine {
     /// Everything under `key`; `None` if absent or deleted.
     pub fn read(&self, key: &[u8]) -> Result<Option<Read>> {
         check_key(key)?;
-        Ok(self.load(key)?.and_then(|r| read_of(&r)))
+        Ok(self.load(key)?.and_then(read_of))
     }
 
     fn typed(&self, key: &[u8], kind: Kind) -> Result<Option<ReadValue>> {
-        let Some(read) = self.read(key)? else {
+        check_key(key)?;
+        let Some(mut record) = self.load(key)? else {
             return Ok(None);
         };
-        let mut other = None;
-        for v in read.values {
-            if v.kind() == kind {
-                return Ok(Some(v));
-            }
-            other = Some(v.kind());
+        if let Some(read) = record.values.remove(&kind).and_then(ReadValue::from_value) {
+            return Ok(Some(read));
         }
-        match other {
+        let existing = record.present().next().map(Value::kind);
+        match existing {
             Some(existing) => Err(Error::WrongType {
                 key: key.to_vec(),
                 existing,
@@ -467,7 +488,7 @@ impl Engine {
             let (key, bytes) = item?;
             let record =
                 codec::decode_record(&bytes).map_err(|e| Error::from_codec("record", &key, e))?;
-            if let Some(read) = read_of(&record) {
+            if let Some(read) = read_of(record) {
                 out.push((key.into_vec(), read));
             }
         }
@@ -503,7 +524,7 @@ impl Engine {
         if let Some(marker) = max_marker(&remote) {
             lock(&inner.clock).observe(marker, inner.config.clock.now_ms());
         }
-        let _guard = self.lock_keys(std::iter::once(key));
+        let _guard = self.lock_keys(&[key]);
         let stored = inner.store.get_record(key)?.map(|b| b.to_vec());
         let mut local = match &stored {
             Some(b) => codec::decode_record(b).map_err(|e| Error::from_codec("record", key, e))?,
@@ -529,12 +550,14 @@ impl Engine {
     }
 }
 
-fn read_of(record: &Record) -> Option<Read> {
-    let values: Vec<ReadValue> = record.values.values().filter_map(ReadValue::of).collect();
-    (!values.is_empty()).then(|| Read {
-        values,
-        token: CausalToken(record.context()),
-    })
+fn read_of(record: Record) -> Option<Read> {
+    let token = CausalToken(record.context());
+    let values: Vec<ReadValue> = record
+        .values
+        .into_values()
+        .filter_map(ReadValue::from_value)
+        .collect();
+    (!values.is_empty()).then_some(Read { values, token })
 }
 
 fn max_marker(record: &Record) -> Option<crate::model::Hlc> {

@@ -60,32 +60,35 @@ impl ReadValue {
         }
     }
 
-    /// A view of a value; `None` when it reads as absent.
-    pub(crate) fn of(value: &Value) -> Option<ReadValue> {
+    /// A view of a value, consuming it; `None` when it reads as absent.
+    pub(crate) fn from_value(value: Value) -> Option<ReadValue> {
         if value.is_bottom() {
             return None;
         }
         Some(match value {
-            Value::Register(r) => ReadValue::Register(Siblings {
-                values: r.store.values().cloned().collect(),
-                dots: r.store.keys().copied().collect(),
-                context: r.ctx.clone(),
-            }),
+            Value::Register(r) => {
+                let dots = r.store.keys().copied().collect();
+                ReadValue::Register(Siblings {
+                    values: r.store.into_values().collect(),
+                    dots,
+                    context: r.ctx,
+                })
+            }
             Value::Lww(r) => {
-                let (dot, e) = lww::winner(r)?;
+                let (dot, e) = lww::winner(&r)?;
                 ReadValue::Lww(LwwValue {
                     value: e.value.clone(),
                     marker: e.marker,
                     writer: dot.replica,
                 })
             }
-            Value::Counter(c) => ReadValue::Counter(counter::value(c)),
-            Value::Set(s) => ReadValue::Set(s.store.keys().cloned().collect()),
+            Value::Counter(c) => ReadValue::Counter(counter::value(&c)),
+            Value::Set(s) => ReadValue::Set(s.store.into_keys().collect()),
             Value::Map(m) => {
                 let mut view = MapView::default();
-                for (k, v) in &m.fields {
-                    if let Some(read) = ReadValue::of(v) {
-                        view.fields.entry(k.name.clone()).or_default().push(read);
+                for (k, v) in m.fields {
+                    if let Some(read) = ReadValue::from_value(v) {
+                        view.fields.entry(k.name).or_default().push(read);
                     }
                 }
                 ReadValue::Map(view)

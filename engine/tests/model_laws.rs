@@ -126,7 +126,7 @@ fn run(actions: &[Action]) -> Vec<Record> {
                     marker,
                 };
                 let before = records[*r].clone();
-                if records[*r].apply(&op, stamp).is_err() {
+                if records[*r].apply(op, stamp).is_err() {
                     assert_eq!(
                         records[*r], before,
                         "a refused operation changed the record"
@@ -203,7 +203,7 @@ proptest! {
         rs[0] = Record::default();
         rs[1] = Record::default();
         let shared = Stamp { dot: Dot::new(rid(2), 1_000), marker: Hlc(1) };
-        rs[0].apply(&Op::Put { value: vec![1], context: None }, shared).expect("fresh register");
+        rs[0].apply(Op::Put { value: vec![1], context: None }, shared).expect("fresh register");
         rs[1] = rs[0].clone();
         // Replica 0 reads; replica 1 writes concurrently; replica 0 writes back with its context.
         let ctx = match rs[0].get(Kind::Register) {
@@ -211,9 +211,9 @@ proptest! {
             _ => unreachable!(),
         };
         let s1 = Stamp { dot: Dot::new(rid(1), 5_000), marker: Hlc(2) };
-        rs[1].apply(&Op::Put { value: vec![concurrent], context: None }, s1).expect("register");
+        rs[1].apply(Op::Put { value: vec![concurrent], context: None }, s1).expect("register");
         let s0 = Stamp { dot: Dot::new(rid(0), 5_000), marker: Hlc(3) };
-        rs[0].apply(&Op::Put { value: vec![mine], context: Some(ctx) }, s0).expect("register");
+        rs[0].apply(Op::Put { value: vec![mine], context: Some(ctx) }, s0).expect("register");
         let merged = joined(&rs[0], &rs[1]);
         let values = match merged.get(Kind::Register) {
             Some(meridian::model::Value::Register(r)) => r.store.values().cloned().collect::<Vec<_>>(),

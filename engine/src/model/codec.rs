@@ -9,7 +9,8 @@ use super::counter::{Counter, Totals};
 use super::lww::LwwEntry;
 use super::VersionVector;
 use super::{Causal, Dot, DotFun, FieldKey, Hlc, Kind, OrMap, Record, ReplicaId, Value};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::ser::{SerializeSeq, SerializeStructVariant};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -41,16 +42,29 @@ pub enum CodecError {
 
 /// Encodes a record into its canonical envelope.
 pub fn encode_record(record: &Record) -> Result<Vec<u8>, CodecError> {
-    let repr = RecordRepr {
-        values: record
-            .values
-            .values()
-            .map(value_to_repr)
-            .collect::<Result<_, _>>()?,
-    };
-    let mut out = vec![RECORD_FORMAT];
-    postcard::to_io(&repr, &mut out).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    let mut out = Vec::with_capacity(64 + payload_len(record));
+    out.push(RECORD_FORMAT);
+    postcard::to_io(&EncRecord(record), &mut out)
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
     Ok(out)
+}
+
+/// Bytes of user payload in a record: a capacity hint for the encoder.
+fn payload_len(record: &Record) -> usize {
+    fn walk(v: &Value) -> usize {
+        match v {
+            Value::Register(c) => c.store.values().map(|v| v.len() + 8).sum(),
+            Value::Lww(c) => c.store.values().map(|e| e.value.len() + 16).sum(),
+            Value::Counter(c) => 32 * (c.store.entries.len() + c.store.base.len()),
+            Value::Set(c) => c.store.keys().map(|e| e.len() + 8).sum(),
+            Value::Map(m) => m
+                .fields
+                .iter()
+                .map(|(k, v)| k.name.len() + 2 + walk(v))
+                .sum(),
+        }
+    }
+    record.values.values().map(walk).sum()
 }
 
 /// Decodes a record envelope.
@@ -188,10 +202,6 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Nested<T> {
 struct DotTable(Vec<(ReplicaId, u64)>);
 
 impl DotTable {
-    fn of(ctx: &VersionVector) -> Self {
-        DotTable(ctx.iter().collect())
-    }
-
     fn parse(entries: Vec<(ReplicaId, u64)>) -> Result<Self, CodecError> {
         let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0);
         if !sorted || entries.iter().any(|(_, c)| *c == 0) {
@@ -202,21 +212,6 @@ impl DotTable {
 
     fn ctx(&self) -> VersionVector {
         VersionVector::from_entries(self.0.iter().copied())
-    }
-
-    fn put(&self, d: Dot) -> Result<(u32, u64), CodecError> {
-        let i = self
-            .0
-            .binary_search_by_key(&d.replica, |(r, _)| *r)
-            .map_err(|_| CodecError::Malformed(format!("dot {d} outside its context")))?;
-        let top = self.0[i].1;
-        if d.counter == 0 || d.counter > top {
-            return Err(CodecError::Malformed(format!(
-                "dot {d} outside its context"
-            )));
-        }
-        let idx = u32::try_from(i).map_err(|_| CodecError::Malformed("context too wide".into()))?;
-        Ok((idx, top - d.counter))
     }
 
     fn get(&self, idx: u32, back: u64) -> Result<Dot, CodecError> {
@@ -238,83 +233,176 @@ fn insert_once<V>(map: &mut DotFun<V>, dot: Dot, v: V) -> Result<(), CodecError>
     }
 }
 
-fn value_to_repr(value: &Value) -> Result<ValueRepr<'_>, CodecError> {
-    Ok(match value {
-        Value::Register(c) => {
-            let t = DotTable::of(&c.ctx);
-            let mut entries = Vec::with_capacity(c.store.len());
-            for (d, v) in &c.store {
-                let (idx, back) = t.put(*d)?;
-                entries.push(Reg {
-                    idx,
-                    back,
-                    value: Cow::Borrowed(v),
-                });
-            }
-            ValueRepr::Register { ctx: t.0, entries }
+// ---- encoding: written straight from the model, in the layout `RecordRepr` decodes ----
+
+struct EncRecord<'a>(&'a Record);
+
+impl Serialize for EncRecord<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut seq = ser.serialize_seq(Some(self.0.values.len()))?;
+        for v in self.0.values.values() {
+            seq.serialize_element(&EncValue(v))?;
         }
-        Value::Lww(c) => {
-            let t = DotTable::of(&c.ctx);
-            let mut entries = Vec::with_capacity(c.store.len());
-            for (d, e) in &c.store {
-                let (idx, back) = t.put(*d)?;
-                let value = Cow::Borrowed(e.value.as_slice());
-                entries.push(Lww {
-                    idx,
-                    back,
-                    marker: e.marker.0,
-                    value,
-                });
-            }
-            ValueRepr::Lww { ctx: t.0, entries }
-        }
-        Value::Counter(c) => {
-            let t = DotTable::of(&c.ctx);
-            let mut entries = Vec::with_capacity(c.store.entries.len());
-            for (d, tot) in &c.store.entries {
-                let (idx, back) = t.put(*d)?;
-                entries.push((idx, back, tot.inc, tot.dec));
-            }
-            let base = c
-                .store
-                .base
-                .iter()
-                .map(|(r, b)| (*r, b.inc, b.dec))
-                .collect();
-            ValueRepr::Counter {
-                ctx: t.0,
-                entries,
-                base,
-            }
-        }
-        Value::Set(c) => {
-            let t = DotTable::of(&c.ctx);
-            let mut elems = Vec::with_capacity(c.store.len());
-            for (e, dots) in &c.store {
-                let dots = dots.keys().map(|d| t.put(*d)).collect::<Result<_, _>>()?;
-                elems.push(Elem {
-                    elem: Cow::Borrowed(e),
-                    dots,
-                });
-            }
-            ValueRepr::Set { ctx: t.0, elems }
-        }
-        Value::Map(m) => {
-            let mut fields = Vec::with_capacity(m.fields.len());
-            for (k, v) in &m.fields {
-                let value = value_to_repr(v)?;
-                fields.push(Field {
-                    name: Cow::Borrowed(&k.name),
-                    kind: k.kind,
-                    value,
-                });
-            }
-            ValueRepr::Map {
-                fields: Nested(fields),
-            }
-        }
-    })
+        seq.end()
+    }
 }
+
+struct EncCtx<'a>(&'a VersionVector);
+
+impl Serialize for EncCtx<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut seq = ser.serialize_seq(Some(self.0.len()))?;
+        for entry in self.0.iter() {
+            seq.serialize_element(&entry)?;
+        }
+        seq.end()
+    }
+}
+
+/// The dots of a store written as (index in context, distance below the counter, payload).
+struct EncDots<'a, V, F> {
+    ctx: &'a VersionVector,
+    store: &'a DotFun<V>,
+    item: F,
+}
+
+impl<'a, V, T: Serialize, F: Fn(u32, u64, &'a V) -> T> Serialize for EncDots<'a, V, F> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut seq = ser.serialize_seq(Some(self.store.len()))?;
+        for (d, v) in self.store {
+            let (idx, back) = dot_position(self.ctx, *d).map_err(serde::ser::Error::custom)?;
+            seq.serialize_element(&(self.item)(idx, back, v))?;
+        }
+        seq.end()
+    }
+}
+
+fn dot_position(ctx: &VersionVector, d: Dot) -> Result<(u32, u64), CodecError> {
+    let outside = || CodecError::Malformed(format!("dot {d} outside its context"));
+    let idx = ctx
+        .iter()
+        .position(|(r, _)| r == d.replica)
+        .ok_or_else(outside)?;
+    let top = ctx.get(d.replica);
+    if d.counter == 0 || d.counter > top {
+        return Err(outside());
+    }
+    Ok((u32::try_from(idx).map_err(|_| outside())?, top - d.counter))
+}
+
+struct EncElems<'a>(&'a Causal<super::OrSet>);
+
+impl Serialize for EncElems<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut seq = ser.serialize_seq(Some(self.0.store.len()))?;
+        for (elem, dots) in &self.0.store {
+            let dots = EncDots {
+                ctx: &self.0.ctx,
+                store: dots,
+                item: |i, b, _: &()| (i, b),
+            };
+            seq.serialize_element(&(serde_bytes::Bytes::new(elem), dots))?;
+        }
+        seq.end()
+    }
+}
+
+struct EncBase<'a>(&'a BTreeMap<ReplicaId, Totals>);
+
+impl Serialize for EncBase<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut seq = ser.serialize_seq(Some(self.0.len()))?;
+        for (r, t) in self.0 {
+            seq.serialize_element(&(r, t.inc, t.dec))?;
+        }
+        seq.end()
+    }
+}
+
+struct EncFields<'a>(&'a OrMap);
+
+impl Serialize for EncFields<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut seq = ser.serialize_seq(Some(self.0.fields.len()))?;
+        for (k, v) in &self.0.fields {
+            seq.serialize_element(&(serde_bytes::Bytes::new(&k.name), k.kind, EncValue(v)))?;
+        }
+        seq.end()
+    }
+}
+
+#[allow(clippy::ptr_arg)] // the signature must match `DotFun<Vec<u8>>`
+fn register_item(i: u32, b: u64, v: &Vec<u8>) -> (u32, u64, &serde_bytes::Bytes) {
+    (i, b, serde_bytes::Bytes::new(v))
+}
+
+fn lww_item(i: u32, b: u64, e: &LwwEntry) -> (u32, u64, u64, &serde_bytes::Bytes) {
+    (i, b, e.marker.0, serde_bytes::Bytes::new(&e.value))
+}
+
+struct EncValue<'a>(&'a Value);
+
+impl Serialize for EncValue<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        const NAME: &str = "ValueRepr";
+        match self.0 {
+            Value::Register(c) => {
+                let mut sv = ser.serialize_struct_variant(NAME, 0, "Register", 2)?;
+                sv.serialize_field("ctx", &EncCtx(&c.ctx))?;
+                let item = register_item;
+                sv.serialize_field(
+                    "entries",
+                    &EncDots {
+                        ctx: &c.ctx,
+                        store: &c.store,
+                        item,
+                    },
+                )?;
+                sv.end()
+            }
+            Value::Lww(c) => {
+                let mut sv = ser.serialize_struct_variant(NAME, 1, "Lww", 2)?;
+                sv.serialize_field("ctx", &EncCtx(&c.ctx))?;
+                let item = lww_item;
+                sv.serialize_field(
+                    "entries",
+                    &EncDots {
+                        ctx: &c.ctx,
+                        store: &c.store,
+                        item,
+                    },
+                )?;
+                sv.end()
+            }
+            Value::Counter(c) => {
+                let mut sv = ser.serialize_struct_variant(NAME, 2, "Counter", 3)?;
+                sv.serialize_field("ctx", &EncCtx(&c.ctx))?;
+                let item = |i, b, t: &Totals| (i, b, t.inc, t.dec);
+                let entries = EncDots {
+                    ctx: &c.ctx,
+                    store: &c.store.entries,
+                    item,
+                };
+                sv.serialize_field("entries", &entries)?;
+                sv.serialize_field("base", &EncBase(&c.store.base))?;
+                sv.end()
+            }
+            Value::Set(c) => {
+                let mut sv = ser.serialize_struct_variant(NAME, 3, "Set", 2)?;
+                sv.serialize_field("ctx", &EncCtx(&c.ctx))?;
+                sv.serialize_field("elems", &EncElems(c))?;
+                sv.end()
+            }
+            Value::Map(m) => {
+                let mut sv = ser.serialize_struct_variant(NAME, 4, "Map", 1)?;
+                sv.serialize_field("fields", &EncFields(m))?;
+                sv.end()
+            }
+        }
+    }
+}
+
+// ---- decoding ----
 
 fn value_from_repr(repr: ValueRepr<'_>) -> Result<Value, CodecError> {
     Ok(match repr {

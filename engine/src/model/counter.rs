@@ -79,8 +79,10 @@ impl DotStore for Counter {
 /// Adds `delta` on behalf of `dot.replica`.
 pub fn add(c: &mut Causal<Counter>, dot: Dot, delta: i64) -> Result<(), CounterOverflow> {
     let mut own = c.store.base.get(&dot.replica).copied().unwrap_or_default();
-    for (_, t) in super::dot_store::take_replica(&mut c.store.entries, dot.replica) {
-        own = own.pointwise_max(t);
+    for (d, t) in &c.store.entries {
+        if d.replica == dot.replica {
+            own = own.pointwise_max(*t);
+        }
     }
     let magnitude = delta.unsigned_abs();
     if delta >= 0 {
@@ -88,6 +90,7 @@ pub fn add(c: &mut Causal<Counter>, dot: Dot, delta: i64) -> Result<(), CounterO
     } else {
         own.dec = own.dec.checked_add(magnitude).ok_or(CounterOverflow)?;
     }
+    c.store.entries.retain(|d, _| d.replica != dot.replica);
     c.store.entries.insert(dot, own);
     c.ctx.add(dot);
     Ok(())

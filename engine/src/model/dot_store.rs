@@ -4,7 +4,7 @@
 //! or when the other side has not seen its dot; an entry the other side has seen but no longer
 //! holds was removed there and stays removed.
 
-use super::{Dot, ReplicaId, VersionVector};
+use super::{Dot, VersionVector};
 use std::collections::BTreeMap;
 
 /// A store of dots whose join is defined relative to the causal contexts of both sides.
@@ -86,16 +86,4 @@ impl<S: DotStore> Causal<S> {
             .for_each_dot(&mut |d| ok &= self.ctx.contains(&d));
         ok
     }
-}
-
-/// The dots of one replica removed from a dot function, returning their values.
-pub(crate) fn take_replica<V>(store: &mut DotFun<V>, replica: ReplicaId) -> Vec<(Dot, V)> {
-    let dots: Vec<Dot> = store
-        .keys()
-        .filter(|d| d.replica == replica)
-        .copied()
-        .collect();
-    dots.into_iter()
-        .filter_map(|d| store.remove(&d).map(|v| (d, v)))
-        .collect()
 }

@@ -85,8 +85,8 @@ impl Record {
             .all(|(k, v)| v.kind() == *k && v.is_well_formed())
     }
 
-    /// Applies a local operation stamped with a fresh dot.
-    pub fn apply(&mut self, op: &Op, stamp: Stamp) -> Result<(), ApplyError> {
+    /// Applies a local operation stamped with a fresh dot. On error the record is unchanged.
+    pub fn apply(&mut self, op: Op, stamp: Stamp) -> Result<(), ApplyError> {
         let Some(kind) = op.kind() else {
             // Delete: an observed remove of everything this replica sees under the key.
             self.values.values_mut().for_each(Value::remove_all);
@@ -98,26 +98,32 @@ impl Record {
                 requested: kind,
             });
         }
+        let existed = self.values.contains_key(&kind);
         let value = self
             .values
             .entry(kind)
             .or_insert_with(|| Value::empty(kind));
-        apply_to_value(value, op, stamp)
+        let result = apply_to_value(value, op, stamp);
+        if result.is_err() && !existed {
+            self.values.remove(&kind);
+        }
+        result
     }
 }
 
-fn apply_to_value(value: &mut Value, op: &Op, stamp: Stamp) -> Result<(), ApplyError> {
+fn apply_to_value(value: &mut Value, op: Op, stamp: Stamp) -> Result<(), ApplyError> {
     let dot = stamp.dot;
+    let requested = op.kind();
     match (value, op) {
         (Value::Register(r), Op::Put { value, context }) => {
-            mvreg::put(r, dot, value.clone(), context.as_ref())
+            mvreg::put(r, dot, value, context.as_ref())
         }
-        (Value::Lww(r), Op::LwwSet { value }) => lww::set(r, dot, stamp.marker, value.clone()),
+        (Value::Lww(r), Op::LwwSet { value }) => lww::set(r, dot, stamp.marker, value),
         (Value::Counter(c), Op::CounterAdd { delta }) => {
-            counter::add(c, dot, *delta).map_err(|_| ApplyError::CounterOverflow)?
+            counter::add(c, dot, delta).map_err(|_| ApplyError::CounterOverflow)?
         }
         (Value::Set(s), Op::SetAdd { elems }) => {
-            elems.iter().for_each(|e| orset::add(s, dot, e.clone()))
+            elems.into_iter().for_each(|e| orset::add(s, dot, e))
         }
         (Value::Set(s), Op::SetRemove { elems }) => elems.iter().for_each(|e| orset::remove(s, e)),
         (Value::Map(m), Op::MapUpdate { field, op }) => {
@@ -127,29 +133,35 @@ fn apply_to_value(value: &mut Value, op: &Op, stamp: Stamp) -> Result<(), ApplyE
             let clash = m
                 .fields
                 .iter()
-                .find(|(k, v)| k.name == *field && k.kind != kind && !v.is_bottom());
+                .find(|(k, v)| k.name == field && k.kind != kind && !v.is_bottom());
             if let Some((k, _)) = clash {
                 return Err(ApplyError::WrongType {
                     existing: k.kind,
                     requested: kind,
                 });
             }
-            let key = FieldKey {
-                name: field.clone(),
-                kind,
-            };
-            let nested = m.fields.entry(key).or_insert_with(|| Value::empty(kind));
-            apply_to_value(nested, op, stamp)?
+            let key = FieldKey { name: field, kind };
+            let existed = m.fields.contains_key(&key);
+            let nested = m
+                .fields
+                .entry(key.clone())
+                .or_insert_with(|| Value::empty(kind));
+            if let Err(e) = apply_to_value(nested, *op, stamp) {
+                if !existed {
+                    m.fields.remove(&key);
+                }
+                return Err(e);
+            }
         }
         (Value::Map(m), Op::MapRemove { field }) => m
             .fields
             .iter_mut()
-            .filter(|(k, _)| k.name == *field)
+            .filter(|(k, _)| k.name == field)
             .for_each(|(_, v)| v.remove_all()),
         (v, _) => {
             return Err(ApplyError::WrongType {
                 existing: v.kind(),
-                requested: op.kind().unwrap_or(v.kind()),
+                requested: requested.unwrap_or(v.kind()),
             })
         }
     }

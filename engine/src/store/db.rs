@@ -21,6 +21,9 @@ pub fn rocksdb_options() -> Options {
     table.set_bloom_filter(10.0, false);
     table.set_block_cache(&rocksdb::Cache::new_lru_cache(64 << 20));
     opts.set_block_based_table_factory(&table);
+    // A bloom filter over the memtable too: writes first look up the key, and most are new.
+    opts.set_memtable_whole_key_filtering(true);
+    opts.set_memtable_prefix_bloom_ratio(0.05);
     opts
 }
 

@@ -24,6 +24,17 @@ impl LogEntry {
         out
     }
 
+    /// The encoding of an entry naming `keys`, without building one.
+    pub fn encode_keys(keys: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(2 + keys.iter().map(|k| k.len() + 3).sum::<usize>());
+        out.push(LOG_FORMAT);
+        let keys: Vec<&serde_bytes::Bytes> =
+            keys.iter().map(|k| serde_bytes::Bytes::new(k)).collect();
+        // Writing into a Vec cannot fail.
+        let _ = postcard::to_io(&keys, &mut out);
+        out
+    }
+
     /// Parses `encode`'s output.
     pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         let (&v, body) = bytes.split_first().ok_or(CodecError::Empty)?;

@@ -28,8 +28,11 @@ const COUNTER_KEYS: u64 = 1_000;
 
 fn key(i: u64) -> [u8; 16] {
     let mut k = *b"key-000000000000";
-    let digits = format!("{:012}", i % 1_000_000_000_000);
-    k[4..].copy_from_slice(digits.as_bytes());
+    let mut n = i;
+    for slot in k[4..].iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
     k
 }
 
