@@ -48,6 +48,9 @@ pub struct Config {
     pub clock_skew_ms_max: u64,
     /// Wall-clock source.
     pub clock: Arc<dyn WallClock>,
+    /// Identity to give a replica created by this open (simulations, tests); `None` draws a
+    /// random one. Opening an existing replica with a different id is refused.
+    pub replica_id: Option<crate::ReplicaId>,
 }
 
 impl Default for Config {
@@ -58,6 +61,7 @@ impl Default for Config {
             record_bytes_max: 16 << 20,
             clock_skew_ms_max: 5 * 60 * 1000,
             clock: Arc::new(SystemClock),
+            replica_id: None,
         }
     }
 }
@@ -69,6 +73,7 @@ impl fmt::Debug for Config {
             .field("value_bytes_max", &self.value_bytes_max)
             .field("record_bytes_max", &self.record_bytes_max)
             .field("clock_skew_ms_max", &self.clock_skew_ms_max)
+            .field("replica_id", &self.replica_id)
             .finish_non_exhaustive()
     }
 }

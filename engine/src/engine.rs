@@ -29,20 +29,42 @@ const LAYOUT: u8 = 1;
 /// Cheap to clone; all clones share one database. `Send + Sync`.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    store: Store,
-    replica: ReplicaId,
-    config: Config,
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) replica: ReplicaId,
+    pub(crate) config: Config,
     next_seq: AtomicU64,
-    clock: Mutex<HybridClock>,
+    /// This replica's sequence numbers committed so far.
+    own: Mutex<Frontier>,
+    /// Per remote origin, the highest sequence applied in order (mirrors `meta`).
+    pub(crate) applied: Mutex<VersionVector>,
+    /// Serialises the application of remote log entries.
+    pub(crate) apply_lock: Mutex<()>,
+    pub(crate) clock: Mutex<HybridClock>,
     stripes: Box<[Mutex<()>]>,
     poisoned: AtomicBool,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Sequence numbers committed out of order, folded into a contiguous prefix.
+#[derive(Debug, Default)]
+struct Frontier {
+    contiguous: u64,
+    ahead: std::collections::BTreeSet<u64>,
+}
+
+impl Frontier {
+    fn commit(&mut self, seq: u64) {
+        self.ahead.insert(seq);
+        while self.ahead.remove(&(self.contiguous + 1)) {
+            self.contiguous += 1;
+        }
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -61,7 +83,10 @@ impl Engine {
                 ReplicaId(u64::from_be_bytes(raw))
             }
             None => {
-                let id = ReplicaId(new_replica_id()?);
+                let id = match config.replica_id {
+                    Some(id) => id,
+                    None => ReplicaId(new_replica_id()?),
+                };
                 store.put_meta_sync(keys::META_LAYOUT, &[LAYOUT])?;
                 store.put_meta_sync(keys::META_REPLICA_ID, &id.0.to_be_bytes())?;
                 id
@@ -77,7 +102,32 @@ impl Engine {
                 });
             }
         }
+        if config.replica_id.is_some_and(|id| id != replica) {
+            return Err(Error::InvalidOperation(
+                "the directory holds another replica than configured",
+            ));
+        }
         let last = fill_sequence_gaps(&store, replica, config.durability)?;
+        let mut applied = VersionVector::new();
+        for (k, v) in store.meta_with_prefix(keys::META_APPLIED_PREFIX)? {
+            let origin = k
+                .get(keys::META_APPLIED_PREFIX.len()..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok());
+            let seq = <[u8; 8]>::try_from(&v[..]).ok();
+            match (origin, seq) {
+                (Some(o), Some(s)) => applied.add(Dot::new(
+                    ReplicaId(u64::from_be_bytes(o)),
+                    u64::from_be_bytes(s),
+                )),
+                _ => {
+                    return Err(Error::Corrupt {
+                        what: "metadata",
+                        key: k.to_vec(),
+                        detail: "bad applied entry".into(),
+                    })
+                }
+            }
+        }
         let clock = HybridClock::new(config.clock_skew_ms_max);
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
         tracing::debug!(replica = %replica, last_seq = last, path = %path.display(), "engine open");
@@ -87,6 +137,12 @@ impl Engine {
                 replica,
                 config,
                 next_seq: AtomicU64::new(last + 1),
+                own: Mutex::new(Frontier {
+                    contiguous: last,
+                    ahead: Default::default(),
+                }),
+                applied: Mutex::new(applied),
+                apply_lock: Mutex::new(()),
                 clock: Mutex::new(clock),
                 stripes,
                 poisoned: AtomicBool::new(false),
@@ -225,6 +281,13 @@ impl Engine {
         self.write_checked(&keys, ops)
     }
 
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.inner.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
     /// The write path for validated operations, `keys[i]` being the key of the i-th operation.
     fn write_checked(
         &self,
@@ -267,6 +330,7 @@ impl Engine {
         }
         wb.put_log(inner.replica, seq, &LogEntry::encode_keys(&distinct));
         self.commit(wb)?;
+        lock(&inner.own).commit(seq);
         Ok(CausalToken::of_dot(dot))
     }
 
@@ -317,10 +381,28 @@ impl Engine {
     fn commit_empty(&self, seq: u64) -> Result<()> {
         let mut wb = self.inner.store.batch();
         wb.put_log(self.inner.replica, seq, &LogEntry::default().encode());
-        self.commit(wb)
+        self.commit(wb)?;
+        lock(&self.inner.own).commit(seq);
+        Ok(())
     }
 
-    fn commit(&self, wb: crate::store::AtomicWrite<'_>) -> Result<()> {
+    /// Per origin, the highest sequence number applied with all earlier ones (this replica's
+    /// own entry: its committed writes). A causal token covered by it is visible here.
+    pub fn applied(&self) -> VersionVector {
+        let mut vv = lock(&self.inner.applied).clone();
+        vv.add(Dot::new(
+            self.inner.replica,
+            lock(&self.inner.own).contiguous,
+        ));
+        vv
+    }
+
+    /// Whether every write named by `token` is visible in this replica.
+    pub fn covers(&self, token: &CausalToken) -> bool {
+        token.is_covered_by(&self.applied())
+    }
+
+    pub(crate) fn commit(&self, wb: crate::store::AtomicWrite<'_>) -> Result<()> {
         let sync = self.inner.config.durability == crate::config::Durability::Sync;
         wb.commit(sync).map_err(|e| {
             // After a failed write the on-disk state is unknown: refuse further writes.
@@ -372,7 +454,7 @@ impl Engine {
     }
 
     /// Locks the stripes of `keys` (sorted and distinct) in stripe order.
-    fn lock_keys(&self, keys: &[&[u8]]) -> Vec<MutexGuard<'_, ()>> {
+    pub(crate) fn lock_keys(&self, keys: &[&[u8]]) -> Vec<MutexGuard<'_, ()>> {
         let hasher = BuildHasherDefault::<DefaultHasher>::default();
         let stripe = |k: &[u8]| hasher.hash_one(k) as usize % STRIPES;
         if let [key] = keys {
@@ -389,7 +471,7 @@ impl Engine {
 
     // ---- reads -----------------------------------------------------------------------------
 
-    fn load(&self, key: &[u8]) -> Result<Option<Record>> {
+    pub(crate) fn load(&self, key: &[u8]) -> Result<Option<Record>> {
         match self.inner.store.get_record(key)? {
             None => Ok(None),
             Some(bytes) => codec::decode_record(&bytes)
@@ -507,9 +589,7 @@ impl Engine {
     /// local state changed.
     pub fn apply_remote(&self, key: &[u8], state: &[u8]) -> Result<bool> {
         let inner = &*self.inner;
-        if inner.poisoned.load(Ordering::SeqCst) {
-            return Err(Error::Poisoned);
-        }
+        self.check_writable()?;
         check_key(key)?;
         let max = inner.config.record_bytes_max;
         if state.len() > max {
@@ -560,7 +640,7 @@ fn read_of(record: Record) -> Option<Read> {
     (!values.is_empty()).then_some(Read { values, token })
 }
 
-fn max_marker(record: &Record) -> Option<crate::model::Hlc> {
+pub(crate) fn max_marker(record: &Record) -> Option<crate::model::Hlc> {
     fn walk(v: &Value) -> Option<crate::model::Hlc> {
         match v {
             Value::Lww(r) => crate::model::lww::max_marker(r),
@@ -571,7 +651,7 @@ fn max_marker(record: &Record) -> Option<crate::model::Hlc> {
     record.values.values().filter_map(walk).max()
 }
 
-fn check_key(key: &[u8]) -> Result<()> {
+pub(crate) fn check_key(key: &[u8]) -> Result<()> {
     if key.is_empty() {
         return Err(Error::InvalidKey("empty"));
     }

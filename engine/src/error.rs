@@ -109,7 +109,7 @@ impl Error {
 }
 
 /// A key for messages: UTF-8 when printable, hex otherwise.
-pub(crate) fn show(key: &[u8]) -> String {
+pub fn show(key: &[u8]) -> String {
     match std::str::from_utf8(key) {
         Ok(s) if s.chars().all(|c| !c.is_control()) => format!("{s:?}"),
         _ => key.iter().map(|b| format!("{b:02x}")).collect::<String>(),

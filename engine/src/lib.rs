@@ -1,7 +1,7 @@
 //! Meridian: an embeddable, multi-region, active-active replicated key-value engine.
 //!
 //! Layers, importing downwards only: [`model`] (CRDT values and causality, pure), [`store`]
-//! (RocksDB), and [`Engine`] (the local API). See ARCHITECTURE.md at the repository root.
+//! (RocksDB), [`replication`] (the sans-IO protocol), and [`Engine`] (the local API). See ARCHITECTURE.md at the repository root.
 //!
 //! ```no_run
 //! let dir = tempfile::tempdir()?;
@@ -21,6 +21,9 @@ mod engine;
 mod error;
 pub mod model;
 mod read;
+mod replica_store;
+pub mod replication;
+pub mod sim;
 pub mod store;
 
 pub use batch::Batch;

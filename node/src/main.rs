@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod sim;
 
 /// Meridian: multi-region, active-active replicated key-value engine.
 #[derive(Parser)]
@@ -19,9 +20,18 @@ enum Command {
         #[command(subcommand)]
         suite: bench::Suite,
     },
+    /// Deterministic multi-region outage simulation of the real engine.
+    Sim(sim::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -31,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Bench { suite } => bench::run(suite),
+        Command::Sim(args) => sim::run(args),
     }
 }

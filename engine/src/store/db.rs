@@ -65,6 +65,18 @@ impl Store {
         self.db.get_cf(self.cf(CF_META), key)
     }
 
+    /// Every metadata entry whose key starts with `prefix`.
+    pub fn meta_with_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, rocksdb::Error> {
+        let mut ro = ReadOptions::default();
+        if let Some(end) = keys::prefix_end(prefix) {
+            ro.set_iterate_upper_bound(end);
+        }
+        let mode = IteratorMode::From(prefix, Direction::Forward);
+        self.db
+            .iterator_cf_opt(self.cf(CF_META), ro, mode)
+            .collect()
+    }
+
     /// Writes one metadata value durably.
     pub fn put_meta_sync(&self, key: &[u8], value: &[u8]) -> Result<(), rocksdb::Error> {
         let mut wo = WriteOptions::default();

@@ -14,6 +14,16 @@ pub const META_REPLICA_ID: &[u8] = b"replica_id";
 /// Metadata key of the on-disk layout version.
 pub const META_LAYOUT: &[u8] = b"layout";
 
+/// Prefix of the metadata keys holding, per origin, the highest sequence applied in order.
+pub const META_APPLIED_PREFIX: &[u8] = b"applied/";
+
+/// Metadata key of `origin`'s applied sequence number.
+pub fn applied_key(origin: ReplicaId) -> Vec<u8> {
+    let mut k = META_APPLIED_PREFIX.to_vec();
+    k.extend_from_slice(&origin.0.to_be_bytes());
+    k
+}
+
 /// Log key: origin replica then sequence, both big-endian so that keys sort by (origin, seq).
 pub fn log_key(origin: ReplicaId, seq: u64) -> [u8; 16] {
     let mut k = [0u8; 16];

@@ -1,0 +1,18 @@
+//! Replication: the sans-IO protocol that makes regions converge.
+//!
+//! `Replicator` is a deterministic state machine (frames, link events and ticks in; frames and
+//! link closes out) over the storage seam `ReplicaStore`. Log entries name the keys a write
+//! changed; a sender ships the keys' *current* states, so applying is a lattice join that
+//! tolerates duplicates and needs no causal delivery. See `frame.rs` for the frames and
+//! `replicator.rs` for the invariants.
+
+mod frame;
+pub mod iblt;
+mod peer;
+mod replicator;
+mod seam;
+
+pub use frame::{Frame, FrameError, WireEntry, FRAME_BYTES_MAX, PROTOCOL_VERSION};
+pub use peer::{LinkState, Peer};
+pub use replicator::{Output, PeerId, ReplicationConfig, ReplicationError, Replicator, Stats};
+pub use seam::{ApplyOutcome, RecordState, ReplicaStore};

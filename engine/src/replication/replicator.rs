@@ -1,0 +1,494 @@
+//! The replication state machine: frames and ticks in, frames out. No I/O, no clock, no
+//! randomness; time is an argument. Drivers: the simulator (`crate::sim`) and, later, the QUIC
+//! runtime.
+//!
+//! Invariants:
+//! - entries of one origin are applied in sequence order; duplicates are ignored, a gap is
+//!   answered with `Nack` and nothing after it is applied;
+//! - a replica sends, for every origin it holds, what the peer's cursor lacks (so writes relay
+//!   through any path of live links);
+//! - bytes sent and not acknowledged per link stay under `inflight_bytes_max` (plus one frame);
+//! - a malformed or unexpected frame closes that link only.
+
+use super::frame::{vv_entries, Frame, FrameError, WireEntry};
+use super::peer::{InFlight, LinkState, Peer};
+use super::seam::{ApplyOutcome, RecordState, ReplicaStore};
+use crate::model::{ReplicaId, VersionVector};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Transport-level handle of a link, chosen by the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerId(pub u32);
+
+/// Tunables of the protocol.
+#[derive(Clone, Debug)]
+pub struct ReplicationConfig {
+    /// Cluster id; peers with another one are refused.
+    pub cluster: String,
+    /// This replica's region name.
+    pub region: String,
+    /// Unacknowledged bytes allowed per link.
+    pub inflight_bytes_max: usize,
+    /// Target size of one `Entries` frame (a single large entry may exceed it).
+    pub frame_bytes_target: usize,
+    /// Idle time after which an `Ack` and a `Ping` are sent as heartbeat.
+    pub heartbeat_ms: u64,
+    /// Time without acknowledged progress after which in-flight entries are resent.
+    pub retransmit_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            cluster: "meridian".into(),
+            region: "local".into(),
+            inflight_bytes_max: 1 << 20,
+            frame_bytes_target: 64 << 10,
+            heartbeat_ms: 500,
+            retransmit_ms: 1_500,
+        }
+    }
+}
+
+/// Something the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send these frame bytes on the link.
+    Send {
+        /// The link.
+        peer: PeerId,
+        /// Encoded frame.
+        frame: Vec<u8>,
+    },
+    /// Close the link (refused handshake or bad frame).
+    Close {
+        /// The link.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why handling input failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicationError<E: std::error::Error + 'static> {
+    /// The peer sent something invalid; its link is closed, nothing else is affected.
+    #[error("peer {peer:?}: {error}")]
+    Peer {
+        /// The link.
+        peer: PeerId,
+        /// What was wrong.
+        error: FrameError,
+    },
+    /// The store failed; the driver should stop replicating.
+    #[error("store: {0}")]
+    Store(#[source] E),
+}
+
+/// Counters for metrics and benchmarks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Bytes of `Entries` frames sent.
+    pub entry_bytes_sent: u64,
+    /// Entries applied in order.
+    pub entries_applied: u64,
+    /// Entries received that were already applied.
+    pub duplicates: u64,
+    /// Entries that arrived after a hole.
+    pub gaps: u64,
+    /// Links whose in-flight entries were resent after a timeout.
+    pub retransmits: u64,
+}
+
+/// The per-replica replication state machine.
+pub struct Replicator {
+    me: ReplicaId,
+    config: ReplicationConfig,
+    peers: BTreeMap<PeerId, Peer>,
+    out: VecDeque<Output>,
+    stats: Stats,
+}
+
+impl Replicator {
+    /// A replicator for replica `me`.
+    pub fn new(me: ReplicaId, config: ReplicationConfig) -> Replicator {
+        Replicator {
+            me,
+            config,
+            peers: BTreeMap::new(),
+            out: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The next thing the driver must do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The links and what is known of them.
+    pub fn peers(&self) -> impl Iterator<Item = (PeerId, &Peer)> {
+        self.peers.iter().map(|(id, p)| (*id, p))
+    }
+
+    /// A link came up: say hello.
+    pub fn connected(&mut self, peer: PeerId, store: &impl ReplicaStore, now_ms: u64) {
+        self.peers.insert(peer, Peer::new(now_ms));
+        self.send_hello(peer, store, false, now_ms);
+    }
+
+    /// A link went down: forget it (cursors are rebuilt from the next `Hello`).
+    pub fn disconnected(&mut self, peer: PeerId) {
+        self.peers.remove(&peer);
+    }
+
+    /// A local write committed: push it to every ready link.
+    pub fn local_write<S: ReplicaStore>(
+        &mut self,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.pump(id, store, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Time passed: retry hellos, resend after timeouts, heartbeat, push.
+    pub fn tick<S: ReplicaStore>(
+        &mut self,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            let Some(p) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            match p.state {
+                LinkState::Connecting { hello_sent_ms } => {
+                    if now_ms.saturating_sub(hello_sent_ms) >= self.config.retransmit_ms {
+                        self.send_hello(id, store, false, now_ms);
+                    }
+                    continue;
+                }
+                LinkState::Refused => continue,
+                LinkState::Ready { .. } => {}
+            }
+            if !p.inflight.is_empty()
+                && now_ms.saturating_sub(p.last_progress_ms) >= self.config.retransmit_ms
+            {
+                let origins: Vec<ReplicaId> = p.inflight.iter().map(|f| f.origin).collect();
+                for o in origins {
+                    let acked = p.acked.get(o);
+                    p.rewind(o, acked);
+                }
+                p.last_progress_ms = now_ms;
+                self.stats.retransmits += 1;
+            }
+            if now_ms.saturating_sub(p.last_sent_ms) >= self.config.heartbeat_ms {
+                let ack = Frame::Ack {
+                    applied: vv_entries(&store.applied()),
+                };
+                self.send(id, &ack, now_ms);
+                self.send(id, &Frame::Ping { sent_ms: now_ms }, now_ms);
+            }
+            self.pump(id, store, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// A frame arrived on a link.
+    pub fn handle<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        bytes: &[u8],
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        if !self.peers.contains_key(&peer) {
+            return Ok(()); // a late frame on a link that is gone
+        }
+        let frame = match Frame::decode(bytes) {
+            Ok(f) => f,
+            Err(error) => return Err(self.refuse(peer, error)),
+        };
+        let ready = matches!(
+            self.peers.get(&peer).map(|p| &p.state),
+            Some(LinkState::Ready { .. })
+        );
+        match frame {
+            Frame::Hello {
+                cluster,
+                replica,
+                region,
+                applied,
+                reply,
+            } => {
+                if cluster != self.config.cluster {
+                    let why = format!("cluster {cluster:?} is not {:?}", self.config.cluster);
+                    return Err(self.reject(peer, why, now_ms));
+                }
+                if replica == self.me {
+                    return Err(self.reject(peer, "peer has this replica's own id".into(), now_ms));
+                }
+                let applied = VersionVector::from_entries(applied);
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    *p = Peer::new(now_ms);
+                    p.state = LinkState::Ready { replica, region };
+                    p.sent = applied.clone();
+                    p.acked = applied;
+                }
+                if !reply {
+                    self.send_hello(peer, store, true, now_ms);
+                }
+                self.pump(peer, store, now_ms)
+            }
+            Frame::Reject { reason } => {
+                tracing::warn!(peer = ?peer, %reason, "peer refused the handshake");
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.state = LinkState::Refused;
+                }
+                self.out.push_back(Output::Close { peer, reason });
+                Ok(())
+            }
+            // Before the handshake (its hello was lost or overtaken): drop it; the sender resends
+            // after the handshake completes.
+            _ if !ready => Ok(()),
+            Frame::Entries { origin, entries } => {
+                self.on_entries(peer, origin, entries, store, now_ms)
+            }
+            Frame::Ack { applied } => {
+                let applied = VersionVector::from_entries(applied);
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    if p.acknowledge(&applied) {
+                        p.last_progress_ms = now_ms;
+                    }
+                }
+                self.pump(peer, store, now_ms)
+            }
+            Frame::Nack { origin, next } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.rewind(origin, next.saturating_sub(1));
+                }
+                self.pump(peer, store, now_ms)
+            }
+            Frame::Ping { sent_ms } => {
+                self.send(peer, &Frame::Pong { sent_ms }, now_ms);
+                Ok(())
+            }
+            Frame::Pong { sent_ms } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.rtt_ms = Some(now_ms.saturating_sub(sent_ms));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn on_entries<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        origin: ReplicaId,
+        entries: Vec<WireEntry>,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        let mut nack = None;
+        for e in entries {
+            let records: Vec<RecordState> = e
+                .records
+                .into_iter()
+                .map(|(k, v)| (k.into_vec(), v.into_vec()))
+                .collect();
+            match store
+                .apply_entry(origin, e.seq, &records)
+                .map_err(ReplicationError::Store)?
+            {
+                ApplyOutcome::Applied { .. } => self.stats.entries_applied += 1,
+                ApplyOutcome::Duplicate => self.stats.duplicates += 1,
+                ApplyOutcome::Invalid => {
+                    let error = FrameError::Malformed(format!(
+                        "invalid records in entry {origin}:{}",
+                        e.seq
+                    ));
+                    return Err(self.refuse(peer, error));
+                }
+                ApplyOutcome::Gap { expected } => {
+                    self.stats.gaps += 1;
+                    nack = Some(expected);
+                    break;
+                }
+            }
+        }
+        if let Some(next) = nack {
+            self.send(peer, &Frame::Nack { origin, next }, now_ms);
+        }
+        let ack = Frame::Ack {
+            applied: vv_entries(&store.applied()),
+        };
+        self.send(peer, &ack, now_ms);
+        Ok(())
+    }
+
+    /// Sends what the peer lacks, origin by origin, while the in-flight budget allows.
+    fn pump<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        let applied = store.applied();
+        loop {
+            let Some(p) = self.peers.get_mut(&peer) else {
+                return Ok(());
+            };
+            if p.replica().is_none() || p.inflight_bytes >= self.config.inflight_bytes_max {
+                return Ok(());
+            }
+            // Next origin with something to send, round-robin after the last one served.
+            let behind: Vec<ReplicaId> = applied
+                .iter()
+                .filter(|(o, s)| *s > p.sent.get(*o))
+                .map(|(o, _)| o)
+                .collect();
+            let Some(origin) = behind
+                .iter()
+                .find(|o| p.last_origin.is_none_or(|last| **o > last))
+                .or(behind.first())
+                .copied()
+            else {
+                return Ok(());
+            };
+            p.last_origin = Some(origin);
+            let mut seq = p.sent.get(origin) + 1;
+            let last = applied.get(origin);
+            let mut entries = Vec::new();
+            let mut size = 0;
+            let mut flights = Vec::new();
+            while seq <= last && size < self.config.frame_bytes_target {
+                let Some(records) = store
+                    .read_entry(origin, seq)
+                    .map_err(ReplicationError::Store)?
+                else {
+                    // Not in the log any more: state anti-entropy must take over (not built yet).
+                    tracing::warn!(peer = ?peer, origin = %origin, seq, "log entry unavailable for a peer");
+                    break;
+                };
+                let bytes: usize = records
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 8)
+                    .sum::<usize>()
+                    + 10;
+                size += bytes;
+                flights.push(InFlight { origin, seq, bytes });
+                entries.push(WireEntry {
+                    seq,
+                    records: records
+                        .into_iter()
+                        .map(|(k, v)| (k.into(), v.into()))
+                        .collect(),
+                });
+                seq += 1;
+            }
+            if entries.is_empty() {
+                // Mark the origin as served so the loop ends; it is retried on the next tick.
+                p.sent.add(crate::model::Dot::new(origin, last));
+                continue;
+            }
+            let frame = Frame::Entries { origin, entries };
+            let encoded = frame.encode();
+            let p = self
+                .peers
+                .get_mut(&peer)
+                .ok_or_else(|| unreachable_peer(peer))?;
+            p.sent.add(crate::model::Dot::new(origin, seq - 1));
+            p.inflight_bytes += flights.iter().map(|f| f.bytes).sum::<usize>();
+            p.inflight.extend(flights);
+            self.stats.entry_bytes_sent += encoded.len() as u64;
+            self.send_bytes(peer, encoded, now_ms);
+        }
+    }
+
+    fn send_hello(&mut self, peer: PeerId, store: &impl ReplicaStore, reply: bool, now_ms: u64) {
+        let hello = Frame::Hello {
+            cluster: self.config.cluster.clone(),
+            replica: self.me,
+            region: self.config.region.clone(),
+            applied: vv_entries(&store.applied()),
+            reply,
+        };
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if let LinkState::Connecting { hello_sent_ms } = &mut p.state {
+                *hello_sent_ms = now_ms;
+            }
+        }
+        self.send(peer, &hello, now_ms);
+    }
+
+    fn send(&mut self, peer: PeerId, frame: &Frame, now_ms: u64) {
+        self.send_bytes(peer, frame.encode(), now_ms);
+    }
+
+    fn send_bytes(&mut self, peer: PeerId, frame: Vec<u8>, now_ms: u64) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.last_sent_ms = now_ms;
+        }
+        self.stats.frames_sent += 1;
+        self.stats.bytes_sent += frame.len() as u64;
+        self.out.push_back(Output::Send { peer, frame });
+    }
+
+    fn reject<E: std::error::Error>(
+        &mut self,
+        peer: PeerId,
+        reason: String,
+        now_ms: u64,
+    ) -> ReplicationError<E> {
+        tracing::warn!(peer = ?peer, %reason, "refusing peer");
+        self.send(
+            peer,
+            &Frame::Reject {
+                reason: reason.clone(),
+            },
+            now_ms,
+        );
+        self.refuse(peer, FrameError::Malformed(reason))
+    }
+
+    fn refuse<E: std::error::Error>(
+        &mut self,
+        peer: PeerId,
+        error: FrameError,
+    ) -> ReplicationError<E> {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.state = LinkState::Refused;
+        }
+        self.out.push_back(Output::Close {
+            peer,
+            reason: error.to_string(),
+        });
+        ReplicationError::Peer { peer, error }
+    }
+}
+
+fn unreachable_peer<E: std::error::Error>(peer: PeerId) -> ReplicationError<E> {
+    ReplicationError::Peer {
+        peer,
+        error: FrameError::Malformed("link vanished".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

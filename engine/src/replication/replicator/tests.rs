@@ -1,0 +1,133 @@
+//! Handshake and link-isolation tests of the state machine over real engines.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::{Config, Engine};
+
+fn engine(dir: &tempfile::TempDir, id: u64) -> Engine {
+    let config = Config {
+        replica_id: Some(ReplicaId(id)),
+        ..Config::default()
+    };
+    Engine::open(dir.path(), config).expect("open")
+}
+
+fn drain(r: &mut Replicator) -> Vec<Output> {
+    std::iter::from_fn(|| r.poll_output()).collect()
+}
+
+/// Delivers every frame `from` has queued for `link` to `to`.
+fn pump(from: &mut Replicator, to: &mut Replicator, link: PeerId, store: &Engine) {
+    for o in drain(from) {
+        if let Output::Send { frame, .. } = o {
+            to.handle(link, &frame, store, 0).expect("frame accepted");
+        }
+    }
+}
+
+#[test]
+fn two_replicas_exchange_writes_and_a_foreign_cluster_is_refused() {
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (ea, eb, ec) = (engine(&da, 1), engine(&db, 2), engine(&dc, 3));
+    ea.put(b"k", b"from-a").unwrap();
+    let mut a = Replicator::new(ea.replica_id(), ReplicationConfig::default());
+    let mut b = Replicator::new(eb.replica_id(), ReplicationConfig::default());
+    a.connected(PeerId(2), &ea, 0);
+    b.connected(PeerId(1), &eb, 0);
+    for _ in 0..4 {
+        pump(&mut a, &mut b, PeerId(1), &eb);
+        pump(&mut b, &mut a, PeerId(2), &ea);
+    }
+    assert_eq!(
+        eb.get(b"k").unwrap().unwrap().values,
+        vec![b"from-a".to_vec()]
+    );
+    assert_eq!(ea.applied(), eb.applied());
+
+    // A replica of another cluster says hello to a: refused, and only that link is closed.
+    let other = ReplicationConfig {
+        cluster: "elsewhere".into(),
+        ..ReplicationConfig::default()
+    };
+    let mut c = Replicator::new(ec.replica_id(), other);
+    a.connected(PeerId(3), &ea, 0);
+    c.connected(PeerId(1), &ec, 0);
+    let hello = drain(&mut c).into_iter().find_map(|o| match o {
+        Output::Send { frame, .. } => Some(frame),
+        _ => None,
+    });
+    let err = a.handle(PeerId(3), &hello.unwrap(), &ea, 0).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ReplicationError::Peer {
+                peer: PeerId(3),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(drain(&mut a).iter().any(|o| matches!(
+        o,
+        Output::Close {
+            peer: PeerId(3),
+            ..
+        }
+    )));
+
+    // Garbage on the b link closes that link; a keeps replicating to b afterwards.
+    assert!(a
+        .handle(PeerId(2), b"\x01\xff\xff garbage", &ea, 0)
+        .is_err());
+    assert!(drain(&mut a).iter().any(|o| matches!(
+        o,
+        Output::Close {
+            peer: PeerId(2),
+            ..
+        }
+    )));
+    assert!(matches!(
+        a.peers()
+            .find(|(id, _)| *id == PeerId(3))
+            .map(|(_, p)| p.state.clone()),
+        Some(LinkState::Refused)
+    ));
+}
+
+#[test]
+fn an_entry_after_a_hole_is_not_applied_and_is_nacked() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ea, eb) = (engine(&da, 1), engine(&db, 2));
+    ea.put(b"x", b"1").unwrap();
+    ea.put(b"y", b"2").unwrap();
+    let records = ea.read_entry(ReplicaId(1), 2).unwrap().unwrap();
+    assert_eq!(
+        eb.apply_entry(ReplicaId(1), 2, &records).unwrap(),
+        ApplyOutcome::Gap { expected: 1 }
+    );
+    assert_eq!(eb.get(b"y").unwrap(), None);
+    let first = ea.read_entry(ReplicaId(1), 1).unwrap().unwrap();
+    assert_eq!(
+        eb.apply_entry(ReplicaId(1), 1, &first).unwrap(),
+        ApplyOutcome::Applied { changed: 1 }
+    );
+    assert_eq!(
+        eb.apply_entry(ReplicaId(1), 1, &first).unwrap(),
+        ApplyOutcome::Duplicate
+    );
+    let bad = vec![(b"z".to_vec(), b"\x01garbage".to_vec())];
+    assert_eq!(
+        eb.apply_entry(ReplicaId(1), 2, &bad).unwrap(),
+        ApplyOutcome::Invalid
+    );
+    assert_eq!(
+        eb.applied().get(ReplicaId(1)),
+        1,
+        "an invalid entry must not advance the cursor"
+    );
+}

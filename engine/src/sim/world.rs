@@ -1,0 +1,394 @@
+//! N regions of the real engine (real RocksDB directories) and their replicators over the
+//! simulated network, driven by one seeded event loop: a fault phase, then a heal phase in which
+//! every region must converge within a bound.
+
+use super::history::{check, digest, sim_replica, Fnv, History};
+use super::network::{LinkFaults, Network, REGIONS};
+use super::rng::SimRng;
+use super::workload::{self, Session};
+use super::{Faults, SeedReport, SimOptions};
+use crate::replication::{Output, PeerId, ReplicationConfig, Replicator};
+use crate::{Config, Engine, WallClock};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A fixed epoch so that HLC markers replay exactly (2026-01-01).
+const EPOCH_MS: u64 = 1_767_225_600_000;
+const TICK_MS: u64 = 100;
+const CHECK_MS: u64 = 250;
+const SKEW_MS_MAX: i64 = 5 * 60 * 1000;
+
+/// A region's wall clock: simulated time plus a skew the faults move around.
+#[derive(Debug, Default)]
+struct SimClock {
+    now_ms: AtomicU64,
+    skew_ms: AtomicI64,
+}
+
+impl WallClock for SimClock {
+    fn now_ms(&self) -> u64 {
+        let t = EPOCH_MS as i64
+            + self.now_ms.load(Ordering::SeqCst) as i64
+            + self.skew_ms.load(Ordering::SeqCst);
+        t.max(0) as u64
+    }
+}
+
+struct Node {
+    engine: Engine,
+    repl: Replicator,
+}
+
+struct Region {
+    dir: PathBuf,
+    clock: Arc<SimClock>,
+    node: Option<Node>,
+}
+
+struct World {
+    rng: SimRng,
+    net: Network,
+    regions: Vec<Region>,
+    now_ms: u64,
+    trace: Fnv,
+    violations: Vec<String>,
+}
+
+impl World {
+    fn open(&mut self, i: usize) -> Result<(), String> {
+        let r = &mut self.regions[i];
+        let config = Config {
+            clock: r.clock.clone(),
+            replica_id: Some(sim_replica(i)),
+            ..Config::default()
+        };
+        let engine = Engine::open(&r.dir, config).map_err(|e| format!("open region {i}: {e}"))?;
+        let repl_config = ReplicationConfig {
+            region: REGIONS[i].to_string(),
+            ..ReplicationConfig::default()
+        };
+        r.node = Some(Node {
+            repl: Replicator::new(engine.replica_id(), repl_config),
+            engine,
+        });
+        for j in 0..self.regions.len() {
+            if j != i && self.regions[j].node.is_some() {
+                self.with_node(i, |n, now| {
+                    n.repl.connected(PeerId(j as u32), &n.engine, now)
+                });
+                self.with_node(j, |n, now| {
+                    n.repl.connected(PeerId(i as u32), &n.engine, now)
+                });
+                self.flush(i);
+                self.flush(j);
+            }
+        }
+        Ok(())
+    }
+
+    fn crash(&mut self, i: usize) {
+        self.regions[i].node = None;
+        self.net.drop_region(i);
+        for j in 0..self.regions.len() {
+            self.with_node(j, |n, _| n.repl.disconnected(PeerId(i as u32)));
+        }
+        self.trace.write(b"crash");
+        self.trace.write_u64(i as u64);
+    }
+
+    fn with_node<T>(&mut self, i: usize, f: impl FnOnce(&mut Node, u64) -> T) -> Option<T> {
+        let now = self.now_ms;
+        self.regions[i].node.as_mut().map(|n| f(n, now))
+    }
+
+    /// Hands a node's outputs to the network.
+    fn flush(&mut self, i: usize) {
+        let mut outs = Vec::new();
+        if let Some(n) = self.regions[i].node.as_mut() {
+            while let Some(o) = n.repl.poll_output() {
+                outs.push(o);
+            }
+        }
+        for o in outs {
+            match o {
+                Output::Send { peer, frame } => {
+                    self.net
+                        .send(&mut self.rng, self.now_ms, i, peer.0 as usize, frame);
+                }
+                Output::Close { peer, reason } => {
+                    self.violations.push(format!(
+                        "region {i} closed its link to {}: {reason}",
+                        peer.0
+                    ));
+                }
+            }
+        }
+    }
+
+    fn replication_result<E: std::fmt::Display>(&mut self, i: usize, r: Option<Result<(), E>>) {
+        if let Some(Err(e)) = r {
+            self.violations
+                .push(format!("region {i}: replication error: {e}"));
+        }
+        self.flush(i);
+    }
+
+    fn set_time(&mut self, t: u64) {
+        self.now_ms = t;
+        for r in &self.regions {
+            r.clock.now_ms.store(t, Ordering::SeqCst);
+        }
+    }
+
+    fn deliver_due(&mut self) {
+        while let Some(m) = self.net.pop_due(self.now_ms) {
+            self.trace.write_u64(m.at_ms);
+            self.trace.write_u64(m.from as u64 * 16 + m.to as u64);
+            let r = self.with_node(m.to, |n, now| {
+                n.repl
+                    .handle(PeerId(m.from as u32), &m.bytes, &n.engine, now)
+            });
+            self.replication_result(m.to, r);
+        }
+    }
+
+    fn tick_all(&mut self) {
+        for i in 0..self.regions.len() {
+            let r = self.with_node(i, |n, now| n.repl.tick(&n.engine, now));
+            self.replication_result(i, r);
+        }
+    }
+
+    fn up(&self) -> Vec<usize> {
+        (0..self.regions.len())
+            .filter(|i| self.regions[*i].node.is_some())
+            .collect()
+    }
+
+    /// Converged: every region up, same applied vector, same record digest.
+    fn converged(&self) -> Result<Option<u64>, String> {
+        let mut first: Option<(crate::VersionVector, u64)> = None;
+        for r in &self.regions {
+            let Some(n) = &r.node else { return Ok(None) };
+            let state = (n.engine.applied(), digest(&n.engine)?);
+            match &first {
+                None => first = Some(state),
+                Some(f) if *f != state => return Ok(None),
+                Some(_) => {}
+            }
+        }
+        Ok(first.map(|(_, d)| d))
+    }
+
+    fn random_fault(&mut self, faults: &Faults) {
+        let n = self.regions.len();
+        let a = self.rng.below(n as u64) as usize;
+        let b = (a + 1 + self.rng.below(n as u64 - 1) as usize) % n;
+        match self.rng.below(8) {
+            0 if faults.partitions => {
+                // Full partition of one region.
+                for j in 0..n {
+                    if j != a {
+                        self.net.cut.insert((a, j));
+                        self.net.cut.insert((j, a));
+                    }
+                }
+            }
+            1 | 2 if faults.partitions => {
+                // Partial: one link cut both ways, the rest stays up.
+                self.net.cut.insert((a, b));
+                self.net.cut.insert((b, a));
+            }
+            3 if faults.partitions => {
+                self.net.cut.insert((a, b)); // one-way
+            }
+            4 => {
+                // Links heal (also makes cut links flap).
+                let cut: Vec<_> = self.net.cut.iter().copied().collect();
+                if !cut.is_empty() {
+                    let k = cut[self.rng.below(cut.len() as u64) as usize];
+                    self.net.cut.remove(&k);
+                    self.net.cut.remove(&(k.1, k.0));
+                }
+            }
+            5 if faults.crashes => {
+                if self.regions[a].node.is_some() && self.up().len() > 1 {
+                    self.crash(a);
+                } else if self.regions[a].node.is_none() {
+                    if let Err(e) = self.open(a) {
+                        self.violations.push(e);
+                    }
+                }
+            }
+            6 if faults.clock_skew => {
+                let skew = self.rng.below(2 * SKEW_MS_MAX as u64 + 1) as i64 - SKEW_MS_MAX;
+                self.regions[a].clock.skew_ms.store(skew, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+        self.trace.write_u64(self.net.cut.len() as u64);
+    }
+}
+
+/// Runs one seed in `dir` (a scratch directory that will hold one RocksDB per region).
+pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedReport {
+    let mut rng = SimRng::new(seed);
+    let regions = opts.regions.clamp(3, REGIONS.len());
+    let faults = opts.faults;
+    let mut net = Network::default();
+    if faults.lossy_links {
+        net.faults = LinkFaults {
+            loss: 0.05,
+            duplicate: 0.03,
+            jitter: 0.5,
+        };
+    }
+    let mut world = World {
+        rng: SimRng::new(rng.next_u64()),
+        net,
+        regions: (0..regions)
+            .map(|i| Region {
+                dir: dir.join(REGIONS[i]),
+                clock: Arc::default(),
+                node: None,
+            })
+            .collect(),
+        now_ms: 0,
+        trace: Fnv::default(),
+        violations: Vec::new(),
+    };
+    let mut report = SeedReport {
+        seed,
+        ..SeedReport::default()
+    };
+    for i in 0..regions {
+        if let Err(e) = world.open(i) {
+            report.violations.push(e);
+            return report;
+        }
+    }
+    let mut history = History::default();
+    let mut sessions = vec![Session::default(); 4];
+    let op_gap = (opts.fault_phase_ms / opts.ops.max(1) as u64).max(1);
+    let mut next_op = 0;
+    let mut next_tick = TICK_MS;
+    let mut next_fault = 500;
+    let mut ops_done = 0;
+    let heal_at = opts.fault_phase_ms;
+    let deadline = heal_at + opts.heal_bound_ms;
+    let mut healed = false;
+    let mut next_check = heal_at;
+
+    loop {
+        let mut t = next_tick.min(if healed {
+            next_check
+        } else {
+            next_fault.min(heal_at)
+        });
+        if ops_done < opts.ops {
+            t = t.min(next_op);
+        }
+        if let Some(m) = world.net.next_at() {
+            t = t.min(m);
+        }
+        world.set_time(t.max(world.now_ms));
+        world.deliver_due();
+
+        if !healed && world.now_ms >= heal_at {
+            // Heal: all links up, no loss, crashed regions restarted, clocks stay skewed.
+            healed = true;
+            world.net.cut.clear();
+            world.net.faults = LinkFaults::default();
+            for i in 0..regions {
+                if world.regions[i].node.is_none() {
+                    if let Err(e) = world.open(i) {
+                        world.violations.push(e);
+                    }
+                }
+            }
+        }
+        if ops_done < opts.ops && world.now_ms >= next_op {
+            let up = world.up();
+            let region = up[rng.below(up.len() as u64) as usize];
+            let s = rng.below(sessions.len() as u64) as usize;
+            let op_id = seed.wrapping_mul(1_000_003).wrapping_add(ops_done as u64);
+            let stepped = world.regions[region].node.as_ref().map(|n| {
+                workload::step(&mut rng, &n.engine, &mut sessions[s], &mut history, op_id)
+            });
+            match stepped {
+                Some(Ok(step)) => {
+                    world.trace.write(&step.trace);
+                    report.not_yet_visible += u64::from(step.not_yet_visible);
+                    if let Some(v) = step.ryw_violation {
+                        report.ryw_violations += 1;
+                        world.violations.push(v);
+                    }
+                }
+                Some(Err(e)) => world
+                    .violations
+                    .push(format!("operation failed in region {region}: {e}")),
+                None => {}
+            }
+            let r = world.with_node(region, |n, now| n.repl.local_write(&n.engine, now));
+            world.replication_result(region, r);
+            ops_done += 1;
+            next_op = world.now_ms + 1 + rng.below(2 * op_gap);
+        }
+        if world.now_ms >= next_tick {
+            world.tick_all();
+            next_tick = world.now_ms + TICK_MS;
+        }
+        if !healed && world.now_ms >= next_fault {
+            world.random_fault(&faults);
+            next_fault = world.now_ms + 200 + world.rng.below(1_500);
+        }
+        if healed && world.now_ms >= next_check {
+            next_check = world.now_ms + CHECK_MS;
+            match world.converged() {
+                Ok(Some(d)) if ops_done >= opts.ops => {
+                    report.convergence_ms = Some(world.now_ms - heal_at);
+                    world.trace.write_u64(d);
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    world.violations.push(e);
+                    break;
+                }
+            }
+            if world.now_ms >= deadline {
+                report.divergences += 1;
+                world.violations.push(format!(
+                    "not converged {} ms after the heal",
+                    opts.heal_bound_ms
+                ));
+                break;
+            }
+        }
+    }
+
+    report.operations = ops_done as u64;
+    report.simulated_ms = world.now_ms;
+    report.bytes_moved = world.net.bytes_sent;
+    if let Some(n) = world.regions.iter().find_map(|r| r.node.as_ref()) {
+        let findings = check(&n.engine, &history);
+        report.lost_acked_writes = findings.lost;
+        report.resurrections = findings.resurrected;
+        world.violations.extend(findings.other);
+        if findings.lost > 0 {
+            world
+                .violations
+                .push(format!("{} acknowledged writes lost", findings.lost));
+        }
+        if findings.resurrected > 0 {
+            world.violations.push(format!(
+                "{} superseded or deleted writes resurrected",
+                findings.resurrected
+            ));
+        }
+    }
+    report.trace_hash = world.trace.0;
+    report.violations.extend(world.violations);
+    report
+}

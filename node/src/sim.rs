@@ -1,0 +1,192 @@
+//! `meridian sim`: many seeds of the deterministic multi-region simulation, a summary, and the
+//! command that replays a failing seed.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use meridian::sim::{run_seed, Faults, SeedReport, SimOptions};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Options of `meridian sim`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Number of seeds to run (seeds `first-seed .. first-seed + seeds`).
+    #[arg(long, default_value_t = 100)]
+    seeds: u64,
+    /// First seed of the range.
+    #[arg(long, default_value_t = 1)]
+    first_seed: u64,
+    /// Replay exactly this seed, printing its violations.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Regions per seed (3 to 7).
+    #[arg(long, default_value_t = 3)]
+    regions: usize,
+    /// Operations per seed.
+    #[arg(long, default_value_t = 120)]
+    ops: usize,
+    /// No loss, duplication or reordering.
+    #[arg(long)]
+    no_lossy_links: bool,
+    /// No partitions.
+    #[arg(long)]
+    no_partitions: bool,
+    /// No crashes.
+    #[arg(long)]
+    no_crashes: bool,
+    /// No clock skew.
+    #[arg(long)]
+    no_clock_skew: bool,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// One JSON summary object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Args {
+    fn options(&self) -> SimOptions {
+        SimOptions {
+            regions: self.regions,
+            ops: self.ops,
+            faults: Faults {
+                lossy_links: !self.no_lossy_links,
+                partitions: !self.no_partitions,
+                crashes: !self.no_crashes,
+                clock_skew: !self.no_clock_skew,
+            },
+            ..SimOptions::default()
+        }
+    }
+
+    fn replay_command(&self, seed: u64) -> String {
+        let mut cmd = format!(
+            "meridian sim --seed {seed} --regions {} --ops {}",
+            self.regions, self.ops
+        );
+        for (off, flag) in [
+            (self.no_lossy_links, " --no-lossy-links"),
+            (self.no_partitions, " --no-partitions"),
+            (self.no_crashes, " --no-crashes"),
+            (self.no_clock_skew, " --no-clock-skew"),
+        ] {
+            if off {
+                cmd.push_str(flag);
+            }
+        }
+        cmd
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Runs the simulation; exits non-zero on any violation.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let opts = args.options();
+    let seeds: Vec<u64> = match args.seed {
+        Some(s) => vec![s],
+        None => (args.first_seed..args.first_seed + args.seeds).collect(),
+    };
+    let scratch = tempfile::Builder::new().prefix("meridian-sim").tempdir()?;
+    let bar = if args.json || seeds.len() == 1 {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(seeds.len() as u64)
+    };
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} seeds {elapsed_precise} eta {eta}",
+    )?);
+    let next = AtomicU64::new(0);
+    let reports = Mutex::new(Vec::with_capacity(seeds.len()));
+    std::thread::scope(|s| {
+        for _ in 0..args.threads.max(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst) as usize;
+                let Some(&seed) = seeds.get(i) else { break };
+                let report = run_seed(&opts, seed, scratch.path());
+                bar.inc(1);
+                reports
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(report);
+            });
+        }
+    });
+    bar.finish_and_clear();
+    let mut reports: Vec<SeedReport> = reports.into_inner().unwrap_or_else(|e| e.into_inner());
+    reports.sort_by_key(|r| r.seed);
+
+    let sum = |f: fn(&SeedReport) -> u64| reports.iter().map(f).sum::<u64>();
+    let mut conv: Vec<u64> = reports.iter().filter_map(|r| r.convergence_ms).collect();
+    conv.sort_unstable();
+    let trace_hash = reports.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, r| {
+        (h ^ r.trace_hash).wrapping_mul(0x0100_0000_01b3)
+    });
+    let failing: Vec<&SeedReport> = reports
+        .iter()
+        .filter(|r| !r.violations.is_empty())
+        .collect();
+    let violations = reports
+        .iter()
+        .map(|r| r.violations.len() as u64)
+        .sum::<u64>();
+    let simulated_hours = sum(|r| r.simulated_ms) as f64 / 3_600_000.0;
+    if args.json {
+        let summary = serde_json::json!({
+            "seeds": reports.len(),
+            "regions": opts.regions,
+            "simulated_hours": simulated_hours,
+            "operations": sum(|r| r.operations),
+            "lost_acked_writes": sum(|r| r.lost_acked_writes),
+            "divergences": sum(|r| r.divergences),
+            "resurrections": sum(|r| r.resurrections),
+            "ryw_violations": sum(|r| r.ryw_violations),
+            "not_yet_visible": sum(|r| r.not_yet_visible),
+            "violations": violations,
+            "convergence_ms_p50": percentile(&conv, 0.5),
+            "convergence_ms_p99": percentile(&conv, 0.99),
+            "bytes_moved": sum(|r| r.bytes_moved),
+            "trace_hash": format!("{trace_hash:016x}"),
+            "failing_seeds": failing.iter().map(|r| r.seed).collect::<Vec<_>>(),
+        });
+        println!("{summary}");
+    } else {
+        println!("seeds                {}", reports.len());
+        println!("regions              {}", opts.regions);
+        println!("simulated hours      {simulated_hours:.2}");
+        println!("operations           {}", sum(|r| r.operations));
+        println!("lost acked writes    {}", sum(|r| r.lost_acked_writes));
+        println!("divergences          {}", sum(|r| r.divergences));
+        println!("resurrections        {}", sum(|r| r.resurrections));
+        println!("ryw violations       {}", sum(|r| r.ryw_violations));
+        println!("not-yet-visible      {}", sum(|r| r.not_yet_visible));
+        println!("violations           {violations}");
+        println!(
+            "convergence p50/p99  {} ms / {} ms",
+            percentile(&conv, 0.5),
+            percentile(&conv, 0.99)
+        );
+        println!("bytes moved          {}", sum(|r| r.bytes_moved));
+        println!("trace hash           {trace_hash:016x}");
+    }
+    if let Some(first) = failing.first() {
+        for r in failing.iter().take(5) {
+            eprintln!("seed {} failed:", r.seed);
+            for v in r.violations.iter().take(10) {
+                eprintln!("  - {v}");
+            }
+        }
+        eprintln!("replay with: {}", args.replay_command(first.seed));
+        anyhow::bail!(
+            "{} of {} seeds violated an invariant",
+            failing.len(),
+            reports.len()
+        );
+    }
+    Ok(())
+}
