@@ -41,6 +41,8 @@ pub(crate) struct Inner {
     own: Mutex<Frontier>,
     /// Per remote origin, the highest sequence applied in order (mirrors `meta`).
     pub(crate) applied: Mutex<VersionVector>,
+    /// Per origin, the log floor (entries at or below it are gone from this replica's log).
+    pub(crate) floors: Mutex<VersionVector>,
     /// Serialises the application of remote log entries.
     pub(crate) apply_lock: Mutex<()>,
     pub(crate) clock: Mutex<HybridClock>,
@@ -107,27 +109,9 @@ impl Engine {
                 "the directory holds another replica than configured",
             ));
         }
-        let last = fill_sequence_gaps(&store, replica, config.durability)?;
-        let mut applied = VersionVector::new();
-        for (k, v) in store.meta_with_prefix(keys::META_APPLIED_PREFIX)? {
-            let origin = k
-                .get(keys::META_APPLIED_PREFIX.len()..)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok());
-            let seq = <[u8; 8]>::try_from(&v[..]).ok();
-            match (origin, seq) {
-                (Some(o), Some(s)) => applied.add(Dot::new(
-                    ReplicaId(u64::from_be_bytes(o)),
-                    u64::from_be_bytes(s),
-                )),
-                _ => {
-                    return Err(Error::Corrupt {
-                        what: "metadata",
-                        key: k.to_vec(),
-                        detail: "bad applied entry".into(),
-                    })
-                }
-            }
-        }
+        let applied = load_vector(&store, keys::META_APPLIED_PREFIX)?;
+        let floors = load_vector(&store, keys::META_FLOOR_PREFIX)?;
+        let last = fill_sequence_gaps(&store, replica, floors.get(replica), config.durability)?;
         let clock = HybridClock::new(config.clock_skew_ms_max);
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
         tracing::debug!(replica = %replica, last_seq = last, path = %path.display(), "engine open");
@@ -142,6 +126,7 @@ impl Engine {
                     ahead: Default::default(),
                 }),
                 applied: Mutex::new(applied),
+                floors: Mutex::new(floors),
                 apply_lock: Mutex::new(()),
                 clock: Mutex::new(clock),
                 stripes,
@@ -676,18 +661,44 @@ fn new_replica_id() -> Result<u64> {
     }
 }
 
+/// Reads a per-origin vector stored under `prefix` in the metadata.
+fn load_vector(store: &Store, prefix: &[u8]) -> Result<VersionVector> {
+    let mut vv = VersionVector::new();
+    for (k, v) in store.meta_with_prefix(prefix)? {
+        let origin = k
+            .get(prefix.len()..)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok());
+        match (origin, <[u8; 8]>::try_from(&v[..]).ok()) {
+            (Some(o), Some(s)) => vv.add(Dot::new(
+                ReplicaId(u64::from_be_bytes(o)),
+                u64::from_be_bytes(s),
+            )),
+            _ => {
+                return Err(Error::Corrupt {
+                    what: "metadata",
+                    key: k.to_vec(),
+                    detail: "expected an 8-byte origin and an 8-byte sequence".into(),
+                })
+            }
+        }
+    }
+    Ok(vv)
+}
+
 /// Finds this replica's last sequence number and logs empty entries for any number that was
 /// handed out but never committed before a crash, so that the origin's log stays contiguous.
 fn fill_sequence_gaps(
     store: &Store,
     replica: ReplicaId,
+    floor: u64,
     durability: crate::config::Durability,
 ) -> Result<u64> {
-    let last = store.last_log_seq(replica)?;
-    if last == 0 {
-        return Ok(0);
+    // Entries at or below the floor were reclaimed: the sequence goes on above it.
+    let last = store.last_log_seq(replica)?.max(floor);
+    if last == floor {
+        return Ok(last);
     }
-    let from = last.saturating_sub(STRIPES as u64).max(1);
+    let from = last.saturating_sub(STRIPES as u64).max(floor + 1);
     let present = store.log_seqs(replica, from, last)?;
     let missing: Vec<u64> = (from..=last)
         .filter(|s| present.binary_search(s).is_err())

@@ -1,13 +1,70 @@
 //! `Engine` as the replication core's storage seam: reading log entries with the current states
-//! of their records, and applying a peer's entry atomically (records joined, entry logged for
-//! relaying, applied vector advanced).
+//! of their records, applying a peer's entry atomically (records joined, entry logged for
+//! relaying, applied vector advanced), state transfer for anti-entropy, and compaction (log
+//! truncation and tombstone collection at causal stability).
 
 use crate::engine::{check_key, lock, max_marker, Engine};
 use crate::error::{Error, Result};
-use crate::model::{codec, Dot, Record, ReplicaId, VersionVector};
-use crate::replication::{ApplyOutcome, RecordState, ReplicaStore};
-use crate::store::{keys, LogEntry};
-use std::collections::BTreeMap;
+use crate::model::{codec, digest, Dot, Record, ReplicaId, VersionVector};
+use crate::replication::iblt::Iblt;
+use crate::replication::{ApplyOutcome, Compaction, RecordState, ReplicaStore, StateSummary};
+use crate::store::{keys, AtomicWrite, LogEntry};
+use std::collections::{BTreeMap, BTreeSet};
+
+impl Engine {
+    /// Decodes a peer's records (joining repeats of a key); `None` if any is invalid.
+    fn decode_remote<'a>(&self, records: &'a [RecordState]) -> Option<BTreeMap<&'a [u8], Record>> {
+        let mut remote: BTreeMap<&[u8], Record> = BTreeMap::new();
+        for (key, state) in records {
+            if check_key(key).is_err() || state.len() > self.inner.config.record_bytes_max {
+                return None;
+            }
+            let record = codec::decode_record(state).ok()?;
+            remote.entry(key.as_slice()).or_default().join(&record);
+        }
+        Some(remote)
+    }
+
+    /// Joins decoded peer records into the local ones, staging changes in `wb`. The caller
+    /// holds the keys' stripes. `seen` is this replica's applied vector.
+    fn stage_joins(
+        &self,
+        remote: &BTreeMap<&[u8], Record>,
+        seen: &VersionVector,
+        wb: &mut AtomicWrite<'_>,
+    ) -> Result<usize> {
+        let inner = &*self.inner;
+        if let Some(marker) = remote.values().filter_map(max_marker).max() {
+            lock(&inner.clock).observe(marker, inner.config.clock.now_ms());
+        }
+        let mut changed = 0;
+        for (key, theirs) in remote {
+            let stored = inner.store.get_record(key)?.map(|b| b.to_vec());
+            let mut local = match stored.as_deref().map(codec::decode_record) {
+                None => Record::default(),
+                Some(Ok(r)) => r,
+                Some(Err(e)) => {
+                    // Unreadable here anyway: the peer's state replaces it.
+                    tracing::warn!(key = %crate::error::show(key), error = %e, "replacing a corrupt record with a peer's state");
+                    Record::default()
+                }
+            };
+            local.join_seen(theirs, seen);
+            let merged =
+                codec::encode_record(&local).map_err(|e| Error::from_codec("record", key, e))?;
+            if stored.as_deref() != Some(merged.as_slice()) {
+                wb.put_record(key, &merged);
+                changed += 1;
+                if local.is_bottom() {
+                    // A tombstone that may arrive without a log entry here (state transfer):
+                    // remember it for collection.
+                    wb.put_meta(&keys::tombstone_key(key), &[]);
+                }
+            }
+        }
+        Ok(changed)
+    }
+}
 
 impl ReplicaStore for Engine {
     type Error = Error;
@@ -21,20 +78,16 @@ impl ReplicaStore for Engine {
     }
 
     fn read_entry(&self, origin: ReplicaId, seq: u64) -> Result<Option<Vec<RecordState>>> {
+        if seq <= lock(&self.inner.floors).get(origin) {
+            return Ok(None);
+        }
         let store = &self.inner.store;
         let Some(bytes) = store.get_log(origin, seq)? else {
             return Ok(None);
         };
         let entry = LogEntry::decode(&bytes)
             .map_err(|e| Error::from_codec("log entry", &keys::log_key(origin, seq), e))?;
-        let mut out = Vec::with_capacity(entry.keys.len());
-        for key in entry.keys {
-            if let Some(state) = store.get_record(&key)? {
-                let state = state.to_vec();
-                out.push((key, state));
-            }
-        }
-        Ok(Some(out))
+        self.read_records(&entry.keys).map(Some)
     }
 
     fn apply_entry(
@@ -57,46 +110,158 @@ impl ReplicaStore for Engine {
             return Ok(ApplyOutcome::Gap { expected: have + 1 });
         }
         // Decode everything first: a bad record refuses the whole entry and changes nothing.
-        let mut remote: BTreeMap<&[u8], Record> = BTreeMap::new();
-        for (key, state) in records {
-            if check_key(key).is_err() || state.len() > inner.config.record_bytes_max {
-                return Ok(ApplyOutcome::Invalid);
-            }
-            let Ok(record) = codec::decode_record(state) else {
-                return Ok(ApplyOutcome::Invalid);
-            };
-            remote.entry(key.as_slice()).or_default().join(&record);
-        }
-        if let Some(marker) = remote.values().filter_map(max_marker).max() {
-            lock(&inner.clock).observe(marker, inner.config.clock.now_ms());
-        }
+        let Some(remote) = self.decode_remote(records) else {
+            return Ok(ApplyOutcome::Invalid);
+        };
         let keys: Vec<&[u8]> = remote.keys().copied().collect();
         let _guards = self.lock_keys(&keys);
+        let seen = self.applied();
         let mut wb = inner.store.batch();
-        let mut changed = 0;
-        for (key, theirs) in &remote {
-            let stored = inner.store.get_record(key)?.map(|b| b.to_vec());
-            let mut local = match stored.as_deref().map(codec::decode_record) {
-                None => Record::default(),
-                Some(Ok(r)) => r,
-                Some(Err(e)) => {
-                    // Unreadable here anyway: the peer's state replaces it.
-                    tracing::warn!(key = %crate::error::show(key), error = %e, "replacing a corrupt record with a peer's state");
-                    Record::default()
-                }
-            };
-            local.join(theirs);
-            let merged =
-                codec::encode_record(&local).map_err(|e| Error::from_codec("record", key, e))?;
-            if stored.as_deref() != Some(merged.as_slice()) {
-                wb.put_record(key, &merged);
-                changed += 1;
-            }
-        }
+        let changed = self.stage_joins(&remote, &seen, &mut wb)?;
         wb.put_log(origin, seq, &LogEntry::encode_keys(&keys));
         wb.put_meta(&keys::applied_key(origin), &seq.to_be_bytes());
         self.commit(wb)?;
         lock(&inner.applied).add(Dot::new(origin, seq));
         Ok(ApplyOutcome::Applied { changed })
+    }
+
+    fn log_floor(&self) -> VersionVector {
+        lock(&self.inner.floors).clone()
+    }
+
+    fn summarize(&self, cells: usize) -> Result<StateSummary> {
+        let applied = self.applied();
+        let mut table = Iblt::with_cells(cells);
+        let mut keys = BTreeMap::new();
+        for item in self.inner.store.records_from(b"", None) {
+            let (key, bytes) = item?;
+            let id = digest::record_id(&key, &bytes);
+            table.insert(id);
+            keys.insert(id, key.into_vec());
+        }
+        Ok(StateSummary {
+            applied,
+            table,
+            keys,
+        })
+    }
+
+    fn read_records(&self, keys: &[Vec<u8>]) -> Result<Vec<RecordState>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(state) = self.inner.store.get_record(key)? {
+                let state = state.to_vec();
+                out.push((key.clone(), state));
+            }
+        }
+        Ok(out)
+    }
+
+    fn merge_states(&self, records: &[RecordState]) -> Result<ApplyOutcome> {
+        self.check_writable()?;
+        let Some(remote) = self.decode_remote(records) else {
+            return Ok(ApplyOutcome::Invalid);
+        };
+        let _serial = lock(&self.inner.apply_lock);
+        let keys: Vec<&[u8]> = remote.keys().copied().collect();
+        let _guards = self.lock_keys(&keys);
+        let seen = self.applied();
+        let mut wb = self.inner.store.batch();
+        let changed = self.stage_joins(&remote, &seen, &mut wb)?;
+        self.commit(wb)?;
+        Ok(ApplyOutcome::Applied { changed })
+    }
+
+    fn adopt(&self, snapshot: &VersionVector) -> Result<()> {
+        let inner = &*self.inner;
+        self.check_writable()?;
+        let _serial = lock(&inner.apply_lock);
+        let mut applied = lock(&inner.applied).clone();
+        let mut floors = lock(&inner.floors).clone();
+        let mut wb = inner.store.batch();
+        for (origin, seq) in snapshot.iter() {
+            if origin == inner.replica || seq <= applied.get(origin) {
+                continue;
+            }
+            // Entries below the new floor can no longer be served in order: drop them.
+            wb.delete_log_range(origin, floors.get(origin) + 1, seq);
+            applied.add(Dot::new(origin, seq));
+            floors.add(Dot::new(origin, seq));
+            wb.put_meta(&keys::applied_key(origin), &seq.to_be_bytes());
+            wb.put_meta(&keys::floor_key(origin), &seq.to_be_bytes());
+        }
+        self.commit(wb)?;
+        *lock(&inner.applied) = applied;
+        *lock(&inner.floors) = floors;
+        Ok(())
+    }
+
+    fn compact(&self, stable: &VersionVector) -> Result<Compaction> {
+        let inner = &*self.inner;
+        self.check_writable()?;
+        let _serial = lock(&inner.apply_lock);
+        let mut floors = lock(&inner.floors).clone();
+        let store = &inner.store;
+        let mut out = Compaction::default();
+        let mut wb = store.batch();
+        // Tombstone candidates: keys of the entries being truncated, and earlier pending ones.
+        let mut candidates: BTreeSet<Vec<u8>> = BTreeSet::new();
+        for (origin, upto) in stable.iter() {
+            let floor = floors.get(origin);
+            if upto <= floor {
+                continue;
+            }
+            for seq in store.log_seqs(origin, floor + 1, upto)? {
+                if let Some(bytes) = store.get_log(origin, seq)? {
+                    if let Ok(entry) = LogEntry::decode(&bytes) {
+                        candidates.extend(entry.keys);
+                    }
+                    out.log_entries_removed += 1;
+                }
+            }
+            wb.delete_log_range(origin, floor + 1, upto);
+            wb.put_meta(&keys::floor_key(origin), &upto.to_be_bytes());
+            floors.add(Dot::new(origin, upto));
+        }
+        for (k, _) in store.meta_with_prefix(keys::META_TOMBSTONE_PREFIX)? {
+            candidates.insert(k[keys::META_TOMBSTONE_PREFIX.len()..].to_vec());
+        }
+        // Keys still named by the log that stays: their tombstones are needed to ship deletes.
+        let mut referenced: BTreeSet<Vec<u8>> = BTreeSet::new();
+        for item in store.log_entries() {
+            let (k, v) = item?;
+            let Some((origin, seq)) = keys::parse_log_key(&k) else {
+                continue;
+            };
+            if seq > floors.get(origin) {
+                if let Ok(entry) = LogEntry::decode(&v) {
+                    referenced.extend(entry.keys);
+                }
+            }
+        }
+        let candidate_refs: Vec<&[u8]> = candidates.iter().map(Vec::as_slice).collect();
+        let _guards = self.lock_keys(&candidate_refs);
+        for key in &candidates {
+            let pending = keys::tombstone_key(key);
+            match self.load(key) {
+                Ok(Some(record)) if record.is_bottom() && !record.has_counter_reset() => {
+                    if stable.dominates(&record.context()) && !referenced.contains(key) {
+                        wb.delete_record(key);
+                        wb.delete_meta(&pending);
+                        out.tombstones_removed += 1;
+                    } else {
+                        wb.put_meta(&pending, &[]);
+                        out.tombstones_pending += 1;
+                    }
+                }
+                Ok(_) | Err(Error::Corrupt { .. }) | Err(Error::FutureVersion { .. }) => {
+                    wb.delete_meta(&pending)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.commit(wb)?;
+        *lock(&inner.floors) = floors;
+        Ok(out)
     }
 }

@@ -151,6 +151,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "convergence_ms_p50": percentile(&conv, 0.5),
             "convergence_ms_p99": percentile(&conv, 0.99),
             "bytes_moved": sum(|r| r.bytes_moved),
+            "antientropy_rounds": sum(|r| r.antientropy_rounds),
+            "log_entries_reclaimed": sum(|r| r.log_entries_reclaimed),
+            "tombstones_reclaimed": sum(|r| r.tombstones_reclaimed),
             "trace_hash": format!("{trace_hash:016x}"),
             "failing_seeds": failing.iter().map(|r| r.seed).collect::<Vec<_>>(),
         });
@@ -172,6 +175,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             percentile(&conv, 0.99)
         );
         println!("bytes moved          {}", sum(|r| r.bytes_moved));
+        println!("anti-entropy rounds  {}", sum(|r| r.antientropy_rounds));
+        println!("log entries freed    {}", sum(|r| r.log_entries_reclaimed));
+        println!("tombstones freed     {}", sum(|r| r.tombstones_reclaimed));
         println!("trace hash           {trace_hash:016x}");
     }
     if let Some(first) = failing.first() {

@@ -74,9 +74,39 @@ impl<S: DotStore> Causal<S> {
         self.ctx.join(&other.ctx);
     }
 
+    /// The join, counting as seen here everything in `seen` as well as this value's context:
+    /// a replica that applied every write up to `seen` has reflected each such dot (present or
+    /// removed), even after the tombstone that recorded a removal was reclaimed.
+    pub fn join_seen(&mut self, other: &Causal<S>, seen: &VersionVector) {
+        let mut own = self.ctx.clone();
+        own.join(seen);
+        self.store.join(&own, &other.store, &other.ctx);
+        self.ctx.join(&other.ctx);
+    }
+
     /// Whether the value reads as absent.
     pub fn is_bottom(&self) -> bool {
         self.store.is_bottom()
+    }
+
+    /// Forgets what the context remembers only about removed dots that every replica has
+    /// applied (`stable`): each replica's entry drops to its highest present dot, or goes.
+    /// Safe because replicas join with everything they applied counted as seen
+    /// (`join_seen`), and `stable` is below every replica's applied vector.
+    pub fn normalize(&mut self, stable: &VersionVector) {
+        let mut present: std::collections::BTreeMap<crate::model::ReplicaId, u64> =
+            Default::default();
+        self.store.for_each_dot(&mut |d| {
+            let top = present.entry(d.replica).or_default();
+            *top = (*top).max(d.counter);
+        });
+        self.ctx = VersionVector::from_entries(self.ctx.iter().map(|(r, c)| {
+            if c > stable.get(r) {
+                (r, c)
+            } else {
+                (r, present.get(&r).copied().unwrap_or(0))
+            }
+        }));
     }
 
     /// Whether every present dot is covered by the context (the encoding relies on it).

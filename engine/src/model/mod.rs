@@ -6,6 +6,7 @@
 mod causal;
 pub mod codec;
 pub mod counter;
+pub mod digest;
 mod dot_store;
 mod hlc;
 pub mod lww;

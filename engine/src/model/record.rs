@@ -47,6 +47,29 @@ impl Record {
         join_values(&mut self.values, &other.values);
     }
 
+    /// The join as done by a replica that has applied every write up to `seen`: a dot it has
+    /// seen and no longer holds stays removed even if its tombstone was reclaimed.
+    pub fn join_seen(&mut self, other: &Record, seen: &VersionVector) {
+        for (kind, v) in &other.values {
+            self.values
+                .entry(*kind)
+                .or_insert_with(|| Value::empty(*kind))
+                .join_seen(v, seen);
+        }
+    }
+
+    /// Forgets removal memory covered by `stable` (see `Causal::normalize`); equal records
+    /// normalised with the same vector encode to equal bytes.
+    pub fn normalize(&mut self, stable: &VersionVector) {
+        self.values.values_mut().for_each(|v| v.normalize(stable));
+        self.values.retain(|_, v| !v.is_forgotten());
+    }
+
+    /// Whether a counter in the record remembers a reset.
+    pub fn has_counter_reset(&self) -> bool {
+        self.values.values().any(Value::has_counter_reset)
+    }
+
     /// Whether the key reads as absent (never written, or deleted).
     pub fn is_bottom(&self) -> bool {
         self.values.values().all(Value::is_bottom)
@@ -89,7 +112,9 @@ impl Record {
     pub fn apply(&mut self, op: Op, stamp: Stamp) -> Result<(), ApplyError> {
         let Some(kind) = op.kind() else {
             // Delete: an observed remove of everything this replica sees under the key.
-            self.values.values_mut().for_each(Value::remove_all);
+            self.values
+                .values_mut()
+                .for_each(|v| v.remove_all_at(stamp.dot));
             return Ok(());
         };
         if let Some(other) = self.present().map(Value::kind).find(|k| *k != kind) {

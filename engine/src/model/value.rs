@@ -1,6 +1,6 @@
 //! The value types a key or a map field can hold, and the map that nests them.
 
-use super::{Causal, Counter, DotStore, LwwReg, MvReg, OrSet};
+use super::{Causal, Counter, Dot, DotStore, LwwReg, MvReg, OrSet, VersionVector};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -99,6 +99,62 @@ impl Value {
         }
     }
 
+    /// `join` with `seen` counted as observed (see `Causal::join_seen`).
+    pub fn join_seen(&mut self, other: &Value, seen: &VersionVector) {
+        match (self, other) {
+            (Value::Register(a), Value::Register(b)) => a.join_seen(b, seen),
+            (Value::Lww(a), Value::Lww(b)) => a.join_seen(b, seen),
+            (Value::Counter(a), Value::Counter(b)) => a.join_seen(b, seen),
+            (Value::Set(a), Value::Set(b)) => a.join_seen(b, seen),
+            (Value::Map(a), Value::Map(b)) => {
+                for (k, v) in &b.fields {
+                    a.fields
+                        .entry(k.clone())
+                        .or_insert_with(|| Value::empty(k.kind))
+                        .join_seen(v, seen);
+                }
+            }
+            _ => debug_assert!(false, "join of values of different kinds"),
+        }
+    }
+
+    /// `Causal::normalize` throughout; map fields left with nothing to remember are dropped.
+    pub fn normalize(&mut self, stable: &VersionVector) {
+        match self {
+            Value::Register(c) => c.normalize(stable),
+            Value::Lww(c) => c.normalize(stable),
+            Value::Counter(c) => c.normalize(stable),
+            Value::Set(c) => c.normalize(stable),
+            Value::Map(m) => {
+                m.fields.values_mut().for_each(|f| f.normalize(stable));
+                m.fields.retain(|_, f| !f.is_forgotten());
+            }
+        }
+    }
+
+    /// Absent and remembering nothing: no dot, no context, no counter reset.
+    pub fn is_forgotten(&self) -> bool {
+        match self {
+            Value::Register(c) => c.store.is_empty() && c.ctx.is_empty(),
+            Value::Lww(c) => c.store.is_empty() && c.ctx.is_empty(),
+            Value::Counter(c) => {
+                c.store.entries.is_empty() && c.store.base.is_empty() && c.ctx.is_empty()
+            }
+            Value::Set(c) => c.store.is_empty() && c.ctx.is_empty(),
+            Value::Map(m) => m.fields.values().all(Value::is_forgotten),
+        }
+    }
+
+    /// Whether a counter somewhere in the value remembers a reset (such tombstones are kept:
+    /// the reset must apply to increments still on their way).
+    pub fn has_counter_reset(&self) -> bool {
+        match self {
+            Value::Counter(c) => !c.store.base.is_empty(),
+            Value::Map(m) => m.fields.values().any(Value::has_counter_reset),
+            _ => false,
+        }
+    }
+
     /// Whether the value reads as absent.
     pub fn is_bottom(&self) -> bool {
         match self {
@@ -118,6 +174,30 @@ impl Value {
             Value::Counter(c) => c.store.remove_all(),
             Value::Set(c) => c.store.remove_all(),
             Value::Map(m) => m.fields.values_mut().for_each(Value::remove_all),
+        }
+    }
+
+    /// `remove_all`, recording the removing write's dot in every context it touched, so that
+    /// the tombstone is reclaimable only once that write is stable.
+    pub fn remove_all_at(&mut self, dot: Dot) {
+        match self {
+            Value::Register(c) => {
+                c.store.remove_all();
+                c.ctx.add(dot);
+            }
+            Value::Lww(c) => {
+                c.store.remove_all();
+                c.ctx.add(dot);
+            }
+            Value::Counter(c) => {
+                c.store.remove_all();
+                c.ctx.add(dot);
+            }
+            Value::Set(c) => {
+                c.store.remove_all();
+                c.ctx.add(dot);
+            }
+            Value::Map(m) => m.fields.values_mut().for_each(|f| f.remove_all_at(dot)),
         }
     }
 

@@ -7,6 +7,9 @@
 //! | `Entries` | whenever the peer lacks entries of an origin this replica holds | one origin's log entries in sequence order, each with the current states of the records it changed |
 //! | `Ack` | after `Entries`, and as the idle heartbeat | the sender's applied vector |
 //! | `Nack` | after an entry arrived out of order | resend `origin` from `next` |
+//! | `AeOffer` | the peer lacks entries this replica's log no longer holds | IBLT over record ids + applied vector |
+//! | `AeWant` / `AeRetry` | answer to an offer | ids the receiver lacks / a larger table, please |
+//! | `AeRecords` | answer to `AeWant` | the records; `done` ends the round and the receiver adopts the vector |
 //! | `Ping` / `Pong` | heartbeat | round-trip time |
 
 use crate::model::{ReplicaId, VersionVector};
@@ -65,6 +68,41 @@ pub enum Frame {
         origin: ReplicaId,
         /// The first missing sequence number.
         next: u64,
+    },
+    /// Anti-entropy, from a replica whose log no longer holds what the peer lacks: a table over
+    /// the ids of all its records and the applied vector they reflect.
+    AeOffer {
+        /// Round number, echoed in the answers.
+        round: u64,
+        /// The offerer's applied vector when it summarised its records.
+        snapshot: Vec<(ReplicaId, u64)>,
+        /// `Iblt::to_bytes` of the table.
+        table: serde_bytes::ByteBuf,
+    },
+    /// The ids of the offerer's records the receiver lacks (or holds in another version).
+    AeWant {
+        /// Round number.
+        round: u64,
+        /// Record ids.
+        ids: Vec<u64>,
+    },
+    /// The difference was too large for the table: offer again with `cells` cells.
+    AeRetry {
+        /// Round number.
+        round: u64,
+        /// Cells to use.
+        cells: u64,
+    },
+    /// Wanted records; the last frame of a round has `done` set.
+    AeRecords {
+        /// Round number.
+        round: u64,
+        /// (key, encoded record).
+        records: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
+        /// Whether this ends the round: the receiver then adopts `snapshot`.
+        done: bool,
+        /// The offer's applied vector.
+        snapshot: Vec<(ReplicaId, u64)>,
     },
     /// Round-trip probe.
     Ping {

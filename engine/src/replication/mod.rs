@@ -15,4 +15,4 @@ mod seam;
 pub use frame::{Frame, FrameError, WireEntry, FRAME_BYTES_MAX, PROTOCOL_VERSION};
 pub use peer::{LinkState, Peer};
 pub use replicator::{Output, PeerId, ReplicationConfig, ReplicationError, Replicator, Stats};
-pub use seam::{ApplyOutcome, RecordState, ReplicaStore};
+pub use seam::{ApplyOutcome, Compaction, RecordState, ReplicaStore, StateSummary};

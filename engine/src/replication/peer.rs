@@ -22,6 +22,20 @@ pub enum LinkState {
     Refused,
 }
 
+/// A state-transfer round on this link.
+#[derive(Debug)]
+pub(crate) enum AntiEntropy {
+    /// This replica offered its state and waits for the peer's answer.
+    Offering {
+        round: u64,
+        snapshot: VersionVector,
+        keys: std::collections::BTreeMap<u64, Vec<u8>>,
+        started_ms: u64,
+    },
+    /// The peer offered; this replica waits for the records of `round`.
+    Receiving { round: u64 },
+}
+
 /// One entry sent and not yet acknowledged.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct InFlight {
@@ -50,6 +64,10 @@ pub struct Peer {
     pub rtt_ms: Option<u64>,
     /// Origin served last, for round-robin fairness.
     pub(crate) last_origin: Option<ReplicaId>,
+    /// State transfer in progress, if any.
+    pub(crate) ae: Option<AntiEntropy>,
+    /// Per relayed origin: since when the peer lags on it, and its acknowledged sequence then.
+    pub(crate) relay_wait: std::collections::BTreeMap<ReplicaId, (u64, u64)>,
 }
 
 impl Peer {
@@ -66,6 +84,8 @@ impl Peer {
             last_sent_ms: now_ms,
             rtt_ms: None,
             last_origin: None,
+            ae: None,
+            relay_wait: Default::default(),
         }
     }
 

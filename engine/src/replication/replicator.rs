@@ -11,7 +11,8 @@
 //! - a malformed or unexpected frame closes that link only.
 
 use super::frame::{vv_entries, Frame, FrameError, WireEntry};
-use super::peer::{InFlight, LinkState, Peer};
+use super::iblt;
+use super::peer::{AntiEntropy, InFlight, LinkState, Peer};
 use super::seam::{ApplyOutcome, RecordState, ReplicaStore};
 use crate::model::{ReplicaId, VersionVector};
 use std::collections::{BTreeMap, VecDeque};
@@ -35,6 +36,15 @@ pub struct ReplicationConfig {
     pub heartbeat_ms: u64,
     /// Time without acknowledged progress after which in-flight entries are resent.
     pub retransmit_ms: u64,
+    /// How long a peer must lag on another origin's entries, without progress, before this
+    /// replica relays them (the origin itself usually delivers first; relaying at once would
+    /// send everything twice).
+    pub relay_delay_ms: u64,
+    /// Every live replica of the cluster, this one included. Log entries and tombstones are
+    /// reclaimed once all of them have applied them; empty: never reclaim.
+    pub members: Vec<ReplicaId>,
+    /// Interval between compactions (log truncation and tombstone collection).
+    pub compact_every_ms: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -46,6 +56,9 @@ impl Default for ReplicationConfig {
             frame_bytes_target: 64 << 10,
             heartbeat_ms: 500,
             retransmit_ms: 1_500,
+            relay_delay_ms: 1_000,
+            members: Vec::new(),
+            compact_every_ms: 2_000,
         }
     }
 }
@@ -103,6 +116,16 @@ pub struct Stats {
     pub gaps: u64,
     /// Links whose in-flight entries were resent after a timeout.
     pub retransmits: u64,
+    /// State-transfer rounds started by this replica.
+    pub antientropy_rounds: u64,
+    /// Bytes of anti-entropy frames sent.
+    pub antientropy_bytes_sent: u64,
+    /// Log entries reclaimed.
+    pub log_entries_removed: u64,
+    /// Tombstones reclaimed.
+    pub tombstones_removed: u64,
+    /// Tombstones waiting for stability after the last compaction.
+    pub tombstones_pending: u64,
 }
 
 /// The per-replica replication state machine.
@@ -112,6 +135,10 @@ pub struct Replicator {
     peers: BTreeMap<PeerId, Peer>,
     out: VecDeque<Output>,
     stats: Stats,
+    /// The latest applied vector each replica reported.
+    known: BTreeMap<ReplicaId, VersionVector>,
+    next_round: u64,
+    last_compact_ms: u64,
 }
 
 impl Replicator {
@@ -123,7 +150,46 @@ impl Replicator {
             peers: BTreeMap::new(),
             out: VecDeque::new(),
             stats: Stats::default(),
+            known: BTreeMap::new(),
+            next_round: 1,
+            last_compact_ms: 0,
         }
+    }
+
+    /// Counts `replica` as a member from now on (a replica added to the cluster).
+    pub fn add_member(&mut self, replica: ReplicaId) {
+        if !self.config.members.contains(&replica) {
+            self.config.members.push(replica);
+        }
+    }
+
+    /// Stops counting `replica` as a member (declared dead), so that stability can advance.
+    pub fn remove_member(&mut self, replica: ReplicaId) {
+        self.config.members.retain(|m| *m != replica);
+        self.known.remove(&replica);
+    }
+
+    /// What every member has applied (pointwise minimum), once every member has reported.
+    pub fn stable(&self, store: &impl ReplicaStore) -> Option<VersionVector> {
+        if self.config.members.is_empty() {
+            return None;
+        }
+        let own = store.applied();
+        let mut vectors = Vec::with_capacity(self.config.members.len());
+        for m in &self.config.members {
+            vectors.push(if *m == self.me {
+                &own
+            } else {
+                self.known.get(m)?
+            });
+        }
+        let origins: std::collections::BTreeSet<ReplicaId> = vectors
+            .iter()
+            .flat_map(|v| v.iter().map(|(o, _)| o))
+            .collect();
+        Some(VersionVector::from_entries(origins.into_iter().map(|o| {
+            (o, vectors.iter().map(|v| v.get(o)).min().unwrap_or(0))
+        })))
     }
 
     /// The next thing the driver must do, if any.
@@ -171,6 +237,16 @@ impl Replicator {
         store: &S,
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
+        if now_ms.saturating_sub(self.last_compact_ms) >= self.config.compact_every_ms {
+            self.last_compact_ms = now_ms;
+            // Also when stability stood still: tombstones may have arrived by state transfer.
+            if let Some(stable) = self.stable(store) {
+                let c = store.compact(&stable).map_err(ReplicationError::Store)?;
+                self.stats.log_entries_removed += c.log_entries_removed;
+                self.stats.tombstones_removed += c.tombstones_removed;
+                self.stats.tombstones_pending = c.tombstones_pending;
+            }
+        }
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
         for id in ids {
             let Some(p) = self.peers.get_mut(&id) else {
@@ -185,6 +261,11 @@ impl Replicator {
                 }
                 LinkState::Refused => continue,
                 LinkState::Ready { .. } => {}
+            }
+            if let Some(AntiEntropy::Offering { started_ms, .. }) = &p.ae {
+                if now_ms.saturating_sub(*started_ms) >= 4 * self.config.retransmit_ms {
+                    p.ae = None; // lost somewhere: the next pump offers again
+                }
             }
             if !p.inflight.is_empty()
                 && now_ms.saturating_sub(p.last_progress_ms) >= self.config.retransmit_ms
@@ -244,6 +325,7 @@ impl Replicator {
                     return Err(self.reject(peer, "peer has this replica's own id".into(), now_ms));
                 }
                 let applied = VersionVector::from_entries(applied);
+                self.known.entry(replica).or_default().join(&applied);
                 if let Some(p) = self.peers.get_mut(&peer) {
                     *p = Peer::new(now_ms);
                     p.state = LinkState::Ready { replica, region };
@@ -272,11 +354,74 @@ impl Replicator {
             Frame::Ack { applied } => {
                 let applied = VersionVector::from_entries(applied);
                 if let Some(p) = self.peers.get_mut(&peer) {
+                    if let Some(r) = p.replica() {
+                        self.known.entry(r).or_default().join(&applied);
+                    }
                     if p.acknowledge(&applied) {
                         p.last_progress_ms = now_ms;
                     }
+                    if let Some(AntiEntropy::Offering { snapshot, .. }) = &p.ae {
+                        if applied.dominates(snapshot) {
+                            p.ae = None;
+                            p.last_progress_ms = now_ms;
+                        }
+                    }
                 }
                 self.pump(peer, store, now_ms)
+            }
+            Frame::AeOffer {
+                round,
+                snapshot,
+                table,
+            } => self.on_offer(peer, round, snapshot, &table, store, now_ms),
+            Frame::AeWant { round, ids } => self.on_want(peer, round, &ids, store, now_ms),
+            Frame::AeRetry { round, cells } => {
+                let matches = matches!(self.peers.get(&peer).and_then(|p| p.ae.as_ref()), Some(AntiEntropy::Offering { round: r, .. }) if *r == round);
+                if matches {
+                    let cells = usize::try_from(cells)
+                        .unwrap_or(iblt::CELLS_MAX)
+                        .min(iblt::CELLS_MAX - 1);
+                    self.offer(peer, cells, store, now_ms)?;
+                }
+                Ok(())
+            }
+            Frame::AeRecords {
+                round,
+                records,
+                done,
+                snapshot,
+            } => {
+                let matches = matches!(self.peers.get(&peer).and_then(|p| p.ae.as_ref()), Some(AntiEntropy::Receiving { round: r }) if *r == round);
+                if !matches {
+                    return Ok(()); // a stale round
+                }
+                let records: Vec<RecordState> = records
+                    .into_iter()
+                    .map(|(k, v)| (k.into_vec(), v.into_vec()))
+                    .collect();
+                if store
+                    .merge_states(&records)
+                    .map_err(ReplicationError::Store)?
+                    == ApplyOutcome::Invalid
+                {
+                    return Err(self.refuse(
+                        peer,
+                        FrameError::Malformed("invalid records in a state transfer".into()),
+                    ));
+                }
+                if done {
+                    store
+                        .adopt(&VersionVector::from_entries(snapshot))
+                        .map_err(ReplicationError::Store)?;
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.ae = None;
+                    }
+                    let ack = Frame::Ack {
+                        applied: vv_entries(&store.applied()),
+                    };
+                    self.send(peer, &ack, now_ms);
+                }
+                Ok(())
             }
             Frame::Nack { origin, next } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
@@ -354,19 +499,36 @@ impl Replicator {
             let Some(p) = self.peers.get_mut(&peer) else {
                 return Ok(());
             };
-            if p.replica().is_none() || p.inflight_bytes >= self.config.inflight_bytes_max {
+            let Some(peer_replica) = p.replica() else {
+                return Ok(());
+            };
+            let offering = matches!(p.ae, Some(AntiEntropy::Offering { .. }));
+            if offering || p.inflight_bytes >= self.config.inflight_bytes_max {
                 return Ok(());
             }
-            // Next origin with something to send, round-robin after the last one served.
-            let behind: Vec<ReplicaId> = applied
-                .iter()
-                .filter(|(o, s)| *s > p.sent.get(*o))
-                .map(|(o, _)| o)
-                .collect();
-            let Some(origin) = behind
+            // Origins the peer lacks that are due: our own at once, others after the relay delay.
+            let mut due = Vec::new();
+            for (o, s) in applied.iter() {
+                if s <= p.sent.get(o) {
+                    p.relay_wait.remove(&o);
+                    continue;
+                }
+                if o == self.me || o == peer_replica {
+                    due.push(o);
+                    continue;
+                }
+                let acked = p.acked.get(o);
+                let wait = p.relay_wait.entry(o).or_insert((now_ms, acked));
+                if acked > wait.1 {
+                    *wait = (now_ms, acked); // the peer is being served by someone else
+                } else if now_ms.saturating_sub(wait.0) >= self.config.relay_delay_ms {
+                    due.push(o);
+                }
+            }
+            let Some(origin) = due
                 .iter()
                 .find(|o| p.last_origin.is_none_or(|last| **o > last))
-                .or(behind.first())
+                .or(due.first())
                 .copied()
             else {
                 return Ok(());
@@ -382,8 +544,6 @@ impl Replicator {
                     .read_entry(origin, seq)
                     .map_err(ReplicationError::Store)?
                 else {
-                    // Not in the log any more: state anti-entropy must take over (not built yet).
-                    tracing::warn!(peer = ?peer, origin = %origin, seq, "log entry unavailable for a peer");
                     break;
                 };
                 let bytes: usize = records
@@ -403,9 +563,17 @@ impl Replicator {
                 seq += 1;
             }
             if entries.is_empty() {
-                // Mark the origin as served so the loop ends; it is retried on the next tick.
-                p.sent.add(crate::model::Dot::new(origin, last));
-                continue;
+                // The log no longer holds what the peer needs: transfer state instead.
+                let lag: u64 = applied
+                    .iter()
+                    .map(|(o, s)| s.saturating_sub(p.acked.get(o)))
+                    .sum();
+                let cells = iblt::Iblt::cells_for(
+                    usize::try_from(lag.saturating_mul(2))
+                        .unwrap_or(usize::MAX)
+                        .min(iblt::CELLS_MAX / 2),
+                );
+                return self.offer(peer, cells, store, now_ms);
             }
             let frame = Frame::Entries { origin, entries };
             let encoded = frame.encode();
@@ -419,6 +587,135 @@ impl Replicator {
             self.stats.entry_bytes_sent += encoded.len() as u64;
             self.send_bytes(peer, encoded, now_ms);
         }
+    }
+
+    /// Starts (or restarts with `cells` cells) a state-transfer round towards `peer`.
+    fn offer<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        cells: usize,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        let summary = store.summarize(cells).map_err(ReplicationError::Store)?;
+        let round = self.next_round;
+        self.next_round += 1;
+        self.stats.antientropy_rounds += 1;
+        let frame = Frame::AeOffer {
+            round,
+            snapshot: vv_entries(&summary.applied),
+            table: summary.table.to_bytes().into(),
+        };
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Ok(());
+        };
+        p.ae = Some(AntiEntropy::Offering {
+            round,
+            snapshot: summary.applied,
+            keys: summary.keys,
+            started_ms: now_ms,
+        });
+        let encoded = frame.encode();
+        self.stats.antientropy_bytes_sent += encoded.len() as u64;
+        self.send_bytes(peer, encoded, now_ms);
+        Ok(())
+    }
+
+    fn on_offer<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        round: u64,
+        snapshot: Vec<(ReplicaId, u64)>,
+        table: &[u8],
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        let theirs = match iblt::Iblt::from_bytes(table) {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(self.refuse(
+                    peer,
+                    FrameError::Malformed(format!("anti-entropy table: {e}")),
+                ))
+            }
+        };
+        let _ = snapshot;
+        let mine = store
+            .summarize(theirs.cell_count())
+            .map_err(ReplicationError::Store)?;
+        let reply = match theirs.subtract(&mine.table).and_then(|d| d.decode()) {
+            Ok(diff) => Frame::AeWant {
+                round,
+                ids: diff.only_in_self,
+            },
+            Err(_) => Frame::AeRetry {
+                round,
+                cells: (theirs.cell_count() as u64).saturating_mul(2),
+            },
+        };
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.ae = Some(AntiEntropy::Receiving { round });
+        }
+        let encoded = reply.encode();
+        self.stats.antientropy_bytes_sent += encoded.len() as u64;
+        self.send_bytes(peer, encoded, now_ms);
+        Ok(())
+    }
+
+    fn on_want<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        round: u64,
+        ids: &[u64],
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        let Some(p) = self.peers.get(&peer) else {
+            return Ok(());
+        };
+        let Some(AntiEntropy::Offering {
+            round: r,
+            keys,
+            snapshot,
+            ..
+        }) = &p.ae
+        else {
+            return Ok(());
+        };
+        if *r != round {
+            return Ok(());
+        }
+        let wanted: Vec<Vec<u8>> = ids.iter().filter_map(|id| keys.get(id).cloned()).collect();
+        let snapshot = vv_entries(snapshot);
+        let records = store
+            .read_records(&wanted)
+            .map_err(ReplicationError::Store)?;
+        let mut chunk = Vec::new();
+        let mut size = 0;
+        let mut frames = Vec::new();
+        for (k, v) in records {
+            size += k.len() + v.len() + 8;
+            chunk.push((k.into(), v.into()));
+            if size >= self.config.frame_bytes_target {
+                frames.push(std::mem::take(&mut chunk));
+                size = 0;
+            }
+        }
+        frames.push(chunk);
+        let last = frames.len() - 1;
+        for (i, records) in frames.into_iter().enumerate() {
+            let done = i == last;
+            let frame = Frame::AeRecords {
+                round,
+                records,
+                done,
+                snapshot: if done { snapshot.clone() } else { Vec::new() },
+            };
+            let encoded = frame.encode();
+            self.stats.antientropy_bytes_sent += encoded.len() as u64;
+            self.send_bytes(peer, encoded, now_ms);
+        }
+        Ok(())
     }
 
     fn send_hello(&mut self, peer: PeerId, store: &impl ReplicaStore, reply: bool, now_ms: u64) {

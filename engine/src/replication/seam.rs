@@ -1,7 +1,9 @@
 //! The narrow storage seam the replication core sees. `Engine` implements it on RocksDB; the
 //! core never touches RocksDB, sockets or clocks itself.
 
+use super::iblt::Iblt;
 use crate::model::{ReplicaId, VersionVector};
+use std::collections::BTreeMap;
 
 /// One record state shipped with a log entry: the key and its encoded record.
 pub type RecordState = (Vec<u8>, Vec<u8>);
@@ -24,6 +26,28 @@ pub enum ApplyOutcome {
         /// The sequence number this replica needs next from the origin.
         expected: u64,
     },
+}
+
+/// A replica's state summarised for anti-entropy.
+#[derive(Debug)]
+pub struct StateSummary {
+    /// The applied vector read before the records were summarised: the records reflect it.
+    pub applied: VersionVector,
+    /// Table over the ids of all records.
+    pub table: Iblt,
+    /// Record id -> key, to answer what the peer asks for.
+    pub keys: BTreeMap<u64, Vec<u8>>,
+}
+
+/// What a round of log truncation and tombstone collection did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Compaction {
+    /// Log entries removed.
+    pub log_entries_removed: u64,
+    /// Tombstoned records removed.
+    pub tombstones_removed: u64,
+    /// Tombstones still waiting for stability.
+    pub tombstones_pending: u64,
 }
 
 /// Storage operations the replication core needs. Calls block; drivers keep them off async
@@ -55,4 +79,24 @@ pub trait ReplicaStore {
         seq: u64,
         records: &[RecordState],
     ) -> Result<ApplyOutcome, Self::Error>;
+
+    /// Per origin, the log floor: entries at or below it are not in this replica's log.
+    fn log_floor(&self) -> VersionVector;
+
+    /// The applied vector and a table of `cells` cells over every record's id.
+    fn summarize(&self, cells: usize) -> Result<StateSummary, Self::Error>;
+
+    /// The current states of `keys` (absent keys are skipped).
+    fn read_records(&self, keys: &[Vec<u8>]) -> Result<Vec<RecordState>, Self::Error>;
+
+    /// Joins record states from a state transfer (no log entry, no applied change).
+    fn merge_states(&self, records: &[RecordState]) -> Result<ApplyOutcome, Self::Error>;
+
+    /// After a complete state transfer reflecting `snapshot`: advances the applied vector to it
+    /// and raises the log floor where it jumped.
+    fn adopt(&self, snapshot: &VersionVector) -> Result<(), Self::Error>;
+
+    /// Removes log entries covered by `stable` (applied by every live member) and tombstones
+    /// whose every dot is covered by it.
+    fn compact(&self, stable: &VersionVector) -> Result<Compaction, Self::Error>;
 }

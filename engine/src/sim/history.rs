@@ -4,6 +4,7 @@
 //! exactly the writes no other write or delete saw: anything missing was lost, anything extra
 //! was resurrected.
 
+pub use crate::model::digest::Fnv;
 use crate::model::{codec, Dot, Hlc, Kind, ReplicaId, Value, VersionVector};
 use crate::{Engine, ReadValue};
 use std::collections::{BTreeMap, BTreeSet};
@@ -140,19 +141,39 @@ pub fn check(engine: &Engine, history: &History) -> Findings {
     f
 }
 
-/// Whether the stored register context of `key` at `engine` covers `dot` (read-your-writes).
-pub fn register_saw(engine: &Engine, key: &[u8], dot: Dot) -> Result<bool, String> {
-    Ok(match stored_value(engine, key, Kind::Register)? {
-        Some(Value::Register(r)) => r.ctx.contains(&dot),
-        _ => false,
-    })
+/// Whether the register of `key` at `engine` reflects `dot` (read-your-writes): its context
+/// covers the dot, or the replica has applied a delete that saw the dot (whose tombstone may
+/// since have been reclaimed, taking the dot's memory with it).
+pub fn register_saw(
+    engine: &Engine,
+    key: &[u8],
+    dot: Dot,
+    history: &History,
+) -> Result<bool, String> {
+    if let Some(Value::Register(r)) = stored_value(engine, key, Kind::Register)? {
+        if r.ctx.contains(&dot) {
+            return Ok(true);
+        }
+    }
+    let applied = engine.applied();
+    Ok(history.registers.get(key).is_some_and(|ops| {
+        ops.iter()
+            .any(|d| d.value.is_none() && d.ctx.contains(&dot) && applied.contains(&d.dot))
+    }))
 }
 
-/// A stable digest of every record a replica holds (tombstones included).
-pub fn digest(engine: &Engine) -> Result<u64, String> {
+/// A digest of every record a replica holds (tombstones included), each normalised with
+/// `stable` so that replicas that forgot stable removal memory at different times compare equal.
+pub fn digest(engine: &Engine, stable: &VersionVector) -> Result<u64, String> {
     let mut h = Fnv::default();
     for item in engine.store().records_from(b"", None) {
         let (k, v) = item.map_err(|e| e.to_string())?;
+        let mut record = codec::decode_record(&v).map_err(|e| e.to_string())?;
+        record.normalize(stable);
+        if record.values.is_empty() {
+            continue;
+        }
+        let v = codec::encode_record(&record).map_err(|e| e.to_string())?;
         h.write(&(k.len() as u64).to_le_bytes());
         h.write(&k);
         h.write(&(v.len() as u64).to_le_bytes());
@@ -161,32 +182,37 @@ pub fn digest(engine: &Engine) -> Result<u64, String> {
     Ok(h.0)
 }
 
-/// FNV-1a, 64 bits: stable across runs and builds, for digests and trace hashes.
-#[derive(Clone, Debug)]
-pub struct Fnv(pub u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
+/// The replica id the simulator gives region `i` in its `incarnation` (a region declared dead
+/// comes back with an empty disk under a new id).
+pub fn sim_replica(i: usize, incarnation: u64) -> ReplicaId {
+    ReplicaId(0x5EED_0000_0000_0000 | (incarnation << 16) | (i as u64 + 1))
 }
 
-impl Fnv {
-    /// Mixes bytes in.
-    pub fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+/// Log entries and tombstones a replica still holds.
+pub fn unreclaimed(engine: &Engine) -> Result<(u64, u64), String> {
+    let entries = engine.store().log_entries().count() as u64;
+    let mut tombstones = 0;
+    for item in engine.store().records_from(b"", None) {
+        let (key, v) = item.map_err(|e| e.to_string())?;
+        let rec = codec::decode_record(&v).map_err(|e| e.to_string())?;
+        if rec.is_bottom() {
+            tombstones += 1;
+            if std::env::var("MERIDIAN_SIM_DEBUG").is_ok() {
+                let pending = engine
+                    .store()
+                    .get_meta(&crate::store::keys::tombstone_key(&key))
+                    .ok()
+                    .flatten()
+                    .is_some();
+                eprintln!(
+                    "{} tombstone {:?} ctx {} pending {pending} {:?}",
+                    engine.replica_id(),
+                    String::from_utf8_lossy(&key),
+                    rec.context(),
+                    rec
+                );
+            }
         }
     }
-
-    /// Mixes a number in.
-    pub fn write_u64(&mut self, n: u64) {
-        self.write(&n.to_le_bytes());
-    }
-}
-
-/// The replica id the simulator gives region `i`.
-pub fn sim_replica(i: usize) -> ReplicaId {
-    ReplicaId(0x5EED_0000_0000_0000 | (i as u64 + 1))
+    Ok((entries, tombstones))
 }

@@ -91,6 +91,12 @@ pub struct SeedReport {
     pub not_yet_visible: u64,
     /// Time from heal to convergence.
     pub convergence_ms: Option<u64>,
+    /// State-transfer rounds started (the log no longer held what a peer lacked).
+    pub antientropy_rounds: u64,
+    /// Log entries reclaimed at causal stability.
+    pub log_entries_reclaimed: u64,
+    /// Tombstones reclaimed at causal stability.
+    pub tombstones_reclaimed: u64,
     /// Hash of everything that happened: equal for equal seeds.
     pub trace_hash: u64,
     /// Every violation, described.

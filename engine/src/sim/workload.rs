@@ -50,7 +50,7 @@ pub fn step(
     // Session guarantee first: a region covering the token must show the session's write.
     if let Some((key, dot)) = &session.last_write {
         if engine.covers(&session.token) {
-            if !register_saw(engine, key, *dot)? {
+            if !register_saw(engine, key, *dot, history)? {
                 out.ryw_violation = Some(format!(
                     "{} covers the token but misses {dot} on {key:?}",
                     engine.replica_id()

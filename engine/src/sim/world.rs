@@ -2,7 +2,7 @@
 //! simulated network, driven by one seeded event loop: a fault phase, then a heal phase in which
 //! every region must converge within a bound.
 
-use super::history::{check, digest, sim_replica, Fnv, History};
+use super::history::{check, digest, sim_replica, unreclaimed, Fnv, History};
 use super::network::{LinkFaults, Network, REGIONS};
 use super::rng::SimRng;
 use super::workload::{self, Session};
@@ -18,6 +18,8 @@ const EPOCH_MS: u64 = 1_767_225_600_000;
 const TICK_MS: u64 = 100;
 const CHECK_MS: u64 = 250;
 const SKEW_MS_MAX: i64 = 5 * 60 * 1000;
+/// Simulated time after convergence in which logs and tombstones must be reclaimed.
+const RECLAIM_MS: u64 = 8_000;
 
 /// A region's wall clock: simulated time plus a skew the faults move around.
 #[derive(Debug, Default)]
@@ -44,6 +46,10 @@ struct Region {
     dir: PathBuf,
     clock: Arc<SimClock>,
     node: Option<Node>,
+    /// Bumped when the region, declared dead, comes back with an empty disk.
+    incarnation: u64,
+    /// Declared dead: removed from every member list until it returns.
+    dead: bool,
 }
 
 struct World {
@@ -53,19 +59,43 @@ struct World {
     now_ms: u64,
     trace: Fnv,
     violations: Vec<String>,
+    /// Last sequence number of each crashed replica.
+    own_seq: std::collections::BTreeMap<crate::ReplicaId, u64>,
 }
 
 impl World {
+    fn members(&self) -> Vec<crate::ReplicaId> {
+        (0..self.regions.len())
+            .filter(|i| !self.regions[*i].dead)
+            .map(|i| sim_replica(i, self.regions[i].incarnation))
+            .collect()
+    }
+
     fn open(&mut self, i: usize) -> Result<(), String> {
+        if self.regions[i].dead {
+            // Back from the dead: an empty disk and a new identity, added to every member list.
+            let r = &mut self.regions[i];
+            let _ = std::fs::remove_dir_all(&r.dir);
+            r.incarnation += 1;
+            r.dead = false;
+            let id = sim_replica(i, r.incarnation);
+            for j in 0..self.regions.len() {
+                self.with_node(j, |n, _| n.repl.add_member(id));
+            }
+            self.trace.write(b"reborn");
+        }
+        let members = self.members();
         let r = &mut self.regions[i];
+        let id = sim_replica(i, r.incarnation);
         let config = Config {
             clock: r.clock.clone(),
-            replica_id: Some(sim_replica(i)),
+            replica_id: Some(id),
             ..Config::default()
         };
         let engine = Engine::open(&r.dir, config).map_err(|e| format!("open region {i}: {e}"))?;
         let repl_config = ReplicationConfig {
             region: REGIONS[i].to_string(),
+            members,
             ..ReplicationConfig::default()
         };
         r.node = Some(Node {
@@ -88,6 +118,10 @@ impl World {
     }
 
     fn crash(&mut self, i: usize) {
+        if let Some(n) = &self.regions[i].node {
+            self.own_seq
+                .insert(n.engine.replica_id(), n.engine.last_seq());
+        }
         self.regions[i].node = None;
         self.net.drop_region(i);
         for j in 0..self.regions.len() {
@@ -171,7 +205,8 @@ impl World {
         let mut first: Option<(crate::VersionVector, u64)> = None;
         for r in &self.regions {
             let Some(n) = &r.node else { return Ok(None) };
-            let state = (n.engine.applied(), digest(&n.engine)?);
+            let applied = n.engine.applied();
+            let state = (applied.clone(), digest(&n.engine, &applied)?);
             match &first {
                 None => first = Some(state),
                 Some(f) if *f != state => return Ok(None),
@@ -221,6 +256,24 @@ impl World {
                     }
                 }
             }
+            7 if faults.crashes && self.regions[a].node.is_none() && !self.regions[a].dead => {
+                // Declare a crashed region dead, if no acknowledged write lives only on its disk.
+                let id = sim_replica(a, self.regions[a].incarnation);
+                let own = self.own_seq.get(&id).copied().unwrap_or(0);
+                let safe = self.up().iter().any(|j| {
+                    self.regions[*j]
+                        .node
+                        .as_ref()
+                        .is_some_and(|n| n.engine.applied().get(id) >= own)
+                });
+                if safe {
+                    self.regions[a].dead = true;
+                    for j in 0..n {
+                        self.with_node(j, |node, _| node.repl.remove_member(id));
+                    }
+                    self.trace.write(b"dead");
+                }
+            }
             6 if faults.clock_skew => {
                 let skew = self.rng.below(2 * SKEW_MS_MAX as u64 + 1) as i64 - SKEW_MS_MAX;
                 self.regions[a].clock.skew_ms.store(skew, Ordering::SeqCst);
@@ -252,11 +305,14 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                 dir: dir.join(REGIONS[i]),
                 clock: Arc::default(),
                 node: None,
+                incarnation: 0,
+                dead: false,
             })
             .collect(),
         now_ms: 0,
         trace: Fnv::default(),
         violations: Vec::new(),
+        own_seq: Default::default(),
     };
     let mut report = SeedReport {
         seed,
@@ -279,6 +335,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
     let deadline = heal_at + opts.heal_bound_ms;
     let mut healed = false;
     let mut next_check = heal_at;
+    let mut reclaim_until: Option<u64> = None;
 
     loop {
         let mut t = next_tick.min(if healed {
@@ -346,10 +403,10 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
         if healed && world.now_ms >= next_check {
             next_check = world.now_ms + CHECK_MS;
             match world.converged() {
-                Ok(Some(d)) if ops_done >= opts.ops => {
+                Ok(Some(d)) if ops_done >= opts.ops && report.convergence_ms.is_none() => {
                     report.convergence_ms = Some(world.now_ms - heal_at);
                     world.trace.write_u64(d);
-                    break;
+                    reclaim_until = Some(world.now_ms + RECLAIM_MS);
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -357,12 +414,42 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                     break;
                 }
             }
-            if world.now_ms >= deadline {
+            if reclaim_until.is_some_and(|t| world.now_ms >= t) {
+                break;
+            }
+            if report.convergence_ms.is_none() && world.now_ms >= deadline {
                 report.divergences += 1;
+                let states: Vec<String> = world
+                    .regions
+                    .iter()
+                    .map(|r| match &r.node {
+                        Some(n) => format!(
+                            "{}={} digest {:x}",
+                            n.engine.replica_id(),
+                            n.engine.applied(),
+                            digest(&n.engine, &n.engine.applied()).unwrap_or(0)
+                        ),
+                        None => "down".into(),
+                    })
+                    .collect();
                 world.violations.push(format!(
-                    "not converged {} ms after the heal",
-                    opts.heal_bound_ms
+                    "not converged {} ms after the heal: {}",
+                    opts.heal_bound_ms,
+                    states.join("; ")
                 ));
+                if std::env::var("MERIDIAN_SIM_DEBUG").is_ok() {
+                    for r in world.regions.iter().filter_map(|r| r.node.as_ref()) {
+                        for item in r.engine.store().records_from(b"", None).flatten() {
+                            let rec = crate::model::codec::decode_record(&item.1);
+                            eprintln!(
+                                "{} {:?} {:?}",
+                                r.engine.replica_id(),
+                                String::from_utf8_lossy(&item.0),
+                                rec.map(|x| (x.is_bottom(), x.context().to_string(), x))
+                            );
+                        }
+                    }
+                }
                 break;
             }
         }
@@ -371,6 +458,44 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
     report.operations = ops_done as u64;
     report.simulated_ms = world.now_ms;
     report.bytes_moved = world.net.bytes_sent;
+    if report.convergence_ms.is_some() {
+        match world.converged() {
+            Ok(Some(_)) => {}
+            Ok(None) => world
+                .violations
+                .push("diverged again while reclaiming".into()),
+            Err(e) => world.violations.push(e),
+        }
+        for (i, r) in world.regions.iter().enumerate() {
+            if let Some(n) = &r.node {
+                match unreclaimed(&n.engine) {
+                    Ok((0, 0)) => {}
+                    Ok((entries, tombs)) => {
+                        let first: Vec<String> = n
+                            .engine
+                            .store()
+                            .log_entries()
+                            .take(3)
+                            .filter_map(|e| e.ok())
+                            .filter_map(|(k, _)| crate::store::keys::parse_log_key(&k))
+                            .map(|(o, s)| format!("{o}:{s}"))
+                            .collect();
+                        world.violations.push(format!(
+                        "region {i}: {entries} log entries and {tombs} tombstones not reclaimed {RECLAIM_MS} ms after convergence (first {first:?}; stable {:?}; floors {})",
+                        n.repl.stable(&n.engine).map(|v| v.to_string()), crate::replication::ReplicaStore::log_floor(&n.engine)
+                    ))
+                    }
+                    Err(e) => world.violations.push(e),
+                }
+            }
+        }
+        for r in world.regions.iter().filter_map(|r| r.node.as_ref()) {
+            let s = r.repl.stats();
+            report.antientropy_rounds += s.antientropy_rounds;
+            report.log_entries_reclaimed += s.log_entries_removed;
+            report.tombstones_reclaimed += s.tombstones_removed;
+        }
+    }
     if let Some(n) = world.regions.iter().find_map(|r| r.node.as_ref()) {
         let findings = check(&n.engine, &history);
         report.lost_acked_writes = findings.lost;

@@ -139,6 +139,11 @@ impl Store {
         self.db.iterator_cf_opt(self.cf(CF_RECORDS), ro, mode)
     }
 
+    /// Every log entry, in (origin, sequence) order.
+    pub fn log_entries(&self) -> impl Iterator<Item = Result<KeyValue, rocksdb::Error>> + '_ {
+        self.db.iterator_cf(self.cf(CF_LOG), IteratorMode::Start)
+    }
+
     /// A batch builder bound to this store's column families.
     pub fn batch(&self) -> AtomicWrite<'_> {
         AtomicWrite {
@@ -203,6 +208,25 @@ impl AtomicWrite<'_> {
     pub fn put_log(&mut self, origin: ReplicaId, seq: u64, bytes: &[u8]) {
         self.batch
             .put_cf(self.store.cf(CF_LOG), keys::log_key(origin, seq), bytes);
+    }
+
+    /// Stages the removal of `origin`'s log entries in `[from, to]`.
+    pub fn delete_log_range(&mut self, origin: ReplicaId, from: u64, to: u64) {
+        let (a, b) = (
+            keys::log_key(origin, from),
+            keys::log_key(origin, to.saturating_add(1)),
+        );
+        self.batch.delete_range_cf(self.store.cf(CF_LOG), a, b);
+    }
+
+    /// Stages the removal of a record.
+    pub fn delete_record(&mut self, key: &[u8]) {
+        self.batch.delete_cf(self.store.cf(CF_RECORDS), key);
+    }
+
+    /// Stages the removal of a metadata value.
+    pub fn delete_meta(&mut self, key: &[u8]) {
+        self.batch.delete_cf(self.store.cf(CF_META), key);
     }
 
     /// Stages a metadata value.

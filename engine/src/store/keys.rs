@@ -24,6 +24,27 @@ pub fn applied_key(origin: ReplicaId) -> Vec<u8> {
     k
 }
 
+/// Prefix of the metadata keys holding, per origin, the log floor: entries at or below it are
+/// no longer in this replica's log (reclaimed, or skipped by a state transfer).
+pub const META_FLOOR_PREFIX: &[u8] = b"floor/";
+
+/// Metadata key of `origin`'s log floor.
+pub fn floor_key(origin: ReplicaId) -> Vec<u8> {
+    let mut k = META_FLOOR_PREFIX.to_vec();
+    k.extend_from_slice(&origin.0.to_be_bytes());
+    k
+}
+
+/// Prefix of the metadata keys naming tombstones not yet reclaimable.
+pub const META_TOMBSTONE_PREFIX: &[u8] = b"tomb/";
+
+/// Metadata key marking `key` as a pending tombstone.
+pub fn tombstone_key(key: &[u8]) -> Vec<u8> {
+    let mut k = META_TOMBSTONE_PREFIX.to_vec();
+    k.extend_from_slice(key);
+    k
+}
+
 /// Log key: origin replica then sequence, both big-endian so that keys sort by (origin, seq).
 pub fn log_key(origin: ReplicaId, seq: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
