@@ -327,10 +327,16 @@ impl Replicator {
                 let applied = VersionVector::from_entries(applied);
                 self.known.entry(replica).or_default().join(&applied);
                 if let Some(p) = self.peers.get_mut(&peer) {
-                    *p = Peer::new(now_ms);
-                    p.state = LinkState::Ready { replica, region };
-                    p.sent = applied.clone();
-                    p.acked = applied;
+                    if p.replica() == Some(replica) {
+                        // A repeated hello on a live link (an answer, or a retry that crossed
+                        // ours): acknowledge what it reports, keep the cursors.
+                        p.acknowledge(&applied);
+                    } else {
+                        *p = Peer::new(now_ms);
+                        p.state = LinkState::Ready { replica, region };
+                        p.sent = applied.clone();
+                        p.acked = applied;
+                    }
                 }
                 if !reply {
                     self.send_hello(peer, store, true, now_ms);

@@ -1,6 +1,7 @@
 //! Benchmarks: each prints metrics with a reference measured in the same run and their ratio.
 
 mod local;
+mod replication_bytes;
 mod report;
 
 /// The benchmark suites.
@@ -8,11 +9,14 @@ mod report;
 pub enum Suite {
     /// Local write and read path against raw RocksDB doing the same job.
     Local(local::Args),
+    /// Bytes moved by catch-up and by state anti-entropy against the records that had to move.
+    Sim(replication_bytes::Args),
 }
 
 /// Runs one suite.
 pub fn run(suite: Suite) -> anyhow::Result<()> {
     match suite {
         Suite::Local(args) => local::run(args),
+        Suite::Sim(args) => replication_bytes::run(args),
     }
 }

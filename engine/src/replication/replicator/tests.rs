@@ -131,3 +131,79 @@ fn an_entry_after_a_hole_is_not_applied_and_is_nacked() {
         "an invalid entry must not advance the cursor"
     );
 }
+
+/// Runs frames between two replicators until both are quiet.
+fn settle(a: &mut Replicator, ea: &Engine, b: &mut Replicator, eb: &Engine) -> u64 {
+    let mut bytes = 0;
+    for _ in 0..1_000 {
+        let (fa, fb) = (drain(a), drain(b));
+        if fa.is_empty() && fb.is_empty() {
+            return bytes;
+        }
+        for o in fa {
+            if let Output::Send { frame, .. } = o {
+                bytes += frame.len() as u64;
+                b.handle(PeerId(1), &frame, eb, 0).expect("b accepts");
+            }
+        }
+        for o in fb {
+            if let Output::Send { frame, .. } = o {
+                bytes += frame.len() as u64;
+                a.handle(PeerId(2), &frame, ea, 0).expect("a accepts");
+            }
+        }
+    }
+    panic!("replicators never went quiet");
+}
+
+#[test]
+fn a_peer_behind_a_truncated_log_catches_up_by_state_transfer_and_deletes_stay_deleted() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ea, eb) = (engine(&da, 1), engine(&db, 2));
+    for i in 0..200u32 {
+        ea.put(format!("k{i}").as_bytes(), b"v1").unwrap();
+    }
+    let (mut a, mut b) = (
+        Replicator::new(ReplicaId(1), ReplicationConfig::default()),
+        Replicator::new(ReplicaId(2), ReplicationConfig::default()),
+    );
+    a.connected(PeerId(2), &ea, 0);
+    b.connected(PeerId(1), &eb, 0);
+    settle(&mut a, &ea, &mut b, &eb);
+    assert_eq!(eb.applied(), ea.applied());
+    a.disconnected(PeerId(2));
+    b.disconnected(PeerId(1));
+
+    // While b is away: updates, a delete, and a log truncated past everything b has.
+    ea.put(b"k1", b"v2").unwrap();
+    ea.delete(b"k2").unwrap();
+    ea.put(b"new", b"x").unwrap();
+    let c = ea.compact(&ea.applied()).unwrap();
+    assert!(c.log_entries_removed >= 203, "{c:?}");
+    assert_eq!(
+        c.tombstones_removed, 1,
+        "the delete's tombstone is stable by fiat here"
+    );
+    assert!(ea.read_entry(ReplicaId(1), 1).unwrap().is_none());
+
+    a.connected(PeerId(2), &ea, 0);
+    b.connected(PeerId(1), &eb, 0);
+    settle(&mut a, &ea, &mut b, &eb);
+    assert_eq!(a.stats().antientropy_rounds, 1);
+    assert_eq!(eb.get(b"k1").unwrap().unwrap().values, vec![b"v2".to_vec()]);
+    assert_eq!(eb.get(b"new").unwrap().unwrap().values, vec![b"x".to_vec()]);
+    assert_eq!(
+        eb.applied(),
+        ea.applied(),
+        "b adopts a's vector after the transfer"
+    );
+    // b still holds the deleted key: a reclaimed the tombstone, so the transfer could not carry
+    // the delete. A state b sends back must not resurrect it at a.
+    let stale = eb.export(b"k2").unwrap().unwrap();
+    ea.merge_states(&[(b"k2".to_vec(), stale)]).unwrap();
+    assert_eq!(
+        ea.get(b"k2").unwrap(),
+        None,
+        "a resurrected a reclaimed delete"
+    );
+}

@@ -1,0 +1,256 @@
+//! `meridian bench sim`: bytes the replication protocol moves, against the encoded size of the
+//! records that had to move (measured in the same run). Engines are real (RocksDB in a temp
+//! directory); links are in-memory and lossless, so the figures are the protocol's own.
+
+use super::report::{emit, header, Metric};
+use meridian::replication::{Output, PeerId, ReplicaStore, ReplicationConfig, Replicator};
+use meridian::{Batch, Config, Engine, ReplicaId};
+use std::collections::BTreeSet;
+
+/// Options of `bench sim`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Records written during the outage in the catch-up measurement.
+    #[arg(long, default_value_t = 10_000)]
+    outage_writes: u64,
+    /// Keys held by both replicas in the anti-entropy measurement.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Percentage of those keys that differ.
+    #[arg(long, default_value_t = 1.0)]
+    differ_percent: f64,
+}
+
+struct Node {
+    engine: Engine,
+    repl: Replicator,
+}
+
+/// In-memory links between nodes; counts the bytes carried on the links that are up.
+struct Links {
+    nodes: Vec<Node>,
+    up: BTreeSet<(usize, usize)>,
+    now_ms: u64,
+}
+
+impl Links {
+    fn new(engines: Vec<Engine>) -> Links {
+        let nodes = engines
+            .into_iter()
+            .map(|engine| {
+                let config = ReplicationConfig {
+                    relay_delay_ms: 1_000,
+                    ..ReplicationConfig::default()
+                };
+                Node {
+                    repl: Replicator::new(engine.replica_id(), config),
+                    engine,
+                }
+            })
+            .collect();
+        Links {
+            nodes,
+            up: BTreeSet::new(),
+            now_ms: 1,
+        }
+    }
+
+    fn connect(&mut self, a: usize, b: usize) {
+        self.up.insert((a, b));
+        self.up.insert((b, a));
+        let now = self.now_ms;
+        let n = &mut self.nodes[a];
+        n.repl.connected(PeerId(b as u32), &n.engine, now);
+        let n = &mut self.nodes[b];
+        n.repl.connected(PeerId(a as u32), &n.engine, now);
+    }
+
+    fn disconnect(&mut self, a: usize, b: usize) {
+        self.up.remove(&(a, b));
+        self.up.remove(&(b, a));
+        self.nodes[a].repl.disconnected(PeerId(b as u32));
+        self.nodes[b].repl.disconnected(PeerId(a as u32));
+    }
+
+    fn local_writes(&mut self, i: usize) -> anyhow::Result<()> {
+        let n = &mut self.nodes[i];
+        n.repl
+            .local_write(&n.engine, self.now_ms)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Delivers frames until no node has anything to send; returns bytes carried on links that
+    /// touch `watch` (all links when `None`).
+    fn settle(&mut self, watch: Option<usize>) -> anyhow::Result<u64> {
+        let mut bytes = 0;
+        loop {
+            let mut frames = Vec::new();
+            for (i, n) in self.nodes.iter_mut().enumerate() {
+                while let Some(o) = n.repl.poll_output() {
+                    match o {
+                        Output::Send { peer, frame } => frames.push((i, peer.0 as usize, frame)),
+                        Output::Close { peer, reason } => {
+                            anyhow::bail!("link {i}->{} closed: {reason}", peer.0)
+                        }
+                    }
+                }
+            }
+            if frames.is_empty() {
+                return Ok(bytes);
+            }
+            self.now_ms += 1;
+            for (from, to, frame) in frames {
+                if !self.up.contains(&(from, to)) {
+                    continue;
+                }
+                if watch.is_none_or(|w| w == from || w == to) {
+                    bytes += frame.len() as u64;
+                }
+                let n = &mut self.nodes[to];
+                n.repl
+                    .handle(PeerId(from as u32), &frame, &n.engine, self.now_ms)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+        }
+    }
+}
+
+fn open(dir: &std::path::Path, name: &str, id: u64) -> anyhow::Result<Engine> {
+    let config = Config {
+        replica_id: Some(ReplicaId(id)),
+        ..Config::default()
+    };
+    Ok(Engine::open(dir.join(name), config)?)
+}
+
+fn key(prefix: &str, i: u64) -> Vec<u8> {
+    format!("{prefix}-{i:010}").into_bytes()
+}
+
+fn value(i: u64, round: u64) -> Vec<u8> {
+    let mut v = vec![b'v'; 100];
+    v[..8].copy_from_slice(&i.to_le_bytes());
+    v[8..16].copy_from_slice(&round.to_le_bytes());
+    v
+}
+
+/// Encoded size (key + record) of `keys` as stored by `engine`.
+fn stored_bytes(engine: &Engine, keys: impl Iterator<Item = Vec<u8>>) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for k in keys {
+        let state = engine
+            .export(&k)?
+            .ok_or_else(|| anyhow::anyhow!("missing record"))?;
+        total += (k.len() + state.len()) as u64;
+    }
+    Ok(total)
+}
+
+/// Three regions; one is cut off while the other two take writes; it comes back and catches up
+/// from the log. Bytes on its links against the encoded records written during the outage.
+fn catchup(args: &Args, dir: &std::path::Path) -> anyhow::Result<Metric> {
+    let engines = vec![open(dir, "a", 1)?, open(dir, "b", 2)?, open(dir, "c", 3)?];
+    let mut links = Links::new(engines);
+    links.connect(0, 1);
+    links.connect(0, 2);
+    links.connect(1, 2);
+    links.settle(None)?;
+    links.disconnect(0, 2);
+    links.disconnect(1, 2);
+    let n = args.outage_writes;
+    for i in 0..n {
+        let writer = (i % 2) as usize;
+        links.nodes[writer]
+            .engine
+            .put(&key("out", i), &value(i, 0))?;
+        if i % 64 == 63 || i + 1 == n {
+            links.local_writes(0)?;
+            links.local_writes(1)?;
+            links.settle(None)?;
+        }
+    }
+    let reference = stored_bytes(&links.nodes[0].engine, (0..n).map(|i| key("out", i)))?;
+    links.connect(0, 2);
+    links.connect(1, 2);
+    let moved = links.settle(Some(2))?;
+    anyhow::ensure!(
+        links.nodes[2].engine.applied() == links.nodes[0].engine.applied(),
+        "region c did not catch up"
+    );
+    Ok(Metric::with_reference(
+        "sim",
+        "catchup_bytes_ratio",
+        moved as f64,
+        "bytes",
+        reference as f64,
+        "<= 1.5",
+    ))
+}
+
+/// Two regions share `keys` records; one misses updates to `differ_percent` of them while the
+/// other truncates its log; state anti-entropy reconciles them.
+fn antientropy(args: &Args, dir: &std::path::Path) -> anyhow::Result<Metric> {
+    let engines = vec![open(dir, "ae-a", 11)?, open(dir, "ae-b", 12)?];
+    let mut links = Links::new(engines);
+    let keys = args.keys;
+    let mut i = 0;
+    while i < keys {
+        let mut batch = Batch::new();
+        for j in i..(i + 1_000).min(keys) {
+            batch = batch.put(key("ae", j), value(j, 0));
+        }
+        links.nodes[0].engine.write(batch)?;
+        i += 1_000;
+    }
+    links.connect(0, 1);
+    links.settle(None)?;
+    anyhow::ensure!(
+        links.nodes[1].engine.applied() == links.nodes[0].engine.applied(),
+        "b did not load"
+    );
+    links.disconnect(0, 1);
+    let differ = ((keys as f64) * args.differ_percent / 100.0).round() as u64;
+    let step = (keys / differ.max(1)).max(1);
+    let changed: Vec<u64> = (0..differ).map(|d| d * step).collect();
+    for &k in &changed {
+        links.nodes[0].engine.put(&key("ae", k), &value(k, 1))?;
+    }
+    // Truncate a's log as if b had been declared dead: only state can bring b up to date.
+    let a = &links.nodes[0].engine;
+    let truncated = a.compact(&a.applied())?;
+    anyhow::ensure!(truncated.log_entries_removed > 0, "nothing truncated");
+    let reference = stored_bytes(a, changed.iter().map(|k| key("ae", *k)))?;
+    links.connect(0, 1);
+    let moved = links.settle(None)?;
+    for &k in &changed {
+        let got = links.nodes[1].engine.get(&key("ae", k))?.map(|s| s.values);
+        anyhow::ensure!(
+            got == Some(vec![value(k, 1)]),
+            "b missed key {k} after anti-entropy"
+        );
+    }
+    anyhow::ensure!(
+        links.nodes[1].engine.applied() == links.nodes[0].engine.applied(),
+        "b did not adopt a's vector"
+    );
+    Ok(Metric::with_reference(
+        "sim",
+        "antientropy_bytes_ratio",
+        moved as f64,
+        "bytes",
+        reference as f64,
+        "<= 2.0",
+    ))
+}
+
+/// Runs the suite.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    header(args.json);
+    emit(&catchup(&args, dir.path())?, args.json)?;
+    emit(&antientropy(&args, dir.path())?, args.json)?;
+    Ok(())
+}
