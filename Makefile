@@ -5,7 +5,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/meridian/target
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: deps demo test bench lint
+.PHONY: deps demo test bench sim lint
 
 deps:
 	@bash scripts/install-deps.sh
@@ -18,6 +18,10 @@ test: deps
 
 bench: deps
 	$(CARGO) run --release --quiet -p meridian-node -- bench local
+	$(CARGO) run --release --quiet -p meridian-node -- bench sim
+
+sim: deps
+	$(CARGO) run --release --quiet -p meridian-node -- sim --seeds 1000
 
 lint: deps
 	$(CARGO) fmt --all -- --check
