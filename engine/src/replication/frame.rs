@@ -9,7 +9,7 @@
 //! | `Nack` | after an entry arrived out of order | resend `origin` from `next` |
 //! | `AeOffer` | the peer lacks entries this replica's log no longer holds | IBLT over record ids + applied vector |
 //! | `AeWant` / `AeRetry` | answer to an offer | ids the receiver lacks / a larger table, please |
-//! | `AeRecords` | answer to `AeWant` | the records; `done` ends the round and the receiver adopts the vector |
+//! | `AeRecords` / `AeAck` | answer to `AeWant`, flow-controlled | numbered chunks of records, applied in order; `done` ends the round and the receiver adopts the vector |
 //! | `Ping` / `Pong` | heartbeat | round-trip time |
 
 use crate::model::{ReplicaId, VersionVector};
@@ -93,16 +93,25 @@ pub enum Frame {
         /// Cells to use.
         cells: u64,
     },
-    /// Wanted records; the last frame of a round has `done` set.
+    /// Wanted records, in numbered chunks; the last chunk of a round has `done` set.
     AeRecords {
         /// Round number.
         round: u64,
+        /// Chunk number, from 0; chunks are applied only in order.
+        chunk: u64,
         /// (key, encoded record).
         records: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
         /// Whether this ends the round: the receiver then adopts `snapshot`.
         done: bool,
         /// The offer's applied vector.
         snapshot: Vec<(ReplicaId, u64)>,
+    },
+    /// A chunk of `AeRecords` was applied (releases the sender's in-flight budget).
+    AeAck {
+        /// Round number.
+        round: u64,
+        /// The chunk applied.
+        chunk: u64,
     },
     /// Round-trip probe.
     Ping {

@@ -30,10 +30,17 @@ pub(crate) enum AntiEntropy {
         round: u64,
         snapshot: VersionVector,
         keys: std::collections::BTreeMap<u64, Vec<u8>>,
+        /// Last progress (offer sent, chunk acknowledged).
         started_ms: u64,
+        /// Keys the peer asked for and that are not sent yet (`None` before its answer).
+        pending: Option<VecDeque<Vec<u8>>>,
+        /// Chunks sent: their number and size, oldest first, until acknowledged.
+        unacked: VecDeque<(u64, usize)>,
+        /// Number of the next chunk.
+        next_chunk: u64,
     },
-    /// The peer offered; this replica waits for the records of `round`.
-    Receiving { round: u64 },
+    /// The peer offered; this replica waits for the records of `round`, chunk by chunk.
+    Receiving { round: u64, next_chunk: u64 },
 }
 
 /// One entry sent and not yet acknowledged.

@@ -393,13 +393,20 @@ impl Replicator {
             }
             Frame::AeRecords {
                 round,
+                chunk,
                 records,
                 done,
                 snapshot,
             } => {
-                let matches = matches!(self.peers.get(&peer).and_then(|p| p.ae.as_ref()), Some(AntiEntropy::Receiving { round: r }) if *r == round);
-                if !matches {
-                    return Ok(()); // a stale round
+                let expected = match self.peers.get(&peer).and_then(|p| p.ae.as_ref()) {
+                    Some(AntiEntropy::Receiving {
+                        round: r,
+                        next_chunk,
+                    }) if *r == round => *next_chunk,
+                    _ => return Ok(()), // a stale round
+                };
+                if chunk != expected {
+                    return Ok(()); // out of order: the sender restarts the round after a timeout
                 }
                 let records: Vec<RecordState> = records
                     .into_iter()
@@ -415,6 +422,13 @@ impl Replicator {
                         FrameError::Malformed("invalid records in a state transfer".into()),
                     ));
                 }
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.ae = Some(AntiEntropy::Receiving {
+                        round,
+                        next_chunk: chunk + 1,
+                    });
+                }
+                self.send(peer, &Frame::AeAck { round, chunk }, now_ms);
                 if done {
                     store
                         .adopt(&VersionVector::from_entries(snapshot))
@@ -428,6 +442,23 @@ impl Replicator {
                     self.send(peer, &ack, now_ms);
                 }
                 Ok(())
+            }
+            Frame::AeAck { round, chunk } => {
+                if let Some(Some(AntiEntropy::Offering {
+                    round: r,
+                    unacked,
+                    started_ms,
+                    ..
+                })) = self.peers.get_mut(&peer).map(|p| p.ae.as_mut())
+                {
+                    if *r == round {
+                        while unacked.front().is_some_and(|(n, _)| *n <= chunk) {
+                            unacked.pop_front();
+                        }
+                        *started_ms = now_ms;
+                    }
+                }
+                self.send_transfer(peer, store, now_ms)
             }
             Frame::Nack { origin, next } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
@@ -620,6 +651,9 @@ impl Replicator {
             snapshot: summary.applied,
             keys: summary.keys,
             started_ms: now_ms,
+            pending: None,
+            unacked: VecDeque::new(),
+            next_chunk: 0,
         });
         let encoded = frame.encode();
         self.stats.antientropy_bytes_sent += encoded.len() as u64;
@@ -660,7 +694,10 @@ impl Replicator {
             },
         };
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.ae = Some(AntiEntropy::Receiving { round });
+            p.ae = Some(AntiEntropy::Receiving {
+                round,
+                next_chunk: 0,
+            });
         }
         let encoded = reply.encode();
         self.stats.antientropy_bytes_sent += encoded.len() as u64;
@@ -679,49 +716,85 @@ impl Replicator {
         let Some(p) = self.peers.get(&peer) else {
             return Ok(());
         };
-        let Some(AntiEntropy::Offering {
-            round: r,
-            keys,
-            snapshot,
-            ..
-        }) = &p.ae
-        else {
+        let Some(AntiEntropy::Offering { round: r, keys, .. }) = &p.ae else {
             return Ok(());
         };
         if *r != round {
             return Ok(());
         }
-        let wanted: Vec<Vec<u8>> = ids.iter().filter_map(|id| keys.get(id).cloned()).collect();
-        let snapshot = vv_entries(snapshot);
-        let records = store
-            .read_records(&wanted)
-            .map_err(ReplicationError::Store)?;
-        let mut chunk = Vec::new();
-        let mut size = 0;
-        let mut frames = Vec::new();
-        for (k, v) in records {
-            size += k.len() + v.len() + 8;
-            chunk.push((k.into(), v.into()));
-            if size >= self.config.frame_bytes_target {
-                frames.push(std::mem::take(&mut chunk));
-                size = 0;
-            }
+        let wanted: VecDeque<Vec<u8>> = ids.iter().filter_map(|id| keys.get(id).cloned()).collect();
+        if let Some(Some(AntiEntropy::Offering {
+            pending,
+            started_ms,
+            ..
+        })) = self.peers.get_mut(&peer).map(|p| p.ae.as_mut())
+        {
+            *pending = Some(wanted);
+            *started_ms = now_ms;
         }
-        frames.push(chunk);
-        let last = frames.len() - 1;
-        for (i, records) in frames.into_iter().enumerate() {
-            let done = i == last;
-            let frame = Frame::AeRecords {
+        self.send_transfer(peer, store, now_ms)
+    }
+
+    /// Sends the next chunks of a state transfer while the in-flight budget allows.
+    fn send_transfer<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        loop {
+            let Some(Some(AntiEntropy::Offering {
                 round,
+                snapshot,
+                pending: Some(pending),
+                unacked,
+                next_chunk,
+                ..
+            })) = self.peers.get_mut(&peer).map(|p| p.ae.as_mut())
+            else {
+                return Ok(());
+            };
+            let in_flight: usize = unacked.iter().map(|(_, b)| *b).sum();
+            let finished = pending.is_empty() && *next_chunk > 0;
+            if finished || in_flight >= self.config.inflight_bytes_max {
+                return Ok(());
+            }
+            let mut keys = Vec::new();
+            let mut estimate = 0;
+            while estimate < self.config.frame_bytes_target {
+                let Some(k) = pending.pop_front() else { break };
+                estimate += k.len() + 160;
+                keys.push(k);
+            }
+            let done = pending.is_empty();
+            let (round, chunk) = (*round, *next_chunk);
+            *next_chunk += 1;
+            let snapshot = if done {
+                vv_entries(snapshot)
+            } else {
+                Vec::new()
+            };
+            let records = store.read_records(&keys).map_err(ReplicationError::Store)?;
+            let records = records
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect();
+            let encoded = Frame::AeRecords {
+                round,
+                chunk,
                 records,
                 done,
-                snapshot: if done { snapshot.clone() } else { Vec::new() },
-            };
-            let encoded = frame.encode();
+                snapshot,
+            }
+            .encode();
+            if let Some(Some(AntiEntropy::Offering { unacked, .. })) =
+                self.peers.get_mut(&peer).map(|p| p.ae.as_mut())
+            {
+                unacked.push_back((chunk, encoded.len()));
+            }
             self.stats.antientropy_bytes_sent += encoded.len() as u64;
             self.send_bytes(peer, encoded, now_ms);
         }
-        Ok(())
     }
 
     fn send_hello(&mut self, peer: PeerId, store: &impl ReplicaStore, reply: bool, now_ms: u64) {
