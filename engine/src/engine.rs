@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     pub(crate) clock: Mutex<HybridClock>,
     stripes: Box<[Mutex<()>]>,
     poisoned: AtomicBool,
+    /// Called after every local commit (the runtime wakes its replicator with it).
+    commit_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// Sequence numbers committed out of order, folded into a contiguous prefix.
@@ -131,6 +133,7 @@ impl Engine {
                 clock: Mutex::new(clock),
                 stripes,
                 poisoned: AtomicBool::new(false),
+                commit_hook: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -148,6 +151,12 @@ impl Engine {
     /// The highest sequence number this replica has assigned.
     pub fn last_seq(&self) -> u64 {
         self.inner.next_seq.load(Ordering::SeqCst) - 1
+    }
+
+    /// Registers the function called after every local commit; only the first call takes
+    /// effect (returns whether this one did).
+    pub fn set_commit_hook(&self, hook: Box<dyn Fn() + Send + Sync>) -> bool {
+        self.inner.commit_hook.set(hook).is_ok()
     }
 
     /// The underlying store (for replication and tools in this crate's family).
@@ -316,6 +325,9 @@ impl Engine {
         wb.put_log(inner.replica, seq, &LogEntry::encode_keys(&distinct));
         self.commit(wb)?;
         lock(&inner.own).commit(seq);
+        if let Some(hook) = inner.commit_hook.get() {
+            hook();
+        }
         Ok(CausalToken::of_dot(dot))
     }
 

@@ -23,6 +23,7 @@ pub mod model;
 mod read;
 mod replica_store;
 pub mod replication;
+pub mod runtime;
 pub mod sim;
 pub mod store;
 

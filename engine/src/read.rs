@@ -1,10 +1,11 @@
 //! What reads return: plain views of the stored CRDT state.
 
 use crate::model::{counter, lww, CausalToken, Dot, Hlc, Kind, ReplicaId, Value, VersionVector};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A multi-value register as read: one value, or several siblings after concurrent writes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Siblings {
     /// The values, in dot order.
     pub values: Vec<Vec<u8>>,
@@ -15,7 +16,7 @@ pub struct Siblings {
 }
 
 /// A last-writer-wins register as read.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LwwValue {
     /// The winning value.
     pub value: Vec<u8>,
@@ -27,14 +28,14 @@ pub struct LwwValue {
 
 /// A map as read: field name -> value (two or more when regions wrote the field with different
 /// types concurrently).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapView {
     /// The fields present.
     pub fields: BTreeMap<Vec<u8>, Vec<ReadValue>>,
 }
 
 /// One value of any type, as read.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReadValue {
     /// Multi-value register.
     Register(Siblings),
@@ -98,7 +99,7 @@ impl ReadValue {
 }
 
 /// Everything under one key, as read.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Read {
     /// The values present: one, or more when regions wrote the key with different types.
     pub values: Vec<ReadValue>,

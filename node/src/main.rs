@@ -1,8 +1,14 @@
-//! `meridian`: the command-line face of Meridian (benchmarks now; the node daemon later).
+//! `meridian`: the command-line face of Meridian: the node daemon, certificates, a client,
+//! the simulator and the benchmarks.
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 
 mod bench;
+mod certs;
+mod client_cli;
+mod config;
+mod daemon;
 mod sim;
 
 /// Meridian: multi-region, active-active replicated key-value engine.
@@ -15,6 +21,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a regional node.
+    Node {
+        /// The node's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Development certificates.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Talk to a running node.
+    Client {
+        #[command(flatten)]
+        target: client_cli::Target,
+        #[command(subcommand)]
+        command: client_cli::Command,
+    },
     /// Measure Meridian against a reference measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -22,6 +46,24 @@ enum Command {
     },
     /// Deterministic multi-region outage simulation of the real engine.
     Sim(sim::Args),
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create a cluster CA and certificates for replicas and clients.
+    Init(certs::InitArgs),
+}
+
+/// Installs the log subscriber (`RUST_LOG` filters; default: info for the node, warn otherwise).
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,quinn=warn,rustls=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
 fn main() {
@@ -32,14 +74,20 @@ fn main() {
 }
 
 fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Node { .. }) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    match cli.command {
+        Command::Node { config } => daemon::run(&config),
+        Command::Certs { command: CertsCommand::Init(args) } => certs::init(&args),
+        Command::Client { target, command } => client_cli::run(target, command),
         Command::Bench { suite } => bench::run(suite),
         Command::Sim(args) => sim::run(args),
     }

@@ -1,0 +1,184 @@
+//! The replication actor: one thread owns the `Replicator` and calls the (blocking) store, fed
+//! by a bounded channel of link events, frames, ticks and local-write notices. Frames for a peer
+//! go to that link's bounded queue; a full queue drops the frame (the protocol resends), so a
+//! slow peer never stalls the others.
+
+use super::client_proto::{NodeStatus, PeerStatus};
+use crate::replication::{Output, PeerId, ReplicationError, Replicator};
+use crate::Engine;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// Most local-write timestamps kept for the lag-in-seconds estimate.
+const WRITE_TIMES_MAX: usize = 65_536;
+
+/// Input to the actor.
+pub(crate) enum Event {
+    /// A link to a configured peer is up; frames for it go to `out`.
+    Up { peer: PeerId, name: String, region: String, out: mpsc::Sender<Vec<u8>> },
+    /// The link is gone.
+    Down { peer: PeerId },
+    /// A frame arrived.
+    Frame { peer: PeerId, bytes: Vec<u8> },
+    /// Time to tick.
+    Tick,
+    /// Local writes committed.
+    LocalWrite,
+    /// Stop the actor.
+    Stop,
+}
+
+struct Link {
+    name: String,
+    region: String,
+    out: mpsc::Sender<Vec<u8>>,
+}
+
+/// Runs until `Stop` or until every sender is gone.
+pub(crate) fn run(
+    engine: Engine,
+    mut repl: Replicator,
+    mut events: mpsc::Receiver<Event>,
+    write_pending: Arc<AtomicBool>,
+    status: Arc<Mutex<NodeStatus>>,
+) {
+    let start = Instant::now();
+    let now = || start.elapsed().as_millis() as u64;
+    let mut links: BTreeMap<PeerId, Link> = BTreeMap::new();
+    let mut write_times: VecDeque<(u64, Instant)> = VecDeque::new();
+    while let Some(event) = events.blocking_recv() {
+        let result = match event {
+            Event::Up { peer, name, region, out } => {
+                tracing::info!(peer = %name, %region, "replication link up");
+                links.insert(peer, Link { name, region, out });
+                repl.connected(peer, &engine, now());
+                Ok(())
+            }
+            Event::Down { peer } => {
+                if let Some(l) = links.remove(&peer) {
+                    tracing::info!(peer = %l.name, "replication link down");
+                }
+                repl.disconnected(peer);
+                Ok(())
+            }
+            Event::Frame { peer, bytes } => {
+                metrics::counter!("meridian_replication_bytes_received_total").increment(bytes.len() as u64);
+                repl.handle(peer, &bytes, &engine, now())
+            }
+            Event::Tick => {
+                let r = repl.tick(&engine, now());
+                publish(&engine, &repl, &links, &write_times, &status);
+                r
+            }
+            Event::LocalWrite => {
+                write_pending.store(false, Ordering::SeqCst);
+                let seq = engine.last_seq();
+                if write_times.back().is_none_or(|(s, _)| *s < seq) {
+                    write_times.push_back((seq, Instant::now()));
+                    if write_times.len() > WRITE_TIMES_MAX {
+                        write_times.pop_front();
+                    }
+                }
+                repl.local_write(&engine, now())
+            }
+            Event::Stop => break,
+        };
+        match result {
+            Ok(()) => {}
+            Err(ReplicationError::Peer { peer, error }) => {
+                let name = links.get(&peer).map_or("?", |l| l.name.as_str());
+                tracing::warn!(peer = %name, %error, "closing replication link after a bad frame");
+                metrics::counter!("meridian_replication_peer_errors_total").increment(1);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "replication stopped: storage failure");
+                break;
+            }
+        }
+        while let Some(out) = repl.poll_output() {
+            match out {
+                Output::Send { peer, frame } => {
+                    if let Some(l) = links.get(&peer) {
+                        let len = frame.len() as u64;
+                        if l.out.try_send(frame).is_ok() {
+                            metrics::counter!("meridian_replication_bytes_sent_total").increment(len);
+                            metrics::counter!("meridian_replication_frames_sent_total").increment(1);
+                        } else {
+                            metrics::counter!("meridian_replication_frames_dropped_total").increment(1);
+                        }
+                    }
+                }
+                Output::Close { peer, reason } => {
+                    if let Some(l) = links.remove(&peer) {
+                        tracing::warn!(peer = %l.name, %reason, "closing replication link");
+                    }
+                }
+            }
+        }
+        // Keep only the timestamps some peer may still lack.
+        let min_acked = repl.peers().filter_map(|(_, p)| p.replica().map(|_| p.acked.get(engine.replica_id()))).min();
+        if let Some(acked) = min_acked {
+            while write_times.front().is_some_and(|(s, _)| *s <= acked) {
+                write_times.pop_front();
+            }
+        }
+    }
+}
+
+fn publish(
+    engine: &Engine,
+    repl: &Replicator,
+    links: &BTreeMap<PeerId, Link>,
+    write_times: &VecDeque<(u64, Instant)>,
+    status: &Mutex<NodeStatus>,
+) {
+    let applied = engine.applied();
+    let me = engine.replica_id();
+    let mut peers: BTreeMap<String, PeerStatus> = BTreeMap::new();
+    for (id, p) in repl.peers() {
+        let Some(link) = links.get(&id) else { continue };
+        let lag_ops: u64 = applied.iter().map(|(o, s)| s.saturating_sub(p.acked.get(o))).sum();
+        let acked_own = p.acked.get(me);
+        let lag_ms = write_times
+            .iter()
+            .find(|(s, _)| *s > acked_own)
+            .map_or(0, |(_, t)| t.elapsed().as_millis() as u64);
+        metrics::gauge!("meridian_peer_lag_ops", "peer" => link.name.clone()).set(lag_ops as f64);
+        metrics::gauge!("meridian_peer_lag_seconds", "peer" => link.name.clone()).set(lag_ms as f64 / 1000.0);
+        if let Some(rtt) = p.rtt_ms {
+            metrics::gauge!("meridian_peer_rtt_seconds", "peer" => link.name.clone()).set(rtt as f64 / 1000.0);
+        }
+        peers.insert(
+            link.name.clone(),
+            PeerStatus {
+                name: link.name.clone(),
+                region: link.region.clone(),
+                connected: p.replica().is_some(),
+                rtt_ms: p.rtt_ms,
+                lag_ops,
+                lag_ms,
+            },
+        );
+    }
+    let stats = repl.stats();
+    metrics::gauge!("meridian_entries_applied").set(stats.entries_applied as f64);
+    metrics::gauge!("meridian_log_entries_reclaimed").set(stats.log_entries_removed as f64);
+    metrics::gauge!("meridian_tombstones_pending").set(stats.tombstones_pending as f64);
+    let floor = crate::replication::ReplicaStore::log_floor(engine);
+    let log_len: u64 = applied.iter().map(|(o, s)| s.saturating_sub(floor.get(o))).sum();
+    metrics::gauge!("meridian_log_entries").set(log_len as f64);
+    if let Ok(mut s) = status.lock() {
+        s.applied = applied.iter().collect();
+        for configured in &mut s.peers {
+            match peers.remove(&configured.name) {
+                Some(now) => *configured = now,
+                None => configured.connected = false,
+            }
+        }
+        s.log_entries_reclaimed = stats.log_entries_removed;
+        s.tombstones_pending = stats.tombstones_pending;
+    }
+}

@@ -1,0 +1,42 @@
+//! Frames on QUIC streams: a 4-byte big-endian length, then the bytes. The length is checked
+//! against the bound before anything is allocated.
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FramingError {
+    /// The declared length exceeds the bound.
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Declared length.
+        len: usize,
+        /// Bound.
+        max: usize,
+    },
+    /// The stream failed or ended inside a frame.
+    #[error("stream: {0}")]
+    Stream(String),
+}
+
+/// Writes one frame.
+pub async fn write_frame(send: &mut quinn::SendStream, bytes: &[u8]) -> Result<(), FramingError> {
+    let len = u32::try_from(bytes.len()).map_err(|_| FramingError::TooLarge { len: bytes.len(), max: u32::MAX as usize })?;
+    send.write_all(&len.to_be_bytes()).await.map_err(|e| FramingError::Stream(e.to_string()))?;
+    send.write_all(bytes).await.map_err(|e| FramingError::Stream(e.to_string()))
+}
+
+/// Reads one frame; `None` when the stream ended cleanly between frames.
+pub async fn read_frame(recv: &mut quinn::RecvStream, max: usize) -> Result<Option<Vec<u8>>, FramingError> {
+    let mut len = [0u8; 4];
+    match recv.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(FramingError::Stream(e.to_string())),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(FramingError::TooLarge { len, max });
+    }
+    let mut buf = vec![0u8; len];
+    recv.read_exact(&mut buf).await.map_err(|e| FramingError::Stream(e.to_string()))?;
+    Ok(Some(buf))
+}

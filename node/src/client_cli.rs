@@ -1,0 +1,120 @@
+//! The command-line client: typed operations and `status` against a running node.
+
+use anyhow::Context;
+use meridian::runtime::client::Client;
+use meridian::runtime::TlsFiles;
+use meridian::{Op, ReadValue};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Where and as whom to connect.
+#[derive(clap::Args, Debug)]
+pub struct Target {
+    /// The node's QUIC address.
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    pub node: SocketAddr,
+    /// The node's certificate name: `<replica>.<region>.<cluster>`.
+    #[arg(long)]
+    pub server_name: String,
+    /// Directory holding `ca.pem` and `client-<as>.pem/.key` (from `certs init`).
+    #[arg(long)]
+    pub certs: PathBuf,
+    /// Client certificate name.
+    #[arg(long = "as", default_value = "cli")]
+    pub client: String,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A client command.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Multi-value register write.
+    Put { key: String, value: String },
+    /// Read a key (all types).
+    Get { key: String },
+    /// Delete a key.
+    Del { key: String },
+    /// Last-writer-wins write.
+    LwwSet { key: String, value: String },
+    /// Counter increment.
+    CounterAdd { key: String, delta: i64 },
+    /// Set insertion.
+    SetAdd { key: String, elems: Vec<String> },
+    /// Set removal.
+    SetRemove { key: String, elems: Vec<String> },
+    /// Peers, lag and health of the node.
+    Status,
+}
+
+fn show(v: &ReadValue) -> String {
+    let t = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match v {
+        ReadValue::Register(s) => s.values.iter().map(|v| format!("{:?}", t(v))).collect::<Vec<_>>().join(" | "),
+        ReadValue::Lww(l) => format!("{:?}", t(&l.value)),
+        ReadValue::Counter(n) => n.to_string(),
+        ReadValue::Set(s) => format!("{{{}}}", s.iter().map(|e| t(e)).collect::<Vec<_>>().join(", ")),
+        ReadValue::Map(m) => format!("map of {} fields", m.fields.len()),
+    }
+}
+
+/// Runs one command.
+pub fn run(target: Target, command: Command) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let tls = TlsFiles {
+            ca: target.certs.join("ca.pem"),
+            cert: target.certs.join(format!("client-{}.pem", target.client)),
+            key: target.certs.join(format!("client-{}.key", target.client)),
+        };
+        let mut client = Client::connect(target.node, &target.server_name, &tls)
+            .await
+            .with_context(|| format!("connecting to {}", target.node))?;
+        let (key, op) = match command {
+            Command::Put { key, value } => (key, Op::Put { value: value.into_bytes(), context: None }),
+            Command::Del { key } => (key, Op::Delete),
+            Command::LwwSet { key, value } => (key, Op::LwwSet { value: value.into_bytes() }),
+            Command::CounterAdd { key, delta } => (key, Op::CounterAdd { delta }),
+            Command::SetAdd { key, elems } => (key, Op::SetAdd { elems: elems.into_iter().map(String::into_bytes).collect() }),
+            Command::SetRemove { key, elems } => (key, Op::SetRemove { elems: elems.into_iter().map(String::into_bytes).collect() }),
+            Command::Get { key } => {
+                let read = client.read(key.as_bytes(), 0).await?;
+                if target.json {
+                    println!("{}", serde_json::to_string(&read)?);
+                } else {
+                    match read {
+                        Some(r) => r.values.iter().for_each(|v| println!("{key}\t{:?}\t{}", v.kind(), show(v))),
+                        None => println!("{key}\t(absent)"),
+                    }
+                }
+                client.close().await;
+                return Ok(());
+            }
+            Command::Status => {
+                let s = client.status().await?;
+                if target.json {
+                    println!("{}", serde_json::to_string(&s)?);
+                } else {
+                    println!("{} ({}) cluster {}  replica {:?}", s.name, s.region, s.cluster, s.replica.map(|r| r.to_string()));
+                    println!("{:<12} {:<14} {:<10} {:>8} {:>10} {:>10}", "peer", "region", "link", "rtt ms", "lag ops", "lag ms");
+                    for p in &s.peers {
+                        let rtt = p.rtt_ms.map_or("-".into(), |r| r.to_string());
+                        let link = if p.connected { "up" } else { "down" };
+                        println!("{:<12} {:<14} {:<10} {:>8} {:>10} {:>10}", p.name, p.region, link, rtt, p.lag_ops, p.lag_ms);
+                    }
+                }
+                client.close().await;
+                return Ok(());
+            }
+        };
+        let token = client.apply(key.as_bytes(), op).await?;
+        if target.json {
+            println!("{}", serde_json::json!({ "token": token.to_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>() }));
+        } else {
+            println!("ok");
+        }
+        client.close().await;
+        Ok(())
+    })
+}
