@@ -2,7 +2,10 @@
 //! development and tests. Production brings its own PEM files.
 
 use anyhow::Context;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
 use std::path::{Path, PathBuf};
 
 /// Options of `certs init`.
@@ -26,7 +29,8 @@ pub struct InitArgs {
 pub fn is_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -43,7 +47,10 @@ fn write(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
 fn leaf(dns: &str, issuer: &CertifiedIssuer<'_, KeyPair>) -> anyhow::Result<(String, String)> {
     let mut params = CertificateParams::new(vec![dns.to_string()])?;
     params.distinguished_name.push(DnType::CommonName, dns);
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, issuer)?;
@@ -52,19 +59,34 @@ fn leaf(dns: &str, issuer: &CertifiedIssuer<'_, KeyPair>) -> anyhow::Result<(Str
 
 /// Writes `ca.pem`, `ca.key`, `<replica>.pem/.key` and `client-<name>.pem/.key`.
 pub fn init(args: &InitArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(is_label(&args.cluster), "cluster {:?} must be a DNS label (a-z, 0-9, -)", args.cluster);
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    anyhow::ensure!(
+        is_label(&args.cluster),
+        "cluster {:?} must be a DNS label (a-z, 0-9, -)",
+        args.cluster
+    );
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, format!("meridian {} cluster CA", args.cluster));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.distinguished_name.push(
+        DnType::CommonName,
+        format!("meridian {} cluster CA", args.cluster),
+    );
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
     write(&args.dir.join("ca.pem"), &ca.pem(), false)?;
     for spec in &args.replicas {
         let (name, region) = spec
             .split_once(':')
             .with_context(|| format!("--replica {spec:?}: expected NAME:REGION"))?;
-        anyhow::ensure!(is_label(name) && is_label(region), "--replica {spec:?}: names must be DNS labels");
+        anyhow::ensure!(
+            is_label(name) && is_label(region),
+            "--replica {spec:?}: names must be DNS labels"
+        );
         let dns = meridian::runtime::tls::replica_dns_name(&args.cluster, name, region);
         let (cert, key) = leaf(&dns, &ca)?;
         write(&args.dir.join(format!("{name}.pem")), &cert, false)?;

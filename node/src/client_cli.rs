@@ -51,17 +51,27 @@ pub enum Command {
 fn show(v: &ReadValue) -> String {
     let t = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     match v {
-        ReadValue::Register(s) => s.values.iter().map(|v| format!("{:?}", t(v))).collect::<Vec<_>>().join(" | "),
+        ReadValue::Register(s) => s
+            .values
+            .iter()
+            .map(|v| format!("{:?}", t(v)))
+            .collect::<Vec<_>>()
+            .join(" | "),
         ReadValue::Lww(l) => format!("{:?}", t(&l.value)),
         ReadValue::Counter(n) => n.to_string(),
-        ReadValue::Set(s) => format!("{{{}}}", s.iter().map(|e| t(e)).collect::<Vec<_>>().join(", ")),
+        ReadValue::Set(s) => format!(
+            "{{{}}}",
+            s.iter().map(|e| t(e)).collect::<Vec<_>>().join(", ")
+        ),
         ReadValue::Map(m) => format!("map of {} fields", m.fields.len()),
     }
 }
 
 /// Runs one command.
 pub fn run(target: Target, command: Command) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let tls = TlsFiles {
             ca: target.certs.join("ca.pem"),

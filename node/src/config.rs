@@ -132,24 +132,44 @@ fn default_burst() -> u32 {
 impl NodeConfig {
     /// Reads and validates a file; paths in it are relative to the file's directory.
     pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut config: NodeConfig =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut config: NodeConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut config.data_dir, &mut config.tls.ca, &mut config.tls.cert, &mut config.tls.key] {
+        for p in [
+            &mut config.data_dir,
+            &mut config.tls.ca,
+            &mut config.tls.cert,
+            &mut config.tls.key,
+        ] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
         }
-        config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(config)
     }
 
     fn validate(&self) -> anyhow::Result<()> {
         use crate::certs::is_label;
-        anyhow::ensure!(is_label(&self.cluster), "field `cluster`: {:?} is not a DNS label", self.cluster);
-        anyhow::ensure!(is_label(&self.name), "field `name`: {:?} is not a DNS label", self.name);
-        anyhow::ensure!(is_label(&self.region), "field `region`: {:?} is not a DNS label", self.region);
+        anyhow::ensure!(
+            is_label(&self.cluster),
+            "field `cluster`: {:?} is not a DNS label",
+            self.cluster
+        );
+        anyhow::ensure!(
+            is_label(&self.name),
+            "field `name`: {:?} is not a DNS label",
+            self.name
+        );
+        anyhow::ensure!(
+            is_label(&self.region),
+            "field `region`: {:?} is not a DNS label",
+            self.region
+        );
         anyhow::ensure!(
             matches!(self.durability.as_str(), "wal" | "sync"),
             "field `durability`: {:?} is neither \"wal\" nor \"sync\"",
@@ -160,13 +180,32 @@ impl NodeConfig {
             "field `log_format`: {:?} is neither \"text\" nor \"json\"",
             self.log_format
         );
-        anyhow::ensure!(self.limits.client_requests_per_second > 0, "field `limits.client_requests_per_second` must be positive");
+        anyhow::ensure!(
+            self.limits.client_requests_per_second > 0,
+            "field `limits.client_requests_per_second` must be positive"
+        );
         for (i, p) in self.peers.iter().enumerate() {
-            anyhow::ensure!(is_label(&p.name), "field `peers[{i}].name`: {:?} is not a DNS label", p.name);
-            anyhow::ensure!(is_label(&p.region), "field `peers[{i}].region`: {:?} is not a DNS label", p.region);
-            anyhow::ensure!(p.name != self.name, "field `peers[{i}].name`: {:?} is this replica", p.name);
+            anyhow::ensure!(
+                is_label(&p.name),
+                "field `peers[{i}].name`: {:?} is not a DNS label",
+                p.name
+            );
+            anyhow::ensure!(
+                is_label(&p.region),
+                "field `peers[{i}].region`: {:?} is not a DNS label",
+                p.region
+            );
+            anyhow::ensure!(
+                p.name != self.name,
+                "field `peers[{i}].name`: {:?} is this replica",
+                p.name
+            );
         }
-        for loc in self.location.iter().chain(self.peers.iter().filter_map(|p| p.location.as_ref())) {
+        for loc in self
+            .location
+            .iter()
+            .chain(self.peers.iter().filter_map(|p| p.location.as_ref()))
+        {
             anyhow::ensure!(
                 (-90.0..=90.0).contains(&loc.latitude) && (-180.0..=180.0).contains(&loc.longitude),
                 "field `location`: ({}, {}) is not a place on Earth",
@@ -188,9 +227,18 @@ impl NodeConfig {
             peers: self
                 .peers
                 .iter()
-                .map(|p| PeerSpec { name: p.name.clone(), region: p.region.clone(), address: p.address, incarnation: p.incarnation })
+                .map(|p| PeerSpec {
+                    name: p.name.clone(),
+                    region: p.region.clone(),
+                    address: p.address,
+                    incarnation: p.incarnation,
+                })
                 .collect(),
-            tls: TlsFiles { ca: self.tls.ca.clone(), cert: self.tls.cert.clone(), key: self.tls.key.clone() },
+            tls: TlsFiles {
+                ca: self.tls.ca.clone(),
+                cert: self.tls.cert.clone(),
+                key: self.tls.key.clone(),
+            },
             disable_gso: self.disable_gso,
             client_requests_per_second: self.limits.client_requests_per_second,
             client_burst: self.limits.client_burst,

@@ -13,29 +13,48 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let config = NodeConfig::load(path)?;
     crate::init_logging(&config.log_format == "json");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(serve(config))
 }
 
 async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let engine_config = Config {
-        durability: if config.durability == "sync" { Durability::Sync } else { Durability::Wal },
+        durability: if config.durability == "sync" {
+            Durability::Sync
+        } else {
+            Durability::Wal
+        },
         value_bytes_max: config.limits.value_bytes_max,
-        replica_id: Some(replica_id_for(&config.cluster, &config.name, config.incarnation)),
+        replica_id: Some(replica_id_for(
+            &config.cluster,
+            &config.name,
+            config.incarnation,
+        )),
         ..Config::default()
     };
     let dir = config.data_dir.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(&dir, engine_config))
         .await?
         .with_context(|| format!("opening {}", config.data_dir.display()))?;
-    let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
     let runtime = Arc::new(Runtime::start(engine, config.runtime()).await?);
     if let Some(addr) = config.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
         tokio::spawn(http(listener, metrics, runtime.clone()));
     }
     // A line for scripts and tests to wait on.
-    println!("meridian node {} ({}) listening on {}", config.name, config.region, runtime.local_addr()?);
+    println!(
+        "meridian node {} ({}) listening on {}",
+        config.name,
+        config.region,
+        runtime.local_addr()?
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -56,7 +75,9 @@ async fn http(listener: tokio::net::TcpListener, metrics: PrometheusHandle, runt
         let runtime = runtime.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
-            let Ok(n) = sock.read(&mut buf).await else { return };
+            let Ok(n) = sock.read(&mut buf).await else {
+                return;
+            };
             let request = String::from_utf8_lossy(&buf[..n]);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let (status, kind, body) = match path {

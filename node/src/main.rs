@@ -58,7 +58,9 @@ enum CertsCommand {
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,quinn=warn,rustls=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -86,7 +88,9 @@ fn run() -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Node { config } => daemon::run(&config),
-        Command::Certs { command: CertsCommand::Init(args) } => certs::init(&args),
+        Command::Certs {
+            command: CertsCommand::Init(args),
+        } => certs::init(&args),
         Command::Client { target, command } => client_cli::run(target, command),
         Command::Bench { suite } => bench::run(suite),
         Command::Sim(args) => sim::run(args),

@@ -18,7 +18,12 @@ const WRITE_TIMES_MAX: usize = 65_536;
 /// Input to the actor.
 pub(crate) enum Event {
     /// A link to a configured peer is up; frames for it go to `out`.
-    Up { peer: PeerId, name: String, region: String, out: mpsc::Sender<Vec<u8>> },
+    Up {
+        peer: PeerId,
+        name: String,
+        region: String,
+        out: mpsc::Sender<Vec<u8>>,
+    },
     /// The link is gone.
     Down { peer: PeerId },
     /// A frame arrived.
@@ -51,7 +56,12 @@ pub(crate) fn run(
     let mut write_times: VecDeque<(u64, Instant)> = VecDeque::new();
     while let Some(event) = events.blocking_recv() {
         let result = match event {
-            Event::Up { peer, name, region, out } => {
+            Event::Up {
+                peer,
+                name,
+                region,
+                out,
+            } => {
                 tracing::info!(peer = %name, %region, "replication link up");
                 links.insert(peer, Link { name, region, out });
                 repl.connected(peer, &engine, now());
@@ -65,7 +75,8 @@ pub(crate) fn run(
                 Ok(())
             }
             Event::Frame { peer, bytes } => {
-                metrics::counter!("meridian_replication_bytes_received_total").increment(bytes.len() as u64);
+                metrics::counter!("meridian_replication_bytes_received_total")
+                    .increment(bytes.len() as u64);
                 repl.handle(peer, &bytes, &engine, now())
             }
             Event::Tick => {
@@ -104,10 +115,13 @@ pub(crate) fn run(
                     if let Some(l) = links.get(&peer) {
                         let len = frame.len() as u64;
                         if l.out.try_send(frame).is_ok() {
-                            metrics::counter!("meridian_replication_bytes_sent_total").increment(len);
-                            metrics::counter!("meridian_replication_frames_sent_total").increment(1);
+                            metrics::counter!("meridian_replication_bytes_sent_total")
+                                .increment(len);
+                            metrics::counter!("meridian_replication_frames_sent_total")
+                                .increment(1);
                         } else {
-                            metrics::counter!("meridian_replication_frames_dropped_total").increment(1);
+                            metrics::counter!("meridian_replication_frames_dropped_total")
+                                .increment(1);
                         }
                     }
                 }
@@ -119,7 +133,10 @@ pub(crate) fn run(
             }
         }
         // Keep only the timestamps some peer may still lack.
-        let min_acked = repl.peers().filter_map(|(_, p)| p.replica().map(|_| p.acked.get(engine.replica_id()))).min();
+        let min_acked = repl
+            .peers()
+            .filter_map(|(_, p)| p.replica().map(|_| p.acked.get(engine.replica_id())))
+            .min();
         if let Some(acked) = min_acked {
             while write_times.front().is_some_and(|(s, _)| *s <= acked) {
                 write_times.pop_front();
@@ -140,16 +157,21 @@ fn publish(
     let mut peers: BTreeMap<String, PeerStatus> = BTreeMap::new();
     for (id, p) in repl.peers() {
         let Some(link) = links.get(&id) else { continue };
-        let lag_ops: u64 = applied.iter().map(|(o, s)| s.saturating_sub(p.acked.get(o))).sum();
+        let lag_ops: u64 = applied
+            .iter()
+            .map(|(o, s)| s.saturating_sub(p.acked.get(o)))
+            .sum();
         let acked_own = p.acked.get(me);
         let lag_ms = write_times
             .iter()
             .find(|(s, _)| *s > acked_own)
             .map_or(0, |(_, t)| t.elapsed().as_millis() as u64);
         metrics::gauge!("meridian_peer_lag_ops", "peer" => link.name.clone()).set(lag_ops as f64);
-        metrics::gauge!("meridian_peer_lag_seconds", "peer" => link.name.clone()).set(lag_ms as f64 / 1000.0);
+        metrics::gauge!("meridian_peer_lag_seconds", "peer" => link.name.clone())
+            .set(lag_ms as f64 / 1000.0);
         if let Some(rtt) = p.rtt_ms {
-            metrics::gauge!("meridian_peer_rtt_seconds", "peer" => link.name.clone()).set(rtt as f64 / 1000.0);
+            metrics::gauge!("meridian_peer_rtt_seconds", "peer" => link.name.clone())
+                .set(rtt as f64 / 1000.0);
         }
         peers.insert(
             link.name.clone(),
@@ -168,7 +190,10 @@ fn publish(
     metrics::gauge!("meridian_log_entries_reclaimed").set(stats.log_entries_removed as f64);
     metrics::gauge!("meridian_tombstones_pending").set(stats.tombstones_pending as f64);
     let floor = crate::replication::ReplicaStore::log_floor(engine);
-    let log_len: u64 = applied.iter().map(|(o, s)| s.saturating_sub(floor.get(o))).sum();
+    let log_len: u64 = applied
+        .iter()
+        .map(|(o, s)| s.saturating_sub(floor.get(o)))
+        .sum();
     metrics::gauge!("meridian_log_entries").set(log_len as f64);
     if let Ok(mut s) = status.lock() {
         s.applied = applied.iter().collect();

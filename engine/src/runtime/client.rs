@@ -1,7 +1,10 @@
 //! A client of one node: mutual TLS, one stream per request, and a session causal token that
 //! every write and read advances (read-your-writes across nodes).
 
-use super::client_proto::{decode, encode, ClientError, ClientRequest, ClientResponse, Consistency, NodeStatus, CLIENT_FRAME_BYTES_MAX};
+use super::client_proto::{
+    decode, encode, ClientError, ClientRequest, ClientResponse, Consistency, NodeStatus,
+    CLIENT_FRAME_BYTES_MAX,
+};
 use super::framing::{read_frame, write_frame};
 use super::tls::{client_config, TlsFiles, ALPN_CLIENT};
 use crate::model::{CausalToken, Op};
@@ -43,27 +46,45 @@ pub struct Client {
 
 impl Client {
     /// Connects to the node at `addr` whose certificate names `server_name`.
-    pub async fn connect(addr: SocketAddr, server_name: &str, tls: &TlsFiles) -> Result<Client, ClientFailure> {
-        let config = client_config(tls, ALPN_CLIENT, false).map_err(|e| ClientFailure::Connect(e.to_string()))?;
+    pub async fn connect(
+        addr: SocketAddr,
+        server_name: &str,
+        tls: &TlsFiles,
+    ) -> Result<Client, ClientFailure> {
+        let config = client_config(tls, ALPN_CLIENT, false)
+            .map_err(|e| ClientFailure::Connect(e.to_string()))?;
         let bind: SocketAddr = match (addr.is_ipv4(), addr.ip().is_loopback()) {
             (true, true) => (Ipv4Addr::LOCALHOST, 0).into(),
             (true, false) => (Ipv4Addr::UNSPECIFIED, 0).into(),
             (false, true) => (Ipv6Addr::LOCALHOST, 0).into(),
             (false, false) => (Ipv6Addr::UNSPECIFIED, 0).into(),
         };
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientFailure::Connect(e.to_string()))?;
+        let mut endpoint =
+            quinn::Endpoint::client(bind).map_err(|e| ClientFailure::Connect(e.to_string()))?;
         endpoint.set_default_client_config(config);
         let connecting = endpoint
             .connect(addr, server_name)
             .map_err(|e| ClientFailure::Connect(e.to_string()))?;
-        let conn = connecting.await.map_err(|e| ClientFailure::Connect(e.to_string()))?;
-        Ok(Client { endpoint, conn, token: CausalToken::default() })
+        let conn = connecting
+            .await
+            .map_err(|e| ClientFailure::Connect(e.to_string()))?;
+        Ok(Client {
+            endpoint,
+            conn,
+            token: CausalToken::default(),
+        })
     }
 
     /// Sends one request and waits for its response.
     pub async fn request(&self, request: &ClientRequest) -> Result<ClientResponse, ClientFailure> {
-        let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| ClientFailure::Stream(e.to_string()))?;
-        write_frame(&mut send, &encode(request)).await.map_err(|e| ClientFailure::Stream(e.to_string()))?;
+        let (mut send, mut recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| ClientFailure::Stream(e.to_string()))?;
+        write_frame(&mut send, &encode(request))
+            .await
+            .map_err(|e| ClientFailure::Stream(e.to_string()))?;
         let _ = send.finish();
         let bytes = read_frame(&mut recv, CLIENT_FRAME_BYTES_MAX)
             .await
@@ -77,19 +98,29 @@ impl Client {
 
     /// Applies one operation; the session token advances.
     pub async fn apply(&mut self, key: &[u8], op: Op) -> Result<CausalToken, ClientFailure> {
-        let request = ClientRequest::Apply { key: key.to_vec(), op, consistency: Consistency::Local };
+        let request = ClientRequest::Apply {
+            key: key.to_vec(),
+            op,
+            consistency: Consistency::Local,
+        };
         match self.request(&request).await? {
             ClientResponse::Written { token } => {
                 self.token.merge(&token);
                 Ok(token)
             }
-            other => Err(ClientFailure::Protocol(format!("unexpected answer {other:?}"))),
+            other => Err(ClientFailure::Protocol(format!(
+                "unexpected answer {other:?}"
+            ))),
         }
     }
 
     /// Reads a key, waiting up to `wait_ms` for this session's writes to be visible there.
     pub async fn read(&mut self, key: &[u8], wait_ms: u32) -> Result<Option<Read>, ClientFailure> {
-        let request = ClientRequest::Read { key: key.to_vec(), token: Some(self.token.clone()), wait_ms };
+        let request = ClientRequest::Read {
+            key: key.to_vec(),
+            token: Some(self.token.clone()),
+            wait_ms,
+        };
         match self.request(&request).await? {
             ClientResponse::Value { read } => {
                 if let Some(r) = &read {
@@ -97,7 +128,9 @@ impl Client {
                 }
                 Ok(read)
             }
-            other => Err(ClientFailure::Protocol(format!("unexpected answer {other:?}"))),
+            other => Err(ClientFailure::Protocol(format!(
+                "unexpected answer {other:?}"
+            ))),
         }
     }
 
@@ -105,7 +138,9 @@ impl Client {
     pub async fn status(&self) -> Result<NodeStatus, ClientFailure> {
         match self.request(&ClientRequest::Status).await? {
             ClientResponse::Status(s) => Ok(s),
-            other => Err(ClientFailure::Protocol(format!("unexpected answer {other:?}"))),
+            other => Err(ClientFailure::Protocol(format!(
+                "unexpected answer {other:?}"
+            ))),
         }
     }
 

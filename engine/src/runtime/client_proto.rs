@@ -166,7 +166,9 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
     let (&v, body) = bytes.split_first().ok_or("empty frame")?;
     if v != CLIENT_PROTOCOL {
-        return Err(format!("client protocol {v} is not supported (this node speaks {CLIENT_PROTOCOL})"));
+        return Err(format!(
+            "client protocol {v} is not supported (this node speaks {CLIENT_PROTOCOL})"
+        ));
     }
     postcard::from_bytes(body).map_err(|e| format!("malformed: {e}"))
 }

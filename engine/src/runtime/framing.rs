@@ -19,13 +19,23 @@ pub enum FramingError {
 
 /// Writes one frame.
 pub async fn write_frame(send: &mut quinn::SendStream, bytes: &[u8]) -> Result<(), FramingError> {
-    let len = u32::try_from(bytes.len()).map_err(|_| FramingError::TooLarge { len: bytes.len(), max: u32::MAX as usize })?;
-    send.write_all(&len.to_be_bytes()).await.map_err(|e| FramingError::Stream(e.to_string()))?;
-    send.write_all(bytes).await.map_err(|e| FramingError::Stream(e.to_string()))
+    let len = u32::try_from(bytes.len()).map_err(|_| FramingError::TooLarge {
+        len: bytes.len(),
+        max: u32::MAX as usize,
+    })?;
+    send.write_all(&len.to_be_bytes())
+        .await
+        .map_err(|e| FramingError::Stream(e.to_string()))?;
+    send.write_all(bytes)
+        .await
+        .map_err(|e| FramingError::Stream(e.to_string()))
 }
 
 /// Reads one frame; `None` when the stream ended cleanly between frames.
-pub async fn read_frame(recv: &mut quinn::RecvStream, max: usize) -> Result<Option<Vec<u8>>, FramingError> {
+pub async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<Option<Vec<u8>>, FramingError> {
     let mut len = [0u8; 4];
     match recv.read_exact(&mut len).await {
         Ok(()) => {}
@@ -37,6 +47,8 @@ pub async fn read_frame(recv: &mut quinn::RecvStream, max: usize) -> Result<Opti
         return Err(FramingError::TooLarge { len, max });
     }
     let mut buf = vec![0u8; len];
-    recv.read_exact(&mut buf).await.map_err(|e| FramingError::Stream(e.to_string()))?;
+    recv.read_exact(&mut buf)
+        .await
+        .map_err(|e| FramingError::Stream(e.to_string()))?;
     Ok(Some(buf))
 }

@@ -55,13 +55,21 @@ pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>) {
             match alpn(&conn).as_deref() {
                 Some(a) if a == ALPN_REPLICATION => {
                     let leaf = peer_leaf(&conn);
-                    let peer = leaf.and_then(|cert| ctx.peers.iter().find(|p| cert_names(&cert, &ctx.dns(p))).cloned());
+                    let peer = leaf.and_then(|cert| {
+                        ctx.peers
+                            .iter()
+                            .find(|p| cert_names(&cert, &ctx.dns(p)))
+                            .cloned()
+                    });
                     match peer {
                         Some(p) => run_link(conn, p, ctx).await,
                         None => {
                             tracing::warn!(remote = %conn.remote_address(), "refusing a replica that is not a configured peer");
                             metrics::counter!("meridian_peers_refused_total").increment(1);
-                            conn.close(quinn::VarInt::from_u32(403), b"not a member of this cluster");
+                            conn.close(
+                                quinn::VarInt::from_u32(403),
+                                b"not a member of this cluster",
+                            );
                         }
                     }
                 }
@@ -120,7 +128,12 @@ async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
             return;
         }
     };
-    let up = Event::Up { peer: id, name: peer.name.clone(), region: peer.region.clone(), out: tx };
+    let up = Event::Up {
+        peer: id,
+        name: peer.name.clone(),
+        region: peer.region.clone(),
+        out: tx,
+    };
     if ctx.events.send(up).await.is_err() {
         return;
     }

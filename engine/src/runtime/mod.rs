@@ -125,7 +125,12 @@ impl Runtime {
         let endpoint = quinn::Endpoint::server(server, config.listen)?;
 
         let mut members = vec![me];
-        members.extend(config.peers.iter().map(|p| replica_id_for(&config.cluster, &p.name, p.incarnation)));
+        members.extend(
+            config
+                .peers
+                .iter()
+                .map(|p| replica_id_for(&config.cluster, &p.name, p.incarnation)),
+        );
         let repl_config = ReplicationConfig {
             cluster: config.cluster.clone(),
             region: config.region.clone(),
@@ -140,7 +145,11 @@ impl Runtime {
             peers: config
                 .peers
                 .iter()
-                .map(|p| PeerStatus { name: p.name.clone(), region: p.region.clone(), ..PeerStatus::default() })
+                .map(|p| PeerStatus {
+                    name: p.name.clone(),
+                    region: p.region.clone(),
+                    ..PeerStatus::default()
+                })
                 .collect(),
             ..NodeStatus::default()
         }));
@@ -151,7 +160,9 @@ impl Runtime {
             let events = events.clone();
             let pending = pending.clone();
             engine.set_commit_hook(Box::new(move || {
-                if !pending.swap(true, Ordering::SeqCst) && events.try_send(Event::LocalWrite).is_err() {
+                if !pending.swap(true, Ordering::SeqCst)
+                    && events.try_send(Event::LocalWrite).is_err()
+                {
                     pending.store(false, Ordering::SeqCst);
                 }
             }));
@@ -183,7 +194,11 @@ impl Runtime {
         });
         tokio::spawn(links::accept_loop(endpoint.clone(), ctx.clone()));
         for peer in config.peers.iter().filter(|p| config.name < p.name) {
-            tokio::spawn(links::dial_loop(endpoint.clone(), ctx.clone(), peer.clone()));
+            tokio::spawn(links::dial_loop(
+                endpoint.clone(),
+                ctx.clone(),
+                peer.clone(),
+            ));
         }
         {
             let events = events.clone();
@@ -203,7 +218,14 @@ impl Runtime {
             });
         }
         tracing::info!(replica = %config.name, region = %config.region, id = %me, addr = %endpoint.local_addr()?, "runtime started");
-        Ok(Runtime { endpoint, shutdown, events, actor: Some(actor), engine, status })
+        Ok(Runtime {
+            endpoint,
+            shutdown,
+            events,
+            actor: Some(actor),
+            engine,
+            status,
+        })
     }
 
     /// The bound address.
@@ -219,12 +241,15 @@ impl Runtime {
     /// Stops accepting, closes links, stops the replicator, flushes the engine.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        self.endpoint.close(quinn::VarInt::from_u32(0), b"shutting down");
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), b"shutting down");
         let _ = self.events.send(Event::Stop).await;
         if let Some(actor) = self.actor.take() {
             let _ = tokio::task::spawn_blocking(move || actor.join()).await;
         }
-        tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await.ok();
+        tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle())
+            .await
+            .ok();
         if let Err(e) = self.engine.store().flush() {
             tracing::warn!(error = %e, "flush at shutdown failed");
         }

@@ -2,7 +2,8 @@
 //! connection with a token bucket; engine calls run on the blocking pool.
 
 use super::client_proto::{
-    decode, encode, ClientError, ClientRequest, ClientResponse, ErrorCode, NodeStatus, CLIENT_FRAME_BYTES_MAX,
+    decode, encode, ClientError, ClientRequest, ClientResponse, ErrorCode, NodeStatus,
+    CLIENT_FRAME_BYTES_MAX,
 };
 use super::framing::{read_frame, write_frame};
 use crate::{Batch, Engine, Error};
@@ -26,11 +27,20 @@ pub(crate) struct Service {
 }
 
 impl Service {
-    pub(crate) fn new(engine: Engine, per_second: u32, burst: u32, status: Arc<Mutex<NodeStatus>>) -> Service {
+    pub(crate) fn new(
+        engine: Engine,
+        per_second: u32,
+        burst: u32,
+        status: Arc<Mutex<NodeStatus>>,
+    ) -> Service {
         let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
         let limiter = RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst));
-        Service { engine, limiter, status }
+        Service {
+            engine,
+            limiter,
+            status,
+        }
     }
 
     /// Serves one client connection until it closes.
@@ -42,7 +52,9 @@ impl Service {
                 Ok(s) => s,
                 Err(_) => return,
             };
-            let Ok(permit) = slots.clone().acquire_owned().await else { return };
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let this = self.clone();
             tokio::spawn(async move {
                 let _permit = permit;
@@ -73,19 +85,29 @@ impl Service {
             Err(e) => return error(ErrorCode::BadRequest, e),
         };
         if matches!(request, ClientRequest::Status) {
-            return ClientResponse::Status(self.status.lock().map(|s| s.clone()).unwrap_or_default());
+            return ClientResponse::Status(
+                self.status.lock().map(|s| s.clone()).unwrap_or_default(),
+            );
         }
         let engine = self.engine.clone();
         let outcome = tokio::task::spawn_blocking(move || execute(&engine, request)).await;
         let response = outcome.unwrap_or_else(|e| error(ErrorCode::Unavailable, e.to_string()));
-        let result = if matches!(response, ClientResponse::Error(_)) { "error" } else { "ok" };
+        let result = if matches!(response, ClientResponse::Error(_)) {
+            "error"
+        } else {
+            "ok"
+        };
         metrics::counter!("meridian_client_requests_total", "result" => result).increment(1);
         response
     }
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ClientResponse {
-    ClientResponse::Error(ClientError { code, message: message.into(), retry_after_ms: None })
+    ClientResponse::Error(ClientError {
+        code,
+        message: message.into(),
+        retry_after_ms: None,
+    })
 }
 
 fn from_engine(e: Error) -> ClientResponse {
@@ -93,7 +115,9 @@ fn from_engine(e: Error) -> ClientResponse {
         Error::InvalidKey(_) => ErrorCode::InvalidKey,
         Error::ValueTooLarge { .. } | Error::RecordTooLarge { .. } => ErrorCode::ValueTooLarge,
         Error::WrongType { .. } => ErrorCode::WrongType,
-        Error::InvalidOperation(_) | Error::CounterOverflow { .. } | Error::InvalidToken(_) => ErrorCode::InvalidOperation,
+        Error::InvalidOperation(_) | Error::CounterOverflow { .. } | Error::InvalidToken(_) => {
+            ErrorCode::InvalidOperation
+        }
         Error::Corrupt { .. } | Error::FutureVersion { .. } => ErrorCode::Corrupt,
         _ => ErrorCode::Unavailable,
     };
@@ -113,12 +137,20 @@ fn execute(engine: &Engine, request: ClientRequest) -> ClientResponse {
                 Err(e) => from_engine(e),
             }
         }
-        ClientRequest::Read { key, token, wait_ms } => {
+        ClientRequest::Read {
+            key,
+            token,
+            wait_ms,
+        } => {
             if let Some(token) = token {
-                let deadline = Instant::now() + Duration::from_millis(u64::from(wait_ms.min(TOKEN_WAIT_MS_MAX)));
+                let deadline = Instant::now()
+                    + Duration::from_millis(u64::from(wait_ms.min(TOKEN_WAIT_MS_MAX)));
                 while !engine.covers(&token) {
                     if Instant::now() >= deadline {
-                        return error(ErrorCode::NotYetVisible, "this region has not yet applied the token's writes");
+                        return error(
+                            ErrorCode::NotYetVisible,
+                            "this region has not yet applied the token's writes",
+                        );
                     }
                     std::thread::sleep(Duration::from_millis(1));
                 }
@@ -128,10 +160,12 @@ fn execute(engine: &Engine, request: ClientRequest) -> ClientResponse {
                 Err(e) => from_engine(e),
             }
         }
-        ClientRequest::Scan { prefix, limit } => match engine.scan_prefix(&prefix, limit.min(10_000) as usize) {
-            Ok(rows) => ClientResponse::Rows { rows },
-            Err(e) => from_engine(e),
-        },
+        ClientRequest::Scan { prefix, limit } => {
+            match engine.scan_prefix(&prefix, limit.min(10_000) as usize) {
+                Ok(rows) => ClientResponse::Rows { rows },
+                Err(e) => from_engine(e),
+            }
+        }
         ClientRequest::Status => error(ErrorCode::BadRequest, "status is answered by the service"),
     }
 }

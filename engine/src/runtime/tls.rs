@@ -37,11 +37,22 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read_pems(files: &TlsFiles) -> Result<(RootCertStore, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), RuntimeError> {
+fn read_pems(
+    files: &TlsFiles,
+) -> Result<
+    (
+        RootCertStore,
+        Vec<CertificateDer<'static>>,
+        PrivateKeyDer<'static>,
+    ),
+    RuntimeError,
+> {
     let tls = |path: &Path, e: String| RuntimeError::Tls(format!("{}: {e}", path.display()));
     let mut roots = RootCertStore::empty();
     for ca in CertificateDer::pem_file_iter(&files.ca).map_err(|e| tls(&files.ca, e.to_string()))? {
-        roots.add(ca.map_err(|e| tls(&files.ca, e.to_string()))?).map_err(|e| tls(&files.ca, e.to_string()))?;
+        roots
+            .add(ca.map_err(|e| tls(&files.ca, e.to_string()))?)
+            .map_err(|e| tls(&files.ca, e.to_string()))?;
     }
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .map_err(|e| tls(&files.cert, e.to_string()))?
@@ -50,7 +61,8 @@ fn read_pems(files: &TlsFiles) -> Result<(RootCertStore, Vec<CertificateDer<'sta
     if chain.is_empty() {
         return Err(tls(&files.cert, "no certificate".into()));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| tls(&files.key, e.to_string()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&files.key).map_err(|e| tls(&files.key, e.to_string()))?;
     Ok((roots, chain, key))
 }
 
@@ -65,7 +77,10 @@ fn transport(disable_gso: bool) -> Arc<quinn::TransportConfig> {
 }
 
 /// Server side: requires a client certificate from the cluster CA; offers both ALPNs.
-pub fn server_config(files: &TlsFiles, disable_gso: bool) -> Result<quinn::ServerConfig, RuntimeError> {
+pub fn server_config(
+    files: &TlsFiles,
+    disable_gso: bool,
+) -> Result<quinn::ServerConfig, RuntimeError> {
     let (roots, chain, key) = read_pems(files)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
@@ -85,7 +100,11 @@ pub fn server_config(files: &TlsFiles, disable_gso: bool) -> Result<quinn::Serve
 }
 
 /// Client side (dialing a replica, as a replica or as a client), presenting our certificate.
-pub fn client_config(files: &TlsFiles, alpn: &[u8], disable_gso: bool) -> Result<quinn::ClientConfig, RuntimeError> {
+pub fn client_config(
+    files: &TlsFiles,
+    alpn: &[u8],
+    disable_gso: bool,
+) -> Result<quinn::ClientConfig, RuntimeError> {
     let (roots, chain, key) = read_pems(files)?;
     let mut crypto = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -103,13 +122,18 @@ pub fn client_config(files: &TlsFiles, alpn: &[u8], disable_gso: bool) -> Result
 
 /// The peer's leaf certificate, once the handshake is done.
 pub fn peer_leaf(conn: &quinn::Connection) -> Option<CertificateDer<'static>> {
-    let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
     certs.first().cloned()
 }
 
 /// Whether `cert` (already verified against the cluster CA) is valid for DNS name `name`.
 pub fn cert_names(cert: &CertificateDer<'_>, name: &str) -> bool {
-    let Ok(server_name) = ServerName::try_from(name) else { return false };
+    let Ok(server_name) = ServerName::try_from(name) else {
+        return false;
+    };
     match webpki::EndEntityCert::try_from(cert) {
         Ok(ee) => ee.verify_is_valid_for_subject_name(&server_name).is_ok(),
         Err(_) => false,

@@ -59,8 +59,8 @@ struct World {
     now_ms: u64,
     trace: Fnv,
     violations: Vec<String>,
-    /// Last sequence number of each crashed replica.
-    own_seq: std::collections::BTreeMap<crate::ReplicaId, u64>,
+    /// What each crashed replica had applied when it went down.
+    held_at_crash: std::collections::BTreeMap<crate::ReplicaId, crate::VersionVector>,
 }
 
 impl World {
@@ -119,8 +119,8 @@ impl World {
 
     fn crash(&mut self, i: usize) {
         if let Some(n) = &self.regions[i].node {
-            self.own_seq
-                .insert(n.engine.replica_id(), n.engine.last_seq());
+            self.held_at_crash
+                .insert(n.engine.replica_id(), n.engine.applied());
         }
         self.regions[i].node = None;
         self.net.drop_region(i);
@@ -257,15 +257,16 @@ impl World {
                 }
             }
             7 if faults.crashes && self.regions[a].node.is_none() && !self.regions[a].dead => {
-                // Declare a crashed region dead, if no acknowledged write lives only on its disk.
+                // Declare a crashed region dead, if no write lives only on its disk (its own, or
+                // one it alone had received): every origin it held is held as far by a live region.
                 let id = sim_replica(a, self.regions[a].incarnation);
-                let own = self.own_seq.get(&id).copied().unwrap_or(0);
-                let safe = self.up().iter().any(|j| {
-                    self.regions[*j]
-                        .node
-                        .as_ref()
-                        .is_some_and(|n| n.engine.applied().get(id) >= own)
-                });
+                let held = self.held_at_crash.get(&id).cloned().unwrap_or_default();
+                let live: Vec<crate::VersionVector> = self
+                    .up()
+                    .iter()
+                    .filter_map(|j| self.regions[*j].node.as_ref().map(|n| n.engine.applied()))
+                    .collect();
+                let safe = held.iter().all(|(o, s)| live.iter().any(|v| v.get(o) >= s));
                 if safe {
                     self.regions[a].dead = true;
                     for j in 0..n {
@@ -312,7 +313,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
         now_ms: 0,
         trace: Fnv::default(),
         violations: Vec::new(),
-        own_seq: Default::default(),
+        held_at_crash: Default::default(),
     };
     let mut report = SeedReport {
         seed,
