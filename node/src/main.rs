@@ -52,6 +52,8 @@ enum Command {
 enum CertsCommand {
     /// Create a cluster CA and certificates for replicas and clients.
     Init(certs::InitArgs),
+    /// Issue more certificates with the CA in `--dir`.
+    Add(certs::InitArgs),
 }
 
 /// Installs the log subscriber (`RUST_LOG` filters; default: info for the node, warn otherwise).
@@ -91,6 +93,9 @@ fn run() -> anyhow::Result<()> {
         Command::Certs {
             command: CertsCommand::Init(args),
         } => certs::init(&args),
+        Command::Certs {
+            command: CertsCommand::Add(args),
+        } => certs::add(&args),
         Command::Client { target, command } => client_cli::run(target, command),
         Command::Bench { suite } => bench::run(suite),
         Command::Sim(args) => sim::run(args),

@@ -1,0 +1,307 @@
+//! Real `meridian node` processes on loopback: convergence with visible conflicts, session
+//! tokens across regions, catch-up after SIGKILL, refusal of foreign and unknown peers, bad
+//! frames that close only their stream or link, and configuration errors that name the field.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use meridian::runtime::client_proto::{decode, encode, ClientRequest, ClientResponse, ErrorCode};
+use meridian::runtime::tls::{client_config, ALPN_CLIENT, ALPN_REPLICATION};
+use meridian::runtime::TlsFiles;
+use meridian::{Op, ReadValue, VersionVector};
+use std::time::Duration;
+use support::*;
+
+const REGIONS: [(&str, &str); 3] = [
+    ("apn1", "ap-northeast"),
+    ("euw1", "eu-west"),
+    ("use1", "us-east"),
+];
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn register(c: &mut meridian::runtime::client::Client, key: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let read = c.read(key, 0).await.ok()??;
+    match read.values.first()? {
+        ReadValue::Register(s) => Some(s.values.clone()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_regions_converge_and_keep_concurrent_writes_as_siblings() {
+    let cluster = Cluster::start(&REGIONS);
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        clients.push(cluster.client(i).await);
+    }
+    // Writes with an empty read context supersede nothing: two regions, two siblings.
+    let blind = |v: &str| Op::Put {
+        value: v.as_bytes().to_vec(),
+        context: Some(VersionVector::new()),
+    };
+    clients[0]
+        .apply(b"conflict", blind("from-apn1"))
+        .await
+        .unwrap();
+    clients[2]
+        .apply(b"conflict", blind("from-use1"))
+        .await
+        .unwrap();
+    clients[1]
+        .apply(b"views", Op::CounterAdd { delta: 5 })
+        .await
+        .unwrap();
+    clients[2]
+        .apply(b"views", Op::CounterAdd { delta: 7 })
+        .await
+        .unwrap();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let start = std::time::Instant::now();
+        let mut converged = false;
+        while !converged && start.elapsed() < WAIT {
+            let mut siblings = register(c, b"conflict").await.unwrap_or_default();
+            siblings.sort();
+            let views = c.read(b"views", 0).await.ok().flatten();
+            converged = siblings == vec![b"from-apn1".to_vec(), b"from-use1".to_vec()]
+                && matches!(
+                    views.as_ref().and_then(|r| r.values.first()),
+                    Some(ReadValue::Counter(12))
+                );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            converged,
+            "region {} did not converge",
+            cluster.nodes[i].name
+        );
+    }
+    let status = clients[0].status().await.unwrap();
+    assert_eq!(status.peers.len(), 2);
+    assert!(status.peers.iter().all(|p| p.connected), "{status:?}");
+    let metrics = cluster.metrics(0);
+    assert!(metrics.contains("meridian_peer_lag_ops"), "{metrics}");
+    assert!(http_get(cluster.nodes[0].metrics, "/health").contains("\"connected\":true"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_token_reads_its_own_write_in_another_region() {
+    let cluster = Cluster::start(&REGIONS);
+    let mut writer = cluster.client(0).await;
+    writer
+        .apply(
+            b"profile",
+            Op::LwwSet {
+                value: b"v1".to_vec(),
+            },
+        )
+        .await
+        .unwrap();
+    // The same session, failed over to another region, waits for its token there.
+    let mut reader = cluster.client(2).await;
+    reader.token = writer.token.clone();
+    let read = reader.read(b"profile", 5_000).await.unwrap().unwrap();
+    assert!(matches!(&read.values[0], ReadValue::Lww(l) if l.value == b"v1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_region_catches_up_after_restart() {
+    let mut cluster = Cluster::start(&REGIONS);
+    cluster.kill(2);
+    let mut c0 = cluster.client(0).await;
+    for i in 0..200u32 {
+        c0.apply(
+            format!("k{i}").as_bytes(),
+            Op::Put {
+                value: b"x".to_vec(),
+                context: None,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    cluster.spawn(2);
+    let mut c2 = cluster.client(2).await;
+    c2.token = c0.token.clone();
+    let read = c2.read(b"k199", 15_000).await.unwrap();
+    assert!(read.is_some(), "restarted region did not catch up");
+    for i in 0..200u32 {
+        assert!(
+            c2.read(format!("k{i}").as_bytes(), 0)
+                .await
+                .unwrap()
+                .is_some(),
+            "k{i} missing"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_from_another_ca_or_outside_the_cluster_are_refused() {
+    let cluster = Cluster::start(&REGIONS[..2]);
+    let target = &cluster.nodes[0];
+    let rogue = cluster.dir.path().join("rogue");
+    // Intruder "aaa" sorts first, so it dials. One holds a certificate from another CA, the
+    // other a certificate from the cluster CA under a name the cluster does not list.
+    let foreign = rogue.join("foreign-ca");
+    certs(&foreign, &[("aaa", "ap-northeast")], &["t"]);
+    let member_ca = cluster.certs();
+    certs_add(&member_ca, &[("aaa", "ap-northeast")], &[]);
+    let mut intruders = Vec::new();
+    for (label, certs_dir) in [
+        ("foreign", foreign.clone()),
+        ("non-member", member_ca.clone()),
+    ] {
+        std::fs::create_dir_all(&rogue).unwrap();
+        let node = Node::new("aaa", "ap-northeast", rogue.join(format!("{label}.toml")));
+        let text = node_config(
+            &node,
+            &certs_dir,
+            &rogue.join(format!("data-{label}")),
+            &[target],
+        );
+        std::fs::write(&node.config, text).unwrap();
+        let child = Running(spawn_node(&node.config, label));
+        intruders.push((node, certs_dir, child));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (node, certs_dir, _) in &intruders {
+        let tls = TlsFiles {
+            ca: certs_dir.join("ca.pem"),
+            cert: certs_dir.join("client-t.pem"),
+            key: certs_dir.join("client-t.key"),
+        };
+        let name = meridian::runtime::tls::replica_dns_name(CLUSTER, &node.name, &node.region);
+        let client = meridian::runtime::client::Client::connect(node.addr, &name, &tls)
+            .await
+            .unwrap();
+        let status = client.status().await.unwrap();
+        assert!(
+            status.peers.iter().all(|p| !p.connected),
+            "an intruder got a link: {status:?}"
+        );
+    }
+    let metrics = cluster.metrics(0);
+    let refused: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("meridian_peers_refused_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(refused >= 1.0, "the non-member was not refused:\n{metrics}");
+    let status = cluster.client(0).await.status().await.unwrap();
+    assert!(status.peers.iter().all(|p| p.name != "aaa"));
+    assert!(
+        status.peers.iter().all(|p| p.connected),
+        "the real link must stay up: {status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_frames_close_only_their_stream_or_link() {
+    let cluster = Cluster::start(&REGIONS[..2]);
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let client_tls = cluster.tls();
+    let conn = endpoint
+        .connect_with(
+            client_config(&client_tls, ALPN_CLIENT, false).unwrap(),
+            cluster.nodes[0].addr,
+            &cluster.server_name(0),
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    // A well-framed request that does not decode: a typed error, the connection lives on.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&5u32.to_be_bytes()).await.unwrap();
+    send.write_all(b"\x01\xff\xff\xff\xff").await.unwrap();
+    send.finish().unwrap();
+    let reply = recv.read_to_end(1 << 20).await.unwrap();
+    let response: ClientResponse = decode(&reply[4..]).unwrap();
+    assert!(matches!(response, ClientResponse::Error(e) if e.code == ErrorCode::BadRequest));
+    // A length far over the bound: refused before allocation.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    let _ = send.finish();
+    let reply = recv.read_to_end(1 << 20).await.unwrap();
+    let response: ClientResponse = decode(&reply[4..]).unwrap();
+    assert!(matches!(response, ClientResponse::Error(e) if e.code == ErrorCode::BadRequest));
+    // The same connection still serves.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let req = encode(&ClientRequest::Status);
+    send.write_all(&(req.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
+    send.write_all(&req).await.unwrap();
+    send.finish().unwrap();
+    let reply = recv.read_to_end(1 << 20).await.unwrap();
+    assert!(matches!(
+        decode::<ClientResponse>(&reply[4..]).unwrap(),
+        ClientResponse::Status(_)
+    ));
+
+    // On a replication link (posing as the configured peer, with its certificate): garbage
+    // closes that link only; the node keeps serving clients and its other link comes back.
+    let certs = cluster.certs();
+    let peer = &cluster.nodes[1];
+    let peer_tls = TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: certs.join(format!("{}.pem", peer.name)),
+        key: certs.join(format!("{}.key", peer.name)),
+    };
+    let repl = endpoint
+        .connect_with(
+            client_config(&peer_tls, ALPN_REPLICATION, false).unwrap(),
+            cluster.nodes[0].addr,
+            &cluster.server_name(0),
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    let mut uni = repl.open_uni().await.unwrap();
+    uni.write_all(&7u32.to_be_bytes()).await.unwrap();
+    uni.write_all(b"garbage").await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), repl.closed()).await;
+    assert!(
+        closed.is_ok(),
+        "a garbage replication frame must close the link"
+    );
+    let mut c0 = cluster.client(0).await;
+    c0.apply(b"still", Op::CounterAdd { delta: 1 })
+        .await
+        .unwrap();
+    let mut c1 = cluster.client(1).await;
+    c1.token = c0.token.clone();
+    assert!(
+        c1.read(b"still", 15_000).await.unwrap().is_some(),
+        "replication did not recover"
+    );
+}
+
+#[test]
+fn configuration_errors_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "cluster = \"c\"\nname = \"a\"\nregion = \"r\"\ndata_dir = \"d\"\nlisten = \"127.0.0.1:0\"\n[tls]\nca = \"x\"\ncert = \"y\"\nkey = \"z\"\n";
+    let cases = [
+        (format!("{base}bogus = 1\n").replacen("[tls]", "colour = \"red\"\n[tls]", 1), "colour"),
+        (base.replace("cluster = \"c\"", "cluster = \"c\"\ndurability = \"never\""), "durability"),
+        (base.replace("name = \"a\"", "name = \"Not A Label\""), "name"),
+        (base.replace("listen = \"127.0.0.1:0\"", "listen = \"nowhere\""), "listen"),
+        (format!("{base}[[peers]]\nname = \"b\"\nregion = \"r\"\naddress = \"127.0.0.1:1\"\nweight = 3\n"), "weight"),
+    ];
+    for (text, field) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, &text).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["node", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "accepted a bad config:\n{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(field),
+            "error for `{field}` does not name it: {err}"
+        );
+    }
+}
