@@ -11,7 +11,7 @@ deps:
 	@bash scripts/install-deps.sh
 
 demo: deps
-	$(CARGO) run --release --quiet -p two-regions
+	$(CARGO) run --release --quiet -p meridian-node -- demo
 
 test: deps
 	$(CARGO) test --release --workspace
@@ -19,6 +19,7 @@ test: deps
 bench: deps
 	$(CARGO) run --release --quiet -p meridian-node -- bench local
 	$(CARGO) run --release --quiet -p meridian-node -- bench sim
+	$(CARGO) run --release --quiet -p meridian-node -- bench replication
 
 sim: deps
 	$(CARGO) run --release --quiet -p meridian-node -- sim --seeds 1000

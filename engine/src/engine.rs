@@ -16,11 +16,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Writers touching the same key serialise on one of this many locks; it also bounds how many
-/// sequence numbers can be in flight at a crash.
+/// Writers touching the same key serialise on one of this many locks.
 const STRIPES: usize = 256;
 /// Widest read context accepted from a caller.
 const CONTEXT_WIDTH_MAX: usize = 4096;
+/// Every this many sequence numbers, the committed contiguous prefix is recorded, so that the
+/// search for numbers handed out but never committed starts there after a crash.
+const CONTIGUOUS_CHECKPOINT: u64 = 1_024;
 /// On-disk layout version written at creation.
 const LAYOUT: u8 = 1;
 
@@ -60,11 +62,15 @@ struct Frontier {
 }
 
 impl Frontier {
-    fn commit(&mut self, seq: u64) {
+    /// Records `seq` as committed; returns the contiguous prefix if it crossed a checkpoint.
+    fn commit(&mut self, seq: u64) -> Option<u64> {
+        let before = self.contiguous;
         self.ahead.insert(seq);
         while self.ahead.remove(&(self.contiguous + 1)) {
             self.contiguous += 1;
         }
+        (self.contiguous / CONTIGUOUS_CHECKPOINT > before / CONTIGUOUS_CHECKPOINT)
+            .then_some(self.contiguous)
     }
 }
 
@@ -113,7 +119,12 @@ impl Engine {
         }
         let applied = load_vector(&store, keys::META_APPLIED_PREFIX)?;
         let floors = load_vector(&store, keys::META_FLOOR_PREFIX)?;
-        let last = fill_sequence_gaps(&store, replica, floors.get(replica), config.durability)?;
+        let contiguous = store
+            .get_meta(keys::META_OWN_CONTIGUOUS)?
+            .and_then(|b| <[u8; 8]>::try_from(&b[..]).ok())
+            .map_or(0, u64::from_be_bytes);
+        let from = floors.get(replica).max(contiguous);
+        let last = fill_sequence_gaps(&store, replica, from, config.durability)?;
         let clock = HybridClock::new(config.clock_skew_ms_max);
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
         tracing::debug!(replica = %replica, last_seq = last, path = %path.display(), "engine open");
@@ -319,12 +330,17 @@ impl Engine {
             }
         };
         let mut wb = inner.store.batch();
-        for (key, bytes) in distinct.iter().zip(&encoded) {
+        for ((key, bytes), record) in distinct.iter().zip(&encoded).zip(&records) {
             wb.put_record(key, bytes);
+            if record.is_bottom() {
+                // A new tombstone: compaction reclaims it once it is stable.
+                wb.put_meta(&keys::tombstone_key(key), &[]);
+            }
         }
         wb.put_log(inner.replica, seq, &LogEntry::encode_keys(&distinct));
         self.commit(wb)?;
-        lock(&inner.own).commit(seq);
+        let checkpoint = lock(&inner.own).commit(seq);
+        self.checkpoint_contiguous(checkpoint);
         if let Some(hook) = inner.commit_hook.get() {
             hook();
         }
@@ -379,8 +395,18 @@ impl Engine {
         let mut wb = self.inner.store.batch();
         wb.put_log(self.inner.replica, seq, &LogEntry::default().encode());
         self.commit(wb)?;
-        lock(&self.inner.own).commit(seq);
+        let checkpoint = lock(&self.inner.own).commit(seq);
+        self.checkpoint_contiguous(checkpoint);
         Ok(())
+    }
+
+    fn checkpoint_contiguous(&self, contiguous: Option<u64>) {
+        if let Some(c) = contiguous {
+            let mut wb = self.inner.store.batch();
+            wb.put_meta(keys::META_OWN_CONTIGUOUS, &c.to_be_bytes());
+            // Best effort: without it the next open searches from further back.
+            let _ = wb.commit(false);
+        }
     }
 
     /// Per origin, the highest sequence number applied with all earlier ones (this replica's
@@ -697,8 +723,11 @@ fn load_vector(store: &Store, prefix: &[u8]) -> Result<VersionVector> {
     Ok(vv)
 }
 
-/// Finds this replica's last sequence number and logs empty entries for any number that was
-/// handed out but never committed before a crash, so that the origin's log stays contiguous.
+/// Finds this replica's last sequence number and logs empty entries for any number above
+/// `floor` (below it the log is known complete or reclaimed) that was handed out but never
+/// committed before a crash, so that the origin's log stays contiguous. A writer stalled
+/// between taking its number and committing can leave a hole arbitrarily far below the last
+/// number, hence the search from the recorded contiguous prefix rather than a fixed window.
 fn fill_sequence_gaps(
     store: &Store,
     replica: ReplicaId,
@@ -710,7 +739,7 @@ fn fill_sequence_gaps(
     if last == floor {
         return Ok(last);
     }
-    let from = last.saturating_sub(STRIPES as u64).max(floor + 1);
+    let from = floor + 1;
     let present = store.log_seqs(replica, from, last)?;
     let missing: Vec<u64> = (from..=last)
         .filter(|s| present.binary_search(s).is_err())

@@ -125,6 +125,87 @@ impl ReplicaStore for Engine {
         Ok(ApplyOutcome::Applied { changed })
     }
 
+    fn apply_entries(
+        &self,
+        origin: ReplicaId,
+        entries: &[(u64, Vec<RecordState>)],
+    ) -> Result<Vec<ApplyOutcome>> {
+        let inner = &*self.inner;
+        self.check_writable()?;
+        if origin == inner.replica {
+            return Ok(vec![ApplyOutcome::Duplicate; entries.len()]);
+        }
+        let _serial = lock(&inner.apply_lock);
+        let mut have = lock(&inner.applied).get(origin);
+        // Decide each entry's fate and decode the ones to apply, before touching anything.
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut todo: Vec<(u64, BTreeMap<&[u8], Record>)> = Vec::new();
+        for (seq, records) in entries {
+            if *seq <= have {
+                outcomes.push(ApplyOutcome::Duplicate);
+                continue;
+            }
+            if *seq != have + 1 {
+                outcomes.push(ApplyOutcome::Gap { expected: have + 1 });
+                break;
+            }
+            let Some(remote) = self.decode_remote(records) else {
+                outcomes.push(ApplyOutcome::Invalid);
+                break;
+            };
+            todo.push((*seq, remote));
+            outcomes.push(ApplyOutcome::Applied { changed: 0 });
+            have = *seq;
+        }
+        if todo.is_empty() {
+            return Ok(outcomes);
+        }
+        let mut keys: Vec<&[u8]> = todo.iter().flat_map(|(_, r)| r.keys().copied()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let _guards = self.lock_keys(&keys);
+        // Join entry by entry in memory (each with the applied vector as it stood before it),
+        // then write every record, entry and the applied mark in one batch.
+        let mut seen = self.applied();
+        let mut local: BTreeMap<&[u8], (Option<Vec<u8>>, Record)> = BTreeMap::new();
+        let mut wb = inner.store.batch();
+        for (seq, remote) in &todo {
+            if let Some(marker) = remote.values().filter_map(max_marker).max() {
+                lock(&inner.clock).observe(marker, inner.config.clock.now_ms());
+            }
+            for (key, theirs) in remote {
+                if !local.contains_key(key) {
+                    let stored = inner.store.get_record(key)?.map(|b| b.to_vec());
+                    let record = match stored.as_deref().map(codec::decode_record) {
+                        None | Some(Err(_)) => Record::default(),
+                        Some(Ok(r)) => r,
+                    };
+                    local.insert(key, (stored, record));
+                }
+                if let Some((_, record)) = local.get_mut(key) {
+                    record.join_seen(theirs, &seen);
+                }
+            }
+            let entry_keys: Vec<&[u8]> = remote.keys().copied().collect();
+            wb.put_log(origin, *seq, &LogEntry::encode_keys(&entry_keys));
+            seen.add(Dot::new(origin, *seq));
+        }
+        for (key, (stored, record)) in &local {
+            let merged =
+                codec::encode_record(record).map_err(|e| Error::from_codec("record", key, e))?;
+            if stored.as_deref() != Some(merged.as_slice()) {
+                wb.put_record(key, &merged);
+                if record.is_bottom() {
+                    wb.put_meta(&keys::tombstone_key(key), &[]);
+                }
+            }
+        }
+        wb.put_meta(&keys::applied_key(origin), &have.to_be_bytes());
+        self.commit(wb)?;
+        lock(&inner.applied).add(Dot::new(origin, have));
+        Ok(outcomes)
+    }
+
     fn log_floor(&self) -> VersionVector {
         lock(&self.inner.floors).clone()
     }
@@ -204,38 +285,35 @@ impl ReplicaStore for Engine {
         let store = &inner.store;
         let mut out = Compaction::default();
         let mut wb = store.batch();
-        // Tombstone candidates: keys of the entries being truncated, and earlier pending ones.
-        let mut candidates: BTreeSet<Vec<u8>> = BTreeSet::new();
         for (origin, upto) in stable.iter() {
             let floor = floors.get(origin);
             if upto <= floor {
                 continue;
             }
-            for seq in store.log_seqs(origin, floor + 1, upto)? {
-                if let Some(bytes) = store.get_log(origin, seq)? {
-                    if let Ok(entry) = LogEntry::decode(&bytes) {
-                        candidates.extend(entry.keys);
-                    }
-                    out.log_entries_removed += 1;
-                }
-            }
+            // The log is contiguous above the floor: no need to count entry by entry.
+            out.log_entries_removed += upto - floor;
             wb.delete_log_range(origin, floor + 1, upto);
             wb.put_meta(&keys::floor_key(origin), &upto.to_be_bytes());
             floors.add(Dot::new(origin, upto));
         }
-        for (k, _) in store.meta_with_prefix(keys::META_TOMBSTONE_PREFIX)? {
-            candidates.insert(k[keys::META_TOMBSTONE_PREFIX.len()..].to_vec());
-        }
+        // Tombstone candidates: every record that became a tombstone was marked when it did.
+        let candidates: BTreeSet<Vec<u8>> = store
+            .meta_with_prefix(keys::META_TOMBSTONE_PREFIX)?
+            .into_iter()
+            .map(|(k, _)| k[keys::META_TOMBSTONE_PREFIX.len()..].to_vec())
+            .collect();
         // Keys still named by the log that stays: their tombstones are needed to ship deletes.
         let mut referenced: BTreeSet<Vec<u8>> = BTreeSet::new();
-        for item in store.log_entries() {
-            let (k, v) = item?;
-            let Some((origin, seq)) = keys::parse_log_key(&k) else {
-                continue;
-            };
-            if seq > floors.get(origin) {
-                if let Ok(entry) = LogEntry::decode(&v) {
-                    referenced.extend(entry.keys);
+        if !candidates.is_empty() {
+            for item in store.log_entries() {
+                let (k, v) = item?;
+                let Some((origin, seq)) = keys::parse_log_key(&k) else {
+                    continue;
+                };
+                if seq > floors.get(origin) {
+                    if let Ok(entry) = LogEntry::decode(&v) {
+                        referenced.extend(entry.keys);
+                    }
                 }
             }
         }

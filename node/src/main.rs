@@ -9,6 +9,7 @@ mod certs;
 mod client_cli;
 mod config;
 mod daemon;
+mod demo;
 mod sim;
 
 /// Meridian: multi-region, active-active replicated key-value engine.
@@ -46,6 +47,8 @@ enum Command {
     },
     /// Deterministic multi-region outage simulation of the real engine.
     Sim(sim::Args),
+    /// Three regions as separate processes: conflicts, lag, an outage and its catch-up.
+    Demo,
 }
 
 #[derive(Subcommand)]
@@ -99,5 +102,6 @@ fn run() -> anyhow::Result<()> {
         Command::Client { target, command } => client_cli::run(target, command),
         Command::Bench { suite } => bench::run(suite),
         Command::Sim(args) => sim::run(args),
+        Command::Demo => demo::run(),
     }
 }

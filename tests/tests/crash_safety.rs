@@ -149,10 +149,14 @@ fn acknowledged_writes_survive_sigkill_and_sequences_are_never_reused() {
         .store()
         .log_seqs(engine.replica_id(), 1, engine.last_seq())
         .expect("log");
-    assert_eq!(
-        seqs.len() as u64,
-        engine.last_seq(),
-        "holes in the replica's log"
+    let missing: Vec<u64> = (1..=engine.last_seq())
+        .filter(|s| seqs.binary_search(s).is_err())
+        .take(10)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "holes in the replica's log at {missing:?} (last {})",
+        engine.last_seq()
     );
     eprintln!(
         "{kills} kills ({killed_mid_write} after acknowledged writes), {} acknowledged puts, {counter_acks} counter increments, last seq {}",

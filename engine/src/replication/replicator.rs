@@ -488,23 +488,28 @@ impl Replicator {
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
         let mut nack = None;
-        for e in entries {
-            let records: Vec<RecordState> = e
-                .records
-                .into_iter()
-                .map(|(k, v)| (k.into_vec(), v.into_vec()))
-                .collect();
-            match store
-                .apply_entry(origin, e.seq, &records)
-                .map_err(ReplicationError::Store)?
-            {
+        let entries: Vec<(u64, Vec<RecordState>)> = entries
+            .into_iter()
+            .map(|e| {
+                (
+                    e.seq,
+                    e.records
+                        .into_iter()
+                        .map(|(k, v)| (k.into_vec(), v.into_vec()))
+                        .collect(),
+                )
+            })
+            .collect();
+        let outcomes = store
+            .apply_entries(origin, &entries)
+            .map_err(ReplicationError::Store)?;
+        for (outcome, (seq, _)) in outcomes.into_iter().zip(&entries) {
+            match outcome {
                 ApplyOutcome::Applied { .. } => self.stats.entries_applied += 1,
                 ApplyOutcome::Duplicate => self.stats.duplicates += 1,
                 ApplyOutcome::Invalid => {
-                    let error = FrameError::Malformed(format!(
-                        "invalid records in entry {origin}:{}",
-                        e.seq
-                    ));
+                    let error =
+                        FrameError::Malformed(format!("invalid records in entry {origin}:{seq}"));
                     return Err(self.refuse(peer, error));
                 }
                 ApplyOutcome::Gap { expected } => {

@@ -80,6 +80,24 @@ pub trait ReplicaStore {
         records: &[RecordState],
     ) -> Result<ApplyOutcome, Self::Error>;
 
+    /// Applies consecutive entries of one origin, stopping at the first that is not applied;
+    /// returns one outcome per entry handled. Stores may do it in one atomic write.
+    fn apply_entries(
+        &self,
+        origin: ReplicaId,
+        entries: &[(u64, Vec<RecordState>)],
+    ) -> Result<Vec<ApplyOutcome>, Self::Error> {
+        let mut out = Vec::with_capacity(entries.len());
+        for (seq, records) in entries {
+            let outcome = self.apply_entry(origin, *seq, records)?;
+            out.push(outcome);
+            if matches!(outcome, ApplyOutcome::Invalid | ApplyOutcome::Gap { .. }) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Per origin, the log floor: entries at or below it are not in this replica's log.
     fn log_floor(&self) -> VersionVector;
 

@@ -11,6 +11,8 @@ pub const CF_META: &str = "meta";
 
 /// Metadata key of this replica's id.
 pub const META_REPLICA_ID: &[u8] = b"replica_id";
+/// Metadata key of this replica's committed contiguous sequence prefix (a checkpoint).
+pub const META_OWN_CONTIGUOUS: &[u8] = b"own_contiguous";
 /// Metadata key of the on-disk layout version.
 pub const META_LAYOUT: &[u8] = b"layout";
 

@@ -1,6 +1,7 @@
 //! Benchmarks: each prints metrics with a reference measured in the same run and their ratio.
 
 mod local;
+mod replication;
 mod replication_bytes;
 mod report;
 
@@ -9,6 +10,8 @@ mod report;
 pub enum Suite {
     /// Local write and read path against raw RocksDB doing the same job.
     Local(local::Args),
+    /// Two replicas over QUIC on loopback: replicated throughput, lag, CPU per record.
+    Replication(replication::Args),
     /// Bytes moved by catch-up and by state anti-entropy against the records that had to move.
     Sim(replication_bytes::Args),
 }
@@ -17,6 +20,7 @@ pub enum Suite {
 pub fn run(suite: Suite) -> anyhow::Result<()> {
     match suite {
         Suite::Local(args) => local::run(args),
+        Suite::Replication(args) => replication::run(args),
         Suite::Sim(args) => replication_bytes::run(args),
     }
 }

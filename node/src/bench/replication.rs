@@ -1,0 +1,290 @@
+//! `meridian bench replication`: two replicas over real QUIC with mutual TLS on loopback (two
+//! runtimes in this process). Throughput of records applied in the second region at saturation
+//! (the first writes batches of 100) against raw RocksDB batched writes of the same records in
+//! the same run; then the lag of each
+//! write at half that load; CPU time per replicated record.
+
+use super::report::{emit, header, Metric};
+use crate::certs::{self, InitArgs};
+use hdrhistogram::Histogram;
+use meridian::runtime::{replica_id_for, PeerSpec, Runtime, RuntimeConfig, TlsFiles};
+use meridian::{Batch, Config, Engine};
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Options of `bench replication`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Records written at saturation.
+    #[arg(long, default_value_t = 100_000)]
+    records: u64,
+    /// Seconds of the half-load lag measurement.
+    #[arg(long, default_value_t = 3)]
+    lag_seconds: u64,
+}
+
+const CLUSTER: &str = "bench";
+const VALUE_BYTES: usize = 100;
+
+fn key(i: u64) -> [u8; 16] {
+    let mut k = *b"rep-000000000000";
+    let mut n = i;
+    for slot in k[4..].iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    k
+}
+
+/// This process's user + system CPU time, from /proc (Linux).
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10)) // USER_HZ is 100 on Linux
+}
+
+fn free_udp() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn runtime_config(
+    dir: &Path,
+    me: (&str, &str, SocketAddr),
+    peer: (&str, &str, SocketAddr),
+) -> RuntimeConfig {
+    let certs = dir.join("certs");
+    RuntimeConfig {
+        cluster: CLUSTER.into(),
+        name: me.0.into(),
+        region: me.1.into(),
+        incarnation: 0,
+        listen: me.2,
+        peers: vec![PeerSpec {
+            name: peer.0.into(),
+            region: peer.1.into(),
+            address: peer.2,
+            incarnation: 0,
+        }],
+        tls: TlsFiles {
+            ca: certs.join("ca.pem"),
+            cert: certs.join(format!("{}.pem", me.0)),
+            key: certs.join(format!("{}.key", me.0)),
+        },
+        disable_gso: false,
+        client_requests_per_second: 1_000_000,
+        client_burst: 1_000_000,
+        replication: Default::default(),
+    }
+}
+
+/// Runs the suite.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(measure(&args, dir.path()))
+}
+
+async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
+    certs::init(&InitArgs {
+        dir: dir.join("certs"),
+        cluster: CLUSTER.into(),
+        replicas: vec!["a:us-east".into(), "b:eu-west".into()],
+        clients: vec![],
+    })?;
+    let value = [b'v'; VALUE_BYTES];
+    let n = args.records;
+
+    // Reference: raw RocksDB, the same records in batches of 1,000, same options, WAL on.
+    let raw = DB::open(&meridian::store::rocksdb_options(), dir.join("raw"))?;
+    let started = Instant::now();
+    let mut i = 0;
+    while i < n {
+        let mut batch = WriteBatch::default();
+        for j in i..(i + 1_000).min(n) {
+            batch.put(key(j), value);
+        }
+        raw.write_opt(batch, &WriteOptions::default())?;
+        i += 1_000;
+    }
+    let reference = n as f64 / started.elapsed().as_secs_f64();
+    drop(raw);
+
+    let (addr_a, addr_b) = (free_udp()?, free_udp()?);
+    let open = |name: &str| {
+        let config = Config {
+            replica_id: Some(replica_id_for(CLUSTER, name, 0)),
+            ..Config::default()
+        };
+        Engine::open(dir.join(name), config)
+    };
+    let (a, b) = (open("a")?, open("b")?);
+    let ra = Runtime::start(
+        a.clone(),
+        runtime_config(dir, ("a", "us-east", addr_a), ("b", "eu-west", addr_b)),
+    )
+    .await?;
+    let rb = Runtime::start(
+        b.clone(),
+        runtime_config(dir, ("b", "eu-west", addr_b), ("a", "us-east", addr_a)),
+    )
+    .await?;
+    let origin = a.replica_id();
+    let linked = Instant::now();
+    while !rb.status().peers.iter().any(|p| p.connected) {
+        anyhow::ensure!(
+            linked.elapsed() < Duration::from_secs(10),
+            "the two replicas did not connect"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    header(args.json);
+
+    // Saturation: writers on two threads at a; time until b has applied everything.
+    let cpu_before = cpu_time();
+    let started = Instant::now();
+    let writer = {
+        let a = a.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            std::thread::scope(|s| {
+                let halves: Vec<_> = (0..2u64)
+                    .map(|w| {
+                        let a = &a;
+                        s.spawn(move || -> anyhow::Result<()> {
+                            // Batches of 100 so that the writer saturates replication, not
+                            // the other way round.
+                            let (from, to) = (w * n / 2, (w + 1) * n / 2);
+                            let mut i = from;
+                            while i < to {
+                                let batch = (i..(i + 100).min(to))
+                                    .fold(Batch::new(), |b, j| b.put(key(j), value));
+                                a.write(batch)?;
+                                i += 100;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .collect();
+                for h in halves {
+                    h.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+                }
+                Ok(())
+            })
+        })
+    };
+    writer.await??;
+    let last = a.last_seq();
+    while b.applied().get(origin) < last {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "replication stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let elapsed = started.elapsed();
+    let cpu = match (cpu_before, cpu_time()) {
+        (Some(x), Some(y)) => y.saturating_sub(x),
+        _ => Duration::ZERO,
+    };
+    let replicated = n as f64 / elapsed.as_secs_f64();
+    emit(
+        &Metric::with_reference(
+            "replication",
+            "replicated_writes",
+            replicated,
+            "records/s",
+            reference,
+            ">= 0.5",
+        ),
+        args.json,
+    )?;
+
+    // Lag at half of that load (the same batches of 100): each batch's time from commit at a
+    // to applied at b.
+    let rate = (replicated / 2.0 / 100.0).max(1.0);
+    let total = (rate * args.lag_seconds as f64) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let watcher_b = b.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, Instant)>();
+    let watcher = std::thread::spawn(move || -> anyhow::Result<Histogram<u64>> {
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        let mut pending: std::collections::VecDeque<(u64, Instant)> = Default::default();
+        let mut done = false;
+        while !done || !pending.is_empty() {
+            loop {
+                match rx.try_recv() {
+                    Ok(item) => pending.push_back(item),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            let applied = watcher_b.applied().get(origin);
+            while pending.front().is_some_and(|(s, _)| *s <= applied) {
+                if let Some((_, t)) = pending.pop_front() {
+                    hist.record(t.elapsed().as_micros().max(1) as u64)?;
+                }
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        Ok(hist)
+    });
+    {
+        let a = a.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let start = Instant::now();
+            for i in 0..total {
+                let due = start + interval.mul_f64(i as f64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let first = n + i * 100;
+                let batch = (first..first + 100).fold(Batch::new(), |b, j| b.put(key(j), value));
+                let token = a.write(batch)?;
+                let _ = tx.send((token.get(a.replica_id()), Instant::now()));
+            }
+            Ok(())
+        })
+        .await??;
+    }
+    let hist = watcher
+        .join()
+        .map_err(|_| anyhow::anyhow!("watcher panicked"))??;
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    let lag = |metric, value, target| Metric {
+        suite: "replication",
+        metric,
+        value,
+        unit: "ms",
+        reference: None,
+        ratio: None,
+        target,
+    };
+    emit(&lag("lag_p50_ms", ms(0.5), "-"), args.json)?;
+    emit(&lag("lag_p99_ms", ms(0.99), "<= 5"), args.json)?;
+    emit(
+        &Metric {
+            suite: "replication",
+            metric: "cpu_us_per_record",
+            value: cpu.as_micros() as f64 / n as f64,
+            unit: "us",
+            reference: None,
+            ratio: None,
+            target: "-",
+        },
+        args.json,
+    )?;
+    ra.shutdown().await;
+    rb.shutdown().await;
+    Ok(())
+}
