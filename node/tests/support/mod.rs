@@ -44,9 +44,10 @@ pub fn free_tcp() -> SocketAddr {
         .unwrap()
 }
 
-pub fn certs(dir: &Path, replicas: &[(&str, &str)], clients: &[&str]) {
+/// Runs `meridian certs <verb>` (`init` makes a CA, `add` signs with the one in `dir`).
+fn certs_command(verb: &str, dir: &Path, replicas: &[(&str, &str)], clients: &[&str]) {
     let mut cmd = Command::new(BIN);
-    cmd.args(["certs", "init", "--dir"])
+    cmd.args(["certs", verb, "--dir"])
         .arg(dir)
         .args(["--cluster", CLUSTER]);
     for (n, r) in replicas {
@@ -58,9 +59,14 @@ pub fn certs(dir: &Path, replicas: &[(&str, &str)], clients: &[&str]) {
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "certs init: {}",
+        "certs {verb}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A new cluster CA with certificates, in `dir`.
+pub fn certs(dir: &Path, replicas: &[(&str, &str)], clients: &[&str]) {
+    certs_command("init", dir, replicas, clients);
 }
 
 pub fn node_config(node: &Node, certs: &Path, data: &Path, peers: &[&Node]) -> String {
@@ -101,22 +107,7 @@ impl Node {
 
 /// Issues more certificates from the CA in `dir` (`certs add`).
 pub fn certs_add(dir: &Path, replicas: &[(&str, &str)], clients: &[&str]) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["certs", "add", "--dir"])
-        .arg(dir)
-        .args(["--cluster", CLUSTER]);
-    for (n, r) in replicas {
-        cmd.args(["--replica", &format!("{n}:{r}")]);
-    }
-    for c in clients {
-        cmd.args(["--client", c]);
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "certs add: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    certs_command("add", dir, replicas, clients);
 }
 
 impl Cluster {
