@@ -66,6 +66,14 @@ impl Engine {
     }
 }
 
+/// Counts a merge of concurrent updates (neither side had seen all of the other's).
+fn count_conflict(local: &Record, remote: &Record) {
+    let (mine, theirs) = (local.context(), remote.context());
+    if !mine.is_empty() && !mine.dominates(&theirs) && !theirs.dominates(&mine) {
+        metrics::counter!("meridian_conflicts_merged_total").increment(1);
+    }
+}
+
 impl ReplicaStore for Engine {
     type Error = Error;
 
@@ -183,6 +191,7 @@ impl ReplicaStore for Engine {
                     local.insert(key, (stored, record));
                 }
                 if let Some((_, record)) = local.get_mut(key) {
+                    count_conflict(record, theirs);
                     record.join_seen(theirs, &seen);
                 }
             }

@@ -44,6 +44,20 @@ pub enum Command {
     SetAdd { key: String, elems: Vec<String> },
     /// Set removal.
     SetRemove { key: String, elems: Vec<String> },
+    /// Map field: last-writer-wins value.
+    MapSet {
+        key: String,
+        field: String,
+        value: String,
+    },
+    /// Map field: counter increment.
+    MapAdd {
+        key: String,
+        field: String,
+        delta: i64,
+    },
+    /// Map field removal.
+    MapRemove { key: String, field: String },
     /// Peers, lag and health of the node.
     Status,
 }
@@ -63,7 +77,18 @@ fn show(v: &ReadValue) -> String {
             "{{{}}}",
             s.iter().map(|e| t(e)).collect::<Vec<_>>().join(", ")
         ),
-        ReadValue::Map(m) => format!("map of {} fields", m.fields.len()),
+        ReadValue::Map(m) => format!(
+            "{{{}}}",
+            m.fields
+                .iter()
+                .map(|(k, vs)| format!(
+                    "{}: {}",
+                    t(k),
+                    vs.iter().map(show).collect::<Vec<_>>().join(" | ")
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -88,6 +113,15 @@ pub fn run(target: Target, command: Command) -> anyhow::Result<()> {
             Command::CounterAdd { key, delta } => (key, Op::CounterAdd { delta }),
             Command::SetAdd { key, elems } => (key, Op::SetAdd { elems: elems.into_iter().map(String::into_bytes).collect() }),
             Command::SetRemove { key, elems } => (key, Op::SetRemove { elems: elems.into_iter().map(String::into_bytes).collect() }),
+            Command::MapSet { key, field, value } => {
+                let op = Op::LwwSet { value: value.into_bytes() };
+                (key, Op::MapUpdate { field: field.into_bytes(), op: Box::new(op) })
+            }
+            Command::MapAdd { key, field, delta } => {
+                let op = Op::CounterAdd { delta };
+                (key, Op::MapUpdate { field: field.into_bytes(), op: Box::new(op) })
+            }
+            Command::MapRemove { key, field } => (key, Op::MapRemove { field: field.into_bytes() }),
             Command::Get { key } => {
                 let read = client.read(key.as_bytes(), 0).await?;
                 if target.json {

@@ -81,6 +81,19 @@ async fn three_regions_converge_and_keep_concurrent_writes_as_siblings() {
     assert!(status.peers.iter().all(|p| p.connected), "{status:?}");
     let metrics = cluster.metrics(0);
     assert!(metrics.contains("meridian_peer_lag_ops"), "{metrics}");
+    let conflicts: f64 = (0..3)
+        .filter_map(|i| {
+            cluster
+                .metrics(i)
+                .lines()
+                .find(|l| l.starts_with("meridian_conflicts_merged_total"))
+                .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        })
+        .sum();
+    assert!(
+        conflicts >= 1.0,
+        "concurrent writes were merged without being counted as conflicts"
+    );
     assert!(http_get(cluster.nodes[0].metrics, "/health").contains("\"connected\":true"));
 }
 
