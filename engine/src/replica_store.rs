@@ -104,33 +104,8 @@ impl ReplicaStore for Engine {
         seq: u64,
         records: &[RecordState],
     ) -> Result<ApplyOutcome> {
-        let inner = &*self.inner;
-        self.check_writable()?;
-        if origin == inner.replica {
-            return Ok(ApplyOutcome::Duplicate);
-        }
-        let _serial = lock(&inner.apply_lock);
-        let have = lock(&inner.applied).get(origin);
-        if seq <= have {
-            return Ok(ApplyOutcome::Duplicate);
-        }
-        if seq != have + 1 {
-            return Ok(ApplyOutcome::Gap { expected: have + 1 });
-        }
-        // Decode everything first: a bad record refuses the whole entry and changes nothing.
-        let Some(remote) = self.decode_remote(records) else {
-            return Ok(ApplyOutcome::Invalid);
-        };
-        let keys: Vec<&[u8]> = remote.keys().copied().collect();
-        let _guards = self.lock_keys(&keys);
-        let seen = self.applied();
-        let mut wb = inner.store.batch();
-        let changed = self.stage_joins(&remote, &seen, &mut wb)?;
-        wb.put_log(origin, seq, &LogEntry::encode_keys(&keys));
-        wb.put_meta(&keys::applied_key(origin), &seq.to_be_bytes());
-        self.commit(wb)?;
-        lock(&inner.applied).add(Dot::new(origin, seq));
-        Ok(ApplyOutcome::Applied { changed })
+        let outcomes = self.apply_entries(origin, &[(seq, records.to_vec())])?;
+        Ok(outcomes.first().copied().unwrap_or(ApplyOutcome::Duplicate))
     }
 
     fn apply_entries(
@@ -199,10 +174,12 @@ impl ReplicaStore for Engine {
             wb.put_log(origin, *seq, &LogEntry::encode_keys(&entry_keys));
             seen.add(Dot::new(origin, *seq));
         }
+        let mut changed: BTreeSet<&[u8]> = BTreeSet::new();
         for (key, (stored, record)) in &local {
             let merged =
                 codec::encode_record(record).map_err(|e| Error::from_codec("record", key, e))?;
             if stored.as_deref() != Some(merged.as_slice()) {
+                changed.insert(key);
                 wb.put_record(key, &merged);
                 if record.is_bottom() {
                     wb.put_meta(&keys::tombstone_key(key), &[]);
@@ -212,6 +189,15 @@ impl ReplicaStore for Engine {
         wb.put_meta(&keys::applied_key(origin), &have.to_be_bytes());
         self.commit(wb)?;
         lock(&inner.applied).add(Dot::new(origin, have));
+        // Report, per applied entry, how many of its records changed here.
+        let mut applied = todo.iter();
+        for outcome in &mut outcomes {
+            if let ApplyOutcome::Applied { changed: n } = outcome {
+                if let Some((_, remote)) = applied.next() {
+                    *n = remote.keys().filter(|k| changed.contains(*k)).count();
+                }
+            }
+        }
         Ok(outcomes)
     }
 

@@ -180,23 +180,15 @@ impl Value {
     /// `remove_all`, recording the removing write's dot in every context it touched, so that
     /// the tombstone is reclaimable only once that write is stable.
     pub fn remove_all_at(&mut self, dot: Dot) {
+        fn clear<S: DotStore>(c: &mut Causal<S>, dot: Dot) {
+            c.store.remove_all();
+            c.ctx.add(dot);
+        }
         match self {
-            Value::Register(c) => {
-                c.store.remove_all();
-                c.ctx.add(dot);
-            }
-            Value::Lww(c) => {
-                c.store.remove_all();
-                c.ctx.add(dot);
-            }
-            Value::Counter(c) => {
-                c.store.remove_all();
-                c.ctx.add(dot);
-            }
-            Value::Set(c) => {
-                c.store.remove_all();
-                c.ctx.add(dot);
-            }
+            Value::Register(c) => clear(c, dot),
+            Value::Lww(c) => clear(c, dot),
+            Value::Counter(c) => clear(c, dot),
+            Value::Set(c) => clear(c, dot),
             Value::Map(m) => m.fields.values_mut().for_each(|f| f.remove_all_at(dot)),
         }
     }
