@@ -108,6 +108,63 @@ pub struct Runtime {
 
 use actor::Event;
 
+/// A `Runtime` on threads of its own, for applications that do not run tokio: open an
+/// `Engine`, start this, and the engine replicates by itself until `shutdown` (or drop).
+pub struct BackgroundRuntime {
+    tokio: Option<tokio::runtime::Runtime>,
+    runtime: Option<Runtime>,
+}
+
+impl BackgroundRuntime {
+    /// Starts replicating `engine` on two runtime threads (plus the replicator's).
+    pub fn start(engine: Engine, config: RuntimeConfig) -> Result<BackgroundRuntime, RuntimeError> {
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("meridian-runtime")
+            .enable_all()
+            .build()?;
+        let runtime = tokio.block_on(Runtime::start(engine, config))?;
+        Ok(BackgroundRuntime {
+            tokio: Some(tokio),
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The latest status snapshot.
+    pub fn status(&self) -> NodeStatus {
+        self.runtime
+            .as_ref()
+            .map(Runtime::status)
+            .unwrap_or_default()
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, RuntimeError> {
+        match &self.runtime {
+            Some(r) => r.local_addr(),
+            None => Err(RuntimeError::Config("runtime stopped".into())),
+        }
+    }
+
+    /// Stops replicating (as `Runtime::shutdown`) and the threads.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let (Some(tokio), Some(runtime)) = (self.tokio.take(), self.runtime.take()) {
+            tokio.block_on(runtime.shutdown());
+            tokio.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+impl Drop for BackgroundRuntime {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 impl Runtime {
     /// Binds the endpoint and starts replicating `engine` with the configured peers.
     pub async fn start(engine: Engine, config: RuntimeConfig) -> Result<Runtime, RuntimeError> {

@@ -1,0 +1,113 @@
+//! Two embedded engines replicate by themselves over QUIC with mutual TLS (no tokio in the
+//! application), on loopback.
+
+#![allow(clippy::unwrap_used)]
+
+use meridian::runtime::{replica_id_for, BackgroundRuntime, PeerSpec, RuntimeConfig, TlsFiles};
+use meridian::{Config, Engine};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn write_certs(dir: &Path, names: &[&str]) {
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for name in names {
+        let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &ca).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+fn free_udp() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[test]
+fn two_embedded_engines_replicate_by_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let regions = [("a", "us-east"), ("b", "eu-west")];
+    let dns: Vec<String> = regions
+        .iter()
+        .map(|(n, r)| meridian::runtime::tls::replica_dns_name("emb", n, r))
+        .collect();
+    write_certs(
+        dir.path(),
+        &dns.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let addrs = [free_udp(), free_udp()];
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let (name, region) = regions[i];
+        let (peer, peer_region) = regions[1 - i];
+        let config = Config {
+            replica_id: Some(replica_id_for("emb", name, 0)),
+            ..Config::default()
+        };
+        let engine = Engine::open(dir.path().join(name), config).unwrap();
+        let runtime = BackgroundRuntime::start(
+            engine.clone(),
+            RuntimeConfig {
+                cluster: "emb".into(),
+                name: name.into(),
+                region: region.into(),
+                incarnation: 0,
+                listen: addrs[i],
+                peers: vec![PeerSpec {
+                    name: peer.into(),
+                    region: peer_region.into(),
+                    address: addrs[1 - i],
+                    incarnation: 0,
+                }],
+                tls: TlsFiles {
+                    ca: dir.path().join("ca.pem"),
+                    cert: dir.path().join(format!("{}.pem", dns[i])),
+                    key: dir.path().join(format!("{}.key", dns[i])),
+                },
+                disable_gso: false,
+                client_requests_per_second: 1_000,
+                client_burst: 100,
+                replication: Default::default(),
+            },
+        )
+        .unwrap();
+        nodes.push((engine, runtime));
+    }
+    let token = nodes[0].0.set_add(b"cart", &[b"book"]).unwrap();
+    nodes[1].0.set_add(b"cart", &[b"pen"]).unwrap();
+    let start = Instant::now();
+    while !(nodes[1].0.covers(&token)
+        && nodes[0]
+            .0
+            .get_set(b"cart")
+            .unwrap()
+            .is_some_and(|s| s.len() == 2))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "embedded engines did not replicate"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        nodes[1].0.get_set(b"cart").unwrap().unwrap(),
+        vec![b"book".to_vec(), b"pen".to_vec()]
+    );
+    for (_, runtime) in nodes {
+        runtime.shutdown();
+    }
+}
