@@ -1,7 +1,32 @@
 //! Operations a local writer can apply to a key.
 
 use super::{Kind, VersionVector};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::cell::Cell;
+
+thread_local! {
+    static OP_DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Decodes a nested operation, refusing nesting deeper than the codec's `MAX_DEPTH`, so that a
+/// hostile request cannot exhaust the stack.
+fn bounded_nested<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Box<Op>, D::Error> {
+    struct Guard;
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            OP_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+        }
+    }
+    let depth = OP_DEPTH.with(|d| {
+        d.set(d.get() + 1);
+        d.get()
+    });
+    let _guard = Guard;
+    if depth > super::codec::MAX_DEPTH {
+        return Err(serde::de::Error::custom("operation nested too deeply"));
+    }
+    Box::<Op>::deserialize(deserializer)
+}
 
 /// One operation on one key.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,6 +63,7 @@ pub enum Op {
         /// Field name.
         field: Vec<u8>,
         /// The operation on the field's value.
+        #[serde(deserialize_with = "bounded_nested")]
         op: Box<Op>,
     },
     /// Removes a map field (every type under that name).
@@ -79,5 +105,37 @@ impl Op {
             Op::MapRemove { field } => field.len(),
             Op::CounterAdd { .. } | Op::Delete => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deeply_nested_operations_are_refused_when_decoding() {
+        let mut op = Op::CounterAdd { delta: 1 };
+        for _ in 0..10 {
+            op = Op::MapUpdate {
+                field: b"f".to_vec(),
+                op: Box::new(op),
+            };
+        }
+        let ok = postcard::to_stdvec(&op).expect("encodes");
+        assert_eq!(
+            &ok[..3],
+            &[5, 1, b'f'],
+            "the hostile input below mimics this layout"
+        );
+        assert_eq!(
+            postcard::from_bytes::<Op>(&ok).expect("10 levels decode"),
+            op
+        );
+        // A hand-made chain of a million MapUpdate headers: refused, no stack overflow.
+        let mut hostile = Vec::new();
+        for _ in 0..1_000_000 {
+            hostile.extend_from_slice(&[5, 1, b'f']); // variant MapUpdate, field "f"
+        }
+        assert!(postcard::from_bytes::<Op>(&hostile).is_err());
     }
 }
