@@ -11,6 +11,7 @@ use crate::model::{
 use crate::read::{LwwValue, MapView, Read, ReadValue, Siblings};
 use crate::store::{keys, LogEntry, Store};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -624,30 +625,15 @@ impl Engine {
         }
         let remote =
             codec::decode_record(state).map_err(|e| Error::from_codec("remote record", key, e))?;
-        if let Some(marker) = max_marker(&remote) {
-            lock(&inner.clock).observe(marker, inner.config.clock.now_ms());
-        }
+        let remote = BTreeMap::from([(key, remote)]);
+        let _serial = lock(&inner.apply_lock);
         let _guard = self.lock_keys(&[key]);
-        let stored = inner.store.get_record(key)?.map(|b| b.to_vec());
-        let mut local = match &stored {
-            Some(b) => codec::decode_record(b).map_err(|e| Error::from_codec("record", key, e))?,
-            None => Record::default(),
-        };
-        local.join(&remote);
-        let merged =
-            codec::encode_record(&local).map_err(|e| Error::from_codec("record", key, e))?;
-        if stored.as_deref() == Some(merged.as_slice()) {
+        let seen = self.applied();
+        let mut wb = inner.store.batch();
+        let changed = self.stage_joins(&remote, &seen, &mut wb, false, Some(max))?;
+        if changed.is_empty() {
             return Ok(false);
         }
-        if merged.len() > max {
-            return Err(Error::RecordTooLarge {
-                key: key.to_vec(),
-                len: merged.len(),
-                max,
-            });
-        }
-        let mut wb = inner.store.batch();
-        wb.put_record(key, &merged);
         self.commit(wb)?;
         Ok(true)
     }

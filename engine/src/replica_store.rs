@@ -25,42 +25,57 @@ impl Engine {
         Some(remote)
     }
 
-    /// Joins decoded peer records into the local ones, staging changes in `wb`. The caller
-    /// holds the keys' stripes. `seen` is this replica's applied vector.
-    fn stage_joins(
+    /// Joins decoded peer records into the local ones, staging changes (and marks for new
+    /// tombstones) in `wb`; returns the keys whose record changed. The caller holds the keys'
+    /// stripes; `seen` is this replica's applied vector. A local record that does not decode is
+    /// replaced by the peer's state when `repair` is set, an error otherwise; `record_max`
+    /// refuses merges that would grow past it.
+    pub(crate) fn stage_joins<'k>(
         &self,
-        remote: &BTreeMap<&[u8], Record>,
+        remote: &BTreeMap<&'k [u8], Record>,
         seen: &VersionVector,
         wb: &mut AtomicWrite<'_>,
-    ) -> Result<usize> {
+        repair: bool,
+        record_max: Option<usize>,
+    ) -> Result<Vec<&'k [u8]>> {
         let inner = &*self.inner;
         if let Some(marker) = remote.values().filter_map(max_marker).max() {
             lock(&inner.clock).observe(marker, inner.config.clock.now_ms());
         }
-        let mut changed = 0;
+        let mut changed = Vec::new();
         for (key, theirs) in remote {
             let stored = inner.store.get_record(key)?.map(|b| b.to_vec());
             let mut local = match stored.as_deref().map(codec::decode_record) {
                 None => Record::default(),
                 Some(Ok(r)) => r,
-                Some(Err(e)) => {
+                Some(Err(e)) if repair => {
                     // Unreadable here anyway: the peer's state replaces it.
                     tracing::warn!(key = %crate::error::show(key), error = %e, "replacing a corrupt record with a peer's state");
                     Record::default()
                 }
+                Some(Err(e)) => return Err(Error::from_codec("record", key, e)),
             };
+            count_conflict(&local, theirs);
             local.join_seen(theirs, seen);
             let merged =
                 codec::encode_record(&local).map_err(|e| Error::from_codec("record", key, e))?;
-            if stored.as_deref() != Some(merged.as_slice()) {
-                wb.put_record(key, &merged);
-                changed += 1;
-                if local.is_bottom() {
-                    // A tombstone that may arrive without a log entry here (state transfer):
-                    // remember it for collection.
-                    wb.put_meta(&keys::tombstone_key(key), &[]);
-                }
+            if stored.as_deref() == Some(merged.as_slice()) {
+                continue;
             }
+            if let Some(max) = record_max.filter(|max| merged.len() > *max) {
+                return Err(Error::RecordTooLarge {
+                    key: key.to_vec(),
+                    len: merged.len(),
+                    max,
+                });
+            }
+            wb.put_record(key, &merged);
+            if local.is_bottom() {
+                // A new tombstone (also by state transfer, without a log entry): compaction
+                // reclaims it once it is stable.
+                wb.put_meta(&keys::tombstone_key(key), &[]);
+            }
+            changed.push(*key);
         }
         Ok(changed)
     }
@@ -143,49 +158,25 @@ impl ReplicaStore for Engine {
         if todo.is_empty() {
             return Ok(outcomes);
         }
-        let mut keys: Vec<&[u8]> = todo.iter().flat_map(|(_, r)| r.keys().copied()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let _guards = self.lock_keys(&keys);
-        // Join entry by entry in memory (each with the applied vector as it stood before it),
-        // then write every record, entry and the applied mark in one batch.
-        let mut seen = self.applied();
-        let mut local: BTreeMap<&[u8], (Option<Vec<u8>>, Record)> = BTreeMap::new();
+        // The frame's states joined together, then into the local records with the applied
+        // vector as it stood before the frame (the same result as entry by entry: a state is
+        // a lattice element, and dots of this frame are not in that vector), in one batch.
+        let mut remote: BTreeMap<&[u8], Record> = BTreeMap::new();
         let mut wb = inner.store.batch();
-        for (seq, remote) in &todo {
-            if let Some(marker) = remote.values().filter_map(max_marker).max() {
-                lock(&inner.clock).observe(marker, inner.config.clock.now_ms());
+        for (seq, records) in &todo {
+            for (key, theirs) in records {
+                remote.entry(*key).or_default().join(theirs);
             }
-            for (key, theirs) in remote {
-                if !local.contains_key(key) {
-                    let stored = inner.store.get_record(key)?.map(|b| b.to_vec());
-                    let record = match stored.as_deref().map(codec::decode_record) {
-                        None | Some(Err(_)) => Record::default(),
-                        Some(Ok(r)) => r,
-                    };
-                    local.insert(key, (stored, record));
-                }
-                if let Some((_, record)) = local.get_mut(key) {
-                    count_conflict(record, theirs);
-                    record.join_seen(theirs, &seen);
-                }
-            }
-            let entry_keys: Vec<&[u8]> = remote.keys().copied().collect();
+            let entry_keys: Vec<&[u8]> = records.keys().copied().collect();
             wb.put_log(origin, *seq, &LogEntry::encode_keys(&entry_keys));
-            seen.add(Dot::new(origin, *seq));
         }
-        let mut changed: BTreeSet<&[u8]> = BTreeSet::new();
-        for (key, (stored, record)) in &local {
-            let merged =
-                codec::encode_record(record).map_err(|e| Error::from_codec("record", key, e))?;
-            if stored.as_deref() != Some(merged.as_slice()) {
-                changed.insert(key);
-                wb.put_record(key, &merged);
-                if record.is_bottom() {
-                    wb.put_meta(&keys::tombstone_key(key), &[]);
-                }
-            }
-        }
+        let keys: Vec<&[u8]> = remote.keys().copied().collect();
+        let _guards = self.lock_keys(&keys);
+        let seen = self.applied();
+        let changed: BTreeSet<&[u8]> = self
+            .stage_joins(&remote, &seen, &mut wb, true, None)?
+            .into_iter()
+            .collect();
         wb.put_meta(&keys::applied_key(origin), &have.to_be_bytes());
         self.commit(wb)?;
         lock(&inner.applied).add(Dot::new(origin, have));
@@ -243,7 +234,7 @@ impl ReplicaStore for Engine {
         let _guards = self.lock_keys(&keys);
         let seen = self.applied();
         let mut wb = self.inner.store.batch();
-        let changed = self.stage_joins(&remote, &seen, &mut wb)?;
+        let changed = self.stage_joins(&remote, &seen, &mut wb, true, None)?.len();
         self.commit(wb)?;
         Ok(ApplyOutcome::Applied { changed })
     }

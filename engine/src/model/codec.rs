@@ -340,40 +340,35 @@ fn lww_item(i: u32, b: u64, e: &LwwEntry) -> (u32, u64, u64, &serde_bytes::Bytes
     (i, b, e.marker.0, serde_bytes::Bytes::new(&e.value))
 }
 
+/// A register-like variant: its context, then its entries written by `item`.
+fn dots_variant<'a, S: Serializer, V, T: Serialize>(
+    ser: S,
+    index: u32,
+    name: &'static str,
+    c: &'a Causal<DotFun<V>>,
+    item: impl Fn(u32, u64, &'a V) -> T,
+) -> Result<S::Ok, S::Error> {
+    let mut sv = ser.serialize_struct_variant("ValueRepr", index, name, 2)?;
+    sv.serialize_field("ctx", &EncCtx(&c.ctx))?;
+    sv.serialize_field(
+        "entries",
+        &EncDots {
+            ctx: &c.ctx,
+            store: &c.store,
+            item,
+        },
+    )?;
+    sv.end()
+}
+
 struct EncValue<'a>(&'a Value);
 
 impl Serialize for EncValue<'_> {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         const NAME: &str = "ValueRepr";
         match self.0 {
-            Value::Register(c) => {
-                let mut sv = ser.serialize_struct_variant(NAME, 0, "Register", 2)?;
-                sv.serialize_field("ctx", &EncCtx(&c.ctx))?;
-                let item = register_item;
-                sv.serialize_field(
-                    "entries",
-                    &EncDots {
-                        ctx: &c.ctx,
-                        store: &c.store,
-                        item,
-                    },
-                )?;
-                sv.end()
-            }
-            Value::Lww(c) => {
-                let mut sv = ser.serialize_struct_variant(NAME, 1, "Lww", 2)?;
-                sv.serialize_field("ctx", &EncCtx(&c.ctx))?;
-                let item = lww_item;
-                sv.serialize_field(
-                    "entries",
-                    &EncDots {
-                        ctx: &c.ctx,
-                        store: &c.store,
-                        item,
-                    },
-                )?;
-                sv.end()
-            }
+            Value::Register(c) => dots_variant(ser, 0, "Register", c, register_item),
+            Value::Lww(c) => dots_variant(ser, 1, "Lww", c, lww_item),
             Value::Counter(c) => {
                 let mut sv = ser.serialize_struct_variant(NAME, 2, "Counter", 3)?;
                 sv.serialize_field("ctx", &EncCtx(&c.ctx))?;

@@ -7,7 +7,7 @@
 //! | `Entries` | whenever the peer lacks entries of an origin this replica holds | one origin's log entries in sequence order, each with the current states of the records it changed |
 //! | `Ack` | after `Entries`, and as the idle heartbeat | the sender's applied vector |
 //! | `Nack` | after an entry arrived out of order | resend `origin` from `next` |
-//! | `AeOffer` | the peer lacks entries this replica's log no longer holds | IBLT over record ids + applied vector |
+//! | `AeOffer` | the peer lacks entries this replica's log no longer holds | IBLT over record ids |
 //! | `AeWant` / `AeRetry` | answer to an offer | ids the receiver lacks / a larger table, please |
 //! | `AeRecords` / `AeAck` | answer to `AeWant`, flow-controlled | numbered chunks of records, applied in order; `done` ends the round and the receiver adopts the vector |
 //! | `Ping` / `Pong` | heartbeat | round-trip time |
@@ -70,12 +70,10 @@ pub enum Frame {
         next: u64,
     },
     /// Anti-entropy, from a replica whose log no longer holds what the peer lacks: a table over
-    /// the ids of all its records and the applied vector they reflect.
+    /// the ids of all its records (the applied vector they reflect comes with the last records).
     AeOffer {
         /// Round number, echoed in the answers.
         round: u64,
-        /// The offerer's applied vector when it summarised its records.
-        snapshot: Vec<(ReplicaId, u64)>,
         /// `Iblt::to_bytes` of the table.
         table: serde_bytes::ByteBuf,
     },

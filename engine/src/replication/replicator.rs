@@ -375,11 +375,7 @@ impl Replicator {
                 }
                 self.pump(peer, store, now_ms)
             }
-            Frame::AeOffer {
-                round,
-                snapshot,
-                table,
-            } => self.on_offer(peer, round, snapshot, &table, store, now_ms),
+            Frame::AeOffer { round, table } => self.on_offer(peer, round, &table, store, now_ms),
             Frame::AeWant { round, ids } => self.on_want(peer, round, &ids, store, now_ms),
             Frame::AeRetry { round, cells } => {
                 let matches = matches!(self.peers.get(&peer).and_then(|p| p.ae.as_ref()), Some(AntiEntropy::Offering { round: r, .. }) if *r == round);
@@ -645,7 +641,6 @@ impl Replicator {
         self.stats.antientropy_rounds += 1;
         let frame = Frame::AeOffer {
             round,
-            snapshot: vv_entries(&summary.applied),
             table: summary.table.to_bytes().into(),
         };
         let Some(p) = self.peers.get_mut(&peer) else {
@@ -670,7 +665,6 @@ impl Replicator {
         &mut self,
         peer: PeerId,
         round: u64,
-        snapshot: Vec<(ReplicaId, u64)>,
         table: &[u8],
         store: &S,
         now_ms: u64,
@@ -684,7 +678,6 @@ impl Replicator {
                 ))
             }
         };
-        let _ = snapshot;
         let mine = store
             .summarize(theirs.cell_count())
             .map_err(ReplicationError::Store)?;

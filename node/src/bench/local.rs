@@ -1,6 +1,7 @@
 //! `meridian bench local`: the engine's local write and read path against raw RocksDB doing the
 //! same job with the same options and the same WAL setting, 100-byte values.
 
+use super::prefixed_key;
 use super::report::{emit, header, Metric};
 use meridian::{Config, Durability, Engine};
 use rocksdb::{WriteOptions, DB};
@@ -25,16 +26,6 @@ pub struct Args {
 const VALUE_BYTES: usize = 100;
 const WRITERS: u64 = 4;
 const COUNTER_KEYS: u64 = 1_000;
-
-fn key(i: u64) -> [u8; 16] {
-    let mut k = *b"key-000000000000";
-    let mut n = i;
-    for slot in k[4..].iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-    k
-}
 
 fn value(i: u64) -> [u8; VALUE_BYTES] {
     let mut v = [b'v'; VALUE_BYTES];
@@ -206,4 +197,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         json,
     )?;
     Ok(())
+}
+
+/// This suite's keys.
+fn key(i: u64) -> [u8; 16] {
+    prefixed_key(b"key-", i)
 }

@@ -24,3 +24,15 @@ pub fn run(suite: Suite) -> anyhow::Result<()> {
         Suite::Sim(args) => replication_bytes::run(args),
     }
 }
+
+/// A 16-byte benchmark key: a 4-byte prefix and 12 decimal digits of `i`.
+pub(crate) fn prefixed_key(prefix: &[u8; 4], i: u64) -> [u8; 16] {
+    let mut k = [b'0'; 16];
+    k[..4].copy_from_slice(prefix);
+    let mut n = i;
+    for slot in k[4..].iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    k
+}

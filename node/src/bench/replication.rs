@@ -4,6 +4,7 @@
 //! the same run; then the lag of each
 //! write at half that load; CPU time per replicated record.
 
+use super::prefixed_key;
 use super::report::{emit, header, Metric};
 use crate::certs::{self, InitArgs};
 use hdrhistogram::Histogram;
@@ -30,16 +31,6 @@ pub struct Args {
 
 const CLUSTER: &str = "bench";
 const VALUE_BYTES: usize = 100;
-
-fn key(i: u64) -> [u8; 16] {
-    let mut k = *b"rep-000000000000";
-    let mut n = i;
-    for slot in k[4..].iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-    k
-}
 
 /// This process's user + system CPU time, from /proc (Linux).
 fn cpu_time() -> Option<Duration> {
@@ -287,4 +278,9 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
     ra.shutdown().await;
     rb.shutdown().await;
     Ok(())
+}
+
+/// This suite's keys.
+fn key(i: u64) -> [u8; 16] {
+    prefixed_key(b"rep-", i)
 }

@@ -45,17 +45,20 @@ impl Metric {
     }
 }
 
-/// Prints one metric as soon as it is measured.
+/// Prints one metric as soon as it is measured (a closed stdout is an error, not a panic).
 pub fn emit(m: &Metric, json: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
     if json {
-        println!("{}", serde_json::to_string(m)?);
+        writeln!(out, "{}", serde_json::to_string(m)?)?;
     } else {
         let reference = m.reference.map_or("-".to_string(), |r| format!("{r:.0}"));
         let ratio = m.ratio.map_or("-".to_string(), |r| format!("{r:.2}"));
-        println!(
+        writeln!(
+            out,
             "{:<8} {:<24} {:>14.1} {:<10} {:>14} {:>7}   target {}",
             m.suite, m.metric, m.value, m.unit, reference, ratio, m.target
-        );
+        )?;
     }
     Ok(())
 }
