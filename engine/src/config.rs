@@ -51,6 +51,9 @@ pub struct Config {
     /// Identity to give a replica created by this open (simulations, tests); `None` draws a
     /// random one. Opening an existing replica with a different id is refused.
     pub replica_id: Option<crate::ReplicaId>,
+    /// Memory for recently committed log entries and their record states, which replication
+    /// ships without reading them back from disk; 0 turns the cache off.
+    pub entry_cache_bytes: usize,
 }
 
 impl Default for Config {
@@ -62,6 +65,7 @@ impl Default for Config {
             clock_skew_ms_max: 5 * 60 * 1000,
             clock: Arc::new(SystemClock),
             replica_id: None,
+            entry_cache_bytes: 64 << 20,
         }
     }
 }
@@ -74,6 +78,7 @@ impl fmt::Debug for Config {
             .field("record_bytes_max", &self.record_bytes_max)
             .field("clock_skew_ms_max", &self.clock_skew_ms_max)
             .field("replica_id", &self.replica_id)
+            .field("entry_cache_bytes", &self.entry_cache_bytes)
             .finish_non_exhaustive()
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::batch::Batch;
 use crate::config::{Config, KEY_BYTES_MAX};
+use crate::entry_cache::EntryCache;
 use crate::error::{Error, Result};
 use crate::model::codec::{self, MAX_DEPTH};
 use crate::model::{
@@ -11,14 +12,14 @@ use crate::model::{
 use crate::read::{LwwValue, MapView, Read, ReadValue, Siblings};
 use crate::store::{keys, LogEntry, Store};
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Writers touching the same key serialise on one of this many locks.
-const STRIPES: usize = 256;
+/// Writers touching the same key serialise on one of this many locks (many: a batch of a
+/// hundred keys holds a hundred of them, and concurrent batches should rarely share one).
+const STRIPES: usize = 1 << 16;
 /// Widest read context accepted from a caller.
 const CONTEXT_WIDTH_MAX: usize = 4096;
 /// Every this many sequence numbers, the committed contiguous prefix is recorded, so that the
@@ -49,6 +50,8 @@ pub(crate) struct Inner {
     /// Serialises the application of remote log entries.
     pub(crate) apply_lock: Mutex<()>,
     pub(crate) clock: Mutex<HybridClock>,
+    /// Recent log entries with their record states, for replication to ship without reads.
+    pub(crate) recent: Mutex<EntryCache>,
     stripes: Box<[Mutex<()>]>,
     poisoned: AtomicBool,
     /// Called after every local commit (the runtime wakes its replicator with it).
@@ -127,6 +130,7 @@ impl Engine {
         let from = floors.get(replica).max(contiguous);
         let last = fill_sequence_gaps(&store, replica, from, config.durability)?;
         let clock = HybridClock::new(config.clock_skew_ms_max);
+        let recent = Mutex::new(EntryCache::new(config.entry_cache_bytes));
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
         tracing::debug!(replica = %replica, last_seq = last, path = %path.display(), "engine open");
         Ok(Engine {
@@ -143,6 +147,7 @@ impl Engine {
                 floors: Mutex::new(floors),
                 apply_lock: Mutex::new(()),
                 clock: Mutex::new(clock),
+                recent,
                 stripes,
                 poisoned: AtomicBool::new(false),
                 commit_hook: std::sync::OnceLock::new(),
@@ -313,10 +318,11 @@ impl Engine {
             Cow::Owned(d)
         };
         let _guards = self.lock_keys(&distinct);
-        let mut records = Vec::with_capacity(distinct.len());
-        for key in distinct.iter() {
-            records.push(self.load(key)?.unwrap_or_default());
-        }
+        let mut records: Vec<Record> = self
+            .load_many(&distinct)?
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
 
         let seq = inner.next_seq.fetch_add(1, Ordering::SeqCst);
         let dot = Dot::new(inner.replica, seq);
@@ -340,6 +346,9 @@ impl Engine {
         }
         wb.put_log(inner.replica, seq, &LogEntry::encode_keys(&distinct));
         self.commit(wb)?;
+        // Cached before the sequence becomes visible, so replication finds it here.
+        let states = distinct.iter().map(|k| k.to_vec()).zip(encoded).collect();
+        lock(&inner.recent).insert(inner.replica, seq, states);
         let checkpoint = lock(&inner.own).commit(seq);
         self.checkpoint_contiguous(checkpoint);
         if let Some(hook) = inner.commit_hook.get() {
@@ -495,6 +504,21 @@ impl Engine {
 
     // ---- reads -----------------------------------------------------------------------------
 
+    /// The decoded records of `keys` (sorted, distinct) in one batched lookup.
+    pub(crate) fn load_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Record>>> {
+        let stored = self.inner.store.get_records(keys)?;
+        keys.iter()
+            .zip(stored)
+            .map(|(key, bytes)| {
+                bytes
+                    .map(|b| {
+                        codec::decode_record(&b).map_err(|e| Error::from_codec("record", key, e))
+                    })
+                    .transpose()
+            })
+            .collect()
+    }
+
     pub(crate) fn load(&self, key: &[u8]) -> Result<Option<Record>> {
         match self.inner.store.get_record(key)? {
             None => Ok(None),
@@ -625,12 +649,11 @@ impl Engine {
         }
         let remote =
             codec::decode_record(state).map_err(|e| Error::from_codec("remote record", key, e))?;
-        let remote = BTreeMap::from([(key, remote)]);
         let _serial = lock(&inner.apply_lock);
         let _guard = self.lock_keys(&[key]);
         let seen = self.applied();
         let mut wb = inner.store.batch();
-        let changed = self.stage_joins(&remote, &seen, &mut wb, false, Some(max))?;
+        let changed = self.stage_joins(vec![(key, remote)], &seen, &mut wb, false, Some(max))?;
         if changed.is_empty() {
             return Ok(false);
         }

@@ -18,6 +18,7 @@
 mod batch;
 mod config;
 mod engine;
+mod entry_cache;
 mod error;
 pub mod model;
 mod read;

@@ -10,79 +10,107 @@ use crate::replication::iblt::Iblt;
 use crate::replication::{ApplyOutcome, Compaction, RecordState, ReplicaStore, StateSummary};
 use crate::store::{keys, AtomicWrite, LogEntry};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Decoded peer records, sorted by key, one per key.
+pub(crate) type RemoteRecords<'k> = Vec<(&'k [u8], Record)>;
 
 impl Engine {
     /// Decodes a peer's records (joining repeats of a key); `None` if any is invalid.
-    fn decode_remote<'a>(&self, records: &'a [RecordState]) -> Option<BTreeMap<&'a [u8], Record>> {
-        let mut remote: BTreeMap<&[u8], Record> = BTreeMap::new();
+    fn decode_remote<'a>(&self, records: &'a [RecordState]) -> Option<RemoteRecords<'a>> {
+        let mut remote = Vec::with_capacity(records.len());
         for (key, state) in records {
             if check_key(key).is_err() || state.len() > self.inner.config.record_bytes_max {
                 return None;
             }
             let record = codec::decode_record(state).ok()?;
-            remote.entry(key.as_slice()).or_default().join(&record);
+            remote.push((key.as_slice(), record));
         }
-        Some(remote)
+        Some(sort_joining(remote))
     }
 
-    /// Joins decoded peer records into the local ones, staging changes (and marks for new
-    /// tombstones) in `wb`; returns the keys whose record changed. The caller holds the keys'
-    /// stripes; `seen` is this replica's applied vector. A local record that does not decode is
-    /// replaced by the peer's state when `repair` is set, an error otherwise; `record_max`
-    /// refuses merges that would grow past it.
+    /// Joins decoded peer records (sorted by key, one per key) into the local ones, staging
+    /// changes (and marks for new tombstones) in `wb`; returns the keys whose record changed,
+    /// in order. The caller holds the keys' stripes; `seen` is this replica's applied vector.
+    /// A local record that does not decode is replaced by the peer's state when `repair` is
+    /// set, an error otherwise; `record_max` refuses merges that would grow past it.
     pub(crate) fn stage_joins<'k>(
         &self,
-        remote: &BTreeMap<&'k [u8], Record>,
+        remote: RemoteRecords<'k>,
         seen: &VersionVector,
         wb: &mut AtomicWrite<'_>,
         repair: bool,
         record_max: Option<usize>,
     ) -> Result<Vec<&'k [u8]>> {
         let inner = &*self.inner;
-        if let Some(marker) = remote.values().filter_map(max_marker).max() {
+        if let Some(marker) = remote.iter().filter_map(|(_, r)| max_marker(r)).max() {
             lock(&inner.clock).observe(marker, inner.config.clock.now_ms());
         }
         let mut changed = Vec::new();
-        for (key, theirs) in remote {
-            let stored = inner.store.get_record(key)?.map(|b| b.to_vec());
-            let mut local = match stored.as_deref().map(codec::decode_record) {
-                None => Record::default(),
-                Some(Ok(r)) => r,
+        let keys: Vec<&[u8]> = remote.iter().map(|(k, _)| *k).collect();
+        let stored_all = inner.store.get_records(&keys)?;
+        for ((key, theirs), stored) in remote.into_iter().zip(stored_all) {
+            let stored = stored.as_deref();
+            let local = match stored.map(codec::decode_record) {
+                None => None,
+                Some(Ok(r)) => Some(r),
                 Some(Err(e)) if repair => {
                     // Unreadable here anyway: the peer's state replaces it.
                     tracing::warn!(key = %crate::error::show(key), error = %e, "replacing a corrupt record with a peer's state");
-                    Record::default()
+                    None
                 }
                 Some(Err(e)) => return Err(Error::from_codec("record", key, e)),
             };
-            count_conflict(&local, theirs);
-            local.join_seen(theirs, seen);
-            let merged =
-                codec::encode_record(&local).map_err(|e| Error::from_codec("record", key, e))?;
-            if stored.as_deref() == Some(merged.as_slice()) {
+            let merged = match local {
+                Some(mut local) => {
+                    count_conflict(&local, &theirs);
+                    local.join_seen(&theirs, seen);
+                    local
+                }
+                None => theirs.joined_into_nothing(seen),
+            };
+            let bytes =
+                codec::encode_record(&merged).map_err(|e| Error::from_codec("record", key, e))?;
+            if stored == Some(bytes.as_slice()) {
                 continue;
             }
-            if let Some(max) = record_max.filter(|max| merged.len() > *max) {
+            if let Some(max) = record_max.filter(|max| bytes.len() > *max) {
                 return Err(Error::RecordTooLarge {
                     key: key.to_vec(),
-                    len: merged.len(),
+                    len: bytes.len(),
                     max,
                 });
             }
-            wb.put_record(key, &merged);
-            if local.is_bottom() {
+            wb.put_record(key, &bytes);
+            if merged.is_bottom() {
                 // A new tombstone (also by state transfer, without a log entry): compaction
                 // reclaims it once it is stable.
                 wb.put_meta(&keys::tombstone_key(key), &[]);
             }
-            changed.push(*key);
+            changed.push(key);
         }
         Ok(changed)
     }
 }
 
+/// Sorts records by key, joining those of the same key into one.
+fn sort_joining(mut records: RemoteRecords<'_>) -> RemoteRecords<'_> {
+    records.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out: RemoteRecords<'_> = Vec::with_capacity(records.len());
+    for (key, record) in records {
+        match out.last_mut() {
+            Some((last, joined)) if *last == key => joined.join(&record),
+            _ => out.push((key, record)),
+        }
+    }
+    out
+}
+
 /// Counts a merge of concurrent updates (neither side had seen all of the other's).
 fn count_conflict(local: &Record, remote: &Record) {
+    if local.values.is_empty() {
+        return; // nothing here yet: no conflict, and no contexts to build
+    }
     let (mine, theirs) = (local.context(), remote.context());
     if !mine.is_empty() && !mine.dominates(&theirs) && !theirs.dominates(&mine) {
         metrics::counter!("meridian_conflicts_merged_total").increment(1);
@@ -100,9 +128,12 @@ impl ReplicaStore for Engine {
         Engine::applied(self)
     }
 
-    fn read_entry(&self, origin: ReplicaId, seq: u64) -> Result<Option<Vec<RecordState>>> {
+    fn read_entry(&self, origin: ReplicaId, seq: u64) -> Result<Option<Arc<[RecordState]>>> {
         if seq <= lock(&self.inner.floors).get(origin) {
             return Ok(None);
+        }
+        if let Some(cached) = lock(&self.inner.recent).get(origin, seq) {
+            return Ok(Some(cached));
         }
         let store = &self.inner.store;
         let Some(bytes) = store.get_log(origin, seq)? else {
@@ -110,7 +141,7 @@ impl ReplicaStore for Engine {
         };
         let entry = LogEntry::decode(&bytes)
             .map_err(|e| Error::from_codec("log entry", &keys::log_key(origin, seq), e))?;
-        self.read_records(&entry.keys).map(Some)
+        self.read_records(&entry.keys).map(|r| Some(r.into()))
     }
 
     fn apply_entry(
@@ -137,7 +168,7 @@ impl ReplicaStore for Engine {
         let mut have = lock(&inner.applied).get(origin);
         // Decide each entry's fate and decode the ones to apply, before touching anything.
         let mut outcomes = Vec::with_capacity(entries.len());
-        let mut todo: Vec<(u64, BTreeMap<&[u8], Record>)> = Vec::new();
+        let mut todo: Vec<(u64, RemoteRecords<'_>)> = Vec::new();
         for (seq, records) in entries {
             if *seq <= have {
                 outcomes.push(ApplyOutcome::Duplicate);
@@ -161,31 +192,36 @@ impl ReplicaStore for Engine {
         // The frame's states joined together, then into the local records with the applied
         // vector as it stood before the frame (the same result as entry by entry: a state is
         // a lattice element, and dots of this frame are not in that vector), in one batch.
-        let mut remote: BTreeMap<&[u8], Record> = BTreeMap::new();
         let mut wb = inner.store.batch();
-        for (seq, records) in &todo {
-            for (key, theirs) in records {
-                remote.entry(*key).or_default().join(theirs);
-            }
-            let entry_keys: Vec<&[u8]> = records.keys().copied().collect();
-            wb.put_log(origin, *seq, &LogEntry::encode_keys(&entry_keys));
+        let mut entry_keys: Vec<Vec<&[u8]>> = Vec::with_capacity(todo.len());
+        let mut all = Vec::with_capacity(todo.iter().map(|(_, r)| r.len()).sum());
+        for (seq, records) in todo {
+            let keys: Vec<&[u8]> = records.iter().map(|(k, _)| *k).collect();
+            wb.put_log(origin, seq, &LogEntry::encode_keys(&keys));
+            entry_keys.push(keys);
+            all.extend(records);
         }
-        let keys: Vec<&[u8]> = remote.keys().copied().collect();
+        let remote = if entry_keys.len() == 1 {
+            all
+        } else {
+            sort_joining(all)
+        };
+        let keys: Vec<&[u8]> = remote.iter().map(|(k, _)| *k).collect();
         let _guards = self.lock_keys(&keys);
         let seen = self.applied();
-        let changed: BTreeSet<&[u8]> = self
-            .stage_joins(&remote, &seen, &mut wb, true, None)?
-            .into_iter()
-            .collect();
+        let changed = self.stage_joins(remote, &seen, &mut wb, true, None)?;
         wb.put_meta(&keys::applied_key(origin), &have.to_be_bytes());
         self.commit(wb)?;
         lock(&inner.applied).add(Dot::new(origin, have));
         // Report, per applied entry, how many of its records changed here.
-        let mut applied = todo.iter();
+        let mut applied = entry_keys.iter();
         for outcome in &mut outcomes {
             if let ApplyOutcome::Applied { changed: n } = outcome {
-                if let Some((_, remote)) = applied.next() {
-                    *n = remote.keys().filter(|k| changed.contains(*k)).count();
+                if let Some(keys) = applied.next() {
+                    *n = keys
+                        .iter()
+                        .filter(|k| changed.binary_search(k).is_ok())
+                        .count();
                 }
             }
         }
@@ -230,11 +266,11 @@ impl ReplicaStore for Engine {
             return Ok(ApplyOutcome::Invalid);
         };
         let _serial = lock(&self.inner.apply_lock);
-        let keys: Vec<&[u8]> = remote.keys().copied().collect();
+        let keys: Vec<&[u8]> = remote.iter().map(|(k, _)| *k).collect();
         let _guards = self.lock_keys(&keys);
         let seen = self.applied();
         let mut wb = self.inner.store.batch();
-        let changed = self.stage_joins(&remote, &seen, &mut wb, true, None)?.len();
+        let changed = self.stage_joins(remote, &seen, &mut wb, true, None)?.len();
         self.commit(wb)?;
         Ok(ApplyOutcome::Applied { changed })
     }

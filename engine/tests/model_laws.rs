@@ -1,10 +1,11 @@
 //! Property tests: every join is commutative, associative and idempotent; encoding round-trips
-//! and is canonical; a read-then-write never loses a concurrent sibling.
+//! and is canonical; a read-then-write never loses a concurrent sibling; the receiver's shortcut
+//! for a key it does not hold gives the same record as the full join.
 
 #![allow(clippy::unwrap_used)]
 
 use meridian::model::codec::{decode_record, encode_record};
-use meridian::model::{Dot, Hlc, Op, Record, ReplicaId, Stamp};
+use meridian::model::{Dot, Hlc, Op, Record, ReplicaId, Stamp, VersionVector};
 use meridian::Kind;
 use proptest::prelude::*;
 
@@ -174,6 +175,22 @@ proptest! {
             let back = decode_record(&enc).expect("decodes");
             prop_assert_eq!(&back, &r);
             prop_assert_eq!(bytes(&back), enc);
+        }
+    }
+
+    #[test]
+    fn joining_into_nothing_equals_the_full_join(
+        actions in prop::collection::vec(action(), 0..40),
+        seen in prop::collection::vec(0u64..12, REPLICAS),
+    ) {
+        let seen = VersionVector::from_entries(
+            seen.iter().enumerate().map(|(i, c)| (rid(i), *c)),
+        );
+        for r in run(&actions) {
+            let mut full = Record::default();
+            full.join_seen(&r, &seen);
+            prop_assert_eq!(bytes(&r.clone().joined_into_nothing(&seen)), bytes(&full));
+            prop_assert_eq!(bytes(&r.clone().joined_into_nothing(&VersionVector::new())), bytes(&r));
         }
     }
 

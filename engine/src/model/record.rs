@@ -58,6 +58,22 @@ impl Record {
         }
     }
 
+    /// `Record::default().join_seen(&self, seen)`: this record as joined into a replica that
+    /// holds nothing under the key. Without a copy when no dot present here is in `seen` (the
+    /// common case of a new key: the result is then `self`).
+    pub fn joined_into_nothing(self, seen: &VersionVector) -> Record {
+        let mut covered = false;
+        for v in self.values.values() {
+            v.for_each_dot(&mut |d| covered |= seen.contains(&d));
+        }
+        if !covered {
+            return self;
+        }
+        let mut out = Record::default();
+        out.join_seen(&self, seen);
+        out
+    }
+
     /// Forgets removal memory covered by `stable` (see `Causal::normalize`); equal records
     /// normalised with the same vector encode to equal bytes.
     pub fn normalize(&mut self, stable: &VersionVector) {

@@ -204,6 +204,17 @@ impl Value {
         }
     }
 
+    /// Calls `f` on every dot present, nested fields included.
+    pub fn for_each_dot(&self, f: &mut dyn FnMut(Dot)) {
+        match self {
+            Value::Register(c) => c.store.for_each_dot(f),
+            Value::Lww(c) => c.store.for_each_dot(f),
+            Value::Counter(c) => c.store.for_each_dot(f),
+            Value::Set(c) => c.store.for_each_dot(f),
+            Value::Map(m) => m.fields.values().for_each(|v| v.for_each_dot(f)),
+        }
+    }
+
     /// Nesting depth: 1 for a leaf, 1 + deepest field for a map.
     pub fn depth(&self) -> usize {
         match self {

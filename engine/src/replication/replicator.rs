@@ -10,7 +10,7 @@
 //! - bytes sent and not acknowledged per link stay under `inflight_bytes_max` (plus one frame);
 //! - a malformed or unexpected frame closes that link only.
 
-use super::frame::{vv_entries, Frame, FrameError, WireEntry};
+use super::frame::{encode_entries, vv_entries, Frame, FrameError, WireEntry};
 use super::iblt;
 use super::peer::{AntiEntropy, InFlight, LinkState, Peer};
 use super::seam::{ApplyOutcome, RecordState, ReplicaStore};
@@ -484,6 +484,12 @@ impl Replicator {
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
         let mut nack = None;
+        // The peer applied what it sends: never send those entries back to it.
+        if let (Some(last), Some(p)) = (entries.last(), self.peers.get_mut(&peer)) {
+            let mut has = VersionVector::new();
+            has.add(crate::model::Dot::new(origin, last.seq));
+            p.acknowledge(&has);
+        }
         let entries: Vec<(u64, Vec<RecordState>)> = entries
             .into_iter()
             .map(|e| {
@@ -537,21 +543,24 @@ impl Replicator {
             let Some(p) = self.peers.get_mut(&peer) else {
                 return Ok(());
             };
-            let Some(peer_replica) = p.replica() else {
+            if p.replica().is_none() {
                 return Ok(());
-            };
+            }
             let offering = matches!(p.ae, Some(AntiEntropy::Offering { .. }));
             if offering || p.inflight_bytes >= self.config.inflight_bytes_max {
                 return Ok(());
             }
-            // Origins the peer lacks that are due: our own at once, others after the relay delay.
+            // Origins the peer lacks that are due: our own at once, others after the relay
+            // delay. The peer's own writes count as relayed: it made them, and what it reports
+            // of them is only as fresh as its last `Ack` (sending them back at once would echo
+            // every write it streams to us).
             let mut due = Vec::new();
             for (o, s) in applied.iter() {
                 if s <= p.sent.get(o) {
                     p.relay_wait.remove(&o);
                     continue;
                 }
-                if o == self.me || o == peer_replica {
+                if o == self.me {
                     due.push(o);
                     continue;
                 }
@@ -591,13 +600,7 @@ impl Replicator {
                     + 10;
                 size += bytes;
                 flights.push(InFlight { origin, seq, bytes });
-                entries.push(WireEntry {
-                    seq,
-                    records: records
-                        .into_iter()
-                        .map(|(k, v)| (k.into(), v.into()))
-                        .collect(),
-                });
+                entries.push((seq, records));
                 seq += 1;
             }
             if entries.is_empty() {
@@ -613,8 +616,9 @@ impl Replicator {
                 );
                 return self.offer(peer, cells, store, now_ms);
             }
-            let frame = Frame::Entries { origin, entries };
-            let encoded = frame.encode();
+            let borrowed: Vec<(u64, &[RecordState])> =
+                entries.iter().map(|(seq, r)| (*seq, &r[..])).collect();
+            let encoded = encode_entries(origin, &borrowed);
             let p = self
                 .peers
                 .get_mut(&peer)

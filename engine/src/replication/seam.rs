@@ -4,6 +4,7 @@
 use super::iblt::Iblt;
 use crate::model::{ReplicaId, VersionVector};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// One record state shipped with a log entry: the key and its encoded record.
 pub type RecordState = (Vec<u8>, Vec<u8>);
@@ -63,13 +64,14 @@ pub trait ReplicaStore {
     /// (this replica's own entry is its contiguous committed sequence).
     fn applied(&self) -> VersionVector;
 
-    /// The records a log entry changed, in their current state; `None` when the entry is no
-    /// longer in the log (truncated) or was never applied here.
+    /// The records a log entry changed, in a state that includes the entry (the current one,
+    /// or the one the entry's commit left); `None` when the entry is no longer in the log
+    /// (truncated) or was never applied here.
     fn read_entry(
         &self,
         origin: ReplicaId,
         seq: u64,
-    ) -> Result<Option<Vec<RecordState>>, Self::Error>;
+    ) -> Result<Option<Arc<[RecordState]>>, Self::Error>;
 
     /// Merges the records of `origin`'s entry `seq`, logs the entry for relaying and advances
     /// the applied vector, atomically.

@@ -1,8 +1,13 @@
 //! `meridian bench replication`: two replicas over real QUIC with mutual TLS on loopback (two
-//! runtimes in this process). Throughput of records applied in the second region at saturation
-//! (the first writes batches of 100) against raw RocksDB batched writes of the same records in
-//! the same run; then the lag of each
-//! write at half that load; CPU time per replicated record.
+//! runtimes in this process), against raw RocksDB batched writes of the same records measured in
+//! the same run:
+//! - `replicated_writes`: records per second the second region applies at saturation (a backlog
+//!   written in the first region while the second was down, drained from the moment the link is
+//!   up), and `cpu_us_per_record` of both processes' work during it;
+//! - `write_and_replicate`: end to end, records written in the first region (two threads,
+//!   batches of 100) and applied in the second, per second;
+//! - `lag_p50_ms` / `lag_p99_ms`: each batch's time from commit in the first region to applied
+//!   in the second, at half the `replicated_writes` rate.
 
 use super::prefixed_key;
 use super::report::{emit, header, Metric};
@@ -118,68 +123,27 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
         Engine::open(dir.join(name), config)
     };
     let (a, b) = (open("a")?, open("b")?);
-    let ra = Runtime::start(
-        a.clone(),
-        runtime_config(dir, ("a", "us-east", addr_a), ("b", "eu-west", addr_b)),
-    )
-    .await?;
-    let rb = Runtime::start(
-        b.clone(),
-        runtime_config(dir, ("b", "eu-west", addr_b), ("a", "us-east", addr_a)),
-    )
-    .await?;
     let origin = a.replica_id();
+    let config_a = runtime_config(dir, ("a", "us-east", addr_a), ("b", "eu-west", addr_b));
+    let config_b = runtime_config(dir, ("b", "eu-west", addr_b), ("a", "us-east", addr_a));
+    header(args.json);
+
+    // Saturation: `n` records written at a while b is down, then b started; from the moment
+    // the link is up, b applies as fast as it can (a only ships what its log holds).
+    write_records(&a, 0, n, &value).await?;
+    let ra = Runtime::start(a.clone(), config_a).await?;
+    let cpu_before = cpu_time();
+    let rb = Runtime::start(b.clone(), config_b).await?;
     let linked = Instant::now();
     while !rb.status().peers.iter().any(|p| p.connected) {
         anyhow::ensure!(
             linked.elapsed() < Duration::from_secs(10),
             "the two replicas did not connect"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    header(args.json);
-
-    // Saturation: writers on two threads at a; time until b has applied everything.
-    let cpu_before = cpu_time();
-    let started = Instant::now();
-    let writer = {
-        let a = a.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            std::thread::scope(|s| {
-                let halves: Vec<_> = (0..2u64)
-                    .map(|w| {
-                        let a = &a;
-                        s.spawn(move || -> anyhow::Result<()> {
-                            // Batches of 100 so that the writer saturates replication, not
-                            // the other way round.
-                            let (from, to) = (w * n / 2, (w + 1) * n / 2);
-                            let mut i = from;
-                            while i < to {
-                                let batch = (i..(i + 100).min(to))
-                                    .fold(Batch::new(), |b, j| b.put(key(j), value));
-                                a.write(batch)?;
-                                i += 100;
-                            }
-                            Ok(())
-                        })
-                    })
-                    .collect();
-                for h in halves {
-                    h.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
-                }
-                Ok(())
-            })
-        })
-    };
-    writer.await??;
-    let last = a.last_seq();
-    while b.applied().get(origin) < last {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(300),
-            "replication stalled"
-        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    let started = Instant::now();
+    wait_applied(&b, origin, a.last_seq(), started).await?;
     let elapsed = started.elapsed();
     let cpu = match (cpu_before, cpu_time()) {
         (Some(x), Some(y)) => y.saturating_sub(x),
@@ -194,6 +158,35 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
             "records/s",
             reference,
             ">= 0.5",
+        ),
+        args.json,
+    )?;
+    emit(
+        &Metric {
+            suite: "replication",
+            metric: "cpu_us_per_record",
+            value: cpu.as_micros() as f64 / n as f64,
+            unit: "us",
+            reference: None,
+            ratio: None,
+            target: "-",
+        },
+        args.json,
+    )?;
+
+    // End to end: the same number of new records written at a (two writer threads, batches of
+    // 100) while b replicates them live; rate until b has applied the last one.
+    let started = Instant::now();
+    write_records(&a, n, 2 * n, &value).await?;
+    wait_applied(&b, origin, a.last_seq(), started).await?;
+    emit(
+        &Metric::with_reference(
+            "replication",
+            "write_and_replicate",
+            n as f64 / started.elapsed().as_secs_f64(),
+            "records/s",
+            reference,
+            "-",
         ),
         args.json,
     )?;
@@ -239,7 +232,7 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait);
                 }
-                let first = n + i * 100;
+                let first = 2 * n + i * 100;
                 let batch = (first..first + 100).fold(Batch::new(), |b, j| b.put(key(j), value));
                 let token = a.write(batch)?;
                 let _ = tx.send((token.get(a.replica_id()), Instant::now()));
@@ -263,20 +256,57 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
     };
     emit(&lag("lag_p50_ms", ms(0.5), "-"), args.json)?;
     emit(&lag("lag_p99_ms", ms(0.99), "<= 5"), args.json)?;
-    emit(
-        &Metric {
-            suite: "replication",
-            metric: "cpu_us_per_record",
-            value: cpu.as_micros() as f64 / n as f64,
-            unit: "us",
-            reference: None,
-            ratio: None,
-            target: "-",
-        },
-        args.json,
-    )?;
     ra.shutdown().await;
     rb.shutdown().await;
+    Ok(())
+}
+
+/// Writes records `from..to` at `engine` from two threads, in batches of 100.
+async fn write_records(engine: &Engine, from: u64, to: u64, value: &[u8]) -> anyhow::Result<()> {
+    let engine = engine.clone();
+    let value = value.to_vec();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        std::thread::scope(|s| {
+            let mid = from + (to - from) / 2;
+            let halves: Vec<_> = [(from, mid), (mid, to)]
+                .into_iter()
+                .map(|(lo, hi)| {
+                    let (engine, value) = (&engine, &value);
+                    s.spawn(move || -> anyhow::Result<()> {
+                        let mut i = lo;
+                        while i < hi {
+                            let batch = (i..(i + 100).min(hi))
+                                .fold(Batch::new(), |b, j| b.put(key(j), value.as_slice()));
+                            engine.write(batch)?;
+                            i += 100;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in halves {
+                h.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+            }
+            Ok(())
+        })
+    })
+    .await?
+}
+
+/// Waits until `engine` has applied `origin`'s writes up to `last`.
+async fn wait_applied(
+    engine: &Engine,
+    origin: meridian::ReplicaId,
+    last: u64,
+    started: Instant,
+) -> anyhow::Result<()> {
+    while engine.applied().get(origin) < last {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "replication stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     Ok(())
 }
 
