@@ -65,8 +65,8 @@ pub struct Peer {
     pub inflight_bytes: usize,
     /// Last time an acknowledgement released something (or the link became ready).
     pub last_progress_ms: u64,
-    /// Last time anything was sent.
-    pub last_sent_ms: u64,
+    /// Last time this replica told the peer its applied vector (`Hello` or `Ack`).
+    pub last_ack_ms: u64,
     /// Last measured round trip, if any.
     pub rtt_ms: Option<u64>,
     /// Origin served last, for round-robin fairness.
@@ -88,7 +88,7 @@ impl Peer {
             inflight: VecDeque::new(),
             inflight_bytes: 0,
             last_progress_ms: now_ms,
-            last_sent_ms: now_ms,
+            last_ack_ms: now_ms,
             rtt_ms: None,
             last_origin: None,
             ae: None,

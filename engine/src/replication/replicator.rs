@@ -278,11 +278,10 @@ impl Replicator {
                 p.last_progress_ms = now_ms;
                 self.stats.retransmits += 1;
             }
-            if now_ms.saturating_sub(p.last_sent_ms) >= self.config.heartbeat_ms {
-                let ack = Frame::Ack {
-                    applied: vv_entries(&store.applied()),
-                };
-                self.send(id, &ack, now_ms);
+            // Heartbeat: other traffic (a `Pong`, entries) does not tell the peer what this
+            // replica has applied, which its stability and relaying depend on.
+            if now_ms.saturating_sub(p.last_ack_ms) >= self.config.heartbeat_ms {
+                self.send_ack(id, store, now_ms);
                 self.send(id, &Frame::Ping { sent_ms: now_ms }, now_ms);
             }
             self.pump(id, store, now_ms)?;
@@ -432,10 +431,7 @@ impl Replicator {
                     if let Some(p) = self.peers.get_mut(&peer) {
                         p.ae = None;
                     }
-                    let ack = Frame::Ack {
-                        applied: vv_entries(&store.applied()),
-                    };
-                    self.send(peer, &ack, now_ms);
+                    self.send_ack(peer, store, now_ms);
                 }
                 Ok(())
             }
@@ -484,11 +480,15 @@ impl Replicator {
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
         let mut nack = None;
-        // The peer applied what it sends: never send those entries back to it.
+        // The peer applied what it sends: never send those entries back to it, and count
+        // them as applied there for stability.
         if let (Some(last), Some(p)) = (entries.last(), self.peers.get_mut(&peer)) {
             let mut has = VersionVector::new();
             has.add(crate::model::Dot::new(origin, last.seq));
             p.acknowledge(&has);
+            if let Some(r) = p.replica() {
+                self.known.entry(r).or_default().join(&has);
+            }
         }
         let entries: Vec<(u64, Vec<RecordState>)> = entries
             .into_iter()
@@ -524,10 +524,7 @@ impl Replicator {
         if let Some(next) = nack {
             self.send(peer, &Frame::Nack { origin, next }, now_ms);
         }
-        let ack = Frame::Ack {
-            applied: vv_entries(&store.applied()),
-        };
-        self.send(peer, &ack, now_ms);
+        self.send_ack(peer, store, now_ms);
         Ok(())
     }
 
@@ -815,14 +812,22 @@ impl Replicator {
         self.send(peer, &hello, now_ms);
     }
 
+    /// Tells the peer this replica's applied vector.
+    fn send_ack(&mut self, peer: PeerId, store: &impl ReplicaStore, now_ms: u64) {
+        let ack = Frame::Ack {
+            applied: vv_entries(&store.applied()),
+        };
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.last_ack_ms = now_ms;
+        }
+        self.send(peer, &ack, now_ms);
+    }
+
     fn send(&mut self, peer: PeerId, frame: &Frame, now_ms: u64) {
         self.send_bytes(peer, frame.encode(), now_ms);
     }
 
-    fn send_bytes(&mut self, peer: PeerId, frame: Vec<u8>, now_ms: u64) {
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.last_sent_ms = now_ms;
-        }
+    fn send_bytes(&mut self, peer: PeerId, frame: Vec<u8>, _now_ms: u64) {
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += frame.len() as u64;
         self.out.push_back(Output::Send { peer, frame });
