@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Writers touching the same key serialise on one of this many locks (many: a batch of a
 /// hundred keys holds a hundred of them, and concurrent batches should rarely share one).
@@ -50,6 +50,9 @@ pub(crate) struct Inner {
     /// Serialises the application of remote log entries.
     pub(crate) apply_lock: Mutex<()>,
     pub(crate) clock: Mutex<HybridClock>,
+    /// Bumped (and waiters woken) whenever the applied vector advances.
+    applied_generation: Mutex<u64>,
+    applied_changed: Condvar,
     /// Recent log entries with their record states, for replication to ship without reads.
     pub(crate) recent: Mutex<EntryCache>,
     stripes: Box<[Mutex<()>]>,
@@ -148,6 +151,8 @@ impl Engine {
                 apply_lock: Mutex::new(()),
                 clock: Mutex::new(clock),
                 recent,
+                applied_generation: Mutex::new(0),
+                applied_changed: Condvar::new(),
                 stripes,
                 poisoned: AtomicBool::new(false),
                 commit_hook: std::sync::OnceLock::new(),
@@ -350,6 +355,7 @@ impl Engine {
         let states = distinct.iter().map(|k| k.to_vec()).zip(encoded).collect();
         lock(&inner.recent).insert(inner.replica, seq, states);
         let checkpoint = lock(&inner.own).commit(seq);
+        self.applied_advanced();
         self.checkpoint_contiguous(checkpoint);
         if let Some(hook) = inner.commit_hook.get() {
             hook();
@@ -406,6 +412,7 @@ impl Engine {
         wb.put_log(self.inner.replica, seq, &LogEntry::default().encode());
         self.commit(wb)?;
         let checkpoint = lock(&self.inner.own).commit(seq);
+        self.applied_advanced();
         self.checkpoint_contiguous(checkpoint);
         Ok(())
     }
@@ -433,6 +440,33 @@ impl Engine {
     /// Whether every write named by `token` is visible in this replica.
     pub fn covers(&self, token: &CausalToken) -> bool {
         token.is_covered_by(&self.applied())
+    }
+
+    /// Waits until every write named by `token` is visible here (local commits and
+    /// replication wake the wait), or `timeout` passes; returns whether it is visible.
+    pub fn wait_covers(&self, token: &CausalToken, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut generation = lock(&self.inner.applied_generation);
+        loop {
+            // Checked with the generation lock held: an advance after this check bumps the
+            // generation under the same lock, so its wake-up cannot be missed.
+            if self.covers(token) {
+                return true;
+            }
+            let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
+                return false;
+            };
+            generation = match self.inner.applied_changed.wait_timeout(generation, left) {
+                Ok((g, _)) => g,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    /// Wakes `wait_covers` callers after the applied vector advanced.
+    pub(crate) fn applied_advanced(&self) {
+        *lock(&self.inner.applied_generation) += 1;
+        self.inner.applied_changed.notify_all();
     }
 
     pub(crate) fn commit(&self, wb: crate::store::AtomicWrite<'_>) -> Result<()> {

@@ -7,7 +7,9 @@ use crate::engine::{check_key, lock, max_marker, Engine};
 use crate::error::{Error, Result};
 use crate::model::{codec, digest, Dot, Record, ReplicaId, VersionVector};
 use crate::replication::iblt::Iblt;
-use crate::replication::{ApplyOutcome, Compaction, RecordState, ReplicaStore, StateSummary};
+use crate::replication::{
+    ApplyOutcome, Compaction, DecodedEntry, RecordState, ReplicaStore, StateSummary,
+};
 use crate::store::{keys, AtomicWrite, LogEntry};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -144,20 +146,14 @@ impl ReplicaStore for Engine {
         self.read_records(&entry.keys).map(|r| Some(r.into()))
     }
 
-    fn apply_entry(
-        &self,
-        origin: ReplicaId,
-        seq: u64,
-        records: &[RecordState],
-    ) -> Result<ApplyOutcome> {
-        let outcomes = self.apply_entries(origin, &[(seq, records.to_vec())])?;
-        Ok(outcomes.first().copied().unwrap_or(ApplyOutcome::Duplicate))
+    fn record_bytes_max(&self) -> usize {
+        self.inner.config.record_bytes_max
     }
 
     fn apply_entries(
         &self,
         origin: ReplicaId,
-        entries: &[(u64, Vec<RecordState>)],
+        entries: Vec<DecodedEntry>,
     ) -> Result<Vec<ApplyOutcome>> {
         let inner = &*self.inner;
         self.check_writable()?;
@@ -166,43 +162,42 @@ impl ReplicaStore for Engine {
         }
         let _serial = lock(&inner.apply_lock);
         let mut have = lock(&inner.applied).get(origin);
-        // Decide each entry's fate and decode the ones to apply, before touching anything.
+        // Decide each entry's fate before touching anything. Keys and records are kept apart
+        // so that the log entries can borrow the keys while the records move into the join.
         let mut outcomes = Vec::with_capacity(entries.len());
-        let mut todo: Vec<(u64, RemoteRecords<'_>)> = Vec::new();
-        for (seq, records) in entries {
-            if *seq <= have {
+        let mut entry_keys: Vec<(u64, Vec<Vec<u8>>)> = Vec::new();
+        let mut entry_records: Vec<Vec<Record>> = Vec::new();
+        for entry in entries {
+            if entry.seq <= have {
                 outcomes.push(ApplyOutcome::Duplicate);
                 continue;
             }
-            if *seq != have + 1 {
+            if entry.seq != have + 1 {
                 outcomes.push(ApplyOutcome::Gap { expected: have + 1 });
                 break;
             }
-            let Some(remote) = self.decode_remote(records) else {
-                outcomes.push(ApplyOutcome::Invalid);
-                break;
-            };
-            todo.push((*seq, remote));
+            let (keys, records): (Vec<Vec<u8>>, Vec<Record>) = entry.records.into_iter().unzip();
+            entry_keys.push((entry.seq, keys));
+            entry_records.push(records);
             outcomes.push(ApplyOutcome::Applied { changed: 0 });
-            have = *seq;
+            have = entry.seq;
         }
-        if todo.is_empty() {
+        if entry_keys.is_empty() {
             return Ok(outcomes);
         }
         // The frame's states joined together, then into the local records with the applied
         // vector as it stood before the frame (the same result as entry by entry: a state is
         // a lattice element, and dots of this frame are not in that vector), in one batch.
         let mut wb = inner.store.batch();
-        let mut entry_keys: Vec<Vec<&[u8]>> = Vec::with_capacity(todo.len());
-        let mut all = Vec::with_capacity(todo.iter().map(|(_, r)| r.len()).sum());
-        for (seq, records) in todo {
-            let keys: Vec<&[u8]> = records.iter().map(|(k, _)| *k).collect();
-            wb.put_log(origin, seq, &LogEntry::encode_keys(&keys));
-            entry_keys.push(keys);
-            all.extend(records);
+        let mut all: RemoteRecords<'_> =
+            Vec::with_capacity(entry_records.iter().map(Vec::len).sum());
+        for ((seq, keys), records) in entry_keys.iter().zip(entry_records) {
+            let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            wb.put_log(origin, *seq, &LogEntry::encode_keys(&keys));
+            all.extend(keys.into_iter().zip(records));
         }
         let remote = if entry_keys.len() == 1 {
-            all
+            all // one entry's records are sorted and distinct already
         } else {
             sort_joining(all)
         };
@@ -213,15 +208,20 @@ impl ReplicaStore for Engine {
         wb.put_meta(&keys::applied_key(origin), &have.to_be_bytes());
         self.commit(wb)?;
         lock(&inner.applied).add(Dot::new(origin, have));
+        self.applied_advanced();
         // Report, per applied entry, how many of its records changed here.
+        let everything = changed.len() == keys.len();
         let mut applied = entry_keys.iter();
         for outcome in &mut outcomes {
             if let ApplyOutcome::Applied { changed: n } = outcome {
-                if let Some(keys) = applied.next() {
-                    *n = keys
-                        .iter()
-                        .filter(|k| changed.binary_search(k).is_ok())
-                        .count();
+                if let Some((_, keys)) = applied.next() {
+                    *n = if everything {
+                        keys.len()
+                    } else {
+                        keys.iter()
+                            .filter(|k| changed.binary_search(&k.as_slice()).is_ok())
+                            .count()
+                    };
                 }
             }
         }
@@ -295,6 +295,7 @@ impl ReplicaStore for Engine {
         }
         self.commit(wb)?;
         *lock(&inner.applied) = applied;
+        self.applied_advanced();
         *lock(&inner.floors) = floors;
         Ok(())
     }

@@ -89,6 +89,19 @@ fn two_embedded_engines_replicate_by_themselves() {
     }
     let token = nodes[0].0.set_add(b"cart", &[b"book"]).unwrap();
     nodes[1].0.set_add(b"cart", &[b"pen"]).unwrap();
+    // Replication wakes a reader waiting for the token at the other region.
+    assert!(
+        nodes[1].0.wait_covers(&token, Duration::from_secs(20)),
+        "the write did not become visible in the other region"
+    );
+    // A token of a write that never happened times out.
+    let mut unseen = token.clone();
+    unseen
+        .0
+        .add(meridian::Dot::new(nodes[0].0.replica_id(), 1_000_000));
+    let waited = Instant::now();
+    assert!(!nodes[1].0.wait_covers(&unseen, Duration::from_millis(100)));
+    assert!(waited.elapsed() >= Duration::from_millis(100));
     let start = Instant::now();
     while !(nodes[1].0.covers(&token)
         && nodes[0]

@@ -4,15 +4,18 @@
 //! link closes out) over the storage seam `ReplicaStore`. Log entries name the keys a write
 //! changed; a sender ships the keys' *current* states, so applying is a lattice join that
 //! tolerates duplicates and needs no causal delivery. See `frame.rs` for the frames and
-//! `replicator.rs` for the invariants.
+//! `replicator.rs` for the invariants; `inbound.rs` decodes frames and their records, which a
+//! driver may do on another thread than the one applying them.
 
 mod frame;
 pub mod iblt;
+mod inbound;
 mod peer;
 mod replicator;
 mod seam;
 
 pub use frame::{Frame, FrameError, WireEntry, FRAME_BYTES_MAX, PROTOCOL_VERSION};
+pub use inbound::{decode_records, DecodedEntry, Inbound};
 pub use peer::{LinkState, Peer};
 pub use replicator::{Output, PeerId, ReplicationConfig, ReplicationError, Replicator, Stats};
 pub use seam::{ApplyOutcome, Compaction, RecordState, ReplicaStore, StateSummary};

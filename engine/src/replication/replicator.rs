@@ -10,8 +10,9 @@
 //! - bytes sent and not acknowledged per link stay under `inflight_bytes_max` (plus one frame);
 //! - a malformed or unexpected frame closes that link only.
 
-use super::frame::{encode_entries, vv_entries, Frame, FrameError, WireEntry};
+use super::frame::{encode_entries, vv_entries, Frame, FrameError};
 use super::iblt;
+use super::inbound::{DecodedEntry, Inbound};
 use super::peer::{AntiEntropy, InFlight, LinkState, Peer};
 use super::seam::{ApplyOutcome, RecordState, ReplicaStore};
 use crate::model::{ReplicaId, VersionVector};
@@ -300,14 +301,37 @@ impl Replicator {
         if !self.peers.contains_key(&peer) {
             return Ok(()); // a late frame on a link that is gone
         }
-        let frame = match Frame::decode(bytes) {
-            Ok(f) => f,
-            Err(error) => return Err(self.refuse(peer, error)),
-        };
+        match Inbound::decode(bytes, store.record_bytes_max()) {
+            Ok(inbound) => self.handle_inbound(peer, inbound, store, now_ms),
+            Err(error) => Err(self.refuse(peer, error)),
+        }
+    }
+
+    /// A frame arrived on a link, already decoded by `Inbound::decode` (drivers do that on
+    /// their I/O threads).
+    pub fn handle_inbound<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        inbound: Inbound,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        if !self.peers.contains_key(&peer) {
+            return Ok(()); // a late frame on a link that is gone
+        }
         let ready = matches!(
             self.peers.get(&peer).map(|p| &p.state),
             Some(LinkState::Ready { .. })
         );
+        let frame = match inbound {
+            // Before the handshake (its hello was lost or overtaken): drop it; the sender
+            // resends after the handshake completes.
+            Inbound::Entries { .. } if !ready => return Ok(()),
+            Inbound::Entries { origin, entries } => {
+                return self.on_entries(peer, origin, entries, store, now_ms)
+            }
+            Inbound::Other(frame) => frame,
+        };
         match frame {
             Frame::Hello {
                 cluster,
@@ -353,8 +377,11 @@ impl Replicator {
             // Before the handshake (its hello was lost or overtaken): drop it; the sender resends
             // after the handshake completes.
             _ if !ready => Ok(()),
-            Frame::Entries { origin, entries } => {
-                self.on_entries(peer, origin, entries, store, now_ms)
+            entries @ Frame::Entries { .. } => {
+                match Inbound::from_frame(entries, store.record_bytes_max()) {
+                    Ok(inbound) => self.handle_inbound(peer, inbound, store, now_ms),
+                    Err(error) => Err(self.refuse(peer, error)),
+                }
             }
             Frame::Ack { applied } => {
                 let applied = VersionVector::from_entries(applied);
@@ -475,7 +502,7 @@ impl Replicator {
         &mut self,
         peer: PeerId,
         origin: ReplicaId,
-        entries: Vec<WireEntry>,
+        entries: Vec<DecodedEntry>,
         store: &S,
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
@@ -490,22 +517,11 @@ impl Replicator {
                 self.known.entry(r).or_default().join(&has);
             }
         }
-        let entries: Vec<(u64, Vec<RecordState>)> = entries
-            .into_iter()
-            .map(|e| {
-                (
-                    e.seq,
-                    e.records
-                        .into_iter()
-                        .map(|(k, v)| (k.into_vec(), v.into_vec()))
-                        .collect(),
-                )
-            })
-            .collect();
+        let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
         let outcomes = store
-            .apply_entries(origin, &entries)
+            .apply_entries(origin, entries)
             .map_err(ReplicationError::Store)?;
-        for (outcome, (seq, _)) in outcomes.into_iter().zip(&entries) {
+        for (outcome, seq) in outcomes.into_iter().zip(seqs) {
             match outcome {
                 ApplyOutcome::Applied { .. } => self.stats.entries_applied += 1,
                 ApplyOutcome::Duplicate => self.stats.duplicates += 1,

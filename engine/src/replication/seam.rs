@@ -2,6 +2,7 @@
 //! core never touches RocksDB, sockets or clocks itself.
 
 use super::iblt::Iblt;
+use super::inbound::{decode_records, DecodedEntry};
 use crate::model::{ReplicaId, VersionVector};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -73,31 +74,32 @@ pub trait ReplicaStore {
         seq: u64,
     ) -> Result<Option<Arc<[RecordState]>>, Self::Error>;
 
-    /// Merges the records of `origin`'s entry `seq`, logs the entry for relaying and advances
-    /// the applied vector, atomically.
+    /// Largest encoded record accepted from a peer.
+    fn record_bytes_max(&self) -> usize;
+
+    /// Applies consecutive entries of one origin (records already decoded), stopping at the
+    /// first that is not applied: each applied entry's records joined, the entry logged for
+    /// relaying and the applied vector advanced, atomically. Returns one outcome per entry
+    /// handled.
+    fn apply_entries(
+        &self,
+        origin: ReplicaId,
+        entries: Vec<DecodedEntry>,
+    ) -> Result<Vec<ApplyOutcome>, Self::Error>;
+
+    /// `apply_entries` for one entry given as encoded record states (`Invalid` if any does
+    /// not check or decode).
     fn apply_entry(
         &self,
         origin: ReplicaId,
         seq: u64,
         records: &[RecordState],
-    ) -> Result<ApplyOutcome, Self::Error>;
-
-    /// Applies consecutive entries of one origin, stopping at the first that is not applied;
-    /// returns one outcome per entry handled. Stores may do it in one atomic write.
-    fn apply_entries(
-        &self,
-        origin: ReplicaId,
-        entries: &[(u64, Vec<RecordState>)],
-    ) -> Result<Vec<ApplyOutcome>, Self::Error> {
-        let mut out = Vec::with_capacity(entries.len());
-        for (seq, records) in entries {
-            let outcome = self.apply_entry(origin, *seq, records)?;
-            out.push(outcome);
-            if matches!(outcome, ApplyOutcome::Invalid | ApplyOutcome::Gap { .. }) {
-                break;
-            }
-        }
-        Ok(out)
+    ) -> Result<ApplyOutcome, Self::Error> {
+        let Ok(records) = decode_records(records.iter().cloned(), self.record_bytes_max()) else {
+            return Ok(ApplyOutcome::Invalid);
+        };
+        let outcomes = self.apply_entries(origin, vec![DecodedEntry { seq, records }])?;
+        Ok(outcomes.first().copied().unwrap_or(ApplyOutcome::Duplicate))
     }
 
     /// Per origin, the log floor: entries at or below it are not in this replica's log.

@@ -4,7 +4,7 @@
 //! slow peer never stalls the others.
 
 use super::client_proto::{NodeStatus, PeerStatus};
-use crate::replication::{Output, PeerId, ReplicationError, Replicator};
+use crate::replication::{Inbound, Output, PeerId, ReplicationError, Replicator};
 use crate::Engine;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,8 +26,14 @@ pub(crate) enum Event {
     },
     /// The link is gone.
     Down { peer: PeerId },
-    /// A frame arrived.
-    Frame { peer: PeerId, bytes: Vec<u8> },
+    /// A frame arrived (`len` bytes), decoded by the link; `permit` holds its share of the
+    /// link's inbound budget until it is handled.
+    Frame {
+        peer: PeerId,
+        len: usize,
+        inbound: Inbound,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    },
     /// Time to tick.
     Tick,
     /// Local writes committed.
@@ -54,7 +60,8 @@ pub(crate) fn run(
     let now = || start.elapsed().as_millis() as u64;
     let mut links: BTreeMap<PeerId, Link> = BTreeMap::new();
     let mut write_times: VecDeque<(u64, Instant)> = VecDeque::new();
-    while let Some(event) = events.blocking_recv() {
+    let mut held = None;
+    while let Some(event) = next_event(&mut events, &mut held) {
         let result = match event {
             Event::Up {
                 peer,
@@ -74,10 +81,17 @@ pub(crate) fn run(
                 repl.disconnected(peer);
                 Ok(())
             }
-            Event::Frame { peer, bytes } => {
+            Event::Frame {
+                peer,
+                len,
+                inbound,
+                permit,
+            } => {
                 metrics::counter!("meridian_replication_bytes_received_total")
-                    .increment(bytes.len() as u64);
-                repl.handle(peer, &bytes, &engine, now())
+                    .increment(len as u64);
+                let handled = repl.handle_inbound(peer, inbound, &engine, now());
+                drop(permit);
+                handled
             }
             Event::Tick => {
                 let r = repl.tick(&engine, now());
@@ -143,6 +157,60 @@ pub(crate) fn run(
             }
         }
     }
+}
+
+/// Most queued entries frames merged into one application.
+const MERGE_FRAMES_MAX: usize = 64;
+
+/// The next event. Entries frames of one origin from one peer that are already queued behind
+/// each other come merged into one: applied in one write and acknowledged once, which is what
+/// keeps a busy replica from falling further behind.
+fn next_event(events: &mut mpsc::Receiver<Event>, held: &mut Option<Event>) -> Option<Event> {
+    let first = match held.take() {
+        Some(event) => event,
+        None => events.blocking_recv()?,
+    };
+    let Event::Frame {
+        peer,
+        mut len,
+        inbound: Inbound::Entries {
+            origin,
+            mut entries,
+        },
+        mut permit,
+    } = first
+    else {
+        return Some(first);
+    };
+    for _ in 1..MERGE_FRAMES_MAX {
+        match events.try_recv() {
+            Ok(Event::Frame {
+                peer: p,
+                len: l,
+                inbound:
+                    Inbound::Entries {
+                        origin: o,
+                        entries: more,
+                    },
+                permit: more_permit,
+            }) if p == peer && o == origin => {
+                entries.extend(more);
+                len += l;
+                permit.merge(more_permit);
+            }
+            Ok(other) => {
+                *held = Some(other);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    Some(Event::Frame {
+        peer,
+        len,
+        inbound: Inbound::Entries { origin, entries },
+        permit,
+    })
 }
 
 fn publish(

@@ -6,7 +6,7 @@ use super::framing::{read_frame, write_frame};
 use super::service::Service;
 use super::tls::{self, alpn, cert_names, peer_leaf, ALPN_CLIENT, ALPN_REPLICATION};
 use super::PeerSpec;
-use crate::replication::{PeerId, FRAME_BYTES_MAX};
+use crate::replication::{Inbound, PeerId, FRAME_BYTES_MAX};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,10 @@ use tokio::sync::{mpsc, watch};
 
 /// Frames queued for one peer before new ones are dropped.
 const LINK_QUEUE_FRAMES: usize = 256;
+/// Bytes of one link's received frames waiting for the replicator; the link reads no more
+/// until they are applied (QUIC flow control then holds the peer back).
+const LINK_INBOUND_BYTES: usize = 64 << 20;
+const _: () = assert!(LINK_INBOUND_BYTES >= FRAME_BYTES_MAX);
 const BACKOFF_MS_MIN: u64 = 100;
 const BACKOFF_MS_MAX: u64 = 5_000;
 
@@ -22,6 +26,8 @@ pub(crate) struct LinkCtx {
     pub cluster: String,
     pub peers: Vec<PeerSpec>,
     pub events: mpsc::Sender<Event>,
+    /// Largest record accepted in a peer's frame.
+    pub record_bytes_max: usize,
     pub next_peer: AtomicU32,
     pub dial: quinn::ClientConfig,
     pub service: Arc<Service>,
@@ -147,6 +153,7 @@ async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
         "closed by the replicator".to_string()
     };
     let events = ctx.events.clone();
+    let budget = Arc::new(tokio::sync::Semaphore::new(LINK_INBOUND_BYTES));
     let reader = async {
         let mut recv = match conn.accept_uni().await {
             Ok(r) => r,
@@ -155,7 +162,28 @@ async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
         loop {
             match read_frame(&mut recv, FRAME_BYTES_MAX).await {
                 Ok(Some(bytes)) => {
-                    if events.send(Event::Frame { peer: id, bytes }).await.is_err() {
+                    // Frames are at most FRAME_BYTES_MAX, below the budget: this waits only
+                    // for earlier frames to be applied.
+                    let want = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                    let Ok(permit) = budget.clone().acquire_many_owned(want).await else {
+                        return "replicator gone".into();
+                    };
+                    // Decoded here, on the I/O threads: the replicator thread only applies.
+                    let inbound = match Inbound::decode(&bytes, ctx.record_bytes_max) {
+                        Ok(inbound) => inbound,
+                        Err(e) => {
+                            metrics::counter!("meridian_replication_peer_errors_total")
+                                .increment(1);
+                            return format!("bad frame: {e}");
+                        }
+                    };
+                    let frame = Event::Frame {
+                        peer: id,
+                        len: bytes.len(),
+                        inbound,
+                        permit,
+                    };
+                    if events.send(frame).await.is_err() {
                         return "replicator gone".into();
                     }
                 }

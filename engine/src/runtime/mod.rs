@@ -26,6 +26,25 @@ use tokio::sync::{mpsc, watch};
 
 pub use tls::TlsFiles;
 
+/// Socket buffer asked for (the kernel caps it at `net.core.rmem_max` / `wmem_max`). The
+/// default (about 200 KiB) overflows when the receiving threads are briefly descheduled while
+/// a peer streams, and every datagram dropped there costs QUIC a loss recovery.
+const UDP_BUFFER_BYTES: usize = 8 << 20;
+
+/// The endpoint's UDP socket, bound to `addr`, with large kernel buffers.
+fn udp_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    // Best effort: a smaller buffer than asked for still works.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 /// Events queued for the replicator before link tasks wait.
 const EVENT_QUEUE: usize = 4_096;
 const TICK_MS: u64 = 50;
@@ -179,7 +198,12 @@ impl Runtime {
         }
         let server = tls::server_config(&config.tls, config.disable_gso)?;
         let dial = tls::client_config(&config.tls, tls::ALPN_REPLICATION, config.disable_gso)?;
-        let endpoint = quinn::Endpoint::server(server, config.listen)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            udp_socket(config.listen)?,
+            Arc::new(quinn::TokioRuntime),
+        )?;
 
         let mut members = vec![me];
         members.extend(
@@ -244,6 +268,7 @@ impl Runtime {
             cluster: config.cluster.clone(),
             peers: config.peers.clone(),
             events: events.clone(),
+            record_bytes_max: engine.config().record_bytes_max,
             next_peer: AtomicU32::new(0),
             dial,
             service,

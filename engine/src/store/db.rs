@@ -24,13 +24,6 @@ pub fn rocksdb_options() -> Options {
     // A bloom filter over the memtable too: writes first look up the key, and most are new.
     opts.set_memtable_whole_key_filtering(true);
     opts.set_memtable_prefix_bloom_ratio(0.05);
-    // Flushes and compactions run at a lower CPU priority than the threads serving writes
-    // and replication: on a small machine they otherwise preempt them and show up as latency.
-    if let Ok(mut env) = rocksdb::Env::new() {
-        env.lower_thread_pool_cpu_priority();
-        env.lower_high_priority_thread_pool_cpu_priority();
-        opts.set_env(&env);
-    }
     opts
 }
 

@@ -7,7 +7,8 @@
 //! - `write_and_replicate`: end to end, records written in the first region (two threads,
 //!   batches of 100) and applied in the second, per second;
 //! - `lag_p50_ms` / `lag_p99_ms`: each batch's time from commit in the first region to applied
-//!   in the second, at half the `write_and_replicate` rate (both regions share this machine).
+//!   in the second, at half the `write_and_replicate` rate (both regions share this machine),
+//!   and `lag_cpu_us_per_record`, the CPU both regions spent per record meanwhile.
 
 use super::prefixed_key;
 use super::report::{emit, header, Metric};
@@ -27,7 +28,7 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Records written at saturation.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 300_000)]
     records: u64,
     /// Seconds of the half-load lag measurement.
     #[arg(long, default_value_t = 3)]
@@ -199,30 +200,19 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let rate = (end_to_end / 2.0 / 100.0).max(1.0);
     let total = (rate * args.lag_seconds as f64) as u64;
     let interval = Duration::from_secs_f64(1.0 / rate);
+    let lag_cpu_before = cpu_time();
     let watcher_b = b.clone();
-    let (tx, rx) = std::sync::mpsc::channel::<(u64, Instant)>();
+    let (tx, rx) = std::sync::mpsc::channel::<(meridian::CausalToken, Instant)>();
+    // Waits for each batch, in commit order, to be visible at b (woken by b's applies, no
+    // polling) and records its lag.
     let watcher = std::thread::spawn(move || -> anyhow::Result<Histogram<u64>> {
         let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-        let mut pending: std::collections::VecDeque<(u64, Instant)> = Default::default();
-        let mut done = false;
-        while !done || !pending.is_empty() {
-            loop {
-                match rx.try_recv() {
-                    Ok(item) => pending.push_back(item),
-                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        done = true;
-                        break;
-                    }
-                }
-            }
-            let applied = watcher_b.applied().get(origin);
-            while pending.front().is_some_and(|(s, _)| *s <= applied) {
-                if let Some((_, t)) = pending.pop_front() {
-                    hist.record(t.elapsed().as_micros().max(1) as u64)?;
-                }
-            }
-            std::thread::sleep(Duration::from_micros(100));
+        for (token, committed) in rx {
+            anyhow::ensure!(
+                watcher_b.wait_covers(&token, Duration::from_secs(60)),
+                "a write was not replicated within a minute"
+            );
+            hist.record(committed.elapsed().as_micros().max(1) as u64)?;
         }
         Ok(hist)
     });
@@ -238,7 +228,7 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
                 let first = 2 * n + i * 100;
                 let batch = (first..first + 100).fold(Batch::new(), |b, j| b.put(key(j), value));
                 let token = a.write(batch)?;
-                let _ = tx.send((token.get(a.replica_id()), Instant::now()));
+                let _ = tx.send((token, Instant::now()));
             }
             Ok(())
         })
@@ -247,6 +237,10 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let hist = watcher
         .join()
         .map_err(|_| anyhow::anyhow!("watcher panicked"))??;
+    let lag_cpu = match (lag_cpu_before, cpu_time()) {
+        (Some(x), Some(y)) => y.saturating_sub(x),
+        _ => Duration::ZERO,
+    };
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     let lag = |metric, value, target| Metric {
         suite: "replication",
@@ -259,6 +253,18 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
     };
     emit(&lag("lag_p50_ms", ms(0.5), "-"), args.json)?;
     emit(&lag("lag_p99_ms", ms(0.99), "<= 5"), args.json)?;
+    emit(
+        &Metric {
+            suite: "replication",
+            metric: "lag_cpu_us_per_record",
+            value: lag_cpu.as_micros() as f64 / (total * 100).max(1) as f64,
+            unit: "us",
+            reference: None,
+            ratio: None,
+            target: "-",
+        },
+        args.json,
+    )?;
     ra.shutdown().await;
     rb.shutdown().await;
     Ok(())
