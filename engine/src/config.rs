@@ -51,8 +51,9 @@ pub struct Config {
     /// Identity to give a replica created by this open (simulations, tests); `None` draws a
     /// random one. Opening an existing replica with a different id is refused.
     pub replica_id: Option<crate::ReplicaId>,
-    /// Memory for recently committed log entries and their record states, which replication
-    /// ships without reading them back from disk; 0 turns the cache off.
+    /// Memory for the keys of recent log entries and the current states of recently written
+    /// records, which replication ships without reading them back from disk; 0 turns the
+    /// caches off.
     pub entry_cache_bytes: usize,
 }
 

@@ -2,7 +2,7 @@
 
 use crate::batch::Batch;
 use crate::config::{Config, KEY_BYTES_MAX};
-use crate::entry_cache::EntryCache;
+use crate::entry_cache::{EntryKeys, RecordStates};
 use crate::error::{Error, Result};
 use crate::model::codec::{self, MAX_DEPTH};
 use crate::model::{
@@ -12,7 +12,7 @@ use crate::model::{
 use crate::read::{LwwValue, MapView, Read, ReadValue, Siblings};
 use crate::store::{keys, LogEntry, Store};
 use std::borrow::Cow;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::hash::BuildHasher;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -54,7 +54,9 @@ pub(crate) struct Inner {
     applied_generation: Mutex<u64>,
     applied_changed: Condvar,
     /// Recent log entries with their record states, for replication to ship without reads.
-    pub(crate) recent: Mutex<EntryCache>,
+    pub(crate) entry_keys: Mutex<EntryKeys>,
+    /// Current states of recently written records (kept equal to RocksDB's under the stripes).
+    pub(crate) states: RecordStates,
     stripes: Box<[Mutex<()>]>,
     poisoned: AtomicBool,
     /// Called after every local commit (the runtime wakes its replicator with it).
@@ -133,7 +135,9 @@ impl Engine {
         let from = floors.get(replica).max(contiguous);
         let last = fill_sequence_gaps(&store, replica, from, config.durability)?;
         let clock = HybridClock::new(config.clock_skew_ms_max);
-        let recent = Mutex::new(EntryCache::new(config.entry_cache_bytes));
+        // A few bytes of keys per entry; the rest of the budget for record states.
+        let entry_keys = Mutex::new(EntryKeys::new(config.entry_cache_bytes / 8));
+        let states = RecordStates::new(config.entry_cache_bytes - config.entry_cache_bytes / 8);
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
         tracing::debug!(replica = %replica, last_seq = last, path = %path.display(), "engine open");
         Ok(Engine {
@@ -150,7 +154,8 @@ impl Engine {
                 floors: Mutex::new(floors),
                 apply_lock: Mutex::new(()),
                 clock: Mutex::new(clock),
-                recent,
+                entry_keys,
+                states,
                 applied_generation: Mutex::new(0),
                 applied_changed: Condvar::new(),
                 stripes,
@@ -351,9 +356,16 @@ impl Engine {
         }
         wb.put_log(inner.replica, seq, &LogEntry::encode_keys(&distinct));
         self.commit(wb)?;
-        // Cached before the sequence becomes visible, so replication finds it here.
-        let states = distinct.iter().map(|k| k.to_vec()).zip(encoded).collect();
-        lock(&inner.recent).insert(inner.replica, seq, states);
+        // Cached with the stripes still held and before the sequence becomes visible.
+        self.cache_states(
+            distinct
+                .iter()
+                .copied()
+                .zip(encoded.iter().map(Vec::as_slice)),
+        );
+        let entry: Arc<[Vec<u8>]> = distinct.iter().map(|k| k.to_vec()).collect();
+        let size = entry.iter().map(Vec::len).sum();
+        lock(&inner.entry_keys).insert((inner.replica, seq), entry, size);
         let checkpoint = lock(&inner.own).commit(seq);
         self.applied_advanced();
         self.checkpoint_contiguous(checkpoint);
@@ -463,6 +475,22 @@ impl Engine {
         }
     }
 
+    /// Records the states just committed by local writes, for keys whose stripes the caller
+    /// holds (replication mostly ships what this replica wrote itself).
+    pub(crate) fn cache_states<'a>(&self, written: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) {
+        for (key, bytes) in written {
+            self.inner.states.insert(key, bytes);
+        }
+    }
+
+    /// Drops the cached states of keys just changed by a peer's states, whose stripes the
+    /// caller holds (cheaper than caching them; they are read from RocksDB if relayed).
+    pub(crate) fn uncache_states<'a>(&self, changed: impl IntoIterator<Item = &'a [u8]>) {
+        for key in changed {
+            self.inner.states.remove(key);
+        }
+    }
+
     /// Wakes `wait_covers` callers after the applied vector advanced.
     pub(crate) fn applied_advanced(&self) {
         *lock(&self.inner.applied_generation) += 1;
@@ -522,7 +550,7 @@ impl Engine {
 
     /// Locks the stripes of `keys` (sorted and distinct) in stripe order.
     pub(crate) fn lock_keys(&self, keys: &[&[u8]]) -> Vec<MutexGuard<'_, ()>> {
-        let hasher = BuildHasherDefault::<DefaultHasher>::default();
+        let hasher = foldhash::fast::FixedState::default();
         let stripe = |k: &[u8]| hasher.hash_one(k) as usize % STRIPES;
         if let [key] = keys {
             return vec![lock(&self.inner.stripes[stripe(key)])];
@@ -692,6 +720,7 @@ impl Engine {
             return Ok(false);
         }
         self.commit(wb)?;
+        self.uncache_states(changed.iter().map(|(k, _)| *k));
         Ok(true)
     }
 }

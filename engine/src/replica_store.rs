@@ -33,7 +33,7 @@ impl Engine {
 
     /// Joins decoded peer records (sorted by key, one per key) into the local ones, staging
     /// changes (and marks for new tombstones) in `wb`; returns the keys whose record changed,
-    /// in order. The caller holds the keys' stripes; `seen` is this replica's applied vector.
+    /// in order, with their new states (for `cache_states` once committed). The caller holds the keys' stripes; `seen` is this replica's applied vector.
     /// A local record that does not decode is replaced by the peer's state when `repair` is
     /// set, an error otherwise; `record_max` refuses merges that would grow past it.
     pub(crate) fn stage_joins<'k>(
@@ -43,7 +43,7 @@ impl Engine {
         wb: &mut AtomicWrite<'_>,
         repair: bool,
         record_max: Option<usize>,
-    ) -> Result<Vec<&'k [u8]>> {
+    ) -> Result<Vec<(&'k [u8], Vec<u8>)>> {
         let inner = &*self.inner;
         if let Some(marker) = remote.iter().filter_map(|(_, r)| max_marker(r)).max() {
             lock(&inner.clock).observe(marker, inner.config.clock.now_ms());
@@ -89,7 +89,7 @@ impl Engine {
                 // reclaims it once it is stable.
                 wb.put_meta(&keys::tombstone_key(key), &[]);
             }
-            changed.push(key);
+            changed.push((key, bytes));
         }
         Ok(changed)
     }
@@ -134,16 +134,32 @@ impl ReplicaStore for Engine {
         if seq <= lock(&self.inner.floors).get(origin) {
             return Ok(None);
         }
-        if let Some(cached) = lock(&self.inner.recent).get(origin, seq) {
-            return Ok(Some(cached));
-        }
-        let store = &self.inner.store;
-        let Some(bytes) = store.get_log(origin, seq)? else {
-            return Ok(None);
+        let cached = lock(&self.inner.entry_keys).get(&(origin, seq));
+        let keys: Arc<[Vec<u8>]> = match cached {
+            Some(keys) => keys,
+            None => {
+                let Some(bytes) = self.inner.store.get_log(origin, seq)? else {
+                    return Ok(None);
+                };
+                LogEntry::decode(&bytes)
+                    .map_err(|e| Error::from_codec("log entry", &keys::log_key(origin, seq), e))?
+                    .keys
+                    .into()
+            }
         };
-        let entry = LogEntry::decode(&bytes)
-            .map_err(|e| Error::from_codec("log entry", &keys::log_key(origin, seq), e))?;
-        self.read_records(&entry.keys).map(|r| Some(r.into()))
+        // Current states: from memory where recently written, else from RocksDB.
+        let mut out = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        for key in keys.iter() {
+            match self.inner.states.get(key) {
+                Some(state) => out.push((key.clone(), state.to_vec())),
+                None => missing.push(key.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            out.extend(self.read_records(&missing)?);
+        }
+        Ok(Some(out.into()))
     }
 
     fn record_bytes_max(&self) -> usize {
@@ -207,6 +223,7 @@ impl ReplicaStore for Engine {
         let changed = self.stage_joins(remote, &seen, &mut wb, true, None)?;
         wb.put_meta(&keys::applied_key(origin), &have.to_be_bytes());
         self.commit(wb)?;
+        self.uncache_states(changed.iter().map(|(k, _)| *k));
         lock(&inner.applied).add(Dot::new(origin, have));
         self.applied_advanced();
         // Report, per applied entry, how many of its records changed here.
@@ -219,7 +236,11 @@ impl ReplicaStore for Engine {
                         keys.len()
                     } else {
                         keys.iter()
-                            .filter(|k| changed.binary_search(&k.as_slice()).is_ok())
+                            .filter(|k| {
+                                changed
+                                    .binary_search_by(|(c, _)| (*c).cmp(k.as_slice()))
+                                    .is_ok()
+                            })
                             .count()
                     };
                 }
@@ -270,9 +291,12 @@ impl ReplicaStore for Engine {
         let _guards = self.lock_keys(&keys);
         let seen = self.applied();
         let mut wb = self.inner.store.batch();
-        let changed = self.stage_joins(remote, &seen, &mut wb, true, None)?.len();
+        let changed = self.stage_joins(remote, &seen, &mut wb, true, None)?;
         self.commit(wb)?;
-        Ok(ApplyOutcome::Applied { changed })
+        self.uncache_states(changed.iter().map(|(k, _)| *k));
+        Ok(ApplyOutcome::Applied {
+            changed: changed.len(),
+        })
     }
 
     fn adopt(&self, snapshot: &VersionVector) -> Result<()> {
@@ -342,6 +366,7 @@ impl ReplicaStore for Engine {
         }
         let candidate_refs: Vec<&[u8]> = candidates.iter().map(Vec::as_slice).collect();
         let _guards = self.lock_keys(&candidate_refs);
+        let mut reclaimed: Vec<&Vec<u8>> = Vec::new();
         for key in &candidates {
             let pending = keys::tombstone_key(key);
             match self.load(key) {
@@ -349,6 +374,7 @@ impl ReplicaStore for Engine {
                     if stable.dominates(&record.context()) && !referenced.contains(key) {
                         wb.delete_record(key);
                         wb.delete_meta(&pending);
+                        reclaimed.push(key);
                         out.tombstones_removed += 1;
                     } else {
                         wb.put_meta(&pending, &[]);
@@ -362,6 +388,8 @@ impl ReplicaStore for Engine {
             }
         }
         self.commit(wb)?;
+        // The stripes of the reclaimed keys are still held.
+        self.uncache_states(reclaimed.iter().map(|k| k.as_slice()));
         *lock(&inner.floors) = floors;
         Ok(out)
     }

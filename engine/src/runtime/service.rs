@@ -12,7 +12,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Longest a read waits for a causal token.
 const TOKEN_WAIT_MS_MAX: u32 = 10_000;
@@ -143,16 +143,13 @@ fn execute(engine: &Engine, request: ClientRequest) -> ClientResponse {
             wait_ms,
         } => {
             if let Some(token) = token {
-                let deadline = Instant::now()
-                    + Duration::from_millis(u64::from(wait_ms.min(TOKEN_WAIT_MS_MAX)));
-                while !engine.covers(&token) {
-                    if Instant::now() >= deadline {
-                        return error(
-                            ErrorCode::NotYetVisible,
-                            "this region has not yet applied the token's writes",
-                        );
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
+                // Woken by the apply that makes the token visible, not by polling.
+                let wait = Duration::from_millis(u64::from(wait_ms.min(TOKEN_WAIT_MS_MAX)));
+                if !engine.wait_covers(&token, wait) {
+                    return error(
+                        ErrorCode::NotYetVisible,
+                        "this region has not yet applied the token's writes",
+                    );
                 }
             }
             match engine.read(&key) {
