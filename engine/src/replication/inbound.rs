@@ -14,6 +14,17 @@ pub struct DecodedEntry {
     pub seq: u64,
     /// The records, sorted by key; repeats of a key are joined.
     pub records: Vec<(Vec<u8>, Record)>,
+    /// Bytes the entry took on the wire, counted as its sender counts them in flight.
+    pub wire_bytes: usize,
+}
+
+/// Bytes of an entry in flight, as sender and receiver both count them.
+pub(crate) fn wire_bytes<'a>(records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> usize {
+    records
+        .into_iter()
+        .map(|(k, v)| k.len() + v.len() + 8)
+        .sum::<usize>()
+        + 10
 }
 
 /// A frame ready for `Replicator::handle_inbound`.
@@ -44,11 +55,16 @@ impl Inbound {
                 let entries = entries
                     .into_iter()
                     .map(|WireEntry { seq, records }| {
+                        let wire_bytes = wire_bytes(records.iter().map(|(k, v)| (&k[..], &v[..])));
                         let records = records
                             .into_iter()
                             .map(|(k, v)| (k.into_vec(), v.into_vec()));
                         decode_records(records, record_bytes_max)
-                            .map(|records| DecodedEntry { seq, records })
+                            .map(|records| DecodedEntry {
+                                seq,
+                                records,
+                                wire_bytes,
+                            })
                             .map_err(|why| {
                                 FrameError::Malformed(format!("entry {origin}:{seq}: {why}"))
                             })

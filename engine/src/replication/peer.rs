@@ -67,6 +67,8 @@ pub struct Peer {
     pub last_progress_ms: u64,
     /// Last time this replica told the peer its applied vector (`Hello` or `Ack`).
     pub last_ack_ms: u64,
+    /// Bytes of entries received from the peer since that `Ack`.
+    pub unacked_bytes: usize,
     /// Last measured round trip, if any.
     pub rtt_ms: Option<u64>,
     /// Origin served last, for round-robin fairness.
@@ -89,6 +91,7 @@ impl Peer {
             inflight_bytes: 0,
             last_progress_ms: now_ms,
             last_ack_ms: now_ms,
+            unacked_bytes: 0,
             rtt_ms: None,
             last_origin: None,
             ae: None,

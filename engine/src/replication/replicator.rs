@@ -12,7 +12,7 @@
 
 use super::frame::{encode_entries, vv_entries, Frame, FrameError};
 use super::iblt;
-use super::inbound::{DecodedEntry, Inbound};
+use super::inbound::{wire_bytes, DecodedEntry, Inbound};
 use super::peer::{AntiEntropy, InFlight, LinkState, Peer};
 use super::seam::{ApplyOutcome, RecordState, ReplicaStore};
 use crate::model::{ReplicaId, VersionVector};
@@ -284,6 +284,8 @@ impl Replicator {
             if now_ms.saturating_sub(p.last_ack_ms) >= self.config.heartbeat_ms {
                 self.send_ack(id, store, now_ms);
                 self.send(id, &Frame::Ping { sent_ms: now_ms }, now_ms);
+            } else if p.unacked_bytes > 0 {
+                self.send_ack(id, store, now_ms);
             }
             self.pump(id, store, now_ms)?;
         }
@@ -518,6 +520,7 @@ impl Replicator {
             }
         }
         let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+        let received: usize = entries.iter().map(|e| e.wire_bytes).sum();
         let outcomes = store
             .apply_entries(origin, entries)
             .map_err(ReplicationError::Store)?;
@@ -540,7 +543,18 @@ impl Replicator {
         if let Some(next) = nack {
             self.send(peer, &Frame::Nack { origin, next }, now_ms);
         }
-        self.send_ack(peer, store, now_ms);
+        // Acknowledged once a quarter of the sender's in-flight budget has arrived (or at the
+        // next tick): one `Ack` per frame would double the frames on a busy link.
+        let due = match self.peers.get_mut(&peer) {
+            Some(p) => {
+                p.unacked_bytes += received;
+                nack.is_some() || p.unacked_bytes >= self.config.inflight_bytes_max / 4
+            }
+            None => false,
+        };
+        if due {
+            self.send_ack(peer, store, now_ms);
+        }
         Ok(())
     }
 
@@ -606,11 +620,7 @@ impl Replicator {
                 else {
                     break;
                 };
-                let bytes: usize = records
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len() + 8)
-                    .sum::<usize>()
-                    + 10;
+                let bytes = wire_bytes(records.iter().map(|(k, v)| (&k[..], &v[..])));
                 size += bytes;
                 flights.push(InFlight { origin, seq, bytes });
                 entries.push((seq, records));
@@ -835,6 +845,7 @@ impl Replicator {
         };
         if let Some(p) = self.peers.get_mut(&peer) {
             p.last_ack_ms = now_ms;
+            p.unacked_bytes = 0;
         }
         self.send(peer, &ack, now_ms);
     }

@@ -2,7 +2,7 @@
 //! core never touches RocksDB, sockets or clocks itself.
 
 use super::iblt::Iblt;
-use super::inbound::{decode_records, DecodedEntry};
+use super::inbound::{decode_records, wire_bytes, DecodedEntry};
 use crate::model::{ReplicaId, VersionVector};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -95,10 +95,16 @@ pub trait ReplicaStore {
         seq: u64,
         records: &[RecordState],
     ) -> Result<ApplyOutcome, Self::Error> {
+        let wire_bytes = wire_bytes(records.iter().map(|(k, v)| (&k[..], &v[..])));
         let Ok(records) = decode_records(records.iter().cloned(), self.record_bytes_max()) else {
             return Ok(ApplyOutcome::Invalid);
         };
-        let outcomes = self.apply_entries(origin, vec![DecodedEntry { seq, records }])?;
+        let entry = DecodedEntry {
+            seq,
+            records,
+            wire_bytes,
+        };
+        let outcomes = self.apply_entries(origin, vec![entry])?;
         Ok(outcomes.first().copied().unwrap_or(ApplyOutcome::Duplicate))
     }
 
