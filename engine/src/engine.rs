@@ -14,7 +14,7 @@ use crate::store::{keys, LogEntry, Store};
 use std::borrow::Cow;
 use std::hash::BuildHasher;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Writers touching the same key serialise on one of this many locks (many: a batch of a
@@ -53,7 +53,9 @@ pub(crate) struct Inner {
     /// Bumped (and waiters woken) whenever the applied vector advances.
     applied_generation: Mutex<u64>,
     applied_changed: Condvar,
-    /// Recent log entries with their record states, for replication to ship without reads.
+    /// Callers inside `wait_covers` (no wake-up, no syscall, when there are none).
+    applied_waiters: AtomicUsize,
+    /// Keys of recent log entries, for replication to ship them without reading the log.
     pub(crate) entry_keys: Mutex<EntryKeys>,
     /// Current states of recently written records (kept equal to RocksDB's under the stripes).
     pub(crate) states: RecordStates,
@@ -158,6 +160,7 @@ impl Engine {
                 states,
                 applied_generation: Mutex::new(0),
                 applied_changed: Condvar::new(),
+                applied_waiters: AtomicUsize::new(0),
                 stripes,
                 poisoned: AtomicBool::new(false),
                 commit_hook: std::sync::OnceLock::new(),
@@ -459,6 +462,10 @@ impl Engine {
     pub fn wait_covers(&self, token: &CausalToken, timeout: std::time::Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         let mut generation = lock(&self.inner.applied_generation);
+        // Counted before the first check: an advance that misses the count happens before
+        // that check, which then sees it.
+        self.inner.applied_waiters.fetch_add(1, Ordering::SeqCst);
+        let _counted = WaiterCount(&self.inner.applied_waiters);
         loop {
             // Checked with the generation lock held: an advance after this check bumps the
             // generation under the same lock, so its wake-up cannot be missed.
@@ -493,6 +500,9 @@ impl Engine {
 
     /// Wakes `wait_covers` callers after the applied vector advanced.
     pub(crate) fn applied_advanced(&self) {
+        if self.inner.applied_waiters.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         *lock(&self.inner.applied_generation) += 1;
         self.inner.applied_changed.notify_all();
     }
@@ -568,6 +578,9 @@ impl Engine {
 
     /// The decoded records of `keys` (sorted, distinct) in one batched lookup.
     pub(crate) fn load_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Record>>> {
+        if let [key] = keys {
+            return Ok(vec![self.load(key)?]); // a point lookup costs less than a batch of one
+        }
         let stored = self.inner.store.get_records(keys)?;
         keys.iter()
             .zip(stored)
@@ -722,6 +735,15 @@ impl Engine {
         self.commit(wb)?;
         self.uncache_states(changed.iter().map(|(k, _)| *k));
         Ok(true)
+    }
+}
+
+/// Uncounts a `wait_covers` caller when it returns.
+struct WaiterCount<'a>(&'a AtomicUsize);
+
+impl Drop for WaiterCount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

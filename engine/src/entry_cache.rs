@@ -117,8 +117,8 @@ pub(crate) type EntryKeys = BoundedCache<(ReplicaId, u64), Arc<[Vec<u8>]>>;
 /// Shards of the record-state cache: concurrent writers rarely wait on one another's.
 const STATE_SHARDS: usize = 16;
 
-/// One shard: key -> current state.
-type StateShard = BoundedCache<Vec<u8>, Arc<[u8]>>;
+/// One shard: key -> current state (keys shared between the map and its insertion order).
+type StateShard = BoundedCache<Arc<[u8]>, Arc<[u8]>>;
 
 /// The current states of recently written records, by key, in shards by key hash.
 #[derive(Debug)]
@@ -146,7 +146,7 @@ impl RecordStates {
     /// Sets the state of `key`.
     pub(crate) fn insert(&self, key: &[u8], state: &[u8]) {
         self.shard(key)
-            .insert(key.to_vec(), Arc::from(state), key.len() + state.len());
+            .insert(Arc::from(key), Arc::from(state), key.len() + state.len());
     }
 
     /// Forgets `key`.
