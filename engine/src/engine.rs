@@ -55,6 +55,8 @@ pub(crate) struct Inner {
     applied_changed: Condvar,
     /// Callers inside `wait_covers` (no wake-up, no syscall, when there are none).
     applied_waiters: AtomicUsize,
+    /// Whether the caches below fill (once replication is attached).
+    caching: AtomicBool,
     /// Keys of recent log entries, for replication to ship them without reading the log.
     pub(crate) entry_keys: Mutex<EntryKeys>,
     /// Current states of recently written records (kept equal to RocksDB's under the stripes).
@@ -156,6 +158,7 @@ impl Engine {
                 floors: Mutex::new(floors),
                 apply_lock: Mutex::new(()),
                 clock: Mutex::new(clock),
+                caching: AtomicBool::new(false),
                 entry_keys,
                 states,
                 applied_generation: Mutex::new(0),
@@ -181,6 +184,14 @@ impl Engine {
     /// The highest sequence number this replica has assigned.
     pub fn last_seq(&self) -> u64 {
         self.inner.next_seq.load(Ordering::SeqCst) - 1
+    }
+
+    /// Starts keeping recent entries' keys and records' current states in memory (up to
+    /// `Config::entry_cache_bytes`), so that replication ships fresh writes without reading
+    /// them back; the replication runtime calls it. An engine that does not replicate does not
+    /// pay for it. Writes committed before the call are read from disk when shipped.
+    pub fn enable_replication_cache(&self) {
+        self.inner.caching.store(true, Ordering::SeqCst);
     }
 
     /// Registers the function called after every local commit; only the first call takes
@@ -359,16 +370,14 @@ impl Engine {
         }
         wb.put_log(inner.replica, seq, &LogEntry::encode_keys(&distinct));
         self.commit(wb)?;
-        // Cached with the stripes still held and before the sequence becomes visible.
-        self.cache_states(
-            distinct
-                .iter()
-                .copied()
-                .zip(encoded.iter().map(Vec::as_slice)),
-        );
-        let entry: Arc<[Vec<u8>]> = distinct.iter().map(|k| k.to_vec()).collect();
-        let size = entry.iter().map(Vec::len).sum();
-        lock(&inner.entry_keys).insert((inner.replica, seq), entry, size);
+        if inner.caching.load(Ordering::Relaxed) {
+            // Cached with the stripes still held and before the sequence becomes visible.
+            let written = distinct.iter().copied();
+            self.cache_states(written.zip(encoded.iter().map(Vec::as_slice)));
+            let entry: Arc<[Vec<u8>]> = distinct.iter().map(|k| k.to_vec()).collect();
+            let size = entry.iter().map(Vec::len).sum();
+            lock(&inner.entry_keys).insert((inner.replica, seq), entry, size);
+        }
         let checkpoint = lock(&inner.own).commit(seq);
         self.applied_advanced();
         self.checkpoint_contiguous(checkpoint);

@@ -240,6 +240,7 @@ impl Runtime {
         {
             let events = events.clone();
             let pending = pending.clone();
+            engine.enable_replication_cache();
             engine.set_commit_hook(Box::new(move || {
                 if !pending.swap(true, Ordering::SeqCst)
                     && events.try_send(Event::LocalWrite).is_err()

@@ -93,6 +93,7 @@ impl World {
             ..Config::default()
         };
         let engine = Engine::open(&r.dir, config).map_err(|e| format!("open region {i}: {e}"))?;
+        engine.enable_replication_cache();
         let repl_config = ReplicationConfig {
             region: REGIONS[i].to_string(),
             members,

@@ -129,10 +129,10 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let config_b = runtime_config(dir, ("b", "eu-west", addr_b), ("a", "us-east", addr_a));
     header(args.json);
 
-    // Saturation: `n` records written at a while b is down, then b started; from the moment
-    // the link is up, b applies as fast as it can (a only ships what its log holds).
-    write_records(&a, 0, n, &value).await?;
+    // Saturation: `n` records written at a (running) while b is down, then b started; from
+    // the moment the link is up, b applies as fast as it can.
     let ra = Runtime::start(a.clone(), config_a).await?;
+    write_records(&a, 0, n, &value).await?;
     let cpu_before = cpu_time();
     let rb = Runtime::start(b.clone(), config_b).await?;
     let linked = Instant::now();

@@ -215,6 +215,7 @@ fn a_peer_behind_a_truncated_log_catches_up_by_state_transfer_and_deletes_stay_d
 fn an_entry_is_shipped_with_the_current_state_of_its_keys() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (ea, eb) = (engine(&da, 1), engine(&db, 2));
+    ea.enable_replication_cache();
     let current = |e: &Engine| vec![(b"s".to_vec(), e.export(b"s").unwrap().unwrap())];
     ea.set_add(b"s", &[b"x"]).unwrap(); // entry 1
     ea.set_remove(b"s", &[b"x"]).unwrap(); // entry 2 rewrites the key
