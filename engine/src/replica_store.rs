@@ -3,12 +3,13 @@
 //! relaying, applied vector advanced), state transfer for anti-entropy, and compaction (log
 //! truncation and tombstone collection at causal stability).
 
-use crate::engine::{check_key, lock, max_marker, Engine};
+use crate::engine::{lock, max_marker, Engine};
 use crate::error::{Error, Result};
 use crate::model::{codec, digest, Dot, Record, ReplicaId, VersionVector};
 use crate::replication::iblt::Iblt;
 use crate::replication::{
-    ApplyOutcome, Compaction, DecodedEntry, RecordState, ReplicaStore, StateSummary,
+    decode_records, sort_joining, ApplyOutcome, Compaction, DecodedEntry, RecordState,
+    ReplicaStore, StateSummary,
 };
 use crate::store::{keys, AtomicWrite, LogEntry};
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,19 +19,6 @@ use std::sync::Arc;
 pub(crate) type RemoteRecords<'k> = Vec<(&'k [u8], Record)>;
 
 impl Engine {
-    /// Decodes a peer's records (joining repeats of a key); `None` if any is invalid.
-    fn decode_remote<'a>(&self, records: &'a [RecordState]) -> Option<RemoteRecords<'a>> {
-        let mut remote = Vec::with_capacity(records.len());
-        for (key, state) in records {
-            if check_key(key).is_err() || state.len() > self.inner.config.record_bytes_max {
-                return None;
-            }
-            let record = codec::decode_record(state).ok()?;
-            remote.push((key.as_slice(), record));
-        }
-        Some(sort_joining(remote))
-    }
-
     /// Joins decoded peer records (sorted by key, one per key) into the local ones, staging
     /// changes (and marks for new tombstones) in `wb`; returns the keys whose record changed,
     /// in order, with their new states (for `cache_states` once committed). The caller holds the keys' stripes; `seen` is this replica's applied vector.
@@ -93,19 +81,6 @@ impl Engine {
         }
         Ok(changed)
     }
-}
-
-/// Sorts records by key, joining those of the same key into one.
-fn sort_joining(mut records: RemoteRecords<'_>) -> RemoteRecords<'_> {
-    records.sort_by(|a, b| a.0.cmp(b.0));
-    let mut out: RemoteRecords<'_> = Vec::with_capacity(records.len());
-    for (key, record) in records {
-        match out.last_mut() {
-            Some((last, joined)) if *last == key => joined.join(&record),
-            _ => out.push((key, record)),
-        }
-    }
-    out
 }
 
 /// Counts a merge of concurrent updates (neither side had seen all of the other's).
@@ -283,9 +258,11 @@ impl ReplicaStore for Engine {
 
     fn merge_states(&self, records: &[RecordState]) -> Result<ApplyOutcome> {
         self.check_writable()?;
-        let Some(remote) = self.decode_remote(records) else {
+        let Ok(decoded) = decode_records(records.iter().cloned(), self.record_bytes_max()) else {
             return Ok(ApplyOutcome::Invalid);
         };
+        let (keys, decoded): (Vec<Vec<u8>>, Vec<Record>) = decoded.into_iter().unzip();
+        let remote: RemoteRecords<'_> = keys.iter().map(Vec::as_slice).zip(decoded).collect();
         let _serial = lock(&self.inner.apply_lock);
         let keys: Vec<&[u8]> = remote.iter().map(|(k, _)| *k).collect();
         let _guards = self.lock_keys(&keys);

@@ -93,15 +93,20 @@ pub fn decode_records(
         let record = codec::decode_record(&state).map_err(|e| e.to_string())?;
         out.push((key, record));
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut joined: Vec<(Vec<u8>, Record)> = Vec::with_capacity(out.len());
-    for (key, record) in out {
+    Ok(sort_joining(out))
+}
+
+/// Sorts records by key, joining those of the same key into one.
+pub fn sort_joining<K: Ord>(mut records: Vec<(K, Record)>) -> Vec<(K, Record)> {
+    records.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut joined: Vec<(K, Record)> = Vec::with_capacity(records.len());
+    for (key, record) in records {
         match joined.last_mut() {
             Some((last, r)) if *last == key => r.join(&record),
             _ => joined.push((key, record)),
         }
     }
-    Ok(joined)
+    joined
 }
 
 #[cfg(test)]

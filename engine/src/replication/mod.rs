@@ -15,7 +15,7 @@ mod replicator;
 mod seam;
 
 pub use frame::{Frame, FrameError, WireEntry, FRAME_BYTES_MAX, PROTOCOL_VERSION};
-pub use inbound::{decode_records, DecodedEntry, Inbound};
+pub use inbound::{decode_records, sort_joining, DecodedEntry, Inbound};
 pub use peer::{LinkState, Peer};
 pub use replicator::{Output, PeerId, ReplicationConfig, ReplicationError, Replicator, Stats};
 pub use seam::{ApplyOutcome, Compaction, RecordState, ReplicaStore, StateSummary};

@@ -46,6 +46,27 @@ fn cpu_time() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10)) // USER_HZ is 100 on Linux
 }
 
+/// CPU time spent since `before` (zero where /proc is unavailable).
+fn cpu_since(before: Option<Duration>) -> Duration {
+    match (before, cpu_time()) {
+        (Some(x), Some(y)) => y.saturating_sub(x),
+        _ => Duration::ZERO,
+    }
+}
+
+/// A metric of this suite without a reference.
+fn plain(metric: &'static str, value: f64, unit: &'static str, target: &'static str) -> Metric {
+    Metric {
+        suite: "replication",
+        metric,
+        value,
+        unit,
+        reference: None,
+        ratio: None,
+        target,
+    }
+}
+
 fn free_udp() -> anyhow::Result<SocketAddr> {
     Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
 }
@@ -146,10 +167,7 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     wait_applied(&b, origin, a.last_seq(), started).await?;
     let elapsed = started.elapsed();
-    let cpu = match (cpu_before, cpu_time()) {
-        (Some(x), Some(y)) => y.saturating_sub(x),
-        _ => Duration::ZERO,
-    };
+    let cpu = cpu_since(cpu_before);
     let replicated = n as f64 / elapsed.as_secs_f64();
     emit(
         &Metric::with_reference(
@@ -162,16 +180,9 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
         ),
         args.json,
     )?;
+    let per_record = cpu.as_micros() as f64 / n as f64;
     emit(
-        &Metric {
-            suite: "replication",
-            metric: "cpu_us_per_record",
-            value: cpu.as_micros() as f64 / n as f64,
-            unit: "us",
-            reference: None,
-            ratio: None,
-            target: "-",
-        },
+        &plain("cpu_us_per_record", per_record, "us", "-"),
         args.json,
     )?;
 
@@ -237,32 +248,13 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let hist = watcher
         .join()
         .map_err(|_| anyhow::anyhow!("watcher panicked"))??;
-    let lag_cpu = match (lag_cpu_before, cpu_time()) {
-        (Some(x), Some(y)) => y.saturating_sub(x),
-        _ => Duration::ZERO,
-    };
+    let lag_cpu = cpu_since(lag_cpu_before);
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    let lag = |metric, value, target| Metric {
-        suite: "replication",
-        metric,
-        value,
-        unit: "ms",
-        reference: None,
-        ratio: None,
-        target,
-    };
-    emit(&lag("lag_p50_ms", ms(0.5), "-"), args.json)?;
-    emit(&lag("lag_p99_ms", ms(0.99), "<= 5"), args.json)?;
+    emit(&plain("lag_p50_ms", ms(0.5), "ms", "-"), args.json)?;
+    emit(&plain("lag_p99_ms", ms(0.99), "ms", "<= 5"), args.json)?;
+    let per_record = lag_cpu.as_micros() as f64 / (total * 100).max(1) as f64;
     emit(
-        &Metric {
-            suite: "replication",
-            metric: "lag_cpu_us_per_record",
-            value: lag_cpu.as_micros() as f64 / (total * 100).max(1) as f64,
-            unit: "us",
-            reference: None,
-            ratio: None,
-            target: "-",
-        },
+        &plain("lag_cpu_us_per_record", per_record, "us", "-"),
         args.json,
     )?;
     ra.shutdown().await;
