@@ -283,7 +283,7 @@ impl Replicator {
             // replica has applied, which its stability and relaying depend on.
             if now_ms.saturating_sub(p.last_ack_ms) >= self.config.heartbeat_ms {
                 self.send_ack(id, store, now_ms);
-                self.send(id, &Frame::Ping { sent_ms: now_ms }, now_ms);
+                self.send(id, &Frame::Ping { sent_ms: now_ms });
             } else if p.unacked_bytes > 0 {
                 self.send_ack(id, store, now_ms);
             }
@@ -344,10 +344,10 @@ impl Replicator {
             } => {
                 if cluster != self.config.cluster {
                     let why = format!("cluster {cluster:?} is not {:?}", self.config.cluster);
-                    return Err(self.reject(peer, why, now_ms));
+                    return Err(self.reject(peer, why));
                 }
                 if replica == self.me {
-                    return Err(self.reject(peer, "peer has this replica's own id".into(), now_ms));
+                    return Err(self.reject(peer, "peer has this replica's own id".into()));
                 }
                 let applied = VersionVector::from_entries(applied);
                 self.known.entry(replica).or_default().join(&applied);
@@ -403,7 +403,7 @@ impl Replicator {
                 }
                 self.pump(peer, store, now_ms)
             }
-            Frame::AeOffer { round, table } => self.on_offer(peer, round, &table, store, now_ms),
+            Frame::AeOffer { round, table } => self.on_offer(peer, round, &table, store),
             Frame::AeWant { round, ids } => self.on_want(peer, round, &ids, store, now_ms),
             Frame::AeRetry { round, cells } => {
                 let matches = matches!(self.peers.get(&peer).and_then(|p| p.ae.as_ref()), Some(AntiEntropy::Offering { round: r, .. }) if *r == round);
@@ -452,7 +452,7 @@ impl Replicator {
                         next_chunk: chunk + 1,
                     });
                 }
-                self.send(peer, &Frame::AeAck { round, chunk }, now_ms);
+                self.send(peer, &Frame::AeAck { round, chunk });
                 if done {
                     store
                         .adopt(&VersionVector::from_entries(snapshot))
@@ -479,7 +479,7 @@ impl Replicator {
                         *started_ms = now_ms;
                     }
                 }
-                self.send_transfer(peer, store, now_ms)
+                self.send_transfer(peer, store)
             }
             Frame::Nack { origin, next } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
@@ -488,7 +488,7 @@ impl Replicator {
                 self.pump(peer, store, now_ms)
             }
             Frame::Ping { sent_ms } => {
-                self.send(peer, &Frame::Pong { sent_ms }, now_ms);
+                self.send(peer, &Frame::Pong { sent_ms });
                 Ok(())
             }
             Frame::Pong { sent_ms } => {
@@ -541,7 +541,7 @@ impl Replicator {
             }
         }
         if let Some(next) = nack {
-            self.send(peer, &Frame::Nack { origin, next }, now_ms);
+            self.send(peer, &Frame::Nack { origin, next });
         }
         // Acknowledged once a quarter of the sender's in-flight budget has arrived (or at the
         // next tick): one `Ack` per frame would double the frames on a busy link.
@@ -650,7 +650,7 @@ impl Replicator {
             p.inflight_bytes += flights.iter().map(|f| f.bytes).sum::<usize>();
             p.inflight.extend(flights);
             self.stats.entry_bytes_sent += encoded.len() as u64;
-            self.send_bytes(peer, encoded, now_ms);
+            self.send_bytes(peer, encoded);
         }
     }
 
@@ -684,7 +684,7 @@ impl Replicator {
         });
         let encoded = frame.encode();
         self.stats.antientropy_bytes_sent += encoded.len() as u64;
-        self.send_bytes(peer, encoded, now_ms);
+        self.send_bytes(peer, encoded);
         Ok(())
     }
 
@@ -694,7 +694,6 @@ impl Replicator {
         round: u64,
         table: &[u8],
         store: &S,
-        now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
         let theirs = match iblt::Iblt::from_bytes(table) {
             Ok(t) => t,
@@ -726,7 +725,7 @@ impl Replicator {
         }
         let encoded = reply.encode();
         self.stats.antientropy_bytes_sent += encoded.len() as u64;
-        self.send_bytes(peer, encoded, now_ms);
+        self.send_bytes(peer, encoded);
         Ok(())
     }
 
@@ -757,7 +756,7 @@ impl Replicator {
             *pending = Some(wanted);
             *started_ms = now_ms;
         }
-        self.send_transfer(peer, store, now_ms)
+        self.send_transfer(peer, store)
     }
 
     /// Sends the next chunks of a state transfer while the in-flight budget allows.
@@ -765,7 +764,6 @@ impl Replicator {
         &mut self,
         peer: PeerId,
         store: &S,
-        now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
         loop {
             let Some(Some(AntiEntropy::Offering {
@@ -818,7 +816,7 @@ impl Replicator {
                 unacked.push_back((chunk, encoded.len()));
             }
             self.stats.antientropy_bytes_sent += encoded.len() as u64;
-            self.send_bytes(peer, encoded, now_ms);
+            self.send_bytes(peer, encoded);
         }
     }
 
@@ -835,7 +833,7 @@ impl Replicator {
                 *hello_sent_ms = now_ms;
             }
         }
-        self.send(peer, &hello, now_ms);
+        self.send(peer, &hello);
     }
 
     /// Tells the peer this replica's applied vector.
@@ -847,14 +845,14 @@ impl Replicator {
             p.last_ack_ms = now_ms;
             p.unacked_bytes = 0;
         }
-        self.send(peer, &ack, now_ms);
+        self.send(peer, &ack);
     }
 
-    fn send(&mut self, peer: PeerId, frame: &Frame, now_ms: u64) {
-        self.send_bytes(peer, frame.encode(), now_ms);
+    fn send(&mut self, peer: PeerId, frame: &Frame) {
+        self.send_bytes(peer, frame.encode());
     }
 
-    fn send_bytes(&mut self, peer: PeerId, frame: Vec<u8>, _now_ms: u64) {
+    fn send_bytes(&mut self, peer: PeerId, frame: Vec<u8>) {
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += frame.len() as u64;
         self.out.push_back(Output::Send { peer, frame });
@@ -864,7 +862,6 @@ impl Replicator {
         &mut self,
         peer: PeerId,
         reason: String,
-        now_ms: u64,
     ) -> ReplicationError<E> {
         tracing::warn!(peer = ?peer, %reason, "refusing peer");
         self.send(
@@ -872,7 +869,6 @@ impl Replicator {
             &Frame::Reject {
                 reason: reason.clone(),
             },
-            now_ms,
         );
         self.refuse(peer, FrameError::Malformed(reason))
     }
