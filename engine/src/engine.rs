@@ -2,7 +2,7 @@
 
 use crate::batch::Batch;
 use crate::config::{Config, KEY_BYTES_MAX};
-use crate::entry_cache::{EntryKeys, RecordStates};
+use crate::entry_cache::{EntryKeys, RecordStates, StateCell, ENTRY_KEY_OVERHEAD};
 use crate::error::{Error, Result};
 use crate::model::codec::{self, MAX_DEPTH};
 use crate::model::{
@@ -10,6 +10,7 @@ use crate::model::{
     VersionVector,
 };
 use crate::read::{LwwValue, MapView, Read, ReadValue, Siblings};
+use crate::replica_store::Incoming;
 use crate::store::{keys, LogEntry, Store};
 use std::borrow::Cow;
 use std::hash::BuildHasher;
@@ -59,6 +60,8 @@ pub(crate) struct Inner {
     caching: AtomicBool,
     /// Keys of recent log entries, for replication to ship them without reading the log.
     pub(crate) entry_keys: Mutex<EntryKeys>,
+    /// Own entries up to here reached every other member (`ReplicaStore::release_shipped`).
+    pub(crate) released: Mutex<u64>,
     /// Current states of recently written records (kept equal to RocksDB's under the stripes).
     pub(crate) states: RecordStates,
     stripes: Box<[Mutex<()>]>,
@@ -160,6 +163,7 @@ impl Engine {
                 clock: Mutex::new(clock),
                 caching: AtomicBool::new(false),
                 entry_keys,
+                released: Mutex::new(0),
                 states,
                 applied_generation: Mutex::new(0),
                 applied_changed: Condvar::new(),
@@ -373,9 +377,8 @@ impl Engine {
         if inner.caching.load(Ordering::Relaxed) {
             // Cached with the stripes still held and before the sequence becomes visible.
             let written = distinct.iter().copied();
-            self.cache_states(written.zip(encoded.iter().map(Vec::as_slice)));
-            let entry: Arc<[Vec<u8>]> = distinct.iter().map(|k| k.to_vec()).collect();
-            let size = entry.iter().map(Vec::len).sum();
+            let entry = self.cache_states(written.zip(encoded.iter().map(Vec::as_slice)));
+            let size = distinct.iter().map(|k| k.len() + ENTRY_KEY_OVERHEAD).sum();
             lock(&inner.entry_keys).insert((inner.replica, seq), entry, size);
         }
         let checkpoint = lock(&inner.own).commit(seq);
@@ -492,11 +495,15 @@ impl Engine {
     }
 
     /// Records the states just committed by local writes, for keys whose stripes the caller
-    /// holds (replication mostly ships what this replica wrote itself).
-    pub(crate) fn cache_states<'a>(&self, written: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) {
-        for (key, bytes) in written {
-            self.inner.states.insert(key, bytes);
-        }
+    /// holds (replication mostly ships what this replica wrote itself); returns their cells.
+    pub(crate) fn cache_states<'a>(
+        &self,
+        written: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Arc<[Arc<StateCell>]> {
+        written
+            .into_iter()
+            .map(|(key, bytes)| self.inner.states.insert(key, bytes))
+            .collect()
     }
 
     /// Drops the cached states of keys just changed by a peer's states, whose stripes the
@@ -737,12 +744,17 @@ impl Engine {
         let _guard = self.lock_keys(&[key]);
         let seen = self.applied();
         let mut wb = inner.store.batch();
-        let changed = self.stage_joins(vec![(key, remote)], &seen, &mut wb, false, Some(max))?;
+        let incoming = Incoming {
+            key,
+            record: std::borrow::Cow::Owned(remote),
+            encoded: Some(state),
+        };
+        let changed = self.stage_joins(vec![incoming], &seen, &mut wb, false, Some(max))?;
         if changed.is_empty() {
             return Ok(false);
         }
         self.commit(wb)?;
-        self.uncache_states(changed.iter().map(|(k, _)| *k));
+        self.uncache_states(changed.iter().copied());
         Ok(true)
     }
 }

@@ -2,14 +2,17 @@
 //! of recently committed log entries, and the current states of recently written records. Both
 //! are byte-bounded (oldest dropped first); a miss falls back to RocksDB.
 //!
-//! The record states are kept equal to what RocksDB holds: a local write of a record updates its
-//! copy, a peer's change or a removal drops it, while the key's stripe lock is held (so two writers of a
-//! key cannot leave the older state behind). Senders must ship a key's *current* state: an
-//! older one could bring back a dot whose removal the receiver only knows through a tombstone
-//! that has since been reclaimed.
+//! A key's current state lives in one `StateCell`, shared by the state map and by every cached
+//! entry that names the key, so shipping an entry reads its states without a lookup. The cells
+//! are kept equal to what RocksDB holds: a local write of a record sets its cell, a peer's change
+//! or a removal empties it, while the key's stripe lock is held (so two writers of a key cannot
+//! leave the older state behind); a cell the map drops is emptied at once, as a later write
+//! would not reach it. Senders must ship a key's *current* state: an older one could bring back
+//! a dot whose removal the receiver only knows through a tombstone that has since been
+//! reclaimed.
 
 use crate::model::ReplicaId;
-use std::collections::{HashMap, VecDeque};
+use hashlink::LinkedHashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -21,72 +24,131 @@ const ITEM_OVERHEAD: usize = 64;
 pub(crate) struct BoundedCache<K, V> {
     budget: usize,
     bytes: usize,
-    /// Value, accounted size, generation of the insertion (foldhash: keys are hashed on
-    /// every write and every shipped record, and SipHash showed in profiles).
-    map: HashMap<K, (V, usize, u64), foldhash::fast::RandomState>,
-    /// Insertion order; an item whose generation no longer matches the map's is stale.
-    order: VecDeque<(K, u64)>,
-    next_generation: u64,
+    /// Bytes inserted so far: an item's stamp tells its age in bytes.
+    clock: u64,
+    /// Oldest insertion first: value, accounted size, clock at insertion (foldhash: keys are
+    /// hashed on every write and every shipped record, and SipHash showed in profiles).
+    map: LinkedHashMap<K, (V, usize, u64), foldhash::fast::RandomState>,
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
+impl<K: Hash + Eq, V: Clone> BoundedCache<K, V> {
     /// An empty cache holding at most about `budget` bytes (0 disables it).
     pub(crate) fn new(budget: usize) -> Self {
         BoundedCache {
             budget,
             bytes: 0,
-            map: HashMap::default(),
-            order: VecDeque::new(),
-            next_generation: 0,
+            clock: 0,
+            map: LinkedHashMap::default(),
         }
     }
 
     /// Sets `key` to `value` of `size` bytes, dropping the oldest items beyond the budget. An
     /// item larger than the whole budget is not kept (and any older value goes).
     pub(crate) fn insert(&mut self, key: K, value: V, size: usize) {
-        let size = size + ITEM_OVERHEAD;
-        if size > self.budget {
-            self.remove(&key);
-            return;
-        }
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        if let Some((_, old, _)) = self.map.insert(key.clone(), (value, size, generation)) {
-            self.bytes -= old;
-        }
-        self.bytes += size;
-        self.order.push_back((key, generation));
-        while self.bytes > self.budget {
-            let Some((oldest, generation)) = self.order.pop_front() else {
-                break;
-            };
-            if self
-                .map
-                .get(&oldest)
-                .is_some_and(|(_, _, g)| *g == generation)
-            {
-                if let Some((_, size, _)) = self.map.remove(&oldest) {
-                    self.bytes -= size;
-                }
-            }
-        }
-        // Keys rewritten again and again leave stale positions behind: keep them bounded.
-        if self.order.len() > 2 * self.map.len() + 1024 {
-            let map = &self.map;
-            self.order
-                .retain(|(k, g)| map.get(k).is_some_and(|(_, _, mine)| mine == g));
-        }
+        self.insert_dropping(key, value, size, drop);
     }
 
-    /// Forgets `key`.
-    pub(crate) fn remove<Q>(&mut self, key: &Q)
+    /// `insert`, handing every value that leaves the cache to `dropped`: the oldest ones beyond
+    /// the budget, a replaced one, and `value` itself if it is not kept.
+    pub(crate) fn insert_dropping(
+        &mut self,
+        key: K,
+        value: V,
+        size: usize,
+        mut dropped: impl FnMut(V),
+    ) {
+        let size = size + ITEM_OVERHEAD;
+        if size > self.budget {
+            if let Some(old) = self.take(&key) {
+                dropped(old);
+            }
+            dropped(value);
+            return;
+        }
+        let stamp = self.clock;
+        self.clock += size as u64;
+        if let Some((old, old_size, _)) = self.map.insert(key, (value, size, stamp)) {
+            self.bytes -= old_size;
+            dropped(old);
+        }
+        self.bytes += size;
+        self.evict(dropped);
+    }
+
+    /// Accounts `key`'s item anew at `size` bytes, as inserted now; returns it, or `None` if
+    /// the cache does not hold `key` (or not any more: an item larger than the whole budget
+    /// goes to `dropped`, like the oldest ones beyond the budget).
+    pub(crate) fn refresh<Q>(&mut self, key: &Q, size: usize, dropped: impl FnMut(V)) -> Option<V>
     where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        if let Some((_, size, _)) = self.map.remove(key) {
-            self.bytes -= size;
+        let size = size + ITEM_OVERHEAD;
+        if size > self.budget {
+            self.take(key).map(dropped);
+            return None;
         }
+        let stamp = self.clock;
+        let (value, old_size, old_stamp) = self.map.to_back(key)?;
+        let (value, was) = (value.clone(), *old_size);
+        (*old_size, *old_stamp) = (size, stamp);
+        self.clock += size as u64;
+        self.bytes = self.bytes - was + size;
+        self.evict(dropped);
+        Some(value)
+    }
+
+    /// Drops the oldest items while over the budget.
+    fn evict(&mut self, mut dropped: impl FnMut(V)) {
+        while self.bytes > self.budget {
+            let Some((_, (value, size, _))) = self.map.pop_front() else {
+                break;
+            };
+            self.bytes -= size;
+            dropped(value);
+        }
+    }
+
+    /// Forgets `key`, returning its value.
+    pub(crate) fn take<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.take_aged(key).map(|(value, _)| value)
+    }
+
+    /// `take`, with the item's age: the bytes inserted since it was.
+    pub(crate) fn take_aged<Q>(&mut self, key: &Q) -> Option<(V, u64)>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let (value, size, stamp) = self.map.remove(key)?;
+        self.bytes -= size;
+        Some((value, self.clock - stamp))
+    }
+
+    /// The byte budget.
+    pub(crate) fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Forgets every item whose key matches.
+    pub(crate) fn remove_matching(&mut self, mut matches: impl FnMut(&K) -> bool) {
+        let bytes = &mut self.bytes;
+        self.map.retain(|k, (_, size, _)| {
+            let remove = matches(k);
+            if remove {
+                *bytes -= *size;
+            }
+            !remove
+        });
+    }
+
+    /// Items held.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
     }
 
     /// The value of `key`, if cached.
@@ -103,22 +165,50 @@ impl<K: Hash + Eq + Clone, V: Clone> BoundedCache<K, V> {
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
+}
 
-    /// Positions kept in the insertion order.
-    #[cfg(test)]
-    pub(crate) fn positions(&self) -> usize {
-        self.order.len()
+/// A key and its current state, if known: shared by the state map and the cached entries
+/// naming the key. Only changed with the shard of its key locked (and the key's stripe held),
+/// read without either.
+#[derive(Debug)]
+pub(crate) struct StateCell {
+    key: Arc<[u8]>,
+    state: Mutex<Option<Arc<[u8]>>>,
+}
+
+impl StateCell {
+    /// The key.
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The key's current state, or `None` if it must be read from RocksDB.
+    pub(crate) fn state(&self) -> Option<Arc<[u8]>> {
+        self.slot().clone()
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Option<Arc<[u8]>>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets the state: the cell has left the map, and later writes will not reach it.
+    fn clear(&self) {
+        *self.slot() = None;
     }
 }
 
-/// The keys of recent log entries, by (origin, sequence).
-pub(crate) type EntryKeys = BoundedCache<(ReplicaId, u64), Arc<[Vec<u8>]>>;
+/// The keys of recent log entries, by (origin, sequence), as the cells of their states.
+pub(crate) type EntryKeys = BoundedCache<(ReplicaId, u64), Arc<[Arc<StateCell>]>>;
+
+/// Bytes counted per key of a cached entry besides the key itself: its pointer, and its cell
+/// once the state map has dropped it (a live cell is counted there).
+pub(crate) const ENTRY_KEY_OVERHEAD: usize = 16;
 
 /// Shards of the record-state cache: concurrent writers rarely wait on one another's.
 const STATE_SHARDS: usize = 16;
 
-/// One shard: key -> current state (keys shared between the map and its insertion order).
-type StateShard = BoundedCache<Arc<[u8]>, Arc<[u8]>>;
+/// One shard: key -> its cell (keys shared between the map, its insertion order and the cell).
+type StateShard = BoundedCache<Arc<[u8]>, Arc<StateCell>>;
 
 /// The current states of recently written records, by key, in shards by key hash.
 #[derive(Debug)]
@@ -143,20 +233,50 @@ impl RecordStates {
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sets the state of `key`.
-    pub(crate) fn insert(&self, key: &[u8], state: &[u8]) {
-        self.shard(key)
-            .insert(Arc::from(key), Arc::from(state), key.len() + state.len());
+    /// Sets the state of `key` (whose stripe the caller holds); returns the key's cell.
+    pub(crate) fn insert(&self, key: &[u8], state: &[u8]) -> Arc<StateCell> {
+        let size = key.len() + state.len();
+        let state: Arc<[u8]> = Arc::from(state);
+        let mut shard = self.shard(key);
+        let dropped = |cell: Arc<StateCell>| cell.clear();
+        if let Some(cell) = shard.refresh(key, size, dropped) {
+            // The newest item now: the budget cannot drop it before the shard is unlocked.
+            *cell.slot() = Some(state);
+            return cell;
+        }
+        let cell = Arc::new(StateCell {
+            key: Arc::from(key),
+            state: Mutex::new(Some(state)),
+        });
+        shard.insert_dropping(cell.key.clone(), cell.clone(), size, dropped);
+        cell
     }
 
-    /// Forgets `key`.
+    /// Forgets the state of `key` (whose stripe the caller holds).
     pub(crate) fn remove(&self, key: &[u8]) {
-        self.shard(key).remove(key);
+        if let Some(cell) = self.shard(key).take(key) {
+            cell.clear();
+        }
+    }
+
+    /// Forgets the cell of a shipped entry unless another cached entry still names it.
+    pub(crate) fn release(&self, cell: &Arc<StateCell>) {
+        let mut shard = self.shard(&cell.key);
+        // Held by the map and by the caller only (no writer can add a holder while the shard
+        // is locked).
+        let unshared = Arc::strong_count(cell) == 2
+            && shard
+                .get(&cell.key[..])
+                .is_some_and(|mapped| Arc::ptr_eq(&mapped, cell));
+        if unshared {
+            shard.take(&cell.key[..]);
+            cell.clear();
+        }
     }
 
     /// The state of `key`, if cached.
     pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<[u8]>> {
-        self.shard(key).get(key)
+        self.shard(key).get(key).and_then(|cell| cell.state())
     }
 }
 
@@ -178,7 +298,7 @@ mod tests {
         cache.insert(100, vec![1; 500], 500);
         assert_eq!(cache.bytes(), before);
         assert_eq!(cache.get(&100), Some(vec![1; 500]));
-        cache.remove(&100);
+        assert_eq!(cache.take(&100), Some(vec![1; 500]));
         assert!(cache.get(&100).is_none());
         assert_eq!(cache.bytes(), before - 500 - ITEM_OVERHEAD);
     }
@@ -196,12 +316,23 @@ mod tests {
     }
 
     #[test]
-    fn rewriting_one_key_keeps_the_order_bounded() {
-        let mut cache: BoundedCache<u64, u64> = BoundedCache::new(1 << 20);
-        for i in 0..100_000 {
-            cache.insert(7, i, 8);
+    fn rewriting_a_key_makes_it_the_newest_and_aging_counts_bytes() {
+        let mut cache: BoundedCache<u64, u64> = BoundedCache::new(10 * (8 + ITEM_OVERHEAD));
+        for k in 0..10 {
+            cache.insert(k, k, 8);
         }
-        assert_eq!(cache.get(&7), Some(99_999));
-        assert!(cache.positions() <= 2 + 1024 + 1);
+        assert_eq!(cache.refresh(&0, 8, drop), Some(0), "0 is now the newest");
+        cache.insert(10, 10, 8);
+        assert!(cache.get(&1).is_none(), "1 was the oldest");
+        assert_eq!(cache.get(&0), Some(0));
+        let (_, age) = cache.take_aged(&0).expect("held");
+        assert_eq!(
+            age,
+            2 * (8 + ITEM_OVERHEAD) as u64,
+            "one insertion since, and its own"
+        );
+        cache.remove_matching(|k| *k >= 5);
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.bytes(), 3 * (8 + ITEM_OVERHEAD));
     }
 }

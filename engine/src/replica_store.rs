@@ -8,38 +8,74 @@ use crate::error::{Error, Result};
 use crate::model::{codec, digest, Dot, Record, ReplicaId, VersionVector};
 use crate::replication::iblt::Iblt;
 use crate::replication::{
-    decode_records, sort_joining, ApplyOutcome, Compaction, DecodedEntry, RecordState,
-    ReplicaStore, StateSummary,
+    decode_records, sort_joining_by, ApplyOutcome, Compaction, DecodedEntry, RecordState,
+    RemoteRecord, ReplicaStore, StateSummary,
 };
 use crate::store::{keys, AtomicWrite, LogEntry};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-/// Decoded peer records, sorted by key, one per key.
-pub(crate) type RemoteRecords<'k> = Vec<(&'k [u8], Record)>;
+/// A peer's record to join here, borrowed from the decoded frame where it can be.
+pub(crate) struct Incoming<'k> {
+    /// The key.
+    pub(crate) key: &'k [u8],
+    /// The peer's state.
+    pub(crate) record: Cow<'k, Record>,
+    /// The bytes the state arrived as, while they are its encoding.
+    pub(crate) encoded: Option<&'k [u8]>,
+}
+
+impl<'k> Incoming<'k> {
+    /// Borrows a decoded record.
+    pub(crate) fn of(r: &'k RemoteRecord) -> Incoming<'k> {
+        Incoming {
+            key: &r.key,
+            record: Cow::Borrowed(&r.record),
+            encoded: r.encoded.as_deref(),
+        }
+    }
+
+    /// Sorts by key, joining the records of a key into one.
+    fn sort_joining(all: Vec<Incoming<'k>>) -> Vec<Incoming<'k>> {
+        sort_joining_by(
+            all,
+            |i| i.key,
+            |into, next| {
+                into.record.to_mut().join(&next.record);
+                into.encoded = None;
+            },
+        )
+    }
+}
 
 impl Engine {
-    /// Joins decoded peer records (sorted by key, one per key) into the local ones, staging
-    /// changes (and marks for new tombstones) in `wb`; returns the keys whose record changed,
-    /// in order, with their new states (for `cache_states` once committed). The caller holds the keys' stripes; `seen` is this replica's applied vector.
+    /// Joins peer records (sorted by key, one per key) into the local ones, staging changes
+    /// (and marks for new tombstones) in `wb`; returns the keys whose record changed, in
+    /// order. The caller holds the keys' stripes; `seen` is this replica's applied vector.
+    /// A key new here whose state `seen` does not prune is stored as the bytes it arrived as.
     /// A local record that does not decode is replaced by the peer's state when `repair` is
     /// set, an error otherwise; `record_max` refuses merges that would grow past it.
     pub(crate) fn stage_joins<'k>(
         &self,
-        remote: RemoteRecords<'k>,
+        remote: Vec<Incoming<'k>>,
         seen: &VersionVector,
         wb: &mut AtomicWrite<'_>,
         repair: bool,
         record_max: Option<usize>,
-    ) -> Result<Vec<(&'k [u8], Vec<u8>)>> {
+    ) -> Result<Vec<&'k [u8]>> {
         let inner = &*self.inner;
-        if let Some(marker) = remote.iter().filter_map(|(_, r)| max_marker(r)).max() {
+        if let Some(marker) = remote.iter().filter_map(|i| max_marker(&i.record)).max() {
             lock(&inner.clock).observe(marker, inner.config.clock.now_ms());
         }
+        let encode = |key: &[u8], record: &Record| {
+            codec::encode_record(record).map_err(|e| Error::from_codec("record", key, e))
+        };
         let mut changed = Vec::new();
-        let keys: Vec<&[u8]> = remote.iter().map(|(k, _)| *k).collect();
+        let keys: Vec<&[u8]> = remote.iter().map(|i| i.key).collect();
         let stored_all = inner.store.get_records(&keys)?;
-        for ((key, theirs), stored) in remote.into_iter().zip(stored_all) {
+        for (theirs, stored) in remote.into_iter().zip(stored_all) {
+            let key = theirs.key;
             let stored = stored.as_deref();
             let local = match stored.map(codec::decode_record) {
                 None => None,
@@ -51,17 +87,27 @@ impl Engine {
                 }
                 Some(Err(e)) => return Err(Error::from_codec("record", key, e)),
             };
-            let merged = match local {
+            let (bytes, bottom): (Cow<'_, [u8]>, bool) = match local {
                 Some(mut local) => {
-                    count_conflict(&local, &theirs);
-                    local.join_seen(&theirs, seen);
-                    local
+                    count_conflict(&local, &theirs.record);
+                    local.join_seen(&theirs.record, seen);
+                    (Cow::Owned(encode(key, &local)?), local.is_bottom())
                 }
-                None => theirs.joined_into_nothing(seen),
+                // Joined into nothing, the state stays as it came: keep its bytes.
+                None if !theirs.record.has_dot_in(seen) => {
+                    let bytes = match theirs.encoded {
+                        Some(bytes) => Cow::Borrowed(bytes),
+                        None => Cow::Owned(encode(key, &theirs.record)?),
+                    };
+                    (bytes, theirs.record.is_bottom())
+                }
+                None => {
+                    let mut merged = Record::default();
+                    merged.join_seen(&theirs.record, seen);
+                    (Cow::Owned(encode(key, &merged)?), merged.is_bottom())
+                }
             };
-            let bytes =
-                codec::encode_record(&merged).map_err(|e| Error::from_codec("record", key, e))?;
-            if stored == Some(bytes.as_slice()) {
+            if stored == Some(&bytes[..]) {
                 continue;
             }
             if let Some(max) = record_max.filter(|max| bytes.len() > *max) {
@@ -72,12 +118,12 @@ impl Engine {
                 });
             }
             wb.put_record(key, &bytes);
-            if merged.is_bottom() {
+            if bottom {
                 // A new tombstone (also by state transfer, without a log entry): compaction
                 // reclaims it once it is stable.
                 wb.put_meta(&keys::tombstone_key(key), &[]);
             }
-            changed.push((key, bytes));
+            changed.push(key);
         }
         Ok(changed)
     }
@@ -109,26 +155,34 @@ impl ReplicaStore for Engine {
         if seq <= lock(&self.inner.floors).get(origin) {
             return Ok(None);
         }
+        // Current states: from the entry's cells where recently written, else from RocksDB.
+        let mut out = Vec::new();
+        let mut missing = Vec::new();
         let cached = lock(&self.inner.entry_keys).get(&(origin, seq));
-        let keys: Arc<[Vec<u8>]> = match cached {
-            Some(keys) => keys,
+        match cached {
+            Some(cells) => {
+                out.reserve(cells.len());
+                for cell in cells.iter() {
+                    match cell.state() {
+                        Some(state) => out.push((cell.key().to_vec(), state.to_vec())),
+                        None => missing.push(cell.key().to_vec()),
+                    }
+                }
+            }
             None => {
                 let Some(bytes) = self.inner.store.get_log(origin, seq)? else {
                     return Ok(None);
                 };
-                LogEntry::decode(&bytes)
+                let keys = LogEntry::decode(&bytes)
                     .map_err(|e| Error::from_codec("log entry", &keys::log_key(origin, seq), e))?
-                    .keys
-                    .into()
-            }
-        };
-        // Current states: from memory where recently written, else from RocksDB.
-        let mut out = Vec::with_capacity(keys.len());
-        let mut missing = Vec::new();
-        for key in keys.iter() {
-            match self.inner.states.get(key) {
-                Some(state) => out.push((key.clone(), state.to_vec())),
-                None => missing.push(key.clone()),
+                    .keys;
+                out.reserve(keys.len());
+                for key in keys {
+                    match self.inner.states.get(&key) {
+                        Some(state) => out.push((key, state.to_vec())),
+                        None => missing.push(key),
+                    }
+                }
             }
         }
         if !missing.is_empty() {
@@ -153,12 +207,10 @@ impl ReplicaStore for Engine {
         }
         let _serial = lock(&inner.apply_lock);
         let mut have = lock(&inner.applied).get(origin);
-        // Decide each entry's fate before touching anything. Keys and records are kept apart
-        // so that the log entries can borrow the keys while the records move into the join.
+        // Decide each entry's fate before touching anything.
         let mut outcomes = Vec::with_capacity(entries.len());
-        let mut entry_keys: Vec<(u64, Vec<Vec<u8>>)> = Vec::new();
-        let mut entry_records: Vec<Vec<Record>> = Vec::new();
-        for entry in entries {
+        let mut accepted: Vec<&DecodedEntry> = Vec::new();
+        for entry in &entries {
             if entry.seq <= have {
                 outcomes.push(ApplyOutcome::Duplicate);
                 continue;
@@ -167,55 +219,51 @@ impl ReplicaStore for Engine {
                 outcomes.push(ApplyOutcome::Gap { expected: have + 1 });
                 break;
             }
-            let (keys, records): (Vec<Vec<u8>>, Vec<Record>) = entry.records.into_iter().unzip();
-            entry_keys.push((entry.seq, keys));
-            entry_records.push(records);
+            accepted.push(entry);
             outcomes.push(ApplyOutcome::Applied { changed: 0 });
             have = entry.seq;
         }
-        if entry_keys.is_empty() {
+        if accepted.is_empty() {
             return Ok(outcomes);
         }
         // The frame's states joined together, then into the local records with the applied
         // vector as it stood before the frame (the same result as entry by entry: a state is
         // a lattice element, and dots of this frame are not in that vector), in one batch.
         let mut wb = inner.store.batch();
-        let mut all: RemoteRecords<'_> =
-            Vec::with_capacity(entry_records.iter().map(Vec::len).sum());
-        for ((seq, keys), records) in entry_keys.iter().zip(entry_records) {
-            let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-            wb.put_log(origin, *seq, &LogEntry::encode_keys(&keys));
-            all.extend(keys.into_iter().zip(records));
+        let mut all: Vec<Incoming<'_>> =
+            Vec::with_capacity(accepted.iter().map(|e| e.records.len()).sum());
+        for entry in &accepted {
+            let keys: Vec<&[u8]> = entry.records.iter().map(|r| r.key.as_slice()).collect();
+            wb.put_log(origin, entry.seq, &LogEntry::encode_keys(&keys));
+            all.extend(entry.records.iter().map(Incoming::of));
         }
-        let remote = if entry_keys.len() == 1 {
+        let remote = if accepted.len() == 1 {
             all // one entry's records are sorted and distinct already
         } else {
-            sort_joining(all)
+            Incoming::sort_joining(all)
         };
-        let keys: Vec<&[u8]> = remote.iter().map(|(k, _)| *k).collect();
+        let keys: Vec<&[u8]> = remote.iter().map(|i| i.key).collect();
         let _guards = self.lock_keys(&keys);
         let seen = self.applied();
         let changed = self.stage_joins(remote, &seen, &mut wb, true, None)?;
         wb.put_meta(&keys::applied_key(origin), &have.to_be_bytes());
         self.commit(wb)?;
-        self.uncache_states(changed.iter().map(|(k, _)| *k));
+        self.uncache_states(changed.iter().copied());
         lock(&inner.applied).add(Dot::new(origin, have));
         self.applied_advanced();
         // Report, per applied entry, how many of its records changed here.
         let everything = changed.len() == keys.len();
-        let mut applied = entry_keys.iter();
+        let mut applied = accepted.iter();
         for outcome in &mut outcomes {
             if let ApplyOutcome::Applied { changed: n } = outcome {
-                if let Some((_, keys)) = applied.next() {
+                if let Some(entry) = applied.next() {
                     *n = if everything {
-                        keys.len()
+                        entry.records.len()
                     } else {
-                        keys.iter()
-                            .filter(|k| {
-                                changed
-                                    .binary_search_by(|(c, _)| (*c).cmp(k.as_slice()))
-                                    .is_ok()
-                            })
+                        entry
+                            .records
+                            .iter()
+                            .filter(|r| changed.binary_search(&r.key.as_slice()).is_ok())
                             .count()
                     };
                 }
@@ -246,14 +294,17 @@ impl ReplicaStore for Engine {
     }
 
     fn read_records(&self, keys: &[Vec<u8>]) -> Result<Vec<RecordState>> {
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(state) = self.inner.store.get_record(key)? {
-                let state = state.to_vec();
-                out.push((key.clone(), state));
-            }
+        // One batched lookup; RocksDB wants the keys sorted, which log entries' keys are.
+        let mut sorted: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        if !sorted.is_sorted() {
+            sorted.sort_unstable();
         }
-        Ok(out)
+        let found = self.inner.store.get_records(&sorted)?;
+        Ok(sorted
+            .iter()
+            .zip(found)
+            .filter_map(|(key, state)| Some((key.to_vec(), state?.to_vec())))
+            .collect())
     }
 
     fn merge_states(&self, records: &[RecordState]) -> Result<ApplyOutcome> {
@@ -261,16 +312,15 @@ impl ReplicaStore for Engine {
         let Ok(decoded) = decode_records(records.iter().cloned(), self.record_bytes_max()) else {
             return Ok(ApplyOutcome::Invalid);
         };
-        let (keys, decoded): (Vec<Vec<u8>>, Vec<Record>) = decoded.into_iter().unzip();
-        let remote: RemoteRecords<'_> = keys.iter().map(Vec::as_slice).zip(decoded).collect();
+        let remote: Vec<Incoming<'_>> = decoded.iter().map(Incoming::of).collect();
         let _serial = lock(&self.inner.apply_lock);
-        let keys: Vec<&[u8]> = remote.iter().map(|(k, _)| *k).collect();
+        let keys: Vec<&[u8]> = remote.iter().map(|i| i.key).collect();
         let _guards = self.lock_keys(&keys);
         let seen = self.applied();
         let mut wb = self.inner.store.batch();
         let changed = self.stage_joins(remote, &seen, &mut wb, true, None)?;
         self.commit(wb)?;
-        self.uncache_states(changed.iter().map(|(k, _)| *k));
+        self.uncache_states(changed.iter().copied());
         Ok(ApplyOutcome::Applied {
             changed: changed.len(),
         })
@@ -299,6 +349,40 @@ impl ReplicaStore for Engine {
         self.applied_advanced();
         *lock(&inner.floors) = floors;
         Ok(())
+    }
+
+    fn release_shipped(&self, upto: u64) {
+        let inner = &*self.inner;
+        let from = {
+            let mut released = lock(&inner.released);
+            if upto <= *released {
+                return;
+            }
+            std::mem::replace(&mut *released, upto) + 1
+        };
+        let me = inner.replica;
+        let entries: Vec<_> = {
+            let mut cache = lock(&inner.entry_keys);
+            // Only the cells of recent entries, still in the processor's caches, are worth
+            // releasing one by one; older ones (a backlog shipped after an outage) leave with
+            // the oldest items when the budget needs the room.
+            let recent = cache.budget() as u64 / 4;
+            if upto - from < cache.len() as u64 {
+                (from..=upto)
+                    .filter_map(|seq| cache.take_aged(&(me, seq)))
+                    .filter_map(|(cells, age)| (age <= recent).then_some(cells))
+                    .collect()
+            } else {
+                cache.remove_matching(|(origin, seq)| *origin == me && *seq <= upto);
+                Vec::new()
+            }
+        };
+        // Shipped everywhere: the states stay only where a newer entry still needs them.
+        for cells in entries {
+            for cell in cells.iter() {
+                inner.states.release(cell);
+            }
+        }
     }
 
     fn compact(&self, stable: &VersionVector) -> Result<Compaction> {

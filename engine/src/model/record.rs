@@ -62,16 +62,22 @@ impl Record {
     /// holds nothing under the key. Without a copy when no dot present here is in `seen` (the
     /// common case of a new key: the result is then `self`).
     pub fn joined_into_nothing(self, seen: &VersionVector) -> Record {
-        let mut covered = false;
-        for v in self.values.values() {
-            v.for_each_dot(&mut |d| covered |= seen.contains(&d));
-        }
-        if !covered {
+        if !self.has_dot_in(seen) {
             return self;
         }
         let mut out = Record::default();
         out.join_seen(&self, seen);
         out
+    }
+
+    /// Whether any dot present here is in `seen` (else joining it into nothing changes
+    /// nothing).
+    pub fn has_dot_in(&self, seen: &VersionVector) -> bool {
+        let mut covered = false;
+        for v in self.values.values() {
+            v.for_each_dot(&mut |d| covered |= seen.contains(&d));
+        }
+        covered
     }
 
     /// Forgets removal memory covered by `stable` (see `Causal::normalize`); equal records

@@ -7,13 +7,25 @@ use super::seam::RecordState;
 use crate::config::KEY_BYTES_MAX;
 use crate::model::{codec, Record, ReplicaId};
 
-/// One log entry with its records decoded: (key, record), sorted by key, one per key.
+/// A record state received from a peer, decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteRecord {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The decoded state.
+    pub record: Record,
+    /// The bytes the state arrived as, while they are its encoding (`None` once repeats of
+    /// the key were joined): a key new here is stored as these bytes, not encoded again.
+    pub encoded: Option<Vec<u8>>,
+}
+
+/// One log entry with its records decoded, sorted by key, one per key.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecodedEntry {
     /// The origin's sequence number.
     pub seq: u64,
     /// The records, sorted by key; repeats of a key are joined.
-    pub records: Vec<(Vec<u8>, Record)>,
+    pub records: Vec<RemoteRecord>,
     /// Bytes the entry took on the wire, counted as its sender counts them in flight.
     pub wire_bytes: usize,
 }
@@ -81,8 +93,8 @@ impl Inbound {
 pub fn decode_records(
     records: impl IntoIterator<Item = RecordState>,
     record_bytes_max: usize,
-) -> Result<Vec<(Vec<u8>, Record)>, String> {
-    let mut out: Vec<(Vec<u8>, Record)> = Vec::new();
+) -> Result<Vec<RemoteRecord>, String> {
+    let mut out: Vec<RemoteRecord> = Vec::new();
     for (key, state) in records {
         if key.is_empty() || key.len() > KEY_BYTES_MAX {
             return Err(format!("a key of {} bytes", key.len()));
@@ -91,19 +103,39 @@ pub fn decode_records(
             return Err(format!("a record of {} bytes", state.len()));
         }
         let record = codec::decode_record(&state).map_err(|e| e.to_string())?;
-        out.push((key, record));
+        out.push(RemoteRecord {
+            key,
+            record,
+            encoded: Some(state),
+        });
     }
     Ok(sort_joining(out))
 }
 
 /// Sorts records by key, joining those of the same key into one.
-pub fn sort_joining<K: Ord>(mut records: Vec<(K, Record)>) -> Vec<(K, Record)> {
-    records.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut joined: Vec<(K, Record)> = Vec::with_capacity(records.len());
-    for (key, record) in records {
+pub fn sort_joining(records: Vec<RemoteRecord>) -> Vec<RemoteRecord> {
+    sort_joining_by(
+        records,
+        |r| &r.key,
+        |into, next| {
+            into.record.join(&next.record);
+            into.encoded = None;
+        },
+    )
+}
+
+/// Sorts items by `key`, folding those of the same key into the first with `join`.
+pub(crate) fn sort_joining_by<T>(
+    mut items: Vec<T>,
+    key: for<'a> fn(&'a T) -> &'a [u8],
+    join: impl Fn(&mut T, &T),
+) -> Vec<T> {
+    items.sort_by(|a, b| key(a).cmp(key(b)));
+    let mut joined: Vec<T> = Vec::with_capacity(items.len());
+    for next in items {
         match joined.last_mut() {
-            Some((last, r)) if *last == key => r.join(&record),
-            _ => joined.push((key, record)),
+            Some(last) if key(last) == key(&next) => join(last, &next),
+            _ => joined.push(next),
         }
     }
     joined
@@ -133,8 +165,18 @@ mod tests {
             panic!("entries expected");
         };
         assert_eq!(origin, ReplicaId(4));
-        let keys: Vec<&[u8]> = entries[0].records.iter().map(|(k, _)| &k[..]).collect();
+        let keys: Vec<&[u8]> = entries[0].records.iter().map(|r| &r.key[..]).collect();
         assert_eq!(keys, vec![&b"a"[..], &b"b"[..]]);
+        let encoded: Vec<Option<&Vec<u8>>> = entries[0]
+            .records
+            .iter()
+            .map(|r| r.encoded.as_ref())
+            .collect();
+        assert_eq!(
+            encoded,
+            vec![Some(&state), None],
+            "b was joined from two states"
+        );
 
         for bad in [
             (b"".to_vec(), state.clone()),

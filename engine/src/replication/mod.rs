@@ -15,7 +15,8 @@ mod replicator;
 mod seam;
 
 pub use frame::{Frame, FrameError, WireEntry, FRAME_BYTES_MAX, PROTOCOL_VERSION};
-pub use inbound::{decode_records, sort_joining, DecodedEntry, Inbound};
+pub(crate) use inbound::sort_joining_by;
+pub use inbound::{decode_records, sort_joining, DecodedEntry, Inbound, RemoteRecord};
 pub use peer::{LinkState, Peer};
 pub use replicator::{Output, PeerId, ReplicationConfig, ReplicationError, Replicator, Stats};
 pub use seam::{ApplyOutcome, Compaction, RecordState, ReplicaStore, StateSummary};

@@ -193,6 +193,18 @@ impl Replicator {
         })))
     }
 
+    /// How far every other member has applied this replica's own entries, once each has
+    /// reported (`None` without other members).
+    fn shipped_everywhere(&self) -> Option<u64> {
+        self.config
+            .members
+            .iter()
+            .filter(|m| **m != self.me)
+            .map(|m| self.known.get(m).map(|v| v.get(self.me)))
+            .min()
+            .flatten()
+    }
+
     /// The next thing the driver must do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
@@ -400,6 +412,9 @@ impl Replicator {
                             p.last_progress_ms = now_ms;
                         }
                     }
+                }
+                if let Some(upto) = self.shipped_everywhere() {
+                    store.release_shipped(upto);
                 }
                 self.pump(peer, store, now_ms)
             }

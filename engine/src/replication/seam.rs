@@ -114,7 +114,7 @@ pub trait ReplicaStore {
     /// The applied vector and a table of `cells` cells over every record's id.
     fn summarize(&self, cells: usize) -> Result<StateSummary, Self::Error>;
 
-    /// The current states of `keys` (absent keys are skipped).
+    /// The current states of `keys`, in key order (absent keys are skipped).
     fn read_records(&self, keys: &[Vec<u8>]) -> Result<Vec<RecordState>, Self::Error>;
 
     /// Joins record states from a state transfer (no log entry, no applied change).
@@ -127,4 +127,8 @@ pub trait ReplicaStore {
     /// Removes log entries covered by `stable` (applied by every live member) and tombstones
     /// whose every dot is covered by it.
     fn compact(&self, stable: &VersionVector) -> Result<Compaction, Self::Error>;
+
+    /// This replica's own entries up to `upto` have reached every other member: whatever the
+    /// store keeps in memory to ship them can go (they stay readable).
+    fn release_shipped(&self, _upto: u64) {}
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use crate::engine::lock;
 use crate::{Config, Engine};
 
 fn engine(dir: &tempfile::TempDir, id: u64) -> Engine {
@@ -233,4 +234,67 @@ fn an_entry_is_shipped_with_the_current_state_of_its_keys() {
         current(&ea)
     );
     assert_eq!(ea.get_set(b"s").unwrap().unwrap(), vec![b"y".to_vec()]);
+}
+
+/// Entries every other member has applied leave the in-memory caches, except the states a
+/// newer entry still needs; what is shipped afterwards is still the current state.
+#[test]
+fn shipped_entries_leave_the_caches_and_still_ship_current_states() {
+    let da = tempfile::tempdir().unwrap();
+    let ea = engine(&da, 1);
+    ea.enable_replication_cache();
+    let current = |key: &[u8]| vec![(key.to_vec(), ea.export(key).unwrap().unwrap())];
+    ea.put(b"a", b"1").unwrap(); // entry 1
+    ea.put(b"b", b"1").unwrap(); // entry 2
+    ea.put(b"a", b"2").unwrap(); // entry 3 rewrites a
+    ea.release_shipped(2);
+    assert!(
+        ea.inner.states.get(b"b").is_none(),
+        "b's state was released"
+    );
+    assert!(
+        ea.inner.states.get(b"a").is_some(),
+        "entry 3 still needs a's state"
+    );
+    assert!(lock(&ea.inner.entry_keys).get(&(ReplicaId(1), 1)).is_none());
+    for (seq, key) in [(1, b"a"), (2, b"b"), (3, b"a")] {
+        assert_eq!(
+            ea.read_entry(ReplicaId(1), seq).unwrap().unwrap().to_vec(),
+            current(key)
+        );
+    }
+    ea.release_shipped(3);
+    assert!(ea.inner.states.get(b"a").is_none());
+    ea.put(b"a", b"3").unwrap(); // entry 4: cached again
+    assert!(ea.inner.states.get(b"a").is_some());
+    assert_eq!(
+        ea.read_entry(ReplicaId(1), 3).unwrap().unwrap().to_vec(),
+        current(b"a")
+    );
+}
+
+/// The replicator releases this replica's entries once every other member reports them.
+#[test]
+fn acknowledged_entries_are_released() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ea, eb) = (engine(&da, 1), engine(&db, 2));
+    ea.enable_replication_cache();
+    let config = ReplicationConfig {
+        members: vec![ReplicaId(1), ReplicaId(2)],
+        ..ReplicationConfig::default()
+    };
+    let mut a = Replicator::new(ea.replica_id(), config.clone());
+    let mut b = Replicator::new(eb.replica_id(), config);
+    ea.put(b"k", b"v").unwrap();
+    a.connected(PeerId(2), &ea, 0);
+    b.connected(PeerId(1), &eb, 0);
+    settle(&mut a, &ea, &mut b, &eb);
+    assert_eq!(eb.get(b"k").unwrap().unwrap().values, vec![b"v".to_vec()]);
+    assert!(ea.inner.states.get(b"k").is_some(), "not acknowledged yet");
+    b.tick(&eb, 10).unwrap(); // acknowledges what arrived since the last Ack
+    settle(&mut a, &ea, &mut b, &eb);
+    assert!(
+        ea.inner.states.get(b"k").is_none(),
+        "b applied entry 1: a no longer keeps its state"
+    );
 }
