@@ -10,6 +10,10 @@
 //! would not reach it. Senders must ship a key's *current* state: an older one could bring back
 //! a dot whose removal the receiver only knows through a tombstone that has since been
 //! reclaimed.
+//!
+//! Once every other member has applied an entry (`ReplicaStore::release_shipped`), the entry
+//! and the cells no newer entry names leave at once, while still in the processor's caches: in
+//! steady state both maps hold what is in flight, not 64 MiB of cold history.
 
 use crate::model::ReplicaId;
 use hashlink::LinkedHashMap;
@@ -334,5 +338,30 @@ mod tests {
         cache.remove_matching(|k| *k >= 5);
         assert_eq!(cache.len(), 3);
         assert_eq!(cache.bytes(), 3 * (8 + ITEM_OVERHEAD));
+    }
+
+    #[test]
+    fn a_cell_the_map_drops_is_emptied_and_a_rewrite_keeps_the_cell() {
+        // One shard's budget holds a few items only.
+        let states = RecordStates::new(STATE_SHARDS * 4 * (ITEM_OVERHEAD + 16));
+        let first = states.insert(b"k0", b"v0");
+        assert_eq!(first.state().as_deref(), Some(&b"v0"[..]));
+        let again = states.insert(b"k0", b"v1");
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "a rewrite updates the key's cell"
+        );
+        assert_eq!(first.state().as_deref(), Some(&b"v1"[..]));
+        // Enough other keys to push k0 out of its shard, whichever it is.
+        let others: Vec<_> = (1..200u32)
+            .map(|i| states.insert(format!("k{i}").as_bytes(), b"vv"))
+            .collect();
+        assert!(states.get(b"k0").is_none());
+        assert_eq!(first.state(), None, "a dropped cell must not keep a state");
+        assert!(others.last().and_then(|c| c.state()).is_some());
+        // A removal empties the cell as well.
+        let last = others.last().expect("inserted");
+        states.remove(last.key());
+        assert_eq!(last.state(), None);
     }
 }
