@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use meridian::runtime::{PeerSpec, RuntimeConfig, TlsFiles};
+use meridian::Config;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -83,6 +84,10 @@ pub struct Limits {
     /// Burst above the rate.
     #[serde(default = "default_burst")]
     pub client_burst: u32,
+    /// MiB of recent writes kept in memory for replication: what a peer that is down or behind
+    /// still needs ships without reading RocksDB (0 turns it off).
+    #[serde(default = "default_replication_cache_mib")]
+    pub replication_cache_mib: usize,
 }
 
 impl Default for Limits {
@@ -91,6 +96,7 @@ impl Default for Limits {
             value_bytes_max: default_value_bytes_max(),
             client_requests_per_second: default_rate(),
             client_burst: default_burst(),
+            replication_cache_mib: default_replication_cache_mib(),
         }
     }
 }
@@ -122,6 +128,13 @@ fn default_log_format() -> String {
 fn default_value_bytes_max() -> usize {
     4 << 20
 }
+fn default_replication_cache_mib() -> usize {
+    Config::default().entry_cache_bytes >> 20
+}
+
+/// Largest `limits.replication_cache_mib` accepted (1 TiB).
+const REPLICATION_CACHE_MIB_MAX: usize = 1 << 20;
+
 fn default_rate() -> u32 {
     10_000
 }
@@ -183,6 +196,11 @@ impl NodeConfig {
         anyhow::ensure!(
             self.limits.client_requests_per_second > 0,
             "field `limits.client_requests_per_second` must be positive"
+        );
+        anyhow::ensure!(
+            self.limits.replication_cache_mib <= REPLICATION_CACHE_MIB_MAX,
+            "field `limits.replication_cache_mib`: {} is more than {REPLICATION_CACHE_MIB_MAX}",
+            self.limits.replication_cache_mib
         );
         for (i, p) in self.peers.iter().enumerate() {
             anyhow::ensure!(

@@ -301,6 +301,7 @@ fn configuration_errors_name_the_field() {
         (base.replace("name = \"a\"", "name = \"Not A Label\""), "name"),
         (base.replace("listen = \"127.0.0.1:0\"", "listen = \"nowhere\""), "listen"),
         (format!("{base}[[peers]]\nname = \"b\"\nregion = \"r\"\naddress = \"127.0.0.1:1\"\nweight = 3\n"), "weight"),
+        (format!("{base}[limits]\nreplication_cache_mib = 99999999\n"), "replication_cache_mib"),
     ];
     for (text, field) in cases {
         let path = dir.path().join("bad.toml");
