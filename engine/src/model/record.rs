@@ -58,20 +58,8 @@ impl Record {
         }
     }
 
-    /// `Record::default().join_seen(&self, seen)`: this record as joined into a replica that
-    /// holds nothing under the key. Without a copy when no dot present here is in `seen` (the
-    /// common case of a new key: the result is then `self`).
-    pub fn joined_into_nothing(self, seen: &VersionVector) -> Record {
-        if !self.has_dot_in(seen) {
-            return self;
-        }
-        let mut out = Record::default();
-        out.join_seen(&self, seen);
-        out
-    }
-
-    /// Whether any dot present here is in `seen` (else joining it into nothing changes
-    /// nothing).
+    /// Whether any dot present here is in `seen`; if none is, joining the record into a
+    /// replica that holds nothing under its key (`join_seen`) leaves it as it is.
     pub fn has_dot_in(&self, seen: &VersionVector) -> bool {
         let mut covered = false;
         for v in self.values.values() {
