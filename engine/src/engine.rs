@@ -600,23 +600,16 @@ impl Engine {
         let stored = self.inner.store.get_records(keys)?;
         keys.iter()
             .zip(stored)
-            .map(|(key, bytes)| {
-                bytes
-                    .map(|b| {
-                        codec::decode_record(&b).map_err(|e| Error::from_codec("record", key, e))
-                    })
-                    .transpose()
-            })
+            .map(|(key, bytes)| bytes.map(|b| decode_stored(key, &b)).transpose())
             .collect()
     }
 
     pub(crate) fn load(&self, key: &[u8]) -> Result<Option<Record>> {
-        match self.inner.store.get_record(key)? {
-            None => Ok(None),
-            Some(bytes) => codec::decode_record(&bytes)
-                .map(Some)
-                .map_err(|e| Error::from_codec("record", key, e)),
-        }
+        self.inner
+            .store
+            .get_record(key)?
+            .map(|bytes| decode_stored(key, &bytes))
+            .transpose()
     }
 
     /// Everything under `key`; `None` if absent or deleted.
@@ -707,9 +700,7 @@ impl Engine {
                 break;
             }
             let (key, bytes) = item?;
-            let record =
-                codec::decode_record(&bytes).map_err(|e| Error::from_codec("record", &key, e))?;
-            if let Some(read) = read_of(record) {
+            if let Some(read) = read_of(decode_stored(&key, &bytes)?) {
                 out.push((key.into_vec(), read));
             }
         }
@@ -744,10 +735,12 @@ impl Engine {
         let _guard = self.lock_keys(&[key]);
         let seen = self.applied();
         let mut wb = inner.store.batch();
+        // Re-encoded, not stored as given: only states that came through this codec (a peer's
+        // frames) are kept as their bytes.
         let incoming = Incoming {
             key,
             record: std::borrow::Cow::Owned(remote),
-            encoded: Some(state),
+            encoded: None,
         };
         let changed = self.stage_joins(vec![incoming], &seen, &mut wb, false, Some(max))?;
         if changed.is_empty() {
@@ -757,6 +750,11 @@ impl Engine {
         self.uncache_states(changed.iter().copied());
         Ok(true)
     }
+}
+
+/// The record stored under `key`, decoded.
+fn decode_stored(key: &[u8], bytes: &[u8]) -> Result<Record> {
+    codec::decode_record(bytes).map_err(|e| Error::from_codec("record", key, e))
 }
 
 /// Uncounts a `wait_covers` caller when it returns.
