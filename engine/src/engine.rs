@@ -10,7 +10,7 @@ use crate::model::{
     VersionVector,
 };
 use crate::read::{LwwValue, MapView, Read, ReadValue, Siblings};
-use crate::replica_store::Incoming;
+use crate::replica_store::{Incoming, Theirs};
 use crate::store::{keys, LogEntry, Store};
 use std::borrow::Cow;
 use std::hash::BuildHasher;
@@ -739,8 +739,7 @@ impl Engine {
         // frames) are kept as their bytes.
         let incoming = Incoming {
             key,
-            record: std::borrow::Cow::Owned(remote),
-            encoded: None,
+            state: Theirs::Decoded(remote),
         };
         let changed = self.stage_joins(vec![incoming], &seen, &mut wb, false, Some(max))?;
         if changed.is_empty() {
@@ -774,17 +773,6 @@ fn read_of(record: Record) -> Option<Read> {
         .filter_map(ReadValue::from_value)
         .collect();
     (!values.is_empty()).then_some(Read { values, token })
-}
-
-pub(crate) fn max_marker(record: &Record) -> Option<crate::model::Hlc> {
-    fn walk(v: &Value) -> Option<crate::model::Hlc> {
-        match v {
-            Value::Lww(r) => crate::model::lww::max_marker(r),
-            Value::Map(m) => m.fields.values().filter_map(walk).max(),
-            _ => None,
-        }
-    }
-    record.values.values().filter_map(walk).max()
 }
 
 pub(crate) fn check_key(key: &[u8]) -> Result<()> {

@@ -3,47 +3,88 @@
 //! relaying, applied vector advanced), state transfer for anti-entropy, and compaction (log
 //! truncation and tombstone collection at causal stability).
 
-use crate::engine::{lock, max_marker, Engine};
+use crate::engine::{lock, Engine};
 use crate::error::{Error, Result};
-use crate::model::{codec, digest, Dot, Record, ReplicaId, VersionVector};
+use crate::model::{codec, digest, Dot, Hlc, Record, ReplicaId, VersionVector};
 use crate::replication::iblt::Iblt;
 use crate::replication::{
-    decode_records, sort_joining_by, ApplyOutcome, Compaction, DecodedEntry, RecordState,
-    RemoteRecord, ReplicaStore, StateSummary,
+    decode_record_states, sort_joining_by, ApplyOutcome, Compaction, DecodedEntry, RecordState,
+    RemoteRecord, ReplicaStore, StateFacts, StateSummary,
 };
 use crate::store::{keys, AtomicWrite, LogEntry};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-/// A peer's record to join here, borrowed from the decoded frame where it can be.
+/// A peer's record to join here, borrowed from the checked frame where it can be.
 pub(crate) struct Incoming<'k> {
     /// The key.
     pub(crate) key: &'k [u8],
     /// The peer's state.
-    pub(crate) record: Cow<'k, Record>,
-    /// The bytes the state arrived as, while they are its encoding.
-    pub(crate) encoded: Option<&'k [u8]>,
+    pub(crate) state: Theirs<'k>,
+}
+
+/// A peer's state, as it arrived or decoded.
+pub(crate) enum Theirs<'k> {
+    /// Its canonical bytes, checked, with the facts known of them: stored as they are when
+    /// the key is new here.
+    Received {
+        /// The bytes.
+        bytes: &'k [u8],
+        /// What is known of them without decoding.
+        facts: &'k StateFacts,
+    },
+    /// Decoded (a caller's state, or repeats of the key joined): encoded again to be stored.
+    Decoded(Record),
 }
 
 impl<'k> Incoming<'k> {
-    /// Borrows a decoded record.
+    /// Borrows a checked record.
     pub(crate) fn of(r: &'k RemoteRecord) -> Incoming<'k> {
         Incoming {
             key: &r.key,
-            record: Cow::Borrowed(&r.record),
-            encoded: r.encoded.as_deref(),
+            state: Theirs::Received {
+                bytes: &r.state,
+                facts: &r.facts,
+            },
+        }
+    }
+
+    /// The state decoded.
+    fn decoded(&self) -> Result<Cow<'_, Record>> {
+        match &self.state {
+            Theirs::Received { bytes, .. } => codec::decode_record(bytes)
+                .map(Cow::Owned)
+                .map_err(|e| Error::from_codec("remote record", self.key, e)),
+            Theirs::Decoded(record) => Ok(Cow::Borrowed(record)),
+        }
+    }
+
+    /// The largest last-writer-wins marker of the state.
+    fn max_marker(&self) -> Option<Hlc> {
+        match &self.state {
+            Theirs::Received { facts, .. } => facts.max_marker,
+            Theirs::Decoded(record) => record.max_marker(),
         }
     }
 
     /// Sorts by key, joining the records of a key into one.
-    fn sort_joining(all: Vec<Incoming<'k>>) -> Vec<Incoming<'k>> {
+    fn sort_joining(all: Vec<Incoming<'k>>) -> Result<Vec<Incoming<'k>>> {
         sort_joining_by(
             all,
             |i| i.key,
-            |into, next| {
-                into.record.to_mut().join(&next.record);
-                into.encoded = None;
+            |into, next| -> Result<()> {
+                if let (Theirs::Received { bytes: a, .. }, Theirs::Received { bytes: b, .. }) =
+                    (&into.state, &next.state)
+                {
+                    if a == b {
+                        return Ok(()); // the same current state, shipped with two entries
+                    }
+                }
+                let mut joined = into.decoded()?.into_owned();
+                joined.join(&*next.decoded()?);
+                into.state = Theirs::Decoded(joined);
+                Ok(())
             },
         )
     }
@@ -65,7 +106,7 @@ impl Engine {
         record_max: Option<usize>,
     ) -> Result<Vec<&'k [u8]>> {
         let inner = &*self.inner;
-        if let Some(marker) = remote.iter().filter_map(|i| max_marker(&i.record)).max() {
+        if let Some(marker) = remote.iter().filter_map(Incoming::max_marker).max() {
             lock(&inner.clock).observe(marker, inner.config.clock.now_ms());
         }
         let encode = |key: &[u8], record: &Record| {
@@ -87,23 +128,21 @@ impl Engine {
                 }
                 Some(Err(e)) => return Err(Error::from_codec("record", key, e)),
             };
-            let (bytes, bottom): (Cow<'_, [u8]>, bool) = match local {
-                Some(mut local) => {
-                    count_conflict(&local, &theirs.record);
-                    local.join_seen(&theirs.record, seen);
-                    (Cow::Owned(encode(key, &local)?), local.is_bottom())
-                }
+            let (bytes, bottom): (Cow<'_, [u8]>, bool) = match (local, &theirs.state) {
                 // Joined into nothing, the state stays as it came: keep its bytes.
-                None if !theirs.record.has_dot_in(seen) => {
-                    let bytes = match theirs.encoded {
-                        Some(bytes) => Cow::Borrowed(bytes),
-                        None => Cow::Owned(encode(key, &theirs.record)?),
-                    };
-                    (bytes, theirs.record.is_bottom())
+                (None, Theirs::Received { bytes, facts }) if !facts.has_dot_in(seen) => {
+                    (Cow::Borrowed(*bytes), facts.bottom)
                 }
-                None => {
-                    let mut merged = Record::default();
-                    merged.join_seen(&theirs.record, seen);
+                (local, _) => {
+                    let remote = theirs.decoded()?;
+                    let mut merged = match local {
+                        Some(local) => {
+                            count_conflict(&local, &remote);
+                            local
+                        }
+                        None => Record::default(),
+                    };
+                    merged.join_seen(&remote, seen);
                     (Cow::Owned(encode(key, &merged)?), merged.is_bottom())
                 }
             };
@@ -233,14 +272,14 @@ impl ReplicaStore for Engine {
         let mut all: Vec<Incoming<'_>> =
             Vec::with_capacity(accepted.iter().map(|e| e.records.len()).sum());
         for entry in &accepted {
-            let keys: Vec<&[u8]> = entry.records.iter().map(|r| r.key.as_slice()).collect();
+            let keys: Vec<&[u8]> = entry.records.iter().map(|r| &r.key[..]).collect();
             wb.put_log(origin, entry.seq, &LogEntry::encode_keys(&keys));
             all.extend(entry.records.iter().map(Incoming::of));
         }
         let remote = if accepted.len() == 1 {
             all // one entry's records are sorted and distinct already
         } else {
-            Incoming::sort_joining(all)
+            Incoming::sort_joining(all)?
         };
         let keys: Vec<&[u8]> = remote.iter().map(|i| i.key).collect();
         let _guards = self.lock_keys(&keys);
@@ -263,7 +302,7 @@ impl ReplicaStore for Engine {
                         entry
                             .records
                             .iter()
-                            .filter(|r| changed.binary_search(&r.key.as_slice()).is_ok())
+                            .filter(|r| changed.binary_search(&&r.key[..]).is_ok())
                             .count()
                     };
                 }
@@ -309,7 +348,7 @@ impl ReplicaStore for Engine {
 
     fn merge_states(&self, records: &[RecordState]) -> Result<ApplyOutcome> {
         self.check_writable()?;
-        let Ok(decoded) = decode_records(records.iter().cloned(), self.record_bytes_max()) else {
+        let Ok(decoded) = decode_record_states(records, self.record_bytes_max()) else {
             return Ok(ApplyOutcome::Invalid);
         };
         let remote: Vec<Incoming<'_>> = decoded.iter().map(Incoming::of).collect();

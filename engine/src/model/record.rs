@@ -68,6 +68,19 @@ impl Record {
         covered
     }
 
+    /// The largest hybrid-logical-clock marker of its last-writer-wins values, nested fields
+    /// included (a replica observes it to keep its clock ahead of what it stores).
+    pub fn max_marker(&self) -> Option<Hlc> {
+        fn walk(v: &Value) -> Option<Hlc> {
+            match v {
+                Value::Lww(r) => lww::max_marker(r),
+                Value::Map(m) => m.fields.values().filter_map(walk).max(),
+                _ => None,
+            }
+        }
+        self.values.values().filter_map(walk).max()
+    }
+
     /// Forgets removal memory covered by `stable` (see `Causal::normalize`); equal records
     /// normalised with the same vector encode to equal bytes.
     pub fn normalize(&mut self, stable: &VersionVector) {

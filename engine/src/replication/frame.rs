@@ -204,6 +204,33 @@ pub fn encode_entries(origin: ReplicaId, entries: &[(u64, &[RecordState])]) -> V
     out
 }
 
+/// One entry of an `Entries` frame as `decode_entries` returns it: sequence number and
+/// (key, record state) pairs borrowed from the frame's bytes.
+pub type EntryRef<'a> = (u64, Vec<(&'a [u8], &'a [u8])>);
+
+/// The origin and entries of an `Entries` frame, borrowed from its bytes (the receiver's hot
+/// path: no copy of any key or state); `None` for any other frame, checked as `Frame::decode`
+/// checks it.
+pub fn decode_entries(bytes: &[u8]) -> Option<Result<(ReplicaId, Vec<EntryRef<'_>>), FrameError>> {
+    // postcard writes the variant index as a varint: one byte below 128.
+    match bytes {
+        [PROTOCOL_VERSION, tag, body @ ..] if u32::from(*tag) == ENTRIES_VARIANT => {
+            if bytes.len() > FRAME_BYTES_MAX {
+                return Some(Err(FrameError::TooLarge(bytes.len())));
+            }
+            Some(match postcard::take_from_bytes(body) {
+                Ok((decoded, [])) => Ok(decoded),
+                Ok((_, rest)) => Err(FrameError::Malformed(format!(
+                    "{} trailing bytes",
+                    rest.len()
+                ))),
+                Err(e) => Err(FrameError::Malformed(e.to_string())),
+            })
+        }
+        _ => None,
+    }
+}
+
 /// Index of `Frame::Entries` among the variants (postcard's enum tag).
 const ENTRIES_VARIANT: u32 = 2;
 
@@ -249,6 +276,23 @@ mod tests {
         );
         assert_eq!(borrowed, owned.encode());
         assert_eq!(Frame::decode(&borrowed), Ok(owned));
+        let Some(Ok((origin, entries))) = decode_entries(&borrowed) else {
+            panic!("an entries frame decodes borrowed");
+        };
+        assert_eq!(origin, ReplicaId(u64::MAX - 3));
+        let as_sent: Vec<EntryRef<'_>> = [(1, &a), (300, &b)]
+            .into_iter()
+            .map(|(seq, r)| (seq, r.iter().map(|(k, v)| (&k[..], &v[..])).collect()))
+            .chain([(301, vec![])])
+            .collect();
+        assert_eq!(entries, as_sent);
+        assert!(decode_entries(&Frame::Ping { sent_ms: 1 }.encode()).is_none());
+        let mut trailing = borrowed.clone();
+        trailing.push(0);
+        assert!(matches!(
+            decode_entries(&trailing),
+            Some(Err(FrameError::Malformed(_)))
+        ));
     }
 
     #[test]

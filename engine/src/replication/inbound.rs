@@ -1,25 +1,76 @@
 //! Frames decoded before they reach the replication core: the frame itself and, for `Entries`,
-//! every record state checked and decoded. Pure work, so a driver can do it on its I/O
-//! threads and leave the thread that applies entries only the joins and the writes.
+//! every record state checked. Pure work, so a driver can do it on its I/O threads and leave
+//! the thread that applies entries only the joins and the writes.
+//!
+//! A checked state is kept as the bytes it arrived as (slices of the frame, not copies), with
+//! the few facts applying it needs; the decoded record is dropped on the thread that decoded
+//! it. The thread that applies decodes a state again only to join it into a local one.
 
-use super::frame::{Frame, FrameError, WireEntry};
+use super::frame::{self, Frame, FrameError, WireEntry};
 use super::seam::RecordState;
 use crate::config::KEY_BYTES_MAX;
-use crate::model::{codec, Record, ReplicaId};
+use crate::model::{codec, Dot, Hlc, Record, ReplicaId, VersionVector};
+use bytes::Bytes;
+use smallvec::SmallVec;
 
-/// A record state received from a peer, decoded.
+/// What the replica applying a received state needs to know of it without decoding it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateFacts {
+    /// The lowest counter of each replica among the state's dots: a version vector covers
+    /// one of the state's dots exactly when it covers one of these.
+    pub lowest_dots: SmallVec<[Dot; 2]>,
+    /// The largest last-writer-wins marker in the state.
+    pub max_marker: Option<Hlc>,
+    /// Whether the state holds no value (a tombstone).
+    pub bottom: bool,
+}
+
+impl StateFacts {
+    /// The facts of a decoded state.
+    pub fn of(record: &Record) -> StateFacts {
+        let mut lowest_dots: SmallVec<[Dot; 2]> = SmallVec::new();
+        for value in record.values.values() {
+            value.for_each_dot(&mut |dot| match lowest_dots
+                .iter_mut()
+                .find(|d| d.replica == dot.replica)
+            {
+                Some(d) => d.counter = d.counter.min(dot.counter),
+                None => lowest_dots.push(dot),
+            });
+        }
+        StateFacts {
+            lowest_dots,
+            max_marker: record.max_marker(),
+            bottom: record.is_bottom(),
+        }
+    }
+
+    /// `Record::has_dot_in` of the state.
+    pub fn has_dot_in(&self, seen: &VersionVector) -> bool {
+        self.lowest_dots.iter().any(|d| seen.contains(d))
+    }
+}
+
+/// A record state received from a peer, checked.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RemoteRecord {
     /// The key.
-    pub key: Vec<u8>,
-    /// The decoded state.
-    pub record: Record,
-    /// The bytes the state arrived as, while they are its encoding (`None` once repeats of
-    /// the key were joined): a key new here is stored as these bytes, not encoded again.
-    pub encoded: Option<Vec<u8>>,
+    pub key: Bytes,
+    /// The state's canonical encoding, as it arrived (or as this replica encoded the join of
+    /// repeats of the key).
+    pub state: Bytes,
+    /// What applying the state needs to know of it.
+    pub facts: StateFacts,
 }
 
-/// One log entry with its records decoded, sorted by key, one per key.
+impl RemoteRecord {
+    /// The state, decoded.
+    pub fn decode(&self) -> Result<Record, codec::CodecError> {
+        codec::decode_record(&self.state)
+    }
+}
+
+/// One log entry with its records checked, sorted by key, one per key.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecodedEntry {
     /// The origin's sequence number.
@@ -42,7 +93,7 @@ pub(crate) fn wire_bytes<'a>(records: impl IntoIterator<Item = (&'a [u8], &'a [u
 /// A frame ready for `Replicator::handle_inbound`.
 #[derive(Clone, Debug)]
 pub enum Inbound {
-    /// Log entries of one origin with their records decoded.
+    /// Log entries of one origin with their records checked.
     Entries {
         /// The replica that made the writes.
         origin: ReplicaId,
@@ -54,10 +105,25 @@ pub enum Inbound {
 }
 
 impl Inbound {
-    /// Decodes a frame and, for `Entries`, its records; a record with an invalid key, over
-    /// `record_bytes_max` or undecodable makes the whole frame malformed.
-    pub fn decode(bytes: &[u8], record_bytes_max: usize) -> Result<Inbound, FrameError> {
-        Inbound::from_frame(Frame::decode(bytes)?, record_bytes_max)
+    /// Decodes a frame and, for `Entries`, checks its records (keeping their bytes as slices
+    /// of `bytes`); a record with an invalid key, over `record_bytes_max` or undecodable
+    /// makes the whole frame malformed.
+    pub fn decode(bytes: &Bytes, record_bytes_max: usize) -> Result<Inbound, FrameError> {
+        let Some(entries) = frame::decode_entries(bytes) else {
+            return Inbound::from_frame(Frame::decode(bytes)?, record_bytes_max);
+        };
+        let (origin, entries) = entries?;
+        let entries = entries
+            .into_iter()
+            .map(|(seq, records)| {
+                let wire_bytes = wire_bytes(records.iter().copied());
+                let records = records
+                    .into_iter()
+                    .map(|(k, v)| (bytes.slice_ref(k), bytes.slice_ref(v)));
+                check_entry(origin, seq, records, wire_bytes, record_bytes_max)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Inbound::Entries { origin, entries })
     }
 
     /// `decode` for a frame already parsed.
@@ -70,16 +136,8 @@ impl Inbound {
                         let wire_bytes = wire_bytes(records.iter().map(|(k, v)| (&k[..], &v[..])));
                         let records = records
                             .into_iter()
-                            .map(|(k, v)| (k.into_vec(), v.into_vec()));
-                        decode_records(records, record_bytes_max)
-                            .map(|records| DecodedEntry {
-                                seq,
-                                records,
-                                wire_bytes,
-                            })
-                            .map_err(|why| {
-                                FrameError::Malformed(format!("entry {origin}:{seq}: {why}"))
-                            })
+                            .map(|(k, v)| (Bytes::from(k.into_vec()), Bytes::from(v.into_vec())));
+                        check_entry(origin, seq, records, wire_bytes, record_bytes_max)
                     })
                     .collect::<Result<_, _>>()?;
                 Ok(Inbound::Entries { origin, entries })
@@ -89,9 +147,25 @@ impl Inbound {
     }
 }
 
-/// Checks and decodes record states, sorted by key with repeats joined.
+fn check_entry(
+    origin: ReplicaId,
+    seq: u64,
+    records: impl IntoIterator<Item = (Bytes, Bytes)>,
+    wire_bytes: usize,
+    record_bytes_max: usize,
+) -> Result<DecodedEntry, FrameError> {
+    decode_records(records, record_bytes_max)
+        .map(|records| DecodedEntry {
+            seq,
+            records,
+            wire_bytes,
+        })
+        .map_err(|why| FrameError::Malformed(format!("entry {origin}:{seq}: {why}")))
+}
+
+/// Checks record states, sorted by key with repeats joined.
 pub fn decode_records(
-    records: impl IntoIterator<Item = RecordState>,
+    records: impl IntoIterator<Item = (Bytes, Bytes)>,
     record_bytes_max: usize,
 ) -> Result<Vec<RemoteRecord>, String> {
     let mut out: Vec<RemoteRecord> = Vec::new();
@@ -105,50 +179,87 @@ pub fn decode_records(
         let record = codec::decode_record(&state).map_err(|e| e.to_string())?;
         out.push(RemoteRecord {
             key,
-            record,
-            encoded: Some(state),
+            facts: StateFacts::of(&record),
+            state,
         });
     }
-    Ok(sort_joining(out))
+    sort_joining(out)
 }
 
-/// Sorts records by key, joining those of the same key into one.
-pub fn sort_joining(records: Vec<RemoteRecord>) -> Vec<RemoteRecord> {
+/// `decode_records` for states held as vectors.
+pub fn decode_record_states(
+    records: &[RecordState],
+    record_bytes_max: usize,
+) -> Result<Vec<RemoteRecord>, String> {
+    let owned = records
+        .iter()
+        .map(|(k, v)| (Bytes::copy_from_slice(k), Bytes::copy_from_slice(v)));
+    decode_records(owned, record_bytes_max)
+}
+
+/// Sorts records by key, joining those of the same key into one (encoded anew).
+pub fn sort_joining(records: Vec<RemoteRecord>) -> Result<Vec<RemoteRecord>, String> {
     sort_joining_by(
         records,
         |r| &r.key,
         |into, next| {
-            into.record.join(&next.record);
-            into.encoded = None;
+            if into.state == next.state {
+                return Ok(());
+            }
+            let mut joined = into.decode().map_err(|e| e.to_string())?;
+            joined.join(&next.decode().map_err(|e| e.to_string())?);
+            into.state = codec::encode_record(&joined)
+                .map_err(|e| e.to_string())?
+                .into();
+            into.facts = StateFacts::of(&joined);
+            Ok(())
         },
     )
 }
 
 /// Sorts items by `key`, folding those of the same key into the first with `join`.
-pub(crate) fn sort_joining_by<T>(
+pub(crate) fn sort_joining_by<T, E>(
     mut items: Vec<T>,
     key: for<'a> fn(&'a T) -> &'a [u8],
-    join: impl Fn(&mut T, &T),
-) -> Vec<T> {
+    join: impl Fn(&mut T, &T) -> Result<(), E>,
+) -> Result<Vec<T>, E> {
+    if items.is_sorted_by(|a, b| key(a) < key(b)) {
+        return Ok(items); // the usual case: one entry's keys, distinct and in order
+    }
     items.sort_by(|a, b| key(a).cmp(key(b)));
     let mut joined: Vec<T> = Vec::with_capacity(items.len());
     for next in items {
         match joined.last_mut() {
-            Some(last) if key(last) == key(&next) => join(last, &next),
+            Some(last) if key(last) == key(&next) => join(last, &next)?,
             _ => joined.push(next),
         }
     }
-    joined
+    Ok(joined)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::codec::encode_record;
+    use crate::model::{Op, Stamp};
+
+    fn written(replica: u64, counter: u64, value: &[u8]) -> Record {
+        let mut record = Record::default();
+        let op = Op::LwwSet {
+            value: value.to_vec(),
+        };
+        let stamp = Stamp {
+            dot: Dot::new(ReplicaId(replica), counter),
+            marker: Hlc(counter << 16),
+        };
+        record.apply(op, stamp).expect("applies");
+        record
+    }
 
     #[test]
     fn entries_decode_sorted_and_joined_and_bad_records_are_refused() {
         let state = encode_record(&Record::default()).expect("encodes");
+        let (x, y) = (written(1, 5, b"x"), written(2, 3, b"y"));
         let frame = Frame::Entries {
             origin: ReplicaId(4),
             entries: vec![WireEntry {
@@ -157,25 +268,35 @@ mod tests {
                     (b"b".to_vec().into(), state.clone().into()),
                     (b"a".to_vec().into(), state.clone().into()),
                     (b"b".to_vec().into(), state.clone().into()),
+                    (
+                        b"c".to_vec().into(),
+                        encode_record(&x).expect("encodes").into(),
+                    ),
+                    (
+                        b"c".to_vec().into(),
+                        encode_record(&y).expect("encodes").into(),
+                    ),
                 ],
             }],
         };
-        let Ok(Inbound::Entries { origin, entries }) = Inbound::decode(&frame.encode(), 1 << 20)
-        else {
+        let bytes = Bytes::from(frame.encode());
+        let Ok(Inbound::Entries { origin, entries }) = Inbound::decode(&bytes, 1 << 20) else {
             panic!("entries expected");
         };
         assert_eq!(origin, ReplicaId(4));
-        let keys: Vec<&[u8]> = entries[0].records.iter().map(|r| &r.key[..]).collect();
-        assert_eq!(keys, vec![&b"a"[..], &b"b"[..]]);
-        let encoded: Vec<Option<&Vec<u8>>> = entries[0]
-            .records
-            .iter()
-            .map(|r| r.encoded.as_ref())
-            .collect();
+        let records = &entries[0].records;
+        let keys: Vec<&[u8]> = records.iter().map(|r| &r.key[..]).collect();
+        assert_eq!(keys, vec![&b"a"[..], &b"b"[..], &b"c"[..]]);
+        assert_eq!(records[1].state, state, "equal repeats are one state");
+        let mut joined = x.clone();
+        joined.join(&y);
+        assert_eq!(records[2].decode(), Ok(joined.clone()));
+        assert_eq!(records[2].facts, StateFacts::of(&joined));
         assert_eq!(
-            encoded,
-            vec![Some(&state), None],
-            "b was joined from two states"
+            Inbound::from_frame(frame, 1 << 20)
+                .map(|i| matches!(i, Inbound::Entries { entries: e, .. } if e == entries)),
+            Ok(true),
+            "an owned frame decodes to the same entries"
         );
 
         for bad in [
@@ -191,14 +312,45 @@ mod tests {
                 }],
             };
             assert!(matches!(
-                Inbound::decode(&frame.encode(), 32),
+                Inbound::decode(&frame.encode().into(), 32),
                 Err(FrameError::Malformed(_))
             ));
         }
         let ping = Frame::Ping { sent_ms: 5 };
         assert!(matches!(
-            Inbound::decode(&ping.encode(), 32),
+            Inbound::decode(&ping.encode().into(), 32),
             Ok(Inbound::Other(Frame::Ping { sent_ms: 5 }))
         ));
+    }
+
+    #[test]
+    fn facts_answer_as_the_decoded_state_would() {
+        // A set holding dots 1:2 and 1:5, and concurrently a register written at 2:3.
+        let mut record = Record::default();
+        for (counter, elem) in [(2, b"p"), (5, b"q")] {
+            let op = Op::SetAdd {
+                elems: vec![elem.to_vec()],
+            };
+            let dot = Dot::new(ReplicaId(1), counter);
+            let stamp = Stamp {
+                dot,
+                marker: Hlc(1),
+            };
+            record.apply(op, stamp).expect("applies");
+        }
+        record.join(&written(2, 3, b"y"));
+        assert_eq!(record.values.len(), 2);
+        let facts = StateFacts::of(&record);
+        assert_eq!(facts.max_marker, record.max_marker());
+        assert!(!facts.bottom);
+        for (one, two) in [(0, 0), (1, 0), (2, 0), (4, 2), (5, 3), (0, 3), (9, 9)] {
+            let seen = VersionVector::from_entries([(ReplicaId(1), one), (ReplicaId(2), two)]);
+            assert_eq!(
+                facts.has_dot_in(&seen),
+                record.has_dot_in(&seen),
+                "{one} {two}"
+            );
+        }
+        assert!(StateFacts::of(&Record::default()).bottom);
     }
 }

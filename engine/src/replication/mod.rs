@@ -14,9 +14,14 @@ mod peer;
 mod replicator;
 mod seam;
 
-pub use frame::{Frame, FrameError, WireEntry, FRAME_BYTES_MAX, PROTOCOL_VERSION};
+pub use frame::{
+    decode_entries, EntryRef, Frame, FrameError, WireEntry, FRAME_BYTES_MAX, PROTOCOL_VERSION,
+};
 pub(crate) use inbound::sort_joining_by;
-pub use inbound::{decode_records, sort_joining, DecodedEntry, Inbound, RemoteRecord};
+pub use inbound::{
+    decode_record_states, decode_records, sort_joining, DecodedEntry, Inbound, RemoteRecord,
+    StateFacts,
+};
 pub use peer::{LinkState, Peer};
 pub use replicator::{Output, PeerId, ReplicationConfig, ReplicationError, Replicator, Stats};
 pub use seam::{ApplyOutcome, Compaction, RecordState, ReplicaStore, StateSummary};

@@ -315,7 +315,10 @@ impl Replicator {
         if !self.peers.contains_key(&peer) {
             return Ok(()); // a late frame on a link that is gone
         }
-        match Inbound::decode(bytes, store.record_bytes_max()) {
+        match Inbound::decode(
+            &bytes::Bytes::copy_from_slice(bytes),
+            store.record_bytes_max(),
+        ) {
             Ok(inbound) => self.handle_inbound(peer, inbound, store, now_ms),
             Err(error) => Err(self.refuse(peer, error)),
         }

@@ -2,7 +2,7 @@
 //! core never touches RocksDB, sockets or clocks itself.
 
 use super::iblt::Iblt;
-use super::inbound::{decode_records, wire_bytes, DecodedEntry};
+use super::inbound::{decode_record_states, wire_bytes, DecodedEntry};
 use crate::model::{ReplicaId, VersionVector};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -96,7 +96,7 @@ pub trait ReplicaStore {
         records: &[RecordState],
     ) -> Result<ApplyOutcome, Self::Error> {
         let wire_bytes = wire_bytes(records.iter().map(|(k, v)| (&k[..], &v[..])));
-        let Ok(records) = decode_records(records.iter().cloned(), self.record_bytes_max()) else {
+        let Ok(records) = decode_record_states(records, self.record_bytes_max()) else {
             return Ok(ApplyOutcome::Invalid);
         };
         let entry = DecodedEntry {

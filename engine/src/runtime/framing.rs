@@ -1,6 +1,8 @@
 //! Frames on QUIC streams: a 4-byte big-endian length, then the bytes. The length is checked
 //! against the bound before anything is allocated.
 
+use bytes::{Bytes, BytesMut};
+
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FramingError {
@@ -31,11 +33,12 @@ pub async fn write_frame(send: &mut quinn::SendStream, bytes: &[u8]) -> Result<(
         .map_err(|e| FramingError::Stream(e.to_string()))
 }
 
-/// Reads one frame; `None` when the stream ended cleanly between frames.
+/// Reads one frame; `None` when the stream ended cleanly between frames. The bytes are
+/// QUIC's own buffer when the frame arrived in one piece, one copy otherwise.
 pub async fn read_frame(
     recv: &mut quinn::RecvStream,
     max: usize,
-) -> Result<Option<Vec<u8>>, FramingError> {
+) -> Result<Option<Bytes>, FramingError> {
     let mut len = [0u8; 4];
     match recv.read_exact(&mut len).await {
         Ok(()) => {}
@@ -46,9 +49,20 @@ pub async fn read_frame(
     if len > max {
         return Err(FramingError::TooLarge { len, max });
     }
-    let mut buf = vec![0u8; len];
-    recv.read_exact(&mut buf)
-        .await
-        .map_err(|e| FramingError::Stream(e.to_string()))?;
-    Ok(Some(buf))
+    let mut buf = BytesMut::new();
+    while buf.len() < len {
+        let chunk = recv
+            .read_chunk(len - buf.len(), true)
+            .await
+            .map_err(|e| FramingError::Stream(e.to_string()))?
+            .ok_or_else(|| FramingError::Stream("the stream ended inside a frame".into()))?;
+        if chunk.bytes.len() == len {
+            return Ok(Some(chunk.bytes));
+        }
+        if buf.is_empty() {
+            buf.reserve(len);
+        }
+        buf.extend_from_slice(&chunk.bytes);
+    }
+    Ok(Some(buf.freeze()))
 }
