@@ -82,7 +82,7 @@ impl Client {
             .open_bi()
             .await
             .map_err(|e| ClientFailure::Stream(e.to_string()))?;
-        write_frame(&mut send, &encode(request))
+        write_frame(&mut send, encode(request))
             .await
             .map_err(|e| ClientFailure::Stream(e.to_string()))?;
         let _ = send.finish();

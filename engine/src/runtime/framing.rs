@@ -19,16 +19,14 @@ pub enum FramingError {
     Stream(String),
 }
 
-/// Writes one frame.
-pub async fn write_frame(send: &mut quinn::SendStream, bytes: &[u8]) -> Result<(), FramingError> {
+/// Writes one frame, handing its bytes to QUIC without a copy.
+pub async fn write_frame(send: &mut quinn::SendStream, bytes: Vec<u8>) -> Result<(), FramingError> {
     let len = u32::try_from(bytes.len()).map_err(|_| FramingError::TooLarge {
         len: bytes.len(),
         max: u32::MAX as usize,
     })?;
-    send.write_all(&len.to_be_bytes())
-        .await
-        .map_err(|e| FramingError::Stream(e.to_string()))?;
-    send.write_all(bytes)
+    let header = Bytes::copy_from_slice(&len.to_be_bytes());
+    send.write_all_chunks(&mut [header, Bytes::from(bytes)])
         .await
         .map_err(|e| FramingError::Stream(e.to_string()))
 }

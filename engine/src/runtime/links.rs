@@ -145,7 +145,7 @@ async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
     }
     let writer = async {
         while let Some(frame) = rx.recv().await {
-            if let Err(e) = write_frame(&mut send, &frame).await {
+            if let Err(e) = write_frame(&mut send, frame).await {
                 return format!("write: {e}");
             }
         }

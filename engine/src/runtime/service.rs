@@ -63,7 +63,7 @@ impl Service {
                     Ok(None) => return,
                     Err(e) => error(ErrorCode::BadRequest, e.to_string()),
                 };
-                if write_frame(&mut send, &encode(&response)).await.is_ok() {
+                if write_frame(&mut send, encode(&response)).await.is_ok() {
                     let _ = send.finish();
                 }
             });
