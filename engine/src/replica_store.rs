@@ -5,11 +5,11 @@
 
 use crate::engine::{lock, Engine};
 use crate::error::{Error, Result};
-use crate::model::{codec, digest, Dot, Hlc, Record, ReplicaId, VersionVector};
+use crate::model::{codec, digest, Dot, Hlc, Record, ReplicaId, StateFacts, VersionVector};
 use crate::replication::iblt::Iblt;
 use crate::replication::{
     decode_record_states, sort_joining_by, ApplyOutcome, Compaction, DecodedEntry, RecordState,
-    RemoteRecord, ReplicaStore, StateFacts, StateSummary,
+    RemoteRecord, ReplicaStore, StateSummary,
 };
 use crate::store::{keys, AtomicWrite, LogEntry};
 use std::borrow::Cow;

@@ -4,8 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use meridian::model::codec::{decode_record, encode_record};
-use meridian::model::{Dot, Hlc, Op, Record, ReplicaId, Stamp, VersionVector};
+use meridian::model::codec::{check_record, decode_record, encode_record, CodecError};
+use meridian::model::{Dot, Hlc, Op, Record, ReplicaId, Stamp, StateFacts, VersionVector};
 use meridian::Kind;
 use proptest::prelude::*;
 
@@ -147,6 +147,53 @@ fn bytes(r: &Record) -> Vec<u8> {
     encode_record(r).expect("well-formed records encode")
 }
 
+/// `check_record`'s verdict, with the facts' dots in a fixed order.
+fn checked(bytes: &[u8]) -> Result<StateFacts, CodecError> {
+    check_record(bytes).map(sorted)
+}
+
+/// `decode_record`'s verdict, as facts of the decoded state in the same order.
+fn decoded_facts(bytes: &[u8]) -> Result<StateFacts, CodecError> {
+    decode_record(bytes).map(|r| sorted(StateFacts::of(&r)))
+}
+
+fn sorted(mut facts: StateFacts) -> StateFacts {
+    facts.lowest_dots.sort();
+    facts
+}
+
+/// A change to valid bytes: a byte replaced, the end cut, or a byte inserted.
+#[derive(Clone, Debug)]
+enum Damage {
+    Replace(usize, u8),
+    Cut(usize),
+    Insert(usize, u8),
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        3 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Damage::Replace(i, b)),
+        1 => any::<usize>().prop_map(Damage::Cut),
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Damage::Insert(i, b)),
+    ]
+}
+
+fn damaged(mut bytes: Vec<u8>, damages: &[Damage]) -> Vec<u8> {
+    for d in damages {
+        let len = bytes.len().max(1);
+        match *d {
+            Damage::Replace(i, b) => {
+                if let Some(x) = bytes.get_mut(i % len) {
+                    *x = b;
+                }
+            }
+            Damage::Cut(i) => bytes.truncate(i % len),
+            Damage::Insert(i, b) => bytes.insert(i % (bytes.len() + 1), b),
+        }
+    }
+    bytes
+}
+
 fn joined(a: &Record, b: &Record) -> Record {
     let mut x = a.clone();
     x.join(b);
@@ -198,6 +245,37 @@ proptest! {
             prop_assert!(!r.has_dot_in(&VersionVector::new()));
             prop_assert_eq!(bytes(&unseen), bytes(&r));
         }
+    }
+
+    /// What lets a receiver check a peer's state without building it.
+    #[test]
+    fn checking_finds_the_decoded_states_facts(actions in prop::collection::vec(action(), 0..40)) {
+        for r in run(&actions) {
+            let enc = bytes(&r);
+            prop_assert_eq!(checked(&enc), Ok(sorted(StateFacts::of(&r))));
+        }
+    }
+
+    #[test]
+    fn checking_and_decoding_refuse_the_same_damaged_bytes(
+        actions in prop::collection::vec(action(), 0..30),
+        damages in prop::collection::vec(damage(), 1..4),
+    ) {
+        for r in run(&actions) {
+            let bad = damaged(bytes(&r), &damages);
+            match (checked(&bad), decoded_facts(&bad)) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                (Err(_), Err(_)) => {}
+                (a, b) => prop_assert!(false, "check {:?} but decode {:?} of {:?}", a, b, bad),
+            }
+        }
+    }
+
+    #[test]
+    fn checking_and_decoding_agree_on_garbage(body in prop::collection::vec(any::<u8>(), 0..48)) {
+        let mut bad = vec![1u8];
+        bad.extend(body);
+        prop_assert_eq!(checked(&bad).is_ok(), decoded_facts(&bad).is_ok());
     }
 
     #[test]

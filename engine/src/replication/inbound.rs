@@ -9,47 +9,8 @@
 use super::frame::{self, Frame, FrameError, WireEntry};
 use super::seam::RecordState;
 use crate::config::KEY_BYTES_MAX;
-use crate::model::{codec, Dot, Hlc, Record, ReplicaId, VersionVector};
+use crate::model::{codec, ReplicaId, StateFacts};
 use bytes::Bytes;
-use smallvec::SmallVec;
-
-/// What the replica applying a received state needs to know of it without decoding it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StateFacts {
-    /// The lowest counter of each replica among the state's dots: a version vector covers
-    /// one of the state's dots exactly when it covers one of these.
-    pub lowest_dots: SmallVec<[Dot; 2]>,
-    /// The largest last-writer-wins marker in the state.
-    pub max_marker: Option<Hlc>,
-    /// Whether the state holds no value (a tombstone).
-    pub bottom: bool,
-}
-
-impl StateFacts {
-    /// The facts of a decoded state.
-    pub fn of(record: &Record) -> StateFacts {
-        let mut lowest_dots: SmallVec<[Dot; 2]> = SmallVec::new();
-        for value in record.values.values() {
-            value.for_each_dot(&mut |dot| match lowest_dots
-                .iter_mut()
-                .find(|d| d.replica == dot.replica)
-            {
-                Some(d) => d.counter = d.counter.min(dot.counter),
-                None => lowest_dots.push(dot),
-            });
-        }
-        StateFacts {
-            lowest_dots,
-            max_marker: record.max_marker(),
-            bottom: record.is_bottom(),
-        }
-    }
-
-    /// `Record::has_dot_in` of the state.
-    pub fn has_dot_in(&self, seen: &VersionVector) -> bool {
-        self.lowest_dots.iter().any(|d| seen.contains(d))
-    }
-}
 
 /// A record state received from a peer, checked.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,7 +26,7 @@ pub struct RemoteRecord {
 
 impl RemoteRecord {
     /// The state, decoded.
-    pub fn decode(&self) -> Result<Record, codec::CodecError> {
+    pub fn decode(&self) -> Result<crate::model::Record, codec::CodecError> {
         codec::decode_record(&self.state)
     }
 }
@@ -176,12 +137,8 @@ pub fn decode_records(
         if state.len() > record_bytes_max {
             return Err(format!("a record of {} bytes", state.len()));
         }
-        let record = codec::decode_record(&state).map_err(|e| e.to_string())?;
-        out.push(RemoteRecord {
-            key,
-            facts: StateFacts::of(&record),
-            state,
-        });
+        let facts = codec::check_record(&state).map_err(|e| e.to_string())?;
+        out.push(RemoteRecord { key, state, facts });
     }
     sort_joining(out)
 }
@@ -241,7 +198,7 @@ pub(crate) fn sort_joining_by<T, E>(
 mod tests {
     use super::*;
     use crate::model::codec::encode_record;
-    use crate::model::{Op, Stamp};
+    use crate::model::{Dot, Hlc, Op, Record, Stamp, VersionVector};
 
     fn written(replica: u64, counter: u64, value: &[u8]) -> Record {
         let mut record = Record::default();

@@ -20,7 +20,6 @@ pub use frame::{
 pub(crate) use inbound::sort_joining_by;
 pub use inbound::{
     decode_record_states, decode_records, sort_joining, DecodedEntry, Inbound, RemoteRecord,
-    StateFacts,
 };
 pub use peer::{LinkState, Peer};
 pub use replicator::{Output, PeerId, ReplicationConfig, ReplicationError, Replicator, Stats};

@@ -15,6 +15,10 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::BTreeMap;
 
+mod check;
+
+pub use check::check_record;
+
 /// Version byte of the record envelope written by this build.
 pub const RECORD_FORMAT: u8 = 1;
 /// Deepest map nesting accepted when decoding (the operation API enforces the same bound).
@@ -69,6 +73,19 @@ fn payload_len(record: &Record) -> usize {
 
 /// Decodes a record envelope.
 pub fn decode_record(bytes: &[u8]) -> Result<Record, CodecError> {
+    let repr = parse_envelope(bytes)?;
+    let mut record = Record::default();
+    for v in repr.values {
+        let value = value_from_repr(v)?;
+        if record.values.insert(value.kind(), value).is_some() {
+            return Err(CodecError::Malformed("a kind appears twice".into()));
+        }
+    }
+    Ok(record)
+}
+
+/// The envelope's version checked and its body parsed, borrowing the bytes.
+fn parse_envelope(bytes: &[u8]) -> Result<RecordRepr<'_>, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if version > RECORD_FORMAT {
         return Err(CodecError::FutureVersion {
@@ -87,14 +104,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, CodecError> {
             rest.len()
         )));
     }
-    let mut record = Record::default();
-    for v in repr.values {
-        let value = value_from_repr(v)?;
-        if record.values.insert(value.kind(), value).is_some() {
-            return Err(CodecError::Malformed("a kind appears twice".into()));
-        }
-    }
-    Ok(record)
+    Ok(repr)
 }
 
 type Bytes<'a> = Cow<'a, [u8]>;
@@ -203,10 +213,7 @@ struct DotTable(Vec<(ReplicaId, u64)>);
 
 impl DotTable {
     fn parse(entries: Vec<(ReplicaId, u64)>) -> Result<Self, CodecError> {
-        let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0);
-        if !sorted || entries.iter().any(|(_, c)| *c == 0) {
-            return Err(CodecError::Malformed("context not canonical".into()));
-        }
+        check_ctx(&entries)?;
         Ok(DotTable(entries))
     }
 
@@ -215,15 +222,28 @@ impl DotTable {
     }
 
     fn get(&self, idx: u32, back: u64) -> Result<Dot, CodecError> {
-        let (replica, top) = *self
-            .0
-            .get(idx as usize)
-            .ok_or_else(|| CodecError::Malformed("dot refers past its context".into()))?;
-        if back >= top {
-            return Err(CodecError::Malformed("dot below 1".into()));
-        }
-        Ok(Dot::new(replica, top - back))
+        dot_at(&self.0, idx, back)
     }
+}
+
+/// Checks that a context is canonical: replicas strictly ascending, no zero counter.
+fn check_ctx(entries: &[(ReplicaId, u64)]) -> Result<(), CodecError> {
+    let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0);
+    if !sorted || entries.iter().any(|(_, c)| *c == 0) {
+        return Err(CodecError::Malformed("context not canonical".into()));
+    }
+    Ok(())
+}
+
+/// The dot written as (`idx`, `back`) relative to the context `ctx`.
+fn dot_at(ctx: &[(ReplicaId, u64)], idx: u32, back: u64) -> Result<Dot, CodecError> {
+    let (replica, top) = *ctx
+        .get(idx as usize)
+        .ok_or_else(|| CodecError::Malformed("dot refers past its context".into()))?;
+    if back >= top {
+        return Err(CodecError::Malformed("dot below 1".into()));
+    }
+    Ok(Dot::new(replica, top - back))
 }
 
 fn insert_once<V>(map: &mut DotFun<V>, dot: Dot, v: V) -> Result<(), CodecError> {
