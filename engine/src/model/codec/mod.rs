@@ -86,6 +86,16 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, CodecError> {
 
 /// The envelope's version checked and its body parsed, borrowing the bytes.
 fn parse_envelope(bytes: &[u8]) -> Result<RecordRepr<'_>, CodecError> {
+    let (repr, rest): (RecordRepr, _) = postcard::take_from_bytes(envelope_body(bytes)?)
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(trailing(rest.len()));
+    }
+    Ok(repr)
+}
+
+/// The envelope's body, once its version byte is one this build reads.
+fn envelope_body(bytes: &[u8]) -> Result<&[u8], CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if version > RECORD_FORMAT {
         return Err(CodecError::FutureVersion {
@@ -96,15 +106,11 @@ fn parse_envelope(bytes: &[u8]) -> Result<RecordRepr<'_>, CodecError> {
     if version == 0 {
         return Err(CodecError::Malformed("version 0".into()));
     }
-    let (repr, rest): (RecordRepr, _) =
-        postcard::take_from_bytes(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(CodecError::Malformed(format!(
-            "{} trailing bytes",
-            rest.len()
-        )));
-    }
-    Ok(repr)
+    Ok(body)
+}
+
+fn trailing(n: usize) -> CodecError {
+    CodecError::Malformed(format!("{n} trailing bytes"))
 }
 
 type Bytes<'a> = Cow<'a, [u8]>;
