@@ -5,7 +5,8 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 /// mimalloc: the replication path allocates and frees many small buffers across threads,
-/// where it measured clearly faster than the system allocator (see ARCHITECTURE.md).
+/// where it measured clearly faster than the system allocator; built without transparent huge
+/// pages, which cost more in zeroing than they saved (see ARCHITECTURE.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
