@@ -186,6 +186,11 @@ impl StateCell {
         &self.key
     }
 
+    /// The key, shared.
+    pub(crate) fn shared_key(&self) -> Arc<[u8]> {
+        self.key.clone()
+    }
+
     /// The key's current state, or `None` if it must be read from RocksDB.
     pub(crate) fn state(&self) -> Option<Arc<[u8]>> {
         self.slot().clone()

@@ -9,12 +9,11 @@ use crate::model::{codec, digest, Dot, Hlc, Record, ReplicaId, StateFacts, Versi
 use crate::replication::iblt::Iblt;
 use crate::replication::{
     decode_record_states, sort_joining_by, ApplyOutcome, Compaction, DecodedEntry, RecordState,
-    RemoteRecord, ReplicaStore, StateSummary,
+    RemoteRecord, ReplicaStore, SharedState, StateSummary,
 };
 use crate::store::{keys, AtomicWrite, LogEntry};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 /// A peer's record to join here, borrowed from the checked frame where it can be.
 pub(crate) struct Incoming<'k> {
@@ -190,7 +189,7 @@ impl ReplicaStore for Engine {
         Engine::applied(self)
     }
 
-    fn read_entry(&self, origin: ReplicaId, seq: u64) -> Result<Option<Arc<[RecordState]>>> {
+    fn read_entry(&self, origin: ReplicaId, seq: u64) -> Result<Option<Vec<SharedState>>> {
         if seq <= lock(&self.inner.floors).get(origin) {
             return Ok(None);
         }
@@ -203,7 +202,7 @@ impl ReplicaStore for Engine {
                 out.reserve(cells.len());
                 for cell in cells.iter() {
                     match cell.state() {
-                        Some(state) => out.push((cell.key().to_vec(), state.to_vec())),
+                        Some(state) => out.push((cell.shared_key(), state)),
                         None => missing.push(cell.key().to_vec()),
                     }
                 }
@@ -218,16 +217,17 @@ impl ReplicaStore for Engine {
                 out.reserve(keys.len());
                 for key in keys {
                     match self.inner.states.get(&key) {
-                        Some(state) => out.push((key, state.to_vec())),
+                        Some(state) => out.push((key.into(), state)),
                         None => missing.push(key),
                     }
                 }
             }
         }
         if !missing.is_empty() {
-            out.extend(self.read_records(&missing)?);
+            let read = self.read_records(&missing)?;
+            out.extend(read.into_iter().map(|(k, v)| (k.into(), v.into())));
         }
-        Ok(Some(out.into()))
+        Ok(Some(out))
     }
 
     fn record_bytes_max(&self) -> usize {

@@ -12,7 +12,6 @@
 //! | `AeRecords` / `AeAck` | answer to `AeWant`, flow-controlled | numbered chunks of records, applied in order; `done` ends the round and the receiver adopts the vector |
 //! | `Ping` / `Pong` | heartbeat | round-trip time |
 
-use super::seam::RecordState;
 use crate::model::{ReplicaId, VersionVector};
 use serde::{Deserialize, Serialize};
 
@@ -174,19 +173,20 @@ impl Frame {
 
 /// The bytes of `Frame::Entries { origin, entries }` written straight from borrowed record
 /// states (the sender's hot path: no copy into owned `WireEntry`s first).
-pub fn encode_entries(origin: ReplicaId, entries: &[(u64, &[RecordState])]) -> Vec<u8> {
-    struct Records<'a>(&'a [RecordState]);
-    impl Serialize for Records<'_> {
+pub fn encode_entries<B: AsRef<[u8]>>(origin: ReplicaId, entries: &[(u64, &[(B, B)])]) -> Vec<u8> {
+    struct Records<'a, B>(&'a [(B, B)]);
+    impl<B: AsRef<[u8]>> Serialize for Records<'_, B> {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.collect_seq(
-                self.0
-                    .iter()
-                    .map(|(k, v)| (serde_bytes::Bytes::new(k), serde_bytes::Bytes::new(v))),
-            )
+            s.collect_seq(self.0.iter().map(|(k, v)| {
+                (
+                    serde_bytes::Bytes::new(k.as_ref()),
+                    serde_bytes::Bytes::new(v.as_ref()),
+                )
+            }))
         }
     }
-    struct Entries<'a>(&'a [(u64, &'a [RecordState])]);
-    impl Serialize for Entries<'_> {
+    struct Entries<'a, B>(&'a [(u64, &'a [(B, B)])]);
+    impl<B: AsRef<[u8]>> Serialize for Entries<'_, B> {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             s.collect_seq(self.0.iter().map(|(seq, records)| (seq, Records(records))))
         }
@@ -194,7 +194,7 @@ pub fn encode_entries(origin: ReplicaId, entries: &[(u64, &[RecordState])]) -> V
     let size: usize = entries
         .iter()
         .flat_map(|(_, r)| r.iter())
-        .map(|(k, v)| k.len() + v.len() + 6)
+        .map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 6)
         .sum();
     let mut out = Vec::with_capacity(size + 16 + 10 * entries.len());
     out.push(PROTOCOL_VERSION);
@@ -245,6 +245,7 @@ mod tests {
 
     #[test]
     fn encode_entries_matches_frame_encode() {
+        use crate::replication::RecordState;
         let a: Vec<RecordState> = vec![(b"k1".to_vec(), vec![1; 200]), (b"k2".to_vec(), vec![])];
         let b: Vec<RecordState> = vec![(vec![7; 300], b"v".to_vec())];
         let owned = Frame::Entries {

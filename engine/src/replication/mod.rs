@@ -23,4 +23,4 @@ pub use inbound::{
 };
 pub use peer::{LinkState, Peer};
 pub use replicator::{Output, PeerId, ReplicationConfig, ReplicationError, Replicator, Stats};
-pub use seam::{ApplyOutcome, Compaction, RecordState, ReplicaStore, StateSummary};
+pub use seam::{ApplyOutcome, Compaction, RecordState, ReplicaStore, SharedState, StateSummary};

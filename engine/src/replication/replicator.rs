@@ -14,7 +14,7 @@ use super::frame::{encode_entries, vv_entries, Frame, FrameError};
 use super::iblt;
 use super::inbound::{wire_bytes, DecodedEntry, Inbound};
 use super::peer::{AntiEntropy, InFlight, LinkState, Peer};
-use super::seam::{ApplyOutcome, RecordState, ReplicaStore};
+use super::seam::{ApplyOutcome, RecordState, ReplicaStore, SharedState};
 use crate::model::{ReplicaId, VersionVector};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -657,7 +657,7 @@ impl Replicator {
                 );
                 return self.offer(peer, cells, store, now_ms);
             }
-            let borrowed: Vec<(u64, &[RecordState])> =
+            let borrowed: Vec<(u64, &[SharedState])> =
                 entries.iter().map(|(seq, r)| (*seq, &r[..])).collect();
             let encoded = encode_entries(origin, &borrowed);
             let p = self

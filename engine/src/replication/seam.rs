@@ -10,6 +10,10 @@ use std::sync::Arc;
 /// One record state shipped with a log entry: the key and its encoded record.
 pub type RecordState = (Vec<u8>, Vec<u8>);
 
+/// A record state as a log entry ships it: key and encoded record, shared with the store's
+/// caches where they hold it (no copy per record on the sender's hot path).
+pub type SharedState = (Arc<[u8]>, Arc<[u8]>);
+
 /// What applying a remote log entry did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApplyOutcome {
@@ -72,7 +76,7 @@ pub trait ReplicaStore {
         &self,
         origin: ReplicaId,
         seq: u64,
-    ) -> Result<Option<Arc<[RecordState]>>, Self::Error>;
+    ) -> Result<Option<Vec<SharedState>>, Self::Error>;
 
     /// Largest encoded record accepted from a peer.
     fn record_bytes_max(&self) -> usize;
