@@ -31,8 +31,9 @@ pub async fn write_frame(send: &mut quinn::SendStream, bytes: Vec<u8>) -> Result
         .map_err(|e| FramingError::Stream(e.to_string()))
 }
 
-/// Reads one frame; `None` when the stream ended cleanly between frames. The bytes are
-/// QUIC's own buffer when the frame arrived in one piece, one copy otherwise.
+/// Reads one frame; `None` when the stream ended cleanly between frames. QUIC's chunks are
+/// copied into a buffer of exactly the frame's length (not zeroed first): a chunk would keep
+/// its whole receive buffer alive, and queued frames must hold only what their length says.
 pub async fn read_frame(
     recv: &mut quinn::RecvStream,
     max: usize,
@@ -47,19 +48,13 @@ pub async fn read_frame(
     if len > max {
         return Err(FramingError::TooLarge { len, max });
     }
-    let mut buf = BytesMut::new();
+    let mut buf = BytesMut::with_capacity(len);
     while buf.len() < len {
         let chunk = recv
             .read_chunk(len - buf.len(), true)
             .await
             .map_err(|e| FramingError::Stream(e.to_string()))?
             .ok_or_else(|| FramingError::Stream("the stream ended inside a frame".into()))?;
-        if chunk.bytes.len() == len {
-            return Ok(Some(chunk.bytes));
-        }
-        if buf.is_empty() {
-            buf.reserve(len);
-        }
         buf.extend_from_slice(&chunk.bytes);
     }
     Ok(Some(buf.freeze()))
