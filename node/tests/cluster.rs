@@ -166,15 +166,17 @@ async fn replicas_from_another_ca_or_outside_the_cluster_are_refused() {
         ("non-member", member_ca.clone()),
     ] {
         std::fs::create_dir_all(&rogue).unwrap();
-        let node = Node::new("aaa", "ap-northeast", rogue.join(format!("{label}.toml")));
-        let text = node_config(
-            &node,
-            &certs_dir,
-            &rogue.join(format!("data-{label}")),
-            &[target],
-        );
-        std::fs::write(&node.config, text).unwrap();
-        let child = Running(spawn_node(&node.config, label));
+        let (node, child) = start_fresh(|| {
+            let node = Node::new("aaa", "ap-northeast", rogue.join(format!("{label}.toml")));
+            let text = node_config(
+                &node,
+                &certs_dir,
+                &rogue.join(format!("data-{label}")),
+                &[target],
+            );
+            std::fs::write(&node.config, text).unwrap();
+            node
+        });
         intruders.push((node, certs_dir, child));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;

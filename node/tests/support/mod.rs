@@ -111,8 +111,20 @@ pub fn certs_add(dir: &Path, replicas: &[(&str, &str)], clients: &[&str]) {
 }
 
 impl Cluster {
-    /// Writes certificates and configurations for `regions` (name, region) and starts them all.
+    /// Writes certificates and configurations for `regions` (name, region) and starts them all
+    /// (again on fresh ports if one of them was taken before its node bound it).
     pub fn start(regions: &[(&str, &str)]) -> Cluster {
+        let mut why = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match Cluster::try_start(regions) {
+                Ok(cluster) => return cluster,
+                Err(e) => why = e,
+            }
+        }
+        panic!("the cluster did not start: {why}");
+    }
+
+    fn try_start(regions: &[(&str, &str)]) -> Result<Cluster, String> {
         let dir = tempfile::tempdir().unwrap();
         let certs_dir = dir.path().join("certs");
         certs(&certs_dir, regions, &["t"]);
@@ -141,15 +153,29 @@ impl Cluster {
         };
         cluster.nodes = std::mem::take(&mut nodes);
         for i in 0..cluster.nodes.len() {
-            cluster.spawn(i);
+            let node = &mut cluster.nodes[i];
+            let child = try_spawn_node(&node.config).map_err(|e| format!("{}: {e}", node.name))?;
+            node.child = Some(child);
         }
-        cluster
+        Ok(cluster)
     }
 
-    /// Starts node `i` and waits for its ready line.
+    /// Starts node `i` (again, on its ports: retried while another socket holds one) and waits
+    /// for its ready line.
     pub fn spawn(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        node.child = Some(spawn_node(&node.config, &format!("node {}", node.name)));
+        let mut why = String::new();
+        for _ in 0..START_ATTEMPTS {
+            match try_spawn_node(&node.config) {
+                Ok(child) => {
+                    node.child = Some(child);
+                    return;
+                }
+                Err(e) => why = e,
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("node {} did not start: {why}", node.name);
     }
 
     /// SIGKILLs node `i`.
@@ -210,8 +236,27 @@ impl Drop for Running {
     }
 }
 
-/// Starts `meridian node --config` and waits (30 s at most) for its ready line.
-pub fn spawn_node(config: &Path, what: &str) -> Child {
+/// Describes a node on fresh ports (writing its configuration) and starts it, describing it
+/// again on new ports while one of them turns out taken.
+pub fn start_fresh(mut describe: impl FnMut() -> Node) -> (Node, Running) {
+    let mut why = String::new();
+    for _ in 0..START_ATTEMPTS {
+        let node = describe();
+        match try_spawn_node(&node.config) {
+            Ok(child) => return (node, Running(child)),
+            Err(e) => why = e,
+        }
+    }
+    panic!("node did not start: {why}");
+}
+
+/// Attempts at starting a node whose port another process may have taken: ports are picked
+/// free, then bound by the node a moment later, and an ephemeral port of some other socket
+/// (a client, another test's node) can land on one in between.
+const START_ATTEMPTS: usize = 5;
+
+/// `spawn_node`, or why the node did not come up (it exited or printed something else).
+pub fn try_spawn_node(config: &Path) -> Result<Child, String> {
     let mut child = Command::new(BIN)
         .args(["node", "--config"])
         .arg(config)
@@ -230,9 +275,10 @@ pub fn spawn_node(config: &Path, what: &str) -> Child {
     let line = rx.recv_timeout(Duration::from_secs(30));
     if !matches!(&line, Ok(l) if l.contains("listening on")) {
         let _ = child.kill();
-        panic!("{what} did not start: {line:?}");
+        let _ = child.wait();
+        return Err(format!("{line:?}"));
     }
-    child
+    Ok(child)
 }
 
 pub fn http_get(addr: SocketAddr, path: &str) -> String {
