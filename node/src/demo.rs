@@ -68,11 +68,75 @@ fn start(r: &mut Region) -> anyhow::Result<()> {
             let _ = tx.send(line);
         }
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .context("node did not start in 30 s")?;
-    println!("   {line} (pid {})", child.id());
-    r.child = Some(child);
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(line) if line.contains("listening on") => {
+            println!("   {line} (pid {})", child.id());
+            r.child = Some(child);
+            Ok(())
+        }
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("{} did not start: {other:?}", r.name)
+        }
+    }
+}
+
+/// Attempts at starting nodes: their ports are picked free and bound a moment later by the
+/// node, and another socket's ephemeral port can land on one in between.
+const START_ATTEMPTS: usize = 5;
+
+/// Starts `r` on its ports, retrying while one of them is held by another socket.
+fn restart(r: &mut Region) -> anyhow::Result<()> {
+    let mut last = start(r);
+    for _ in 1..START_ATTEMPTS {
+        if last.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        last = start(r);
+    }
+    last
+}
+
+/// Picks fresh ports for every region, writes the configurations and starts the nodes; on a
+/// failure stops those started and tries again on new ports.
+fn start_all(regions: &mut [Region]) -> anyhow::Result<()> {
+    let mut last = Ok(());
+    for _ in 0..START_ATTEMPTS {
+        for r in regions.iter_mut() {
+            if let Some(mut c) = r.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            r.addr = free_udp()?;
+            r.metrics = free_tcp()?;
+        }
+        write_configs(regions)?;
+        last = regions.iter_mut().try_for_each(start);
+        if last.is_ok() {
+            break;
+        }
+    }
+    last
+}
+
+/// Each region's `meridian node` configuration, naming the others as peers.
+fn write_configs(regions: &[Region]) -> anyhow::Result<()> {
+    for r in regions {
+        let mut text = format!(
+            "cluster = \"{CLUSTER}\"\nname = \"{}\"\nregion = \"{}\"\ndata_dir = \"data-{}\"\nlisten = \"{}\"\nmetrics_listen = \"{}\"\n\
+             [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{}.pem\"\nkey = \"certs/{}.key\"\n",
+            r.name, r.region, r.name, r.addr, r.metrics, r.name, r.name
+        );
+        for p in regions.iter().filter(|p| p.name != r.name) {
+            text.push_str(&format!(
+                "[[peers]]\nname = \"{}\"\nregion = \"{}\"\naddress = \"{}\"\n",
+                p.name, p.region, p.addr
+            ));
+        }
+        std::fs::write(&r.config, text)?;
+    }
     Ok(())
 }
 
@@ -143,31 +207,16 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
         regions.push(Region {
             name,
             region,
-            addr: free_udp()?,
-            metrics: free_tcp()?,
+            // Picked by `start_all`.
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics: SocketAddr::from(([127, 0, 0, 1], 0)),
             config: dir.join(format!("{name}.toml")),
             child: None,
         });
     }
-    for r in &regions {
-        let mut text = format!(
-            "cluster = \"{CLUSTER}\"\nname = \"{}\"\nregion = \"{}\"\ndata_dir = \"data-{}\"\nlisten = \"{}\"\nmetrics_listen = \"{}\"\n\
-             [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{}.pem\"\nkey = \"certs/{}.key\"\n",
-            r.name, r.region, r.name, r.addr, r.metrics, r.name, r.name
-        );
-        for p in regions.iter().filter(|p| p.name != r.name) {
-            text.push_str(&format!(
-                "[[peers]]\nname = \"{}\"\nregion = \"{}\"\naddress = \"{}\"\n",
-                p.name, p.region, p.addr
-            ));
-        }
-        std::fs::write(&r.config, text)?;
-    }
 
     step("Step 2. Three regions, three `meridian node` processes on loopback");
-    for r in &mut regions {
-        start(r)?;
-    }
+    start_all(&mut regions)?;
     let tls = TlsFiles {
         ca: certs_dir.join("ca.pem"),
         cert: certs_dir.join("client-demo.pem"),
@@ -260,7 +309,7 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
     println!("   (a silent link is declared down after the 10 s QUIC idle timeout; the lag counts from the first unacknowledged write)");
 
     step("Step 6. ap-northeast restarts on its data directory and catches up");
-    start(&mut regions[2])?;
+    restart(&mut regions[2])?;
     let mut ap = connect(&regions[2], &tls).await?;
     ap.token.merge(&us.token);
     ap.token.merge(&eu.token);
