@@ -2,9 +2,9 @@
 //! every record state checked. Pure work, so a driver can do it on its I/O threads and leave
 //! the thread that applies entries only the joins and the writes.
 //!
-//! A checked state is kept as the bytes it arrived as (slices of the frame, not copies), with
-//! the few facts applying it needs; the decoded record is dropped on the thread that decoded
-//! it. The thread that applies decodes a state again only to join it into a local one.
+//! A state is checked without being built (`codec::check_record`) and kept as the bytes it
+//! arrived as (slices of the frame, not copies), with the few facts applying it needs. The
+//! thread that applies decodes a state only to join it into a local one.
 
 use super::frame::{self, Frame, FrameError, WireEntry};
 use super::seam::RecordState;
@@ -108,6 +108,7 @@ impl Inbound {
     }
 }
 
+/// One entry's records checked, or the frame refused naming the entry.
 fn check_entry(
     origin: ReplicaId,
     seq: u64,
