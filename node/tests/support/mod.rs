@@ -114,14 +114,8 @@ impl Cluster {
     /// Writes certificates and configurations for `regions` (name, region) and starts them all
     /// (again on fresh ports if one of them was taken before its node bound it).
     pub fn start(regions: &[(&str, &str)]) -> Cluster {
-        let mut why = String::new();
-        for _ in 0..START_ATTEMPTS {
-            match Cluster::try_start(regions) {
-                Ok(cluster) => return cluster,
-                Err(e) => why = e,
-            }
-        }
-        panic!("the cluster did not start: {why}");
+        attempts(Duration::ZERO, || Cluster::try_start(regions))
+            .unwrap_or_else(|why| panic!("the cluster did not start: {why}"))
     }
 
     fn try_start(regions: &[(&str, &str)]) -> Result<Cluster, String> {
@@ -164,18 +158,9 @@ impl Cluster {
     /// for its ready line.
     pub fn spawn(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        let mut why = String::new();
-        for _ in 0..START_ATTEMPTS {
-            match try_spawn_node(&node.config) {
-                Ok(child) => {
-                    node.child = Some(child);
-                    return;
-                }
-                Err(e) => why = e,
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        panic!("node {} did not start: {why}", node.name);
+        let child = attempts(Duration::from_millis(500), || try_spawn_node(&node.config))
+            .unwrap_or_else(|why| panic!("node {} did not start: {why}", node.name));
+        node.child = Some(child);
     }
 
     /// SIGKILLs node `i`.
@@ -239,23 +224,30 @@ impl Drop for Running {
 /// Describes a node on fresh ports (writing its configuration) and starts it, describing it
 /// again on new ports while one of them turns out taken.
 pub fn start_fresh(mut describe: impl FnMut() -> Node) -> (Node, Running) {
-    let mut why = String::new();
-    for _ in 0..START_ATTEMPTS {
+    attempts(Duration::ZERO, || {
         let node = describe();
-        match try_spawn_node(&node.config) {
-            Ok(child) => return (node, Running(child)),
-            Err(e) => why = e,
-        }
-    }
-    panic!("node did not start: {why}");
+        try_spawn_node(&node.config).map(|child| (node, Running(child)))
+    })
+    .unwrap_or_else(|why| panic!("node did not start: {why}"))
 }
 
-/// Attempts at starting a node whose port another process may have taken: ports are picked
-/// free, then bound by the node a moment later, and an ephemeral port of some other socket
-/// (a client, another test's node) can land on one in between.
-const START_ATTEMPTS: usize = 5;
+/// Runs `start` up to five times, `pause` apart, until it succeeds: ports are picked free,
+/// then bound by the node a moment later, and an ephemeral port of some other socket (a
+/// client, another test's node) can land on one in between.
+fn attempts<T>(pause: Duration, mut start: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+    let mut last = start();
+    for _ in 1..5 {
+        if last.is_ok() {
+            break;
+        }
+        std::thread::sleep(pause);
+        last = start();
+    }
+    last
+}
 
-/// `spawn_node`, or why the node did not come up (it exited or printed something else).
+/// Starts `meridian node --config` and waits (30 s at most) for its ready line; or says why the
+/// node did not come up (it exited or printed something else).
 pub fn try_spawn_node(config: &Path) -> Result<Child, String> {
     let mut child = Command::new(BIN)
         .args(["node", "--config"])
