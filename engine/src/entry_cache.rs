@@ -122,6 +122,22 @@ impl<K: Hash + Eq, V: Clone> BoundedCache<K, V> {
         self.take_aged(key).map(|(value, _)| value)
     }
 
+    /// Forgets `key` if its value satisfies `keep_out`, returning the value; one lookup.
+    pub(crate) fn take_if<Q>(&mut self, key: &Q, keep_out: impl FnOnce(&V) -> bool) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.map.raw_entry_mut().from_key(key) {
+            hashlink::linked_hash_map::RawEntryMut::Occupied(item) if keep_out(&item.get().0) => {
+                let (value, size, _) = item.remove();
+                self.bytes -= size;
+                Some(value)
+            }
+            _ => None,
+        }
+    }
+
     /// `take`, with the item's age: the bytes inserted since it was.
     pub(crate) fn take_aged<Q>(&mut self, key: &Q) -> Option<(V, u64)>
     where
@@ -237,9 +253,16 @@ impl RecordStates {
         }
     }
 
-    fn shard(&self, key: &[u8]) -> MutexGuard<'_, StateShard> {
-        let i = self.hasher.hash_one(key) as usize % STATE_SHARDS;
+    fn shard_of(&self, key: &[u8]) -> usize {
+        self.hasher.hash_one(key) as usize % STATE_SHARDS
+    }
+
+    fn lock_shard(&self, i: usize) -> MutexGuard<'_, StateShard> {
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn shard(&self, key: &[u8]) -> MutexGuard<'_, StateShard> {
+        self.lock_shard(self.shard_of(key))
     }
 
     /// Sets the state of `key` (whose stripe the caller holds); returns the key's cell.
@@ -268,18 +291,28 @@ impl RecordStates {
         }
     }
 
-    /// Forgets the cell of a shipped entry unless another cached entry still names it.
-    pub(crate) fn release(&self, cell: &Arc<StateCell>) {
-        let mut shard = self.shard(&cell.key);
+    /// Forgets the cells of shipped entries that no other cached entry still names, locking
+    /// each shard once.
+    pub(crate) fn release<'c>(&self, cells: impl IntoIterator<Item = &'c Arc<StateCell>>) {
         // Held by the map and by the caller only (no writer can add a holder while the shard
         // is locked).
-        let unshared = Arc::strong_count(cell) == 2
-            && shard
-                .get(&cell.key[..])
-                .is_some_and(|mapped| Arc::ptr_eq(&mapped, cell));
-        if unshared {
-            shard.take(&cell.key[..]);
-            cell.clear();
+        let mut by_shard: Vec<(usize, &Arc<StateCell>)> = cells
+            .into_iter()
+            .filter(|cell| Arc::strong_count(cell) == 2)
+            .map(|cell| (self.shard_of(&cell.key), cell))
+            .collect();
+        by_shard.sort_unstable_by_key(|(shard, _)| *shard);
+        for group in by_shard.chunk_by(|a, b| a.0 == b.0) {
+            let mut shard = self.lock_shard(group[0].0);
+            for (_, cell) in group {
+                if Arc::strong_count(cell) != 2 {
+                    continue; // a writer took the cell up again before the shard was locked
+                }
+                if let Some(cell) = shard.take_if(&cell.key[..], |mapped| Arc::ptr_eq(mapped, cell))
+                {
+                    cell.clear();
+                }
+            }
         }
     }
 
@@ -343,6 +376,35 @@ mod tests {
         cache.remove_matching(|k| *k >= 5);
         assert_eq!(cache.len(), 3);
         assert_eq!(cache.bytes(), 3 * (8 + ITEM_OVERHEAD));
+    }
+
+    #[test]
+    fn release_forgets_only_cells_no_other_holder_names() {
+        let states = RecordStates::new(1 << 20);
+        let keys: Vec<String> = (0..64).map(|i| format!("k{i}")).collect();
+        let cells: Vec<_> = keys
+            .iter()
+            .map(|k| states.insert(k.as_bytes(), b"v"))
+            .collect();
+        // k0 is also named by a newer entry. k1's cell left the map (a new one took its key)
+        // and is held twice, like a mapped cell: only the map's own cell may go.
+        let newer = cells[0].clone();
+        states.remove(b"k1");
+        let fresh = states.insert(b"k1", b"w");
+        let _second_holder = cells[1].clone();
+        states.release(&cells);
+        assert_eq!(states.get(b"k0").as_deref(), Some(&b"v"[..]), "still named");
+        assert_eq!(newer.state().as_deref(), Some(&b"v"[..]));
+        assert_eq!(
+            states.get(b"k1").as_deref(),
+            Some(&b"w"[..]),
+            "not the released cell"
+        );
+        assert_eq!(fresh.state().as_deref(), Some(&b"w"[..]));
+        for (key, cell) in keys.iter().zip(&cells).skip(2) {
+            assert!(states.get(key.as_bytes()).is_none(), "{key} released");
+            assert_eq!(cell.state(), None, "{key} emptied");
+        }
     }
 
     #[test]

@@ -417,11 +417,9 @@ impl ReplicaStore for Engine {
             }
         };
         // Shipped everywhere: the states stay only where a newer entry still needs them.
-        for cells in entries {
-            for cell in cells.iter() {
-                inner.states.release(cell);
-            }
-        }
+        inner
+            .states
+            .release(entries.iter().flat_map(|cells| cells.iter()));
     }
 
     fn compact(&self, stable: &VersionVector) -> Result<Compaction> {
