@@ -4,7 +4,9 @@
 set -euo pipefail
 
 missing=()
-if ! ldconfig -p 2>/dev/null | grep -q 'libclang.*\.so'; then
+# libclang.so or libclang-<version>.so, as bindgen looks for; not libclang-cpp, which some images
+# ship without libclang itself.
+if ! ldconfig -p 2>/dev/null | grep -qE '\blibclang(-[0-9.]+)?\.so'; then
   missing+=(libclang-dev)
 fi
 if ! command -v c++ >/dev/null 2>&1; then
