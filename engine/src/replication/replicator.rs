@@ -157,6 +157,12 @@ impl Replicator {
         }
     }
 
+    /// Entries bytes received from one peer after which it is sent an `Ack` (a quarter of the
+    /// in-flight budget: the sender refills its window while the rest is applied).
+    pub fn ack_every_bytes(&self) -> usize {
+        self.config.inflight_bytes_max / 4
+    }
+
     /// Counts `replica` as a member from now on (a replica added to the cluster).
     pub fn add_member(&mut self, replica: ReplicaId) {
         if !self.config.members.contains(&replica) {
@@ -563,10 +569,11 @@ impl Replicator {
         }
         // Acknowledged once a quarter of the sender's in-flight budget has arrived (or at the
         // next tick): one `Ack` per frame would double the frames on a busy link.
+        let ack_every = self.ack_every_bytes();
         let due = match self.peers.get_mut(&peer) {
             Some(p) => {
                 p.unacked_bytes += received;
-                nack.is_some() || p.unacked_bytes >= self.config.inflight_bytes_max / 4
+                nack.is_some() || p.unacked_bytes >= ack_every
             }
             None => false,
         };
