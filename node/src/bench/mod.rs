@@ -1,5 +1,6 @@
 //! Benchmarks: each prints metrics with a reference measured in the same run and their ratio.
 
+mod delay_proxy;
 mod local;
 mod replication;
 mod replication_bytes;

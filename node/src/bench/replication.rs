@@ -10,7 +10,11 @@
 //! - `lag_p50_ms` / `lag_p99_ms`: each batch's time from commit in the first region to applied
 //!   in the second, at half the `write_and_replicate` rate (both regions share this machine),
 //!   and `lag_cpu_us_per_record`, the CPU both regions spent per record meanwhile.
+//!
+//! `--rtt-ms N` puts a relay holding every datagram N/2 ms each way between the two regions
+//! (`delay_proxy`), to measure the same figures over a wide-area round trip.
 
+use super::delay_proxy::DelayProxy;
 use super::prefixed_key;
 use super::report::{emit, header, Metric};
 use crate::certs::{self, InitArgs};
@@ -37,6 +41,10 @@ pub struct Args {
     /// Seconds of the half-load lag measurement.
     #[arg(long, default_value_t = 3)]
     lag_seconds: u64,
+    /// Round trip added to the link (a relay holding each datagram half of it each way), to
+    /// measure a wide-area link; 0: plain loopback.
+    #[arg(long, default_value_t = 0)]
+    rtt_ms: u64,
 }
 
 const CLUSTER: &str = "bench";
@@ -155,9 +163,25 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
     };
     let (a, b) = (open("a")?, open("b")?);
     let origin = a.replica_id();
-    let config_a = runtime_config(dir, ("a", "us-east", addr_a), ("b", "eu-west", addr_b));
-    let config_b = runtime_config(dir, ("b", "eu-west", addr_b), ("a", "us-east", addr_a));
+    // With a round trip to add, each region dials the other through its own delaying relay.
+    let mut relays = Vec::new();
+    let (dial_a, dial_b) = if args.rtt_ms > 0 {
+        let one_way = Duration::from_micros(args.rtt_ms * 500);
+        relays.push(DelayProxy::start(addr_b, one_way).await?);
+        relays.push(DelayProxy::start(addr_a, one_way).await?);
+        (relays[0].front(), relays[1].front())
+    } else {
+        (addr_b, addr_a)
+    };
+    let config_a = runtime_config(dir, ("a", "us-east", addr_a), ("b", "eu-west", dial_a));
+    let config_b = runtime_config(dir, ("b", "eu-west", addr_b), ("a", "us-east", dial_b));
     header(args.json);
+    if args.rtt_ms > 0 {
+        emit(
+            &plain("link_rtt_ms", args.rtt_ms as f64, "ms", "-"),
+            args.json,
+        )?;
+    }
 
     // Saturation, in rounds: `n` records written at a (running) while b is down, then b
     // started; from the moment the link is up, b applies as fast as it can.
@@ -279,6 +303,7 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
     )?;
     ra.shutdown().await;
     rb.shutdown().await;
+    drop(relays);
     Ok(())
 }
 
