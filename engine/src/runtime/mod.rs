@@ -9,6 +9,7 @@
 mod actor;
 pub mod client;
 pub mod client_proto;
+mod congestion;
 mod framing;
 mod links;
 mod service;

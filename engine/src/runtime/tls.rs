@@ -2,6 +2,7 @@
 //! with the ring provider, TLS 1.3 only, no 0-RTT. A replica's certificate names it with the DNS
 //! name `<replica>.<region>.<cluster>`.
 
+use super::congestion::CubicAfterContactFactory;
 use super::RuntimeError;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -79,6 +80,7 @@ fn transport(disable_gso: bool) -> Arc<quinn::TransportConfig> {
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(u16::MAX);
     t.mtu_discovery_config(Some(mtu));
+    t.congestion_controller_factory(Arc::new(CubicAfterContactFactory::default()));
     Arc::new(t)
 }
 
