@@ -22,5 +22,7 @@ pub use inbound::{
     decode_record_states, decode_records, sort_joining, DecodedEntry, Inbound, RemoteRecord,
 };
 pub use peer::{LinkState, Peer};
-pub use replicator::{Output, PeerId, ReplicationConfig, ReplicationError, Replicator, Stats};
+pub use replicator::{
+    Output, PeerId, ReplicationConfig, ReplicationError, Replicator, Stats, INFLIGHT_BYTES_CAP,
+};
 pub use seam::{ApplyOutcome, Compaction, RecordState, ReplicaStore, SharedState, StateSummary};

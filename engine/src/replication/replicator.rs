@@ -7,7 +7,8 @@
 //!   answered with `Nack` and nothing after it is applied;
 //! - a replica sends, for every origin it holds, what the peer's cursor lacks (so writes relay
 //!   through any path of live links);
-//! - bytes sent and not acknowledged per link stay under `inflight_bytes_max` (plus one frame);
+//! - bytes sent and not acknowledged per link stay under its window (`inflight_window`: the
+//!   configured bytes plus more per millisecond of measured round trip, capped), plus one frame;
 //! - a malformed or unexpected frame closes that link only.
 
 use super::frame::{encode_entries, vv_entries, Frame, FrameError};
@@ -17,6 +18,9 @@ use super::peer::{AntiEntropy, InFlight, LinkState, Peer};
 use super::seam::{ApplyOutcome, RecordState, ReplicaStore, SharedState};
 use crate::model::{ReplicaId, VersionVector};
 use std::collections::{BTreeMap, VecDeque};
+
+/// Most unacknowledged bytes allowed on any link, whatever its round trip.
+pub const INFLIGHT_BYTES_CAP: usize = 8 << 20;
 
 /// Transport-level handle of a link, chosen by the driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -29,8 +33,13 @@ pub struct ReplicationConfig {
     pub cluster: String,
     /// This replica's region name.
     pub region: String,
-    /// Unacknowledged bytes allowed per link.
+    /// Unacknowledged bytes allowed per link (on a link whose round trip is not known yet,
+    /// or short).
     pub inflight_bytes_max: usize,
+    /// More unacknowledged bytes allowed per millisecond of a link's measured round trip, up
+    /// to `INFLIGHT_BYTES_CAP`: a long link needs more in flight to stay busy (1 MiB over
+    /// 50 ms carries at most 20 MB/s).
+    pub inflight_bytes_per_rtt_ms: usize,
     /// Target size of one `Entries` frame (a single large entry may exceed it).
     pub frame_bytes_target: usize,
     /// Idle time after which an `Ack` and a `Ping` are sent as heartbeat.
@@ -54,6 +63,7 @@ impl Default for ReplicationConfig {
             cluster: "meridian".into(),
             region: "local".into(),
             inflight_bytes_max: 1 << 20,
+            inflight_bytes_per_rtt_ms: 128 << 10,
             frame_bytes_target: 64 << 10,
             heartbeat_ms: 500,
             retransmit_ms: 1_500,
@@ -155,6 +165,17 @@ impl Replicator {
             next_round: 1,
             last_compact_ms: 0,
         }
+    }
+
+    /// Unacknowledged bytes allowed on a link with round trip `rtt_ms` (if measured).
+    pub fn inflight_window(&self, rtt_ms: Option<u64>) -> usize {
+        let extra = usize::try_from(rtt_ms.unwrap_or(0))
+            .unwrap_or(usize::MAX)
+            .saturating_mul(self.config.inflight_bytes_per_rtt_ms);
+        self.config
+            .inflight_bytes_max
+            .saturating_add(extra)
+            .min(INFLIGHT_BYTES_CAP.max(self.config.inflight_bytes_max))
     }
 
     /// Entries bytes received from one peer after which it is sent an `Ack` (a quarter of the
@@ -372,6 +393,7 @@ impl Replicator {
                 }
                 let applied = VersionVector::from_entries(applied);
                 self.known.entry(replica).or_default().join(&applied);
+                let mut became_ready = false;
                 if let Some(p) = self.peers.get_mut(&peer) {
                     if p.replica() == Some(replica) {
                         // A repeated hello on a live link (an answer, or a retry that crossed
@@ -382,10 +404,15 @@ impl Replicator {
                         p.state = LinkState::Ready { replica, region };
                         p.sent = applied.clone();
                         p.acked = applied;
+                        became_ready = true;
                     }
                 }
                 if !reply {
                     self.send_hello(peer, store, true, now_ms);
+                }
+                if became_ready {
+                    // The round trip sizes the in-flight window: measure it before a catch-up.
+                    self.send(peer, &Frame::Ping { sent_ms: now_ms });
                 }
                 self.pump(peer, store, now_ms)
             }
@@ -592,6 +619,7 @@ impl Replicator {
     ) -> Result<(), ReplicationError<S::Error>> {
         let applied = store.applied();
         loop {
+            let window = self.inflight_window(self.peers.get(&peer).and_then(|p| p.rtt_ms));
             let Some(p) = self.peers.get_mut(&peer) else {
                 return Ok(());
             };
@@ -599,7 +627,7 @@ impl Replicator {
                 return Ok(());
             }
             let offering = matches!(p.ae, Some(AntiEntropy::Offering { .. }));
-            if offering || p.inflight_bytes >= self.config.inflight_bytes_max {
+            if offering || p.inflight_bytes >= window {
                 return Ok(());
             }
             // Origins the peer lacks that are due: our own at once, others after the relay

@@ -1,9 +1,10 @@
 //! The replication actor: one thread owns the `Replicator` and calls the (blocking) store, fed
 //! by a bounded channel of link events, frames, ticks and local-write notices. Frames for a peer
-//! go to that link's bounded queue; a full queue drops the frame (the protocol resends), so a
-//! slow peer never stalls the others.
+//! go to that link's queue, bounded in bytes; a full queue drops the frame (the protocol
+//! resends), so a slow peer never stalls the others.
 
 use super::client_proto::{NodeStatus, PeerStatus};
+use super::link_queue::LinkSender;
 use crate::replication::{Inbound, Output, PeerId, ReplicationError, Replicator};
 use crate::Engine;
 use std::collections::{BTreeMap, VecDeque};
@@ -22,7 +23,7 @@ pub(crate) enum Event {
         peer: PeerId,
         name: String,
         region: String,
-        out: mpsc::Sender<Vec<u8>>,
+        out: LinkSender,
     },
     /// The link is gone.
     Down { peer: PeerId },
@@ -45,7 +46,7 @@ pub(crate) enum Event {
 struct Link {
     name: String,
     region: String,
-    out: mpsc::Sender<Vec<u8>>,
+    out: LinkSender,
 }
 
 /// Runs until `Stop` or until every sender is gone.

@@ -3,6 +3,7 @@
 
 use super::actor::Event;
 use super::framing::{read_frame, write_frame};
+use super::link_queue::{link_queue, LINK_QUEUE_BYTES};
 use super::service::Service;
 use super::tls::{self, alpn, cert_names, peer_leaf, ALPN_CLIENT, ALPN_REPLICATION};
 use super::PeerSpec;
@@ -12,8 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-/// Frames queued for one peer before new ones are dropped.
-const LINK_QUEUE_FRAMES: usize = 256;
 /// Bytes of one link's received frames waiting for the replicator; the link reads no more
 /// until they are applied (QUIC flow control then holds the peer back).
 const LINK_INBOUND_BYTES: usize = 64 << 20;
@@ -126,7 +125,7 @@ pub(crate) async fn dial_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>, peer
 /// stream, the peer's in on the one it opens.
 async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
     let id = PeerId(ctx.next_peer.fetch_add(1, Ordering::SeqCst));
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(LINK_QUEUE_FRAMES);
+    let (tx, mut rx) = link_queue(LINK_QUEUE_BYTES);
     let mut send = match conn.open_uni().await {
         Ok(s) => s,
         Err(e) => {

@@ -11,6 +11,7 @@ pub mod client;
 pub mod client_proto;
 mod congestion;
 mod framing;
+mod link_queue;
 mod links;
 mod service;
 pub mod tls;

@@ -297,3 +297,47 @@ fn acknowledged_entries_are_released() {
         "b applied entry 1: a no longer keeps its state"
     );
 }
+
+#[test]
+fn the_in_flight_window_grows_with_the_round_trip_up_to_the_cap() {
+    let config = ReplicationConfig::default();
+    let (base, per_ms) = (config.inflight_bytes_max, config.inflight_bytes_per_rtt_ms);
+    let r = Replicator::new(ReplicaId(1), config);
+    assert_eq!(r.inflight_window(None), base, "round trip not measured yet");
+    assert_eq!(r.inflight_window(Some(0)), base);
+    assert_eq!(r.inflight_window(Some(20)), base + 20 * per_ms);
+    assert_eq!(r.inflight_window(Some(u64::MAX)), INFLIGHT_BYTES_CAP);
+}
+
+#[test]
+fn a_link_measures_its_round_trip_as_it_becomes_ready() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ea, eb) = (engine(&da, 1), engine(&db, 2));
+    let mut a = Replicator::new(ea.replica_id(), ReplicationConfig::default());
+    let mut b = Replicator::new(eb.replica_id(), ReplicationConfig::default());
+    a.connected(PeerId(2), &ea, 0);
+    b.connected(PeerId(1), &eb, 0);
+    let deliver = |from: &mut Replicator, to: &mut Replicator, link, store: &Engine, now| {
+        for o in drain(from) {
+            if let Output::Send { frame, .. } = o {
+                to.handle(link, &frame, store, now).expect("frame accepted");
+            }
+        }
+    };
+    // a's hello reaches b; b's answer reaches a, which is then ready and pings; the pong comes
+    // back 30 ms after a sent the ping.
+    deliver(&mut a, &mut b, PeerId(1), &eb, 0);
+    deliver(&mut b, &mut a, PeerId(2), &ea, 10);
+    deliver(&mut a, &mut b, PeerId(1), &eb, 10);
+    deliver(&mut b, &mut a, PeerId(2), &ea, 40);
+    let rtt = a
+        .peers()
+        .find(|(id, _)| *id == PeerId(2))
+        .and_then(|(_, p)| p.rtt_ms);
+    assert_eq!(rtt, Some(30));
+    let base = ReplicationConfig::default().inflight_bytes_max;
+    assert!(
+        a.inflight_window(rtt) > base,
+        "the window grew with the round trip"
+    );
+}
