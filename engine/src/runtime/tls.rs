@@ -74,6 +74,13 @@ fn transport(disable_gso: bool) -> Arc<quinn::TransportConfig> {
         t.max_idle_timeout(Some(idle));
     }
     t.enable_segmentation_offload(!disable_gso);
+    // A replication link is one stream each way: quinn's default stream window (1.25 MB)
+    // would cap a link at 1.25 MB per round trip whatever the replicator's in-flight window
+    // allows (25 MB/s over 50 ms). Room for the largest window twice over; the reader drains
+    // the stream into its own bounded budget.
+    let stream_window = 2 * crate::replication::INFLIGHT_BYTES_CAP as u64;
+    t.stream_receive_window(quinn::VarInt::from_u64(stream_window).unwrap_or(quinn::VarInt::MAX));
+    t.send_window(stream_window);
     // MTU discovery searches up to the peer's advertised largest UDP payload, quinn's default
     // of 1472 bytes (Ethernet's MTU; a larger one would grow every endpoint's receive buffers,
     // sized for GRO batches of it), instead of its own default bound of 1452.
