@@ -77,9 +77,13 @@ fn transport(disable_gso: bool) -> Arc<quinn::TransportConfig> {
     // A replication link is one stream each way: quinn's default stream window (1.25 MB)
     // would cap a link at 1.25 MB per round trip whatever the replicator's in-flight window
     // allows (25 MB/s over 50 ms). Room for the largest window twice over; the reader drains
-    // the stream into its own bounded budget.
+    // the stream into its own bounded budget. The whole connection may hold twice that unread
+    // (quinn's default is unbounded: a client opening its 100 streams could make this
+    // endpoint buffer 100 stream windows).
     let stream_window = 2 * crate::replication::INFLIGHT_BYTES_CAP as u64;
-    t.stream_receive_window(quinn::VarInt::from_u64(stream_window).unwrap_or(quinn::VarInt::MAX));
+    let window = |bytes: u64| quinn::VarInt::from_u64(bytes).unwrap_or(quinn::VarInt::MAX);
+    t.stream_receive_window(window(stream_window));
+    t.receive_window(window(2 * stream_window));
     t.send_window(stream_window);
     // MTU discovery searches up to the peer's advertised largest UDP payload, quinn's default
     // of 1472 bytes (Ethernet's MTU; a larger one would grow every endpoint's receive buffers,
