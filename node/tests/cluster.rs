@@ -81,6 +81,14 @@ async fn three_regions_converge_and_keep_concurrent_writes_as_siblings() {
     assert!(status.peers.iter().all(|p| p.connected), "{status:?}");
     let metrics = cluster.metrics(0);
     assert!(metrics.contains("meridian_peer_lag_ops"), "{metrics}");
+    let cwnd = metrics
+        .lines()
+        .find(|l| l.starts_with("meridian_peer_quic_cwnd_bytes{"))
+        .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok());
+    assert!(
+        cwnd.is_some_and(|c| c > 0.0),
+        "no congestion window exported:\n{metrics}"
+    );
     let conflicts: f64 = (0..3)
         .filter_map(|i| {
             cluster

@@ -196,6 +196,7 @@ async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
     };
     let mut shutdown = ctx.shutdown.clone();
     let why = tokio::select! {
+        never = export_path_stats(conn.clone(), peer.name.clone()) => never,
         w = writer => w,
         r = reader => r,
         _ = shutdown.changed() => "shutting down".into(),
@@ -203,4 +204,26 @@ async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
     tracing::info!(peer = %peer.name, reason = %why, "replication link closed");
     let _ = ctx.events.send(Event::Down { peer: id }).await;
     conn.close(quinn::VarInt::from_u32(0), why.as_bytes());
+}
+
+/// Publishes the link's QUIC path statistics as per-peer gauges every second, for as long as
+/// the link runs: what limits a link's throughput (round trip, congestion window, losses) is
+/// visible without a packet capture.
+async fn export_path_stats(conn: quinn::Connection, peer: String) -> String {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let path = conn.stats().path;
+        let gauge = |name: &'static str, value: f64| {
+            metrics::gauge!(name, "peer" => peer.clone()).set(value);
+        };
+        gauge("meridian_peer_quic_rtt_seconds", path.rtt.as_secs_f64());
+        gauge("meridian_peer_quic_cwnd_bytes", path.cwnd as f64);
+        gauge("meridian_peer_quic_lost_packets", path.lost_packets as f64);
+        gauge(
+            "meridian_peer_quic_congestion_events",
+            path.congestion_events as f64,
+        );
+    }
 }
