@@ -594,8 +594,8 @@ impl Replicator {
         if let Some(next) = nack {
             self.send(peer, &Frame::Nack { origin, next });
         }
-        // Acknowledged once a quarter of the sender's in-flight budget has arrived (or at the
-        // next tick): one `Ack` per frame would double the frames on a busy link.
+        // Acknowledged once a quarter of `inflight_bytes_max` has arrived (or at the next
+        // tick): one `Ack` per frame would double the frames on a busy link.
         let ack_every = self.ack_every_bytes();
         let due = match self.peers.get_mut(&peer) {
             Some(p) => {

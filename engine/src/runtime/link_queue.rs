@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Bytes of frames queued for one link before new ones are refused: twice the largest in-flight
-/// window, so the replicator's own bound is what holds it back.
+/// Bytes of frames queued for one link before new ones are refused: twice the cap on in-flight
+/// windows, so the replicator's own bound is what holds it back (unless a configured
+/// `inflight_bytes_max` exceeds the cap).
 pub(crate) const LINK_QUEUE_BYTES: usize = 2 * crate::replication::INFLIGHT_BYTES_CAP;
 
 /// The replicator's end of a link queue.

@@ -163,7 +163,8 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
     };
     let (a, b) = (open("a")?, open("b")?);
     let origin = a.replica_id();
-    // With a round trip to add, each region dials the other through its own delaying relay.
+    // With a round trip to add, each region's peer address is a delaying relay in front of the
+    // other (only the region whose name sorts first dials; the other relay stays idle).
     let mut relays = Vec::new();
     let (dial_a, dial_b) = if args.rtt_ms > 0 {
         let one_way = Duration::from_micros(args.rtt_ms * 500);
