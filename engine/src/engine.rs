@@ -223,6 +223,9 @@ impl Engine {
     }
 
     /// Multi-value register write that supersedes exactly what `context` (from a read) saw.
+    /// The context is a claim: entries beyond what this replica has seen of the key (its
+    /// record's context joined with its applied vector) are lowered to it, so a write never
+    /// supersedes what it could not have read here.
     pub fn put_with(
         &self,
         key: &[u8],
@@ -400,10 +403,22 @@ impl Engine {
         records: &mut [Record],
         stamp: Stamp,
     ) -> Result<Vec<Vec<u8>>> {
-        for (key, op) in keys.iter().zip(ops) {
+        let mut applied: Option<VersionVector> = None;
+        for (key, mut op) in keys.iter().zip(ops) {
             let i = distinct
                 .binary_search(key)
                 .map_err(|_| Error::InvalidOperation("batch key lost"))?;
+            if op.has_context() {
+                // A caller's context is a claim: it supersedes only what this replica has seen
+                // of the key (its record's context and every write applied here). Stored as
+                // given, a context naming a replica's future writes would make them vanish
+                // here when they arrive, and the regions would never converge.
+                let mut seen = applied.get_or_insert_with(|| self.applied()).clone();
+                seen.join(&records[i].context());
+                if op.clamp_contexts(&seen) {
+                    metrics::counter!("meridian_client_contexts_clamped_total").increment(1);
+                }
+            }
             records[i].apply(op, stamp).map_err(|e| match e {
                 ApplyError::WrongType {
                     existing,

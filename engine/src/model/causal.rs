@@ -61,6 +61,11 @@ impl VersionVector {
         self.0.merge(other.0.clone());
     }
 
+    /// Pointwise minimum with `other`: what both vectors cover.
+    pub fn meet(&self, other: &VersionVector) -> VersionVector {
+        VersionVector::from_entries(self.iter().map(|(r, c)| (r, c.min(other.get(r)))))
+    }
+
     /// Whether every entry of `other` is covered by this vector.
     pub fn dominates(&self, other: &VersionVector) -> bool {
         other.iter().all(|(r, c)| self.get(r) >= c)

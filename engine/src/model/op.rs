@@ -96,6 +96,35 @@ impl Op {
         }
     }
 
+    /// Lowers every read context the operation carries (nested ones included) to what `seen`
+    /// covers: a context comes from a caller and is a claim, and a write may supersede only
+    /// what this replica has seen. Returns whether anything was lowered.
+    pub fn clamp_contexts(&mut self, seen: &VersionVector) -> bool {
+        match self {
+            Op::Put {
+                context: Some(context),
+                ..
+            } => {
+                if seen.dominates(context) {
+                    return false;
+                }
+                *context = context.meet(seen);
+                true
+            }
+            Op::MapUpdate { op, .. } => op.clamp_contexts(seen),
+            _ => false,
+        }
+    }
+
+    /// Whether the operation carries a read context (nested ones included).
+    pub fn has_context(&self) -> bool {
+        match self {
+            Op::Put { context, .. } => context.is_some(),
+            Op::MapUpdate { op, .. } => op.has_context(),
+            _ => false,
+        }
+    }
+
     /// Bytes of user payload the operation carries (values, elements, field names).
     pub fn payload_len(&self) -> usize {
         match self {

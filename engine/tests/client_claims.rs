@@ -1,0 +1,161 @@
+//! What a client sends is a claim: read contexts that name writes this replica has not seen
+//! (another replica's future writes, unknown replicas, huge counters) must not make later
+//! writes vanish anywhere. Replicas exchange states with `export` / `apply_remote`.
+
+#![allow(clippy::unwrap_used)]
+
+use meridian::{Batch, Config, Engine, Op, ReplicaId, VersionVector};
+use proptest::prelude::*;
+
+fn open(dir: &tempfile::TempDir, id: u64) -> Engine {
+    let config = Config {
+        replica_id: Some(ReplicaId(id)),
+        ..Config::default()
+    };
+    Engine::open(dir.path(), config).unwrap()
+}
+
+/// Every replica receives every other replica's state of `key`.
+fn exchange(engines: &[Engine], key: &[u8]) {
+    for from in engines {
+        for to in engines {
+            if let Some(state) = from.export(key).unwrap() {
+                to.apply_remote(key, &state).unwrap();
+            }
+        }
+    }
+}
+
+fn values(engine: &Engine, key: &[u8]) -> Vec<Vec<u8>> {
+    let mut v = engine
+        .get(key)
+        .unwrap()
+        .map(|s| s.values)
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_context_naming_another_replicas_future_writes_does_not_hide_them() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (open(&da, 1), open(&db, 2));
+    let forged = VersionVector::from_entries([(ReplicaId(2), 1_000_000_000)]);
+    a.put_with(b"k", b"from-a", &forged).unwrap();
+    b.put(b"k", b"from-b").unwrap();
+    exchange(&[a.clone(), b.clone()], b"k");
+    // Neither write saw the other: both stay, in both regions.
+    assert_eq!(
+        values(&a, b"k"),
+        vec![b"from-a".to_vec(), b"from-b".to_vec()]
+    );
+    assert_eq!(values(&b, b"k"), values(&a, b"k"));
+    // What a stored is no more than what it had seen.
+    let ctx = a.get(b"k").unwrap().unwrap().context;
+    assert_eq!(ctx.get(ReplicaId(2)), 1, "{ctx}");
+}
+
+#[test]
+fn nested_and_batched_contexts_are_clamped_too() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (open(&da, 1), open(&db, 2));
+    let forged = VersionVector::from_entries([(ReplicaId(2), u64::MAX), (ReplicaId(99), 7)]);
+    let put = |v: &[u8]| Op::Put {
+        value: v.to_vec(),
+        context: Some(forged.clone()),
+    };
+    a.map_update(b"m", b"f", put(b"a-field")).unwrap();
+    a.write(Batch::new().op(b"r".to_vec(), put(b"a-batch")))
+        .unwrap();
+    b.map_update(
+        b"m",
+        b"f",
+        Op::Put {
+            value: b"b-field".to_vec(),
+            context: None,
+        },
+    )
+    .unwrap();
+    b.put(b"r", b"b-plain").unwrap();
+    let both = [a.clone(), b.clone()];
+    exchange(&both, b"m");
+    exchange(&both, b"r");
+    for e in &both {
+        assert_eq!(
+            values(e, b"r"),
+            vec![b"a-batch".to_vec(), b"b-plain".to_vec()]
+        );
+        let map = e.get_map(b"m").unwrap().unwrap();
+        let field = &map.fields[&b"f".to_vec()];
+        assert_eq!(field.len(), 1, "{field:?}");
+        match &field[0] {
+            meridian::ReadValue::Register(s) => assert_eq!(s.values.len(), 2, "{s:?}"),
+            other => panic!("register expected, got {other:?}"),
+        }
+    }
+}
+
+/// A context of arbitrary (forged) entries: real replicas, an unknown one, small and huge counters.
+fn forged_context() -> impl Strategy<Value = VersionVector> {
+    let replica = prop_oneof![Just(1u64), Just(2), Just(3), Just(0xdead_beef)];
+    let counter = prop_oneof![0u64..6, Just(1u64 << 40), Just(u64::MAX)];
+    prop::collection::vec((replica, counter), 0..4)
+        .prop_map(|e| VersionVector::from_entries(e.into_iter().map(|(r, c)| (ReplicaId(r), c))))
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    /// Replica `0` writes with a forged context.
+    Forged(usize, VersionVector),
+    /// Replica `0` writes with the context it reads.
+    Read(usize),
+    /// Every replica receives every other's state.
+    Exchange,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (0usize..3, forged_context()).prop_map(|(r, c)| Step::Forged(r, c)),
+        2 => (0usize..3).prop_map(Step::Read),
+        1 => Just(Step::Exchange),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Whatever contexts clients forged before, a later round of concurrent writes (one per
+    /// replica) is visible in full at every replica once states are exchanged.
+    #[test]
+    fn later_writes_of_every_replica_converge_whatever_clients_forged(
+        steps in prop::collection::vec(step(), 1..12)
+    ) {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let engines: Vec<Engine> = dirs.iter().enumerate().map(|(i, d)| open(d, i as u64 + 1)).collect();
+        for (n, s) in steps.iter().enumerate() {
+            match s {
+                Step::Forged(r, ctx) => {
+                    engines[*r].put_with(b"k", format!("forged{n}").as_bytes(), ctx).unwrap();
+                }
+                Step::Read(r) => {
+                    let ctx = engines[*r].get(b"k").unwrap().map(|s| s.context).unwrap_or_default();
+                    engines[*r].put_with(b"k", format!("read{n}").as_bytes(), &ctx).unwrap();
+                }
+                Step::Exchange => exchange(&engines, b"k"),
+            }
+        }
+        exchange(&engines, b"k");
+        let mut last = Vec::new();
+        for (i, e) in engines.iter().enumerate() {
+            let value = format!("last{i}").into_bytes();
+            e.put(b"k", &value).unwrap();
+            last.push(value);
+        }
+        exchange(&engines, b"k");
+        let first = values(&engines[0], b"k");
+        prop_assert_eq!(&first, &last, "the three concurrent writes are the siblings");
+        for e in &engines[1..] {
+            prop_assert_eq!(values(e, b"k"), first.clone());
+        }
+    }
+}
