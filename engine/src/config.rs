@@ -35,6 +35,29 @@ impl WallClock for SystemClock {
     }
 }
 
+/// Source of the random numbers identity needs (a new replica id, a new epoch): the operating
+/// system by default; a simulator passes a seeded one so that a seed replays exactly.
+pub trait RandomSource: Send + Sync {
+    /// A random 64-bit number.
+    fn next_u64(&self) -> u64;
+}
+
+/// The operating system's randomness (`getrandom`).
+#[derive(Debug, Default)]
+pub struct OsRandom;
+
+impl RandomSource for OsRandom {
+    fn next_u64(&self) -> u64 {
+        let mut b = [0u8; 8];
+        // Without OS randomness, mix the clock: an id must still be drawn.
+        if getrandom::fill(&mut b).is_err() {
+            let t = SystemClock.now_ms() ^ u64::from(std::process::id()) << 40;
+            return crate::model::ReplicaId(t).epoch_origin(0x5eed).0;
+        }
+        u64::from_le_bytes(b)
+    }
+}
+
 /// Settings for `Engine::open`.
 #[derive(Clone)]
 pub struct Config {
@@ -48,9 +71,14 @@ pub struct Config {
     pub clock_skew_ms_max: u64,
     /// Wall-clock source.
     pub clock: Arc<dyn WallClock>,
-    /// Identity to give a replica created by this open (simulations, tests); `None` draws a
-    /// random one. Opening an existing replica with a different id is refused.
+    /// The member identity to give a replica created by this open (a node derives it from its
+    /// cluster, name and incarnation); `None` draws a random one. Opening an existing replica
+    /// of another member is refused. A directory created for a configured member writes under
+    /// a new random epoch of it (`ReplicaId::epoch_origin`): it may be a wiped disk of a
+    /// member whose earlier writes peers still hold.
     pub replica_id: Option<crate::ReplicaId>,
+    /// Randomness for new ids and epochs.
+    pub random: Arc<dyn RandomSource>,
     /// Memory for the keys of recent log entries and the current states of recently written
     /// records, which replication ships without reading them back from disk; 0 turns the
     /// caches off.
@@ -66,6 +94,7 @@ impl Default for Config {
             clock_skew_ms_max: 5 * 60 * 1000,
             clock: Arc::new(SystemClock),
             replica_id: None,
+            random: Arc::new(OsRandom),
             entry_cache_bytes: 64 << 20,
         }
     }

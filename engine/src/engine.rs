@@ -3,6 +3,7 @@
 use crate::batch::Batch;
 use crate::config::{Config, KEY_BYTES_MAX};
 use crate::entry_cache::{EntryKeys, RecordStates, StateCell, ENTRY_KEY_OVERHEAD};
+use crate::epoch::{self, OriginState};
 use crate::error::{Error, Result};
 use crate::model::codec::{self, MAX_DEPTH};
 use crate::model::{
@@ -16,7 +17,7 @@ use std::borrow::Cow;
 use std::hash::BuildHasher;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Writers touching the same key serialise on one of this many locks (many: a batch of a
 /// hundred keys holds a hundred of them, and concurrent batches should rarely share one).
@@ -39,11 +40,15 @@ pub struct Engine {
 
 pub(crate) struct Inner {
     pub(crate) store: Store,
-    pub(crate) replica: ReplicaId,
+    /// Who this replica is (its name and incarnation in the cluster).
+    pub(crate) member: ReplicaId,
     pub(crate) config: Config,
-    next_seq: AtomicU64,
-    /// This replica's sequence numbers committed so far.
-    own: Mutex<Frontier>,
+    /// The origin writes are numbered in, and whether they may be; writers hold it for
+    /// reading, an epoch change for writing (`epoch.rs`).
+    pub(crate) gate: RwLock<OriginState>,
+    pub(crate) next_seq: AtomicU64,
+    /// The current origin's sequence numbers committed so far.
+    pub(crate) own: Mutex<Frontier>,
     /// Per remote origin, the highest sequence applied in order (mirrors `meta`).
     pub(crate) applied: Mutex<VersionVector>,
     /// Per origin, the log floor (entries at or below it are gone from this replica's log).
@@ -65,16 +70,19 @@ pub(crate) struct Inner {
     /// Current states of recently written records (kept equal to RocksDB's under the stripes).
     pub(crate) states: RecordStates,
     stripes: Box<[Mutex<()>]>,
-    poisoned: AtomicBool,
+    pub(crate) poisoned: AtomicBool,
     /// Called after every local commit (the runtime wakes its replicator with it).
     commit_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
-/// Sequence numbers committed out of order, folded into a contiguous prefix.
-#[derive(Debug, Default)]
-struct Frontier {
-    contiguous: u64,
-    ahead: std::collections::BTreeSet<u64>,
+/// Sequence numbers of the current origin committed out of order, folded into a contiguous
+/// prefix.
+#[derive(Debug)]
+pub(crate) struct Frontier {
+    /// The origin they are numbers of (changes with the epoch, under both locks).
+    pub(crate) origin: ReplicaId,
+    pub(crate) contiguous: u64,
+    pub(crate) ahead: std::collections::BTreeSet<u64>,
 }
 
 impl Frontier {
@@ -94,28 +102,36 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+pub(crate) fn read_lock<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn write_lock<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Engine {
     /// Opens the replica stored at `path`, creating it (with a fresh replica id) if missing.
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Engine> {
         let path = path.as_ref();
         let store = Store::open(path)?;
-        let replica = match store.get_meta(keys::META_REPLICA_ID)? {
+        let (member, created) = match store.get_meta(keys::META_REPLICA_ID)? {
             Some(bytes) => {
                 let raw: [u8; 8] = bytes.as_slice().try_into().map_err(|_| Error::Corrupt {
                     what: "metadata",
                     key: keys::META_REPLICA_ID.to_vec(),
                     detail: format!("{} bytes, expected 8", bytes.len()),
                 })?;
-                ReplicaId(u64::from_be_bytes(raw))
+                (ReplicaId(u64::from_be_bytes(raw)), false)
             }
             None => {
                 let id = match config.replica_id {
                     Some(id) => id,
-                    None => ReplicaId(new_replica_id()?),
+                    None => ReplicaId(new_replica_id(&*config.random)),
                 };
                 store.put_meta_sync(keys::META_LAYOUT, &[LAYOUT])?;
                 store.put_meta_sync(keys::META_REPLICA_ID, &id.0.to_be_bytes())?;
-                id
+                (id, true)
             }
         };
         if let Some(layout) = store.get_meta(keys::META_LAYOUT)? {
@@ -128,11 +144,13 @@ impl Engine {
                 });
             }
         }
-        if config.replica_id.is_some_and(|id| id != replica) {
+        if config.replica_id.is_some_and(|id| id != member) {
             return Err(Error::InvalidOperation(
                 "the directory holds another replica than configured",
             ));
         }
+        let origin = epoch::open_origin(&store, member, created, &config)?;
+        let replica = origin.id;
         let applied = load_vector(&store, keys::META_APPLIED_PREFIX)?;
         let floors = load_vector(&store, keys::META_FLOOR_PREFIX)?;
         let contiguous = store
@@ -146,14 +164,16 @@ impl Engine {
         let entry_keys = Mutex::new(EntryKeys::new(config.entry_cache_bytes / 8));
         let states = RecordStates::new(config.entry_cache_bytes - config.entry_cache_bytes / 8);
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
-        tracing::debug!(replica = %replica, last_seq = last, path = %path.display(), "engine open");
+        tracing::debug!(member = %member, origin = %replica, epoch = origin.epoch, last_seq = last, path = %path.display(), "engine open");
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
-                replica,
+                member,
                 config,
+                gate: RwLock::new(origin),
                 next_seq: AtomicU64::new(last + 1),
                 own: Mutex::new(Frontier {
+                    origin: replica,
                     contiguous: last,
                     ahead: Default::default(),
                 }),
@@ -175,9 +195,15 @@ impl Engine {
         })
     }
 
-    /// This replica's id.
+    /// The origin this replica's writes are numbered in (its dots' replica): the member id in
+    /// epoch 0, another id in each later epoch (see `member_id`).
     pub fn replica_id(&self) -> ReplicaId {
-        self.inner.replica
+        lock(&self.inner.own).origin
+    }
+
+    /// Who this replica is in its cluster (fixed for the life of its data directory).
+    pub fn member_id(&self) -> ReplicaId {
+        self.inner.member
     }
 
     /// The configuration the engine was opened with.
@@ -340,6 +366,11 @@ impl Engine {
         if inner.poisoned.load(Ordering::SeqCst) {
             return Err(Error::Poisoned);
         }
+        // Held until the write is committed and visible: an epoch change waits for it.
+        let origin = read_lock(&inner.gate);
+        if !origin.confirmed {
+            return Err(Error::Recovering(origin.waiting_for()));
+        }
         let distinct: Cow<'_, [&[u8]]> = if keys.len() == 1 {
             Cow::Borrowed(keys)
         } else {
@@ -356,14 +387,14 @@ impl Engine {
             .collect();
 
         let seq = inner.next_seq.fetch_add(1, Ordering::SeqCst);
-        let dot = Dot::new(inner.replica, seq);
+        let dot = Dot::new(origin.id, seq);
         let marker = lock(&inner.clock).tick(inner.config.clock.now_ms());
         let stamp = Stamp { dot, marker };
         let encoded = match self.apply_and_encode(keys, ops, &distinct, &mut records, stamp) {
             Ok(encoded) => encoded,
             Err(e) => {
                 // The sequence number is spent: log it as empty so the origin stays contiguous.
-                self.commit_empty(seq)?;
+                self.commit_empty(origin.id, seq)?;
                 return Err(e);
             }
         };
@@ -375,14 +406,14 @@ impl Engine {
                 wb.put_meta(&keys::tombstone_key(key), &[]);
             }
         }
-        wb.put_log(inner.replica, seq, &LogEntry::encode_keys(&distinct));
+        wb.put_log(origin.id, seq, &LogEntry::encode_keys(&distinct));
         self.commit(wb)?;
         if inner.caching.load(Ordering::Relaxed) {
             // Cached with the stripes still held and before the sequence becomes visible.
             let written = distinct.iter().copied();
             let entry = self.cache_states(written.zip(encoded.iter().map(Vec::as_slice)));
             let size = distinct.iter().map(|k| k.len() + ENTRY_KEY_OVERHEAD).sum();
-            lock(&inner.entry_keys).insert((inner.replica, seq), entry, size);
+            lock(&inner.entry_keys).insert((origin.id, seq), entry, size);
         }
         let checkpoint = lock(&inner.own).commit(seq);
         self.applied_advanced();
@@ -449,9 +480,9 @@ impl Engine {
         Ok(out)
     }
 
-    fn commit_empty(&self, seq: u64) -> Result<()> {
+    fn commit_empty(&self, origin: ReplicaId, seq: u64) -> Result<()> {
         let mut wb = self.inner.store.batch();
-        wb.put_log(self.inner.replica, seq, &LogEntry::default().encode());
+        wb.put_log(origin, seq, &LogEntry::default().encode());
         self.commit(wb)?;
         let checkpoint = lock(&self.inner.own).commit(seq);
         self.applied_advanced();
@@ -472,10 +503,8 @@ impl Engine {
     /// own entry: its committed writes). A causal token covered by it is visible here.
     pub fn applied(&self) -> VersionVector {
         let mut vv = lock(&self.inner.applied).clone();
-        vv.add(Dot::new(
-            self.inner.replica,
-            lock(&self.inner.own).contiguous,
-        ));
+        let own = lock(&self.inner.own);
+        vv.add(Dot::new(own.origin, own.contiguous));
         vv
     }
 
@@ -543,7 +572,7 @@ impl Engine {
         wb.commit(sync).map_err(|e| {
             // After a failed write the on-disk state is unknown: refuse further writes.
             self.inner.poisoned.store(true, Ordering::SeqCst);
-            tracing::error!(error = %e, replica = %self.inner.replica, "storage write failed; engine poisoned");
+            tracing::error!(error = %e, member = %self.inner.member, "storage write failed; engine poisoned");
             Error::Storage(e)
         })
     }
@@ -800,17 +829,11 @@ pub(crate) fn check_key(key: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn new_replica_id() -> Result<u64> {
+fn new_replica_id(random: &dyn crate::RandomSource) -> u64 {
     loop {
-        let mut b = [0u8; 8];
-        getrandom::fill(&mut b).map_err(|e| Error::Corrupt {
-            what: "replica id",
-            key: Vec::new(),
-            detail: format!("no randomness available: {e}"),
-        })?;
-        let id = u64::from_le_bytes(b);
+        let id = random.next_u64();
         if id != 0 {
-            return Ok(id);
+            return id;
         }
     }
 }

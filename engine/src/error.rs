@@ -80,6 +80,11 @@ pub enum Error {
     /// RocksDB failed.
     #[error("storage: {0}")]
     Storage(#[from] rocksdb::Error),
+    /// The replica restarted on a directory that has replicated, and writes wait until its
+    /// peers confirm that none of them holds a write of its origin it does not hold itself
+    /// (or until it moves to a new epoch); retry shortly, or in another region.
+    #[error("not writable yet: {0}")]
+    Recovering(String),
     /// An earlier storage write failed; the engine refuses writes until reopened.
     #[error("engine is poisoned by an earlier storage failure; reopen it")]
     Poisoned,
@@ -104,7 +109,7 @@ impl Error {
 
     /// Whether retrying the same call later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Storage(_))
+        matches!(self, Error::Storage(_) | Error::Recovering(_))
     }
 }
 

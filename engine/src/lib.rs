@@ -19,6 +19,7 @@ mod batch;
 mod config;
 mod engine;
 mod entry_cache;
+mod epoch;
 mod error;
 pub mod model;
 mod read;
@@ -29,8 +30,11 @@ pub mod sim;
 pub mod store;
 
 pub use batch::Batch;
-pub use config::{Config, Durability, SystemClock, WallClock, KEY_BYTES_MAX};
+pub use config::{
+    Config, Durability, OsRandom, RandomSource, SystemClock, WallClock, KEY_BYTES_MAX,
+};
 pub use engine::Engine;
+pub use epoch::OriginStatus;
 pub use error::{Error, Result};
 pub use model::{CausalToken, Dot, Hlc, Kind, Op, ReplicaId, VersionVector};
 pub use read::{LwwValue, MapView, Read, ReadValue, Siblings};

@@ -8,8 +8,8 @@ use crate::error::{Error, Result};
 use crate::model::{codec, digest, Dot, Hlc, Record, ReplicaId, StateFacts, VersionVector};
 use crate::replication::iblt::Iblt;
 use crate::replication::{
-    decode_record_states, sort_joining_by, ApplyOutcome, Compaction, DecodedEntry, RecordState,
-    RemoteRecord, ReplicaStore, SharedState, StateSummary,
+    decode_record_states, sort_joining_by, ApplyOutcome, Compaction, DecodedEntry, OriginView,
+    RecordState, RemoteRecord, ReplicaStore, SharedState, StateSummary,
 };
 use crate::store::{keys, AtomicWrite, LogEntry};
 use std::borrow::Cow;
@@ -185,6 +185,68 @@ impl ReplicaStore for Engine {
         Engine::replica_id(self)
     }
 
+    fn member_id(&self) -> ReplicaId {
+        Engine::member_id(self)
+    }
+
+    fn origin_view(&self) -> OriginView {
+        let status = self.origin_status();
+        OriginView {
+            origin: status.origin,
+            epoch: status.epoch,
+            confirmed: status.writable,
+        }
+    }
+
+    fn confirm_origin(&self) {
+        Engine::confirm_origin(self)
+    }
+
+    fn start_new_epoch(&self, reason: &str) -> Result<ReplicaId> {
+        Engine::start_new_epoch(self, reason)
+    }
+
+    fn drop_covered(&self, keys: &[Vec<u8>], seen: &VersionVector) -> Result<usize> {
+        let inner = &*self.inner;
+        self.check_writable()?;
+        let mut sorted: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let _serial = lock(&inner.apply_lock);
+        let _guards = self.lock_keys(&sorted);
+        let mut wb = inner.store.batch();
+        let mut changed = Vec::new();
+        for key in &sorted {
+            let mut record = match self.load(key) {
+                Ok(Some(record)) => record,
+                Ok(None) => continue,
+                // A record this build cannot read is left as it is (its fault stays its own).
+                Err(Error::Corrupt { .. } | Error::FutureVersion { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            if !record.remove_covered(seen) {
+                continue;
+            }
+            let bytes =
+                codec::encode_record(&record).map_err(|e| Error::from_codec("record", key, e))?;
+            wb.put_record(key, &bytes);
+            if record.is_bottom() {
+                wb.put_meta(&keys::tombstone_key(key), &[]);
+            }
+            changed.push(*key);
+        }
+        if changed.is_empty() {
+            return Ok(0);
+        }
+        self.commit(wb)?;
+        self.uncache_states(changed.iter().copied());
+        tracing::info!(
+            records = changed.len(),
+            "removed dots a peer had removed (this replica held older states)"
+        );
+        Ok(changed.len())
+    }
+
     fn applied(&self) -> VersionVector {
         Engine::applied(self)
     }
@@ -241,7 +303,7 @@ impl ReplicaStore for Engine {
     ) -> Result<Vec<ApplyOutcome>> {
         let inner = &*self.inner;
         self.check_writable()?;
-        if origin == inner.replica {
+        if origin == self.replica_id() {
             return Ok(vec![ApplyOutcome::Duplicate; entries.len()]);
         }
         let _serial = lock(&inner.apply_lock);
@@ -369,11 +431,12 @@ impl ReplicaStore for Engine {
         let inner = &*self.inner;
         self.check_writable()?;
         let _serial = lock(&inner.apply_lock);
+        let me = self.replica_id();
         let mut applied = lock(&inner.applied).clone();
         let mut floors = lock(&inner.floors).clone();
         let mut wb = inner.store.batch();
         for (origin, seq) in snapshot.iter() {
-            if origin == inner.replica || seq <= applied.get(origin) {
+            if origin == me || seq <= applied.get(origin) {
                 continue;
             }
             // Entries below the new floor can no longer be served in order: drop them.
@@ -399,7 +462,7 @@ impl ReplicaStore for Engine {
             }
             std::mem::replace(&mut *released, upto) + 1
         };
-        let me = inner.replica;
+        let me = self.replica_id();
         let entries: Vec<_> = {
             let mut cache = lock(&inner.entry_keys);
             // Only the cells of recent entries, still in the processor's caches, are worth

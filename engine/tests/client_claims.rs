@@ -40,7 +40,7 @@ fn values(engine: &Engine, key: &[u8]) -> Vec<Vec<u8>> {
 fn a_context_naming_another_replicas_future_writes_does_not_hide_them() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (open(&da, 1), open(&db, 2));
-    let forged = VersionVector::from_entries([(ReplicaId(2), 1_000_000_000)]);
+    let forged = VersionVector::from_entries([(b.replica_id(), 1_000_000_000)]);
     a.put_with(b"k", b"from-a", &forged).unwrap();
     b.put(b"k", b"from-b").unwrap();
     exchange(&[a.clone(), b.clone()], b"k");
@@ -52,14 +52,14 @@ fn a_context_naming_another_replicas_future_writes_does_not_hide_them() {
     assert_eq!(values(&b, b"k"), values(&a, b"k"));
     // What a stored is no more than what it had seen.
     let ctx = a.get(b"k").unwrap().unwrap().context;
-    assert_eq!(ctx.get(ReplicaId(2)), 1, "{ctx}");
+    assert_eq!(ctx.get(b.replica_id()), 1, "{ctx}");
 }
 
 #[test]
 fn nested_and_batched_contexts_are_clamped_too() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (open(&da, 1), open(&db, 2));
-    let forged = VersionVector::from_entries([(ReplicaId(2), u64::MAX), (ReplicaId(99), 7)]);
+    let forged = VersionVector::from_entries([(b.replica_id(), u64::MAX), (ReplicaId(99), 7)]);
     let put = |v: &[u8]| Op::Put {
         value: v.to_vec(),
         context: Some(forged.clone()),
@@ -95,18 +95,28 @@ fn nested_and_batched_contexts_are_clamped_too() {
     }
 }
 
-/// A context of arbitrary (forged) entries: real replicas, an unknown one, small and huge counters.
-fn forged_context() -> impl Strategy<Value = VersionVector> {
-    let replica = prop_oneof![Just(1u64), Just(2), Just(3), Just(0xdead_beef)];
+/// A context of arbitrary (forged) entries: (replica slot, counter); slots 0 to 2 name the
+/// three replicas' origins, 3 an unknown replica; counters small and huge.
+type Forged = Vec<(usize, u64)>;
+
+fn forged_context() -> impl Strategy<Value = Forged> {
     let counter = prop_oneof![0u64..6, Just(1u64 << 40), Just(u64::MAX)];
-    prop::collection::vec((replica, counter), 0..4)
-        .prop_map(|e| VersionVector::from_entries(e.into_iter().map(|(r, c)| (ReplicaId(r), c))))
+    prop::collection::vec((0usize..4, counter), 0..4)
+}
+
+fn context_of(forged: &Forged, engines: &[Engine]) -> VersionVector {
+    VersionVector::from_entries(forged.iter().map(|(slot, c)| {
+        let replica = engines
+            .get(*slot)
+            .map_or(ReplicaId(0xdead_beef), Engine::replica_id);
+        (replica, *c)
+    }))
 }
 
 #[derive(Clone, Debug)]
 enum Step {
     /// Replica `0` writes with a forged context.
-    Forged(usize, VersionVector),
+    Forged(usize, Forged),
     /// Replica `0` writes with the context it reads.
     Read(usize),
     /// Every replica receives every other's state.
@@ -134,8 +144,9 @@ proptest! {
         let engines: Vec<Engine> = dirs.iter().enumerate().map(|(i, d)| open(d, i as u64 + 1)).collect();
         for (n, s) in steps.iter().enumerate() {
             match s {
-                Step::Forged(r, ctx) => {
-                    engines[*r].put_with(b"k", format!("forged{n}").as_bytes(), ctx).unwrap();
+                Step::Forged(r, forged) => {
+                    let ctx = context_of(forged, &engines);
+                    engines[*r].put_with(b"k", format!("forged{n}").as_bytes(), &ctx).unwrap();
                 }
                 Step::Read(r) => {
                     let ctx = engines[*r].get(b"k").unwrap().map(|s| s.context).unwrap_or_default();

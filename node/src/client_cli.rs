@@ -141,6 +141,7 @@ pub fn run(target: Target, command: Command) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string(&s)?);
                 } else {
                     println!("{} ({}) cluster {}  replica {:?}", s.name, s.region, s.cluster, s.replica.map(|r| r.to_string()));
+                    println!("origin {:?} epoch {}: {}", s.origin.map(|r| r.to_string()), s.epoch, s.origin_note);
                     println!("{:<12} {:<14} {:<10} {:>8} {:>10} {:>10}", "peer", "region", "link", "rtt ms", "lag ops", "lag ms");
                     for p in &s.peers {
                         let rtt = p.rtt_ms.map_or("-".into(), |r| r.to_string());

@@ -157,6 +157,61 @@ async fn a_killed_region_catches_up_after_restart() {
     }
 }
 
+/// The operator's way to lose a disk: a region killed, its data directory emptied, restarted
+/// with the same configuration. Its writes after the restart reach every region (they used to
+/// reuse sequence numbers its peers held, and vanished everywhere), and its writes from before
+/// come back to it from its peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_restarted_on_an_emptied_directory_loses_none_of_its_writes() {
+    let mut cluster = Cluster::start(&REGIONS);
+    let put = |v: &str| Op::Put {
+        value: v.as_bytes().to_vec(),
+        context: None,
+    };
+    let mut c2 = cluster.client(2).await;
+    for i in 0..20u32 {
+        c2.apply(format!("before{i}").as_bytes(), put("b"))
+            .await
+            .unwrap();
+    }
+    let before = c2.token.clone();
+    let mut c0 = cluster.client(0).await;
+    c0.token = before.clone();
+    assert!(c0.read(b"before19", 15_000).await.unwrap().is_some());
+    let old_origin = c2.status().await.unwrap().origin;
+
+    cluster.kill(2);
+    std::fs::remove_dir_all(cluster.dir.path().join("data-use1")).unwrap();
+    cluster.spawn(2);
+    let mut c2 = cluster.client(2).await;
+    let status = c2.status().await.unwrap();
+    assert!(status.writable, "{status:?}");
+    assert_ne!(status.origin, old_origin, "a new epoch: {status:?}");
+    for i in 0..20u32 {
+        c2.apply(format!("after{i}").as_bytes(), put("a"))
+            .await
+            .unwrap();
+    }
+    let mut everything = before;
+    everything.merge(&c2.token);
+    for region in 0..3 {
+        let mut c = cluster.client(region).await;
+        c.token = everything.clone();
+        assert!(
+            c.read(b"after19", 20_000).await.unwrap().is_some(),
+            "region {region} does not cover every write"
+        );
+        for i in 0..20u32 {
+            for key in [format!("before{i}"), format!("after{i}")] {
+                assert!(
+                    c.read(key.as_bytes(), 0).await.unwrap().is_some(),
+                    "{key} missing in region {region}"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_from_another_ca_or_outside_the_cluster_are_refused() {
     let cluster = Cluster::start(&REGIONS[..2]);

@@ -88,6 +88,18 @@ impl Record {
         self.values.retain(|_, v| !v.is_forgotten());
     }
 
+    /// Removes the dots `seen` covers: the join with a replica that applied every write `seen`
+    /// covers and holds nothing under this key. Returns whether anything was removed.
+    pub fn remove_covered(&mut self, seen: &VersionVector) -> bool {
+        if !self.has_dot_in(seen) {
+            return false;
+        }
+        self.values
+            .values_mut()
+            .for_each(|v| v.remove_covered(seen));
+        true
+    }
+
     /// Whether a counter in the record remembers a reset.
     pub fn has_counter_reset(&self) -> bool {
         self.values.values().any(Value::has_counter_reset)

@@ -177,6 +177,18 @@ impl Value {
         }
     }
 
+    /// Removes the dots `seen` covers, as the join with a replica that applied all of them and
+    /// holds none would (counters record what they drop as reset, as a delete does).
+    pub fn remove_covered(&mut self, seen: &VersionVector) {
+        match self {
+            Value::Register(c) => c.store.remove_covered(seen),
+            Value::Lww(c) => c.store.remove_covered(seen),
+            Value::Counter(c) => c.store.remove_covered(seen),
+            Value::Set(c) => c.store.remove_covered(seen),
+            Value::Map(m) => m.fields.values_mut().for_each(|f| f.remove_covered(seen)),
+        }
+    }
+
     /// `remove_all`, recording the removing write's dot in every context it touched, so that
     /// the tombstone is reclaimable only once that write is stable.
     pub fn remove_all_at(&mut self, dot: Dot) {

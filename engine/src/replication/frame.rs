@@ -2,10 +2,10 @@
 //!
 //! | frame | when | meaning |
 //! |---|---|---|
-//! | `Hello` | on connect, retried until answered | cluster, replica, region, applied vector |
+//! | `Hello` | on connect, retried until answered; again after an epoch change | cluster, member, its origin and epoch (and whether confirmed), process session, region, applied vector |
 //! | `Reject` | after a bad `Hello` | the reason; the link is closed |
 //! | `Entries` | whenever the peer lacks entries of an origin this replica holds | one origin's log entries in sequence order, each with the current states of the records it changed |
-//! | `Ack` | after `Entries`, and as the idle heartbeat | the sender's applied vector |
+//! | `Ack` | after `Entries`, and as the idle heartbeat | the sender's applied vector, numbered per link (older ones are ignored) |
 //! | `Nack` | after an entry arrived out of order | resend `origin` from `next` |
 //! | `AeOffer` | the peer lacks entries this replica's log no longer holds | IBLT over record ids |
 //! | `AeWant` / `AeRetry` | answer to an offer | ids the receiver lacks / a larger table, please |
@@ -16,7 +16,7 @@ use crate::model::{ReplicaId, VersionVector};
 use serde::{Deserialize, Serialize};
 
 /// Version byte of the frames this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Largest frame accepted: a record may be 16 MiB, plus framing.
 pub const FRAME_BYTES_MAX: usize = 17 << 20;
 
@@ -36,8 +36,18 @@ pub enum Frame {
     Hello {
         /// Cluster id: replicas of different clusters never talk.
         cluster: String,
-        /// The sender's replica id.
-        replica: ReplicaId,
+        /// The sender's member id: what its certificate name and configured incarnation derive.
+        member: ReplicaId,
+        /// The origin the sender writes under: `member.epoch_origin(epoch)`.
+        origin: ReplicaId,
+        /// The origin's epoch.
+        epoch: u32,
+        /// Whether the sender writes under `origin` (its peers confirmed it lost nothing, or it
+        /// is a new epoch): its applied entry for `origin` then bounds what anyone holds of it.
+        confirmed: bool,
+        /// Drawn at each process start: a member whose earlier session comes back is two
+        /// processes sharing one identity.
+        session: u64,
         /// The sender's region.
         region: String,
         /// What the sender has applied, per origin.
@@ -61,6 +71,8 @@ pub enum Frame {
     Ack {
         /// Per origin, highest sequence applied in order.
         applied: Vec<(ReplicaId, u64)>,
+        /// Numbers the link's `Ack`s: a late one (reordered) is ignored.
+        serial: u64,
     },
     /// An entry arrived ahead of a missing one: resend from `next`.
     Nack {

@@ -25,4 +25,6 @@ pub use peer::{LinkState, Peer};
 pub use replicator::{
     Output, PeerId, ReplicationConfig, ReplicationError, Replicator, Stats, INFLIGHT_BYTES_CAP,
 };
-pub use seam::{ApplyOutcome, Compaction, RecordState, ReplicaStore, SharedState, StateSummary};
+pub use seam::{
+    ApplyOutcome, Compaction, OriginView, RecordState, ReplicaStore, SharedState, StateSummary,
+};

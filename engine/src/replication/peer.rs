@@ -13,7 +13,7 @@ pub enum LinkState {
     },
     /// Handshake done.
     Ready {
-        /// The peer's replica id.
+        /// The peer's member id.
         replica: ReplicaId,
         /// The peer's region.
         region: String,
@@ -40,7 +40,13 @@ pub(crate) enum AntiEntropy {
         next_chunk: u64,
     },
     /// The peer offered; this replica waits for the records of `round`, chunk by chunk.
-    Receiving { round: u64, next_chunk: u64 },
+    Receiving {
+        round: u64,
+        next_chunk: u64,
+        /// Keys whose records only this replica held when the round began, not received
+        /// since: the peer holds nothing of them.
+        ours_only: std::collections::BTreeSet<Vec<u8>>,
+    },
 }
 
 /// One entry sent and not yet acknowledged.
@@ -54,8 +60,20 @@ pub(crate) struct InFlight {
 /// Per-link state.
 #[derive(Debug)]
 pub struct Peer {
+    /// The member the link's certificate and the configuration say the peer is.
+    pub member: ReplicaId,
     /// Handshake state.
     pub state: LinkState,
+    /// The origin the peer announced it writes under, and whether it was confirmed.
+    pub origin: Option<(ReplicaId, bool)>,
+    /// The peer's latest applied vector as it claimed it (before clamping).
+    pub claimed: VersionVector,
+    /// The latest claim, clamped to what its author can know (what cursors follow).
+    pub(crate) last_claim: VersionVector,
+    /// Serial of the latest `Ack` taken from the peer (older ones are ignored).
+    pub(crate) ack_serial: u64,
+    /// Whether a claim beyond this replica's own writes was already logged on this link.
+    pub(crate) overclaim_logged: bool,
     /// Per origin, the highest sequence sent on this link.
     pub sent: VersionVector,
     /// Per origin, the highest sequence the peer reports applied.
@@ -80,11 +98,17 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(now_ms: u64) -> Peer {
+    pub(crate) fn new(member: ReplicaId, now_ms: u64) -> Peer {
         Peer {
+            member,
             state: LinkState::Connecting {
                 hello_sent_ms: now_ms,
             },
+            origin: None,
+            claimed: VersionVector::new(),
+            last_claim: VersionVector::new(),
+            ack_serial: 0,
+            overclaim_logged: false,
             sent: VersionVector::new(),
             acked: VersionVector::new(),
             inflight: VecDeque::new(),
@@ -99,7 +123,7 @@ impl Peer {
         }
     }
 
-    /// The peer's replica id once the handshake is done.
+    /// The peer's member id once the handshake is done.
     pub fn replica(&self) -> Option<ReplicaId> {
         match &self.state {
             LinkState::Ready { replica, .. } => Some(*replica),
@@ -122,6 +146,30 @@ impl Peer {
             self.sent.iter().filter(|(r, _)| *r != origin).collect();
         sent.push((origin, from.max(self.acked.get(origin))));
         self.sent = VersionVector::from_entries(sent);
+    }
+
+    /// Takes a new claim of the peer's applied vector (clamped): an origin it now reports less
+    /// of than it did (a claim corrected, or data it lost) is sent again from what it reports;
+    /// the rest is acknowledged. Returns whether anything in flight was released.
+    pub(crate) fn follow(&mut self, claim: &VersionVector) -> bool {
+        let lowered: Vec<(ReplicaId, u64)> = self
+            .last_claim
+            .iter()
+            .filter(|(o, c)| claim.get(*o) < *c)
+            .map(|(o, _)| (o, claim.get(o)))
+            .collect();
+        for (origin, to) in &lowered {
+            self.acked = VersionVector::from_entries(self.acked.iter().map(|(o, c)| {
+                if o == *origin {
+                    (o, c.min(*to))
+                } else {
+                    (o, c)
+                }
+            }));
+            self.rewind(*origin, *to);
+        }
+        self.last_claim = claim.clone();
+        self.acknowledge(claim) || !lowered.is_empty()
     }
 
     /// Releases what `applied` acknowledges; returns whether anything was released.

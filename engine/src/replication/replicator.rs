@@ -55,6 +55,12 @@ pub struct ReplicationConfig {
     pub members: Vec<ReplicaId>,
     /// Interval between compactions (log truncation and tombstone collection).
     pub compact_every_ms: u64,
+    /// Drawn at each process start (the driver's randomness): a member whose earlier session
+    /// comes back is two processes sharing one identity.
+    pub session: u64,
+    /// How long a replica reopened on a directory that has replicated waits for every other
+    /// member to confirm its origin before it writes under a new epoch instead.
+    pub epoch_confirm_ms: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -70,6 +76,8 @@ impl Default for ReplicationConfig {
             relay_delay_ms: 1_000,
             members: Vec::new(),
             compact_every_ms: 2_000,
+            session: 0,
+            epoch_confirm_ms: 5_000,
         }
     }
 }
@@ -141,27 +149,41 @@ pub struct Stats {
 
 /// The per-replica replication state machine.
 pub struct Replicator {
+    /// This replica's member id (its origin is the store's current one).
     me: ReplicaId,
     config: ReplicationConfig,
     peers: BTreeMap<PeerId, Peer>,
     out: VecDeque<Output>,
     stats: Stats,
-    /// The latest applied vector each replica reported.
+    /// The latest applied vector each member reported (clamped), by member id.
     known: BTreeMap<ReplicaId, VersionVector>,
+    /// Per confirmed current origin of a member, the most its owner reported committing: no
+    /// one can hold more of it.
+    authority: BTreeMap<ReplicaId, u64>,
+    /// Process sessions seen per member.
+    sessions: BTreeMap<ReplicaId, identity::SessionLog>,
+    /// While this replica's origin waits for its peers' confirmation.
+    confirming: Option<identity::Confirming>,
+    /// Serial of the last `Ack` sent (on any link: increasing on each).
+    ack_serial: u64,
     next_round: u64,
     last_compact_ms: u64,
 }
 
 impl Replicator {
-    /// A replicator for replica `me`.
-    pub fn new(me: ReplicaId, config: ReplicationConfig) -> Replicator {
+    /// A replicator for the replica whose member id is `member`.
+    pub fn new(member: ReplicaId, config: ReplicationConfig) -> Replicator {
         Replicator {
-            me,
+            me: member,
             config,
             peers: BTreeMap::new(),
             out: VecDeque::new(),
             stats: Stats::default(),
             known: BTreeMap::new(),
+            authority: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            confirming: None,
+            ack_serial: 0,
             next_round: 1,
             last_compact_ms: 0,
         }
@@ -220,14 +242,14 @@ impl Replicator {
         })))
     }
 
-    /// How far every other member has applied this replica's own entries, once each has
-    /// reported (`None` without other members).
-    fn shipped_everywhere(&self) -> Option<u64> {
+    /// How far every other member has applied this replica's own entries (of its current
+    /// origin), once each has reported (`None` without other members).
+    fn shipped_everywhere(&self, origin: ReplicaId) -> Option<u64> {
         self.config
             .members
             .iter()
             .filter(|m| **m != self.me)
-            .map(|m| self.known.get(m).map(|v| v.get(self.me)))
+            .map(|m| self.known.get(m).map(|v| v.get(origin)))
             .min()
             .flatten()
     }
@@ -247,9 +269,16 @@ impl Replicator {
         self.peers.iter().map(|(id, p)| (*id, p))
     }
 
-    /// A link came up: say hello.
-    pub fn connected(&mut self, peer: PeerId, store: &impl ReplicaStore, now_ms: u64) {
-        self.peers.insert(peer, Peer::new(now_ms));
+    /// A link came up to the peer that its certificate and the configuration say is member
+    /// `member`: say hello (the peer's own hello must announce that member).
+    pub fn connected(
+        &mut self,
+        peer: PeerId,
+        member: ReplicaId,
+        store: &impl ReplicaStore,
+        now_ms: u64,
+    ) {
+        self.peers.insert(peer, Peer::new(member, now_ms));
         self.send_hello(peer, store, false, now_ms);
     }
 
@@ -277,6 +306,7 @@ impl Replicator {
         store: &S,
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
+        self.check_origin(store, now_ms)?;
         if now_ms.saturating_sub(self.last_compact_ms) >= self.config.compact_every_ms {
             self.last_compact_ms = now_ms;
             // Also when stability stood still: tombstones may have arrived by state transfer.
@@ -379,42 +409,27 @@ impl Replicator {
         match frame {
             Frame::Hello {
                 cluster,
-                replica,
+                member,
+                origin,
+                epoch,
+                confirmed,
+                session,
                 region,
                 applied,
                 reply,
             } => {
-                if cluster != self.config.cluster {
-                    let why = format!("cluster {cluster:?} is not {:?}", self.config.cluster);
-                    return Err(self.reject(peer, why));
-                }
-                if replica == self.me {
-                    return Err(self.reject(peer, "peer has this replica's own id".into()));
-                }
-                let applied = VersionVector::from_entries(applied);
-                self.known.entry(replica).or_default().join(&applied);
-                let mut became_ready = false;
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    if p.replica() == Some(replica) {
-                        // A repeated hello on a live link (an answer, or a retry that crossed
-                        // ours): acknowledge what it reports, keep the cursors.
-                        p.acknowledge(&applied);
-                    } else {
-                        *p = Peer::new(now_ms);
-                        p.state = LinkState::Ready { replica, region };
-                        p.sent = applied.clone();
-                        p.acked = applied;
-                        became_ready = true;
-                    }
-                }
-                if !reply {
-                    self.send_hello(peer, store, true, now_ms);
-                }
-                if became_ready {
-                    // The round trip sizes the in-flight window: measure it before a catch-up.
-                    self.send(peer, &Frame::Ping { sent_ms: now_ms });
-                }
-                self.pump(peer, store, now_ms)
+                let hello = identity::Hello {
+                    cluster,
+                    member,
+                    origin,
+                    epoch,
+                    confirmed,
+                    session,
+                    region,
+                    applied: VersionVector::from_entries(applied),
+                    reply,
+                };
+                self.on_hello(peer, hello, store, now_ms)
             }
             Frame::Reject { reason } => {
                 tracing::warn!(peer = ?peer, %reason, "peer refused the handshake");
@@ -433,23 +448,27 @@ impl Replicator {
                     Err(error) => Err(self.refuse(peer, error)),
                 }
             }
-            Frame::Ack { applied } => {
-                let applied = VersionVector::from_entries(applied);
+            Frame::Ack { applied, serial } => {
+                let fresh = self.peers.get(&peer).is_some_and(|p| serial > p.ack_serial);
+                if !fresh {
+                    return Ok(()); // overtaken by a later one
+                }
                 if let Some(p) = self.peers.get_mut(&peer) {
-                    if let Some(r) = p.replica() {
-                        self.known.entry(r).or_default().join(&applied);
-                    }
-                    if p.acknowledge(&applied) {
+                    p.ack_serial = serial;
+                }
+                let claim = self.take_claim(peer, VersionVector::from_entries(applied), store)?;
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    if p.follow(&claim) {
                         p.last_progress_ms = now_ms;
                     }
                     if let Some(AntiEntropy::Offering { snapshot, .. }) = &p.ae {
-                        if applied.dominates(snapshot) {
+                        if claim.dominates(snapshot) {
                             p.ae = None;
                             p.last_progress_ms = now_ms;
                         }
                     }
                 }
-                if let Some(upto) = self.shipped_everywhere() {
+                if let Some(upto) = self.shipped_everywhere(store.replica_id()) {
                     store.release_shipped(upto);
                 }
                 self.pump(peer, store, now_ms)
@@ -477,6 +496,7 @@ impl Replicator {
                     Some(AntiEntropy::Receiving {
                         round: r,
                         next_chunk,
+                        ..
                     }) if *r == round => *next_chunk,
                     _ => return Ok(()), // a stale round
                 };
@@ -497,17 +517,35 @@ impl Replicator {
                         FrameError::Malformed("invalid records in a state transfer".into()),
                     ));
                 }
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.ae = Some(AntiEntropy::Receiving {
-                        round,
-                        next_chunk: chunk + 1,
-                    });
+                let mut ours_only = std::collections::BTreeSet::new();
+                if let Some(Some(AntiEntropy::Receiving {
+                    next_chunk,
+                    ours_only: only,
+                    ..
+                })) = self.peers.get_mut(&peer).map(|p| p.ae.as_mut())
+                {
+                    *next_chunk = chunk + 1;
+                    for (key, _) in &records {
+                        only.remove(key);
+                    }
+                    if done {
+                        ours_only = std::mem::take(only);
+                    }
                 }
                 self.send(peer, &Frame::AeAck { round, chunk });
                 if done {
-                    store
-                        .adopt(&VersionVector::from_entries(snapshot))
-                        .map_err(ReplicationError::Store)?;
+                    let snapshot =
+                        self.cap_snapshot(peer, &VersionVector::from_entries(snapshot), store);
+                    if !ours_only.is_empty() {
+                        // The peer holds nothing of these keys: what it applied of them, it
+                        // removed (a replica back with older states than it shipped learns
+                        // deletes whose tombstones are reclaimed everywhere else).
+                        let keys: Vec<Vec<u8>> = ours_only.into_iter().collect();
+                        store
+                            .drop_covered(&keys, &snapshot)
+                            .map_err(ReplicationError::Store)?;
+                    }
+                    store.adopt(&snapshot).map_err(ReplicationError::Store)?;
                     if let Some(p) = self.peers.get_mut(&peer) {
                         p.ae = None;
                     }
@@ -559,6 +597,13 @@ impl Replicator {
         store: &S,
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
+        if !self.may_relay(peer, origin, store) {
+            // Not an origin the peer announced, nor one known here: not applied, not
+            // acknowledged (a relay that overtook the peer's `Ack` comes again).
+            metrics::counter!("meridian_replication_entries_refused_total").increment(1);
+            tracing::debug!(peer = ?peer, %origin, "entries of an origin the peer never announced; ignored");
+            return Ok(());
+        }
         let mut nack = None;
         // The peer applied what it sends: never send those entries back to it, and count
         // them as applied there for stability.
@@ -618,6 +663,7 @@ impl Replicator {
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
         let applied = store.applied();
+        let own = store.replica_id();
         loop {
             let window = self.inflight_window(self.peers.get(&peer).and_then(|p| p.rtt_ms));
             let Some(p) = self.peers.get_mut(&peer) else {
@@ -640,7 +686,7 @@ impl Replicator {
                     p.relay_wait.remove(&o);
                     continue;
                 }
-                if o == self.me {
+                if o == own {
                     due.push(o);
                     continue;
                 }
@@ -760,11 +806,19 @@ impl Replicator {
         let mine = store
             .summarize(theirs.cell_count())
             .map_err(ReplicationError::Store)?;
+        let mut ours_only = std::collections::BTreeSet::new();
         let reply = match theirs.subtract(&mine.table).and_then(|d| d.decode()) {
-            Ok(diff) => Frame::AeWant {
-                round,
-                ids: diff.only_in_self,
-            },
+            Ok(diff) => {
+                ours_only.extend(
+                    diff.only_in_other
+                        .iter()
+                        .filter_map(|id| mine.keys.get(id).cloned()),
+                );
+                Frame::AeWant {
+                    round,
+                    ids: diff.only_in_self,
+                }
+            }
             Err(_) => Frame::AeRetry {
                 round,
                 cells: (theirs.cell_count() as u64).saturating_mul(2),
@@ -774,6 +828,7 @@ impl Replicator {
             p.ae = Some(AntiEntropy::Receiving {
                 round,
                 next_chunk: 0,
+                ours_only,
             });
         }
         let encoded = reply.encode();
@@ -855,6 +910,11 @@ impl Replicator {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect();
+            if done {
+                // The receiver caps the snapshot it adopts by what this replica claims: claim
+                // it fresh, ahead of the snapshot on the same stream.
+                self.send_ack(peer, store, 0);
+            }
             let encoded = Frame::AeRecords {
                 round,
                 chunk,
@@ -874,9 +934,14 @@ impl Replicator {
     }
 
     fn send_hello(&mut self, peer: PeerId, store: &impl ReplicaStore, reply: bool, now_ms: u64) {
+        let origin = store.origin_view();
         let hello = Frame::Hello {
             cluster: self.config.cluster.clone(),
-            replica: self.me,
+            member: self.me,
+            origin: origin.origin,
+            epoch: origin.epoch,
+            confirmed: origin.confirmed,
+            session: self.config.session,
             region: self.config.region.clone(),
             applied: vv_entries(&store.applied()),
             reply,
@@ -891,11 +956,13 @@ impl Replicator {
 
     /// Tells the peer this replica's applied vector.
     fn send_ack(&mut self, peer: PeerId, store: &impl ReplicaStore, now_ms: u64) {
+        self.ack_serial += 1;
         let ack = Frame::Ack {
             applied: vv_entries(&store.applied()),
+            serial: self.ack_serial,
         };
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.last_ack_ms = now_ms;
+            p.last_ack_ms = p.last_ack_ms.max(now_ms);
             p.unacked_bytes = 0;
         }
         self.send(peer, &ack);
@@ -949,5 +1016,6 @@ fn unreachable_peer<E: std::error::Error>(peer: PeerId) -> ReplicationError<E> {
     }
 }
 
+mod identity;
 #[cfg(test)]
 mod tests;

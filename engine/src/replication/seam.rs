@@ -45,6 +45,17 @@ pub struct StateSummary {
     pub keys: BTreeMap<u64, Vec<u8>>,
 }
 
+/// The origin a replica writes under, as the replication core sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OriginView {
+    /// The origin (the replica id of its dots).
+    pub origin: ReplicaId,
+    /// Its epoch.
+    pub epoch: u32,
+    /// Whether writes are numbered in it (false: waiting for the peers' confirmation).
+    pub confirmed: bool,
+}
+
 /// What a round of log truncation and tombstone collection did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Compaction {
@@ -62,8 +73,23 @@ pub trait ReplicaStore {
     /// The error the store reports.
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// This replica's id.
+    /// The origin this replica writes under (its current epoch).
     fn replica_id(&self) -> ReplicaId;
+
+    /// Who this replica is: its member id, fixed for the life of its storage.
+    fn member_id(&self) -> ReplicaId;
+
+    /// The current origin and whether writes are numbered in it.
+    fn origin_view(&self) -> OriginView;
+
+    /// Every other member confirmed it holds no more of the current origin than this replica:
+    /// writes may be numbered in it.
+    fn confirm_origin(&self);
+
+    /// Moves writes to a new epoch (peers hold writes of the current origin this replica lost,
+    /// or could not say); the current origin's entries become those of any other origin.
+    /// Returns the new origin.
+    fn start_new_epoch(&self, reason: &str) -> Result<ReplicaId, Self::Error>;
 
     /// Per origin, the highest sequence number applied with every earlier one applied too
     /// (this replica's own entry is its contiguous committed sequence).
@@ -123,6 +149,12 @@ pub trait ReplicaStore {
 
     /// Joins record states from a state transfer (no log entry, no applied change).
     fn merge_states(&self, records: &[RecordState]) -> Result<ApplyOutcome, Self::Error>;
+
+    /// After a state transfer from a peer that holds none of `keys`: removes from their
+    /// records every dot `seen` covers (the peer applied those writes and holds nothing of the
+    /// keys, so it removed them; a replica that came back with older states than it had
+    /// shipped learns its deletes this way). Returns how many records changed.
+    fn drop_covered(&self, keys: &[Vec<u8>], seen: &VersionVector) -> Result<usize, Self::Error>;
 
     /// After a complete state transfer reflecting `snapshot`: advances the applied vector to it
     /// and raises the log floor where it jumped.

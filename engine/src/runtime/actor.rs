@@ -18,9 +18,11 @@ const WRITE_TIMES_MAX: usize = 65_536;
 
 /// Input to the actor.
 pub(crate) enum Event {
-    /// A link to a configured peer is up; frames for it go to `out`.
+    /// A link to a configured peer is up; frames for it go to `out`. `member` is what the
+    /// peer's certificate name and configured incarnation derive.
     Up {
         peer: PeerId,
+        member: crate::ReplicaId,
         name: String,
         region: String,
         out: LinkSender,
@@ -67,13 +69,14 @@ pub(crate) fn run(
         let result = match event {
             Event::Up {
                 peer,
+                member,
                 name,
                 region,
                 out,
             } => {
                 tracing::info!(peer = %name, %region, "replication link up");
                 links.insert(peer, Link { name, region, out });
-                repl.connected(peer, &engine, now());
+                repl.connected(peer, member, &engine, now());
                 Ok(())
             }
             Event::Down { peer } => {
@@ -276,7 +279,14 @@ fn publish(
         .map(|(o, s)| s.saturating_sub(floor.get(o)))
         .sum();
     metrics::gauge!("meridian_log_entries").set(log_len as f64);
+    let origin = engine.origin_status();
+    metrics::gauge!("meridian_writable").set(if origin.writable { 1.0 } else { 0.0 });
+    metrics::gauge!("meridian_epoch").set(f64::from(origin.epoch));
     if let Ok(mut s) = status.lock() {
+        s.origin = Some(origin.origin);
+        s.epoch = origin.epoch;
+        s.writable = origin.writable;
+        s.origin_note = origin.note;
         s.applied = applied.iter().collect();
         for configured in &mut s.peers {
             match peers.remove(&configured.name) {

@@ -118,8 +118,17 @@ pub struct NodeStatus {
     pub name: String,
     /// Region.
     pub region: String,
-    /// Replica id.
+    /// Replica id (the member: its name and incarnation in the cluster).
     pub replica: Option<ReplicaId>,
+    /// The origin its writes are numbered in (its current epoch).
+    pub origin: Option<ReplicaId>,
+    /// The origin's epoch.
+    pub epoch: u32,
+    /// Whether it accepts writes (false while it waits for its peers after a restart).
+    pub writable: bool,
+    /// What it is doing about its origin: "recovering: ...", "writable: new epoch ... after
+    /// ...", "writable: epoch ... confirmed by every peer".
+    pub origin_note: String,
     /// Applied vector.
     pub applied: Vec<(ReplicaId, u64)>,
     /// Peers.

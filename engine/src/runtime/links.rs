@@ -135,6 +135,7 @@ async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
     };
     let up = Event::Up {
         peer: id,
+        member: super::replica_id_for(&ctx.cluster, &peer.name, peer.incarnation),
         name: peer.name.clone(),
         region: peer.region.clone(),
         out: tx,

@@ -18,7 +18,7 @@ pub mod tls;
 
 use crate::model::digest::Fnv;
 use crate::replication::{ReplicationConfig, Replicator};
-use crate::{Engine, ReplicaId};
+use crate::{Engine, RandomSource, ReplicaId};
 use client_proto::{NodeStatus, PeerStatus};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -190,10 +190,10 @@ impl Runtime {
     /// Binds the endpoint and starts replicating `engine` with the configured peers.
     pub async fn start(engine: Engine, config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
         let me = replica_id_for(&config.cluster, &config.name, config.incarnation);
-        if engine.replica_id() != me {
+        if engine.member_id() != me {
             return Err(RuntimeError::Config(format!(
                 "the data directory holds replica {}, but {:?} incarnation {} is {me}",
-                engine.replica_id(),
+                engine.member_id(),
                 config.name,
                 config.incarnation
             )));
@@ -218,13 +218,19 @@ impl Runtime {
             cluster: config.cluster.clone(),
             region: config.region.clone(),
             members,
+            session: crate::OsRandom.next_u64(),
             ..config.replication.clone()
         };
+        let origin = engine.origin_status();
         let status = Arc::new(Mutex::new(NodeStatus {
             cluster: config.cluster.clone(),
             name: config.name.clone(),
             region: config.region.clone(),
             replica: Some(me),
+            origin: Some(origin.origin),
+            epoch: origin.epoch,
+            writable: origin.writable,
+            origin_note: origin.note,
             peers: config
                 .peers
                 .iter()
@@ -242,7 +248,9 @@ impl Runtime {
         {
             let events = events.clone();
             let pending = pending.clone();
-            engine.enable_replication_cache();
+            engine.attach_replication().map_err(|e| {
+                RuntimeError::Config(format!("marking the directory replicated: {e}"))
+            })?;
             engine.set_commit_hook(Box::new(move || {
                 if !pending.swap(true, Ordering::SeqCst)
                     && events.try_send(Event::LocalWrite).is_err()

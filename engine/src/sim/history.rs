@@ -38,6 +38,8 @@ pub struct History {
     pub sets: BTreeMap<Vec<u8>, SetHistory>,
     /// Sum of increments per counter field of the map key.
     pub map_fields: BTreeMap<Vec<u8>, i64>,
+    /// Every acknowledged write's dot: a dot acknowledged twice is a sequence number reused.
+    pub dots: BTreeSet<Dot>,
 }
 
 /// Violations found by the final checks.

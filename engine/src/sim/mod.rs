@@ -89,6 +89,8 @@ pub struct SeedReport {
     pub ryw_violations: u64,
     /// Session reads answered "not yet visible" (allowed; counted).
     pub not_yet_visible: u64,
+    /// Operations refused by a region waiting for its peers after a restart (allowed; counted).
+    pub unavailable: u64,
     /// Time from heal to convergence.
     pub convergence_ms: Option<u64>,
     /// State-transfer rounds started (the log no longer held what a peer lacked).

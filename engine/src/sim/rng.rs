@@ -4,6 +4,23 @@
 #[derive(Clone, Debug)]
 pub struct SimRng(u64);
 
+/// A `SimRng` an engine can draw its ids and epochs from (`Config::random`).
+#[derive(Debug)]
+pub struct SharedRng(std::sync::Mutex<SimRng>);
+
+impl SharedRng {
+    /// A shared generator for `seed`.
+    pub fn new(seed: u64) -> SharedRng {
+        SharedRng(std::sync::Mutex::new(SimRng::new(seed)))
+    }
+}
+
+impl crate::RandomSource for SharedRng {
+    fn next_u64(&self) -> u64 {
+        self.0.lock().map_or(0, |mut r| r.next_u64())
+    }
+}
+
 impl SimRng {
     /// A generator for `seed`.
     pub fn new(seed: u64) -> SimRng {

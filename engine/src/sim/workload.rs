@@ -30,8 +30,21 @@ pub struct StepOutcome {
     pub ryw_violation: Option<String>,
     /// The region did not yet cover the session's token (a `NotYetVisible` answer).
     pub not_yet_visible: bool,
+    /// The region refused writes (reopened, waiting for its peers); nothing was done.
+    pub unavailable: bool,
     /// Bytes mixed into the trace.
     pub trace: Vec<u8>,
+}
+
+impl StepOutcome {
+    /// The outcome of a step a region could not serve.
+    pub fn unavailable() -> StepOutcome {
+        StepOutcome {
+            unavailable: true,
+            trace: b"unavailable".to_vec(),
+            ..StepOutcome::default()
+        }
+    }
 }
 
 fn dot_of(engine: &Engine, token: &CausalToken) -> Dot {
@@ -147,6 +160,13 @@ pub fn step(
         }
     };
     out.trace.extend_from_slice(&token.to_bytes());
+    let dot = dot_of(engine, &token);
+    if !history.dots.insert(dot) {
+        return Err(format!(
+            "{} acknowledged a second write as {dot}: a sequence number reused",
+            engine.member_id()
+        ));
+    }
     session.token.merge(&token);
     Ok(out)
 }

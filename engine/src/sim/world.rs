@@ -4,7 +4,7 @@
 
 use super::history::{check, digest, sim_replica, unreclaimed, Fnv, History};
 use super::network::{LinkFaults, Network, REGIONS};
-use super::rng::SimRng;
+use super::rng::{SharedRng, SimRng};
 use super::workload::{self, Session};
 use super::{Faults, SeedReport, SimOptions};
 use crate::replication::{Output, PeerId, ReplicationConfig, Replicator};
@@ -90,26 +90,31 @@ impl World {
         let config = Config {
             clock: r.clock.clone(),
             replica_id: Some(id),
+            random: Arc::new(SharedRng::new(self.rng.next_u64())),
             ..Config::default()
         };
         let engine = Engine::open(&r.dir, config).map_err(|e| format!("open region {i}: {e}"))?;
-        engine.enable_replication_cache();
+        engine
+            .attach_replication()
+            .map_err(|e| format!("attach region {i}: {e}"))?;
         let repl_config = ReplicationConfig {
             region: REGIONS[i].to_string(),
             members,
+            session: self.rng.next_u64(),
             ..ReplicationConfig::default()
         };
         r.node = Some(Node {
-            repl: Replicator::new(engine.replica_id(), repl_config),
+            repl: Replicator::new(id, repl_config),
             engine,
         });
         for j in 0..self.regions.len() {
             if j != i && self.regions[j].node.is_some() {
+                let member_j = sim_replica(j, self.regions[j].incarnation);
                 self.with_node(i, |n, now| {
-                    n.repl.connected(PeerId(j as u32), &n.engine, now)
+                    n.repl.connected(PeerId(j as u32), member_j, &n.engine, now)
                 });
                 self.with_node(j, |n, now| {
-                    n.repl.connected(PeerId(i as u32), &n.engine, now)
+                    n.repl.connected(PeerId(i as u32), id, &n.engine, now)
                 });
                 self.flush(i);
                 self.flush(j);
@@ -121,7 +126,7 @@ impl World {
     fn crash(&mut self, i: usize) {
         if let Some(n) = &self.regions[i].node {
             self.held_at_crash
-                .insert(n.engine.replica_id(), n.engine.applied());
+                .insert(n.engine.member_id(), n.engine.applied());
         }
         self.regions[i].node = None;
         self.net.drop_region(i);
@@ -373,11 +378,17 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
             let s = rng.below(sessions.len() as u64) as usize;
             let op_id = seed.wrapping_mul(1_000_003).wrapping_add(ops_done as u64);
             let stepped = world.regions[region].node.as_ref().map(|n| {
-                workload::step(&mut rng, &n.engine, &mut sessions[s], &mut history, op_id)
+                if n.engine.origin_status().writable {
+                    workload::step(&mut rng, &n.engine, &mut sessions[s], &mut history, op_id)
+                } else {
+                    // Reopened and waiting for its peers: clients are answered `Recovering`.
+                    Ok(workload::StepOutcome::unavailable())
+                }
             });
             match stepped {
                 Some(Ok(step)) => {
                     world.trace.write(&step.trace);
+                    report.unavailable += u64::from(step.unavailable);
                     report.not_yet_visible += u64::from(step.not_yet_visible);
                     if let Some(v) = step.ryw_violation {
                         report.ryw_violations += 1;

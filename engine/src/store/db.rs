@@ -172,6 +172,12 @@ impl Store {
         Ok(())
     }
 
+    /// Writes a consistent copy of the database to `dir` (which must not exist): hard links
+    /// to its table files where the file system allows, and what the WAL holds.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), rocksdb::Error> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)
+    }
+
     /// The live size of a column family's data in bytes (SST plus memtable estimate).
     pub fn cf_size_estimate(&self, cf: &str) -> Result<u64, rocksdb::Error> {
         let cf = self.cf(cf);

@@ -13,6 +13,10 @@ pub const CF_META: &str = "meta";
 pub const META_REPLICA_ID: &[u8] = b"replica_id";
 /// Metadata key of this replica's committed contiguous sequence prefix (a checkpoint).
 pub const META_OWN_CONTIGUOUS: &[u8] = b"own_contiguous";
+/// Metadata key of the current epoch: its number (4 bytes) and its origin (8 bytes).
+pub const META_EPOCH: &[u8] = b"epoch";
+/// Metadata key present once the directory has replicated: peers may hold its writes.
+pub const META_REPLICATED: &[u8] = b"replicated";
 /// Metadata key of the on-disk layout version.
 pub const META_LAYOUT: &[u8] = b"layout";
 

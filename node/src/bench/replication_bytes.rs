@@ -46,7 +46,7 @@ impl Links {
                     ..ReplicationConfig::default()
                 };
                 Node {
-                    repl: Replicator::new(engine.replica_id(), config),
+                    repl: Replicator::new(engine.member_id(), config),
                     engine,
                 }
             })
@@ -62,10 +62,14 @@ impl Links {
         self.up.insert((a, b));
         self.up.insert((b, a));
         let now = self.now_ms;
+        let (ma, mb) = (
+            self.nodes[a].engine.member_id(),
+            self.nodes[b].engine.member_id(),
+        );
         let n = &mut self.nodes[a];
-        n.repl.connected(PeerId(b as u32), &n.engine, now);
+        n.repl.connected(PeerId(b as u32), mb, &n.engine, now);
         let n = &mut self.nodes[b];
-        n.repl.connected(PeerId(a as u32), &n.engine, now);
+        n.repl.connected(PeerId(a as u32), ma, &n.engine, now);
     }
 
     fn disconnect(&mut self, a: usize, b: usize) {

@@ -47,10 +47,10 @@ fn two_replicas_exchange_writes_and_a_foreign_cluster_is_refused() {
     );
     let (ea, eb, ec) = (engine(&da, 1), engine(&db, 2), engine(&dc, 3));
     ea.put(b"k", b"from-a").unwrap();
-    let mut a = Replicator::new(ea.replica_id(), ReplicationConfig::default());
-    let mut b = Replicator::new(eb.replica_id(), ReplicationConfig::default());
-    a.connected(PeerId(2), &ea, 0);
-    b.connected(PeerId(1), &eb, 0);
+    let mut a = Replicator::new(ea.member_id(), ReplicationConfig::default());
+    let mut b = Replicator::new(eb.member_id(), ReplicationConfig::default());
+    a.connected(PeerId(2), eb.member_id(), &ea, 0);
+    b.connected(PeerId(1), ea.member_id(), &eb, 0);
     for _ in 0..4 {
         pump(&mut a, &mut b, PeerId(1), &eb);
         pump(&mut b, &mut a, PeerId(2), &ea);
@@ -66,9 +66,9 @@ fn two_replicas_exchange_writes_and_a_foreign_cluster_is_refused() {
         cluster: "elsewhere".into(),
         ..ReplicationConfig::default()
     };
-    let mut c = Replicator::new(ec.replica_id(), other);
-    a.connected(PeerId(3), &ea, 0);
-    c.connected(PeerId(1), &ec, 0);
+    let mut c = Replicator::new(ec.member_id(), other);
+    a.connected(PeerId(3), ec.member_id(), &ea, 0);
+    c.connected(PeerId(1), ea.member_id(), &ec, 0);
     let hello = drain(&mut c).into_iter().find_map(|o| match o {
         Output::Send { frame, .. } => Some(frame),
         _ => None,
@@ -117,28 +117,28 @@ fn an_entry_after_a_hole_is_not_applied_and_is_nacked() {
     let (ea, eb) = (engine(&da, 1), engine(&db, 2));
     ea.put(b"x", b"1").unwrap();
     ea.put(b"y", b"2").unwrap();
-    let records = owned_entry(&ea, ReplicaId(1), 2).unwrap();
+    let records = owned_entry(&ea, ea.replica_id(), 2).unwrap();
     assert_eq!(
-        eb.apply_entry(ReplicaId(1), 2, &records).unwrap(),
+        eb.apply_entry(ea.replica_id(), 2, &records).unwrap(),
         ApplyOutcome::Gap { expected: 1 }
     );
     assert_eq!(eb.get(b"y").unwrap(), None);
-    let first = owned_entry(&ea, ReplicaId(1), 1).unwrap();
+    let first = owned_entry(&ea, ea.replica_id(), 1).unwrap();
     assert_eq!(
-        eb.apply_entry(ReplicaId(1), 1, &first).unwrap(),
+        eb.apply_entry(ea.replica_id(), 1, &first).unwrap(),
         ApplyOutcome::Applied { changed: 1 }
     );
     assert_eq!(
-        eb.apply_entry(ReplicaId(1), 1, &first).unwrap(),
+        eb.apply_entry(ea.replica_id(), 1, &first).unwrap(),
         ApplyOutcome::Duplicate
     );
     let bad = vec![(b"z".to_vec(), b"\x01garbage".to_vec())];
     assert_eq!(
-        eb.apply_entry(ReplicaId(1), 2, &bad).unwrap(),
+        eb.apply_entry(ea.replica_id(), 2, &bad).unwrap(),
         ApplyOutcome::Invalid
     );
     assert_eq!(
-        eb.applied().get(ReplicaId(1)),
+        eb.applied().get(ea.replica_id()),
         1,
         "an invalid entry must not advance the cursor"
     );
@@ -179,8 +179,8 @@ fn a_peer_behind_a_truncated_log_catches_up_by_state_transfer_and_deletes_stay_d
         Replicator::new(ReplicaId(1), ReplicationConfig::default()),
         Replicator::new(ReplicaId(2), ReplicationConfig::default()),
     );
-    a.connected(PeerId(2), &ea, 0);
-    b.connected(PeerId(1), &eb, 0);
+    a.connected(PeerId(2), eb.member_id(), &ea, 0);
+    b.connected(PeerId(1), ea.member_id(), &eb, 0);
     settle(&mut a, &ea, &mut b, &eb);
     assert_eq!(eb.applied(), ea.applied());
     a.disconnected(PeerId(2));
@@ -196,10 +196,10 @@ fn a_peer_behind_a_truncated_log_catches_up_by_state_transfer_and_deletes_stay_d
         c.tombstones_removed, 1,
         "the delete's tombstone is stable by fiat here"
     );
-    assert!(ea.read_entry(ReplicaId(1), 1).unwrap().is_none());
+    assert!(ea.read_entry(ea.replica_id(), 1).unwrap().is_none());
 
-    a.connected(PeerId(2), &ea, 0);
-    b.connected(PeerId(1), &eb, 0);
+    a.connected(PeerId(2), eb.member_id(), &ea, 0);
+    b.connected(PeerId(1), ea.member_id(), &eb, 0);
     settle(&mut a, &ea, &mut b, &eb);
     assert_eq!(a.stats().antientropy_rounds, 1);
     assert_eq!(eb.get(b"k1").unwrap().unwrap().values, vec![b"v2".to_vec()]);
@@ -231,13 +231,13 @@ fn an_entry_is_shipped_with_the_current_state_of_its_keys() {
     let current = |e: &Engine| vec![(b"s".to_vec(), e.export(b"s").unwrap().unwrap())];
     ea.set_add(b"s", &[b"x"]).unwrap(); // entry 1
     ea.set_remove(b"s", &[b"x"]).unwrap(); // entry 2 rewrites the key
-    assert_eq!(owned_entry(&ea, ReplicaId(1), 1).unwrap(), current(&ea));
+    assert_eq!(owned_entry(&ea, ea.replica_id(), 1).unwrap(), current(&ea));
     // A peer's state joined in changes the key too.
     eb.set_add(b"s", &[b"y"]).unwrap();
     assert!(ea
         .apply_remote(b"s", &eb.export(b"s").unwrap().unwrap())
         .unwrap());
-    assert_eq!(owned_entry(&ea, ReplicaId(1), 1).unwrap(), current(&ea));
+    assert_eq!(owned_entry(&ea, ea.replica_id(), 1).unwrap(), current(&ea));
     assert_eq!(ea.get_set(b"s").unwrap().unwrap(), vec![b"y".to_vec()]);
 }
 
@@ -261,15 +261,20 @@ fn shipped_entries_leave_the_caches_and_still_ship_current_states() {
         ea.inner.states.get(b"a").is_some(),
         "entry 3 still needs a's state"
     );
-    assert!(lock(&ea.inner.entry_keys).get(&(ReplicaId(1), 1)).is_none());
+    assert!(lock(&ea.inner.entry_keys)
+        .get(&(ea.replica_id(), 1))
+        .is_none());
     for (seq, key) in [(1, b"a"), (2, b"b"), (3, b"a")] {
-        assert_eq!(owned_entry(&ea, ReplicaId(1), seq).unwrap(), current(key));
+        assert_eq!(
+            owned_entry(&ea, ea.replica_id(), seq).unwrap(),
+            current(key)
+        );
     }
     ea.release_shipped(3);
     assert!(ea.inner.states.get(b"a").is_none());
     ea.put(b"a", b"3").unwrap(); // entry 4: cached again
     assert!(ea.inner.states.get(b"a").is_some());
-    assert_eq!(owned_entry(&ea, ReplicaId(1), 3).unwrap(), current(b"a"));
+    assert_eq!(owned_entry(&ea, ea.replica_id(), 3).unwrap(), current(b"a"));
 }
 
 /// The replicator releases this replica's entries once every other member reports them.
@@ -282,11 +287,11 @@ fn acknowledged_entries_are_released() {
         members: vec![ReplicaId(1), ReplicaId(2)],
         ..ReplicationConfig::default()
     };
-    let mut a = Replicator::new(ea.replica_id(), config.clone());
-    let mut b = Replicator::new(eb.replica_id(), config);
+    let mut a = Replicator::new(ea.member_id(), config.clone());
+    let mut b = Replicator::new(eb.member_id(), config);
     ea.put(b"k", b"v").unwrap();
-    a.connected(PeerId(2), &ea, 0);
-    b.connected(PeerId(1), &eb, 0);
+    a.connected(PeerId(2), eb.member_id(), &ea, 0);
+    b.connected(PeerId(1), ea.member_id(), &eb, 0);
     settle(&mut a, &ea, &mut b, &eb);
     assert_eq!(eb.get(b"k").unwrap().unwrap().values, vec![b"v".to_vec()]);
     assert!(ea.inner.states.get(b"k").is_some(), "not acknowledged yet");
@@ -313,10 +318,10 @@ fn the_in_flight_window_grows_with_the_round_trip_up_to_the_cap() {
 fn a_link_measures_its_round_trip_as_it_becomes_ready() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (ea, eb) = (engine(&da, 1), engine(&db, 2));
-    let mut a = Replicator::new(ea.replica_id(), ReplicationConfig::default());
-    let mut b = Replicator::new(eb.replica_id(), ReplicationConfig::default());
-    a.connected(PeerId(2), &ea, 0);
-    b.connected(PeerId(1), &eb, 0);
+    let mut a = Replicator::new(ea.member_id(), ReplicationConfig::default());
+    let mut b = Replicator::new(eb.member_id(), ReplicationConfig::default());
+    a.connected(PeerId(2), eb.member_id(), &ea, 0);
+    b.connected(PeerId(1), ea.member_id(), &eb, 0);
     let deliver = |from: &mut Replicator, to: &mut Replicator, link, store: &Engine, now| {
         for o in drain(from) {
             if let Output::Send { frame, .. } = o {

@@ -1,0 +1,393 @@
+//! A region may come back with less than it shipped (an emptied data directory, a backup
+//! restored, the unsynced tail of its WAL lost): it must never number a write with a sequence
+//! number a peer may already hold. And a peer's identity is what its certificate and the
+//! configuration say, whatever it announces. Real engines on RocksDB, replicators linked in
+//! memory.
+
+#![allow(clippy::unwrap_used)]
+
+use meridian::replication::{Output, PeerId, ReplicationConfig, Replicator};
+use meridian::{Config, Engine, Error, ReplicaId};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+const TICK_MS: u64 = 50;
+
+struct Region {
+    dir: PathBuf,
+    member: ReplicaId,
+    node: Option<(Engine, Replicator)>,
+}
+
+/// Regions whose replicators are linked in memory: every frame arrives at once, in order.
+struct Net {
+    _scratch: tempfile::TempDir,
+    regions: Vec<Region>,
+    members: Vec<ReplicaId>,
+    /// Links cut (both ways).
+    cut: BTreeSet<(usize, usize)>,
+    now_ms: u64,
+    sessions: u64,
+    /// Links closed, with the reason, by (closing region, peer region).
+    closed: Vec<(usize, usize, String)>,
+}
+
+impl Net {
+    fn new(n: usize) -> Net {
+        let scratch = tempfile::tempdir().unwrap();
+        let regions = (0..n)
+            .map(|i| Region {
+                dir: scratch.path().join(format!("r{i}")),
+                member: ReplicaId(i as u64 + 1),
+                node: None,
+            })
+            .collect();
+        let mut net = Net {
+            _scratch: scratch,
+            regions,
+            members: (0..n).map(|i| ReplicaId(i as u64 + 1)).collect(),
+            cut: BTreeSet::new(),
+            now_ms: 1,
+            sessions: 0,
+            closed: Vec::new(),
+        };
+        for i in 0..n {
+            net.start(i);
+        }
+        net
+    }
+
+    fn engine(&self, i: usize) -> &Engine {
+        &self.regions[i].node.as_ref().unwrap().0
+    }
+
+    /// Opens region `i` on its directory and links it to every running region.
+    fn start(&mut self, i: usize) {
+        self.start_as(i, self.regions[i].member);
+    }
+
+    /// `start`, with the replicator announcing `announced` as its member id.
+    fn start_as(&mut self, i: usize, announced: ReplicaId) {
+        let config = Config {
+            replica_id: Some(self.regions[i].member),
+            ..Config::default()
+        };
+        let engine = Engine::open(&self.regions[i].dir, config).unwrap();
+        engine.attach_replication().unwrap();
+        self.sessions += 1;
+        let repl_config = ReplicationConfig {
+            members: self.members.clone(),
+            session: self.sessions,
+            ..ReplicationConfig::default()
+        };
+        let repl = Replicator::new(announced, repl_config);
+        self.regions[i].node = Some((engine, repl));
+        for j in 0..self.regions.len() {
+            if j != i && self.regions[j].node.is_some() {
+                self.link(i, j);
+            }
+        }
+    }
+
+    fn link(&mut self, i: usize, j: usize) {
+        let now = self.now_ms;
+        let (mi, mj) = (self.regions[i].member, self.regions[j].member);
+        if let Some((e, r)) = self.regions[i].node.as_mut() {
+            r.connected(PeerId(j as u32), mj, e, now);
+        }
+        if let Some((e, r)) = self.regions[j].node.as_mut() {
+            r.connected(PeerId(i as u32), mi, e, now);
+        }
+    }
+
+    /// Stops region `i` (its engine closes; its peers see the links go down).
+    fn stop(&mut self, i: usize) {
+        self.regions[i].node = None;
+        for r in self.regions.iter_mut() {
+            if let Some((_, repl)) = r.node.as_mut() {
+                repl.disconnected(PeerId(i as u32));
+            }
+        }
+    }
+
+    /// Delivers frames until every replicator is quiet.
+    fn deliver(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            for i in 0..self.regions.len() {
+                let outs: Vec<Output> = match self.regions[i].node.as_mut() {
+                    Some((_, r)) => std::iter::from_fn(|| r.poll_output()).collect(),
+                    None => continue,
+                };
+                for o in outs {
+                    match o {
+                        Output::Send { peer, frame } => {
+                            let j = peer.0 as usize;
+                            if self.cut.contains(&(i.min(j), i.max(j))) {
+                                continue;
+                            }
+                            let now = self.now_ms;
+                            if let Some((e, r)) = self.regions[j].node.as_mut() {
+                                moved = true;
+                                let _ = r.handle(PeerId(i as u32), &frame, e, now);
+                            }
+                        }
+                        Output::Close { peer, reason } => {
+                            self.closed.push((i, peer.0 as usize, reason));
+                        }
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the replicators never went quiet");
+    }
+
+    /// Lets `ms` of time pass: ticks (heartbeats, relays, resends) and deliveries.
+    fn run(&mut self, ms: u64) {
+        let end = self.now_ms + ms;
+        while self.now_ms < end {
+            self.now_ms += TICK_MS;
+            let now = self.now_ms;
+            for r in self.regions.iter_mut() {
+                if let Some((e, repl)) = r.node.as_mut() {
+                    let _ = repl.tick(e, now);
+                }
+            }
+            self.deliver();
+        }
+    }
+
+    /// Every running region holds `key` with exactly `value`.
+    fn assert_everywhere(&self, key: &str, value: &str) {
+        for (i, r) in self.regions.iter().enumerate() {
+            if let Some((e, _)) = &r.node {
+                let got = e.get(key.as_bytes()).unwrap().map(|s| s.values);
+                assert_eq!(
+                    got,
+                    Some(vec![value.as_bytes().to_vec()]),
+                    "region {i}, key {key}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_region_back_with_an_empty_directory_writes_under_a_new_epoch_and_loses_nothing() {
+    let mut net = Net::new(3);
+    net.run(200);
+    for k in 0..10 {
+        net.engine(0)
+            .put(format!("old{k}").as_bytes(), b"v")
+            .unwrap();
+    }
+    net.run(500);
+    net.assert_everywhere("old9", "v");
+    let before = net.engine(0).replica_id();
+
+    // Killed, its directory emptied, restarted under the same identity.
+    net.stop(0);
+    std::fs::remove_dir_all(&net.regions[0].dir).unwrap();
+    net.start(0);
+    let after = net.engine(0).replica_id();
+    assert_ne!(before, after, "a new epoch, not the old origin again");
+    assert_eq!(net.engine(0).member_id(), ReplicaId(1));
+    assert!(net.engine(0).origin_status().writable);
+    for k in 0..20 {
+        net.engine(0)
+            .put(format!("new{k}").as_bytes(), b"w")
+            .unwrap();
+    }
+    net.run(3_000);
+    for k in 0..20 {
+        net.assert_everywhere(&format!("new{k}"), "w");
+    }
+    for k in 0..10 {
+        net.assert_everywhere(&format!("old{k}"), "v"); // back from its peers
+    }
+    let applied: Vec<_> = net
+        .regions
+        .iter()
+        .map(|r| r.node.as_ref().unwrap().0.applied())
+        .collect();
+    assert!(applied.windows(2).all(|w| w[0] == w[1]), "{applied:?}");
+}
+
+#[test]
+fn a_region_restored_from_an_older_copy_waits_for_its_peers_then_takes_a_new_epoch() {
+    let mut net = Net::new(3);
+    net.run(200);
+    net.engine(0).put(b"a", b"1").unwrap();
+    net.run(300);
+    let backup = net._scratch.path().join("backup");
+    net.engine(0).checkpoint(&backup).unwrap();
+    // Written and shipped after the copy: the peers hold them, the copy does not.
+    for k in 0..5 {
+        net.engine(0)
+            .put(format!("late{k}").as_bytes(), b"x")
+            .unwrap();
+    }
+    net.run(300);
+    let origin = net.engine(0).replica_id();
+    net.stop(0);
+    std::fs::remove_dir_all(&net.regions[0].dir).unwrap();
+    std::fs::rename(&backup, &net.regions[0].dir).unwrap();
+
+    // Reopened with its peers unreachable: it refuses writes rather than reuse numbers.
+    net.cut.insert((0, 1));
+    net.cut.insert((0, 2));
+    net.start(0);
+    assert_eq!(net.engine(0).replica_id(), origin);
+    let status = net.engine(0).origin_status();
+    assert!(!status.writable, "{status:?}");
+    assert!(status.note.starts_with("recovering"), "{status:?}");
+    let refused = net.engine(0).put(b"b", b"2").unwrap_err();
+    assert!(matches!(refused, Error::Recovering(_)), "{refused}");
+    assert!(refused.is_retryable());
+
+    // The peers answer: they hold more of its origin, so it writes under a new epoch.
+    net.cut.clear();
+    for j in 1..3 {
+        net.link(0, j);
+    }
+    net.run(200);
+    let status = net.engine(0).origin_status();
+    assert!(status.writable, "{status:?}");
+    assert_ne!(status.origin, origin);
+    assert!(status.note.contains("new epoch"), "{status:?}");
+    net.engine(0).put(b"b", b"2").unwrap();
+    net.run(3_000);
+    net.assert_everywhere("b", "2");
+    for k in 0..5 {
+        net.assert_everywhere(&format!("late{k}"), "x");
+    }
+}
+
+#[test]
+fn a_restart_that_lost_nothing_keeps_its_epoch_once_every_peer_confirms() {
+    let mut net = Net::new(3);
+    net.run(200);
+    net.engine(1).put(b"k", b"v").unwrap();
+    net.run(300);
+    let origin = net.engine(1).replica_id();
+    net.stop(1);
+    net.start(1);
+    assert!(!net.engine(1).origin_status().writable);
+    net.run(200);
+    let status = net.engine(1).origin_status();
+    assert!(status.writable, "{status:?}");
+    assert_eq!(status.origin, origin, "confirmed: the same origin goes on");
+    net.engine(1).put(b"k2", b"v2").unwrap();
+    net.run(500);
+    net.assert_everywhere("k2", "v2");
+}
+
+#[test]
+fn a_restart_with_a_peer_silent_too_long_moves_to_a_new_epoch() {
+    let mut net = Net::new(3);
+    net.run(200);
+    let origin = net.engine(2).replica_id();
+    net.stop(0); // stays down
+    net.stop(2);
+    net.start(2);
+    assert!(!net.engine(2).origin_status().writable);
+    let limit = ReplicationConfig::default().epoch_confirm_ms;
+    net.run(limit - 500);
+    assert!(
+        !net.engine(2).origin_status().writable,
+        "still waiting for region 0"
+    );
+    net.run(1_000);
+    let status = net.engine(2).origin_status();
+    assert!(status.writable, "{status:?}");
+    assert_ne!(status.origin, origin);
+    assert!(
+        status.note.contains(&ReplicaId(1).to_string()),
+        "{status:?}"
+    );
+}
+
+#[test]
+fn a_peer_announcing_another_member_than_its_certificate_is_refused() {
+    let mut net = Net::new(2);
+    net.run(200);
+    // Region 1 comes back configured with another incarnation (another member id) while
+    // region 0 still expects the old one.
+    net.stop(1);
+    net.start_as(1, ReplicaId(99));
+    net.run(200);
+    let refused: Vec<&(usize, usize, String)> = net
+        .closed
+        .iter()
+        .filter(|(i, j, _)| *i == 0 && *j == 1)
+        .collect();
+    assert!(
+        refused
+            .iter()
+            .any(|(_, _, why)| why.contains("incarnation")),
+        "{:?}",
+        net.closed
+    );
+    let _ = net.engine(1).put(b"x", b"1");
+    net.run(300);
+    assert_eq!(net.engine(0).get(b"x").unwrap(), None, "nothing crossed");
+}
+
+#[test]
+fn a_second_process_with_a_live_identity_is_refused() {
+    let mut net = Net::new(2);
+    net.run(200);
+    let (e0, r0) = net.regions[0].node.take().unwrap();
+    // A second process of member 2 (another data directory, another session).
+    let twin_dir = net._scratch.path().join("twin");
+    let twin = Engine::open(
+        &twin_dir,
+        Config {
+            replica_id: Some(ReplicaId(2)),
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    let mut twin_repl = Replicator::new(
+        ReplicaId(2),
+        ReplicationConfig {
+            members: net.members.clone(),
+            session: 1_000,
+            ..ReplicationConfig::default()
+        },
+    );
+    let mut r0 = r0;
+    // The twin links first (a new session replaces the original's), then the original
+    // process comes back on another link: its earlier session is refused.
+    let hello = |r: &mut Replicator| -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| r.poll_output())
+            .filter_map(|o| match o {
+                Output::Send { frame, .. } => Some(frame),
+                Output::Close { .. } => None,
+            })
+            .collect()
+    };
+    r0.connected(PeerId(7), ReplicaId(2), &e0, 10);
+    twin_repl.connected(PeerId(0), ReplicaId(1), &twin, 10);
+    for f in hello(&mut twin_repl) {
+        r0.handle(PeerId(7), &f, &e0, 10).unwrap();
+    }
+    let (e1, mut r1) = net.regions[1].node.take().unwrap();
+    r0.connected(PeerId(8), ReplicaId(2), &e0, 20);
+    r1.connected(PeerId(0), ReplicaId(1), &e1, 20);
+    let mut errors = Vec::new();
+    for f in hello(&mut r1) {
+        if let Err(e) = r0.handle(PeerId(8), &f, &e0, 20) {
+            errors.push(e.to_string());
+        }
+    }
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("two processes share this identity")),
+        "{errors:?}"
+    );
+}
