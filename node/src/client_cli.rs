@@ -148,6 +148,9 @@ pub fn run(target: Target, command: Command) -> anyhow::Result<()> {
                         let link = if p.connected { "up" } else { "down" };
                         println!("{:<12} {:<14} {:<10} {:>8} {:>10} {:>10}", p.name, p.region, link, rtt, p.lag_ops, p.lag_ms);
                     }
+                    for p in s.peers.iter().filter(|p| p.last_error.is_some()) {
+                        println!("{}: last refused: {}", p.name, p.last_error.as_deref().unwrap_or_default());
+                    }
                 }
                 client.close().await;
                 return Ok(());

@@ -322,6 +322,10 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
         "   caught up in {:?}: it covers both regions' session tokens",
         started.elapsed()
     );
+    // Back on a directory that has replicated, it wrote nothing until every peer confirmed
+    // it holds no write of its origin that the directory lacks.
+    let status = ap.status().await?;
+    println!("   ap-northeast's origin: {}", status.origin_note);
     let views = ap.read(b"page:views", 0).await?;
     println!(
         "   ap-northeast reads page:views -> {}, profile:bio -> {}",

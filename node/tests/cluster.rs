@@ -212,6 +212,39 @@ async fn a_region_restarted_on_an_emptied_directory_loses_none_of_its_writes() {
     }
 }
 
+/// An operator error: a replica brought back under a new incarnation that its peers'
+/// configurations do not name. The link is refused, with the reason in both nodes' status,
+/// instead of its writes being merged under an identity nobody vouches for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_under_an_incarnation_its_peers_do_not_expect_is_refused_visibly() {
+    let mut cluster = Cluster::start(&REGIONS[..2]);
+    cluster.kill(1);
+    std::fs::remove_dir_all(cluster.dir.path().join("data-euw1")).unwrap();
+    let config = std::fs::read_to_string(&cluster.nodes[1].config).unwrap();
+    let bumped = config.replacen("region = ", "incarnation = 1\nregion = ", 1);
+    std::fs::write(&cluster.nodes[1].config, bumped).unwrap();
+    cluster.spawn(1);
+    let c0 = cluster.client(0).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let status = c0.status().await.unwrap();
+        let peer = status.peers.iter().find(|p| p.name == "euw1").unwrap();
+        if let Some(why) = &peer.last_error {
+            assert!(why.contains("incarnation"), "{why}");
+            assert!(!peer.connected);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal in {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cluster
+        .metrics(0)
+        .contains("meridian_peer_identity_refused_total"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_from_another_ca_or_outside_the_cluster_are_refused() {
     let cluster = Cluster::start(&REGIONS[..2]);

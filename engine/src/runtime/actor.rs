@@ -65,6 +65,8 @@ pub(crate) fn run(
     let mut write_times: VecDeque<(u64, Instant)> = VecDeque::new();
     let mut held = None;
     let merge_bytes_max = repl.ack_every_bytes();
+    // Per peer name, why its link was last refused or closed by the protocol.
+    let mut link_errors: BTreeMap<String, String> = BTreeMap::new();
     while let Some(event) = next_event(&mut events, &mut held, merge_bytes_max) {
         let result = match event {
             Event::Up {
@@ -100,7 +102,7 @@ pub(crate) fn run(
             }
             Event::Tick => {
                 let r = repl.tick(&engine, now());
-                publish(&engine, &repl, &links, &write_times, &status);
+                publish(&engine, &repl, &links, &write_times, &link_errors, &status);
                 r
             }
             Event::LocalWrite => {
@@ -121,6 +123,7 @@ pub(crate) fn run(
             Err(ReplicationError::Peer { peer, error }) => {
                 let name = links.get(&peer).map_or("?", |l| l.name.as_str());
                 tracing::warn!(peer = %name, %error, "closing replication link after a bad frame");
+                link_errors.insert(name.to_string(), error.to_string());
                 metrics::counter!("meridian_replication_peer_errors_total").increment(1);
             }
             Err(e) => {
@@ -147,6 +150,7 @@ pub(crate) fn run(
                 Output::Close { peer, reason } => {
                     if let Some(l) = links.remove(&peer) {
                         tracing::warn!(peer = %l.name, %reason, "closing replication link");
+                        link_errors.insert(l.name, reason);
                     }
                 }
             }
@@ -234,6 +238,7 @@ fn publish(
     repl: &Replicator,
     links: &BTreeMap<PeerId, Link>,
     write_times: &VecDeque<(u64, Instant)>,
+    link_errors: &BTreeMap<String, String>,
     status: &Mutex<NodeStatus>,
 ) {
     let applied = engine.applied();
@@ -266,6 +271,7 @@ fn publish(
                 rtt_ms: p.rtt_ms,
                 lag_ops,
                 lag_ms,
+                last_error: None,
             },
         );
     }
@@ -293,6 +299,7 @@ fn publish(
                 Some(now) => *configured = now,
                 None => configured.connected = false,
             }
+            configured.last_error = link_errors.get(&configured.name).cloned();
         }
         s.log_entries_reclaimed = stats.log_entries_removed;
         s.tombstones_pending = stats.tombstones_pending;

@@ -107,6 +107,9 @@ pub struct PeerStatus {
     pub lag_ops: u64,
     /// Age of the oldest local write the peer has not acknowledged.
     pub lag_ms: u64,
+    /// Why the link was last refused or closed by the protocol (a handshake mismatch, a bad
+    /// frame), if it ever was.
+    pub last_error: Option<String>,
 }
 
 /// A node's status.
