@@ -71,6 +71,8 @@ pub(crate) struct Inner {
     pub(crate) states: RecordStates,
     stripes: Box<[Mutex<()>]>,
     pub(crate) poisoned: AtomicBool,
+    /// Stored items found unusable since open.
+    pub(crate) faults: Mutex<crate::FaultReport>,
     /// Called after every local commit (the runtime wakes its replicator with it).
     commit_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
@@ -190,6 +192,7 @@ impl Engine {
                 applied_waiters: AtomicUsize::new(0),
                 stripes,
                 poisoned: AtomicBool::new(false),
+                faults: Mutex::new(Default::default()),
                 commit_hook: std::sync::OnceLock::new(),
             }),
         })
@@ -744,8 +747,17 @@ impl Engine {
                 break;
             }
             let (key, bytes) = item?;
-            if let Some(read) = read_of(decode_stored(&key, &bytes)?) {
-                out.push((key.into_vec(), read));
+            match decode_stored(&key, &bytes) {
+                Ok(record) => {
+                    if let Some(read) = read_of(record) {
+                        out.push((key.into_vec(), read));
+                    }
+                }
+                // One unreadable record does not hide the others: skipped and reported.
+                Err(e @ (Error::Corrupt { .. } | Error::FutureVersion { .. })) => {
+                    self.note_fault(crate::faults::Stored::Record, &key, &e)
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(out)

@@ -21,6 +21,7 @@ mod engine;
 mod entry_cache;
 mod epoch;
 mod error;
+mod faults;
 pub mod model;
 mod read;
 mod replica_store;
@@ -36,5 +37,6 @@ pub use config::{
 pub use engine::Engine;
 pub use epoch::OriginStatus;
 pub use error::{Error, Result};
+pub use faults::FaultReport;
 pub use model::{CausalToken, Dot, Hlc, Kind, Op, ReplicaId, VersionVector};
 pub use read::{LwwValue, MapView, Read, ReadValue, Siblings};

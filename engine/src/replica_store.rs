@@ -5,6 +5,7 @@
 
 use crate::engine::{lock, Engine};
 use crate::error::{Error, Result};
+use crate::faults::Stored;
 use crate::model::{codec, digest, Dot, Hlc, Record, ReplicaId, StateFacts, VersionVector};
 use crate::replication::iblt::Iblt;
 use crate::replication::{
@@ -167,6 +168,12 @@ impl Engine {
     }
 }
 
+/// Whether a RocksDB error is about damaged data (the item is unusable) rather than the
+/// storage failing (the engine cannot go on).
+fn is_corruption(e: &rocksdb::Error) -> bool {
+    matches!(e.kind(), rocksdb::ErrorKind::Corruption)
+}
+
 /// Counts a merge of concurrent updates (neither side had seen all of the other's).
 fn count_conflict(local: &Record, remote: &Record) {
     if local.values.is_empty() {
@@ -270,12 +277,24 @@ impl ReplicaStore for Engine {
                 }
             }
             None => {
-                let Some(bytes) = self.inner.store.get_log(origin, seq)? else {
-                    return Ok(None);
+                let bytes = match self.inner.store.get_log(origin, seq) {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => return Ok(None),
+                    Err(e) if is_corruption(&e) => {
+                        self.note_fault(Stored::LogEntry, &keys::log_key(origin, seq), &e);
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e.into()),
                 };
-                let keys = LogEntry::decode(&bytes)
-                    .map_err(|e| Error::from_codec("log entry", &keys::log_key(origin, seq), e))?
-                    .keys;
+                let keys = match LogEntry::decode(&bytes) {
+                    Ok(entry) => entry.keys,
+                    // Which keys it named is lost: peers that need it get the state instead
+                    // (`None` is what a truncated log answers).
+                    Err(e) => {
+                        self.note_fault(Stored::LogEntry, &keys::log_key(origin, seq), &e);
+                        return Ok(None);
+                    }
+                };
                 out.reserve(keys.len());
                 for key in keys {
                     match self.inner.states.get(&key) {
@@ -400,12 +419,22 @@ impl ReplicaStore for Engine {
         if !sorted.is_sorted() {
             sorted.sort_unstable();
         }
-        let found = self.inner.store.get_records(&sorted)?;
-        Ok(sorted
-            .iter()
-            .zip(found)
-            .filter_map(|(key, state)| Some((key.to_vec(), state?.to_vec())))
-            .collect())
+        let found = self.inner.store.get_records_each(&sorted);
+        let mut out = Vec::with_capacity(sorted.len());
+        for (key, state) in sorted.iter().zip(found) {
+            // A record that cannot be read or checked is not shipped: peers would refuse it.
+            // The fault stays with its key.
+            match state {
+                Ok(Some(state)) => match codec::check_record(&state) {
+                    Ok(_) => out.push((key.to_vec(), state.to_vec())),
+                    Err(e) => self.note_fault(Stored::Record, key, &e),
+                },
+                Ok(None) => {}
+                Err(e) if is_corruption(&e) => self.note_fault(Stored::Record, key, &e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
     }
 
     fn merge_states(&self, records: &[RecordState]) -> Result<ApplyOutcome> {

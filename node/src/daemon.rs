@@ -4,10 +4,8 @@ use crate::config::NodeConfig;
 use anyhow::Context;
 use meridian::runtime::{replica_id_for, Runtime};
 use meridian::{Config, Durability, Engine};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusBuilder;
 use std::path::Path;
-use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Runs a node until SIGINT or SIGTERM.
 pub fn run(path: &Path) -> anyhow::Result<()> {
@@ -42,12 +40,19 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
-    let runtime = Arc::new(Runtime::start(engine, config.runtime()).await?);
+    let runtime = Runtime::start(engine, config.runtime()).await?;
+    // The endpoint reads status through a handle: the runtime stays ours to shut down.
+    let (stop_http, stopped) = tokio::sync::watch::channel(false);
     if let Some(addr) = config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        tokio::spawn(http(listener, metrics, runtime.clone()));
+        tokio::spawn(crate::http::serve(
+            listener,
+            metrics,
+            runtime.status_handle(),
+            stopped,
+        ));
     }
     // A line for scripts and tests to wait on.
     println!(
@@ -62,37 +67,7 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
-    match Arc::try_unwrap(runtime) {
-        Ok(rt) => rt.shutdown().await,
-        Err(_) => tracing::warn!("runtime still shared at shutdown; exiting without a drain"),
-    }
+    let _ = stop_http.send(true);
+    runtime.shutdown().await;
     Ok(())
-}
-
-/// `/metrics` (Prometheus text) and `/health` (JSON status); one request per connection.
-async fn http(listener: tokio::net::TcpListener, metrics: PrometheusHandle, runtime: Arc<Runtime>) {
-    while let Ok((mut sock, _)) = listener.accept().await {
-        let metrics = metrics.clone();
-        let runtime = runtime.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let Ok(n) = sock.read(&mut buf).await else {
-                return;
-            };
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("/");
-            let (status, kind, body) = match path {
-                "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-                "/health" => (
-                    "200 OK",
-                    "application/json",
-                    serde_json::to_string(&runtime.status()).unwrap_or_else(|_| "{}".into()),
-                ),
-                _ => ("404 Not Found", "text/plain", "not found\n".into()),
-            };
-            let head = format!("HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
-        });
-    }
 }

@@ -16,6 +16,7 @@ mod client_cli;
 mod config;
 mod daemon;
 mod demo;
+mod http;
 mod sim;
 
 /// Meridian: multi-region, active-active replicated key-value engine.

@@ -245,6 +245,44 @@ async fn a_replica_under_an_incarnation_its_peers_do_not_expect_is_refused_visib
         .contains("meridian_peer_identity_refused_total"));
 }
 
+/// SIGTERM drains and flushes with the metrics endpoint on (the endpoint used to hold the
+/// runtime, and the node exited without either); the endpoint drops a client that sends
+/// nothing instead of holding its connection open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_flushes_with_the_metrics_endpoint_on_and_idle_metrics_clients_are_dropped() {
+    use std::io::Read;
+    let mut cluster = Cluster::start(&REGIONS[..1]);
+    let mut idle = std::net::TcpStream::connect(cluster.nodes[0].metrics).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(idle.read(&mut buf).unwrap(), 0, "closed by the node");
+    assert!(started.elapsed() < Duration::from_secs(12));
+    assert!(cluster.metrics(0).contains("meridian_"), "still serving");
+
+    let mut c = cluster.client(0).await;
+    for i in 0..10u32 {
+        c.apply(
+            format!("k{i}").as_bytes(),
+            Op::Put {
+                value: b"v".to_vec(),
+                context: None,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    c.close().await;
+    assert!(cluster.terminate(0), "a clean exit");
+    let tables = std::fs::read_dir(cluster.dir.path().join("data-apn1"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "sst"))
+        .count();
+    assert!(tables > 0, "memtables were flushed at shutdown");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_from_another_ca_or_outside_the_cluster_are_refused() {
     let cluster = Cluster::start(&REGIONS[..2]);

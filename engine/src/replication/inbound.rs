@@ -125,21 +125,30 @@ fn check_entry(
         .map_err(|why| FrameError::Malformed(format!("entry {origin}:{seq}: {why}")))
 }
 
-/// Checks record states, sorted by key with repeats joined.
+/// Checks record states, sorted by key with repeats joined. A record that does not check (a
+/// bad key, over `record_bytes_max`, undecodable, from a newer format) is left out and
+/// counted: its fault stays with its key, the others are applied.
 pub fn decode_records(
     records: impl IntoIterator<Item = (Bytes, Bytes)>,
     record_bytes_max: usize,
 ) -> Result<Vec<RemoteRecord>, String> {
     let mut out: Vec<RemoteRecord> = Vec::new();
     for (key, state) in records {
-        if key.is_empty() || key.len() > KEY_BYTES_MAX {
-            return Err(format!("a key of {} bytes", key.len()));
-        }
-        if state.len() > record_bytes_max {
-            return Err(format!("a record of {} bytes", state.len()));
-        }
-        let facts = codec::check_record(&state).map_err(|e| e.to_string())?;
-        out.push(RemoteRecord { key, state, facts });
+        let why = if key.is_empty() || key.len() > KEY_BYTES_MAX {
+            format!("a key of {} bytes", key.len())
+        } else if state.len() > record_bytes_max {
+            format!("a record of {} bytes", state.len())
+        } else {
+            match codec::check_record(&state) {
+                Ok(facts) => {
+                    out.push(RemoteRecord { key, state, facts });
+                    continue;
+                }
+                Err(e) => e.to_string(),
+            }
+        };
+        metrics::counter!("meridian_replication_records_refused_total").increment(1);
+        tracing::warn!(key = %crate::error::show(&key[..key.len().min(64)]), %why, "a peer's record state was refused; the rest of its entry is applied");
     }
     sort_joining(out)
 }
@@ -257,6 +266,8 @@ mod tests {
             "an owned frame decodes to the same entries"
         );
 
+        // A record that does not check is left out (its fault stays with its key); the
+        // entry and the other records stand.
         for bad in [
             (b"".to_vec(), state.clone()),
             (b"k".to_vec(), b"\x01garbage".to_vec()),
@@ -266,14 +277,26 @@ mod tests {
                 origin: ReplicaId(4),
                 entries: vec![WireEntry {
                     seq: 1,
-                    records: vec![(bad.0.into(), bad.1.into())],
+                    records: vec![
+                        (bad.0.into(), bad.1.into()),
+                        (b"a".to_vec().into(), state.clone().into()),
+                    ],
                 }],
             };
-            assert!(matches!(
-                Inbound::decode(&frame.encode().into(), 32),
-                Err(FrameError::Malformed(_))
-            ));
+            let Ok(Inbound::Entries { entries, .. }) = Inbound::decode(&frame.encode().into(), 32)
+            else {
+                panic!("the entry stands");
+            };
+            let keys: Vec<&[u8]> = entries[0].records.iter().map(|r| &r.key[..]).collect();
+            assert_eq!(keys, vec![&b"a"[..]]);
         }
+        // A frame that does not decode is refused whole.
+        let mut cut = bytes.to_vec();
+        cut.truncate(cut.len() - 3);
+        assert!(matches!(
+            Inbound::decode(&cut.into(), 1 << 20),
+            Err(FrameError::Malformed(_))
+        ));
         let ping = Frame::Ping { sent_ms: 5 };
         assert!(matches!(
             Inbound::decode(&ping.encode().into(), 32),

@@ -117,8 +117,8 @@ pub trait ReplicaStore {
         entries: Vec<DecodedEntry>,
     ) -> Result<Vec<ApplyOutcome>, Self::Error>;
 
-    /// `apply_entries` for one entry given as encoded record states (`Invalid` if any does
-    /// not check or decode).
+    /// `apply_entries` for one entry given as encoded record states (one that does not check
+    /// is left out; `Invalid` if they cannot be put together).
     fn apply_entry(
         &self,
         origin: ReplicaId,

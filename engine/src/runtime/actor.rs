@@ -293,6 +293,9 @@ fn publish(
         s.epoch = origin.epoch;
         s.writable = origin.writable;
         s.origin_note = origin.note;
+        let faults = engine.faults();
+        s.storage_faults = faults.corrupt_records + faults.corrupt_log_entries;
+        s.last_fault = faults.last;
         s.applied = applied.iter().collect();
         for configured in &mut s.peers {
             match peers.remove(&configured.name) {

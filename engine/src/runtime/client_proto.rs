@@ -136,6 +136,11 @@ pub struct NodeStatus {
     pub applied: Vec<(ReplicaId, u64)>,
     /// Peers.
     pub peers: Vec<PeerStatus>,
+    /// Stored items (records, log entries) found unusable since the node started: each
+    /// fault stays with its key and replication goes on for the rest.
+    pub storage_faults: u64,
+    /// The latest such fault, described.
+    pub last_fault: Option<String>,
     /// Log entries reclaimed so far.
     pub log_entries_reclaimed: u64,
     /// Tombstones waiting for stability.

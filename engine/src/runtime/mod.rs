@@ -117,6 +117,17 @@ pub fn replica_id_for(cluster: &str, name: &str, incarnation: u64) -> ReplicaId 
     ReplicaId(h.0.max(1))
 }
 
+/// Reads a running replica's status (see `Runtime::status_handle`).
+#[derive(Clone)]
+pub struct StatusHandle(Arc<Mutex<NodeStatus>>);
+
+impl StatusHandle {
+    /// The latest status snapshot.
+    pub fn get(&self) -> NodeStatus {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
 /// A running replica: endpoint, link tasks, replicator thread.
 pub struct Runtime {
     endpoint: quinn::Endpoint,
@@ -329,6 +340,12 @@ impl Runtime {
     /// The latest status snapshot.
     pub fn status(&self) -> NodeStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// A handle that reads the status while the runtime runs (and keeps nothing else of it
+    /// alive: `shutdown` still owns the runtime).
+    pub fn status_handle(&self) -> StatusHandle {
+        StatusHandle(self.status.clone())
     }
 
     /// Stops accepting, closes links, stops the replicator, flushes the engine.

@@ -71,6 +71,16 @@ impl Store {
             .collect()
     }
 
+    /// `get_records`, with a result per key: one key's read error (a block RocksDB finds
+    /// corrupt) does not fail the others.
+    pub fn get_records_each(
+        &self,
+        keys: &[&[u8]],
+    ) -> Vec<Result<Option<DBPinnableSlice<'_>>, rocksdb::Error>> {
+        self.db
+            .batched_multi_get_cf(self.cf(CF_RECORDS), keys.iter().copied(), true)
+    }
+
     /// A metadata value.
     pub fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error> {
         self.db.get_cf(self.cf(CF_META), key)

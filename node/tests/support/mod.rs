@@ -163,6 +163,17 @@ impl Cluster {
         node.child = Some(child);
     }
 
+    /// SIGTERMs node `i` and waits for it to exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self, i: usize) -> bool {
+        let Some(mut c) = self.nodes[i].child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        c.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
     /// SIGKILLs node `i`.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {

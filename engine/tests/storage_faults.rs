@@ -1,0 +1,76 @@
+//! A fault in stored bytes stays with its key: a record or log entry that cannot be used is
+//! skipped and reported, and replication goes on for everything else.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::Net;
+
+/// Region 0 writes `keys` while region 1 is down, then `damage` breaks something in its
+/// storage, then both run again (region 0 restarted: nothing cached, everything is read back
+/// from RocksDB).
+fn written_while_a_peer_was_down(keys: &[&str], damage: impl FnOnce(&meridian::Engine)) -> Net {
+    let mut net = Net::new(2);
+    net.run(200);
+    net.stop(1);
+    for k in keys {
+        net.engine(0).put(k.as_bytes(), b"v").unwrap();
+    }
+    damage(net.engine(0));
+    net.stop(0);
+    net.start(0);
+    net.start(1);
+    net
+}
+
+#[test]
+fn a_record_that_does_not_decode_stays_with_its_key_and_replication_goes_on() {
+    let mut net = written_while_a_peer_was_down(&["k1", "k2", "k3"], |e| {
+        e.store()
+            .put_raw_record(b"k2", b"\x01not a record")
+            .unwrap();
+    });
+    net.run(1_000);
+    net.engine(0).put(b"k4", b"v").unwrap();
+    net.run(1_000);
+    for k in ["k1", "k3", "k4"] {
+        assert!(net.engine(1).get(k.as_bytes()).unwrap().is_some(), "{k}");
+    }
+    assert_eq!(net.engine(1).get(b"k2").unwrap(), None, "never shipped");
+    let faults = net.engine(0).faults();
+    assert!(faults.corrupt_records >= 1, "{faults:?}");
+    assert!(faults.last.unwrap().contains("k2"));
+    assert!(net.closed.is_empty(), "no link closed: {:?}", net.closed);
+}
+
+#[test]
+fn a_log_entry_that_does_not_decode_is_replaced_by_a_state_transfer() {
+    let mut net = written_while_a_peer_was_down(&["k1", "k2", "k3"], |e| {
+        e.store()
+            .put_raw_log(e.replica_id(), 2, b"\xffgarbage")
+            .unwrap();
+    });
+    net.run(3_000);
+    for k in ["k1", "k2", "k3"] {
+        assert!(net.engine(1).get(k.as_bytes()).unwrap().is_some(), "{k}");
+    }
+    assert_eq!(net.engine(0).applied(), net.engine(1).applied());
+    let faults = net.engine(0).faults();
+    assert!(faults.corrupt_log_entries >= 1, "{faults:?}");
+}
+
+#[test]
+fn a_scan_skips_a_record_that_does_not_decode_and_reports_it() {
+    let net = Net::new(1);
+    let e = net.engine(0);
+    for k in ["a", "b", "c"] {
+        e.put(k.as_bytes(), b"v").unwrap();
+    }
+    e.store().put_raw_record(b"b", b"\x01broken").unwrap();
+    let rows = e.scan_prefix(b"", 10).unwrap();
+    let keys: Vec<&[u8]> = rows.iter().map(|(k, _)| k.as_slice()).collect();
+    assert_eq!(keys, vec![b"a".as_slice(), b"c"]);
+    assert!(matches!(e.get(b"b"), Err(meridian::Error::Corrupt { .. })));
+    assert_eq!(e.faults().corrupt_records, 1);
+}
