@@ -3,8 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-/// Longest key accepted, in bytes.
-pub const KEY_BYTES_MAX: usize = 64 * 1024;
+pub use crate::limits::KEY_BYTES_MAX;
 
 /// How far an acknowledged write has gone before the call returns.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,7 +64,9 @@ pub struct Config {
     pub durability: Durability,
     /// Largest value, set element or field name, in bytes.
     pub value_bytes_max: usize,
-    /// Largest encoded record, in bytes.
+    /// Largest log entry a local write may leave, in bytes: its records with their keys, as
+    /// replication ships them (a single record, or a batch's). At most
+    /// `limits::RECORD_BYTES_MAX`; see `limits` for how the limits fit together.
     pub record_bytes_max: usize,
     /// Remote HLC markers further ahead of local wall time than this are not followed.
     pub clock_skew_ms_max: u64,
@@ -90,7 +91,7 @@ impl Default for Config {
         Config {
             durability: Durability::Wal,
             value_bytes_max: 4 << 20,
-            record_bytes_max: 16 << 20,
+            record_bytes_max: crate::limits::RECORD_BYTES_MAX,
             clock_skew_ms_max: 5 * 60 * 1000,
             clock: Arc::new(SystemClock),
             replica_id: None,

@@ -116,6 +116,8 @@ impl Engine {
     /// Opens the replica stored at `path`, creating it (with a fresh replica id) if missing.
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Engine> {
         let path = path.as_ref();
+        crate::limits::check(config.value_bytes_max, config.record_bytes_max)
+            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
         let store = Store::open(path)?;
         let (member, created) = match store.get_meta(keys::META_REPLICA_ID)? {
             Some(bytes) => {
@@ -343,6 +345,12 @@ impl Engine {
         if batch.ops.is_empty() {
             return Err(Error::InvalidOperation("empty batch"));
         }
+        if batch.ops.len() > crate::limits::BATCH_OPS_MAX {
+            return Err(Error::BatchTooLarge {
+                len: batch.ops.len(),
+                max: crate::limits::BATCH_OPS_MAX,
+            });
+        }
         for (key, op) in &batch.ops {
             check_key(key)?;
             self.check_op(op, 1)?;
@@ -466,19 +474,25 @@ impl Engine {
                 ApplyError::Invalid(why) => Error::InvalidOperation(why),
             })?;
         }
+        // The entry as replication ships it must fit: refused now, not stuck later.
         let max = self.inner.config.record_bytes_max;
         let mut out = Vec::with_capacity(records.len());
         for (key, record) in distinct.iter().zip(records.iter()) {
             let bytes =
                 codec::encode_record(record).map_err(|e| Error::from_codec("record", key, e))?;
-            if bytes.len() > max {
-                return Err(Error::RecordTooLarge {
-                    key: key.to_vec(),
-                    len: bytes.len(),
-                    max,
-                });
-            }
             out.push(bytes);
+        }
+        let len =
+            crate::limits::wire_bytes(distinct.iter().zip(&out).map(|(k, v)| (*k, v.as_slice())));
+        if len > max {
+            return Err(match distinct {
+                [key] => Error::RecordTooLarge {
+                    key: key.to_vec(),
+                    len,
+                    max,
+                },
+                _ => Error::BatchTooLarge { len, max },
+            });
         }
         Ok(out)
     }

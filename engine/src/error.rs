@@ -30,6 +30,18 @@ pub enum Error {
         /// Configured maximum.
         max: usize,
     },
+    /// A batch whose log entry (its records with their keys) would exceed the configured
+    /// maximum, or with more operations than `limits::BATCH_OPS_MAX`.
+    #[error("batch of {len} bytes or operations exceeds the maximum of {max}")]
+    BatchTooLarge {
+        /// Bytes of its entry (or operations, when there are too many).
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A configuration that cannot work (limits that do not fit together, say).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
     /// The key (or map field) holds a value of another type.
     #[error("key {} holds a {existing}, not a {requested}", show(key))]
     WrongType {

@@ -22,6 +22,7 @@ mod entry_cache;
 mod epoch;
 mod error;
 mod faults;
+pub mod limits;
 pub mod model;
 mod read;
 mod replica_store;

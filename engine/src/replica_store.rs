@@ -312,7 +312,8 @@ impl ReplicaStore for Engine {
     }
 
     fn record_bytes_max(&self) -> usize {
-        self.inner.config.record_bytes_max
+        // A peer's record may have met concurrent writes on its way: up to an entry.
+        crate::limits::ENTRY_BYTES_MAX
     }
 
     fn apply_entries(

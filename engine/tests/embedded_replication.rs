@@ -37,18 +37,14 @@ fn free_udp() -> SocketAddr {
         .unwrap()
 }
 
-#[test]
-fn two_embedded_engines_replicate_by_themselves() {
-    let dir = tempfile::tempdir().unwrap();
+/// Two engines in `dir`, each replicating with the other over QUIC on loopback.
+fn start_pair(dir: &Path) -> Vec<(Engine, BackgroundRuntime)> {
     let regions = [("a", "us-east"), ("b", "eu-west")];
     let dns: Vec<String> = regions
         .iter()
         .map(|(n, r)| meridian::runtime::tls::replica_dns_name("emb", n, r))
         .collect();
-    write_certs(
-        dir.path(),
-        &dns.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    write_certs(dir, &dns.iter().map(String::as_str).collect::<Vec<_>>());
     let addrs = [free_udp(), free_udp()];
     let mut nodes = Vec::new();
     for i in 0..2 {
@@ -58,7 +54,7 @@ fn two_embedded_engines_replicate_by_themselves() {
             replica_id: Some(replica_id_for("emb", name, 0)),
             ..Config::default()
         };
-        let engine = Engine::open(dir.path().join(name), config).unwrap();
+        let engine = Engine::open(dir.join(name), config).unwrap();
         let runtime = BackgroundRuntime::start(
             engine.clone(),
             RuntimeConfig {
@@ -74,9 +70,9 @@ fn two_embedded_engines_replicate_by_themselves() {
                     incarnation: 0,
                 }],
                 tls: TlsFiles {
-                    ca: dir.path().join("ca.pem"),
-                    cert: dir.path().join(format!("{}.pem", dns[i])),
-                    key: dir.path().join(format!("{}.key", dns[i])),
+                    ca: dir.join("ca.pem"),
+                    cert: dir.join(format!("{}.pem", dns[i])),
+                    key: dir.join(format!("{}.key", dns[i])),
                 },
                 disable_gso: false,
                 client_requests_per_second: 1_000,
@@ -87,6 +83,13 @@ fn two_embedded_engines_replicate_by_themselves() {
         .unwrap();
         nodes.push((engine, runtime));
     }
+    nodes
+}
+
+#[test]
+fn two_embedded_engines_replicate_by_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_pair(dir.path());
     let token = nodes[0].0.set_add(b"cart", &[b"book"]).unwrap();
     nodes[1].0.set_add(b"cart", &[b"pen"]).unwrap();
     // Replication wakes a reader waiting for the token at the other region.
@@ -120,6 +123,37 @@ fn two_embedded_engines_replicate_by_themselves() {
         nodes[1].0.get_set(b"cart").unwrap().unwrap(),
         vec![b"book".to_vec(), b"pen".to_vec()]
     );
+    for (_, runtime) in nodes {
+        runtime.shutdown();
+    }
+}
+
+/// The largest batch a replica accepts (its entry exactly `record_bytes_max`, with the
+/// default limits) crosses a real link: frame, link queue and QUIC windows all carry it.
+#[test]
+fn the_largest_batch_crosses_a_real_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_pair(dir.path());
+    let e = &nodes[0].0;
+    let max = e.config().record_bytes_max;
+    let size = e.config().value_bytes_max - 4096;
+    e.put(b"probe", &vec![1u8; size]).unwrap();
+    let overhead = e.export(b"probe").unwrap().unwrap().len() - size;
+    let per = (max - 10) / 4 - 2 - 8 - overhead;
+    let last = per + (max - 10) - 4 * (per + 2 + 8 + overhead);
+    let batch = ["b0", "b1", "b2", "b3"]
+        .iter()
+        .enumerate()
+        .fold(meridian::Batch::new(), |b, (i, k)| {
+            b.put(*k, vec![i as u8; if i == 3 { last } else { per }])
+        });
+    let token = e.write(batch).unwrap();
+    assert!(
+        nodes[1].0.wait_covers(&token, Duration::from_secs(30)),
+        "the largest batch did not reach the other region"
+    );
+    let got = nodes[1].0.get(b"b3").unwrap().unwrap().values;
+    assert_eq!(got[0].len(), last);
     for (_, runtime) in nodes {
         runtime.shutdown();
     }

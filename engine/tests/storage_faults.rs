@@ -74,3 +74,56 @@ fn a_scan_skips_a_record_that_does_not_decode_and_reports_it() {
     assert!(matches!(e.get(b"b"), Err(meridian::Error::Corrupt { .. })));
     assert_eq!(e.faults().corrupt_records, 1);
 }
+
+/// The largest write a replica accepts is one replication carries: a value of exactly
+/// `value_bytes_max`, a batch whose entry is exactly `record_bytes_max`, both replicate; one
+/// byte more is refused when written, never accepted and then stuck.
+#[test]
+fn the_largest_value_and_batch_replicate_and_one_byte_more_is_refused() {
+    let mut net = Net::new(2);
+    net.run(200);
+    let e = net.engine(0).clone();
+    let config = e.config().clone();
+    let value = vec![7u8; config.value_bytes_max];
+    e.put(b"big", &value).unwrap();
+    let over = vec![7u8; config.value_bytes_max + 1];
+    assert!(matches!(
+        e.put(b"big2", &over),
+        Err(meridian::Error::ValueTooLarge { .. })
+    ));
+
+    // What a fresh key's record adds to its value, measured on this replica.
+    let size = config.value_bytes_max - 4096;
+    e.put(b"probe", &vec![1u8; size]).unwrap();
+    let overhead = e.export(b"probe").unwrap().unwrap().len() - size;
+    // Four keys of 2 bytes; the entry counts key + record + 8 per record, and 10.
+    let keys = [b"b0", b"b1", b"b2", b"b3"];
+    let per = (config.record_bytes_max - 10) / 4 - 2 - 8 - overhead;
+    let mut sizes = [per; 4];
+    sizes[3] += (config.record_bytes_max - 10) - 4 * (per + 2 + 8 + overhead);
+    assert!(sizes.iter().all(|s| *s <= config.value_bytes_max));
+    let batch = |extra: usize| {
+        keys.iter()
+            .zip(sizes)
+            .enumerate()
+            .fold(meridian::Batch::new(), |b, (i, (k, s))| {
+                b.put(
+                    k.to_vec(),
+                    vec![i as u8; s + if i == 0 { extra } else { 0 }],
+                )
+            })
+    };
+    let refused = e.write(batch(1)).unwrap_err();
+    assert!(
+        matches!(refused, meridian::Error::BatchTooLarge { len, max } if len == max + 1),
+        "{refused}"
+    );
+    e.write(batch(0)).unwrap();
+    net.run(3_000);
+    let other = net.engine(1);
+    assert_eq!(other.get(b"big").unwrap().unwrap().values, vec![value]);
+    for (i, k) in keys.iter().enumerate() {
+        let got = other.get(*k).unwrap().unwrap().values;
+        assert_eq!(got[0].len(), sizes[i], "{k:?}");
+    }
+}

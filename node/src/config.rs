@@ -78,6 +78,10 @@ pub struct Limits {
     /// Largest value in bytes.
     #[serde(default = "default_value_bytes_max")]
     pub value_bytes_max: usize,
+    /// Largest log entry one write may leave (a record, or a batch's records with their
+    /// keys), in bytes; at most half of what a replication frame carries.
+    #[serde(default = "default_record_bytes_max")]
+    pub record_bytes_max: usize,
     /// Client requests per second per connection.
     #[serde(default = "default_rate")]
     pub client_requests_per_second: u32,
@@ -94,6 +98,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             value_bytes_max: default_value_bytes_max(),
+            record_bytes_max: default_record_bytes_max(),
             client_requests_per_second: default_rate(),
             client_burst: default_burst(),
             replication_cache_mib: default_replication_cache_mib(),
@@ -127,6 +132,9 @@ fn default_log_format() -> String {
 }
 fn default_value_bytes_max() -> usize {
     4 << 20
+}
+fn default_record_bytes_max() -> usize {
+    Config::default().record_bytes_max
 }
 fn default_replication_cache_mib() -> usize {
     Config::default().entry_cache_bytes >> 20
@@ -193,6 +201,11 @@ impl NodeConfig {
             "field `log_format`: {:?} is neither \"text\" nor \"json\"",
             self.log_format
         );
+        if let Err(e) =
+            meridian::limits::check(self.limits.value_bytes_max, self.limits.record_bytes_max)
+        {
+            anyhow::bail!("fields `limits.value_bytes_max` and `limits.record_bytes_max`: {e}");
+        }
         anyhow::ensure!(
             self.limits.client_requests_per_second > 0,
             "field `limits.client_requests_per_second` must be positive"

@@ -25,6 +25,7 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
             Durability::Wal
         },
         value_bytes_max: config.limits.value_bytes_max,
+        record_bytes_max: config.limits.record_bytes_max,
         entry_cache_bytes: config.limits.replication_cache_mib << 20,
         replica_id: Some(replica_id_for(
             &config.cluster,

@@ -283,6 +283,37 @@ async fn sigterm_flushes_with_the_metrics_endpoint_on_and_idle_metrics_clients_a
     assert!(tables > 0, "memtables were flushed at shutdown");
 }
 
+/// A value of exactly `value_bytes_max` written through a node replicates; one byte more is
+/// refused with a typed error the client can act on; a request larger than any node accepts
+/// is refused by the client without being sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_value_replicates_and_one_byte_more_is_refused_at_the_client() {
+    use meridian::runtime::client::ClientFailure;
+    let cluster = Cluster::start(&REGIONS[..2]);
+    let max = meridian::Config::default().value_bytes_max;
+    let mut c0 = cluster.client(0).await;
+    let put = |n: usize| Op::Put {
+        value: vec![9u8; n],
+        context: None,
+    };
+    c0.apply(b"largest", put(max)).await.unwrap();
+    match c0.apply(b"over", put(max + 1)).await {
+        Err(ClientFailure::Server(e)) => assert_eq!(e.code, ErrorCode::ValueTooLarge),
+        other => panic!("expected ValueTooLarge, got {other:?}"),
+    }
+    match c0
+        .apply(b"huge", put(meridian::limits::CLIENT_FRAME_BYTES_MAX))
+        .await
+    {
+        Err(ClientFailure::TooLarge { .. }) => {}
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let mut c1 = cluster.client(1).await;
+    c1.token = c0.token.clone();
+    let read = c1.read(b"largest", 20_000).await.unwrap().unwrap();
+    assert!(matches!(&read.values[0], ReadValue::Register(s) if s.values[0].len() == max));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_from_another_ca_or_outside_the_cluster_are_refused() {
     let cluster = Cluster::start(&REGIONS[..2]);

@@ -17,8 +17,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version byte of the frames this build speaks.
 pub const PROTOCOL_VERSION: u8 = 2;
-/// Largest frame accepted: a record may be 16 MiB, plus framing.
-pub const FRAME_BYTES_MAX: usize = 17 << 20;
+pub use crate::limits::FRAME_BYTES_MAX;
 
 /// One log entry on the wire.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

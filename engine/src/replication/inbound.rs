@@ -43,13 +43,7 @@ pub struct DecodedEntry {
 }
 
 /// Bytes of an entry in flight, as sender and receiver both count them.
-pub(crate) fn wire_bytes<'a>(records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> usize {
-    records
-        .into_iter()
-        .map(|(k, v)| k.len() + v.len() + 8)
-        .sum::<usize>()
-        + 10
-}
+pub(crate) use crate::limits::wire_bytes;
 
 /// A frame ready for `Replicator::handle_inbound`.
 #[derive(Clone, Debug)]

@@ -16,8 +16,12 @@ use super::iblt;
 use super::inbound::{wire_bytes, DecodedEntry, Inbound};
 use super::peer::{AntiEntropy, InFlight, LinkState, Peer};
 use super::seam::{ApplyOutcome, RecordState, ReplicaStore, SharedState};
+use crate::limits::ENTRY_BYTES_MAX;
 use crate::model::{ReplicaId, VersionVector};
 use std::collections::{BTreeMap, VecDeque};
+
+/// Records read at once when filling a state-transfer chunk.
+const TRANSFER_READ_KEYS: usize = 16;
 
 /// Most unacknowledged bytes allowed on any link, whatever its round trip.
 pub const INFLIGHT_BYTES_CAP: usize = 8 << 20;
@@ -719,7 +723,11 @@ impl Replicator {
                 else {
                     break;
                 };
+                let records = fit_entry(origin, seq, records);
                 let bytes = wire_bytes(records.iter().map(|(k, v)| (&k[..], &v[..])));
+                if !entries.is_empty() && size + bytes > ENTRY_BYTES_MAX {
+                    break; // the next frame carries it: a frame holds at most one entry's worth
+                }
                 size += bytes;
                 flights.push(InFlight { origin, seq, bytes });
                 entries.push((seq, records));
@@ -890,12 +898,39 @@ impl Replicator {
             if finished || in_flight >= self.config.inflight_bytes_max {
                 return Ok(());
             }
-            let mut keys = Vec::new();
-            let mut estimate = 0;
-            while estimate < self.config.frame_bytes_target {
-                let Some(k) = pending.pop_front() else { break };
-                estimate += k.len() + 160;
-                keys.push(k);
+            // A chunk is sized by the bytes of its records, read a few at a time: at least one
+            // record, then up to the frame target, never past what one frame carries.
+            let mut records: Vec<RecordState> = Vec::new();
+            let mut size = 0;
+            while size < self.config.frame_bytes_target {
+                let group: Vec<Vec<u8>> = (0..TRANSFER_READ_KEYS)
+                    .map_while(|_| pending.pop_front())
+                    .collect();
+                if group.is_empty() {
+                    break;
+                }
+                let read = store
+                    .read_records(&group)
+                    .map_err(ReplicationError::Store)?;
+                let mut read = read.into_iter();
+                for state in read.by_ref() {
+                    let bytes = state.0.len() + state.1.len() + 8;
+                    if bytes > ENTRY_BYTES_MAX {
+                        // Grown past what a frame carries (merges): left out, as in entries.
+                        metrics::counter!("meridian_replication_records_unshippable_total")
+                            .increment(1);
+                        continue;
+                    }
+                    if !records.is_empty() && size + bytes > ENTRY_BYTES_MAX {
+                        pending.push_front(state.0);
+                        break;
+                    }
+                    size += bytes;
+                    records.push(state);
+                }
+                for (key, _) in read.rev() {
+                    pending.push_front(key);
+                }
             }
             let done = pending.is_empty();
             let (round, chunk) = (*round, *next_chunk);
@@ -905,7 +940,6 @@ impl Replicator {
             } else {
                 Vec::new()
             };
-            let records = store.read_records(&keys).map_err(ReplicationError::Store)?;
             let records = records
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
@@ -1007,6 +1041,28 @@ impl Replicator {
         });
         ReplicationError::Peer { peer, error }
     }
+}
+
+/// An entry's records, trimmed to what one frame carries. A write never leaves more
+/// (`limits`), but the current states it ships may have met other regions' concurrent writes
+/// since: the largest are left out then, counted and logged (the fault stays with their keys;
+/// the entry, and the origin's entries after it, still ship).
+fn fit_entry(origin: ReplicaId, seq: u64, mut records: Vec<SharedState>) -> Vec<SharedState> {
+    let mut size = wire_bytes(records.iter().map(|(k, v)| (&k[..], &v[..])));
+    while size > ENTRY_BYTES_MAX {
+        let Some((largest, _)) = records
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, (k, v))| k.len() + v.len())
+        else {
+            break;
+        };
+        let (key, state) = records.remove(largest);
+        size -= key.len() + state.len() + 8;
+        metrics::counter!("meridian_replication_records_unshippable_total").increment(1);
+        tracing::error!(%origin, seq, key = %crate::error::show(&key[..key.len().min(64)]), bytes = state.len(), "a record grew past what one frame carries and is left out of its entry");
+    }
+    records
 }
 
 fn unreachable_peer<E: std::error::Error>(peer: PeerId) -> ReplicationError<E> {

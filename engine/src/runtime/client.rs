@@ -27,6 +27,14 @@ pub enum ClientFailure {
     /// The node refused the request.
     #[error("{:?}: {}", .0.code, .0.message)]
     Server(ClientError),
+    /// The request is larger than any node accepts; it was not sent.
+    #[error("request of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Its encoded size.
+        len: usize,
+        /// `limits::CLIENT_FRAME_BYTES_MAX`.
+        max: usize,
+    },
 }
 
 impl ClientFailure {
@@ -77,12 +85,19 @@ impl Client {
 
     /// Sends one request and waits for its response.
     pub async fn request(&self, request: &ClientRequest) -> Result<ClientResponse, ClientFailure> {
+        let frame = encode(request);
+        if frame.len() > CLIENT_FRAME_BYTES_MAX {
+            return Err(ClientFailure::TooLarge {
+                len: frame.len(),
+                max: CLIENT_FRAME_BYTES_MAX,
+            });
+        }
         let (mut send, mut recv) = self
             .conn
             .open_bi()
             .await
             .map_err(|e| ClientFailure::Stream(e.to_string()))?;
-        write_frame(&mut send, encode(request))
+        write_frame(&mut send, frame)
             .await
             .map_err(|e| ClientFailure::Stream(e.to_string()))?;
         let _ = send.finish();

@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version byte of client frames.
 pub const CLIENT_PROTOCOL: u8 = 1;
-/// Largest client frame (a 4 MiB value with a large batch around it fits).
-pub const CLIENT_FRAME_BYTES_MAX: usize = 20 << 20;
+pub use crate::limits::CLIENT_FRAME_BYTES_MAX;
 
 /// How far a write must have gone before it is acknowledged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Bytes of frames queued for one link before new ones are refused: twice the cap on in-flight
-/// windows, so the replicator's own bound is what holds it back (unless a configured
-/// `inflight_bytes_max` exceeds the cap).
-pub(crate) const LINK_QUEUE_BYTES: usize = 2 * crate::replication::INFLIGHT_BYTES_CAP;
+/// Bytes of frames queued for one link before new ones are refused: a largest frame plus twice
+/// the cap on in-flight windows, so the replicator's own bound is what holds it back (unless a
+/// configured `inflight_bytes_max` exceeds the cap) and any frame fits.
+pub(crate) use crate::limits::LINK_QUEUE_BYTES;
 
 /// The replicator's end of a link queue.
 #[derive(Clone, Debug)]

@@ -7,16 +7,13 @@ use super::link_queue::{link_queue, LINK_QUEUE_BYTES};
 use super::service::Service;
 use super::tls::{self, alpn, cert_names, peer_leaf, ALPN_CLIENT, ALPN_REPLICATION};
 use super::PeerSpec;
-use crate::replication::{Inbound, PeerId, FRAME_BYTES_MAX};
+use crate::limits::{ENTRY_BYTES_MAX, FRAME_BYTES_MAX, LINK_INBOUND_BYTES};
+use crate::replication::{Inbound, PeerId};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-/// Bytes of one link's received frames waiting for the replicator; the link reads no more
-/// until they are applied (QUIC flow control then holds the peer back).
-const LINK_INBOUND_BYTES: usize = 64 << 20;
-const _: () = assert!(LINK_INBOUND_BYTES >= FRAME_BYTES_MAX);
 const BACKOFF_MS_MIN: u64 = 100;
 const BACKOFF_MS_MAX: u64 = 5_000;
 
@@ -25,8 +22,7 @@ pub(crate) struct LinkCtx {
     pub cluster: String,
     pub peers: Vec<PeerSpec>,
     pub events: mpsc::Sender<Event>,
-    /// Largest record accepted in a peer's frame.
-    pub record_bytes_max: usize,
+
     pub next_peer: AtomicU32,
     pub dial: quinn::ClientConfig,
     pub service: Arc<Service>,
@@ -169,7 +165,8 @@ async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
                         return "replicator gone".into();
                     };
                     // Decoded here, on the I/O threads: the replicator thread only applies.
-                    let inbound = match Inbound::decode(&bytes, ctx.record_bytes_max) {
+                    // A peer's record may be as large as an entry (merged with others' writes).
+                    let inbound = match Inbound::decode(&bytes, ENTRY_BYTES_MAX) {
                         Ok(inbound) => inbound,
                         Err(e) => {
                             metrics::counter!("meridian_replication_peer_errors_total")

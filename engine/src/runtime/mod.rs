@@ -290,7 +290,6 @@ impl Runtime {
             cluster: config.cluster.clone(),
             peers: config.peers.clone(),
             events: events.clone(),
-            record_bytes_max: engine.config().record_bytes_max,
             next_peer: AtomicU32::new(0),
             dial,
             service,

@@ -113,7 +113,9 @@ fn error(code: ErrorCode, message: impl Into<String>) -> ClientResponse {
 fn from_engine(e: Error) -> ClientResponse {
     let code = match &e {
         Error::InvalidKey(_) => ErrorCode::InvalidKey,
-        Error::ValueTooLarge { .. } | Error::RecordTooLarge { .. } => ErrorCode::ValueTooLarge,
+        Error::ValueTooLarge { .. }
+        | Error::RecordTooLarge { .. }
+        | Error::BatchTooLarge { .. } => ErrorCode::ValueTooLarge,
         Error::WrongType { .. } => ErrorCode::WrongType,
         Error::InvalidOperation(_) | Error::CounterOverflow { .. } | Error::InvalidToken(_) => {
             ErrorCode::InvalidOperation
