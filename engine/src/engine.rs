@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     pub(crate) faults: Mutex<crate::FaultReport>,
     /// Called after every local commit (the runtime wakes its replicator with it).
     commit_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Called whenever the applied vector advances (the runtime wakes token waits with it).
+    applied_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// Sequence numbers of the current origin committed out of order, folded into a contiguous
@@ -196,6 +198,7 @@ impl Engine {
                 poisoned: AtomicBool::new(false),
                 faults: Mutex::new(Default::default()),
                 commit_hook: std::sync::OnceLock::new(),
+                applied_hook: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -233,6 +236,14 @@ impl Engine {
     /// effect (returns whether this one did).
     pub fn set_commit_hook(&self, hook: Box<dyn Fn() + Send + Sync>) -> bool {
         self.inner.commit_hook.set(hook).is_ok()
+    }
+
+    /// Registers the function called whenever the applied vector advances (a local commit,
+    /// a peer's entries applied), so an asynchronous caller can wait for a token without a
+    /// thread; only the first call takes effect (returns whether this one did). It runs on
+    /// the writing thread: keep it short.
+    pub fn set_applied_hook(&self, hook: Box<dyn Fn() + Send + Sync>) -> bool {
+        self.inner.applied_hook.set(hook).is_ok()
     }
 
     /// The underlying store (for replication and tools in this crate's family).
@@ -577,6 +588,9 @@ impl Engine {
 
     /// Wakes `wait_covers` callers after the applied vector advanced.
     pub(crate) fn applied_advanced(&self) {
+        if let Some(hook) = self.inner.applied_hook.get() {
+            hook();
+        }
         if self.inner.applied_waiters.load(Ordering::SeqCst) == 0 {
             return;
         }
@@ -754,13 +768,49 @@ impl Engine {
         self.scan(start, end, limit)
     }
 
+    /// One page of the keys starting with `prefix` after `after` (exclusive), in order: at most
+    /// `limit` rows and about `bytes_max` bytes of records, at least one row; and whether more
+    /// follow.
+    pub fn scan_prefix_page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<(Vec<Row>, bool)> {
+        let end = keys::prefix_end(prefix);
+        let start = match after {
+            Some(a) if a >= prefix => {
+                let mut next = a.to_vec();
+                next.push(0); // the smallest key after `a`
+                next
+            }
+            _ => prefix.to_vec(),
+        };
+        self.scan_bounded(&start, end.as_deref(), limit, bytes_max)
+    }
+
     fn scan(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, Read)>> {
+        Ok(self.scan_bounded(start, end, limit, usize::MAX)?.0)
+    }
+
+    /// Rows in `[start, end)` up to `limit` rows and about `bytes_max` bytes (at least one);
+    /// and whether stored records remain beyond (a deleted key among them reads as nothing).
+    fn scan_bounded(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<(Vec<Row>, bool)> {
         let mut out = Vec::new();
+        let mut bytes_seen = 0usize;
         for item in self.inner.store.records_from(start, end) {
-            if out.len() >= limit {
-                break;
+            if out.len() >= limit || (bytes_seen >= bytes_max && !out.is_empty()) {
+                return Ok((out, true));
             }
             let (key, bytes) = item?;
+            bytes_seen += key.len() + bytes.len();
             match decode_stored(&key, &bytes) {
                 Ok(record) => {
                     if let Some(read) = read_of(record) {
@@ -774,7 +824,7 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
-        Ok(out)
+        Ok((out, false))
     }
 
     // ---- state exchange --------------------------------------------------------------------
@@ -820,6 +870,9 @@ impl Engine {
         Ok(true)
     }
 }
+
+/// A scan's row: a key and what it holds.
+pub type Row = (Vec<u8>, Read);
 
 /// The record stored under `key`, decoded.
 fn decode_stored(key: &[u8], bytes: &[u8]) -> Result<Record> {

@@ -77,6 +77,7 @@ fn start_pair(dir: &Path) -> Vec<(Engine, BackgroundRuntime)> {
                 disable_gso: false,
                 client_requests_per_second: 1_000,
                 client_burst: 100,
+                replica_client_role: None,
                 replication: Default::default(),
             },
         )

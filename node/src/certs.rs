@@ -1,5 +1,12 @@
 //! `meridian certs init`: a cluster CA and certificates for replicas and clients (rcgen), for
 //! development and tests. Production brings its own PEM files.
+//!
+//! Layout under `--dir D`: `D/ca/` holds the CA's certificate and key (keep the key offline:
+//! it is in no directory a node or client reads); `D/<replica>/` holds what that node needs
+//! (`ca.pem`, `<replica>.pem`, `<replica>.key`); `D/client-<name>/` what that client needs
+//! (`ca.pem`, `client-<name>.pem`, `client-<name>.key`). A replica's certificate names it
+//! `<replica>.<region>.<cluster>`; a client's names it and its role,
+//! `<name>.<role>.client.<cluster>` (see `meridian::runtime::tls::client_dns_name`).
 
 use anyhow::Context;
 use rcgen::{
@@ -20,8 +27,9 @@ pub struct InitArgs {
     /// A replica as NAME:REGION (repeat).
     #[arg(long = "replica", value_name = "NAME:REGION")]
     pub replicas: Vec<String>,
-    /// A client certificate to make (repeat).
-    #[arg(long = "client", value_name = "NAME")]
+    /// A client certificate to make, as NAME:ROLE with ROLE `read`, `write` (reads too) or
+    /// `admin` (everything); NAME alone is `write` (repeat).
+    #[arg(long = "client", value_name = "NAME[:ROLE]")]
     pub clients: Vec<String>,
 }
 
@@ -73,7 +81,22 @@ fn ca_params(cluster: &str) -> anyhow::Result<CertificateParams> {
     Ok(params)
 }
 
-fn issue(args: &InitArgs, issuer: &Issuer<'_, KeyPair>) -> anyhow::Result<()> {
+/// A directory of one identity: the CA certificate, its certificate and its key.
+fn identity_dir(
+    args: &InitArgs,
+    name: &str,
+    ca_pem: &str,
+    cert: &str,
+    key: &str,
+) -> anyhow::Result<()> {
+    let dir = args.dir.join(name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    write(&dir.join("ca.pem"), ca_pem, false)?;
+    write(&dir.join(format!("{name}.pem")), cert, false)?;
+    write(&dir.join(format!("{name}.key")), key, true)
+}
+
+fn issue(args: &InitArgs, issuer: &Issuer<'_, KeyPair>, ca_pem: &str) -> anyhow::Result<()> {
     for spec in &args.replicas {
         let (name, region) = spec
             .split_once(':')
@@ -82,40 +105,54 @@ fn issue(args: &InitArgs, issuer: &Issuer<'_, KeyPair>) -> anyhow::Result<()> {
             is_label(name) && is_label(region),
             "--replica {spec:?}: names must be DNS labels"
         );
+        anyhow::ensure!(
+            name != "ca",
+            "--replica {spec:?}: `ca` names the CA's directory"
+        );
         let dns = meridian::runtime::tls::replica_dns_name(&args.cluster, name, region);
         let (cert, key) = leaf(&dns, issuer)?;
-        write(&args.dir.join(format!("{name}.pem")), &cert, false)?;
-        write(&args.dir.join(format!("{name}.key")), &key, true)?;
+        identity_dir(args, name, ca_pem, &cert, &key)?;
     }
-    for name in &args.clients {
-        anyhow::ensure!(is_label(name), "--client {name:?} must be a DNS label");
-        let (cert, key) = leaf(&format!("client-{name}.{}", args.cluster), issuer)?;
-        write(&args.dir.join(format!("client-{name}.pem")), &cert, false)?;
-        write(&args.dir.join(format!("client-{name}.key")), &key, true)?;
+    for spec in &args.clients {
+        let (name, role) = spec.split_once(':').unwrap_or((spec, "write"));
+        anyhow::ensure!(
+            is_label(name),
+            "--client {spec:?}: {name:?} must be a DNS label"
+        );
+        let role: meridian::runtime::tls::Role = role
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--client {spec:?}: {e}"))?;
+        let dns = meridian::runtime::tls::client_dns_name(&args.cluster, name, role);
+        let (cert, key) = leaf(&dns, issuer)?;
+        identity_dir(args, &format!("client-{name}"), ca_pem, &cert, &key)?;
     }
     Ok(())
 }
 
-/// Writes `ca.pem`, `ca.key`, `<replica>.pem/.key` and `client-<name>.pem/.key`.
+/// Writes the CA to `<dir>/ca/` and each identity to its own directory (see the module
+/// documentation).
 pub fn init(args: &InitArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         is_label(&args.cluster),
         "cluster {:?} must be a DNS label (a-z, 0-9, -)",
         args.cluster
     );
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("creating {}", args.dir.display()))?;
+    let ca_dir = args.dir.join("ca");
+    std::fs::create_dir_all(&ca_dir).with_context(|| format!("creating {}", ca_dir.display()))?;
     let ca = CertifiedIssuer::self_signed(ca_params(&args.cluster)?, KeyPair::generate()?)?;
-    write(&args.dir.join("ca.pem"), &ca.pem(), false)?;
-    write(&args.dir.join("ca.key"), &ca.key().serialize_pem(), true)?;
-    issue(args, &ca)
+    write(&ca_dir.join("ca.pem"), &ca.pem(), false)?;
+    write(&ca_dir.join("ca.key"), &ca.key().serialize_pem(), true)?;
+    issue(args, &ca, &ca.pem())
 }
 
-/// Issues more certificates with the CA `init` left in the directory (a replica added later).
+/// Issues more certificates with the CA `init` left in `<dir>/ca/` (a replica added later).
 pub fn add(args: &InitArgs) -> anyhow::Result<()> {
-    let key_path = args.dir.join("ca.key");
+    let ca_dir = args.dir.join("ca");
+    let key_path = ca_dir.join("ca.key");
     let pem = std::fs::read_to_string(&key_path)
         .with_context(|| format!("reading {}", key_path.display()))?;
     let key = KeyPair::from_pem(&pem).with_context(|| format!("parsing {}", key_path.display()))?;
-    issue(args, &Issuer::new(ca_params(&args.cluster)?, key))
+    let ca_pem = std::fs::read_to_string(ca_dir.join("ca.pem"))
+        .with_context(|| format!("reading {}", ca_dir.join("ca.pem").display()))?;
+    issue(args, &Issuer::new(ca_params(&args.cluster)?, key), &ca_pem)
 }

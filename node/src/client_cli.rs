@@ -16,7 +16,8 @@ pub struct Target {
     /// The node's certificate name: `<replica>.<region>.<cluster>`.
     #[arg(long)]
     pub server_name: String,
-    /// Directory holding `ca.pem` and `client-<as>.pem/.key` (from `certs init`).
+    /// Directory holding `ca.pem` and `client-<as>.pem/.key` (`certs init` writes it as
+    /// `<dir>/client-<as>`).
     #[arg(long)]
     pub certs: PathBuf,
     /// Client certificate name.

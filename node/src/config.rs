@@ -44,6 +44,9 @@ pub struct NodeConfig {
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Who may do what.
+    #[serde(default)]
+    pub access: Access,
     /// The other replicas.
     #[serde(default)]
     pub peers: Vec<Peer>,
@@ -104,6 +107,16 @@ impl Default for Limits {
             replication_cache_mib: default_replication_cache_mib(),
         }
     }
+}
+
+/// `[access]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Access {
+    /// The role a replica's certificate gets when it connects as a client: `read`, `write`
+    /// or `admin`; absent, replicas' certificates are refused as clients.
+    #[serde(default)]
+    pub replica_role: Option<String>,
 }
 
 /// `[[peers]]`.
@@ -215,6 +228,10 @@ impl NodeConfig {
             "field `limits.replication_cache_mib`: {} is more than {REPLICATION_CACHE_MIB_MAX}",
             self.limits.replication_cache_mib
         );
+        if let Some(role) = &self.access.replica_role {
+            role.parse::<meridian::runtime::tls::Role>()
+                .map_err(|e| anyhow::anyhow!("field `access.replica_role`: {e}"))?;
+        }
         for (i, p) in self.peers.iter().enumerate() {
             anyhow::ensure!(
                 is_label(&p.name),
@@ -273,6 +290,11 @@ impl NodeConfig {
             disable_gso: self.disable_gso,
             client_requests_per_second: self.limits.client_requests_per_second,
             client_burst: self.limits.client_burst,
+            replica_client_role: self
+                .access
+                .replica_role
+                .as_deref()
+                .and_then(|r| r.parse().ok()),
             replication: Default::default(),
         }
     }

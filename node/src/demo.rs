@@ -126,8 +126,8 @@ fn write_configs(regions: &[Region]) -> anyhow::Result<()> {
     for r in regions {
         let mut text = format!(
             "cluster = \"{CLUSTER}\"\nname = \"{}\"\nregion = \"{}\"\ndata_dir = \"data-{}\"\nlisten = \"{}\"\nmetrics_listen = \"{}\"\n\
-             [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/{}.pem\"\nkey = \"certs/{}.key\"\n",
-            r.name, r.region, r.name, r.addr, r.metrics, r.name, r.name
+             [tls]\nca = \"certs/{}/ca.pem\"\ncert = \"certs/{}/{}.pem\"\nkey = \"certs/{}/{}.key\"\n",
+            r.name, r.region, r.name, r.addr, r.metrics, r.name, r.name, r.name, r.name, r.name
         );
         for p in regions.iter().filter(|p| p.name != r.name) {
             text.push_str(&format!(
@@ -199,7 +199,7 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
         dir: certs_dir.clone(),
         cluster: CLUSTER.into(),
         replicas: REGIONS.iter().map(|(n, r)| format!("{n}:{r}")).collect(),
-        clients: vec!["demo".into()],
+        clients: vec!["demo:write".into()],
     })?;
     println!("   wrote {}", certs_dir.display());
     let mut regions = Vec::new();
@@ -217,10 +217,11 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
 
     step("Step 2. Three regions, three `meridian node` processes on loopback");
     start_all(&mut regions)?;
+    let client_dir = certs_dir.join("client-demo");
     let tls = TlsFiles {
-        ca: certs_dir.join("ca.pem"),
-        cert: certs_dir.join("client-demo.pem"),
-        key: certs_dir.join("client-demo.key"),
+        ca: client_dir.join("ca.pem"),
+        cert: client_dir.join("client-demo.pem"),
+        key: client_dir.join("client-demo.key"),
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
 

@@ -8,7 +8,6 @@ mod support;
 
 use meridian::runtime::client_proto::{decode, encode, ClientRequest, ClientResponse, ErrorCode};
 use meridian::runtime::tls::{client_config, ALPN_CLIENT, ALPN_REPLICATION};
-use meridian::runtime::TlsFiles;
 use meridian::{Op, ReadValue, VersionVector};
 use std::time::Duration;
 use support::*;
@@ -346,11 +345,7 @@ async fn replicas_from_another_ca_or_outside_the_cluster_are_refused() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (node, certs_dir, _) in &intruders {
-        let tls = TlsFiles {
-            ca: certs_dir.join("ca.pem"),
-            cert: certs_dir.join("client-t.pem"),
-            key: certs_dir.join("client-t.key"),
-        };
+        let tls = client_tls(certs_dir, "t");
         let name = meridian::runtime::tls::replica_dns_name(CLUSTER, &node.name, &node.region);
         let client = meridian::runtime::client::Client::connect(node.addr, &name, &tls)
             .await
@@ -424,11 +419,7 @@ async fn garbage_and_oversized_frames_close_only_their_stream_or_link() {
     // closes that link only; the node keeps serving clients and its other link comes back.
     let certs = cluster.certs();
     let peer = &cluster.nodes[1];
-    let peer_tls = TlsFiles {
-        ca: certs.join("ca.pem"),
-        cert: certs.join(format!("{}.pem", peer.name)),
-        key: certs.join(format!("{}.key", peer.name)),
-    };
+    let peer_tls = node_tls(&certs, &peer.name);
     let repl = endpoint
         .connect_with(
             client_config(&peer_tls, ALPN_REPLICATION, false).unwrap(),

@@ -45,12 +45,15 @@ pub enum ClientRequest {
         /// Longest wait for the token.
         wait_ms: u32,
     },
-    /// Keys starting with `prefix`.
+    /// Keys starting with `prefix`, in order; a page holds at most `limit` rows and
+    /// `limits::SCAN_BYTES_MAX` bytes of records (at least one row).
     Scan {
         /// The prefix.
         prefix: Vec<u8>,
         /// Most rows returned.
         limit: u32,
+        /// Continue after this key (the last key of the previous page).
+        after: Option<Vec<u8>>,
     },
     /// The node's status.
     Status,
@@ -76,8 +79,10 @@ pub enum ErrorCode {
     NotYetVisible,
     /// Too many requests: retry after `retry_after_ms`.
     RateLimited,
-    /// The node cannot serve (storage failure, shutting down).
+    /// The node cannot serve (storage failure, shutting down, recovering after a restart).
     Unavailable,
+    /// The client's certificate does not grant the role the request needs.
+    Forbidden,
 }
 
 /// A failed request.
@@ -159,10 +164,12 @@ pub enum ClientResponse {
         /// `None` when absent.
         read: Option<Read>,
     },
-    /// A scan.
+    /// A page of a scan.
     Rows {
         /// Key and value per row.
         rows: Vec<(Vec<u8>, Read)>,
+        /// Whether more rows follow (ask again with `after` set to the last key).
+        more: bool,
     },
     /// The node's status.
     Status(NodeStatus),

@@ -38,6 +38,18 @@ pub async fn read_frame(
     recv: &mut quinn::RecvStream,
     max: usize,
 ) -> Result<Option<Bytes>, FramingError> {
+    match read_frame_len(recv, max).await? {
+        Some(len) => read_frame_body(recv, len).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads a frame's length (checked against `max`); `None` when the stream ended cleanly
+/// between frames. The caller may reserve the bytes before `read_frame_body` allocates them.
+pub async fn read_frame_len(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<Option<usize>, FramingError> {
     let mut len = [0u8; 4];
     match recv.read_exact(&mut len).await {
         Ok(()) => {}
@@ -48,6 +60,14 @@ pub async fn read_frame(
     if len > max {
         return Err(FramingError::TooLarge { len, max });
     }
+    Ok(Some(len))
+}
+
+/// Reads a frame's `len` bytes, after `read_frame_len`.
+pub async fn read_frame_body(
+    recv: &mut quinn::RecvStream,
+    len: usize,
+) -> Result<Bytes, FramingError> {
     let mut buf = BytesMut::with_capacity(len);
     while buf.len() < len {
         let chunk = recv
@@ -57,5 +77,5 @@ pub async fn read_frame(
             .ok_or_else(|| FramingError::Stream("the stream ended inside a frame".into()))?;
         buf.extend_from_slice(&chunk.bytes);
     }
-    Ok(Some(buf.freeze()))
+    Ok(buf.freeze())
 }

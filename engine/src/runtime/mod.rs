@@ -98,10 +98,12 @@ pub struct RuntimeConfig {
     pub tls: TlsFiles,
     /// Turn off UDP segmentation offload (some containers advertise it and then fail).
     pub disable_gso: bool,
-    /// Client requests per second per client connection.
+    /// Client requests per second per client identity.
     pub client_requests_per_second: u32,
     /// Burst allowed above that rate.
     pub client_burst: u32,
+    /// The role a replica's certificate gets when it connects as a client (`None`: refused).
+    pub replica_client_role: Option<tls::Role>,
     /// Protocol tunables (cluster, region and members are filled in from the above).
     pub replication: ReplicationConfig,
 }
@@ -280,10 +282,27 @@ impl Runtime {
         };
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let replicas = std::iter::once((config.name.clone(), config.region.clone()))
+            .chain(
+                config
+                    .peers
+                    .iter()
+                    .map(|p| (p.name.clone(), p.region.clone())),
+            )
+            .map(|(name, region)| {
+                let dns = tls::replica_dns_name(&config.cluster, &name, &region);
+                (name, dns)
+            })
+            .collect();
         let service = Arc::new(service::Service::new(
             engine.clone(),
-            config.client_requests_per_second,
-            config.client_burst,
+            service::ServiceConfig {
+                cluster: config.cluster.clone(),
+                replicas,
+                replica_role: config.replica_client_role,
+                per_second: config.client_requests_per_second,
+                burst: config.client_burst,
+            },
             status.clone(),
         ));
         let ctx = Arc::new(links::LinkCtx {

@@ -34,6 +34,61 @@ pub fn replica_dns_name(cluster: &str, replica: &str, region: &str) -> String {
     format!("{replica}.{region}.{cluster}")
 }
 
+/// What a client may do; each role includes the ones before it.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum Role {
+    /// Reads, scans, status.
+    Read,
+    /// Writes too.
+    Write,
+    /// Operations on the node itself too.
+    Admin,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "read" => Ok(Role::Read),
+            "write" => Ok(Role::Write),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!("role {other:?} is not one of read, write, admin")),
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+/// The DNS name a client's certificate carries: its name and its role.
+pub fn client_dns_name(cluster: &str, client: &str, role: Role) -> String {
+    format!("{client}.{role}.client.{cluster}")
+}
+
+/// Who a client certificate (already verified against the cluster CA) says its holder is:
+/// the name and role of its first `<name>.<role>.client.<cluster>` DNS name.
+pub fn client_identity(cert: &CertificateDer<'_>, cluster: &str) -> Option<(String, Role)> {
+    let ee = webpki::EndEntityCert::try_from(cert).ok()?;
+    ee.valid_dns_names().find_map(|dns| {
+        let labels: Vec<&str> = dns.split('.').collect();
+        match labels.as_slice() {
+            [name, role, "client", c] if *c == cluster && !name.contains('*') => {
+                Some((name.to_string(), role.parse().ok()?))
+            }
+            _ => None,
+        }
+    })
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

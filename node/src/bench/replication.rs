@@ -102,12 +102,13 @@ fn runtime_config(
             incarnation: 0,
         }],
         tls: TlsFiles {
-            ca: certs.join("ca.pem"),
-            cert: certs.join(format!("{}.pem", me.0)),
-            key: certs.join(format!("{}.key", me.0)),
+            ca: certs.join(me.0).join("ca.pem"),
+            cert: certs.join(me.0).join(format!("{}.pem", me.0)),
+            key: certs.join(me.0).join(format!("{}.key", me.0)),
         },
         disable_gso: false,
         client_requests_per_second: 1_000_000,
+        replica_client_role: None,
         client_burst: 1_000_000,
         replication: Default::default(),
     }

@@ -78,9 +78,9 @@ pub fn node_config(node: &Node, certs: &Path, data: &Path, peers: &[&Node]) -> S
         data.display(),
         node.addr,
         node.metrics,
-        certs.join("ca.pem").display(),
-        certs.join(format!("{}.pem", node.name)).display(),
-        certs.join(format!("{}.key", node.name)).display(),
+        certs.join(&node.name).join("ca.pem").display(),
+        certs.join(&node.name).join(format!("{}.pem", node.name)).display(),
+        certs.join(&node.name).join(format!("{}.key", node.name)).display(),
     );
     for p in peers {
         s.push_str(&format!(
@@ -105,6 +105,26 @@ impl Node {
     }
 }
 
+/// The files of client `name` in a directory `certs init` wrote.
+pub fn client_tls(certs: &Path, name: &str) -> TlsFiles {
+    let dir = certs.join(format!("client-{name}"));
+    TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join(format!("client-{name}.pem")),
+        key: dir.join(format!("client-{name}.key")),
+    }
+}
+
+/// The files of replica `name` in a directory `certs init` wrote.
+pub fn node_tls(certs: &Path, name: &str) -> TlsFiles {
+    let dir = certs.join(name);
+    TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}.key")),
+    }
+}
+
 /// Issues more certificates from the CA in `dir` (`certs add`).
 pub fn certs_add(dir: &Path, replicas: &[(&str, &str)], clients: &[&str]) {
     certs_command("add", dir, replicas, clients);
@@ -114,14 +134,26 @@ impl Cluster {
     /// Writes certificates and configurations for `regions` (name, region) and starts them all
     /// (again on fresh ports if one of them was taken before its node bound it).
     pub fn start(regions: &[(&str, &str)]) -> Cluster {
-        attempts(Duration::ZERO, || Cluster::try_start(regions))
-            .unwrap_or_else(|why| panic!("the cluster did not start: {why}"))
+        Cluster::start_with(regions, &["t"], "")
     }
 
-    fn try_start(regions: &[(&str, &str)]) -> Result<Cluster, String> {
+    /// `start`, with certificates for `clients` (`NAME[:ROLE]`) and `extra` appended to every
+    /// node's configuration.
+    pub fn start_with(regions: &[(&str, &str)], clients: &[&str], extra: &str) -> Cluster {
+        attempts(Duration::ZERO, || {
+            Cluster::try_start(regions, clients, extra)
+        })
+        .unwrap_or_else(|why| panic!("the cluster did not start: {why}"))
+    }
+
+    fn try_start(
+        regions: &[(&str, &str)],
+        clients: &[&str],
+        extra: &str,
+    ) -> Result<Cluster, String> {
         let dir = tempfile::tempdir().unwrap();
         let certs_dir = dir.path().join("certs");
-        certs(&certs_dir, regions, &["t"]);
+        certs(&certs_dir, regions, clients);
         let mut nodes: Vec<Node> = regions
             .iter()
             .map(|(n, r)| Node::new(n, r, dir.path().join(format!("{n}.toml"))))
@@ -139,7 +171,7 @@ impl Cluster {
                 &dir.path().join(format!("data-{}", nodes[i].name)),
                 &peers,
             );
-            std::fs::write(&nodes[i].config, text).unwrap();
+            std::fs::write(&nodes[i].config, text + extra).unwrap();
         }
         let mut cluster = Cluster {
             dir,
@@ -187,12 +219,7 @@ impl Cluster {
     }
 
     pub fn tls(&self) -> TlsFiles {
-        let c = self.certs();
-        TlsFiles {
-            ca: c.join("ca.pem"),
-            cert: c.join("client-t.pem"),
-            key: c.join("client-t.key"),
-        }
+        client_tls(&self.certs(), "t")
     }
 
     pub fn server_name(&self, i: usize) -> String {
