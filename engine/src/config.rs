@@ -80,6 +80,10 @@ pub struct Config {
     pub replica_id: Option<crate::ReplicaId>,
     /// Randomness for new ids and epochs.
     pub random: Arc<dyn RandomSource>,
+    /// The machine's current boot (`None`: read `/proc/sys/kernel/random/boot_id`). A
+    /// directory last run without a clean shutdown under `Durability::Wal` in another boot may
+    /// have lost its WAL's unsynced tail: it writes under a new epoch.
+    pub boot_id: Option<String>,
     /// Memory for the keys of recent log entries and the current states of recently written
     /// records, which replication ships without reading them back from disk; 0 turns the
     /// caches off.
@@ -96,6 +100,7 @@ impl Default for Config {
             clock: Arc::new(SystemClock),
             replica_id: None,
             random: Arc::new(OsRandom),
+            boot_id: None,
             entry_cache_bytes: 64 << 20,
         }
     }

@@ -77,6 +77,8 @@ pub(crate) struct Inner {
     commit_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Called whenever the applied vector advances (the runtime wakes token waits with it).
     applied_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Set by `close_as_crashed`: the run does not end cleanly.
+    crashed: AtomicBool,
 }
 
 /// Sequence numbers of the current origin committed out of order, folded into a contiguous
@@ -157,6 +159,7 @@ impl Engine {
         }
         let origin = epoch::open_origin(&store, member, created, &config)?;
         let replica = origin.id;
+        let lost_tail = epoch::begin_run(&store, &config)?;
         let applied = load_vector(&store, keys::META_APPLIED_PREFIX)?;
         let floors = load_vector(&store, keys::META_FLOOR_PREFIX)?;
         let contiguous = store
@@ -171,7 +174,7 @@ impl Engine {
         let states = RecordStates::new(config.entry_cache_bytes - config.entry_cache_bytes / 8);
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
         tracing::debug!(member = %member, origin = %replica, epoch = origin.epoch, last_seq = last, path = %path.display(), "engine open");
-        Ok(Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 store,
                 member,
@@ -199,8 +202,20 @@ impl Engine {
                 faults: Mutex::new(Default::default()),
                 commit_hook: std::sync::OnceLock::new(),
                 applied_hook: std::sync::OnceLock::new(),
+                crashed: AtomicBool::new(false),
             }),
-        })
+        };
+        if let Some(reason) = lost_tail {
+            // Numbers of the lost tail may be in clients' tokens: never numbered again.
+            engine.start_new_epoch(&reason)?;
+        }
+        Ok(engine)
+    }
+
+    /// Drops this handle as a process crash would: the run is not marked as ended cleanly
+    /// (the simulator's crashes; the next open treats the run as interrupted).
+    pub fn close_as_crashed(self) {
+        self.inner.crashed.store(true, Ordering::SeqCst);
     }
 
     /// The origin this replica's writes are numbered in (its dots' replica): the member id in
@@ -861,7 +876,7 @@ impl Engine {
             key,
             state: Theirs::Decoded(remote),
         };
-        let changed = self.stage_joins(vec![incoming], &seen, &mut wb, false, Some(max))?;
+        let changed = self.stage_joins(vec![incoming], &seen, &mut wb, false, Some(max), None)?;
         if changed.is_empty() {
             return Ok(false);
         }
@@ -877,6 +892,16 @@ pub type Row = (Vec<u8>, Read);
 /// The record stored under `key`, decoded.
 fn decode_stored(key: &[u8], bytes: &[u8]) -> Result<Record> {
     codec::decode_record(bytes).map_err(|e| Error::from_codec("record", key, e))
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: the run ended cleanly (flushed), unless it crashed or a
+        // storage failure left its state unknown.
+        if !self.crashed.load(Ordering::SeqCst) && !self.poisoned.load(Ordering::SeqCst) {
+            epoch::end_run(&self.store, &self.config);
+        }
+    }
 }
 
 /// Uncounts a `wait_covers` caller when it returns.

@@ -123,6 +123,48 @@ fn new_epoch(config: &Config, current: u32) -> u32 {
     }
 }
 
+/// The boot this process runs in (`Config::boot_id`, else the kernel's boot id, else empty:
+/// unknown, which matches no earlier boot).
+fn current_boot(config: &Config) -> String {
+    config.boot_id.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// Records the start of a run and says why the previous one may have lost acknowledged writes
+/// (it ended without a clean shutdown, in another boot, under `Durability::Wal`: the WAL's
+/// unsynced tail went with the power), if it may have.
+pub(crate) fn begin_run(store: &Store, config: &Config) -> Result<Option<String>> {
+    let boot = current_boot(config);
+    let previous = store.get_meta(keys::META_RUN)?;
+    let mut run = vec![0u8];
+    run.extend_from_slice(boot.as_bytes());
+    store.put_meta_sync(keys::META_RUN, &run)?;
+    let Some(previous) = previous else {
+        return Ok(None);
+    };
+    let clean = previous.first() == Some(&1);
+    let same_boot = !boot.is_empty() && previous.get(1..) == Some(boot.as_bytes());
+    if clean || same_boot || config.durability != crate::Durability::Wal {
+        return Ok(None);
+    }
+    Ok(Some(
+        "an unclean shutdown in an earlier boot (the WAL's unsynced tail may be lost)".into(),
+    ))
+}
+
+/// Marks the run as ended cleanly (everything flushed), with the boot it ran in.
+pub(crate) fn end_run(store: &Store, config: &Config) {
+    if store.flush().is_err() {
+        return;
+    }
+    let mut run = vec![1u8];
+    run.extend_from_slice(current_boot(config).as_bytes());
+    let _ = store.put_meta_sync(keys::META_RUN, &run);
+}
+
 impl Engine {
     /// The replica's identity and what it is doing about its origin.
     pub fn origin_status(&self) -> OriginStatus {

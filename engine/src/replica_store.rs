@@ -96,7 +96,9 @@ impl Engine {
     /// order. The caller holds the keys' stripes; `seen` is this replica's applied vector.
     /// A key new here whose state `seen` does not prune is stored as the bytes it arrived as.
     /// A local record that does not decode is replaced by the peer's state when `repair` is
-    /// set, an error otherwise; `record_max` refuses merges that would grow past it.
+    /// set, an error otherwise; `record_max` refuses merges that would grow past it. With a
+    /// `horizon` (a state transfer's snapshot), the peer is known to have applied every write
+    /// in it: dots it covers that the peer's state does not hold are removed here too.
     pub(crate) fn stage_joins<'k>(
         &self,
         remote: Vec<Incoming<'k>>,
@@ -104,6 +106,7 @@ impl Engine {
         wb: &mut AtomicWrite<'_>,
         repair: bool,
         record_max: Option<usize>,
+        horizon: Option<&VersionVector>,
     ) -> Result<Vec<&'k [u8]>> {
         let inner = &*self.inner;
         if let Some(marker) = remote.iter().filter_map(Incoming::max_marker).max() {
@@ -142,7 +145,10 @@ impl Engine {
                         }
                         None => Record::default(),
                     };
-                    merged.join_seen(&remote, seen);
+                    match horizon {
+                        Some(h) => merged.join_seen_within(&remote, seen, h),
+                        None => merged.join_seen(&remote, seen),
+                    }
                     (Cow::Owned(encode(key, &merged)?), merged.is_bottom())
                 }
             };
@@ -366,7 +372,7 @@ impl ReplicaStore for Engine {
         let keys: Vec<&[u8]> = remote.iter().map(|i| i.key).collect();
         let _guards = self.lock_keys(&keys);
         let seen = self.applied();
-        let changed = self.stage_joins(remote, &seen, &mut wb, true, None)?;
+        let changed = self.stage_joins(remote, &seen, &mut wb, true, None, None)?;
         wb.put_meta(&keys::applied_key(origin), &have.to_be_bytes());
         self.commit(wb)?;
         self.uncache_states(changed.iter().copied());
@@ -438,7 +444,11 @@ impl ReplicaStore for Engine {
         Ok(out)
     }
 
-    fn merge_states(&self, records: &[RecordState]) -> Result<ApplyOutcome> {
+    fn merge_states(
+        &self,
+        records: &[RecordState],
+        horizon: &VersionVector,
+    ) -> Result<ApplyOutcome> {
         self.check_writable()?;
         let Ok(decoded) = decode_record_states(records, self.record_bytes_max()) else {
             return Ok(ApplyOutcome::Invalid);
@@ -449,7 +459,7 @@ impl ReplicaStore for Engine {
         let _guards = self.lock_keys(&keys);
         let seen = self.applied();
         let mut wb = self.inner.store.batch();
-        let changed = self.stage_joins(remote, &seen, &mut wb, true, None)?;
+        let changed = self.stage_joins(remote, &seen, &mut wb, true, None, Some(horizon))?;
         self.commit(wb)?;
         self.uncache_states(changed.iter().copied());
         Ok(ApplyOutcome::Applied {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 fn run_many(opts: &SimOptions, seeds: std::ops::Range<u64>) -> Vec<SeedReport> {
-    let scratch = tempfile::tempdir().expect("scratch dir");
+    let scratch = meridian::sim::scratch_dir().expect("scratch dir");
     let next = AtomicU64::new(seeds.start);
     let reports = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -72,7 +72,7 @@ fn fifty_seeds_of_five_regions_have_no_violation() {
 #[test]
 fn a_seed_replays_to_the_same_trace_hash() {
     let opts = SimOptions::default();
-    let scratch = tempfile::tempdir().expect("scratch dir");
+    let scratch = meridian::sim::scratch_dir().expect("scratch dir");
     let a = run_seed(&opts, 42, scratch.path());
     let b = run_seed(&opts, 42, scratch.path());
     let c = run_seed(&opts, 43, scratch.path());

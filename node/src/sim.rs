@@ -36,6 +36,18 @@ pub struct Args {
     /// No clock skew.
     #[arg(long)]
     no_clock_skew: bool,
+    /// No power losses (disks rolled back to their last sync point).
+    #[arg(long)]
+    no_power_loss: bool,
+    /// No wiped disks.
+    #[arg(long)]
+    no_wiped_disks: bool,
+    /// No clients forging contexts and tokens.
+    #[arg(long)]
+    no_hostile_clients: bool,
+    /// No members announcing false applied vectors.
+    #[arg(long)]
+    no_lying_peers: bool,
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -54,6 +66,10 @@ impl Args {
                 partitions: !self.no_partitions,
                 crashes: !self.no_crashes,
                 clock_skew: !self.no_clock_skew,
+                power_loss: !self.no_power_loss,
+                wiped_disks: !self.no_wiped_disks,
+                hostile_clients: !self.no_hostile_clients,
+                lying_peers: !self.no_lying_peers,
             },
             ..SimOptions::default()
         }
@@ -69,6 +85,10 @@ impl Args {
             (self.no_partitions, " --no-partitions"),
             (self.no_crashes, " --no-crashes"),
             (self.no_clock_skew, " --no-clock-skew"),
+            (self.no_power_loss, " --no-power-loss"),
+            (self.no_wiped_disks, " --no-wiped-disks"),
+            (self.no_hostile_clients, " --no-hostile-clients"),
+            (self.no_lying_peers, " --no-lying-peers"),
         ] {
             if off {
                 cmd.push_str(flag);
@@ -92,7 +112,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(s) => vec![s],
         None => (args.first_seed..args.first_seed + args.seeds).collect(),
     };
-    let scratch = tempfile::Builder::new().prefix("meridian-sim").tempdir()?;
+    let scratch = meridian::sim::scratch_dir()?;
     let bar = if args.json || seeds.len() == 1 {
         ProgressBar::hidden()
     } else {
@@ -147,6 +167,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "resurrections": sum(|r| r.resurrections),
             "ryw_violations": sum(|r| r.ryw_violations),
             "not_yet_visible": sum(|r| r.not_yet_visible),
+            "unavailable": sum(|r| r.unavailable),
+            "disk_faults": sum(|r| r.disk_faults),
+            "lost_by_contract": sum(|r| r.lost_by_contract),
             "violations": violations,
             "convergence_ms_p50": percentile(&conv, 0.5),
             "convergence_ms_p99": percentile(&conv, 0.99),
@@ -168,6 +191,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("resurrections        {}", sum(|r| r.resurrections));
         println!("ryw violations       {}", sum(|r| r.ryw_violations));
         println!("not-yet-visible      {}", sum(|r| r.not_yet_visible));
+        println!("unavailable          {}", sum(|r| r.unavailable));
+        println!("disk faults          {}", sum(|r| r.disk_faults));
+        println!("lost by contract     {}", sum(|r| r.lost_by_contract));
         println!("violations           {violations}");
         println!(
             "convergence p50/p99  {} ms / {} ms",

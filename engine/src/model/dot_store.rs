@@ -84,6 +84,24 @@ impl<S: DotStore> Causal<S> {
         self.ctx.join(&other.ctx);
     }
 
+    /// `join_seen` with a state of which more is known than its context says: its replica
+    /// has applied every write in `horizon` too, so a dot `horizon` covers that it does not
+    /// hold was removed there (a state-transfer sender's snapshot). Joins the state its
+    /// context widened; this value's context takes only the state's own.
+    pub fn join_seen_within(
+        &mut self,
+        other: &Causal<S>,
+        seen: &VersionVector,
+        horizon: &VersionVector,
+    ) {
+        let mut own = self.ctx.clone();
+        own.join(seen);
+        let mut theirs = other.ctx.clone();
+        theirs.join(horizon);
+        self.store.join(&own, &other.store, &theirs);
+        self.ctx.join(&other.ctx);
+    }
+
     /// Whether the value reads as absent.
     pub fn is_bottom(&self) -> bool {
         self.store.is_bottom()

@@ -58,6 +58,28 @@ impl Record {
         }
     }
 
+    /// `join_seen` with a record from a replica that applied every write in `horizon` (a
+    /// state transfer's sender): what it holds is joined with its context widened to
+    /// `horizon`; values it does not hold at all lose the dots `horizon` covers.
+    pub fn join_seen_within(
+        &mut self,
+        other: &Record,
+        seen: &VersionVector,
+        horizon: &VersionVector,
+    ) {
+        for (kind, v) in self.values.iter_mut() {
+            if !other.values.contains_key(kind) {
+                v.remove_covered(horizon);
+            }
+        }
+        for (kind, v) in &other.values {
+            self.values
+                .entry(*kind)
+                .or_insert_with(|| Value::empty(*kind))
+                .join_seen_within(v, seen, horizon);
+        }
+    }
+
     /// Whether any dot present here is in `seen`; if none is, joining the record into a
     /// replica that holds nothing under its key (`join_seen`) leaves it as it is.
     pub fn has_dot_in(&self, seen: &VersionVector) -> bool {

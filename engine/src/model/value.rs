@@ -99,6 +99,36 @@ impl Value {
         }
     }
 
+    /// `join_seen` with a value whose replica applied every write in `horizon` (see
+    /// `Causal::join_seen_within`); fields it does not hold at all lose what `horizon` covers.
+    pub fn join_seen_within(
+        &mut self,
+        other: &Value,
+        seen: &VersionVector,
+        horizon: &VersionVector,
+    ) {
+        match (self, other) {
+            (Value::Register(a), Value::Register(b)) => a.join_seen_within(b, seen, horizon),
+            (Value::Lww(a), Value::Lww(b)) => a.join_seen_within(b, seen, horizon),
+            (Value::Counter(a), Value::Counter(b)) => a.join_seen_within(b, seen, horizon),
+            (Value::Set(a), Value::Set(b)) => a.join_seen_within(b, seen, horizon),
+            (Value::Map(a), Value::Map(b)) => {
+                for (k, v) in a.fields.iter_mut() {
+                    if !b.fields.contains_key(k) {
+                        v.remove_covered(horizon);
+                    }
+                }
+                for (k, v) in &b.fields {
+                    a.fields
+                        .entry(k.clone())
+                        .or_insert_with(|| Value::empty(k.kind))
+                        .join_seen_within(v, seen, horizon);
+                }
+            }
+            _ => debug_assert!(false, "join of values of different kinds"),
+        }
+    }
+
     /// `join` with `seen` counted as observed (see `Causal::join_seen`).
     pub fn join_seen(&mut self, other: &Value, seen: &VersionVector) {
         match (self, other) {

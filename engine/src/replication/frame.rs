@@ -112,7 +112,7 @@ pub enum Frame {
         records: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
         /// Whether this ends the round: the receiver then adopts `snapshot`.
         done: bool,
-        /// The offer's applied vector.
+        /// The offer's applied vector (the sender's states reflect every write in it).
         snapshot: Vec<(ReplicaId, u64)>,
     },
     /// A chunk of `AeRecords` was applied (releases the sender's in-flight budget).

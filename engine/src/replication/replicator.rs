@@ -161,9 +161,6 @@ pub struct Replicator {
     stats: Stats,
     /// The latest applied vector each member reported (clamped), by member id.
     known: BTreeMap<ReplicaId, VersionVector>,
-    /// Per confirmed current origin of a member, the most its owner reported committing: no
-    /// one can hold more of it.
-    authority: BTreeMap<ReplicaId, u64>,
     /// Process sessions seen per member.
     sessions: BTreeMap<ReplicaId, identity::SessionLog>,
     /// While this replica's origin waits for its peers' confirmation.
@@ -184,7 +181,6 @@ impl Replicator {
             out: VecDeque::new(),
             stats: Stats::default(),
             known: BTreeMap::new(),
-            authority: BTreeMap::new(),
             sessions: BTreeMap::new(),
             confirming: None,
             ack_serial: 0,
@@ -511,8 +507,10 @@ impl Replicator {
                     .into_iter()
                     .map(|(k, v)| (k.into_vec(), v.into_vec()))
                     .collect();
+                let snapshot =
+                    self.cap_snapshot(peer, &VersionVector::from_entries(snapshot), store);
                 if store
-                    .merge_states(&records)
+                    .merge_states(&records, &snapshot)
                     .map_err(ReplicationError::Store)?
                     == ApplyOutcome::Invalid
                 {
@@ -538,8 +536,6 @@ impl Replicator {
                 }
                 self.send(peer, &Frame::AeAck { round, chunk });
                 if done {
-                    let snapshot =
-                        self.cap_snapshot(peer, &VersionVector::from_entries(snapshot), store);
                     if !ours_only.is_empty() {
                         // The peer holds nothing of these keys: what it applied of them, it
                         // removed (a replica back with older states than it shipped learns
@@ -935,11 +931,9 @@ impl Replicator {
             let done = pending.is_empty();
             let (round, chunk) = (*round, *next_chunk);
             *next_chunk += 1;
-            let snapshot = if done {
-                vv_entries(snapshot)
-            } else {
-                Vec::new()
-            };
+            // Every chunk carries the snapshot: the receiver joins each record knowing this
+            // replica applied every write in it.
+            let snapshot = vv_entries(snapshot);
             let records = records
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))

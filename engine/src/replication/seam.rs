@@ -147,8 +147,14 @@ pub trait ReplicaStore {
     /// The current states of `keys`, in key order (absent keys are skipped).
     fn read_records(&self, keys: &[Vec<u8>]) -> Result<Vec<RecordState>, Self::Error>;
 
-    /// Joins record states from a state transfer (no log entry, no applied change).
-    fn merge_states(&self, records: &[RecordState]) -> Result<ApplyOutcome, Self::Error>;
+    /// Joins record states from a state transfer (no log entry, no applied change); the
+    /// sender applied every write in `horizon` (its snapshot), so what it covers and the
+    /// sender's states do not hold was removed there, and goes here too.
+    fn merge_states(
+        &self,
+        records: &[RecordState],
+        horizon: &VersionVector,
+    ) -> Result<ApplyOutcome, Self::Error>;
 
     /// After a state transfer from a peer that holds none of `keys`: removes from their
     /// records every dot `seen` covers (the peer applied those writes and holds nothing of the

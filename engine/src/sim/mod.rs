@@ -28,6 +28,17 @@ pub struct Faults {
     pub crashes: bool,
     /// Clock skew and jumps up to ±5 minutes.
     pub clock_skew: bool,
+    /// Power lost in a region: its disk rolled back to a RocksDB checkpoint taken earlier
+    /// (what was synced), on a new boot; a region writing with `durability = "sync"` loses
+    /// nothing it acknowledged.
+    pub power_loss: bool,
+    /// A region's disk wiped; it comes back under the same identity.
+    pub wiped_disks: bool,
+    /// Clients sending forged read contexts and causal tokens.
+    pub hostile_clients: bool,
+    /// A member that announces false applied vectors (claims far beyond what anyone wrote)
+    /// for a while.
+    pub lying_peers: bool,
 }
 
 impl Default for Faults {
@@ -37,6 +48,10 @@ impl Default for Faults {
             partitions: true,
             crashes: true,
             clock_skew: true,
+            power_loss: true,
+            wiped_disks: true,
+            hostile_clients: true,
+            lying_peers: true,
         }
     }
 }
@@ -91,6 +106,12 @@ pub struct SeedReport {
     pub not_yet_visible: u64,
     /// Operations refused by a region waiting for its peers after a restart (allowed; counted).
     pub unavailable: u64,
+    /// Acknowledged writes lost as the durability contract allows (under `wal`, in a region
+    /// that lost power or its disk before another region applied them): taken out of the
+    /// checks, counted.
+    pub lost_by_contract: u64,
+    /// Power losses, wiped disks and new epochs in the run.
+    pub disk_faults: u64,
     /// Time from heal to convergence.
     pub convergence_ms: Option<u64>,
     /// State-transfer rounds started (the log no longer held what a peer lacked).
@@ -103,6 +124,21 @@ pub struct SeedReport {
     pub trace_hash: u64,
     /// Every violation, described.
     pub violations: Vec<String>,
+}
+
+/// A scratch directory for simulation runs: in memory (`/dev/shm`) where the machine has one,
+/// since the simulator's disks need no durability of their own.
+pub fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::Builder::new()
+            .prefix("meridian-sim")
+            .tempdir_in(shm)
+        {
+            return Ok(dir);
+        }
+    }
+    tempfile::Builder::new().prefix("meridian-sim").tempdir()
 }
 
 /// Runs one seed in a fresh scratch directory under `scratch`.

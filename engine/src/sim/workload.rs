@@ -1,7 +1,7 @@
 //! The random workload: every value type, deletes, concurrent writes to the same keys from
 //! different regions, and sessions that carry causal tokens from region to region.
 
-use super::history::{register_saw, History, RegisterOp};
+use super::history::{register_saw, Effect, History, RegisterOp};
 use super::rng::SimRng;
 use crate::model::{CausalToken, Dot, Op};
 use crate::Engine;
@@ -51,15 +51,44 @@ fn dot_of(engine: &Engine, token: &CausalToken) -> Dot {
     Dot::new(engine.replica_id(), token.get(engine.replica_id()))
 }
 
-/// Runs one random operation for `session` against `engine`, recording it in `history`.
+/// A context or token as a hostile client forges one: real origins with counters far beyond
+/// what anyone wrote, and a replica nobody knows.
+fn forged_vector(rng: &mut SimRng, engine: &Engine) -> crate::VersionVector {
+    let mut forged = crate::VersionVector::new();
+    for (origin, seq) in engine.applied().iter() {
+        if rng.below(2) == 0 {
+            forged.add(Dot::new(origin, seq + 1 + rng.below(1 << 40)));
+        }
+    }
+    forged.add(Dot::new(
+        crate::ReplicaId(0xF0E6_ED00 + rng.below(8)),
+        1 + rng.below(1 << 20),
+    ));
+    forged
+}
+
+/// Runs one random operation for `session` against `engine`, recording it in `history`;
+/// with `forge`, some operations carry forged contexts and tokens, as a hostile client's.
 pub fn step(
     rng: &mut SimRng,
     engine: &Engine,
     session: &mut Session,
     history: &mut History,
     op_id: u64,
+    forge: bool,
 ) -> Result<StepOutcome, String> {
     let mut out = StepOutcome::default();
+    if forge && rng.below(8) == 0 {
+        // A forged token names writes nobody made: never covered, so never waited out.
+        let forged = crate::CausalToken(forged_vector(rng, engine));
+        if engine.covers(&forged) {
+            out.ryw_violation = Some(format!(
+                "{} covers a forged token {}",
+                engine.replica_id(),
+                forged.0
+            ));
+        }
+    }
     // Session guarantee first: a region covering the token must show the session's write.
     if let Some((key, dot)) = &session.last_write {
         if engine.covers(&session.token) {
@@ -75,14 +104,18 @@ pub fn step(
     }
     let e = |err: crate::Error| err.to_string();
     let value = format!("v{op_id}").into_bytes();
+    let mut written: Vec<u8> = MAP_KEY.to_vec();
     let token = match rng.below(100) {
         0..=29 => {
             let key = format!("r{}", rng.below(REGISTER_KEYS)).into_bytes();
-            let ctx = engine
+            let mut ctx = engine
                 .get(&key)
                 .map_err(e)?
                 .map(|s| s.context)
                 .unwrap_or_default();
+            if forge && rng.below(4) == 0 {
+                ctx.join(&forged_vector(rng, engine));
+            }
             let delete = rng.below(10) == 0;
             let token = if delete {
                 let ctx = register_ctx(engine, &key)?;
@@ -96,12 +129,17 @@ pub fn step(
                 );
                 t
             } else {
+                // What the write may supersede: the context, lowered to what this replica
+                // has seen of the key (a forged one claims more).
+                let mut seen = engine.applied();
+                seen.join(&register_ctx(engine, &key)?);
+                let effective = ctx.meet(&seen);
                 let t = engine.put_with(&key, &value, &ctx).map_err(e)?;
                 let dot = dot_of(engine, &t);
                 push(
                     history.registers.entry(key.clone()).or_default(),
                     dot,
-                    ctx,
+                    effective,
                     Some(value.clone()),
                     None,
                 );
@@ -109,6 +147,7 @@ pub fn step(
                 t
             };
             out.trace.extend_from_slice(&key);
+            written = key;
             token
         }
         30..=44 => {
@@ -120,6 +159,7 @@ pub fn step(
                 .unwrap_or_default();
             let t = engine.lww_set(&key, &value).map_err(e)?;
             let marker = engine.get_lww(&key).map_err(e)?.map(|v| v.marker);
+            written = key.clone();
             push(
                 history.lww.entry(key).or_default(),
                 dot_of(engine, &t),
@@ -133,20 +173,31 @@ pub fn step(
             let key = format!("c{}", rng.below(COUNTER_KEYS)).into_bytes();
             let delta = rng.below(21) as i64 - 10;
             let t = engine.counter_add(&key, delta).map_err(e)?;
-            *history.counters.entry(key).or_default() += delta;
+            written = key.clone();
+            *history.counters.entry(key.clone()).or_default() += delta;
+            history
+                .effects
+                .insert(dot_of(engine, &t), Effect::Counter { key, delta });
             t
         }
         65..=84 => {
             let key = format!("s{}", rng.below(SET_KEYS)).into_bytes();
+            written = key.clone();
             let (added, removed) = history.sets.entry(key.clone()).or_default();
             let present = engine.get_set(&key).map_err(e)?.unwrap_or_default();
             if !present.is_empty() && rng.below(3) == 0 {
                 let elem = present[rng.below(present.len() as u64) as usize].clone();
                 removed.insert(elem.clone());
-                engine.set_remove(&key, &[&elem]).map_err(e)?
+                let t = engine.set_remove(&key, &[&elem]).map_err(e)?;
+                let effect = Effect::SetRemove { key, elem };
+                history.effects.insert(dot_of(engine, &t), effect);
+                t
             } else {
                 added.insert(value.clone());
-                engine.set_add(&key, &[&value]).map_err(e)?
+                let t = engine.set_add(&key, &[&value]).map_err(e)?;
+                let effect = Effect::SetAdd { key, elem: value };
+                history.effects.insert(dot_of(engine, &t), effect);
+                t
             }
         }
         _ => {
@@ -155,12 +206,16 @@ pub fn step(
             let t = engine
                 .map_update(MAP_KEY, &field, Op::CounterAdd { delta })
                 .map_err(e)?;
-            *history.map_fields.entry(field).or_default() += delta;
+            *history.map_fields.entry(field.clone()).or_default() += delta;
+            history
+                .effects
+                .insert(dot_of(engine, &t), Effect::MapField { field, delta });
             t
         }
     };
     out.trace.extend_from_slice(&token.to_bytes());
     let dot = dot_of(engine, &token);
+    history.keys_of.insert(dot, written);
     if !history.dots.insert(dot) {
         return Err(format!(
             "{} acknowledged a second write as {dot}: a sequence number reused",

@@ -50,7 +50,51 @@ struct Region {
     incarnation: u64,
     /// Declared dead: removed from every member list until it returns.
     dead: bool,
+    /// How its writes are acknowledged.
+    durability: crate::Durability,
+    /// The machine's boot: a power loss starts a new one.
+    boot: u64,
+    /// What its disk had synced at the last sync point (a RocksDB checkpoint) and the applied
+    /// vector it held, for a power loss to roll back to.
+    synced: Option<(PathBuf, Held)>,
+    /// Announces false applied vectors while set.
+    liar: bool,
 }
+
+/// What a region's disk holds, for the oracle: its applied vector and each record's context
+/// (a record's state may reflect a write before the write's entry is applied: states travel
+/// current).
+#[derive(Clone, Debug, Default)]
+struct Held {
+    applied: crate::VersionVector,
+    contexts: std::collections::BTreeMap<Vec<u8>, crate::VersionVector>,
+}
+
+impl Held {
+    fn of(engine: &Engine) -> Held {
+        let mut contexts = std::collections::BTreeMap::new();
+        for (key, bytes) in engine.store().records_from(b"", None).flatten() {
+            if let Ok(record) = crate::model::codec::decode_record(&bytes) {
+                contexts.insert(key.into_vec(), record.context());
+            }
+        }
+        Held {
+            applied: engine.applied(),
+            contexts,
+        }
+    }
+
+    /// Whether the write `dot` (to `key`) is reflected here: applied, or in the key's state.
+    fn holds(&self, dot: &crate::Dot, key: Option<&Vec<u8>>) -> bool {
+        self.applied.contains(dot)
+            || key
+                .and_then(|k| self.contexts.get(k))
+                .is_some_and(|c| c.contains(dot))
+    }
+}
+
+/// What a lying member adds to every entry of the vectors it announces.
+const LIE: u64 = 1_000_000;
 
 struct World {
     rng: SimRng,
@@ -60,7 +104,9 @@ struct World {
     trace: Fnv,
     violations: Vec<String>,
     /// What each crashed replica had applied when it went down.
-    held_at_crash: std::collections::BTreeMap<crate::ReplicaId, crate::VersionVector>,
+    held_at_crash: std::collections::BTreeMap<crate::ReplicaId, Held>,
+    /// Power losses and wiped disks so far.
+    disk_faults: u64,
 }
 
 impl World {
@@ -91,6 +137,8 @@ impl World {
             clock: r.clock.clone(),
             replica_id: Some(id),
             random: Arc::new(SharedRng::new(self.rng.next_u64())),
+            durability: r.durability,
+            boot_id: Some(format!("boot-{}", r.boot)),
             ..Config::default()
         };
         let engine = Engine::open(&r.dir, config).map_err(|e| format!("open region {i}: {e}"))?;
@@ -126,9 +174,11 @@ impl World {
     fn crash(&mut self, i: usize) {
         if let Some(n) = &self.regions[i].node {
             self.held_at_crash
-                .insert(n.engine.member_id(), n.engine.applied());
+                .insert(n.engine.member_id(), Held::of(&n.engine));
         }
-        self.regions[i].node = None;
+        if let Some(n) = self.regions[i].node.take() {
+            n.engine.close_as_crashed();
+        }
         self.net.drop_region(i);
         for j in 0..self.regions.len() {
             self.with_node(j, |n, _| n.repl.disconnected(PeerId(i as u32)));
@@ -150,9 +200,11 @@ impl World {
                 outs.push(o);
             }
         }
+        let liar = self.regions[i].liar;
         for o in outs {
             match o {
                 Output::Send { peer, frame } => {
+                    let frame = if liar { inflate_claims(frame) } else { frame };
                     self.net
                         .send(&mut self.rng, self.now_ms, i, peer.0 as usize, frame);
                 }
@@ -222,11 +274,111 @@ impl World {
         Ok(first.map(|(_, d)| d))
     }
 
-    fn random_fault(&mut self, faults: &Faults) {
+    /// A sync point of region `i` under `wal`: what a power loss rolls back to.
+    fn sync_point(&mut self, i: usize) {
+        let r = &mut self.regions[i];
+        let Some(n) = &r.node else { return };
+        if r.durability != crate::Durability::Wal {
+            return;
+        }
+        let synced = r.dir.with_extension("synced");
+        let _ = std::fs::remove_dir_all(&synced);
+        let held = Held::of(&n.engine);
+        match n.engine.checkpoint(&synced) {
+            Ok(()) => r.synced = Some((synced, held)),
+            Err(e) => self
+                .violations
+                .push(format!("checkpoint of region {i}: {e}")),
+        }
+        self.trace.write(b"sync");
+    }
+
+    /// Region `i` loses power: down, on a new boot; under `wal` its disk is back to its last
+    /// sync point (a region that never reached one keeps its disk, as after a crash).
+    fn power_loss(&mut self, i: usize, history: &mut History) {
+        if self.regions[i].node.is_none() || self.up().len() < 2 {
+            return;
+        }
+        self.crash(i);
+        let member = sim_replica(i, self.regions[i].incarnation);
+        let r = &mut self.regions[i];
+        r.boot += 1;
+        if let Some((synced, applied)) = r.synced.take() {
+            let _ = std::fs::remove_dir_all(&r.dir);
+            if let Err(e) = std::fs::rename(&synced, &r.dir) {
+                self.violations
+                    .push(format!("power loss of region {i}: {e}"));
+            }
+            self.held_at_crash.insert(member, applied);
+        }
+        self.trace.write(b"power");
+        if std::env::var("MERIDIAN_SIM_DEBUG").is_ok() {
+            eprintln!(
+                "t={} power loss region {i} ({:?})",
+                self.now_ms, self.regions[i].durability
+            );
+        }
+        self.forget_lost(history);
+    }
+
+    /// Region `i`'s disk is wiped (down if it was up); it comes back under the same identity.
+    fn wipe(&mut self, i: usize, history: &mut History) {
+        if self.regions[i].dead {
+            return;
+        }
+        if self.regions[i].node.is_some() {
+            if self.up().len() < 2 {
+                return;
+            }
+            self.crash(i);
+        }
+        let member = sim_replica(i, self.regions[i].incarnation);
+        let r = &mut self.regions[i];
+        let _ = std::fs::remove_dir_all(&r.dir);
+        if let Some((synced, _)) = r.synced.take() {
+            let _ = std::fs::remove_dir_all(synced);
+        }
+        self.held_at_crash.insert(member, Held::default());
+        self.trace.write(b"wipe");
+        if std::env::var("MERIDIAN_SIM_DEBUG").is_ok() {
+            eprintln!("t={} wipe region {i}", self.now_ms);
+        }
+        self.forget_lost(history);
+    }
+
+    /// Takes back every acknowledged write no region holds any more: lost with a disk, as the
+    /// durability contract allows (the checks then count what is left).
+    fn forget_lost(&mut self, history: &mut History) {
+        let holders: Vec<Held> = (0..self.regions.len())
+            .filter(|i| !self.regions[*i].dead)
+            .filter_map(|i| match &self.regions[i].node {
+                Some(n) => Some(Held::of(&n.engine)),
+                None => self
+                    .held_at_crash
+                    .get(&sim_replica(i, self.regions[i].incarnation))
+                    .cloned(),
+            })
+            .collect();
+        let lost: Vec<crate::Dot> = history
+            .dots
+            .iter()
+            .filter(|d| !history.lost.contains(d))
+            .filter(|d| {
+                let key = history.keys_of.get(d);
+                !holders.iter().any(|h| h.holds(d, key))
+            })
+            .copied()
+            .collect();
+        for dot in lost {
+            history.forget(dot);
+        }
+    }
+
+    fn random_fault(&mut self, faults: &Faults, history: &mut History) {
         let n = self.regions.len();
         let a = self.rng.below(n as u64) as usize;
         let b = (a + 1 + self.rng.below(n as u64 - 1) as usize) % n;
-        match self.rng.below(8) {
+        match self.rng.below(12) {
             0 if faults.partitions => {
                 // Full partition of one region.
                 for j in 0..n {
@@ -266,7 +418,11 @@ impl World {
                 // Declare a crashed region dead, if no write lives only on its disk (its own, or
                 // one it alone had received): every origin it held is held as far by a live region.
                 let id = sim_replica(a, self.regions[a].incarnation);
-                let held = self.held_at_crash.get(&id).cloned().unwrap_or_default();
+                let held = self
+                    .held_at_crash
+                    .get(&id)
+                    .map(|h| h.applied.clone())
+                    .unwrap_or_default();
                 let live: Vec<crate::VersionVector> = self
                     .up()
                     .iter()
@@ -285,9 +441,59 @@ impl World {
                 let skew = self.rng.below(2 * SKEW_MS_MAX as u64 + 1) as i64 - SKEW_MS_MAX;
                 self.regions[a].clock.skew_ms.store(skew, Ordering::SeqCst);
             }
+            8 if faults.power_loss => self.sync_point(a),
+            9 if faults.power_loss => {
+                self.disk_faults += 1;
+                self.power_loss(a, history)
+            }
+            10 if faults.wiped_disks => {
+                self.disk_faults += 1;
+                self.wipe(a, history)
+            }
+            11 if faults.lying_peers => {
+                self.regions[a].liar = !self.regions[a].liar;
+                self.trace.write(b"liar");
+            }
             _ => {}
         }
         self.trace.write_u64(self.net.cut.len() as u64);
+    }
+}
+
+/// A lying member's frame: the vectors of its `Hello`s and `Ack`s inflated by `LIE`.
+fn inflate_claims(frame: Vec<u8>) -> Vec<u8> {
+    use crate::replication::Frame;
+    let inflate =
+        |v: Vec<(crate::ReplicaId, u64)>| v.into_iter().map(|(o, s)| (o, s + LIE)).collect();
+    match Frame::decode(&frame) {
+        Ok(Frame::Hello {
+            cluster,
+            member,
+            origin,
+            epoch,
+            confirmed,
+            session,
+            region,
+            applied,
+            reply,
+        }) => Frame::Hello {
+            cluster,
+            member,
+            origin,
+            epoch,
+            confirmed,
+            session,
+            region,
+            applied: inflate(applied),
+            reply,
+        }
+        .encode(),
+        Ok(Frame::Ack { applied, serial }) => Frame::Ack {
+            applied: inflate(applied),
+            serial,
+        }
+        .encode(),
+        _ => frame,
     }
 }
 
@@ -314,12 +520,21 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                 node: None,
                 incarnation: 0,
                 dead: false,
+                durability: if rng.below(2) == 0 {
+                    crate::Durability::Sync
+                } else {
+                    crate::Durability::Wal
+                },
+                boot: 0,
+                synced: None,
+                liar: false,
             })
             .collect(),
         now_ms: 0,
         trace: Fnv::default(),
         violations: Vec::new(),
         held_at_crash: Default::default(),
+        disk_faults: 0,
     };
     let mut report = SeedReport {
         seed,
@@ -364,6 +579,9 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
             healed = true;
             world.net.cut.clear();
             world.net.faults = LinkFaults::default();
+            for r in world.regions.iter_mut() {
+                r.liar = false;
+            }
             for i in 0..regions {
                 if world.regions[i].node.is_none() {
                     if let Err(e) = world.open(i) {
@@ -379,7 +597,15 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
             let op_id = seed.wrapping_mul(1_000_003).wrapping_add(ops_done as u64);
             let stepped = world.regions[region].node.as_ref().map(|n| {
                 if n.engine.origin_status().writable {
-                    workload::step(&mut rng, &n.engine, &mut sessions[s], &mut history, op_id)
+                    let forge = faults.hostile_clients;
+                    workload::step(
+                        &mut rng,
+                        &n.engine,
+                        &mut sessions[s],
+                        &mut history,
+                        op_id,
+                        forge,
+                    )
                 } else {
                     // Reopened and waiting for its peers: clients are answered `Recovering`.
                     Ok(workload::StepOutcome::unavailable())
@@ -410,7 +636,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
             next_tick = world.now_ms + TICK_MS;
         }
         if !healed && world.now_ms >= next_fault {
-            world.random_fault(&faults);
+            world.random_fault(&faults, &mut history);
             next_fault = world.now_ms + 200 + world.rng.below(1_500);
         }
         if healed && world.now_ms >= next_check {
@@ -451,6 +677,22 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                     states.join("; ")
                 ));
                 if std::env::var("MERIDIAN_SIM_DEBUG").is_ok() {
+                    for (i, r) in world.regions.iter().enumerate() {
+                        let Some(n) = &r.node else { continue };
+                        eprintln!(
+                            "region {i} member {} origin {} applied {} floors {}",
+                            n.engine.member_id(),
+                            n.engine.replica_id(),
+                            n.engine.applied(),
+                            crate::replication::ReplicaStore::log_floor(&n.engine)
+                        );
+                        for (id, p) in n.repl.peers() {
+                            eprintln!(
+                                "  link {id:?} member {} state {:?} sent {} acked {} inflight {} claimed {} origin {:?}",
+                                p.member, p.state, p.sent, p.acked, p.inflight_bytes, p.claimed, p.origin
+                            );
+                        }
+                    }
                     for r in world.regions.iter().filter_map(|r| r.node.as_ref()) {
                         for item in r.engine.store().records_from(b"", None).flatten() {
                             let rec = crate::model::codec::decode_record(&item.1);
@@ -469,6 +711,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
     }
 
     report.operations = ops_done as u64;
+    report.disk_faults = world.disk_faults;
     report.simulated_ms = world.now_ms;
     report.bytes_moved = world.net.bytes_sent;
     if report.convergence_ms.is_some() {
@@ -479,9 +722,13 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                 .push("diverged again while reclaiming".into()),
             Err(e) => world.violations.push(e),
         }
+        let mut existing = crate::VersionVector::new();
+        for n in world.regions.iter().filter_map(|r| r.node.as_ref()) {
+            existing.join(&n.engine.applied());
+        }
         for (i, r) in world.regions.iter().enumerate() {
             if let Some(n) = &r.node {
-                match unreclaimed(&n.engine) {
+                match unreclaimed(&n.engine, &existing) {
                     Ok((0, 0)) => {}
                     Ok((entries, tombs)) => {
                         let first: Vec<String> = n
@@ -512,6 +759,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
     if let Some(n) = world.regions.iter().find_map(|r| r.node.as_ref()) {
         let findings = check(&n.engine, &history);
         report.lost_acked_writes = findings.lost;
+        report.lost_by_contract = history.lost.len() as u64;
         report.resurrections = findings.resurrected;
         world.violations.extend(findings.other);
         if findings.lost > 0 {

@@ -17,6 +17,8 @@ pub const META_OWN_CONTIGUOUS: &[u8] = b"own_contiguous";
 pub const META_EPOCH: &[u8] = b"epoch";
 /// Metadata key present once the directory has replicated: peers may hold its writes.
 pub const META_REPLICATED: &[u8] = b"replicated";
+/// Metadata key of the current run: whether it ended cleanly (1 byte), then the boot it ran in.
+pub const META_RUN: &[u8] = b"run";
 /// Metadata key of the on-disk layout version.
 pub const META_LAYOUT: &[u8] = b"layout";
 

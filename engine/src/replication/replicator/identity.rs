@@ -3,12 +3,12 @@
 //! - The handshake: a peer announces the member its certificate and configured incarnation
 //!   derive (the driver says which one that is), an origin that is an epoch of that member,
 //!   and its process session; any mismatch closes the link with the reason.
-//! - Claims: a peer's applied vector is what it says it holds. Each origin's owner is the
-//!   authority on how far that origin goes (when it writes under it, confirmed), and this
-//!   replica on its own origin: claims are clamped to those bounds before cursors, stability
-//!   or a state transfer's snapshot rely on them. A claim above this replica's own writes is
-//!   evidence that it lost them (or of a peer that lies, or of a second process with this
-//!   identity).
+//! - Claims: a peer's applied vector is what it says it holds. This replica is the authority on
+//!   its own origin: a claim beyond what it committed is clamped before cursors, stability or a
+//!   state transfer's snapshot rely on it, and is evidence that it lost those writes (or of a
+//!   peer that lies, or of a second process with this identity). Of other origins nobody here
+//!   knows the current end (an owner's report is stale as soon as it writes again): claims of
+//!   them are taken as made, and a claim lowered later is followed (cursors rewind).
 //! - Confirmation: a replica reopened on a directory that has replicated writes again once
 //!   every other member said it holds no more of its origin than the directory does; on
 //!   evidence of loss, or when members stay silent too long, it writes under a new epoch.
@@ -211,10 +211,6 @@ impl Replicator {
             return Ok(raw);
         };
         let member = p.member;
-        if let Some((origin, true)) = p.origin {
-            let slot = self.authority.entry(origin).or_default();
-            *slot = (*slot).max(raw.get(origin));
-        }
         self.check_overclaim(peer, &raw, store)?;
         let claim = self.clamp_claim(&raw, store);
         if let Some(p) = self.peers.get_mut(&peer) {
@@ -225,30 +221,23 @@ impl Replicator {
     }
 
     /// A claim clamped to what its author can know: no more of this replica's origin than it
-    /// committed, no more of a confirmed origin than its owner (or this replica) holds.
+    /// committed.
     pub(super) fn clamp_claim(
         &self,
         raw: &VersionVector,
         store: &impl ReplicaStore,
     ) -> VersionVector {
-        let applied = store.applied();
         let own = store.replica_id();
-        VersionVector::from_entries(raw.iter().map(|(o, s)| {
-            let bound = if o == own {
-                applied.get(o)
-            } else {
-                match self.authority.get(&o) {
-                    Some(a) => (*a).max(applied.get(o)),
-                    None => u64::MAX,
-                }
-            };
-            (o, s.min(bound))
-        }))
+        let committed = store.applied().get(own);
+        VersionVector::from_entries(
+            raw.iter()
+                .map(|(o, s)| (o, if o == own { s.min(committed) } else { s })),
+        )
     }
 
-    /// The snapshot a state transfer from `peer` ends with, capped by what the peer claimed
-    /// and by the authorities (a snapshot cannot raise this replica's vector beyond what its
-    /// sender says it holds, nor beyond what an origin's owner wrote).
+    /// The snapshot a state transfer from `peer` ends with, capped by what the peer claims to
+    /// hold (a snapshot cannot raise this replica's vector beyond its sender's own claim, nor
+    /// its own origin beyond what it committed).
     pub(super) fn cap_snapshot(
         &self,
         peer: PeerId,
@@ -378,7 +367,7 @@ impl Replicator {
     }
 
     /// Whether `peer` may bring entries of `origin`: its own, or an origin it announced
-    /// holding, or one this replica knows.
+    /// holding, or one this replica holds.
     pub(super) fn may_relay(
         &self,
         peer: PeerId,
@@ -390,7 +379,6 @@ impl Replicator {
         };
         p.origin.is_some_and(|(o, _)| o == origin)
             || p.claimed.get(origin) > 0
-            || self.authority.contains_key(&origin)
             || store.applied().get(origin) > 0
     }
 }

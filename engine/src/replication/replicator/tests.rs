@@ -186,6 +186,7 @@ fn a_peer_behind_a_truncated_log_catches_up_by_state_transfer_and_deletes_stay_d
     assert_eq!(eb.applied(), ea.applied());
     a.disconnected(PeerId(2));
     b.disconnected(PeerId(1));
+    let stale = eb.export(b"k2").unwrap().unwrap();
 
     // While b is away: updates, a delete, and a log truncated past everything b has.
     ea.put(b"k1", b"v2").unwrap();
@@ -210,10 +211,12 @@ fn a_peer_behind_a_truncated_log_catches_up_by_state_transfer_and_deletes_stay_d
         ea.applied(),
         "b adopts a's vector after the transfer"
     );
-    // b still holds the deleted key: a reclaimed the tombstone, so the transfer could not carry
-    // the delete. A state b sends back must not resurrect it at a.
-    let stale = eb.export(b"k2").unwrap().unwrap();
-    ea.merge_states(&[(b"k2".to_vec(), stale)]).unwrap();
+    // a reclaimed the delete's tombstone, so the transfer could not carry the delete; but a
+    // holds nothing of k2 and applied every write to it: b removes what it held of it.
+    assert_eq!(eb.get(b"k2").unwrap(), None, "b learnt the delete");
+    // A stale state sent back must not resurrect it at a either.
+    ea.merge_states(&[(b"k2".to_vec(), stale)], &VersionVector::new())
+        .unwrap();
     assert_eq!(
         ea.get(b"k2").unwrap(),
         None,
