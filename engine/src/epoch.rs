@@ -155,9 +155,9 @@ pub(crate) fn begin_run(store: &Store, config: &Config) -> Result<Option<String>
     ))
 }
 
-/// Marks the run as ended cleanly (everything flushed), with the boot it ran in.
+/// Marks the run as ended cleanly (the WAL synced), with the boot it ran in.
 pub(crate) fn end_run(store: &Store, config: &Config) {
-    if store.flush().is_err() {
+    if store.sync_wal().is_err() {
         return;
     }
     let mut run = vec![1u8];

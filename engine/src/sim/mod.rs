@@ -126,18 +126,9 @@ pub struct SeedReport {
     pub violations: Vec<String>,
 }
 
-/// A scratch directory for simulation runs: in memory (`/dev/shm`) where the machine has one,
-/// since the simulator's disks need no durability of their own.
+/// A scratch directory for simulation runs, in the system's temporary directory (RocksDB
+/// measured faster here on it than on `/dev/shm`).
 pub fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
-    let shm = std::path::Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(dir) = tempfile::Builder::new()
-            .prefix("meridian-sim")
-            .tempdir_in(shm)
-        {
-            return Ok(dir);
-        }
-    }
     tempfile::Builder::new().prefix("meridian-sim").tempdir()
 }
 

@@ -173,6 +173,11 @@ impl Store {
         }
     }
 
+    /// Syncs the write-ahead log: every write so far survives a power loss.
+    pub fn sync_wal(&self) -> Result<(), rocksdb::Error> {
+        self.db.flush_wal(true)
+    }
+
     /// Flushes memtables and the WAL to disk (used at close and by tests).
     pub fn flush(&self) -> Result<(), rocksdb::Error> {
         self.db.flush_wal(true)?;
