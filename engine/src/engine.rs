@@ -73,6 +73,12 @@ pub(crate) struct Inner {
     pub(crate) poisoned: AtomicBool,
     /// Stored items found unusable since open.
     pub(crate) faults: Mutex<crate::FaultReport>,
+    /// The summary of every record anti-entropy reads (built on first use).
+    pub(crate) digest: crate::state_digest::StateDigest,
+    /// Tombstones marked so far (a compaction with nothing new to look at is skipped).
+    pub(crate) tombstone_marks: AtomicU64,
+    /// The stability, the marks and the pending tombstones of the last compaction.
+    pub(crate) last_compaction: Mutex<(VersionVector, u64, u64)>,
     /// Called after every local commit (the runtime wakes its replicator with it).
     commit_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Called whenever the applied vector advances (the runtime wakes token waits with it).
@@ -159,7 +165,8 @@ impl Engine {
         }
         let origin = epoch::open_origin(&store, member, created, &config)?;
         let replica = origin.id;
-        let lost_tail = epoch::begin_run(&store, &config)?;
+        let previous = epoch::begin_run(&store, &config)?;
+        crate::state_digest::ensure_key_index(&store, created)?;
         let applied = load_vector(&store, keys::META_APPLIED_PREFIX)?;
         let floors = load_vector(&store, keys::META_FLOOR_PREFIX)?;
         let contiguous = store
@@ -200,12 +207,20 @@ impl Engine {
                 stripes,
                 poisoned: AtomicBool::new(false),
                 faults: Mutex::new(Default::default()),
+                digest: Default::default(),
+                tombstone_marks: AtomicU64::new(0),
+                last_compaction: Mutex::new((VersionVector::new(), u64::MAX, 0)),
                 commit_hook: std::sync::OnceLock::new(),
                 applied_hook: std::sync::OnceLock::new(),
                 crashed: AtomicBool::new(false),
             }),
         };
-        if let Some(reason) = lost_tail {
+        if let Some(summary) = &previous.summary {
+            if engine.inner.digest.load(summary) {
+                tracing::debug!("anti-entropy summary kept by the last clean shutdown");
+            }
+        }
+        if let Some(reason) = previous.lost_tail {
             // Numbers of the lost tail may be in clients' tokens: never numbered again.
             engine.start_new_epoch(&reason)?;
         }
@@ -417,10 +432,13 @@ impl Engine {
             Cow::Owned(d)
         };
         let _guards = self.lock_keys(&distinct);
-        let mut records: Vec<Record> = self
-            .load_many(&distinct)?
+        let summarised = inner.digest.is_built();
+        let loaded = self.load_many_hashed(&distinct, summarised)?;
+        let before: Vec<(bool, Option<u64>)> =
+            loaded.iter().map(|(r, h)| (r.is_some(), *h)).collect();
+        let mut records: Vec<Record> = loaded
             .into_iter()
-            .map(Option::unwrap_or_default)
+            .map(|(r, _)| r.unwrap_or_default())
             .collect();
 
         let seq = inner.next_seq.fetch_add(1, Ordering::SeqCst);
@@ -436,15 +454,29 @@ impl Engine {
             }
         };
         let mut wb = inner.store.batch();
-        for ((key, bytes), record) in distinct.iter().zip(&encoded).zip(&records) {
+        for ((key, bytes), (record, (existed, _))) in distinct
+            .iter()
+            .zip(&encoded)
+            .zip(records.iter().zip(&before))
+        {
             wb.put_record(key, bytes);
+            if !existed {
+                wb.index_key(key);
+            }
             if record.is_bottom() {
                 // A new tombstone: compaction reclaims it once it is stable.
-                wb.put_meta(&keys::tombstone_key(key), &[]);
+                self.mark_tombstone(&mut wb, key);
             }
         }
         wb.put_log(origin.id, seq, &LogEntry::encode_keys(&distinct));
         self.commit(wb)?;
+        if summarised {
+            for ((key, bytes), (_, old)) in distinct.iter().zip(&encoded).zip(&before) {
+                inner
+                    .digest
+                    .changed(key, *old, Some(crate::model::digest::state_hash(bytes)));
+            }
+        }
         if inner.caching.load(Ordering::Relaxed) {
             // Cached with the stripes still held and before the sequence becomes visible.
             let written = distinct.iter().copied();
@@ -613,6 +645,12 @@ impl Engine {
         self.inner.applied_changed.notify_all();
     }
 
+    /// Marks `key` as a new tombstone in `wb`: compaction reclaims it once it is stable.
+    pub(crate) fn mark_tombstone(&self, wb: &mut crate::store::AtomicWrite<'_>, key: &[u8]) {
+        wb.put_meta(&keys::tombstone_key(key), &[]);
+        self.inner.tombstone_marks.fetch_add(1, Ordering::SeqCst);
+    }
+
     pub(crate) fn commit(&self, wb: crate::store::AtomicWrite<'_>) -> Result<()> {
         let sync = self.inner.config.durability == crate::config::Durability::Sync;
         wb.commit(sync).map_err(|e| {
@@ -683,14 +721,30 @@ impl Engine {
     // ---- reads -----------------------------------------------------------------------------
 
     /// The decoded records of `keys` (sorted, distinct) in one batched lookup.
-    pub(crate) fn load_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Record>>> {
+    /// `load_many`, with the state hash of each stored record when `hash` is set (the summary
+    /// for anti-entropy needs what a record was to take it out).
+    fn load_many_hashed(
+        &self,
+        keys: &[&[u8]],
+        hash: bool,
+    ) -> Result<Vec<(Option<Record>, Option<u64>)>> {
+        let one = |key: &[u8], bytes: Option<&[u8]>| -> Result<(Option<Record>, Option<u64>)> {
+            match bytes {
+                Some(b) => Ok((
+                    Some(decode_stored(key, b)?),
+                    hash.then(|| crate::model::digest::state_hash(b)),
+                )),
+                None => Ok((None, None)),
+            }
+        };
         if let [key] = keys {
-            return Ok(vec![self.load(key)?]); // a point lookup costs less than a batch of one
+            let stored = self.inner.store.get_record(key)?;
+            return Ok(vec![one(key, stored.as_deref())?]);
         }
         let stored = self.inner.store.get_records(keys)?;
         keys.iter()
             .zip(stored)
-            .map(|(key, bytes)| bytes.map(|b| decode_stored(key, &b)).transpose())
+            .map(|(key, bytes)| one(key, bytes.as_deref()))
             .collect()
     }
 
@@ -866,6 +920,8 @@ impl Engine {
         }
         let remote =
             codec::decode_record(state).map_err(|e| Error::from_codec("remote record", key, e))?;
+        // Gate before the apply lock (the order every path takes them in).
+        let _gate = read_lock(&inner.gate);
         let _serial = lock(&inner.apply_lock);
         let _guard = self.lock_keys(&[key]);
         let seen = self.applied();
@@ -899,7 +955,7 @@ impl Drop for Inner {
         // The last handle is gone: the run ended cleanly (flushed), unless it crashed or a
         // storage failure left its state unknown.
         if !self.crashed.load(Ordering::SeqCst) && !self.poisoned.load(Ordering::SeqCst) {
-            epoch::end_run(&self.store, &self.config);
+            epoch::end_run(&self.store, &self.config, self.digest.to_bytes());
         }
     }
 }

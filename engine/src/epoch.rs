@@ -133,32 +133,55 @@ fn current_boot(config: &Config) -> String {
     })
 }
 
-/// Records the start of a run and says why the previous one may have lost acknowledged writes
-/// (it ended without a clean shutdown, in another boot, under `Durability::Wal`: the WAL's
-/// unsynced tail went with the power), if it may have.
-pub(crate) fn begin_run(store: &Store, config: &Config) -> Result<Option<String>> {
+/// How the previous run of a directory ended.
+pub(crate) struct PreviousRun {
+    /// Why it may have lost acknowledged writes (it ended without a clean shutdown, in another
+    /// boot, under `Durability::Wal`: the WAL's unsynced tail went with the power), if it may.
+    pub(crate) lost_tail: Option<String>,
+    /// The anti-entropy summary it kept at its clean shutdown.
+    pub(crate) summary: Option<Vec<u8>>,
+}
+
+/// Records the start of a run (a summary kept by the previous one is taken, and removed: it
+/// holds only until the first change) and says how the previous run ended.
+pub(crate) fn begin_run(store: &Store, config: &Config) -> Result<PreviousRun> {
     let boot = current_boot(config);
     let previous = store.get_meta(keys::META_RUN)?;
+    let summary = store.get_meta(keys::META_SUMMARY)?;
     let mut run = vec![0u8];
     run.extend_from_slice(boot.as_bytes());
-    store.put_meta_sync(keys::META_RUN, &run)?;
+    let mut wb = store.batch();
+    wb.put_meta(keys::META_RUN, &run);
+    wb.delete_meta(keys::META_SUMMARY);
+    wb.commit(true)?;
     let Some(previous) = previous else {
-        return Ok(None);
+        return Ok(PreviousRun {
+            lost_tail: None,
+            summary: None,
+        });
     };
     let clean = previous.first() == Some(&1);
     let same_boot = !boot.is_empty() && previous.get(1..) == Some(boot.as_bytes());
-    if clean || same_boot || config.durability != crate::Durability::Wal {
-        return Ok(None);
-    }
-    Ok(Some(
-        "an unclean shutdown in an earlier boot (the WAL's unsynced tail may be lost)".into(),
-    ))
+    let lost_tail =
+        (!clean && !same_boot && config.durability == crate::Durability::Wal).then(|| {
+            "an unclean shutdown in an earlier boot (the WAL's unsynced tail may be lost)".into()
+        });
+    Ok(PreviousRun {
+        lost_tail,
+        summary: summary.filter(|_| clean),
+    })
 }
 
-/// Marks the run as ended cleanly (the WAL synced), with the boot it ran in.
-pub(crate) fn end_run(store: &Store, config: &Config) {
+/// Marks the run as ended cleanly (the WAL synced), with the boot it ran in, keeping the
+/// anti-entropy summary if there is one.
+pub(crate) fn end_run(store: &Store, config: &Config, summary: Option<Vec<u8>>) {
     if store.sync_wal().is_err() {
         return;
+    }
+    if let Some(summary) = summary {
+        if store.put_meta_sync(keys::META_SUMMARY, &summary).is_err() {
+            return;
+        }
     }
     let mut run = vec![1u8];
     run.extend_from_slice(current_boot(config).as_bytes());

@@ -22,6 +22,8 @@ mod entry_cache;
 mod epoch;
 mod error;
 mod faults;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod model;
 mod read;
@@ -29,6 +31,7 @@ mod replica_store;
 pub mod replication;
 pub mod runtime;
 pub mod sim;
+mod state_digest;
 pub mod store;
 
 pub use batch::Batch;

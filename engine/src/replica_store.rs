@@ -4,17 +4,19 @@
 //! truncation and tombstone collection at causal stability).
 
 use crate::engine::{lock, Engine};
+use crate::engine::{read_lock, write_lock};
 use crate::error::{Error, Result};
 use crate::faults::Stored;
-use crate::model::{codec, digest, Dot, Hlc, Record, ReplicaId, StateFacts, VersionVector};
+use crate::model::digest::state_hash;
+use crate::model::{codec, Dot, Hlc, Record, ReplicaId, StateFacts, VersionVector};
 use crate::replication::iblt::Iblt;
 use crate::replication::{
     decode_record_states, sort_joining_by, ApplyOutcome, Compaction, DecodedEntry, OriginView,
-    RecordState, RemoteRecord, ReplicaStore, SharedState, StateSummary,
+    RecordRange, RecordState, RemoteRecord, ReplicaStore, SharedState, StateSummary,
 };
 use crate::store::{keys, AtomicWrite, LogEntry};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 /// A peer's record to join here, borrowed from the checked frame where it can be.
 pub(crate) struct Incoming<'k> {
@@ -99,6 +101,8 @@ impl Engine {
     /// set, an error otherwise; `record_max` refuses merges that would grow past it. With a
     /// `horizon` (a state transfer's snapshot), the peer is known to have applied every write
     /// in it: dots it covers that the peer's state does not hold are removed here too.
+    /// The caller holds the engine's gate for reading (the anti-entropy summary is updated
+    /// here, for the batch it then commits).
     pub(crate) fn stage_joins<'k>(
         &self,
         remote: Vec<Incoming<'k>>,
@@ -163,10 +167,18 @@ impl Engine {
                 });
             }
             wb.put_record(key, &bytes);
+            if stored.is_none() {
+                wb.index_key(key);
+            }
             if bottom {
                 // A new tombstone (also by state transfer, without a log entry): compaction
                 // reclaims it once it is stable.
-                wb.put_meta(&keys::tombstone_key(key), &[]);
+                self.mark_tombstone(wb, key);
+            }
+            if inner.digest.is_built() {
+                inner
+                    .digest
+                    .changed(key, stored.map(state_hash), Some(state_hash(&bytes)));
             }
             changed.push(key);
         }
@@ -225,17 +237,19 @@ impl ReplicaStore for Engine {
         let mut sorted: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
         sorted.sort_unstable();
         sorted.dedup();
+        // Gate before the apply lock (the order every path takes them in).
+        let _gate = read_lock(&inner.gate);
         let _serial = lock(&inner.apply_lock);
         let _guards = self.lock_keys(&sorted);
         let mut wb = inner.store.batch();
         let mut changed = Vec::new();
         for key in &sorted {
-            let mut record = match self.load(key) {
-                Ok(Some(record)) => record,
-                Ok(None) => continue,
-                // A record this build cannot read is left as it is (its fault stays its own).
-                Err(Error::Corrupt { .. } | Error::FutureVersion { .. }) => continue,
-                Err(e) => return Err(e),
+            let Some(stored) = inner.store.get_record(key)? else {
+                continue;
+            };
+            // A record this build cannot read is left as it is (its fault stays its own).
+            let Ok(mut record) = codec::decode_record(&stored) else {
+                continue;
             };
             if !record.remove_covered(seen) {
                 continue;
@@ -244,7 +258,11 @@ impl ReplicaStore for Engine {
                 codec::encode_record(&record).map_err(|e| Error::from_codec("record", key, e))?;
             wb.put_record(key, &bytes);
             if record.is_bottom() {
-                wb.put_meta(&keys::tombstone_key(key), &[]);
+                self.mark_tombstone(&mut wb, key);
+            }
+            if inner.digest.is_built() {
+                let old = Some(state_hash(&stored));
+                inner.digest.changed(key, old, Some(state_hash(&bytes)));
             }
             changed.push(*key);
         }
@@ -332,6 +350,8 @@ impl ReplicaStore for Engine {
         if origin == self.replica_id() {
             return Ok(vec![ApplyOutcome::Duplicate; entries.len()]);
         }
+        // Gate before the apply lock (the order every path takes them in).
+        let _gate = read_lock(&inner.gate);
         let _serial = lock(&inner.apply_lock);
         let mut have = lock(&inner.applied).get(origin);
         // Decide each entry's fate before touching anything.
@@ -404,20 +424,82 @@ impl ReplicaStore for Engine {
     }
 
     fn summarize(&self, cells: usize) -> Result<StateSummary> {
-        let applied = self.applied();
-        let mut table = Iblt::with_cells(cells);
-        let mut keys = BTreeMap::new();
-        for item in self.inner.store.records_from(b"", None) {
-            let (key, bytes) = item?;
-            let id = digest::record_id(&key, &bytes);
-            table.insert(id);
-            keys.insert(id, key.into_vec());
+        let inner = &*self.inner;
+        if !inner.digest.is_built() {
+            self.build_summary()?;
         }
+        // Under the gate: no record changes while the table is copied and the vector read.
+        let _gate = write_lock(&inner.gate);
+        let applied = self.applied();
+        let (table, records) = inner
+            .digest
+            .read(cells)
+            .unwrap_or_else(|| (Iblt::with_cells(cells), 0));
         Ok(StateSummary {
             applied,
             table,
-            keys,
+            records,
         })
+    }
+
+    fn summary_cells(&self) -> usize {
+        crate::state_digest::SUMMARY_CELLS
+    }
+
+    fn record_count(&self) -> Result<u64> {
+        if !self.inner.digest.is_built() {
+            self.build_summary()?;
+        }
+        Ok(self.inner.digest.records())
+    }
+
+    fn keys_for_hashes(&self, hashes: &[u64]) -> Result<Vec<Vec<u8>>> {
+        let mut keys = Vec::with_capacity(hashes.len());
+        for h in hashes {
+            keys.extend(self.inner.store.keys_with_hash(*h)?);
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    fn read_range(&self, from: &[u8], bytes: usize) -> Result<RecordRange> {
+        let mut out = Vec::new();
+        let mut size = 0;
+        for item in self.inner.store.records_from(from, None) {
+            let (key, state) = item?;
+            if !out.is_empty() && size + key.len() + state.len() + 8 > bytes {
+                return Ok((out, Some(key.into_vec())));
+            }
+            // A record that does not check is not shipped (its fault stays its own).
+            if let Err(e) = codec::check_record(&state) {
+                self.note_fault(Stored::Record, &key, &e);
+                continue;
+            }
+            size += key.len() + state.len() + 8;
+            out.push((key.into_vec(), state.into_vec()));
+        }
+        Ok((out, None))
+    }
+
+    fn drop_absent(
+        &self,
+        from: &[u8],
+        through: Option<&[u8]>,
+        present: &BTreeSet<Vec<u8>>,
+        seen: &VersionVector,
+    ) -> Result<usize> {
+        let mut absent = Vec::new();
+        for item in self.inner.store.records_from(from, through) {
+            let (key, _) = item?;
+            if !present.contains(&key[..]) {
+                absent.push(key.into_vec());
+            }
+        }
+        if absent.is_empty() {
+            return Ok(0);
+        }
+        self.drop_covered(&absent, seen)
     }
 
     fn read_records(&self, keys: &[Vec<u8>]) -> Result<Vec<RecordState>> {
@@ -454,6 +536,7 @@ impl ReplicaStore for Engine {
             return Ok(ApplyOutcome::Invalid);
         };
         let remote: Vec<Incoming<'_>> = decoded.iter().map(Incoming::of).collect();
+        let _gate = read_lock(&self.inner.gate);
         let _serial = lock(&self.inner.apply_lock);
         let keys: Vec<&[u8]> = remote.iter().map(|i| i.key).collect();
         let _guards = self.lock_keys(&keys);
@@ -470,6 +553,8 @@ impl ReplicaStore for Engine {
     fn adopt(&self, snapshot: &VersionVector) -> Result<()> {
         let inner = &*self.inner;
         self.check_writable()?;
+        // Gate before the apply lock (the order every path takes them in).
+        let _gate = read_lock(&inner.gate);
         let _serial = lock(&inner.apply_lock);
         let me = self.replica_id();
         let mut applied = lock(&inner.applied).clone();
@@ -528,6 +613,8 @@ impl ReplicaStore for Engine {
     fn compact(&self, stable: &VersionVector) -> Result<Compaction> {
         let inner = &*self.inner;
         self.check_writable()?;
+        // Gate before the apply lock (the order every path takes them in).
+        let _gate = read_lock(&inner.gate);
         let _serial = lock(&inner.apply_lock);
         let mut floors = lock(&inner.floors).clone();
         let store = &inner.store;
@@ -544,54 +631,85 @@ impl ReplicaStore for Engine {
             wb.put_meta(&keys::floor_key(origin), &upto.to_be_bytes());
             floors.add(Dot::new(origin, upto));
         }
+        // Tombstones are looked at again only when stability moved or new ones were marked:
+        // a member that stays down freezes stability, and the pass would find nothing new.
+        let marks = inner
+            .tombstone_marks
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let mut last = lock(&inner.last_compaction);
+        if last.0 == *stable && last.1 == marks {
+            out.tombstones_pending = last.2;
+            self.commit(wb)?;
+            *lock(&inner.floors) = floors;
+            return Ok(out);
+        }
         // Tombstone candidates: every record that became a tombstone was marked when it did.
         let candidates: BTreeSet<Vec<u8>> = store
             .meta_with_prefix(keys::META_TOMBSTONE_PREFIX)?
             .into_iter()
             .map(|(k, _)| k[keys::META_TOMBSTONE_PREFIX.len()..].to_vec())
             .collect();
-        // Keys still named by the log that stays: their tombstones are needed to ship deletes.
-        let mut referenced: BTreeSet<Vec<u8>> = BTreeSet::new();
-        if !candidates.is_empty() {
-            for item in store.log_entries() {
-                let (k, v) = item?;
-                let Some((origin, seq)) = keys::parse_log_key(&k) else {
+        let candidate_refs: Vec<&[u8]> = candidates.iter().map(Vec::as_slice).collect();
+        let _guards = self.lock_keys(&candidate_refs);
+        // Reclaimable: a tombstone (no counter reset to remember) whose every dot is stable.
+        let mut reclaimable: Vec<(&Vec<u8>, u64)> = Vec::new();
+        for key in &candidates {
+            let pending = keys::tombstone_key(key);
+            let stored = match store.get_record(key) {
+                Ok(Some(stored)) => stored,
+                Ok(None) => {
+                    wb.delete_meta(&pending);
                     continue;
-                };
-                if seq > floors.get(origin) {
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match codec::decode_record(&stored) {
+                Ok(record) if record.is_bottom() && !record.has_counter_reset() => {
+                    if stable.dominates(&record.context()) {
+                        reclaimable.push((key, state_hash(&stored)));
+                    } else {
+                        wb.put_meta(&pending, &[]);
+                        out.tombstones_pending += 1;
+                    }
+                }
+                // Written again since, or unreadable: no longer a candidate.
+                _ => wb.delete_meta(&pending),
+            }
+        }
+        // Keys still named by the log that stays (above the new floors): their tombstones are
+        // needed to ship deletes. Read only when something is reclaimable, and only that part
+        // of the log.
+        let mut referenced: BTreeSet<Vec<u8>> = BTreeSet::new();
+        if !reclaimable.is_empty() {
+            for (origin, _) in self.applied().iter() {
+                for item in store.log_entries_of(origin, floors.get(origin) + 1) {
+                    let (_, v) = item?;
                     if let Ok(entry) = LogEntry::decode(&v) {
                         referenced.extend(entry.keys);
                     }
                 }
             }
         }
-        let candidate_refs: Vec<&[u8]> = candidates.iter().map(Vec::as_slice).collect();
-        let _guards = self.lock_keys(&candidate_refs);
         let mut reclaimed: Vec<&Vec<u8>> = Vec::new();
-        for key in &candidates {
-            let pending = keys::tombstone_key(key);
-            match self.load(key) {
-                Ok(Some(record)) if record.is_bottom() && !record.has_counter_reset() => {
-                    if stable.dominates(&record.context()) && !referenced.contains(key) {
-                        wb.delete_record(key);
-                        wb.delete_meta(&pending);
-                        reclaimed.push(key);
-                        out.tombstones_removed += 1;
-                    } else {
-                        wb.put_meta(&pending, &[]);
-                        out.tombstones_pending += 1;
-                    }
-                }
-                Ok(_) | Err(Error::Corrupt { .. }) | Err(Error::FutureVersion { .. }) => {
-                    wb.delete_meta(&pending)
-                }
-                Err(e) => return Err(e),
+        for (key, old) in reclaimable {
+            if referenced.contains(key) {
+                out.tombstones_pending += 1;
+                continue;
             }
+            wb.delete_record(key);
+            wb.unindex_key(key);
+            wb.delete_meta(&keys::tombstone_key(key));
+            if inner.digest.is_built() {
+                inner.digest.changed(key, Some(old), None);
+            }
+            reclaimed.push(key);
+            out.tombstones_removed += 1;
         }
         self.commit(wb)?;
         // The stripes of the reclaimed keys are still held.
         self.uncache_states(reclaimed.iter().map(|k| k.as_slice()));
         *lock(&inner.floors) = floors;
+        *last = (stable.clone(), marks, out.tombstones_pending);
         Ok(out)
     }
 }

@@ -26,6 +26,21 @@ impl Fnv {
     }
 }
 
+/// The hash of a key, as anti-entropy names keys (the same on every replica and build).
+pub fn key_hash(key: &[u8]) -> u64 {
+    let mut h = Fnv::default();
+    h.write(key);
+    h.0
+}
+
+/// The hash of a record's stored bytes (canonical: equal states, equal hashes).
+pub fn state_hash(bytes: &[u8]) -> u64 {
+    let mut h = Fnv::default();
+    h.write_u64(bytes.len() as u64);
+    h.write(bytes);
+    h.0
+}
+
 /// The id of one stored record version: equal key and bytes, equal id.
 pub fn record_id(key: &[u8], record: &[u8]) -> u64 {
     let mut h = Fnv::default();

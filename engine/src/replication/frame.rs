@@ -7,9 +7,9 @@
 //! | `Entries` | whenever the peer lacks entries of an origin this replica holds | one origin's log entries in sequence order, each with the current states of the records it changed |
 //! | `Ack` | after `Entries`, and as the idle heartbeat | the sender's applied vector, numbered per link (older ones are ignored) |
 //! | `Nack` | after an entry arrived out of order | resend `origin` from `next` |
-//! | `AeOffer` | the peer lacks entries this replica's log no longer holds | IBLT over record ids |
-//! | `AeWant` / `AeRetry` | answer to an offer | ids the receiver lacks / a larger table, please |
-//! | `AeRecords` / `AeAck` | answer to `AeWant`, flow-controlled | numbered chunks of records, applied in order; `done` ends the round and the receiver adopts the vector |
+//! | `AeOffer` | the peer lacks entries this replica's log no longer holds | IBLT over (key hash, state hash) of every record, and the record count |
+//! | `AeWant` / `AeRetry` / `AeStream` | answer to an offer | the key hashes of the records the receiver lacks / a larger table, please / the difference is too large: send everything in key order |
+//! | `AeRecords` / `AeRange` / `AeAck` | answer to `AeWant` / `AeStream`, flow-controlled | numbered chunks of records (a range chunk covers a key range whole), applied in order; every chunk carries the sender's snapshot; `done` ends the round and the receiver adopts it |
 //! | `Ping` / `Pong` | heartbeat | round-trip time |
 
 use crate::model::{ReplicaId, VersionVector};
@@ -81,19 +81,21 @@ pub enum Frame {
         next: u64,
     },
     /// Anti-entropy, from a replica whose log no longer holds what the peer lacks: a table over
-    /// the ids of all its records (the applied vector they reflect comes with the last records).
+    /// all its records (the applied vector they reflect comes with the records).
     AeOffer {
         /// Round number, echoed in the answers.
         round: u64,
-        /// `Iblt::to_bytes` of the table.
+        /// `Iblt::to_bytes` of the table over (key hash, state hash) of every record.
         table: serde_bytes::ByteBuf,
+        /// How many records the offerer holds.
+        records: u64,
     },
-    /// The ids of the offerer's records the receiver lacks (or holds in another version).
+    /// The hashes of the keys whose records the receiver lacks (or holds in another version).
     AeWant {
         /// Round number.
         round: u64,
-        /// Record ids.
-        ids: Vec<u64>,
+        /// Key hashes (`model::digest::key_hash`).
+        hashes: Vec<u64>,
     },
     /// The difference was too large for the table: offer again with `cells` cells.
     AeRetry {
@@ -131,6 +133,30 @@ pub enum Frame {
     Pong {
         /// The `sent_ms` of the ping.
         sent_ms: u64,
+    },
+    /// The difference is too large for a table (a replica joining, or back after long): send
+    /// every record, in key order.
+    AeStream {
+        /// Round number.
+        round: u64,
+    },
+    /// Records of a streamed round: every record the sender holds with a key in
+    /// `[from, through)` (`through` absent: to the end), in key order.
+    AeRange {
+        /// Round number.
+        round: u64,
+        /// Chunk number, from 0; chunks are applied only in order.
+        chunk: u64,
+        /// First key of the range covered.
+        from: serde_bytes::ByteBuf,
+        /// The key the next chunk starts at (`None`: this chunk reaches the end).
+        through: Option<serde_bytes::ByteBuf>,
+        /// (key, encoded record).
+        records: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
+        /// Whether this ends the round.
+        done: bool,
+        /// The offer's applied vector (the sender's states reflect every write in it).
+        snapshot: Vec<(ReplicaId, u64)>,
     },
 }
 

@@ -15,7 +15,8 @@ mod replicator;
 mod seam;
 
 pub use frame::{
-    decode_entries, EntryRef, Frame, FrameError, WireEntry, FRAME_BYTES_MAX, PROTOCOL_VERSION,
+    decode_entries, encode_entries, EntryRef, Frame, FrameError, WireEntry, FRAME_BYTES_MAX,
+    PROTOCOL_VERSION,
 };
 pub(crate) use inbound::sort_joining_by;
 pub use inbound::{
@@ -26,5 +27,6 @@ pub use replicator::{
     Output, PeerId, ReplicationConfig, ReplicationError, Replicator, Stats, INFLIGHT_BYTES_CAP,
 };
 pub use seam::{
-    ApplyOutcome, Compaction, OriginView, RecordState, ReplicaStore, SharedState, StateSummary,
+    ApplyOutcome, Compaction, OriginView, RecordRange, RecordState, ReplicaStore, SharedState,
+    StateSummary,
 };

@@ -22,6 +22,17 @@ pub enum LinkState {
     Refused,
 }
 
+/// What a state-transfer round sends, once the peer answered its offer.
+#[derive(Debug)]
+pub(crate) enum Transfer {
+    /// No answer yet.
+    Waiting,
+    /// The records of these keys (the peer asked for their hashes), not sent yet.
+    Keys(VecDeque<Vec<u8>>),
+    /// Every record in key order, from `next` on (`None`: all sent).
+    Stream { next: Option<Vec<u8>> },
+}
+
 /// A state-transfer round on this link.
 #[derive(Debug)]
 pub(crate) enum AntiEntropy {
@@ -29,11 +40,10 @@ pub(crate) enum AntiEntropy {
     Offering {
         round: u64,
         snapshot: VersionVector,
-        keys: std::collections::BTreeMap<u64, Vec<u8>>,
         /// Last progress (offer sent, chunk acknowledged).
         started_ms: u64,
-        /// Keys the peer asked for and that are not sent yet (`None` before its answer).
-        pending: Option<VecDeque<Vec<u8>>>,
+        /// What is left to send.
+        transfer: Transfer,
         /// Chunks sent: their number and size, oldest first, until acknowledged.
         unacked: VecDeque<(u64, usize)>,
         /// Number of the next chunk.

@@ -12,16 +12,12 @@
 //! - a malformed or unexpected frame closes that link only.
 
 use super::frame::{encode_entries, vv_entries, Frame, FrameError};
-use super::iblt;
 use super::inbound::{wire_bytes, DecodedEntry, Inbound};
 use super::peer::{AntiEntropy, InFlight, LinkState, Peer};
-use super::seam::{ApplyOutcome, RecordState, ReplicaStore, SharedState};
+use super::seam::{ApplyOutcome, ReplicaStore, SharedState};
 use crate::limits::ENTRY_BYTES_MAX;
 use crate::model::{ReplicaId, VersionVector};
 use std::collections::{BTreeMap, VecDeque};
-
-/// Records read at once when filling a state-transfer chunk.
-const TRANSFER_READ_KEYS: usize = 16;
 
 /// Most unacknowledged bytes allowed on any link, whatever its round trip.
 pub const INFLIGHT_BYTES_CAP: usize = 8 << 20;
@@ -473,103 +469,13 @@ impl Replicator {
                 }
                 self.pump(peer, store, now_ms)
             }
-            Frame::AeOffer { round, table } => self.on_offer(peer, round, &table, store),
-            Frame::AeWant { round, ids } => self.on_want(peer, round, &ids, store, now_ms),
-            Frame::AeRetry { round, cells } => {
-                let matches = matches!(self.peers.get(&peer).and_then(|p| p.ae.as_ref()), Some(AntiEntropy::Offering { round: r, .. }) if *r == round);
-                if matches {
-                    let cells = usize::try_from(cells)
-                        .unwrap_or(iblt::CELLS_MAX)
-                        .min(iblt::CELLS_MAX - 1);
-                    self.offer(peer, cells, store, now_ms)?;
-                }
-                Ok(())
-            }
-            Frame::AeRecords {
-                round,
-                chunk,
-                records,
-                done,
-                snapshot,
-            } => {
-                let expected = match self.peers.get(&peer).and_then(|p| p.ae.as_ref()) {
-                    Some(AntiEntropy::Receiving {
-                        round: r,
-                        next_chunk,
-                        ..
-                    }) if *r == round => *next_chunk,
-                    _ => return Ok(()), // a stale round
-                };
-                if chunk != expected {
-                    return Ok(()); // out of order: the sender restarts the round after a timeout
-                }
-                let records: Vec<RecordState> = records
-                    .into_iter()
-                    .map(|(k, v)| (k.into_vec(), v.into_vec()))
-                    .collect();
-                let snapshot =
-                    self.cap_snapshot(peer, &VersionVector::from_entries(snapshot), store);
-                if store
-                    .merge_states(&records, &snapshot)
-                    .map_err(ReplicationError::Store)?
-                    == ApplyOutcome::Invalid
-                {
-                    return Err(self.refuse(
-                        peer,
-                        FrameError::Malformed("invalid records in a state transfer".into()),
-                    ));
-                }
-                let mut ours_only = std::collections::BTreeSet::new();
-                if let Some(Some(AntiEntropy::Receiving {
-                    next_chunk,
-                    ours_only: only,
-                    ..
-                })) = self.peers.get_mut(&peer).map(|p| p.ae.as_mut())
-                {
-                    *next_chunk = chunk + 1;
-                    for (key, _) in &records {
-                        only.remove(key);
-                    }
-                    if done {
-                        ours_only = std::mem::take(only);
-                    }
-                }
-                self.send(peer, &Frame::AeAck { round, chunk });
-                if done {
-                    if !ours_only.is_empty() {
-                        // The peer holds nothing of these keys: what it applied of them, it
-                        // removed (a replica back with older states than it shipped learns
-                        // deletes whose tombstones are reclaimed everywhere else).
-                        let keys: Vec<Vec<u8>> = ours_only.into_iter().collect();
-                        store
-                            .drop_covered(&keys, &snapshot)
-                            .map_err(ReplicationError::Store)?;
-                    }
-                    store.adopt(&snapshot).map_err(ReplicationError::Store)?;
-                    if let Some(p) = self.peers.get_mut(&peer) {
-                        p.ae = None;
-                    }
-                    self.send_ack(peer, store, now_ms);
-                }
-                Ok(())
-            }
-            Frame::AeAck { round, chunk } => {
-                if let Some(Some(AntiEntropy::Offering {
-                    round: r,
-                    unacked,
-                    started_ms,
-                    ..
-                })) = self.peers.get_mut(&peer).map(|p| p.ae.as_mut())
-                {
-                    if *r == round {
-                        while unacked.front().is_some_and(|(n, _)| *n <= chunk) {
-                            unacked.pop_front();
-                        }
-                        *started_ms = now_ms;
-                    }
-                }
-                self.send_transfer(peer, store)
-            }
+            frame @ (Frame::AeOffer { .. }
+            | Frame::AeWant { .. }
+            | Frame::AeRetry { .. }
+            | Frame::AeRecords { .. }
+            | Frame::AeAck { .. }
+            | Frame::AeStream { .. }
+            | Frame::AeRange { .. }) => self.on_anti_entropy(peer, frame, store, now_ms),
             Frame::Nack { origin, next } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.rewind(origin, next.saturating_sub(1));
@@ -735,12 +641,7 @@ impl Replicator {
                     .iter()
                     .map(|(o, s)| s.saturating_sub(p.acked.get(o)))
                     .sum();
-                let cells = iblt::Iblt::cells_for(
-                    usize::try_from(lag.saturating_mul(2))
-                        .unwrap_or(usize::MAX)
-                        .min(iblt::CELLS_MAX / 2),
-                );
-                return self.offer(peer, cells, store, now_ms);
+                return self.start_transfer(peer, lag, store, now_ms);
             }
             let borrowed: Vec<(u64, &[SharedState])> =
                 entries.iter().map(|(seq, r)| (*seq, &r[..])).collect();
@@ -753,210 +654,6 @@ impl Replicator {
             p.inflight_bytes += flights.iter().map(|f| f.bytes).sum::<usize>();
             p.inflight.extend(flights);
             self.stats.entry_bytes_sent += encoded.len() as u64;
-            self.send_bytes(peer, encoded);
-        }
-    }
-
-    /// Starts (or restarts with `cells` cells) a state-transfer round towards `peer`.
-    fn offer<S: ReplicaStore>(
-        &mut self,
-        peer: PeerId,
-        cells: usize,
-        store: &S,
-        now_ms: u64,
-    ) -> Result<(), ReplicationError<S::Error>> {
-        let summary = store.summarize(cells).map_err(ReplicationError::Store)?;
-        let round = self.next_round;
-        self.next_round += 1;
-        self.stats.antientropy_rounds += 1;
-        let frame = Frame::AeOffer {
-            round,
-            table: summary.table.to_bytes().into(),
-        };
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return Ok(());
-        };
-        p.ae = Some(AntiEntropy::Offering {
-            round,
-            snapshot: summary.applied,
-            keys: summary.keys,
-            started_ms: now_ms,
-            pending: None,
-            unacked: VecDeque::new(),
-            next_chunk: 0,
-        });
-        let encoded = frame.encode();
-        self.stats.antientropy_bytes_sent += encoded.len() as u64;
-        self.send_bytes(peer, encoded);
-        Ok(())
-    }
-
-    fn on_offer<S: ReplicaStore>(
-        &mut self,
-        peer: PeerId,
-        round: u64,
-        table: &[u8],
-        store: &S,
-    ) -> Result<(), ReplicationError<S::Error>> {
-        let theirs = match iblt::Iblt::from_bytes(table) {
-            Ok(t) => t,
-            Err(e) => {
-                return Err(self.refuse(
-                    peer,
-                    FrameError::Malformed(format!("anti-entropy table: {e}")),
-                ))
-            }
-        };
-        let mine = store
-            .summarize(theirs.cell_count())
-            .map_err(ReplicationError::Store)?;
-        let mut ours_only = std::collections::BTreeSet::new();
-        let reply = match theirs.subtract(&mine.table).and_then(|d| d.decode()) {
-            Ok(diff) => {
-                ours_only.extend(
-                    diff.only_in_other
-                        .iter()
-                        .filter_map(|id| mine.keys.get(id).cloned()),
-                );
-                Frame::AeWant {
-                    round,
-                    ids: diff.only_in_self,
-                }
-            }
-            Err(_) => Frame::AeRetry {
-                round,
-                cells: (theirs.cell_count() as u64).saturating_mul(2),
-            },
-        };
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.ae = Some(AntiEntropy::Receiving {
-                round,
-                next_chunk: 0,
-                ours_only,
-            });
-        }
-        let encoded = reply.encode();
-        self.stats.antientropy_bytes_sent += encoded.len() as u64;
-        self.send_bytes(peer, encoded);
-        Ok(())
-    }
-
-    fn on_want<S: ReplicaStore>(
-        &mut self,
-        peer: PeerId,
-        round: u64,
-        ids: &[u64],
-        store: &S,
-        now_ms: u64,
-    ) -> Result<(), ReplicationError<S::Error>> {
-        let Some(p) = self.peers.get(&peer) else {
-            return Ok(());
-        };
-        let Some(AntiEntropy::Offering { round: r, keys, .. }) = &p.ae else {
-            return Ok(());
-        };
-        if *r != round {
-            return Ok(());
-        }
-        let wanted: VecDeque<Vec<u8>> = ids.iter().filter_map(|id| keys.get(id).cloned()).collect();
-        if let Some(Some(AntiEntropy::Offering {
-            pending,
-            started_ms,
-            ..
-        })) = self.peers.get_mut(&peer).map(|p| p.ae.as_mut())
-        {
-            *pending = Some(wanted);
-            *started_ms = now_ms;
-        }
-        self.send_transfer(peer, store)
-    }
-
-    /// Sends the next chunks of a state transfer while the in-flight budget allows.
-    fn send_transfer<S: ReplicaStore>(
-        &mut self,
-        peer: PeerId,
-        store: &S,
-    ) -> Result<(), ReplicationError<S::Error>> {
-        loop {
-            let Some(Some(AntiEntropy::Offering {
-                round,
-                snapshot,
-                pending: Some(pending),
-                unacked,
-                next_chunk,
-                ..
-            })) = self.peers.get_mut(&peer).map(|p| p.ae.as_mut())
-            else {
-                return Ok(());
-            };
-            let in_flight: usize = unacked.iter().map(|(_, b)| *b).sum();
-            let finished = pending.is_empty() && *next_chunk > 0;
-            if finished || in_flight >= self.config.inflight_bytes_max {
-                return Ok(());
-            }
-            // A chunk is sized by the bytes of its records, read a few at a time: at least one
-            // record, then up to the frame target, never past what one frame carries.
-            let mut records: Vec<RecordState> = Vec::new();
-            let mut size = 0;
-            while size < self.config.frame_bytes_target {
-                let group: Vec<Vec<u8>> = (0..TRANSFER_READ_KEYS)
-                    .map_while(|_| pending.pop_front())
-                    .collect();
-                if group.is_empty() {
-                    break;
-                }
-                let read = store
-                    .read_records(&group)
-                    .map_err(ReplicationError::Store)?;
-                let mut read = read.into_iter();
-                for state in read.by_ref() {
-                    let bytes = state.0.len() + state.1.len() + 8;
-                    if bytes > ENTRY_BYTES_MAX {
-                        // Grown past what a frame carries (merges): left out, as in entries.
-                        metrics::counter!("meridian_replication_records_unshippable_total")
-                            .increment(1);
-                        continue;
-                    }
-                    if !records.is_empty() && size + bytes > ENTRY_BYTES_MAX {
-                        pending.push_front(state.0);
-                        break;
-                    }
-                    size += bytes;
-                    records.push(state);
-                }
-                for (key, _) in read.rev() {
-                    pending.push_front(key);
-                }
-            }
-            let done = pending.is_empty();
-            let (round, chunk) = (*round, *next_chunk);
-            *next_chunk += 1;
-            // Every chunk carries the snapshot: the receiver joins each record knowing this
-            // replica applied every write in it.
-            let snapshot = vv_entries(snapshot);
-            let records = records
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect();
-            if done {
-                // The receiver caps the snapshot it adopts by what this replica claims: claim
-                // it fresh, ahead of the snapshot on the same stream.
-                self.send_ack(peer, store, 0);
-            }
-            let encoded = Frame::AeRecords {
-                round,
-                chunk,
-                records,
-                done,
-                snapshot,
-            }
-            .encode();
-            if let Some(Some(AntiEntropy::Offering { unacked, .. })) =
-                self.peers.get_mut(&peer).map(|p| p.ae.as_mut())
-            {
-                unacked.push_back((chunk, encoded.len()));
-            }
-            self.stats.antientropy_bytes_sent += encoded.len() as u64;
             self.send_bytes(peer, encoded);
         }
     }
@@ -1066,6 +763,7 @@ fn unreachable_peer<E: std::error::Error>(peer: PeerId) -> ReplicationError<E> {
     }
 }
 
+mod anti_entropy;
 mod identity;
 #[cfg(test)]
 mod tests;

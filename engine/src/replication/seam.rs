@@ -4,7 +4,6 @@
 use super::iblt::Iblt;
 use super::inbound::{decode_record_states, wire_bytes, DecodedEntry};
 use crate::model::{ReplicaId, VersionVector};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// One record state shipped with a log entry: the key and its encoded record.
@@ -13,6 +12,9 @@ pub type RecordState = (Vec<u8>, Vec<u8>);
 /// A record state as a log entry ships it: key and encoded record, shared with the store's
 /// caches where they hold it (no copy per record on the sender's hot path).
 pub type SharedState = (Arc<[u8]>, Arc<[u8]>);
+
+/// Records of a key range in order, and the key the next range starts at (`None`: the end).
+pub type RecordRange = (Vec<RecordState>, Option<Vec<u8>>);
 
 /// What applying a remote log entry did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,12 +39,12 @@ pub enum ApplyOutcome {
 /// A replica's state summarised for anti-entropy.
 #[derive(Debug)]
 pub struct StateSummary {
-    /// The applied vector read before the records were summarised: the records reflect it.
+    /// The applied vector read with the summary: the records reflect it.
     pub applied: VersionVector,
-    /// Table over the ids of all records.
+    /// Table over (key hash, state hash) of every record.
     pub table: Iblt,
-    /// Record id -> key, to answer what the peer asks for.
-    pub keys: BTreeMap<u64, Vec<u8>>,
+    /// How many records there are.
+    pub records: u64,
 }
 
 /// The origin a replica writes under, as the replication core sees it.
@@ -141,11 +143,36 @@ pub trait ReplicaStore {
     /// Per origin, the log floor: entries at or below it are not in this replica's log.
     fn log_floor(&self) -> VersionVector;
 
-    /// The applied vector and a table of `cells` cells over every record's id.
+    /// The applied vector and a table of `cells` cells (at most `summary_cells`) over every
+    /// record, read together.
     fn summarize(&self, cells: usize) -> Result<StateSummary, Self::Error>;
+
+    /// The largest table `summarize` makes.
+    fn summary_cells(&self) -> usize;
+
+    /// How many records there are (tombstones included).
+    fn record_count(&self) -> Result<u64, Self::Error>;
+
+    /// The keys of the records whose key hash is one of `hashes`.
+    fn keys_for_hashes(&self, hashes: &[u64]) -> Result<Vec<Vec<u8>>, Self::Error>;
 
     /// The current states of `keys`, in key order (absent keys are skipped).
     fn read_records(&self, keys: &[Vec<u8>]) -> Result<Vec<RecordState>, Self::Error>;
+
+    /// The records from key `from` on, in key order, up to about `bytes` bytes (at least one
+    /// if any), and the key the next range starts at (`None`: none left).
+    fn read_range(&self, from: &[u8], bytes: usize) -> Result<RecordRange, Self::Error>;
+
+    /// After a range `[from, through)` of a streamed state transfer: the records held here in
+    /// it that are not among `present` (the peer holds nothing of them) lose the dots `seen`
+    /// (the peer's snapshot) covers. Returns how many changed.
+    fn drop_absent(
+        &self,
+        from: &[u8],
+        through: Option<&[u8]>,
+        present: &std::collections::BTreeSet<Vec<u8>>,
+        seen: &VersionVector,
+    ) -> Result<usize, Self::Error>;
 
     /// Joins record states from a state transfer (no log entry, no applied change); the
     /// sender applied every write in `horizon` (its snapshot), so what it covers and the

@@ -775,6 +775,12 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
         }
     }
     report.trace_hash = world.trace.0;
+    // The scratch directory goes: nothing to keep at a clean shutdown.
+    for r in world.regions.iter_mut() {
+        if let Some(n) = r.node.take() {
+            n.engine.close_as_crashed();
+        }
+    }
     report.violations.extend(world.violations);
     report
 }

@@ -1,6 +1,6 @@
 //! The RocksDB handle and the few operations the engine needs from it.
 
-use super::keys::{self, CF_LOG, CF_META, CF_RECORDS};
+use super::keys::{self, CF_KEYHASH, CF_LOG, CF_META, CF_RECORDS};
 use crate::model::ReplicaId;
 use rocksdb::{
     BlockBasedOptions, ColumnFamilyDescriptor, DBPinnableSlice, Direction, IteratorMode, Options,
@@ -40,7 +40,7 @@ impl Store {
     /// Opens (creating if missing) the database at `path`.
     pub fn open(path: &Path) -> Result<Store, rocksdb::Error> {
         let opts = rocksdb_options();
-        let cfs = [CF_RECORDS, CF_LOG, CF_META]
+        let cfs = [CF_RECORDS, CF_LOG, CF_META, CF_KEYHASH]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, rocksdb_options()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
@@ -160,6 +160,48 @@ impl Store {
         self.db.iterator_cf_opt(self.cf(CF_RECORDS), ro, mode)
     }
 
+    /// The keys whose hash is `hash` (nearly always one), from the keys-by-hash index.
+    pub fn keys_with_hash(&self, hash: u64) -> Result<Vec<Vec<u8>>, rocksdb::Error> {
+        let prefix = hash.to_be_bytes();
+        let mut ro = ReadOptions::default();
+        if let Some(end) = keys::prefix_end(&prefix) {
+            ro.set_iterate_upper_bound(end);
+        }
+        let mode = IteratorMode::From(&prefix, Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf_opt(self.cf(CF_KEYHASH), ro, mode) {
+            let (k, _) = item?;
+            if let Some(key) = k.strip_prefix(&prefix[..]) {
+                out.push(key.to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    /// A consistent view of the records as of now.
+    pub fn records_snapshot(&self) -> RecordSnapshot<'_> {
+        RecordSnapshot {
+            store: self,
+            snapshot: self.db.snapshot(),
+        }
+    }
+
+    /// `origin`'s log entries from sequence `from` on, in order.
+    pub fn log_entries_of(
+        &self,
+        origin: ReplicaId,
+        from: u64,
+    ) -> impl Iterator<Item = Result<KeyValue, rocksdb::Error>> + '_ {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::log_key(origin, u64::MAX).to_vec());
+        let start = keys::log_key(origin, from);
+        self.db.iterator_cf_opt(
+            self.cf(CF_LOG),
+            ro,
+            IteratorMode::From(&start, Direction::Forward),
+        )
+    }
+
     /// Every log entry, in (origin, sequence) order.
     pub fn log_entries(&self) -> impl Iterator<Item = Result<KeyValue, rocksdb::Error>> + '_ {
         self.db.iterator_cf(self.cf(CF_LOG), IteratorMode::Start)
@@ -181,7 +223,7 @@ impl Store {
     /// Flushes memtables and the WAL to disk (used at close and by tests).
     pub fn flush(&self) -> Result<(), rocksdb::Error> {
         self.db.flush_wal(true)?;
-        for cf in [CF_RECORDS, CF_LOG, CF_META] {
+        for cf in [CF_RECORDS, CF_LOG, CF_META, CF_KEYHASH] {
             self.db.flush_cf(self.cf(cf))?;
         }
         Ok(())
@@ -256,6 +298,18 @@ impl AtomicWrite<'_> {
         self.batch.delete_cf(self.store.cf(CF_RECORDS), key);
     }
 
+    /// Stages `key`'s entry in the keys-by-hash index (a record created).
+    pub fn index_key(&mut self, key: &[u8]) {
+        self.batch
+            .put_cf(self.store.cf(CF_KEYHASH), keys::keyhash_key(key), []);
+    }
+
+    /// Stages the removal of `key`'s entry from the keys-by-hash index (a record removed).
+    pub fn unindex_key(&mut self, key: &[u8]) {
+        self.batch
+            .delete_cf(self.store.cf(CF_KEYHASH), keys::keyhash_key(key));
+    }
+
     /// Stages the removal of a metadata value.
     pub fn delete_meta(&mut self, key: &[u8]) {
         self.batch.delete_cf(self.store.cf(CF_META), key);
@@ -271,5 +325,23 @@ impl AtomicWrite<'_> {
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
         self.store.db.write_opt(self.batch, &wo)
+    }
+}
+
+/// The records as they were when `Store::records_snapshot` was called.
+pub struct RecordSnapshot<'a> {
+    store: &'a Store,
+    snapshot: rocksdb::SnapshotWithThreadMode<'a, DB>,
+}
+
+impl RecordSnapshot<'_> {
+    /// Calls `f` on every record of the snapshot, in key order.
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) -> Result<(), rocksdb::Error> {
+        let cf = self.store.cf(CF_RECORDS);
+        for item in self.snapshot.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item?;
+            f(&k, &v);
+        }
+        Ok(())
     }
 }

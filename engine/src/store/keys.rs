@@ -8,6 +8,20 @@ pub const CF_RECORDS: &str = "records";
 pub const CF_LOG: &str = "log";
 /// Column family holding replica identity and counters.
 pub const CF_META: &str = "meta";
+/// Column family indexing record keys by their hash (`key_hash` ‖ key), for anti-entropy.
+pub const CF_KEYHASH: &str = "keyhash";
+
+/// Metadata key of the anti-entropy summary kept by a clean shutdown (removed at open).
+pub const META_SUMMARY: &[u8] = b"summary";
+/// Metadata key present once the keys-by-hash index covers every record.
+pub const META_KEYHASH_INDEX: &[u8] = b"keyhash_index";
+
+/// The keys-by-hash index entry of `key`.
+pub fn keyhash_key(key: &[u8]) -> Vec<u8> {
+    let mut k = crate::model::digest::key_hash(key).to_be_bytes().to_vec();
+    k.extend_from_slice(key);
+    k
+}
 
 /// Metadata key of this replica's id.
 pub const META_REPLICA_ID: &[u8] = b"replica_id";

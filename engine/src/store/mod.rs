@@ -6,5 +6,5 @@ mod db;
 pub mod keys;
 mod log_entry;
 
-pub use db::{rocksdb_options, AtomicWrite, Store};
+pub use db::{rocksdb_options, AtomicWrite, RecordSnapshot, Store};
 pub use log_entry::LogEntry;

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::engine::lock;
+use crate::replication::RecordState;
 use crate::{Config, Engine};
 
 fn engine(dir: &tempfile::TempDir, id: u64) -> Engine {
