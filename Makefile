@@ -5,7 +5,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/meridian/target
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: deps demo test bench sim lint
+.PHONY: deps demo test bench sim lint fuzz bench-scale
 
 deps:
 	@bash scripts/install-deps.sh
@@ -22,8 +22,17 @@ bench: deps
 	$(CARGO) run --release --quiet -p meridian-node -- bench replication
 
 sim: deps
-	$(CARGO) run --release --quiet -p meridian-node -- sim --seeds 1000
+	$(CARGO) run --release --quiet -p meridian-node -- sim --seeds 2000
 
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+# Long forms: fuzz every decoder for FUZZ_SECONDS each (nightly + cargo-fuzz), state transfer
+# at 1M and 10M records.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
+
+bench-scale: deps
+	$(CARGO) run --release --quiet -p meridian-node -- bench scale

@@ -143,7 +143,20 @@ impl Iblt {
     pub fn cells_for(expected_difference: usize) -> usize {
         let d = expected_difference;
         let slack = d.saturating_mul(2).min(90) + 12;
-        Self::round_cells(d.saturating_add(d / 2).saturating_add(slack))
+        Self::round_cells(d.saturating_add(d / 4).saturating_add(slack))
+    }
+
+    /// About how many items a difference table holds, from the share of its cells left
+    /// empty (each item fills one cell of each sub-table: with `d` items in `m` cells, about
+    /// `e^(-d/m)` stay empty); `None` when no cell is empty (it holds many more than its size).
+    pub fn difference_estimate(&self) -> Option<usize> {
+        let m = self.cells.len() / K;
+        let empty = self.cells.iter().filter(|c| **c == Cell::default()).count();
+        if empty == 0 {
+            return None;
+        }
+        let share = empty as f64 / self.cells.len() as f64;
+        Some((-(m as f64) * share.ln()).ceil() as usize)
     }
 
     fn round_cells(n: usize) -> usize {
@@ -362,7 +375,7 @@ mod tests {
             [12, 24, CELLS_MAX]
         );
         assert_eq!(Iblt::cells_for(usize::MAX), CELLS_MAX);
-        assert_eq!(Iblt::cells_for(1000), 3 << 10);
+        assert_eq!(Iblt::cells_for(1000), 3 << 9);
         let full = table(3 << 10, (0..100_000).map(item)).to_bytes().len();
         assert_eq!(Iblt::with_cells(3 << 10).to_bytes().len(), 3 + (3 << 10));
         assert!(full <= 27 * (3 << 10) + 3, "{full}");

@@ -5,6 +5,7 @@ mod local;
 mod replication;
 mod replication_bytes;
 mod report;
+mod scale;
 
 /// The benchmark suites.
 #[derive(clap::Subcommand)]
@@ -15,6 +16,9 @@ pub enum Suite {
     Replication(replication::Args),
     /// Bytes moved by catch-up and by state anti-entropy against the records that had to move.
     Sim(replication_bytes::Args),
+    /// State transfer at data-set scale between two node processes: bootstrap rate and bytes,
+    /// anti-entropy bytes and time for a 0.1% difference, peak memory of the receiver.
+    Scale(scale::Args),
 }
 
 /// Runs one suite.
@@ -23,6 +27,7 @@ pub fn run(suite: Suite) -> anyhow::Result<()> {
         Suite::Local(args) => local::run(args),
         Suite::Replication(args) => replication::run(args),
         Suite::Sim(args) => replication_bytes::run(args),
+        Suite::Scale(args) => scale::run(args),
     }
 }
 

@@ -25,6 +25,9 @@ use crate::replication::seam::{ApplyOutcome, RecordState, ReplicaStore};
 use crate::replication::PeerId;
 use std::collections::{BTreeSet, VecDeque};
 
+/// A streamed chunk carries up to this many times `frame_bytes_target`.
+const STREAM_CHUNK_FRAMES: usize = 8;
+
 /// Records read at once when filling a chunk from wanted keys.
 const TRANSFER_READ_KEYS: usize = 16;
 
@@ -242,10 +245,23 @@ impl Replicator {
                         Frame::AeWant { round, hashes }
                     }
                     Err(_) if theirs.cell_count() >= largest => Frame::AeStream { round },
-                    Err(_) => Frame::AeRetry {
-                        round,
-                        cells: (theirs.cell_count() as u64).saturating_mul(2),
-                    },
+                    Err(_) => {
+                        // Sized from the share of cells the difference left empty; a table it
+                        // filled whole says only that it is much larger: eight times then.
+                        let estimate = theirs
+                            .subtract(&mine.table)
+                            .ok()
+                            .and_then(|d| d.difference_estimate());
+                        let cells = match estimate {
+                            Some(d) => Iblt::cells_for(d + d / 8),
+                            None => theirs.cell_count() * 8,
+                        }
+                        .max(theirs.cell_count() * 2);
+                        Frame::AeRetry {
+                            round,
+                            cells: cells as u64,
+                        }
+                    }
                 }
             }
         };
@@ -288,6 +304,14 @@ impl Replicator {
             return Ok(()); // out of order: the sender restarts the round after a timeout
         }
         let snapshot = self.cap_snapshot(peer, &VersionVector::from_entries(snapshot), store);
+        if let Some((from, through)) = &range {
+            // Keys held here in the range that the peer does not hold: what it applied of
+            // them, it removed. (Looked at before the chunk's records are written.)
+            let present: BTreeSet<Vec<u8>> = records.iter().map(|(k, _)| k.clone()).collect();
+            store
+                .drop_absent(from, through.as_deref(), &present, &snapshot)
+                .map_err(ReplicationError::Store)?;
+        }
         if store
             .merge_states(&records, &snapshot)
             .map_err(ReplicationError::Store)?
@@ -297,14 +321,6 @@ impl Replicator {
                 peer,
                 FrameError::Malformed("invalid records in a state transfer".into()),
             ));
-        }
-        if let Some((from, through)) = &range {
-            // Keys held here in the range that the peer does not hold: what it applied of
-            // them, it removed.
-            let present: BTreeSet<Vec<u8>> = records.iter().map(|(k, _)| k.clone()).collect();
-            store
-                .drop_absent(from, through.as_deref(), &present, &snapshot)
-                .map_err(ReplicationError::Store)?;
         }
         let mut ours_only = BTreeSet::new();
         if let Some(Some(AntiEntropy::Receiving {
@@ -348,7 +364,10 @@ impl Replicator {
         store: &S,
     ) -> Result<(), ReplicationError<S::Error>> {
         let target = self.config.frame_bytes_target;
-        let budget = self.config.inflight_bytes_max;
+        // A stream is a bulk transfer: chunks of a few frames' worth, as much in flight as the
+        // link's window allows.
+        let stream_target = (target * STREAM_CHUNK_FRAMES).min(crate::limits::ENTRY_BYTES_MAX);
+        let window = self.inflight_window(self.peers.get(&peer).and_then(|p| p.rtt_ms));
         loop {
             let Some(Some(AntiEntropy::Offering {
                 round,
@@ -362,6 +381,12 @@ impl Replicator {
                 return Ok(());
             };
             let in_flight: usize = unacked.iter().map(|(_, b)| *b).sum();
+            // A stream may keep as much in flight as any link (the receiver applies chunk by
+            // chunk, and bulk transfer is what the cap is for).
+            let budget = match transfer {
+                Transfer::Stream { .. } => crate::replication::INFLIGHT_BYTES_CAP.max(window),
+                _ => window,
+            };
             let finished = match transfer {
                 Transfer::Waiting => return Ok(()),
                 Transfer::Keys(pending) => pending.is_empty() && *next_chunk > 0,
@@ -390,7 +415,7 @@ impl Replicator {
                 Transfer::Stream { next } => {
                     let from = next.take().unwrap_or_default();
                     let (records, through) = store
-                        .read_range(&from, target)
+                        .read_range(&from, stream_target)
                         .map_err(ReplicationError::Store)?;
                     next.clone_from(&through);
                     Frame::AeRange {

@@ -1,0 +1,383 @@
+//! `meridian bench scale`: state transfer at data-set scale, between two `meridian node`
+//! processes on loopback, for each size (records of 100 bytes; the size in each metric's name):
+//! - `bootstrap_<size>`: records per second an empty region ingests from a full one whose log
+//!   is truncated (it streams the state), against raw RocksDB batched writes of the same
+//!   records in this run (target ratio ≥ 0.3);
+//! - `bootstrap_bytes_<size>`: bytes both nodes sent during it, against the bytes of the
+//!   records (keys and stored states) that had to move (≤ 1.3);
+//! - `antientropy_bytes_<size>`: 0.1% of the records changed while the second region was down
+//!   and the first's log truncated past them: bytes sent to reconcile, against the bytes of the
+//!   changed records (≤ 2.0);
+//! - `antientropy_ms_<size>`: that round's time from the second region's start to its
+//!   coverage of the first's writes (against the smallest size's, to show how it grows);
+//! - `peak_rss_mib_<size>`: the receiving node's peak resident memory (≤ 1024).
+
+use super::report::{emit, header, Metric};
+use crate::certs::{self, InitArgs};
+use anyhow::Context;
+use meridian::replication::ReplicaStore;
+use meridian::runtime::client_proto::NodeStatus;
+use meridian::runtime::replica_id_for;
+use meridian::{Batch, Config, Engine, VersionVector};
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Options of `bench scale`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Data-set sizes in records (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000_000u64, 10_000_000])]
+    sizes: Vec<u64>,
+    /// Longest wait for a transfer to finish, in seconds.
+    #[arg(long, default_value_t = 1_800)]
+    timeout_s: u64,
+}
+
+const CLUSTER: &str = "scale";
+const VALUE_BYTES: usize = 100;
+const BATCH: u64 = 1_000;
+
+fn key(i: u64) -> [u8; 16] {
+    super::prefixed_key(b"rec:", i)
+}
+
+/// `1m`, `10m`, `250k`: a size as metric names carry it.
+fn label(n: u64) -> String {
+    match n {
+        n if n % 1_000_000 == 0 => format!("{}m", n / 1_000_000),
+        n if n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+fn name(metric: &str, n: u64) -> &'static str {
+    Box::leak(format!("{metric}_{}", label(n)).into_boxed_str())
+}
+
+/// Runs the suite.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    header(args.json);
+    let mut first_ae_ms = None;
+    for &n in &args.sizes {
+        let dir = tempfile::Builder::new()
+            .prefix("meridian-scale")
+            .tempdir()?;
+        measure(&args, n, dir.path(), &mut first_ae_ms)?;
+    }
+    Ok(())
+}
+
+struct Node {
+    config: PathBuf,
+    metrics: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Node {
+    fn start(&mut self) -> anyhow::Result<()> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["node", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let out = child.stdout.take().context("node stdout")?;
+        let mut lines = BufReader::new(out).lines();
+        match lines.next() {
+            Some(Ok(l)) if l.contains("listening on") => {}
+            other => {
+                let _ = child.kill();
+                anyhow::bail!("node did not start: {other:?}");
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGTERM, and wait for the clean exit.
+    fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut c) = self.child.take() {
+            Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    fn get(&self, path: &str) -> anyhow::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&self.metrics, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default())
+    }
+
+    fn applied(&self) -> anyhow::Result<VersionVector> {
+        let status: NodeStatus = serde_json::from_str(&self.get("/health")?)?;
+        Ok(VersionVector::from_entries(status.applied))
+    }
+
+    fn bytes_sent(&self) -> anyhow::Result<f64> {
+        let text = self.get("/metrics")?;
+        Ok(text
+            .lines()
+            .find(|l| l.starts_with("meridian_replication_bytes_sent_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0))
+    }
+
+    /// Peak resident memory (VmHWM) in MiB.
+    fn peak_rss_mib(&self) -> anyhow::Result<f64> {
+        let pid = self.child.as_ref().context("not running")?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .context("VmHWM")?;
+        Ok(kb / 1024.0)
+    }
+}
+
+fn free(udp: bool) -> anyhow::Result<SocketAddr> {
+    Ok(if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?
+    })
+}
+
+/// Configurations of the two nodes, `a` (full) and `b` (receiving).
+fn configure(dir: &Path) -> anyhow::Result<(Node, Node)> {
+    let addrs = [free(true)?, free(true)?];
+    let metrics = [free(false)?, free(false)?];
+    let names = [("a", "us-east"), ("b", "eu-west")];
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let (n, r) = names[i];
+        let (p, pr) = names[1 - i];
+        let text = format!(
+            "cluster = \"{CLUSTER}\"\nname = \"{n}\"\nregion = \"{r}\"\ndata_dir = \"data-{n}\"\n\
+             listen = \"{}\"\nmetrics_listen = \"{}\"\n\
+             [tls]\nca = \"certs/{n}/ca.pem\"\ncert = \"certs/{n}/{n}.pem\"\nkey = \"certs/{n}/{n}.key\"\n\
+             [[peers]]\nname = \"{p}\"\nregion = \"{pr}\"\naddress = \"{}\"\n",
+            addrs[i],
+            metrics[i],
+            addrs[1 - i]
+        );
+        let config = dir.join(format!("{n}.toml"));
+        std::fs::write(&config, text)?;
+        nodes.push(Node {
+            config,
+            metrics: metrics[i],
+            child: None,
+        });
+    }
+    let b = nodes.pop().context("b")?;
+    let a = nodes.pop().context("a")?;
+    Ok((a, b))
+}
+
+/// Opens `a`'s directory in this process (to load it, or change it while its peer is away:
+/// its origin is confirmed by hand, as the bench knows nobody holds more of it).
+fn open_a(dir: &Path) -> anyhow::Result<Engine> {
+    let config = Config {
+        replica_id: Some(replica_id_for(CLUSTER, "a", 0)),
+        ..Config::default()
+    };
+    let e = Engine::open(dir.join("data-a"), config)?;
+    e.confirm_origin();
+    Ok(e)
+}
+
+/// Truncates `a`'s log past everything it holds, as it would once every member applied it:
+/// a peer that lacks anything gets state, not entries.
+fn truncate(a: &Engine) -> anyhow::Result<()> {
+    a.compact(&a.applied())?;
+    Ok(())
+}
+
+/// Waits until `b` covers `target`; returns the time taken.
+fn wait_covered(b: &Node, target: &VersionVector, timeout: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        if b.applied().is_ok_and(|v| v.dominates(target)) {
+            return Ok(started.elapsed());
+        }
+        anyhow::ensure!(started.elapsed() < timeout, "no coverage after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn record_bytes(e: &Engine, keys: impl Iterator<Item = u64>) -> anyhow::Result<f64> {
+    let mut total = 0usize;
+    for i in keys {
+        let k = key(i);
+        if let Some(state) = e.export(&k)? {
+            total += k.len() + state.len();
+        }
+    }
+    Ok(total as f64)
+}
+
+fn measure(args: &Args, n: u64, dir: &Path, first_ae_ms: &mut Option<f64>) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(args.timeout_s);
+    let value = [b'v'; VALUE_BYTES];
+    certs::init(&InitArgs {
+        dir: dir.join("certs"),
+        cluster: CLUSTER.into(),
+        replicas: vec!["a:us-east".into(), "b:eu-west".into()],
+        clients: vec![],
+    })?;
+
+    // Reference: raw RocksDB, the same records in batches of 1,000, same options, WAL on.
+    let started = Instant::now();
+    {
+        let raw = DB::open(&meridian::store::rocksdb_options(), dir.join("raw"))?;
+        for from in (0..n).step_by(BATCH as usize) {
+            let mut batch = WriteBatch::default();
+            for i in from..(from + BATCH).min(n) {
+                batch.put(key(i), value);
+            }
+            raw.write_opt(batch, &WriteOptions::default())?;
+        }
+    }
+    let reference = n as f64 / started.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(dir.join("raw"))?;
+
+    // Region a: the data set, its log truncated.
+    let (mut a, mut b) = configure(dir)?;
+    let moved_bytes = {
+        let e = open_a(dir)?;
+        e.attach_replication()?;
+        for from in (0..n).step_by(BATCH as usize) {
+            let batch =
+                (from..(from + BATCH).min(n)).fold(Batch::new(), |b, i| b.put(key(i), value));
+            e.write(batch)?;
+        }
+        truncate(&e)?;
+        // Summarised now, as a region that has been up has it (kept across clean restarts).
+        e.record_count()?;
+        (record_bytes(&e, 0..n)?, e.applied())
+    };
+    let (moved_bytes, target) = moved_bytes;
+
+    // Bootstrap: b starts empty.
+    a.start()?;
+    let sent_before = a.bytes_sent()?;
+    b.start()?;
+    let took = wait_covered(&b, &target, timeout)?;
+    let sent = a.bytes_sent()? - sent_before + b.bytes_sent()?;
+    let rss = b.peak_rss_mib()?;
+    emit(
+        &Metric::with_reference(
+            "scale",
+            name("bootstrap", n),
+            n as f64 / took.as_secs_f64(),
+            "records/s",
+            reference,
+            ">= 0.3",
+        ),
+        args.json,
+    )?;
+    emit(
+        &Metric::with_reference(
+            "scale",
+            name("bootstrap_bytes", n),
+            sent,
+            "bytes",
+            moved_bytes,
+            "<= 1.3",
+        ),
+        args.json,
+    )?;
+
+    // Anti-entropy: 0.1% of the records change at a while b is down; a's log is truncated.
+    b.stop()?;
+    a.stop()?;
+    let changed = (n / 1_000).max(1);
+    let step = n / changed;
+    let differing = {
+        let e = open_a(dir)?;
+        let newer = [b'w'; VALUE_BYTES];
+        // Single writes, as clients update records.
+        for j in 0..changed {
+            e.put(&key(j * step), &newer)?;
+        }
+        truncate(&e)?;
+        (
+            record_bytes(&e, (0..changed).map(|j| j * step))?,
+            e.applied(),
+        )
+    };
+    let (differing, target) = differing;
+    a.start()?;
+    let a_before = a.bytes_sent()?;
+    b.start()?;
+    let round = wait_covered(&b, &target, timeout)?;
+    let sent = a.bytes_sent()? - a_before + b.bytes_sent()?;
+    let rss = rss.max(b.peak_rss_mib()?);
+    emit(
+        &Metric::with_reference(
+            "scale",
+            name("antientropy_bytes", n),
+            sent,
+            "bytes",
+            differing,
+            "<= 2.0",
+        ),
+        args.json,
+    )?;
+    let ms = round.as_secs_f64() * 1_000.0;
+    let reference_ms = *first_ae_ms.get_or_insert(ms);
+    emit(
+        &Metric::with_reference(
+            "scale",
+            name("antientropy_ms", n),
+            ms,
+            "ms",
+            reference_ms,
+            "grows slower than the size",
+        ),
+        args.json,
+    )?;
+    emit(
+        &Metric {
+            suite: "scale",
+            metric: name("peak_rss_mib", n),
+            value: rss,
+            unit: "MiB",
+            reference: None,
+            ratio: None,
+            target: "<= 1024",
+        },
+        args.json,
+    )?;
+    b.stop()?;
+    a.stop()?;
+    Ok(())
+}
