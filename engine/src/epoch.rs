@@ -67,6 +67,11 @@ pub(crate) fn open_origin(
         key: keys::META_EPOCH.to_vec(),
         detail,
     };
+    let mut note = if store.get_meta(keys::META_REPLICATED)?.is_some() {
+        NOTE_RECOVERING.to_string()
+    } else {
+        "writable".to_string()
+    };
     let (epoch, id) = match store.get_meta(keys::META_EPOCH)? {
         Some(bytes) => {
             let raw: [u8; 12] = bytes
@@ -88,6 +93,10 @@ pub(crate) fn open_origin(
             let epoch = new_epoch(config, 0);
             let id = member.epoch_origin(epoch);
             store.put_meta_sync(keys::META_EPOCH, &epoch_bytes(epoch, id))?;
+            note = format!(
+                "writable: new epoch {epoch} (a directory created for this member: its earlier \
+                 writes come back from its peers)"
+            );
             (epoch, id)
         }
         // A random member is new everywhere; a directory from before epochs is in epoch 0.
@@ -98,11 +107,7 @@ pub(crate) fn open_origin(
         id,
         epoch,
         confirmed: !replicated,
-        note: if replicated {
-            NOTE_RECOVERING.into()
-        } else {
-            "writable".into()
-        },
+        note,
     })
 }
 

@@ -323,10 +323,16 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
         "   caught up in {:?}: it covers both regions' session tokens",
         started.elapsed()
     );
-    // Back on a directory that has replicated, it wrote nothing until every peer confirmed
+    // Back on a directory that has replicated, it writes nothing until every peer confirmed
     // it holds no write of its origin that the directory lacks.
-    let status = ap.status().await?;
-    println!("   ap-northeast's origin: {}", status.origin_note);
+    let mut status = ap.status().await?;
+    println!("   ap-northeast's origin at first: {}", status.origin_note);
+    let waited = Instant::now();
+    while !status.writable && waited.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        status = ap.status().await?;
+    }
+    println!("   then: {}", status.origin_note);
     let views = ap.read(b"page:views", 0).await?;
     println!(
         "   ap-northeast reads page:views -> {}, profile:bio -> {}",
@@ -334,7 +340,43 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
         describe(&ap.read(b"profile:bio", 0).await?)
     );
 
-    step("Step 7. Everything stops cleanly (SIGTERM, drain, flush)");
+    step("Step 7. ap-northeast loses its disk: killed, its data directory emptied, restarted");
+    ap.close().await;
+    if let Some(mut c) = regions[2].child.take() {
+        c.kill()?;
+        c.wait()?;
+    }
+    std::fs::remove_dir_all(dir.join(format!("data-{}", regions[2].name)))?;
+    restart(&mut regions[2])?;
+    let mut ap = connect(&regions[2], &tls).await?;
+    let status = ap.status().await?;
+    println!("   ap-northeast's origin: {}", status.origin_note);
+    ap.apply(
+        b"order:after-disk-loss",
+        Op::LwwSet {
+            value: b"placed".to_vec(),
+        },
+    )
+    .await?;
+    println!("   it writes at once, under a new epoch: its old sequence numbers, which its peers hold, are never used again");
+    let mut check = connect(&regions[0], &tls).await?;
+    check.token = ap.token.clone();
+    anyhow::ensure!(
+        check
+            .read(b"order:after-disk-loss", 15_000)
+            .await?
+            .is_some(),
+        "us-east did not receive the write made after the disk loss"
+    );
+    ap.token.merge(&us.token);
+    let back = ap
+        .read(format!("order:{:05}", writes - 1).as_bytes(), 15_000)
+        .await?;
+    anyhow::ensure!(back.is_some(), "ap-northeast did not get its data back");
+    println!("   us-east has that write; ap-northeast has every earlier write back from its peers");
+    check.close().await;
+
+    step("Step 8. Everything stops cleanly (SIGTERM, drain, flush)");
     us.close().await;
     eu.close().await;
     ap.close().await;

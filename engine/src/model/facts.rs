@@ -7,8 +7,8 @@ use smallvec::SmallVec;
 /// The facts of one record state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StateFacts {
-    /// The lowest counter of each replica among the state's dots: a version vector covers
-    /// one of the state's dots exactly when it covers one of these.
+    /// The lowest counter of each replica among the state's dots, in replica order: a
+    /// version vector covers one of the state's dots exactly when it covers one of these.
     pub lowest_dots: SmallVec<[Dot; 2]>,
     /// The largest last-writer-wins marker in the state.
     pub max_marker: Option<Hlc>,
@@ -37,13 +37,14 @@ impl StateFacts {
 
     /// Counts a dot of the state.
     pub(crate) fn note_dot(&mut self, dot: Dot) {
+        // Kept in replica order, so that the facts of one state are equal however its dots
+        // were met (the checker walks the bytes, `of` the decoded values).
         match self
             .lowest_dots
-            .iter_mut()
-            .find(|d| d.replica == dot.replica)
+            .binary_search_by_key(&dot.replica, |d| d.replica)
         {
-            Some(d) => d.counter = d.counter.min(dot.counter),
-            None => self.lowest_dots.push(dot),
+            Ok(i) => self.lowest_dots[i].counter = self.lowest_dots[i].counter.min(dot.counter),
+            Err(i) => self.lowest_dots.insert(i, dot),
         }
     }
 
