@@ -143,6 +143,9 @@ pub fn run(target: Target, command: Command) -> anyhow::Result<()> {
                 } else {
                     println!("{} ({}) cluster {}  replica {:?}", s.name, s.region, s.cluster, s.replica.map(|r| r.to_string()));
                     println!("origin {:?} epoch {}: {}", s.origin.map(|r| r.to_string()), s.epoch, s.origin_note);
+                    if s.storage_faults > 0 {
+                        println!("storage faults {} (last: {})", s.storage_faults, s.last_fault.as_deref().unwrap_or("-"));
+                    }
                     println!("{:<12} {:<14} {:<10} {:>8} {:>10} {:>10}", "peer", "region", "link", "rtt ms", "lag ops", "lag ms");
                     for p in &s.peers {
                         let rtt = p.rtt_ms.map_or("-".into(), |r| r.to_string());

@@ -85,7 +85,7 @@ pub struct Limits {
     /// keys), in bytes; at most half of what a replication frame carries.
     #[serde(default = "default_record_bytes_max")]
     pub record_bytes_max: usize,
-    /// Client requests per second per connection.
+    /// Client requests per second per client identity (its certificate).
     #[serde(default = "default_rate")]
     pub client_requests_per_second: u32,
     /// Burst above the rate.

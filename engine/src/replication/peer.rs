@@ -105,6 +105,9 @@ pub struct Peer {
     pub(crate) ae: Option<AntiEntropy>,
     /// Per relayed origin: since when the peer lags on it, and its acknowledged sequence then.
     pub(crate) relay_wait: std::collections::BTreeMap<ReplicaId, (u64, u64)>,
+    /// Last time this replica offered a state-transfer round on this link (or the link
+    /// became ready): idle links with equal vectors are still checked now and then.
+    pub(crate) last_offer_ms: u64,
 }
 
 impl Peer {
@@ -130,6 +133,7 @@ impl Peer {
             last_origin: None,
             ae: None,
             relay_wait: Default::default(),
+            last_offer_ms: now_ms,
         }
     }
 

@@ -8,8 +8,9 @@
 //! - `antientropy_bytes_<size>`: 0.1% of the records changed while the second region was down
 //!   and the first's log truncated past them: bytes sent to reconcile, against the bytes of the
 //!   changed records (≤ 2.0);
-//! - `antientropy_ms_<size>`: that round's time from the second region's start to its
-//!   coverage of the first's writes (against the smallest size's, to show how it grows);
+//! - `antientropy_ms_<size>`: that round's time from the first region's start (the second is
+//!   up and waiting) to the second's coverage of its writes (against the smallest size's, to
+//!   show how it grows);
 //! - `peak_rss_mib_<size>`: the receiving node's peak resident memory (≤ 1024).
 
 use super::report::{emit, header, Metric};
@@ -286,12 +287,12 @@ fn measure(args: &Args, n: u64, dir: &Path, first_ae_ms: &mut Option<f64>) -> an
     };
     let (moved_bytes, target) = moved_bytes;
 
-    // Bootstrap: b starts empty.
-    a.start()?;
-    let sent_before = a.bytes_sent()?;
+    // Bootstrap: b starts empty, then a, which dials it at once (started the other way round,
+    // a's dialer would be backing off when b comes up, and the wait would be measured too).
     b.start()?;
+    a.start()?;
     let took = wait_covered(&b, &target, timeout)?;
-    let sent = a.bytes_sent()? - sent_before + b.bytes_sent()?;
+    let sent = a.bytes_sent()? + b.bytes_sent()?;
     let rss = b.peak_rss_mib()?;
     emit(
         &Metric::with_reference(
@@ -335,11 +336,10 @@ fn measure(args: &Args, n: u64, dir: &Path, first_ae_ms: &mut Option<f64>) -> an
         )
     };
     let (differing, target) = differing;
-    a.start()?;
-    let a_before = a.bytes_sent()?;
     b.start()?;
+    a.start()?;
     let round = wait_covered(&b, &target, timeout)?;
-    let sent = a.bytes_sent()? - a_before + b.bytes_sent()?;
+    let sent = a.bytes_sent()? + b.bytes_sent()?;
     let rss = rss.max(b.peak_rss_mib()?);
     emit(
         &Metric::with_reference(

@@ -171,7 +171,7 @@ impl Replicator {
     }
 
     /// Starts (or restarts with `cells` cells) a state-transfer round towards `peer`.
-    fn offer<S: ReplicaStore>(
+    pub(super) fn offer<S: ReplicaStore>(
         &mut self,
         peer: PeerId,
         cells: usize,
@@ -190,6 +190,7 @@ impl Replicator {
         let Some(p) = self.peers.get_mut(&peer) else {
             return Ok(());
         };
+        p.last_offer_ms = now_ms;
         p.ae = Some(AntiEntropy::Offering {
             round,
             snapshot: summary.applied,
@@ -212,6 +213,17 @@ impl Replicator {
         records: u64,
         store: &S,
     ) -> Result<(), ReplicationError<S::Error>> {
+        // Both ends offered at once: the lower member id's round goes first (its peer takes
+        // it and drops its own, which it offers again once this round is over).
+        // A repeated offer of the round in progress (a duplicated frame) changes nothing: the
+        // answer to the first one stands.
+        if let Some(p) = self.peers.get(&peer) {
+            match &p.ae {
+                Some(AntiEntropy::Offering { .. }) if self.me < p.member => return Ok(()),
+                Some(AntiEntropy::Receiving { round: r, .. }) if *r == round => return Ok(()),
+                _ => {}
+            }
+        }
         let theirs = match Iblt::from_bytes(table) {
             Ok(t) => t,
             Err(e) => {
@@ -234,7 +246,16 @@ impl Replicator {
             } else {
                 match theirs.subtract(&mine.table).and_then(|d| d.decode()) {
                     Ok(diff) => {
-                        let ours: Vec<u64> = diff.only_in_other.iter().map(|i| i.0).collect();
+                        // Keys only here: those whose key hash the peer's side lacks too (a
+                        // key both hold in different states is asked for, not dropped).
+                        let theirs_keys: BTreeSet<u64> =
+                            diff.only_in_self.iter().map(|i| i.0).collect();
+                        let ours: Vec<u64> = diff
+                            .only_in_other
+                            .iter()
+                            .map(|i| i.0)
+                            .filter(|h| !theirs_keys.contains(h))
+                            .collect();
                         ours_only.extend(
                             store
                                 .keys_for_hashes(&ours)
@@ -266,6 +287,9 @@ impl Replicator {
             }
         };
         if let Some(p) = self.peers.get_mut(&peer) {
+            if matches!(p.ae, Some(AntiEntropy::Offering { .. })) {
+                p.last_offer_ms = 0; // the round dropped for the peer's is due again
+            }
             p.ae = Some(AntiEntropy::Receiving {
                 round,
                 next_chunk: 0,
