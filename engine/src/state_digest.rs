@@ -11,7 +11,7 @@
 
 use crate::model::digest::{key_hash, state_hash};
 use crate::replication::iblt::{self, Iblt};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// Cells per sub-table of the summary, as a power of two (3 × 2^17 cells, 12 MiB): differences
@@ -22,14 +22,14 @@ pub(crate) const SUMMARY_SUB_LOG: u32 = 17;
 pub(crate) const SUMMARY_CELLS: usize = 3 << SUMMARY_SUB_LOG;
 
 /// Version byte of a summary kept across a clean shutdown.
-const SAVED_FORMAT: u8 = 1;
+const SAVED_FORMAT: u8 = 2;
 
 #[derive(Default)]
 struct AtomicCell {
     count: AtomicI64,
     key_sum: AtomicU64,
     state_sum: AtomicU64,
-    check_sum: AtomicU64,
+    check_sum: AtomicU32,
 }
 
 /// The built summary.
@@ -160,7 +160,7 @@ impl StateDigest {
             out.extend_from_slice(&c.count.load(Ordering::Relaxed).to_le_bytes());
             out.extend_from_slice(&c.key_sum.load(Ordering::Relaxed).to_le_bytes());
             out.extend_from_slice(&c.state_sum.load(Ordering::Relaxed).to_le_bytes());
-            out.extend_from_slice(&c.check_sum.load(Ordering::Relaxed).to_le_bytes());
+            out.extend_from_slice(&u64::from(c.check_sum.load(Ordering::Relaxed)).to_le_bytes());
         }
         Some(out)
     }
@@ -180,17 +180,22 @@ impl StateDigest {
             b.copy_from_slice(&bytes[at..at + 8]);
             b
         };
-        let cells = (0..SUMMARY_CELLS)
+        let cells: Option<Box<[AtomicCell]>> = (0..SUMMARY_CELLS)
             .map(|i| {
                 let at = 13 + 32 * i;
-                AtomicCell {
+                Some(AtomicCell {
                     count: AtomicI64::new(i64::from_le_bytes(word(at))),
                     key_sum: AtomicU64::new(u64::from_le_bytes(word(at + 8))),
                     state_sum: AtomicU64::new(u64::from_le_bytes(word(at + 16))),
-                    check_sum: AtomicU64::new(u64::from_le_bytes(word(at + 24))),
-                }
+                    check_sum: AtomicU32::new(
+                        u32::try_from(u64::from_le_bytes(word(at + 24))).ok()?,
+                    ),
+                })
             })
             .collect();
+        let Some(cells) = cells else {
+            return false; // a check wider than 32 bits: not a summary this build wrote
+        };
         let records = AtomicI64::new(i64::from_le_bytes(word(1)));
         self.table.set(Table { cells, records }).is_ok()
     }

@@ -26,7 +26,7 @@ pub const CELLS_MIN: usize = K << SUB_LOG_MIN;
 /// Largest accepted table, in cells.
 pub const CELLS_MAX: usize = K << SUB_LOG_MAX;
 /// Version byte that starts every encoding made by [`Iblt::to_bytes`].
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 
 const K: usize = 3;
 const SEEDS: [u64; K] = [
@@ -67,7 +67,8 @@ pub struct Difference {
 }
 
 /// On the wire a cell is an `Option<Cell>`: an all-zero cell is `None` (1 byte), any other
-/// costs 1 + zig-zag varint count + 3 × 8 (the sums look random, so they are fixed-width).
+/// costs 1 + zig-zag varint count + 2 × 8 + 4 (the sums look random, so they are
+/// fixed-width; 32 bits of check tell a cell holding one item from one holding several).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Cell {
     pub(crate) count: i64,
@@ -76,7 +77,7 @@ pub(crate) struct Cell {
     #[serde(with = "postcard::fixint::le")]
     pub(crate) state_sum: u64,
     #[serde(with = "postcard::fixint::le")]
-    pub(crate) check_sum: u64,
+    pub(crate) check_sum: u32,
 }
 
 impl Cell {
@@ -108,8 +109,8 @@ fn item_hash(item: Item) -> u64 {
 }
 
 /// The check hash of an item (a cell holding exactly one item carries it).
-pub(crate) fn check_hash(item: Item) -> u64 {
-    mix(item_hash(item) ^ CHECK_SEED)
+pub(crate) fn check_hash(item: Item) -> u32 {
+    (mix(item_hash(item) ^ CHECK_SEED) >> 32) as u32
 }
 
 /// The cell of `item` in sub-table `j` of a table with `2^log` cells per sub-table.
