@@ -125,13 +125,7 @@ impl Error {
     }
 }
 
-/// A key for messages: UTF-8 when printable, hex otherwise.
-pub fn show(key: &[u8]) -> String {
-    match std::str::from_utf8(key) {
-        Ok(s) if s.chars().all(|c| !c.is_control()) => format!("{s:?}"),
-        _ => key.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-    }
-}
+pub(crate) use meridian_core::show_key as show;
 
 /// Result alias for engine operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

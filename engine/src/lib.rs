@@ -1,7 +1,10 @@
 //! Meridian: an embeddable, multi-region, active-active replicated key-value engine.
 //!
-//! Layers, importing downwards only: [`model`] (CRDT values and causality, pure), [`store`]
-//! (RocksDB), [`replication`] (the sans-IO protocol), and [`Engine`] (the local API). See ARCHITECTURE.md at the repository root.
+//! The embedded engine: [`Engine`] (the local API) over [`store`] (RocksDB), implementing the
+//! storage seam of the sans-IO replication core (crate `meridian-core`, re-exported here as
+//! [`model`], [`replication`] and [`limits`]). It pulls no async runtime and no QUIC: the
+//! runtime that replicates over the network is crate `meridian-runtime`. See ARCHITECTURE.md
+//! at the repository root.
 //!
 //! ```no_run
 //! let dir = tempfile::tempdir()?;
@@ -18,29 +21,19 @@
 mod batch;
 mod config;
 mod engine;
-mod entry_cache;
-mod epoch;
 mod error;
-mod faults;
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod limits;
-pub mod model;
 mod read;
-mod replica_store;
-pub mod replication;
-pub mod runtime;
-pub mod sim;
-mod state_digest;
 pub mod store;
+
+pub use meridian_core::{limits, model, replication};
 
 pub use batch::Batch;
 pub use config::{
     Config, Durability, OsRandom, RandomSource, SystemClock, WallClock, KEY_BYTES_MAX,
 };
 pub use engine::Engine;
-pub use epoch::OriginStatus;
+pub use engine::FaultReport;
+pub use engine::OriginStatus;
 pub use error::{Error, Result};
-pub use faults::FaultReport;
 pub use model::{CausalToken, Dot, Hlc, Kind, Op, ReplicaId, VersionVector};
 pub use read::{LwwValue, MapView, Read, ReadValue, Siblings};

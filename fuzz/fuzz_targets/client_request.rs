@@ -1,4 +1,4 @@
-//! Fuzz target `client_request`: see `meridian::fuzzing::client_request`.
+//! Fuzz target `client_request`: see `meridian_tests::fuzzing::client_request`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| meridian::fuzzing::client_request(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| meridian_tests::fuzzing::client_request(data));

@@ -1,4 +1,4 @@
-//! Fuzz target `entries`: see `meridian::fuzzing::entries`.
+//! Fuzz target `entries`: see `meridian_tests::fuzzing::entries`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| meridian::fuzzing::entries(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| meridian_tests::fuzzing::entries(data));

@@ -1,4 +1,4 @@
-//! Fuzz target `frame`: see `meridian::fuzzing::frame`.
+//! Fuzz target `frame`: see `meridian_tests::fuzzing::frame`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| meridian::fuzzing::frame(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| meridian_tests::fuzzing::frame(data));

@@ -1,4 +1,4 @@
-//! Fuzz target `iblt`: see `meridian::fuzzing::iblt`.
+//! Fuzz target `iblt`: see `meridian_tests::fuzzing::iblt`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| meridian::fuzzing::iblt(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| meridian_tests::fuzzing::iblt(data));

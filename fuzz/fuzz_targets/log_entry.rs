@@ -1,4 +1,4 @@
-//! Fuzz target `log_entry`: see `meridian::fuzzing::log_entry`.
+//! Fuzz target `log_entry`: see `meridian_tests::fuzzing::log_entry`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| meridian::fuzzing::log_entry(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| meridian_tests::fuzzing::log_entry(data));

@@ -1,4 +1,4 @@
-//! Fuzz target `record`: see `meridian::fuzzing::record`.
+//! Fuzz target `record`: see `meridian_tests::fuzzing::record`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| meridian::fuzzing::record(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| meridian_tests::fuzzing::record(data));

@@ -1,4 +1,4 @@
-//! Fuzz target `token`: see `meridian::fuzzing::token`.
+//! Fuzz target `token`: see `meridian_tests::fuzzing::token`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| meridian::fuzzing::token(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| meridian_tests::fuzzing::token(data));

@@ -6,7 +6,7 @@
 //! (`ca.pem`, `<replica>.pem`, `<replica>.key`); `D/client-<name>/` what that client needs
 //! (`ca.pem`, `client-<name>.pem`, `client-<name>.key`). A replica's certificate names it
 //! `<replica>.<region>.<cluster>`; a client's names it and its role,
-//! `<name>.<role>.client.<cluster>` (see `meridian::runtime::tls::client_dns_name`).
+//! `<name>.<role>.client.<cluster>` (see `meridian_runtime::tls::client_dns_name`).
 
 use anyhow::Context;
 use rcgen::{
@@ -109,7 +109,7 @@ fn issue(args: &InitArgs, issuer: &Issuer<'_, KeyPair>, ca_pem: &str) -> anyhow:
             name != "ca",
             "--replica {spec:?}: `ca` names the CA's directory"
         );
-        let dns = meridian::runtime::tls::replica_dns_name(&args.cluster, name, region);
+        let dns = meridian_runtime::tls::replica_dns_name(&args.cluster, name, region);
         let (cert, key) = leaf(&dns, issuer)?;
         identity_dir(args, name, ca_pem, &cert, &key)?;
     }
@@ -119,10 +119,10 @@ fn issue(args: &InitArgs, issuer: &Issuer<'_, KeyPair>, ca_pem: &str) -> anyhow:
             is_label(name),
             "--client {spec:?}: {name:?} must be a DNS label"
         );
-        let role: meridian::runtime::tls::Role = role
+        let role: meridian_runtime::tls::Role = role
             .parse()
             .map_err(|e| anyhow::anyhow!("--client {spec:?}: {e}"))?;
-        let dns = meridian::runtime::tls::client_dns_name(&args.cluster, name, role);
+        let dns = meridian_runtime::tls::client_dns_name(&args.cluster, name, role);
         let (cert, key) = leaf(&dns, issuer)?;
         identity_dir(args, &format!("client-{name}"), ca_pem, &cert, &key)?;
     }

@@ -1,9 +1,9 @@
 //! The command-line client: typed operations and `status` against a running node.
 
 use anyhow::Context;
-use meridian::runtime::client::Client;
-use meridian::runtime::TlsFiles;
 use meridian::{Op, ReadValue};
+use meridian_runtime::client::Client;
+use meridian_runtime::TlsFiles;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

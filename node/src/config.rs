@@ -1,8 +1,8 @@
 //! The node's TOML configuration. Unknown fields are refused; every error names the field.
 
 use anyhow::Context;
-use meridian::runtime::{PeerSpec, RuntimeConfig, TlsFiles};
 use meridian::Config;
+use meridian_runtime::{PeerSpec, RuntimeConfig, TlsFiles};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -229,7 +229,7 @@ impl NodeConfig {
             self.limits.replication_cache_mib
         );
         if let Some(role) = &self.access.replica_role {
-            role.parse::<meridian::runtime::tls::Role>()
+            role.parse::<meridian_runtime::tls::Role>()
                 .map_err(|e| anyhow::anyhow!("field `access.replica_role`: {e}"))?;
         }
         for (i, p) in self.peers.iter().enumerate() {

@@ -2,8 +2,8 @@
 
 use crate::config::NodeConfig;
 use anyhow::Context;
-use meridian::runtime::{replica_id_for, Runtime};
 use meridian::{Config, Durability, Engine};
+use meridian_runtime::{replica_id_for, Runtime};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use std::path::Path;
 

@@ -4,10 +4,10 @@
 
 use crate::certs::{self, InitArgs};
 use anyhow::Context;
-use meridian::runtime::client::Client;
-use meridian::runtime::tls::replica_dns_name;
-use meridian::runtime::TlsFiles;
 use meridian::{Op, ReadValue, VersionVector};
+use meridian_runtime::client::Client;
+use meridian_runtime::tls::replica_dns_name;
+use meridian_runtime::TlsFiles;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! One request per connection; a client that sends nothing in time is dropped, an accept error
 //! (out of file descriptors, say) is logged and the endpoint goes on.
 
-use meridian::runtime::StatusHandle;
+use meridian_runtime::StatusHandle;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -2,7 +2,7 @@
 //! command that replays a failing seed.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use meridian::sim::{run_seed, Faults, SeedReport, SimOptions};
+use meridian_sim::{run_seed, Faults, SeedReport, SimOptions};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -112,7 +112,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(s) => vec![s],
         None => (args.first_seed..args.first_seed + args.seeds).collect(),
     };
-    let scratch = meridian::sim::scratch_dir()?;
+    let scratch = meridian_sim::scratch_dir()?;
     let bar = if args.json || seeds.len() == 1 {
         ProgressBar::hidden()
     } else {

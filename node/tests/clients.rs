@@ -7,9 +7,9 @@
 
 mod support;
 
-use meridian::runtime::client::{Client, ClientFailure};
-use meridian::runtime::client_proto::{ClientRequest, ClientResponse, ErrorCode};
 use meridian::{CausalToken, Dot, Op, ReplicaId};
+use meridian_runtime::client::{Client, ClientFailure};
+use meridian_runtime::client_proto::{ClientRequest, ClientResponse, ErrorCode};
 use std::time::{Duration, Instant};
 use support::*;
 

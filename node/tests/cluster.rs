@@ -6,9 +6,9 @@
 
 mod support;
 
-use meridian::runtime::client_proto::{decode, encode, ClientRequest, ClientResponse, ErrorCode};
-use meridian::runtime::tls::{client_config, ALPN_CLIENT, ALPN_REPLICATION};
 use meridian::{Op, ReadValue, VersionVector};
+use meridian_runtime::client_proto::{decode, encode, ClientRequest, ClientResponse, ErrorCode};
+use meridian_runtime::tls::{client_config, ALPN_CLIENT, ALPN_REPLICATION};
 use std::time::Duration;
 use support::*;
 
@@ -19,7 +19,7 @@ const REGIONS: [(&str, &str); 3] = [
 ];
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn register(c: &mut meridian::runtime::client::Client, key: &[u8]) -> Option<Vec<Vec<u8>>> {
+async fn register(c: &mut meridian_runtime::client::Client, key: &[u8]) -> Option<Vec<Vec<u8>>> {
     let read = c.read(key, 0).await.ok()??;
     match read.values.first()? {
         ReadValue::Register(s) => Some(s.values.clone()),
@@ -287,7 +287,7 @@ async fn sigterm_flushes_with_the_metrics_endpoint_on_and_idle_metrics_clients_a
 /// is refused by the client without being sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_largest_value_replicates_and_one_byte_more_is_refused_at_the_client() {
-    use meridian::runtime::client::ClientFailure;
+    use meridian_runtime::client::ClientFailure;
     let cluster = Cluster::start(&REGIONS[..2]);
     let max = meridian::Config::default().value_bytes_max;
     let mut c0 = cluster.client(0).await;
@@ -346,8 +346,8 @@ async fn replicas_from_another_ca_or_outside_the_cluster_are_refused() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (node, certs_dir, _) in &intruders {
         let tls = client_tls(certs_dir, "t");
-        let name = meridian::runtime::tls::replica_dns_name(CLUSTER, &node.name, &node.region);
-        let client = meridian::runtime::client::Client::connect(node.addr, &name, &tls)
+        let name = meridian_runtime::tls::replica_dns_name(CLUSTER, &node.name, &node.region);
+        let client = meridian_runtime::client::Client::connect(node.addr, &name, &tls)
             .await
             .unwrap();
         let status = client.status().await.unwrap();

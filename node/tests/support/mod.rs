@@ -3,8 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use meridian::runtime::client::Client;
-use meridian::runtime::TlsFiles;
+use meridian_runtime::client::Client;
+use meridian_runtime::TlsFiles;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -223,11 +223,7 @@ impl Cluster {
     }
 
     pub fn server_name(&self, i: usize) -> String {
-        meridian::runtime::tls::replica_dns_name(
-            CLUSTER,
-            &self.nodes[i].name,
-            &self.nodes[i].region,
-        )
+        meridian_runtime::tls::replica_dns_name(CLUSTER, &self.nodes[i].name, &self.nodes[i].region)
     }
 
     pub async fn client(&self, i: usize) -> Client {

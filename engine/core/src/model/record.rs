@@ -1,0 +1,251 @@
+//! A record: everything stored under one key. Normally one value; two when regions concurrently
+//! wrote the key with different types (a visible conflict, kept rather than lost).
+
+use super::{counter, lww, mvreg, orset, value::join_values, Dot, FieldKey, Hlc, Kind, Value};
+use super::{Op, VersionVector};
+use std::collections::BTreeMap;
+
+/// The state stored under one key.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Record {
+    /// One value per kind ever written under this key (present or tombstoned).
+    pub values: BTreeMap<Kind, Value>,
+}
+
+/// Identity of one local write: its dot and its HLC marker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// The write's dot.
+    pub dot: Dot,
+    /// The write's hybrid-logical-clock marker.
+    pub marker: Hlc,
+}
+
+/// Why an operation could not be applied to a record (exhaustive: the engine maps each to
+/// its own error).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The key (or map field) already holds a value of another type.
+    #[error("holds a {existing}, not a {requested}")]
+    WrongType {
+        /// The type present.
+        existing: Kind,
+        /// The type the operation needs.
+        requested: Kind,
+    },
+    /// A counter total would overflow 64 bits.
+    #[error("counter overflow")]
+    CounterOverflow,
+    /// The operation is not valid here (for example a delete nested in a map update).
+    #[error("invalid operation: {0}")]
+    Invalid(&'static str),
+}
+
+impl Record {
+    /// The lattice join with a record from another replica.
+    pub fn join(&mut self, other: &Record) {
+        join_values(&mut self.values, &other.values);
+    }
+
+    /// The join as done by a replica that has applied every write up to `seen`: a dot it has
+    /// seen and no longer holds stays removed even if its tombstone was reclaimed.
+    pub fn join_seen(&mut self, other: &Record, seen: &VersionVector) {
+        for (kind, v) in &other.values {
+            self.values
+                .entry(*kind)
+                .or_insert_with(|| Value::empty(*kind))
+                .join_seen(v, seen);
+        }
+    }
+
+    /// `join_seen` with a record from a replica that applied every write in `horizon` (a
+    /// state transfer's sender): what it holds is joined with its context widened to
+    /// `horizon`; values it does not hold at all lose the dots `horizon` covers.
+    pub fn join_seen_within(
+        &mut self,
+        other: &Record,
+        seen: &VersionVector,
+        horizon: &VersionVector,
+    ) {
+        for (kind, v) in self.values.iter_mut() {
+            if !other.values.contains_key(kind) {
+                v.remove_covered(horizon);
+            }
+        }
+        for (kind, v) in &other.values {
+            self.values
+                .entry(*kind)
+                .or_insert_with(|| Value::empty(*kind))
+                .join_seen_within(v, seen, horizon);
+        }
+    }
+
+    /// Whether any dot present here is in `seen`; if none is, joining the record into a
+    /// replica that holds nothing under its key (`join_seen`) leaves it as it is.
+    pub fn has_dot_in(&self, seen: &VersionVector) -> bool {
+        let mut covered = false;
+        for v in self.values.values() {
+            v.for_each_dot(&mut |d| covered |= seen.contains(&d));
+        }
+        covered
+    }
+
+    /// The largest hybrid-logical-clock marker of its last-writer-wins values, nested fields
+    /// included (a replica observes it to keep its clock ahead of what it stores).
+    pub fn max_marker(&self) -> Option<Hlc> {
+        fn walk(v: &Value) -> Option<Hlc> {
+            match v {
+                Value::Lww(r) => lww::max_marker(r),
+                Value::Map(m) => m.fields.values().filter_map(walk).max(),
+                _ => None,
+            }
+        }
+        self.values.values().filter_map(walk).max()
+    }
+
+    /// Forgets removal memory covered by `stable` (see `Causal::normalize`); equal records
+    /// normalised with the same vector encode to equal bytes.
+    pub fn normalize(&mut self, stable: &VersionVector) {
+        self.values.values_mut().for_each(|v| v.normalize(stable));
+        self.values.retain(|_, v| !v.is_forgotten());
+    }
+
+    /// Removes the dots `seen` covers: the join with a replica that applied every write `seen`
+    /// covers and holds nothing under this key. Returns whether anything was removed.
+    pub fn remove_covered(&mut self, seen: &VersionVector) -> bool {
+        if !self.has_dot_in(seen) {
+            return false;
+        }
+        self.values
+            .values_mut()
+            .for_each(|v| v.remove_covered(seen));
+        true
+    }
+
+    /// Whether a counter in the record remembers a reset.
+    pub fn has_counter_reset(&self) -> bool {
+        self.values.values().any(Value::has_counter_reset)
+    }
+
+    /// Whether the key reads as absent (never written, or deleted).
+    pub fn is_bottom(&self) -> bool {
+        self.values.values().all(Value::is_bottom)
+    }
+
+    /// The values present, in kind order.
+    pub fn present(&self) -> impl Iterator<Item = &Value> {
+        self.values.values().filter(|v| !v.is_bottom())
+    }
+
+    /// The present value of `kind`, if any.
+    pub fn get(&self, kind: Kind) -> Option<&Value> {
+        self.values.get(&kind).filter(|v| !v.is_bottom())
+    }
+
+    /// Union of every causal context in the record: what a reader of it has seen.
+    pub fn context(&self) -> VersionVector {
+        let mut vv = VersionVector::new();
+        fn walk(v: &Value, vv: &mut VersionVector) {
+            match v {
+                Value::Register(c) => vv.join(&c.ctx),
+                Value::Lww(c) => vv.join(&c.ctx),
+                Value::Counter(c) => vv.join(&c.ctx),
+                Value::Set(c) => vv.join(&c.ctx),
+                Value::Map(m) => m.fields.values().for_each(|f| walk(f, vv)),
+            }
+        }
+        self.values.values().for_each(|v| walk(v, &mut vv));
+        vv
+    }
+
+    /// Whether every causal part keeps its dots inside its context.
+    pub fn is_well_formed(&self) -> bool {
+        self.values
+            .iter()
+            .all(|(k, v)| v.kind() == *k && v.is_well_formed())
+    }
+
+    /// Applies a local operation stamped with a fresh dot. On error the record is unchanged.
+    pub fn apply(&mut self, op: Op, stamp: Stamp) -> Result<(), ApplyError> {
+        let Some(kind) = op.kind() else {
+            // Delete: an observed remove of everything this replica sees under the key.
+            self.values
+                .values_mut()
+                .for_each(|v| v.remove_all_at(stamp.dot));
+            return Ok(());
+        };
+        if let Some(other) = self.present().map(Value::kind).find(|k| *k != kind) {
+            return Err(ApplyError::WrongType {
+                existing: other,
+                requested: kind,
+            });
+        }
+        let existed = self.values.contains_key(&kind);
+        let value = self
+            .values
+            .entry(kind)
+            .or_insert_with(|| Value::empty(kind));
+        let result = apply_to_value(value, op, stamp);
+        if result.is_err() && !existed {
+            self.values.remove(&kind);
+        }
+        result
+    }
+}
+
+fn apply_to_value(value: &mut Value, op: Op, stamp: Stamp) -> Result<(), ApplyError> {
+    let dot = stamp.dot;
+    let requested = op.kind();
+    match (value, op) {
+        (Value::Register(r), Op::Put { value, context }) => {
+            mvreg::put(r, dot, value, context.as_ref())
+        }
+        (Value::Lww(r), Op::LwwSet { value }) => lww::set(r, dot, stamp.marker, value),
+        (Value::Counter(c), Op::CounterAdd { delta }) => {
+            counter::add(c, dot, delta).map_err(|_| ApplyError::CounterOverflow)?
+        }
+        (Value::Set(s), Op::SetAdd { elems }) => {
+            elems.into_iter().for_each(|e| orset::add(s, dot, e))
+        }
+        (Value::Set(s), Op::SetRemove { elems }) => elems.iter().for_each(|e| orset::remove(s, e)),
+        (Value::Map(m), Op::MapUpdate { field, op }) => {
+            let Some(kind) = op.kind() else {
+                return Err(ApplyError::Invalid("a map update cannot carry a delete"));
+            };
+            let clash = m
+                .fields
+                .iter()
+                .find(|(k, v)| k.name == field && k.kind != kind && !v.is_bottom());
+            if let Some((k, _)) = clash {
+                return Err(ApplyError::WrongType {
+                    existing: k.kind,
+                    requested: kind,
+                });
+            }
+            let key = FieldKey { name: field, kind };
+            let existed = m.fields.contains_key(&key);
+            let nested = m
+                .fields
+                .entry(key.clone())
+                .or_insert_with(|| Value::empty(kind));
+            if let Err(e) = apply_to_value(nested, *op, stamp) {
+                if !existed {
+                    m.fields.remove(&key);
+                }
+                return Err(e);
+            }
+        }
+        (Value::Map(m), Op::MapRemove { field }) => m
+            .fields
+            .iter_mut()
+            .filter(|(k, _)| k.name == field)
+            .for_each(|(_, v)| v.remove_all()),
+        (v, _) => {
+            return Err(ApplyError::WrongType {
+                existing: v.kind(),
+                requested: requested.unwrap_or(v.kind()),
+            })
+        }
+    }
+    Ok(())
+}

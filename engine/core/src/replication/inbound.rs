@@ -1,0 +1,331 @@
+//! Frames decoded before they reach the replication core: the frame itself and, for `Entries`,
+//! every record state checked. Pure work, so a driver can do it on its I/O threads and leave
+//! the thread that applies entries only the joins and the writes.
+//!
+//! A state is checked without being built (`codec::check_record`) and kept as the bytes it
+//! arrived as (slices of the frame, not copies), with the few facts applying it needs. The
+//! thread that applies decodes a state only to join it into a local one.
+
+use super::frame::{self, Frame, FrameError, WireEntry};
+use super::seam::RecordState;
+use crate::limits::KEY_BYTES_MAX;
+use crate::model::{codec, ReplicaId, StateFacts};
+use bytes::Bytes;
+
+/// A record state received from a peer, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteRecord {
+    /// The key.
+    pub key: Bytes,
+    /// The state's canonical encoding, as it arrived (or as this replica encoded the join of
+    /// repeats of the key).
+    pub state: Bytes,
+    /// What applying the state needs to know of it.
+    pub facts: StateFacts,
+}
+
+impl RemoteRecord {
+    /// The state, decoded.
+    pub fn decode(&self) -> Result<crate::model::Record, codec::CodecError> {
+        codec::decode_record(&self.state)
+    }
+}
+
+/// One log entry with its records checked, sorted by key, one per key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecodedEntry {
+    /// The origin's sequence number.
+    pub seq: u64,
+    /// The records, sorted by key; repeats of a key are joined.
+    pub records: Vec<RemoteRecord>,
+    /// Bytes the entry took on the wire, counted as its sender counts them in flight.
+    pub wire_bytes: usize,
+}
+
+/// Bytes of an entry in flight, as sender and receiver both count them.
+pub(crate) use crate::limits::wire_bytes;
+
+/// A frame ready for `Replicator::handle_inbound`.
+#[derive(Clone, Debug)]
+pub enum Inbound {
+    /// Log entries of one origin with their records checked.
+    Entries {
+        /// The replica that made the writes.
+        origin: ReplicaId,
+        /// The entries, in the order received.
+        entries: Vec<DecodedEntry>,
+    },
+    /// Any other frame.
+    Other(Frame),
+}
+
+impl Inbound {
+    /// Decodes a frame and, for `Entries`, checks its records (keeping their bytes as slices
+    /// of `bytes`); a record with an invalid key, over `record_bytes_max` or undecodable
+    /// makes the whole frame malformed.
+    pub fn decode(bytes: &Bytes, record_bytes_max: usize) -> Result<Inbound, FrameError> {
+        let Some(entries) = frame::decode_entries(bytes) else {
+            return Inbound::from_frame(Frame::decode(bytes)?, record_bytes_max);
+        };
+        let (origin, entries) = entries?;
+        let entries = entries
+            .into_iter()
+            .map(|(seq, records)| {
+                let wire_bytes = wire_bytes(records.iter().copied());
+                let records = records
+                    .into_iter()
+                    .map(|(k, v)| (bytes.slice_ref(k), bytes.slice_ref(v)));
+                check_entry(origin, seq, records, wire_bytes, record_bytes_max)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Inbound::Entries { origin, entries })
+    }
+
+    /// `decode` for a frame already parsed.
+    pub fn from_frame(frame: Frame, record_bytes_max: usize) -> Result<Inbound, FrameError> {
+        match frame {
+            Frame::Entries { origin, entries } => {
+                let entries = entries
+                    .into_iter()
+                    .map(|WireEntry { seq, records }| {
+                        let wire_bytes = wire_bytes(records.iter().map(|(k, v)| (&k[..], &v[..])));
+                        let records = records
+                            .into_iter()
+                            .map(|(k, v)| (Bytes::from(k.into_vec()), Bytes::from(v.into_vec())));
+                        check_entry(origin, seq, records, wire_bytes, record_bytes_max)
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(Inbound::Entries { origin, entries })
+            }
+            other => Ok(Inbound::Other(other)),
+        }
+    }
+}
+
+/// One entry's records checked, or the frame refused naming the entry.
+fn check_entry(
+    origin: ReplicaId,
+    seq: u64,
+    records: impl IntoIterator<Item = (Bytes, Bytes)>,
+    wire_bytes: usize,
+    record_bytes_max: usize,
+) -> Result<DecodedEntry, FrameError> {
+    decode_records(records, record_bytes_max)
+        .map(|records| DecodedEntry {
+            seq,
+            records,
+            wire_bytes,
+        })
+        .map_err(|why| FrameError::Malformed(format!("entry {origin}:{seq}: {why}")))
+}
+
+/// Checks record states, sorted by key with repeats joined. A record that does not check (a
+/// bad key, over `record_bytes_max`, undecodable, from a newer format) is left out and
+/// counted: its fault stays with its key, the others are applied.
+pub fn decode_records(
+    records: impl IntoIterator<Item = (Bytes, Bytes)>,
+    record_bytes_max: usize,
+) -> Result<Vec<RemoteRecord>, String> {
+    let mut out: Vec<RemoteRecord> = Vec::new();
+    for (key, state) in records {
+        let why = if key.is_empty() || key.len() > KEY_BYTES_MAX {
+            format!("a key of {} bytes", key.len())
+        } else if state.len() > record_bytes_max {
+            format!("a record of {} bytes", state.len())
+        } else {
+            match codec::check_record(&state) {
+                Ok(facts) => {
+                    out.push(RemoteRecord { key, state, facts });
+                    continue;
+                }
+                Err(e) => e.to_string(),
+            }
+        };
+        metrics::counter!("meridian_replication_records_refused_total").increment(1);
+        tracing::warn!(key = %crate::show_key(&key[..key.len().min(64)]), %why, "a peer's record state was refused; the rest of its entry is applied");
+    }
+    sort_joining(out)
+}
+
+/// `decode_records` for states held as vectors.
+pub fn decode_record_states(
+    records: &[RecordState],
+    record_bytes_max: usize,
+) -> Result<Vec<RemoteRecord>, String> {
+    let owned = records
+        .iter()
+        .map(|(k, v)| (Bytes::copy_from_slice(k), Bytes::copy_from_slice(v)));
+    decode_records(owned, record_bytes_max)
+}
+
+/// Sorts records by key, joining those of the same key into one (encoded anew).
+pub fn sort_joining(records: Vec<RemoteRecord>) -> Result<Vec<RemoteRecord>, String> {
+    sort_joining_by(
+        records,
+        |r| &r.key,
+        |into, next| {
+            if into.state == next.state {
+                return Ok(());
+            }
+            let mut joined = into.decode().map_err(|e| e.to_string())?;
+            joined.join(&next.decode().map_err(|e| e.to_string())?);
+            into.state = codec::encode_record(&joined)
+                .map_err(|e| e.to_string())?
+                .into();
+            into.facts = StateFacts::of(&joined);
+            Ok(())
+        },
+    )
+}
+
+/// Sorts items by `key`, folding those of the same key into the first with `join`.
+pub fn sort_joining_by<T, E>(
+    mut items: Vec<T>,
+    key: for<'a> fn(&'a T) -> &'a [u8],
+    join: impl Fn(&mut T, &T) -> Result<(), E>,
+) -> Result<Vec<T>, E> {
+    if items.is_sorted_by(|a, b| key(a) < key(b)) {
+        return Ok(items); // the usual case: one entry's keys, distinct and in order
+    }
+    items.sort_by(|a, b| key(a).cmp(key(b)));
+    let mut joined: Vec<T> = Vec::with_capacity(items.len());
+    for next in items {
+        match joined.last_mut() {
+            Some(last) if key(last) == key(&next) => join(last, &next)?,
+            _ => joined.push(next),
+        }
+    }
+    Ok(joined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::codec::encode_record;
+    use crate::model::{Dot, Hlc, Op, Record, Stamp, VersionVector};
+
+    fn written(replica: u64, counter: u64, value: &[u8]) -> Record {
+        let mut record = Record::default();
+        let op = Op::LwwSet {
+            value: value.to_vec(),
+        };
+        let stamp = Stamp {
+            dot: Dot::new(ReplicaId(replica), counter),
+            marker: Hlc(counter << 16),
+        };
+        record.apply(op, stamp).expect("applies");
+        record
+    }
+
+    #[test]
+    fn entries_decode_sorted_and_joined_and_bad_records_are_refused() {
+        let state = encode_record(&Record::default()).expect("encodes");
+        let (x, y) = (written(1, 5, b"x"), written(2, 3, b"y"));
+        let frame = Frame::Entries {
+            origin: ReplicaId(4),
+            entries: vec![WireEntry {
+                seq: 9,
+                records: vec![
+                    (b"b".to_vec().into(), state.clone().into()),
+                    (b"a".to_vec().into(), state.clone().into()),
+                    (b"b".to_vec().into(), state.clone().into()),
+                    (
+                        b"c".to_vec().into(),
+                        encode_record(&x).expect("encodes").into(),
+                    ),
+                    (
+                        b"c".to_vec().into(),
+                        encode_record(&y).expect("encodes").into(),
+                    ),
+                ],
+            }],
+        };
+        let bytes = Bytes::from(frame.encode());
+        let Ok(Inbound::Entries { origin, entries }) = Inbound::decode(&bytes, 1 << 20) else {
+            panic!("entries expected");
+        };
+        assert_eq!(origin, ReplicaId(4));
+        let records = &entries[0].records;
+        let keys: Vec<&[u8]> = records.iter().map(|r| &r.key[..]).collect();
+        assert_eq!(keys, vec![&b"a"[..], &b"b"[..], &b"c"[..]]);
+        assert_eq!(records[1].state, state, "equal repeats are one state");
+        let mut joined = x.clone();
+        joined.join(&y);
+        assert_eq!(records[2].decode(), Ok(joined.clone()));
+        assert_eq!(records[2].facts, StateFacts::of(&joined));
+        assert_eq!(
+            Inbound::from_frame(frame, 1 << 20)
+                .map(|i| matches!(i, Inbound::Entries { entries: e, .. } if e == entries)),
+            Ok(true),
+            "an owned frame decodes to the same entries"
+        );
+
+        // A record that does not check is left out (its fault stays with its key); the
+        // entry and the other records stand.
+        for bad in [
+            (b"".to_vec(), state.clone()),
+            (b"k".to_vec(), b"\x01garbage".to_vec()),
+            (b"k".to_vec(), vec![0; 64]),
+        ] {
+            let frame = Frame::Entries {
+                origin: ReplicaId(4),
+                entries: vec![WireEntry {
+                    seq: 1,
+                    records: vec![
+                        (bad.0.into(), bad.1.into()),
+                        (b"a".to_vec().into(), state.clone().into()),
+                    ],
+                }],
+            };
+            let Ok(Inbound::Entries { entries, .. }) = Inbound::decode(&frame.encode().into(), 32)
+            else {
+                panic!("the entry stands");
+            };
+            let keys: Vec<&[u8]> = entries[0].records.iter().map(|r| &r.key[..]).collect();
+            assert_eq!(keys, vec![&b"a"[..]]);
+        }
+        // A frame that does not decode is refused whole.
+        let mut cut = bytes.to_vec();
+        cut.truncate(cut.len() - 3);
+        assert!(matches!(
+            Inbound::decode(&cut.into(), 1 << 20),
+            Err(FrameError::Malformed(_))
+        ));
+        let ping = Frame::Ping { sent_ms: 5 };
+        assert!(matches!(
+            Inbound::decode(&ping.encode().into(), 32),
+            Ok(Inbound::Other(Frame::Ping { sent_ms: 5 }))
+        ));
+    }
+
+    #[test]
+    fn facts_answer_as_the_decoded_state_would() {
+        // A set holding dots 1:2 and 1:5, and concurrently a register written at 2:3.
+        let mut record = Record::default();
+        for (counter, elem) in [(2, b"p"), (5, b"q")] {
+            let op = Op::SetAdd {
+                elems: vec![elem.to_vec()],
+            };
+            let dot = Dot::new(ReplicaId(1), counter);
+            let stamp = Stamp {
+                dot,
+                marker: Hlc(1),
+            };
+            record.apply(op, stamp).expect("applies");
+        }
+        record.join(&written(2, 3, b"y"));
+        assert_eq!(record.values.len(), 2);
+        let facts = StateFacts::of(&record);
+        assert_eq!(facts.max_marker, record.max_marker());
+        assert!(!facts.bottom);
+        for (one, two) in [(0, 0), (1, 0), (2, 0), (4, 2), (5, 3), (0, 3), (9, 9)] {
+            let seen = VersionVector::from_entries([(ReplicaId(1), one), (ReplicaId(2), two)]);
+            assert_eq!(
+                facts.has_dot_in(&seen),
+                record.has_dot_in(&seen),
+                "{one} {two}"
+            );
+        }
+        assert!(StateFacts::of(&Record::default()).bottom);
+    }
+}

@@ -1,0 +1,346 @@
+//! `MemoryStore` as `ReplicaStore`: the engine's `replica_store.rs` and `epoch.rs` over maps.
+
+use super::state::{Incoming, Theirs, SUMMARY_CELLS};
+use super::{MemoryStore, MemoryStoreError};
+use crate::model::digest::key_hash;
+use crate::model::{Dot, ReplicaId, VersionVector};
+use crate::replication::{
+    decode_record_states, sort_joining, ApplyOutcome, Compaction, DecodedEntry, OriginView,
+    RecordRange, RecordState, ReplicaStore, SharedState, StateSummary,
+};
+use std::collections::{BTreeSet, HashSet};
+use std::ops::Bound;
+use std::sync::Arc;
+
+impl ReplicaStore for MemoryStore {
+    type Error = MemoryStoreError;
+
+    fn replica_id(&self) -> ReplicaId {
+        self.lock().origin
+    }
+
+    fn member_id(&self) -> ReplicaId {
+        self.lock().member
+    }
+
+    fn origin_view(&self) -> OriginView {
+        let s = self.lock();
+        OriginView {
+            origin: s.origin,
+            epoch: s.epoch,
+            confirmed: s.confirmed,
+        }
+    }
+
+    fn confirm_origin(&self) {
+        self.lock().confirmed = true;
+    }
+
+    fn start_new_epoch(&self, reason: &str) -> Result<ReplicaId, MemoryStoreError> {
+        let mut s = self.lock();
+        let (old, old_seq) = (s.origin, s.last_seq);
+        // The engine draws a random epoch other than 0 and the current one.
+        let current = s.epoch;
+        let epoch = match s.next_epoch.take() {
+            Some(e) if e != 0 && e != current => e,
+            _ => current.wrapping_add(1).max(1),
+        };
+        let origin = s.member.epoch_origin(epoch);
+        // The old origin's committed entries become those of any other origin.
+        s.applied.add(Dot::new(old, old_seq));
+        s.epoch = epoch;
+        s.origin = origin;
+        s.last_seq = 0;
+        s.released = 0;
+        s.confirmed = true;
+        tracing::warn!(member = %s.member, old_origin = %old, old_seq, new_origin = %origin, epoch, %reason, "writing under a new epoch");
+        Ok(origin)
+    }
+
+    fn applied(&self) -> VersionVector {
+        self.lock().applied()
+    }
+
+    fn read_entry(
+        &self,
+        origin: ReplicaId,
+        seq: u64,
+    ) -> Result<Option<Vec<SharedState>>, MemoryStoreError> {
+        let s = self.lock();
+        if seq <= s.floors.get(origin) {
+            return Ok(None);
+        }
+        let Some(keys) = s.log.get(&(origin, seq)) else {
+            return Ok(None);
+        };
+        // The keys' current states (a key whose tombstone was reclaimed is left out).
+        Ok(Some(
+            keys.iter()
+                .filter_map(|k| s.records.get_key_value(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ))
+    }
+
+    fn record_bytes_max(&self) -> usize {
+        // A peer's record may have met concurrent writes on its way: up to an entry.
+        crate::limits::ENTRY_BYTES_MAX
+    }
+
+    fn apply_entries(
+        &self,
+        origin: ReplicaId,
+        entries: Vec<DecodedEntry>,
+    ) -> Result<Vec<ApplyOutcome>, MemoryStoreError> {
+        let mut s = self.lock();
+        if origin == s.origin {
+            return Ok(vec![ApplyOutcome::Duplicate; entries.len()]);
+        }
+        let mut have = s.applied.get(origin);
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut accepted: Vec<&DecodedEntry> = Vec::new();
+        for entry in &entries {
+            if entry.seq <= have {
+                outcomes.push(ApplyOutcome::Duplicate);
+                continue;
+            }
+            if entry.seq != have + 1 {
+                outcomes.push(ApplyOutcome::Gap { expected: have + 1 });
+                break;
+            }
+            accepted.push(entry);
+            outcomes.push(ApplyOutcome::Applied { changed: 0 });
+            have = entry.seq;
+        }
+        if accepted.is_empty() {
+            return Ok(outcomes);
+        }
+        // The frame's states joined together, then into the local records with the applied
+        // vector as it stood before the frame.
+        let all: Vec<_> = accepted
+            .iter()
+            .flat_map(|e| e.records.iter().cloned())
+            .collect();
+        let joined = if accepted.len() == 1 {
+            all
+        } else {
+            match sort_joining(all) {
+                Ok(joined) => joined,
+                Err(_) => return Ok(vec![ApplyOutcome::Invalid; entries.len()]),
+            }
+        };
+        let seen = s.applied();
+        let remote = joined
+            .iter()
+            .map(|r| Incoming {
+                key: &r.key,
+                state: Theirs::Received {
+                    bytes: &r.state,
+                    facts: &r.facts,
+                },
+            })
+            .collect();
+        let changed: BTreeSet<&[u8]> = s.join(remote, &seen, None, None)?.into_iter().collect();
+        for entry in &accepted {
+            let keys: Vec<&[u8]> = entry.records.iter().map(|r| &r.key[..]).collect();
+            s.put_log(origin, entry.seq, &keys);
+        }
+        s.applied.add(Dot::new(origin, have));
+        // Per applied entry, how many of its records changed here.
+        let mut applied = accepted.iter();
+        for outcome in &mut outcomes {
+            if let ApplyOutcome::Applied { changed: n } = outcome {
+                if let Some(entry) = applied.next() {
+                    *n = entry
+                        .records
+                        .iter()
+                        .filter(|r| changed.contains(&r.key[..]))
+                        .count();
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
+    fn log_floor(&self) -> VersionVector {
+        self.lock().floors.clone()
+    }
+
+    fn summarize(&self, cells: usize) -> Result<StateSummary, MemoryStoreError> {
+        let mut s = self.lock();
+        let table = s.summary().fold(cells);
+        Ok(StateSummary {
+            applied: s.applied(),
+            table,
+            records: s.records.len() as u64,
+        })
+    }
+
+    fn summary_cells(&self) -> usize {
+        SUMMARY_CELLS
+    }
+
+    fn record_count(&self) -> Result<u64, MemoryStoreError> {
+        Ok(self.lock().records.len() as u64)
+    }
+
+    fn keys_for_hashes(&self, hashes: &[u64]) -> Result<Vec<Vec<u8>>, MemoryStoreError> {
+        // No index: every key's hash is computed (the engine keeps a keys-by-hash index).
+        let wanted: HashSet<u64> = hashes.iter().copied().collect();
+        Ok(self
+            .lock()
+            .records
+            .keys()
+            .filter(|k| wanted.contains(&key_hash(k)))
+            .map(|k| k.to_vec())
+            .collect())
+    }
+
+    fn read_records(&self, keys: &[Vec<u8>]) -> Result<Vec<RecordState>, MemoryStoreError> {
+        let mut sorted: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        sorted.sort_unstable();
+        let s = self.lock();
+        Ok(sorted
+            .into_iter()
+            .filter_map(|k| s.records.get(k).map(|v| (k.to_vec(), v.to_vec())))
+            .collect())
+    }
+
+    fn read_range(&self, from: &[u8], bytes: usize) -> Result<RecordRange, MemoryStoreError> {
+        let s = self.lock();
+        let mut out = Vec::new();
+        let mut size = 0;
+        let range = s
+            .records
+            .range::<[u8], _>((Bound::Included(from), Bound::Unbounded));
+        for (key, state) in range {
+            if !out.is_empty() && size + key.len() + state.len() + 8 > bytes {
+                return Ok((out, Some(key.to_vec())));
+            }
+            size += key.len() + state.len() + 8;
+            out.push((key.to_vec(), state.to_vec()));
+        }
+        Ok((out, None))
+    }
+
+    fn drop_absent(
+        &self,
+        from: &[u8],
+        through: Option<&[u8]>,
+        present: &BTreeSet<Vec<u8>>,
+        seen: &VersionVector,
+    ) -> Result<usize, MemoryStoreError> {
+        let mut s = self.lock();
+        let end = through.map_or(Bound::Unbounded, Bound::Excluded);
+        let absent: Vec<Arc<[u8]>> = s
+            .records
+            .range::<[u8], _>((Bound::Included(from), end))
+            .map(|(k, _)| k.clone())
+            .filter(|k| !present.contains(&k[..]))
+            .collect();
+        let keys: Vec<&[u8]> = absent.iter().map(|k| &k[..]).collect();
+        s.drop_covered(&keys, seen)
+    }
+
+    fn merge_states(
+        &self,
+        records: &[RecordState],
+        horizon: &VersionVector,
+    ) -> Result<ApplyOutcome, MemoryStoreError> {
+        let Ok(decoded) = decode_record_states(records, self.record_bytes_max()) else {
+            return Ok(ApplyOutcome::Invalid);
+        };
+        let remote = decoded
+            .iter()
+            .map(|r| Incoming {
+                key: &r.key,
+                state: Theirs::Received {
+                    bytes: &r.state,
+                    facts: &r.facts,
+                },
+            })
+            .collect();
+        let mut s = self.lock();
+        let seen = s.applied();
+        let changed = s.join(remote, &seen, Some(horizon), None)?;
+        Ok(ApplyOutcome::Applied {
+            changed: changed.len(),
+        })
+    }
+
+    fn drop_covered(
+        &self,
+        keys: &[Vec<u8>],
+        seen: &VersionVector,
+    ) -> Result<usize, MemoryStoreError> {
+        let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        self.lock().drop_covered(&keys, seen)
+    }
+
+    fn adopt(&self, snapshot: &VersionVector) -> Result<(), MemoryStoreError> {
+        let mut s = self.lock();
+        for (origin, seq) in snapshot.iter() {
+            if origin == s.origin || seq <= s.applied.get(origin) {
+                continue;
+            }
+            // Entries below the new floor can no longer be served in order: dropped.
+            let floor = s.floors.get(origin);
+            s.delete_log_range(origin, floor + 1, seq);
+            s.applied.add(Dot::new(origin, seq));
+            s.floors.add(Dot::new(origin, seq));
+        }
+        Ok(())
+    }
+
+    fn compact(&self, stable: &VersionVector) -> Result<Compaction, MemoryStoreError> {
+        let mut s = self.lock();
+        let mut out = Compaction::default();
+        for (origin, upto) in stable.iter() {
+            let floor = s.floors.get(origin);
+            if upto <= floor {
+                continue;
+            }
+            // Counted as the engine counts it: the log is contiguous above the floor.
+            out.log_entries_removed += upto - floor;
+            s.delete_log_range(origin, floor + 1, upto);
+            s.floors.add(Dot::new(origin, upto));
+        }
+        // Reclaimable: a tombstone (no counter reset to remember) whose every dot is stable.
+        let mut reclaimable = Vec::new();
+        for key in s.tombstones.clone() {
+            match s.load(&key)? {
+                Some(r) if r.is_bottom() && !r.has_counter_reset() => {
+                    if stable.dominates(&r.context()) {
+                        reclaimable.push(key);
+                    } else {
+                        out.tombstones_pending += 1;
+                    }
+                }
+                // Gone, or written again since: no longer a candidate.
+                _ => {
+                    s.tombstones.remove(&key);
+                }
+            }
+        }
+        // Keys still named by the log that stays: their tombstones ship deletes.
+        let referenced: BTreeSet<&[u8]> = s
+            .log
+            .values()
+            .flat_map(|keys| keys.iter().map(|k| &k[..]))
+            .collect();
+        let (reclaimed, pending): (Vec<_>, Vec<_>) = reclaimable
+            .into_iter()
+            .partition(|k| !referenced.contains(&k[..]));
+        out.tombstones_pending += pending.len() as u64;
+        for key in reclaimed {
+            s.remove_record(&key);
+            out.tombstones_removed += 1;
+        }
+        Ok(out)
+    }
+
+    fn release_shipped(&self, upto: u64) {
+        let mut s = self.lock();
+        s.released = s.released.max(upto);
+    }
+}

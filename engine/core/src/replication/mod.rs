@@ -1,0 +1,37 @@
+//! Replication: the sans-IO protocol that makes regions converge.
+//!
+//! `Replicator` is a deterministic state machine (frames, link events and ticks in; frames and
+//! link closes out) over the storage seam `ReplicaStore`. Log entries name the keys a write
+//! changed; a sender ships the keys' *current* states, so applying is a lattice join that
+//! tolerates duplicates and needs no causal delivery. See `frame.rs` for the frames and
+//! `replicator.rs` for the invariants; `inbound.rs` decodes frames and their records, which a
+//! driver may do on another thread than the one applying them.
+
+mod frame;
+pub mod iblt;
+mod inbound;
+mod memory_store;
+mod peer;
+mod replicator;
+mod seam;
+mod shared_iblt;
+
+pub use frame::{
+    decode_entries, encode_entries, EntryRef, Frame, FrameError, WireEntry, FRAME_BYTES_MAX,
+    PROTOCOL_VERSION,
+};
+
+pub use inbound::{
+    decode_record_states, decode_records, sort_joining, sort_joining_by, DecodedEntry, Inbound,
+    RemoteRecord,
+};
+pub use memory_store::{MemoryStore, MemoryStoreError};
+pub use peer::{LinkState, Peer};
+pub use replicator::{
+    Output, PeerId, ReplicationConfig, ReplicationError, Replicator, Stats, INFLIGHT_BYTES_CAP,
+};
+pub use seam::{
+    ApplyOutcome, Compaction, OriginView, RecordRange, RecordState, ReplicaStore, SharedState,
+    StateSummary,
+};
+pub use shared_iblt::SharedIblt;

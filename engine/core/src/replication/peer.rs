@@ -1,0 +1,211 @@
+//! What a replica knows about one peer link: handshake, send cursors, bytes in flight.
+
+use crate::model::{ReplicaId, VersionVector};
+use std::collections::VecDeque;
+
+/// Where the handshake stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    /// `Hello` sent at the given time, none received yet.
+    Connecting {
+        /// When our `Hello` went out.
+        hello_sent_ms: u64,
+    },
+    /// Handshake done.
+    Ready {
+        /// The peer's member id.
+        replica: ReplicaId,
+        /// The peer's region.
+        region: String,
+    },
+    /// The peer was refused; nothing more is exchanged.
+    Refused,
+}
+
+/// What a state-transfer round sends, once the peer answered its offer.
+#[derive(Debug)]
+pub(crate) enum Transfer {
+    /// No answer yet.
+    Waiting,
+    /// The records of these keys (the peer asked for their hashes), not sent yet.
+    Keys(VecDeque<Vec<u8>>),
+    /// Every record in key order, from `next` on (`None`: all sent).
+    Stream { next: Option<Vec<u8>> },
+}
+
+/// A state-transfer round on this link.
+#[derive(Debug)]
+pub(crate) enum AntiEntropy {
+    /// This replica offered its state and waits for the peer's answer.
+    Offering {
+        round: u64,
+        snapshot: VersionVector,
+        /// Last progress (offer sent, chunk acknowledged).
+        started_ms: u64,
+        /// What is left to send.
+        transfer: Transfer,
+        /// Chunks sent: their number and size, oldest first, until acknowledged.
+        unacked: VecDeque<(u64, usize)>,
+        /// Number of the next chunk.
+        next_chunk: u64,
+    },
+    /// The peer offered; this replica waits for the records of `round`, chunk by chunk.
+    Receiving {
+        round: u64,
+        next_chunk: u64,
+        /// Keys whose records only this replica held when the round began, not received
+        /// since: the peer holds nothing of them.
+        ours_only: std::collections::BTreeSet<Vec<u8>>,
+    },
+}
+
+/// One entry sent and not yet acknowledged.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InFlight {
+    pub origin: ReplicaId,
+    pub seq: u64,
+    pub bytes: usize,
+}
+
+/// Per-link state.
+#[derive(Debug)]
+pub struct Peer {
+    /// The member the link's certificate and the configuration say the peer is.
+    pub member: ReplicaId,
+    /// Handshake state.
+    pub state: LinkState,
+    /// The origin the peer announced it writes under, and whether it was confirmed.
+    pub origin: Option<(ReplicaId, bool)>,
+    /// The peer's latest applied vector as it claimed it (before clamping).
+    pub claimed: VersionVector,
+    /// The latest claim, clamped to what its author can know (what cursors follow).
+    pub(crate) last_claim: VersionVector,
+    /// Serial of the latest `Ack` taken from the peer (older ones are ignored).
+    pub(crate) ack_serial: u64,
+    /// Whether a claim beyond this replica's own writes was already logged on this link.
+    pub(crate) overclaim_logged: bool,
+    /// Per origin, the highest sequence sent on this link.
+    pub sent: VersionVector,
+    /// Per origin, the highest sequence the peer reports applied.
+    pub acked: VersionVector,
+    pub(crate) inflight: VecDeque<InFlight>,
+    /// Bytes sent and not yet acknowledged.
+    pub inflight_bytes: usize,
+    /// Last time an acknowledgement released something (or the link became ready).
+    pub last_progress_ms: u64,
+    /// Last time this replica told the peer its applied vector (`Hello` or `Ack`).
+    pub last_ack_ms: u64,
+    /// Bytes of entries received from the peer since that `Ack`.
+    pub unacked_bytes: usize,
+    /// Last measured round trip, if any.
+    pub rtt_ms: Option<u64>,
+    /// Origin served last, for round-robin fairness.
+    pub(crate) last_origin: Option<ReplicaId>,
+    /// State transfer in progress, if any.
+    pub(crate) ae: Option<AntiEntropy>,
+    /// Per relayed origin: since when the peer lags on it, and its acknowledged sequence then.
+    pub(crate) relay_wait: std::collections::BTreeMap<ReplicaId, (u64, u64)>,
+    /// Last time this replica offered a state-transfer round on this link (or the link
+    /// became ready): idle links with equal vectors are still checked now and then.
+    pub(crate) last_offer_ms: u64,
+}
+
+impl Peer {
+    pub(crate) fn new(member: ReplicaId, now_ms: u64) -> Peer {
+        Peer {
+            member,
+            state: LinkState::Connecting {
+                hello_sent_ms: now_ms,
+            },
+            origin: None,
+            claimed: VersionVector::new(),
+            last_claim: VersionVector::new(),
+            ack_serial: 0,
+            overclaim_logged: false,
+            sent: VersionVector::new(),
+            acked: VersionVector::new(),
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            last_progress_ms: now_ms,
+            last_ack_ms: now_ms,
+            unacked_bytes: 0,
+            rtt_ms: None,
+            last_origin: None,
+            ae: None,
+            relay_wait: Default::default(),
+            last_offer_ms: now_ms,
+        }
+    }
+
+    /// Whether a state-transfer round with this peer is under way (either side).
+    pub fn reconciling(&self) -> bool {
+        self.ae.is_some()
+    }
+
+    /// The peer's member id once the handshake is done.
+    pub fn replica(&self) -> Option<ReplicaId> {
+        match &self.state {
+            LinkState::Ready { replica, .. } => Some(*replica),
+            _ => None,
+        }
+    }
+
+    /// Forgets what is in flight for `origin` and resends from just after `from`.
+    pub(crate) fn rewind(&mut self, origin: ReplicaId, from: u64) {
+        let mut released = 0;
+        self.inflight.retain(|f| {
+            let keep = f.origin != origin;
+            if !keep {
+                released += f.bytes;
+            }
+            keep
+        });
+        self.inflight_bytes -= released;
+        let mut sent: Vec<(ReplicaId, u64)> =
+            self.sent.iter().filter(|(r, _)| *r != origin).collect();
+        sent.push((origin, from.max(self.acked.get(origin))));
+        self.sent = VersionVector::from_entries(sent);
+    }
+
+    /// Takes a new claim of the peer's applied vector (clamped): an origin it now reports less
+    /// of than it did (a claim corrected, or data it lost) is sent again from what it reports;
+    /// the rest is acknowledged. Returns whether anything in flight was released.
+    pub(crate) fn follow(&mut self, claim: &VersionVector) -> bool {
+        let lowered: Vec<(ReplicaId, u64)> = self
+            .last_claim
+            .iter()
+            .filter(|(o, c)| claim.get(*o) < *c)
+            .map(|(o, _)| (o, claim.get(o)))
+            .collect();
+        for (origin, to) in &lowered {
+            self.acked = VersionVector::from_entries(self.acked.iter().map(|(o, c)| {
+                if o == *origin {
+                    (o, c.min(*to))
+                } else {
+                    (o, c)
+                }
+            }));
+            self.rewind(*origin, *to);
+        }
+        self.last_claim = claim.clone();
+        self.acknowledge(claim) || !lowered.is_empty()
+    }
+
+    /// Releases what `applied` acknowledges; returns whether anything was released.
+    pub(crate) fn acknowledge(&mut self, applied: &VersionVector) -> bool {
+        self.acked.join(applied);
+        let before = self.inflight.len();
+        let mut released = 0;
+        self.inflight.retain(|f| {
+            let done = f.seq <= applied.get(f.origin);
+            if done {
+                released += f.bytes;
+            }
+            !done
+        });
+        self.inflight_bytes -= released;
+        // The peer may have received entries through another replica: skip ahead.
+        self.sent.join(applied);
+        self.inflight.len() != before
+    }
+}

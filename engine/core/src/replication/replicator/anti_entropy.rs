@@ -1,0 +1,553 @@
+//! State transfer, when the log no longer holds what a peer lacks.
+//!
+//! The replica that cannot ship from its log (the *offerer*) reads its applied vector (the
+//! snapshot) with a table over every record (`AeOffer`, sized by the peer's lag; the store
+//! keeps the summary up to date, so no record is read for it). The receiver subtracts its own
+//! table and peels the difference: it asks for the key hashes it lacks (`AeWant`), or for a
+//! larger table (`AeRetry`). When the difference is too large for any table (a replica
+//! joining a large data set, or back after long), or the offerer holds far more records than
+//! the receiver, the receiver asks for everything in key order instead (`AeStream`): bytes
+//! and memory then scale with the records that move, chunk by chunk.
+//!
+//! Chunks (`AeRecords`, `AeRange`) are numbered, sized by bytes, flow-controlled by `AeAck`
+//! and applied in order. Each carries the snapshot: the receiver joins every record knowing
+//! the offerer applied every write in it, and records it holds that the offerer does not (the
+//! difference's other side, or a streamed range's gaps) lose the dots the snapshot covers. The
+//! last chunk ends the round and the receiver adopts the snapshot, capped by what the offerer
+//! claims (`handshake::cap_snapshot`).
+
+use super::{ReplicationError, Replicator};
+use crate::model::VersionVector;
+use crate::replication::frame::{vv_entries, Frame, FrameError};
+use crate::replication::iblt::Iblt;
+use crate::replication::peer::{AntiEntropy, LinkState, Transfer};
+use crate::replication::seam::{ApplyOutcome, RecordState, ReplicaStore};
+use crate::replication::PeerId;
+use std::collections::{BTreeSet, VecDeque};
+
+/// A streamed chunk carries up to this many times `frame_bytes_target`.
+const STREAM_CHUNK_FRAMES: usize = 8;
+
+/// Records read at once when filling a chunk from wanted keys.
+const TRANSFER_READ_KEYS: usize = 16;
+
+/// The offerer holds more than this many times the receiver's records: most of it is missing
+/// here, and streaming it costs less than any table.
+const STREAM_WHEN_RECORDS_RATIO: u64 = 2;
+
+impl Replicator {
+    /// Starts a state-transfer round towards `peer`, whose lag is about `lag` entries.
+    pub(super) fn start_transfer<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        lag: u64,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        let expected = usize::try_from(lag.saturating_mul(2)).unwrap_or(usize::MAX);
+        let records = store.record_count().map_err(ReplicationError::Store)?;
+        // A lag as large as the data set: most of it will stream, and a table that size would
+        // cost as much as the records; the smallest one carries the record count that makes
+        // the receiver ask for the stream (or a larger table, if it holds as much).
+        let cells = if expected as u64 >= records / 2 {
+            crate::replication::iblt::CELLS_MIN
+        } else {
+            Iblt::cells_for(expected).min(store.summary_cells())
+        };
+        self.offer(peer, cells, store, now_ms)
+    }
+
+    /// A state-transfer frame from `peer`.
+    pub(super) fn on_anti_entropy<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        frame: Frame,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        match frame {
+            Frame::AeOffer {
+                round,
+                table,
+                records,
+            } => self.on_offer(peer, round, &table, records, store),
+            Frame::AeWant { round, hashes } => {
+                let keys = store
+                    .keys_for_hashes(&hashes)
+                    .map_err(ReplicationError::Store)?;
+                self.answered(peer, round, Transfer::Keys(keys.into()), now_ms);
+                self.send_transfer(peer, store)
+            }
+            Frame::AeStream { round } => {
+                self.answered(
+                    peer,
+                    round,
+                    Transfer::Stream {
+                        next: Some(Vec::new()),
+                    },
+                    now_ms,
+                );
+                self.send_transfer(peer, store)
+            }
+            Frame::AeRetry { round, cells } => {
+                if self.offering(peer) == Some(round) {
+                    let cells = usize::try_from(cells)
+                        .unwrap_or(usize::MAX)
+                        .min(store.summary_cells());
+                    self.offer(peer, cells, store, now_ms)?;
+                }
+                Ok(())
+            }
+            Frame::AeRecords {
+                round,
+                chunk,
+                records,
+                done,
+                snapshot,
+            } => {
+                let records = owned(records);
+                self.on_chunk(
+                    peer, round, chunk, records, None, done, snapshot, store, now_ms,
+                )
+            }
+            Frame::AeRange {
+                round,
+                chunk,
+                from,
+                through,
+                records,
+                done,
+                snapshot,
+            } => {
+                let records = owned(records);
+                let range = Some((from.into_vec(), through.map(|t| t.into_vec())));
+                self.on_chunk(
+                    peer, round, chunk, records, range, done, snapshot, store, now_ms,
+                )
+            }
+            Frame::AeAck { round, chunk } => {
+                if let Some(Some(AntiEntropy::Offering {
+                    round: r,
+                    unacked,
+                    started_ms,
+                    ..
+                })) = self.peers.get_mut(&peer).map(|p| p.ae.as_mut())
+                {
+                    if *r == round {
+                        while unacked.front().is_some_and(|(n, _)| *n <= chunk) {
+                            unacked.pop_front();
+                        }
+                        *started_ms = now_ms;
+                    }
+                }
+                self.send_transfer(peer, store)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The round this replica is offering to `peer`, if any.
+    fn offering(&self, peer: PeerId) -> Option<u64> {
+        match self.peers.get(&peer)?.ae.as_ref()? {
+            AntiEntropy::Offering { round, .. } => Some(*round),
+            AntiEntropy::Receiving { .. } => None,
+        }
+    }
+
+    /// The peer answered round `round`'s offer: what to send.
+    fn answered(&mut self, peer: PeerId, round: u64, what: Transfer, now_ms: u64) {
+        if let Some(Some(AntiEntropy::Offering {
+            round: r,
+            transfer,
+            started_ms,
+            ..
+        })) = self.peers.get_mut(&peer).map(|p| p.ae.as_mut())
+        {
+            if *r == round && matches!(transfer, Transfer::Waiting) {
+                *transfer = what;
+                *started_ms = now_ms;
+            }
+        }
+    }
+
+    /// Starts (or restarts with `cells` cells) a state-transfer round towards `peer`.
+    pub(super) fn offer<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        cells: usize,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        let summary = store.summarize(cells).map_err(ReplicationError::Store)?;
+        let round = self.next_round;
+        self.next_round += 1;
+        self.stats.antientropy_rounds += 1;
+        let frame = Frame::AeOffer {
+            round,
+            table: summary.table.to_bytes().into(),
+            records: summary.records,
+        };
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Ok(());
+        };
+        p.last_offer_ms = now_ms;
+        p.ae = Some(AntiEntropy::Offering {
+            round,
+            snapshot: summary.applied,
+            started_ms: now_ms,
+            transfer: Transfer::Waiting,
+            unacked: VecDeque::new(),
+            next_chunk: 0,
+        });
+        let encoded = frame.encode();
+        self.stats.antientropy_bytes_sent += encoded.len() as u64;
+        self.send_bytes(peer, encoded);
+        Ok(())
+    }
+
+    fn on_offer<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        round: u64,
+        table: &[u8],
+        records: u64,
+        store: &S,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        // Both ends offered at once: the lower member id's round goes first (its peer takes
+        // it and drops its own, which it offers again once this round is over).
+        // A repeated offer of the round in progress (a duplicated frame) changes nothing: the
+        // answer to the first one stands.
+        if let Some(p) = self.peers.get(&peer) {
+            match &p.ae {
+                Some(AntiEntropy::Offering { .. }) if self.me < p.member => return Ok(()),
+                Some(AntiEntropy::Receiving { round: r, .. }) if *r == round => return Ok(()),
+                _ => {}
+            }
+        }
+        let theirs = match Iblt::from_bytes(table) {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(self.refuse(
+                    peer,
+                    FrameError::Malformed(format!("anti-entropy table: {e}")),
+                ))
+            }
+        };
+        let largest = store.summary_cells();
+        let mut ours_only = BTreeSet::new();
+        let reply = if theirs.cell_count() > largest {
+            Frame::AeStream { round }
+        } else {
+            let mine = store
+                .summarize(theirs.cell_count())
+                .map_err(ReplicationError::Store)?;
+            if records > STREAM_WHEN_RECORDS_RATIO.saturating_mul(mine.records) + 1_000 {
+                Frame::AeStream { round }
+            } else {
+                match theirs.subtract(&mine.table).and_then(|d| d.decode()) {
+                    Ok(diff) => {
+                        // Keys only here: those whose key hash the peer's side lacks too (a
+                        // key both hold in different states is asked for, not dropped).
+                        let theirs_keys: BTreeSet<u64> =
+                            diff.only_in_self.iter().map(|i| i.0).collect();
+                        let ours: Vec<u64> = diff
+                            .only_in_other
+                            .iter()
+                            .map(|i| i.0)
+                            .filter(|h| !theirs_keys.contains(h))
+                            .collect();
+                        ours_only.extend(
+                            store
+                                .keys_for_hashes(&ours)
+                                .map_err(ReplicationError::Store)?,
+                        );
+                        let mut hashes: Vec<u64> = diff.only_in_self.iter().map(|i| i.0).collect();
+                        hashes.dedup();
+                        Frame::AeWant { round, hashes }
+                    }
+                    Err(_) if theirs.cell_count() >= largest => Frame::AeStream { round },
+                    Err(_) => {
+                        // Sized from the share of cells the difference left empty; a table it
+                        // filled whole says only that it is much larger: eight times then.
+                        let estimate = theirs
+                            .subtract(&mine.table)
+                            .ok()
+                            .and_then(|d| d.difference_estimate());
+                        let cells = match estimate {
+                            Some(d) => Iblt::cells_for(d + d / 8),
+                            None => theirs.cell_count() * 8,
+                        }
+                        .max(theirs.cell_count() * 2);
+                        Frame::AeRetry {
+                            round,
+                            cells: cells as u64,
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if matches!(p.ae, Some(AntiEntropy::Offering { .. })) {
+                p.last_offer_ms = 0; // the round dropped for the peer's is due again
+            }
+            p.ae = Some(AntiEntropy::Receiving {
+                round,
+                next_chunk: 0,
+                ours_only,
+            });
+        }
+        let encoded = reply.encode();
+        self.stats.antientropy_bytes_sent += encoded.len() as u64;
+        self.send_bytes(peer, encoded);
+        Ok(())
+    }
+
+    /// A chunk of records of round `round` (`range`: the key range a streamed chunk covers).
+    #[allow(clippy::too_many_arguments)]
+    fn on_chunk<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        round: u64,
+        chunk: u64,
+        records: Vec<RecordState>,
+        range: Option<(Vec<u8>, Option<Vec<u8>>)>,
+        done: bool,
+        snapshot: Vec<(crate::model::ReplicaId, u64)>,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        let expected = match self.peers.get(&peer).and_then(|p| p.ae.as_ref()) {
+            Some(AntiEntropy::Receiving {
+                round: r,
+                next_chunk,
+                ..
+            }) if *r == round => *next_chunk,
+            _ => return Ok(()), // a stale round
+        };
+        if chunk != expected {
+            return Ok(()); // out of order: the sender restarts the round after a timeout
+        }
+        let snapshot = self.cap_snapshot(peer, &VersionVector::from_entries(snapshot), store);
+        if let Some((from, through)) = &range {
+            // Keys held here in the range that the peer does not hold: what it applied of
+            // them, it removed. (Looked at before the chunk's records are written.)
+            let present: BTreeSet<Vec<u8>> = records.iter().map(|(k, _)| k.clone()).collect();
+            store
+                .drop_absent(from, through.as_deref(), &present, &snapshot)
+                .map_err(ReplicationError::Store)?;
+        }
+        if store
+            .merge_states(&records, &snapshot)
+            .map_err(ReplicationError::Store)?
+            == ApplyOutcome::Invalid
+        {
+            return Err(self.refuse(
+                peer,
+                FrameError::Malformed("invalid records in a state transfer".into()),
+            ));
+        }
+        let mut ours_only = BTreeSet::new();
+        if let Some(Some(AntiEntropy::Receiving {
+            next_chunk,
+            ours_only: only,
+            ..
+        })) = self.peers.get_mut(&peer).map(|p| p.ae.as_mut())
+        {
+            *next_chunk = chunk + 1;
+            for (key, _) in &records {
+                only.remove(key);
+            }
+            if done {
+                ours_only = std::mem::take(only);
+            }
+        }
+        self.send(peer, &Frame::AeAck { round, chunk });
+        if done {
+            if !ours_only.is_empty() {
+                // The peer holds nothing of these keys: what it applied of them, it removed (a
+                // replica back with older states than it shipped learns deletes whose
+                // tombstones are reclaimed everywhere else).
+                let keys: Vec<Vec<u8>> = ours_only.into_iter().collect();
+                store
+                    .drop_covered(&keys, &snapshot)
+                    .map_err(ReplicationError::Store)?;
+            }
+            store.adopt(&snapshot).map_err(ReplicationError::Store)?;
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.ae = None;
+            }
+            self.send_ack(peer, store, now_ms);
+        }
+        Ok(())
+    }
+
+    /// Sends the next chunks of a state transfer while the in-flight budget allows.
+    pub(super) fn send_transfer<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        store: &S,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        let target = self.config.frame_bytes_target;
+        // A stream is a bulk transfer: chunks of a few frames' worth, as much in flight as the
+        // link's window allows.
+        let stream_target = (target * STREAM_CHUNK_FRAMES).min(crate::limits::ENTRY_BYTES_MAX);
+        let window = self.inflight_window(self.peers.get(&peer).and_then(|p| p.rtt_ms));
+        loop {
+            let Some(Some(AntiEntropy::Offering {
+                round,
+                snapshot,
+                transfer,
+                unacked,
+                next_chunk,
+                ..
+            })) = self.peers.get_mut(&peer).map(|p| p.ae.as_mut())
+            else {
+                return Ok(());
+            };
+            let in_flight: usize = unacked.iter().map(|(_, b)| *b).sum();
+            // A stream may keep as much in flight as any link (the receiver applies chunk by
+            // chunk, and bulk transfer is what the cap is for).
+            let budget = match transfer {
+                Transfer::Stream { .. } => crate::replication::INFLIGHT_BYTES_CAP.max(window),
+                _ => window,
+            };
+            let finished = match transfer {
+                Transfer::Waiting => return Ok(()),
+                Transfer::Keys(pending) => pending.is_empty() && *next_chunk > 0,
+                Transfer::Stream { next } => next.is_none(),
+            };
+            if finished || in_flight >= budget {
+                return Ok(());
+            }
+            let (round, chunk) = (*round, *next_chunk);
+            *next_chunk += 1;
+            // Every chunk carries the snapshot: the receiver joins each record knowing this
+            // replica applied every write in it.
+            let snapshot = vv_entries(snapshot);
+            let frame = match transfer {
+                Transfer::Waiting => return Ok(()),
+                Transfer::Keys(pending) => {
+                    let records = read_wanted(pending, target, store)?;
+                    Frame::AeRecords {
+                        round,
+                        chunk,
+                        records: shipped(records),
+                        done: pending.is_empty(),
+                        snapshot,
+                    }
+                }
+                Transfer::Stream { next } => {
+                    let from = next.take().unwrap_or_default();
+                    let (records, through) = store
+                        .read_range(&from, stream_target)
+                        .map_err(ReplicationError::Store)?;
+                    next.clone_from(&through);
+                    Frame::AeRange {
+                        round,
+                        chunk,
+                        from: from.into(),
+                        done: through.is_none(),
+                        through: through.map(Into::into),
+                        records: shipped(records),
+                        snapshot,
+                    }
+                }
+            };
+            let encoded = frame.encode();
+            if let Some(Some(AntiEntropy::Offering { unacked, .. })) =
+                self.peers.get_mut(&peer).map(|p| p.ae.as_mut())
+            {
+                unacked.push_back((chunk, encoded.len()));
+            }
+            if matches!(
+                frame,
+                Frame::AeRecords { done: true, .. } | Frame::AeRange { done: true, .. }
+            ) {
+                // The receiver caps the snapshot it adopts by what this replica claims: claim
+                // it fresh, ahead of the last chunk on the same stream.
+                self.send_ack(peer, store, 0);
+            }
+            self.stats.antientropy_bytes_sent += encoded.len() as u64;
+            self.send_bytes(peer, encoded);
+        }
+    }
+}
+
+/// The records of wanted keys, a few at a time: at least one record, then up to `target`
+/// bytes, never past what one frame carries; keys not read go back to `pending`.
+fn read_wanted<S: ReplicaStore>(
+    pending: &mut VecDeque<Vec<u8>>,
+    target: usize,
+    store: &S,
+) -> Result<Vec<RecordState>, ReplicationError<S::Error>> {
+    let max = crate::limits::ENTRY_BYTES_MAX;
+    let mut records: Vec<RecordState> = Vec::new();
+    let mut size = 0;
+    while size < target {
+        let group: Vec<Vec<u8>> = (0..TRANSFER_READ_KEYS)
+            .map_while(|_| pending.pop_front())
+            .collect();
+        if group.is_empty() {
+            break;
+        }
+        let mut read = store
+            .read_records(&group)
+            .map_err(ReplicationError::Store)?
+            .into_iter();
+        for state in read.by_ref() {
+            let bytes = state.0.len() + state.1.len() + 8;
+            if bytes > max {
+                // Grown past what a frame carries (merges): left out, as in entries.
+                metrics::counter!("meridian_replication_records_unshippable_total").increment(1);
+                continue;
+            }
+            if !records.is_empty() && size + bytes > max {
+                pending.push_front(state.0);
+                break;
+            }
+            size += bytes;
+            records.push(state);
+        }
+        for (key, _) in read {
+            pending.push_front(key);
+        }
+    }
+    Ok(records)
+}
+
+fn owned(records: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>) -> Vec<RecordState> {
+    records
+        .into_iter()
+        .map(|(k, v)| (k.into_vec(), v.into_vec()))
+        .collect()
+}
+
+fn shipped(records: Vec<RecordState>) -> Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)> {
+    records
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect()
+}
+
+impl Replicator {
+    /// Offers the smallest table on an idle link whose vectors agree, once per
+    /// `antientropy_check_ms`: the peer asks for whatever differs.
+    pub(super) fn check_idle<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        let Some(p) = self.peers.get(&peer) else {
+            return Ok(());
+        };
+        let idle = matches!(p.state, LinkState::Ready { .. })
+            && p.ae.is_none()
+            && p.inflight.is_empty()
+            && now_ms.saturating_sub(p.last_offer_ms) >= self.config.antientropy_check_ms;
+        if !idle || p.claimed != store.applied() {
+            return Ok(());
+        }
+        self.offer(peer, crate::replication::iblt::CELLS_MIN, store, now_ms)
+    }
+}

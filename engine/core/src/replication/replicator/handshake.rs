@@ -1,0 +1,428 @@
+//! Who a peer is and what it may claim.
+//!
+//! - The handshake: a peer announces the member its certificate and configured incarnation
+//!   derive (the driver says which one that is), an origin that is an epoch of that member,
+//!   and its process session; any mismatch closes the link with the reason.
+//! - Claims: a peer's applied vector is what it says it holds. This replica is the authority on
+//!   its own origin: a claim beyond what it committed is clamped before cursors, stability or a
+//!   state transfer's snapshot rely on it, and is evidence that it lost those writes (or of a
+//!   peer that lies, or of a second process with this identity). Of other origins nobody here
+//!   knows the current end (an owner's report is stale as soon as it writes again): claims of
+//!   them are taken as made, and a claim lowered later is followed (cursors rewind).
+//! - Confirmation: a replica reopened on a directory that has replicated writes again once
+//!   every other member said it holds no more of its origin than the directory does; on
+//!   evidence of loss, or when members stay silent too long, it writes under a new epoch.
+
+use super::{LinkState, Output, Peer, PeerId, ReplicationError, Replicator};
+use crate::model::{ReplicaId, VersionVector};
+use crate::replication::frame::{vv_entries, Frame};
+use crate::replication::ReplicaStore;
+use std::collections::{BTreeSet, VecDeque};
+
+/// Earlier sessions remembered per member.
+const RETIRED_SESSIONS_MAX: usize = 16;
+
+/// A `Hello` frame's fields, its vector decoded.
+pub(super) struct Hello {
+    pub cluster: String,
+    pub member: ReplicaId,
+    pub origin: ReplicaId,
+    pub epoch: u32,
+    pub confirmed: bool,
+    pub session: u64,
+    pub region: String,
+    pub applied: VersionVector,
+    pub reply: bool,
+}
+
+/// The process sessions a member has announced.
+#[derive(Debug, Default)]
+pub(super) struct SessionLog {
+    current: Option<u64>,
+    retired: VecDeque<u64>,
+}
+
+/// What a session is to its member's log.
+#[derive(Debug, PartialEq, Eq)]
+enum Session {
+    /// The one in use.
+    Current,
+    /// A new process (the previous one restarted).
+    New,
+    /// One that was replaced earlier: two processes take turns with one identity.
+    Retired,
+}
+
+impl SessionLog {
+    fn see(&mut self, session: u64) -> Session {
+        if self.current == Some(session) {
+            return Session::Current;
+        }
+        if self.retired.contains(&session) {
+            return Session::Retired;
+        }
+        if let Some(old) = self.current.replace(session) {
+            self.retired.push_back(old);
+            if self.retired.len() > RETIRED_SESSIONS_MAX {
+                self.retired.pop_front();
+            }
+        }
+        Session::New
+    }
+}
+
+/// This replica's origin waiting for its peers' confirmation.
+#[derive(Debug)]
+pub(super) struct Confirming {
+    since_ms: u64,
+    /// Members that have not yet confirmed.
+    waiting: BTreeSet<ReplicaId>,
+}
+
+impl Replicator {
+    /// The handshake (see the module documentation).
+    pub(super) fn on_hello<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        hello: Hello,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        let Hello {
+            cluster,
+            member,
+            origin,
+            epoch,
+            confirmed,
+            session,
+            region,
+            applied,
+            reply,
+        } = hello;
+        if cluster != self.config.cluster {
+            let why = format!("cluster {cluster:?} is not {:?}", self.config.cluster);
+            return Err(self.reject(peer, why));
+        }
+        let Some(expected) = self.peers.get(&peer).map(|p| p.member) else {
+            return Ok(());
+        };
+        if member == self.me {
+            metrics::counter!("meridian_peer_identity_refused_total", "reason" => "own identity")
+                .increment(1);
+            let why = format!(
+                "peer announces this replica's own member id {member}: two nodes run with one identity"
+            );
+            return Err(self.reject(peer, why));
+        }
+        if member != expected {
+            metrics::counter!("meridian_peer_identity_refused_total", "reason" => "member")
+                .increment(1);
+            let why = format!(
+                "peer announces member {member}, but its certificate and configured incarnation \
+                 make it {expected} (is its incarnation the same in every configuration?)"
+            );
+            return Err(self.reject(peer, why));
+        }
+        if origin != member.epoch_origin(epoch) {
+            metrics::counter!("meridian_peer_identity_refused_total", "reason" => "origin")
+                .increment(1);
+            let why = format!("origin {origin} is not epoch {epoch} of member {member}");
+            return Err(self.reject(peer, why));
+        }
+        match self.sessions.entry(member).or_default().see(session) {
+            Session::Current => {}
+            Session::New => {
+                // The member restarted: its links of the earlier process are gone.
+                let stale: Vec<PeerId> = self
+                    .peers
+                    .iter()
+                    .filter(|(id, p)| **id != peer && p.member == member)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in stale {
+                    self.peers.remove(&id);
+                    self.out.push_back(Output::Close {
+                        peer: id,
+                        reason: "superseded by a newer process of the same member".into(),
+                    });
+                }
+            }
+            Session::Retired => {
+                metrics::counter!("meridian_peer_identity_refused_total", "reason" => "duplicate")
+                    .increment(1);
+                let why = format!(
+                    "member {member} came back with an earlier process session: two processes \
+                     share this identity"
+                );
+                return Err(self.reject(peer, why));
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.origin = Some((origin, confirmed));
+        }
+        if let Some(c) = self.confirming(store, now_ms) {
+            if applied.get(store.replica_id()) <= store.applied().get(store.replica_id()) {
+                c.waiting.remove(&member);
+            }
+        }
+        let claim = self.take_claim(peer, applied, store)?;
+        let mut became_ready = false;
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if p.replica() == Some(member) {
+                // A repeated hello on a live link (an answer, a retry that crossed ours, or
+                // a new epoch announced): follow what it reports, keep the cursors.
+                p.follow(&claim);
+            } else {
+                let kept = (p.origin, std::mem::take(&mut p.claimed));
+                *p = Peer::new(member, now_ms);
+                (p.origin, p.claimed) = kept;
+                p.state = LinkState::Ready {
+                    replica: member,
+                    region,
+                };
+                p.sent = claim.clone();
+                p.acked = claim.clone();
+                p.last_claim = claim;
+                became_ready = true;
+            }
+        }
+        if !reply {
+            self.send_hello(peer, store, true, now_ms);
+        }
+        if became_ready {
+            // The round trip sizes the in-flight window: measure it before a catch-up.
+            self.send(peer, &Frame::Ping { sent_ms: now_ms });
+        }
+        self.check_origin(store, now_ms)?;
+        self.pump(peer, store, now_ms)
+    }
+
+    /// Records a peer's claim of its applied vector (from a `Hello` or a fresh `Ack`): its own
+    /// origin's entry bounds that origin when confirmed; a claim above this replica's own
+    /// writes is handled as evidence; returns the claim clamped to what its author can know,
+    /// which becomes the member's known vector.
+    pub(super) fn take_claim<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        raw: VersionVector,
+        store: &S,
+    ) -> Result<VersionVector, ReplicationError<S::Error>> {
+        let Some(p) = self.peers.get(&peer) else {
+            return Ok(raw);
+        };
+        let member = p.member;
+        self.check_overclaim(peer, &raw, store)?;
+        let claim = self.clamp_claim(&raw, store);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.claimed = raw;
+        }
+        self.known.insert(member, claim.clone());
+        Ok(claim)
+    }
+
+    /// A claim clamped to what its author can know: no more of this replica's origin than it
+    /// committed.
+    pub(super) fn clamp_claim(
+        &self,
+        raw: &VersionVector,
+        store: &impl ReplicaStore,
+    ) -> VersionVector {
+        let own = store.replica_id();
+        let committed = store.applied().get(own);
+        VersionVector::from_entries(
+            raw.iter()
+                .map(|(o, s)| (o, if o == own { s.min(committed) } else { s })),
+        )
+    }
+
+    /// The snapshot a state transfer from `peer` ends with, capped by what the peer claims to
+    /// hold (a snapshot cannot raise this replica's vector beyond its sender's own claim, nor
+    /// its own origin beyond what it committed).
+    pub(super) fn cap_snapshot(
+        &self,
+        peer: PeerId,
+        snapshot: &VersionVector,
+        store: &impl ReplicaStore,
+    ) -> VersionVector {
+        let claimed = self
+            .peers
+            .get(&peer)
+            .map(|p| p.claimed.clone())
+            .unwrap_or_default();
+        let capped =
+            VersionVector::from_entries(snapshot.iter().map(|(o, s)| (o, s.min(claimed.get(o)))));
+        if capped != *snapshot {
+            metrics::counter!("meridian_peer_claims_clamped_total", "what" => "snapshot")
+                .increment(1);
+        }
+        self.clamp_claim(&capped, store)
+    }
+
+    /// A peer claims more of this replica's origin than it committed: unconfirmed, this
+    /// replica lost writes it had shipped (a lost disk tail, a restored backup) and moves to a
+    /// new epoch; confirmed, the claim is refused (a peer that lies, or a second process with
+    /// this identity), logged once per link.
+    fn check_overclaim<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        raw: &VersionVector,
+        store: &S,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        let view = store.origin_view();
+        let held = store.applied().get(view.origin);
+        let claimed = raw.get(view.origin);
+        if claimed <= held {
+            return Ok(());
+        }
+        let member = self.peers.get(&peer).map_or(self.me, |p| p.member);
+        if !view.confirmed {
+            let reason = format!(
+                "member {member} holds {claimed} writes of origin {} and this directory {held}",
+                view.origin
+            );
+            self.new_epoch(store, &reason)?;
+            return Ok(());
+        }
+        metrics::counter!("meridian_peer_claims_clamped_total", "what" => "own origin")
+            .increment(1);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if !p.overclaim_logged {
+                p.overclaim_logged = true;
+                tracing::warn!(peer = %member, origin = %view.origin, claimed, held, "a peer claims more of this replica's writes than it made: a peer that lies, or two processes with one identity");
+            }
+        }
+        Ok(())
+    }
+
+    /// The confirmation in progress, started if this replica's origin is unconfirmed.
+    fn confirming(&mut self, store: &impl ReplicaStore, now_ms: u64) -> Option<&mut Confirming> {
+        if store.origin_view().confirmed {
+            self.confirming = None;
+            return None;
+        }
+        let others: BTreeSet<ReplicaId> = self
+            .config
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != self.me)
+            .collect();
+        Some(self.confirming.get_or_insert(Confirming {
+            since_ms: now_ms,
+            waiting: others,
+        }))
+    }
+
+    /// Confirms this replica's origin once every other member has, or moves to a new epoch
+    /// when some stayed silent for `epoch_confirm_ms`.
+    pub(super) fn check_origin<S: ReplicaStore>(
+        &mut self,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        let limit = self.config.epoch_confirm_ms;
+        let Some(c) = self.confirming(store, now_ms) else {
+            return Ok(());
+        };
+        if c.waiting.is_empty() {
+            store.confirm_origin();
+            self.confirming = None;
+            self.announce(store, now_ms);
+        } else if now_ms.saturating_sub(c.since_ms) >= limit {
+            let silent: Vec<String> = c.waiting.iter().map(ReplicaId::to_string).collect();
+            let reason = format!(
+                "members {} did not confirm the origin within {limit} ms",
+                silent.join(", ")
+            );
+            self.new_epoch(store, &reason)?;
+        }
+        Ok(())
+    }
+
+    fn new_epoch<S: ReplicaStore>(
+        &mut self,
+        store: &S,
+        reason: &str,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        store
+            .start_new_epoch(reason)
+            .map_err(ReplicationError::Store)?;
+        metrics::counter!("meridian_epochs_started_total").increment(1);
+        self.confirming = None;
+        self.announce(store, 0);
+        Ok(())
+    }
+
+    /// Tells every ready peer this replica's origin again (after a confirmation or a new epoch).
+    fn announce(&mut self, store: &impl ReplicaStore, now_ms: u64) {
+        let ready: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.replica().is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            self.send_hello(id, store, true, now_ms);
+        }
+    }
+
+    /// Whether `peer` may bring entries of `origin`: its own, or an origin it announced
+    /// holding, or one this replica holds.
+    pub(super) fn may_relay(
+        &self,
+        peer: PeerId,
+        origin: ReplicaId,
+        store: &impl ReplicaStore,
+    ) -> bool {
+        let Some(p) = self.peers.get(&peer) else {
+            return false;
+        };
+        p.origin.is_some_and(|(o, _)| o == origin)
+            || p.claimed.get(origin) > 0
+            || store.applied().get(origin) > 0
+    }
+}
+
+impl Replicator {
+    pub(super) fn send_hello(
+        &mut self,
+        peer: PeerId,
+        store: &impl ReplicaStore,
+        reply: bool,
+        now_ms: u64,
+    ) {
+        let origin = store.origin_view();
+        let hello = Frame::Hello {
+            cluster: self.config.cluster.clone(),
+            member: self.me,
+            origin: origin.origin,
+            epoch: origin.epoch,
+            confirmed: origin.confirmed,
+            session: self.config.session,
+            region: self.config.region.clone(),
+            applied: vv_entries(&store.applied()),
+            reply,
+        };
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if let LinkState::Connecting { hello_sent_ms } = &mut p.state {
+                *hello_sent_ms = now_ms;
+            }
+        }
+        self.send(peer, &hello);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_that_comes_back_after_another_is_a_second_process() {
+        let mut log = SessionLog::default();
+        assert_eq!(log.see(1), Session::New);
+        assert_eq!(log.see(1), Session::Current);
+        assert_eq!(log.see(2), Session::New, "a restart");
+        assert_eq!(log.see(1), Session::Retired, "the first process again");
+        assert_eq!(log.see(2), Session::Current);
+    }
+}

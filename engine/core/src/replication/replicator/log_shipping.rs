@@ -1,0 +1,242 @@
+//! Log shipping: a replica sends, for every origin it holds, what the peer's cursor lacks, in
+//! frames of entries carrying the current states of the keys they name, keeping the bytes in
+//! flight under the link's window; the receiver applies each origin's entries in order.
+
+use super::{unreachable_peer, PeerId, ReplicationError, Replicator, INFLIGHT_BYTES_CAP};
+use crate::limits::ENTRY_BYTES_MAX;
+use crate::model::{ReplicaId, VersionVector};
+use crate::replication::frame::{encode_entries, vv_entries, Frame, FrameError};
+use crate::replication::inbound::{wire_bytes, DecodedEntry};
+use crate::replication::peer::{AntiEntropy, InFlight};
+use crate::replication::seam::{ApplyOutcome, ReplicaStore, SharedState};
+
+impl Replicator {
+    /// Unacknowledged bytes allowed on a link with round trip `rtt_ms` (if measured).
+    pub fn inflight_window(&self, rtt_ms: Option<u64>) -> usize {
+        let extra = usize::try_from(rtt_ms.unwrap_or(0))
+            .unwrap_or(usize::MAX)
+            .saturating_mul(self.config.inflight_bytes_per_rtt_ms);
+        self.config
+            .inflight_bytes_max
+            .saturating_add(extra)
+            .min(INFLIGHT_BYTES_CAP.max(self.config.inflight_bytes_max))
+    }
+
+    /// Entries bytes received from one peer after which it is sent an `Ack` (a quarter of the
+    /// in-flight budget: the sender refills its window while the rest is applied).
+    pub fn ack_every_bytes(&self) -> usize {
+        self.config.inflight_bytes_max / 4
+    }
+
+    /// A local write committed: push it to every ready link.
+    pub fn local_write<S: ReplicaStore>(
+        &mut self,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.pump(id, store, now_ms)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_entries<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        origin: ReplicaId,
+        entries: Vec<DecodedEntry>,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        if !self.may_relay(peer, origin, store) {
+            // Not an origin the peer announced, nor one known here: not applied, not
+            // acknowledged (a relay that overtook the peer's `Ack` comes again).
+            metrics::counter!("meridian_replication_entries_refused_total").increment(1);
+            tracing::debug!(peer = ?peer, %origin, "entries of an origin the peer never announced; ignored");
+            return Ok(());
+        }
+        let mut nack = None;
+        // The peer applied what it sends: never send those entries back to it, and count
+        // them as applied there for stability.
+        if let (Some(last), Some(p)) = (entries.last(), self.peers.get_mut(&peer)) {
+            let mut has = VersionVector::new();
+            has.add(crate::model::Dot::new(origin, last.seq));
+            p.acknowledge(&has);
+            if let Some(r) = p.replica() {
+                self.known.entry(r).or_default().join(&has);
+            }
+        }
+        let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+        let received: usize = entries.iter().map(|e| e.wire_bytes).sum();
+        let outcomes = store
+            .apply_entries(origin, entries)
+            .map_err(ReplicationError::Store)?;
+        for (outcome, seq) in outcomes.into_iter().zip(seqs) {
+            match outcome {
+                ApplyOutcome::Applied { .. } => self.stats.entries_applied += 1,
+                ApplyOutcome::Duplicate => self.stats.duplicates += 1,
+                ApplyOutcome::Invalid => {
+                    let error =
+                        FrameError::Malformed(format!("invalid records in entry {origin}:{seq}"));
+                    return Err(self.refuse(peer, error));
+                }
+                ApplyOutcome::Gap { expected } => {
+                    self.stats.gaps += 1;
+                    nack = Some(expected);
+                    break;
+                }
+            }
+        }
+        if let Some(next) = nack {
+            self.send(peer, &Frame::Nack { origin, next });
+        }
+        // Acknowledged once a quarter of `inflight_bytes_max` has arrived (or at the next
+        // tick): one `Ack` per frame would double the frames on a busy link.
+        let ack_every = self.ack_every_bytes();
+        let due = match self.peers.get_mut(&peer) {
+            Some(p) => {
+                p.unacked_bytes += received;
+                nack.is_some() || p.unacked_bytes >= ack_every
+            }
+            None => false,
+        };
+        if due {
+            self.send_ack(peer, store, now_ms);
+        }
+        Ok(())
+    }
+
+    /// Sends what the peer lacks, origin by origin, while the in-flight budget allows.
+    pub(super) fn pump<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        let applied = store.applied();
+        let own = store.replica_id();
+        loop {
+            let window = self.inflight_window(self.peers.get(&peer).and_then(|p| p.rtt_ms));
+            let Some(p) = self.peers.get_mut(&peer) else {
+                return Ok(());
+            };
+            if p.replica().is_none() {
+                return Ok(());
+            }
+            let offering = matches!(p.ae, Some(AntiEntropy::Offering { .. }));
+            if offering || p.inflight_bytes >= window {
+                return Ok(());
+            }
+            // Origins the peer lacks that are due: our own at once, others after the relay
+            // delay. The peer's own writes count as relayed: it made them, and what it reports
+            // of them is only as fresh as its last `Ack` (sending them back at once would echo
+            // every write it streams to us).
+            let mut due = Vec::new();
+            for (o, s) in applied.iter() {
+                if s <= p.sent.get(o) {
+                    p.relay_wait.remove(&o);
+                    continue;
+                }
+                if o == own {
+                    due.push(o);
+                    continue;
+                }
+                let acked = p.acked.get(o);
+                let wait = p.relay_wait.entry(o).or_insert((now_ms, acked));
+                if acked > wait.1 {
+                    *wait = (now_ms, acked); // the peer is being served by someone else
+                } else if now_ms.saturating_sub(wait.0) >= self.config.relay_delay_ms {
+                    due.push(o);
+                }
+            }
+            let Some(origin) = due
+                .iter()
+                .find(|o| p.last_origin.is_none_or(|last| **o > last))
+                .or(due.first())
+                .copied()
+            else {
+                return Ok(());
+            };
+            p.last_origin = Some(origin);
+            let mut seq = p.sent.get(origin) + 1;
+            let last = applied.get(origin);
+            let mut entries = Vec::new();
+            let mut size = 0;
+            let mut flights = Vec::new();
+            while seq <= last && size < self.config.frame_bytes_target {
+                let Some(records) = store
+                    .read_entry(origin, seq)
+                    .map_err(ReplicationError::Store)?
+                else {
+                    break;
+                };
+                let records = fit_entry(origin, seq, records);
+                let bytes = wire_bytes(records.iter().map(|(k, v)| (&k[..], &v[..])));
+                if !entries.is_empty() && size + bytes > ENTRY_BYTES_MAX {
+                    break; // the next frame carries it: a frame holds at most one entry's worth
+                }
+                size += bytes;
+                flights.push(InFlight { origin, seq, bytes });
+                entries.push((seq, records));
+                seq += 1;
+            }
+            if entries.is_empty() {
+                // The log no longer holds what the peer needs: transfer state instead.
+                let lag: u64 = applied
+                    .iter()
+                    .map(|(o, s)| s.saturating_sub(p.acked.get(o)))
+                    .sum();
+                return self.start_transfer(peer, lag, store, now_ms);
+            }
+            let borrowed: Vec<(u64, &[SharedState])> =
+                entries.iter().map(|(seq, r)| (*seq, &r[..])).collect();
+            let encoded = encode_entries(origin, &borrowed);
+            let p = self
+                .peers
+                .get_mut(&peer)
+                .ok_or_else(|| unreachable_peer(peer))?;
+            p.sent.add(crate::model::Dot::new(origin, seq - 1));
+            p.inflight_bytes += flights.iter().map(|f| f.bytes).sum::<usize>();
+            p.inflight.extend(flights);
+            self.stats.entry_bytes_sent += encoded.len() as u64;
+            self.send_bytes(peer, encoded);
+        }
+    }
+
+    /// Tells the peer this replica's applied vector.
+    pub(super) fn send_ack(&mut self, peer: PeerId, store: &impl ReplicaStore, now_ms: u64) {
+        self.ack_serial += 1;
+        let ack = Frame::Ack {
+            applied: vv_entries(&store.applied()),
+            serial: self.ack_serial,
+        };
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.last_ack_ms = p.last_ack_ms.max(now_ms);
+            p.unacked_bytes = 0;
+        }
+        self.send(peer, &ack);
+    }
+}
+
+/// An entry's records, trimmed to what one frame carries. A write never leaves more
+/// (`limits`), but the current states it ships may have met other regions' concurrent writes
+/// since: the largest are left out then, counted and logged (the fault stays with their keys;
+/// the entry, and the origin's entries after it, still ship).
+fn fit_entry(origin: ReplicaId, seq: u64, mut records: Vec<SharedState>) -> Vec<SharedState> {
+    let mut size = wire_bytes(records.iter().map(|(k, v)| (&k[..], &v[..])));
+    while size > ENTRY_BYTES_MAX {
+        let Some((largest, _)) = records
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, (k, v))| k.len() + v.len())
+        else {
+            break;
+        };
+        let (key, state) = records.remove(largest);
+        size -= key.len() + state.len() + 8;
+        metrics::counter!("meridian_replication_records_unshippable_total").increment(1);
+        tracing::error!(%origin, seq, key = %crate::show_key(&key[..key.len().min(64)]), bytes = state.len(), "a record grew past what one frame carries and is left out of its entry");
+    }
+    records
+}

@@ -1,0 +1,471 @@
+//! The replication state machine: frames and ticks in, frames out. No I/O, no clock, no
+//! randomness; time is an argument. Drivers: the simulator (crate `meridian-sim`) and the QUIC
+//! runtime (crate `meridian-runtime`).
+//!
+//! This file holds the state, the entry points and the outputs; each job has its file:
+//! `handshake.rs` (who a peer is, what it may claim), `log_shipping.rs` (entries out and in),
+//! `anti_entropy.rs` (state transfer), `stability.rs` (what every member applied; compaction).
+//!
+//! Invariants:
+//! - entries of one origin are applied in sequence order; duplicates are ignored, a gap is
+//!   answered with `Nack` and nothing after it is applied;
+//! - a replica sends, for every origin it holds, what the peer's cursor lacks (so writes relay
+//!   through any path of live links);
+//! - bytes sent and not acknowledged per link stay under its window (`inflight_window`: the
+//!   configured bytes plus more per millisecond of measured round trip, capped), plus one frame;
+//! - a malformed or unexpected frame closes that link only.
+
+use super::frame::{Frame, FrameError};
+use super::inbound::Inbound;
+use super::peer::{AntiEntropy, LinkState, Peer};
+use super::seam::ReplicaStore;
+use crate::model::{ReplicaId, VersionVector};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Most unacknowledged bytes allowed on any link, whatever its round trip.
+pub const INFLIGHT_BYTES_CAP: usize = 8 << 20;
+
+/// Transport-level handle of a link, chosen by the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerId(pub u32);
+
+/// Tunables of the protocol.
+#[derive(Clone, Debug)]
+pub struct ReplicationConfig {
+    /// Cluster id; peers with another one are refused.
+    pub cluster: String,
+    /// This replica's region name.
+    pub region: String,
+    /// Unacknowledged bytes allowed per link (on a link whose round trip is not known yet,
+    /// or short).
+    pub inflight_bytes_max: usize,
+    /// More unacknowledged bytes allowed per millisecond of a link's measured round trip, up
+    /// to `INFLIGHT_BYTES_CAP`: a long link needs more in flight to stay busy (1 MiB over
+    /// 50 ms carries at most 20 MB/s).
+    pub inflight_bytes_per_rtt_ms: usize,
+    /// Target size of one `Entries` frame (a single large entry may exceed it).
+    pub frame_bytes_target: usize,
+    /// Idle time after which an `Ack` and a `Ping` are sent as heartbeat.
+    pub heartbeat_ms: u64,
+    /// Time without acknowledged progress after which in-flight entries are resent.
+    pub retransmit_ms: u64,
+    /// How long a peer must lag on another origin's entries, without progress, before this
+    /// replica relays them (the origin itself usually delivers first; relaying at once would
+    /// send everything twice).
+    pub relay_delay_ms: u64,
+    /// Every live replica of the cluster, this one included. Log entries and tombstones are
+    /// reclaimed once all of them have applied them; empty: never reclaim.
+    pub members: Vec<ReplicaId>,
+    /// Interval between compactions (log truncation and tombstone collection).
+    pub compact_every_ms: u64,
+    /// Drawn at each process start (the driver's randomness): a member whose earlier session
+    /// comes back is two processes sharing one identity.
+    pub session: u64,
+    /// How long a replica reopened on a directory that has replicated waits for every other
+    /// member to confirm its origin before it writes under a new epoch instead.
+    pub epoch_confirm_ms: u64,
+    /// Interval between state-transfer checks on an idle link whose vectors agree: equal
+    /// vectors do not prove equal records (a dot of a write lost with a disk may survive at
+    /// some replicas only), and the check costs one small table when nothing differs.
+    pub antientropy_check_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            cluster: "meridian".into(),
+            region: "local".into(),
+            inflight_bytes_max: 1 << 20,
+            inflight_bytes_per_rtt_ms: 128 << 10,
+            frame_bytes_target: 64 << 10,
+            heartbeat_ms: 500,
+            retransmit_ms: 1_500,
+            relay_delay_ms: 1_000,
+            members: Vec::new(),
+            compact_every_ms: 2_000,
+            session: 0,
+            epoch_confirm_ms: 5_000,
+            antientropy_check_ms: 10_000,
+        }
+    }
+}
+
+/// Something the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send these frame bytes on the link.
+    Send {
+        /// The link.
+        peer: PeerId,
+        /// Encoded frame.
+        frame: Vec<u8>,
+    },
+    /// Close the link (refused handshake or bad frame).
+    Close {
+        /// The link.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why handling input failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicationError<E: std::error::Error + 'static> {
+    /// The peer sent something invalid; its link is closed, nothing else is affected.
+    #[error("peer {peer:?}: {error}")]
+    Peer {
+        /// The link.
+        peer: PeerId,
+        /// What was wrong.
+        error: FrameError,
+    },
+    /// The store failed; the driver should stop replicating.
+    #[error("store: {0}")]
+    Store(#[source] E),
+}
+
+/// Counters for metrics and benchmarks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Bytes of `Entries` frames sent.
+    pub entry_bytes_sent: u64,
+    /// Entries applied in order.
+    pub entries_applied: u64,
+    /// Entries received that were already applied.
+    pub duplicates: u64,
+    /// Entries that arrived after a hole.
+    pub gaps: u64,
+    /// Links whose in-flight entries were resent after a timeout.
+    pub retransmits: u64,
+    /// State-transfer rounds started by this replica.
+    pub antientropy_rounds: u64,
+    /// Bytes of anti-entropy frames sent.
+    pub antientropy_bytes_sent: u64,
+    /// Log entries reclaimed.
+    pub log_entries_removed: u64,
+    /// Tombstones reclaimed.
+    pub tombstones_removed: u64,
+    /// Tombstones waiting for stability after the last compaction.
+    pub tombstones_pending: u64,
+}
+
+/// The per-replica replication state machine.
+pub struct Replicator {
+    /// This replica's member id (its origin is the store's current one).
+    me: ReplicaId,
+    config: ReplicationConfig,
+    peers: BTreeMap<PeerId, Peer>,
+    out: VecDeque<Output>,
+    stats: Stats,
+    /// The latest applied vector each member reported (clamped), by member id.
+    known: BTreeMap<ReplicaId, VersionVector>,
+    /// Process sessions seen per member.
+    sessions: BTreeMap<ReplicaId, handshake::SessionLog>,
+    /// While this replica's origin waits for its peers' confirmation.
+    confirming: Option<handshake::Confirming>,
+    /// Serial of the last `Ack` sent (on any link: increasing on each).
+    ack_serial: u64,
+    next_round: u64,
+    last_compact_ms: u64,
+}
+
+impl Replicator {
+    /// A replicator for the replica whose member id is `member`.
+    pub fn new(member: ReplicaId, config: ReplicationConfig) -> Replicator {
+        Replicator {
+            me: member,
+            config,
+            peers: BTreeMap::new(),
+            out: VecDeque::new(),
+            stats: Stats::default(),
+            known: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            confirming: None,
+            ack_serial: 0,
+            next_round: 1,
+            last_compact_ms: 0,
+        }
+    }
+
+    /// The next thing the driver must do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The links and what is known of them.
+    pub fn peers(&self) -> impl Iterator<Item = (PeerId, &Peer)> {
+        self.peers.iter().map(|(id, p)| (*id, p))
+    }
+
+    /// A link came up to the peer that its certificate and the configuration say is member
+    /// `member`: say hello (the peer's own hello must announce that member).
+    pub fn connected(
+        &mut self,
+        peer: PeerId,
+        member: ReplicaId,
+        store: &impl ReplicaStore,
+        now_ms: u64,
+    ) {
+        self.peers.insert(peer, Peer::new(member, now_ms));
+        self.send_hello(peer, store, false, now_ms);
+    }
+
+    /// A link went down: forget it (cursors are rebuilt from the next `Hello`).
+    pub fn disconnected(&mut self, peer: PeerId) {
+        self.peers.remove(&peer);
+    }
+
+    /// Time passed: retry hellos, resend after timeouts, heartbeat, push.
+    pub fn tick<S: ReplicaStore>(
+        &mut self,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        self.check_origin(store, now_ms)?;
+        self.compact_if_due(store, now_ms)?;
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            let Some(p) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            match p.state {
+                LinkState::Connecting { hello_sent_ms } => {
+                    if now_ms.saturating_sub(hello_sent_ms) >= self.config.retransmit_ms {
+                        self.send_hello(id, store, false, now_ms);
+                    }
+                    continue;
+                }
+                LinkState::Refused => continue,
+                LinkState::Ready { .. } => {}
+            }
+            if let Some(AntiEntropy::Offering { started_ms, .. }) = &p.ae {
+                if now_ms.saturating_sub(*started_ms) >= 4 * self.config.retransmit_ms {
+                    p.ae = None; // lost somewhere: the next pump offers again
+                }
+            }
+            if !p.inflight.is_empty()
+                && now_ms.saturating_sub(p.last_progress_ms) >= self.config.retransmit_ms
+            {
+                let origins: Vec<ReplicaId> = p.inflight.iter().map(|f| f.origin).collect();
+                for o in origins {
+                    let acked = p.acked.get(o);
+                    p.rewind(o, acked);
+                }
+                p.last_progress_ms = now_ms;
+                self.stats.retransmits += 1;
+            }
+            // Heartbeat: other traffic (a `Pong`, entries) does not tell the peer what this
+            // replica has applied, which its stability and relaying depend on.
+            if now_ms.saturating_sub(p.last_ack_ms) >= self.config.heartbeat_ms {
+                self.send_ack(id, store, now_ms);
+                self.send(id, &Frame::Ping { sent_ms: now_ms });
+            } else if p.unacked_bytes > 0 {
+                self.send_ack(id, store, now_ms);
+            }
+            self.pump(id, store, now_ms)?;
+            self.check_idle(id, store, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// A frame arrived on a link.
+    pub fn handle<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        bytes: &[u8],
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        if !self.peers.contains_key(&peer) {
+            return Ok(()); // a late frame on a link that is gone
+        }
+        match Inbound::decode(
+            &bytes::Bytes::copy_from_slice(bytes),
+            store.record_bytes_max(),
+        ) {
+            Ok(inbound) => self.handle_inbound(peer, inbound, store, now_ms),
+            Err(error) => Err(self.refuse(peer, error)),
+        }
+    }
+
+    /// A frame arrived on a link, already decoded by `Inbound::decode` (drivers do that on
+    /// their I/O threads).
+    pub fn handle_inbound<S: ReplicaStore>(
+        &mut self,
+        peer: PeerId,
+        inbound: Inbound,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        if !self.peers.contains_key(&peer) {
+            return Ok(()); // a late frame on a link that is gone
+        }
+        let ready = matches!(
+            self.peers.get(&peer).map(|p| &p.state),
+            Some(LinkState::Ready { .. })
+        );
+        let frame = match inbound {
+            // Before the handshake (its hello was lost or overtaken): drop it; the sender
+            // resends after the handshake completes.
+            Inbound::Entries { .. } if !ready => return Ok(()),
+            Inbound::Entries { origin, entries } => {
+                return self.on_entries(peer, origin, entries, store, now_ms)
+            }
+            Inbound::Other(frame) => frame,
+        };
+        match frame {
+            Frame::Hello {
+                cluster,
+                member,
+                origin,
+                epoch,
+                confirmed,
+                session,
+                region,
+                applied,
+                reply,
+            } => {
+                let hello = handshake::Hello {
+                    cluster,
+                    member,
+                    origin,
+                    epoch,
+                    confirmed,
+                    session,
+                    region,
+                    applied: VersionVector::from_entries(applied),
+                    reply,
+                };
+                self.on_hello(peer, hello, store, now_ms)
+            }
+            Frame::Reject { reason } => {
+                tracing::warn!(peer = ?peer, %reason, "peer refused the handshake");
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.state = LinkState::Refused;
+                }
+                self.out.push_back(Output::Close { peer, reason });
+                Ok(())
+            }
+            // Before the handshake (its hello was lost or overtaken): drop it; the sender resends
+            // after the handshake completes.
+            _ if !ready => Ok(()),
+            entries @ Frame::Entries { .. } => {
+                match Inbound::from_frame(entries, store.record_bytes_max()) {
+                    Ok(inbound) => self.handle_inbound(peer, inbound, store, now_ms),
+                    Err(error) => Err(self.refuse(peer, error)),
+                }
+            }
+            Frame::Ack { applied, serial } => {
+                let fresh = self.peers.get(&peer).is_some_and(|p| serial > p.ack_serial);
+                if !fresh {
+                    return Ok(()); // overtaken by a later one
+                }
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.ack_serial = serial;
+                }
+                let claim = self.take_claim(peer, VersionVector::from_entries(applied), store)?;
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    if p.follow(&claim) {
+                        p.last_progress_ms = now_ms;
+                    }
+                    if let Some(AntiEntropy::Offering { snapshot, .. }) = &p.ae {
+                        if claim.dominates(snapshot) {
+                            p.ae = None;
+                            p.last_progress_ms = now_ms;
+                        }
+                    }
+                }
+                if let Some(upto) = self.shipped_everywhere(store.replica_id()) {
+                    store.release_shipped(upto);
+                }
+                self.pump(peer, store, now_ms)
+            }
+            frame @ (Frame::AeOffer { .. }
+            | Frame::AeWant { .. }
+            | Frame::AeRetry { .. }
+            | Frame::AeRecords { .. }
+            | Frame::AeAck { .. }
+            | Frame::AeStream { .. }
+            | Frame::AeRange { .. }) => self.on_anti_entropy(peer, frame, store, now_ms),
+            Frame::Nack { origin, next } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.rewind(origin, next.saturating_sub(1));
+                }
+                self.pump(peer, store, now_ms)
+            }
+            Frame::Ping { sent_ms } => {
+                self.send(peer, &Frame::Pong { sent_ms });
+                Ok(())
+            }
+            Frame::Pong { sent_ms } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.rtt_ms = Some(now_ms.saturating_sub(sent_ms));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn send(&mut self, peer: PeerId, frame: &Frame) {
+        self.send_bytes(peer, frame.encode());
+    }
+
+    fn send_bytes(&mut self, peer: PeerId, frame: Vec<u8>) {
+        self.stats.frames_sent += 1;
+        self.stats.bytes_sent += frame.len() as u64;
+        self.out.push_back(Output::Send { peer, frame });
+    }
+
+    fn reject<E: std::error::Error>(
+        &mut self,
+        peer: PeerId,
+        reason: String,
+    ) -> ReplicationError<E> {
+        tracing::warn!(peer = ?peer, %reason, "refusing peer");
+        self.send(
+            peer,
+            &Frame::Reject {
+                reason: reason.clone(),
+            },
+        );
+        self.refuse(peer, FrameError::Malformed(reason))
+    }
+
+    fn refuse<E: std::error::Error>(
+        &mut self,
+        peer: PeerId,
+        error: FrameError,
+    ) -> ReplicationError<E> {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.state = LinkState::Refused;
+        }
+        self.out.push_back(Output::Close {
+            peer,
+            reason: error.to_string(),
+        });
+        ReplicationError::Peer { peer, error }
+    }
+}
+
+pub(super) fn unreachable_peer<E: std::error::Error>(peer: PeerId) -> ReplicationError<E> {
+    ReplicationError::Peer {
+        peer,
+        error: FrameError::Malformed("link vanished".into()),
+    }
+}
+
+mod anti_entropy;
+mod handshake;
+mod log_shipping;
+mod stability;

@@ -1,0 +1,77 @@
+//! Stability: what every member has applied (the pointwise minimum of their reported vectors),
+//! below which log entries and tombstones are reclaimed.
+
+use super::{ReplicationError, Replicator};
+use crate::model::{ReplicaId, VersionVector};
+use crate::replication::seam::ReplicaStore;
+
+impl Replicator {
+    /// Counts `replica` as a member from now on (a replica added to the cluster).
+    pub fn add_member(&mut self, replica: ReplicaId) {
+        if !self.config.members.contains(&replica) {
+            self.config.members.push(replica);
+        }
+    }
+
+    /// Stops counting `replica` as a member (declared dead), so that stability can advance.
+    pub fn remove_member(&mut self, replica: ReplicaId) {
+        self.config.members.retain(|m| *m != replica);
+        self.known.remove(&replica);
+    }
+
+    /// What every member has applied (pointwise minimum), once every member has reported.
+    pub fn stable(&self, store: &impl ReplicaStore) -> Option<VersionVector> {
+        if self.config.members.is_empty() {
+            return None;
+        }
+        let own = store.applied();
+        let mut vectors = Vec::with_capacity(self.config.members.len());
+        for m in &self.config.members {
+            vectors.push(if *m == self.me {
+                &own
+            } else {
+                self.known.get(m)?
+            });
+        }
+        let origins: std::collections::BTreeSet<ReplicaId> = vectors
+            .iter()
+            .flat_map(|v| v.iter().map(|(o, _)| o))
+            .collect();
+        Some(VersionVector::from_entries(origins.into_iter().map(|o| {
+            (o, vectors.iter().map(|v| v.get(o)).min().unwrap_or(0))
+        })))
+    }
+
+    /// How far every other member has applied this replica's own entries (of its current
+    /// origin), once each has reported (`None` without other members).
+    pub(super) fn shipped_everywhere(&self, origin: ReplicaId) -> Option<u64> {
+        self.config
+            .members
+            .iter()
+            .filter(|m| **m != self.me)
+            .map(|m| self.known.get(m).map(|v| v.get(origin)))
+            .min()
+            .flatten()
+    }
+
+    /// Every `compact_every_ms`: truncates the log and collects tombstones up to what every
+    /// member has applied (also when stability stood still: tombstones may have arrived by
+    /// state transfer).
+    pub(super) fn compact_if_due<S: ReplicaStore>(
+        &mut self,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        if now_ms.saturating_sub(self.last_compact_ms) < self.config.compact_every_ms {
+            return Ok(());
+        }
+        self.last_compact_ms = now_ms;
+        if let Some(stable) = self.stable(store) {
+            let c = store.compact(&stable).map_err(ReplicationError::Store)?;
+            self.stats.log_entries_removed += c.log_entries_removed;
+            self.stats.tombstones_removed += c.tombstones_removed;
+            self.stats.tombstones_pending = c.tombstones_pending;
+        }
+        Ok(())
+    }
+}

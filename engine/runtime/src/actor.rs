@@ -1,0 +1,310 @@
+//! The replication actor: one thread owns the `Replicator` and calls the (blocking) store, fed
+//! by a bounded channel of link events, frames, ticks and local-write notices. Frames for a peer
+//! go to that link's queue, bounded in bytes; a full queue drops the frame (the protocol
+//! resends), so a slow peer never stalls the others.
+
+use super::client_proto::{NodeStatus, PeerStatus};
+use super::link_queue::LinkSender;
+use meridian::replication::{Inbound, Output, PeerId, ReplicationError, Replicator};
+use meridian::Engine;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// Most local-write timestamps kept for the lag-in-seconds estimate.
+const WRITE_TIMES_MAX: usize = 65_536;
+
+/// Input to the actor.
+pub(crate) enum Event {
+    /// A link to a configured peer is up; frames for it go to `out`. `member` is what the
+    /// peer's certificate name and configured incarnation derive.
+    Up {
+        peer: PeerId,
+        member: meridian::ReplicaId,
+        name: String,
+        region: String,
+        out: LinkSender,
+    },
+    /// The link is gone.
+    Down { peer: PeerId },
+    /// A frame arrived (`len` bytes), decoded by the link; `permit` holds its share of the
+    /// link's inbound budget until it is handled.
+    Frame {
+        peer: PeerId,
+        len: usize,
+        inbound: Inbound,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    },
+    /// Time to tick.
+    Tick,
+    /// Local writes committed.
+    LocalWrite,
+    /// Stop the actor.
+    Stop,
+}
+
+struct Link {
+    name: String,
+    region: String,
+    out: LinkSender,
+}
+
+/// Runs until `Stop` or until every sender is gone.
+pub(crate) fn run(
+    engine: Engine,
+    mut repl: Replicator,
+    mut events: mpsc::Receiver<Event>,
+    write_pending: Arc<AtomicBool>,
+    status: Arc<Mutex<NodeStatus>>,
+) {
+    let start = Instant::now();
+    let now = || start.elapsed().as_millis() as u64;
+    let mut links: BTreeMap<PeerId, Link> = BTreeMap::new();
+    let mut write_times: VecDeque<(u64, Instant)> = VecDeque::new();
+    let mut held = None;
+    let merge_bytes_max = repl.ack_every_bytes();
+    // Per peer name, why its link was last refused or closed by the protocol.
+    let mut link_errors: BTreeMap<String, String> = BTreeMap::new();
+    while let Some(event) = next_event(&mut events, &mut held, merge_bytes_max) {
+        let result = match event {
+            Event::Up {
+                peer,
+                member,
+                name,
+                region,
+                out,
+            } => {
+                tracing::info!(peer = %name, %region, "replication link up");
+                links.insert(peer, Link { name, region, out });
+                repl.connected(peer, member, &engine, now());
+                Ok(())
+            }
+            Event::Down { peer } => {
+                if let Some(l) = links.remove(&peer) {
+                    tracing::info!(peer = %l.name, "replication link down");
+                }
+                repl.disconnected(peer);
+                Ok(())
+            }
+            Event::Frame {
+                peer,
+                len,
+                inbound,
+                permit,
+            } => {
+                metrics::counter!("meridian_replication_bytes_received_total")
+                    .increment(len as u64);
+                let handled = repl.handle_inbound(peer, inbound, &engine, now());
+                drop(permit);
+                handled
+            }
+            Event::Tick => {
+                let r = repl.tick(&engine, now());
+                publish(&engine, &repl, &links, &write_times, &link_errors, &status);
+                r
+            }
+            Event::LocalWrite => {
+                write_pending.store(false, Ordering::SeqCst);
+                let seq = engine.last_seq();
+                if write_times.back().is_none_or(|(s, _)| *s < seq) {
+                    write_times.push_back((seq, Instant::now()));
+                    if write_times.len() > WRITE_TIMES_MAX {
+                        write_times.pop_front();
+                    }
+                }
+                repl.local_write(&engine, now())
+            }
+            Event::Stop => break,
+        };
+        match result {
+            Ok(()) => {}
+            Err(ReplicationError::Peer { peer, error }) => {
+                let name = links.get(&peer).map_or("?", |l| l.name.as_str());
+                tracing::warn!(peer = %name, %error, "closing replication link after a bad frame");
+                link_errors.insert(name.to_string(), error.to_string());
+                metrics::counter!("meridian_replication_peer_errors_total").increment(1);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "replication stopped: storage failure");
+                break;
+            }
+        }
+        while let Some(out) = repl.poll_output() {
+            match out {
+                Output::Send { peer, frame } => {
+                    if let Some(l) = links.get(&peer) {
+                        let len = frame.len() as u64;
+                        if l.out.try_send(frame).is_ok() {
+                            metrics::counter!("meridian_replication_bytes_sent_total")
+                                .increment(len);
+                            metrics::counter!("meridian_replication_frames_sent_total")
+                                .increment(1);
+                        } else {
+                            metrics::counter!("meridian_replication_frames_dropped_total")
+                                .increment(1);
+                        }
+                    }
+                }
+                Output::Close { peer, reason } => {
+                    if let Some(l) = links.remove(&peer) {
+                        tracing::warn!(peer = %l.name, %reason, "closing replication link");
+                        link_errors.insert(l.name, reason);
+                    }
+                }
+            }
+        }
+        // Keep only the timestamps some peer may still lack.
+        let min_acked = repl
+            .peers()
+            .filter_map(|(_, p)| p.replica().map(|_| p.acked.get(engine.replica_id())))
+            .min();
+        if let Some(acked) = min_acked {
+            while write_times.front().is_some_and(|(s, _)| *s <= acked) {
+                write_times.pop_front();
+            }
+        }
+    }
+}
+
+/// Most queued entries frames merged into one application.
+const MERGE_FRAMES_MAX: usize = 64;
+
+/// The next event. Entries frames of one origin from one peer that are already queued behind
+/// each other come merged into one: applied in one write and acknowledged once, which is what
+/// keeps a busy replica from falling further behind. A merge stops once it holds
+/// `merge_bytes_max` (what one `Ack` acknowledges): applying the sender's whole window at once
+/// would leave the sender nothing to send until it is done, and this thread idle while the
+/// next window travels (measured in a backlog drain on loopback: 6% to 13% more records/s
+/// with a quarter of the window than with all of it, in interleaved batches).
+fn next_event(
+    events: &mut mpsc::Receiver<Event>,
+    held: &mut Option<Event>,
+    merge_bytes_max: usize,
+) -> Option<Event> {
+    let first = match held.take() {
+        Some(event) => event,
+        None => events.blocking_recv()?,
+    };
+    let Event::Frame {
+        peer,
+        mut len,
+        inbound: Inbound::Entries {
+            origin,
+            mut entries,
+        },
+        mut permit,
+    } = first
+    else {
+        return Some(first);
+    };
+    for _ in 1..MERGE_FRAMES_MAX {
+        if len >= merge_bytes_max {
+            break;
+        }
+        match events.try_recv() {
+            Ok(Event::Frame {
+                peer: p,
+                len: l,
+                inbound:
+                    Inbound::Entries {
+                        origin: o,
+                        entries: more,
+                    },
+                permit: more_permit,
+            }) if p == peer && o == origin => {
+                entries.extend(more);
+                len += l;
+                permit.merge(more_permit);
+            }
+            Ok(other) => {
+                *held = Some(other);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    Some(Event::Frame {
+        peer,
+        len,
+        inbound: Inbound::Entries { origin, entries },
+        permit,
+    })
+}
+
+fn publish(
+    engine: &Engine,
+    repl: &Replicator,
+    links: &BTreeMap<PeerId, Link>,
+    write_times: &VecDeque<(u64, Instant)>,
+    link_errors: &BTreeMap<String, String>,
+    status: &Mutex<NodeStatus>,
+) {
+    let applied = engine.applied();
+    let me = engine.replica_id();
+    let mut peers: BTreeMap<String, PeerStatus> = BTreeMap::new();
+    for (id, p) in repl.peers() {
+        let Some(link) = links.get(&id) else { continue };
+        let lag_ops: u64 = applied
+            .iter()
+            .map(|(o, s)| s.saturating_sub(p.acked.get(o)))
+            .sum();
+        let acked_own = p.acked.get(me);
+        let lag_ms = write_times
+            .iter()
+            .find(|(s, _)| *s > acked_own)
+            .map_or(0, |(_, t)| t.elapsed().as_millis() as u64);
+        metrics::gauge!("meridian_peer_lag_ops", "peer" => link.name.clone()).set(lag_ops as f64);
+        metrics::gauge!("meridian_peer_lag_seconds", "peer" => link.name.clone())
+            .set(lag_ms as f64 / 1000.0);
+        if let Some(rtt) = p.rtt_ms {
+            metrics::gauge!("meridian_peer_rtt_seconds", "peer" => link.name.clone())
+                .set(rtt as f64 / 1000.0);
+        }
+        peers.insert(
+            link.name.clone(),
+            PeerStatus {
+                name: link.name.clone(),
+                region: link.region.clone(),
+                connected: p.replica().is_some(),
+                rtt_ms: p.rtt_ms,
+                lag_ops,
+                lag_ms,
+                last_error: None,
+            },
+        );
+    }
+    let stats = repl.stats();
+    metrics::gauge!("meridian_entries_applied").set(stats.entries_applied as f64);
+    metrics::gauge!("meridian_log_entries_reclaimed").set(stats.log_entries_removed as f64);
+    metrics::gauge!("meridian_tombstones_pending").set(stats.tombstones_pending as f64);
+    let floor = meridian::replication::ReplicaStore::log_floor(engine);
+    let log_len: u64 = applied
+        .iter()
+        .map(|(o, s)| s.saturating_sub(floor.get(o)))
+        .sum();
+    metrics::gauge!("meridian_log_entries").set(log_len as f64);
+    let origin = engine.origin_status();
+    metrics::gauge!("meridian_writable").set(if origin.writable { 1.0 } else { 0.0 });
+    metrics::gauge!("meridian_epoch").set(f64::from(origin.epoch));
+    if let Ok(mut s) = status.lock() {
+        s.origin = Some(origin.origin);
+        s.epoch = origin.epoch;
+        s.writable = origin.writable;
+        s.origin_note = origin.note;
+        let faults = engine.faults();
+        s.storage_faults = faults.corrupt_records + faults.corrupt_log_entries;
+        s.last_fault = faults.last;
+        s.applied = applied.iter().collect();
+        for configured in &mut s.peers {
+            match peers.remove(&configured.name) {
+                Some(now) => *configured = now,
+                None => configured.connected = false,
+            }
+            configured.last_error = link_errors.get(&configured.name).cloned();
+        }
+        s.log_entries_reclaimed = stats.log_entries_removed;
+        s.tombstones_pending = stats.tombstones_pending;
+    }
+}

@@ -1,0 +1,167 @@
+//! A client of one node: mutual TLS, one stream per request, and a session causal token that
+//! every write and read advances (read-your-writes across nodes).
+
+use super::client_proto::{
+    decode, encode, ClientError, ClientRequest, ClientResponse, Consistency, NodeStatus,
+    CLIENT_FRAME_BYTES_MAX,
+};
+use super::framing::{read_frame, write_frame};
+use super::tls::{client_config, TlsFiles, ALPN_CLIENT};
+use meridian::model::{CausalToken, Op};
+use meridian::Read;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientFailure {
+    /// No connection could be made.
+    #[error("connect: {0}")]
+    Connect(String),
+    /// The connection or stream broke.
+    #[error("stream: {0}")]
+    Stream(String),
+    /// The node answered something unexpected.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The node refused the request.
+    #[error("{:?}: {}", .0.code, .0.message)]
+    Server(ClientError),
+    /// The request is larger than any node accepts; it was not sent.
+    #[error("request of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Its encoded size.
+        len: usize,
+        /// `limits::CLIENT_FRAME_BYTES_MAX`.
+        max: usize,
+    },
+}
+
+impl ClientFailure {
+    /// Whether trying another region (or later) may help.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ClientFailure::Connect(_) | ClientFailure::Stream(_))
+    }
+}
+
+/// A connection to one node.
+pub struct Client {
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    /// Everything this session wrote or read.
+    pub token: CausalToken,
+}
+
+impl Client {
+    /// Connects to the node at `addr` whose certificate names `server_name`.
+    pub async fn connect(
+        addr: SocketAddr,
+        server_name: &str,
+        tls: &TlsFiles,
+    ) -> Result<Client, ClientFailure> {
+        let config = client_config(tls, ALPN_CLIENT, false)
+            .map_err(|e| ClientFailure::Connect(e.to_string()))?;
+        let bind: SocketAddr = match (addr.is_ipv4(), addr.ip().is_loopback()) {
+            (true, true) => (Ipv4Addr::LOCALHOST, 0).into(),
+            (true, false) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            (false, true) => (Ipv6Addr::LOCALHOST, 0).into(),
+            (false, false) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let mut endpoint =
+            quinn::Endpoint::client(bind).map_err(|e| ClientFailure::Connect(e.to_string()))?;
+        endpoint.set_default_client_config(config);
+        let connecting = endpoint
+            .connect(addr, server_name)
+            .map_err(|e| ClientFailure::Connect(e.to_string()))?;
+        let conn = connecting
+            .await
+            .map_err(|e| ClientFailure::Connect(e.to_string()))?;
+        Ok(Client {
+            endpoint,
+            conn,
+            token: CausalToken::default(),
+        })
+    }
+
+    /// Sends one request and waits for its response.
+    pub async fn request(&self, request: &ClientRequest) -> Result<ClientResponse, ClientFailure> {
+        let frame = encode(request);
+        if frame.len() > CLIENT_FRAME_BYTES_MAX {
+            return Err(ClientFailure::TooLarge {
+                len: frame.len(),
+                max: CLIENT_FRAME_BYTES_MAX,
+            });
+        }
+        let (mut send, mut recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| ClientFailure::Stream(e.to_string()))?;
+        write_frame(&mut send, frame)
+            .await
+            .map_err(|e| ClientFailure::Stream(e.to_string()))?;
+        let _ = send.finish();
+        let bytes = read_frame(&mut recv, CLIENT_FRAME_BYTES_MAX)
+            .await
+            .map_err(|e| ClientFailure::Stream(e.to_string()))?
+            .ok_or_else(|| ClientFailure::Stream("no response".into()))?;
+        match decode::<ClientResponse>(&bytes).map_err(ClientFailure::Protocol)? {
+            ClientResponse::Error(e) => Err(ClientFailure::Server(e)),
+            other => Ok(other),
+        }
+    }
+
+    /// Applies one operation; the session token advances.
+    pub async fn apply(&mut self, key: &[u8], op: Op) -> Result<CausalToken, ClientFailure> {
+        let request = ClientRequest::Apply {
+            key: key.to_vec(),
+            op,
+            consistency: Consistency::Local,
+        };
+        match self.request(&request).await? {
+            ClientResponse::Written { token } => {
+                self.token.merge(&token);
+                Ok(token)
+            }
+            other => Err(ClientFailure::Protocol(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    /// Reads a key, waiting up to `wait_ms` for this session's writes to be visible there.
+    pub async fn read(&mut self, key: &[u8], wait_ms: u32) -> Result<Option<Read>, ClientFailure> {
+        let request = ClientRequest::Read {
+            key: key.to_vec(),
+            token: Some(self.token.clone()),
+            wait_ms,
+        };
+        match self.request(&request).await? {
+            ClientResponse::Value { read } => {
+                if let Some(r) = &read {
+                    self.token.merge(&r.token);
+                }
+                Ok(read)
+            }
+            other => Err(ClientFailure::Protocol(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    /// The node's status.
+    pub async fn status(&self) -> Result<NodeStatus, ClientFailure> {
+        match self.request(&ClientRequest::Status).await? {
+            ClientResponse::Status(s) => Ok(s),
+            other => Err(ClientFailure::Protocol(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        self.conn.close(quinn::VarInt::from_u32(0), b"bye");
+        self.endpoint.wait_idle().await;
+    }
+}

@@ -1,0 +1,197 @@
+//! The client protocol: one request and one response per QUIC bidirectional stream, each a
+//! frame of a version byte and postcard.
+
+use meridian::model::{CausalToken, Op, ReplicaId};
+use meridian::Read;
+use serde::{Deserialize, Serialize};
+
+/// Version byte of client frames.
+pub const CLIENT_PROTOCOL: u8 = 1;
+pub use meridian::limits::CLIENT_FRAME_BYTES_MAX;
+
+/// How far a write must have gone before it is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Consistency {
+    /// Durable in the local replica.
+    #[default]
+    Local,
+}
+
+/// A request from a client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// One operation on one key.
+    Apply {
+        /// The key.
+        key: Vec<u8>,
+        /// The operation.
+        op: Op,
+        /// Required durability.
+        consistency: Consistency,
+    },
+    /// An atomic batch.
+    Write {
+        /// (key, operation) pairs.
+        ops: Vec<(Vec<u8>, Op)>,
+        /// Required durability.
+        consistency: Consistency,
+    },
+    /// A read; with a token, waits up to `wait_ms` for the region to have applied it.
+    Read {
+        /// The key.
+        key: Vec<u8>,
+        /// The session's causal token.
+        token: Option<CausalToken>,
+        /// Longest wait for the token.
+        wait_ms: u32,
+    },
+    /// Keys starting with `prefix`, in order; a page holds at most `limit` rows and
+    /// `limits::SCAN_BYTES_MAX` bytes of records (at least one row).
+    Scan {
+        /// The prefix.
+        prefix: Vec<u8>,
+        /// Most rows returned.
+        limit: u32,
+        /// Continue after this key (the last key of the previous page).
+        after: Option<Vec<u8>>,
+    },
+    /// The node's status.
+    Status,
+}
+
+/// What a client can act on when a request fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request did not decode or is not valid.
+    BadRequest,
+    /// Key empty or too long.
+    InvalidKey,
+    /// Value over the limit.
+    ValueTooLarge,
+    /// The key holds another type.
+    WrongType,
+    /// The operation is invalid.
+    InvalidOperation,
+    /// The stored record is corrupt.
+    Corrupt,
+    /// The token's writes are not visible here yet.
+    NotYetVisible,
+    /// Too many requests: retry after `retry_after_ms`.
+    RateLimited,
+    /// The node cannot serve (storage failure, shutting down, recovering after a restart).
+    Unavailable,
+    /// The client's certificate does not grant the role the request needs.
+    Forbidden,
+}
+
+/// A failed request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientError {
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// For people.
+    pub message: String,
+    /// When to retry, for `RateLimited`.
+    pub retry_after_ms: Option<u64>,
+}
+
+/// One peer as a node sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Replica name.
+    pub name: String,
+    /// Region.
+    pub region: String,
+    /// Whether a link is up.
+    pub connected: bool,
+    /// Last measured round trip.
+    pub rtt_ms: Option<u64>,
+    /// Operations the peer has not acknowledged.
+    pub lag_ops: u64,
+    /// Age of the oldest local write the peer has not acknowledged.
+    pub lag_ms: u64,
+    /// Why the link was last refused or closed by the protocol (a handshake mismatch, a bad
+    /// frame), if it ever was.
+    pub last_error: Option<String>,
+}
+
+/// A node's status.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Cluster id.
+    pub cluster: String,
+    /// Replica name.
+    pub name: String,
+    /// Region.
+    pub region: String,
+    /// Replica id (the member: its name and incarnation in the cluster).
+    pub replica: Option<ReplicaId>,
+    /// The origin its writes are numbered in (its current epoch).
+    pub origin: Option<ReplicaId>,
+    /// The origin's epoch.
+    pub epoch: u32,
+    /// Whether it accepts writes (false while it waits for its peers after a restart).
+    pub writable: bool,
+    /// What it is doing about its origin: "recovering: ...", "writable: new epoch ... after
+    /// ...", "writable: epoch ... confirmed by every peer".
+    pub origin_note: String,
+    /// Applied vector.
+    pub applied: Vec<(ReplicaId, u64)>,
+    /// Peers.
+    pub peers: Vec<PeerStatus>,
+    /// Stored items (records, log entries) found unusable since the node started: each
+    /// fault stays with its key and replication goes on for the rest.
+    pub storage_faults: u64,
+    /// The latest such fault, described.
+    pub last_fault: Option<String>,
+    /// Log entries reclaimed so far.
+    pub log_entries_reclaimed: u64,
+    /// Tombstones waiting for stability.
+    pub tombstones_pending: u64,
+}
+
+/// A response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ClientResponse {
+    /// The write is acknowledged; merge the token into the session's.
+    Written {
+        /// The write's token.
+        token: CausalToken,
+    },
+    /// A read.
+    Value {
+        /// `None` when absent.
+        read: Option<Read>,
+    },
+    /// A page of a scan.
+    Rows {
+        /// Key and value per row.
+        rows: Vec<(Vec<u8>, Read)>,
+        /// Whether more rows follow (ask again with `after` set to the last key).
+        more: bool,
+    },
+    /// The node's status.
+    Status(NodeStatus),
+    /// The request failed.
+    Error(ClientError),
+}
+
+/// Encodes a client message.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut out = vec![CLIENT_PROTOCOL];
+    // Writing into a Vec cannot fail.
+    let _ = postcard::to_io(msg, &mut out);
+    out
+}
+
+/// Decodes a client message.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    let (&v, body) = bytes.split_first().ok_or("empty frame")?;
+    if v != CLIENT_PROTOCOL {
+        return Err(format!(
+            "client protocol {v} is not supported (this node speaks {CLIENT_PROTOCOL})"
+        ));
+    }
+    postcard::from_bytes(body).map_err(|e| format!("malformed: {e}"))
+}

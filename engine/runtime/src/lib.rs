@@ -1,0 +1,386 @@
+//! The runtime: the only async layer. A quinn endpoint with mutual TLS carries replication
+//! links (driving `replication::Replicator` on a dedicated thread) and client requests.
+//!
+//! Links: the replica whose name sorts first dials, the other accepts, so each pair has one
+//! connection; a dialer reconnects with exponential backoff and jitter. An inbound replica must
+//! present a certificate naming one of the configured peers. Shutdown: stop accepting, close
+//! links, stop the replicator, flush the engine.
+
+mod actor;
+pub mod client;
+pub mod client_proto;
+mod congestion;
+mod framing;
+mod link_queue;
+mod links;
+mod service;
+pub mod tls;
+
+use client_proto::{NodeStatus, PeerStatus};
+use meridian::model::digest::Fnv;
+use meridian::replication::{ReplicationConfig, Replicator};
+use meridian::{Engine, RandomSource, ReplicaId};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+pub use tls::TlsFiles;
+
+/// Socket buffer asked for (the kernel caps it at `net.core.rmem_max` / `wmem_max`). The
+/// default (about 200 KiB) overflows when the receiving threads are briefly descheduled while
+/// a peer streams, and every datagram dropped there costs QUIC a loss recovery.
+const UDP_BUFFER_BYTES: usize = 8 << 20;
+
+/// The endpoint's UDP socket, bound to `addr`, with large kernel buffers.
+fn udp_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    // Best effort: a smaller buffer than asked for still works.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// Events queued for the replicator before link tasks wait.
+const EVENT_QUEUE: usize = 4_096;
+const TICK_MS: u64 = 50;
+
+/// Errors starting or running the runtime.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// Certificates or keys could not be loaded or used.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// Socket trouble.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The configuration is inconsistent.
+    #[error("config: {0}")]
+    Config(String),
+}
+
+/// A peer replica.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerSpec {
+    /// Replica name (a DNS label).
+    pub name: String,
+    /// Region name (a DNS label).
+    pub region: String,
+    /// Address of its QUIC endpoint.
+    pub address: SocketAddr,
+    /// Its incarnation (bumped when it comes back with an empty disk).
+    pub incarnation: u64,
+}
+
+/// Settings of a running replica.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Cluster id.
+    pub cluster: String,
+    /// This replica's name.
+    pub name: String,
+    /// This replica's region.
+    pub region: String,
+    /// This replica's incarnation.
+    pub incarnation: u64,
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// The other replicas.
+    pub peers: Vec<PeerSpec>,
+    /// Certificate files.
+    pub tls: TlsFiles,
+    /// Turn off UDP segmentation offload (some containers advertise it and then fail).
+    pub disable_gso: bool,
+    /// Client requests per second per client identity.
+    pub client_requests_per_second: u32,
+    /// Burst allowed above that rate.
+    pub client_burst: u32,
+    /// The role a replica's certificate gets when it connects as a client (`None`: refused).
+    pub replica_client_role: Option<tls::Role>,
+    /// Protocol tunables (cluster, region and members are filled in from the above).
+    pub replication: ReplicationConfig,
+}
+
+/// The replica id a replica name gets in a cluster: stable across restarts, new with each
+/// incarnation (a replica that lost its disk comes back under a new id).
+pub fn replica_id_for(cluster: &str, name: &str, incarnation: u64) -> ReplicaId {
+    let mut h = Fnv::default();
+    h.write(cluster.as_bytes());
+    h.write(&[0]);
+    h.write(name.as_bytes());
+    h.write_u64(incarnation);
+    ReplicaId(h.0.max(1))
+}
+
+/// Reads a running replica's status (see `Runtime::status_handle`).
+#[derive(Clone)]
+pub struct StatusHandle(Arc<Mutex<NodeStatus>>);
+
+impl StatusHandle {
+    /// The latest status snapshot.
+    pub fn get(&self) -> NodeStatus {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// A running replica: endpoint, link tasks, replicator thread.
+pub struct Runtime {
+    endpoint: quinn::Endpoint,
+    shutdown: watch::Sender<bool>,
+    events: mpsc::Sender<Event>,
+    actor: Option<std::thread::JoinHandle<()>>,
+    engine: Engine,
+    status: Arc<Mutex<NodeStatus>>,
+}
+
+use actor::Event;
+
+/// A `Runtime` on threads of its own, for applications that do not run tokio: open an
+/// `Engine`, start this, and the engine replicates by itself until `shutdown` (or drop).
+pub struct BackgroundRuntime {
+    tokio: Option<tokio::runtime::Runtime>,
+    runtime: Option<Runtime>,
+}
+
+impl BackgroundRuntime {
+    /// Starts replicating `engine` on two runtime threads (plus the replicator's).
+    pub fn start(engine: Engine, config: RuntimeConfig) -> Result<BackgroundRuntime, RuntimeError> {
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("meridian-runtime")
+            .enable_all()
+            .build()?;
+        let runtime = tokio.block_on(Runtime::start(engine, config))?;
+        Ok(BackgroundRuntime {
+            tokio: Some(tokio),
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The latest status snapshot.
+    pub fn status(&self) -> NodeStatus {
+        self.runtime
+            .as_ref()
+            .map(Runtime::status)
+            .unwrap_or_default()
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, RuntimeError> {
+        match &self.runtime {
+            Some(r) => r.local_addr(),
+            None => Err(RuntimeError::Config("runtime stopped".into())),
+        }
+    }
+
+    /// Stops replicating (as `Runtime::shutdown`) and the threads.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let (Some(tokio), Some(runtime)) = (self.tokio.take(), self.runtime.take()) {
+            tokio.block_on(runtime.shutdown());
+            tokio.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+impl Drop for BackgroundRuntime {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Runtime {
+    /// Binds the endpoint and starts replicating `engine` with the configured peers.
+    pub async fn start(engine: Engine, config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        let me = replica_id_for(&config.cluster, &config.name, config.incarnation);
+        if engine.member_id() != me {
+            return Err(RuntimeError::Config(format!(
+                "the data directory holds replica {}, but {:?} incarnation {} is {me}",
+                engine.member_id(),
+                config.name,
+                config.incarnation
+            )));
+        }
+        let server = tls::server_config(&config.tls, config.disable_gso)?;
+        let dial = tls::client_config(&config.tls, tls::ALPN_REPLICATION, config.disable_gso)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            udp_socket(config.listen)?,
+            Arc::new(quinn::TokioRuntime),
+        )?;
+
+        let mut members = vec![me];
+        members.extend(
+            config
+                .peers
+                .iter()
+                .map(|p| replica_id_for(&config.cluster, &p.name, p.incarnation)),
+        );
+        let repl_config = ReplicationConfig {
+            cluster: config.cluster.clone(),
+            region: config.region.clone(),
+            members,
+            session: meridian::OsRandom.next_u64(),
+            ..config.replication.clone()
+        };
+        let origin = engine.origin_status();
+        let status = Arc::new(Mutex::new(NodeStatus {
+            cluster: config.cluster.clone(),
+            name: config.name.clone(),
+            region: config.region.clone(),
+            replica: Some(me),
+            origin: Some(origin.origin),
+            epoch: origin.epoch,
+            writable: origin.writable,
+            origin_note: origin.note,
+            peers: config
+                .peers
+                .iter()
+                .map(|p| PeerStatus {
+                    name: p.name.clone(),
+                    region: p.region.clone(),
+                    ..PeerStatus::default()
+                })
+                .collect(),
+            ..NodeStatus::default()
+        }));
+
+        let (events, rx) = mpsc::channel(EVENT_QUEUE);
+        let pending = Arc::new(AtomicBool::new(false));
+        {
+            let events = events.clone();
+            let pending = pending.clone();
+            engine.attach_replication().map_err(|e| {
+                RuntimeError::Config(format!("marking the directory replicated: {e}"))
+            })?;
+            engine.set_commit_hook(Box::new(move || {
+                if !pending.swap(true, Ordering::SeqCst)
+                    && events.try_send(Event::LocalWrite).is_err()
+                {
+                    pending.store(false, Ordering::SeqCst);
+                }
+            }));
+        }
+        let actor = {
+            let engine = engine.clone();
+            let status = status.clone();
+            let repl = Replicator::new(me, repl_config);
+            std::thread::Builder::new()
+                .name(format!("replicator-{}", config.name))
+                .spawn(move || actor::run(engine, repl, rx, pending, status))?
+        };
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let replicas = std::iter::once((config.name.clone(), config.region.clone()))
+            .chain(
+                config
+                    .peers
+                    .iter()
+                    .map(|p| (p.name.clone(), p.region.clone())),
+            )
+            .map(|(name, region)| {
+                let dns = tls::replica_dns_name(&config.cluster, &name, &region);
+                (name, dns)
+            })
+            .collect();
+        let service = Arc::new(service::Service::new(
+            engine.clone(),
+            service::ServiceConfig {
+                cluster: config.cluster.clone(),
+                replicas,
+                replica_role: config.replica_client_role,
+                per_second: config.client_requests_per_second,
+                burst: config.client_burst,
+            },
+            status.clone(),
+        ));
+        let ctx = Arc::new(links::LinkCtx {
+            cluster: config.cluster.clone(),
+            peers: config.peers.clone(),
+            events: events.clone(),
+            next_peer: AtomicU32::new(0),
+            dial,
+            service,
+            shutdown: shutdown_rx.clone(),
+        });
+        tokio::spawn(links::accept_loop(endpoint.clone(), ctx.clone()));
+        for peer in config.peers.iter().filter(|p| config.name < p.name) {
+            tokio::spawn(links::dial_loop(
+                endpoint.clone(),
+                ctx.clone(),
+                peer.clone(),
+            ));
+        }
+        {
+            let events = events.clone();
+            let mut stop = shutdown_rx;
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_millis(TICK_MS));
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {
+                            if events.try_send(Event::Tick).is_err() && events.is_closed() {
+                                return;
+                            }
+                        }
+                        _ = stop.changed() => return,
+                    }
+                }
+            });
+        }
+        tracing::info!(replica = %config.name, region = %config.region, id = %me, addr = %endpoint.local_addr()?, "runtime started");
+        Ok(Runtime {
+            endpoint,
+            shutdown,
+            events,
+            actor: Some(actor),
+            engine,
+            status,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, RuntimeError> {
+        Ok(self.endpoint.local_addr()?)
+    }
+
+    /// The latest status snapshot.
+    pub fn status(&self) -> NodeStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// A handle that reads the status while the runtime runs (and keeps nothing else of it
+    /// alive: `shutdown` still owns the runtime).
+    pub fn status_handle(&self) -> StatusHandle {
+        StatusHandle(self.status.clone())
+    }
+
+    /// Stops accepting, closes links, stops the replicator, flushes the engine.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), b"shutting down");
+        let _ = self.events.send(Event::Stop).await;
+        if let Some(actor) = self.actor.take() {
+            let _ = tokio::task::spawn_blocking(move || actor.join()).await;
+        }
+        tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle())
+            .await
+            .ok();
+        if let Err(e) = self.engine.store().flush() {
+            tracing::warn!(error = %e, "flush at shutdown failed");
+        }
+        tracing::info!("runtime stopped");
+    }
+}

@@ -1,0 +1,227 @@
+//! QUIC links: the accept loop (replication and client connections), one dialer per peer that
+//! this replica is responsible for dialing, and the frame pumps of a replication link.
+
+use super::actor::Event;
+use super::framing::{read_frame, write_frame};
+use super::link_queue::{link_queue, LINK_QUEUE_BYTES};
+use super::service::Service;
+use super::tls::{self, alpn, cert_names, peer_leaf, ALPN_CLIENT, ALPN_REPLICATION};
+use super::PeerSpec;
+use meridian::limits::{ENTRY_BYTES_MAX, FRAME_BYTES_MAX, LINK_INBOUND_BYTES};
+use meridian::replication::{Inbound, PeerId};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+const BACKOFF_MS_MIN: u64 = 100;
+const BACKOFF_MS_MAX: u64 = 5_000;
+
+/// What every link task shares.
+pub(crate) struct LinkCtx {
+    pub cluster: String,
+    pub peers: Vec<PeerSpec>,
+    pub events: mpsc::Sender<Event>,
+
+    pub next_peer: AtomicU32,
+    pub dial: quinn::ClientConfig,
+    pub service: Arc<Service>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl LinkCtx {
+    fn dns(&self, p: &PeerSpec) -> String {
+        tls::replica_dns_name(&self.cluster, &p.name, &p.region)
+    }
+}
+
+/// Accepts connections until shutdown.
+pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>) {
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => i,
+            _ = shutdown.changed() => None,
+        };
+        let Some(incoming) = incoming else { break };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "incoming connection failed its handshake");
+                    return;
+                }
+            };
+            match alpn(&conn).as_deref() {
+                Some(a) if a == ALPN_REPLICATION => {
+                    let leaf = peer_leaf(&conn);
+                    let peer = leaf.and_then(|cert| {
+                        ctx.peers
+                            .iter()
+                            .find(|p| cert_names(&cert, &ctx.dns(p)))
+                            .cloned()
+                    });
+                    match peer {
+                        Some(p) => run_link(conn, p, ctx).await,
+                        None => {
+                            tracing::warn!(remote = %conn.remote_address(), "refusing a replica that is not a configured peer");
+                            metrics::counter!("meridian_peers_refused_total").increment(1);
+                            conn.close(
+                                quinn::VarInt::from_u32(403),
+                                b"not a member of this cluster",
+                            );
+                        }
+                    }
+                }
+                Some(a) if a == ALPN_CLIENT => ctx.service.clone().serve(conn).await,
+                _ => conn.close(quinn::VarInt::from_u32(400), b"unknown protocol"),
+            }
+        });
+    }
+}
+
+/// Keeps a link to `peer` up: connect, run, back off with jitter after a failure.
+pub(crate) async fn dial_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>, peer: PeerSpec) {
+    let mut shutdown = ctx.shutdown.clone();
+    let mut backoff = BACKOFF_MS_MIN;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let dns = ctx.dns(&peer);
+        let attempt = async {
+            let connecting = endpoint
+                .connect_with(ctx.dial.clone(), peer.address, &dns)
+                .map_err(|e| e.to_string())?;
+            connecting.await.map_err(|e| e.to_string())
+        };
+        match attempt.await {
+            Ok(conn) => {
+                backoff = BACKOFF_MS_MIN;
+                run_link(conn, peer.clone(), ctx.clone()).await;
+            }
+            Err(e) => tracing::debug!(peer = %peer.name, error = %e, "dial failed"),
+        }
+        // Exponential backoff with jitter from the clock's low bits (no RNG needed here).
+        let jitter = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::from(d.subsec_nanos()))
+            % (backoff / 2 + 1);
+        let wait = Duration::from_millis(backoff / 2 + jitter);
+        backoff = (backoff * 2).min(BACKOFF_MS_MAX);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Runs one replication link until it fails or shutdown: our frames out on a unidirectional
+/// stream, the peer's in on the one it opens.
+async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
+    let id = PeerId(ctx.next_peer.fetch_add(1, Ordering::SeqCst));
+    let (tx, mut rx) = link_queue(LINK_QUEUE_BYTES);
+    let mut send = match conn.open_uni().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(peer = %peer.name, error = %e, "could not open a stream");
+            return;
+        }
+    };
+    let up = Event::Up {
+        peer: id,
+        member: super::replica_id_for(&ctx.cluster, &peer.name, peer.incarnation),
+        name: peer.name.clone(),
+        region: peer.region.clone(),
+        out: tx,
+    };
+    if ctx.events.send(up).await.is_err() {
+        return;
+    }
+    let writer = async {
+        while let Some(frame) = rx.recv().await {
+            if let Err(e) = write_frame(&mut send, frame).await {
+                return format!("write: {e}");
+            }
+        }
+        let _ = send.finish();
+        "closed by the replicator".to_string()
+    };
+    let events = ctx.events.clone();
+    let budget = Arc::new(tokio::sync::Semaphore::new(LINK_INBOUND_BYTES));
+    let reader = async {
+        let mut recv = match conn.accept_uni().await {
+            Ok(r) => r,
+            Err(e) => return format!("accept: {e}"),
+        };
+        loop {
+            match read_frame(&mut recv, FRAME_BYTES_MAX).await {
+                Ok(Some(bytes)) => {
+                    // Frames are at most FRAME_BYTES_MAX, below the budget: this waits only
+                    // for earlier frames to be applied.
+                    let want = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                    let Ok(permit) = budget.clone().acquire_many_owned(want).await else {
+                        return "replicator gone".into();
+                    };
+                    // Decoded here, on the I/O threads: the replicator thread only applies.
+                    // A peer's record may be as large as an entry (merged with others' writes).
+                    let inbound = match Inbound::decode(&bytes, ENTRY_BYTES_MAX) {
+                        Ok(inbound) => inbound,
+                        Err(e) => {
+                            metrics::counter!("meridian_replication_peer_errors_total")
+                                .increment(1);
+                            return format!("bad frame: {e}");
+                        }
+                    };
+                    let frame = Event::Frame {
+                        peer: id,
+                        len: bytes.len(),
+                        inbound,
+                        permit,
+                    };
+                    if events.send(frame).await.is_err() {
+                        return "replicator gone".into();
+                    }
+                }
+                Ok(None) => return "peer finished its stream".into(),
+                Err(e) => {
+                    metrics::counter!("meridian_replication_peer_errors_total").increment(1);
+                    return format!("bad frame: {e}");
+                }
+            }
+        }
+    };
+    let mut shutdown = ctx.shutdown.clone();
+    let why = tokio::select! {
+        never = export_path_stats(conn.clone(), peer.name.clone()) => never,
+        w = writer => w,
+        r = reader => r,
+        _ = shutdown.changed() => "shutting down".into(),
+    };
+    tracing::info!(peer = %peer.name, reason = %why, "replication link closed");
+    let _ = ctx.events.send(Event::Down { peer: id }).await;
+    conn.close(quinn::VarInt::from_u32(0), why.as_bytes());
+}
+
+/// Publishes the link's QUIC path statistics as per-peer gauges every second, for as long as
+/// the link runs: what limits a link's throughput (round trip, congestion window, losses) is
+/// visible without a packet capture.
+async fn export_path_stats(conn: quinn::Connection, peer: String) -> String {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let path = conn.stats().path;
+        let gauge = |name: &'static str, value: f64| {
+            metrics::gauge!(name, "peer" => peer.clone()).set(value);
+        };
+        gauge("meridian_peer_quic_rtt_seconds", path.rtt.as_secs_f64());
+        gauge("meridian_peer_quic_cwnd_bytes", path.cwnd as f64);
+        gauge("meridian_peer_quic_lost_packets", path.lost_packets as f64);
+        gauge(
+            "meridian_peer_quic_congestion_events",
+            path.congestion_events as f64,
+        );
+    }
+}

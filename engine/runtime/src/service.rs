@@ -1,0 +1,361 @@
+//! The client service: one request per bidirectional stream, from clients whose certificate
+//! names them and their role (`tls::client_identity`).
+//!
+//! Everything a client can make the node hold is bounded: connections per client identity,
+//! requests at once and request bytes in flight per connection, the time to send a request,
+//! the bytes of a scan page, the wait for a token (an asynchronous wait, woken when the
+//! applied vector advances: no thread held per waiting read). Requests are rate-limited per
+//! client identity with a token bucket whose map is pruned as it grows.
+
+use super::client_proto::{
+    decode, encode, ClientError, ClientRequest, ClientResponse, ErrorCode, NodeStatus,
+    CLIENT_FRAME_BYTES_MAX,
+};
+use super::framing::{read_frame_body, read_frame_len, write_frame};
+use super::tls::{cert_names, client_identity, peer_leaf, Role};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use meridian::limits::SCAN_BYTES_MAX;
+use meridian::{Batch, CausalToken, Engine, Error};
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+
+/// Longest a read waits for a causal token.
+const TOKEN_WAIT_MS_MAX: u32 = 10_000;
+/// Requests served at once on one connection.
+const STREAMS_PER_CONNECTION: usize = 64;
+/// Bytes of requests read and not yet answered, per connection (a largest request fits).
+const REQUEST_BYTES_IN_FLIGHT: usize = 2 * CLIENT_FRAME_BYTES_MAX;
+/// Connections one client identity may hold at once.
+pub(crate) const CONNECTIONS_PER_CLIENT_MAX: usize = 32;
+/// Longest a client may take to send a request once it opened its stream.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most rows in one scan page.
+const SCAN_ROWS_MAX: u32 = 10_000;
+/// Requests between two prunings of the rate limiter's map.
+const PRUNE_EVERY_REQUESTS: u64 = 4_096;
+
+/// Serves client connections for one engine.
+pub(crate) struct Service {
+    engine: Engine,
+    cluster: String,
+    /// Certificate names of the cluster's replicas (this one and its peers) and the role their
+    /// certificates get as clients (`None`: refused).
+    replicas: Vec<(String, String)>,
+    replica_role: Option<Role>,
+    limiter: DefaultKeyedRateLimiter<String>,
+    requests: AtomicU64,
+    connections: Mutex<HashMap<String, usize>>,
+    status: Arc<Mutex<NodeStatus>>,
+    /// Woken when the applied vector advances, while some read waits for a token.
+    applied: Arc<Notify>,
+    waiting: Arc<AtomicUsize>,
+}
+
+/// Settings of the client service.
+pub(crate) struct ServiceConfig {
+    pub cluster: String,
+    /// (replica name, certificate DNS name) of every replica of the cluster.
+    pub replicas: Vec<(String, String)>,
+    pub replica_role: Option<Role>,
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Service {
+    pub(crate) fn new(
+        engine: Engine,
+        config: ServiceConfig,
+        status: Arc<Mutex<NodeStatus>>,
+    ) -> Service {
+        let rate = NonZeroU32::new(config.per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(config.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        let limiter = RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst));
+        let applied = Arc::new(Notify::new());
+        let waiting = Arc::new(AtomicUsize::new(0));
+        {
+            let (applied, waiting) = (applied.clone(), waiting.clone());
+            engine.set_applied_hook(Box::new(move || {
+                if waiting.load(Ordering::SeqCst) > 0 {
+                    applied.notify_waiters();
+                }
+            }));
+        }
+        Service {
+            engine,
+            cluster: config.cluster,
+            replicas: config.replicas,
+            replica_role: config.replica_role,
+            limiter,
+            requests: AtomicU64::new(0),
+            connections: Mutex::new(HashMap::new()),
+            status,
+            applied,
+            waiting,
+        }
+    }
+
+    /// Who the connection's certificate names, and its role: a client certificate, or a
+    /// replica's when replicas may act as clients.
+    fn identify(&self, conn: &quinn::Connection) -> Option<(String, Role)> {
+        let leaf = peer_leaf(conn)?;
+        if let Some(who) = client_identity(&leaf, &self.cluster) {
+            return Some(who);
+        }
+        let role = self.replica_role?;
+        self.replicas
+            .iter()
+            .find(|(_, dns)| cert_names(&leaf, dns))
+            .map(|(name, _)| (format!("replica {name}"), role))
+    }
+
+    /// Counts a connection of `who`, if it may have one more.
+    fn admit(self: &Arc<Self>, who: &str) -> Option<Admitted> {
+        let mut connections = self.connections.lock().ok()?;
+        let n = connections.entry(who.to_string()).or_default();
+        if *n >= CONNECTIONS_PER_CLIENT_MAX {
+            return None;
+        }
+        *n += 1;
+        Some(Admitted {
+            service: self.clone(),
+            who: who.to_string(),
+        })
+    }
+
+    /// Serves one client connection until it closes.
+    pub(crate) async fn serve(self: Arc<Self>, conn: quinn::Connection) {
+        let Some((who, role)) = self.identify(&conn) else {
+            metrics::counter!("meridian_client_refused_total", "reason" => "identity").increment(1);
+            conn.close(
+                quinn::VarInt::from_u32(403),
+                b"no client identity for this cluster in the certificate",
+            );
+            return;
+        };
+        let Some(_admitted) = self.admit(&who) else {
+            metrics::counter!("meridian_client_refused_total", "reason" => "connections")
+                .increment(1);
+            conn.close(
+                quinn::VarInt::from_u32(429),
+                b"too many connections for this client",
+            );
+            return;
+        };
+        let streams = Arc::new(Semaphore::new(STREAMS_PER_CONNECTION));
+        let budget = Arc::new(Semaphore::new(REQUEST_BYTES_IN_FLIGHT));
+        let who = Arc::new(who);
+        loop {
+            let (mut send, mut recv) = match conn.accept_bi().await {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+            let Ok(slot) = streams.clone().acquire_owned().await else {
+                return;
+            };
+            let (this, budget, who) = (self.clone(), budget.clone(), who.clone());
+            tokio::spawn(async move {
+                let _slot = slot;
+                let read = async {
+                    let Some(len) = read_frame_len(&mut recv, CLIENT_FRAME_BYTES_MAX).await? else {
+                        return Ok(None);
+                    };
+                    // Reserved before the bytes are allocated: a connection holds at most
+                    // REQUEST_BYTES_IN_FLIGHT of requests.
+                    let permits = u32::try_from(len.max(1)).unwrap_or(u32::MAX);
+                    let permit = budget.acquire_many_owned(permits).await.ok();
+                    let body = read_frame_body(&mut recv, len).await?;
+                    Ok::<_, super::framing::FramingError>(Some((body, permit)))
+                };
+                let response = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read).await {
+                    Ok(Ok(Some((bytes, _permit)))) => this.respond(&who, role, &bytes).await,
+                    Ok(Ok(None)) => return,
+                    Ok(Err(e)) => error(ErrorCode::BadRequest, e.to_string()),
+                    Err(_) => error(ErrorCode::BadRequest, "the request did not arrive in time"),
+                };
+                if write_frame(&mut send, encode(&response)).await.is_ok() {
+                    let _ = send.finish();
+                }
+            });
+        }
+    }
+
+    async fn respond(&self, who: &str, role: Role, bytes: &[u8]) -> ClientResponse {
+        if self
+            .requests
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(PRUNE_EVERY_REQUESTS)
+        {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        if let Err(not_until) = self.limiter.check_key(&who.to_string()) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            metrics::counter!("meridian_client_rate_limited_total").increment(1);
+            return ClientResponse::Error(ClientError {
+                code: ErrorCode::RateLimited,
+                message: "too many requests".into(),
+                retry_after_ms: Some(wait.as_millis().max(1) as u64),
+            });
+        }
+        let request: ClientRequest = match decode(bytes) {
+            Ok(r) => r,
+            Err(e) => return error(ErrorCode::BadRequest, e),
+        };
+        let needed = needed_role(&request);
+        if role < needed {
+            metrics::counter!("meridian_client_refused_total", "reason" => "role").increment(1);
+            return error(
+                ErrorCode::Forbidden,
+                format!("{who} has role {role}; this request needs {needed}"),
+            );
+        }
+        if matches!(request, ClientRequest::Status) {
+            return ClientResponse::Status(
+                self.status.lock().map(|s| s.clone()).unwrap_or_default(),
+            );
+        }
+        if let ClientRequest::Read {
+            token: Some(token),
+            wait_ms,
+            ..
+        } = &request
+        {
+            let wait = Duration::from_millis(u64::from((*wait_ms).min(TOKEN_WAIT_MS_MAX)));
+            if !self.wait_covers(token, wait).await {
+                return error(
+                    ErrorCode::NotYetVisible,
+                    "this region has not yet applied the token's writes",
+                );
+            }
+        }
+        let engine = self.engine.clone();
+        let outcome = tokio::task::spawn_blocking(move || execute(&engine, request)).await;
+        let response = outcome.unwrap_or_else(|e| error(ErrorCode::Unavailable, e.to_string()));
+        let result = if matches!(response, ClientResponse::Error(_)) {
+            "error"
+        } else {
+            "ok"
+        };
+        metrics::counter!("meridian_client_requests_total", "result" => result).increment(1);
+        response
+    }
+
+    /// Waits, without a thread, until the engine covers `token` or `wait` passes.
+    async fn wait_covers(&self, token: &CausalToken, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _counted = Waiting(&self.waiting);
+        loop {
+            let notified = self.applied.notified();
+            tokio::pin!(notified);
+            // Registered before the check: an advance after it wakes this wait.
+            notified.as_mut().enable();
+            if self.engine.covers(token) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.engine.covers(token);
+            }
+        }
+    }
+}
+
+/// A counted connection of one client; uncounted when dropped.
+struct Admitted {
+    service: Arc<Service>,
+    who: String,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Ok(mut connections) = self.service.connections.lock() {
+            if let Some(n) = connections.get_mut(&self.who) {
+                *n -= 1;
+                if *n == 0 {
+                    connections.remove(&self.who);
+                }
+            }
+        }
+    }
+}
+
+/// Uncounts a token wait when it ends.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The role a request needs.
+fn needed_role(request: &ClientRequest) -> Role {
+    match request {
+        ClientRequest::Apply { .. } | ClientRequest::Write { .. } => Role::Write,
+        ClientRequest::Read { .. } | ClientRequest::Scan { .. } | ClientRequest::Status => {
+            Role::Read
+        }
+    }
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ClientResponse {
+    ClientResponse::Error(ClientError {
+        code,
+        message: message.into(),
+        retry_after_ms: None,
+    })
+}
+
+fn from_engine(e: Error) -> ClientResponse {
+    let code = match &e {
+        Error::InvalidKey(_) => ErrorCode::InvalidKey,
+        Error::ValueTooLarge { .. }
+        | Error::RecordTooLarge { .. }
+        | Error::BatchTooLarge { .. } => ErrorCode::ValueTooLarge,
+        Error::WrongType { .. } => ErrorCode::WrongType,
+        Error::InvalidOperation(_) | Error::CounterOverflow { .. } | Error::InvalidToken(_) => {
+            ErrorCode::InvalidOperation
+        }
+        Error::Corrupt { .. } | Error::FutureVersion { .. } => ErrorCode::Corrupt,
+        _ => ErrorCode::Unavailable,
+    };
+    error(code, e.to_string())
+}
+
+fn execute(engine: &Engine, request: ClientRequest) -> ClientResponse {
+    match request {
+        ClientRequest::Apply { key, op, .. } => match engine.apply(&key, op) {
+            Ok(token) => ClientResponse::Written { token },
+            Err(e) => from_engine(e),
+        },
+        ClientRequest::Write { ops, .. } => {
+            let batch = ops.into_iter().fold(Batch::new(), |b, (k, op)| b.op(k, op));
+            match engine.write(batch) {
+                Ok(token) => ClientResponse::Written { token },
+                Err(e) => from_engine(e),
+            }
+        }
+        // A token was waited for before: the read itself does not wait.
+        ClientRequest::Read { key, .. } => match engine.read(&key) {
+            Ok(read) => ClientResponse::Value { read },
+            Err(e) => from_engine(e),
+        },
+        ClientRequest::Scan {
+            prefix,
+            limit,
+            after,
+        } => {
+            let limit = limit.min(SCAN_ROWS_MAX) as usize;
+            match engine.scan_prefix_page(&prefix, after.as_deref(), limit, SCAN_BYTES_MAX) {
+                Ok((rows, more)) => ClientResponse::Rows { rows, more },
+                Err(e) => from_engine(e),
+            }
+        }
+        ClientRequest::Status => error(ErrorCode::BadRequest, "status is answered by the service"),
+    }
+}

@@ -1,0 +1,399 @@
+//! What the workload did and saw, and the checks run against it after the heal.
+//!
+//! Every write's read context is recorded, so the expected surviving siblings of a register are
+//! exactly the writes no other write or delete saw: anything missing was lost, anything extra
+//! was resurrected.
+
+pub use meridian::model::digest::Fnv;
+use meridian::model::{codec, Dot, Hlc, Kind, ReplicaId, Value, VersionVector};
+use meridian::{Engine, ReadValue};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One register (or LWW) write or delete, with what its writer had seen.
+#[derive(Clone, Debug)]
+pub struct RegisterOp {
+    /// The operation's dot.
+    pub dot: Dot,
+    /// The context it superseded.
+    pub ctx: VersionVector,
+    /// The value, `None` for a delete.
+    pub value: Option<Vec<u8>>,
+    /// The LWW marker of an LWW write.
+    pub marker: Option<Hlc>,
+}
+
+/// Elements added to a set key, and elements removed from it.
+pub type SetHistory = (BTreeSet<Vec<u8>>, BTreeSet<Vec<u8>>);
+
+/// The recorded history of one seed.
+#[derive(Debug, Default)]
+pub struct History {
+    /// Multi-value register operations per key.
+    pub registers: BTreeMap<Vec<u8>, Vec<RegisterOp>>,
+    /// LWW operations per key.
+    pub lww: BTreeMap<Vec<u8>, Vec<RegisterOp>>,
+    /// Sum of acknowledged increments per counter key.
+    pub counters: BTreeMap<Vec<u8>, i64>,
+    /// Elements added and elements removed per set key.
+    pub sets: BTreeMap<Vec<u8>, SetHistory>,
+    /// Sum of increments per counter field of the map key.
+    pub map_fields: BTreeMap<Vec<u8>, i64>,
+    /// Every acknowledged write's dot: a dot acknowledged twice is a sequence number reused.
+    pub dots: BTreeSet<Dot>,
+    /// The key each acknowledged write changed.
+    pub keys_of: BTreeMap<Dot, Vec<u8>>,
+    /// What each counter, map and set write added to the expectations above, by dot (to take
+    /// back a write the durability contract allows to be lost).
+    pub effects: BTreeMap<Dot, Effect>,
+    /// Acknowledged writes lost as the durability contract allows (under `wal`, in a region
+    /// that lost power or its disk before another region applied them).
+    pub lost: BTreeSet<Dot>,
+}
+
+/// What one counter, map or set write contributed to the expectations.
+#[derive(Clone, Debug)]
+pub enum Effect {
+    /// A counter increment.
+    Counter {
+        /// The key.
+        key: Vec<u8>,
+        /// The amount.
+        delta: i64,
+    },
+    /// A map counter field increment.
+    MapField {
+        /// The field.
+        field: Vec<u8>,
+        /// The amount.
+        delta: i64,
+    },
+    /// A set element added.
+    SetAdd {
+        /// The key.
+        key: Vec<u8>,
+        /// The element.
+        elem: Vec<u8>,
+    },
+    /// A set element removed.
+    SetRemove {
+        /// The key.
+        key: Vec<u8>,
+        /// The element.
+        elem: Vec<u8>,
+    },
+}
+
+impl History {
+    /// Marks the acknowledged write `dot` as lost as the durability contract allows: its entry
+    /// is gone with a disk, though its effect may have reached another region inside a state
+    /// shipped earlier. The checks accept either outcome for it (and for what only it
+    /// superseded).
+    pub fn forget(&mut self, dot: Dot) {
+        if self.lost.insert(dot) && std::env::var("MERIDIAN_SIM_DEBUG").is_ok() {
+            eprintln!("forget {dot}: {:?}", self.effects.get(&dot));
+        }
+    }
+
+    /// The deltas of `key`'s counter (or of the map field, with `field`) by acknowledged
+    /// writes: (kept, lost).
+    fn deltas(&self, matches: impl Fn(&Effect) -> Option<i64>) -> (i64, Vec<i64>) {
+        let mut kept = 0;
+        let mut lost = Vec::new();
+        for (dot, effect) in &self.effects {
+            if let Some(delta) = matches(effect) {
+                if self.lost.contains(dot) {
+                    lost.push(delta);
+                } else {
+                    kept += delta;
+                }
+            }
+        }
+        (kept, lost)
+    }
+}
+
+/// Whether `got` is `kept` plus the deltas of some subset of `lost` (which of a lost tail's
+/// increments escaped in a shipped state is not known).
+fn sum_allowed(got: i64, kept: i64, lost: &[i64]) -> bool {
+    if lost.len() > 16 {
+        let low: i64 = lost.iter().filter(|d| **d < 0).sum();
+        let high: i64 = lost.iter().filter(|d| **d > 0).sum();
+        return (kept + low..=kept + high).contains(&got);
+    }
+    (0u32..1 << lost.len()).any(|mask| {
+        let extra: i64 = lost
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, d)| d)
+            .sum();
+        kept + extra == got
+    })
+}
+
+/// Violations found by the final checks.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Findings {
+    /// Acknowledged writes missing although nothing superseded them.
+    pub lost: u64,
+    /// Superseded or deleted writes that came back.
+    pub resurrected: u64,
+    /// Other mismatches (counters, sets, LWW winners, decoding), described.
+    pub other: Vec<String>,
+}
+
+/// Writes of `ops` that no other operation saw (`must`: superseded by nothing, and not lost
+/// themselves) and those that may still show (`may`: superseded by nothing but lost writes).
+fn survivors(ops: &[RegisterOp], lost: &BTreeSet<Dot>) -> (BTreeSet<Dot>, BTreeSet<Dot>) {
+    let seen_by = |w: &RegisterOp, counted: &dyn Fn(&RegisterOp) -> bool| {
+        ops.iter()
+            .any(|x| x.dot != w.dot && counted(x) && x.ctx.contains(&w.dot))
+    };
+    let mut must = BTreeSet::new();
+    let mut may = BTreeSet::new();
+    for w in ops.iter().filter(|w| w.value.is_some()) {
+        if !seen_by(w, &|x| !lost.contains(&x.dot)) {
+            may.insert(w.dot);
+            if !lost.contains(&w.dot) && !seen_by(w, &|_| true) {
+                must.insert(w.dot);
+            }
+        }
+    }
+    (must, may)
+}
+
+fn stored_value(engine: &Engine, key: &[u8], kind: Kind) -> Result<Option<Value>, String> {
+    let Some(bytes) = engine.export(key).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let record = codec::decode_record(&bytes).map_err(|e| e.to_string())?;
+    Ok(record.values.get(&kind).cloned())
+}
+
+/// Checks the converged state of `engine` against the history.
+pub fn check(engine: &Engine, history: &History) -> Findings {
+    let mut f = Findings::default();
+    let debug = std::env::var("MERIDIAN_SIM_DEBUG").is_ok();
+    for (key, ops) in &history.registers {
+        let (must, may) = survivors(ops, &history.lost);
+        let present: BTreeSet<Dot> = match stored_value(engine, key, Kind::Register) {
+            Ok(Some(Value::Register(r))) => r.store.keys().copied().collect(),
+            Ok(_) => BTreeSet::new(),
+            Err(e) => {
+                f.other.push(format!("register {key:?}: {e}"));
+                continue;
+            }
+        };
+        f.lost += must.difference(&present).count() as u64;
+        f.resurrected += present.difference(&may).count() as u64;
+        if debug && (!must.is_subset(&present) || !present.is_subset(&may)) {
+            eprintln!(
+                "register {key:?}: must {must:?} may {may:?} present {present:?} ops {ops:?}"
+            );
+        }
+    }
+    for (key, ops) in &history.lww {
+        let (must, may) = survivors(ops, &history.lost);
+        let rank = |w: &RegisterOp| (w.marker, w.dot.replica, w.dot.counter);
+        let winner = ops
+            .iter()
+            .filter(|w| must.contains(&w.dot))
+            .max_by_key(|w| rank(w));
+        let got = engine.get_lww(key).ok().flatten().map(|v| v.value);
+        // The strict winner, or a write that may still show and ranks above it.
+        let allowed = match (&got, winner) {
+            (None, None) => true,
+            (Some(v), Some(w)) if w.value.as_ref() == Some(v) => true,
+            (Some(v), w) => ops.iter().any(|o| {
+                may.contains(&o.dot)
+                    && o.value.as_ref() == Some(v)
+                    && w.is_none_or(|w| rank(o) > rank(w))
+            }),
+            (None, Some(_)) => false,
+        };
+        if !allowed {
+            if debug {
+                eprintln!(
+                    "lww {key:?}: expected {:?} got {got:?} ops {ops:?}",
+                    winner.map(|w| &w.value)
+                );
+            }
+            match (&got, winner) {
+                (None, _) => f.lost += 1,
+                (Some(_), None) => f.resurrected += 1,
+                _ => f.other.push(format!(
+                    "lww {key:?}: expected {:?}, read {got:?}",
+                    winner.and_then(|w| w.value.clone())
+                )),
+            }
+        }
+    }
+    for key in history.counters.keys() {
+        let (kept, lost) = history.deltas(|e| match e {
+            Effect::Counter { key: k, delta } if k == key => Some(*delta),
+            _ => None,
+        });
+        let got = engine.get_counter(key).ok().flatten().unwrap_or(0);
+        if !sum_allowed(got, kept, &lost) {
+            f.other.push(format!(
+                "counter {key:?}: expected {kept} (with {} lost deltas allowed), read {got}",
+                lost.len()
+            ));
+        }
+    }
+    for key in history.sets.keys() {
+        // Per element: its adds and removes, kept or lost.
+        let mut elems: BTreeMap<&Vec<u8>, (bool, bool, bool, bool)> = BTreeMap::new();
+        for (dot, effect) in &history.effects {
+            let lost = history.lost.contains(dot);
+            let slot = match effect {
+                Effect::SetAdd { key: k, elem } | Effect::SetRemove { key: k, elem }
+                    if k == key =>
+                {
+                    elems.entry(elem).or_default()
+                }
+                _ => continue,
+            };
+            match (effect, lost) {
+                (Effect::SetAdd { .. }, false) => slot.0 = true,
+                (Effect::SetAdd { .. }, true) => slot.1 = true,
+                (_, false) => slot.2 = true,
+                (_, true) => slot.3 = true,
+            }
+        }
+        let got: BTreeSet<Vec<u8>> = engine
+            .get_set(key)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        for (elem, (added, added_lost, removed, removed_lost)) in &elems {
+            let present = got.contains(*elem);
+            // Present for sure: added, never removed. Absent for sure: removed by a write
+            // that survived (it saw every add of this unique element), or never added.
+            let must_be = *added && !removed && !removed_lost;
+            let must_not = *removed || (!added && !added_lost);
+            if must_be && !present {
+                f.lost += 1;
+            }
+            if must_not && present {
+                f.resurrected += 1;
+            }
+            if debug && ((must_be && !present) || (must_not && present)) {
+                eprintln!(
+                    "set {key:?} element {elem:?}: present {present}, adds/removes {:?}",
+                    (added, added_lost, removed, removed_lost)
+                );
+            }
+        }
+        for elem in &got {
+            if !elems.contains_key(elem) {
+                f.resurrected += 1;
+            }
+        }
+    }
+    if !history.map_fields.is_empty() {
+        let map = engine
+            .get_map(super::workload::MAP_KEY)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        for field in history.map_fields.keys() {
+            let (kept, lost) = history.deltas(|e| match e {
+                Effect::MapField { field: x, delta } if x == field => Some(*delta),
+                _ => None,
+            });
+            let got = match map.fields.get(field).map(Vec::as_slice) {
+                Some([ReadValue::Counter(n)]) => *n,
+                _ => 0,
+            };
+            if !sum_allowed(got, kept, &lost) {
+                f.other.push(format!(
+                    "map field {field:?}: expected {kept} (with {} lost deltas allowed), read {got}",
+                    lost.len()
+                ));
+            }
+        }
+    }
+    f
+}
+
+/// Whether the register of `key` at `engine` reflects `dot` (read-your-writes): its context
+/// covers the dot, or the replica has applied a delete that saw the dot (whose tombstone may
+/// since have been reclaimed, taking the dot's memory with it).
+pub fn register_saw(
+    engine: &Engine,
+    key: &[u8],
+    dot: Dot,
+    history: &History,
+) -> Result<bool, String> {
+    if let Some(Value::Register(r)) = stored_value(engine, key, Kind::Register)? {
+        if r.ctx.contains(&dot) {
+            return Ok(true);
+        }
+    }
+    let applied = engine.applied();
+    Ok(history.registers.get(key).is_some_and(|ops| {
+        ops.iter()
+            .any(|d| d.value.is_none() && d.ctx.contains(&dot) && applied.contains(&d.dot))
+    }))
+}
+
+/// A digest of every record a replica holds (tombstones included), each normalised with
+/// `stable` so that replicas that forgot stable removal memory at different times compare equal.
+pub fn digest(engine: &Engine, stable: &VersionVector) -> Result<u64, String> {
+    let mut h = Fnv::default();
+    for item in engine.store().records_from(b"", None) {
+        let (k, v) = item.map_err(|e| e.to_string())?;
+        let mut record = codec::decode_record(&v).map_err(|e| e.to_string())?;
+        record.normalize(stable);
+        if record.values.is_empty() {
+            continue;
+        }
+        let v = codec::encode_record(&record).map_err(|e| e.to_string())?;
+        h.write(&(k.len() as u64).to_le_bytes());
+        h.write(&k);
+        h.write(&(v.len() as u64).to_le_bytes());
+        h.write(&v);
+    }
+    Ok(h.0)
+}
+
+/// The replica id the simulator gives region `i` in its `incarnation` (a region declared dead
+/// comes back with an empty disk under a new id).
+pub fn sim_replica(i: usize, incarnation: u64) -> ReplicaId {
+    ReplicaId(0x5EED_0000_0000_0000 | (incarnation << 16) | (i as u64 + 1))
+}
+
+/// Log entries and tombstones a replica still holds.
+/// Tombstones whose context names a write no region ever applied (its entry was lost with a
+/// disk after its effect left in a shipped state) are not counted: stability never covers
+/// them, a documented leak (`existing`: the pointwise maximum of every region's vector).
+pub fn unreclaimed(engine: &Engine, existing: &VersionVector) -> Result<(u64, u64), String> {
+    let entries = engine.store().log_entries().count() as u64;
+    let mut tombstones = 0;
+    for item in engine.store().records_from(b"", None) {
+        let (key, v) = item.map_err(|e| e.to_string())?;
+        let rec = codec::decode_record(&v).map_err(|e| e.to_string())?;
+        if rec.is_bottom() && existing.dominates(&rec.context()) {
+            tombstones += 1;
+            if std::env::var("MERIDIAN_SIM_DEBUG").is_ok() {
+                let pending = engine
+                    .store()
+                    .get_meta(&meridian::store::keys::tombstone_key(&key))
+                    .ok()
+                    .flatten()
+                    .is_some();
+                eprintln!(
+                    "{} tombstone {:?} ctx {} pending {pending} {:?}",
+                    engine.replica_id(),
+                    String::from_utf8_lossy(&key),
+                    rec.context(),
+                    rec
+                );
+            }
+        }
+    }
+    Ok((entries, tombstones))
+}

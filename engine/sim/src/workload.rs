@@ -1,0 +1,250 @@
+//! The random workload: every value type, deletes, concurrent writes to the same keys from
+//! different regions, and sessions that carry causal tokens from region to region.
+
+use super::history::{register_saw, Effect, History, RegisterOp};
+use super::rng::SimRng;
+use meridian::model::{CausalToken, Dot, Op};
+use meridian::Engine;
+
+/// The map key of the workload.
+pub const MAP_KEY: &[u8] = b"m0";
+const REGISTER_KEYS: u64 = 6;
+const LWW_KEYS: u64 = 4;
+const COUNTER_KEYS: u64 = 3;
+const SET_KEYS: u64 = 3;
+const MAP_FIELDS: u64 = 3;
+
+/// A client session: the token of everything it wrote, and its last register write.
+#[derive(Clone, Debug, Default)]
+pub struct Session {
+    /// Merged tokens of the session's writes.
+    pub token: CausalToken,
+    /// The last register write: key and dot.
+    pub last_write: Option<(Vec<u8>, Dot)>,
+}
+
+/// What one step of the workload observed.
+#[derive(Debug, Default)]
+pub struct StepOutcome {
+    /// A session read in a region that covered its token but missed its write.
+    pub ryw_violation: Option<String>,
+    /// The region did not yet cover the session's token (a `NotYetVisible` answer).
+    pub not_yet_visible: bool,
+    /// The region refused writes (reopened, waiting for its peers); nothing was done.
+    pub unavailable: bool,
+    /// Bytes mixed into the trace.
+    pub trace: Vec<u8>,
+}
+
+impl StepOutcome {
+    /// The outcome of a step a region could not serve.
+    pub fn unavailable() -> StepOutcome {
+        StepOutcome {
+            unavailable: true,
+            trace: b"unavailable".to_vec(),
+            ..StepOutcome::default()
+        }
+    }
+}
+
+fn dot_of(engine: &Engine, token: &CausalToken) -> Dot {
+    Dot::new(engine.replica_id(), token.get(engine.replica_id()))
+}
+
+/// A context or token as a hostile client forges one: real origins with counters far beyond
+/// what anyone wrote, and a replica nobody knows.
+fn forged_vector(rng: &mut SimRng, engine: &Engine) -> meridian::VersionVector {
+    let mut forged = meridian::VersionVector::new();
+    for (origin, seq) in engine.applied().iter() {
+        if rng.below(2) == 0 {
+            forged.add(Dot::new(origin, seq + 1 + rng.below(1 << 40)));
+        }
+    }
+    forged.add(Dot::new(
+        meridian::ReplicaId(0xF0E6_ED00 + rng.below(8)),
+        1 + rng.below(1 << 20),
+    ));
+    forged
+}
+
+/// Runs one random operation for `session` against `engine`, recording it in `history`;
+/// with `forge`, some operations carry forged contexts and tokens, as a hostile client's.
+pub fn step(
+    rng: &mut SimRng,
+    engine: &Engine,
+    session: &mut Session,
+    history: &mut History,
+    op_id: u64,
+    forge: bool,
+) -> Result<StepOutcome, String> {
+    let mut out = StepOutcome::default();
+    if forge && rng.below(8) == 0 {
+        // A forged token names writes nobody made: never covered, so never waited out.
+        let forged = meridian::CausalToken(forged_vector(rng, engine));
+        if engine.covers(&forged) {
+            out.ryw_violation = Some(format!(
+                "{} covers a forged token {}",
+                engine.replica_id(),
+                forged.0
+            ));
+        }
+    }
+    // Session guarantee first: a region covering the token must show the session's write.
+    if let Some((key, dot)) = &session.last_write {
+        if engine.covers(&session.token) {
+            if !register_saw(engine, key, *dot, history)? {
+                out.ryw_violation = Some(format!(
+                    "{} covers the token but misses {dot} on {key:?}",
+                    engine.replica_id()
+                ));
+            }
+        } else {
+            out.not_yet_visible = true;
+        }
+    }
+    let e = |err: meridian::Error| err.to_string();
+    let value = format!("v{op_id}").into_bytes();
+    let mut written: Vec<u8> = MAP_KEY.to_vec();
+    let token = match rng.below(100) {
+        0..=29 => {
+            let key = format!("r{}", rng.below(REGISTER_KEYS)).into_bytes();
+            let mut ctx = engine
+                .get(&key)
+                .map_err(e)?
+                .map(|s| s.context)
+                .unwrap_or_default();
+            if forge && rng.below(4) == 0 {
+                ctx.join(&forged_vector(rng, engine));
+            }
+            let delete = rng.below(10) == 0;
+            let token = if delete {
+                let ctx = register_ctx(engine, &key)?;
+                let t = engine.delete(&key).map_err(e)?;
+                push(
+                    history.registers.entry(key.clone()).or_default(),
+                    dot_of(engine, &t),
+                    ctx,
+                    None,
+                    None,
+                );
+                t
+            } else {
+                // What the write may supersede: the context, lowered to what this replica
+                // has seen of the key (a forged one claims more).
+                let mut seen = engine.applied();
+                seen.join(&register_ctx(engine, &key)?);
+                let effective = ctx.meet(&seen);
+                let t = engine.put_with(&key, &value, &ctx).map_err(e)?;
+                let dot = dot_of(engine, &t);
+                push(
+                    history.registers.entry(key.clone()).or_default(),
+                    dot,
+                    effective,
+                    Some(value.clone()),
+                    None,
+                );
+                session.last_write = Some((key.clone(), dot));
+                t
+            };
+            out.trace.extend_from_slice(&key);
+            written = key;
+            token
+        }
+        30..=44 => {
+            let key = format!("l{}", rng.below(LWW_KEYS)).into_bytes();
+            let ctx = engine
+                .read(&key)
+                .map_err(e)?
+                .map(|r| r.token.0)
+                .unwrap_or_default();
+            let t = engine.lww_set(&key, &value).map_err(e)?;
+            let marker = engine.get_lww(&key).map_err(e)?.map(|v| v.marker);
+            written = key.clone();
+            push(
+                history.lww.entry(key).or_default(),
+                dot_of(engine, &t),
+                ctx,
+                Some(value.clone()),
+                marker,
+            );
+            t
+        }
+        45..=64 => {
+            let key = format!("c{}", rng.below(COUNTER_KEYS)).into_bytes();
+            let delta = rng.below(21) as i64 - 10;
+            let t = engine.counter_add(&key, delta).map_err(e)?;
+            written = key.clone();
+            *history.counters.entry(key.clone()).or_default() += delta;
+            history
+                .effects
+                .insert(dot_of(engine, &t), Effect::Counter { key, delta });
+            t
+        }
+        65..=84 => {
+            let key = format!("s{}", rng.below(SET_KEYS)).into_bytes();
+            written = key.clone();
+            let (added, removed) = history.sets.entry(key.clone()).or_default();
+            let present = engine.get_set(&key).map_err(e)?.unwrap_or_default();
+            if !present.is_empty() && rng.below(3) == 0 {
+                let elem = present[rng.below(present.len() as u64) as usize].clone();
+                removed.insert(elem.clone());
+                let t = engine.set_remove(&key, &[&elem]).map_err(e)?;
+                let effect = Effect::SetRemove { key, elem };
+                history.effects.insert(dot_of(engine, &t), effect);
+                t
+            } else {
+                added.insert(value.clone());
+                let t = engine.set_add(&key, &[&value]).map_err(e)?;
+                let effect = Effect::SetAdd { key, elem: value };
+                history.effects.insert(dot_of(engine, &t), effect);
+                t
+            }
+        }
+        _ => {
+            let field = format!("f{}", rng.below(MAP_FIELDS)).into_bytes();
+            let delta = rng.below(10) as i64 + 1;
+            let t = engine
+                .map_update(MAP_KEY, &field, Op::CounterAdd { delta })
+                .map_err(e)?;
+            *history.map_fields.entry(field.clone()).or_default() += delta;
+            history
+                .effects
+                .insert(dot_of(engine, &t), Effect::MapField { field, delta });
+            t
+        }
+    };
+    out.trace.extend_from_slice(&token.to_bytes());
+    let dot = dot_of(engine, &token);
+    history.keys_of.insert(dot, written);
+    if !history.dots.insert(dot) {
+        return Err(format!(
+            "{} acknowledged a second write as {dot}: a sequence number reused",
+            engine.member_id()
+        ));
+    }
+    session.token.merge(&token);
+    Ok(out)
+}
+
+fn register_ctx(engine: &Engine, key: &[u8]) -> Result<meridian::VersionVector, String> {
+    let Some(bytes) = engine.export(key).map_err(|e| e.to_string())? else {
+        return Ok(meridian::VersionVector::new());
+    };
+    let record = meridian::model::codec::decode_record(&bytes).map_err(|e| e.to_string())?;
+    Ok(record.context())
+}
+
+fn push(
+    ops: &mut Vec<RegisterOp>,
+    dot: Dot,
+    ctx: meridian::VersionVector,
+    value: Option<Vec<u8>>,
+    marker: Option<meridian::Hlc>,
+) {
+    ops.push(RegisterOp {
+        dot,
+        ctx,
+        value,
+        marker,
+    });
+}

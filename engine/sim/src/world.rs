@@ -1,0 +1,786 @@
+//! N regions of the real engine (real RocksDB directories) and their replicators over the
+//! simulated network, driven by one seeded event loop: a fault phase, then a heal phase in which
+//! every region must converge within a bound.
+
+use super::history::{check, digest, sim_replica, unreclaimed, Fnv, History};
+use super::network::{LinkFaults, Network, REGIONS};
+use super::rng::{SharedRng, SimRng};
+use super::workload::{self, Session};
+use super::{Faults, SeedReport, SimOptions};
+use meridian::replication::{Output, PeerId, ReplicationConfig, Replicator};
+use meridian::{Config, Engine, WallClock};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A fixed epoch so that HLC markers replay exactly (2026-01-01).
+const EPOCH_MS: u64 = 1_767_225_600_000;
+const TICK_MS: u64 = 100;
+const CHECK_MS: u64 = 250;
+const SKEW_MS_MAX: i64 = 5 * 60 * 1000;
+/// Simulated time after convergence in which logs and tombstones must be reclaimed.
+const RECLAIM_MS: u64 = 8_000;
+
+/// A region's wall clock: simulated time plus a skew the faults move around.
+#[derive(Debug, Default)]
+struct SimClock {
+    now_ms: AtomicU64,
+    skew_ms: AtomicI64,
+}
+
+impl WallClock for SimClock {
+    fn now_ms(&self) -> u64 {
+        let t = EPOCH_MS as i64
+            + self.now_ms.load(Ordering::SeqCst) as i64
+            + self.skew_ms.load(Ordering::SeqCst);
+        t.max(0) as u64
+    }
+}
+
+struct Node {
+    engine: Engine,
+    repl: Replicator,
+}
+
+struct Region {
+    dir: PathBuf,
+    clock: Arc<SimClock>,
+    node: Option<Node>,
+    /// Bumped when the region, declared dead, comes back with an empty disk.
+    incarnation: u64,
+    /// Declared dead: removed from every member list until it returns.
+    dead: bool,
+    /// How its writes are acknowledged.
+    durability: meridian::Durability,
+    /// The machine's boot: a power loss starts a new one.
+    boot: u64,
+    /// What its disk had synced at the last sync point (a RocksDB checkpoint) and the applied
+    /// vector it held, for a power loss to roll back to.
+    synced: Option<(PathBuf, Held)>,
+    /// Announces false applied vectors while set.
+    liar: bool,
+}
+
+/// What a region's disk holds, for the oracle: its applied vector and each record's context
+/// (a record's state may reflect a write before the write's entry is applied: states travel
+/// current).
+#[derive(Clone, Debug, Default)]
+struct Held {
+    applied: meridian::VersionVector,
+    contexts: std::collections::BTreeMap<Vec<u8>, meridian::VersionVector>,
+}
+
+impl Held {
+    fn of(engine: &Engine) -> Held {
+        let mut contexts = std::collections::BTreeMap::new();
+        for (key, bytes) in engine.store().records_from(b"", None).flatten() {
+            if let Ok(record) = meridian::model::codec::decode_record(&bytes) {
+                contexts.insert(key.into_vec(), record.context());
+            }
+        }
+        Held {
+            applied: engine.applied(),
+            contexts,
+        }
+    }
+
+    /// Whether the write `dot` (to `key`) is reflected here: applied, or in the key's state.
+    fn holds(&self, dot: &meridian::Dot, key: Option<&Vec<u8>>) -> bool {
+        self.applied.contains(dot)
+            || key
+                .and_then(|k| self.contexts.get(k))
+                .is_some_and(|c| c.contains(dot))
+    }
+}
+
+/// What a lying member adds to every entry of the vectors it announces.
+const LIE: u64 = 1_000_000;
+
+struct World {
+    rng: SimRng,
+    net: Network,
+    regions: Vec<Region>,
+    now_ms: u64,
+    trace: Fnv,
+    violations: Vec<String>,
+    /// What each crashed replica had applied when it went down.
+    held_at_crash: std::collections::BTreeMap<meridian::ReplicaId, Held>,
+    /// Power losses and wiped disks so far.
+    disk_faults: u64,
+}
+
+impl World {
+    fn members(&self) -> Vec<meridian::ReplicaId> {
+        (0..self.regions.len())
+            .filter(|i| !self.regions[*i].dead)
+            .map(|i| sim_replica(i, self.regions[i].incarnation))
+            .collect()
+    }
+
+    fn open(&mut self, i: usize) -> Result<(), String> {
+        if self.regions[i].dead {
+            // Back from the dead: an empty disk and a new identity, added to every member list.
+            let r = &mut self.regions[i];
+            let _ = std::fs::remove_dir_all(&r.dir);
+            r.incarnation += 1;
+            r.dead = false;
+            let id = sim_replica(i, r.incarnation);
+            for j in 0..self.regions.len() {
+                self.with_node(j, |n, _| n.repl.add_member(id));
+            }
+            self.trace.write(b"reborn");
+        }
+        let members = self.members();
+        let r = &mut self.regions[i];
+        let id = sim_replica(i, r.incarnation);
+        let config = Config {
+            clock: r.clock.clone(),
+            replica_id: Some(id),
+            random: Arc::new(SharedRng::new(self.rng.next_u64())),
+            durability: r.durability,
+            boot_id: Some(format!("boot-{}", r.boot)),
+            ..Config::default()
+        };
+        let engine = Engine::open(&r.dir, config).map_err(|e| format!("open region {i}: {e}"))?;
+        engine
+            .attach_replication()
+            .map_err(|e| format!("attach region {i}: {e}"))?;
+        let repl_config = ReplicationConfig {
+            region: REGIONS[i].to_string(),
+            members,
+            session: self.rng.next_u64(),
+            ..ReplicationConfig::default()
+        };
+        r.node = Some(Node {
+            repl: Replicator::new(id, repl_config),
+            engine,
+        });
+        for j in 0..self.regions.len() {
+            if j != i && self.regions[j].node.is_some() {
+                let member_j = sim_replica(j, self.regions[j].incarnation);
+                self.with_node(i, |n, now| {
+                    n.repl.connected(PeerId(j as u32), member_j, &n.engine, now)
+                });
+                self.with_node(j, |n, now| {
+                    n.repl.connected(PeerId(i as u32), id, &n.engine, now)
+                });
+                self.flush(i);
+                self.flush(j);
+            }
+        }
+        Ok(())
+    }
+
+    fn crash(&mut self, i: usize) {
+        if let Some(n) = &self.regions[i].node {
+            self.held_at_crash
+                .insert(n.engine.member_id(), Held::of(&n.engine));
+        }
+        if let Some(n) = self.regions[i].node.take() {
+            n.engine.close_as_crashed();
+        }
+        self.net.drop_region(i);
+        for j in 0..self.regions.len() {
+            self.with_node(j, |n, _| n.repl.disconnected(PeerId(i as u32)));
+        }
+        self.trace.write(b"crash");
+        self.trace.write_u64(i as u64);
+    }
+
+    fn with_node<T>(&mut self, i: usize, f: impl FnOnce(&mut Node, u64) -> T) -> Option<T> {
+        let now = self.now_ms;
+        self.regions[i].node.as_mut().map(|n| f(n, now))
+    }
+
+    /// Hands a node's outputs to the network.
+    fn flush(&mut self, i: usize) {
+        let mut outs = Vec::new();
+        if let Some(n) = self.regions[i].node.as_mut() {
+            while let Some(o) = n.repl.poll_output() {
+                outs.push(o);
+            }
+        }
+        let liar = self.regions[i].liar;
+        for o in outs {
+            match o {
+                Output::Send { peer, frame } => {
+                    let frame = if liar { inflate_claims(frame) } else { frame };
+                    self.net
+                        .send(&mut self.rng, self.now_ms, i, peer.0 as usize, frame);
+                }
+                Output::Close { peer, reason } => {
+                    self.violations.push(format!(
+                        "region {i} closed its link to {}: {reason}",
+                        peer.0
+                    ));
+                }
+            }
+        }
+    }
+
+    fn replication_result<E: std::fmt::Display>(&mut self, i: usize, r: Option<Result<(), E>>) {
+        if let Some(Err(e)) = r {
+            self.violations
+                .push(format!("region {i}: replication error: {e}"));
+        }
+        self.flush(i);
+    }
+
+    fn set_time(&mut self, t: u64) {
+        self.now_ms = t;
+        for r in &self.regions {
+            r.clock.now_ms.store(t, Ordering::SeqCst);
+        }
+    }
+
+    fn deliver_due(&mut self) {
+        while let Some(m) = self.net.pop_due(self.now_ms) {
+            self.trace.write_u64(m.at_ms);
+            self.trace.write_u64(m.from as u64 * 16 + m.to as u64);
+            let r = self.with_node(m.to, |n, now| {
+                n.repl
+                    .handle(PeerId(m.from as u32), &m.bytes, &n.engine, now)
+            });
+            self.replication_result(m.to, r);
+        }
+    }
+
+    fn tick_all(&mut self) {
+        for i in 0..self.regions.len() {
+            let r = self.with_node(i, |n, now| n.repl.tick(&n.engine, now));
+            self.replication_result(i, r);
+        }
+    }
+
+    fn up(&self) -> Vec<usize> {
+        (0..self.regions.len())
+            .filter(|i| self.regions[*i].node.is_some())
+            .collect()
+    }
+
+    /// Converged: every region up, same applied vector, same record digest.
+    fn converged(&self) -> Result<Option<u64>, String> {
+        let mut first: Option<(meridian::VersionVector, u64)> = None;
+        for r in &self.regions {
+            let Some(n) = &r.node else { return Ok(None) };
+            let applied = n.engine.applied();
+            let state = (applied.clone(), digest(&n.engine, &applied)?);
+            match &first {
+                None => first = Some(state),
+                Some(f) if *f != state => return Ok(None),
+                Some(_) => {}
+            }
+        }
+        Ok(first.map(|(_, d)| d))
+    }
+
+    /// A sync point of region `i` under `wal`: what a power loss rolls back to.
+    fn sync_point(&mut self, i: usize) {
+        let r = &mut self.regions[i];
+        let Some(n) = &r.node else { return };
+        if r.durability != meridian::Durability::Wal {
+            return;
+        }
+        let synced = r.dir.with_extension("synced");
+        let _ = std::fs::remove_dir_all(&synced);
+        let held = Held::of(&n.engine);
+        match n.engine.checkpoint(&synced) {
+            Ok(()) => r.synced = Some((synced, held)),
+            Err(e) => self
+                .violations
+                .push(format!("checkpoint of region {i}: {e}")),
+        }
+        self.trace.write(b"sync");
+    }
+
+    /// Region `i` loses power: down, on a new boot; under `wal` its disk is back to its last
+    /// sync point (a region that never reached one keeps its disk, as after a crash).
+    fn power_loss(&mut self, i: usize, history: &mut History) {
+        if self.regions[i].node.is_none() || self.up().len() < 2 {
+            return;
+        }
+        self.crash(i);
+        let member = sim_replica(i, self.regions[i].incarnation);
+        let r = &mut self.regions[i];
+        r.boot += 1;
+        if let Some((synced, applied)) = r.synced.take() {
+            let _ = std::fs::remove_dir_all(&r.dir);
+            if let Err(e) = std::fs::rename(&synced, &r.dir) {
+                self.violations
+                    .push(format!("power loss of region {i}: {e}"));
+            }
+            self.held_at_crash.insert(member, applied);
+        }
+        self.trace.write(b"power");
+        if std::env::var("MERIDIAN_SIM_DEBUG").is_ok() {
+            eprintln!(
+                "t={} power loss region {i} ({:?})",
+                self.now_ms, self.regions[i].durability
+            );
+        }
+        self.forget_lost(history);
+    }
+
+    /// Region `i`'s disk is wiped (down if it was up); it comes back under the same identity.
+    fn wipe(&mut self, i: usize, history: &mut History) {
+        if self.regions[i].dead {
+            return;
+        }
+        if self.regions[i].node.is_some() {
+            if self.up().len() < 2 {
+                return;
+            }
+            self.crash(i);
+        }
+        let member = sim_replica(i, self.regions[i].incarnation);
+        let r = &mut self.regions[i];
+        let _ = std::fs::remove_dir_all(&r.dir);
+        if let Some((synced, _)) = r.synced.take() {
+            let _ = std::fs::remove_dir_all(synced);
+        }
+        self.held_at_crash.insert(member, Held::default());
+        self.trace.write(b"wipe");
+        if std::env::var("MERIDIAN_SIM_DEBUG").is_ok() {
+            eprintln!("t={} wipe region {i}", self.now_ms);
+        }
+        self.forget_lost(history);
+    }
+
+    /// Takes back every acknowledged write no region holds any more: lost with a disk, as the
+    /// durability contract allows (the checks then count what is left).
+    fn forget_lost(&mut self, history: &mut History) {
+        let holders: Vec<Held> = (0..self.regions.len())
+            .filter(|i| !self.regions[*i].dead)
+            .filter_map(|i| match &self.regions[i].node {
+                Some(n) => Some(Held::of(&n.engine)),
+                None => self
+                    .held_at_crash
+                    .get(&sim_replica(i, self.regions[i].incarnation))
+                    .cloned(),
+            })
+            .collect();
+        let lost: Vec<meridian::Dot> = history
+            .dots
+            .iter()
+            .filter(|d| !history.lost.contains(d))
+            .filter(|d| {
+                let key = history.keys_of.get(d);
+                !holders.iter().any(|h| h.holds(d, key))
+            })
+            .copied()
+            .collect();
+        for dot in lost {
+            history.forget(dot);
+        }
+    }
+
+    fn random_fault(&mut self, faults: &Faults, history: &mut History) {
+        let n = self.regions.len();
+        let a = self.rng.below(n as u64) as usize;
+        let b = (a + 1 + self.rng.below(n as u64 - 1) as usize) % n;
+        match self.rng.below(12) {
+            0 if faults.partitions => {
+                // Full partition of one region.
+                for j in 0..n {
+                    if j != a {
+                        self.net.cut.insert((a, j));
+                        self.net.cut.insert((j, a));
+                    }
+                }
+            }
+            1 | 2 if faults.partitions => {
+                // Partial: one link cut both ways, the rest stays up.
+                self.net.cut.insert((a, b));
+                self.net.cut.insert((b, a));
+            }
+            3 if faults.partitions => {
+                self.net.cut.insert((a, b)); // one-way
+            }
+            4 => {
+                // Links heal (also makes cut links flap).
+                let cut: Vec<_> = self.net.cut.iter().copied().collect();
+                if !cut.is_empty() {
+                    let k = cut[self.rng.below(cut.len() as u64) as usize];
+                    self.net.cut.remove(&k);
+                    self.net.cut.remove(&(k.1, k.0));
+                }
+            }
+            5 if faults.crashes => {
+                if self.regions[a].node.is_some() && self.up().len() > 1 {
+                    self.crash(a);
+                } else if self.regions[a].node.is_none() {
+                    if let Err(e) = self.open(a) {
+                        self.violations.push(e);
+                    }
+                }
+            }
+            7 if faults.crashes && self.regions[a].node.is_none() && !self.regions[a].dead => {
+                // Declare a crashed region dead, if no write lives only on its disk (its own, or
+                // one it alone had received): every origin it held is held as far by a live region.
+                let id = sim_replica(a, self.regions[a].incarnation);
+                let held = self
+                    .held_at_crash
+                    .get(&id)
+                    .map(|h| h.applied.clone())
+                    .unwrap_or_default();
+                let live: Vec<meridian::VersionVector> = self
+                    .up()
+                    .iter()
+                    .filter_map(|j| self.regions[*j].node.as_ref().map(|n| n.engine.applied()))
+                    .collect();
+                let safe = held.iter().all(|(o, s)| live.iter().any(|v| v.get(o) >= s));
+                if safe {
+                    self.regions[a].dead = true;
+                    for j in 0..n {
+                        self.with_node(j, |node, _| node.repl.remove_member(id));
+                    }
+                    self.trace.write(b"dead");
+                }
+            }
+            6 if faults.clock_skew => {
+                let skew = self.rng.below(2 * SKEW_MS_MAX as u64 + 1) as i64 - SKEW_MS_MAX;
+                self.regions[a].clock.skew_ms.store(skew, Ordering::SeqCst);
+            }
+            8 if faults.power_loss => self.sync_point(a),
+            9 if faults.power_loss => {
+                self.disk_faults += 1;
+                self.power_loss(a, history)
+            }
+            10 if faults.wiped_disks => {
+                self.disk_faults += 1;
+                self.wipe(a, history)
+            }
+            11 if faults.lying_peers => {
+                self.regions[a].liar = !self.regions[a].liar;
+                self.trace.write(b"liar");
+            }
+            _ => {}
+        }
+        self.trace.write_u64(self.net.cut.len() as u64);
+    }
+}
+
+/// A lying member's frame: the vectors of its `Hello`s and `Ack`s inflated by `LIE`.
+fn inflate_claims(frame: Vec<u8>) -> Vec<u8> {
+    use meridian::replication::Frame;
+    let inflate =
+        |v: Vec<(meridian::ReplicaId, u64)>| v.into_iter().map(|(o, s)| (o, s + LIE)).collect();
+    match Frame::decode(&frame) {
+        Ok(Frame::Hello {
+            cluster,
+            member,
+            origin,
+            epoch,
+            confirmed,
+            session,
+            region,
+            applied,
+            reply,
+        }) => Frame::Hello {
+            cluster,
+            member,
+            origin,
+            epoch,
+            confirmed,
+            session,
+            region,
+            applied: inflate(applied),
+            reply,
+        }
+        .encode(),
+        Ok(Frame::Ack { applied, serial }) => Frame::Ack {
+            applied: inflate(applied),
+            serial,
+        }
+        .encode(),
+        _ => frame,
+    }
+}
+
+/// Runs one seed in `dir` (a scratch directory that will hold one RocksDB per region).
+pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedReport {
+    let mut rng = SimRng::new(seed);
+    let regions = opts.regions.clamp(3, REGIONS.len());
+    let faults = opts.faults;
+    let mut net = Network::default();
+    if faults.lossy_links {
+        net.faults = LinkFaults {
+            loss: 0.05,
+            duplicate: 0.03,
+            jitter: 0.5,
+        };
+    }
+    let mut world = World {
+        rng: SimRng::new(rng.next_u64()),
+        net,
+        regions: (0..regions)
+            .map(|i| Region {
+                dir: dir.join(REGIONS[i]),
+                clock: Arc::default(),
+                node: None,
+                incarnation: 0,
+                dead: false,
+                durability: if rng.below(2) == 0 {
+                    meridian::Durability::Sync
+                } else {
+                    meridian::Durability::Wal
+                },
+                boot: 0,
+                synced: None,
+                liar: false,
+            })
+            .collect(),
+        now_ms: 0,
+        trace: Fnv::default(),
+        violations: Vec::new(),
+        held_at_crash: Default::default(),
+        disk_faults: 0,
+    };
+    let mut report = SeedReport {
+        seed,
+        ..SeedReport::default()
+    };
+    for i in 0..regions {
+        if let Err(e) = world.open(i) {
+            report.violations.push(e);
+            return report;
+        }
+    }
+    let mut history = History::default();
+    let mut sessions = vec![Session::default(); 4];
+    let op_gap = (opts.fault_phase_ms / opts.ops.max(1) as u64).max(1);
+    let mut next_op = 0;
+    let mut next_tick = TICK_MS;
+    let mut next_fault = 500;
+    let mut ops_done = 0;
+    let heal_at = opts.fault_phase_ms;
+    let deadline = heal_at + opts.heal_bound_ms;
+    let mut healed = false;
+    let mut next_check = heal_at;
+    let mut reclaim_until: Option<u64> = None;
+
+    loop {
+        let mut t = next_tick.min(if healed {
+            next_check
+        } else {
+            next_fault.min(heal_at)
+        });
+        if ops_done < opts.ops {
+            t = t.min(next_op);
+        }
+        if let Some(m) = world.net.next_at() {
+            t = t.min(m);
+        }
+        world.set_time(t.max(world.now_ms));
+        world.deliver_due();
+
+        if !healed && world.now_ms >= heal_at {
+            // Heal: all links up, no loss, crashed regions restarted, clocks stay skewed.
+            healed = true;
+            world.net.cut.clear();
+            world.net.faults = LinkFaults::default();
+            for r in world.regions.iter_mut() {
+                r.liar = false;
+            }
+            for i in 0..regions {
+                if world.regions[i].node.is_none() {
+                    if let Err(e) = world.open(i) {
+                        world.violations.push(e);
+                    }
+                }
+            }
+        }
+        if ops_done < opts.ops && world.now_ms >= next_op {
+            let up = world.up();
+            let region = up[rng.below(up.len() as u64) as usize];
+            let s = rng.below(sessions.len() as u64) as usize;
+            let op_id = seed.wrapping_mul(1_000_003).wrapping_add(ops_done as u64);
+            let stepped = world.regions[region].node.as_ref().map(|n| {
+                if n.engine.origin_status().writable {
+                    let forge = faults.hostile_clients;
+                    workload::step(
+                        &mut rng,
+                        &n.engine,
+                        &mut sessions[s],
+                        &mut history,
+                        op_id,
+                        forge,
+                    )
+                } else {
+                    // Reopened and waiting for its peers: clients are answered `Recovering`.
+                    Ok(workload::StepOutcome::unavailable())
+                }
+            });
+            match stepped {
+                Some(Ok(step)) => {
+                    world.trace.write(&step.trace);
+                    report.unavailable += u64::from(step.unavailable);
+                    report.not_yet_visible += u64::from(step.not_yet_visible);
+                    if let Some(v) = step.ryw_violation {
+                        report.ryw_violations += 1;
+                        world.violations.push(v);
+                    }
+                }
+                Some(Err(e)) => world
+                    .violations
+                    .push(format!("operation failed in region {region}: {e}")),
+                None => {}
+            }
+            let r = world.with_node(region, |n, now| n.repl.local_write(&n.engine, now));
+            world.replication_result(region, r);
+            ops_done += 1;
+            next_op = world.now_ms + 1 + rng.below(2 * op_gap);
+        }
+        if world.now_ms >= next_tick {
+            world.tick_all();
+            next_tick = world.now_ms + TICK_MS;
+        }
+        if !healed && world.now_ms >= next_fault {
+            world.random_fault(&faults, &mut history);
+            next_fault = world.now_ms + 200 + world.rng.below(1_500);
+        }
+        if healed && world.now_ms >= next_check {
+            next_check = world.now_ms + CHECK_MS;
+            match world.converged() {
+                Ok(Some(d)) if ops_done >= opts.ops && report.convergence_ms.is_none() => {
+                    report.convergence_ms = Some(world.now_ms - heal_at);
+                    world.trace.write_u64(d);
+                    reclaim_until = Some(world.now_ms + RECLAIM_MS);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    world.violations.push(e);
+                    break;
+                }
+            }
+            if reclaim_until.is_some_and(|t| world.now_ms >= t) {
+                break;
+            }
+            if report.convergence_ms.is_none() && world.now_ms >= deadline {
+                report.divergences += 1;
+                let states: Vec<String> = world
+                    .regions
+                    .iter()
+                    .map(|r| match &r.node {
+                        Some(n) => format!(
+                            "{}={} digest {:x}",
+                            n.engine.replica_id(),
+                            n.engine.applied(),
+                            digest(&n.engine, &n.engine.applied()).unwrap_or(0)
+                        ),
+                        None => "down".into(),
+                    })
+                    .collect();
+                world.violations.push(format!(
+                    "not converged {} ms after the heal: {}",
+                    opts.heal_bound_ms,
+                    states.join("; ")
+                ));
+                if std::env::var("MERIDIAN_SIM_DEBUG").is_ok() {
+                    for (i, r) in world.regions.iter().enumerate() {
+                        let Some(n) = &r.node else { continue };
+                        eprintln!(
+                            "region {i} member {} origin {} applied {} floors {}",
+                            n.engine.member_id(),
+                            n.engine.replica_id(),
+                            n.engine.applied(),
+                            meridian::replication::ReplicaStore::log_floor(&n.engine)
+                        );
+                        for (id, p) in n.repl.peers() {
+                            eprintln!(
+                                "  link {id:?} member {} state {:?} sent {} acked {} inflight {} claimed {} origin {:?}",
+                                p.member, p.state, p.sent, p.acked, p.inflight_bytes, p.claimed, p.origin
+                            );
+                        }
+                    }
+                    for r in world.regions.iter().filter_map(|r| r.node.as_ref()) {
+                        for item in r.engine.store().records_from(b"", None).flatten() {
+                            let rec = meridian::model::codec::decode_record(&item.1);
+                            eprintln!(
+                                "{} {:?} {:?}",
+                                r.engine.replica_id(),
+                                String::from_utf8_lossy(&item.0),
+                                rec.map(|x| (x.is_bottom(), x.context().to_string(), x))
+                            );
+                        }
+                    }
+                }
+                break;
+            }
+        }
+    }
+
+    report.operations = ops_done as u64;
+    report.disk_faults = world.disk_faults;
+    report.simulated_ms = world.now_ms;
+    report.bytes_moved = world.net.bytes_sent;
+    if report.convergence_ms.is_some() {
+        match world.converged() {
+            Ok(Some(_)) => {}
+            Ok(None) => world
+                .violations
+                .push("diverged again while reclaiming".into()),
+            Err(e) => world.violations.push(e),
+        }
+        let mut existing = meridian::VersionVector::new();
+        for n in world.regions.iter().filter_map(|r| r.node.as_ref()) {
+            existing.join(&n.engine.applied());
+        }
+        for (i, r) in world.regions.iter().enumerate() {
+            if let Some(n) = &r.node {
+                match unreclaimed(&n.engine, &existing) {
+                    Ok((0, 0)) => {}
+                    Ok((entries, tombs)) => {
+                        let first: Vec<String> = n
+                            .engine
+                            .store()
+                            .log_entries()
+                            .take(3)
+                            .filter_map(|e| e.ok())
+                            .filter_map(|(k, _)| meridian::store::keys::parse_log_key(&k))
+                            .map(|(o, s)| format!("{o}:{s}"))
+                            .collect();
+                        world.violations.push(format!(
+                        "region {i}: {entries} log entries and {tombs} tombstones not reclaimed {RECLAIM_MS} ms after convergence (first {first:?}; stable {:?}; floors {})",
+                        n.repl.stable(&n.engine).map(|v| v.to_string()), meridian::replication::ReplicaStore::log_floor(&n.engine)
+                    ))
+                    }
+                    Err(e) => world.violations.push(e),
+                }
+            }
+        }
+        for r in world.regions.iter().filter_map(|r| r.node.as_ref()) {
+            let s = r.repl.stats();
+            report.antientropy_rounds += s.antientropy_rounds;
+            report.log_entries_reclaimed += s.log_entries_removed;
+            report.tombstones_reclaimed += s.tombstones_removed;
+        }
+    }
+    if let Some(n) = world.regions.iter().find_map(|r| r.node.as_ref()) {
+        let findings = check(&n.engine, &history);
+        report.lost_acked_writes = findings.lost;
+        report.lost_by_contract = history.lost.len() as u64;
+        report.resurrections = findings.resurrected;
+        world.violations.extend(findings.other);
+        if findings.lost > 0 {
+            world
+                .violations
+                .push(format!("{} acknowledged writes lost", findings.lost));
+        }
+        if findings.resurrected > 0 {
+            world.violations.push(format!(
+                "{} superseded or deleted writes resurrected",
+                findings.resurrected
+            ));
+        }
+    }
+    report.trace_hash = world.trace.0;
+    // The scratch directory goes: nothing to keep at a clean shutdown.
+    for r in world.regions.iter_mut() {
+        if let Some(n) = r.node.take() {
+            n.engine.close_as_crashed();
+        }
+    }
+    report.violations.extend(world.violations);
+    report
+}

@@ -1,0 +1,102 @@
+//! The deterministic multi-region simulation as part of `make test`: at least 500 seeds under
+//! every fault kind with zero violations, and replays that hash identically.
+
+use meridian_sim::{run_seed, SeedReport, SimOptions};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+fn run_many(opts: &SimOptions, seeds: std::ops::Range<u64>) -> Vec<SeedReport> {
+    let scratch = meridian_sim::scratch_dir().expect("scratch dir");
+    let next = AtomicU64::new(seeds.start);
+    let reports = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::SeqCst);
+                if seed >= seeds.end {
+                    break;
+                }
+                let r = run_seed(opts, seed, scratch.path());
+                reports.lock().expect("reports").push(r);
+            });
+        }
+    });
+    let mut reports = reports.into_inner().expect("reports");
+    reports.sort_by_key(|r| r.seed);
+    reports
+}
+
+fn assert_clean(opts: &SimOptions, reports: &[SeedReport]) {
+    let failing: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.violations.is_empty())
+        .map(|r| {
+            format!(
+                "seed {}: {:?}\n  replay: meridian sim --seed {} --regions {} --ops {}",
+                r.seed, r.violations, r.seed, opts.regions, opts.ops
+            )
+        })
+        .collect();
+    assert!(
+        failing.is_empty(),
+        "{} seeds failed:\n{}",
+        failing.len(),
+        failing.join("\n")
+    );
+    let ops: u64 = reports.iter().map(|r| r.operations).sum();
+    assert_eq!(
+        ops,
+        reports.len() as u64 * opts.ops as u64,
+        "every seed ran its workload"
+    );
+    assert!(reports.iter().all(|r| r.convergence_ms.is_some()));
+}
+
+#[test]
+fn five_hundred_seeds_of_three_regions_under_all_faults_have_no_violation() {
+    let opts = SimOptions::default();
+    let reports = run_many(&opts, 1..501);
+    assert_clean(&opts, &reports);
+}
+
+/// Seeds that failed in long runs (`make sim`) before their fix, kept as regressions (seed,
+/// regions): 1686 left a dot of a write lost with a disk at two regions of three, under equal
+/// vectors; 260 of five regions had a duplicated offer answered twice, the second time after a
+/// local write, and a key the offerer held was dropped as if it held none.
+#[test]
+fn seeds_that_once_failed_in_long_runs_stay_clean() {
+    let scratch = meridian_sim::scratch_dir().expect("scratch dir");
+    for (seed, regions) in [(1686, 3), (260, 5)] {
+        let opts = SimOptions {
+            regions,
+            ..SimOptions::default()
+        };
+        let report = run_seed(&opts, seed, scratch.path());
+        assert_clean(&opts, &[report]);
+    }
+}
+
+#[test]
+fn fifty_seeds_of_five_regions_have_no_violation() {
+    let opts = SimOptions {
+        regions: 5,
+        ..SimOptions::default()
+    };
+    let reports = run_many(&opts, 10_001..10_051);
+    assert_clean(&opts, &reports);
+}
+
+#[test]
+fn a_seed_replays_to_the_same_trace_hash() {
+    let opts = SimOptions::default();
+    let scratch = meridian_sim::scratch_dir().expect("scratch dir");
+    let a = run_seed(&opts, 42, scratch.path());
+    let b = run_seed(&opts, 42, scratch.path());
+    let c = run_seed(&opts, 43, scratch.path());
+    assert_eq!(a.trace_hash, b.trace_hash);
+    assert_eq!(a.bytes_moved, b.bytes_moved);
+    assert_ne!(
+        a.trace_hash, c.trace_hash,
+        "different seeds should not collide"
+    );
+}

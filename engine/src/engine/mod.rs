@@ -1,0 +1,284 @@
+//! `Engine`: the embedded, thread-safe local API over the model and the store.
+//!
+//! The engine's state (`Inner`) is private to this module; each job has its file:
+//! `open.rs` (open and recovery), `epoch.rs` (member, origin and epochs), `write.rs` (the
+//! write path), `reads.rs` (reads and scans), `visibility.rs` (the applied vector and token
+//! waits), `remote.rs` (joins by hand), `replica_store.rs` (the replication core's storage
+//! seam), `compaction.rs` (log truncation and tombstone collection), `state_digest.rs` (the
+//! anti-entropy summary), `entry_cache.rs` (what replication ships without reading RocksDB),
+//! `faults.rs` (stored bytes found unusable).
+
+use crate::batch::Batch;
+use crate::config::{Config, KEY_BYTES_MAX};
+use crate::error::{Error, Result};
+use crate::model::codec::{self, MAX_DEPTH};
+use crate::model::{
+    ApplyError, CausalToken, Dot, HybridClock, Kind, Op, Record, ReplicaId, Stamp, Value,
+    VersionVector,
+};
+use crate::read::{LwwValue, MapView, Read, ReadValue, Siblings};
+use crate::store::{keys, LogEntry, Store};
+use entry_cache::{EntryKeys, RecordStates, StateCell, ENTRY_KEY_OVERHEAD};
+use epoch::OriginState;
+use replica_store::{Incoming, Theirs};
+use std::borrow::Cow;
+use std::hash::BuildHasher;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+mod compaction;
+mod entry_cache;
+mod epoch;
+mod faults;
+mod open;
+mod reads;
+mod remote;
+mod replica_store;
+mod state_digest;
+mod visibility;
+mod write;
+
+pub use epoch::OriginStatus;
+pub use faults::FaultReport;
+
+/// Writers touching the same key serialise on one of this many locks (many: a batch of a
+/// hundred keys holds a hundred of them, and concurrent batches should rarely share one).
+const STRIPES: usize = 1 << 16;
+/// Widest read context accepted from a caller.
+const CONTEXT_WIDTH_MAX: usize = 4096;
+/// Every this many sequence numbers, the committed contiguous prefix is recorded, so that the
+/// search for numbers handed out but never committed starts there after a crash.
+const CONTIGUOUS_CHECKPOINT: u64 = 1_024;
+/// On-disk layout version written at creation.
+const LAYOUT: u8 = 1;
+
+/// An embedded Meridian replica: a RocksDB directory plus this replica's identity and clock.
+///
+/// Cheap to clone; all clones share one database. `Send + Sync`.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    /// Who this replica is (its name and incarnation in the cluster).
+    member: ReplicaId,
+    config: Config,
+    /// The origin writes are numbered in, and whether they may be; writers hold it for
+    /// reading, an epoch change for writing (`epoch.rs`).
+    gate: RwLock<OriginState>,
+    next_seq: AtomicU64,
+    /// The current origin's sequence numbers committed so far.
+    own: Mutex<Frontier>,
+    /// Per remote origin, the highest sequence applied in order (mirrors `meta`).
+    applied: Mutex<VersionVector>,
+    /// Per origin, the log floor (entries at or below it are gone from this replica's log).
+    floors: Mutex<VersionVector>,
+    /// Serialises the application of remote log entries.
+    apply_lock: Mutex<()>,
+    clock: Mutex<HybridClock>,
+    /// Bumped (and waiters woken) whenever the applied vector advances.
+    applied_generation: Mutex<u64>,
+    applied_changed: Condvar,
+    /// Callers inside `wait_covers` (no wake-up, no syscall, when there are none).
+    applied_waiters: AtomicUsize,
+    /// Whether the caches below fill (once replication is attached).
+    caching: AtomicBool,
+    /// Keys of recent log entries, for replication to ship them without reading the log.
+    entry_keys: Mutex<EntryKeys>,
+    /// Own entries up to here reached every other member (`ReplicaStore::release_shipped`).
+    released: Mutex<u64>,
+    /// Current states of recently written records (kept equal to RocksDB's under the stripes).
+    states: RecordStates,
+    stripes: Box<[Mutex<()>]>,
+    poisoned: AtomicBool,
+    /// Stored items found unusable since open.
+    faults: Mutex<crate::FaultReport>,
+    /// The summary of every record anti-entropy reads (built on first use).
+    digest: state_digest::StateDigest,
+    /// Tombstones marked so far (a compaction with nothing new to look at is skipped).
+    tombstone_marks: AtomicU64,
+    /// The stability, the marks and the pending tombstones of the last compaction.
+    last_compaction: Mutex<(VersionVector, u64, u64)>,
+    /// Called after every local commit (the runtime wakes its replicator with it).
+    commit_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Called whenever the applied vector advances (the runtime wakes token waits with it).
+    applied_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Set by `close_as_crashed`: the run does not end cleanly.
+    crashed: AtomicBool,
+}
+
+/// Sequence numbers of the current origin committed out of order, folded into a contiguous
+/// prefix.
+#[derive(Debug)]
+pub(crate) struct Frontier {
+    /// The origin they are numbers of (changes with the epoch, under both locks).
+    pub(crate) origin: ReplicaId,
+    pub(crate) contiguous: u64,
+    pub(crate) ahead: std::collections::BTreeSet<u64>,
+}
+
+impl Frontier {
+    /// Records `seq` as committed; returns the contiguous prefix if it crossed a checkpoint.
+    fn commit(&mut self, seq: u64) -> Option<u64> {
+        let before = self.contiguous;
+        self.ahead.insert(seq);
+        while self.ahead.remove(&(self.contiguous + 1)) {
+            self.contiguous += 1;
+        }
+        (self.contiguous / CONTIGUOUS_CHECKPOINT > before / CONTIGUOUS_CHECKPOINT)
+            .then_some(self.contiguous)
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn read_lock<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn write_lock<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Engine {
+    /// The origin this replica's writes are numbered in (its dots' replica): the member id in
+    /// epoch 0, another id in each later epoch (see `member_id`).
+    pub fn replica_id(&self) -> ReplicaId {
+        lock(&self.inner.own).origin
+    }
+
+    /// Who this replica is in its cluster (fixed for the life of its data directory).
+    pub fn member_id(&self) -> ReplicaId {
+        self.inner.member
+    }
+
+    /// The configuration the engine was opened with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The highest sequence number this replica has assigned.
+    pub fn last_seq(&self) -> u64 {
+        self.inner.next_seq.load(Ordering::SeqCst) - 1
+    }
+
+    /// Starts keeping recent entries' keys and records' current states in memory (up to
+    /// `Config::entry_cache_bytes`), so that replication ships fresh writes without reading
+    /// them back; the replication runtime calls it. An engine that does not replicate does not
+    /// pay for it. Writes committed before the call are read from disk when shipped.
+    pub fn enable_replication_cache(&self) {
+        self.inner.caching.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the current state of `key` is held in memory for shipping (an entry that not
+    /// every peer has acknowledged still needs it): a diagnostic of the shipping caches.
+    pub fn holds_shipping_state(&self, key: &[u8]) -> bool {
+        self.inner.states.get(key).is_some()
+    }
+
+    /// Registers the function called after every local commit; only the first call takes
+    /// effect (returns whether this one did).
+    pub fn set_commit_hook(&self, hook: Box<dyn Fn() + Send + Sync>) -> bool {
+        self.inner.commit_hook.set(hook).is_ok()
+    }
+
+    /// Registers the function called whenever the applied vector advances (a local commit,
+    /// a peer's entries applied), so an asynchronous caller can wait for a token without a
+    /// thread; only the first call takes effect (returns whether this one did). It runs on
+    /// the writing thread: keep it short.
+    pub fn set_applied_hook(&self, hook: Box<dyn Fn() + Send + Sync>) -> bool {
+        self.inner.applied_hook.set(hook).is_ok()
+    }
+
+    /// The underlying store (for replication and tools in this crate's family).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    // ---- writes ----------------------------------------------------------------------------
+
+    /// Records the states just committed by local writes, for keys whose stripes the caller
+    /// holds (replication mostly ships what this replica wrote itself); returns their cells.
+    pub(crate) fn cache_states<'a>(
+        &self,
+        written: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Arc<[Arc<StateCell>]> {
+        written
+            .into_iter()
+            .map(|(key, bytes)| self.inner.states.insert(key, bytes))
+            .collect()
+    }
+
+    /// Drops the cached states of keys just changed by a peer's states, whose stripes the
+    /// caller holds (cheaper than caching them; they are read from RocksDB if relayed).
+    pub(crate) fn uncache_states<'a>(&self, changed: impl IntoIterator<Item = &'a [u8]>) {
+        for key in changed {
+            self.inner.states.remove(key);
+        }
+    }
+
+    /// Marks `key` as a new tombstone in `wb`: compaction reclaims it once it is stable.
+    pub(crate) fn mark_tombstone(&self, wb: &mut crate::store::AtomicWrite<'_>, key: &[u8]) {
+        wb.put_meta(&keys::tombstone_key(key), &[]);
+        self.inner.tombstone_marks.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn commit(&self, wb: crate::store::AtomicWrite<'_>) -> Result<()> {
+        let sync = self.inner.config.durability == crate::config::Durability::Sync;
+        wb.commit(sync).map_err(|e| {
+            // After a failed write the on-disk state is unknown: refuse further writes.
+            self.inner.poisoned.store(true, Ordering::SeqCst);
+            tracing::error!(error = %e, member = %self.inner.member, "storage write failed; engine poisoned");
+            Error::Storage(e)
+        })
+    }
+
+    /// Locks the stripes of `keys` (sorted and distinct) in stripe order.
+    pub(crate) fn lock_keys(&self, keys: &[&[u8]]) -> Vec<MutexGuard<'_, ()>> {
+        let hasher = foldhash::fast::FixedState::default();
+        let stripe = |k: &[u8]| hasher.hash_one(k) as usize % STRIPES;
+        if let [key] = keys {
+            return vec![lock(&self.inner.stripes[stripe(key)])];
+        }
+        let mut stripes: Vec<usize> = keys.iter().map(|k| stripe(k)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes
+            .into_iter()
+            .map(|i| lock(&self.inner.stripes[i]))
+            .collect()
+    }
+
+    // ---- reads -----------------------------------------------------------------------------
+
+    // ---- state exchange --------------------------------------------------------------------
+}
+
+/// A scan's row: a key and what it holds.
+pub type Row = (Vec<u8>, Read);
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: the run ended cleanly (flushed), unless it crashed or a
+        // storage failure left its state unknown.
+        if !self.crashed.load(Ordering::SeqCst) && !self.poisoned.load(Ordering::SeqCst) {
+            epoch::end_run(&self.store, &self.config, self.digest.to_bytes());
+        }
+    }
+}
+
+/// Uncounts a `wait_covers` caller when it returns.
+pub(crate) fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidKey("empty"));
+    }
+    if key.len() > KEY_BYTES_MAX {
+        return Err(Error::InvalidKey("longer than 64 KiB"));
+    }
+    Ok(())
+}

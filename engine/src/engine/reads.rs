@@ -1,0 +1,201 @@
+//! Reads: one key as a typed view, scans in pages bounded in rows and bytes.
+
+use super::*;
+
+impl Engine {
+    /// The decoded records of `keys` (sorted, distinct) in one batched lookup.
+    /// `load_many`, with the state hash of each stored record when `hash` is set (the summary
+    /// for anti-entropy needs what a record was to take it out).
+    pub(super) fn load_many_hashed(
+        &self,
+        keys: &[&[u8]],
+        hash: bool,
+    ) -> Result<Vec<(Option<Record>, Option<u64>)>> {
+        let one = |key: &[u8], bytes: Option<&[u8]>| -> Result<(Option<Record>, Option<u64>)> {
+            match bytes {
+                Some(b) => Ok((
+                    Some(decode_stored(key, b)?),
+                    hash.then(|| crate::model::digest::state_hash(b)),
+                )),
+                None => Ok((None, None)),
+            }
+        };
+        if let [key] = keys {
+            let stored = self.inner.store.get_record(key)?;
+            return Ok(vec![one(key, stored.as_deref())?]);
+        }
+        let stored = self.inner.store.get_records(keys)?;
+        keys.iter()
+            .zip(stored)
+            .map(|(key, bytes)| one(key, bytes.as_deref()))
+            .collect()
+    }
+
+    pub(crate) fn load(&self, key: &[u8]) -> Result<Option<Record>> {
+        self.inner
+            .store
+            .get_record(key)?
+            .map(|bytes| decode_stored(key, &bytes))
+            .transpose()
+    }
+
+    /// Everything under `key`; `None` if absent or deleted.
+    pub fn read(&self, key: &[u8]) -> Result<Option<Read>> {
+        check_key(key)?;
+        Ok(self.load(key)?.and_then(read_of))
+    }
+
+    pub(super) fn typed(&self, key: &[u8], kind: Kind) -> Result<Option<ReadValue>> {
+        check_key(key)?;
+        let Some(mut record) = self.load(key)? else {
+            return Ok(None);
+        };
+        if let Some(read) = record.values.remove(&kind).and_then(ReadValue::from_value) {
+            return Ok(Some(read));
+        }
+        let existing = record.present().next().map(Value::kind);
+        match existing {
+            Some(existing) => Err(Error::WrongType {
+                key: key.to_vec(),
+                existing,
+                requested: kind,
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// A multi-value register: its siblings and the context to write back with.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Siblings>> {
+        Ok(match self.typed(key, Kind::Register)? {
+            Some(ReadValue::Register(s)) => Some(s),
+            _ => None,
+        })
+    }
+
+    /// A last-writer-wins register.
+    pub fn get_lww(&self, key: &[u8]) -> Result<Option<LwwValue>> {
+        Ok(match self.typed(key, Kind::Lww)? {
+            Some(ReadValue::Lww(v)) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// A counter's value.
+    pub fn get_counter(&self, key: &[u8]) -> Result<Option<i64>> {
+        Ok(match self.typed(key, Kind::Counter)? {
+            Some(ReadValue::Counter(v)) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// A set's elements in byte order.
+    pub fn get_set(&self, key: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
+        Ok(match self.typed(key, Kind::Set)? {
+            Some(ReadValue::Set(v)) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// A map's fields.
+    pub fn get_map(&self, key: &[u8]) -> Result<Option<MapView>> {
+        Ok(match self.typed(key, Kind::Map)? {
+            Some(ReadValue::Map(v)) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// Keys starting with `prefix`, in order, at most `limit` of them (deleted keys skipped).
+    pub fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Read)>> {
+        let end = keys::prefix_end(prefix);
+        self.scan(prefix, end.as_deref(), limit)
+    }
+
+    /// Keys in `[start, end)` (`end = None`: to the last key), at most `limit` of them.
+    pub fn scan_range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Read)>> {
+        self.scan(start, end, limit)
+    }
+
+    /// One page of the keys starting with `prefix` after `after` (exclusive), in order: at most
+    /// `limit` rows and about `bytes_max` bytes of records, at least one row; and whether more
+    /// follow.
+    pub fn scan_prefix_page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<(Vec<Row>, bool)> {
+        let end = keys::prefix_end(prefix);
+        let start = match after {
+            Some(a) if a >= prefix => {
+                let mut next = a.to_vec();
+                next.push(0); // the smallest key after `a`
+                next
+            }
+            _ => prefix.to_vec(),
+        };
+        self.scan_bounded(&start, end.as_deref(), limit, bytes_max)
+    }
+
+    pub(super) fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Read)>> {
+        Ok(self.scan_bounded(start, end, limit, usize::MAX)?.0)
+    }
+
+    /// Rows in `[start, end)` up to `limit` rows and about `bytes_max` bytes (at least one);
+    /// and whether stored records remain beyond (a deleted key among them reads as nothing).
+    pub(super) fn scan_bounded(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<(Vec<Row>, bool)> {
+        let mut out = Vec::new();
+        let mut bytes_seen = 0usize;
+        for item in self.inner.store.records_from(start, end) {
+            if out.len() >= limit || (bytes_seen >= bytes_max && !out.is_empty()) {
+                return Ok((out, true));
+            }
+            let (key, bytes) = item?;
+            bytes_seen += key.len() + bytes.len();
+            match decode_stored(&key, &bytes) {
+                Ok(record) => {
+                    if let Some(read) = read_of(record) {
+                        out.push((key.into_vec(), read));
+                    }
+                }
+                // One unreadable record does not hide the others: skipped and reported.
+                Err(e @ (Error::Corrupt { .. } | Error::FutureVersion { .. })) => {
+                    self.note_fault(faults::Stored::Record, &key, &e)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((out, false))
+    }
+}
+
+/// The record stored under `key`, decoded.
+fn decode_stored(key: &[u8], bytes: &[u8]) -> Result<Record> {
+    codec::decode_record(bytes).map_err(|e| Error::from_codec("record", key, e))
+}
+
+fn read_of(record: Record) -> Option<Read> {
+    let token = CausalToken(record.context());
+    let values: Vec<ReadValue> = record
+        .values
+        .into_values()
+        .filter_map(ReadValue::from_value)
+        .collect();
+    (!values.is_empty()).then_some(Read { values, token })
+}

@@ -1,0 +1,680 @@
+//! `Engine` as the replication core's storage seam: reading log entries with the current states
+//! of their records, applying a peer's entry atomically (records joined, entry logged for
+//! relaying, applied vector advanced), state transfer for anti-entropy, and compaction (log
+//! truncation and tombstone collection at causal stability).
+
+use super::faults::Stored;
+use crate::engine::{lock, Engine};
+use crate::engine::{read_lock, write_lock};
+use crate::error::{Error, Result};
+use crate::model::digest::state_hash;
+use crate::model::{codec, Dot, Hlc, Record, ReplicaId, StateFacts, VersionVector};
+use crate::replication::iblt::Iblt;
+use crate::replication::{
+    decode_record_states, sort_joining_by, ApplyOutcome, Compaction, DecodedEntry, OriginView,
+    RecordRange, RecordState, RemoteRecord, ReplicaStore, SharedState, StateSummary,
+};
+use crate::store::{keys, AtomicWrite, LogEntry};
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+
+/// A peer's record to join here, borrowed from the checked frame where it can be.
+pub(crate) struct Incoming<'k> {
+    /// The key.
+    pub(crate) key: &'k [u8],
+    /// The peer's state.
+    pub(crate) state: Theirs<'k>,
+}
+
+/// A peer's state, as it arrived or decoded.
+pub(crate) enum Theirs<'k> {
+    /// Its canonical bytes, checked, with the facts known of them: stored as they are when
+    /// the key is new here.
+    Received {
+        /// The bytes.
+        bytes: &'k [u8],
+        /// What is known of them without decoding.
+        facts: &'k StateFacts,
+    },
+    /// Decoded (a caller's state, or repeats of the key joined): encoded again to be stored.
+    Decoded(Record),
+}
+
+impl<'k> Incoming<'k> {
+    /// Borrows a checked record.
+    pub(crate) fn of(r: &'k RemoteRecord) -> Incoming<'k> {
+        Incoming {
+            key: &r.key,
+            state: Theirs::Received {
+                bytes: &r.state,
+                facts: &r.facts,
+            },
+        }
+    }
+
+    /// The state decoded.
+    fn decoded(&self) -> Result<Cow<'_, Record>> {
+        match &self.state {
+            Theirs::Received { bytes, .. } => codec::decode_record(bytes)
+                .map(Cow::Owned)
+                .map_err(|e| Error::from_codec("remote record", self.key, e)),
+            Theirs::Decoded(record) => Ok(Cow::Borrowed(record)),
+        }
+    }
+
+    /// The largest last-writer-wins marker of the state.
+    fn max_marker(&self) -> Option<Hlc> {
+        match &self.state {
+            Theirs::Received { facts, .. } => facts.max_marker,
+            Theirs::Decoded(record) => record.max_marker(),
+        }
+    }
+
+    /// Sorts by key, joining the records of a key into one.
+    fn sort_joining(all: Vec<Incoming<'k>>) -> Result<Vec<Incoming<'k>>> {
+        sort_joining_by(
+            all,
+            |i| i.key,
+            |into, next| -> Result<()> {
+                if let (Theirs::Received { bytes: a, .. }, Theirs::Received { bytes: b, .. }) =
+                    (&into.state, &next.state)
+                {
+                    if a == b {
+                        return Ok(()); // the same current state, shipped with two entries
+                    }
+                }
+                let mut joined = into.decoded()?.into_owned();
+                joined.join(&*next.decoded()?);
+                into.state = Theirs::Decoded(joined);
+                Ok(())
+            },
+        )
+    }
+}
+
+impl Engine {
+    /// Joins peer records (sorted by key, one per key) into the local ones, staging changes
+    /// (and marks for new tombstones) in `wb`; returns the keys whose record changed, in
+    /// order. The caller holds the keys' stripes; `seen` is this replica's applied vector.
+    /// A key new here whose state `seen` does not prune is stored as the bytes it arrived as.
+    /// A local record that does not decode is replaced by the peer's state when `repair` is
+    /// set, an error otherwise; `record_max` refuses merges that would grow past it. With a
+    /// `horizon` (a state transfer's snapshot), the peer is known to have applied every write
+    /// in it: dots it covers that the peer's state does not hold are removed here too.
+    /// The caller holds the engine's gate for reading (the anti-entropy summary is updated
+    /// here, for the batch it then commits).
+    pub(crate) fn stage_joins<'k>(
+        &self,
+        remote: Vec<Incoming<'k>>,
+        seen: &VersionVector,
+        wb: &mut AtomicWrite<'_>,
+        repair: bool,
+        record_max: Option<usize>,
+        horizon: Option<&VersionVector>,
+    ) -> Result<Vec<&'k [u8]>> {
+        let inner = &*self.inner;
+        if let Some(marker) = remote.iter().filter_map(Incoming::max_marker).max() {
+            lock(&inner.clock).observe(marker, inner.config.clock.now_ms());
+        }
+        let encode = |key: &[u8], record: &Record| {
+            codec::encode_record(record).map_err(|e| Error::from_codec("record", key, e))
+        };
+        let mut changed = Vec::new();
+        let keys: Vec<&[u8]> = remote.iter().map(|i| i.key).collect();
+        let stored_all = inner.store.get_records(&keys)?;
+        for (theirs, stored) in remote.into_iter().zip(stored_all) {
+            let key = theirs.key;
+            let stored = stored.as_deref();
+            let local = match stored.map(codec::decode_record) {
+                None => None,
+                Some(Ok(r)) => Some(r),
+                Some(Err(e)) if repair => {
+                    // Unreadable here anyway: the peer's state replaces it.
+                    tracing::warn!(key = %crate::error::show(key), error = %e, "replacing a corrupt record with a peer's state");
+                    None
+                }
+                Some(Err(e)) => return Err(Error::from_codec("record", key, e)),
+            };
+            let (bytes, bottom): (Cow<'_, [u8]>, bool) = match (local, &theirs.state) {
+                // Joined into nothing, the state stays as it came: keep its bytes.
+                (None, Theirs::Received { bytes, facts }) if !facts.has_dot_in(seen) => {
+                    (Cow::Borrowed(*bytes), facts.bottom)
+                }
+                (local, _) => {
+                    let remote = theirs.decoded()?;
+                    let mut merged = match local {
+                        Some(local) => {
+                            count_conflict(&local, &remote);
+                            local
+                        }
+                        None => Record::default(),
+                    };
+                    match horizon {
+                        Some(h) => merged.join_seen_within(&remote, seen, h),
+                        None => merged.join_seen(&remote, seen),
+                    }
+                    (Cow::Owned(encode(key, &merged)?), merged.is_bottom())
+                }
+            };
+            if stored == Some(&bytes[..]) {
+                continue;
+            }
+            if let Some(max) = record_max.filter(|max| bytes.len() > *max) {
+                return Err(Error::RecordTooLarge {
+                    key: key.to_vec(),
+                    len: bytes.len(),
+                    max,
+                });
+            }
+            wb.put_record(key, &bytes);
+            if stored.is_none() {
+                wb.index_key(key);
+            }
+            if bottom {
+                // A new tombstone (also by state transfer, without a log entry): compaction
+                // reclaims it once it is stable.
+                self.mark_tombstone(wb, key);
+            }
+            if inner.digest.is_built() {
+                inner
+                    .digest
+                    .changed(key, stored.map(state_hash), Some(state_hash(&bytes)));
+            }
+            changed.push(key);
+        }
+        Ok(changed)
+    }
+}
+
+/// Whether a RocksDB error is about damaged data (the item is unusable) rather than the
+/// storage failing (the engine cannot go on).
+fn is_corruption(e: &rocksdb::Error) -> bool {
+    matches!(e.kind(), rocksdb::ErrorKind::Corruption)
+}
+
+/// Counts a merge of concurrent updates (neither side had seen all of the other's).
+fn count_conflict(local: &Record, remote: &Record) {
+    if local.values.is_empty() {
+        return; // nothing here yet: no conflict, and no contexts to build
+    }
+    let (mine, theirs) = (local.context(), remote.context());
+    if !mine.is_empty() && !mine.dominates(&theirs) && !theirs.dominates(&mine) {
+        metrics::counter!("meridian_conflicts_merged_total").increment(1);
+    }
+}
+
+impl ReplicaStore for Engine {
+    type Error = Error;
+
+    fn replica_id(&self) -> ReplicaId {
+        Engine::replica_id(self)
+    }
+
+    fn member_id(&self) -> ReplicaId {
+        Engine::member_id(self)
+    }
+
+    fn origin_view(&self) -> OriginView {
+        let status = self.origin_status();
+        OriginView {
+            origin: status.origin,
+            epoch: status.epoch,
+            confirmed: status.writable,
+        }
+    }
+
+    fn confirm_origin(&self) {
+        Engine::confirm_origin(self)
+    }
+
+    fn start_new_epoch(&self, reason: &str) -> Result<ReplicaId> {
+        Engine::start_new_epoch(self, reason)
+    }
+
+    fn drop_covered(&self, keys: &[Vec<u8>], seen: &VersionVector) -> Result<usize> {
+        let inner = &*self.inner;
+        self.check_writable()?;
+        let mut sorted: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        // Gate before the apply lock (the order every path takes them in).
+        let _gate = read_lock(&inner.gate);
+        let _serial = lock(&inner.apply_lock);
+        let _guards = self.lock_keys(&sorted);
+        let mut wb = inner.store.batch();
+        let mut changed = Vec::new();
+        for key in &sorted {
+            let Some(stored) = inner.store.get_record(key)? else {
+                continue;
+            };
+            // A record this build cannot read is left as it is (its fault stays its own).
+            let Ok(mut record) = codec::decode_record(&stored) else {
+                continue;
+            };
+            if !record.remove_covered(seen) {
+                continue;
+            }
+            let bytes =
+                codec::encode_record(&record).map_err(|e| Error::from_codec("record", key, e))?;
+            wb.put_record(key, &bytes);
+            if record.is_bottom() {
+                self.mark_tombstone(&mut wb, key);
+            }
+            if inner.digest.is_built() {
+                let old = Some(state_hash(&stored));
+                inner.digest.changed(key, old, Some(state_hash(&bytes)));
+            }
+            changed.push(*key);
+        }
+        if changed.is_empty() {
+            return Ok(0);
+        }
+        self.commit(wb)?;
+        self.uncache_states(changed.iter().copied());
+        tracing::info!(
+            records = changed.len(),
+            "removed dots a peer had removed (this replica held older states)"
+        );
+        Ok(changed.len())
+    }
+
+    fn applied(&self) -> VersionVector {
+        Engine::applied(self)
+    }
+
+    fn read_entry(&self, origin: ReplicaId, seq: u64) -> Result<Option<Vec<SharedState>>> {
+        if seq <= lock(&self.inner.floors).get(origin) {
+            return Ok(None);
+        }
+        // Current states: from the entry's cells where recently written, else from RocksDB.
+        let mut out = Vec::new();
+        let mut missing = Vec::new();
+        let cached = lock(&self.inner.entry_keys).get(&(origin, seq));
+        match cached {
+            Some(cells) => {
+                out.reserve(cells.len());
+                for cell in cells.iter() {
+                    match cell.state() {
+                        Some(state) => out.push((cell.shared_key(), state)),
+                        None => missing.push(cell.key().to_vec()),
+                    }
+                }
+            }
+            None => {
+                let bytes = match self.inner.store.get_log(origin, seq) {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => return Ok(None),
+                    Err(e) if is_corruption(&e) => {
+                        self.note_fault(Stored::LogEntry, &keys::log_key(origin, seq), &e);
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let keys = match LogEntry::decode(&bytes) {
+                    Ok(entry) => entry.keys,
+                    // Which keys it named is lost: peers that need it get the state instead
+                    // (`None` is what a truncated log answers).
+                    Err(e) => {
+                        self.note_fault(Stored::LogEntry, &keys::log_key(origin, seq), &e);
+                        return Ok(None);
+                    }
+                };
+                out.reserve(keys.len());
+                for key in keys {
+                    match self.inner.states.get(&key) {
+                        Some(state) => out.push((key.into(), state)),
+                        None => missing.push(key),
+                    }
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let read = self.read_records(&missing)?;
+            out.extend(read.into_iter().map(|(k, v)| (k.into(), v.into())));
+        }
+        Ok(Some(out))
+    }
+
+    fn record_bytes_max(&self) -> usize {
+        // A peer's record may have met concurrent writes on its way: up to an entry.
+        crate::limits::ENTRY_BYTES_MAX
+    }
+
+    fn apply_entries(
+        &self,
+        origin: ReplicaId,
+        entries: Vec<DecodedEntry>,
+    ) -> Result<Vec<ApplyOutcome>> {
+        let inner = &*self.inner;
+        self.check_writable()?;
+        if origin == self.replica_id() {
+            return Ok(vec![ApplyOutcome::Duplicate; entries.len()]);
+        }
+        // Gate before the apply lock (the order every path takes them in).
+        let _gate = read_lock(&inner.gate);
+        let _serial = lock(&inner.apply_lock);
+        let mut have = lock(&inner.applied).get(origin);
+        // Decide each entry's fate before touching anything.
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut accepted: Vec<&DecodedEntry> = Vec::new();
+        for entry in &entries {
+            if entry.seq <= have {
+                outcomes.push(ApplyOutcome::Duplicate);
+                continue;
+            }
+            if entry.seq != have + 1 {
+                outcomes.push(ApplyOutcome::Gap { expected: have + 1 });
+                break;
+            }
+            accepted.push(entry);
+            outcomes.push(ApplyOutcome::Applied { changed: 0 });
+            have = entry.seq;
+        }
+        if accepted.is_empty() {
+            return Ok(outcomes);
+        }
+        // The frame's states joined together, then into the local records with the applied
+        // vector as it stood before the frame (the same result as entry by entry: a state is
+        // a lattice element, and dots of this frame are not in that vector), in one batch.
+        let mut wb = inner.store.batch();
+        let mut all: Vec<Incoming<'_>> =
+            Vec::with_capacity(accepted.iter().map(|e| e.records.len()).sum());
+        for entry in &accepted {
+            let keys: Vec<&[u8]> = entry.records.iter().map(|r| &r.key[..]).collect();
+            wb.put_log(origin, entry.seq, &LogEntry::encode_keys(&keys));
+            all.extend(entry.records.iter().map(Incoming::of));
+        }
+        let remote = if accepted.len() == 1 {
+            all // one entry's records are sorted and distinct already
+        } else {
+            Incoming::sort_joining(all)?
+        };
+        let keys: Vec<&[u8]> = remote.iter().map(|i| i.key).collect();
+        let _guards = self.lock_keys(&keys);
+        let seen = self.applied();
+        let changed = self.stage_joins(remote, &seen, &mut wb, true, None, None)?;
+        wb.put_meta(&keys::applied_key(origin), &have.to_be_bytes());
+        self.commit(wb)?;
+        self.uncache_states(changed.iter().copied());
+        lock(&inner.applied).add(Dot::new(origin, have));
+        self.applied_advanced();
+        // Report, per applied entry, how many of its records changed here.
+        let everything = changed.len() == keys.len();
+        let mut applied = accepted.iter();
+        for outcome in &mut outcomes {
+            if let ApplyOutcome::Applied { changed: n } = outcome {
+                if let Some(entry) = applied.next() {
+                    *n = if everything {
+                        entry.records.len()
+                    } else {
+                        entry
+                            .records
+                            .iter()
+                            .filter(|r| changed.binary_search(&&r.key[..]).is_ok())
+                            .count()
+                    };
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
+    fn log_floor(&self) -> VersionVector {
+        lock(&self.inner.floors).clone()
+    }
+
+    fn summarize(&self, cells: usize) -> Result<StateSummary> {
+        let inner = &*self.inner;
+        if !inner.digest.is_built() {
+            self.build_summary()?;
+        }
+        // Under the gate: no record changes while the table is copied and the vector read.
+        let _gate = write_lock(&inner.gate);
+        let applied = self.applied();
+        let (table, records) = inner
+            .digest
+            .read(cells)
+            .unwrap_or_else(|| (Iblt::with_cells(cells), 0));
+        Ok(StateSummary {
+            applied,
+            table,
+            records,
+        })
+    }
+
+    fn summary_cells(&self) -> usize {
+        super::state_digest::SUMMARY_CELLS
+    }
+
+    fn record_count(&self) -> Result<u64> {
+        if !self.inner.digest.is_built() {
+            self.build_summary()?;
+        }
+        Ok(self.inner.digest.records())
+    }
+
+    fn keys_for_hashes(&self, hashes: &[u64]) -> Result<Vec<Vec<u8>>> {
+        let mut keys = Vec::with_capacity(hashes.len());
+        for h in hashes {
+            keys.extend(self.inner.store.keys_with_hash(*h)?);
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    fn read_range(&self, from: &[u8], bytes: usize) -> Result<RecordRange> {
+        let mut out = Vec::new();
+        let mut size = 0;
+        for item in self.inner.store.records_from(from, None) {
+            let (key, state) = item?;
+            if !out.is_empty() && size + key.len() + state.len() + 8 > bytes {
+                return Ok((out, Some(key.into_vec())));
+            }
+            // A record that does not check is not shipped (its fault stays its own).
+            if let Err(e) = codec::check_record(&state) {
+                self.note_fault(Stored::Record, &key, &e);
+                continue;
+            }
+            size += key.len() + state.len() + 8;
+            out.push((key.into_vec(), state.into_vec()));
+        }
+        Ok((out, None))
+    }
+
+    fn drop_absent(
+        &self,
+        from: &[u8],
+        through: Option<&[u8]>,
+        present: &BTreeSet<Vec<u8>>,
+        seen: &VersionVector,
+    ) -> Result<usize> {
+        let mut absent = Vec::new();
+        for item in self.inner.store.records_from(from, through) {
+            let (key, _) = item?;
+            if !present.contains(&key[..]) {
+                absent.push(key.into_vec());
+            }
+        }
+        if absent.is_empty() {
+            return Ok(0);
+        }
+        self.drop_covered(&absent, seen)
+    }
+
+    fn read_records(&self, keys: &[Vec<u8>]) -> Result<Vec<RecordState>> {
+        // One batched lookup; RocksDB wants the keys sorted, which log entries' keys are.
+        let mut sorted: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        if !sorted.is_sorted() {
+            sorted.sort_unstable();
+        }
+        let found = self.inner.store.get_records_each(&sorted);
+        let mut out = Vec::with_capacity(sorted.len());
+        for (key, state) in sorted.iter().zip(found) {
+            // A record that cannot be read or checked is not shipped: peers would refuse it.
+            // The fault stays with its key.
+            match state {
+                Ok(Some(state)) => match codec::check_record(&state) {
+                    Ok(_) => out.push((key.to_vec(), state.to_vec())),
+                    Err(e) => self.note_fault(Stored::Record, key, &e),
+                },
+                Ok(None) => {}
+                Err(e) if is_corruption(&e) => self.note_fault(Stored::Record, key, &e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    fn merge_states(
+        &self,
+        records: &[RecordState],
+        horizon: &VersionVector,
+    ) -> Result<ApplyOutcome> {
+        self.check_writable()?;
+        let Ok(decoded) = decode_record_states(records, self.record_bytes_max()) else {
+            return Ok(ApplyOutcome::Invalid);
+        };
+        let remote: Vec<Incoming<'_>> = decoded.iter().map(Incoming::of).collect();
+        let _gate = read_lock(&self.inner.gate);
+        let _serial = lock(&self.inner.apply_lock);
+        let keys: Vec<&[u8]> = remote.iter().map(|i| i.key).collect();
+        let _guards = self.lock_keys(&keys);
+        let seen = self.applied();
+        let mut wb = self.inner.store.batch();
+        let changed = self.stage_joins(remote, &seen, &mut wb, true, None, Some(horizon))?;
+        self.commit(wb)?;
+        self.uncache_states(changed.iter().copied());
+        Ok(ApplyOutcome::Applied {
+            changed: changed.len(),
+        })
+    }
+
+    fn adopt(&self, snapshot: &VersionVector) -> Result<()> {
+        let inner = &*self.inner;
+        self.check_writable()?;
+        // Gate before the apply lock (the order every path takes them in).
+        let _gate = read_lock(&inner.gate);
+        let _serial = lock(&inner.apply_lock);
+        let me = self.replica_id();
+        let mut applied = lock(&inner.applied).clone();
+        let mut floors = lock(&inner.floors).clone();
+        let mut wb = inner.store.batch();
+        for (origin, seq) in snapshot.iter() {
+            if origin == me || seq <= applied.get(origin) {
+                continue;
+            }
+            // Entries below the new floor can no longer be served in order: drop them.
+            wb.delete_log_range(origin, floors.get(origin) + 1, seq);
+            applied.add(Dot::new(origin, seq));
+            floors.add(Dot::new(origin, seq));
+            wb.put_meta(&keys::applied_key(origin), &seq.to_be_bytes());
+            wb.put_meta(&keys::floor_key(origin), &seq.to_be_bytes());
+        }
+        self.commit(wb)?;
+        *lock(&inner.applied) = applied;
+        self.applied_advanced();
+        *lock(&inner.floors) = floors;
+        Ok(())
+    }
+
+    fn release_shipped(&self, upto: u64) {
+        let inner = &*self.inner;
+        let from = {
+            let mut released = lock(&inner.released);
+            if upto <= *released {
+                return;
+            }
+            std::mem::replace(&mut *released, upto) + 1
+        };
+        let me = self.replica_id();
+        let entries: Vec<_> = {
+            let mut cache = lock(&inner.entry_keys);
+            // Only the cells of recent entries, still in the processor's caches, are worth
+            // releasing one by one; older ones (a backlog shipped after an outage) leave with
+            // the oldest items when the budget needs the room.
+            let recent = cache.budget() as u64 / 4;
+            if upto - from < cache.len() as u64 {
+                (from..=upto)
+                    .filter_map(|seq| cache.take_aged(&(me, seq)))
+                    .filter_map(|(cells, age)| (age <= recent).then_some(cells))
+                    .collect()
+            } else {
+                cache.remove_matching(|(origin, seq)| *origin == me && *seq <= upto);
+                Vec::new()
+            }
+        };
+        // Shipped everywhere: the states stay only where a newer entry still needs them.
+        inner
+            .states
+            .release(entries.iter().flat_map(|cells| cells.iter()));
+    }
+
+    fn compact(&self, stable: &VersionVector) -> Result<Compaction> {
+        self.compact_to(stable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The shipping caches, seen from inside the engine.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::replication::RecordState;
+    use crate::Config;
+
+    fn engine(dir: &std::path::Path, id: u64) -> Engine {
+        let config = Config {
+            replica_id: Some(ReplicaId(id)),
+            ..Config::default()
+        };
+        Engine::open(dir, config).expect("open")
+    }
+
+    fn owned_entry(e: &Engine, origin: ReplicaId, seq: u64) -> Option<Vec<RecordState>> {
+        let states = e.read_entry(origin, seq).unwrap()?;
+        Some(
+            states
+                .iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect(),
+        )
+    }
+
+    /// Entries every other member has applied leave the in-memory caches, except the states a
+    /// newer entry still needs; what is shipped afterwards is still the current state.
+    #[test]
+    fn shipped_entries_leave_the_caches_and_still_ship_current_states() {
+        let da = tempfile::tempdir().unwrap();
+        let ea = engine(da.path(), 1);
+        ea.enable_replication_cache();
+        let current = |key: &[u8]| vec![(key.to_vec(), ea.export(key).unwrap().unwrap())];
+        ea.put(b"a", b"1").unwrap(); // entry 1
+        ea.put(b"b", b"1").unwrap(); // entry 2
+        ea.put(b"a", b"2").unwrap(); // entry 3 rewrites a
+        ea.release_shipped(2);
+        assert!(
+            ea.inner.states.get(b"b").is_none(),
+            "b's state was released"
+        );
+        assert!(
+            ea.inner.states.get(b"a").is_some(),
+            "entry 3 still needs a's state"
+        );
+        assert!(lock(&ea.inner.entry_keys)
+            .get(&(ea.replica_id(), 1))
+            .is_none());
+        for (seq, key) in [(1, b"a"), (2, b"b"), (3, b"a")] {
+            assert_eq!(
+                owned_entry(&ea, ea.replica_id(), seq).unwrap(),
+                current(key)
+            );
+        }
+        ea.release_shipped(3);
+        assert!(ea.inner.states.get(b"a").is_none());
+        ea.put(b"a", b"3").unwrap(); // entry 4: cached again
+        assert!(ea.inner.states.get(b"a").is_some());
+        assert_eq!(owned_entry(&ea, ea.replica_id(), 3).unwrap(), current(b"a"));
+    }
+}

@@ -1,0 +1,338 @@
+//! The write path: typed writes and batches become operations applied under one fresh dot,
+//! the records and the log entry committed in one RocksDB batch.
+
+use super::*;
+
+impl Engine {
+    /// Multi-value register write that supersedes every sibling this replica holds.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<CausalToken> {
+        self.apply(
+            key,
+            Op::Put {
+                value: value.to_vec(),
+                context: None,
+            },
+        )
+    }
+
+    /// Multi-value register write that supersedes exactly what `context` (from a read) saw.
+    /// The context is a claim: entries beyond what this replica has seen of the key (its
+    /// record's context joined with its applied vector) are lowered to it, so a write never
+    /// supersedes what it could not have read here.
+    pub fn put_with(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        context: &VersionVector,
+    ) -> Result<CausalToken> {
+        self.apply(
+            key,
+            Op::Put {
+                value: value.to_vec(),
+                context: Some(context.clone()),
+            },
+        )
+    }
+
+    /// Last-writer-wins register write.
+    pub fn lww_set(&self, key: &[u8], value: &[u8]) -> Result<CausalToken> {
+        self.apply(
+            key,
+            Op::LwwSet {
+                value: value.to_vec(),
+            },
+        )
+    }
+
+    /// Counter increment (negative to decrement).
+    pub fn counter_add(&self, key: &[u8], delta: i64) -> Result<CausalToken> {
+        self.apply(key, Op::CounterAdd { delta })
+    }
+
+    /// Adds elements to a set.
+    pub fn set_add(&self, key: &[u8], elems: &[&[u8]]) -> Result<CausalToken> {
+        self.apply(
+            key,
+            Op::SetAdd {
+                elems: elems.iter().map(|e| e.to_vec()).collect(),
+            },
+        )
+    }
+
+    /// Removes elements from a set (those this replica sees; concurrent adds survive).
+    pub fn set_remove(&self, key: &[u8], elems: &[&[u8]]) -> Result<CausalToken> {
+        self.apply(
+            key,
+            Op::SetRemove {
+                elems: elems.iter().map(|e| e.to_vec()).collect(),
+            },
+        )
+    }
+
+    /// Applies `op` to map field `field` (nested maps: `op` is itself a `MapUpdate`).
+    pub fn map_update(&self, key: &[u8], field: &[u8], op: Op) -> Result<CausalToken> {
+        self.apply(
+            key,
+            Op::MapUpdate {
+                field: field.to_vec(),
+                op: Box::new(op),
+            },
+        )
+    }
+
+    /// Removes a map field.
+    pub fn map_remove(&self, key: &[u8], field: &[u8]) -> Result<CausalToken> {
+        self.apply(
+            key,
+            Op::MapRemove {
+                field: field.to_vec(),
+            },
+        )
+    }
+
+    /// Deletes the key: a causal tombstone of everything this replica sees under it.
+    pub fn delete(&self, key: &[u8]) -> Result<CausalToken> {
+        self.apply(key, Op::Delete)
+    }
+
+    /// Applies one operation.
+    pub fn apply(&self, key: &[u8], op: Op) -> Result<CausalToken> {
+        check_key(key)?;
+        self.check_op(&op, 1)?;
+        self.write_checked(&[key], std::iter::once(op))
+    }
+
+    /// Applies a batch atomically: one dot, one log entry, one RocksDB write.
+    pub fn write(&self, batch: Batch) -> Result<CausalToken> {
+        if batch.ops.is_empty() {
+            return Err(Error::InvalidOperation("empty batch"));
+        }
+        if batch.ops.len() > crate::limits::BATCH_OPS_MAX {
+            return Err(Error::BatchTooLarge {
+                len: batch.ops.len(),
+                max: crate::limits::BATCH_OPS_MAX,
+            });
+        }
+        for (key, op) in &batch.ops {
+            check_key(key)?;
+            self.check_op(op, 1)?;
+        }
+        let (keys, ops): (Vec<Vec<u8>>, Vec<Op>) = batch.ops.into_iter().unzip();
+        let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        self.write_checked(&keys, ops)
+    }
+
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.inner.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// The write path for validated operations, `keys[i]` being the key of the i-th operation.
+    pub(super) fn write_checked(
+        &self,
+        keys: &[&[u8]],
+        ops: impl IntoIterator<Item = Op>,
+    ) -> Result<CausalToken> {
+        let inner = &*self.inner;
+        if inner.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::Poisoned);
+        }
+        // Held until the write is committed and visible: an epoch change waits for it.
+        let origin = read_lock(&inner.gate);
+        if !origin.confirmed {
+            return Err(Error::Recovering(origin.waiting_for()));
+        }
+        let distinct: Cow<'_, [&[u8]]> = if keys.len() == 1 {
+            Cow::Borrowed(keys)
+        } else {
+            let mut d = keys.to_vec();
+            d.sort_unstable();
+            d.dedup();
+            Cow::Owned(d)
+        };
+        let _guards = self.lock_keys(&distinct);
+        let summarised = inner.digest.is_built();
+        let loaded = self.load_many_hashed(&distinct, summarised)?;
+        let before: Vec<(bool, Option<u64>)> =
+            loaded.iter().map(|(r, h)| (r.is_some(), *h)).collect();
+        let mut records: Vec<Record> = loaded
+            .into_iter()
+            .map(|(r, _)| r.unwrap_or_default())
+            .collect();
+
+        let seq = inner.next_seq.fetch_add(1, Ordering::SeqCst);
+        let dot = Dot::new(origin.id, seq);
+        let marker = lock(&inner.clock).tick(inner.config.clock.now_ms());
+        let stamp = Stamp { dot, marker };
+        let encoded = match self.apply_and_encode(keys, ops, &distinct, &mut records, stamp) {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                // The sequence number is spent: log it as empty so the origin stays contiguous.
+                self.commit_empty(origin.id, seq)?;
+                return Err(e);
+            }
+        };
+        let mut wb = inner.store.batch();
+        for ((key, bytes), (record, (existed, _))) in distinct
+            .iter()
+            .zip(&encoded)
+            .zip(records.iter().zip(&before))
+        {
+            wb.put_record(key, bytes);
+            if !existed {
+                wb.index_key(key);
+            }
+            if record.is_bottom() {
+                // A new tombstone: compaction reclaims it once it is stable.
+                self.mark_tombstone(&mut wb, key);
+            }
+        }
+        wb.put_log(origin.id, seq, &LogEntry::encode_keys(&distinct));
+        self.commit(wb)?;
+        if summarised {
+            for ((key, bytes), (_, old)) in distinct.iter().zip(&encoded).zip(&before) {
+                inner
+                    .digest
+                    .changed(key, *old, Some(crate::model::digest::state_hash(bytes)));
+            }
+        }
+        if inner.caching.load(Ordering::Relaxed) {
+            // Cached with the stripes still held and before the sequence becomes visible.
+            let written = distinct.iter().copied();
+            let entry = self.cache_states(written.zip(encoded.iter().map(Vec::as_slice)));
+            let size = distinct.iter().map(|k| k.len() + ENTRY_KEY_OVERHEAD).sum();
+            lock(&inner.entry_keys).insert((origin.id, seq), entry, size);
+        }
+        let checkpoint = lock(&inner.own).commit(seq);
+        self.applied_advanced();
+        self.checkpoint_contiguous(checkpoint);
+        if let Some(hook) = inner.commit_hook.get() {
+            hook();
+        }
+        Ok(CausalToken::of_dot(dot))
+    }
+
+    /// Applies `ops` (one per entry of `keys`) to `records` (one per entry of the sorted
+    /// `distinct`) and encodes the results in `distinct` order.
+    pub(super) fn apply_and_encode(
+        &self,
+        keys: &[&[u8]],
+        ops: impl IntoIterator<Item = Op>,
+        distinct: &[&[u8]],
+        records: &mut [Record],
+        stamp: Stamp,
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut applied: Option<VersionVector> = None;
+        for (key, mut op) in keys.iter().zip(ops) {
+            let i = distinct
+                .binary_search(key)
+                .map_err(|_| Error::InvalidOperation("batch key lost"))?;
+            if op.has_context() {
+                // A caller's context is a claim: it supersedes only what this replica has seen
+                // of the key (its record's context and every write applied here). Stored as
+                // given, a context naming a replica's future writes would make them vanish
+                // here when they arrive, and the regions would never converge.
+                let mut seen = applied.get_or_insert_with(|| self.applied()).clone();
+                seen.join(&records[i].context());
+                if op.clamp_contexts(&seen) {
+                    metrics::counter!("meridian_client_contexts_clamped_total").increment(1);
+                }
+            }
+            records[i].apply(op, stamp).map_err(|e| match e {
+                ApplyError::WrongType {
+                    existing,
+                    requested,
+                } => Error::WrongType {
+                    key: key.to_vec(),
+                    existing,
+                    requested,
+                },
+                ApplyError::CounterOverflow => Error::CounterOverflow { key: key.to_vec() },
+                ApplyError::Invalid(why) => Error::InvalidOperation(why),
+            })?;
+        }
+        // The entry as replication ships it must fit: refused now, not stuck later.
+        let max = self.inner.config.record_bytes_max;
+        let mut out = Vec::with_capacity(records.len());
+        for (key, record) in distinct.iter().zip(records.iter()) {
+            let bytes =
+                codec::encode_record(record).map_err(|e| Error::from_codec("record", key, e))?;
+            out.push(bytes);
+        }
+        let len =
+            crate::limits::wire_bytes(distinct.iter().zip(&out).map(|(k, v)| (*k, v.as_slice())));
+        if len > max {
+            return Err(match distinct {
+                [key] => Error::RecordTooLarge {
+                    key: key.to_vec(),
+                    len,
+                    max,
+                },
+                _ => Error::BatchTooLarge { len, max },
+            });
+        }
+        Ok(out)
+    }
+
+    pub(super) fn commit_empty(&self, origin: ReplicaId, seq: u64) -> Result<()> {
+        let mut wb = self.inner.store.batch();
+        wb.put_log(origin, seq, &LogEntry::default().encode());
+        self.commit(wb)?;
+        let checkpoint = lock(&self.inner.own).commit(seq);
+        self.applied_advanced();
+        self.checkpoint_contiguous(checkpoint);
+        Ok(())
+    }
+
+    pub(super) fn checkpoint_contiguous(&self, contiguous: Option<u64>) {
+        if let Some(c) = contiguous {
+            let mut wb = self.inner.store.batch();
+            wb.put_meta(keys::META_OWN_CONTIGUOUS, &c.to_be_bytes());
+            // Best effort: without it the next open searches from further back.
+            let _ = wb.commit(false);
+        }
+    }
+
+    pub(super) fn check_op(&self, op: &Op, depth: usize) -> Result<()> {
+        let max = self.inner.config.value_bytes_max;
+        let fits = |len: usize| {
+            if len > max {
+                Err(Error::ValueTooLarge { len, max })
+            } else {
+                Ok(())
+            }
+        };
+        if depth >= MAX_DEPTH {
+            return Err(Error::InvalidOperation("maps nested too deeply"));
+        }
+        match op {
+            Op::Put { value, context } => {
+                if context
+                    .as_ref()
+                    .is_some_and(|c| c.len() > CONTEXT_WIDTH_MAX)
+                {
+                    return Err(Error::InvalidOperation("read context too wide"));
+                }
+                fits(value.len())
+            }
+            Op::LwwSet { value } => fits(value.len()),
+            Op::SetAdd { elems } | Op::SetRemove { elems } => {
+                elems.iter().try_for_each(|e| fits(e.len()))?;
+                fits(elems.iter().map(Vec::len).sum())
+            }
+            Op::MapUpdate { field, op } => {
+                fits(field.len())?;
+                if matches!(**op, Op::Delete) {
+                    return Err(Error::InvalidOperation(
+                        "a map update cannot carry a delete",
+                    ));
+                }
+                self.check_op(op, depth + 1)
+            }
+            Op::MapRemove { field } => fits(field.len()),
+            Op::CounterAdd { .. } | Op::Delete => Ok(()),
+        }
+    }
+}

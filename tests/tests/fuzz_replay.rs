@@ -1,0 +1,278 @@
+//! Replays the fuzzing corpus kept in the repository (`fuzz/corpus/<target>/`) through each
+//! target in `meridian_tests::fuzzing`: no input may panic, and none may make a target allocate more
+//! than `alloc_bound` (a multiple of the input plus a constant). The corpus grows
+//! with `make fuzz`, which runs the same targets under libFuzzer.
+
+#![allow(clippy::unwrap_used)]
+
+use cap::Cap;
+use std::alloc::System;
+use std::path::PathBuf;
+
+/// Counts what every input makes the decoders allocate.
+#[global_allocator]
+static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
+
+/// Most bytes a target may allocate in all (decoding, then encoding and decoding again) for
+/// an input of `len` bytes: proportional to the input, never driven by a length it declares.
+fn alloc_bound(len: usize) -> usize {
+    64 * len + (4 << 20)
+}
+
+fn corpus(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
+}
+
+#[test]
+fn every_target_runs_its_corpus_without_a_panic_within_the_allocation_bound() {
+    let mut failures = Vec::new();
+    let mut inputs = 0;
+    for (name, target) in meridian_tests::fuzzing::TARGETS {
+        let dir = corpus(name);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(
+            files.len() >= 3,
+            "{name}: a corpus of {} inputs",
+            files.len()
+        );
+        for file in files {
+            let data = std::fs::read(&file).unwrap();
+            let before = ALLOCATOR.total_allocated();
+            let outcome = std::panic::catch_unwind(|| target(&data));
+            let held = ALLOCATOR.total_allocated() - before;
+            inputs += 1;
+            if outcome.is_err() {
+                failures.push(format!("{name}: {} panicked", file.display()));
+            } else if held > alloc_bound(data.len()) {
+                failures.push(format!(
+                    "{name}: {} allocated {held} bytes for {} bytes of input",
+                    file.display(),
+                    data.len()
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{inputs} inputs; failures:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Writes the seed corpus (valid encodings of every kind, and a few cut short) into
+/// `fuzz/corpus/`: `cargo test --release --test fuzz_replay -- --ignored` after a format
+/// changes; the files are kept in the repository.
+#[test]
+#[ignore]
+fn write_seed_corpus() {
+    use meridian::model::{CausalToken, Dot, ReplicaId, VersionVector};
+    use meridian::replication::iblt::Iblt;
+    use meridian::replication::{encode_entries, Frame, WireEntry};
+    use meridian::store::LogEntry;
+    use meridian::{Config, Engine, Op};
+    use meridian_runtime::client_proto::{
+        encode, ClientError, ClientRequest, ClientResponse, Consistency, ErrorCode, NodeStatus,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path(), Config::default()).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let o = Engine::open(other.path(), Config::default()).unwrap();
+    e.put(b"reg", b"one").unwrap();
+    o.put(b"reg", b"two").unwrap();
+    e.apply_remote(b"reg", &o.export(b"reg").unwrap().unwrap())
+        .unwrap();
+    e.lww_set(b"lww", b"last").unwrap();
+    e.counter_add(b"cnt", 5).unwrap();
+    e.counter_add(b"cnt", -2).unwrap();
+    e.set_add(b"set", &[b"a", b"b"]).unwrap();
+    e.set_remove(b"set", &[b"a"]).unwrap();
+    e.map_update(
+        b"map",
+        b"f",
+        Op::MapUpdate {
+            field: b"g".to_vec(),
+            op: Box::new(Op::CounterAdd { delta: 3 }),
+        },
+    )
+    .unwrap();
+    e.put(b"gone", b"x").unwrap();
+    e.delete(b"gone").unwrap();
+    e.counter_add(b"reset", 9).unwrap();
+    e.delete(b"reset").unwrap();
+    let records: Vec<(Vec<u8>, Vec<u8>)> = ["reg", "lww", "cnt", "set", "map", "gone", "reset"]
+        .iter()
+        .map(|k| {
+            (
+                k.as_bytes().to_vec(),
+                e.export(k.as_bytes()).unwrap().unwrap(),
+            )
+        })
+        .collect();
+
+    let mut table = Iblt::with_cells(24);
+    for id in [1u64, 2, 99, u64::MAX] {
+        table.insert((id, id.rotate_left(7)));
+    }
+    let vv = vec![(ReplicaId(7), 3), (e.replica_id(), 12)];
+    let frames = vec![
+        Frame::Hello {
+            cluster: "c".into(),
+            member: ReplicaId(7),
+            origin: ReplicaId(7).epoch_origin(4),
+            epoch: 4,
+            confirmed: true,
+            session: 42,
+            region: "us-east".into(),
+            applied: vv.clone(),
+            reply: false,
+        }
+        .encode(),
+        Frame::Reject {
+            reason: "no".into(),
+        }
+        .encode(),
+        Frame::Ack {
+            applied: vv.clone(),
+            serial: 9,
+        }
+        .encode(),
+        Frame::Nack {
+            origin: ReplicaId(7),
+            next: 4,
+        }
+        .encode(),
+        Frame::AeOffer {
+            round: 1,
+            table: table.to_bytes().into(),
+            records: 10,
+        }
+        .encode(),
+        Frame::AeWant {
+            round: 1,
+            hashes: vec![1, 99],
+        }
+        .encode(),
+        Frame::AeStream { round: 1 }.encode(),
+        Frame::AeRange {
+            round: 1,
+            chunk: 0,
+            from: b"".to_vec().into(),
+            through: Some(b"m".to_vec().into()),
+            records: records
+                .iter()
+                .map(|(k, v)| (k.clone().into(), v.clone().into()))
+                .collect(),
+            done: false,
+            snapshot: vv.clone(),
+        }
+        .encode(),
+        Frame::AeRetry {
+            round: 1,
+            cells: 48,
+        }
+        .encode(),
+        Frame::AeRecords {
+            round: 1,
+            chunk: 0,
+            records: records
+                .iter()
+                .map(|(k, v)| (k.clone().into(), v.clone().into()))
+                .collect(),
+            done: true,
+            snapshot: vv.clone(),
+        }
+        .encode(),
+        Frame::AeAck { round: 1, chunk: 0 }.encode(),
+        Frame::Ping { sent_ms: 5 }.encode(),
+        Frame::Pong { sent_ms: 5 }.encode(),
+        encode_entries(ReplicaId(7), &[(1, &records[..3]), (2, &records[3..])]),
+        Frame::Entries {
+            origin: ReplicaId(7),
+            entries: vec![WireEntry {
+                seq: 3,
+                records: vec![],
+            }],
+        }
+        .encode(),
+    ];
+    let requests = vec![
+        encode(&ClientRequest::Apply {
+            key: b"k".to_vec(),
+            op: Op::Put {
+                value: b"v".to_vec(),
+                context: Some(VersionVector::new()),
+            },
+            consistency: Consistency::Local,
+        }),
+        encode(&ClientRequest::Write {
+            ops: vec![
+                (b"a".to_vec(), Op::CounterAdd { delta: 1 }),
+                (b"b".to_vec(), Op::Delete),
+            ],
+            consistency: Consistency::Local,
+        }),
+        encode(&ClientRequest::Read {
+            key: b"k".to_vec(),
+            token: Some(CausalToken::of_dot(Dot::new(ReplicaId(7), 3))),
+            wait_ms: 100,
+        }),
+        encode(&ClientRequest::Scan {
+            prefix: b"p".to_vec(),
+            limit: 10,
+            after: Some(b"pa".to_vec()),
+        }),
+        encode(&ClientRequest::Status),
+        encode(&ClientResponse::Error(ClientError {
+            code: ErrorCode::RateLimited,
+            message: "slow".into(),
+            retry_after_ms: Some(3),
+        })),
+        encode(&ClientResponse::Status(NodeStatus::default())),
+        encode(&ClientResponse::Value {
+            read: e.read(b"map").unwrap(),
+        }),
+    ];
+    let tokens = vec![
+        CausalToken::default().to_bytes(),
+        CausalToken::of_dot(Dot::new(ReplicaId(7), 3)).to_bytes(),
+        CausalToken(VersionVector::from_entries(vv.clone())).to_bytes(),
+    ];
+    let logs = vec![
+        LogEntry::default().encode(),
+        LogEntry::encode_keys(&[b"a", b"bb", b"ccc"]),
+    ];
+    let tables = vec![
+        table.to_bytes(),
+        Iblt::with_cells(12).to_bytes(),
+        Iblt::with_cells(3 * 64).to_bytes(),
+    ];
+    let record_bytes: Vec<Vec<u8>> = records.iter().map(|(_, v)| v.clone()).collect();
+    for (target, inputs) in [
+        ("frame", &frames),
+        ("entries", &frames),
+        ("record", &record_bytes),
+        ("log_entry", &logs),
+        ("iblt", &tables),
+        ("client_request", &requests),
+        ("token", &tokens),
+    ] {
+        let dir = corpus(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, input) in inputs.iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i:02}")), input).unwrap();
+            // The same, cut short: decoders meet truncated input on every link.
+            std::fs::write(
+                dir.join(format!("seed-{i:02}-cut")),
+                &input[..input.len() / 2],
+            )
+            .unwrap();
+        }
+    }
+}
