@@ -9,7 +9,7 @@
 mod common;
 
 use common::Net;
-use meridian::replication::{Output, PeerId, ReplicationConfig, Replicator};
+use meridian::replication::{LinkId, Output, ReplicationConfig, Replicator};
 use meridian::{Config, Engine, Error, ReplicaId};
 
 #[test]
@@ -207,17 +207,17 @@ fn a_second_process_with_a_live_identity_is_refused() {
             })
             .collect()
     };
-    r0.connected(PeerId(7), ReplicaId(2), &e0, 10);
-    twin_repl.connected(PeerId(0), ReplicaId(1), &twin, 10);
+    r0.connected(LinkId(7), ReplicaId(2), &e0, 10);
+    twin_repl.connected(LinkId(0), ReplicaId(1), &twin, 10);
     for f in hello(&mut twin_repl) {
-        r0.handle(PeerId(7), &f, &e0, 10).unwrap();
+        r0.handle(LinkId(7), &f, &e0, 10).unwrap();
     }
     let (e1, mut r1) = net.regions[1].node.take().unwrap();
-    r0.connected(PeerId(8), ReplicaId(2), &e0, 20);
-    r1.connected(PeerId(0), ReplicaId(1), &e1, 20);
+    r0.connected(LinkId(8), ReplicaId(2), &e0, 20);
+    r1.connected(LinkId(0), ReplicaId(1), &e1, 20);
     let mut errors = Vec::new();
     for f in hello(&mut r1) {
-        if let Err(e) = r0.handle(PeerId(8), &f, &e0, 20) {
+        if let Err(e) = r0.handle(LinkId(8), &f, &e0, 20) {
             errors.push(e.to_string());
         }
     }

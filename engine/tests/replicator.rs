@@ -30,7 +30,7 @@ fn drain(r: &mut Replicator) -> Vec<Output> {
 }
 
 /// Delivers every frame `from` has queued for `link` to `to`.
-fn pump(from: &mut Replicator, to: &mut Replicator, link: PeerId, store: &Engine) {
+fn pump(from: &mut Replicator, to: &mut Replicator, link: LinkId, store: &Engine) {
     for o in drain(from) {
         if let Output::Send { frame, .. } = o {
             to.handle(link, &frame, store, 0).expect("frame accepted");
@@ -49,11 +49,11 @@ fn two_replicas_exchange_writes_and_a_foreign_cluster_is_refused() {
     ea.put(b"k", b"from-a").unwrap();
     let mut a = Replicator::new(ea.member_id(), ReplicationConfig::default());
     let mut b = Replicator::new(eb.member_id(), ReplicationConfig::default());
-    a.connected(PeerId(2), eb.member_id(), &ea, 0);
-    b.connected(PeerId(1), ea.member_id(), &eb, 0);
+    a.connected(LinkId(2), eb.member_id(), &ea, 0);
+    b.connected(LinkId(1), ea.member_id(), &eb, 0);
     for _ in 0..4 {
-        pump(&mut a, &mut b, PeerId(1), &eb);
-        pump(&mut b, &mut a, PeerId(2), &ea);
+        pump(&mut a, &mut b, LinkId(1), &eb);
+        pump(&mut b, &mut a, LinkId(2), &ea);
     }
     assert_eq!(
         eb.get(b"k").unwrap().unwrap().values,
@@ -67,18 +67,18 @@ fn two_replicas_exchange_writes_and_a_foreign_cluster_is_refused() {
         ..ReplicationConfig::default()
     };
     let mut c = Replicator::new(ec.member_id(), other);
-    a.connected(PeerId(3), ec.member_id(), &ea, 0);
-    c.connected(PeerId(1), ea.member_id(), &ec, 0);
+    a.connected(LinkId(3), ec.member_id(), &ea, 0);
+    c.connected(LinkId(1), ea.member_id(), &ec, 0);
     let hello = drain(&mut c).into_iter().find_map(|o| match o {
         Output::Send { frame, .. } => Some(frame),
         _ => None,
     });
-    let err = a.handle(PeerId(3), &hello.unwrap(), &ea, 0).unwrap_err();
+    let err = a.handle(LinkId(3), &hello.unwrap(), &ea, 0).unwrap_err();
     assert!(
         matches!(
             err,
             ReplicationError::Peer {
-                peer: PeerId(3),
+                peer: LinkId(3),
                 ..
             }
         ),
@@ -87,25 +87,25 @@ fn two_replicas_exchange_writes_and_a_foreign_cluster_is_refused() {
     assert!(drain(&mut a).iter().any(|o| matches!(
         o,
         Output::Close {
-            peer: PeerId(3),
+            peer: LinkId(3),
             ..
         }
     )));
 
     // Garbage on the b link closes that link; a keeps replicating to b afterwards.
     assert!(a
-        .handle(PeerId(2), b"\x01\xff\xff garbage", &ea, 0)
+        .handle(LinkId(2), b"\x01\xff\xff garbage", &ea, 0)
         .is_err());
     assert!(drain(&mut a).iter().any(|o| matches!(
         o,
         Output::Close {
-            peer: PeerId(2),
+            peer: LinkId(2),
             ..
         }
     )));
     assert!(matches!(
         a.peers()
-            .find(|(id, _)| *id == PeerId(3))
+            .find(|(id, _)| *id == LinkId(3))
             .map(|(_, p)| p.state.clone()),
         Some(LinkState::Refused)
     ));
@@ -156,13 +156,13 @@ fn settle(a: &mut Replicator, ea: &Engine, b: &mut Replicator, eb: &Engine) -> u
         for o in fa {
             if let Output::Send { frame, .. } = o {
                 bytes += frame.len() as u64;
-                b.handle(PeerId(1), &frame, eb, 0).expect("b accepts");
+                b.handle(LinkId(1), &frame, eb, 0).expect("b accepts");
             }
         }
         for o in fb {
             if let Output::Send { frame, .. } = o {
                 bytes += frame.len() as u64;
-                a.handle(PeerId(2), &frame, ea, 0).expect("a accepts");
+                a.handle(LinkId(2), &frame, ea, 0).expect("a accepts");
             }
         }
     }
@@ -180,12 +180,12 @@ fn a_peer_behind_a_truncated_log_catches_up_by_state_transfer_and_deletes_stay_d
         Replicator::new(ReplicaId(1), ReplicationConfig::default()),
         Replicator::new(ReplicaId(2), ReplicationConfig::default()),
     );
-    a.connected(PeerId(2), eb.member_id(), &ea, 0);
-    b.connected(PeerId(1), ea.member_id(), &eb, 0);
+    a.connected(LinkId(2), eb.member_id(), &ea, 0);
+    b.connected(LinkId(1), ea.member_id(), &eb, 0);
     settle(&mut a, &ea, &mut b, &eb);
     assert_eq!(eb.applied(), ea.applied());
-    a.disconnected(PeerId(2));
-    b.disconnected(PeerId(1));
+    a.disconnected(LinkId(2));
+    b.disconnected(LinkId(1));
     let stale = eb.export(b"k2").unwrap().unwrap();
 
     // While b is away: updates, a delete, and a log truncated past everything b has.
@@ -200,8 +200,8 @@ fn a_peer_behind_a_truncated_log_catches_up_by_state_transfer_and_deletes_stay_d
     );
     assert!(ea.read_entry(ea.replica_id(), 1).unwrap().is_none());
 
-    a.connected(PeerId(2), eb.member_id(), &ea, 0);
-    b.connected(PeerId(1), ea.member_id(), &eb, 0);
+    a.connected(LinkId(2), eb.member_id(), &ea, 0);
+    b.connected(LinkId(1), ea.member_id(), &eb, 0);
     settle(&mut a, &ea, &mut b, &eb);
     assert_eq!(a.stats().antientropy_rounds, 1);
     assert_eq!(eb.get(b"k1").unwrap().unwrap().values, vec![b"v2".to_vec()]);
@@ -258,8 +258,8 @@ fn acknowledged_entries_are_released() {
     let mut a = Replicator::new(ea.member_id(), config.clone());
     let mut b = Replicator::new(eb.member_id(), config);
     ea.put(b"k", b"v").unwrap();
-    a.connected(PeerId(2), eb.member_id(), &ea, 0);
-    b.connected(PeerId(1), ea.member_id(), &eb, 0);
+    a.connected(LinkId(2), eb.member_id(), &ea, 0);
+    b.connected(LinkId(1), ea.member_id(), &eb, 0);
     settle(&mut a, &ea, &mut b, &eb);
     assert_eq!(eb.get(b"k").unwrap().unwrap().values, vec![b"v".to_vec()]);
     assert!(ea.holds_shipping_state(b"k"), "not acknowledged yet");
@@ -288,8 +288,8 @@ fn a_link_measures_its_round_trip_as_it_becomes_ready() {
     let (ea, eb) = (engine(&da, 1), engine(&db, 2));
     let mut a = Replicator::new(ea.member_id(), ReplicationConfig::default());
     let mut b = Replicator::new(eb.member_id(), ReplicationConfig::default());
-    a.connected(PeerId(2), eb.member_id(), &ea, 0);
-    b.connected(PeerId(1), ea.member_id(), &eb, 0);
+    a.connected(LinkId(2), eb.member_id(), &ea, 0);
+    b.connected(LinkId(1), ea.member_id(), &eb, 0);
     let deliver = |from: &mut Replicator, to: &mut Replicator, link, store: &Engine, now| {
         for o in drain(from) {
             if let Output::Send { frame, .. } = o {
@@ -299,13 +299,13 @@ fn a_link_measures_its_round_trip_as_it_becomes_ready() {
     };
     // a's hello reaches b; b's answer reaches a, which is then ready and pings; the pong comes
     // back 30 ms after a sent the ping.
-    deliver(&mut a, &mut b, PeerId(1), &eb, 0);
-    deliver(&mut b, &mut a, PeerId(2), &ea, 10);
-    deliver(&mut a, &mut b, PeerId(1), &eb, 10);
-    deliver(&mut b, &mut a, PeerId(2), &ea, 40);
+    deliver(&mut a, &mut b, LinkId(1), &eb, 0);
+    deliver(&mut b, &mut a, LinkId(2), &ea, 10);
+    deliver(&mut a, &mut b, LinkId(1), &eb, 10);
+    deliver(&mut b, &mut a, LinkId(2), &ea, 40);
     let rtt = a
         .peers()
-        .find(|(id, _)| *id == PeerId(2))
+        .find(|(id, _)| *id == LinkId(2))
         .and_then(|(_, p)| p.rtt_ms);
     assert_eq!(rtt, Some(30));
     let base = ReplicationConfig::default().inflight_bytes_max;
@@ -338,8 +338,8 @@ fn idle_links_with_equal_vectors_still_find_a_differing_record() {
         Replicator::new(ReplicaId(1), config.clone()),
         Replicator::new(ReplicaId(2), config),
     );
-    a.connected(PeerId(2), eb.member_id(), &ea, 0);
-    b.connected(PeerId(1), ea.member_id(), &eb, 0);
+    a.connected(LinkId(2), eb.member_id(), &ea, 0);
+    b.connected(LinkId(1), ea.member_id(), &eb, 0);
     settle(&mut a, &ea, &mut b, &eb);
     a.tick(&ea, check - 1).unwrap();
     b.tick(&eb, check - 1).unwrap();
@@ -390,8 +390,8 @@ fn a_duplicated_offer_is_answered_once() {
         Replicator::new(ReplicaId(1), config.clone()),
         Replicator::new(ReplicaId(2), config),
     );
-    a.connected(PeerId(2), eb.member_id(), &ea, 0);
-    b.connected(PeerId(1), ea.member_id(), &eb, 0);
+    a.connected(LinkId(2), eb.member_id(), &ea, 0);
+    b.connected(LinkId(1), ea.member_id(), &eb, 0);
     settle(&mut a, &ea, &mut b, &eb);
     assert_eq!(eb.applied(), ea.applied());
     a.tick(&ea, check - 1).unwrap();
@@ -408,11 +408,11 @@ fn a_duplicated_offer_is_answered_once() {
         .collect();
     assert_eq!(a.stats().antientropy_rounds, 1, "a offered");
     for f in &offer {
-        b.handle(PeerId(1), f, &eb, check).unwrap();
+        b.handle(LinkId(1), f, &eb, check).unwrap();
     }
     eb.set_add(b"set", &[b"from-b"]).unwrap();
     for f in &offer {
-        b.handle(PeerId(1), f, &eb, check).unwrap();
+        b.handle(LinkId(1), f, &eb, check).unwrap();
     }
     settle(&mut a, &ea, &mut b, &eb);
     let members = |e: &Engine| e.get_set(b"set").unwrap().unwrap_or_default();

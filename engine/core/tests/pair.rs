@@ -23,7 +23,7 @@ struct Side {
     replicator: Replicator,
     store: MemoryStore,
     /// The link id under which this end knows the other.
-    link: PeerId,
+    link: LinkId,
     /// Frames on their way to this end, with their arrival time.
     incoming: VecDeque<(u64, Vec<u8>)>,
 }
@@ -35,7 +35,7 @@ impl Side {
         Side {
             replicator: Replicator::new(ReplicaId(member), config),
             store,
-            link: PeerId(other as u32),
+            link: LinkId(other as u32),
             incoming: VecDeque::new(),
         }
     }
@@ -264,8 +264,8 @@ fn two_replicas_exchange_writes_and_a_foreign_cluster_is_refused() {
     };
     let mut rc = Replicator::new(c.member_id(), other);
     let a = &mut pair.a.replicator;
-    a.connected(PeerId(3), c.member_id(), &pair.a.store, pair.now);
-    rc.connected(PeerId(1), ReplicaId(1), &c, pair.now);
+    a.connected(LinkId(3), c.member_id(), &pair.a.store, pair.now);
+    rc.connected(LinkId(1), ReplicaId(1), &c, pair.now);
     let hello = std::iter::from_fn(|| rc.poll_output())
         .find_map(|o| match o {
             Output::Send { frame, .. } => Some(frame),
@@ -273,13 +273,13 @@ fn two_replicas_exchange_writes_and_a_foreign_cluster_is_refused() {
         })
         .unwrap();
     let err = a
-        .handle(PeerId(3), &hello, &pair.a.store, pair.now)
+        .handle(LinkId(3), &hello, &pair.a.store, pair.now)
         .unwrap_err();
     assert!(
         matches!(
             err,
             ReplicationError::Peer {
-                peer: PeerId(3),
+                peer: LinkId(3),
                 ..
             }
         ),
@@ -287,7 +287,7 @@ fn two_replicas_exchange_writes_and_a_foreign_cluster_is_refused() {
     );
     let link3 = |r: &Replicator| {
         r.peers()
-            .find(|(id, _)| *id == PeerId(3))
+            .find(|(id, _)| *id == LinkId(3))
             .map(|(_, p)| p.state.clone())
     };
     assert!(matches!(link3(a), Some(LinkState::Refused)));

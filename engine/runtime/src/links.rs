@@ -8,7 +8,7 @@ use super::service::Service;
 use super::tls::{self, alpn, cert_names, peer_leaf, ALPN_CLIENT, ALPN_REPLICATION};
 use super::PeerSpec;
 use meridian::limits::{ENTRY_BYTES_MAX, FRAME_BYTES_MAX, LINK_INBOUND_BYTES};
-use meridian::replication::{Inbound, PeerId};
+use meridian::replication::{Inbound, LinkId};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,7 +120,7 @@ pub(crate) async fn dial_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>, peer
 /// Runs one replication link until it fails or shutdown: our frames out on a unidirectional
 /// stream, the peer's in on the one it opens.
 async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
-    let id = PeerId(ctx.next_peer.fetch_add(1, Ordering::SeqCst));
+    let id = LinkId(ctx.next_peer.fetch_add(1, Ordering::SeqCst));
     let (tx, mut rx) = link_queue(LINK_QUEUE_BYTES);
     let mut send = match conn.open_uni().await {
         Ok(s) => s,

@@ -7,7 +7,7 @@ use super::network::{LinkFaults, Network, REGIONS};
 use super::rng::{SharedRng, SimRng};
 use super::workload::{self, Session};
 use super::{Faults, SeedReport, SimOptions};
-use meridian::replication::{Output, PeerId, ReplicationConfig, Replicator};
+use meridian::replication::{LinkId, Output, ReplicationConfig, Replicator};
 use meridian::{Config, Engine, WallClock};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -159,10 +159,10 @@ impl World {
             if j != i && self.regions[j].node.is_some() {
                 let member_j = sim_replica(j, self.regions[j].incarnation);
                 self.with_node(i, |n, now| {
-                    n.repl.connected(PeerId(j as u32), member_j, &n.engine, now)
+                    n.repl.connected(LinkId(j as u32), member_j, &n.engine, now)
                 });
                 self.with_node(j, |n, now| {
-                    n.repl.connected(PeerId(i as u32), id, &n.engine, now)
+                    n.repl.connected(LinkId(i as u32), id, &n.engine, now)
                 });
                 self.flush(i);
                 self.flush(j);
@@ -181,7 +181,7 @@ impl World {
         }
         self.net.drop_region(i);
         for j in 0..self.regions.len() {
-            self.with_node(j, |n, _| n.repl.disconnected(PeerId(i as u32)));
+            self.with_node(j, |n, _| n.repl.disconnected(LinkId(i as u32)));
         }
         self.trace.write(b"crash");
         self.trace.write_u64(i as u64);
@@ -239,7 +239,7 @@ impl World {
             self.trace.write_u64(m.from as u64 * 16 + m.to as u64);
             let r = self.with_node(m.to, |n, now| {
                 n.repl
-                    .handle(PeerId(m.from as u32), &m.bytes, &n.engine, now)
+                    .handle(LinkId(m.from as u32), &m.bytes, &n.engine, now)
             });
             self.replication_result(m.to, r);
         }

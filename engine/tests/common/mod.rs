@@ -3,7 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use meridian::replication::{Output, PeerId, ReplicationConfig, Replicator};
+use meridian::replication::{LinkId, Output, ReplicationConfig, Replicator};
 use meridian::{Config, Engine, ReplicaId};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -90,10 +90,10 @@ impl Net {
         let now = self.now_ms;
         let (mi, mj) = (self.regions[i].member, self.regions[j].member);
         if let Some((e, r)) = self.regions[i].node.as_mut() {
-            r.connected(PeerId(j as u32), mj, e, now);
+            r.connected(LinkId(j as u32), mj, e, now);
         }
         if let Some((e, r)) = self.regions[j].node.as_mut() {
-            r.connected(PeerId(i as u32), mi, e, now);
+            r.connected(LinkId(i as u32), mi, e, now);
         }
     }
 
@@ -102,7 +102,7 @@ impl Net {
         self.regions[i].node = None;
         for r in self.regions.iter_mut() {
             if let Some((_, repl)) = r.node.as_mut() {
-                repl.disconnected(PeerId(i as u32));
+                repl.disconnected(LinkId(i as u32));
             }
         }
     }
@@ -126,7 +126,7 @@ impl Net {
                             let now = self.now_ms;
                             if let Some((e, r)) = self.regions[j].node.as_mut() {
                                 moved = true;
-                                let _ = r.handle(PeerId(i as u32), &frame, e, now);
+                                let _ = r.handle(LinkId(i as u32), &frame, e, now);
                             }
                         }
                         Output::Close { peer, reason } => {

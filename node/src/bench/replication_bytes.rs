@@ -3,7 +3,7 @@
 //! directory); links are in-memory and lossless, so the figures are the protocol's own.
 
 use super::report::{emit, header, Metric};
-use meridian::replication::{Output, PeerId, ReplicaStore, ReplicationConfig, Replicator};
+use meridian::replication::{LinkId, Output, ReplicaStore, ReplicationConfig, Replicator};
 use meridian::{Batch, Config, Engine, ReplicaId};
 use std::collections::BTreeSet;
 
@@ -67,16 +67,16 @@ impl Links {
             self.nodes[b].engine.member_id(),
         );
         let n = &mut self.nodes[a];
-        n.repl.connected(PeerId(b as u32), mb, &n.engine, now);
+        n.repl.connected(LinkId(b as u32), mb, &n.engine, now);
         let n = &mut self.nodes[b];
-        n.repl.connected(PeerId(a as u32), ma, &n.engine, now);
+        n.repl.connected(LinkId(a as u32), ma, &n.engine, now);
     }
 
     fn disconnect(&mut self, a: usize, b: usize) {
         self.up.remove(&(a, b));
         self.up.remove(&(b, a));
-        self.nodes[a].repl.disconnected(PeerId(b as u32));
-        self.nodes[b].repl.disconnected(PeerId(a as u32));
+        self.nodes[a].repl.disconnected(LinkId(b as u32));
+        self.nodes[b].repl.disconnected(LinkId(a as u32));
     }
 
     fn local_writes(&mut self, i: usize) -> anyhow::Result<()> {
@@ -115,7 +115,7 @@ impl Links {
                 }
                 let n = &mut self.nodes[to];
                 n.repl
-                    .handle(PeerId(from as u32), &frame, &n.engine, self.now_ms)
+                    .handle(LinkId(from as u32), &frame, &n.engine, self.now_ms)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
         }

@@ -23,12 +23,12 @@ pub use frame::{
 
 pub use inbound::{
     decode_record_states, decode_records, sort_joining, sort_joining_by, DecodedEntry, Inbound,
-    RemoteRecord,
+    RemoteRecord, MERGE_FRAMES_MAX,
 };
 pub use memory_store::{MemoryStore, MemoryStoreError};
 pub use peer::{LinkState, Peer};
 pub use replicator::{
-    Output, PeerId, ReplicationConfig, ReplicationError, Replicator, Stats, INFLIGHT_BYTES_CAP,
+    LinkId, Output, ReplicationConfig, ReplicationError, Replicator, Stats, INFLIGHT_BYTES_CAP,
 };
 pub use seam::{
     ApplyOutcome, Compaction, OriginView, RecordRange, RecordState, ReplicaStore, SharedState,

@@ -22,7 +22,7 @@ use crate::replication::frame::{vv_entries, Frame, FrameError};
 use crate::replication::iblt::Iblt;
 use crate::replication::peer::{AntiEntropy, LinkState, Transfer};
 use crate::replication::seam::{ApplyOutcome, RecordState, ReplicaStore};
-use crate::replication::PeerId;
+use crate::replication::LinkId;
 use std::collections::{BTreeSet, VecDeque};
 
 /// A streamed chunk carries up to this many times `frame_bytes_target`.
@@ -39,7 +39,7 @@ impl Replicator {
     /// Starts a state-transfer round towards `peer`, whose lag is about `lag` entries.
     pub(super) fn start_transfer<S: ReplicaStore>(
         &mut self,
-        peer: PeerId,
+        peer: LinkId,
         lag: u64,
         store: &S,
         now_ms: u64,
@@ -60,7 +60,7 @@ impl Replicator {
     /// A state-transfer frame from `peer`.
     pub(super) fn on_anti_entropy<S: ReplicaStore>(
         &mut self,
-        peer: PeerId,
+        peer: LinkId,
         frame: Frame,
         store: &S,
         now_ms: u64,
@@ -147,7 +147,7 @@ impl Replicator {
     }
 
     /// The round this replica is offering to `peer`, if any.
-    fn offering(&self, peer: PeerId) -> Option<u64> {
+    fn offering(&self, peer: LinkId) -> Option<u64> {
         match self.peers.get(&peer)?.ae.as_ref()? {
             AntiEntropy::Offering { round, .. } => Some(*round),
             AntiEntropy::Receiving { .. } => None,
@@ -155,7 +155,7 @@ impl Replicator {
     }
 
     /// The peer answered round `round`'s offer: what to send.
-    fn answered(&mut self, peer: PeerId, round: u64, what: Transfer, now_ms: u64) {
+    fn answered(&mut self, peer: LinkId, round: u64, what: Transfer, now_ms: u64) {
         if let Some(Some(AntiEntropy::Offering {
             round: r,
             transfer,
@@ -173,7 +173,7 @@ impl Replicator {
     /// Starts (or restarts with `cells` cells) a state-transfer round towards `peer`.
     pub(super) fn offer<S: ReplicaStore>(
         &mut self,
-        peer: PeerId,
+        peer: LinkId,
         cells: usize,
         store: &S,
         now_ms: u64,
@@ -207,7 +207,7 @@ impl Replicator {
 
     fn on_offer<S: ReplicaStore>(
         &mut self,
-        peer: PeerId,
+        peer: LinkId,
         round: u64,
         table: &[u8],
         records: u64,
@@ -306,7 +306,7 @@ impl Replicator {
     #[allow(clippy::too_many_arguments)]
     fn on_chunk<S: ReplicaStore>(
         &mut self,
-        peer: PeerId,
+        peer: LinkId,
         round: u64,
         chunk: u64,
         records: Vec<RecordState>,
@@ -384,7 +384,7 @@ impl Replicator {
     /// Sends the next chunks of a state transfer while the in-flight budget allows.
     pub(super) fn send_transfer<S: ReplicaStore>(
         &mut self,
-        peer: PeerId,
+        peer: LinkId,
         store: &S,
     ) -> Result<(), ReplicationError<S::Error>> {
         let target = self.config.frame_bytes_target;
@@ -534,7 +534,7 @@ impl Replicator {
     /// `antientropy_check_ms`: the peer asks for whatever differs.
     pub(super) fn check_idle<S: ReplicaStore>(
         &mut self,
-        peer: PeerId,
+        peer: LinkId,
         store: &S,
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {

@@ -13,7 +13,7 @@
 //!   every other member said it holds no more of its origin than the directory does; on
 //!   evidence of loss, or when members stay silent too long, it writes under a new epoch.
 
-use super::{LinkState, Output, Peer, PeerId, ReplicationError, Replicator};
+use super::{LinkId, LinkState, Output, Peer, ReplicationError, Replicator};
 use crate::model::{ReplicaId, VersionVector};
 use crate::replication::frame::{vv_entries, Frame};
 use crate::replication::ReplicaStore;
@@ -83,7 +83,7 @@ impl Replicator {
     /// The handshake (see the module documentation).
     pub(super) fn on_hello<S: ReplicaStore>(
         &mut self,
-        peer: PeerId,
+        peer: LinkId,
         hello: Hello,
         store: &S,
         now_ms: u64,
@@ -133,7 +133,7 @@ impl Replicator {
             Session::Current => {}
             Session::New => {
                 // The member restarted: its links of the earlier process are gone.
-                let stale: Vec<PeerId> = self
+                let stale: Vec<LinkId> = self
                     .peers
                     .iter()
                     .filter(|(id, p)| **id != peer && p.member == member)
@@ -203,7 +203,7 @@ impl Replicator {
     /// which becomes the member's known vector.
     pub(super) fn take_claim<S: ReplicaStore>(
         &mut self,
-        peer: PeerId,
+        peer: LinkId,
         raw: VersionVector,
         store: &S,
     ) -> Result<VersionVector, ReplicationError<S::Error>> {
@@ -240,7 +240,7 @@ impl Replicator {
     /// its own origin beyond what it committed).
     pub(super) fn cap_snapshot(
         &self,
-        peer: PeerId,
+        peer: LinkId,
         snapshot: &VersionVector,
         store: &impl ReplicaStore,
     ) -> VersionVector {
@@ -264,7 +264,7 @@ impl Replicator {
     /// this identity), logged once per link.
     fn check_overclaim<S: ReplicaStore>(
         &mut self,
-        peer: PeerId,
+        peer: LinkId,
         raw: &VersionVector,
         store: &S,
     ) -> Result<(), ReplicationError<S::Error>> {
@@ -355,7 +355,7 @@ impl Replicator {
 
     /// Tells every ready peer this replica's origin again (after a confirmation or a new epoch).
     fn announce(&mut self, store: &impl ReplicaStore, now_ms: u64) {
-        let ready: Vec<PeerId> = self
+        let ready: Vec<LinkId> = self
             .peers
             .iter()
             .filter(|(_, p)| p.replica().is_some())
@@ -370,7 +370,7 @@ impl Replicator {
     /// holding, or one this replica holds.
     pub(super) fn may_relay(
         &self,
-        peer: PeerId,
+        peer: LinkId,
         origin: ReplicaId,
         store: &impl ReplicaStore,
     ) -> bool {
@@ -386,7 +386,7 @@ impl Replicator {
 impl Replicator {
     pub(super) fn send_hello(
         &mut self,
-        peer: PeerId,
+        peer: LinkId,
         store: &impl ReplicaStore,
         reply: bool,
         now_ms: u64,

@@ -2,7 +2,7 @@
 //! frames of entries carrying the current states of the keys they name, keeping the bytes in
 //! flight under the link's window; the receiver applies each origin's entries in order.
 
-use super::{unreachable_peer, PeerId, ReplicationError, Replicator, INFLIGHT_BYTES_CAP};
+use super::{unreachable_peer, LinkId, ReplicationError, Replicator, INFLIGHT_BYTES_CAP};
 use crate::limits::ENTRY_BYTES_MAX;
 use crate::model::{ReplicaId, VersionVector};
 use crate::replication::frame::{encode_entries, vv_entries, Frame, FrameError};
@@ -34,7 +34,7 @@ impl Replicator {
         store: &S,
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
-        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        let ids: Vec<LinkId> = self.peers.keys().copied().collect();
         for id in ids {
             self.pump(id, store, now_ms)?;
         }
@@ -43,7 +43,7 @@ impl Replicator {
 
     pub(super) fn on_entries<S: ReplicaStore>(
         &mut self,
-        peer: PeerId,
+        peer: LinkId,
         origin: ReplicaId,
         entries: Vec<DecodedEntry>,
         store: &S,
@@ -110,7 +110,7 @@ impl Replicator {
     /// Sends what the peer lacks, origin by origin, while the in-flight budget allows.
     pub(super) fn pump<S: ReplicaStore>(
         &mut self,
-        peer: PeerId,
+        peer: LinkId,
         store: &S,
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
@@ -205,7 +205,7 @@ impl Replicator {
     }
 
     /// Tells the peer this replica's applied vector.
-    pub(super) fn send_ack(&mut self, peer: PeerId, store: &impl ReplicaStore, now_ms: u64) {
+    pub(super) fn send_ack(&mut self, peer: LinkId, store: &impl ReplicaStore, now_ms: u64) {
         self.ack_serial += 1;
         let ack = Frame::Ack {
             applied: vv_entries(&store.applied()),

@@ -27,7 +27,7 @@ pub const INFLIGHT_BYTES_CAP: usize = 8 << 20;
 
 /// Transport-level handle of a link, chosen by the driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PeerId(pub u32);
+pub struct LinkId(pub u32);
 
 /// Tunables of the protocol.
 #[derive(Clone, Debug)]
@@ -96,14 +96,14 @@ pub enum Output {
     /// Send these frame bytes on the link.
     Send {
         /// The link.
-        peer: PeerId,
+        peer: LinkId,
         /// Encoded frame.
         frame: Vec<u8>,
     },
     /// Close the link (refused handshake or bad frame).
     Close {
         /// The link.
-        peer: PeerId,
+        peer: LinkId,
         /// Why.
         reason: String,
     },
@@ -117,7 +117,7 @@ pub enum ReplicationError<E: std::error::Error + 'static> {
     #[error("peer {peer:?}: {error}")]
     Peer {
         /// The link.
-        peer: PeerId,
+        peer: LinkId,
         /// What was wrong.
         error: FrameError,
     },
@@ -160,7 +160,7 @@ pub struct Replicator {
     /// This replica's member id (its origin is the store's current one).
     me: ReplicaId,
     config: ReplicationConfig,
-    peers: BTreeMap<PeerId, Peer>,
+    peers: BTreeMap<LinkId, Peer>,
     out: VecDeque<Output>,
     stats: Stats,
     /// The latest applied vector each member reported (clamped), by member id.
@@ -204,7 +204,7 @@ impl Replicator {
     }
 
     /// The links and what is known of them.
-    pub fn peers(&self) -> impl Iterator<Item = (PeerId, &Peer)> {
+    pub fn peers(&self) -> impl Iterator<Item = (LinkId, &Peer)> {
         self.peers.iter().map(|(id, p)| (*id, p))
     }
 
@@ -212,7 +212,7 @@ impl Replicator {
     /// `member`: say hello (the peer's own hello must announce that member).
     pub fn connected(
         &mut self,
-        peer: PeerId,
+        peer: LinkId,
         member: ReplicaId,
         store: &impl ReplicaStore,
         now_ms: u64,
@@ -222,7 +222,7 @@ impl Replicator {
     }
 
     /// A link went down: forget it (cursors are rebuilt from the next `Hello`).
-    pub fn disconnected(&mut self, peer: PeerId) {
+    pub fn disconnected(&mut self, peer: LinkId) {
         self.peers.remove(&peer);
     }
 
@@ -234,7 +234,7 @@ impl Replicator {
     ) -> Result<(), ReplicationError<S::Error>> {
         self.check_origin(store, now_ms)?;
         self.compact_if_due(store, now_ms)?;
-        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        let ids: Vec<LinkId> = self.peers.keys().copied().collect();
         for id in ids {
             let Some(p) = self.peers.get_mut(&id) else {
                 continue;
@@ -282,7 +282,7 @@ impl Replicator {
     /// A frame arrived on a link.
     pub fn handle<S: ReplicaStore>(
         &mut self,
-        peer: PeerId,
+        peer: LinkId,
         bytes: &[u8],
         store: &S,
         now_ms: u64,
@@ -303,7 +303,7 @@ impl Replicator {
     /// their I/O threads).
     pub fn handle_inbound<S: ReplicaStore>(
         &mut self,
-        peer: PeerId,
+        peer: LinkId,
         inbound: Inbound,
         store: &S,
         now_ms: u64,
@@ -417,11 +417,11 @@ impl Replicator {
         }
     }
 
-    fn send(&mut self, peer: PeerId, frame: &Frame) {
+    fn send(&mut self, peer: LinkId, frame: &Frame) {
         self.send_bytes(peer, frame.encode());
     }
 
-    fn send_bytes(&mut self, peer: PeerId, frame: Vec<u8>) {
+    fn send_bytes(&mut self, peer: LinkId, frame: Vec<u8>) {
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += frame.len() as u64;
         self.out.push_back(Output::Send { peer, frame });
@@ -429,7 +429,7 @@ impl Replicator {
 
     fn reject<E: std::error::Error>(
         &mut self,
-        peer: PeerId,
+        peer: LinkId,
         reason: String,
     ) -> ReplicationError<E> {
         tracing::warn!(peer = ?peer, %reason, "refusing peer");
@@ -444,7 +444,7 @@ impl Replicator {
 
     fn refuse<E: std::error::Error>(
         &mut self,
-        peer: PeerId,
+        peer: LinkId,
         error: FrameError,
     ) -> ReplicationError<E> {
         if let Some(p) = self.peers.get_mut(&peer) {
@@ -458,7 +458,7 @@ impl Replicator {
     }
 }
 
-pub(super) fn unreachable_peer<E: std::error::Error>(peer: PeerId) -> ReplicationError<E> {
+pub(super) fn unreachable_peer<E: std::error::Error>(peer: LinkId) -> ReplicationError<E> {
     ReplicationError::Peer {
         peer,
         error: FrameError::Malformed("link vanished".into()),
