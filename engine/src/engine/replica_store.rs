@@ -11,8 +11,9 @@ use crate::model::digest::state_hash;
 use crate::model::{codec, Dot, Hlc, Record, ReplicaId, StateFacts, VersionVector};
 use crate::replication::iblt::Iblt;
 use crate::replication::{
-    decode_record_states, sort_joining_by, ApplyOutcome, Compaction, DecodedEntry, OriginView,
-    RecordRange, RecordState, RemoteRecord, ReplicaStore, SharedState, StateSummary,
+    decode_record_states, sequence_entries, sort_joining_by, ApplyOutcome, Compaction,
+    DecodedEntry, OriginView, RecordRange, RecordState, RemoteRecord, ReplicaStore, SharedState,
+    StateSummary,
 };
 use crate::store::{keys, AtomicWrite, LogEntry};
 use std::borrow::Cow;
@@ -353,26 +354,11 @@ impl ReplicaStore for Engine {
         // Gate before the apply lock (the order every path takes them in).
         let _gate = read_lock(&inner.gate);
         let _serial = lock(&inner.apply_lock);
-        let mut have = lock(&inner.applied).get(origin);
         // Decide each entry's fate before touching anything.
-        let mut outcomes = Vec::with_capacity(entries.len());
-        let mut accepted: Vec<&DecodedEntry> = Vec::new();
-        for entry in &entries {
-            if entry.seq <= have {
-                outcomes.push(ApplyOutcome::Duplicate);
-                continue;
-            }
-            if entry.seq != have + 1 {
-                outcomes.push(ApplyOutcome::Gap { expected: have + 1 });
-                break;
-            }
-            accepted.push(entry);
-            outcomes.push(ApplyOutcome::Applied { changed: 0 });
-            have = entry.seq;
-        }
-        if accepted.is_empty() {
+        let (mut outcomes, accepted) = sequence_entries(&entries, lock(&inner.applied).get(origin));
+        let Some(have) = accepted.last().map(|e| e.seq) else {
             return Ok(outcomes);
-        }
+        };
         // The frame's states joined together, then into the local records with the applied
         // vector as it stood before the frame (the same result as entry by entry: a state is
         // a lattice element, and dots of this frame are not in that vector), in one batch.

@@ -31,7 +31,7 @@ pub use replicator::{
     LinkId, Output, ReplicationConfig, ReplicationError, Replicator, Stats, INFLIGHT_BYTES_CAP,
 };
 pub use seam::{
-    ApplyOutcome, Compaction, OriginView, RecordRange, RecordState, ReplicaStore, SharedState,
-    StateSummary,
+    sequence_entries, ApplyOutcome, Compaction, OriginView, RecordRange, RecordState, ReplicaStore,
+    SharedState, StateSummary,
 };
 pub use shared_iblt::SharedIblt;

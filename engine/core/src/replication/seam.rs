@@ -36,6 +36,33 @@ pub enum ApplyOutcome {
     },
 }
 
+/// Decides each of an origin's consecutive entries' fate against `applied` (the origin's
+/// highest sequence applied in order): already applied ones are `Duplicate`, the first after a
+/// hole is a `Gap` (and nothing after it is looked at), the rest are accepted in order (their
+/// outcome says `Applied` with no change counted yet). Every store applies entries this way.
+pub fn sequence_entries(
+    entries: &[DecodedEntry],
+    applied: u64,
+) -> (Vec<ApplyOutcome>, Vec<&DecodedEntry>) {
+    let mut have = applied;
+    let mut outcomes = Vec::with_capacity(entries.len());
+    let mut accepted = Vec::new();
+    for entry in entries {
+        if entry.seq <= have {
+            outcomes.push(ApplyOutcome::Duplicate);
+            continue;
+        }
+        if entry.seq != have + 1 {
+            outcomes.push(ApplyOutcome::Gap { expected: have + 1 });
+            break;
+        }
+        accepted.push(entry);
+        outcomes.push(ApplyOutcome::Applied { changed: 0 });
+        have = entry.seq;
+    }
+    (outcomes, accepted)
+}
+
 /// A replica's state summarised for anti-entropy.
 #[derive(Debug)]
 pub struct StateSummary {

@@ -5,8 +5,8 @@ use super::{MemoryStore, MemoryStoreError};
 use crate::model::digest::key_hash;
 use crate::model::{Dot, ReplicaId, VersionVector};
 use crate::replication::{
-    decode_record_states, sort_joining, ApplyOutcome, Compaction, DecodedEntry, OriginView,
-    RecordRange, RecordState, ReplicaStore, SharedState, StateSummary,
+    decode_record_states, sequence_entries, sort_joining, ApplyOutcome, Compaction, DecodedEntry,
+    OriginView, RecordRange, RecordState, ReplicaStore, SharedState, StateSummary,
 };
 use std::collections::{BTreeSet, HashSet};
 use std::ops::Bound;
@@ -96,25 +96,10 @@ impl ReplicaStore for MemoryStore {
         if origin == s.origin {
             return Ok(vec![ApplyOutcome::Duplicate; entries.len()]);
         }
-        let mut have = s.applied.get(origin);
-        let mut outcomes = Vec::with_capacity(entries.len());
-        let mut accepted: Vec<&DecodedEntry> = Vec::new();
-        for entry in &entries {
-            if entry.seq <= have {
-                outcomes.push(ApplyOutcome::Duplicate);
-                continue;
-            }
-            if entry.seq != have + 1 {
-                outcomes.push(ApplyOutcome::Gap { expected: have + 1 });
-                break;
-            }
-            accepted.push(entry);
-            outcomes.push(ApplyOutcome::Applied { changed: 0 });
-            have = entry.seq;
-        }
-        if accepted.is_empty() {
+        let (mut outcomes, accepted) = sequence_entries(&entries, s.applied.get(origin));
+        let Some(have) = accepted.last().map(|e| e.seq) else {
             return Ok(outcomes);
-        }
+        };
         // The frame's states joined together, then into the local records with the applied
         // vector as it stood before the frame.
         let all: Vec<_> = accepted
