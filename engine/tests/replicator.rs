@@ -87,7 +87,7 @@ fn two_replicas_exchange_writes_and_a_foreign_cluster_is_refused() {
     assert!(drain(&mut a).iter().any(|o| matches!(
         o,
         Output::Close {
-            peer: LinkId(3),
+            link: LinkId(3),
             ..
         }
     )));
@@ -99,7 +99,7 @@ fn two_replicas_exchange_writes_and_a_foreign_cluster_is_refused() {
     assert!(drain(&mut a).iter().any(|o| matches!(
         o,
         Output::Close {
-            peer: LinkId(2),
+            link: LinkId(2),
             ..
         }
     )));

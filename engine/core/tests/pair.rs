@@ -128,7 +128,7 @@ impl Pair {
                 any = true;
                 match out {
                     // Frames for other links (a third replicator's) go nowhere here.
-                    Output::Send { peer, .. } if peer != from.link => {}
+                    Output::Send { link, .. } if link != from.link => {}
                     Output::Send { frame, .. } => {
                         let kind = kind_of(&frame);
                         let lost = self.drop_rule.as_mut().is_some_and(|lose| lose(dir, &kind));

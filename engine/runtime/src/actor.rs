@@ -135,7 +135,7 @@ pub(crate) fn run(
         }
         while let Some(out) = repl.poll_output() {
             match out {
-                Output::Send { peer, frame } => {
+                Output::Send { link: peer, frame } => {
                     if let Some(l) = links.get(&peer) {
                         let len = frame.len() as u64;
                         if l.out.try_send(frame).is_ok() {
@@ -149,7 +149,7 @@ pub(crate) fn run(
                         }
                     }
                 }
-                Output::Close { peer, reason } => {
+                Output::Close { link: peer, reason } => {
                     if let Some(l) = links.remove(&peer) {
                         tracing::warn!(peer = %l.name, %reason, "closing replication link");
                         link_errors.insert(l.name, reason);

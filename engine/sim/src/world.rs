@@ -203,12 +203,12 @@ impl World {
         let liar = self.regions[i].liar;
         for o in outs {
             match o {
-                Output::Send { peer, frame } => {
+                Output::Send { link: peer, frame } => {
                     let frame = if liar { inflate_claims(frame) } else { frame };
                     self.net
                         .send(&mut self.rng, self.now_ms, i, peer.0 as usize, frame);
                 }
-                Output::Close { peer, reason } => {
+                Output::Close { link: peer, reason } => {
                     self.violations.push(format!(
                         "region {i} closed its link to {}: {reason}",
                         peer.0

@@ -118,7 +118,7 @@ impl Net {
                 };
                 for o in outs {
                     match o {
-                        Output::Send { peer, frame } => {
+                        Output::Send { link: peer, frame } => {
                             let j = peer.0 as usize;
                             if self.cut.contains(&(i.min(j), i.max(j))) {
                                 continue;
@@ -129,7 +129,7 @@ impl Net {
                                 let _ = r.handle(LinkId(i as u32), &frame, e, now);
                             }
                         }
-                        Output::Close { peer, reason } => {
+                        Output::Close { link: peer, reason } => {
                             self.closed.push((i, peer.0 as usize, reason));
                         }
                     }

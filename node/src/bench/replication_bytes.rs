@@ -95,8 +95,10 @@ impl Links {
             for (i, n) in self.nodes.iter_mut().enumerate() {
                 while let Some(o) = n.repl.poll_output() {
                     match o {
-                        Output::Send { peer, frame } => frames.push((i, peer.0 as usize, frame)),
-                        Output::Close { peer, reason } => {
+                        Output::Send { link: peer, frame } => {
+                            frames.push((i, peer.0 as usize, frame))
+                        }
+                        Output::Close { link: peer, reason } => {
                             anyhow::bail!("link {i}->{} closed: {reason}", peer.0)
                         }
                     }

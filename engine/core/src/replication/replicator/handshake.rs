@@ -142,7 +142,7 @@ impl Replicator {
                 for id in stale {
                     self.peers.remove(&id);
                     self.out.push_back(Output::Close {
-                        peer: id,
+                        link: id,
                         reason: "superseded by a newer process of the same member".into(),
                     });
                 }

@@ -96,14 +96,14 @@ pub enum Output {
     /// Send these frame bytes on the link.
     Send {
         /// The link.
-        peer: LinkId,
+        link: LinkId,
         /// Encoded frame.
         frame: Vec<u8>,
     },
     /// Close the link (refused handshake or bad frame).
     Close {
         /// The link.
-        peer: LinkId,
+        link: LinkId,
         /// Why.
         reason: String,
     },
@@ -354,7 +354,7 @@ impl Replicator {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.state = LinkState::Refused;
                 }
-                self.out.push_back(Output::Close { peer, reason });
+                self.out.push_back(Output::Close { link: peer, reason });
                 Ok(())
             }
             // Before the handshake (its hello was lost or overtaken): drop it; the sender resends
@@ -424,7 +424,7 @@ impl Replicator {
     fn send_bytes(&mut self, peer: LinkId, frame: Vec<u8>) {
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += frame.len() as u64;
-        self.out.push_back(Output::Send { peer, frame });
+        self.out.push_back(Output::Send { link: peer, frame });
     }
 
     fn reject<E: std::error::Error>(
@@ -451,7 +451,7 @@ impl Replicator {
             p.state = LinkState::Refused;
         }
         self.out.push_back(Output::Close {
-            peer,
+            link: peer,
             reason: error.to_string(),
         });
         ReplicationError::Peer { peer, error }
