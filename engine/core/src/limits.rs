@@ -85,13 +85,20 @@ pub fn check(value_bytes_max: usize, record_bytes_max: usize) -> Result<(), Limi
     Ok(())
 }
 
+/// Bytes counted on the wire for one record of an entry beyond its key and state (their
+/// lengths).
+pub const RECORD_OVERHEAD_BYTES: usize = 8;
+
+/// Bytes counted on the wire for an entry beyond its records (its sequence number and count).
+pub const ENTRY_OVERHEAD_BYTES: usize = 10;
+
 /// Bytes an entry's records take on the wire, as sender and receiver count them.
 pub fn wire_bytes<'a>(records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> usize {
     records
         .into_iter()
-        .map(|(k, v)| k.len() + v.len() + 8)
+        .map(|(k, v)| k.len() + v.len() + RECORD_OVERHEAD_BYTES)
         .sum::<usize>()
-        + 10
+        + ENTRY_OVERHEAD_BYTES
 }
 
 #[cfg(test)]

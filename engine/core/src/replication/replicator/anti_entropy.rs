@@ -35,6 +35,13 @@ const TRANSFER_READ_KEYS: usize = 16;
 /// here, and streaming it costs less than any table.
 const STREAM_WHEN_RECORDS_RATIO: u64 = 2;
 
+/// ... and more than this many records beyond that (small data sets always use a table).
+const STREAM_WHEN_RECORDS_MORE: u64 = 1_000;
+
+/// A retry's table when the difference filled every cell of the last one: this many times its
+/// cells (and at least twice them otherwise).
+const RETRY_GROWTH_WHEN_FULL: usize = 8;
+
 impl Replicator {
     /// Starts a state-transfer round towards `peer`, whose lag is about `lag` entries.
     pub(super) fn start_transfer<S: ReplicaStore>(
@@ -241,7 +248,11 @@ impl Replicator {
             let mine = store
                 .summarize(theirs.cell_count())
                 .map_err(ReplicationError::Store)?;
-            if records > STREAM_WHEN_RECORDS_RATIO.saturating_mul(mine.records) + 1_000 {
+            if records
+                > STREAM_WHEN_RECORDS_RATIO
+                    .saturating_mul(mine.records)
+                    .saturating_add(STREAM_WHEN_RECORDS_MORE)
+            {
                 Frame::AeStream { round }
             } else {
                 match theirs.subtract(&mine.table).and_then(|d| d.decode()) {
@@ -275,7 +286,7 @@ impl Replicator {
                             .and_then(|d| d.difference_estimate());
                         let cells = match estimate {
                             Some(d) => Iblt::cells_for(d + d / 8),
-                            None => theirs.cell_count() * 8,
+                            None => theirs.cell_count() * RETRY_GROWTH_WHEN_FULL,
                         }
                         .max(theirs.cell_count() * 2);
                         Frame::AeRetry {
@@ -495,7 +506,7 @@ fn read_wanted<S: ReplicaStore>(
             .map_err(ReplicationError::Store)?
             .into_iter();
         for state in read.by_ref() {
-            let bytes = state.0.len() + state.1.len() + 8;
+            let bytes = state.0.len() + state.1.len() + crate::limits::RECORD_OVERHEAD_BYTES;
             if bytes > max {
                 // Grown past what a frame carries (merges): left out, as in entries.
                 metrics::counter!("meridian_replication_records_unshippable_total").increment(1);

@@ -10,6 +10,9 @@ use crate::replication::inbound::{wire_bytes, DecodedEntry};
 use crate::replication::peer::{AntiEntropy, InFlight};
 use crate::replication::seam::{ApplyOutcome, ReplicaStore, SharedState};
 
+/// Acknowledgements a receiver sends per in-flight window of entries bytes.
+const ACKS_PER_WINDOW: usize = 4;
+
 impl Replicator {
     /// Unacknowledged bytes allowed on a link with round trip `rtt_ms` (if measured).
     pub fn inflight_window(&self, rtt_ms: Option<u64>) -> usize {
@@ -25,7 +28,7 @@ impl Replicator {
     /// Entries bytes received from one peer after which it is sent an `Ack` (a quarter of the
     /// in-flight budget: the sender refills its window while the rest is applied).
     pub fn ack_every_bytes(&self) -> usize {
-        self.config.inflight_bytes_max / 4
+        self.config.inflight_bytes_max / ACKS_PER_WINDOW
     }
 
     /// A local write committed: push it to every ready link.
@@ -234,7 +237,7 @@ fn fit_entry(origin: ReplicaId, seq: u64, mut records: Vec<SharedState>) -> Vec<
             break;
         };
         let (key, state) = records.remove(largest);
-        size -= key.len() + state.len() + 8;
+        size -= key.len() + state.len() + crate::limits::RECORD_OVERHEAD_BYTES;
         metrics::counter!("meridian_replication_records_unshippable_total").increment(1);
         tracing::error!(%origin, seq, key = %crate::show_key(&key[..key.len().min(64)]), bytes = state.len(), "a record grew past what one frame carries and is left out of its entry");
     }

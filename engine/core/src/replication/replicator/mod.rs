@@ -22,6 +22,10 @@ use super::seam::ReplicaStore;
 use crate::model::{ReplicaId, VersionVector};
 use std::collections::{BTreeMap, VecDeque};
 
+/// An offered state-transfer round with no answer for this many retransmit intervals is
+/// dropped (the next pump offers again).
+const OFFER_TIMEOUT_RETRANSMITS: u64 = 4;
+
 /// Most unacknowledged bytes allowed on any link, whatever its round trip.
 pub const INFLIGHT_BYTES_CAP: usize = 8 << 20;
 
@@ -250,7 +254,9 @@ impl Replicator {
                 LinkState::Ready { .. } => {}
             }
             if let Some(AntiEntropy::Offering { started_ms, .. }) = &p.ae {
-                if now_ms.saturating_sub(*started_ms) >= 4 * self.config.retransmit_ms {
+                if now_ms.saturating_sub(*started_ms)
+                    >= OFFER_TIMEOUT_RETRANSMITS * self.config.retransmit_ms
+                {
                     p.ae = None; // lost somewhere: the next pump offers again
                 }
             }
