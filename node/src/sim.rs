@@ -2,9 +2,7 @@
 //! command that replays a failing seed.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use meridian_sim::{run_seed, Faults, SeedReport, SimOptions};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use meridian_sim::{run_seeds, Faults, SeedReport, SimOptions};
 
 /// Options of `meridian sim`.
 #[derive(clap::Args, Debug)]
@@ -74,28 +72,6 @@ impl Args {
             ..SimOptions::default()
         }
     }
-
-    fn replay_command(&self, seed: u64) -> String {
-        let mut cmd = format!(
-            "meridian sim --seed {seed} --regions {} --ops {}",
-            self.regions, self.ops
-        );
-        for (off, flag) in [
-            (self.no_lossy_links, " --no-lossy-links"),
-            (self.no_partitions, " --no-partitions"),
-            (self.no_crashes, " --no-crashes"),
-            (self.no_clock_skew, " --no-clock-skew"),
-            (self.no_power_loss, " --no-power-loss"),
-            (self.no_wiped_disks, " --no-wiped-disks"),
-            (self.no_hostile_clients, " --no-hostile-clients"),
-            (self.no_lying_peers, " --no-lying-peers"),
-        ] {
-            if off {
-                cmd.push_str(flag);
-            }
-        }
-        cmd
-    }
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -112,7 +88,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(s) => vec![s],
         None => (args.first_seed..args.first_seed + args.seeds).collect(),
     };
-    let scratch = meridian_sim::scratch_dir()?;
     let bar = if args.json || seeds.len() == 1 {
         ProgressBar::hidden()
     } else {
@@ -121,25 +96,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     bar.set_style(ProgressStyle::with_template(
         "{bar:40} {pos}/{len} seeds {elapsed_precise} eta {eta}",
     )?);
-    let next = AtomicU64::new(0);
-    let reports = Mutex::new(Vec::with_capacity(seeds.len()));
-    std::thread::scope(|s| {
-        for _ in 0..args.threads.max(1) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst) as usize;
-                let Some(&seed) = seeds.get(i) else { break };
-                let report = run_seed(&opts, seed, scratch.path());
-                bar.inc(1);
-                reports
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(report);
-            });
-        }
-    });
+    let reports = run_seeds(&opts, &seeds, args.threads, |_| bar.inc(1))?;
     bar.finish_and_clear();
-    let mut reports: Vec<SeedReport> = reports.into_inner().unwrap_or_else(|e| e.into_inner());
-    reports.sort_by_key(|r| r.seed);
 
     let sum = |f: fn(&SeedReport) -> u64| reports.iter().map(f).sum::<u64>();
     let mut conv: Vec<u64> = reports.iter().filter_map(|r| r.convergence_ms).collect();
@@ -213,7 +171,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 eprintln!("  - {v}");
             }
         }
-        eprintln!("replay with: {}", args.replay_command(first.seed));
+        eprintln!("replay with: {}", opts.replay_command(first.seed));
         anyhow::bail!(
             "{} of {} seeds violated an invariant",
             failing.len(),

@@ -11,8 +11,11 @@
 mod history;
 mod network;
 mod rng;
+mod runner;
 mod workload;
 mod world;
+
+pub use runner::run_seeds;
 
 pub use network::REGIONS;
 pub use rng::SimRng;

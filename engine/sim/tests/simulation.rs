@@ -1,29 +1,11 @@
 //! The deterministic multi-region simulation as part of `make test`: at least 500 seeds under
 //! every fault kind with zero violations, and replays that hash identically.
 
-use meridian_sim::{run_seed, SeedReport, SimOptions};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use meridian_sim::{run_seed, run_seeds, SeedReport, SimOptions};
 
 fn run_many(opts: &SimOptions, seeds: std::ops::Range<u64>) -> Vec<SeedReport> {
-    let scratch = meridian_sim::scratch_dir().expect("scratch dir");
-    let next = AtomicU64::new(seeds.start);
-    let reports = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::SeqCst);
-                if seed >= seeds.end {
-                    break;
-                }
-                let r = run_seed(opts, seed, scratch.path());
-                reports.lock().expect("reports").push(r);
-            });
-        }
-    });
-    let mut reports = reports.into_inner().expect("reports");
-    reports.sort_by_key(|r| r.seed);
-    reports
+    let seeds: Vec<u64> = seeds.collect();
+    run_seeds(opts, &seeds, 2, |_| {}).expect("scratch dir")
 }
 
 fn assert_clean(opts: &SimOptions, reports: &[SeedReport]) {
@@ -32,8 +14,10 @@ fn assert_clean(opts: &SimOptions, reports: &[SeedReport]) {
         .filter(|r| !r.violations.is_empty())
         .map(|r| {
             format!(
-                "seed {}: {:?}\n  replay: meridian sim --seed {} --regions {} --ops {}",
-                r.seed, r.violations, r.seed, opts.regions, opts.ops
+                "seed {}: {:?}\n  replay: {}",
+                r.seed,
+                r.violations,
+                opts.replay_command(r.seed)
             )
         })
         .collect();
