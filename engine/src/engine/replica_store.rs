@@ -7,6 +7,7 @@ use super::faults::Stored;
 use crate::engine::{lock, Engine};
 use crate::engine::{read_lock, write_lock};
 use crate::error::{Error, Result};
+use crate::limits::RECORD_OVERHEAD_BYTES;
 use crate::model::digest::state_hash;
 use crate::model::{codec, Dot, Hlc, Record, ReplicaId, StateFacts, VersionVector};
 use crate::replication::iblt::Iblt;
@@ -454,7 +455,7 @@ impl ReplicaStore for Engine {
         let mut size = 0;
         for item in self.inner.store.records_from(from, None) {
             let (key, state) = item?;
-            if !out.is_empty() && size + key.len() + state.len() + 8 > bytes {
+            if !out.is_empty() && size + key.len() + state.len() + RECORD_OVERHEAD_BYTES > bytes {
                 return Ok((out, Some(key.into_vec())));
             }
             // A record that does not check is not shipped (its fault stays its own).
@@ -462,7 +463,7 @@ impl ReplicaStore for Engine {
                 self.note_fault(Stored::Record, &key, &e);
                 continue;
             }
-            size += key.len() + state.len() + 8;
+            size += key.len() + state.len() + RECORD_OVERHEAD_BYTES;
             out.push((key.into_vec(), state.into_vec()));
         }
         Ok((out, None))

@@ -2,6 +2,7 @@
 
 use super::state::{Incoming, Theirs, SUMMARY_CELLS};
 use super::{MemoryStore, MemoryStoreError};
+use crate::limits::RECORD_OVERHEAD_BYTES;
 use crate::model::digest::key_hash;
 use crate::model::{Dot, ReplicaId, VersionVector};
 use crate::replication::{
@@ -199,10 +200,10 @@ impl ReplicaStore for MemoryStore {
             .records
             .range::<[u8], _>((Bound::Included(from), Bound::Unbounded));
         for (key, state) in range {
-            if !out.is_empty() && size + key.len() + state.len() + 8 > bytes {
+            if !out.is_empty() && size + key.len() + state.len() + RECORD_OVERHEAD_BYTES > bytes {
                 return Ok((out, Some(key.to_vec())));
             }
-            size += key.len() + state.len() + 8;
+            size += key.len() + state.len() + RECORD_OVERHEAD_BYTES;
             out.push((key.to_vec(), state.to_vec()));
         }
         Ok((out, None))
