@@ -53,6 +53,9 @@ pub(crate) enum AntiEntropy {
     Receiving {
         round: u64,
         next_chunk: u64,
+        /// Last progress (offer taken, chunk received): a round the sender abandoned, or one
+        /// both ends took as the other's, is dropped after a while like an unanswered offer.
+        since_ms: u64,
         /// Keys whose records only this replica held when the round began, not received
         /// since: the peer holds nothing of them.
         ours_only: std::collections::BTreeSet<Vec<u8>>,

@@ -77,7 +77,7 @@ impl Replicator {
                 round,
                 table,
                 records,
-            } => self.on_offer(peer, round, &table, records, store),
+            } => self.on_offer(peer, round, &table, records, store, now_ms),
             Frame::AeWant { round, hashes } => {
                 let keys = store
                     .keys_for_hashes(&hashes)
@@ -219,6 +219,7 @@ impl Replicator {
         table: &[u8],
         records: u64,
         store: &S,
+        now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
         // Both ends offered at once: the lower member id's round goes first (its peer takes
         // it and drops its own, which it offers again once this round is over).
@@ -304,6 +305,7 @@ impl Replicator {
             p.ae = Some(AntiEntropy::Receiving {
                 round,
                 next_chunk: 0,
+                since_ms: now_ms,
                 ours_only,
             });
         }
@@ -361,10 +363,12 @@ impl Replicator {
         if let Some(Some(AntiEntropy::Receiving {
             next_chunk,
             ours_only: only,
+            since_ms,
             ..
         })) = self.peers.get_mut(&peer).map(|p| p.ae.as_mut())
         {
             *next_chunk = chunk + 1;
+            *since_ms = now_ms;
             for (key, _) in &records {
                 only.remove(key);
             }

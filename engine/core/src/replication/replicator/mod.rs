@@ -22,8 +22,8 @@ use super::seam::ReplicaStore;
 use crate::model::{ReplicaId, VersionVector};
 use std::collections::{BTreeMap, VecDeque};
 
-/// An offered state-transfer round with no answer for this many retransmit intervals is
-/// dropped (the next pump offers again).
+/// A state-transfer round with no progress for this many retransmit intervals is dropped,
+/// on either end (the next pump or idle check offers again).
 const OFFER_TIMEOUT_RETRANSMITS: u64 = 4;
 
 /// Most unacknowledged bytes allowed on any link, whatever its round trip.
@@ -253,12 +253,15 @@ impl Replicator {
                 LinkState::Refused => continue,
                 LinkState::Ready { .. } => {}
             }
-            if let Some(AntiEntropy::Offering { started_ms, .. }) = &p.ae {
-                if now_ms.saturating_sub(*started_ms)
-                    >= OFFER_TIMEOUT_RETRANSMITS * self.config.retransmit_ms
-                {
-                    p.ae = None; // lost somewhere: the next pump offers again
-                }
+            let progress = match &p.ae {
+                Some(AntiEntropy::Offering { started_ms, .. }) => Some(*started_ms),
+                Some(AntiEntropy::Receiving { since_ms, .. }) => Some(*since_ms),
+                None => None,
+            };
+            if progress.is_some_and(|at| {
+                now_ms.saturating_sub(at) >= OFFER_TIMEOUT_RETRANSMITS * self.config.retransmit_ms
+            }) {
+                p.ae = None; // lost somewhere, or both ends waiting: the next check offers again
             }
             if !p.inflight.is_empty()
                 && now_ms.saturating_sub(p.last_progress_ms) >= self.config.retransmit_ms
