@@ -78,6 +78,13 @@ impl Replicator {
                 table,
                 records,
             } => self.on_offer(peer, round, &table, records, store, now_ms),
+            Frame::AeWant { round, .. } | Frame::AeStream { round }
+                if self.dropped_round(peer, round) =>
+            {
+                // The peer took an offer this replica has dropped (overtaken by the answer to
+                // the peer's own offer) and waits for it: a fresh round replaces it there.
+                self.offer(peer, crate::replication::iblt::CELLS_MIN, store, now_ms)
+            }
             Frame::AeWant { round, hashes } => {
                 let keys = store
                     .keys_for_hashes(&hashes)
@@ -159,6 +166,15 @@ impl Replicator {
             AntiEntropy::Offering { round, .. } => Some(*round),
             AntiEntropy::Receiving { .. } => None,
         }
+    }
+
+    /// Whether `round` is an offer of this replica's that it dropped, with nothing under way
+    /// on the link now (an answer to an offer in progress, or a stale one while another
+    /// round runs, is not).
+    fn dropped_round(&self, peer: LinkId, round: u64) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.ae.is_none() && round < self.next_round)
     }
 
     /// The peer answered round `round`'s offer: what to send.
