@@ -1,6 +1,6 @@
 //! `MemoryStore` as `ReplicaStore`: the engine's `replica_store.rs` and `epoch.rs` over maps.
 
-use super::state::{Incoming, Theirs, SUMMARY_CELLS};
+use super::state::{Incoming, SUMMARY_CELLS};
 use super::{MemoryStore, MemoryStoreError};
 use crate::limits::RECORD_OVERHEAD_BYTES;
 use crate::model::digest::key_hash;
@@ -116,16 +116,7 @@ impl ReplicaStore for MemoryStore {
             }
         };
         let seen = s.applied();
-        let remote = joined
-            .iter()
-            .map(|r| Incoming {
-                key: &r.key,
-                state: Theirs::Received {
-                    bytes: &r.state,
-                    facts: &r.facts,
-                },
-            })
-            .collect();
+        let remote = joined.iter().map(Incoming::of).collect();
         let changed: BTreeSet<&[u8]> = s.join(remote, &seen, None, None)?.into_iter().collect();
         for entry in &accepted {
             let keys: Vec<&[u8]> = entry.records.iter().map(|r| &r.key[..]).collect();
@@ -236,16 +227,7 @@ impl ReplicaStore for MemoryStore {
         let Ok(decoded) = decode_record_states(records, self.record_bytes_max()) else {
             return Ok(ApplyOutcome::Invalid);
         };
-        let remote = decoded
-            .iter()
-            .map(|r| Incoming {
-                key: &r.key,
-                state: Theirs::Received {
-                    bytes: &r.state,
-                    facts: &r.facts,
-                },
-            })
-            .collect();
+        let remote = decoded.iter().map(Incoming::of).collect();
         let mut s = self.lock();
         let seen = s.applied();
         let changed = s.join(remote, &seen, Some(horizon), None)?;

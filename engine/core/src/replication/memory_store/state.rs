@@ -75,7 +75,18 @@ pub(super) enum Theirs<'k> {
     Decoded(Record),
 }
 
-impl Incoming<'_> {
+impl<'k> Incoming<'k> {
+    /// Borrows a checked record.
+    pub(super) fn of(r: &'k crate::replication::RemoteRecord) -> Incoming<'k> {
+        Incoming {
+            key: &r.key,
+            state: Theirs::Received {
+                bytes: &r.state,
+                facts: &r.facts,
+            },
+        }
+    }
+
     fn max_marker(&self) -> Option<crate::model::Hlc> {
         match &self.state {
             Theirs::Received { facts, .. } => facts.max_marker,
