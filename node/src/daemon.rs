@@ -1,9 +1,9 @@
 //! `meridian node --config FILE`: the regional node daemon.
 
-use crate::config::NodeConfig;
 use anyhow::Context;
-use meridian::{Config, Durability, Engine};
-use meridian_runtime::{replica_id_for, Runtime};
+use meridian::Engine;
+use meridian_runtime::node_config::NodeConfig;
+use meridian_runtime::Runtime;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use std::path::Path;
 
@@ -18,22 +18,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
 }
 
 async fn serve(config: NodeConfig) -> anyhow::Result<()> {
-    let engine_config = Config {
-        durability: if config.durability == "sync" {
-            Durability::Sync
-        } else {
-            Durability::Wal
-        },
-        value_bytes_max: config.limits.value_bytes_max,
-        record_bytes_max: config.limits.record_bytes_max,
-        entry_cache_bytes: config.limits.replication_cache_mib << 20,
-        replica_id: Some(replica_id_for(
-            &config.cluster,
-            &config.name,
-            config.incarnation,
-        )),
-        ..Config::default()
-    };
+    let engine_config = config.engine_config();
     let dir = config.data_dir.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(&dir, engine_config))
         .await?

@@ -2,16 +2,10 @@
 //! loopback with generated certificates; conflicting writes that converge; lag metrics; one
 //! region killed while writes continue; its restart and catch-up; a clean stop. Narrated.
 
-use crate::certs::{self, InitArgs};
 use anyhow::Context;
 use meridian::{Op, ReadValue, VersionVector};
 use meridian_runtime::client::Client;
-use meridian_runtime::tls::replica_dns_name;
-use meridian_runtime::TlsFiles;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use meridian_tests::{Cluster, NodeProcess};
 use std::time::{Duration, Instant};
 
 const CLUSTER: &str = "demo";
@@ -21,135 +15,15 @@ const REGIONS: [(&str, &str); 3] = [
     ("apn1", "ap-northeast"),
 ];
 
-struct Region {
-    name: &'static str,
-    region: &'static str,
-    addr: SocketAddr,
-    metrics: SocketAddr,
-    config: PathBuf,
-    child: Option<Child>,
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 fn step(text: &str) {
     println!("\n== {text}");
 }
 
-fn free_udp() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-fn free_tcp() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-fn start(r: &mut Region) -> anyhow::Result<()> {
-    let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
-        .args(["node", "--config"])
-        .arg(&r.config)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting a node")?;
-    let stdout = child.stdout.take().context("node stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(line) if line.contains("listening on") => {
-            println!("   {line} (pid {})", child.id());
-            r.child = Some(child);
-            Ok(())
-        }
-        other => {
-            let _ = child.kill();
-            let _ = child.wait();
-            anyhow::bail!("{} did not start: {other:?}", r.name)
-        }
-    }
-}
-
-/// Attempts at starting nodes: their ports are picked free and bound a moment later by the
-/// node, and another socket's ephemeral port can land on one in between.
-const START_ATTEMPTS: usize = 5;
-
-/// Starts `r` on its ports, retrying while one of them is held by another socket.
-fn restart(r: &mut Region) -> anyhow::Result<()> {
-    let mut last = start(r);
-    for _ in 1..START_ATTEMPTS {
-        if last.is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        last = start(r);
-    }
-    last
-}
-
-/// Picks fresh ports for every region, writes the configurations and starts the nodes; on a
-/// failure stops those started and tries again on new ports.
-fn start_all(regions: &mut [Region]) -> anyhow::Result<()> {
-    let mut last = Ok(());
-    for _ in 0..START_ATTEMPTS {
-        for r in regions.iter_mut() {
-            if let Some(mut c) = r.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-            r.addr = free_udp()?;
-            r.metrics = free_tcp()?;
-        }
-        write_configs(regions)?;
-        last = regions.iter_mut().try_for_each(start);
-        if last.is_ok() {
-            break;
-        }
-    }
-    last
-}
-
-/// Each region's `meridian node` configuration, naming the others as peers.
-fn write_configs(regions: &[Region]) -> anyhow::Result<()> {
-    for r in regions {
-        let mut text = format!(
-            "cluster = \"{CLUSTER}\"\nname = \"{}\"\nregion = \"{}\"\ndata_dir = \"data-{}\"\nlisten = \"{}\"\nmetrics_listen = \"{}\"\n\
-             [tls]\nca = \"certs/{}/ca.pem\"\ncert = \"certs/{}/{}.pem\"\nkey = \"certs/{}/{}.key\"\n",
-            r.name, r.region, r.name, r.addr, r.metrics, r.name, r.name, r.name, r.name, r.name
-        );
-        for p in regions.iter().filter(|p| p.name != r.name) {
-            text.push_str(&format!(
-                "[[peers]]\nname = \"{}\"\nregion = \"{}\"\naddress = \"{}\"\n",
-                p.name, p.region, p.addr
-            ));
-        }
-        std::fs::write(&r.config, text)?;
-    }
+/// Restarts a region on its ports and data directory, and says so.
+fn restart(node: &mut NodeProcess) -> anyhow::Result<()> {
+    let line = node.start()?;
+    println!("   {line} (pid {})", node.pid().unwrap_or_default());
     Ok(())
-}
-
-fn metrics(addr: SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return String::new();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nhost: demo\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
 }
 
 fn describe(read: &Option<meridian::Read>) -> String {
@@ -176,59 +50,40 @@ fn describe(read: &Option<meridian::Read>) -> String {
     }
 }
 
-async fn connect(r: &Region, tls: &TlsFiles) -> anyhow::Result<Client> {
-    Client::connect(r.addr, &replica_dns_name(CLUSTER, r.name, r.region), tls)
+async fn connect(cluster: &Cluster, i: usize) -> anyhow::Result<Client> {
+    cluster
+        .client_as(i, "demo")
         .await
-        .with_context(|| format!("connecting to {}", r.name))
+        .with_context(|| format!("connecting to {}", cluster.nodes[i].name()))
 }
 
 /// Runs the demo.
 pub fn run() -> anyhow::Result<()> {
-    let dir = tempfile::Builder::new().prefix("meridian-demo").tempdir()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(demo(dir.path()))
+    rt.block_on(demo())
 }
 
-async fn demo(dir: &Path) -> anyhow::Result<()> {
+async fn demo() -> anyhow::Result<()> {
     step("Step 1. A cluster CA and one certificate per region (mutual TLS between replicas)");
-    let certs_dir = dir.join("certs");
-    certs::init(&InitArgs {
-        dir: certs_dir.clone(),
-        cluster: CLUSTER.into(),
-        replicas: REGIONS.iter().map(|(n, r)| format!("{n}:{r}")).collect(),
-        clients: vec!["demo:write".into()],
-    })?;
-    println!("   wrote {}", certs_dir.display());
-    let mut regions = Vec::new();
-    for (name, region) in REGIONS {
-        regions.push(Region {
-            name,
-            region,
-            // Picked by `start_all`.
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            metrics: SocketAddr::from(([127, 0, 0, 1], 0)),
-            config: dir.join(format!("{name}.toml")),
-            child: None,
-        });
+    let mut cluster = Cluster::prepare(CLUSTER, &REGIONS, &["demo:write"])?;
+    for node in &mut cluster.nodes {
+        node.log_filter = "error".into();
     }
+    println!("   wrote {}", cluster.certs_dir().display());
 
     step("Step 2. Three regions, three `meridian node` processes on loopback");
-    start_all(&mut regions)?;
-    let client_dir = certs_dir.join("client-demo");
-    let tls = TlsFiles {
-        ca: client_dir.join("ca.pem"),
-        cert: client_dir.join("client-demo.pem"),
-        key: client_dir.join("client-demo.key"),
-    };
+    for (line, node) in cluster.start_all()?.iter().zip(&cluster.nodes) {
+        println!("   {line} (pid {})", node.pid().unwrap_or_default());
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     step("Step 3. Conflicting writes in two regions at once");
-    let mut us = connect(&regions[0], &tls).await?;
-    let mut eu = connect(&regions[1], &tls).await?;
-    let mut ap = connect(&regions[2], &tls).await?;
+    let mut us = connect(&cluster, 0).await?;
+    let mut eu = connect(&cluster, 1).await?;
+    let mut ap = connect(&cluster, 2).await?;
     let unseen = |v: &str| Op::Put {
         value: v.as_bytes().to_vec(),
         context: Some(VersionVector::new()),
@@ -268,7 +123,9 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
 
     step("Step 4. Replication lag and round trips, from us-east's Prometheus endpoint");
     tokio::time::sleep(Duration::from_millis(600)).await;
-    for line in metrics(regions[0].metrics)
+    for line in cluster.nodes[0]
+        .metrics()
+        .unwrap_or_default()
         .lines()
         .filter(|l| l.starts_with("meridian_peer_"))
     {
@@ -277,10 +134,7 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
 
     step("Step 5. ap-northeast is killed (SIGKILL); the other regions keep taking writes");
     drop(ap);
-    if let Some(mut c) = regions[2].child.take() {
-        c.kill()?;
-        c.wait()?;
-    }
+    cluster.nodes[2].kill();
     let writes = 1_000u32;
     let started = Instant::now();
     for i in 0..writes {
@@ -310,8 +164,8 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
     println!("   (a silent link is declared down after the 10 s QUIC idle timeout; the lag counts from the first unacknowledged write)");
 
     step("Step 6. ap-northeast restarts on its data directory and catches up");
-    restart(&mut regions[2])?;
-    let mut ap = connect(&regions[2], &tls).await?;
+    restart(&mut cluster.nodes[2])?;
+    let mut ap = connect(&cluster, 2).await?;
     ap.token.merge(&us.token);
     ap.token.merge(&eu.token);
     let started = Instant::now();
@@ -342,13 +196,10 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
 
     step("Step 7. ap-northeast loses its disk: killed, its data directory emptied, restarted");
     ap.close().await;
-    if let Some(mut c) = regions[2].child.take() {
-        c.kill()?;
-        c.wait()?;
-    }
-    std::fs::remove_dir_all(dir.join(format!("data-{}", regions[2].name)))?;
-    restart(&mut regions[2])?;
-    let mut ap = connect(&regions[2], &tls).await?;
+    cluster.nodes[2].kill();
+    std::fs::remove_dir_all(&cluster.nodes[2].config.data_dir)?;
+    restart(&mut cluster.nodes[2])?;
+    let mut ap = connect(&cluster, 2).await?;
     let status = ap.status().await?;
     println!("   ap-northeast's origin: {}", status.origin_note);
     ap.apply(
@@ -359,7 +210,7 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
     )
     .await?;
     println!("   it writes at once, under a new epoch: its old sequence numbers, which its peers hold, are never used again");
-    let mut check = connect(&regions[0], &tls).await?;
+    let mut check = connect(&cluster, 0).await?;
     check.token = ap.token.clone();
     anyhow::ensure!(
         check
@@ -380,13 +231,9 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
     us.close().await;
     eu.close().await;
     ap.close().await;
-    for r in &mut regions {
-        if let Some(mut c) = r.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let status = c.wait()?;
-            println!("   {} exited: {status}", r.name);
+    for node in &mut cluster.nodes {
+        if let Some(status) = node.terminate()? {
+            println!("   {} exited: {status}", node.name());
         }
     }
     println!("\nDone.");

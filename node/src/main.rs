@@ -13,7 +13,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod certs;
 mod client_cli;
-mod config;
 mod daemon;
 mod demo;
 mod http;
@@ -61,9 +60,9 @@ enum Command {
 #[derive(Subcommand)]
 enum CertsCommand {
     /// Create a cluster CA and certificates for replicas and clients.
-    Init(certs::InitArgs),
+    Init(certs::CertsArgs),
     /// Issue more certificates with the CA in `--dir`.
-    Add(certs::InitArgs),
+    Add(certs::CertsArgs),
 }
 
 /// Installs the log subscriber (`RUST_LOG` filters; default: info for the node, warn otherwise).
@@ -102,10 +101,10 @@ fn run() -> anyhow::Result<()> {
         Command::Node { config } => daemon::run(&config),
         Command::Certs {
             command: CertsCommand::Init(args),
-        } => certs::init(&args),
+        } => certs::init(args),
         Command::Certs {
             command: CertsCommand::Add(args),
-        } => certs::add(&args),
+        } => certs::add(args),
         Command::Client { target, command } => client_cli::run(target, command),
         Command::Bench { suite } => bench::run(suite),
         Command::Sim(args) => sim::run(args),

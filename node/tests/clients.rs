@@ -24,9 +24,9 @@ fn put(v: &[u8]) -> Op {
 
 async fn connect_as(cluster: &Cluster, name: &str) -> Result<Client, ClientFailure> {
     Client::connect(
-        cluster.nodes[0].addr,
-        &cluster.server_name(0),
-        &client_tls(&cluster.certs(), name),
+        cluster.nodes[0].config.listen,
+        &cluster.nodes[0].server_name(),
+        &cluster.client_tls(name),
     )
     .await
 }
@@ -40,7 +40,7 @@ fn code(r: Result<impl std::fmt::Debug, ClientFailure>) -> Option<ErrorCode> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_in_client_certificates_are_enforced_and_replicas_are_not_clients() {
-    let cluster = Cluster::start_with(&ONE, &["w:write", "r:read"], "");
+    let cluster = start_with(&ONE, &["w:write", "r:read"], |_| {});
     let mut writer = connect_as(&cluster, "w").await.unwrap();
     writer.apply(b"k", put(b"v")).await.unwrap();
     let mut reader = connect_as(&cluster, "r").await.unwrap();
@@ -52,9 +52,9 @@ async fn roles_in_client_certificates_are_enforced_and_replicas_are_not_clients(
     );
     // The node's own certificate, used as a client: refused (no `access.replica_role`).
     let as_replica = Client::connect(
-        cluster.nodes[0].addr,
-        &cluster.server_name(0),
-        &node_tls(&cluster.certs(), "apn1"),
+        cluster.nodes[0].config.listen,
+        &cluster.nodes[0].server_name(),
+        &cluster.replica_tls("apn1"),
     )
     .await;
     let refused = match as_replica {
@@ -66,11 +66,13 @@ async fn roles_in_client_certificates_are_enforced_and_replicas_are_not_clients(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_certificate_acts_as_a_client_only_with_the_configured_role() {
-    let cluster = Cluster::start_with(&ONE, &["t"], "[access]\nreplica_role = \"read\"\n");
+    let cluster = start_with(&ONE, &["t"], |c| {
+        c.access.replica_role = Some("read".into())
+    });
     let c = Client::connect(
-        cluster.nodes[0].addr,
-        &cluster.server_name(0),
-        &node_tls(&cluster.certs(), "apn1"),
+        cluster.nodes[0].config.listen,
+        &cluster.nodes[0].server_name(),
+        &cluster.replica_tls("apn1"),
     )
     .await
     .unwrap();
@@ -85,7 +87,13 @@ async fn a_replica_certificate_acts_as_a_client_only_with_the_configured_role() 
 #[test]
 fn certs_init_keeps_the_ca_key_out_of_node_and_client_directories() {
     let dir = tempfile::tempdir().unwrap();
-    certs(dir.path(), &[("n1", "us-east")], &["c:read"]);
+    let out = std::process::Command::new(BIN)
+        .args(["certs", "init", "--cluster", "x", "--replica", "n1:us-east"])
+        .args(["--client", "c:read", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
     assert!(dir.path().join("ca/ca.key").exists());
     for sub in ["n1", "client-c"] {
         let names: Vec<String> = std::fs::read_dir(dir.path().join(sub))
@@ -115,11 +123,10 @@ fn certs_init_keeps_the_ca_key_out_of_node_and_client_directories() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_and_connection_caps_follow_the_client_identity() {
-    let cluster = Cluster::start_with(
-        &ONE,
-        &["t"],
-        "[limits]\nclient_requests_per_second = 1\nclient_burst = 5\n",
-    );
+    let cluster = start_with(&ONE, &["t"], |c| {
+        c.limits.client_requests_per_second = 1;
+        c.limits.client_burst = 5;
+    });
     // Two connections of one client share one bucket: 5 requests, not 5 each.
     let a = connect_as(&cluster, "t").await.unwrap();
     let b = connect_as(&cluster, "t").await.unwrap();
@@ -166,11 +173,11 @@ async fn rate_limits_and_connection_caps_follow_the_client_identity() {
 /// the pool and stalled them until the waits timed out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_waits_hold_no_thread() {
-    let cluster = Cluster::start(&ONE);
+    let cluster = start(&ONE);
     let unseen = CausalToken::of_dot(Dot::new(ReplicaId(7), 1_000_000));
     let mut clients = Vec::new();
     for _ in 0..10 {
-        clients.push(std::sync::Arc::new(cluster.client(0).await));
+        clients.push(std::sync::Arc::new(cluster.client(0).await.unwrap()));
     }
     let mut waits = Vec::new();
     for c in &clients {
@@ -188,7 +195,7 @@ async fn token_waits_hold_no_thread() {
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut other = cluster.client(0).await;
+    let mut other = cluster.client(0).await.unwrap();
     let started = Instant::now();
     other.apply(b"k", put(b"v")).await.unwrap();
     assert!(other.read(b"k", 0).await.unwrap().is_some());
@@ -210,8 +217,8 @@ async fn token_waits_hold_no_thread() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scans_come_in_pages_bounded_in_bytes() {
-    let cluster = Cluster::start(&ONE);
-    let mut c = cluster.client(0).await;
+    let cluster = start(&ONE);
+    let mut c = cluster.client(0).await.unwrap();
     for i in 0..12u32 {
         c.apply(format!("big{i:02}").as_bytes(), put(&vec![1u8; 1 << 20]))
             .await

@@ -9,6 +9,7 @@ mod support;
 use meridian::{Op, ReadValue, VersionVector};
 use meridian_runtime::client_proto::{decode, encode, ClientRequest, ClientResponse, ErrorCode};
 use meridian_runtime::tls::{client_config, ALPN_CLIENT, ALPN_REPLICATION};
+use std::path::Path;
 use std::time::Duration;
 use support::*;
 
@@ -29,10 +30,10 @@ async fn register(c: &mut meridian_runtime::client::Client, key: &[u8]) -> Optio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_regions_converge_and_keep_concurrent_writes_as_siblings() {
-    let cluster = Cluster::start(&REGIONS);
+    let cluster = start(&REGIONS);
     let mut clients = Vec::new();
     for i in 0..3 {
-        clients.push(cluster.client(i).await);
+        clients.push(cluster.client(i).await.unwrap());
     }
     // Writes with an empty read context supersede nothing: two regions, two siblings.
     let blind = |v: &str| Op::Put {
@@ -72,42 +73,36 @@ async fn three_regions_converge_and_keep_concurrent_writes_as_siblings() {
         assert!(
             converged,
             "region {} did not converge",
-            cluster.nodes[i].name
+            cluster.nodes[i].name()
         );
     }
     let status = clients[0].status().await.unwrap();
     assert_eq!(status.peers.len(), 2);
     assert!(status.peers.iter().all(|p| p.connected), "{status:?}");
-    let metrics = cluster.metrics(0);
+    let metrics = cluster.nodes[0].metrics().unwrap();
     assert!(metrics.contains("meridian_peer_lag_ops"), "{metrics}");
-    let cwnd = metrics
-        .lines()
-        .find(|l| l.starts_with("meridian_peer_quic_cwnd_bytes{"))
-        .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok());
     assert!(
-        cwnd.is_some_and(|c| c > 0.0),
+        scrape::metric(&metrics, "meridian_peer_quic_cwnd_bytes") > 0.0,
         "no congestion window exported:\n{metrics}"
     );
     let conflicts: f64 = (0..3)
-        .filter_map(|i| {
-            cluster
-                .metrics(i)
-                .lines()
-                .find(|l| l.starts_with("meridian_conflicts_merged_total"))
-                .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .map(|i| {
+            let text = cluster.nodes[i].metrics().unwrap();
+            scrape::metric(&text, "meridian_conflicts_merged_total")
         })
         .sum();
     assert!(
         conflicts >= 1.0,
         "concurrent writes were merged without being counted as conflicts"
     );
-    assert!(http_get(cluster.nodes[0].metrics, "/health").contains("\"connected\":true"));
+    let health = cluster.nodes[0].health().unwrap();
+    assert!(health.peers.iter().all(|p| p.connected), "{health:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_token_reads_its_own_write_in_another_region() {
-    let cluster = Cluster::start(&REGIONS);
-    let mut writer = cluster.client(0).await;
+    let cluster = start(&REGIONS);
+    let mut writer = cluster.client(0).await.unwrap();
     writer
         .apply(
             b"profile",
@@ -118,7 +113,7 @@ async fn a_session_token_reads_its_own_write_in_another_region() {
         .await
         .unwrap();
     // The same session, failed over to another region, waits for its token there.
-    let mut reader = cluster.client(2).await;
+    let mut reader = cluster.client(2).await.unwrap();
     reader.token = writer.token.clone();
     let read = reader.read(b"profile", 5_000).await.unwrap().unwrap();
     assert!(matches!(&read.values[0], ReadValue::Lww(l) if l.value == b"v1"));
@@ -126,9 +121,9 @@ async fn a_session_token_reads_its_own_write_in_another_region() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_region_catches_up_after_restart() {
-    let mut cluster = Cluster::start(&REGIONS);
-    cluster.kill(2);
-    let mut c0 = cluster.client(0).await;
+    let mut cluster = start(&REGIONS);
+    cluster.nodes[2].kill();
+    let mut c0 = cluster.client(0).await.unwrap();
     for i in 0..200u32 {
         c0.apply(
             format!("k{i}").as_bytes(),
@@ -140,8 +135,8 @@ async fn a_killed_region_catches_up_after_restart() {
         .await
         .unwrap();
     }
-    cluster.spawn(2);
-    let mut c2 = cluster.client(2).await;
+    cluster.nodes[2].start().unwrap();
+    let mut c2 = cluster.client(2).await.unwrap();
     c2.token = c0.token.clone();
     let read = c2.read(b"k199", 15_000).await.unwrap();
     assert!(read.is_some(), "restarted region did not catch up");
@@ -162,27 +157,27 @@ async fn a_killed_region_catches_up_after_restart() {
 /// come back to it from its peers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_restarted_on_an_emptied_directory_loses_none_of_its_writes() {
-    let mut cluster = Cluster::start(&REGIONS);
+    let mut cluster = start(&REGIONS);
     let put = |v: &str| Op::Put {
         value: v.as_bytes().to_vec(),
         context: None,
     };
-    let mut c2 = cluster.client(2).await;
+    let mut c2 = cluster.client(2).await.unwrap();
     for i in 0..20u32 {
         c2.apply(format!("before{i}").as_bytes(), put("b"))
             .await
             .unwrap();
     }
     let before = c2.token.clone();
-    let mut c0 = cluster.client(0).await;
+    let mut c0 = cluster.client(0).await.unwrap();
     c0.token = before.clone();
     assert!(c0.read(b"before19", 15_000).await.unwrap().is_some());
     let old_origin = c2.status().await.unwrap().origin;
 
-    cluster.kill(2);
-    std::fs::remove_dir_all(cluster.dir.path().join("data-use1")).unwrap();
-    cluster.spawn(2);
-    let mut c2 = cluster.client(2).await;
+    cluster.nodes[2].kill();
+    std::fs::remove_dir_all(cluster.dir().join("data-use1")).unwrap();
+    cluster.nodes[2].start().unwrap();
+    let mut c2 = cluster.client(2).await.unwrap();
     let status = c2.status().await.unwrap();
     assert!(status.writable, "{status:?}");
     assert_ne!(status.origin, old_origin, "a new epoch: {status:?}");
@@ -194,7 +189,7 @@ async fn a_region_restarted_on_an_emptied_directory_loses_none_of_its_writes() {
     let mut everything = before;
     everything.merge(&c2.token);
     for region in 0..3 {
-        let mut c = cluster.client(region).await;
+        let mut c = cluster.client(region).await.unwrap();
         c.token = everything.clone();
         assert!(
             c.read(b"after19", 20_000).await.unwrap().is_some(),
@@ -216,14 +211,12 @@ async fn a_region_restarted_on_an_emptied_directory_loses_none_of_its_writes() {
 /// instead of its writes being merged under an identity nobody vouches for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_under_an_incarnation_its_peers_do_not_expect_is_refused_visibly() {
-    let mut cluster = Cluster::start(&REGIONS[..2]);
-    cluster.kill(1);
-    std::fs::remove_dir_all(cluster.dir.path().join("data-euw1")).unwrap();
-    let config = std::fs::read_to_string(&cluster.nodes[1].config).unwrap();
-    let bumped = config.replacen("region = ", "incarnation = 1\nregion = ", 1);
-    std::fs::write(&cluster.nodes[1].config, bumped).unwrap();
-    cluster.spawn(1);
-    let c0 = cluster.client(0).await;
+    let mut cluster = start(&REGIONS[..2]);
+    cluster.nodes[1].kill();
+    std::fs::remove_dir_all(cluster.dir().join("data-euw1")).unwrap();
+    cluster.nodes[1].config.incarnation = 1;
+    cluster.nodes[1].start().unwrap();
+    let c0 = cluster.client(0).await.unwrap();
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let status = c0.status().await.unwrap();
@@ -239,8 +232,9 @@ async fn a_replica_under_an_incarnation_its_peers_do_not_expect_is_refused_visib
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(cluster
-        .metrics(0)
+    assert!(cluster.nodes[0]
+        .metrics()
+        .unwrap()
         .contains("meridian_peer_identity_refused_total"));
 }
 
@@ -250,17 +244,21 @@ async fn a_replica_under_an_incarnation_its_peers_do_not_expect_is_refused_visib
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_with_the_metrics_endpoint_on_and_idle_metrics_clients_are_dropped() {
     use std::io::Read;
-    let mut cluster = Cluster::start(&REGIONS[..1]);
-    let mut idle = std::net::TcpStream::connect(cluster.nodes[0].metrics).unwrap();
+    let mut cluster = start(&REGIONS[..1]);
+    let mut idle =
+        std::net::TcpStream::connect(cluster.nodes[0].config.metrics_listen.unwrap()).unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(15)))
         .unwrap();
     let started = std::time::Instant::now();
     let mut buf = [0u8; 16];
     assert_eq!(idle.read(&mut buf).unwrap(), 0, "closed by the node");
     assert!(started.elapsed() < Duration::from_secs(12));
-    assert!(cluster.metrics(0).contains("meridian_"), "still serving");
+    assert!(
+        cluster.nodes[0].metrics().unwrap().contains("meridian_"),
+        "still serving"
+    );
 
-    let mut c = cluster.client(0).await;
+    let mut c = cluster.client(0).await.unwrap();
     for i in 0..10u32 {
         c.apply(
             format!("k{i}").as_bytes(),
@@ -273,8 +271,14 @@ async fn sigterm_flushes_with_the_metrics_endpoint_on_and_idle_metrics_clients_a
         .unwrap();
     }
     c.close().await;
-    assert!(cluster.terminate(0), "a clean exit");
-    let tables = std::fs::read_dir(cluster.dir.path().join("data-apn1"))
+    assert!(
+        cluster.nodes[0]
+            .terminate()
+            .unwrap()
+            .is_some_and(|s| s.success()),
+        "a clean exit"
+    );
+    let tables = std::fs::read_dir(cluster.dir().join("data-apn1"))
         .unwrap()
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "sst"))
@@ -288,9 +292,9 @@ async fn sigterm_flushes_with_the_metrics_endpoint_on_and_idle_metrics_clients_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_largest_value_replicates_and_one_byte_more_is_refused_at_the_client() {
     use meridian_runtime::client::ClientFailure;
-    let cluster = Cluster::start(&REGIONS[..2]);
+    let cluster = start(&REGIONS[..2]);
     let max = meridian::Config::default().value_bytes_max;
-    let mut c0 = cluster.client(0).await;
+    let mut c0 = cluster.client(0).await.unwrap();
     let put = |n: usize| Op::Put {
         value: vec![9u8; n],
         context: None,
@@ -307,7 +311,7 @@ async fn the_largest_value_replicates_and_one_byte_more_is_refused_at_the_client
         Err(ClientFailure::TooLarge { .. }) => {}
         other => panic!("expected TooLarge, got {other:?}"),
     }
-    let mut c1 = cluster.client(1).await;
+    let mut c1 = cluster.client(1).await.unwrap();
     c1.token = c0.token.clone();
     let read = c1.read(b"largest", 20_000).await.unwrap().unwrap();
     assert!(matches!(&read.values[0], ReadValue::Register(s) if s.values[0].len() == max));
@@ -315,56 +319,47 @@ async fn the_largest_value_replicates_and_one_byte_more_is_refused_at_the_client
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_from_another_ca_or_outside_the_cluster_are_refused() {
-    let cluster = Cluster::start(&REGIONS[..2]);
-    let target = &cluster.nodes[0];
-    let rogue = cluster.dir.path().join("rogue");
+    let cluster = start(&REGIONS[..2]);
+    let target = cluster.nodes[0].config.as_peer();
     // Intruder "aaa" sorts first, so it dials. One holds a certificate from another CA, the
     // other a certificate from the cluster CA under a name the cluster does not list.
-    let foreign = rogue.join("foreign-ca");
-    certs(&foreign, &[("aaa", "ap-northeast")], &["t"]);
-    let member_ca = cluster.certs();
-    certs_add(&member_ca, &[("aaa", "ap-northeast")], &[]);
+    let foreign = Cluster::prepare(CLUSTER, &[("aaa", "ap-northeast")], &["t"]).unwrap();
+    cluster.add_certs(&["aaa:ap-northeast"], &[]).unwrap();
     let mut intruders = Vec::new();
     for (label, certs_dir) in [
-        ("foreign", foreign.clone()),
-        ("non-member", member_ca.clone()),
+        ("foreign", foreign.certs_dir()),
+        ("non-member", cluster.certs_dir()),
     ] {
-        std::fs::create_dir_all(&rogue).unwrap();
-        let (node, child) = start_fresh(|| {
-            let node = Node::new("aaa", "ap-northeast", rogue.join(format!("{label}.toml")));
-            let text = node_config(
-                &node,
-                &certs_dir,
-                &rogue.join(format!("data-{label}")),
-                &[target],
-            );
-            std::fs::write(&node.config, text).unwrap();
-            node
-        });
-        intruders.push((node, certs_dir, child));
+        let mut config = NodeConfig::new(
+            CLUSTER,
+            "aaa",
+            "ap-northeast",
+            cluster.dir().join(format!("data-{label}")),
+            "127.0.0.1:0".parse().unwrap(),
+            meridian_runtime::dev_certs::replica_files(&certs_dir, "aaa"),
+        );
+        config.peers = vec![target.clone()];
+        let path = cluster.dir().join(format!("{label}.toml"));
+        let mut node = NodeProcess::new(Path::new(BIN), config, path);
+        node.start_on_fresh_ports().unwrap();
+        intruders.push((
+            node,
+            meridian_runtime::dev_certs::client_files(&certs_dir, "t"),
+        ));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for (node, certs_dir, _) in &intruders {
-        let tls = client_tls(certs_dir, "t");
-        let name = meridian_runtime::tls::replica_dns_name(CLUSTER, &node.name, &node.region);
-        let client = meridian_runtime::client::Client::connect(node.addr, &name, &tls)
-            .await
-            .unwrap();
+    for (node, tls) in &intruders {
+        let client = node.connect(tls).await.unwrap();
         let status = client.status().await.unwrap();
         assert!(
             status.peers.iter().all(|p| !p.connected),
             "an intruder got a link: {status:?}"
         );
     }
-    let metrics = cluster.metrics(0);
-    let refused: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("meridian_peers_refused_total"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let metrics = cluster.nodes[0].metrics().unwrap();
+    let refused = scrape::metric(&metrics, "meridian_peers_refused_total");
     assert!(refused >= 1.0, "the non-member was not refused:\n{metrics}");
-    let status = cluster.client(0).await.status().await.unwrap();
+    let status = cluster.client(0).await.unwrap().status().await.unwrap();
     assert!(status.peers.iter().all(|p| p.name != "aaa"));
     assert!(
         status.peers.iter().all(|p| p.connected),
@@ -374,14 +369,14 @@ async fn replicas_from_another_ca_or_outside_the_cluster_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_oversized_frames_close_only_their_stream_or_link() {
-    let cluster = Cluster::start(&REGIONS[..2]);
+    let cluster = start(&REGIONS[..2]);
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let client_tls = cluster.tls();
+    let client_tls = cluster.client_tls("t");
     let conn = endpoint
         .connect_with(
             client_config(&client_tls, ALPN_CLIENT, false).unwrap(),
-            cluster.nodes[0].addr,
-            &cluster.server_name(0),
+            cluster.nodes[0].config.listen,
+            &cluster.nodes[0].server_name(),
         )
         .unwrap()
         .await
@@ -417,14 +412,13 @@ async fn garbage_and_oversized_frames_close_only_their_stream_or_link() {
 
     // On a replication link (posing as the configured peer, with its certificate): garbage
     // closes that link only; the node keeps serving clients and its other link comes back.
-    let certs = cluster.certs();
     let peer = &cluster.nodes[1];
-    let peer_tls = node_tls(&certs, &peer.name);
+    let peer_tls = cluster.replica_tls(peer.name());
     let repl = endpoint
         .connect_with(
             client_config(&peer_tls, ALPN_REPLICATION, false).unwrap(),
-            cluster.nodes[0].addr,
-            &cluster.server_name(0),
+            cluster.nodes[0].config.listen,
+            &cluster.nodes[0].server_name(),
         )
         .unwrap()
         .await
@@ -437,11 +431,11 @@ async fn garbage_and_oversized_frames_close_only_their_stream_or_link() {
         closed.is_ok(),
         "a garbage replication frame must close the link"
     );
-    let mut c0 = cluster.client(0).await;
+    let mut c0 = cluster.client(0).await.unwrap();
     c0.apply(b"still", Op::CounterAdd { delta: 1 })
         .await
         .unwrap();
-    let mut c1 = cluster.client(1).await;
+    let mut c1 = cluster.client(1).await.unwrap();
     c1.token = c0.token.clone();
     assert!(
         c1.read(b"still", 15_000).await.unwrap().is_some(),

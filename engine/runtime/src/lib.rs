@@ -10,9 +10,11 @@ mod actor;
 pub mod client;
 pub mod client_proto;
 mod congestion;
+pub mod dev_certs;
 mod framing;
 mod link_queue;
 mod links;
+pub mod node_config;
 mod service;
 pub mod tls;
 

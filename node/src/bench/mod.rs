@@ -1,6 +1,5 @@
 //! Benchmarks: each prints metrics with a reference measured in the same run and their ratio.
 
-mod delay_proxy;
 mod local;
 mod replication;
 mod replication_bytes;

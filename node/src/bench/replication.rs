@@ -14,16 +14,13 @@
 //! `--rtt-ms N` puts a relay holding every datagram N/2 ms each way between the two regions
 //! (`delay_proxy`), to measure the same figures over a wide-area round trip.
 
-use super::delay_proxy::DelayProxy;
 use super::prefixed_key;
 use super::report::{emit, header, Metric};
-use crate::certs::{self, InitArgs};
 use hdrhistogram::Histogram;
-use meridian::{Batch, Config, Engine};
-use meridian_runtime::{replica_id_for, PeerSpec, Runtime, RuntimeConfig, TlsFiles};
+use meridian::{Batch, Engine};
+use meridian_runtime::Runtime;
+use meridian_tests::{Cluster, DelayProxy};
 use rocksdb::{WriteBatch, WriteOptions, DB};
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Options of `bench replication`.
@@ -79,64 +76,32 @@ fn plain(metric: &'static str, value: f64, unit: &'static str, target: &'static 
     }
 }
 
-fn free_udp() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-fn runtime_config(
-    dir: &Path,
-    me: (&str, &str, SocketAddr),
-    peer: (&str, &str, SocketAddr),
-) -> RuntimeConfig {
-    let certs = dir.join("certs");
-    RuntimeConfig {
-        cluster: CLUSTER.into(),
-        name: me.0.into(),
-        region: me.1.into(),
-        incarnation: 0,
-        listen: me.2,
-        peers: vec![PeerSpec {
-            name: peer.0.into(),
-            region: peer.1.into(),
-            address: peer.2,
-            incarnation: 0,
-        }],
-        tls: TlsFiles {
-            ca: certs.join(me.0).join("ca.pem"),
-            cert: certs.join(me.0).join(format!("{}.pem", me.0)),
-            key: certs.join(me.0).join(format!("{}.key", me.0)),
-        },
-        disable_gso: false,
-        client_requests_per_second: 1_000_000,
-        replica_client_role: None,
-        client_burst: 1_000_000,
-        replication: Default::default(),
-    }
-}
-
 /// Runs the suite.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(measure(&args, dir.path()))
+    rt.block_on(measure(&args))
 }
 
-async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
-    certs::init(&InitArgs {
-        dir: dir.join("certs"),
-        cluster: CLUSTER.into(),
-        replicas: vec!["a:us-east".into(), "b:eu-west".into()],
-        clients: vec![],
-    })?;
+async fn measure(args: &Args) -> anyhow::Result<()> {
+    // The two regions' certificates and configurations; they run in this process.
+    let mut cluster = Cluster::prepare(CLUSTER, &[("a", "us-east"), ("b", "eu-west")], &[])?;
+    cluster.configure(|c| {
+        c.limits.client_requests_per_second = 1_000_000;
+        c.limits.client_burst = 1_000_000;
+    });
+    cluster.pick_ports()?;
     let value = [b'v'; VALUE_BYTES];
     let n = args.records;
 
     // Reference: raw RocksDB, the same records in batches of 1,000, same options, WAL on; one
     // round per saturation round, into one database as the second region's grows.
-    let raw = DB::open(&meridian::store::rocksdb_options(), dir.join("raw"))?;
+    let raw = DB::open(
+        &meridian::store::rocksdb_options(),
+        cluster.dir().join("raw"),
+    )?;
     let mut references = Vec::new();
     for round in 0..args.rounds as u64 {
         let started = Instant::now();
@@ -154,29 +119,26 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let reference = median(&mut references);
     drop(raw);
 
-    let (addr_a, addr_b) = (free_udp()?, free_udp()?);
-    let open = |name: &str| {
-        let config = Config {
-            replica_id: Some(replica_id_for(CLUSTER, name, 0)),
-            ..Config::default()
-        };
-        Engine::open(dir.join(name), config)
+    let open = |i: usize| {
+        let config = &cluster.nodes[i].config;
+        Engine::open(&config.data_dir, config.engine_config())
     };
-    let (a, b) = (open("a")?, open("b")?);
+    let (a, b) = (open(0)?, open(1)?);
     let origin = a.replica_id();
     // With a round trip to add, each region's peer address is a delaying relay in front of the
     // other (only the region whose name sorts first dials; the other relay stays idle).
     let mut relays = Vec::new();
-    let (dial_a, dial_b) = if args.rtt_ms > 0 {
+    if args.rtt_ms > 0 {
         let one_way = Duration::from_micros(args.rtt_ms * 500);
-        relays.push(DelayProxy::start(addr_b, one_way).await?);
-        relays.push(DelayProxy::start(addr_a, one_way).await?);
-        (relays[0].front(), relays[1].front())
-    } else {
-        (addr_b, addr_a)
-    };
-    let config_a = runtime_config(dir, ("a", "us-east", addr_a), ("b", "eu-west", dial_a));
-    let config_b = runtime_config(dir, ("b", "eu-west", addr_b), ("a", "us-east", dial_b));
+        for i in 0..2 {
+            let other = &cluster.nodes[1 - i].config;
+            let relay = DelayProxy::start(other.listen, one_way).await?;
+            cluster.nodes[i].config.peers[0].address = relay.front();
+            relays.push(relay);
+        }
+    }
+    let config_a = cluster.nodes[0].config.runtime();
+    let config_b = cluster.nodes[1].config.runtime();
     header(args.json);
     if args.rtt_ms > 0 {
         emit(

@@ -14,17 +14,10 @@
 //! - `peak_rss_mib_<size>`: the receiving node's peak resident memory (≤ 1024).
 
 use super::report::{emit, header, Metric};
-use crate::certs::{self, InitArgs};
-use anyhow::Context;
 use meridian::replication::ReplicaStore;
-use meridian::{Batch, Config, Engine, VersionVector};
-use meridian_runtime::client_proto::NodeStatus;
-use meridian_runtime::replica_id_for;
+use meridian::{Batch, Engine, VersionVector};
+use meridian_tests::{scrape, Cluster, NodeProcess};
 use rocksdb::{WriteBatch, WriteOptions, DB};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Options of `bench scale`.
@@ -67,150 +60,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     header(args.json);
     let mut first_ae_ms = None;
     for &n in &args.sizes {
-        let dir = tempfile::Builder::new()
-            .prefix("meridian-scale")
-            .tempdir()?;
-        measure(&args, n, dir.path(), &mut first_ae_ms)?;
+        measure(&args, n, &mut first_ae_ms)?;
     }
     Ok(())
 }
 
-struct Node {
-    config: PathBuf,
-    metrics: SocketAddr,
-    child: Option<Child>,
+/// What `node` has applied, from its `/health`.
+fn applied(node: &NodeProcess) -> anyhow::Result<VersionVector> {
+    Ok(VersionVector::from_entries(node.health()?.applied))
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Node {
-    fn start(&mut self) -> anyhow::Result<()> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["node", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let out = child.stdout.take().context("node stdout")?;
-        let mut lines = BufReader::new(out).lines();
-        match lines.next() {
-            Some(Ok(l)) if l.contains("listening on") => {}
-            other => {
-                let _ = child.kill();
-                anyhow::bail!("node did not start: {other:?}");
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        self.child = Some(child);
-        Ok(())
-    }
-
-    /// SIGTERM, and wait for the clean exit.
-    fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(mut c) = self.child.take() {
-            Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status()?;
-            c.wait()?;
-        }
-        Ok(())
-    }
-
-    fn get(&self, path: &str) -> anyhow::Result<String> {
-        let mut s = std::net::TcpStream::connect_timeout(&self.metrics, Duration::from_secs(5))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default())
-    }
-
-    fn applied(&self) -> anyhow::Result<VersionVector> {
-        let status: NodeStatus = serde_json::from_str(&self.get("/health")?)?;
-        Ok(VersionVector::from_entries(status.applied))
-    }
-
-    fn bytes_sent(&self) -> anyhow::Result<f64> {
-        let text = self.get("/metrics")?;
-        Ok(text
-            .lines()
-            .find(|l| l.starts_with("meridian_replication_bytes_sent_total"))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0))
-    }
-
-    /// Peak resident memory (VmHWM) in MiB.
-    fn peak_rss_mib(&self) -> anyhow::Result<f64> {
-        let pid = self.child.as_ref().context("not running")?.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let kb: f64 = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .context("VmHWM")?;
-        Ok(kb / 1024.0)
-    }
-}
-
-fn free(udp: bool) -> anyhow::Result<SocketAddr> {
-    Ok(if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?
-    } else {
-        std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?
-    })
-}
-
-/// Configurations of the two nodes, `a` (full) and `b` (receiving).
-fn configure(dir: &Path) -> anyhow::Result<(Node, Node)> {
-    let addrs = [free(true)?, free(true)?];
-    let metrics = [free(false)?, free(false)?];
-    let names = [("a", "us-east"), ("b", "eu-west")];
-    let mut nodes = Vec::new();
-    for i in 0..2 {
-        let (n, r) = names[i];
-        let (p, pr) = names[1 - i];
-        let text = format!(
-            "cluster = \"{CLUSTER}\"\nname = \"{n}\"\nregion = \"{r}\"\ndata_dir = \"data-{n}\"\n\
-             listen = \"{}\"\nmetrics_listen = \"{}\"\n\
-             [tls]\nca = \"certs/{n}/ca.pem\"\ncert = \"certs/{n}/{n}.pem\"\nkey = \"certs/{n}/{n}.key\"\n\
-             [[peers]]\nname = \"{p}\"\nregion = \"{pr}\"\naddress = \"{}\"\n",
-            addrs[i],
-            metrics[i],
-            addrs[1 - i]
-        );
-        let config = dir.join(format!("{n}.toml"));
-        std::fs::write(&config, text)?;
-        nodes.push(Node {
-            config,
-            metrics: metrics[i],
-            child: None,
-        });
-    }
-    let b = nodes.pop().context("b")?;
-    let a = nodes.pop().context("a")?;
-    Ok((a, b))
+/// Replication bytes `node` has sent since it started.
+fn bytes_sent(node: &NodeProcess) -> anyhow::Result<f64> {
+    Ok(scrape::metric(
+        &node.metrics()?,
+        "meridian_replication_bytes_sent_total",
+    ))
 }
 
 /// Opens `a`'s directory in this process (to load it, or change it while its peer is away:
 /// its origin is confirmed by hand, as the bench knows nobody holds more of it).
-fn open_a(dir: &Path) -> anyhow::Result<Engine> {
-    let config = Config {
-        replica_id: Some(replica_id_for(CLUSTER, "a", 0)),
-        ..Config::default()
-    };
-    let e = Engine::open(dir.join("data-a"), config)?;
+fn open_a(a: &NodeProcess) -> anyhow::Result<Engine> {
+    let e = Engine::open(&a.config.data_dir, a.config.engine_config())?;
     e.confirm_origin();
     Ok(e)
 }
@@ -223,10 +94,14 @@ fn truncate(a: &Engine) -> anyhow::Result<()> {
 }
 
 /// Waits until `b` covers `target`; returns the time taken.
-fn wait_covered(b: &Node, target: &VersionVector, timeout: Duration) -> anyhow::Result<Duration> {
+fn wait_covered(
+    b: &NodeProcess,
+    target: &VersionVector,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     loop {
-        if b.applied().is_ok_and(|v| v.dominates(target)) {
+        if applied(b).is_ok_and(|v| v.dominates(target)) {
             return Ok(started.elapsed());
         }
         anyhow::ensure!(started.elapsed() < timeout, "no coverage after {timeout:?}");
@@ -245,15 +120,15 @@ fn record_bytes(e: &Engine, keys: impl Iterator<Item = u64>) -> anyhow::Result<f
     Ok(total as f64)
 }
 
-fn measure(args: &Args, n: u64, dir: &Path, first_ae_ms: &mut Option<f64>) -> anyhow::Result<()> {
+fn measure(args: &Args, n: u64, first_ae_ms: &mut Option<f64>) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(args.timeout_s);
     let value = [b'v'; VALUE_BYTES];
-    certs::init(&InitArgs {
-        dir: dir.join("certs"),
-        cluster: CLUSTER.into(),
-        replicas: vec!["a:us-east".into(), "b:eu-west".into()],
-        clients: vec![],
-    })?;
+    let mut cluster = Cluster::prepare(CLUSTER, &[("a", "us-east"), ("b", "eu-west")], &[])?;
+    for node in &mut cluster.nodes {
+        node.log_filter = "error".into();
+    }
+    cluster.pick_ports()?;
+    let dir = cluster.dir().to_owned();
 
     // Reference: raw RocksDB, the same records in batches of 1,000, same options, WAL on.
     let started = Instant::now();
@@ -271,9 +146,8 @@ fn measure(args: &Args, n: u64, dir: &Path, first_ae_ms: &mut Option<f64>) -> an
     std::fs::remove_dir_all(dir.join("raw"))?;
 
     // Region a: the data set, its log truncated.
-    let (mut a, mut b) = configure(dir)?;
     let moved_bytes = {
-        let e = open_a(dir)?;
+        let e = open_a(&cluster.nodes[0])?;
         e.attach_replication()?;
         for from in (0..n).step_by(BATCH as usize) {
             let batch =
@@ -289,10 +163,13 @@ fn measure(args: &Args, n: u64, dir: &Path, first_ae_ms: &mut Option<f64>) -> an
 
     // Bootstrap: b starts empty, then a, which dials it at once (started the other way round,
     // a's dialer would be backing off when b comes up, and the wait would be measured too).
+    let [a, b] = &mut cluster.nodes[..] else {
+        anyhow::bail!("two nodes expected");
+    };
     b.start()?;
     a.start()?;
-    let took = wait_covered(&b, &target, timeout)?;
-    let sent = a.bytes_sent()? + b.bytes_sent()?;
+    let took = wait_covered(b, &target, timeout)?;
+    let sent = bytes_sent(a)? + bytes_sent(b)?;
     let rss = b.peak_rss_mib()?;
     emit(
         &Metric::with_reference(
@@ -318,12 +195,12 @@ fn measure(args: &Args, n: u64, dir: &Path, first_ae_ms: &mut Option<f64>) -> an
     )?;
 
     // Anti-entropy: 0.1% of the records change at a while b is down; a's log is truncated.
-    b.stop()?;
-    a.stop()?;
+    b.terminate()?;
+    a.terminate()?;
     let changed = (n / 1_000).max(1);
     let step = n / changed;
     let differing = {
-        let e = open_a(dir)?;
+        let e = open_a(a)?;
         let newer = [b'w'; VALUE_BYTES];
         // Single writes, as clients update records.
         for j in 0..changed {
@@ -338,8 +215,8 @@ fn measure(args: &Args, n: u64, dir: &Path, first_ae_ms: &mut Option<f64>) -> an
     let (differing, target) = differing;
     b.start()?;
     a.start()?;
-    let round = wait_covered(&b, &target, timeout)?;
-    let sent = a.bytes_sent()? + b.bytes_sent()?;
+    let round = wait_covered(b, &target, timeout)?;
+    let sent = bytes_sent(a)? + bytes_sent(b)?;
     let rss = rss.max(b.peak_rss_mib()?);
     emit(
         &Metric::with_reference(
@@ -377,7 +254,7 @@ fn measure(args: &Args, n: u64, dir: &Path, first_ae_ms: &mut Option<f64>) -> an
         },
         args.json,
     )?;
-    b.stop()?;
-    a.stop()?;
+    b.terminate()?;
+    a.terminate()?;
     Ok(())
 }

@@ -1,14 +1,47 @@
-//! The node's TOML configuration. Unknown fields are refused; every error names the field.
+//! A node's TOML configuration (`meridian node --config FILE`), read and written: unknown
+//! fields are refused and every error names the field; the test kit writes it for the clusters
+//! it launches.
 
-use anyhow::Context;
-use meridian::Config;
-use meridian_runtime::{PeerSpec, RuntimeConfig, TlsFiles};
-use serde::Deserialize;
+use crate::dev_certs::is_label;
+use crate::{replica_id_for, PeerSpec, RuntimeConfig, TlsFiles};
+use meridian::{Config, Durability};
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not TOML of this shape, or a field's value is refused (the message names it).
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+}
+
+/// Refuses with the message when `cond` does not hold.
+macro_rules! ensure {
+    ($cond:expr, $($message:tt)+) => {
+        if !$cond {
+            return Err(format!($($message)+));
+        }
+    };
+}
+
 /// `meridian node --config FILE`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Cluster id (a DNS label).
@@ -53,7 +86,7 @@ pub struct NodeConfig {
 }
 
 /// Latitude and longitude in degrees.
-#[derive(Debug, Deserialize, Clone, Copy)]
+#[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Location {
     /// Degrees north.
@@ -63,7 +96,7 @@ pub struct Location {
 }
 
 /// `[tls]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
     /// Cluster CA certificate.
@@ -75,7 +108,7 @@ pub struct TlsSection {
 }
 
 /// `[limits]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Largest value in bytes.
@@ -110,7 +143,7 @@ impl Default for Limits {
 }
 
 /// `[access]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Access {
     /// The role a replica's certificate gets when it connects as a client: `read`, `write`
@@ -120,7 +153,7 @@ pub struct Access {
 }
 
 /// `[[peers]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Peer {
     /// Replica name.
@@ -164,12 +197,51 @@ fn default_burst() -> u32 {
 }
 
 impl NodeConfig {
+    /// A configuration with every optional field at its default: no metrics endpoint, no
+    /// peers, incarnation 0, write-ahead-log durability.
+    pub fn new(
+        cluster: &str,
+        name: &str,
+        region: &str,
+        data_dir: PathBuf,
+        listen: SocketAddr,
+        tls: TlsFiles,
+    ) -> NodeConfig {
+        NodeConfig {
+            cluster: cluster.into(),
+            name: name.into(),
+            region: region.into(),
+            incarnation: 0,
+            location: None,
+            data_dir,
+            listen,
+            metrics_listen: None,
+            durability: default_durability(),
+            log_format: default_log_format(),
+            disable_gso: false,
+            tls: TlsSection {
+                ca: tls.ca,
+                cert: tls.cert,
+                key: tls.key,
+            },
+            limits: Limits::default(),
+            access: Access::default(),
+            peers: Vec::new(),
+        }
+    }
+
     /// Reads and validates a file; paths in it are relative to the file's directory.
-    pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut config: NodeConfig = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim()))?;
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let mut config: NodeConfig =
+            toml::from_str(&text).map_err(|e| invalid(e.to_string().trim().to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [
             &mut config.data_dir,
@@ -181,35 +253,69 @@ impl NodeConfig {
                 *p = base.join(&*p);
             }
         }
-        config
-            .validate()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        config.validate().map_err(invalid)?;
         Ok(config)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
-        use crate::certs::is_label;
-        anyhow::ensure!(
-            is_label(&self.cluster),
-            "field `cluster`: {:?} is not a DNS label",
-            self.cluster
-        );
-        anyhow::ensure!(
-            is_label(&self.name),
-            "field `name`: {:?} is not a DNS label",
-            self.name
-        );
-        anyhow::ensure!(
-            is_label(&self.region),
-            "field `region`: {:?} is not a DNS label",
-            self.region
-        );
-        anyhow::ensure!(
+    /// Validates this configuration and writes it to `path` as TOML.
+    pub fn write(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        self.validate().map_err(invalid)?;
+        let text = toml::to_string(self).map_err(|e| invalid(e.to_string()))?;
+        std::fs::write(path, text).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// This replica as a peer of the others.
+    pub fn as_peer(&self) -> Peer {
+        Peer {
+            name: self.name.clone(),
+            region: self.region.clone(),
+            address: self.listen,
+            incarnation: self.incarnation,
+            location: self.location,
+        }
+    }
+
+    /// The engine's settings.
+    pub fn engine_config(&self) -> Config {
+        Config {
+            durability: if self.durability == "sync" {
+                Durability::Sync
+            } else {
+                Durability::Wal
+            },
+            value_bytes_max: self.limits.value_bytes_max,
+            record_bytes_max: self.limits.record_bytes_max,
+            entry_cache_bytes: self.limits.replication_cache_mib << 20,
+            replica_id: Some(replica_id_for(&self.cluster, &self.name, self.incarnation)),
+            ..Config::default()
+        }
+    }
+
+    /// Checks every field; the message names the one refused.
+    fn validate(&self) -> Result<(), String> {
+        let label = |field: &str, value: &str| {
+            ensure!(
+                is_label(value),
+                "field `{field}`: {value:?} is not a DNS label"
+            );
+            Ok(())
+        };
+        label("cluster", &self.cluster)?;
+        label("name", &self.name)?;
+        label("region", &self.region)?;
+        ensure!(
             matches!(self.durability.as_str(), "wal" | "sync"),
             "field `durability`: {:?} is neither \"wal\" nor \"sync\"",
             self.durability
         );
-        anyhow::ensure!(
+        ensure!(
             matches!(self.log_format.as_str(), "text" | "json"),
             "field `log_format`: {:?} is neither \"text\" nor \"json\"",
             self.log_format
@@ -217,33 +323,27 @@ impl NodeConfig {
         if let Err(e) =
             meridian::limits::check(self.limits.value_bytes_max, self.limits.record_bytes_max)
         {
-            anyhow::bail!("fields `limits.value_bytes_max` and `limits.record_bytes_max`: {e}");
+            return Err(format!(
+                "fields `limits.value_bytes_max` and `limits.record_bytes_max`: {e}"
+            ));
         }
-        anyhow::ensure!(
+        ensure!(
             self.limits.client_requests_per_second > 0,
             "field `limits.client_requests_per_second` must be positive"
         );
-        anyhow::ensure!(
+        ensure!(
             self.limits.replication_cache_mib <= REPLICATION_CACHE_MIB_MAX,
             "field `limits.replication_cache_mib`: {} is more than {REPLICATION_CACHE_MIB_MAX}",
             self.limits.replication_cache_mib
         );
         if let Some(role) = &self.access.replica_role {
-            role.parse::<meridian_runtime::tls::Role>()
-                .map_err(|e| anyhow::anyhow!("field `access.replica_role`: {e}"))?;
+            role.parse::<crate::tls::Role>()
+                .map_err(|e| format!("field `access.replica_role`: {e}"))?;
         }
         for (i, p) in self.peers.iter().enumerate() {
-            anyhow::ensure!(
-                is_label(&p.name),
-                "field `peers[{i}].name`: {:?} is not a DNS label",
-                p.name
-            );
-            anyhow::ensure!(
-                is_label(&p.region),
-                "field `peers[{i}].region`: {:?} is not a DNS label",
-                p.region
-            );
-            anyhow::ensure!(
+            label(&format!("peers[{i}].name"), &p.name)?;
+            label(&format!("peers[{i}].region"), &p.region)?;
+            ensure!(
                 p.name != self.name,
                 "field `peers[{i}].name`: {:?} is this replica",
                 p.name
@@ -254,7 +354,7 @@ impl NodeConfig {
             .iter()
             .chain(self.peers.iter().filter_map(|p| p.location.as_ref()))
         {
-            anyhow::ensure!(
+            ensure!(
                 (-90.0..=90.0).contains(&loc.latitude) && (-180.0..=180.0).contains(&loc.longitude),
                 "field `location`: ({}, {}) is not a place on Earth",
                 loc.latitude,
@@ -297,5 +397,64 @@ impl NodeConfig {
                 .and_then(|r| r.parse().ok()),
             replication: Default::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(dir: &Path) -> NodeConfig {
+        let mut config = NodeConfig::new(
+            "c",
+            "a",
+            "us-east",
+            dir.join("data"),
+            "127.0.0.1:7000".parse().expect("address"),
+            crate::dev_certs::replica_files(dir, "a"),
+        );
+        config.metrics_listen = Some("127.0.0.1:9000".parse().expect("address"));
+        config.location = Some(Location {
+            latitude: 40.7,
+            longitude: -74.0,
+        });
+        config.limits.client_burst = 7;
+        config.access.replica_role = Some("read".into());
+        let mut peer = config.as_peer();
+        peer.name = "b".into();
+        peer.incarnation = 2;
+        config.peers.push(peer);
+        config
+    }
+
+    #[test]
+    fn a_written_configuration_loads_as_it_was() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = sample(dir.path());
+        let path = dir.path().join("a.toml");
+        config.write(&path).expect("write");
+        let loaded = NodeConfig::load(&path).expect("load");
+        assert_eq!(
+            toml::to_string(&loaded).expect("toml"),
+            toml::to_string(&config).expect("toml")
+        );
+        assert_eq!(loaded.peers[0].incarnation, 2);
+        assert_eq!(
+            loaded.engine_config().replica_id,
+            Some(replica_id_for("c", "a", 0))
+        );
+    }
+
+    #[test]
+    fn a_refused_field_is_named_and_not_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = sample(dir.path());
+        config.peers[0].name = "a".into();
+        let path = dir.path().join("a.toml");
+        let err = config
+            .write(&path)
+            .expect_err("a peer named as this replica");
+        assert!(err.to_string().contains("peers[0].name"), "{err}");
+        assert!(!path.exists());
     }
 }

@@ -1,0 +1,170 @@
+//! A cluster on loopback: a certificate authority with one certificate per replica and client,
+//! one [`NodeProcess`] per replica configured with the others as peers, in a temporary
+//! directory removed (after every process is killed) when the cluster is dropped. The same
+//! configurations serve in-process runtimes ([`NodeConfig::runtime`]).
+
+use crate::node_process::{NodeProcess, START_ATTEMPTS};
+use meridian_runtime::client::Client;
+use meridian_runtime::dev_certs::{self, CertsRequest};
+use meridian_runtime::node_config::NodeConfig;
+use meridian_runtime::TlsFiles;
+use std::path::{Path, PathBuf};
+
+/// Replicas, clients and certificates of a cluster, and its nodes.
+pub struct Cluster {
+    /// Cluster id.
+    pub id: String,
+    /// One per replica, in the order given.
+    pub nodes: Vec<NodeProcess>,
+    clients: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Writes certificates for `replicas` (name, region) and `clients` (`NAME[:ROLE]`) into a
+    /// new temporary directory and describes one node per replica, to be run by this process's
+    /// executable (the `meridian` command; see [`Cluster::run_with`]) or in this process;
+    /// nothing starts until [`Cluster::start_all`].
+    pub fn prepare(
+        id: &str,
+        replicas: &[(&str, &str)],
+        clients: &[&str],
+    ) -> anyhow::Result<Cluster> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("meridian-{id}-"))
+            .tempdir()?;
+        let certs = dir.path().join("certs");
+        dev_certs::init(&CertsRequest {
+            dir: certs.clone(),
+            cluster: id.into(),
+            replicas: replicas.iter().map(|(n, r)| format!("{n}:{r}")).collect(),
+            clients: clients.iter().map(|c| c.to_string()).collect(),
+        })?;
+        let unbound = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let bin = std::env::current_exe()?;
+        let nodes = replicas
+            .iter()
+            .map(|(name, region)| {
+                let config = NodeConfig::new(
+                    id,
+                    name,
+                    region,
+                    dir.path().join(format!("data-{name}")),
+                    unbound,
+                    dev_certs::replica_files(&certs, name),
+                );
+                NodeProcess::new(&bin, config, dir.path().join(format!("{name}.toml")))
+            })
+            .collect();
+        Ok(Cluster {
+            id: id.into(),
+            nodes,
+            clients: clients
+                .iter()
+                .map(|c| c.split(':').next().unwrap_or(c).to_string())
+                .collect(),
+            dir,
+        })
+    }
+
+    /// Runs the nodes with `bin`, a `meridian` executable (a test's `CARGO_BIN_EXE_meridian`).
+    pub fn run_with(&mut self, bin: &Path) {
+        for node in &mut self.nodes {
+            node.bin = bin.to_owned();
+        }
+    }
+
+    /// Changes every node's configuration (limits, access, durability...).
+    pub fn configure(&mut self, mut change: impl FnMut(&mut NodeConfig)) {
+        for node in &mut self.nodes {
+            change(&mut node.config);
+        }
+    }
+
+    /// Gives every node free loopback ports and names the others, at their new addresses, as
+    /// its peers.
+    pub fn pick_ports(&mut self) -> anyhow::Result<()> {
+        for node in &mut self.nodes {
+            node.pick_ports()?;
+        }
+        let all: Vec<_> = self.nodes.iter().map(|n| n.config.as_peer()).collect();
+        for node in &mut self.nodes {
+            node.config.peers = all
+                .iter()
+                .filter(|p| p.name != node.config.name)
+                .cloned()
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// Starts every node on fresh ports and returns their ready lines; when one cannot start
+    /// (a port taken in between), stops them all and tries again on new ports.
+    pub fn start_all(&mut self) -> anyhow::Result<Vec<String>> {
+        let mut last = Err(anyhow::anyhow!("never started"));
+        for _ in 0..START_ATTEMPTS {
+            for node in &mut self.nodes {
+                node.kill();
+            }
+            self.pick_ports()?;
+            last = self.nodes.iter_mut().map(NodeProcess::try_start).collect();
+            if last.is_ok() {
+                break;
+            }
+        }
+        last
+    }
+
+    /// The cluster's directory (certificates, configurations, data).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The directory `meridian certs init` would have written.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// The files of client `name`.
+    pub fn client_tls(&self, name: &str) -> TlsFiles {
+        dev_certs::client_files(&self.certs_dir(), name)
+    }
+
+    /// The files of replica `name`.
+    pub fn replica_tls(&self, name: &str) -> TlsFiles {
+        dev_certs::replica_files(&self.certs_dir(), name)
+    }
+
+    /// Issues more certificates from this cluster's CA (`replicas` as `NAME:REGION`).
+    pub fn add_certs(&self, replicas: &[&str], clients: &[&str]) -> anyhow::Result<()> {
+        dev_certs::add(&CertsRequest {
+            dir: self.certs_dir(),
+            cluster: self.id.clone(),
+            replicas: replicas.iter().map(|r| r.to_string()).collect(),
+            clients: clients.iter().map(|c| c.to_string()).collect(),
+        })?;
+        Ok(())
+    }
+
+    /// A connection to node `i` as the first client named at [`Cluster::prepare`].
+    pub async fn client(&self, i: usize) -> anyhow::Result<Client> {
+        let Some(name) = self.clients.first() else {
+            anyhow::bail!("the cluster has no client certificate");
+        };
+        self.client_as(i, name).await
+    }
+
+    /// A connection to node `i` as client `name`.
+    pub async fn client_as(&self, i: usize, name: &str) -> anyhow::Result<Client> {
+        self.nodes[i].connect(&self.client_tls(name)).await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Before the directory goes.
+        for node in &mut self.nodes {
+            node.kill();
+        }
+    }
+}
