@@ -44,7 +44,7 @@ pub(super) struct SessionLog {
 
 /// What a session is to its member's log.
 #[derive(Debug, PartialEq, Eq)]
-enum Session {
+pub(super) enum Session {
     /// The one in use.
     Current,
     /// A new process (the previous one restarted).
@@ -54,7 +54,8 @@ enum Session {
 }
 
 impl SessionLog {
-    fn see(&mut self, session: u64) -> Session {
+    /// Records `session` as announced by the member; says what it is to the log.
+    pub(super) fn see(&mut self, session: u64) -> Session {
         if self.current == Some(session) {
             return Session::Current;
         }
@@ -409,20 +410,5 @@ impl Replicator {
             }
         }
         self.send(peer, &hello);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_session_that_comes_back_after_another_is_a_second_process() {
-        let mut log = SessionLog::default();
-        assert_eq!(log.see(1), Session::New);
-        assert_eq!(log.see(1), Session::Current);
-        assert_eq!(log.see(2), Session::New, "a restart");
-        assert_eq!(log.see(1), Session::Retired, "the first process again");
-        assert_eq!(log.see(2), Session::Current);
     }
 }

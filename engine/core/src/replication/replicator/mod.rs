@@ -478,3 +478,5 @@ mod anti_entropy;
 mod handshake;
 mod log_shipping;
 mod stability;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,209 @@
+//! The handshake: hellos, refused peers and links, process sessions, the round trip measured
+//! as a link becomes ready, confirmation of the origin after a restart.
+
+use super::pair::*;
+use crate::model::ReplicaId;
+use crate::replication::replicator::handshake::{Session, SessionLog};
+use crate::replication::*;
+
+/// Bytes that decode as no frame.
+const GARBAGE: &[u8] = b"\x01\xff\xff garbage";
+
+#[test]
+fn two_replicas_exchange_writes_and_a_foreign_cluster_is_refused() {
+    let mut pair = Pair::new(ReplicationConfig::default());
+    pair.latency_ms = 20;
+    pair.a.store.apply(b"k", put(b"from-a")).unwrap();
+    pair.b.store.apply(b"j", put(b"from-b")).unwrap();
+    pair.connect();
+    pair.drive();
+    assert_eq!(get(&pair.b.store, b"k"), Some(vec![b"from-a".to_vec()]));
+    assert_eq!(get(&pair.a.store, b"j"), Some(vec![b"from-b".to_vec()]));
+    assert_eq!(pair.a.store.applied(), pair.b.store.applied());
+    assert_eq!(states(&pair.a.store), states(&pair.b.store));
+
+    // A later write goes out at the next tick.
+    pair.a.store.apply(b"k", put(b"again")).unwrap();
+    pair.tick(1);
+    assert_eq!(get(&pair.b.store, b"k"), Some(vec![b"again".to_vec()]));
+
+    // A replica of another cluster says hello to a: refused, and only that link is closed.
+    let c = MemoryStore::new(ReplicaId(3), 0);
+    let other = ReplicationConfig {
+        cluster: "elsewhere".into(),
+        ..ReplicationConfig::default()
+    };
+    let mut rc = Replicator::new(c.member_id(), other);
+    let a = &mut pair.a.replicator;
+    a.connected(LinkId(3), c.member_id(), &pair.a.store, pair.now);
+    rc.connected(LinkId(1), ReplicaId(1), &c, pair.now);
+    let hello = std::iter::from_fn(|| rc.poll_output())
+        .find_map(|o| match o {
+            Output::Send { frame, .. } => Some(frame),
+            _ => None,
+        })
+        .unwrap();
+    let err = a
+        .handle(LinkId(3), &hello, &pair.a.store, pair.now)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ReplicationError::Peer {
+                peer: LinkId(3),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(link_state(a, LinkId(3)), Some(LinkState::Refused));
+    // The frames a queued for link 3 go nowhere in this pair; the link to b goes on.
+    pair.drive();
+    assert_eq!(
+        pair.closed_links(),
+        [(Dir::AtoB, LinkId(3))],
+        "a closed link 3, and only it"
+    );
+    pair.a.store.apply(b"k", put(b"still")).unwrap();
+    pair.tick(1);
+    assert_eq!(get(&pair.b.store, b"k"), Some(vec![b"still".to_vec()]));
+}
+
+/// Bytes that are not a frame close the link they came on, and no other: the link to b goes
+/// on after garbage arrives on another link, and carries nothing more once garbage came on it.
+#[test]
+fn a_malformed_frame_closes_its_link_only() {
+    let mut pair = Pair::new(ReplicationConfig::default());
+    pair.latency_ms = 5;
+    pair.connect();
+    pair.drive();
+    let peer_error = |err: ReplicationError<MemoryStoreError>| match err {
+        ReplicationError::Peer { peer, .. } => peer,
+        other => panic!("{other}"),
+    };
+
+    // A third link, whose peer has not said hello yet, brings garbage.
+    let a = &mut pair.a;
+    a.replicator
+        .connected(LinkId(3), ReplicaId(3), &a.store, pair.now);
+    let err = a.replicator.handle(LinkId(3), GARBAGE, &a.store, pair.now);
+    assert_eq!(peer_error(err.unwrap_err()), LinkId(3));
+    pair.drive();
+    assert_eq!(pair.closed_links(), [(Dir::AtoB, LinkId(3))]);
+    assert!(matches!(
+        link_state(&pair.a.replicator, pair.a.link),
+        Some(LinkState::Ready { .. })
+    ));
+    pair.a.store.apply(b"k", put(b"1")).unwrap();
+    pair.tick(1);
+    assert_eq!(get(&pair.b.store, b"k"), Some(vec![b"1".to_vec()]));
+
+    // Garbage from b closes the link to b: a sends it nothing more.
+    let a = &mut pair.a;
+    let err = a.replicator.handle(a.link, GARBAGE, &a.store, pair.now);
+    assert_eq!(peer_error(err.unwrap_err()), LinkId(2));
+    pair.drive();
+    assert_eq!(
+        pair.closed_links(),
+        [(Dir::AtoB, LinkId(3)), (Dir::AtoB, LinkId(2))]
+    );
+    assert_eq!(
+        link_state(&pair.a.replicator, LinkId(2)),
+        Some(LinkState::Refused)
+    );
+    pair.a.store.apply(b"k", put(b"2")).unwrap();
+    pair.tick(1);
+    pair.tick(ReplicationConfig::default().retransmit_ms);
+    assert_eq!(
+        get(&pair.b.store, b"k"),
+        Some(vec![b"1".to_vec()]),
+        "an entry went out on a closed link"
+    );
+}
+
+/// As a link becomes ready each end pings: the pong measures the round trip, which sizes the
+/// link's in-flight window before any catch-up.
+#[test]
+fn a_link_measures_its_round_trip_as_it_becomes_ready() {
+    let mut pair = Pair::new(ReplicationConfig::default());
+    pair.latency_ms = 20;
+    pair.connect();
+    // The hellos cross and arrive at 20 ms, when each end is ready and pings; the pongs come
+    // back at 60 ms.
+    while pair.now < 60 {
+        assert_eq!(rtt_ms(&pair.a.replicator, pair.a.link), None);
+        assert_eq!(rtt_ms(&pair.b.replicator, pair.b.link), None);
+        assert!(pair.step(), "the pair went quiet at {} ms", pair.now);
+    }
+    pair.drive();
+    let rtt = rtt_ms(&pair.a.replicator, pair.a.link);
+    assert_eq!(rtt, Some(40));
+    assert_eq!(rtt_ms(&pair.b.replicator, pair.b.link), Some(40));
+    let base = ReplicationConfig::default().inflight_bytes_max;
+    assert!(
+        pair.a.replicator.inflight_window(rtt) > base,
+        "the window grew with the round trip"
+    );
+}
+
+#[test]
+fn a_session_that_comes_back_after_another_is_a_second_process() {
+    let mut log = SessionLog::default();
+    assert_eq!(log.see(1), Session::New);
+    assert_eq!(log.see(1), Session::Current);
+    assert_eq!(log.see(2), Session::New, "a restart");
+    assert_eq!(log.see(1), Session::Retired, "the first process again");
+    assert_eq!(log.see(2), Session::Current);
+}
+
+/// A store restarted after replicating waits for its peer's word before writing; a restored
+/// backup that lost writes its peer holds moves to a new epoch, and gets them back.
+#[test]
+fn a_restart_is_confirmed_by_the_peer_and_a_restored_backup_starts_a_new_epoch() {
+    let mut pair = Pair::new(members_config());
+    pair.latency_ms = 5;
+    pair.connect();
+    pair.drive();
+    pair.a.store.apply(b"k", put(b"1")).unwrap();
+    pair.tick(1);
+    let backup = pair.a.store.checkpoint();
+    pair.a.store.apply(b"k", put(b"2")).unwrap();
+    pair.tick(1);
+    assert_eq!(pair.b.store.applied().get(ReplicaId(1)), 2);
+
+    // A clean restart: unconfirmed until b's hello shows it holds no more of a's origin.
+    pair.disconnect();
+    pair.a.store.restart();
+    pair.a.replicator = Replicator::new(ReplicaId(1), members_config());
+    assert_eq!(
+        pair.a.store.apply(b"k", put(b"x")),
+        Err(MemoryStoreError::Recovering)
+    );
+    pair.connect();
+    pair.drive();
+    assert!(pair.a.store.origin_view().confirmed);
+    assert_eq!(pair.a.store.replica_id(), ReplicaId(1), "still epoch 0");
+    pair.a.store.apply(b"k", put(b"3")).unwrap();
+    pair.tick(1);
+    assert_eq!(get(&pair.b.store, b"k"), Some(vec![b"3".to_vec()]));
+
+    // The backup holds write 1 only; b holds 3: a new epoch, and writes 2 and 3 come back.
+    pair.disconnect();
+    pair.a.store = backup;
+    pair.a.replicator = Replicator::new(ReplicaId(1), members_config());
+    pair.connect();
+    pair.drive();
+    let view = pair.a.store.origin_view();
+    assert!(view.confirmed);
+    assert_eq!(view.epoch, 1);
+    assert_eq!(view.origin, ReplicaId(1).epoch_origin(1));
+    pair.tick(ReplicationConfig::default().relay_delay_ms);
+    pair.tick(1);
+    assert_eq!(pair.a.store.applied().get(ReplicaId(1)), 3);
+    assert_eq!(get(&pair.a.store, b"k"), Some(vec![b"3".to_vec()]));
+    pair.a.store.apply(b"k", put(b"4")).unwrap();
+    pair.tick(1);
+    assert_eq!(get(&pair.b.store, b"k"), Some(vec![b"4".to_vec()]));
+    assert_eq!(pair.a.store.applied(), pair.b.store.applied());
+    assert_eq!(states(&pair.a.store), states(&pair.b.store));
+}

@@ -1,0 +1,11 @@
+//! The replicator's unit tests, one file per job (named as the replicator's file of that job),
+//! on two replicators over `MemoryStore`s linked by `pair.rs`: no disk, no thread, no wall
+//! clock.
+
+#![allow(clippy::unwrap_used)]
+
+mod anti_entropy;
+mod handshake;
+mod log_shipping;
+mod pair;
+mod stability;
