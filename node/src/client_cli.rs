@@ -1,28 +1,49 @@
 //! The command-line client: typed operations and `status` against a running node.
 
 use anyhow::Context;
-use meridian::{Op, ReadValue};
-use meridian_runtime::client::Client;
+use meridian::routing::Location;
+use meridian::{CausalToken, Op, Read, ReadValue};
+use meridian_runtime::client::{new_request_id, Client};
+use meridian_runtime::client_proto::{Consistency, NodeStatus};
+use meridian_runtime::cluster_file::ClusterFile;
+use meridian_runtime::routed::RoutedClient;
 use meridian_runtime::TlsFiles;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Where and as whom to connect.
+/// Where and as whom to connect: the nearest healthy region of a cluster (`--cluster`), or
+/// one pinned node (`--node`, `--server-name`, `--certs`).
 #[derive(clap::Args, Debug)]
 pub struct Target {
-    /// The node's QUIC address.
-    #[arg(long, default_value = "127.0.0.1:7001")]
-    pub node: SocketAddr,
-    /// The node's certificate name: `<replica>.<region>.<cluster>`.
+    /// A cluster file (cluster id, seeds, certificate directory): the client learns every
+    /// region and uses the nearest healthy one, failing over when it does not answer.
+    #[arg(long, conflicts_with_all = ["node", "server_name", "certs"])]
+    pub cluster: Option<PathBuf>,
+    /// Where this client is, as LAT,LON in degrees (orders regions by distance until round
+    /// trips are measured; overrides the file's `near`).
+    #[arg(long, requires = "cluster")]
+    pub near: Option<Location>,
+    /// A pinned node's QUIC address.
+    #[arg(long, requires_all = ["server_name", "certs"])]
+    pub node: Option<SocketAddr>,
+    /// The pinned node's certificate name: `<replica>.<region>.<cluster>`.
     #[arg(long)]
-    pub server_name: String,
+    pub server_name: Option<String>,
     /// Directory holding `ca.pem` and `client-<as>.pem/.key` (`certs init` writes it as
-    /// `<dir>/client-<as>`).
+    /// `<dir>/client-<as>`), with `--node`.
     #[arg(long)]
-    pub certs: PathBuf,
-    /// Client certificate name.
+    pub certs: Option<PathBuf>,
+    /// Client certificate name, with `--node`.
     #[arg(long = "as", default_value = "cli")]
     pub client: String,
+    /// How many regions must hold a write before it is acknowledged: `local`, `majority`,
+    /// `all` or a number.
+    #[arg(long, default_value = "local")]
+    pub consistency: Consistency,
+    /// Read with every write a majority of regions holds (with `--cluster`; default: the
+    /// nearest region that holds this session's writes).
+    #[arg(long, requires = "cluster")]
+    pub majority: bool,
     /// JSON output.
     #[arg(long)]
     pub json: bool,
@@ -93,20 +114,87 @@ fn show(v: &ReadValue) -> String {
     }
 }
 
+/// One pinned node, or the routed cluster.
+enum Connection {
+    Pinned(Client),
+    Routed(RoutedClient),
+}
+
+impl Connection {
+    async fn open(target: &Target) -> anyhow::Result<Connection> {
+        if let Some(path) = &target.cluster {
+            let file = ClusterFile::load(path)?;
+            let mut config = file.routed_config();
+            if target.near.is_some() {
+                config.near = target.near;
+            }
+            return Ok(Connection::Routed(RoutedClient::connect(config).await?));
+        }
+        let (Some(node), Some(server_name), Some(certs)) =
+            (target.node, &target.server_name, &target.certs)
+        else {
+            anyhow::bail!("give --cluster FILE, or --node, --server-name and --certs");
+        };
+        let tls = TlsFiles {
+            ca: certs.join("ca.pem"),
+            cert: certs.join(format!("client-{}.pem", target.client)),
+            key: certs.join(format!("client-{}.key", target.client)),
+        };
+        let client = Client::connect(node, server_name, &tls)
+            .await
+            .with_context(|| format!("connecting to {node}"))?;
+        Ok(Connection::Pinned(client))
+    }
+
+    /// Applies `op`; says where.
+    async fn apply(
+        &mut self,
+        key: &[u8],
+        op: Op,
+        consistency: Consistency,
+    ) -> anyhow::Result<(CausalToken, Option<String>)> {
+        match self {
+            Connection::Pinned(c) => {
+                let token = c.apply_with(key, op, consistency, new_request_id()).await?;
+                Ok((token, None))
+            }
+            Connection::Routed(c) => {
+                let written = c.apply(key, op, consistency).await?;
+                Ok((written.token, Some(written.region)))
+            }
+        }
+    }
+
+    async fn read(&mut self, key: &[u8], majority: bool) -> anyhow::Result<Option<Read>> {
+        Ok(match self {
+            Connection::Pinned(c) => c.read(key, 0).await?,
+            Connection::Routed(c) if majority => c.read_majority(key).await?,
+            Connection::Routed(c) => c.read(key).await?,
+        })
+    }
+
+    async fn status(&mut self) -> anyhow::Result<NodeStatus> {
+        Ok(match self {
+            Connection::Pinned(c) => c.status().await?,
+            Connection::Routed(c) => c.status().await?.1,
+        })
+    }
+
+    async fn close(self) {
+        match self {
+            Connection::Pinned(c) => c.close().await,
+            Connection::Routed(c) => c.close().await,
+        }
+    }
+}
+
 /// Runs one command.
 pub fn run(target: Target, command: Command) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let tls = TlsFiles {
-            ca: target.certs.join("ca.pem"),
-            cert: target.certs.join(format!("client-{}.pem", target.client)),
-            key: target.certs.join(format!("client-{}.key", target.client)),
-        };
-        let mut client = Client::connect(target.node, &target.server_name, &tls)
-            .await
-            .with_context(|| format!("connecting to {}", target.node))?;
+        let mut client = Connection::open(&target).await?;
         let (key, op) = match command {
             Command::Put { key, value } => (key, Op::Put { value: value.into_bytes(), context: None }),
             Command::Del { key } => (key, Op::Delete),
@@ -124,7 +212,7 @@ pub fn run(target: Target, command: Command) -> anyhow::Result<()> {
             }
             Command::MapRemove { key, field } => (key, Op::MapRemove { field: field.into_bytes() }),
             Command::Get { key } => {
-                let read = client.read(key.as_bytes(), 0).await?;
+                let read = client.read(key.as_bytes(), target.majority).await?;
                 if target.json {
                     println!("{}", serde_json::to_string(&read)?);
                 } else {
@@ -160,11 +248,14 @@ pub fn run(target: Target, command: Command) -> anyhow::Result<()> {
                 return Ok(());
             }
         };
-        let token = client.apply(key.as_bytes(), op).await?;
+        let (token, region) = client.apply(key.as_bytes(), op, target.consistency).await?;
         if target.json {
-            println!("{}", serde_json::json!({ "token": token.to_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>() }));
+            println!("{}", serde_json::json!({ "token": token.to_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>(), "region": region }));
         } else {
-            println!("ok");
+            match region {
+                Some(r) => println!("ok ({r})"),
+                None => println!("ok"),
+            }
         }
         client.close().await;
         Ok(())

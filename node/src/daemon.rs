@@ -37,6 +37,7 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
             listener,
             metrics,
             runtime.status_handle(),
+            runtime.route_handle(),
             stopped,
         ));
     }

@@ -16,6 +16,7 @@ mod client_cli;
 mod daemon;
 mod demo;
 mod http;
+mod route;
 mod sim;
 
 /// Meridian: multi-region, active-active replicated key-value engine.
@@ -46,6 +47,8 @@ enum Command {
         #[command(subcommand)]
         command: client_cli::Command,
     },
+    /// The region that should serve a client at a place, and the fallbacks in order.
+    Route(route::Args),
     /// Measure Meridian against a reference measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -106,6 +109,7 @@ fn run() -> anyhow::Result<()> {
             command: CertsCommand::Add(args),
         } => certs::add(args),
         Command::Client { target, command } => client_cli::run(target, command),
+        Command::Route(args) => route::run(args),
         Command::Bench { suite } => bench::run(suite),
         Command::Sim(args) => sim::run(args),
         Command::Demo => demo::run(),

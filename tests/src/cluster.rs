@@ -4,7 +4,9 @@
 //! configurations serve in-process runtimes ([`NodeConfig::runtime`]).
 
 use crate::node_process::{NodeProcess, START_ATTEMPTS};
+use meridian::routing::Location;
 use meridian_runtime::client::Client;
+use meridian_runtime::cluster_file::{ClusterFile, SeedEntry};
 use meridian_runtime::dev_certs::{self, CertsRequest};
 use meridian_runtime::node_config::NodeConfig;
 use meridian_runtime::TlsFiles;
@@ -115,6 +117,31 @@ impl Cluster {
         last
     }
 
+    /// Waits until every running node has a link to every other running node.
+    pub fn wait_linked(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let running: Vec<&NodeProcess> = self.nodes.iter().filter(|n| n.is_running()).collect();
+        loop {
+            let mut missing = Vec::new();
+            for node in &running {
+                let status = node.health()?;
+                let up = status.peers.iter().filter(|p| p.connected).count();
+                if up + 1 < running.len() {
+                    missing.push(format!("{} has {up} links", node.name()));
+                }
+            }
+            if missing.is_empty() {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                started.elapsed() < timeout,
+                "links not up after {timeout:?}: {}",
+                missing.join(", ")
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// The cluster's directory (certificates, configurations, data).
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -144,6 +171,27 @@ impl Cluster {
             clients: clients.iter().map(|c| c.to_string()).collect(),
         })?;
         Ok(())
+    }
+
+    /// The cluster file of client `name` (every node a seed, with its location), for a
+    /// client at `near`.
+    pub fn cluster_file(&self, name: &str, near: Option<Location>) -> ClusterFile {
+        ClusterFile {
+            cluster: self.id.clone(),
+            certs: self.certs_dir().join(format!("client-{name}")),
+            client: name.into(),
+            near,
+            seeds: self
+                .nodes
+                .iter()
+                .map(|n| SeedEntry {
+                    name: n.config.name.clone(),
+                    region: n.config.region.clone(),
+                    address: n.config.advertise.unwrap_or(n.config.listen),
+                    location: n.config.location,
+                })
+                .collect(),
+        }
     }
 
     /// A connection to node `i` as the first client named at [`Cluster::prepare`].

@@ -150,9 +150,32 @@ impl NodeProcess {
         Ok(Some(child.wait()?))
     }
 
+    /// SIGSTOP: the process freezes with its sockets open (a hung region: requests are sent
+    /// and never answered).
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, which: &str) -> anyhow::Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| anyhow::anyhow!("{} is not running", self.name()))?;
+        let sent = Command::new("kill")
+            .args([which, &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(sent.success(), "kill {which} {pid} failed");
+        Ok(())
+    }
+
     /// SIGKILL (a crash: nothing flushed beyond what is durable).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A paused process dies of SIGKILL too.
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -204,6 +204,7 @@ fn write_seed_corpus() {
     ];
     let requests = vec![
         encode(&ClientRequest::Apply {
+            id: [7; 16],
             key: b"k".to_vec(),
             op: Op::Put {
                 value: b"v".to_vec(),
@@ -212,11 +213,17 @@ fn write_seed_corpus() {
             consistency: Consistency::Local,
         }),
         encode(&ClientRequest::Write {
+            id: [9; 16],
             ops: vec![
                 (b"a".to_vec(), Op::CounterAdd { delta: 1 }),
                 (b"b".to_vec(), Op::Delete),
             ],
-            consistency: Consistency::Local,
+            consistency: Consistency::Majority,
+        }),
+        encode(&ClientRequest::Applied),
+        encode(&ClientRequest::Regions),
+        encode(&ClientRequest::Route {
+            near: meridian::routing::Location::new(48.85, 2.35),
         }),
         encode(&ClientRequest::Read {
             key: b"k".to_vec(),

@@ -1,5 +1,6 @@
 //! Meridian's core: CRDT values with their causality ([`model`]) and the sans-IO replication
-//! protocol ([`replication`]), with the size limits both obey ([`limits`]).
+//! protocol ([`replication`]), with the size limits both obey ([`limits`]), and the choice of
+//! the region that serves a client ([`routing`]).
 //!
 //! Pure by construction: this crate depends on no storage engine, async runtime, socket or
 //! clock (see its Cargo.toml). Time is an argument, randomness comes from callers, and storage
@@ -10,6 +11,7 @@
 pub mod limits;
 pub mod model;
 pub mod replication;
+pub mod routing;
 
 /// A key as log lines show it: quoted text when it is printable UTF-8, hex otherwise.
 pub fn show_key(key: &[u8]) -> String {

@@ -5,6 +5,7 @@
 
 use super::client_proto::{NodeStatus, PeerStatus};
 use super::link_queue::LinkSender;
+use super::regions::RegionBoard;
 use meridian::replication::{
     Inbound, LinkId, Output, ReplicationError, Replicator, MERGE_FRAMES_MAX,
 };
@@ -60,6 +61,7 @@ pub(crate) fn run(
     mut events: mpsc::Receiver<Event>,
     write_pending: Arc<AtomicBool>,
     status: Arc<Mutex<NodeStatus>>,
+    regions: Arc<RegionBoard>,
 ) {
     let start = Instant::now();
     let now = || start.elapsed().as_millis() as u64;
@@ -70,6 +72,10 @@ pub(crate) fn run(
     // Per peer name, why its link was last refused or closed by the protocol.
     let mut link_errors: BTreeMap<String, String> = BTreeMap::new();
     while let Some(event) = next_event(&mut events, &mut held, merge_bytes_max) {
+        // Links, round trips and acknowledgements go to the region board every tick, and at
+        // once while a write waits for them.
+        let report = regions.has_waiters()
+            || matches!(event, Event::Tick | Event::Up { .. } | Event::Down { .. });
         let result = match event {
             Event::Up {
                 peer,
@@ -157,6 +163,9 @@ pub(crate) fn run(
                 }
             }
         }
+        if report {
+            report_regions(&repl, &links, &regions);
+        }
         // Keep only the timestamps some peer may still lack.
         let min_acked = repl
             .peers()
@@ -236,6 +245,24 @@ fn next_event(
         inbound,
         permit,
     })
+}
+
+/// Copies each peer's link state, round trip and acknowledgements to the region board.
+fn report_regions(repl: &Replicator, links: &BTreeMap<LinkId, Link>, regions: &RegionBoard) {
+    regions.update(|views| {
+        for view in views.iter_mut() {
+            view.entry.reachable = false;
+        }
+        for (id, p) in repl.peers() {
+            let Some(link) = links.get(&id) else { continue };
+            let Some(view) = views.iter_mut().find(|v| v.entry.name == link.name) else {
+                continue;
+            };
+            view.entry.reachable = p.replica().is_some();
+            view.sample_rtt(p.rtt_ms);
+            view.acked.join(&p.acked);
+        }
+    });
 }
 
 fn publish(

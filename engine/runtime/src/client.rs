@@ -3,12 +3,13 @@
 
 use super::client_proto::{
     decode, encode, ClientError, ClientRequest, ClientResponse, Consistency, NodeStatus,
-    CLIENT_FRAME_BYTES_MAX,
+    RegionTable, RequestId, RouteAnswer, CLIENT_FRAME_BYTES_MAX,
 };
 use super::framing::{read_frame, write_frame};
 use super::tls::{client_config, TlsFiles, ALPN_CLIENT};
-use meridian::model::{CausalToken, Op};
-use meridian::Read;
+use meridian::model::{CausalToken, Op, VersionVector};
+use meridian::routing::Location;
+use meridian::{RandomSource, Read};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Why a client call failed.
@@ -44,7 +45,8 @@ impl ClientFailure {
     }
 }
 
-/// A connection to one node.
+/// A connection to one node (a clone shares the connection, with a session token of its own).
+#[derive(Clone)]
 pub struct Client {
     endpoint: quinn::Endpoint,
     conn: quinn::Connection,
@@ -111,21 +113,33 @@ impl Client {
         }
     }
 
-    /// Applies one operation; the session token advances.
+    /// Applies one operation, durable in this node's region; the session token advances.
     pub async fn apply(&mut self, key: &[u8], op: Op) -> Result<CausalToken, ClientFailure> {
+        self.apply_with(key, op, Consistency::Local, new_request_id())
+            .await
+    }
+
+    /// Applies one operation under request id `id` (a retry carries the first attempt's),
+    /// acknowledged once durable in the regions `consistency` asks for.
+    pub async fn apply_with(
+        &mut self,
+        key: &[u8],
+        op: Op,
+        consistency: Consistency,
+        id: RequestId,
+    ) -> Result<CausalToken, ClientFailure> {
         let request = ClientRequest::Apply {
+            id,
             key: key.to_vec(),
             op,
-            consistency: Consistency::Local,
+            consistency,
         };
         match self.request(&request).await? {
-            ClientResponse::Written { token } => {
+            ClientResponse::Written { token, .. } => {
                 self.token.merge(&token);
                 Ok(token)
             }
-            other => Err(ClientFailure::Protocol(format!(
-                "unexpected answer {other:?}"
-            ))),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -143,9 +157,7 @@ impl Client {
                 }
                 Ok(read)
             }
-            other => Err(ClientFailure::Protocol(format!(
-                "unexpected answer {other:?}"
-            ))),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -153,9 +165,31 @@ impl Client {
     pub async fn status(&self) -> Result<NodeStatus, ClientFailure> {
         match self.request(&ClientRequest::Status).await? {
             ClientResponse::Status(s) => Ok(s),
-            other => Err(ClientFailure::Protocol(format!(
-                "unexpected answer {other:?}"
-            ))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// What the node has applied.
+    pub async fn applied(&self) -> Result<VersionVector, ClientFailure> {
+        match self.request(&ClientRequest::Applied).await? {
+            ClientResponse::Applied(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The cluster's regions as the node knows them.
+    pub async fn regions(&self) -> Result<RegionTable, ClientFailure> {
+        match self.request(&ClientRequest::Regions).await? {
+            ClientResponse::Regions(t) => Ok(t),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The region that should serve a client at `near`, as the node sees the cluster.
+    pub async fn route(&self, near: Option<Location>) -> Result<RouteAnswer, ClientFailure> {
+        match self.request(&ClientRequest::Route { near }).await? {
+            ClientResponse::Route(r) => Ok(r),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -164,4 +198,18 @@ impl Client {
         self.conn.close(quinn::VarInt::from_u32(0), b"bye");
         self.endpoint.wait_idle().await;
     }
+}
+
+/// A fresh request id (random; never the all-zero id, which asks for no deduplication).
+pub fn new_request_id() -> RequestId {
+    let random = meridian::OsRandom;
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&random.next_u64().to_le_bytes());
+    id[8..].copy_from_slice(&random.next_u64().to_le_bytes());
+    id[0] |= 1;
+    id
+}
+
+fn unexpected(answer: ClientResponse) -> ClientFailure {
+    ClientFailure::Protocol(format!("unexpected answer {answer:?}"))
 }

@@ -1,27 +1,69 @@
 //! The client protocol: one request and one response per QUIC bidirectional stream, each a
 //! frame of a version byte and postcard.
 
-use meridian::model::{CausalToken, Op, ReplicaId};
+use meridian::model::{CausalToken, Op, ReplicaId, VersionVector};
+use meridian::routing::{Location, Ranked};
 use meridian::Read;
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 
 /// Version byte of client frames.
-pub const CLIENT_PROTOCOL: u8 = 1;
+pub const CLIENT_PROTOCOL: u8 = 2;
 pub use meridian::limits::CLIENT_FRAME_BYTES_MAX;
 
 /// How far a write must have gone before it is acknowledged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Consistency {
-    /// Durable in the local replica.
+    /// Durable in the region that took it.
     #[default]
     Local,
+    /// Durable in this many regions (the one that took it included).
+    Regions(u8),
+    /// Durable in more than half of the cluster's regions.
+    Majority,
+    /// Durable in every region.
+    All,
 }
+
+impl Consistency {
+    /// Regions that must hold the write, in a cluster of `regions` regions (at least one).
+    pub fn regions_needed(&self, regions: usize) -> usize {
+        match self {
+            Consistency::Local => 1,
+            Consistency::Regions(n) => usize::from(*n).max(1),
+            Consistency::Majority => regions / 2 + 1,
+            Consistency::All => regions.max(1),
+        }
+    }
+}
+
+impl std::str::FromStr for Consistency {
+    type Err = String;
+
+    /// `local`, `majority`, `all` or a number of regions.
+    fn from_str(s: &str) -> Result<Consistency, String> {
+        match s {
+            "local" => Ok(Consistency::Local),
+            "majority" => Ok(Consistency::Majority),
+            "all" => Ok(Consistency::All),
+            n => n.parse::<u8>().map(Consistency::Regions).map_err(|_| {
+                format!("{s:?}: expected local, majority, all or a number of regions")
+            }),
+        }
+    }
+}
+
+/// A write's identity, chosen by the client: a retried write carries the same one, and a
+/// region that already applied it answers with the first outcome instead of applying it again.
+pub type RequestId = [u8; 16];
 
 /// A request from a client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ClientRequest {
     /// One operation on one key.
     Apply {
+        /// The write's identity.
+        id: RequestId,
         /// The key.
         key: Vec<u8>,
         /// The operation.
@@ -31,6 +73,8 @@ pub enum ClientRequest {
     },
     /// An atomic batch.
     Write {
+        /// The write's identity.
+        id: RequestId,
         /// (key, operation) pairs.
         ops: Vec<(Vec<u8>, Op)>,
         /// Required durability.
@@ -57,6 +101,15 @@ pub enum ClientRequest {
     },
     /// The node's status.
     Status,
+    /// What the node has applied (a majority read gathers it from a majority of regions).
+    Applied,
+    /// Every region of the cluster, with addresses and locations.
+    Regions,
+    /// The region that should serve a client at `near`, and the fallbacks in order.
+    Route {
+        /// The client's place.
+        near: Option<Location>,
+    },
 }
 
 /// What a client can act on when a request fails.
@@ -83,6 +136,9 @@ pub enum ErrorCode {
     Unavailable,
     /// The client's certificate does not grant the role the request needs.
     Forbidden,
+    /// The write was made here, but it was not known to be durable in the regions asked for
+    /// before the wait ended. It is never rolled back: it still reaches every region.
+    Unknown,
 }
 
 /// A failed request.
@@ -114,6 +170,44 @@ pub struct PeerStatus {
     /// Why the link was last refused or closed by the protocol (a handshake mismatch, a bad
     /// frame), if it ever was.
     pub last_error: Option<String>,
+}
+
+/// One region of the cluster as a node knows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegionEntry {
+    /// Replica name.
+    pub name: String,
+    /// Region name.
+    pub region: String,
+    /// Where clients and peers reach it.
+    pub address: SocketAddr,
+    /// Where it is, if configured.
+    pub location: Option<Location>,
+    /// Smoothed round trip from the answering node, in milliseconds (`None` for itself or
+    /// before a measurement).
+    pub rtt_ms: Option<u64>,
+    /// Whether the answering node has a link to it (true for itself).
+    pub reachable: bool,
+}
+
+/// The cluster's regions, from one node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegionTable {
+    /// Cluster id.
+    pub cluster: String,
+    /// The answering replica's name.
+    pub answered_by: String,
+    /// Every replica, the answering one first.
+    pub regions: Vec<RegionEntry>,
+}
+
+/// Where a client at a place should go.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteAnswer {
+    /// The region that should serve it.
+    pub region: String,
+    /// Every region in the order to try (the first is `region`).
+    pub order: Vec<Ranked>,
 }
 
 /// A node's status.
@@ -158,6 +252,8 @@ pub enum ClientResponse {
     Written {
         /// The write's token.
         token: CausalToken,
+        /// Regions known to hold it when it was acknowledged.
+        regions: u32,
     },
     /// A read.
     Value {
@@ -173,6 +269,12 @@ pub enum ClientResponse {
     },
     /// The node's status.
     Status(NodeStatus),
+    /// What the node has applied.
+    Applied(VersionVector),
+    /// The cluster's regions.
+    Regions(RegionTable),
+    /// A route.
+    Route(RouteAnswer),
     /// The request failed.
     Error(ClientError),
 }

@@ -9,18 +9,23 @@
 mod actor;
 pub mod client;
 pub mod client_proto;
+pub mod cluster_file;
 mod congestion;
 pub mod dev_certs;
 mod framing;
 mod link_queue;
 mod links;
 pub mod node_config;
+mod recent_writes;
+pub mod regions;
+pub mod routed;
 mod service;
 pub mod tls;
 
 use client_proto::{NodeStatus, PeerStatus};
 use meridian::model::digest::Fnv;
 use meridian::replication::{ReplicationConfig, Replicator};
+use meridian::routing::Location;
 use meridian::{Engine, RandomSource, ReplicaId};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -79,6 +84,8 @@ pub struct PeerSpec {
     pub address: SocketAddr,
     /// Its incarnation (bumped when it comes back with an empty disk).
     pub incarnation: u64,
+    /// Where its region is, if known.
+    pub location: Option<Location>,
 }
 
 /// Settings of a running replica.
@@ -94,6 +101,11 @@ pub struct RuntimeConfig {
     pub incarnation: u64,
     /// Address to bind.
     pub listen: SocketAddr,
+    /// Where clients and peers reach this replica, when `listen` is not it (a wildcard or
+    /// translated address).
+    pub advertise: Option<SocketAddr>,
+    /// Where this replica's region is.
+    pub location: Option<Location>,
     /// The other replicas.
     pub peers: Vec<PeerSpec>,
     /// Certificate files.
@@ -132,9 +144,27 @@ impl StatusHandle {
     }
 }
 
+/// Answers route and region-table questions while a runtime runs (see
+/// `Runtime::route_handle`).
+#[derive(Clone)]
+pub struct RouteHandle(Arc<regions::RegionBoard>);
+
+impl RouteHandle {
+    /// Where a client at `near` should go, as this replica sees the cluster.
+    pub fn route(&self, near: Option<&Location>) -> client_proto::RouteAnswer {
+        self.0.route(near)
+    }
+
+    /// Every replica of the cluster, this one first.
+    pub fn table(&self) -> client_proto::RegionTable {
+        self.0.table()
+    }
+}
+
 /// A running replica: endpoint, link tasks, replicator thread.
 pub struct Runtime {
     endpoint: quinn::Endpoint,
+    regions: Arc<regions::RegionBoard>,
     shutdown: watch::Sender<bool>,
     events: mpsc::Sender<Event>,
     actor: Option<std::thread::JoinHandle<()>>,
@@ -274,13 +304,15 @@ impl Runtime {
                 }
             }));
         }
+        let regions = Arc::new(regions::RegionBoard::new(&config, endpoint.local_addr()?));
         let actor = {
             let engine = engine.clone();
             let status = status.clone();
+            let regions = regions.clone();
             let repl = Replicator::new(me, repl_config);
             std::thread::Builder::new()
                 .name(format!("replicator-{}", config.name))
-                .spawn(move || actor::run(engine, repl, rx, pending, status))?
+                .spawn(move || actor::run(engine, repl, rx, pending, status, regions))?
         };
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -306,6 +338,7 @@ impl Runtime {
                 burst: config.client_burst,
             },
             status.clone(),
+            regions.clone(),
         ));
         let ctx = Arc::new(links::LinkCtx {
             cluster: config.cluster.clone(),
@@ -344,6 +377,7 @@ impl Runtime {
         tracing::info!(replica = %config.name, region = %config.region, id = %me, addr = %endpoint.local_addr()?, "runtime started");
         Ok(Runtime {
             endpoint,
+            regions,
             shutdown,
             events,
             actor: Some(actor),
@@ -366,6 +400,11 @@ impl Runtime {
     /// alive: `shutdown` still owns the runtime).
     pub fn status_handle(&self) -> StatusHandle {
         StatusHandle(self.status.clone())
+    }
+
+    /// A handle answering routes from this replica's view of the cluster.
+    pub fn route_handle(&self) -> RouteHandle {
+        RouteHandle(self.regions.clone())
     }
 
     /// Stops accepting, closes links, stops the replicator, flushes the engine.

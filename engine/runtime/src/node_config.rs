@@ -4,6 +4,7 @@
 
 use crate::dev_certs::is_label;
 use crate::{replica_id_for, PeerSpec, RuntimeConfig, TlsFiles};
+use meridian::routing::Location;
 use meridian::{Config, Durability};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -60,6 +61,10 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// QUIC listen address.
     pub listen: SocketAddr,
+    /// Where clients and peers reach this replica, if not at `listen` (a wildcard listen
+    /// address, a translated one).
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
     /// Prometheus metrics and `/health` listen address.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
@@ -83,16 +88,6 @@ pub struct NodeConfig {
     /// The other replicas.
     #[serde(default)]
     pub peers: Vec<Peer>,
-}
-
-/// Latitude and longitude in degrees.
-#[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Location {
-    /// Degrees north.
-    pub latitude: f64,
-    /// Degrees east.
-    pub longitude: f64,
 }
 
 /// `[tls]`.
@@ -215,6 +210,7 @@ impl NodeConfig {
             location: None,
             data_dir,
             listen,
+            advertise: None,
             metrics_listen: None,
             durability: default_durability(),
             log_format: default_log_format(),
@@ -276,7 +272,7 @@ impl NodeConfig {
         Peer {
             name: self.name.clone(),
             region: self.region.clone(),
-            address: self.listen,
+            address: self.advertise.unwrap_or(self.listen),
             incarnation: self.incarnation,
             location: self.location,
         }
@@ -355,7 +351,7 @@ impl NodeConfig {
             .chain(self.peers.iter().filter_map(|p| p.location.as_ref()))
         {
             ensure!(
-                (-90.0..=90.0).contains(&loc.latitude) && (-180.0..=180.0).contains(&loc.longitude),
+                loc.is_on_earth(),
                 "field `location`: ({}, {}) is not a place on Earth",
                 loc.latitude,
                 loc.longitude
@@ -372,6 +368,8 @@ impl NodeConfig {
             region: self.region.clone(),
             incarnation: self.incarnation,
             listen: self.listen,
+            advertise: self.advertise,
+            location: self.location,
             peers: self
                 .peers
                 .iter()
@@ -380,6 +378,7 @@ impl NodeConfig {
                     region: p.region.clone(),
                     address: p.address,
                     incarnation: p.incarnation,
+                    location: p.location,
                 })
                 .collect(),
             tls: TlsFiles {

@@ -8,10 +8,12 @@
 //! client identity with a token bucket whose map is pruned as it grows.
 
 use super::client_proto::{
-    decode, encode, ClientError, ClientRequest, ClientResponse, ErrorCode, NodeStatus,
-    CLIENT_FRAME_BYTES_MAX,
+    decode, encode, ClientError, ClientRequest, ClientResponse, Consistency, ErrorCode, NodeStatus,
+    RequestId, CLIENT_FRAME_BYTES_MAX,
 };
 use super::framing::{read_frame_body, read_frame_len, write_frame};
+use super::recent_writes::{Claim, RecentWrites};
+use super::regions::RegionBoard;
 use super::tls::{cert_names, client_identity, peer_leaf, Role};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -26,6 +28,9 @@ use tokio::sync::{Notify, Semaphore};
 
 /// Longest a read waits for a causal token.
 const TOKEN_WAIT_MS_MAX: u32 = 10_000;
+/// Longest a write waits to be durable in the regions its consistency asks for; after it, the
+/// outcome is `Unknown` (the write stays, and converges).
+const DURABLE_WAIT: Duration = Duration::from_secs(5);
 /// Requests served at once on one connection.
 const STREAMS_PER_CONNECTION: usize = 64;
 /// Bytes of requests read and not yet answered, per connection (a largest request fits).
@@ -54,6 +59,10 @@ pub(crate) struct Service {
     /// Woken when the applied vector advances, while some read waits for a token.
     applied: Arc<Notify>,
     waiting: Arc<AtomicUsize>,
+    /// The cluster's regions: routes, and what peers acknowledged.
+    regions: Arc<RegionBoard>,
+    /// Writes applied recently, by client and request id.
+    recent: RecentWrites,
 }
 
 /// Settings of the client service.
@@ -71,6 +80,7 @@ impl Service {
         engine: Engine,
         config: ServiceConfig,
         status: Arc<Mutex<NodeStatus>>,
+        regions: Arc<RegionBoard>,
     ) -> Service {
         let rate = NonZeroU32::new(config.per_second.max(1)).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.burst.max(1)).unwrap_or(NonZeroU32::MIN);
@@ -96,6 +106,8 @@ impl Service {
             status,
             applied,
             waiting,
+            regions,
+            recent: RecentWrites::new(),
         }
     }
 
@@ -214,10 +226,24 @@ impl Service {
                 format!("{who} has role {role}; this request needs {needed}"),
             );
         }
-        if matches!(request, ClientRequest::Status) {
-            return ClientResponse::Status(
-                self.status.lock().map(|s| s.clone()).unwrap_or_default(),
-            );
+        match request {
+            ClientRequest::Status => {
+                return ClientResponse::Status(
+                    self.status.lock().map(|s| s.clone()).unwrap_or_default(),
+                )
+            }
+            ClientRequest::Applied => return ClientResponse::Applied(self.engine.applied()),
+            ClientRequest::Regions => return ClientResponse::Regions(self.regions.table()),
+            ClientRequest::Route { near } => {
+                return ClientResponse::Route(self.regions.route(near.as_ref()))
+            }
+            ClientRequest::Apply {
+                id, consistency, ..
+            }
+            | ClientRequest::Write {
+                id, consistency, ..
+            } => return self.write(who, id, consistency, request).await,
+            _ => {}
         }
         if let ClientRequest::Read {
             token: Some(token),
@@ -243,6 +269,78 @@ impl Service {
         };
         metrics::counter!("meridian_client_requests_total", "result" => result).increment(1);
         response
+    }
+
+    /// Applies a write once per request id, then waits until it is durable in the regions
+    /// `consistency` asks for; refuses at once, writing nothing, when fewer are reachable.
+    async fn write(
+        &self,
+        who: &str,
+        id: RequestId,
+        consistency: Consistency,
+        request: ClientRequest,
+    ) -> ClientResponse {
+        let regions = self.regions.region_count();
+        let needed = consistency.regions_needed(regions);
+        if needed > regions {
+            return error(
+                ErrorCode::BadRequest,
+                format!("the write asks for {needed} regions; the cluster has {regions}"),
+            );
+        }
+        let reachable = self.regions.reachable_regions();
+        if needed > reachable {
+            metrics::counter!("meridian_client_writes_refused_total", "reason" => "unavailable")
+                .increment(1);
+            return error(
+                ErrorCode::Unavailable,
+                format!(
+                    "the write asks for {needed} regions; {reachable} of {regions} are reachable from here: nothing was written"
+                ),
+            );
+        }
+        let token = match self.recent.claim(who, id, DURABLE_WAIT).await {
+            None => {
+                return error(
+                    ErrorCode::Unavailable,
+                    "an earlier request with this id is still being applied here",
+                )
+            }
+            Some(Claim::Applied(token)) => {
+                metrics::counter!("meridian_client_writes_deduplicated_total").increment(1);
+                token
+            }
+            Some(Claim::Apply(pending)) => {
+                let engine = self.engine.clone();
+                let outcome = tokio::task::spawn_blocking(move || execute(&engine, request)).await;
+                match outcome.unwrap_or_else(|e| error(ErrorCode::Unavailable, e.to_string())) {
+                    ClientResponse::Written { token, .. } => {
+                        pending.applied(&token);
+                        token
+                    }
+                    other => return other,
+                }
+            }
+        };
+        let deadline = tokio::time::Instant::now() + DURABLE_WAIT;
+        let durable = if needed > 1 {
+            self.regions.wait_durable(&token, needed, deadline).await
+        } else {
+            self.regions.durable_regions(&token)
+        };
+        if durable < needed {
+            metrics::counter!("meridian_client_writes_unknown_total").increment(1);
+            return error(
+                ErrorCode::Unknown,
+                format!(
+                    "written here, but known durable in {durable} of the {needed} regions asked for after {DURABLE_WAIT:?}; it is never rolled back and still reaches every region"
+                ),
+            );
+        }
+        ClientResponse::Written {
+            token,
+            regions: u32::try_from(durable).unwrap_or(u32::MAX),
+        }
     }
 
     /// Waits, without a thread, until the engine covers `token` or `wait` passes.
@@ -297,9 +395,12 @@ impl Drop for Waiting<'_> {
 fn needed_role(request: &ClientRequest) -> Role {
     match request {
         ClientRequest::Apply { .. } | ClientRequest::Write { .. } => Role::Write,
-        ClientRequest::Read { .. } | ClientRequest::Scan { .. } | ClientRequest::Status => {
-            Role::Read
-        }
+        ClientRequest::Read { .. }
+        | ClientRequest::Scan { .. }
+        | ClientRequest::Status
+        | ClientRequest::Applied
+        | ClientRequest::Regions
+        | ClientRequest::Route { .. } => Role::Read,
     }
 }
 
@@ -330,13 +431,13 @@ fn from_engine(e: Error) -> ClientResponse {
 fn execute(engine: &Engine, request: ClientRequest) -> ClientResponse {
     match request {
         ClientRequest::Apply { key, op, .. } => match engine.apply(&key, op) {
-            Ok(token) => ClientResponse::Written { token },
+            Ok(token) => ClientResponse::Written { token, regions: 1 },
             Err(e) => from_engine(e),
         },
         ClientRequest::Write { ops, .. } => {
             let batch = ops.into_iter().fold(Batch::new(), |b, (k, op)| b.op(k, op));
             match engine.write(batch) {
-                Ok(token) => ClientResponse::Written { token },
+                Ok(token) => ClientResponse::Written { token, regions: 1 },
                 Err(e) => from_engine(e),
             }
         }
@@ -356,6 +457,12 @@ fn execute(engine: &Engine, request: ClientRequest) -> ClientResponse {
                 Err(e) => from_engine(e),
             }
         }
-        ClientRequest::Status => error(ErrorCode::BadRequest, "status is answered by the service"),
+        ClientRequest::Status
+        | ClientRequest::Applied
+        | ClientRequest::Regions
+        | ClientRequest::Route { .. } => error(
+            ErrorCode::BadRequest,
+            "answered by the service, not the engine",
+        ),
     }
 }

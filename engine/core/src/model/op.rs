@@ -76,6 +76,25 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether applying it twice, in one region or in two, leaves what applying it once
+    /// leaves: a register write with a read context, a last-writer-wins write, set and map
+    /// field changes made of those, removals and deletes. A counter add is not (it would
+    /// count twice), nor a register write without a context (a second region that has not
+    /// seen the first would keep both as siblings). A client may retry an idempotent write
+    /// whose outcome it does not know in another region.
+    pub fn is_idempotent(&self) -> bool {
+        match self {
+            Op::Put { context, .. } => context.is_some(),
+            Op::CounterAdd { .. } => false,
+            Op::MapUpdate { op, .. } => op.is_idempotent(),
+            Op::LwwSet { .. }
+            | Op::SetAdd { .. }
+            | Op::SetRemove { .. }
+            | Op::MapRemove { .. }
+            | Op::Delete => true,
+        }
+    }
+
     /// The value type this operation needs; `None` for a delete.
     pub fn kind(&self) -> Option<Kind> {
         Some(match self {
@@ -140,6 +159,29 @@ impl Op {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_counting_and_blind_register_writes_are_not_idempotent() {
+        let nested = |op: Op| Op::MapUpdate {
+            field: b"f".to_vec(),
+            op: Box::new(op),
+        };
+        let blind = Op::Put {
+            value: b"v".to_vec(),
+            context: None,
+        };
+        let seen = Op::Put {
+            value: b"v".to_vec(),
+            context: Some(VersionVector::new()),
+        };
+        assert!(!Op::CounterAdd { delta: 1 }.is_idempotent());
+        assert!(!nested(Op::CounterAdd { delta: 1 }).is_idempotent());
+        assert!(!blind.is_idempotent());
+        assert!(seen.is_idempotent());
+        assert!(nested(Op::LwwSet { value: vec![] }).is_idempotent());
+        assert!(Op::SetRemove { elems: vec![] }.is_idempotent());
+        assert!(Op::Delete.is_idempotent());
+    }
 
     #[test]
     fn deeply_nested_operations_are_refused_when_decoding() {

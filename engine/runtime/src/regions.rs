@@ -1,0 +1,254 @@
+//! The cluster's regions as this node knows them: each replica's name, region, address and
+//! location (from the configuration), whether a link to it is up, its smoothed round trip and
+//! what it has acknowledged applying (kept by the replication actor). The client service
+//! answers `Regions` and `Route` from it, and waits on it for writes asked to be durable in
+//! several regions.
+
+use crate::client_proto::{RegionEntry, RegionTable, RouteAnswer};
+use crate::RuntimeConfig;
+use meridian::model::{CausalToken, VersionVector};
+use meridian::routing::{order_regions, Candidate, Health, Location};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use tokio::sync::Notify;
+
+/// Weight of a new round-trip sample in the smoothed value (as TCP's SRTT: 1/8).
+const RTT_SAMPLE_WEIGHT: f64 = 0.125;
+
+/// One peer: its entry in the table, its member id and what it acknowledged applying.
+#[derive(Clone, Debug)]
+pub(crate) struct PeerView {
+    /// As clients see it.
+    pub entry: RegionEntry,
+    /// The latest round-trip sample folded into `entry.rtt_ms`.
+    last_sample_ms: Option<u64>,
+    /// Smoothed round trip, unrounded.
+    srtt_ms: Option<f64>,
+    /// Everything it reported applying.
+    pub acked: VersionVector,
+}
+
+impl PeerView {
+    /// Folds a round-trip sample into the smoothed value (a sample seen already is skipped).
+    pub fn sample_rtt(&mut self, sample_ms: Option<u64>) {
+        let Some(sample) = sample_ms else { return };
+        if self.last_sample_ms == Some(sample) {
+            return;
+        }
+        self.last_sample_ms = Some(sample);
+        let s = sample as f64;
+        let srtt = self
+            .srtt_ms
+            .map_or(s, |old| old + RTT_SAMPLE_WEIGHT * (s - old));
+        self.srtt_ms = Some(srtt);
+        self.entry.rtt_ms = Some(srtt.round() as u64);
+    }
+}
+
+/// The regions, shared by the replication actor (which updates them) and the client service.
+pub(crate) struct RegionBoard {
+    cluster: String,
+    me: RegionEntry,
+    peers: Mutex<Vec<PeerView>>,
+    /// Woken when acknowledgements or links change, while some write waits.
+    changed: Notify,
+    waiting: AtomicUsize,
+}
+
+impl RegionBoard {
+    /// The board of a runtime bound at `bound`, before any link is up.
+    pub fn new(config: &RuntimeConfig, bound: SocketAddr) -> RegionBoard {
+        let me = RegionEntry {
+            name: config.name.clone(),
+            region: config.region.clone(),
+            address: config.advertise.unwrap_or(bound),
+            location: config.location,
+            rtt_ms: None,
+            reachable: true,
+        };
+        let peers = config
+            .peers
+            .iter()
+            .map(|p| PeerView {
+                entry: RegionEntry {
+                    name: p.name.clone(),
+                    region: p.region.clone(),
+                    address: p.address,
+                    location: p.location,
+                    rtt_ms: None,
+                    reachable: false,
+                },
+                last_sample_ms: None,
+                srtt_ms: None,
+                acked: VersionVector::new(),
+            })
+            .collect();
+        RegionBoard {
+            cluster: config.cluster.clone(),
+            me,
+            peers: Mutex::new(peers),
+            changed: Notify::new(),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, Vec<PeerView>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a write waits for acknowledgements (the actor then reports every one).
+    pub fn has_waiters(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) > 0
+    }
+
+    /// Changes the peers' views (the actor), waking the writes that wait.
+    pub fn update(&self, change: impl FnOnce(&mut [PeerView])) {
+        change(&mut self.peers());
+        if self.has_waiters() {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Every replica, this one first.
+    pub fn table(&self) -> RegionTable {
+        let mut regions = vec![self.me.clone()];
+        regions.extend(self.peers().iter().map(|p| p.entry.clone()));
+        RegionTable {
+            cluster: self.cluster.clone(),
+            answered_by: self.me.name.clone(),
+            regions,
+        }
+    }
+
+    /// Where a client at `near` should go: nearest first by distance (this node's round
+    /// trips to its peers say nothing of the client's), regions this node has no link to last.
+    pub fn route(&self, near: Option<&Location>) -> RouteAnswer {
+        route(&self.table().regions, near)
+    }
+
+    /// Regions of the cluster (distinct region names).
+    pub fn region_count(&self) -> usize {
+        let peers = self.peers();
+        let names: BTreeSet<&str> = std::iter::once(self.me.region.as_str())
+            .chain(peers.iter().map(|p| p.entry.region.as_str()))
+            .collect();
+        names.len()
+    }
+
+    /// Regions this node has a link to, its own included.
+    pub fn reachable_regions(&self) -> usize {
+        let peers = self.peers();
+        let names: BTreeSet<&str> = std::iter::once(self.me.region.as_str())
+            .chain(
+                peers
+                    .iter()
+                    .filter(|p| p.entry.reachable)
+                    .map(|p| p.entry.region.as_str()),
+            )
+            .collect();
+        names.len()
+    }
+
+    /// Regions known to hold every write of `token`: this one, and those of peers whose
+    /// acknowledgements cover it.
+    pub fn durable_regions(&self, token: &CausalToken) -> usize {
+        let peers = self.peers();
+        let names: BTreeSet<&str> = std::iter::once(self.me.region.as_str())
+            .chain(
+                peers
+                    .iter()
+                    .filter(|p| token.is_covered_by(&p.acked))
+                    .map(|p| p.entry.region.as_str()),
+            )
+            .collect();
+        names.len()
+    }
+
+    /// Waits, without a thread, until `needed` regions hold `token` or `deadline` passes;
+    /// returns how many do.
+    pub async fn wait_durable(
+        &self,
+        token: &CausalToken,
+        needed: usize,
+        deadline: tokio::time::Instant,
+    ) -> usize {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _counted = Uncount(&self.waiting);
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Registered before the check: a change after it wakes this wait.
+            notified.as_mut().enable();
+            let durable = self.durable_regions(token);
+            if durable >= needed {
+                return durable;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.durable_regions(token);
+            }
+        }
+    }
+}
+
+/// The route for a client at `near` over a region table: nearest first by distance, regions
+/// not reachable from the answering node last.
+pub fn route(regions: &[RegionEntry], near: Option<&Location>) -> RouteAnswer {
+    let candidates: Vec<Candidate> = regions
+        .iter()
+        .map(|r| Candidate {
+            region: r.region.clone(),
+            location: r.location,
+            rtt_ms: None,
+            health: if r.reachable {
+                Health::Healthy
+            } else {
+                Health::Down
+            },
+        })
+        .collect();
+    let order = order_regions(&candidates, near);
+    RouteAnswer {
+        region: order.first().map(|r| r.region.clone()).unwrap_or_default(),
+        order,
+    }
+}
+
+/// Uncounts a waiting write when it ends.
+struct Uncount<'a>(&'a AtomicUsize);
+
+impl Drop for Uncount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smoothed_round_trips_move_an_eighth_towards_each_new_sample() {
+        let mut view = PeerView {
+            entry: RegionEntry {
+                name: "b".into(),
+                region: "eu-west".into(),
+                address: "127.0.0.1:1".parse().expect("address"),
+                location: None,
+                rtt_ms: None,
+                reachable: true,
+            },
+            last_sample_ms: None,
+            srtt_ms: None,
+            acked: VersionVector::new(),
+        };
+        view.sample_rtt(Some(80));
+        assert_eq!(view.entry.rtt_ms, Some(80));
+        view.sample_rtt(Some(80));
+        view.sample_rtt(Some(160));
+        assert_eq!(view.entry.rtt_ms, Some(90));
+        view.sample_rtt(None);
+        assert_eq!(view.entry.rtt_ms, Some(90));
+    }
+}

@@ -1,0 +1,648 @@
+//! A client of the whole cluster: it learns the regions from one or two seeds, tries them
+//! nearest-healthy first (`meridian::routing`), fails over when a region does not answer and
+//! fails back when the nearer one answers again, and keeps one session token across regions
+//! (read-your-writes after a failover).
+//!
+//! Writes carry a request id, so a region never applies one twice. A write whose outcome is
+//! unknown (the connection broke after it was sent, or it timed out) is retried in the next
+//! region only if applying it twice changes nothing (`Op::is_idempotent`); otherwise the caller
+//! gets [`RoutedError::Unknown`], never a silent double count.
+
+use crate::client::{new_request_id, Client, ClientFailure};
+use crate::client_proto::{
+    ClientRequest, ClientResponse, Consistency, ErrorCode, NodeStatus, RegionEntry, RouteAnswer,
+};
+use crate::tls::replica_dns_name;
+use crate::TlsFiles;
+use meridian::model::{CausalToken, Op, VersionVector};
+use meridian::routing::{order_regions, Breaker, BreakerSettings, Candidate, Health, Location};
+use meridian::Read;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Weight of a new round-trip sample in a region's smoothed round trip.
+const RTT_SAMPLE_WEIGHT: f64 = 0.125;
+
+/// A node to learn the cluster from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {
+    /// Replica name.
+    pub name: String,
+    /// Region name.
+    pub region: String,
+    /// Its QUIC address.
+    pub address: SocketAddr,
+}
+
+/// How a routed client behaves.
+#[derive(Clone, Debug)]
+pub struct RoutedConfig {
+    /// Cluster id.
+    pub cluster: String,
+    /// Nodes to learn the regions from, tried in order.
+    pub seeds: Vec<Seed>,
+    /// The client's certificate files.
+    pub tls: TlsFiles,
+    /// Where the client is (orders regions by distance until round trips are measured).
+    pub near: Option<Location>,
+    /// When a region is skipped, and for how long.
+    pub breaker: BreakerSettings,
+    /// Longest wait for a connection to a region.
+    pub connect_timeout: Duration,
+    /// Longest wait for one answer (beyond it the region counts as failed; a write's outcome
+    /// is then unknown).
+    pub request_timeout: Duration,
+    /// Longest a region waits for the session's writes before a read moves to the next one.
+    pub session_wait_ms: u32,
+    /// A read that has no answer after this long is sent to the next region too, and the
+    /// first answer wins (`None`: no hedging).
+    pub hedge_after: Option<Duration>,
+}
+
+impl RoutedConfig {
+    /// Defaults for a cluster: 1 s to connect, 15 s per answer, 1 s of session wait per
+    /// region, no hedging.
+    pub fn new(cluster: &str, seeds: Vec<Seed>, tls: TlsFiles) -> RoutedConfig {
+        RoutedConfig {
+            cluster: cluster.into(),
+            seeds,
+            tls,
+            near: None,
+            breaker: BreakerSettings::default(),
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(15),
+            session_wait_ms: 1_000,
+            hedge_after: None,
+        }
+    }
+}
+
+/// Why a routed call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RoutedError {
+    /// No region answered (each attempt said why).
+    #[error("no region could serve the request: {0}")]
+    NoRegion(String),
+    /// The write may or may not have been applied (a region took it and then did not answer,
+    /// or it is not known durable in the regions asked for). It is never rolled back; a
+    /// non-idempotent write is not retried elsewhere, so it is applied at most once.
+    #[error("outcome unknown in {region}: {message}")]
+    Unknown {
+        /// The region that may hold it.
+        region: String,
+        /// What happened.
+        message: String,
+    },
+    /// No region had applied the session's writes within its wait.
+    #[error("no region has applied this session's writes yet")]
+    NotYetVisible,
+    /// A region refused the request itself (bad key, wrong type, role, rate...): another
+    /// region would refuse it too.
+    #[error("{region}: {failure}")]
+    Refused {
+        /// The region that answered.
+        region: String,
+        /// Its answer.
+        failure: ClientFailure,
+    },
+}
+
+/// A write acknowledged by the cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Written {
+    /// The write's token (merged into the session's).
+    pub token: CausalToken,
+    /// The region that took it.
+    pub region: String,
+}
+
+/// One region as the client sees it.
+struct RegionState {
+    entry: RegionEntry,
+    server_name: String,
+    breaker: Breaker,
+    rtt_ms: Option<f64>,
+    conn: Option<Client>,
+}
+
+/// What one attempt in one region came to.
+enum Attempt<T> {
+    Done(T),
+    /// Not applied; the next region may serve it.
+    Next(String),
+    /// The region has not applied the session's writes yet; the next may have.
+    NotYet(String),
+    /// Sent, and then no answer: applied or not.
+    Lost(String),
+    /// Final.
+    Fail(RoutedError),
+}
+
+/// A client of the cluster's nearest healthy region.
+pub struct RoutedClient {
+    config: RoutedConfig,
+    regions: Vec<RegionState>,
+    clock: Instant,
+    /// The region that answered last.
+    last_region: Option<String>,
+    /// Everything this session wrote or read.
+    pub token: CausalToken,
+}
+
+impl RoutedClient {
+    /// Learns the cluster's regions from the first seed that answers.
+    pub async fn connect(config: RoutedConfig) -> Result<RoutedClient, RoutedError> {
+        let mut client = RoutedClient {
+            regions: Vec::new(),
+            clock: Instant::now(),
+            last_region: None,
+            token: CausalToken::default(),
+            config,
+        };
+        client.refresh_regions().await?;
+        Ok(client)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    /// Asks the known regions (or the seeds) for the region table again.
+    pub async fn refresh_regions(&mut self) -> Result<(), RoutedError> {
+        let mut targets: Vec<(String, String, SocketAddr)> = self
+            .regions
+            .iter()
+            .map(|r| {
+                (
+                    r.entry.name.clone(),
+                    r.entry.region.clone(),
+                    r.entry.address,
+                )
+            })
+            .collect();
+        targets.extend(
+            self.config
+                .seeds
+                .iter()
+                .map(|s| (s.name.clone(), s.region.clone(), s.address)),
+        );
+        let mut why = Vec::new();
+        for (name, region, address) in targets {
+            let server_name = replica_dns_name(&self.config.cluster, &name, &region);
+            let connecting = Client::connect(address, &server_name, &self.config.tls);
+            let client = match tokio::time::timeout(self.config.connect_timeout, connecting).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    why.push(format!("{name} at {address}: {e}"));
+                    continue;
+                }
+                Err(_) => {
+                    why.push(format!("{name} at {address}: no connection in time"));
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            let table =
+                match tokio::time::timeout(self.config.request_timeout, client.regions()).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        why.push(format!("{name}: {e}"));
+                        continue;
+                    }
+                    Err(_) => {
+                        why.push(format!("{name}: no answer in time"));
+                        continue;
+                    }
+                };
+            let sample = started.elapsed().as_secs_f64() * 1_000.0;
+            self.adopt(table.regions, &name, client, sample);
+            return Ok(());
+        }
+        Err(RoutedError::NoRegion(why.join("; ")))
+    }
+
+    /// Takes a region table, keeping breakers, round trips and connections of regions it
+    /// knew.
+    fn adopt(&mut self, table: Vec<RegionEntry>, answered_by: &str, conn: Client, rtt: f64) {
+        let mut old = std::mem::take(&mut self.regions);
+        for entry in table {
+            let kept = old
+                .iter()
+                .position(|r| r.entry.name == entry.name)
+                .map(|i| old.swap_remove(i));
+            let server_name = replica_dns_name(&self.config.cluster, &entry.name, &entry.region);
+            let mut state = kept.unwrap_or_else(|| RegionState {
+                entry: entry.clone(),
+                server_name: server_name.clone(),
+                breaker: Breaker::new(self.config.breaker),
+                rtt_ms: None,
+                conn: None,
+            });
+            if state.entry.address != entry.address {
+                state.conn = None;
+            }
+            state.entry = entry;
+            state.server_name = server_name;
+            if state.entry.name == answered_by {
+                state.conn = Some(conn.clone());
+                sample_rtt(&mut state.rtt_ms, rtt);
+            }
+            self.regions.push(state);
+        }
+    }
+
+    /// The regions in the order this client tries them now.
+    pub fn route(&self) -> RouteAnswer {
+        let now = self.now_ms();
+        let candidates: Vec<Candidate> = self
+            .regions
+            .iter()
+            .map(|r| Candidate {
+                region: r.entry.region.clone(),
+                location: r.entry.location,
+                rtt_ms: r.rtt_ms,
+                health: Health::of(&r.breaker, now),
+            })
+            .collect();
+        let order = order_regions(&candidates, self.config.near.as_ref());
+        RouteAnswer {
+            region: order.first().map(|r| r.region.clone()).unwrap_or_default(),
+            order,
+        }
+    }
+
+    /// Region indices in the order to try: those whose breaker lets a request go, then
+    /// (when none does) every region anyway, nearest first. A half-open breaker's probe is
+    /// taken when its region is tried (`attempt`), not here.
+    fn plan(&self) -> Vec<usize> {
+        let now = self.now_ms();
+        let order: Vec<usize> = self.route().order.iter().map(|r| r.index).collect();
+        let allowed: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&i| self.regions[i].breaker.may_try(now))
+            .collect();
+        if allowed.is_empty() {
+            order
+        } else {
+            allowed
+        }
+    }
+
+    /// A connection to region `i`.
+    async fn conn(&mut self, i: usize) -> Result<Client, String> {
+        if let Some(c) = &self.regions[i].conn {
+            return Ok(c.clone());
+        }
+        let r = &self.regions[i];
+        let connecting = Client::connect(r.entry.address, &r.server_name, &self.config.tls);
+        match tokio::time::timeout(self.config.connect_timeout, connecting).await {
+            Ok(Ok(c)) => {
+                self.regions[i].conn = Some(c.clone());
+                Ok(c)
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no connection in time".into()),
+        }
+    }
+
+    fn failed(&mut self, i: usize) {
+        let now = self.now_ms();
+        let r = &mut self.regions[i];
+        r.breaker.on_failure(now);
+        r.conn = None;
+    }
+
+    /// Sends `request` to region `i` and sorts the outcome (a lost answer leaves a write's
+    /// outcome unknown).
+    async fn attempt(&mut self, i: usize, request: &ClientRequest) -> Attempt<ClientResponse> {
+        let name = self.regions[i].entry.region.clone();
+        let now = self.now_ms();
+        // Takes a half-open breaker's probe (when every region is down, it is tried anyway).
+        self.regions[i].breaker.try_acquire(now);
+        let conn = match self.conn(i).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.failed(i);
+                return Attempt::Next(format!("{name}: {e}"));
+            }
+        };
+        let started = Instant::now();
+        let answer = tokio::time::timeout(self.config.request_timeout, conn.request(request)).await;
+        let measured = !matches!(
+            request,
+            ClientRequest::Apply { .. } | ClientRequest::Write { .. }
+        );
+        if measured && matches!(answer, Ok(Ok(_))) {
+            let sample = started.elapsed().as_secs_f64() * 1_000.0;
+            sample_rtt(&mut self.regions[i].rtt_ms, sample);
+        }
+        self.settle(i, answer)
+    }
+
+    /// Applies `op` to `key`, acknowledged once durable in the regions `consistency` asks
+    /// for, in the nearest region that takes it.
+    pub async fn apply(
+        &mut self,
+        key: &[u8],
+        op: Op,
+        consistency: Consistency,
+    ) -> Result<Written, RoutedError> {
+        let idempotent = op.is_idempotent();
+        let request = ClientRequest::Apply {
+            id: new_request_id(),
+            key: key.to_vec(),
+            op,
+            consistency,
+        };
+        self.write(request, idempotent).await
+    }
+
+    /// Applies an atomic batch (retried elsewhere after a lost answer only if every operation
+    /// in it is idempotent).
+    pub async fn write_batch(
+        &mut self,
+        ops: Vec<(Vec<u8>, Op)>,
+        consistency: Consistency,
+    ) -> Result<Written, RoutedError> {
+        let idempotent = ops.iter().all(|(_, op)| op.is_idempotent());
+        let request = ClientRequest::Write {
+            id: new_request_id(),
+            ops,
+            consistency,
+        };
+        self.write(request, idempotent).await
+    }
+
+    async fn write(
+        &mut self,
+        request: ClientRequest,
+        idempotent: bool,
+    ) -> Result<Written, RoutedError> {
+        let mut why = Vec::new();
+        for i in self.plan() {
+            match self.attempt(i, &request).await {
+                Attempt::Done(ClientResponse::Written { token, .. }) => {
+                    self.token.merge(&token);
+                    return Ok(Written {
+                        token,
+                        region: self.regions[i].entry.region.clone(),
+                    });
+                }
+                Attempt::Done(other) => why.push(format!("unexpected answer {other:?}")),
+                Attempt::Next(reason) | Attempt::NotYet(reason) => why.push(reason),
+                Attempt::Lost(reason) if idempotent => why.push(reason),
+                Attempt::Lost(reason) => {
+                    return Err(RoutedError::Unknown {
+                        region: self.regions[i].entry.region.clone(),
+                        message: format!(
+                        "{reason}; not retried elsewhere, as applying it twice would count twice"
+                    ),
+                    })
+                }
+                Attempt::Fail(e) => return Err(e),
+            }
+        }
+        Err(RoutedError::NoRegion(why.join("; ")))
+    }
+
+    /// Reads `key` in the nearest region that has applied this session's writes (each region
+    /// waits up to `session_wait_ms` for them, then the next is asked).
+    pub async fn read(&mut self, key: &[u8]) -> Result<Option<Read>, RoutedError> {
+        let token = self.token.clone();
+        self.read_covering(key, token).await
+    }
+
+    /// Reads `key` with every write a majority of regions has applied: their applied vectors,
+    /// gathered at once, are what the serving region must cover (it waits for replication to
+    /// bring what it lacks), with this session's writes.
+    pub async fn read_majority(&mut self, key: &[u8]) -> Result<Option<Read>, RoutedError> {
+        let needed = self.regions.len() / 2 + 1;
+        let plan = self.plan();
+        let mut gathered = Vec::new();
+        for &i in &plan {
+            if let Ok(c) = self.conn(i).await {
+                gathered.push((i, c));
+            } else {
+                self.failed(i);
+            }
+        }
+        let mut asks = tokio::task::JoinSet::new();
+        for (i, c) in gathered {
+            let timeout = self.config.request_timeout;
+            asks.spawn(async move { (i, tokio::time::timeout(timeout, c.applied()).await) });
+        }
+        let mut seen = VersionVector::new();
+        let mut answered = 0;
+        while let Some(joined) = asks.join_next().await {
+            let Ok((i, outcome)) = joined else { continue };
+            match outcome {
+                Ok(Ok(applied)) => {
+                    self.regions[i].breaker.on_success();
+                    seen.join(&applied);
+                    answered += 1;
+                    if answered >= needed {
+                        break;
+                    }
+                }
+                _ => self.failed(i),
+            }
+        }
+        if answered < needed {
+            return Err(RoutedError::NoRegion(format!(
+                "a majority read needs {needed} regions; {answered} answered"
+            )));
+        }
+        let mut token = self.token.clone();
+        token.merge(&CausalToken(seen));
+        self.read_covering(key, token).await
+    }
+
+    async fn read_covering(
+        &mut self,
+        key: &[u8],
+        token: CausalToken,
+    ) -> Result<Option<Read>, RoutedError> {
+        let request = ClientRequest::Read {
+            key: key.to_vec(),
+            token: Some(token),
+            wait_ms: self.config.session_wait_ms,
+        };
+        let plan = self.plan();
+        let mut why = Vec::new();
+        let mut not_yet = false;
+        let mut k = 0;
+        while k < plan.len() {
+            let i = plan[k];
+            let outcome = match (self.config.hedge_after, plan.get(k + 1)) {
+                (Some(after), Some(&j)) => {
+                    let (attempt, used) = self.hedged(i, j, after, &request).await;
+                    if used {
+                        k += 1;
+                    }
+                    attempt
+                }
+                _ => self.attempt(i, &request).await,
+            };
+            k += 1;
+            match outcome {
+                Attempt::Done(ClientResponse::Value { read }) => {
+                    if let Some(r) = &read {
+                        self.token.merge(&r.token);
+                    }
+                    return Ok(read);
+                }
+                Attempt::Done(other) => why.push(format!("unexpected answer {other:?}")),
+                Attempt::NotYet(reason) => {
+                    not_yet = true;
+                    why.push(reason);
+                }
+                Attempt::Next(reason) | Attempt::Lost(reason) => why.push(reason),
+                Attempt::Fail(e) => return Err(e),
+            }
+        }
+        if not_yet {
+            Err(RoutedError::NotYetVisible)
+        } else {
+            Err(RoutedError::NoRegion(why.join("; ")))
+        }
+    }
+
+    /// A read sent to region `i`, and to `j` too when `i` has not answered after `after`;
+    /// the first answer that serves wins. Says whether `j` was used.
+    async fn hedged(
+        &mut self,
+        i: usize,
+        j: usize,
+        after: Duration,
+        request: &ClientRequest,
+    ) -> (Attempt<ClientResponse>, bool) {
+        let now = self.now_ms();
+        self.regions[i].breaker.try_acquire(now);
+        let (Ok(first), timeout) = (self.conn(i).await, self.config.request_timeout) else {
+            self.failed(i);
+            return (self.attempt(j, request).await, true);
+        };
+        let ask = |c: Client, r: ClientRequest| async move {
+            tokio::time::timeout(timeout, c.request(&r)).await
+        };
+        let primary = ask(first, request.clone());
+        tokio::pin!(primary);
+        tokio::select! {
+            answer = &mut primary => return (self.settle(i, answer), false),
+            _ = tokio::time::sleep(after) => {}
+        }
+        metrics::counter!("meridian_client_hedged_reads_total").increment(1);
+        let now = self.now_ms();
+        self.regions[j].breaker.try_acquire(now);
+        let Ok(second) = self.conn(j).await else {
+            self.failed(j);
+            return (self.settle(i, primary.await), false);
+        };
+        let backup = ask(second, request.clone());
+        tokio::pin!(backup);
+        tokio::select! {
+            answer = &mut primary => (self.settle(i, answer), true),
+            answer = &mut backup => (self.settle(j, answer), true),
+        }
+    }
+
+    /// Sorts an answer from region `i`, keeping its breaker.
+    fn settle(
+        &mut self,
+        i: usize,
+        answer: Result<Result<ClientResponse, ClientFailure>, tokio::time::error::Elapsed>,
+    ) -> Attempt<ClientResponse> {
+        let name = self.regions[i].entry.region.clone();
+        match answer {
+            Ok(Ok(response)) => {
+                self.regions[i].breaker.on_success();
+                self.last_region = Some(name);
+                Attempt::Done(response)
+            }
+            Ok(Err(ClientFailure::Server(e))) => match e.code {
+                // The region answers but cannot serve this now (recovering after a restart,
+                // too few regions reachable from it): nothing was applied. It is alive, so
+                // its breaker stays closed and the next request asks it first again.
+                ErrorCode::Unavailable => {
+                    self.regions[i].breaker.on_success();
+                    Attempt::Next(format!("{name}: {}", e.message))
+                }
+                ErrorCode::NotYetVisible => {
+                    self.regions[i].breaker.on_success();
+                    Attempt::NotYet(format!("{name}: {}", e.message))
+                }
+                ErrorCode::Unknown => Attempt::Fail(RoutedError::Unknown {
+                    region: name,
+                    message: e.message,
+                }),
+                _ => {
+                    self.regions[i].breaker.on_success();
+                    Attempt::Fail(RoutedError::Refused {
+                        region: name,
+                        failure: ClientFailure::Server(e),
+                    })
+                }
+            },
+            Ok(Err(ClientFailure::Connect(e))) => {
+                self.failed(i);
+                Attempt::Next(format!("{name}: {e}"))
+            }
+            Ok(Err(e @ ClientFailure::Stream(_))) => {
+                self.failed(i);
+                Attempt::Lost(format!("{name}: {e}"))
+            }
+            Ok(Err(e)) => Attempt::Fail(RoutedError::Refused {
+                region: name,
+                failure: e,
+            }),
+            Err(_) => {
+                self.failed(i);
+                Attempt::Lost(format!("{name}: no answer in time"))
+            }
+        }
+    }
+
+    /// The status of the nearest region that answers, with its region name.
+    pub async fn status(&mut self) -> Result<(String, NodeStatus), RoutedError> {
+        let mut why = Vec::new();
+        for i in self.plan() {
+            match self.attempt(i, &ClientRequest::Status).await {
+                Attempt::Done(ClientResponse::Status(s)) => {
+                    return Ok((self.regions[i].entry.region.clone(), s))
+                }
+                Attempt::Done(other) => why.push(format!("unexpected answer {other:?}")),
+                Attempt::Next(r) | Attempt::NotYet(r) | Attempt::Lost(r) => why.push(r),
+                Attempt::Fail(e) => return Err(e),
+            }
+        }
+        Err(RoutedError::NoRegion(why.join("; ")))
+    }
+
+    /// The region that answered the last request that succeeded.
+    pub fn last_region(&self) -> Option<&str> {
+        self.last_region.as_deref()
+    }
+
+    /// The region table as last learned.
+    pub fn regions(&self) -> Vec<RegionEntry> {
+        self.regions.iter().map(|r| r.entry.clone()).collect()
+    }
+
+    /// Closes every connection.
+    pub async fn close(self) {
+        for r in self.regions {
+            if let Some(c) = r.conn {
+                c.close().await;
+            }
+        }
+    }
+}
+
+/// Folds a round-trip sample into a smoothed value.
+fn sample_rtt(smoothed: &mut Option<f64>, sample_ms: f64) {
+    *smoothed = Some(smoothed.map_or(sample_ms, |old| old + RTT_SAMPLE_WEIGHT * (sample_ms - old)));
+}
