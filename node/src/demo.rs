@@ -1,6 +1,7 @@
 //! `meridian demo` (`make demo`): three regions as separate `meridian node` processes on
 //! loopback with generated certificates; conflicting writes that converge; lag metrics; one
-//! region killed while writes continue; its restart and catch-up; a clean stop. Narrated.
+//! region killed while writes continue; its restart and catch-up; a lost disk; a client routed
+//! to its nearest region, failing over and back; a clean stop. Narrated.
 
 use anyhow::Context;
 use meridian::{Op, ReadValue, VersionVector};
@@ -14,6 +15,10 @@ const REGIONS: [(&str, &str); 3] = [
     ("euw1", "eu-west"),
     ("apn1", "ap-northeast"),
 ];
+/// The regions' places: Virginia, Dublin, Tokyo.
+const PLACES: [(f64, f64); 3] = [(39.0, -77.5), (53.3, -6.3), (35.7, 139.7)];
+/// A client in Paris.
+const PARIS: &str = "48.85,2.35";
 
 fn step(text: &str) {
     println!("\n== {text}");
@@ -24,6 +29,26 @@ fn restart(node: &mut NodeProcess) -> anyhow::Result<()> {
     let line = node.start()?;
     println!("   {line} (pid {})", node.pid().unwrap_or_default());
     Ok(())
+}
+
+/// Runs `meridian ARGS` (this executable) and returns what it printed; prints the command.
+fn cli(args: &[&str]) -> anyhow::Result<String> {
+    println!("   $ meridian {}", args.join(" "));
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(
+        out.status.success(),
+        "meridian {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in text.lines() {
+        println!("     {line}");
+    }
+    Ok(text)
 }
 
 fn describe(read: &Option<meridian::Read>) -> String {
@@ -69,8 +94,9 @@ pub fn run() -> anyhow::Result<()> {
 async fn demo() -> anyhow::Result<()> {
     step("Step 1. A cluster CA and one certificate per region (mutual TLS between replicas)");
     let mut cluster = Cluster::prepare(CLUSTER, &REGIONS, &["demo:write"])?;
-    for node in &mut cluster.nodes {
+    for (node, (lat, lon)) in cluster.nodes.iter_mut().zip(PLACES) {
         node.log_filter = "error".into();
+        node.config.location = meridian::routing::Location::new(lat, lon);
     }
     println!("   wrote {}", cluster.certs_dir().display());
 
@@ -227,7 +253,54 @@ async fn demo() -> anyhow::Result<()> {
     println!("   us-east has that write; ap-northeast has every earlier write back from its peers");
     check.close().await;
 
-    step("Step 8. Everything stops cleanly (SIGTERM, drain, flush)");
+    step("Step 8. A client in Paris routed by the cluster (`meridian client --cluster`)");
+    let file = cluster.dir().join("client.toml");
+    cluster.cluster_file("demo", None).write(&file)?;
+    let file = file.to_string_lossy().into_owned();
+    cli(&["route", "--cluster", &file, "--near", PARIS])?;
+    let put = |value: &str| {
+        let args = [
+            "client",
+            "--cluster",
+            &file,
+            "--near",
+            PARIS,
+            "--consistency",
+            "majority",
+            "lww-set",
+            "city",
+            value,
+        ];
+        cli(&args)
+    };
+    let served = put("written in the nearest region, held by a majority")?;
+    anyhow::ensure!(
+        served.contains("eu-west"),
+        "Paris was not served by eu-west"
+    );
+    println!("   eu-west is killed; the same command fails over to the next nearest region:");
+    eu.close().await;
+    cluster.nodes[1].kill();
+    let served = put("written while eu-west was down")?;
+    anyhow::ensure!(
+        served.contains("us-east"),
+        "Paris did not fail over to us-east"
+    );
+    println!("   eu-west restarts; once it takes writes again, Paris is back there:");
+    restart(&mut cluster.nodes[1])?;
+    let eu = connect(&cluster, 1).await?;
+    let waited = Instant::now();
+    while !eu.status().await?.writable && waited.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let served = put("written after eu-west came back")?;
+    anyhow::ensure!(
+        served.contains("eu-west"),
+        "Paris did not fail back to eu-west"
+    );
+    cli(&["client", "--cluster", &file, "--near", PARIS, "get", "city"])?;
+
+    step("Step 9. Everything stops cleanly (SIGTERM, drain, flush)");
     us.close().await;
     eu.close().await;
     ap.close().await;

@@ -16,7 +16,7 @@
 //! ```
 
 use crate::dev_certs::is_label;
-use crate::node_config::ConfigError;
+use crate::node_config::{read_toml, ConfigError};
 use crate::routed::{RoutedConfig, Seed};
 use crate::TlsFiles;
 use meridian::routing::Location;
@@ -59,20 +59,14 @@ pub struct ClusterFile {
 impl ClusterFile {
     /// Reads and checks a file.
     pub fn load(path: &Path) -> Result<ClusterFile, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        let invalid = |message: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        };
-        let mut file: ClusterFile =
-            toml::from_str(&text).map_err(|e| invalid(e.to_string().trim().to_string()))?;
+        let mut file: ClusterFile = read_toml(path)?;
         if file.certs.is_relative() {
             file.certs = path.parent().unwrap_or(Path::new(".")).join(&file.certs);
         }
-        file.check().map_err(invalid)?;
+        file.check().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
         Ok(file)
     }
 

@@ -32,6 +32,19 @@ pub enum ConfigError {
     },
 }
 
+/// A TOML file read into `T`; a field it does not know, or a value of the wrong shape, is
+/// refused with the field's name.
+pub(crate) fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+        path: path.to_owned(),
+        message: e.to_string().trim().to_string(),
+    })
+}
+
 /// Refuses with the message when `cond` does not hold.
 macro_rules! ensure {
     ($cond:expr, $($message:tt)+) => {
@@ -228,16 +241,7 @@ impl NodeConfig {
 
     /// Reads and validates a file; paths in it are relative to the file's directory.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        let invalid = |message: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        };
-        let mut config: NodeConfig =
-            toml::from_str(&text).map_err(|e| invalid(e.to_string().trim().to_string()))?;
+        let mut config: NodeConfig = read_toml(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [
             &mut config.data_dir,
@@ -249,7 +253,10 @@ impl NodeConfig {
                 *p = base.join(&*p);
             }
         }
-        config.validate().map_err(invalid)?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
         Ok(config)
     }
 

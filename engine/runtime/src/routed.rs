@@ -219,6 +219,7 @@ impl RoutedClient {
                 };
             let sample = started.elapsed().as_secs_f64() * 1_000.0;
             self.adopt(table.regions, &name, client, sample);
+            self.measure_regions().await;
             return Ok(());
         }
         Err(RoutedError::NoRegion(why.join("; ")))
@@ -251,6 +252,52 @@ impl RoutedClient {
                 sample_rtt(&mut state.rtt_ms, rtt);
             }
             self.regions.push(state);
+        }
+    }
+
+    /// Connects to every region at once and times one small request to each: the round trips
+    /// that order regions (a region that does not answer in time stays unmeasured, and its
+    /// breaker opens).
+    pub async fn measure_regions(&mut self) {
+        let mut probes = tokio::task::JoinSet::new();
+        for (i, r) in self.regions.iter().enumerate() {
+            let (address, name, tls) = (
+                r.entry.address,
+                r.server_name.clone(),
+                self.config.tls.clone(),
+            );
+            let existing = r.conn.clone();
+            let (connect_timeout, timeout) =
+                (self.config.connect_timeout, self.config.request_timeout);
+            probes.spawn(async move {
+                let conn = match existing {
+                    Some(c) => c,
+                    None => {
+                        let connecting = Client::connect(address, &name, &tls);
+                        match tokio::time::timeout(connect_timeout, connecting).await {
+                            Ok(Ok(c)) => c,
+                            _ => return (i, None),
+                        }
+                    }
+                };
+                let started = Instant::now();
+                match tokio::time::timeout(timeout, conn.applied()).await {
+                    Ok(Ok(_)) => (i, Some((conn, started.elapsed().as_secs_f64() * 1_000.0))),
+                    _ => (i, None),
+                }
+            });
+        }
+        while let Some(joined) = probes.join_next().await {
+            let Ok((i, outcome)) = joined else { continue };
+            match outcome {
+                Some((conn, sample)) => {
+                    let r = &mut self.regions[i];
+                    r.conn = Some(conn);
+                    sample_rtt(&mut r.rtt_ms, sample);
+                    r.breaker.on_success();
+                }
+                None => self.failed(i),
+            }
         }
     }
 

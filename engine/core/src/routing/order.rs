@@ -1,8 +1,9 @@
 //! The order in which a client tries regions: available ones first (closed breaker, or a
-//! half-open one whose probe may go), nearest first by the estimated round trip (measured when
-//! known, from the great-circle distance to the client before that), then the rest. Round
-//! trips within one band of [`RTT_BAND_MS`] count as equal (distance, then the name, decide):
-//! noise of a millisecond does not move a client between two regions.
+//! half-open one whose probe may go), nearest first, then the rest. Nearest by measured round
+//! trip once every available region has one (a measured region is never compared with an
+//! estimated one), by great-circle distance from the client before that. Round trips within
+//! one band of [`RTT_BAND_MS`] count as equal (distance, then the name, decide): noise of a
+//! millisecond does not move a client between two regions.
 
 use super::breaker::{Breaker, BreakerState};
 use super::geo::{Location, KM_PER_RTT_MS};
@@ -78,14 +79,19 @@ pub struct Ranked {
     pub health: Health,
 }
 
-/// A region's sort key (its round-trip band, then its distance) and how it was estimated.
-fn estimate(candidate: &Candidate, near: Option<&Location>) -> ((f64, f64), Reason) {
+/// A region's sort key (its round-trip band, then its distance) and how it was estimated;
+/// round trips count only when every available region has one (`measured`).
+fn estimate(
+    candidate: &Candidate,
+    near: Option<&Location>,
+    measured: bool,
+) -> ((f64, f64), Reason) {
     let km = match (near, candidate.location.as_ref()) {
         (Some(client), Some(region)) => Some(client.distance_km(region)),
         _ => None,
     };
     let band = |rtt_ms: f64| (rtt_ms / RTT_BAND_MS).floor();
-    match (candidate.rtt_ms, km) {
+    match (candidate.rtt_ms.filter(|_| measured), km) {
         (Some(rtt_ms), km) => (
             (band(rtt_ms), km.unwrap_or(f64::INFINITY)),
             Reason::RoundTrip { rtt_ms },
@@ -98,11 +104,15 @@ fn estimate(candidate: &Candidate, near: Option<&Location>) -> ((f64, f64), Reas
 /// Orders `candidates` for a client at `near`: available regions first, each group nearest
 /// first (ties and unknowns by name).
 pub fn order_regions(candidates: &[Candidate], near: Option<&Location>) -> Vec<Ranked> {
+    let measured = candidates
+        .iter()
+        .filter(|c| c.health != Health::Down)
+        .all(|c| c.rtt_ms.is_some());
     let mut ranked: Vec<(Health, (f64, f64), Ranked)> = candidates
         .iter()
         .enumerate()
         .map(|(index, c)| {
-            let (key, reason) = estimate(c, near);
+            let (key, reason) = estimate(c, near, measured);
             let rank = Ranked {
                 index,
                 region: c.region.clone(),
@@ -162,10 +172,17 @@ mod tests {
         let order = order_regions(&regions(), paris.as_ref());
         assert_eq!(names(&order), ["eu-west", "us-east", "ap-northeast"]);
         assert!(matches!(order[0].reason, Reason::Distance { km } if km < 1_000.0));
-        // Measured round trips win over distance.
+        // Measured round trips win over distance once every region has one.
         let mut measured = regions();
         measured[2].rtt_ms = Some(3.0);
         measured[1].rtt_ms = Some(9.0);
+        let order = order_regions(&measured, paris.as_ref());
+        assert_eq!(
+            names(&order),
+            ["eu-west", "us-east", "ap-northeast"],
+            "not all measured"
+        );
+        measured[0].rtt_ms = Some(30.0);
         let order = order_regions(&measured, paris.as_ref());
         assert_eq!(names(&order), ["ap-northeast", "eu-west", "us-east"]);
         assert_eq!(order[0].reason, Reason::RoundTrip { rtt_ms: 3.0 });
@@ -173,6 +190,7 @@ mod tests {
         let mut close = regions();
         close[0].rtt_ms = Some(0.4);
         close[1].rtt_ms = Some(1.9);
+        close[2].rtt_ms = Some(180.0);
         let order = order_regions(&close, paris.as_ref());
         assert_eq!(names(&order), ["eu-west", "us-east", "ap-northeast"]);
         // Without a location or a measurement: by name.
