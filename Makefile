@@ -20,6 +20,7 @@ bench: deps
 	$(CARGO) run --release --quiet -p meridian-node -- bench local
 	$(CARGO) run --release --quiet -p meridian-node -- bench sim
 	$(CARGO) run --release --quiet -p meridian-node -- bench replication
+	$(CARGO) run --release --quiet -p meridian-node -- bench consistency
 
 sim: deps
 	$(CARGO) run --release --quiet -p meridian-node -- sim --seeds 2000

@@ -89,6 +89,13 @@ impl Cluster {
         for node in &mut self.nodes {
             node.pick_ports()?;
         }
+        self.wire_peers();
+        Ok(())
+    }
+
+    /// Names every other node as each node's peer, at the address it advertises (its
+    /// `advertise`, or its `listen`).
+    pub fn wire_peers(&mut self) {
         let all: Vec<_> = self.nodes.iter().map(|n| n.config.as_peer()).collect();
         for node in &mut self.nodes {
             node.config.peers = all
@@ -97,7 +104,6 @@ impl Cluster {
                 .cloned()
                 .collect();
         }
-        Ok(())
     }
 
     /// Starts every node on fresh ports and returns their ready lines; when one cannot start

@@ -1,15 +1,15 @@
 //! A UDP relay on loopback that holds every datagram for a fixed time in each direction: a
 //! wide-area link's round trip between two processes of one machine, without `tc netem` (which
-//! needs a kernel module and privileges). One client at a time: the last address that sent to
-//! the front socket gets the upstream's replies.
+//! needs a kernel module and privileges). Several clients at once (up to 64), each relayed
+//! through a socket of its own.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 /// Bytes one direction may hold; beyond it datagrams are dropped, as a full router queue does.
@@ -18,71 +18,124 @@ const QUEUE_BYTES_MAX: usize = 64 << 20;
 /// Largest datagram relayed (UDP's payload limit).
 const DATAGRAM_MAX: usize = 65_535;
 
+/// Clients (source addresses) one relay serves; datagrams of more are dropped.
+const CLIENTS_MAX: usize = 64;
+
+/// A datagram with the client it comes from or goes to.
+type Tagged = (SocketAddr, Vec<u8>);
+
+/// The upstream-facing socket of each client, by the client's address.
+type Sessions = Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>>;
+
 /// A running relay; dropping it stops it.
 pub struct DelayProxy {
     front: SocketAddr,
     _tasks: JoinSet<()>,
+    sessions: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        for task in self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
 }
 
 impl DelayProxy {
-    /// Relays between a client sending to `front()` and `upstream`, each datagram held
-    /// `one_way` before it is passed on.
+    /// Relays between the clients sending to `front()` and `upstream`, each datagram held
+    /// `one_way` before it is passed on. Each client gets a socket of its own towards the
+    /// upstream, so the upstream sees one peer per client (as behind a NAT).
     pub async fn start(upstream: SocketAddr, one_way: Duration) -> std::io::Result<DelayProxy> {
         let front = Arc::new(loopback_socket()?);
-        let back = Arc::new(loopback_socket()?);
-        back.connect(upstream).await?;
-        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let sessions: Sessions = Arc::default();
+        let session_tasks: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let to_upstream = Arc::new(Queue::default());
         let to_client = Arc::new(Queue::default());
         let mut tasks = JoinSet::new();
         let front_addr = front.local_addr()?;
         {
-            let (front, queue, client) = (front.clone(), to_upstream.clone(), client.clone());
+            let (front, queue) = (front.clone(), to_upstream.clone());
+            let (sessions, session_tasks, replies) =
+                (sessions.clone(), session_tasks.clone(), to_client.clone());
             tasks.spawn(async move {
                 let mut buf = vec![0u8; DATAGRAM_MAX];
                 while let Ok((n, from)) = front.recv_from(&mut buf).await {
-                    *client.lock().unwrap_or_else(|e| e.into_inner()) = Some(from);
-                    queue.push(buf[..n].to_vec(), one_way);
-                }
-            });
-        }
-        {
-            let (back, queue) = (back.clone(), to_client.clone());
-            tasks.spawn(async move {
-                let mut buf = vec![0u8; DATAGRAM_MAX];
-                loop {
-                    match back.recv(&mut buf).await {
-                        Ok(n) => queue.push(buf[..n].to_vec(), one_way),
-                        // The upstream was not listening yet (an ICMP error on this connected
-                        // socket): it may be soon, as a restarted region is.
-                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-                        Err(_) => break,
+                    let known = lock(&sessions).contains_key(&from);
+                    if !known {
+                        let Some(back) = open_session(upstream, from, &sessions).await else {
+                            continue;
+                        };
+                        let task =
+                            tokio::spawn(relay_replies(back, from, replies.clone(), one_way));
+                        lock(&session_tasks).push(task.abort_handle());
                     }
+                    queue.push((from, buf[..n].to_vec()), one_way);
                 }
             });
         }
         tasks.spawn(async move {
-            while let Some(datagram) = to_upstream.pop_due().await {
-                let _ = back.send(&datagram).await; // lost, as on a real link
+            while let Some((from, datagram)) = to_upstream.pop_due().await {
+                let back = lock(&sessions).get(&from).cloned();
+                if let Some(back) = back {
+                    let _ = back.send(&datagram).await; // lost, as on a real link
+                }
             }
         });
         tasks.spawn(async move {
-            while let Some(datagram) = to_client.pop_due().await {
-                let to = *client.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(to) = to {
-                    let _ = front.send_to(&datagram, to).await;
-                }
+            while let Some((to, datagram)) = to_client.pop_due().await {
+                let _ = front.send_to(&datagram, to).await;
             }
         });
         Ok(DelayProxy {
             front: front_addr,
             _tasks: tasks,
+            sessions: session_tasks,
         })
     }
 
     /// The address clients send to.
     pub fn front(&self) -> SocketAddr {
         self.front
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A socket towards `upstream` for client `from`, registered; `None` when the relay serves as
+/// many clients as it may, or no socket can be had.
+async fn open_session(
+    upstream: SocketAddr,
+    from: SocketAddr,
+    sessions: &Sessions,
+) -> Option<Arc<UdpSocket>> {
+    if lock(sessions).len() >= CLIENTS_MAX {
+        return None;
+    }
+    let back = Arc::new(loopback_socket().ok()?);
+    back.connect(upstream).await.ok()?;
+    lock(sessions).insert(from, back.clone());
+    Some(back)
+}
+
+/// Queues the upstream's replies to client `to`.
+async fn relay_replies(back: Arc<UdpSocket>, to: SocketAddr, queue: Arc<Queue>, one_way: Duration) {
+    let mut buf = vec![0u8; DATAGRAM_MAX];
+    loop {
+        match back.recv(&mut buf).await {
+            Ok(n) => queue.push((to, buf[..n].to_vec()), one_way),
+            // The upstream was not listening yet (an ICMP error on this connected socket): it
+            // may be soon, as a restarted region is.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(_) => break,
+        }
     }
 }
 
@@ -114,7 +167,7 @@ struct Queue {
 /// What a queue holds.
 #[derive(Default)]
 struct Held {
-    datagrams: VecDeque<(Instant, Vec<u8>)>,
+    datagrams: VecDeque<(Instant, Tagged)>,
     bytes: usize,
 }
 
@@ -123,19 +176,19 @@ impl Queue {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push(&self, datagram: Vec<u8>, delay: Duration) {
+    fn push(&self, datagram: Tagged, delay: Duration) {
         let mut held = self.lock();
-        if held.bytes + datagram.len() > QUEUE_BYTES_MAX {
+        if held.bytes + datagram.1.len() > QUEUE_BYTES_MAX {
             return;
         }
-        held.bytes += datagram.len();
+        held.bytes += datagram.1.len();
         held.datagrams.push_back((Instant::now() + delay, datagram));
         drop(held);
         self.arrived.notify_one();
     }
 
     /// The oldest datagram once it is due (never `None`: the loop ends with its task).
-    async fn pop_due(&self) -> Option<Vec<u8>> {
+    async fn pop_due(&self) -> Option<Tagged> {
         loop {
             let head = self.lock().datagrams.front().map(|(due, _)| *due);
             match head {
@@ -144,7 +197,7 @@ impl Queue {
                 Some(_) => {
                     let mut held = self.lock();
                     if let Some((_, datagram)) = held.datagrams.pop_front() {
-                        held.bytes -= datagram.len();
+                        held.bytes -= datagram.1.len();
                         return Some(datagram);
                     }
                 }
@@ -182,6 +235,30 @@ mod tests {
             "round trip {:?}",
             sent.elapsed()
         );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn two_clients_each_get_their_own_replies() -> anyhow::Result<()> {
+        let server = UdpSocket::bind("127.0.0.1:0").await?;
+        let proxy = DelayProxy::start(server.local_addr()?, Duration::from_millis(1)).await?;
+        let (a, b) = (
+            UdpSocket::bind("127.0.0.1:0").await?,
+            UdpSocket::bind("127.0.0.1:0").await?,
+        );
+        let mut buf = [0u8; 16];
+        for (client, text) in [(&a, b"from-a"), (&b, b"from-b")] {
+            client.send_to(text, proxy.front()).await?;
+            let (n, relay) =
+                tokio::time::timeout(Duration::from_secs(5), server.recv_from(&mut buf)).await??;
+            assert_eq!(&buf[..n], text);
+            // The answer goes back through that client's own socket.
+            server.send_to(&buf[..n], relay).await?;
+        }
+        for (client, text) in [(&a, b"from-a"), (&b, b"from-b")] {
+            let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf)).await??;
+            assert_eq!(&buf[..n], text);
+        }
         Ok(())
     }
 

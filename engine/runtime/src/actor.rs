@@ -76,6 +76,7 @@ pub(crate) fn run(
         // once while a write waits for them.
         let report = regions.has_waiters()
             || matches!(event, Event::Tick | Event::Up { .. } | Event::Down { .. });
+        let inbound = matches!(event, Event::Frame { .. });
         let result = match event {
             Event::Up {
                 peer,
@@ -138,6 +139,11 @@ pub(crate) fn run(
                 tracing::error!(error = %e, "replication stopped: storage failure");
                 break;
             }
+        }
+        // Nothing else queued after frames arrived: acknowledge them now rather than at the
+        // next tick (writes waiting to be held by several regions wait on these).
+        if inbound && held.is_none() && events.is_empty() {
+            repl.acknowledge_idle(&engine, now());
         }
         while let Some(out) = repl.poll_output() {
             match out {

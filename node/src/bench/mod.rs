@@ -1,5 +1,6 @@
 //! Benchmarks: each prints metrics with a reference measured in the same run and their ratio.
 
+mod consistency;
 mod local;
 mod replication;
 mod replication_bytes;
@@ -15,6 +16,8 @@ pub enum Suite {
     Replication(replication::Args),
     /// Bytes moved by catch-up and by state anti-entropy against the records that had to move.
     Sim(replication_bytes::Args),
+    /// Latency of each write and read consistency level over an emulated wide-area round trip.
+    Consistency(consistency::Args),
     /// State transfer at data-set scale between two node processes: bootstrap rate and bytes,
     /// anti-entropy bytes and time for a 0.1% difference, peak memory of the receiver.
     Scale(scale::Args),
@@ -27,6 +30,7 @@ pub fn run(suite: Suite) -> anyhow::Result<()> {
         Suite::Replication(args) => replication::run(args),
         Suite::Sim(args) => replication_bytes::run(args),
         Suite::Scale(args) => scale::run(args),
+        Suite::Consistency(args) => consistency::run(args),
     }
 }
 

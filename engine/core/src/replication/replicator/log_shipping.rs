@@ -13,6 +13,9 @@ use crate::replication::seam::{ApplyOutcome, ReplicaStore, SharedState};
 /// Acknowledgements a receiver sends per in-flight window of entries bytes.
 const ACKS_PER_WINDOW: usize = 4;
 
+/// Least time between two `Ack`s `acknowledge_idle` sends on one link, in milliseconds.
+const ACK_IDLE_INTERVAL_MS: u64 = 2;
+
 impl Replicator {
     /// Unacknowledged bytes allowed on a link with round trip `rtt_ms` (if measured).
     pub fn inflight_window(&self, rtt_ms: Option<u64>) -> usize {
@@ -204,6 +207,24 @@ impl Replicator {
             p.inflight.extend(flights);
             self.stats.entry_bytes_sent += encoded.len() as u64;
             self.send_bytes(peer, encoded);
+        }
+    }
+
+    /// Acknowledges what arrived and was applied, on links where an `Ack` is owed and none
+    /// was sent for `ACK_IDLE_INTERVAL_MS`: a driver calls it when it has nothing else queued,
+    /// so a writer waiting for other regions to hold its write does not wait for the next tick,
+    /// and a busy link still sends at most one such `Ack` per interval.
+    pub fn acknowledge_idle(&mut self, store: &impl ReplicaStore, now_ms: u64) {
+        let owed: Vec<LinkId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.unacked_bytes > 0 && now_ms.saturating_sub(p.last_ack_ms) >= ACK_IDLE_INTERVAL_MS
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in owed {
+            self.send_ack(peer, store, now_ms);
         }
     }
 

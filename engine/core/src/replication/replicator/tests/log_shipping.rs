@@ -115,3 +115,42 @@ fn the_in_flight_window_grows_with_the_round_trip_and_bounds_a_backlog() {
     // 1.2 MB through a window of about 200 KiB: several round trips.
     assert!(pair.now > 4 * 30, "{} ms", pair.now);
 }
+
+/// A small write's entries are acknowledged when the receiving driver goes idle, not at the
+/// next tick, and at most once per interval on a link (a busy link is not doubled in frames).
+#[test]
+fn idle_drivers_acknowledge_at_once_and_at_most_once_per_interval() {
+    let mut pair = Pair::new(ReplicationConfig::default());
+    pair.connect();
+    pair.drive();
+    let _ = (pair.a.take_frames(), pair.b.take_frames());
+    let now = pair.now + 1_000;
+    pair.a.store.apply(b"k", put(b"v")).unwrap();
+    pair.a.replicator.local_write(&pair.a.store, now).unwrap();
+    let entries = pair.a.take_frames();
+    assert_eq!(entries.len(), 1, "one entries frame");
+    pair.b.receive(&entries[0], now);
+    let acks = |frames: &[Vec<u8>]| {
+        frames
+            .iter()
+            .filter(|f| matches!(Frame::decode(f), Ok(Frame::Ack { .. })))
+            .count()
+    };
+    assert_eq!(
+        acks(&pair.b.take_frames()),
+        0,
+        "a small entry waits for its Ack"
+    );
+    pair.b.replicator.acknowledge_idle(&pair.b.store, now);
+    assert_eq!(acks(&pair.b.take_frames()), 1, "acknowledged when idle");
+    // Another entry within the interval: not acknowledged until the interval has passed.
+    pair.a.store.apply(b"k2", put(b"w")).unwrap();
+    pair.a.replicator.local_write(&pair.a.store, now).unwrap();
+    for frame in pair.a.take_frames() {
+        pair.b.receive(&frame, now + 1);
+    }
+    pair.b.replicator.acknowledge_idle(&pair.b.store, now + 1);
+    assert_eq!(acks(&pair.b.take_frames()), 0, "once per interval");
+    pair.b.replicator.acknowledge_idle(&pair.b.store, now + 2);
+    assert_eq!(acks(&pair.b.take_frames()), 1);
+}
