@@ -25,7 +25,7 @@ mod error;
 mod read;
 pub mod store;
 
-pub use meridian_core::{limits, model, replication, routing};
+pub use meridian_core::{lease, limits, model, replication, routing};
 
 pub use batch::Batch;
 pub use config::{

@@ -8,6 +8,7 @@
 
 #![deny(clippy::unwrap_used)]
 
+pub mod lease;
 pub mod limits;
 pub mod model;
 pub mod replication;

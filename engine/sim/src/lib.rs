@@ -9,12 +9,14 @@
 //! hash.
 
 mod history;
+mod leases;
 mod network;
 mod rng;
 mod runner;
 mod workload;
 mod world;
 
+pub use leases::{run_lease_seed, LeaseReport};
 pub use runner::run_seeds;
 
 pub use network::REGIONS;
