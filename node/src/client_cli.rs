@@ -231,6 +231,12 @@ pub fn run(target: Target, command: Command) -> anyhow::Result<()> {
                 } else {
                     println!("{} ({}) cluster {}  replica {:?}", s.name, s.region, s.cluster, s.replica.map(|r| r.to_string()));
                     println!("origin {:?} epoch {}: {}", s.origin.map(|r| r.to_string()), s.epoch, s.origin_note);
+                    match (&s.primary, s.is_primary) {
+                        (_, true) => println!("{}: this node holds the primary's lease", s.mode),
+                        (Some(p), false) => println!("{}: primary {p}", s.mode),
+                        (None, false) if s.mode == "active-passive" => println!("{}: no primary known", s.mode),
+                        _ => println!("{}", s.mode),
+                    }
                     if s.storage_faults > 0 {
                         println!("storage faults {} (last: {})", s.storage_faults, s.last_fault.as_deref().unwrap_or("-"));
                     }

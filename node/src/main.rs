@@ -10,6 +10,7 @@ use std::path::PathBuf;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod admin;
 mod bench;
 mod certs;
 mod client_cli;
@@ -49,6 +50,8 @@ enum Command {
     },
     /// The region that should serve a client at a place, and the fallbacks in order.
     Route(route::Args),
+    /// Operations on a running cluster: promote a region, switch modes.
+    Admin(admin::Args),
     /// Measure Meridian against a reference measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -110,6 +113,7 @@ fn run() -> anyhow::Result<()> {
         } => certs::add(args),
         Command::Client { target, command } => client_cli::run(target, command),
         Command::Route(args) => route::run(args),
+        Command::Admin(args) => admin::run(args),
         Command::Bench { suite } => bench::run(suite),
         Command::Sim(args) => sim::run(args),
         Command::Demo => demo::run(),

@@ -192,6 +192,19 @@ fn write_seed_corpus() {
         Frame::AeAck { round: 1, chunk: 0 }.encode(),
         Frame::Ping { sent_ms: 5 }.encode(),
         Frame::Pong { sent_ms: 5 }.encode(),
+        Frame::Lease(meridian::lease::LeaseMessage::Request { term: 3, round: 2 }).encode(),
+        Frame::Lease(meridian::lease::LeaseMessage::Reply {
+            term: 3,
+            round: 2,
+            granted: true,
+            holder: Some(ReplicaId(7)),
+            highest_term: 4,
+        })
+        .encode(),
+        Frame::Lease(meridian::lease::LeaseMessage::StepDown {
+            successor: ReplicaId(2),
+        })
+        .encode(),
         encode_entries(ReplicaId(7), &[(1, &records[..3]), (2, &records[3..])]),
         Frame::Entries {
             origin: ReplicaId(7),
@@ -225,6 +238,10 @@ fn write_seed_corpus() {
         encode(&ClientRequest::Route {
             near: meridian::routing::Location::new(48.85, 2.35),
         }),
+        encode(&ClientRequest::Promote),
+        encode(&ClientRequest::SetMode {
+            active_passive: true,
+        }),
         encode(&ClientRequest::Read {
             key: b"k".to_vec(),
             token: Some(CausalToken::of_dot(Dot::new(ReplicaId(7), 3))),
@@ -240,6 +257,7 @@ fn write_seed_corpus() {
             code: ErrorCode::RateLimited,
             message: "slow".into(),
             retry_after_ms: Some(3),
+            primary: None,
         })),
         encode(&ClientResponse::Status(NodeStatus::default())),
         encode(&ClientResponse::Value {

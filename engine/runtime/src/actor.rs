@@ -5,7 +5,9 @@
 
 use super::client_proto::{NodeStatus, PeerStatus};
 use super::link_queue::LinkSender;
+use super::primary::{Member, PrimaryBoard, PrimaryState};
 use super::regions::RegionBoard;
+use meridian::lease::LeaseConfig;
 use meridian::replication::{
     Inbound, LinkId, Output, ReplicationError, Replicator, MERGE_FRAMES_MAX,
 };
@@ -44,6 +46,15 @@ pub(crate) enum Event {
     Tick,
     /// Local writes committed.
     LocalWrite,
+    /// Active-passive: make this replica primary; answers whether the mode is on.
+    Promote {
+        done: tokio::sync::oneshot::Sender<bool>,
+    },
+    /// Switch between active-active and active-passive.
+    SetMode {
+        active_passive: bool,
+        done: tokio::sync::oneshot::Sender<()>,
+    },
     /// Stop the actor.
     Stop,
 }
@@ -54,17 +65,41 @@ struct Link {
     out: LinkSender,
 }
 
+/// What the actor shares with the rest of the runtime, and the lease it runs.
+pub(crate) struct Shared {
+    pub status: Arc<Mutex<NodeStatus>>,
+    pub regions: Arc<RegionBoard>,
+    pub primary: Arc<PrimaryBoard>,
+    /// Every replica, this one first.
+    pub members: Vec<Member>,
+    /// The lease's settings for active-passive mode.
+    pub lease: LeaseConfig,
+    /// The mode at start.
+    pub active_passive: bool,
+}
+
 /// Runs until `Stop` or until every sender is gone.
 pub(crate) fn run(
     engine: Engine,
     mut repl: Replicator,
     mut events: mpsc::Receiver<Event>,
     write_pending: Arc<AtomicBool>,
-    status: Arc<Mutex<NodeStatus>>,
-    regions: Arc<RegionBoard>,
+    shared: Shared,
 ) {
+    let Shared {
+        status,
+        regions,
+        primary,
+        members,
+        lease,
+        active_passive,
+    } = shared;
     let start = Instant::now();
     let now = || start.elapsed().as_millis() as u64;
+    if active_passive {
+        repl.set_lease(Some(lease.clone()), now());
+    }
+    publish_primary(&repl, start, &members, &primary, &status);
     let mut links: BTreeMap<LinkId, Link> = BTreeMap::new();
     let mut write_times: VecDeque<(u64, Instant)> = VecDeque::new();
     let mut held = None;
@@ -125,8 +160,24 @@ pub(crate) fn run(
                 }
                 repl.local_write(&engine, now())
             }
+            Event::Promote { done } => {
+                let _ = done.send(repl.promote(now()));
+                Ok(())
+            }
+            Event::SetMode {
+                active_passive,
+                done,
+            } => {
+                if active_passive != repl.primary_view(now()).is_some() {
+                    repl.set_lease(active_passive.then(|| lease.clone()), now());
+                    tracing::warn!(active_passive, "replication mode switched");
+                }
+                let _ = done.send(());
+                Ok(())
+            }
             Event::Stop => break,
         };
+        publish_primary(&repl, start, &members, &primary, &status);
         match result {
             Ok(()) => {}
             Err(ReplicationError::Peer { peer, error }) => {
@@ -251,6 +302,38 @@ fn next_event(
         inbound,
         permit,
     })
+}
+
+/// Publishes where the lease stands for the client service and the status.
+fn publish_primary(
+    repl: &Replicator,
+    start: Instant,
+    members: &[Member],
+    board: &PrimaryBoard,
+    status: &Mutex<NodeStatus>,
+) {
+    let now_ms = start.elapsed().as_millis() as u64;
+    let view = repl.primary_view(now_ms);
+    let primary = view
+        .and_then(|v| v.primary)
+        .and_then(|id| members.iter().find(|m| m.id == id).cloned());
+    let holding_until = view
+        .and_then(|v| v.holding_until_ms)
+        .map(|ms| start + std::time::Duration::from_millis(ms));
+    if let Ok(mut s) = status.lock() {
+        s.mode = if view.is_some() {
+            "active-passive".into()
+        } else {
+            "active-active".into()
+        };
+        s.primary = primary.as_ref().map(|m| m.name.clone());
+        s.is_primary = view.is_some_and(|v| v.is_primary);
+    }
+    board.set(PrimaryState {
+        active_passive: view.is_some(),
+        holding_until,
+        primary,
+    });
 }
 
 /// Copies each peer's link state, round trip and acknowledgements to the region board.

@@ -110,6 +110,14 @@ pub enum ClientRequest {
         /// The client's place.
         near: Option<Location>,
     },
+    /// Active-passive mode: make this node's region the primary (admin).
+    Promote,
+    /// Switch this node between active-active and active-passive (admin; every node of the
+    /// cluster must be switched).
+    SetMode {
+        /// Whether one primary takes the writes.
+        active_passive: bool,
+    },
 }
 
 /// What a client can act on when a request fails.
@@ -139,6 +147,9 @@ pub enum ErrorCode {
     /// The write was made here, but it was not known to be durable in the regions asked for
     /// before the wait ended. It is never rolled back: it still reaches every region.
     Unknown,
+    /// Active-passive mode: this region does not hold the primary's lease; `primary` names
+    /// the one that does, when known. Nothing was written.
+    NotPrimary,
 }
 
 /// A failed request.
@@ -150,6 +161,8 @@ pub struct ClientError {
     pub message: String,
     /// When to retry, for `RateLimited`.
     pub retry_after_ms: Option<u64>,
+    /// The region that takes writes, for `NotPrimary` (when this node knows it).
+    pub primary: Option<String>,
 }
 
 /// One peer as a node sees it.
@@ -243,6 +256,12 @@ pub struct NodeStatus {
     pub log_entries_reclaimed: u64,
     /// Tombstones waiting for stability.
     pub tombstones_pending: u64,
+    /// `active-active` (every region takes writes) or `active-passive` (the primary does).
+    pub mode: String,
+    /// Active-passive: the replica holding the primary's lease, as this node knows it.
+    pub primary: Option<String>,
+    /// Active-passive: whether this node holds the lease now.
+    pub is_primary: bool,
 }
 
 /// A response.
@@ -275,6 +294,11 @@ pub enum ClientResponse {
     Regions(RegionTable),
     /// A route.
     Route(RouteAnswer),
+    /// An admin request was carried out.
+    Done {
+        /// What happened.
+        message: String,
+    },
     /// The request failed.
     Error(ClientError),
 }

@@ -16,6 +16,7 @@ mod framing;
 mod link_queue;
 mod links;
 pub mod node_config;
+mod primary;
 mod recent_writes;
 pub mod regions;
 pub mod routed;
@@ -120,6 +121,8 @@ pub struct RuntimeConfig {
     pub replica_client_role: Option<tls::Role>,
     /// Protocol tunables (cluster, region and members are filled in from the above).
     pub replication: ReplicationConfig,
+    /// Active-passive mode and its lease.
+    pub active_passive: node_config::ActivePassive,
 }
 
 /// The replica id a replica name gets in a cluster: stable across restarts, new with each
@@ -305,14 +308,32 @@ impl Runtime {
             }));
         }
         let regions = Arc::new(regions::RegionBoard::new(&config, endpoint.local_addr()?));
+        let primary_board = Arc::new(primary::PrimaryBoard::default());
+        let cluster_members: Vec<primary::Member> = std::iter::once(primary::Member {
+            id: me,
+            name: config.name.clone(),
+            region: config.region.clone(),
+        })
+        .chain(config.peers.iter().map(|p| primary::Member {
+            id: replica_id_for(&config.cluster, &p.name, p.incarnation),
+            name: p.name.clone(),
+            region: p.region.clone(),
+        }))
+        .collect();
         let actor = {
+            let shared = actor::Shared {
+                status: status.clone(),
+                regions: regions.clone(),
+                primary: primary_board.clone(),
+                members: cluster_members.clone(),
+                lease: primary::lease_config(&config.active_passive, &cluster_members),
+                active_passive: config.active_passive.enabled,
+            };
             let engine = engine.clone();
-            let status = status.clone();
-            let regions = regions.clone();
             let repl = Replicator::new(me, repl_config);
             std::thread::Builder::new()
                 .name(format!("replicator-{}", config.name))
-                .spawn(move || actor::run(engine, repl, rx, pending, status, regions))?
+                .spawn(move || actor::run(engine, repl, rx, pending, shared))?
         };
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -339,6 +360,8 @@ impl Runtime {
             },
             status.clone(),
             regions.clone(),
+            primary_board,
+            events.clone(),
         ));
         let ctx = Arc::new(links::LinkCtx {
             cluster: config.cluster.clone(),

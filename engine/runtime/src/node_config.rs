@@ -101,6 +101,56 @@ pub struct NodeConfig {
     /// The other replicas.
     #[serde(default)]
     pub peers: Vec<Peer>,
+    /// One primary region taking the writes, under a lease.
+    #[serde(default)]
+    pub active_passive: ActivePassive,
+}
+
+/// `[active_passive]`: one primary region takes the writes while it holds a lease a majority
+/// of replicas granted; the others serve reads and answer writes with `NotPrimary`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivePassive {
+    /// The mode at start (`meridian admin mode` switches running nodes).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Replica names in the order they take over when there is no primary (default: every
+    /// replica, by name); a replica not listed becomes primary only by promotion.
+    #[serde(default)]
+    pub successors: Vec<String>,
+    /// How long a replica's promise to the primary lasts, in milliseconds.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// After how long without a primary a successor takes over, in milliseconds; 0: only
+    /// `meridian admin promote` makes a primary.
+    #[serde(default = "default_failover_after_ms")]
+    pub failover_after_ms: u64,
+    /// Bound on any node's clock-rate error, in parts per million (10,000 = 1%): a primary
+    /// stops that much earlier than the promises it holds.
+    #[serde(default = "default_drift_ppm")]
+    pub drift_ppm: u64,
+}
+
+impl Default for ActivePassive {
+    fn default() -> Self {
+        ActivePassive {
+            enabled: false,
+            successors: Vec::new(),
+            lease_ms: default_lease_ms(),
+            failover_after_ms: default_failover_after_ms(),
+            drift_ppm: default_drift_ppm(),
+        }
+    }
+}
+
+fn default_lease_ms() -> u64 {
+    4_000
+}
+fn default_failover_after_ms() -> u64 {
+    6_000
+}
+fn default_drift_ppm() -> u64 {
+    10_000
 }
 
 /// `[tls]`.
@@ -236,6 +286,7 @@ impl NodeConfig {
             limits: Limits::default(),
             access: Access::default(),
             peers: Vec::new(),
+            active_passive: ActivePassive::default(),
         }
     }
 
@@ -352,6 +403,29 @@ impl NodeConfig {
                 p.name
             );
         }
+        let ap = &self.active_passive;
+        ensure!(
+            (200..=600_000).contains(&ap.lease_ms),
+            "field `active_passive.lease_ms`: {} is not between 200 and 600000",
+            ap.lease_ms
+        );
+        ensure!(
+            ap.failover_after_ms == 0 || ap.failover_after_ms >= ap.lease_ms,
+            "field `active_passive.failover_after_ms`: {} is shorter than the lease ({})",
+            ap.failover_after_ms,
+            ap.lease_ms
+        );
+        ensure!(
+            ap.drift_ppm <= 100_000,
+            "field `active_passive.drift_ppm`: {} is more than 100000 (10%)",
+            ap.drift_ppm
+        );
+        for (i, name) in ap.successors.iter().enumerate() {
+            ensure!(
+                *name == self.name || self.peers.iter().any(|p| p.name == *name),
+                "field `active_passive.successors[{i}]`: {name:?} is neither this replica nor a peer"
+            );
+        }
         for loc in self
             .location
             .iter()
@@ -402,6 +476,7 @@ impl NodeConfig {
                 .as_deref()
                 .and_then(|r| r.parse().ok()),
             replication: Default::default(),
+            active_passive: self.active_passive.clone(),
         }
     }
 }

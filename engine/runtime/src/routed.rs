@@ -135,6 +135,8 @@ enum Attempt<T> {
     Next(String),
     /// The region has not applied the session's writes yet; the next may have.
     NotYet(String),
+    /// Active-passive: the region is not the primary; this one is (when it knows).
+    Redirect(String, Option<String>),
     /// Sent, and then no answer: applied or not.
     Lost(String),
     /// Final.
@@ -430,8 +432,23 @@ impl RoutedClient {
         idempotent: bool,
     ) -> Result<Written, RoutedError> {
         let mut why = Vec::new();
-        for i in self.plan() {
+        let mut plan: std::collections::VecDeque<usize> = self.plan().into();
+        let mut tried = Vec::new();
+        while let Some(i) = plan.pop_front() {
+            if tried.contains(&i) {
+                continue;
+            }
+            tried.push(i);
             match self.attempt(i, &request).await {
+                Attempt::Redirect(reason, primary) => {
+                    why.push(reason);
+                    // Active-passive: the primary next, wherever it is in the order.
+                    let at =
+                        primary.and_then(|p| self.regions.iter().position(|r| r.entry.region == p));
+                    if let Some(at) = at.filter(|at| !tried.contains(at)) {
+                        plan.push_front(at);
+                    }
+                }
                 Attempt::Done(ClientResponse::Written { token, .. }) => {
                     self.token.merge(&token);
                     return Ok(Written {
@@ -547,7 +564,9 @@ impl RoutedClient {
                     not_yet = true;
                     why.push(reason);
                 }
-                Attempt::Next(reason) | Attempt::Lost(reason) => why.push(reason),
+                Attempt::Next(reason) | Attempt::Lost(reason) | Attempt::Redirect(reason, _) => {
+                    why.push(reason)
+                }
                 Attempt::Fail(e) => return Err(e),
             }
         }
@@ -622,6 +641,10 @@ impl RoutedClient {
                     self.regions[i].breaker.on_success();
                     Attempt::NotYet(format!("{name}: {}", e.message))
                 }
+                ErrorCode::NotPrimary => {
+                    self.regions[i].breaker.on_success();
+                    Attempt::Redirect(format!("{name}: {}", e.message), e.primary)
+                }
                 ErrorCode::Unknown => Attempt::Fail(RoutedError::Unknown {
                     region: name,
                     message: e.message,
@@ -662,7 +685,10 @@ impl RoutedClient {
                     return Ok((self.regions[i].entry.region.clone(), s))
                 }
                 Attempt::Done(other) => why.push(format!("unexpected answer {other:?}")),
-                Attempt::Next(r) | Attempt::NotYet(r) | Attempt::Lost(r) => why.push(r),
+                Attempt::Next(r)
+                | Attempt::NotYet(r)
+                | Attempt::Lost(r)
+                | Attempt::Redirect(r, _) => why.push(r),
                 Attempt::Fail(e) => return Err(e),
             }
         }

@@ -7,11 +7,13 @@
 //! applied vector advances: no thread held per waiting read). Requests are rate-limited per
 //! client identity with a token bucket whose map is pruned as it grows.
 
+use super::actor::Event;
 use super::client_proto::{
     decode, encode, ClientError, ClientRequest, ClientResponse, Consistency, ErrorCode, NodeStatus,
     RequestId, CLIENT_FRAME_BYTES_MAX,
 };
 use super::framing::{read_frame_body, read_frame_len, write_frame};
+use super::primary::PrimaryBoard;
 use super::recent_writes::{Claim, RecentWrites};
 use super::regions::RegionBoard;
 use super::tls::{cert_names, client_identity, peer_leaf, Role};
@@ -63,6 +65,10 @@ pub(crate) struct Service {
     regions: Arc<RegionBoard>,
     /// Writes applied recently, by client and request id.
     recent: RecentWrites,
+    /// Active-passive: whether this node takes writes now.
+    primary: Arc<PrimaryBoard>,
+    /// The replication actor, for admin requests.
+    events: tokio::sync::mpsc::Sender<Event>,
 }
 
 /// Settings of the client service.
@@ -81,6 +87,8 @@ impl Service {
         config: ServiceConfig,
         status: Arc<Mutex<NodeStatus>>,
         regions: Arc<RegionBoard>,
+        primary: Arc<PrimaryBoard>,
+        events: tokio::sync::mpsc::Sender<Event>,
     ) -> Service {
         let rate = NonZeroU32::new(config.per_second.max(1)).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.burst.max(1)).unwrap_or(NonZeroU32::MIN);
@@ -108,6 +116,8 @@ impl Service {
             waiting,
             regions,
             recent: RecentWrites::new(),
+            primary,
+            events,
         }
     }
 
@@ -212,6 +222,7 @@ impl Service {
                 code: ErrorCode::RateLimited,
                 message: "too many requests".into(),
                 retry_after_ms: Some(wait.as_millis().max(1) as u64),
+                primary: None,
             });
         }
         let request: ClientRequest = match decode(bytes) {
@@ -236,6 +247,10 @@ impl Service {
             ClientRequest::Regions => return ClientResponse::Regions(self.regions.table()),
             ClientRequest::Route { near } => {
                 return ClientResponse::Route(self.regions.route(near.as_ref()))
+            }
+            ClientRequest::Promote => return self.promote().await,
+            ClientRequest::SetMode { active_passive } => {
+                return self.set_mode(active_passive).await
             }
             ClientRequest::Apply {
                 id, consistency, ..
@@ -280,6 +295,17 @@ impl Service {
         consistency: Consistency,
         request: ClientRequest,
     ) -> ClientResponse {
+        if let Err(primary) = self.primary.may_write() {
+            metrics::counter!("meridian_client_writes_refused_total", "reason" => "not_primary")
+                .increment(1);
+            let named = primary.as_deref().unwrap_or("not known yet");
+            return ClientResponse::Error(ClientError {
+                code: ErrorCode::NotPrimary,
+                message: format!("active-passive: this region is not the primary (primary: {named}); nothing was written"),
+                retry_after_ms: None,
+                primary,
+            });
+        }
         let regions = self.regions.region_count();
         let needed = consistency.regions_needed(regions);
         if needed > regions {
@@ -343,6 +369,44 @@ impl Service {
         }
     }
 
+    /// Asks the actor to make this replica primary.
+    async fn promote(&self) -> ClientResponse {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        if self.events.send(Event::Promote { done }).await.is_err() {
+            return error(ErrorCode::Unavailable, "the node is stopping");
+        }
+        match answer.await {
+            Ok(true) => ClientResponse::Done {
+                message: "promotion started: this region becomes primary once a majority promises it the lease".into(),
+            },
+            Ok(false) => error(
+                ErrorCode::InvalidOperation,
+                "the cluster is active-active: there is no primary to promote",
+            ),
+            Err(_) => error(ErrorCode::Unavailable, "the node is stopping"),
+        }
+    }
+
+    /// Asks the actor to switch modes.
+    async fn set_mode(&self, active_passive: bool) -> ClientResponse {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let event = Event::SetMode {
+            active_passive,
+            done,
+        };
+        if self.events.send(event).await.is_err() || answer.await.is_err() {
+            return error(ErrorCode::Unavailable, "the node is stopping");
+        }
+        let mode = if active_passive {
+            "active-passive"
+        } else {
+            "active-active"
+        };
+        ClientResponse::Done {
+            message: format!("this node is {mode}"),
+        }
+    }
+
     /// Waits, without a thread, until the engine covers `token` or `wait` passes.
     async fn wait_covers(&self, token: &CausalToken, wait: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + wait;
@@ -401,6 +465,7 @@ fn needed_role(request: &ClientRequest) -> Role {
         | ClientRequest::Applied
         | ClientRequest::Regions
         | ClientRequest::Route { .. } => Role::Read,
+        ClientRequest::Promote | ClientRequest::SetMode { .. } => Role::Admin,
     }
 }
 
@@ -409,6 +474,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> ClientResponse {
         code,
         message: message.into(),
         retry_after_ms: None,
+        primary: None,
     })
 }
 
@@ -460,7 +526,9 @@ fn execute(engine: &Engine, request: ClientRequest) -> ClientResponse {
         ClientRequest::Status
         | ClientRequest::Applied
         | ClientRequest::Regions
-        | ClientRequest::Route { .. } => error(
+        | ClientRequest::Route { .. }
+        | ClientRequest::Promote
+        | ClientRequest::SetMode { .. } => error(
             ErrorCode::BadRequest,
             "answered by the service, not the engine",
         ),

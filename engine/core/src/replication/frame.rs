@@ -11,6 +11,7 @@
 //! | `AeWant` / `AeRetry` / `AeStream` | answer to an offer | the key hashes of the records the receiver lacks / a larger table, please / the difference is too large: send everything in key order |
 //! | `AeRecords` / `AeRange` / `AeAck` | answer to `AeWant` / `AeStream`, flow-controlled | numbered chunks of records (a range chunk covers a key range whole), applied in order; every chunk carries the sender's snapshot; `done` ends the round and the receiver adopts it |
 //! | `Ping` / `Pong` | heartbeat | round-trip time |
+//! | `Lease` | active-passive mode | a lease request, a voter's promise or refusal, a release, a step-down (see `lease`) |
 
 use crate::model::{ReplicaId, VersionVector};
 use serde::{Deserialize, Serialize};
@@ -158,6 +159,8 @@ pub enum Frame {
         /// The offer's applied vector (the sender's states reflect every write in it).
         snapshot: Vec<(ReplicaId, u64)>,
     },
+    /// Active-passive mode: the primary's lease (requests, promises, releases, step-downs).
+    Lease(crate::lease::LeaseMessage),
 }
 
 /// Why a frame was refused.

@@ -28,7 +28,8 @@ pub use inbound::{
 pub use memory_store::{MemoryStore, MemoryStoreError};
 pub use peer::{LinkState, Peer};
 pub use replicator::{
-    LinkId, Output, ReplicationConfig, ReplicationError, Replicator, Stats, INFLIGHT_BYTES_CAP,
+    LinkId, Output, PrimaryView, ReplicationConfig, ReplicationError, Replicator, Stats,
+    INFLIGHT_BYTES_CAP,
 };
 pub use seam::{
     sequence_entries, ApplyOutcome, Compaction, OriginView, RecordRange, RecordState, ReplicaStore,

@@ -20,6 +20,7 @@ use super::inbound::Inbound;
 use super::peer::{AntiEntropy, LinkState, Peer};
 use super::seam::ReplicaStore;
 use crate::model::{ReplicaId, VersionVector};
+pub use primary::PrimaryView;
 use std::collections::{BTreeMap, VecDeque};
 
 /// A state-transfer round with no progress for this many retransmit intervals is dropped,
@@ -177,6 +178,8 @@ pub struct Replicator {
     ack_serial: u64,
     next_round: u64,
     last_compact_ms: u64,
+    /// Active-passive mode: this replica's side of the primary's lease.
+    lease: Option<crate::lease::LeaseKeeper>,
 }
 
 impl Replicator {
@@ -194,6 +197,7 @@ impl Replicator {
             ack_serial: 0,
             next_round: 1,
             last_compact_ms: 0,
+            lease: None,
         }
     }
 
@@ -238,6 +242,7 @@ impl Replicator {
     ) -> Result<(), ReplicationError<S::Error>> {
         self.check_origin(store, now_ms)?;
         self.compact_if_due(store, now_ms)?;
+        self.tick_lease(now_ms);
         let ids: Vec<LinkId> = self.peers.keys().copied().collect();
         for id in ids {
             let Some(p) = self.peers.get_mut(&id) else {
@@ -423,6 +428,10 @@ impl Replicator {
                 }
                 Ok(())
             }
+            Frame::Lease(message) => {
+                self.on_lease(peer, message, now_ms);
+                Ok(())
+            }
         }
     }
 
@@ -477,6 +486,7 @@ pub(super) fn unreachable_peer<E: std::error::Error>(peer: LinkId) -> Replicatio
 mod anti_entropy;
 mod handshake;
 mod log_shipping;
+mod primary;
 mod stability;
 #[cfg(test)]
 mod tests;

@@ -8,4 +8,5 @@ mod anti_entropy;
 mod handshake;
 mod log_shipping;
 mod pair;
+mod primary;
 mod stability;

@@ -1,0 +1,82 @@
+//! Active-passive mode in the runtime: the lease's settings as the core wants them, and what
+//! the replication actor publishes of it for the client service, which takes a write only
+//! while this node's lease runs (checked against the monotonic clock at the request).
+
+use crate::node_config::ActivePassive;
+use meridian::lease::LeaseConfig;
+use meridian::ReplicaId;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// A replica of the cluster: its member id, name and region.
+#[derive(Clone, Debug)]
+pub(crate) struct Member {
+    pub id: ReplicaId,
+    pub name: String,
+    pub region: String,
+}
+
+/// The lease's settings for `members` (this replica first).
+pub(crate) fn lease_config(settings: &ActivePassive, members: &[Member]) -> LeaseConfig {
+    let mut by_name: Vec<&Member> = members.iter().collect();
+    by_name.sort_by(|a, b| a.name.cmp(&b.name));
+    let successors = if settings.successors.is_empty() {
+        by_name.iter().map(|m| m.id).collect()
+    } else {
+        settings
+            .successors
+            .iter()
+            .filter_map(|name| members.iter().find(|m| m.name == *name).map(|m| m.id))
+            .collect()
+    };
+    let lease_ms = settings.lease_ms;
+    LeaseConfig {
+        members: members.iter().map(|m| m.id).collect(),
+        lease_ms,
+        drift_ppm: settings.drift_ppm,
+        renew_every_ms: (lease_ms / 4).max(1),
+        round_timeout_ms: (lease_ms / 4).max(1),
+        failover_after_ms: (settings.failover_after_ms > 0).then_some(settings.failover_after_ms),
+        successors,
+        stagger_ms: (lease_ms / 2).max(1),
+    }
+}
+
+/// What the service needs to know of the lease.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PrimaryState {
+    /// Whether one primary takes the writes.
+    pub active_passive: bool,
+    /// While this node holds the lease: until when.
+    pub holding_until: Option<Instant>,
+    /// The primary as this node knows it.
+    pub primary: Option<Member>,
+}
+
+/// Shared between the actor (which writes) and the service (which reads).
+#[derive(Default)]
+pub(crate) struct PrimaryBoard(Mutex<PrimaryState>);
+
+impl PrimaryBoard {
+    /// The latest state.
+    pub fn get(&self) -> PrimaryState {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the state.
+    pub fn set(&self, state: PrimaryState) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = state;
+        }
+    }
+
+    /// Whether a write may be taken now; if not, the primary's region, when known.
+    pub fn may_write(&self) -> Result<(), Option<String>> {
+        let state = self.get();
+        if !state.active_passive || state.holding_until.is_some_and(|u| Instant::now() < u) {
+            Ok(())
+        } else {
+            Err(state.primary.map(|m| m.region))
+        }
+    }
+}
