@@ -274,3 +274,24 @@ async fn routes_come_from_a_live_node_the_cluster_file_and_http() {
     assert_eq!(regions(&answer), ["us-east", "ap-northeast", "eu-west"]);
     assert_eq!(answer["order"][2]["health"], "down", "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedged_read_is_answered_by_the_next_region_when_the_nearest_hangs() {
+    let cluster = placed_cluster();
+    let mut config = cluster.cluster_file("t", Some(paris())).routed_config();
+    config.hedge_after = Some(Duration::from_millis(100));
+    config.request_timeout = Duration::from_secs(10);
+    let mut client = RoutedClient::connect(config).await.unwrap();
+    client
+        .apply(b"hedged", lww("h"), Consistency::All)
+        .await
+        .unwrap();
+    cluster.nodes[0].pause().unwrap();
+    let started = Instant::now();
+    let read = client.read(b"hedged").await.unwrap();
+    let took = started.elapsed();
+    cluster.nodes[0].resume().unwrap();
+    assert!(read.is_some());
+    assert_eq!(client.last_region(), Some("us-east"), "the hedge answered");
+    assert!(took < Duration::from_secs(5), "not held by the hung region: {took:?}");
+}
