@@ -293,5 +293,36 @@ async fn a_hedged_read_is_answered_by_the_next_region_when_the_nearest_hangs() {
     cluster.nodes[0].resume().unwrap();
     assert!(read.is_some());
     assert_eq!(client.last_region(), Some("us-east"), "the hedge answered");
-    assert!(took < Duration::from_secs(5), "not held by the hung region: {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "not held by the hung region: {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regions_learn_where_their_peers_are_from_the_peers() {
+    let mut cluster = Cluster::prepare(CLUSTER, &REGIONS, &["t"]).unwrap();
+    cluster.run_with(std::path::Path::new(BIN));
+    for (node, (lat, lon)) in cluster.nodes.iter_mut().zip(PLACES) {
+        node.config.location = Location::new(lat, lon);
+    }
+    cluster.pick_ports().unwrap();
+    // Each node's configuration names only its own place.
+    cluster.configure(|c| c.peers.iter_mut().for_each(|p| p.location = None));
+    for node in &mut cluster.nodes {
+        node.start().unwrap();
+    }
+    cluster.wait_linked(WAIT).unwrap();
+    let c = cluster.client(2).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let table = c.regions().await.unwrap();
+        if table.regions.iter().all(|r| r.location.is_some()) {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "never learned: {table:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let route = c.route(Some(paris())).await.unwrap();
+    assert_eq!(route.region, "eu-west");
 }

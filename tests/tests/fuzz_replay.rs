@@ -193,6 +193,11 @@ fn write_seed_corpus() {
         Frame::Ping { sent_ms: 5 }.encode(),
         Frame::Pong { sent_ms: 5 }.encode(),
         Frame::Lease(meridian::lease::LeaseMessage::Request { term: 3, round: 2 }).encode(),
+        Frame::About(meridian::replication::RegionAbout {
+            location: meridian::routing::Location::new(53.3, -6.3),
+            address: Some("127.0.0.1:7001".into()),
+        })
+        .encode(),
         Frame::Lease(meridian::lease::LeaseMessage::Reply {
             term: 3,
             round: 2,

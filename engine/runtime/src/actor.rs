@@ -350,6 +350,15 @@ fn report_regions(repl: &Replicator, links: &BTreeMap<LinkId, Link>, regions: &R
             view.entry.reachable = p.replica().is_some();
             view.sample_rtt(p.rtt_ms);
             view.acked.join(&p.acked);
+            // What the peer says of its own region wins over this node's configuration.
+            if let Some(about) = &p.about {
+                if about.location.is_some() {
+                    view.entry.location = about.location;
+                }
+                if let Some(address) = about.address.as_ref().and_then(|a| a.parse().ok()) {
+                    view.entry.address = address;
+                }
+            }
         }
     });
 }

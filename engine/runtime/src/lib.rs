@@ -267,6 +267,12 @@ impl Runtime {
             region: config.region.clone(),
             members,
             session: meridian::OsRandom.next_u64(),
+            about: (config.location.is_some() || config.advertise.is_some()).then(|| {
+                meridian::replication::RegionAbout {
+                    location: config.location,
+                    address: config.advertise.map(|a| a.to_string()),
+                }
+            }),
             ..config.replication.clone()
         };
         let origin = engine.origin_status();

@@ -11,6 +11,7 @@
 //! | `AeWant` / `AeRetry` / `AeStream` | answer to an offer | the key hashes of the records the receiver lacks / a larger table, please / the difference is too large: send everything in key order |
 //! | `AeRecords` / `AeRange` / `AeAck` | answer to `AeWant` / `AeStream`, flow-controlled | numbered chunks of records (a range chunk covers a key range whole), applied in order; every chunk carries the sender's snapshot; `done` ends the round and the receiver adopts it |
 //! | `Ping` / `Pong` | heartbeat | round-trip time |
+//! | `About` | once a link is ready, when the replica has a location or an advertised address | where its region is and where clients reach it |
 //! | `Lease` | active-passive mode | a lease request, a voter's promise or refusal, a release, a step-down (see `lease`) |
 
 use crate::model::{ReplicaId, VersionVector};
@@ -30,7 +31,7 @@ pub struct WireEntry {
 }
 
 /// A replication message between two replicas.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Frame {
     /// Handshake.
     Hello {
@@ -161,6 +162,33 @@ pub enum Frame {
     },
     /// Active-passive mode: the primary's lease (requests, promises, releases, step-downs).
     Lease(crate::lease::LeaseMessage),
+    /// What a replica says of its region, once its link is ready (only when it has
+    /// something to say): where it is and where clients reach it.
+    About(RegionAbout),
+}
+
+/// A replica's description of its region, learned by its peers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegionAbout {
+    /// Where the region is.
+    pub location: Option<crate::routing::Location>,
+    /// Where clients and peers reach the replica (`host:port`), if it says; at most
+    /// `ABOUT_ADDRESS_BYTES_MAX` bytes.
+    pub address: Option<String>,
+}
+
+/// Longest address a replica may announce, in bytes.
+pub const ABOUT_ADDRESS_BYTES_MAX: usize = 256;
+
+impl RegionAbout {
+    /// Whether what it says can be believed: a place on Earth, a short address.
+    pub fn is_sane(&self) -> bool {
+        self.location.is_none_or(|l| l.is_on_earth())
+            && self
+                .address
+                .as_ref()
+                .is_none_or(|a| a.len() <= ABOUT_ADDRESS_BYTES_MAX)
+    }
 }
 
 /// Why a frame was refused.

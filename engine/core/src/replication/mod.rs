@@ -17,8 +17,8 @@ mod seam;
 mod shared_iblt;
 
 pub use frame::{
-    decode_entries, encode_entries, EntryRef, Frame, FrameError, WireEntry, FRAME_BYTES_MAX,
-    PROTOCOL_VERSION,
+    decode_entries, encode_entries, EntryRef, Frame, FrameError, RegionAbout, WireEntry,
+    ABOUT_ADDRESS_BYTES_MAX, FRAME_BYTES_MAX, PROTOCOL_VERSION,
 };
 
 pub use inbound::{

@@ -75,6 +75,8 @@ pub(crate) struct InFlight {
 pub struct Peer {
     /// The member the link's certificate and the configuration say the peer is.
     pub member: ReplicaId,
+    /// What the peer said of its region (`Frame::About`), if anything.
+    pub about: Option<crate::replication::frame::RegionAbout>,
     /// Handshake state.
     pub state: LinkState,
     /// The origin the peer announced it writes under, and whether it was confirmed.
@@ -117,6 +119,7 @@ impl Peer {
     pub(crate) fn new(member: ReplicaId, now_ms: u64) -> Peer {
         Peer {
             member,
+            about: None,
             state: LinkState::Connecting {
                 hello_sent_ms: now_ms,
             },

@@ -15,7 +15,7 @@
 
 use super::{LinkId, LinkState, Output, Peer, ReplicationError, Replicator};
 use crate::model::{ReplicaId, VersionVector};
-use crate::replication::frame::{vv_entries, Frame};
+use crate::replication::frame::{vv_entries, Frame, RegionAbout};
 use crate::replication::ReplicaStore;
 use std::collections::{BTreeSet, VecDeque};
 
@@ -193,6 +193,9 @@ impl Replicator {
         if became_ready {
             // The round trip sizes the in-flight window: measure it before a catch-up.
             self.send(peer, &Frame::Ping { sent_ms: now_ms });
+            if let Some(about) = self.config.about.clone() {
+                self.send(peer, &Frame::About(about));
+            }
         }
         self.check_origin(store, now_ms)?;
         self.pump(peer, store, now_ms)
@@ -410,5 +413,20 @@ impl Replicator {
             }
         }
         self.send(peer, &hello);
+    }
+}
+
+impl Replicator {
+    /// What a peer said of its region: kept for the driver's region table, unless it cannot
+    /// be believed (a place off the Earth, an address too long), which is logged and dropped.
+    pub(super) fn on_about(&mut self, peer: LinkId, about: RegionAbout) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if about.is_sane() {
+            p.about = Some(about);
+        } else {
+            tracing::warn!(peer = %p.member, "a peer described its region with a location off the Earth or an overlong address: ignored");
+        }
     }
 }

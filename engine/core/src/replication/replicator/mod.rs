@@ -15,7 +15,7 @@
 //!   configured bytes plus more per millisecond of measured round trip, capped), plus one frame;
 //! - a malformed or unexpected frame closes that link only.
 
-use super::frame::{Frame, FrameError};
+use super::frame::{Frame, FrameError, RegionAbout};
 use super::inbound::Inbound;
 use super::peer::{AntiEntropy, LinkState, Peer};
 use super::seam::ReplicaStore;
@@ -73,6 +73,9 @@ pub struct ReplicationConfig {
     /// vectors do not prove equal records (a dot of a write lost with a disk may survive at
     /// some replicas only), and the check costs one small table when nothing differs.
     pub antientropy_check_ms: u64,
+    /// What this replica tells its peers of its region once a link is ready (nothing when
+    /// `None`).
+    pub about: Option<RegionAbout>,
 }
 
 impl Default for ReplicationConfig {
@@ -91,6 +94,7 @@ impl Default for ReplicationConfig {
             session: 0,
             epoch_confirm_ms: 5_000,
             antientropy_check_ms: 10_000,
+            about: None,
         }
     }
 }
@@ -430,6 +434,10 @@ impl Replicator {
             }
             Frame::Lease(message) => {
                 self.on_lease(peer, message, now_ms);
+                Ok(())
+            }
+            Frame::About(about) => {
+                self.on_about(peer, about);
                 Ok(())
             }
         }

@@ -207,3 +207,37 @@ fn a_restart_is_confirmed_by_the_peer_and_a_restored_backup_starts_a_new_epoch()
     assert_eq!(pair.a.store.applied(), pair.b.store.applied());
     assert_eq!(states(&pair.a.store), states(&pair.b.store));
 }
+
+/// A replica describes its region once the link is ready; its peer keeps what can be
+/// believed and drops a place off the Earth.
+#[test]
+fn a_peer_learns_the_region_a_replica_describes_and_drops_what_cannot_be() {
+    let about = RegionAbout {
+        location: crate::routing::Location::new(53.3, -6.3),
+        address: Some("198.51.100.7:7001".into()),
+    };
+    let mut pair = Pair::new(ReplicationConfig {
+        about: Some(about.clone()),
+        ..members_config()
+    });
+    pair.connect();
+    pair.drive();
+    let learned = |r: &Replicator| r.peers().next().and_then(|(_, p)| p.about.clone());
+    assert_eq!(learned(&pair.b.replicator), Some(about.clone()));
+    assert_eq!(pair.count(Dir::AtoB, "About"), 1, "said once");
+
+    let mut pair = Pair::new(ReplicationConfig {
+        about: Some(RegionAbout {
+            location: Some(crate::routing::Location {
+                latitude: 123.0,
+                longitude: 0.0,
+            }),
+            address: None,
+        }),
+        ..members_config()
+    });
+    pair.connect();
+    pair.drive();
+    assert_eq!(learned(&pair.b.replicator), None, "off the Earth: ignored");
+    assert!(pair.closed_links().is_empty(), "the link lives on");
+}
