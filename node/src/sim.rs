@@ -193,12 +193,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn run_leases(seeds: &[u64], json: bool) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     let (mut acquisitions, mut promotions, mut delivered) = (0, 0, 0);
+    let (mut writes, mut redirects, mut unknown) = (0, 0, 0);
     for &seed in seeds {
         match meridian_sim::run_lease_seed(seed) {
             Ok(r) => {
                 acquisitions += r.acquisitions;
                 promotions += r.promotions;
                 delivered += r.delivered;
+                writes += r.writes;
+                redirects += r.redirects;
+                unknown += r.unknown;
             }
             Err(why) => {
                 if !json {
@@ -213,12 +217,13 @@ fn run_leases(seeds: &[u64], json: bool) -> anyhow::Result<()> {
             "{}",
             serde_json::json!({
                 "seeds": seeds.len(), "failed": failed, "acquisitions": acquisitions,
-                "promotions": promotions, "messages": delivered,
+                "promotions": promotions, "messages": delivered, "client_writes": writes,
+                "redirects": redirects, "unknown_outcomes": unknown,
             })
         );
     } else {
         println!(
-            "{} lease seeds, {} failed; {acquisitions} acquisitions, {promotions} promotions, {delivered} messages",
+            "{} lease seeds, {} failed; {acquisitions} acquisitions, {promotions} promotions, {delivered} messages; client writes: {writes} taken by a primary, {redirects} redirects, {unknown} unknown outcomes",
             seeds.len(),
             failed.len()
         );

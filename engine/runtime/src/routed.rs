@@ -15,7 +15,10 @@ use crate::client_proto::{
 use crate::tls::replica_dns_name;
 use crate::TlsFiles;
 use meridian::model::{CausalToken, Op, VersionVector};
-use meridian::routing::{order_regions, Breaker, BreakerSettings, Candidate, Health, Location};
+use meridian::routing::{
+    order_regions, Attempts, Breaker, BreakerSettings, Candidate, Health, Location, Outcome,
+    Verdict,
+};
 use meridian::Read;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -432,45 +435,49 @@ impl RoutedClient {
         idempotent: bool,
     ) -> Result<Written, RoutedError> {
         let mut why = Vec::new();
-        let mut plan: std::collections::VecDeque<usize> = self.plan().into();
-        let mut tried = Vec::new();
-        while let Some(i) = plan.pop_front() {
-            if tried.contains(&i) {
-                continue;
-            }
-            tried.push(i);
-            match self.attempt(i, &request).await {
-                Attempt::Redirect(reason, primary) => {
-                    why.push(reason);
-                    // Active-passive: the primary next, wherever it is in the order.
-                    let at =
-                        primary.and_then(|p| self.regions.iter().position(|r| r.entry.region == p));
-                    if let Some(at) = at.filter(|at| !tried.contains(at)) {
-                        plan.push_front(at);
-                    }
-                }
+        let mut attempts = Attempts::new(self.plan(), idempotent);
+        while let Some(i) = attempts.next_region() {
+            let attempt = self.attempt(i, &request).await;
+            let outcome = match &attempt {
                 Attempt::Done(ClientResponse::Written { token, .. }) => {
-                    self.token.merge(&token);
+                    self.token.merge(token);
                     return Ok(Written {
-                        token,
+                        token: token.clone(),
                         region: self.regions[i].entry.region.clone(),
                     });
                 }
-                Attempt::Done(other) => why.push(format!("unexpected answer {other:?}")),
-                Attempt::Next(reason) | Attempt::NotYet(reason) => why.push(reason),
-                Attempt::Lost(reason) if idempotent => why.push(reason),
-                Attempt::Lost(reason) => {
-                    return Err(RoutedError::Unknown {
-                        region: self.regions[i].entry.region.clone(),
-                        message: format!(
+                Attempt::Fail(_) => Outcome::Answered,
+                Attempt::Done(_) | Attempt::Next(_) => Outcome::NotServed,
+                Attempt::NotYet(_) => Outcome::NotYetVisible,
+                Attempt::Redirect(_, primary) => Outcome::NotPrimary(self.region_index(primary)),
+                Attempt::Lost(_) => Outcome::Lost,
+            };
+            let verdict = attempts.record(outcome);
+            let reason = match attempt {
+                Attempt::Fail(e) => return Err(e),
+                Attempt::Done(other) => format!("unexpected answer {other:?}"),
+                Attempt::Next(r)
+                | Attempt::NotYet(r)
+                | Attempt::Redirect(r, _)
+                | Attempt::Lost(r) => r,
+            };
+            if verdict == Verdict::Unknown {
+                return Err(RoutedError::Unknown {
+                    region: self.regions[i].entry.region.clone(),
+                    message: format!(
                         "{reason}; not retried elsewhere, as applying it twice would count twice"
                     ),
-                    })
-                }
-                Attempt::Fail(e) => return Err(e),
+                });
             }
+            why.push(reason);
         }
         Err(RoutedError::NoRegion(why.join("; ")))
+    }
+
+    /// The index of the region named `region`.
+    fn region_index(&self, region: &Option<String>) -> Option<usize> {
+        let region = region.as_deref()?;
+        self.regions.iter().position(|r| r.entry.region == region)
     }
 
     /// Reads `key` in the nearest region that has applied this session's writes (each region

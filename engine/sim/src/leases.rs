@@ -7,11 +7,21 @@
 //! reaches the end of its hold (or it steps down or crashes), and no two such intervals of two
 //! regions may overlap. After the faults, with every region up and every link whole, exactly
 //! one primary must stand and every region must name it.
+//!
+//! Clients route their writes with the core's routing state machines, as the runtime's routed
+//! client does (nearest-healthy order, a breaker per region, `Attempts`): a region takes a
+//! write only while it holds the lease, a secondary redirects to the primary it knows, an
+//! answer may be lost. No counter add may be applied in two regions; after healing, every
+//! client's writes must succeed.
 
 use super::rng::SimRng;
 use meridian::lease::{LeaseConfig, LeaseKeeper, LeaseMessage};
+use meridian::routing::{
+    order_regions, Attempts, Breaker, BreakerSettings, Candidate, Health, Location, Outcome,
+    Verdict,
+};
 use meridian::ReplicaId;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 /// Parts per million.
 const PPM: i64 = 1_000_000;
@@ -22,6 +32,10 @@ const HEAL_MS: u64 = 30_000;
 const TICK_MS: u64 = 10;
 /// A fault is drawn this often during the fault phase.
 const FAULT_EVERY_MS: u64 = 100;
+/// Each client writes this often.
+const WRITE_EVERY_MS: u64 = 250;
+/// Clients per seed.
+const CLIENTS: usize = 3;
 
 /// What one seed showed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,7 +46,41 @@ pub struct LeaseReport {
     pub delivered: u64,
     /// Promotions asked for.
     pub promotions: u64,
+    /// Client writes that a primary took.
+    pub writes: u64,
+    /// Client writes answered `NotPrimary` and sent on to the primary.
+    pub redirects: u64,
+    /// Client writes whose outcome was unknown (a lost answer to a counter add).
+    pub unknown: u64,
 }
+
+/// A client somewhere, routing its writes.
+struct SimClient {
+    place: Location,
+    breakers: Vec<Breaker>,
+    /// Outcome of its last write during the heal phase (`None`: none yet).
+    healed_ok: Option<bool>,
+    /// The write under way, if any.
+    pending: Option<PendingWrite>,
+}
+
+/// A client's write on its way through the regions: an attempt whose answer was lost is
+/// known lost only after the client's timeout, and a region it cannot reach after its
+/// connection timeout, so leases may move between two attempts.
+struct PendingWrite {
+    id: u64,
+    counter: bool,
+    attempts: Attempts,
+    /// When the client acts next, and the outcome it learns then (`None`: start the next
+    /// attempt).
+    resume_at: u64,
+    learned: Option<Outcome>,
+}
+
+/// How long a client waits for an answer before it counts it lost.
+const REQUEST_TIMEOUT_MS: u64 = 300;
+/// How long a client takes to find a region unreachable.
+const CONNECT_TIMEOUT_MS: u64 = 100;
 
 /// A region's clock: `offset + real * (1 + drift)`, with `drift` in parts per million.
 #[derive(Clone, Copy, Debug)]
@@ -60,6 +108,7 @@ struct Region {
     /// Real time until which this region's current (or last) hold runs.
     claim_end: u64,
     primary: bool,
+    place: Location,
 }
 
 /// A message in flight, ordered by arrival.
@@ -99,6 +148,12 @@ struct World {
     cut: Vec<(usize, usize)>,
     loss: f64,
     report: LeaseReport,
+    clients: Vec<SimClient>,
+    /// Links cut between a client and a region.
+    client_cut: Vec<(usize, usize)>,
+    /// For every counter add: the regions that applied it.
+    applied_adds: BTreeMap<u64, BTreeSet<usize>>,
+    next_write: u64,
 }
 
 fn member(i: usize) -> ReplicaId {
@@ -227,6 +282,125 @@ impl World {
         Ok(())
     }
 
+    /// Client `c` acts: starts a write (a counter add, not idempotent, or a set, idempotent)
+    /// routed as the runtime's routed client routes it, or goes on with the one under way.
+    fn client_step(&mut self, c: usize, real: u64, healed: bool) -> Result<(), String> {
+        let mut pending = match self.clients[c].pending.take() {
+            Some(p) if real < p.resume_at => {
+                self.clients[c].pending = Some(p);
+                return Ok(());
+            }
+            Some(p) => p,
+            None if !real.is_multiple_of(WRITE_EVERY_MS) => return Ok(()),
+            None => self.start_write(c, real),
+        };
+        loop {
+            let verdict = match pending.learned.take() {
+                Some(outcome) => pending.attempts.record(outcome),
+                None => Verdict::Continue,
+            };
+            match verdict {
+                Verdict::Done | Verdict::Unknown => {
+                    if verdict == Verdict::Unknown {
+                        self.report.unknown += 1;
+                    }
+                    if healed {
+                        self.clients[c].healed_ok = Some(verdict == Verdict::Done);
+                    }
+                    return Ok(());
+                }
+                Verdict::Continue => {}
+            }
+            let Some(i) = pending.attempts.next_region() else {
+                if healed {
+                    self.clients[c].healed_ok = Some(false);
+                }
+                return Ok(());
+            };
+            let (outcome, delay) = self.attempt_write(c, i, &pending, real)?;
+            pending.learned = Some(outcome);
+            if delay > 0 {
+                pending.resume_at = real + delay;
+                self.clients[c].pending = Some(pending);
+                return Ok(());
+            }
+        }
+    }
+
+    /// A new write of client `c`, its regions in the order the client tries them.
+    fn start_write(&mut self, c: usize, real: u64) -> PendingWrite {
+        let n = self.regions.len();
+        let candidates: Vec<Candidate> = (0..n)
+            .map(|i| Candidate {
+                region: format!("r{i}"),
+                location: Some(self.regions[i].place),
+                rtt_ms: None,
+                health: Health::of(&self.clients[c].breakers[i], real),
+            })
+            .collect();
+        let order: Vec<usize> = order_regions(&candidates, Some(&self.clients[c].place))
+            .into_iter()
+            .map(|r| r.index)
+            .collect();
+        let allowed: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&i| self.clients[c].breakers[i].may_try(real))
+            .collect();
+        let plan = if allowed.is_empty() { order } else { allowed };
+        let counter = self.rng.chance(0.5);
+        self.next_write += 1;
+        PendingWrite {
+            id: self.next_write,
+            counter,
+            attempts: Attempts::new(plan, !counter),
+            resume_at: real,
+            learned: None,
+        }
+    }
+
+    /// One attempt of a write at region `i`: its outcome, and how long the client takes to
+    /// learn it.
+    fn attempt_write(
+        &mut self,
+        c: usize,
+        i: usize,
+        write: &PendingWrite,
+        real: u64,
+    ) -> Result<(Outcome, u64), String> {
+        self.clients[c].breakers[i].try_acquire(real);
+        let reachable = self.regions[i].keeper.is_some() && !self.client_cut.contains(&(c, i));
+        let local = self.regions[i].clock.local(real);
+        let keeper = self.regions[i].keeper.as_ref().filter(|_| reachable);
+        let Some(k) = keeper else {
+            self.clients[c].breakers[i].on_failure(real);
+            return Ok((Outcome::NotServed, CONNECT_TIMEOUT_MS));
+        };
+        if !k.is_primary(local) {
+            self.report.redirects += 1;
+            self.clients[c].breakers[i].on_success();
+            let primary = k.primary(local).map(|m| m.0 as usize - 1);
+            return Ok((Outcome::NotPrimary(primary), 0));
+        }
+        self.report.writes += 1;
+        if write.counter {
+            let regions = self.applied_adds.entry(write.id).or_default();
+            regions.insert(i);
+            if regions.len() > 1 {
+                return Err(format!(
+                    "a counter add was applied in regions {regions:?} (client {c}, {real} ms)"
+                ));
+            }
+        }
+        if self.rng.chance(self.loss) {
+            self.clients[c].breakers[i].on_failure(real + REQUEST_TIMEOUT_MS);
+            Ok((Outcome::Lost, REQUEST_TIMEOUT_MS))
+        } else {
+            self.clients[c].breakers[i].on_success();
+            Ok((Outcome::Answered, 0))
+        }
+    }
+
     /// A fault of the fault phase, drawn every `FAULT_EVERY_MS`: partitions that last
     /// seconds (longer than leases), crashes, restarts, promotions, loss rates.
     fn random_fault(&mut self, real: u64) {
@@ -270,6 +444,16 @@ impl World {
                 }
             }
             11 => self.loss = self.rng.below(30) as f64 / 100.0,
+            12..=13 => {
+                // A client cut off from a region, or every client link healed.
+                if self.rng.chance(0.5) {
+                    let c = self.rng.below(CLIENTS as u64) as usize;
+                    let i = self.rng.below(n as u64) as usize;
+                    self.client_cut.push((c, i));
+                } else {
+                    self.client_cut.clear();
+                }
+            }
             _ => {}
         }
     }
@@ -294,19 +478,37 @@ pub fn run_lease_seed(seed: u64) -> Result<LeaseReport, String> {
     let latency_ms = if fast { 5 } else { 150 };
     config.failover_after_ms = Some(config.lease_ms + rng.below(3_000));
     config.stagger_ms = 200 + rng.below(800);
+    let place = |rng: &mut SimRng| {
+        let lat = rng.below(120) as f64 - 60.0;
+        let lon = rng.below(360) as f64 - 180.0;
+        Location::new(lat, lon).unwrap_or(Location {
+            latitude: 0.0,
+            longitude: 0.0,
+        })
+    };
+    let regions = (0..n)
+        .map(|_| Region {
+            keeper: None,
+            clock: Clock {
+                offset: 0,
+                drift_ppm: 0,
+            },
+            claim_end: 0,
+            primary: false,
+            place: place(&mut rng),
+        })
+        .collect();
+    let clients = (0..CLIENTS)
+        .map(|_| SimClient {
+            place: place(&mut rng),
+            breakers: vec![Breaker::new(BreakerSettings::default()); n],
+            healed_ok: None,
+            pending: None,
+        })
+        .collect();
     let mut world = World {
         rng,
-        regions: (0..n)
-            .map(|_| Region {
-                keeper: None,
-                clock: Clock {
-                    offset: 0,
-                    drift_ppm: 0,
-                },
-                claim_end: 0,
-                primary: false,
-            })
-            .collect(),
+        regions,
         config,
         in_flight: BinaryHeap::new(),
         latency_ms,
@@ -314,6 +516,10 @@ pub fn run_lease_seed(seed: u64) -> Result<LeaseReport, String> {
         cut: Vec::new(),
         loss: 0.0,
         report: LeaseReport::default(),
+        clients,
+        client_cut: Vec::new(),
+        applied_adds: BTreeMap::new(),
+        next_write: 0,
     };
     for i in 0..n {
         world.start(i, 0);
@@ -327,6 +533,7 @@ pub fn run_lease_seed(seed: u64) -> Result<LeaseReport, String> {
             }
         } else if real == FAULT_MS {
             world.cut.clear();
+            world.client_cut.clear();
             world.loss = 0.0;
             for i in 0..n {
                 if world.regions[i].keeper.is_none() {
@@ -336,10 +543,23 @@ pub fn run_lease_seed(seed: u64) -> Result<LeaseReport, String> {
         }
         world.deliver_due(real)?;
         if real % TICK_MS == 0 {
+            // Clients' writes in the last part of the heal phase must all succeed.
+            let healed = real >= FAULT_MS + HEAL_MS / 2;
+            for c in 0..CLIENTS {
+                world.client_step(c, real, healed)?;
+            }
+        }
+        if real % TICK_MS == 0 {
             for i in 0..n {
                 world.tick(i, real)?;
             }
         }
+    }
+    // Healed: every client's writes go through.
+    if let Some(c) = world.clients.iter().position(|c| c.healed_ok != Some(true)) {
+        return Err(format!(
+            "after healing, client {c}'s last write did not go through"
+        ));
     }
     // Healed: one primary, named by everyone.
     let primaries: Vec<usize> = (0..n).filter(|&i| world.regions[i].primary).collect();

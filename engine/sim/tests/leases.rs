@@ -1,5 +1,7 @@
 //! 1,000 seeds of active-passive leases under partitions, loss, duplication, crashes,
-//! promotions and clock-rate drift: never two primaries at once, one primary after healing.
+//! promotions and clock-rate drift, with clients routing writes by the core's routing state
+//! machines: never two primaries at once, no counter add applied in two regions, one primary
+//! and every client's writes going through after healing.
 
 #[test]
 fn a_thousand_seeds_never_see_two_primaries() {
