@@ -1,7 +1,8 @@
 //! `meridian demo` (`make demo`): three regions as separate `meridian node` processes on
 //! loopback with generated certificates; conflicting writes that converge; lag metrics; one
 //! region killed while writes continue; its restart and catch-up; a lost disk; a client routed
-//! to its nearest region, failing over and back; a clean stop. Narrated.
+//! to its nearest region, failing over and back; active-passive mode with a promotion; a clean
+//! stop. Narrated.
 
 use anyhow::Context;
 use meridian::{Op, ReadValue, VersionVector};
@@ -51,6 +52,39 @@ fn cli(args: &[&str]) -> anyhow::Result<String> {
     Ok(text)
 }
 
+/// Waits (20 s at most) until every region names one primary (`want`, if given), and returns
+/// its region.
+async fn wait_for_primary(cluster: &Cluster, want: Option<&str>) -> anyhow::Result<String> {
+    let started = Instant::now();
+    loop {
+        let statuses: Vec<_> = cluster
+            .nodes
+            .iter()
+            .filter_map(|n| n.health().ok())
+            .collect();
+        let holders: Vec<&str> = statuses
+            .iter()
+            .filter(|s| s.is_primary)
+            .map(|s| s.region.as_str())
+            .collect();
+        if let [holder] = holders[..] {
+            let name = statuses
+                .iter()
+                .find(|s| s.region == holder)
+                .map(|s| s.name.clone());
+            let agreed = statuses.iter().all(|s| s.primary == name);
+            if agreed && want.is_none_or(|w| w == holder) {
+                return Ok(holder.to_string());
+            }
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(20),
+            "no agreed primary after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn describe(read: &Option<meridian::Read>) -> String {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     match read.as_ref().and_then(|r| r.values.first()) {
@@ -93,7 +127,7 @@ pub fn run() -> anyhow::Result<()> {
 
 async fn demo() -> anyhow::Result<()> {
     step("Step 1. A cluster CA and one certificate per region (mutual TLS between replicas)");
-    let mut cluster = Cluster::prepare(CLUSTER, &REGIONS, &["demo:write"])?;
+    let mut cluster = Cluster::prepare(CLUSTER, &REGIONS, &["demo:write", "ops:admin"])?;
     for (node, (lat, lon)) in cluster.nodes.iter_mut().zip(PLACES) {
         node.log_filter = "error".into();
         node.config.location = meridian::routing::Location::new(lat, lon);
@@ -300,7 +334,31 @@ async fn demo() -> anyhow::Result<()> {
     );
     cli(&["client", "--cluster", &file, "--near", PARIS, "get", "city"])?;
 
-    step("Step 9. Everything stops cleanly (SIGTERM, drain, flush)");
+    step("Step 9. Active-passive: one primary takes the writes (`meridian admin`)");
+    let ops = cluster.dir().join("ops.toml");
+    cluster.cluster_file("ops", None).write(&ops)?;
+    let ops = ops.to_string_lossy().into_owned();
+    cli(&["admin", "--cluster", &ops, "mode", "active-passive"])?;
+    println!("   the regions elect a primary: a majority promises it a lease (after a quiet period of one lease, 4 s)");
+    let primary = wait_for_primary(&cluster, None).await?;
+    println!("   primary: {primary}");
+    let served = put("written in active-passive mode")?;
+    anyhow::ensure!(
+        served.contains(&primary),
+        "the routed write did not go to the primary {primary}"
+    );
+    println!("   the client in Paris is sent on to the primary by eu-west's NotPrimary answer");
+    let target = if primary == "eu-west" {
+        "us-east"
+    } else {
+        "eu-west"
+    };
+    cli(&["admin", "--cluster", &ops, "promote", target])?;
+    let primary = wait_for_primary(&cluster, Some(target)).await?;
+    println!("   primary now: {primary}");
+    cli(&["admin", "--cluster", &ops, "mode", "active-active"])?;
+
+    step("Step 10. Everything stops cleanly (SIGTERM, drain, flush)");
     us.close().await;
     eu.close().await;
     ap.close().await;
