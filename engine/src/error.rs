@@ -89,9 +89,10 @@ pub enum Error {
     /// A causal token or context from a caller that does not decode.
     #[error(transparent)]
     InvalidToken(#[from] TokenError),
-    /// RocksDB failed.
+    /// The storage engine failed (its message; RocksDB's own error type is not part of the
+    /// API).
     #[error("storage: {0}")]
-    Storage(#[from] rocksdb::Error),
+    Storage(StorageError),
     /// The replica restarted on a directory that has replicated, and writes wait until its
     /// peers confirm that none of them holds a write of its origin it does not hold itself
     /// (or until it moves to a new epoch); retry shortly, or in another region.
@@ -129,3 +130,25 @@ pub(crate) use meridian_core::show_key as show;
 
 /// Result alias for engine operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A failure of the storage engine, described.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct StorageError {
+    message: String,
+}
+
+impl StorageError {
+    /// What the storage engine said.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<rocksdb::Error> for Error {
+    fn from(e: rocksdb::Error) -> Error {
+        Error::Storage(StorageError {
+            message: e.into_string(),
+        })
+    }
+}

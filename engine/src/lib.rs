@@ -34,6 +34,6 @@ pub use config::{
 pub use engine::Engine;
 pub use engine::FaultReport;
 pub use engine::OriginStatus;
-pub use error::{Error, Result};
+pub use error::{Error, Result, StorageError};
 pub use model::{CausalToken, Dot, Hlc, Kind, Op, ReplicaId, VersionVector};
 pub use read::{LwwValue, MapView, Read, ReadValue, Siblings};

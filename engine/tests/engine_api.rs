@@ -396,3 +396,28 @@ fn deleted_key_reads_absent_but_keeps_its_tombstone() {
         "tombstone kept for replication"
     );
 }
+
+#[test]
+fn settings_are_kept_with_the_data_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = open(&dir);
+        assert_eq!(e.setting("mode").unwrap(), None);
+        e.set_setting("mode", b"active-passive").unwrap();
+        assert!(matches!(
+            e.set_setting("", b"x"),
+            Err(Error::InvalidOperation(_))
+        ));
+        assert!(matches!(
+            e.set_setting("big", &[0u8; 5000]),
+            Err(Error::InvalidOperation(_))
+        ));
+    }
+    let e = open(&dir);
+    assert_eq!(
+        e.setting("mode").unwrap().as_deref(),
+        Some(&b"active-passive"[..])
+    );
+    // Settings are not records: scans and reads do not see them.
+    assert!(e.read(b"setting/mode").unwrap().is_none());
+}

@@ -36,8 +36,8 @@ enum Command {
         region: String,
     },
     /// Switch every region to `active-passive` (one primary takes the writes) or
-    /// `active-active` (every region does). Also set `[active_passive] enabled` in each
-    /// node's configuration: a restarted node starts in the configured mode.
+    /// `active-active` (every region does). Each node keeps the switch in its data directory:
+    /// it outlives restarts and overrides `[active_passive] enabled`.
     Mode {
         /// `active-passive` or `active-active`.
         mode: String,

@@ -1,7 +1,7 @@
 //! Active-passive mode with real `meridian node` processes: one primary takes the writes, the
 //! others answer `NotPrimary` naming it and the routed client follows; `meridian admin
 //! promote` moves the lease; a killed primary is replaced after the configured outage;
-//! `meridian admin mode active-active` lets every region write again.
+//! `meridian admin mode active-active` lets every region write again, and outlives a restart.
 
 #![allow(clippy::unwrap_used)]
 
@@ -25,6 +25,23 @@ const WAIT: Duration = Duration::from_secs(30);
 fn lww(v: &str) -> Op {
     Op::LwwSet {
         value: v.as_bytes().to_vec(),
+    }
+}
+
+/// Waits until some node holds the lease and every running node names it; returns it.
+fn wait_any_primary(cluster: &Cluster) -> usize {
+    let started = Instant::now();
+    loop {
+        let holders: Vec<usize> = (0..cluster.nodes.len())
+            .filter(|&i| cluster.nodes[i].is_running())
+            .filter(|&i| cluster.nodes[i].health().is_ok_and(|s| s.is_primary))
+            .collect();
+        if let [i] = holders[..] {
+            wait_primary(cluster, i);
+            return i;
+        }
+        assert!(started.elapsed() < WAIT, "no primary: {holders:?}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -80,22 +97,24 @@ async fn one_primary_takes_writes_moves_on_promotion_and_on_its_outage() {
     });
     cluster.start_all().unwrap();
     cluster.wait_linked(WAIT).unwrap();
-    // The first successor by name.
-    wait_primary(&cluster, 0);
+    // A successor is elected (the first by name, unless its links were late).
+    let first = wait_any_primary(&cluster);
+    let first_region = cluster.nodes[first].config.region.clone();
 
     // A secondary refuses, naming the primary; nothing is written there.
-    let mut eu = cluster.client(1).await.unwrap();
-    let refused = eu
+    let secondary = (first + 1) % 3;
+    let mut other = cluster.client(secondary).await.unwrap();
+    let refused = other
         .apply_with(b"k", lww("x"), Consistency::Local, new_request_id())
         .await;
     match refused {
         Err(ClientFailure::Server(e)) => {
             assert_eq!(e.code, ErrorCode::NotPrimary);
-            assert_eq!(e.primary.as_deref(), Some("ap-northeast"));
+            assert_eq!(e.primary.as_deref(), Some(first_region.as_str()));
         }
         other => panic!("expected NotPrimary, got {other:?}"),
     }
-    assert!(eu.read(b"k", 0).await.unwrap().is_none());
+    assert!(other.read(b"k", 0).await.unwrap().is_none());
 
     // The routed client, nearest to eu-west, follows the redirect to the primary.
     let mut config = cluster
@@ -107,13 +126,18 @@ async fn one_primary_takes_writes_moves_on_promotion_and_on_its_outage() {
         .apply(b"k", lww("1"), Consistency::Local)
         .await
         .unwrap();
-    assert_eq!(w.region, "ap-northeast");
+    assert_eq!(
+        w.region, first_region,
+        "the routed write followed the redirect"
+    );
 
     // Promotion moves the lease; the old primary refuses writes.
-    admin(&cluster, &["promote", "eu-west"]);
-    wait_primary(&cluster, 1);
-    let mut ap = cluster.client(0).await.unwrap();
-    let refused = ap
+    let promoted = (first + 2) % 3;
+    let promoted_region = cluster.nodes[promoted].config.region.clone();
+    admin(&cluster, &["promote", &promoted_region]);
+    wait_primary(&cluster, promoted);
+    let mut old = cluster.client(first).await.unwrap();
+    let refused = old
         .apply_with(b"k2", lww("x"), Consistency::Local, new_request_id())
         .await;
     assert!(
@@ -124,10 +148,10 @@ async fn one_primary_takes_writes_moves_on_promotion_and_on_its_outage() {
         .apply(b"k", lww("2"), Consistency::Local)
         .await
         .unwrap();
-    assert_eq!(w.region, "eu-west");
+    assert_eq!(w.region, promoted_region);
 
     // The primary dies: after the outage, a successor takes over and writes go there.
-    cluster.nodes[1].kill();
+    cluster.nodes[promoted].kill();
     let started = Instant::now();
     let region = loop {
         match routed.apply(b"k", lww("3"), Consistency::Local).await {
@@ -138,7 +162,7 @@ async fn one_primary_takes_writes_moves_on_promotion_and_on_its_outage() {
             }
         }
     };
-    assert_ne!(region, "eu-west");
+    assert_ne!(region, promoted_region);
     let new_primary = cluster
         .nodes
         .iter()
@@ -146,8 +170,8 @@ async fn one_primary_takes_writes_moves_on_promotion_and_on_its_outage() {
         .unwrap();
     wait_primary(&cluster, new_primary);
 
-    // eu-west returns (a follower now); back to active-active: every region writes.
-    cluster.nodes[1].start().unwrap();
+    // The old primary returns (a follower now); back to active-active: every region writes.
+    cluster.nodes[promoted].start().unwrap();
     cluster.wait_linked(WAIT).unwrap();
     wait_primary(&cluster, new_primary);
     admin(&cluster, &["mode", "active-active"]);
@@ -163,4 +187,10 @@ async fn one_primary_takes_writes_moves_on_promotion_and_on_its_outage() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // The switch outlives a restart, whatever the configuration says.
+    let node = &mut cluster.nodes[promoted];
+    assert!(node.terminate().unwrap().is_some());
+    node.start().unwrap();
+    assert!(node.config.active_passive.enabled);
+    assert_eq!(node.health().unwrap().mode, "active-active");
 }

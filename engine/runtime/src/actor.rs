@@ -50,10 +50,11 @@ pub(crate) enum Event {
     Promote {
         done: tokio::sync::oneshot::Sender<bool>,
     },
-    /// Switch between active-active and active-passive.
+    /// Switch between active-active and active-passive (kept with the data: a restart
+    /// resumes it).
     SetMode {
         active_passive: bool,
-        done: tokio::sync::oneshot::Sender<()>,
+        done: tokio::sync::oneshot::Sender<Result<(), String>>,
     },
     /// Stop the actor.
     Stop,
@@ -168,11 +169,14 @@ pub(crate) fn run(
                 active_passive,
                 done,
             } => {
-                if active_passive != repl.primary_view(now()).is_some() {
+                let kept = engine
+                    .set_setting(MODE_SETTING, mode_name(active_passive).as_bytes())
+                    .map_err(|e| format!("keeping the mode: {e}"));
+                if kept.is_ok() && active_passive != repl.primary_view(now()).is_some() {
                     repl.set_lease(active_passive.then(|| lease.clone()), now());
                     tracing::warn!(active_passive, "replication mode switched");
                 }
-                let _ = done.send(());
+                let _ = done.send(kept);
                 Ok(())
             }
             Event::Stop => break,
@@ -304,6 +308,18 @@ fn next_event(
     })
 }
 
+/// The setting that keeps the mode an operator switched to.
+pub(crate) const MODE_SETTING: &str = "replication_mode";
+
+/// The name of a mode, as kept and shown.
+pub(crate) fn mode_name(active_passive: bool) -> &'static str {
+    if active_passive {
+        "active-passive"
+    } else {
+        "active-active"
+    }
+}
+
 /// Publishes where the lease stands for the client service and the status.
 fn publish_primary(
     repl: &Replicator,
@@ -321,11 +337,7 @@ fn publish_primary(
         .and_then(|v| v.holding_until_ms)
         .map(|ms| start + std::time::Duration::from_millis(ms));
     if let Ok(mut s) = status.lock() {
-        s.mode = if view.is_some() {
-            "active-passive".into()
-        } else {
-            "active-active".into()
-        };
+        s.mode = mode_name(view.is_some()).into();
         s.primary = primary.as_ref().map(|m| m.name.clone());
         s.is_primary = view.is_some_and(|v| v.is_primary);
     }

@@ -333,7 +333,11 @@ impl Runtime {
                 primary: primary_board.clone(),
                 members: cluster_members.clone(),
                 lease: primary::lease_config(&config.active_passive, &cluster_members),
-                active_passive: config.active_passive.enabled,
+                // A mode an operator switched to outlives restarts; else the configuration's.
+                active_passive: match engine.setting(actor::MODE_SETTING) {
+                    Ok(Some(kept)) => kept == actor::mode_name(true).as_bytes(),
+                    _ => config.active_passive.enabled,
+                },
             };
             let engine = engine.clone();
             let repl = Replicator::new(me, repl_config);

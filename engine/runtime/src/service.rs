@@ -394,8 +394,13 @@ impl Service {
             active_passive,
             done,
         };
-        if self.events.send(event).await.is_err() || answer.await.is_err() {
+        if self.events.send(event).await.is_err() {
             return error(ErrorCode::Unavailable, "the node is stopping");
+        }
+        match answer.await {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return error(ErrorCode::Unavailable, why),
+            Err(_) => return error(ErrorCode::Unavailable, "the node is stopping"),
         }
         let mode = if active_passive {
             "active-passive"

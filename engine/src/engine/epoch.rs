@@ -261,7 +261,7 @@ impl Engine {
         wb.put_meta(keys::META_OWN_CONTIGUOUS, &0u64.to_be_bytes());
         wb.commit(true).map_err(|e| {
             inner.poisoned.store(true, Ordering::SeqCst);
-            Error::Storage(e)
+            Error::from(e)
         })?;
         applied.add(Dot::new(old, old_seq));
         own.origin = origin;

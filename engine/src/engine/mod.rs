@@ -35,6 +35,7 @@ mod open;
 mod reads;
 mod remote;
 mod replica_store;
+mod settings;
 mod state_digest;
 mod visibility;
 mod write;
@@ -234,7 +235,7 @@ impl Engine {
             // After a failed write the on-disk state is unknown: refuse further writes.
             self.inner.poisoned.store(true, Ordering::SeqCst);
             tracing::error!(error = %e, member = %self.inner.member, "storage write failed; engine poisoned");
-            Error::Storage(e)
+            Error::from(e)
         })
     }
 

@@ -38,6 +38,15 @@ pub const META_LAYOUT: &[u8] = b"layout";
 
 /// Prefix of the metadata keys holding, per origin, the highest sequence applied in order.
 pub const META_APPLIED_PREFIX: &[u8] = b"applied/";
+/// Prefix of settings kept with the data by the layers above (`Engine::set_setting`).
+pub const META_SETTING_PREFIX: &[u8] = b"setting/";
+
+/// The meta key of setting `name`.
+pub fn setting_key(name: &str) -> Vec<u8> {
+    let mut k = META_SETTING_PREFIX.to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
 
 /// Metadata key of `origin`'s applied sequence number.
 pub fn applied_key(origin: ReplicaId) -> Vec<u8> {
