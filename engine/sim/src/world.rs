@@ -122,6 +122,11 @@ impl World {
             // Back from the dead: an empty disk and a new identity, added to every member list.
             let r = &mut self.regions[i];
             let _ = std::fs::remove_dir_all(&r.dir);
+            // The old disk's last sync point goes with it: a power loss of the new member
+            // must not bring back the old one's directory.
+            if let Some((synced, _)) = r.synced.take() {
+                let _ = std::fs::remove_dir_all(synced);
+            }
             r.incarnation += 1;
             r.dead = false;
             let id = sim_replica(i, r.incarnation);
