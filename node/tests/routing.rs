@@ -24,6 +24,12 @@ const REGIONS: [(&str, &str); 3] = [
     ("apn1", "ap-northeast"),
 ];
 const PLACES: [(f64, f64); 3] = [(53.3, -6.3), (39.0, -77.5), (35.7, 139.7)];
+/// The same regions in name order (the first dials the others).
+const REGIONS_BY_NAME: [(&str, &str); 3] = [
+    ("apn1", "ap-northeast"),
+    ("euw1", "eu-west"),
+    ("use1", "us-east"),
+];
 const WAIT: Duration = Duration::from_secs(30);
 
 fn paris() -> Location {
@@ -325,4 +331,84 @@ async fn regions_learn_where_their_peers_are_from_the_peers() {
     }
     let route = c.route(Some(paris())).await.unwrap();
     assert_eq!(route.region, "eu-west");
+}
+
+/// A real partition (every datagram between one region and the others dropped by relays in
+/// front of the regions, all processes running): within a couple of seconds a `majority`
+/// write on the minority side is refused at once and writes nothing, while the majority side
+/// still takes them; after healing, the minority side takes them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn majority_writes_fail_fast_on_the_minority_side_of_a_partition() {
+    let mut cluster = Cluster::prepare(CLUSTER, &REGIONS_BY_NAME, &["t"]).unwrap();
+    cluster.run_with(std::path::Path::new(BIN));
+    cluster.pick_ports().unwrap();
+    // apn1 sorts first and dials the others; euw1 dials use1: every link passes a relay in
+    // front of euw1 or use1.
+    let mut relays = Vec::new();
+    for node in &mut cluster.nodes[1..] {
+        let relay = meridian_tests::DelayProxy::start(node.config.listen, Duration::from_millis(1))
+            .await
+            .unwrap();
+        node.config.advertise = Some(relay.front());
+        relays.push(relay);
+    }
+    cluster.wire_peers();
+    for node in &mut cluster.nodes {
+        node.start().unwrap();
+    }
+    cluster.wait_linked(WAIT).unwrap();
+    let put = |i: usize, key: &'static [u8]| {
+        let cluster = &cluster;
+        async move {
+            let mut c = cluster.client(i).await.unwrap();
+            c.apply_with(key, lww("v"), Consistency::Majority, new_request_id())
+                .await
+                .map(|_| ())
+        }
+    };
+    put(0, b"before").await.unwrap();
+
+    let minority = cluster.nodes[0].config.listen;
+    for relay in &relays {
+        relay.set_blocked(minority, true);
+    }
+    // The minority side notices the silence within a few seconds and then refuses at once.
+    let started = Instant::now();
+    loop {
+        let asked = Instant::now();
+        match put(0, b"minority").await {
+            Err(ClientFailure::Server(e)) if e.code == ErrorCode::Unavailable => {
+                assert!(asked.elapsed() < Duration::from_secs(1), "refused at once");
+                break;
+            }
+            // Before the silence is noticed the write waits, and its outcome is unknown.
+            Err(ClientFailure::Server(e)) if e.code == ErrorCode::Unknown => {}
+            other => panic!("a majority write on the minority side: {other:?}"),
+        }
+        assert!(started.elapsed() < WAIT, "never refused");
+    }
+    put(1, b"majority").await.unwrap();
+    let mut c0 = cluster.client(0).await.unwrap();
+    let refused = c0
+        .apply_with(
+            b"refused",
+            lww("v"),
+            Consistency::Majority,
+            new_request_id(),
+        )
+        .await;
+    assert!(matches!(&refused, Err(ClientFailure::Server(e)) if e.code == ErrorCode::Unavailable));
+    assert!(
+        c0.read(b"refused", 0).await.unwrap().is_none(),
+        "nothing written"
+    );
+
+    for relay in &relays {
+        relay.set_blocked(minority, false);
+    }
+    let started = Instant::now();
+    while put(0, b"healed").await.is_err() {
+        assert!(started.elapsed() < WAIT, "the minority side never healed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

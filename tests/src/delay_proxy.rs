@@ -32,7 +32,11 @@ pub struct DelayProxy {
     front: SocketAddr,
     _tasks: JoinSet<()>,
     sessions: Arc<Mutex<Vec<AbortHandle>>>,
+    blocked: Blocked,
 }
+
+/// Clients whose datagrams are dropped both ways (a partition).
+type Blocked = Arc<Mutex<Vec<SocketAddr>>>;
 
 impl Drop for DelayProxy {
     fn drop(&mut self) {
@@ -54,6 +58,7 @@ impl DelayProxy {
     pub async fn start(upstream: SocketAddr, one_way: Duration) -> std::io::Result<DelayProxy> {
         let front = Arc::new(loopback_socket()?);
         let sessions: Sessions = Arc::default();
+        let blocked: Blocked = Arc::default();
         let session_tasks: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let to_upstream = Arc::new(Queue::default());
         let to_client = Arc::new(Queue::default());
@@ -63,9 +68,13 @@ impl DelayProxy {
             let (front, queue) = (front.clone(), to_upstream.clone());
             let (sessions, session_tasks, replies) =
                 (sessions.clone(), session_tasks.clone(), to_client.clone());
+            let blocked = blocked.clone();
             tasks.spawn(async move {
                 let mut buf = vec![0u8; DATAGRAM_MAX];
                 while let Ok((n, from)) = front.recv_from(&mut buf).await {
+                    if lock(&blocked).contains(&from) {
+                        continue;
+                    }
                     let known = lock(&sessions).contains_key(&from);
                     if !known {
                         let Some(back) = open_session(upstream, from, &sessions).await else {
@@ -87,16 +96,32 @@ impl DelayProxy {
                 }
             }
         });
-        tasks.spawn(async move {
-            while let Some((to, datagram)) = to_client.pop_due().await {
-                let _ = front.send_to(&datagram, to).await;
-            }
-        });
+        {
+            let blocked = blocked.clone();
+            tasks.spawn(async move {
+                while let Some((to, datagram)) = to_client.pop_due().await {
+                    if !lock(&blocked).contains(&to) {
+                        let _ = front.send_to(&datagram, to).await;
+                    }
+                }
+            });
+        }
         Ok(DelayProxy {
             front: front_addr,
             _tasks: tasks,
             sessions: session_tasks,
+            blocked,
         })
+    }
+
+    /// Drops everything from and to `client` (`true`), or relays it again (`false`): a
+    /// partition between that client and the upstream.
+    pub fn set_blocked(&self, client: SocketAddr, blocked: bool) {
+        let mut list = lock(&self.blocked);
+        list.retain(|c| *c != client);
+        if blocked {
+            list.push(client);
+        }
     }
 
     /// The address clients send to.

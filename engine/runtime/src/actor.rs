@@ -64,7 +64,14 @@ struct Link {
     name: String,
     region: String,
     out: LinkSender,
+    /// When a frame last arrived on it (or it came up).
+    last_heard: Instant,
 }
+
+/// Silence after which a peer counts as unreachable for writes that need other regions
+/// (heartbeats come every half second; QUIC's idle timeout, which closes the link, is 10 s):
+/// a write asking for a majority on the minority side of a partition is refused at once.
+const PEER_SILENCE_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the actor shares with the rest of the runtime, and the lease it runs.
 pub(crate) struct Shared {
@@ -122,7 +129,15 @@ pub(crate) fn run(
                 out,
             } => {
                 tracing::info!(peer = %name, %region, "replication link up");
-                links.insert(peer, Link { name, region, out });
+                links.insert(
+                    peer,
+                    Link {
+                        name,
+                        region,
+                        out,
+                        last_heard: Instant::now(),
+                    },
+                );
                 repl.connected(peer, member, &engine, now());
                 Ok(())
             }
@@ -141,6 +156,9 @@ pub(crate) fn run(
             } => {
                 metrics::counter!("meridian_replication_bytes_received_total")
                     .increment(len as u64);
+                if let Some(link) = links.get_mut(&peer) {
+                    link.last_heard = Instant::now();
+                }
                 let handled = repl.handle_inbound(peer, inbound, &engine, now());
                 drop(permit);
                 handled
@@ -359,7 +377,8 @@ fn report_regions(repl: &Replicator, links: &BTreeMap<LinkId, Link>, regions: &R
             let Some(view) = views.iter_mut().find(|v| v.entry.name == link.name) else {
                 continue;
             };
-            view.entry.reachable = p.replica().is_some();
+            view.entry.reachable =
+                p.replica().is_some() && link.last_heard.elapsed() < PEER_SILENCE_MAX;
             view.sample_rtt(p.rtt_ms);
             view.acked.join(&p.acked);
             // What the peer says of its own region wins over this node's configuration.
