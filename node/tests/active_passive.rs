@@ -100,6 +100,7 @@ async fn one_primary_takes_writes_moves_on_promotion_and_on_its_outage() {
     // A successor is elected (the first by name, unless its links were late).
     let first = wait_any_primary(&cluster);
     let first_region = cluster.nodes[first].config.region.clone();
+    let first_name = cluster.nodes[first].name().to_string();
 
     // A secondary refuses, naming the primary; nothing is written there.
     let secondary = (first + 1) % 3;
@@ -110,7 +111,7 @@ async fn one_primary_takes_writes_moves_on_promotion_and_on_its_outage() {
     match refused {
         Err(ClientFailure::Server(e)) => {
             assert_eq!(e.code, ErrorCode::NotPrimary);
-            assert_eq!(e.primary.as_deref(), Some(first_region.as_str()));
+            assert_eq!(e.primary.as_deref(), Some(first_name.as_str()));
         }
         other => panic!("expected NotPrimary, got {other:?}"),
     }

@@ -192,7 +192,14 @@ fn write_seed_corpus() {
         Frame::AeAck { round: 1, chunk: 0 }.encode(),
         Frame::Ping { sent_ms: 5 }.encode(),
         Frame::Pong { sent_ms: 5 }.encode(),
-        Frame::Lease(meridian::lease::LeaseMessage::Request { term: 3, round: 2 }).encode(),
+        Frame::Lease(meridian::lease::LeaseMessage::Request {
+            term: 3,
+            round: 2,
+            session: 9,
+            lease_ms: 4_000,
+            members: 77,
+        })
+        .encode(),
         Frame::About(meridian::replication::RegionAbout {
             location: meridian::routing::Location::new(53.3, -6.3),
             address: Some("127.0.0.1:7001".into()),
@@ -201,6 +208,7 @@ fn write_seed_corpus() {
         Frame::Lease(meridian::lease::LeaseMessage::Reply {
             term: 3,
             round: 2,
+            session: 9,
             granted: true,
             holder: Some(ReplicaId(7)),
             highest_term: 4,
@@ -208,6 +216,7 @@ fn write_seed_corpus() {
         .encode(),
         Frame::Lease(meridian::lease::LeaseMessage::StepDown {
             successor: ReplicaId(2),
+            term: 5,
         })
         .encode(),
         encode_entries(ReplicaId(7), &[(1, &records[..3]), (2, &records[3..])]),

@@ -380,7 +380,8 @@ fn report_regions(repl: &Replicator, links: &BTreeMap<LinkId, Link>, regions: &R
             view.entry.reachable =
                 p.replica().is_some() && link.last_heard.elapsed() < PEER_SILENCE_MAX;
             view.sample_rtt(p.rtt_ms);
-            view.acked.join(&p.acked);
+            // What the peer reports now (a peer that lost data reports less than before).
+            view.acked = p.acked.clone();
             // What the peer says of its own region wins over this node's configuration.
             if let Some(about) = &p.about {
                 if about.location.is_some() {

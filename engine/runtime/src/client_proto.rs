@@ -148,7 +148,7 @@ pub enum ErrorCode {
     /// before the wait ended. It is never rolled back: it still reaches every region.
     Unknown,
     /// Active-passive mode: this region does not hold the primary's lease; `primary` names
-    /// the one that does, when known. Nothing was written.
+    /// the replica that does, when known. Nothing was written.
     NotPrimary,
 }
 
@@ -161,7 +161,7 @@ pub struct ClientError {
     pub message: String,
     /// When to retry, for `RateLimited`.
     pub retry_after_ms: Option<u64>,
-    /// The region that takes writes, for `NotPrimary` (when this node knows it).
+    /// The replica (its name) that takes writes, for `NotPrimary` (when this node knows it).
     pub primary: Option<String>,
 }
 

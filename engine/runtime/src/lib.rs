@@ -314,16 +314,19 @@ impl Runtime {
             }));
         }
         let regions = Arc::new(regions::RegionBoard::new(&config, endpoint.local_addr()?));
-        let primary_board = Arc::new(primary::PrimaryBoard::default());
+        // A mode an operator switched to outlives restarts; else the configuration's.
+        let active_passive = match engine.setting(actor::MODE_SETTING) {
+            Ok(Some(kept)) => kept == actor::mode_name(true).as_bytes(),
+            _ => config.active_passive.enabled,
+        };
+        let primary_board = Arc::new(primary::PrimaryBoard::new(active_passive));
         let cluster_members: Vec<primary::Member> = std::iter::once(primary::Member {
             id: me,
             name: config.name.clone(),
-            region: config.region.clone(),
         })
         .chain(config.peers.iter().map(|p| primary::Member {
             id: replica_id_for(&config.cluster, &p.name, p.incarnation),
             name: p.name.clone(),
-            region: p.region.clone(),
         }))
         .collect();
         let actor = {
@@ -333,11 +336,7 @@ impl Runtime {
                 primary: primary_board.clone(),
                 members: cluster_members.clone(),
                 lease: primary::lease_config(&config.active_passive, &cluster_members),
-                // A mode an operator switched to outlives restarts; else the configuration's.
-                active_passive: match engine.setting(actor::MODE_SETTING) {
-                    Ok(Some(kept)) => kept == actor::mode_name(true).as_bytes(),
-                    _ => config.active_passive.enabled,
-                },
+                active_passive,
             };
             let engine = engine.clone();
             let repl = Replicator::new(me, repl_config);

@@ -6,14 +6,13 @@ use crate::node_config::ActivePassive;
 use meridian::lease::LeaseConfig;
 use meridian::ReplicaId;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// A replica of the cluster: its member id, name and region.
+/// A replica of the cluster: its member id and name.
 #[derive(Clone, Debug)]
 pub(crate) struct Member {
     pub id: ReplicaId,
     pub name: String,
-    pub region: String,
 }
 
 /// The lease's settings for `members` (this replica first).
@@ -53,30 +52,47 @@ pub(crate) struct PrimaryState {
     pub primary: Option<Member>,
 }
 
+/// A write is taken only while the lease runs at least this much longer: it is checked
+/// when the request arrives and again just before the engine commits, and the commit itself
+/// takes time.
+const COMMIT_MARGIN: Duration = Duration::from_millis(100);
+
 /// Shared between the actor (which writes) and the service (which reads).
-#[derive(Default)]
 pub(crate) struct PrimaryBoard(Mutex<PrimaryState>);
 
 impl PrimaryBoard {
+    /// A board in the mode the node starts in, holding nothing yet (a request that arrives
+    /// before the actor's first word is refused in active-passive mode).
+    pub fn new(active_passive: bool) -> PrimaryBoard {
+        PrimaryBoard(Mutex::new(PrimaryState {
+            active_passive,
+            ..PrimaryState::default()
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PrimaryState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The latest state.
     pub fn get(&self) -> PrimaryState {
-        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+        self.lock().clone()
     }
 
     /// Replaces the state.
     pub fn set(&self, state: PrimaryState) {
-        if let Ok(mut s) = self.0.lock() {
-            *s = state;
-        }
+        *self.lock() = state;
     }
 
-    /// Whether a write may be taken now; if not, the primary's region, when known.
+    /// Whether a write may be taken now (the lease runs at least `COMMIT_MARGIN` longer);
+    /// if not, the primary's replica name, when known.
     pub fn may_write(&self) -> Result<(), Option<String>> {
         let state = self.get();
-        if !state.active_passive || state.holding_until.is_some_and(|u| Instant::now() < u) {
+        let runs = |until: Instant| Instant::now() + COMMIT_MARGIN < until;
+        if !state.active_passive || state.holding_until.is_some_and(runs) {
             Ok(())
         } else {
-            Err(state.primary.map(|m| m.region))
+            Err(state.primary.map(|m| m.name))
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Writes this node applied recently, by client identity and request id: a retried write (the
 //! client did not learn the first outcome) gets the first write's token instead of being
-//! applied twice here. Bounded: the least recently used ids go first.
+//! applied twice here. Bounded: the least recently used of the last 65,536 applied ids go
+//! first (ids are not kept across restarts); ids being applied are never evicted.
 
 use crate::client_proto::RequestId;
 use hashlink::LruCache;
@@ -15,15 +16,6 @@ const RECENT_WRITES_MAX: usize = 65_536;
 /// The id of a write that asks for no deduplication.
 pub(crate) const NO_ID: RequestId = [0; 16];
 
-/// Where a write with a given id stands here.
-#[derive(Clone, Debug)]
-enum Slot {
-    /// Being applied by an earlier request.
-    InFlight,
-    /// Applied, under this token.
-    Done(CausalToken),
-}
-
 /// What a write request should do.
 pub(crate) enum Claim<'a> {
     /// Apply it, then report through the guard.
@@ -32,23 +24,41 @@ pub(crate) enum Claim<'a> {
     Applied(CausalToken),
 }
 
-/// The recent writes of every client of this node.
+/// The recent writes of every client of this node: those applied in a bounded LRU, those
+/// being applied beside it (bounded by the requests a node serves at once, never evicted).
 pub(crate) struct RecentWrites {
-    slots: Mutex<LruCache<(String, RequestId), Slot>>,
+    slots: Mutex<Slots>,
     settled: Notify,
+}
+
+/// What the record holds.
+struct Slots {
+    done: LruCache<(String, RequestId), CausalToken>,
+    in_flight: std::collections::HashSet<(String, RequestId)>,
 }
 
 impl RecentWrites {
     /// An empty record.
     pub fn new() -> RecentWrites {
         RecentWrites {
-            slots: Mutex::new(LruCache::new(RECENT_WRITES_MAX)),
+            slots: Mutex::new(Slots {
+                done: LruCache::new(RECENT_WRITES_MAX),
+                in_flight: Default::default(),
+            }),
             settled: Notify::new(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<(String, RequestId), Slot>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The token of write `id` of client `who`, if this node applied it.
+    pub fn applied(&self, who: &str, id: RequestId) -> Option<CausalToken> {
+        if id == NO_ID {
+            return None;
+        }
+        self.lock().done.get(&(who.to_string(), id)).cloned()
     }
 
     /// Claims write `id` of client `who`: to apply it, or its earlier token; an earlier
@@ -68,16 +78,14 @@ impl RecentWrites {
             notified.as_mut().enable();
             {
                 let mut slots = self.lock();
-                match slots.get(&key) {
-                    None => {
-                        slots.insert(key.clone(), Slot::InFlight);
-                        return Some(Claim::Apply(Pending {
-                            writes: self,
-                            key: Some(key),
-                        }));
-                    }
-                    Some(Slot::Done(token)) => return Some(Claim::Applied(token.clone())),
-                    Some(Slot::InFlight) => {}
+                if let Some(token) = slots.done.get(&key) {
+                    return Some(Claim::Applied(token.clone()));
+                }
+                if slots.in_flight.insert(key.clone()) {
+                    return Some(Claim::Apply(Pending {
+                        writes: self,
+                        key: Some(key),
+                    }));
                 }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -98,7 +106,10 @@ impl Pending<'_> {
     /// The write was made under `token`.
     pub fn applied(mut self, token: &CausalToken) {
         if let Some(key) = self.key.take() {
-            self.writes.lock().insert(key, Slot::Done(token.clone()));
+            let mut slots = self.writes.lock();
+            slots.in_flight.remove(&key);
+            slots.done.insert(key, token.clone());
+            drop(slots);
             self.writes.settled.notify_waiters();
         }
     }
@@ -107,7 +118,7 @@ impl Pending<'_> {
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            self.writes.lock().remove(&key);
+            self.writes.lock().in_flight.remove(&key);
             self.writes.settled.notify_waiters();
         }
     }
@@ -141,6 +152,8 @@ mod tests {
             writes.claim("c", [1; 16], wait).await,
             Some(Claim::Applied(t)) if t == token()
         ));
+        assert_eq!(writes.applied("c", [1; 16]), Some(token()));
+        assert_eq!(writes.applied("d", [9; 16]), None);
         // A write that failed is released.
         let Some(Claim::Apply(failed)) = writes.claim("c", [2; 16], wait).await else {
             panic!("applies");

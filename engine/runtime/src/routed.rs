@@ -21,6 +21,7 @@ use meridian::routing::{
 };
 use meridian::Read;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -471,13 +472,22 @@ impl RoutedClient {
             }
             why.push(reason);
         }
+        if attempts.lost_an_answer() {
+            return Err(RoutedError::Unknown {
+                region: "some region".into(),
+                message: format!(
+                    "an answer was lost and no other region took the write: {}",
+                    why.join("; ")
+                ),
+            });
+        }
         Err(RoutedError::NoRegion(why.join("; ")))
     }
 
-    /// The index of the region named `region`.
-    fn region_index(&self, region: &Option<String>) -> Option<usize> {
-        let region = region.as_deref()?;
-        self.regions.iter().position(|r| r.entry.region == region)
+    /// The index of the replica a `NotPrimary` answer names.
+    fn region_index(&self, primary: &Option<String>) -> Option<usize> {
+        let primary = primary.as_deref()?;
+        self.regions.iter().position(|r| r.entry.name == primary)
     }
 
     /// Reads `key` in the nearest region that has applied this session's writes (each region
@@ -491,10 +501,15 @@ impl RoutedClient {
     /// gathered at once, are what the serving region must cover (it waits for replication to
     /// bring what it lacks), with this session's writes.
     pub async fn read_majority(&mut self, key: &[u8]) -> Result<Option<Read>, RoutedError> {
-        let needed = self.regions.len() / 2 + 1;
-        let plan = self.plan();
+        // Writes count regions (a region holds a write when one of its replicas does), so a
+        // region counts here when every replica of it answered.
+        let mut replicas_of: BTreeMap<String, usize> = BTreeMap::new();
+        for r in &self.regions {
+            *replicas_of.entry(r.entry.region.clone()).or_default() += 1;
+        }
+        let needed = replicas_of.len() / 2 + 1;
         let mut gathered = Vec::new();
-        for &i in &plan {
+        for i in 0..self.regions.len() {
             if let Ok(c) = self.conn(i).await {
                 gathered.push((i, c));
             } else {
@@ -507,24 +522,33 @@ impl RoutedClient {
             asks.spawn(async move { (i, tokio::time::timeout(timeout, c.applied()).await) });
         }
         let mut seen = VersionVector::new();
-        let mut answered = 0;
+        let mut answered: BTreeMap<String, usize> = BTreeMap::new();
+        let covered = |answered: &BTreeMap<String, usize>| {
+            answered
+                .iter()
+                .filter(|(region, n)| replicas_of.get(*region) == Some(n))
+                .count()
+        };
         while let Some(joined) = asks.join_next().await {
             let Ok((i, outcome)) = joined else { continue };
             match outcome {
                 Ok(Ok(applied)) => {
                     self.regions[i].breaker.on_success();
                     seen.join(&applied);
-                    answered += 1;
-                    if answered >= needed {
+                    *answered
+                        .entry(self.regions[i].entry.region.clone())
+                        .or_default() += 1;
+                    if covered(&answered) >= needed {
                         break;
                     }
                 }
                 _ => self.failed(i),
             }
         }
-        if answered < needed {
+        let covered = covered(&answered);
+        if covered < needed {
             return Err(RoutedError::NoRegion(format!(
-                "a majority read needs {needed} regions; {answered} answered"
+                "a majority read needs every replica of {needed} regions; {covered} regions answered whole"
             )));
         }
         let mut token = self.token.clone();
@@ -617,10 +641,23 @@ impl RoutedClient {
         };
         let backup = ask(second, request.clone());
         tokio::pin!(backup);
-        tokio::select! {
-            answer = &mut primary => (self.settle(i, answer), true),
-            answer = &mut backup => (self.settle(j, answer), true),
+        // The first answer that serves wins; a failure waits for the other one.
+        let (first_done, answer) = tokio::select! {
+            answer = &mut primary => (i, answer),
+            answer = &mut backup => (j, answer),
+        };
+        let other = if first_done == i { j } else { i };
+        let attempt = self.settle(first_done, answer);
+        if matches!(attempt, Attempt::Done(_) | Attempt::Fail(_)) {
+            self.regions[other].breaker.abandon();
+            return (attempt, true);
         }
+        let answer = if other == i {
+            primary.await
+        } else {
+            backup.await
+        };
+        (self.settle(other, answer), true)
     }
 
     /// Sorts an answer from region `i`, keeping its breaker.
@@ -652,10 +689,13 @@ impl RoutedClient {
                     self.regions[i].breaker.on_success();
                     Attempt::Redirect(format!("{name}: {}", e.message), e.primary)
                 }
-                ErrorCode::Unknown => Attempt::Fail(RoutedError::Unknown {
-                    region: name,
-                    message: e.message,
-                }),
+                ErrorCode::Unknown => {
+                    self.regions[i].breaker.on_success();
+                    Attempt::Fail(RoutedError::Unknown {
+                        region: name,
+                        message: e.message,
+                    })
+                }
                 _ => {
                     self.regions[i].breaker.on_success();
                     Attempt::Fail(RoutedError::Refused {
@@ -672,10 +712,14 @@ impl RoutedClient {
                 self.failed(i);
                 Attempt::Lost(format!("{name}: {e}"))
             }
-            Ok(Err(e)) => Attempt::Fail(RoutedError::Refused {
-                region: name,
-                failure: e,
-            }),
+            Ok(Err(e)) => {
+                // Refused by the client itself (too large, an answer it cannot read).
+                self.regions[i].breaker.abandon();
+                Attempt::Fail(RoutedError::Refused {
+                    region: name,
+                    failure: e,
+                })
+            }
             Err(_) => {
                 self.failed(i);
                 Attempt::Lost(format!("{name}: no answer in time"))

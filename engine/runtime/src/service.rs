@@ -295,17 +295,6 @@ impl Service {
         consistency: Consistency,
         request: ClientRequest,
     ) -> ClientResponse {
-        if let Err(primary) = self.primary.may_write() {
-            metrics::counter!("meridian_client_writes_refused_total", "reason" => "not_primary")
-                .increment(1);
-            let named = primary.as_deref().unwrap_or("not known yet");
-            return ClientResponse::Error(ClientError {
-                code: ErrorCode::NotPrimary,
-                message: format!("active-passive: this region is not the primary (primary: {named}); nothing was written"),
-                retry_after_ms: None,
-                primary,
-            });
-        }
         let regions = self.regions.region_count();
         let needed = consistency.regions_needed(regions);
         if needed > regions {
@@ -314,39 +303,18 @@ impl Service {
                 format!("the write asks for {needed} regions; the cluster has {regions}"),
             );
         }
-        let reachable = self.regions.reachable_regions();
-        if needed > reachable {
-            metrics::counter!("meridian_client_writes_refused_total", "reason" => "unavailable")
-                .increment(1);
-            return error(
-                ErrorCode::Unavailable,
-                format!(
-                    "the write asks for {needed} regions; {reachable} of {regions} are reachable from here: nothing was written"
-                ),
-            );
-        }
-        let token = match self.recent.claim(who, id, DURABLE_WAIT).await {
-            None => {
-                return error(
-                    ErrorCode::Unavailable,
-                    "an earlier request with this id is still being applied here",
-                )
-            }
-            Some(Claim::Applied(token)) => {
+        // A retry of a write applied here gets its token, whatever changed since (the lease,
+        // the links): answering "nothing was written" would make the client apply it again
+        // elsewhere.
+        let token = match self.recent.applied(who, id) {
+            Some(token) => {
                 metrics::counter!("meridian_client_writes_deduplicated_total").increment(1);
                 token
             }
-            Some(Claim::Apply(pending)) => {
-                let engine = self.engine.clone();
-                let outcome = tokio::task::spawn_blocking(move || execute(&engine, request)).await;
-                match outcome.unwrap_or_else(|e| error(ErrorCode::Unavailable, e.to_string())) {
-                    ClientResponse::Written { token, .. } => {
-                        pending.applied(&token);
-                        token
-                    }
-                    other => return other,
-                }
-            }
+            None => match self.apply_once(who, id, needed, regions, request).await {
+                Ok(token) => token,
+                Err(refused) => return refused,
+            },
         };
         let deadline = tokio::time::Instant::now() + DURABLE_WAIT;
         let durable = if needed > 1 {
@@ -412,6 +380,59 @@ impl Service {
         }
     }
 
+    /// Applies a write not applied here yet: refused (nothing written) when this node is not
+    /// the primary or too few regions are reachable; the lease is checked again just before
+    /// the engine commits.
+    async fn apply_once(
+        &self,
+        who: &str,
+        id: RequestId,
+        needed: usize,
+        regions: usize,
+        request: ClientRequest,
+    ) -> Result<meridian::CausalToken, ClientResponse> {
+        self.primary.may_write().map_err(not_primary)?;
+        let reachable = self.regions.reachable_regions();
+        if needed > reachable {
+            metrics::counter!("meridian_client_writes_refused_total", "reason" => "unavailable")
+                .increment(1);
+            return Err(error(
+                ErrorCode::Unavailable,
+                format!(
+                    "the write asks for {needed} regions; {reachable} of {regions} are reachable from here: nothing was written"
+                ),
+            ));
+        }
+        match self.recent.claim(who, id, DURABLE_WAIT).await {
+            None => Err(error(
+                ErrorCode::Unavailable,
+                "an earlier request with this id is still being applied here",
+            )),
+            Some(Claim::Applied(token)) => {
+                metrics::counter!("meridian_client_writes_deduplicated_total").increment(1);
+                Ok(token)
+            }
+            Some(Claim::Apply(pending)) => {
+                let engine = self.engine.clone();
+                let primary = self.primary.clone();
+                let outcome = tokio::task::spawn_blocking(move || match primary.may_write() {
+                    Ok(()) => execute(&engine, request),
+                    Err(holder) => not_primary(holder),
+                })
+                .await;
+                let response =
+                    outcome.unwrap_or_else(|e| error(ErrorCode::Unavailable, e.to_string()));
+                match response {
+                    ClientResponse::Written { token, .. } => {
+                        pending.applied(&token);
+                        Ok(token)
+                    }
+                    other => Err(other),
+                }
+            }
+        }
+    }
+
     /// Waits, without a thread, until the engine covers `token` or `wait` passes.
     async fn wait_covers(&self, token: &CausalToken, wait: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + wait;
@@ -460,6 +481,21 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// The answer of a node that is not the primary (`primary`: the replica that is, if known).
+fn not_primary(primary: Option<String>) -> ClientResponse {
+    metrics::counter!("meridian_client_writes_refused_total", "reason" => "not_primary")
+        .increment(1);
+    let named = primary.as_deref().unwrap_or("not known yet");
+    ClientResponse::Error(ClientError {
+        code: ErrorCode::NotPrimary,
+        message: format!(
+            "active-passive: this region is not the primary (primary: {named}); nothing was written"
+        ),
+        retry_after_ms: None,
+        primary,
+    })
+}
+
 /// The role a request needs.
 fn needed_role(request: &ClientRequest) -> Role {
     match request {
@@ -499,17 +535,26 @@ fn from_engine(e: Error) -> ClientResponse {
     error(code, e.to_string())
 }
 
+/// A failed write's answer: a storage failure may have left the batch written (the engine
+/// then refuses every later write), so its outcome is unknown.
+fn from_failed_write(e: Error) -> ClientResponse {
+    match e {
+        Error::Storage(_) => error(ErrorCode::Unknown, e.to_string()),
+        e => from_engine(e),
+    }
+}
+
 fn execute(engine: &Engine, request: ClientRequest) -> ClientResponse {
     match request {
         ClientRequest::Apply { key, op, .. } => match engine.apply(&key, op) {
             Ok(token) => ClientResponse::Written { token, regions: 1 },
-            Err(e) => from_engine(e),
+            Err(e) => from_failed_write(e),
         },
         ClientRequest::Write { ops, .. } => {
             let batch = ops.into_iter().fold(Batch::new(), |b, (k, op)| b.op(k, op));
             match engine.write(batch) {
                 Ok(token) => ClientResponse::Written { token, regions: 1 },
-                Err(e) => from_engine(e),
+                Err(e) => from_failed_write(e),
             }
         }
         // A token was waited for before: the read itself does not wait.

@@ -172,10 +172,12 @@ impl World {
     fn start(&mut self, i: usize, real: u64) {
         let clock = self.new_clock(self.config.drift_ppm);
         self.regions[i].clock = clock;
+        let session = self.rng.next_u64();
         self.regions[i].keeper = Some(LeaseKeeper::new(
             member(i),
             self.config.clone(),
             clock.local(real),
+            session,
         ));
     }
 

@@ -21,8 +21,21 @@ pub enum Role {
 struct Promise {
     term: u64,
     candidate: ReplicaId,
+    /// The candidate's process.
+    session: u64,
     /// On this member's clock.
     until_ms: u64,
+}
+
+/// A request as a voter sees it.
+#[derive(Clone, Copy, Debug)]
+struct Asked {
+    candidate: ReplicaId,
+    session: u64,
+    term: u64,
+    round: u64,
+    lease_ms: u64,
+    members: u64,
 }
 
 /// A round of requests out (an acquisition or a renewal).
@@ -38,7 +51,11 @@ struct Round {
 #[derive(Debug)]
 pub struct LeaseKeeper {
     me: ReplicaId,
+    /// This process (random, drawn by the caller).
+    session: u64,
     config: LeaseConfig,
+    /// `config.members_digest()`.
+    members: u64,
     /// When this keeper started (its clock).
     started_ms: u64,
     /// It grants nothing before this: promises of a life before a restart may still run.
@@ -64,11 +81,14 @@ pub struct LeaseKeeper {
 }
 
 impl LeaseKeeper {
-    /// A member starting (or restarting: it keeps no state) at `now_ms` on its clock.
-    pub fn new(me: ReplicaId, config: LeaseConfig, now_ms: u64) -> LeaseKeeper {
+    /// A member starting (or restarting: it keeps no state) at `now_ms` on its clock, as
+    /// process `session` (random: a restarted member must not reuse it).
+    pub fn new(me: ReplicaId, config: LeaseConfig, now_ms: u64, session: u64) -> LeaseKeeper {
         let quiet_until_ms = now_ms + config.quiet_ms();
         LeaseKeeper {
             me,
+            session,
+            members: config.members_digest(),
             started_ms: now_ms,
             quiet_until_ms,
             highest_term: 0,
@@ -170,9 +190,9 @@ impl LeaseKeeper {
                 if !renewal {
                     // The promises this attempt did get are given back, so that voters can
                     // promise the holder (or the next candidate) at once.
-                    let me = self.me;
-                    self.release_promise(me, term, now_ms);
-                    self.broadcast(LeaseMessage::Release { term });
+                    let (me, session) = (self.me, self.session);
+                    self.release_promise(me, session, term, now_ms);
+                    self.broadcast(LeaseMessage::Release { term, session });
                 }
             }
         }
@@ -191,8 +211,22 @@ impl LeaseKeeper {
     /// Handles a message from member `from`.
     pub fn handle(&mut self, from: ReplicaId, message: LeaseMessage, now_ms: u64) {
         match message {
-            LeaseMessage::Request { term, round } => {
-                let reply = self.vote(from, term, round, now_ms);
+            LeaseMessage::Request {
+                term,
+                round,
+                session,
+                lease_ms,
+                members,
+            } => {
+                let asked = Asked {
+                    candidate: from,
+                    session,
+                    term,
+                    round,
+                    lease_ms,
+                    members,
+                };
+                let reply = self.vote(asked, now_ms);
                 if from == self.me {
                     self.handle(from, reply, now_ms);
                 } else {
@@ -205,12 +239,17 @@ impl LeaseKeeper {
             LeaseMessage::Reply {
                 term,
                 round,
+                session,
                 granted,
                 holder,
                 highest_term,
-            } => self.on_reply(from, term, round, granted, holder, highest_term, now_ms),
-            LeaseMessage::Release { term } => {
-                self.release_promise(from, term, now_ms);
+            } => {
+                if session == self.session && self.config.members.contains(&from) {
+                    self.on_reply(from, term, round, granted, holder, highest_term, now_ms)
+                }
+            }
+            LeaseMessage::Release { term, session } => {
+                self.release_promise(from, session, term, now_ms);
                 if self.known_holder == Some(from) {
                     self.known_holder = None;
                     self.last_heard_ms = now_ms;
@@ -221,22 +260,35 @@ impl LeaseKeeper {
                     self.start_round(now_ms, false);
                 }
             }
-            LeaseMessage::StepDown { successor } => {
-                if successor != self.me {
+            LeaseMessage::StepDown { successor, term } => {
+                // A promotion that started before this member's current term is stale.
+                if successor != self.me && term > self.term {
                     self.step_down(now_ms);
                 }
             }
         }
     }
 
-    /// A voter's answer to `candidate`'s request.
-    fn vote(&mut self, candidate: ReplicaId, term: u64, round: u64, now_ms: u64) -> LeaseMessage {
+    /// A voter's answer to a request.
+    fn vote(&mut self, asked: Asked, now_ms: u64) -> LeaseMessage {
+        let Asked {
+            candidate,
+            session,
+            term,
+            round,
+            lease_ms,
+            members,
+        } = asked;
         let live = self.promise.filter(|p| now_ms < p.until_ms);
+        if members != self.members {
+            tracing::warn!(%candidate, "a lease request counts a majority of another member list: refused (are the nodes configured alike?)");
+        }
         let granted = now_ms >= self.quiet_until_ms
             && self.config.members.contains(&candidate)
+            && members == self.members
             && match live {
-                // Renewal by the member promised: whatever terms others have tried since.
-                Some(p) if p.candidate == candidate => term >= p.term,
+                // Renewal by the process promised: whatever terms others have tried since.
+                Some(p) if p.candidate == candidate && p.session == session => term >= p.term,
                 // The fence: nobody else while a promise runs.
                 Some(_) => false,
                 // Terms do not fence (promises do): a holder whose promise here ran out
@@ -253,7 +305,9 @@ impl LeaseKeeper {
             self.promise = Some(Promise {
                 term,
                 candidate,
-                until_ms: now_ms + self.config.lease_ms,
+                session,
+                // At least as long as the candidate counts on.
+                until_ms: now_ms + self.config.lease_ms.max(lease_ms),
             });
             if candidate != self.me {
                 self.last_heard_ms = now_ms;
@@ -262,6 +316,7 @@ impl LeaseKeeper {
         LeaseMessage::Reply {
             term,
             round,
+            session,
             granted,
             holder: self
                 .promise
@@ -319,9 +374,9 @@ impl LeaseKeeper {
         let attempting = self.pending.take().is_some();
         self.promoting = false;
         if was_holding || attempting {
-            let me = self.me;
-            self.release_promise(me, self.term, now_ms);
-            self.broadcast(LeaseMessage::Release { term: self.term });
+            let (me, session, term) = (self.me, self.session, self.term);
+            self.release_promise(me, session, term, now_ms);
+            self.broadcast(LeaseMessage::Release { term, session });
         }
         if self.known_holder == Some(self.me) {
             self.known_holder = None;
@@ -330,10 +385,11 @@ impl LeaseKeeper {
         self.next_attempt_ms = now_ms + self.config.failover_after_ms.unwrap_or(0);
     }
 
-    /// Ends this voter's promise to `candidate` for `term`, if that is the one it holds.
-    fn release_promise(&mut self, candidate: ReplicaId, term: u64, now_ms: u64) {
+    /// Ends this voter's promise to `candidate`'s process `session` for `term`, if that is
+    /// the one it holds.
+    fn release_promise(&mut self, candidate: ReplicaId, session: u64, term: u64, now_ms: u64) {
         if let Some(p) = &mut self.promise {
-            if p.candidate == candidate && p.term == term {
+            if p.candidate == candidate && p.session == session && p.term == term {
                 p.until_ms = p.until_ms.min(now_ms);
             }
         }
@@ -383,7 +439,10 @@ impl LeaseKeeper {
             self.round = 1;
             if self.promoting {
                 // Asked at every attempt: a lost request would leave the holder in place.
-                self.broadcast(LeaseMessage::StepDown { successor: self.me });
+                self.broadcast(LeaseMessage::StepDown {
+                    successor: self.me,
+                    term: self.term,
+                });
             }
         }
         self.pending = Some(Round {
@@ -395,6 +454,9 @@ impl LeaseKeeper {
         let request = LeaseMessage::Request {
             term: self.term,
             round: self.round,
+            session: self.session,
+            lease_ms: self.config.lease_ms,
+            members: self.members,
         };
         self.broadcast(request.clone());
         // Its own vote, as any voter's.

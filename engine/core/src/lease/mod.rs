@@ -14,6 +14,14 @@
 //! duplication, reordering, partitions), as long as every clock's rate stays within
 //! `drift_ppm` of true time. Terms only order attempts and name the holder to followers.
 //!
+//! What this relies on: monotonic clocks that keep running (a machine suspended or a VM
+//! paused while its clock stops counts as drift); every node counting a majority of the same
+//! member list (a voter refuses a candidate whose list differs); promises at least as long as
+//! the candidate's lease (a voter promises the longer of its own and the candidate's, so a
+//! rolling change of `lease_ms` stays safe); and each process of a member being a distinct
+//! candidate (requests, promises and releases carry its random session, so a second process
+//! of a member, or a message from a previous life, is fenced like anyone else).
+//!
 //! Sans-IO like the replicator: time is an argument, messages go out through `poll_output`.
 
 mod keeper;
@@ -68,6 +76,18 @@ impl LeaseConfig {
         }
     }
 
+    /// A digest of the member list (order does not matter).
+    pub fn members_digest(&self) -> u64 {
+        let mut members = self.members.clone();
+        members.sort();
+        members.dedup();
+        let mut h = crate::model::digest::Fnv::default();
+        for m in members {
+            h.write_u64(m.0);
+        }
+        h.0
+    }
+
     /// Promises needed: a majority of the members.
     pub fn quorum(&self) -> usize {
         self.members.len() / 2 + 1
@@ -98,6 +118,14 @@ pub enum LeaseMessage {
         term: u64,
         /// Its round within the term (each renewal is a new round).
         round: u64,
+        /// The candidate's process (a restarted member is a new candidate).
+        session: u64,
+        /// How long the candidate counts on a promise lasting: a voter promises at least
+        /// that (nodes whose settings differ during a rolling change stay safe).
+        lease_ms: u64,
+        /// Digest of the member list the candidate counts a majority of: a voter with
+        /// another list refuses.
+        members: u64,
     },
     /// A voter's answer to a request.
     Reply {
@@ -105,6 +133,8 @@ pub enum LeaseMessage {
         term: u64,
         /// The request's round.
         round: u64,
+        /// The request's session.
+        session: u64,
         /// Whether the voter promised.
         granted: bool,
         /// The member the voter has promised, if any (who the primary is, as it knows).
@@ -116,11 +146,15 @@ pub enum LeaseMessage {
     Release {
         /// The term given up.
         term: u64,
+        /// The holder's session.
+        session: u64,
     },
     /// Asks the holder to give the lease up (a promotion of another member).
     StepDown {
         /// The member that will try to take over.
         successor: ReplicaId,
+        /// The term it tries under: a holder of that term or a later one stays.
+        term: u64,
     },
 }
 

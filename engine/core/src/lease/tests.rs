@@ -21,7 +21,7 @@ impl Net {
         let config = config(LeaseConfig::new(members));
         Net {
             keepers: (0..3)
-                .map(|i| LeaseKeeper::new(id(i), config.clone(), 0))
+                .map(|i| LeaseKeeper::new(id(i), config.clone(), 0, i as u64 + 100))
                 .collect(),
             now: 0,
             cut: Vec::new(),
@@ -154,7 +154,7 @@ fn a_restarted_voter_grants_nothing_while_its_old_promises_may_run() {
     // Member 1 restarts, forgetting it promised member 0; member 0 is cut off from member 2
     // and keeps renewing with member 1 only.
     let config = net.keepers[1].config().clone();
-    net.keepers[1] = LeaseKeeper::new(id(1), config.clone(), net.now);
+    net.keepers[1] = LeaseKeeper::new(id(1), config.clone(), net.now, 999);
     net.cut = vec![(0, 2)];
     let now = net.now;
     net.keepers[2].promote(now);
@@ -171,4 +171,47 @@ fn hold_is_shorter_than_a_promise_and_quiet_longer_by_the_drift_both_ways() {
     assert!(c.hold_ms() as f64 * 1.01 <= c.lease_ms as f64 * 0.99);
     assert!(c.quiet_ms() as f64 * 0.99 >= c.lease_ms as f64 * 1.01);
     assert_eq!(LeaseConfig::new(vec![id(0), id(1), id(2)]).quorum(), 2);
+}
+
+/// The answer of voter `v` to a request from member 1's process `session`.
+fn ask(v: &mut LeaseKeeper, session: u64, lease_ms: u64, members: u64, now: u64) -> bool {
+    v.handle(
+        id(0),
+        LeaseMessage::Request {
+            term: 50,
+            round: 1,
+            session,
+            lease_ms,
+            members,
+        },
+        now,
+    );
+    match v.poll_output().map(|o| o.message) {
+        Some(LeaseMessage::Reply { granted, .. }) => granted,
+        other => panic!("a reply expected, got {other:?}"),
+    }
+}
+
+#[test]
+fn another_process_of_the_holder_another_member_list_are_refused_and_longer_leases_kept() {
+    let mut net = Net::new(|c| c);
+    net.run(net.keepers[0].config().quiet_ms() + 200);
+    assert_eq!(net.primaries(), [0]);
+    let digest = net.keepers[0].config().members_digest();
+    let now = net.now;
+    // Process 100 of member 1 holds; a second process of member 1 is somebody else.
+    assert!(!ask(&mut net.keepers[1], 555, 4_000, digest, now));
+    // The holder's own process renews.
+    assert!(ask(&mut net.keepers[1], 100, 4_000, digest, now));
+    // A candidate counting another member list is refused even when no promise runs.
+    let config = net.keepers[2].config().clone();
+    let mut fresh = LeaseKeeper::new(id(2), config.clone(), 0, 7);
+    let later = config.quiet_ms() + 1;
+    assert!(!ask(&mut fresh, 100, 4_000, digest ^ 1, later));
+    // A candidate counting on a longer lease than the voter's gets that long a promise.
+    assert!(ask(&mut fresh, 100, 60_000, digest, later));
+    assert!(
+        !ask(&mut fresh, 200, 4_000, digest, later + 30_000),
+        "still promised"
+    );
 }

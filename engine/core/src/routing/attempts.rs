@@ -42,6 +42,7 @@ pub struct Attempts {
     /// Whether a lost answer may be retried elsewhere (reads, idempotent writes).
     retry_lost: bool,
     not_yet_visible: bool,
+    lost: bool,
 }
 
 impl Attempts {
@@ -52,6 +53,7 @@ impl Attempts {
             tried: Vec::new(),
             retry_lost,
             not_yet_visible: false,
+            lost: false,
         }
     }
 
@@ -81,9 +83,18 @@ impl Attempts {
                 }
                 Verdict::Continue
             }
-            Outcome::Lost if self.retry_lost => Verdict::Continue,
+            Outcome::Lost if self.retry_lost => {
+                self.lost = true;
+                Verdict::Continue
+            }
             Outcome::Lost => Verdict::Unknown,
         }
+    }
+
+    /// Whether some attempt's answer was lost: a write that then found no region to serve it
+    /// may still have been applied (its outcome is unknown, not refused).
+    pub fn lost_an_answer(&self) -> bool {
+        self.lost
     }
 
     /// Whether some region had not yet applied the session's writes (when every region was
@@ -113,6 +124,7 @@ mod tests {
         assert_eq!(put.next_region(), Some(2), "the primary next");
         assert_eq!(put.record(Outcome::NotPrimary(Some(0))), Verdict::Continue);
         assert_eq!(put.next_region(), None, "never a region twice");
+        assert!(put.lost_an_answer());
 
         let mut read = Attempts::new([1, 0], true);
         read.next_region();

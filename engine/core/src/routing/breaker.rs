@@ -98,6 +98,13 @@ impl Breaker {
         }
     }
 
+    /// A request was given up before its outcome said anything of the region (a hedged read
+    /// answered elsewhere, a request refused by the client itself): a probe it carried is
+    /// free again.
+    pub fn abandon(&mut self) {
+        self.probing = false;
+    }
+
     /// A request succeeded: the breaker closes.
     pub fn on_success(&mut self) {
         self.state = BreakerState::Closed;
@@ -162,6 +169,9 @@ mod tests {
         assert!(b.try_acquire(110), "one probe");
         assert!(!b.may_try(111));
         assert!(!b.try_acquire(111), "only one");
+        b.abandon();
+        assert!(b.may_try(111), "an abandoned probe frees the turn");
+        assert!(b.try_acquire(111));
         b.on_success();
         assert_eq!(b.state(112), BreakerState::Closed);
         assert!(b.try_acquire(112));

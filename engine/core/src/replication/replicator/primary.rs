@@ -25,7 +25,8 @@ impl Replicator {
     /// Turns active-passive mode on (a fresh keeper: it grants nothing while promises it may
     /// have made before could still run) or off.
     pub fn set_lease(&mut self, config: Option<LeaseConfig>, now_ms: u64) {
-        self.lease = config.map(|c| LeaseKeeper::new(self.me, c, now_ms));
+        let session = self.config.session;
+        self.lease = config.map(|c| LeaseKeeper::new(self.me, c, now_ms, session));
     }
 
     /// Where the lease stands; `None` in active-active mode.
