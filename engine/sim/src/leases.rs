@@ -210,7 +210,14 @@ impl World {
                     continue;
                 }
                 self.sent += 1;
-                let due = real + 1 + self.rng.below(self.latency_ms);
+                // Now and then a message lingers for seconds (a queue somewhere), long enough
+                // to reach a process restarted since it was sent.
+                let delay = if self.rng.chance(0.01) {
+                    self.rng.below(10_000)
+                } else {
+                    self.rng.below(self.latency_ms)
+                };
+                let due = real + 1 + delay;
                 self.in_flight.push(InFlight {
                     due: std::cmp::Reverse((due, self.sent)),
                     from: i,
