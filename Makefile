@@ -5,7 +5,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/meridian/target
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: deps demo test bench sim lint fuzz bench-scale
+.PHONY: deps demo test bench sim lint fuzz bench-scale header
 
 deps:
 	@bash scripts/install-deps.sh
@@ -14,7 +14,12 @@ demo: deps
 	$(CARGO) run --release --quiet -p meridian-node -- demo
 
 test: deps
+	$(CARGO) build --release -p meridian-ffi
 	$(CARGO) test --release --workspace
+
+# Regenerates ffi/include/meridian.h from the C ABI (make test fails while it is stale).
+header:
+	MERIDIAN_WRITE_HEADER=1 $(CARGO) test --release -p meridian-ffi --test header
 
 bench: deps
 	$(CARGO) run --release --quiet -p meridian-node -- bench local

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the system packages the build needs on Debian: libclang (RocksDB's bindgen) and a C++
-# compiler (RocksDB itself). As root it installs them; otherwise it prints the command to run.
+# Installs the system packages the build needs on Debian: libclang (RocksDB's bindgen), a C++
+# compiler (RocksDB itself) and a C compiler with AddressSanitizer (the C ABI's test program).
+# As root it installs them; otherwise it prints the command to run.
 set -euo pipefail
 
 missing=()
@@ -12,6 +13,10 @@ fi
 if ! command -v c++ >/dev/null 2>&1; then
   missing+=(g++)
 fi
+if ! command -v cc >/dev/null 2>&1 || ! echo 'int main(void){return 0;}' \
+    | cc -fsanitize=address -x c - -o /dev/null >/dev/null 2>&1; then
+  missing+=(gcc)
+fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo not found; install the Rust toolchain first (https://rustup.rs)" >&2
   exit 1
@@ -19,7 +24,7 @@ fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "installing ${missing[*]} (needed to build RocksDB)" >&2
+  echo "installing ${missing[*]} (needed to build RocksDB and test the C ABI)" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 else

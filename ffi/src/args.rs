@@ -1,0 +1,77 @@
+//! Arguments from C, checked: byte ranges, text, out-pointers.
+
+use crate::status::Failure;
+use std::ffi::{c_char, CStr};
+
+/// The bytes `[ptr, ptr + len)`: `len` 0 gives an empty slice whatever `ptr` is; a null
+/// `ptr` with a length is refused.
+///
+/// # Safety
+/// When `len > 0` and `ptr` is not null, `ptr` must point at `len` readable bytes that stay
+/// valid and unchanged during the call.
+pub(crate) unsafe fn bytes<'a>(
+    ptr: *const u8,
+    len: usize,
+    what: &str,
+) -> Result<&'a [u8], Failure> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(Failure::invalid(format!(
+            "{what}: null pointer with length {len}"
+        )));
+    }
+    if len > isize::MAX as usize {
+        return Err(Failure::invalid(format!(
+            "{what}: length {len} is impossible"
+        )));
+    }
+    // SAFETY: non-null, and the caller vouches for `len` readable bytes.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// A NUL-terminated UTF-8 string.
+///
+/// # Safety
+/// `ptr`, when not null, must point at a NUL-terminated string valid during the call.
+pub(crate) unsafe fn text<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, Failure> {
+    if ptr.is_null() {
+        return Err(Failure::invalid(format!("{what}: null pointer")));
+    }
+    // SAFETY: non-null and NUL-terminated, as the caller vouches.
+    unsafe { CStr::from_ptr(ptr) }
+        .to_str()
+        .map_err(|_| Failure::invalid(format!("{what}: not UTF-8")))
+}
+
+/// Writes `value` through an out-pointer.
+///
+/// # Safety
+/// `out`, when not null, must be valid for a write of `T`.
+pub(crate) unsafe fn put_out<T>(out: *mut T, value: T, what: &str) -> Result<(), Failure> {
+    if out.is_null() {
+        return Err(Failure::invalid(format!("{what}: null out-pointer")));
+    }
+    // SAFETY: non-null and writable, as the caller vouches.
+    unsafe { out.write(value) };
+    Ok(())
+}
+
+/// Hands `bytes` out through `out` as a `MeridianBuffer` (checked before the bytes change
+/// hands: nothing leaks when `out` is null).
+///
+/// # Safety
+/// `out`, when not null, must be valid for a write.
+pub(crate) unsafe fn put_buffer(
+    out: *mut crate::buffer::MeridianBuffer,
+    bytes: Vec<u8>,
+    what: &str,
+) -> Result<(), Failure> {
+    if out.is_null() {
+        return Err(Failure::invalid(format!("{what}: null out-pointer")));
+    }
+    // SAFETY: non-null and writable, as the caller vouches.
+    unsafe { out.write(crate::buffer::MeridianBuffer::from_vec(bytes)) };
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! The embedded engine through C: a local engine on a directory, or a node's engine that
+//! replicates by itself (its configuration file names its identity, peers and certificates),
+//! typed writes that return causal tokens, and typed reads.
+
+use crate::args::{bytes, put_buffer, put_out, text};
+use crate::buffer::MeridianBuffer;
+use crate::handles::Registry;
+use crate::status::{guard, Failure, MeridianStatus};
+use crate::token::{maybe_token_out, token_of, MeridianToken};
+use meridian::{CausalToken, Config, Engine, VersionVector};
+use meridian_runtime::node_config::NodeConfig;
+use meridian_runtime::BackgroundRuntime;
+use std::ffi::c_char;
+use std::path::Path;
+use std::time::Duration;
+
+/// An embedded engine (opaque): safe to use from several threads at once.
+pub struct MeridianEngine {
+    _private: [u8; 0],
+}
+
+/// An engine, and the runtime that replicates it when it was opened from a node
+/// configuration (stopped when the last user of the handle lets go of it).
+pub(crate) struct EngineHandle {
+    engine: Engine,
+    _runtime: Option<BackgroundRuntime>,
+}
+
+static ENGINES: Registry<EngineHandle> = Registry::new("engine");
+
+fn engine(handle: *const MeridianEngine) -> Result<std::sync::Arc<EngineHandle>, Failure> {
+    ENGINES.get(handle as usize)
+}
+
+/// Opens (or creates) a local engine on directory `dir`: no replication. Blocks while
+/// RocksDB opens.
+///
+/// # Safety
+/// `dir` must be a NUL-terminated string; `out` must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_engine_open(
+    dir: *const c_char,
+    out: *mut *mut MeridianEngine,
+) -> MeridianStatus {
+    guard(move || {
+        let dir = unsafe { text(dir, "dir") }?;
+        if out.is_null() {
+            return Err(Failure::invalid("out: null out-pointer"));
+        }
+        let engine = Engine::open(Path::new(dir), Config::default())?;
+        let id = ENGINES.insert(EngineHandle {
+            engine,
+            _runtime: None,
+        });
+        unsafe { put_out(out, id as *mut MeridianEngine, "out") }
+    })
+}
+
+/// Opens the engine a node configuration (`meridian node --config` TOML) describes and starts
+/// replicating it with the configured peers over QUIC with mutual TLS, on threads of its own,
+/// until `meridian_engine_close`. Blocks while RocksDB opens and the endpoint binds.
+///
+/// # Safety
+/// `config_path` must be a NUL-terminated string; `out` must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_engine_open_node(
+    config_path: *const c_char,
+    out: *mut *mut MeridianEngine,
+) -> MeridianStatus {
+    guard(move || {
+        let path = unsafe { text(config_path, "config_path") }?;
+        if out.is_null() {
+            return Err(Failure::invalid("out: null out-pointer"));
+        }
+        let config =
+            NodeConfig::load(Path::new(path)).map_err(|e| Failure::invalid(e.to_string()))?;
+        let engine = Engine::open(&config.data_dir, config.engine_config())?;
+        let runtime = BackgroundRuntime::start(engine.clone(), config.runtime()).map_err(|e| {
+            Failure::new(
+                MeridianStatus::MeridianUnavailable,
+                format!("replication: {e}"),
+            )
+        })?;
+        let id = ENGINES.insert(EngineHandle {
+            engine,
+            _runtime: Some(runtime),
+        });
+        unsafe { put_out(out, id as *mut MeridianEngine, "out") }
+    })
+}
+
+/// Closes an engine (null is fine): replication stops, memtables are flushed. Blocks until
+/// then, or until the last call still using the handle on another thread returns. A closed
+/// handle is refused with `MERIDIAN_CLOSED`.
+#[no_mangle]
+pub extern "C" fn meridian_engine_close(engine: *mut MeridianEngine) -> MeridianStatus {
+    guard(move || {
+        if engine.is_null() {
+            return Ok(());
+        }
+        let handle = ENGINES
+            .remove(engine as usize)
+            .ok_or_else(|| Failure::new(MeridianStatus::MeridianClosed, "engine already closed"))?;
+        if let Ok(handle) = std::sync::Arc::try_unwrap(handle) {
+            let EngineHandle { engine, _runtime } = handle;
+            drop(_runtime);
+            engine
+                .store()
+                .flush()
+                .map_err(|e| Failure::new(MeridianStatus::MeridianStorage, e.to_string()))?;
+        }
+        Ok(())
+    })
+}
+
+/// The write-back context of a register read (`MeridianBuffer` bytes from
+/// `meridian_register_get`), or none.
+unsafe fn context(data: *const u8, len: usize) -> Result<Option<VersionVector>, Failure> {
+    if len == 0 {
+        return Ok(None);
+    }
+    let raw = unsafe { bytes(data, len, "context") }?;
+    let token =
+        CausalToken::from_bytes(raw).map_err(|e| Failure::invalid(format!("context: {e}")))?;
+    Ok(Some(token.0))
+}
+
+/// Multi-value register write. With a `context` (from `meridian_register_get`), it
+/// supersedes exactly the siblings that read saw; without (`context_len` 0), every sibling
+/// this replica holds. `token_out` (may be null) receives the write's token. Blocks for the
+/// local commit.
+///
+/// # Safety
+/// Pointers with a length must point at that many readable bytes; `token_out`, when not
+/// null, must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_register_put(
+    engine: *const MeridianEngine,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    context_data: *const u8,
+    context_len: usize,
+    token_out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    guard(move || {
+        let e = self::engine(engine)?;
+        let key = unsafe { bytes(key, key_len, "key") }?;
+        let value = unsafe { bytes(value, value_len, "value") }?;
+        let token = match unsafe { context(context_data, context_len) }? {
+            Some(seen) => e.engine.put_with(key, value, &seen)?,
+            None => e.engine.put(key, value)?,
+        };
+        unsafe { maybe_token_out(token_out, token) }
+    })
+}
+
+/// Last-writer-wins write. `token_out` may be null. Blocks for the local commit.
+///
+/// # Safety
+/// As `meridian_register_put`.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_lww_set(
+    engine: *const MeridianEngine,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    token_out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    guard(move || {
+        let e = self::engine(engine)?;
+        let key = unsafe { bytes(key, key_len, "key") }?;
+        let value = unsafe { bytes(value, value_len, "value") }?;
+        let token = e.engine.lww_set(key, value)?;
+        unsafe { maybe_token_out(token_out, token) }
+    })
+}
+
+/// Adds `delta` to a counter (negative to subtract). `token_out` may be null. Blocks for
+/// the local commit.
+///
+/// # Safety
+/// As `meridian_register_put`.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_counter_add(
+    engine: *const MeridianEngine,
+    key: *const u8,
+    key_len: usize,
+    delta: i64,
+    token_out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    guard(move || {
+        let e = self::engine(engine)?;
+        let key = unsafe { bytes(key, key_len, "key") }?;
+        let token = e.engine.counter_add(key, delta)?;
+        unsafe { maybe_token_out(token_out, token) }
+    })
+}
+
+/// Deletes a key (a causal tombstone of everything this replica sees). `token_out` may be
+/// null. Blocks for the local commit.
+///
+/// # Safety
+/// As `meridian_register_put`.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_delete(
+    engine: *const MeridianEngine,
+    key: *const u8,
+    key_len: usize,
+    token_out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    guard(move || {
+        let e = self::engine(engine)?;
+        let key = unsafe { bytes(key, key_len, "key") }?;
+        let token = e.engine.delete(key)?;
+        unsafe { maybe_token_out(token_out, token) }
+    })
+}
+
+/// The value of a last-writer-wins key into `out` (free it with `meridian_buffer_free`);
+/// `MERIDIAN_NOT_FOUND` when the key holds none.
+///
+/// # Safety
+/// `key` must point at `key_len` readable bytes; `out` must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_lww_get(
+    engine: *const MeridianEngine,
+    key: *const u8,
+    key_len: usize,
+    out: *mut MeridianBuffer,
+) -> MeridianStatus {
+    guard(move || {
+        let e = self::engine(engine)?;
+        let key = unsafe { bytes(key, key_len, "key") }?;
+        if out.is_null() {
+            return Err(Failure::invalid("out: null out-pointer"));
+        }
+        let value = e.engine.get_lww(key)?.ok_or_else(not_found)?;
+        unsafe { put_buffer(out, value.value, "out") }
+    })
+}
+
+/// The value of a counter into `out`; `MERIDIAN_NOT_FOUND` when the key holds none.
+///
+/// # Safety
+/// `key` must point at `key_len` readable bytes; `out` must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_counter_get(
+    engine: *const MeridianEngine,
+    key: *const u8,
+    key_len: usize,
+    out: *mut i64,
+) -> MeridianStatus {
+    guard(move || {
+        let e = self::engine(engine)?;
+        let key = unsafe { bytes(key, key_len, "key") }?;
+        let value = e.engine.get_counter(key)?.ok_or_else(not_found)?;
+        unsafe { put_out(out, value, "out") }
+    })
+}
+
+/// The siblings of a register: `values_out` receives them concatenated, each preceded by its
+/// length as 8 little-endian bytes; `context_out` the read's write-back context (pass it to
+/// `meridian_register_put` to supersede exactly these siblings). Free both with
+/// `meridian_buffer_free`. `MERIDIAN_NOT_FOUND` when the key holds no register value.
+///
+/// # Safety
+/// `key` must point at `key_len` readable bytes; the out-pointers must be valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_register_get(
+    engine: *const MeridianEngine,
+    key: *const u8,
+    key_len: usize,
+    values_out: *mut MeridianBuffer,
+    context_out: *mut MeridianBuffer,
+) -> MeridianStatus {
+    guard(move || {
+        let e = self::engine(engine)?;
+        let key = unsafe { bytes(key, key_len, "key") }?;
+        if values_out.is_null() || context_out.is_null() {
+            return Err(Failure::invalid(
+                "values_out, context_out: null out-pointer",
+            ));
+        }
+        let siblings = e.engine.get(key)?.ok_or_else(not_found)?;
+        let mut packed = Vec::new();
+        for v in &siblings.values {
+            packed.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            packed.extend_from_slice(v);
+        }
+        let context = CausalToken(siblings.context).to_bytes();
+        unsafe {
+            put_out(values_out, MeridianBuffer::from_vec(packed), "values_out")?;
+            put_out(
+                context_out,
+                MeridianBuffer::from_vec(context),
+                "context_out",
+            )
+        }
+    })
+}
+
+/// Waits up to `timeout_ms` until this replica has applied every write `token` names (a
+/// session's writes made in another region); `covered_out` receives 1 if it has, 0 if the
+/// wait ended first. Blocks.
+///
+/// # Safety
+/// `covered_out` must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_wait_covers(
+    engine: *const MeridianEngine,
+    token: *const MeridianToken,
+    timeout_ms: u64,
+    covered_out: *mut i32,
+) -> MeridianStatus {
+    guard(move || {
+        let e = self::engine(engine)?;
+        let t = token_of(token)?;
+        if covered_out.is_null() {
+            return Err(Failure::invalid("covered_out: null out-pointer"));
+        }
+        let covered = e.engine.wait_covers(&t, Duration::from_millis(timeout_ms));
+        unsafe { put_out(covered_out, i32::from(covered), "covered_out") }
+    })
+}
+
+fn not_found() -> Failure {
+    Failure::new(
+        MeridianStatus::MeridianNotFound,
+        "the key holds no such value",
+    )
+}

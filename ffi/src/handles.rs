@@ -1,0 +1,65 @@
+//! Handles: what C holds is an id, never an address. Each kind of object lives in a registry
+//! of its own, shared behind `Arc`s, so a handle used from several threads at once is safe, a
+//! closed handle is refused (`MERIDIAN_CLOSED`: ids are never reused), and a close while
+//! another thread is in a call only drops the object when that call ends.
+
+use crate::status::{Failure, MeridianStatus};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Ids of every handle kind, from 1 (0 would be a null pointer).
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+/// The live objects of one kind.
+pub(crate) struct Registry<T> {
+    name: &'static str,
+    live: Mutex<Option<HashMap<usize, Arc<T>>>>,
+}
+
+impl<T> Registry<T> {
+    /// An empty registry for objects called `name` in messages.
+    pub const fn new(name: &'static str) -> Registry<T> {
+        Registry {
+            name,
+            live: Mutex::new(None),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<HashMap<usize, Arc<T>>>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers `object`; returns its handle.
+    pub fn insert(&self, object: T) -> usize {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        self.lock()
+            .get_or_insert_with(HashMap::new)
+            .insert(id, Arc::new(object));
+        id
+    }
+
+    /// The object of `handle`.
+    pub fn get(&self, handle: usize) -> Result<Arc<T>, Failure> {
+        if handle == 0 {
+            return Err(Failure::invalid(format!("null {} handle", self.name)));
+        }
+        self.lock()
+            .as_ref()
+            .and_then(|live| live.get(&handle).cloned())
+            .ok_or_else(|| {
+                Failure::new(
+                    MeridianStatus::MeridianClosed,
+                    format!(
+                        "{} handle {handle:#x} is closed or was never opened",
+                        self.name
+                    ),
+                )
+            })
+    }
+
+    /// Takes `handle` out (closing it); `None` when it is not live.
+    pub fn remove(&self, handle: usize) -> Option<Arc<T>> {
+        self.lock().as_mut().and_then(|live| live.remove(&handle))
+    }
+}
