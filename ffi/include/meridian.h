@@ -31,8 +31,28 @@ typedef enum MeridianStatus {
   MERIDIAN_INTERNAL = 9,
 } MeridianStatus;
 
+// The type of a key's value.
+typedef enum MeridianKind {
+  // Multi-value register (`meridian_register_get`).
+  MERIDIAN_KIND_REGISTER = 0,
+  // Last-writer-wins value (`meridian_lww_get`).
+  MERIDIAN_KIND_LWW = 1,
+  // Counter (`meridian_counter_get`).
+  MERIDIAN_KIND_COUNTER = 2,
+  // Set (`meridian_set_get`).
+  MERIDIAN_KIND_SET = 3,
+  // Map (`meridian_map_get_lww`, `meridian_map_get_counter`).
+  MERIDIAN_KIND_MAP = 4,
+} MeridianKind;
+
+// A batch of operations being gathered (opaque).
+typedef struct MeridianBatch MeridianBatch;
+
 // An embedded engine (opaque): safe to use from several threads at once.
 typedef struct MeridianEngine MeridianEngine;
+
+// The rows of a scan not yet taken (opaque).
+typedef struct MeridianScan MeridianScan;
 
 // A causal token (opaque).
 typedef struct MeridianToken MeridianToken;
@@ -49,12 +69,168 @@ typedef struct MeridianBuffer {
 extern "C" {
 #endif // __cplusplus
 
+// An empty batch.
+//
+// # Safety
+// `out` must be valid for a write.
+enum MeridianStatus meridian_batch_new(struct MeridianBatch **out);
+
+// Adds a last-writer-wins write to the batch.
+//
+// # Safety
+// Pointers with a length must point at that many readable bytes.
+enum MeridianStatus meridian_batch_lww_set(struct MeridianBatch *batch,
+                                           const uint8_t *key,
+                                           size_t key_len,
+                                           const uint8_t *value,
+                                           size_t value_len);
+
+// Adds a counter increment to the batch.
+//
+// # Safety
+// `key` must point at `key_len` readable bytes.
+enum MeridianStatus meridian_batch_counter_add(struct MeridianBatch *batch,
+                                               const uint8_t *key,
+                                               size_t key_len,
+                                               int64_t delta);
+
+// Adds a set insertion to the batch.
+//
+// # Safety
+// Pointers with a length must point at that many readable bytes.
+enum MeridianStatus meridian_batch_set_add(struct MeridianBatch *batch,
+                                           const uint8_t *key,
+                                           size_t key_len,
+                                           const uint8_t *elem,
+                                           size_t elem_len);
+
+// Adds a delete to the batch.
+//
+// # Safety
+// `key` must point at `key_len` readable bytes.
+enum MeridianStatus meridian_batch_delete(struct MeridianBatch *batch,
+                                          const uint8_t *key,
+                                          size_t key_len);
+
+// Commits the batch's operations atomically (the batch is empty afterwards, ready for
+// more; on failure nothing is written and the operations stay). `token_out` may be null.
+// Blocks for the local commit.
+//
+// # Safety
+// `token_out`, when not null, must be valid for a write.
+enum MeridianStatus meridian_batch_commit(const struct MeridianEngine *engine_handle,
+                                          struct MeridianBatch *batch,
+                                          struct MeridianToken **token_out);
+
+// Frees a batch (null is fine; a freed batch is refused with `MERIDIAN_CLOSED`).
+enum MeridianStatus meridian_batch_free(struct MeridianBatch *batch);
+
 // Frees the bytes of `buffer` and empties it (a null `buffer`, or an empty one, is fine;
 // freeing twice is refused: the first call empties it).
 //
 // # Safety
 // `buffer`, when not null, must point at a `MeridianBuffer` filled by this library.
 enum MeridianStatus meridian_buffer_free(struct MeridianBuffer *buffer);
+
+// Adds an element to a set. `token_out` may be null. Blocks for the local commit.
+//
+// # Safety
+// Pointers with a length must point at that many readable bytes; `token_out`, when not
+// null, must be valid for a write.
+enum MeridianStatus meridian_set_add(const struct MeridianEngine *engine,
+                                     const uint8_t *key,
+                                     size_t key_len,
+                                     const uint8_t *elem,
+                                     size_t elem_len,
+                                     struct MeridianToken **token_out);
+
+// Removes an element from a set (as far as this replica has seen it added). `token_out`
+// may be null. Blocks for the local commit.
+//
+// # Safety
+// As `meridian_set_add`.
+enum MeridianStatus meridian_set_remove(const struct MeridianEngine *engine,
+                                        const uint8_t *key,
+                                        size_t key_len,
+                                        const uint8_t *elem,
+                                        size_t elem_len,
+                                        struct MeridianToken **token_out);
+
+// The members of a set, in order, packed into `out` (each preceded by its length as 8
+// little-endian bytes; free with `meridian_buffer_free`); `MERIDIAN_NOT_FOUND` when the key
+// holds no set.
+//
+// # Safety
+// `key` must point at `key_len` readable bytes; `out` must be valid for a write.
+enum MeridianStatus meridian_set_get(const struct MeridianEngine *engine,
+                                     const uint8_t *key,
+                                     size_t key_len,
+                                     struct MeridianBuffer *out);
+
+// Sets a map field to a last-writer-wins value. `token_out` may be null. Blocks for the
+// local commit.
+//
+// # Safety
+// As `meridian_set_add`.
+enum MeridianStatus meridian_map_lww_set(const struct MeridianEngine *engine,
+                                         const uint8_t *key,
+                                         size_t key_len,
+                                         const uint8_t *field,
+                                         size_t field_len,
+                                         const uint8_t *value,
+                                         size_t value_len,
+                                         struct MeridianToken **token_out);
+
+// Adds `delta` to a map field's counter. `token_out` may be null. Blocks for the local
+// commit.
+//
+// # Safety
+// As `meridian_set_add`.
+enum MeridianStatus meridian_map_counter_add(const struct MeridianEngine *engine,
+                                             const uint8_t *key,
+                                             size_t key_len,
+                                             const uint8_t *field,
+                                             size_t field_len,
+                                             int64_t delta,
+                                             struct MeridianToken **token_out);
+
+// Removes a map field (every type under that name). `token_out` may be null. Blocks for
+// the local commit.
+//
+// # Safety
+// As `meridian_set_add`.
+enum MeridianStatus meridian_map_remove(const struct MeridianEngine *engine,
+                                        const uint8_t *key,
+                                        size_t key_len,
+                                        const uint8_t *field,
+                                        size_t field_len,
+                                        struct MeridianToken **token_out);
+
+// A map field's last-writer-wins value into `out` (free with `meridian_buffer_free`);
+// `MERIDIAN_NOT_FOUND` when the map or the field (as that type) is absent.
+//
+// # Safety
+// Pointers with a length must point at that many readable bytes; `out` must be valid for a
+// write.
+enum MeridianStatus meridian_map_get_lww(const struct MeridianEngine *engine,
+                                         const uint8_t *key,
+                                         size_t key_len,
+                                         const uint8_t *field,
+                                         size_t field_len,
+                                         struct MeridianBuffer *out);
+
+// A map field's counter into `out`; `MERIDIAN_NOT_FOUND` when the map or the field (as a
+// counter) is absent.
+//
+// # Safety
+// Pointers with a length must point at that many readable bytes; `out` must be valid for a
+// write.
+enum MeridianStatus meridian_map_get_counter(const struct MeridianEngine *engine,
+                                             const uint8_t *key,
+                                             size_t key_len,
+                                             const uint8_t *field,
+                                             size_t field_len,
+                                             int64_t *out);
 
 // Opens (or creates) a local engine on directory `dir`: no replication. Blocks while
 // RocksDB opens.
@@ -167,6 +343,43 @@ enum MeridianStatus meridian_wait_covers(const struct MeridianEngine *engine,
                                          const struct MeridianToken *token,
                                          uint64_t timeout_ms,
                                          int32_t *covered_out);
+
+// The keys starting with `prefix` (at most `limit`), in order, as a scan handle. Blocks
+// while it reads them.
+//
+// # Safety
+// `prefix` must point at `prefix_len` readable bytes; `out` must be valid for a write.
+enum MeridianStatus meridian_scan_prefix(const struct MeridianEngine *engine_handle,
+                                         const uint8_t *prefix,
+                                         size_t prefix_len,
+                                         size_t limit,
+                                         struct MeridianScan **out);
+
+// The keys in `[start, end)` (`end_len` 0: to the last key), at most `limit`, in order, as
+// a scan handle. Blocks while it reads them.
+//
+// # Safety
+// Pointers with a length must point at that many readable bytes; `out` must be valid for a
+// write.
+enum MeridianStatus meridian_scan_range(const struct MeridianEngine *engine_handle,
+                                        const uint8_t *start,
+                                        size_t start_len,
+                                        const uint8_t *end,
+                                        size_t end_len,
+                                        size_t limit,
+                                        struct MeridianScan **out);
+
+// The next row: its key into `key_out` (free with `meridian_buffer_free`) and its type
+// into `kind_out`; `MERIDIAN_NOT_FOUND` when the scan is done.
+//
+// # Safety
+// The out-pointers must be valid for writes.
+enum MeridianStatus meridian_scan_next(struct MeridianScan *scan,
+                                       struct MeridianBuffer *key_out,
+                                       enum MeridianKind *kind_out);
+
+// Frees a scan (null is fine; a freed scan is refused with `MERIDIAN_CLOSED`).
+enum MeridianStatus meridian_scan_free(struct MeridianScan *scan);
 
 // The message of the last call on this thread that did not return `MERIDIAN_OK` (empty after
 // a call that did). The text stays valid until the next call into the library on this

@@ -7,7 +7,7 @@ use crate::buffer::MeridianBuffer;
 use crate::handles::Registry;
 use crate::status::{guard, Failure, MeridianStatus};
 use crate::token::{maybe_token_out, token_of, MeridianToken};
-use meridian::{CausalToken, Config, Engine, VersionVector};
+use meridian::{CausalToken, Config, Engine, Op, VersionVector};
 use meridian_runtime::node_config::NodeConfig;
 use meridian_runtime::BackgroundRuntime;
 use std::ffi::c_char;
@@ -28,8 +28,27 @@ pub(crate) struct EngineHandle {
 
 static ENGINES: Registry<EngineHandle> = Registry::new("engine");
 
-fn engine(handle: *const MeridianEngine) -> Result<std::sync::Arc<EngineHandle>, Failure> {
-    ENGINES.get(handle as usize)
+/// The engine behind a handle.
+pub(crate) fn engine(handle: *const MeridianEngine) -> Result<Engine, Failure> {
+    Ok(ENGINES.get(handle as usize)?.engine.clone())
+}
+
+/// Applies `op` to the key `[key, key + key_len)` and hands out its token when `token_out`
+/// is not null.
+///
+/// # Safety
+/// As the write functions' pointers.
+pub(crate) unsafe fn apply(
+    handle: *const MeridianEngine,
+    key: *const u8,
+    key_len: usize,
+    op: meridian::Op,
+    token_out: *mut *mut MeridianToken,
+) -> Result<(), Failure> {
+    let e = engine(handle)?;
+    let key = unsafe { bytes(key, key_len, "key") }?;
+    let token = e.apply(key, op)?;
+    unsafe { maybe_token_out(token_out, token) }
 }
 
 /// Opens (or creates) a local engine on directory `dir`: no replication. Blocks while
@@ -115,7 +134,10 @@ pub extern "C" fn meridian_engine_close(engine: *mut MeridianEngine) -> Meridian
 
 /// The write-back context of a register read (`MeridianBuffer` bytes from
 /// `meridian_register_get`), or none.
-unsafe fn context(data: *const u8, len: usize) -> Result<Option<VersionVector>, Failure> {
+pub(crate) unsafe fn context(
+    data: *const u8,
+    len: usize,
+) -> Result<Option<VersionVector>, Failure> {
     if len == 0 {
         return Ok(None);
     }
@@ -145,14 +167,9 @@ pub unsafe extern "C" fn meridian_register_put(
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
     guard(move || {
-        let e = self::engine(engine)?;
-        let key = unsafe { bytes(key, key_len, "key") }?;
-        let value = unsafe { bytes(value, value_len, "value") }?;
-        let token = match unsafe { context(context_data, context_len) }? {
-            Some(seen) => e.engine.put_with(key, value, &seen)?,
-            None => e.engine.put(key, value)?,
-        };
-        unsafe { maybe_token_out(token_out, token) }
+        let value = unsafe { bytes(value, value_len, "value") }?.to_vec();
+        let context = unsafe { context(context_data, context_len) }?;
+        unsafe { apply(engine, key, key_len, Op::Put { value, context }, token_out) }
     })
 }
 
@@ -170,11 +187,8 @@ pub unsafe extern "C" fn meridian_lww_set(
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
     guard(move || {
-        let e = self::engine(engine)?;
-        let key = unsafe { bytes(key, key_len, "key") }?;
-        let value = unsafe { bytes(value, value_len, "value") }?;
-        let token = e.engine.lww_set(key, value)?;
-        unsafe { maybe_token_out(token_out, token) }
+        let value = unsafe { bytes(value, value_len, "value") }?.to_vec();
+        unsafe { apply(engine, key, key_len, Op::LwwSet { value }, token_out) }
     })
 }
 
@@ -191,12 +205,7 @@ pub unsafe extern "C" fn meridian_counter_add(
     delta: i64,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
-    guard(move || {
-        let e = self::engine(engine)?;
-        let key = unsafe { bytes(key, key_len, "key") }?;
-        let token = e.engine.counter_add(key, delta)?;
-        unsafe { maybe_token_out(token_out, token) }
-    })
+    guard(move || unsafe { apply(engine, key, key_len, Op::CounterAdd { delta }, token_out) })
 }
 
 /// Deletes a key (a causal tombstone of everything this replica sees). `token_out` may be
@@ -211,12 +220,7 @@ pub unsafe extern "C" fn meridian_delete(
     key_len: usize,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
-    guard(move || {
-        let e = self::engine(engine)?;
-        let key = unsafe { bytes(key, key_len, "key") }?;
-        let token = e.engine.delete(key)?;
-        unsafe { maybe_token_out(token_out, token) }
-    })
+    guard(move || unsafe { apply(engine, key, key_len, Op::Delete, token_out) })
 }
 
 /// The value of a last-writer-wins key into `out` (free it with `meridian_buffer_free`);
@@ -237,7 +241,7 @@ pub unsafe extern "C" fn meridian_lww_get(
         if out.is_null() {
             return Err(Failure::invalid("out: null out-pointer"));
         }
-        let value = e.engine.get_lww(key)?.ok_or_else(not_found)?;
+        let value = e.get_lww(key)?.ok_or_else(not_found)?;
         unsafe { put_buffer(out, value.value, "out") }
     })
 }
@@ -256,7 +260,7 @@ pub unsafe extern "C" fn meridian_counter_get(
     guard(move || {
         let e = self::engine(engine)?;
         let key = unsafe { bytes(key, key_len, "key") }?;
-        let value = e.engine.get_counter(key)?.ok_or_else(not_found)?;
+        let value = e.get_counter(key)?.ok_or_else(not_found)?;
         unsafe { put_out(out, value, "out") }
     })
 }
@@ -284,12 +288,8 @@ pub unsafe extern "C" fn meridian_register_get(
                 "values_out, context_out: null out-pointer",
             ));
         }
-        let siblings = e.engine.get(key)?.ok_or_else(not_found)?;
-        let mut packed = Vec::new();
-        for v in &siblings.values {
-            packed.extend_from_slice(&(v.len() as u64).to_le_bytes());
-            packed.extend_from_slice(v);
-        }
+        let siblings = e.get(key)?.ok_or_else(not_found)?;
+        let packed = pack(&siblings.values);
         let context = CausalToken(siblings.context).to_bytes();
         unsafe {
             put_out(values_out, MeridianBuffer::from_vec(packed), "values_out")?;
@@ -321,12 +321,23 @@ pub unsafe extern "C" fn meridian_wait_covers(
         if covered_out.is_null() {
             return Err(Failure::invalid("covered_out: null out-pointer"));
         }
-        let covered = e.engine.wait_covers(&t, Duration::from_millis(timeout_ms));
+        let covered = e.wait_covers(&t, Duration::from_millis(timeout_ms));
         unsafe { put_out(covered_out, i32::from(covered), "covered_out") }
     })
 }
 
-fn not_found() -> Failure {
+/// Values packed one after the other, each preceded by its length as 8 little-endian bytes.
+pub(crate) fn pack(values: &[Vec<u8>]) -> Vec<u8> {
+    let mut packed = Vec::with_capacity(values.iter().map(|v| v.len() + 8).sum());
+    for v in values {
+        packed.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        packed.extend_from_slice(v);
+    }
+    packed
+}
+
+/// `MERIDIAN_NOT_FOUND`.
+pub(crate) fn not_found() -> Failure {
     Failure::new(
         MeridianStatus::MeridianNotFound,
         "the key holds no such value",

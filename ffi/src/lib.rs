@@ -12,9 +12,12 @@
 #![allow(unsafe_code)]
 
 mod args;
+pub mod batch;
 pub mod buffer;
+pub mod collections;
 pub mod engine;
 mod handles;
+pub mod scan;
 pub mod status;
 pub mod token;
 

@@ -82,6 +82,76 @@ int main(int argc, char **argv) {
           MERIDIAN_INVALID_ARGUMENT); /* a context that does not decode */
     CHECK(meridian_register_get(e, B("r"), 1, NULL, &context) == MERIDIAN_INVALID_ARGUMENT);
 
+    /* Sets. */
+    CHECK(meridian_set_add(e, B("s"), 1, B("pen"), 3, NULL) == MERIDIAN_OK);
+    CHECK(meridian_set_add(e, B("s"), 1, B("book"), 4, NULL) == MERIDIAN_OK);
+    CHECK(meridian_set_remove(e, B("s"), 1, B("pen"), 3, NULL) == MERIDIAN_OK);
+    MeridianBuffer members = {0};
+    CHECK(meridian_set_get(e, B("s"), 1, &members) == MERIDIAN_OK);
+    CHECK(members.len == 12 && members.data[0] == 4 && memcmp(members.data + 8, "book", 4) == 0);
+    CHECK(meridian_buffer_free(&members) == MERIDIAN_OK);
+    CHECK(meridian_set_get(e, B("s"), 1, NULL) == MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_set_get(e, B("c"), 1, &members) == MERIDIAN_WRONG_TYPE); /* a counter */
+    CHECK(meridian_set_add(e, B("s"), 1, NULL, 2, NULL) == MERIDIAN_INVALID_ARGUMENT);
+
+    /* Maps: a cart of counters and a last-writer-wins field. */
+    CHECK(meridian_map_counter_add(e, B("cart"), 4, B("apple"), 5, 2, NULL) == MERIDIAN_OK);
+    CHECK(meridian_map_counter_add(e, B("cart"), 4, B("apple"), 5, 1, NULL) == MERIDIAN_OK);
+    CHECK(meridian_map_lww_set(e, B("cart"), 4, B("note"), 4, B("gift"), 4, NULL) == MERIDIAN_OK);
+    CHECK(meridian_map_get_counter(e, B("cart"), 4, B("apple"), 5, &n) == MERIDIAN_OK && n == 3);
+    CHECK(meridian_map_get_lww(e, B("cart"), 4, B("note"), 4, &b) == MERIDIAN_OK);
+    CHECK(b.len == 4 && memcmp(b.data, "gift", 4) == 0);
+    CHECK(meridian_buffer_free(&b) == MERIDIAN_OK);
+    CHECK(meridian_map_remove(e, B("cart"), 4, B("apple"), 5, NULL) == MERIDIAN_OK);
+    CHECK(meridian_map_get_counter(e, B("cart"), 4, B("apple"), 5, &n) == MERIDIAN_NOT_FOUND);
+    CHECK(meridian_map_get_lww(e, B("cart"), 4, B("note"), 4, NULL) == MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_map_get_counter(e, B("cart"), 4, B("note"), 4, &n) == MERIDIAN_NOT_FOUND);
+
+    /* Batches: all or nothing. */
+    MeridianBatch *batch = NULL;
+    CHECK(meridian_batch_new(&batch) == MERIDIAN_OK);
+    CHECK(meridian_batch_lww_set(batch, B("b1"), 2, B("x"), 1) == MERIDIAN_OK);
+    CHECK(meridian_batch_counter_add(batch, B("b2"), 2, 7) == MERIDIAN_OK);
+    CHECK(meridian_batch_set_add(batch, B("b3"), 2, B("y"), 1) == MERIDIAN_OK);
+    CHECK(meridian_batch_delete(batch, B("s"), 1) == MERIDIAN_OK);
+    MeridianToken *bt = NULL;
+    CHECK(meridian_batch_commit(e, batch, &bt) == MERIDIAN_OK && bt != NULL);
+    CHECK(meridian_counter_get(e, B("b2"), 2, &n) == MERIDIAN_OK && n == 7);
+    CHECK(meridian_set_get(e, B("s"), 1, &members) == MERIDIAN_NOT_FOUND);
+    CHECK(meridian_batch_counter_add(batch, B("b1"), 2, 1) == MERIDIAN_OK); /* b1 is LWW */
+    CHECK(meridian_batch_commit(e, batch, NULL) == MERIDIAN_WRONG_TYPE);
+    CHECK(meridian_counter_get(e, B("b1"), 2, &n) == MERIDIAN_WRONG_TYPE); /* nothing written */
+    CHECK(meridian_batch_lww_set(batch, NULL, 1, B("x"), 1) == MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_batch_free(batch) == MERIDIAN_OK);
+    CHECK(meridian_batch_free(batch) == MERIDIAN_CLOSED);
+    CHECK(meridian_batch_commit(e, batch, NULL) == MERIDIAN_CLOSED);
+    CHECK(meridian_token_free(bt) == MERIDIAN_OK);
+
+    /* Scans: keys in order with the type of their values. */
+    MeridianScan *scan = NULL;
+    CHECK(meridian_scan_prefix(e, B("b"), 1, 10, &scan) == MERIDIAN_OK);
+    MeridianKind kind;
+    MeridianBuffer key = {0};
+    CHECK(meridian_scan_next(scan, &key, &kind) == MERIDIAN_OK);
+    CHECK(key.len == 2 && memcmp(key.data, "b1", 2) == 0 && kind == MERIDIAN_KIND_LWW);
+    CHECK(meridian_buffer_free(&key) == MERIDIAN_OK);
+    CHECK(meridian_scan_next(scan, &key, &kind) == MERIDIAN_OK && kind == MERIDIAN_KIND_COUNTER);
+    CHECK(meridian_buffer_free(&key) == MERIDIAN_OK);
+    CHECK(meridian_scan_next(scan, &key, &kind) == MERIDIAN_OK && kind == MERIDIAN_KIND_SET);
+    CHECK(meridian_buffer_free(&key) == MERIDIAN_OK);
+    CHECK(meridian_scan_next(scan, &key, &kind) == MERIDIAN_NOT_FOUND);
+    CHECK(meridian_scan_next(scan, NULL, &kind) == MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_scan_free(scan) == MERIDIAN_OK);
+    CHECK(meridian_scan_next(scan, &key, &kind) == MERIDIAN_CLOSED);
+    CHECK(meridian_scan_range(e, B("b2"), 2, B("c"), 1, 10, &scan) == MERIDIAN_OK);
+    CHECK(meridian_scan_next(scan, &key, &kind) == MERIDIAN_OK && key.data[1] == '2');
+    CHECK(meridian_buffer_free(&key) == MERIDIAN_OK);
+    CHECK(meridian_scan_next(scan, &key, &kind) == MERIDIAN_OK && key.data[1] == '3');
+    CHECK(meridian_buffer_free(&key) == MERIDIAN_OK);
+    CHECK(meridian_scan_next(scan, &key, &kind) == MERIDIAN_NOT_FOUND);
+    CHECK(meridian_scan_free(scan) == MERIDIAN_OK);
+    CHECK(meridian_scan_prefix(e, B("b"), 1, 10, NULL) == MERIDIAN_INVALID_ARGUMENT);
+
     /* Deletes. */
     CHECK(meridian_delete(e, B("k"), 1, NULL) == MERIDIAN_OK);
     CHECK(meridian_lww_get(e, B("k"), 1, &b) == MERIDIAN_NOT_FOUND);

@@ -1,0 +1,149 @@
+//! Atomic batches through C: operations gathered in a batch handle, then committed under one
+//! dot (all or nothing).
+
+use crate::args::{bytes, put_out};
+use crate::engine::{engine, MeridianEngine};
+use crate::handles::Registry;
+use crate::status::{guard, Failure, MeridianStatus};
+use crate::token::{maybe_token_out, MeridianToken};
+use meridian::{Batch, Op};
+use std::sync::Mutex;
+
+/// A batch of operations being gathered (opaque).
+pub struct MeridianBatch {
+    _private: [u8; 0],
+}
+
+static BATCHES: Registry<Mutex<Batch>> = Registry::new("batch");
+
+/// Adds `op` on `key` to the batch behind `handle`.
+///
+/// # Safety
+/// `key` must point at `key_len` readable bytes.
+unsafe fn add(
+    handle: *mut MeridianBatch,
+    key: *const u8,
+    key_len: usize,
+    op: Op,
+) -> Result<(), Failure> {
+    let key = unsafe { bytes(key, key_len, "key") }?.to_vec();
+    let batch = BATCHES.get(handle as usize)?;
+    let mut b = batch.lock().unwrap_or_else(|e| e.into_inner());
+    *b = std::mem::take(&mut *b).op(key, op);
+    Ok(())
+}
+
+/// An empty batch.
+///
+/// # Safety
+/// `out` must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_batch_new(out: *mut *mut MeridianBatch) -> MeridianStatus {
+    guard(move || {
+        if out.is_null() {
+            return Err(Failure::invalid("out: null out-pointer"));
+        }
+        let id = BATCHES.insert(Mutex::new(Batch::new()));
+        unsafe { put_out(out, id as *mut MeridianBatch, "out") }
+    })
+}
+
+/// Adds a last-writer-wins write to the batch.
+///
+/// # Safety
+/// Pointers with a length must point at that many readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_batch_lww_set(
+    batch: *mut MeridianBatch,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+) -> MeridianStatus {
+    guard(move || {
+        let value = unsafe { bytes(value, value_len, "value") }?.to_vec();
+        unsafe { add(batch, key, key_len, Op::LwwSet { value }) }
+    })
+}
+
+/// Adds a counter increment to the batch.
+///
+/// # Safety
+/// `key` must point at `key_len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_batch_counter_add(
+    batch: *mut MeridianBatch,
+    key: *const u8,
+    key_len: usize,
+    delta: i64,
+) -> MeridianStatus {
+    guard(move || unsafe { add(batch, key, key_len, Op::CounterAdd { delta }) })
+}
+
+/// Adds a set insertion to the batch.
+///
+/// # Safety
+/// Pointers with a length must point at that many readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_batch_set_add(
+    batch: *mut MeridianBatch,
+    key: *const u8,
+    key_len: usize,
+    elem: *const u8,
+    elem_len: usize,
+) -> MeridianStatus {
+    guard(move || {
+        let elems = vec![unsafe { bytes(elem, elem_len, "elem") }?.to_vec()];
+        unsafe { add(batch, key, key_len, Op::SetAdd { elems }) }
+    })
+}
+
+/// Adds a delete to the batch.
+///
+/// # Safety
+/// `key` must point at `key_len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_batch_delete(
+    batch: *mut MeridianBatch,
+    key: *const u8,
+    key_len: usize,
+) -> MeridianStatus {
+    guard(move || unsafe { add(batch, key, key_len, Op::Delete) })
+}
+
+/// Commits the batch's operations atomically (the batch is empty afterwards, ready for
+/// more; on failure nothing is written and the operations stay). `token_out` may be null.
+/// Blocks for the local commit.
+///
+/// # Safety
+/// `token_out`, when not null, must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_batch_commit(
+    engine_handle: *const MeridianEngine,
+    batch: *mut MeridianBatch,
+    token_out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    guard(move || {
+        let e = engine(engine_handle)?;
+        let batch = BATCHES.get(batch as usize)?;
+        let mut b = batch.lock().unwrap_or_else(|e| e.into_inner());
+        let token = e.write(b.clone())?;
+        *b = Batch::new();
+        drop(b);
+        unsafe { maybe_token_out(token_out, token) }
+    })
+}
+
+/// Frees a batch (null is fine; a freed batch is refused with `MERIDIAN_CLOSED`).
+#[no_mangle]
+pub extern "C" fn meridian_batch_free(batch: *mut MeridianBatch) -> MeridianStatus {
+    guard(move || {
+        if batch.is_null() {
+            return Ok(());
+        }
+        BATCHES
+            .remove(batch as usize)
+            .map(drop)
+            .ok_or_else(|| Failure::new(MeridianStatus::MeridianClosed, "batch already freed"))
+    })
+}
