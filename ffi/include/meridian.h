@@ -29,7 +29,28 @@ typedef enum MeridianStatus {
   MERIDIAN_CLOSED = 8,
   // A bug in Meridian (a caught panic): the call did nothing it can vouch for.
   MERIDIAN_INTERNAL = 9,
+  // Client mode: the write may or may not have been applied (it is never rolled back, and
+  // was not retried elsewhere where that could apply it twice).
+  MERIDIAN_UNKNOWN = 10,
+  // Client mode: no region could serve the request.
+  MERIDIAN_NO_REGION = 11,
+  // Client mode: no region has applied this session's writes yet.
+  MERIDIAN_NOT_YET_VISIBLE = 12,
+  // Client mode: a region refused the request (its role, rate limits...).
+  MERIDIAN_REFUSED = 13,
 } MeridianStatus;
+
+// How many regions must hold a write before it is acknowledged.
+typedef enum MeridianConsistency {
+  // The region that took it.
+  MERIDIAN_CONSISTENCY_LOCAL = 0,
+  // More than half of the regions.
+  MERIDIAN_CONSISTENCY_MAJORITY = 1,
+  // Every region.
+  MERIDIAN_CONSISTENCY_ALL = 2,
+  // The number of regions given beside it.
+  MERIDIAN_CONSISTENCY_REGIONS = 3,
+} MeridianConsistency;
 
 // The type of a key's value.
 typedef enum MeridianKind {
@@ -47,6 +68,10 @@ typedef enum MeridianKind {
 
 // A batch of operations being gathered (opaque).
 typedef struct MeridianBatch MeridianBatch;
+
+// A routed client of a cluster (opaque): safe to share between threads (calls on one client
+// take turns).
+typedef struct MeridianClient MeridianClient;
 
 // An embedded engine (opaque): safe to use from several threads at once.
 typedef struct MeridianEngine MeridianEngine;
@@ -131,6 +156,86 @@ enum MeridianStatus meridian_batch_free(struct MeridianBatch *batch);
 // # Safety
 // `buffer`, when not null, must point at a `MeridianBuffer` filled by this library.
 enum MeridianStatus meridian_buffer_free(struct MeridianBuffer *buffer);
+
+// Opens a client of the cluster a cluster file describes (seeds, certificates, the client's
+// place): it learns every region and times them. Blocks until a seed answers.
+//
+// # Safety
+// `cluster_file` must be a NUL-terminated string; `out` must be valid for a write.
+enum MeridianStatus meridian_client_open(const char *cluster_file, struct MeridianClient **out);
+
+// A last-writer-wins write, acknowledged once durable in the regions `level` asks for
+// (`regions` counts them for `MERIDIAN_CONSISTENCY_REGIONS`). Retried in the next region if
+// the nearest does not answer. `token_out` may be null. Blocks.
+//
+// # Safety
+// Pointers with a length must point at that many readable bytes; `token_out`, when not
+// null, must be valid for a write.
+enum MeridianStatus meridian_client_lww_set(const struct MeridianClient *client,
+                                            const uint8_t *key,
+                                            size_t key_len,
+                                            const uint8_t *value,
+                                            size_t value_len,
+                                            enum MeridianConsistency level,
+                                            uint8_t regions,
+                                            struct MeridianToken **token_out);
+
+// A counter increment, as `meridian_client_lww_set`; but if the region that took it does
+// not answer, it is not retried elsewhere (that could count it twice): the call returns
+// `MERIDIAN_UNKNOWN`. Blocks.
+//
+// # Safety
+// As `meridian_client_lww_set`.
+enum MeridianStatus meridian_client_counter_add(const struct MeridianClient *client,
+                                                const uint8_t *key,
+                                                size_t key_len,
+                                                int64_t delta,
+                                                enum MeridianConsistency level,
+                                                uint8_t regions,
+                                                struct MeridianToken **token_out);
+
+// Reads a key in the nearest region holding this session's writes; the value of a
+// last-writer-wins key into `out`. `MERIDIAN_NOT_FOUND` when absent (or of another type).
+// Blocks.
+//
+// # Safety
+// `key` must point at `key_len` readable bytes; `out` must be valid for a write.
+enum MeridianStatus meridian_client_lww_get(const struct MeridianClient *client,
+                                            const uint8_t *key,
+                                            size_t key_len,
+                                            struct MeridianBuffer *out);
+
+// Reads a counter as `meridian_client_lww_get` does. Blocks.
+//
+// # Safety
+// `key` must point at `key_len` readable bytes; `out` must be valid for a write.
+enum MeridianStatus meridian_client_counter_get(const struct MeridianClient *client,
+                                                const uint8_t *key,
+                                                size_t key_len,
+                                                int64_t *out);
+
+// The session's token (everything this client wrote or read), to carry to another client.
+//
+// # Safety
+// `out` must be valid for a write.
+enum MeridianStatus meridian_client_token(const struct MeridianClient *client,
+                                          struct MeridianToken **out);
+
+// Adds `token`'s writes to the session (reads then wait for them wherever they go).
+enum MeridianStatus meridian_client_merge_token(const struct MeridianClient *client,
+                                                const struct MeridianToken *token);
+
+// The region that answered the client's last successful request, into `out` (empty before
+// any).
+//
+// # Safety
+// `out` must be valid for a write.
+enum MeridianStatus meridian_client_region(const struct MeridianClient *client,
+                                           struct MeridianBuffer *out);
+
+// Closes a client (null is fine; a closed client is refused with `MERIDIAN_CLOSED`).
+// Blocks until its connections close.
+enum MeridianStatus meridian_client_close(struct MeridianClient *client);
 
 // Adds an element to a set. `token_out` may be null. Blocks for the local commit.
 //

@@ -7,13 +7,15 @@
 //! between threads, and a closed handle is refused. Bytes the library hands out are freed
 //! with `meridian_buffer_free`. Calls that block (opening, writing, waiting) say so.
 //!
-//! This is the embedded mode: a local engine, or a node's engine replicating by itself.
+//! Two modes: embedded (a local engine, or a node's engine replicating by itself) and client
+//! (a routed client of a cluster's regions).
 
 #![allow(unsafe_code)]
 
 mod args;
 pub mod batch;
 pub mod buffer;
+pub mod client;
 pub mod collections;
 pub mod engine;
 mod handles;

@@ -30,6 +30,15 @@ pub enum MeridianStatus {
     MeridianClosed = 8,
     /// A bug in Meridian (a caught panic): the call did nothing it can vouch for.
     MeridianInternal = 9,
+    /// Client mode: the write may or may not have been applied (it is never rolled back, and
+    /// was not retried elsewhere where that could apply it twice).
+    MeridianUnknown = 10,
+    /// Client mode: no region could serve the request.
+    MeridianNoRegion = 11,
+    /// Client mode: no region has applied this session's writes yet.
+    MeridianNotYetVisible = 12,
+    /// Client mode: a region refused the request (its role, rate limits...).
+    MeridianRefused = 13,
 }
 
 /// A failed call: its status and message.

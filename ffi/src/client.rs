@@ -1,0 +1,315 @@
+//! Client mode through C: a routed client of a cluster (`meridian_runtime::routed`), learning
+//! the regions from a cluster file's seeds, using the nearest healthy one and failing over,
+//! with a session token that follows it across regions. Every call blocks (on the client's
+//! own runtime thread) until the cluster answers.
+
+use crate::args::{bytes, put_buffer, put_out, text};
+use crate::buffer::MeridianBuffer;
+use crate::engine::not_found;
+use crate::handles::Registry;
+use crate::status::{guard, Failure, MeridianStatus};
+use crate::token::{maybe_token_out, token_of, MeridianToken};
+use meridian::{Op, ReadValue};
+use meridian_runtime::client_proto::Consistency;
+use meridian_runtime::cluster_file::ClusterFile;
+use meridian_runtime::routed::{RoutedClient, RoutedError};
+use std::ffi::c_char;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// How many regions must hold a write before it is acknowledged.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeridianConsistency {
+    /// The region that took it.
+    MeridianConsistencyLocal = 0,
+    /// More than half of the regions.
+    MeridianConsistencyMajority = 1,
+    /// Every region.
+    MeridianConsistencyAll = 2,
+    /// The number of regions given beside it.
+    MeridianConsistencyRegions = 3,
+}
+
+/// A routed client of a cluster (opaque): safe to share between threads (calls on one client
+/// take turns).
+pub struct MeridianClient {
+    _private: [u8; 0],
+}
+
+/// A client and the runtime its calls run on.
+struct ClientHandle {
+    runtime: tokio::runtime::Runtime,
+    client: Mutex<RoutedClient>,
+}
+
+static CLIENTS: Registry<ClientHandle> = Registry::new("client");
+
+fn consistency(level: MeridianConsistency, regions: u8) -> Result<Consistency, Failure> {
+    Ok(match level {
+        MeridianConsistency::MeridianConsistencyLocal => Consistency::Local,
+        MeridianConsistency::MeridianConsistencyMajority => Consistency::Majority,
+        MeridianConsistency::MeridianConsistencyAll => Consistency::All,
+        MeridianConsistency::MeridianConsistencyRegions if regions > 0 => {
+            Consistency::Regions(regions)
+        }
+        MeridianConsistency::MeridianConsistencyRegions => {
+            return Err(Failure::invalid("regions: at least 1"))
+        }
+    })
+}
+
+impl From<RoutedError> for Failure {
+    fn from(e: RoutedError) -> Failure {
+        let status = match &e {
+            RoutedError::Unknown { .. } => MeridianStatus::MeridianUnknown,
+            RoutedError::NoRegion(_) => MeridianStatus::MeridianNoRegion,
+            RoutedError::NotYetVisible => MeridianStatus::MeridianNotYetVisible,
+            _ => MeridianStatus::MeridianRefused,
+        };
+        Failure::new(status, e.to_string())
+    }
+}
+
+/// Runs `call` on the client behind `handle`, on its runtime.
+fn with_client<T>(
+    handle: *const MeridianClient,
+    call: impl AsyncFnOnce(&mut RoutedClient) -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    let h = CLIENTS.get(handle as usize)?;
+    let mut client = h.client.lock().unwrap_or_else(|e| e.into_inner());
+    h.runtime.block_on(call(&mut client))
+}
+
+/// Opens a client of the cluster a cluster file describes (seeds, certificates, the client's
+/// place): it learns every region and times them. Blocks until a seed answers.
+///
+/// # Safety
+/// `cluster_file` must be a NUL-terminated string; `out` must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_open(
+    cluster_file: *const c_char,
+    out: *mut *mut MeridianClient,
+) -> MeridianStatus {
+    guard(move || {
+        let path = unsafe { text(cluster_file, "cluster_file") }?;
+        if out.is_null() {
+            return Err(Failure::invalid("out: null out-pointer"));
+        }
+        let file =
+            ClusterFile::load(Path::new(path)).map_err(|e| Failure::invalid(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::new(MeridianStatus::MeridianInternal, e.to_string()))?;
+        let client = runtime.block_on(RoutedClient::connect(file.routed_config()))?;
+        let id = CLIENTS.insert(ClientHandle {
+            runtime,
+            client: Mutex::new(client),
+        });
+        unsafe { put_out(out, id as *mut MeridianClient, "out") }
+    })
+}
+
+/// Applies `op` through the client.
+unsafe fn client_apply(
+    handle: *const MeridianClient,
+    key: *const u8,
+    key_len: usize,
+    op: Op,
+    level: Consistency,
+    token_out: *mut *mut MeridianToken,
+) -> Result<(), Failure> {
+    let key = unsafe { bytes(key, key_len, "key") }?.to_vec();
+    let written = with_client(handle, async move |c| Ok(c.apply(&key, op, level).await?))?;
+    unsafe { maybe_token_out(token_out, written.token) }
+}
+
+/// A last-writer-wins write, acknowledged once durable in the regions `level` asks for
+/// (`regions` counts them for `MERIDIAN_CONSISTENCY_REGIONS`). Retried in the next region if
+/// the nearest does not answer. `token_out` may be null. Blocks.
+///
+/// # Safety
+/// Pointers with a length must point at that many readable bytes; `token_out`, when not
+/// null, must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_lww_set(
+    client: *const MeridianClient,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    level: MeridianConsistency,
+    regions: u8,
+    token_out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    guard(move || {
+        let value = unsafe { bytes(value, value_len, "value") }?.to_vec();
+        let level = consistency(level, regions)?;
+        unsafe { client_apply(client, key, key_len, Op::LwwSet { value }, level, token_out) }
+    })
+}
+
+/// A counter increment, as `meridian_client_lww_set`; but if the region that took it does
+/// not answer, it is not retried elsewhere (that could count it twice): the call returns
+/// `MERIDIAN_UNKNOWN`. Blocks.
+///
+/// # Safety
+/// As `meridian_client_lww_set`.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_counter_add(
+    client: *const MeridianClient,
+    key: *const u8,
+    key_len: usize,
+    delta: i64,
+    level: MeridianConsistency,
+    regions: u8,
+    token_out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    guard(move || {
+        let level = consistency(level, regions)?;
+        unsafe {
+            client_apply(
+                client,
+                key,
+                key_len,
+                Op::CounterAdd { delta },
+                level,
+                token_out,
+            )
+        }
+    })
+}
+
+/// Reads a key in the nearest region holding this session's writes; the value of a
+/// last-writer-wins key into `out`. `MERIDIAN_NOT_FOUND` when absent (or of another type).
+/// Blocks.
+///
+/// # Safety
+/// `key` must point at `key_len` readable bytes; `out` must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_lww_get(
+    client: *const MeridianClient,
+    key: *const u8,
+    key_len: usize,
+    out: *mut MeridianBuffer,
+) -> MeridianStatus {
+    guard(move || {
+        if out.is_null() {
+            return Err(Failure::invalid("out: null out-pointer"));
+        }
+        let key = unsafe { bytes(key, key_len, "key") }?.to_vec();
+        let read = with_client(client, async move |c| Ok(c.read(&key).await?))?;
+        let value = read
+            .and_then(|r| {
+                r.values.into_iter().find_map(|v| match v {
+                    ReadValue::Lww(l) => Some(l.value),
+                    _ => None,
+                })
+            })
+            .ok_or_else(not_found)?;
+        unsafe { put_buffer(out, value, "out") }
+    })
+}
+
+/// Reads a counter as `meridian_client_lww_get` does. Blocks.
+///
+/// # Safety
+/// `key` must point at `key_len` readable bytes; `out` must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_counter_get(
+    client: *const MeridianClient,
+    key: *const u8,
+    key_len: usize,
+    out: *mut i64,
+) -> MeridianStatus {
+    guard(move || {
+        if out.is_null() {
+            return Err(Failure::invalid("out: null out-pointer"));
+        }
+        let key = unsafe { bytes(key, key_len, "key") }?.to_vec();
+        let read = with_client(client, async move |c| Ok(c.read(&key).await?))?;
+        let value = read
+            .and_then(|r| {
+                r.values.into_iter().find_map(|v| match v {
+                    ReadValue::Counter(n) => Some(n),
+                    _ => None,
+                })
+            })
+            .ok_or_else(not_found)?;
+        unsafe { put_out(out, value, "out") }
+    })
+}
+
+/// The session's token (everything this client wrote or read), to carry to another client.
+///
+/// # Safety
+/// `out` must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_token(
+    client: *const MeridianClient,
+    out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    guard(move || {
+        if out.is_null() {
+            return Err(Failure::invalid("out: null out-pointer"));
+        }
+        let token = with_client(client, async move |c| Ok(c.token.clone()))?;
+        unsafe { maybe_token_out(out, token) }
+    })
+}
+
+/// Adds `token`'s writes to the session (reads then wait for them wherever they go).
+#[no_mangle]
+pub extern "C" fn meridian_client_merge_token(
+    client: *const MeridianClient,
+    token: *const MeridianToken,
+) -> MeridianStatus {
+    guard(move || {
+        let add = token_of(token)?;
+        with_client(client, async move |c| {
+            c.token.merge(&add);
+            Ok(())
+        })
+    })
+}
+
+/// The region that answered the client's last successful request, into `out` (empty before
+/// any).
+///
+/// # Safety
+/// `out` must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_region(
+    client: *const MeridianClient,
+    out: *mut MeridianBuffer,
+) -> MeridianStatus {
+    guard(move || {
+        if out.is_null() {
+            return Err(Failure::invalid("out: null out-pointer"));
+        }
+        let region = with_client(client, async move |c| {
+            Ok(c.last_region().unwrap_or_default().to_string())
+        })?;
+        unsafe { put_buffer(out, region.into_bytes(), "out") }
+    })
+}
+
+/// Closes a client (null is fine; a closed client is refused with `MERIDIAN_CLOSED`).
+/// Blocks until its connections close.
+#[no_mangle]
+pub extern "C" fn meridian_client_close(client: *mut MeridianClient) -> MeridianStatus {
+    guard(move || {
+        if client.is_null() {
+            return Ok(());
+        }
+        let handle = CLIENTS
+            .remove(client as usize)
+            .ok_or_else(|| Failure::new(MeridianStatus::MeridianClosed, "client already closed"))?;
+        if let Ok(h) = std::sync::Arc::try_unwrap(handle) {
+            let client = h.client.into_inner().unwrap_or_else(|e| e.into_inner());
+            h.runtime.block_on(client.close());
+        }
+        Ok(())
+    })
+}
