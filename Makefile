@@ -16,6 +16,8 @@ demo: deps
 test: deps
 	$(CARGO) build --release -p meridian-ffi
 	$(CARGO) test --release --workspace
+	MERIDIAN_LIB=$(CARGO_TARGET_DIR)/release/libmeridian.so MERIDIAN_BIN=$(CARGO_TARGET_DIR)/release/meridian \
+	  bash scripts/python-tests.sh
 
 # Regenerates ffi/include/meridian.h from the C ABI (make test fails while it is stale).
 header:

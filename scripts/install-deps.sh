@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the build needs on Debian: libclang (RocksDB's bindgen), a C++
-# compiler (RocksDB itself) and a C compiler with AddressSanitizer (the C ABI's test program).
+# compiler (RocksDB itself), a C compiler with AddressSanitizer (the C ABI's test program) and
+# Python 3 (the Python package's tests).
 # As root it installs them; otherwise it prints the command to run.
 set -euo pipefail
 
@@ -16,6 +17,9 @@ fi
 if ! command -v cc >/dev/null 2>&1 || ! echo 'int main(void){return 0;}' \
     | cc -fsanitize=address -x c - -o /dev/null >/dev/null 2>&1; then
   missing+=(gcc)
+fi
+if ! command -v python3 >/dev/null 2>&1; then
+  missing+=(python3 python3-pytest)
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo not found; install the Rust toolchain first (https://rustup.rs)" >&2

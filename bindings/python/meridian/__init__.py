@@ -1,0 +1,581 @@
+"""Meridian from Python: embedded engines (local, or replicating by themselves) and routed
+clients of a cluster, over the C ABI (``libmeridian.so``) with ctypes: nothing to compile.
+
+The library is found through ``MERIDIAN_LIB`` (a path), else next to the cargo target
+directory (``$CARGO_TARGET_DIR/release``, ``~/.cache/meridian/target/release``), else by the
+system loader. Keys and values are ``bytes`` (``str`` is encoded as UTF-8). Failures raise
+subclasses of :class:`MeridianError`; a missing value is ``None``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import weakref
+from ctypes import POINTER, byref, c_char_p, c_int, c_int32, c_int64, c_size_t, c_uint8, c_uint64, c_void_p
+from typing import Iterator, List, Optional, Tuple, Union
+
+__all__ = [
+    "Engine", "Client", "Token", "Siblings", "Batch", "MeridianError", "NotFoundError",
+    "InvalidArgumentError",
+    "WrongTypeError", "TooLargeError", "CorruptError", "UnavailableError", "StorageError",
+    "ClosedError", "InternalError", "UnknownOutcomeError", "NoRegionError",
+    "NotYetVisibleError", "RefusedError",
+]
+
+Bytes = Union[bytes, bytearray, memoryview, str]
+
+
+class MeridianError(Exception):
+    """A call into Meridian failed; ``status`` is the C ABI's code."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFoundError(MeridianError, KeyError):
+    """The key holds nothing of that type (reads return ``None`` instead)."""
+
+
+class InvalidArgumentError(MeridianError, ValueError):
+    """A bad key, value, token or argument."""
+
+
+class WrongTypeError(MeridianError, TypeError):
+    """The key holds another type."""
+
+
+class TooLargeError(MeridianError, ValueError):
+    """A value, record or batch over the limits."""
+
+
+class CorruptError(MeridianError):
+    """Stored bytes that do not decode (that key only)."""
+
+
+class UnavailableError(MeridianError):
+    """Not writable now (a restart's recovery): retry, or write in another region."""
+
+
+class StorageError(MeridianError):
+    """The storage failed; the engine refuses writes until reopened."""
+
+
+class ClosedError(MeridianError):
+    """The handle was closed."""
+
+
+class InternalError(MeridianError):
+    """A bug in Meridian (a caught panic)."""
+
+
+class UnknownOutcomeError(MeridianError):
+    """The write may or may not have been applied; it was not retried where that could apply
+    it twice."""
+
+
+class NoRegionError(MeridianError):
+    """No region could serve the request."""
+
+
+class NotYetVisibleError(MeridianError):
+    """No region has applied this session's writes yet."""
+
+
+class RefusedError(MeridianError):
+    """A region refused the request (role, rate limit)."""
+
+
+_ERRORS = {
+    1: NotFoundError, 2: InvalidArgumentError, 3: WrongTypeError, 4: TooLargeError,
+    5: CorruptError, 6: UnavailableError, 7: StorageError, 8: ClosedError, 9: InternalError,
+    10: UnknownOutcomeError, 11: NoRegionError, 12: NotYetVisibleError, 13: RefusedError,
+}
+
+KIND_NAMES = {0: "register", 1: "lww", 2: "counter", 3: "set", 4: "map"}
+CONSISTENCY = {"local": 0, "majority": 1, "all": 2}
+
+
+class _Buffer(ctypes.Structure):
+    _fields_ = [("data", POINTER(c_uint8)), ("len", c_size_t)]
+
+
+def _find_library() -> str:
+    explicit = os.environ.get("MERIDIAN_LIB")
+    if explicit:
+        return explicit
+    dirs = []
+    if os.environ.get("CARGO_TARGET_DIR"):
+        dirs.append(os.path.join(os.environ["CARGO_TARGET_DIR"], "release"))
+    dirs.append(os.path.expanduser("~/.cache/meridian/target/release"))
+    here = os.path.dirname(os.path.abspath(__file__))
+    dirs.append(os.path.join(here, "..", "..", "..", "target", "release"))
+    for d in dirs:
+        path = os.path.join(d, "libmeridian.so")
+        if os.path.exists(path):
+            return path
+    return "libmeridian.so"
+
+
+_lib = ctypes.CDLL(_find_library())
+_lib.meridian_last_error.restype = c_char_p
+
+_SIGNATURES = {
+    "meridian_buffer_free": [POINTER(_Buffer)],
+    "meridian_engine_open": [c_char_p, POINTER(c_void_p)],
+    "meridian_engine_open_node": [c_char_p, POINTER(c_void_p)],
+    "meridian_engine_close": [c_void_p],
+    "meridian_register_put": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_void_p)],
+    "meridian_register_get": [c_void_p, c_char_p, c_size_t, POINTER(_Buffer), POINTER(_Buffer)],
+    "meridian_lww_set": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_void_p)],
+    "meridian_lww_get": [c_void_p, c_char_p, c_size_t, POINTER(_Buffer)],
+    "meridian_counter_add": [c_void_p, c_char_p, c_size_t, c_int64, POINTER(c_void_p)],
+    "meridian_counter_get": [c_void_p, c_char_p, c_size_t, POINTER(c_int64)],
+    "meridian_delete": [c_void_p, c_char_p, c_size_t, POINTER(c_void_p)],
+    "meridian_set_add": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_void_p)],
+    "meridian_set_remove": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_void_p)],
+    "meridian_set_get": [c_void_p, c_char_p, c_size_t, POINTER(_Buffer)],
+    "meridian_map_lww_set": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_void_p)],
+    "meridian_map_counter_add": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, POINTER(c_void_p)],
+    "meridian_map_remove": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_void_p)],
+    "meridian_map_get_lww": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(_Buffer)],
+    "meridian_map_get_counter": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, POINTER(c_int64)],
+    "meridian_batch_new": [POINTER(c_void_p)],
+    "meridian_batch_lww_set": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t],
+    "meridian_batch_counter_add": [c_void_p, c_char_p, c_size_t, c_int64],
+    "meridian_batch_set_add": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t],
+    "meridian_batch_delete": [c_void_p, c_char_p, c_size_t],
+    "meridian_batch_commit": [c_void_p, c_void_p, POINTER(c_void_p)],
+    "meridian_batch_free": [c_void_p],
+    "meridian_scan_prefix": [c_void_p, c_char_p, c_size_t, c_size_t, POINTER(c_void_p)],
+    "meridian_scan_range": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_size_t, POINTER(c_void_p)],
+    "meridian_scan_next": [c_void_p, POINTER(_Buffer), POINTER(c_int32)],
+    "meridian_scan_free": [c_void_p],
+    "meridian_token_new": [POINTER(c_void_p)],
+    "meridian_token_from_bytes": [c_char_p, c_size_t, POINTER(c_void_p)],
+    "meridian_token_bytes": [c_void_p, POINTER(_Buffer)],
+    "meridian_token_merge": [c_void_p, c_void_p],
+    "meridian_token_free": [c_void_p],
+    "meridian_wait_covers": [c_void_p, c_void_p, c_uint64, POINTER(c_int32)],
+    "meridian_client_open": [c_char_p, POINTER(c_void_p)],
+    "meridian_client_lww_set": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_uint8, POINTER(c_void_p)],
+    "meridian_client_counter_add": [c_void_p, c_char_p, c_size_t, c_int64, c_int32, c_uint8, POINTER(c_void_p)],
+    "meridian_client_lww_get": [c_void_p, c_char_p, c_size_t, POINTER(_Buffer)],
+    "meridian_client_counter_get": [c_void_p, c_char_p, c_size_t, POINTER(c_int64)],
+    "meridian_client_token": [c_void_p, POINTER(c_void_p)],
+    "meridian_client_merge_token": [c_void_p, c_void_p],
+    "meridian_client_region": [c_void_p, POINTER(_Buffer)],
+    "meridian_client_close": [c_void_p],
+}
+for _name, _args in _SIGNATURES.items():
+    _fn = getattr(_lib, _name)
+    _fn.argtypes = _args
+    _fn.restype = c_int
+
+
+def _check(status: int) -> None:
+    if status != 0:
+        message = (_lib.meridian_last_error() or b"").decode("utf-8", "replace")
+        raise _ERRORS.get(status, MeridianError)(status, message)
+
+
+def _bytes(value: Bytes, what: str = "key") -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")
+
+
+def _take(buf: _Buffer) -> bytes:
+    data = ctypes.string_at(buf.data, buf.len) if buf.len else b""
+    _lib.meridian_buffer_free(byref(buf))
+    return data
+
+
+def _unpack(packed: bytes) -> List[bytes]:
+    out, i = [], 0
+    while i < len(packed):
+        n = int.from_bytes(packed[i:i + 8], "little")
+        out.append(packed[i + 8:i + 8 + n])
+        i += 8 + n
+    return out
+
+
+# Every handle still open when the interpreter exits is closed first (while the library is
+# still loaded), so that replication stops and memtables are flushed.
+_open_handles: "weakref.WeakSet" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for handle in list(_open_handles):
+        try:
+            handle.close()
+        except MeridianError:
+            pass
+
+
+class Token:
+    """A causal token: what a session wrote or read. Pass it to another region (or process,
+    as :meth:`to_bytes`) to read your writes there."""
+
+    def __init__(self, handle: int) -> None:
+        self._handle: Optional[int] = handle
+
+    @classmethod
+    def empty(cls) -> "Token":
+        """A token naming nothing."""
+        h = c_void_p()
+        _check(_lib.meridian_token_new(byref(h)))
+        return cls(h.value)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Token":
+        """Parses bytes made by :meth:`to_bytes` (anywhere)."""
+        data = _bytes(data, "data")
+        h = c_void_p()
+        _check(_lib.meridian_token_from_bytes(data, len(data), byref(h)))
+        return cls(h.value)
+
+    def to_bytes(self) -> bytes:
+        """The token's bytes."""
+        buf = _Buffer()
+        _check(_lib.meridian_token_bytes(self._handle, byref(buf)))
+        return _take(buf)
+
+    def merge(self, other: "Token") -> None:
+        """Adds everything ``other`` names."""
+        _check(_lib.meridian_token_merge(self._handle, other._handle))
+
+    def __del__(self) -> None:
+        if self._handle and _lib is not None:
+            _lib.meridian_token_free(self._handle)
+            self._handle = None
+
+
+def _token_out() -> c_void_p:
+    return c_void_p()
+
+
+class Siblings:
+    """A register's values (several when writes were concurrent) and the context to write
+    back (:meth:`Engine.put` supersedes exactly what this read saw)."""
+
+    def __init__(self, values: List[bytes], context: bytes) -> None:
+        self.values = values
+        self.context = context
+
+    def __repr__(self) -> str:
+        return f"Siblings({self.values!r})"
+
+
+class Batch:
+    """Operations committed atomically by :meth:`Engine.batch` (all or nothing)."""
+
+    def __init__(self) -> None:
+        h = c_void_p()
+        _check(_lib.meridian_batch_new(byref(h)))
+        self._handle = h.value
+
+    def lww_set(self, key: Bytes, value: Bytes) -> "Batch":
+        """A last-writer-wins write."""
+        k, v = _bytes(key), _bytes(value, "value")
+        _check(_lib.meridian_batch_lww_set(self._handle, k, len(k), v, len(v)))
+        return self
+
+    def counter_add(self, key: Bytes, delta: int) -> "Batch":
+        """A counter increment."""
+        k = _bytes(key)
+        _check(_lib.meridian_batch_counter_add(self._handle, k, len(k), delta))
+        return self
+
+    def set_add(self, key: Bytes, elem: Bytes) -> "Batch":
+        """A set insertion."""
+        k, e = _bytes(key), _bytes(elem, "elem")
+        _check(_lib.meridian_batch_set_add(self._handle, k, len(k), e, len(e)))
+        return self
+
+    def delete(self, key: Bytes) -> "Batch":
+        """A delete."""
+        k = _bytes(key)
+        _check(_lib.meridian_batch_delete(self._handle, k, len(k)))
+        return self
+
+    def __del__(self) -> None:
+        if getattr(self, "_handle", None) and _lib is not None:
+            _lib.meridian_batch_free(self._handle)
+            self._handle = None
+
+
+class Engine:
+    """An embedded engine: :meth:`open` a local one, or :meth:`open_node` one that replicates
+    by itself with the peers a node configuration names. A context manager; thread-safe."""
+
+    def __init__(self, handle: int) -> None:
+        self._handle: Optional[int] = handle
+        _open_handles.add(self)
+
+    @classmethod
+    def open(cls, path: Union[str, os.PathLike]) -> "Engine":
+        """Opens (or creates) a local engine on a directory."""
+        h = c_void_p()
+        _check(_lib.meridian_engine_open(os.fsencode(path), byref(h)))
+        return cls(h.value)
+
+    @classmethod
+    def open_node(cls, config: Union[str, os.PathLike]) -> "Engine":
+        """Opens the engine a node configuration (TOML) describes and replicates it."""
+        h = c_void_p()
+        _check(_lib.meridian_engine_open_node(os.fsencode(config), byref(h)))
+        return cls(h.value)
+
+    def close(self) -> None:
+        """Stops replication and flushes (a second close does nothing)."""
+        if self._handle:
+            handle, self._handle = self._handle, None
+            _check(_lib.meridian_engine_close(handle))
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _h(self) -> int:
+        if not self._handle:
+            raise ClosedError(8, "the engine is closed")
+        return self._handle
+
+    def _write(self, fn, *args) -> Token:
+        t = c_void_p()
+        _check(fn(self._h(), *args, byref(t)))
+        return Token(t.value)
+
+    def put(self, key: Bytes, value: Bytes, context: Optional[bytes] = None) -> Token:
+        """Multi-value register write; with ``context`` (from :meth:`get`) it supersedes
+        exactly what that read saw."""
+        k, v, c = _bytes(key), _bytes(value, "value"), context or b""
+        return self._write(_lib.meridian_register_put, k, len(k), v, len(v), c, len(c))
+
+    def get(self, key: Bytes) -> Optional[Siblings]:
+        """A register's siblings, or ``None``."""
+        k = _bytes(key)
+        values, context = _Buffer(), _Buffer()
+        status = _lib.meridian_register_get(self._h(), k, len(k), byref(values), byref(context))
+        if status == 1:
+            return None
+        _check(status)
+        return Siblings(_unpack(_take(values)), _take(context))
+
+    def lww_set(self, key: Bytes, value: Bytes) -> Token:
+        """Last-writer-wins write."""
+        k, v = _bytes(key), _bytes(value, "value")
+        return self._write(_lib.meridian_lww_set, k, len(k), v, len(v))
+
+    def lww_get(self, key: Bytes) -> Optional[bytes]:
+        """A last-writer-wins value, or ``None``."""
+        k = _bytes(key)
+        buf = _Buffer()
+        status = _lib.meridian_lww_get(self._h(), k, len(k), byref(buf))
+        if status == 1:
+            return None
+        _check(status)
+        return _take(buf)
+
+    def counter_add(self, key: Bytes, delta: int) -> Token:
+        """Adds ``delta`` to a counter."""
+        k = _bytes(key)
+        return self._write(_lib.meridian_counter_add, k, len(k), delta)
+
+    def counter_get(self, key: Bytes) -> Optional[int]:
+        """A counter's value, or ``None``."""
+        k = _bytes(key)
+        n = c_int64()
+        status = _lib.meridian_counter_get(self._h(), k, len(k), byref(n))
+        if status == 1:
+            return None
+        _check(status)
+        return n.value
+
+    def delete(self, key: Bytes) -> Token:
+        """Deletes a key."""
+        k = _bytes(key)
+        return self._write(_lib.meridian_delete, k, len(k))
+
+    def set_add(self, key: Bytes, elem: Bytes) -> Token:
+        """Adds an element to a set."""
+        k, e = _bytes(key), _bytes(elem, "elem")
+        return self._write(_lib.meridian_set_add, k, len(k), e, len(e))
+
+    def set_remove(self, key: Bytes, elem: Bytes) -> Token:
+        """Removes an element from a set."""
+        k, e = _bytes(key), _bytes(elem, "elem")
+        return self._write(_lib.meridian_set_remove, k, len(k), e, len(e))
+
+    def set_get(self, key: Bytes) -> Optional[List[bytes]]:
+        """A set's members in order, or ``None``."""
+        k = _bytes(key)
+        buf = _Buffer()
+        status = _lib.meridian_set_get(self._h(), k, len(k), byref(buf))
+        if status == 1:
+            return None
+        _check(status)
+        return _unpack(_take(buf))
+
+    def map_lww_set(self, key: Bytes, field: Bytes, value: Bytes) -> Token:
+        """Sets a map field to a last-writer-wins value."""
+        k, f, v = _bytes(key), _bytes(field, "field"), _bytes(value, "value")
+        return self._write(_lib.meridian_map_lww_set, k, len(k), f, len(f), v, len(v))
+
+    def map_counter_add(self, key: Bytes, field: Bytes, delta: int) -> Token:
+        """Adds ``delta`` to a map field's counter."""
+        k, f = _bytes(key), _bytes(field, "field")
+        return self._write(_lib.meridian_map_counter_add, k, len(k), f, len(f), delta)
+
+    def map_remove(self, key: Bytes, field: Bytes) -> Token:
+        """Removes a map field."""
+        k, f = _bytes(key), _bytes(field, "field")
+        return self._write(_lib.meridian_map_remove, k, len(k), f, len(f))
+
+    def map_get_lww(self, key: Bytes, field: Bytes) -> Optional[bytes]:
+        """A map field's last-writer-wins value, or ``None``."""
+        k, f = _bytes(key), _bytes(field, "field")
+        buf = _Buffer()
+        status = _lib.meridian_map_get_lww(self._h(), k, len(k), f, len(f), byref(buf))
+        if status == 1:
+            return None
+        _check(status)
+        return _take(buf)
+
+    def map_get_counter(self, key: Bytes, field: Bytes) -> Optional[int]:
+        """A map field's counter, or ``None``."""
+        k, f = _bytes(key), _bytes(field, "field")
+        n = c_int64()
+        status = _lib.meridian_map_get_counter(self._h(), k, len(k), f, len(f), byref(n))
+        if status == 1:
+            return None
+        _check(status)
+        return n.value
+
+    def commit(self, batch: Batch) -> Token:
+        """Commits a batch atomically."""
+        t = c_void_p()
+        _check(_lib.meridian_batch_commit(self._h(), batch._handle, byref(t)))
+        return Token(t.value)
+
+    def scan(self, prefix: Bytes = b"", limit: int = 1000) -> Iterator[Tuple[bytes, str]]:
+        """Keys starting with ``prefix``, in order, each with its value's type (``"lww"``,
+        ``"counter"``, ``"register"``, ``"set"``, ``"map"``)."""
+        p = _bytes(prefix, "prefix")
+        scan = c_void_p()
+        _check(_lib.meridian_scan_prefix(self._h(), p, len(p), limit, byref(scan)))
+        try:
+            while True:
+                key, kind = _Buffer(), c_int32()
+                status = _lib.meridian_scan_next(scan, byref(key), byref(kind))
+                if status == 1:
+                    return
+                _check(status)
+                yield _take(key), KIND_NAMES.get(kind.value, "register")
+        finally:
+            _lib.meridian_scan_free(scan)
+
+    def wait_covers(self, token: Token, timeout: float) -> bool:
+        """Waits up to ``timeout`` seconds until this replica has applied ``token``'s writes."""
+        covered = c_int32()
+        _check(_lib.meridian_wait_covers(self._h(), token._handle, int(timeout * 1000), byref(covered)))
+        return covered.value == 1
+
+
+class Client:
+    """A routed client of a cluster (nearest healthy region, failover, a session token that
+    follows it), from the cluster file of ``meridian client --cluster``. A context manager."""
+
+    def __init__(self, cluster_file: Union[str, os.PathLike]) -> None:
+        h = c_void_p()
+        _check(_lib.meridian_client_open(os.fsencode(cluster_file), byref(h)))
+        self._handle: Optional[int] = h.value
+        _open_handles.add(self)
+
+    def close(self) -> None:
+        """Closes the client's connections (a second close does nothing)."""
+        if self._handle:
+            handle, self._handle = self._handle, None
+            _check(_lib.meridian_client_close(handle))
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _h(self) -> int:
+        if not self._handle:
+            raise ClosedError(8, "the client is closed")
+        return self._handle
+
+    @staticmethod
+    def _level(consistency: Union[str, int]) -> Tuple[int, int]:
+        if isinstance(consistency, int):
+            return 3, consistency
+        if consistency not in CONSISTENCY:
+            raise ValueError(f"consistency {consistency!r}: local, majority, all or a number")
+        return CONSISTENCY[consistency], 0
+
+    def lww_set(self, key: Bytes, value: Bytes, consistency: Union[str, int] = "local") -> Token:
+        """A last-writer-wins write, acknowledged when that many regions hold it."""
+        k, v = _bytes(key), _bytes(value, "value")
+        level, n = self._level(consistency)
+        t = c_void_p()
+        _check(_lib.meridian_client_lww_set(self._h(), k, len(k), v, len(v), level, n, byref(t)))
+        return Token(t.value)
+
+    def counter_add(self, key: Bytes, delta: int, consistency: Union[str, int] = "local") -> Token:
+        """A counter increment (never retried where it could count twice:
+        :class:`UnknownOutcomeError` instead)."""
+        k = _bytes(key)
+        level, n = self._level(consistency)
+        t = c_void_p()
+        _check(_lib.meridian_client_counter_add(self._h(), k, len(k), delta, level, n, byref(t)))
+        return Token(t.value)
+
+    def lww_get(self, key: Bytes) -> Optional[bytes]:
+        """A last-writer-wins value where this session's writes are, or ``None``."""
+        k = _bytes(key)
+        buf = _Buffer()
+        status = _lib.meridian_client_lww_get(self._h(), k, len(k), byref(buf))
+        if status == 1:
+            return None
+        _check(status)
+        return _take(buf)
+
+    def counter_get(self, key: Bytes) -> Optional[int]:
+        """A counter's value where this session's writes are, or ``None``."""
+        k = _bytes(key)
+        n = c_int64()
+        status = _lib.meridian_client_counter_get(self._h(), k, len(k), byref(n))
+        if status == 1:
+            return None
+        _check(status)
+        return n.value
+
+    @property
+    def token(self) -> Token:
+        """The session's token."""
+        t = c_void_p()
+        _check(_lib.meridian_client_token(self._h(), byref(t)))
+        return Token(t.value)
+
+    def merge_token(self, token: Token) -> None:
+        """Adds another session's writes to this one's."""
+        _check(_lib.meridian_client_merge_token(self._h(), token._handle))
+
+    @property
+    def region(self) -> str:
+        """The region that answered the last request."""
+        buf = _Buffer()
+        _check(_lib.meridian_client_region(self._h(), byref(buf)))
+        return _take(buf).decode()

@@ -1,0 +1,216 @@
+"""The Python package over the C ABI: values of every type, bad arguments, two embedded
+engines replicating over QUIC on loopback, a routed client failing over when a node stops,
+and an interpreter exiting with handles open. Runs under pytest or unittest.
+
+Needs ``MERIDIAN_LIB`` (libmeridian.so) and ``MERIDIAN_BIN`` (the meridian executable), which
+``make test`` sets.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import meridian  # noqa: E402
+
+BIN = os.environ.get("MERIDIAN_BIN") or os.path.expanduser("~/.cache/meridian/target/release/meridian")
+
+
+def free_port(kind=socket.SOCK_DGRAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def certs(directory, cluster, replicas, clients):
+    args = [BIN, "certs", "init", "--dir", directory, "--cluster", cluster]
+    for name, region in replicas:
+        args += ["--replica", f"{name}:{region}"]
+    for c in clients:
+        args += ["--client", c]
+    subprocess.run(args, check=True, capture_output=True)
+
+
+def node_config(directory, cluster, me, peers, place=None):
+    """A node configuration for replica ``me`` = (name, region, port); peers likewise."""
+    name, region, port = me
+    lines = [
+        f'cluster = "{cluster}"', f'name = "{name}"', f'region = "{region}"',
+        f'data_dir = "data-{name}"', f'listen = "127.0.0.1:{port}"',
+    ]
+    if place:
+        lines.append(f"location = {{ latitude = {place[0]}, longitude = {place[1]} }}")
+    lines += ["[tls]", f'ca = "certs/{name}/ca.pem"', f'cert = "certs/{name}/{name}.pem"',
+              f'key = "certs/{name}/{name}.key"']
+    for p_name, p_region, p_port in peers:
+        lines += ["[[peers]]", f'name = "{p_name}"', f'region = "{p_region}"',
+                  f'address = "127.0.0.1:{p_port}"']
+    path = os.path.join(directory, f"{name}.toml")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+class EmbeddedValues(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.engine = meridian.Engine.open(self.dir.name)
+
+    def tearDown(self):
+        self.engine.close()
+        self.dir.cleanup()
+
+    def test_every_value_type_reads_back(self):
+        e = self.engine
+        e.lww_set("name", "ada")
+        self.assertEqual(e.lww_get(b"name"), b"ada")
+        e.counter_add("views", 5)
+        e.counter_add("views", -2)
+        self.assertEqual(e.counter_get("views"), 3)
+        e.put("bio", "first")
+        siblings = e.get("bio")
+        self.assertEqual(siblings.values, [b"first"])
+        e.put("bio", "second", context=siblings.context)
+        self.assertEqual(e.get("bio").values, [b"second"])
+        e.set_add("tags", "a")
+        e.set_add("tags", "b")
+        e.set_remove("tags", "a")
+        self.assertEqual(e.set_get("tags"), [b"b"])
+        e.map_counter_add("cart", "apple", 2)
+        e.map_lww_set("cart", "note", "gift")
+        self.assertEqual(e.map_get_counter("cart", "apple"), 2)
+        self.assertEqual(e.map_get_lww("cart", "note"), b"gift")
+        e.map_remove("cart", "apple")
+        self.assertIsNone(e.map_get_counter("cart", "apple"))
+        e.delete("name")
+        self.assertIsNone(e.lww_get("name"))
+        self.assertIsNone(e.counter_get("missing"))
+        keys = [k for k, _ in e.scan()]
+        self.assertEqual(keys, sorted(keys))
+        self.assertIn((b"views", "counter"), list(e.scan("v")))
+
+    def test_a_batch_is_all_or_nothing(self):
+        e = self.engine
+        e.lww_set("x", "1")
+        e.commit(meridian.Batch().counter_add("n", 1).set_add("s", "e"))
+        self.assertEqual(e.counter_get("n"), 1)
+        with self.assertRaises(meridian.WrongTypeError):
+            e.commit(meridian.Batch().counter_add("n", 1).counter_add("x", 1))
+        self.assertEqual(e.counter_get("n"), 1, "nothing of the failed batch was written")
+
+    def test_tokens_travel_as_bytes(self):
+        token = self.engine.lww_set("k", "v")
+        again = meridian.Token.from_bytes(token.to_bytes())
+        session = meridian.Token.empty()
+        session.merge(again)
+        self.assertTrue(self.engine.wait_covers(session, 0.1))
+
+
+class BadArguments(unittest.TestCase):
+    def test_bad_arguments_raise_clear_exceptions(self):
+        with tempfile.TemporaryDirectory() as d:
+            e = meridian.Engine.open(d)
+            with self.assertRaises(ValueError):
+                e.lww_set(b"", b"v")
+            with self.assertRaises(TypeError):
+                e.lww_set(42, b"v")
+            e.lww_set("k", "v")
+            with self.assertRaises(meridian.WrongTypeError):
+                e.counter_add("k", 1)
+            with self.assertRaises(meridian.TooLargeError):
+                e.lww_set("big", b"x" * (5 << 20))
+            with self.assertRaises(ValueError):
+                meridian.Token.from_bytes(b"\x07garbage")
+            e.close()
+            e.close()  # closing twice is fine
+            with self.assertRaises(meridian.ClosedError):
+                e.lww_get("k")
+            with self.assertRaises(meridian.MeridianError) as raised:
+                meridian.Engine.open_node("/nonexistent.toml")
+            self.assertIn("nonexistent", str(raised.exception))
+
+
+class TwoEmbeddedEngines(unittest.TestCase):
+    def test_two_engines_replicate_over_quic_and_converge_with_siblings(self):
+        with tempfile.TemporaryDirectory() as d:
+            regions = [("a", "us-east"), ("b", "eu-west")]
+            certs(os.path.join(d, "certs"), "py", regions, [])
+            ports = [free_port(), free_port()]
+            nodes = [(n, r, p) for (n, r), p in zip(regions, ports)]
+            configs = [node_config(d, "py", nodes[i], [nodes[1 - i]]) for i in range(2)]
+            a = meridian.Engine.open_node(configs[0])
+            b = meridian.Engine.open_node(configs[1])
+            with a, b:
+                ta = a.put("cart", "from-a")  # neither has seen the other's write
+                tb = b.put("cart", "from-b")
+                self.assertTrue(b.wait_covers(ta, 20))
+                self.assertTrue(a.wait_covers(tb, 20))
+                for engine in (a, b):
+                    self.assertEqual(sorted(engine.get("cart").values), [b"from-a", b"from-b"])
+
+
+class RoutedClient(unittest.TestCase):
+    def test_the_routed_client_fails_over_when_a_node_stops(self):
+        with tempfile.TemporaryDirectory() as d:
+            regions = [("euw1", "eu-west"), ("use1", "us-east")]
+            certs(os.path.join(d, "certs"), "py", regions, ["t"])
+            ports = [free_port(), free_port()]
+            places = [(53.3, -6.3), (39.0, -77.5)]
+            nodes = [(n, r, p) for (n, r), p in zip(regions, ports)]
+            configs = [node_config(d, "py", nodes[i], [nodes[1 - i]], places[i]) for i in range(2)]
+            procs = []
+            try:
+                for c in configs:
+                    procs.append(subprocess.Popen([BIN, "node", "--config", c], stdout=subprocess.PIPE,
+                                                  stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "error"}))
+                for p in procs:
+                    self.assertIn(b"listening on", p.stdout.readline())
+                cluster = os.path.join(d, "client.toml")
+                with open(cluster, "w") as f:
+                    f.write('cluster = "py"\ncerts = "certs/client-t"\nclient = "t"\n'
+                            "near = { latitude = 48.85, longitude = 2.35 }\n")
+                    for (n, r, p), (lat, lon) in zip(nodes, places):
+                        f.write(f'[[seeds]]\nname = "{n}"\nregion = "{r}"\naddress = "127.0.0.1:{p}"\n'
+                                f"location = {{ latitude = {lat}, longitude = {lon} }}\n")
+                with meridian.Client(cluster) as client:
+                    deadline = time.time() + 20
+                    while True:  # until the two regions are linked
+                        try:
+                            client.lww_set("k", "1", consistency="all")
+                            break
+                        except meridian.MeridianError:
+                            self.assertLess(time.time(), deadline)
+                            time.sleep(0.2)
+                    self.assertEqual(client.region, "eu-west")
+                    procs[0].terminate()
+                    procs[0].wait(10)
+                    client.lww_set("k", "2")
+                    self.assertEqual(client.region, "us-east")
+                    self.assertEqual(client.lww_get("k"), b"2")
+            finally:
+                for p in procs:
+                    p.kill()
+                    p.wait()
+                    p.stdout.close()
+
+
+class InterpreterExit(unittest.TestCase):
+    def test_no_crash_when_the_interpreter_exits_with_handles_open(self):
+        with tempfile.TemporaryDirectory() as d:
+            code = ("import meridian; e = meridian.Engine.open(%r); t = e.lww_set('k', 'v'); "
+                    "s = e.scan(); next(s); b = meridian.Batch().counter_add('n', 1)") % d
+            env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")}
+            done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=60)
+            self.assertEqual(done.returncode, 0, done.stderr.decode())
+            # The data was flushed and the directory reopens.
+            with meridian.Engine.open(d) as e:
+                self.assertEqual(e.lww_get("k"), b"v")
+
+
+if __name__ == "__main__":
+    unittest.main()
