@@ -28,6 +28,8 @@ bench: deps
 	$(CARGO) run --release --quiet -p meridian-node -- bench sim
 	$(CARGO) run --release --quiet -p meridian-node -- bench replication
 	$(CARGO) run --release --quiet -p meridian-node -- bench consistency
+	$(CARGO) build --release -p meridian-ffi
+	$(CARGO) run --release --quiet -p meridian-node -- bench ffi
 
 sim: deps
 	$(CARGO) run --release --quiet -p meridian-node -- sim --seeds 2000

@@ -6,7 +6,7 @@
 use crate::status::{Failure, MeridianStatus};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock};
 
 /// Ids of every handle kind, from 1 (0 would be a null pointer).
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
@@ -14,7 +14,7 @@ static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 /// The live objects of one kind.
 pub(crate) struct Registry<T> {
     name: &'static str,
-    live: Mutex<Option<HashMap<usize, Arc<T>>>>,
+    live: RwLock<Option<HashMap<usize, Arc<T>>>>,
 }
 
 impl<T> Registry<T> {
@@ -22,18 +22,16 @@ impl<T> Registry<T> {
     pub const fn new(name: &'static str) -> Registry<T> {
         Registry {
             name,
-            live: Mutex::new(None),
+            live: RwLock::new(None),
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<HashMap<usize, Arc<T>>>> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Registers `object`; returns its handle.
     pub fn insert(&self, object: T) -> usize {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        self.lock()
+        self.live
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
             .get_or_insert_with(HashMap::new)
             .insert(id, Arc::new(object));
         id
@@ -44,7 +42,9 @@ impl<T> Registry<T> {
         if handle == 0 {
             return Err(Failure::invalid(format!("null {} handle", self.name)));
         }
-        self.lock()
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .and_then(|live| live.get(&handle).cloned())
             .ok_or_else(|| {
@@ -60,6 +60,10 @@ impl<T> Registry<T> {
 
     /// Takes `handle` out (closing it); `None` when it is not live.
     pub fn remove(&self, handle: usize) -> Option<Arc<T>> {
-        self.lock().as_mut().and_then(|live| live.remove(&handle))
+        self.live
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .and_then(|live| live.remove(&handle))
     }
 }

@@ -91,8 +91,14 @@ thread_local! {
 }
 
 fn set_last_error(message: &str) {
-    let text = CString::new(message.replace('\0', " ")).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = text);
+    LAST_ERROR.with(|e| {
+        let mut last = e.borrow_mut();
+        // A success after a success allocates nothing.
+        if message.is_empty() && last.as_bytes().is_empty() {
+            return;
+        }
+        *last = CString::new(message.replace('\0', " ")).unwrap_or_default();
+    });
 }
 
 /// The message of the last call on this thread that did not return `MERIDIAN_OK` (empty after

@@ -1,6 +1,7 @@
 //! Benchmarks: each prints metrics with a reference measured in the same run and their ratio.
 
 mod consistency;
+mod ffi;
 mod local;
 mod replication;
 mod replication_bytes;
@@ -18,6 +19,8 @@ pub enum Suite {
     Sim(replication_bytes::Args),
     /// Latency of each write and read consistency level over an emulated wide-area round trip.
     Consistency(consistency::Args),
+    /// The C ABI against the Rust API, and Python against the C ABI.
+    Ffi(ffi::Args),
     /// State transfer at data-set scale between two node processes: bootstrap rate and bytes,
     /// anti-entropy bytes and time for a 0.1% difference, peak memory of the receiver.
     Scale(scale::Args),
@@ -31,6 +34,7 @@ pub fn run(suite: Suite) -> anyhow::Result<()> {
         Suite::Sim(args) => replication_bytes::run(args),
         Suite::Scale(args) => scale::run(args),
         Suite::Consistency(args) => consistency::run(args),
+        Suite::Ffi(args) => ffi::run(args),
     }
 }
 
