@@ -5,7 +5,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/meridian/target
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: deps demo test bench sim lint fuzz bench-scale header
+.PHONY: deps demo test bench sim lint fuzz bench-scale header cart-cluster example-cart example-cart-c example-cart-python
 
 deps:
 	@bash scripts/install-deps.sh
@@ -46,3 +46,23 @@ fuzz: deps
 
 bench-scale: deps
 	$(CARGO) run --release --quiet -p meridian-node -- bench scale
+
+# The multi-region shopping cart, in Rust, C and Python: three embedded engines replicating over
+# QUIC on loopback, in a cluster directory `meridian local-cluster` writes.
+CART_DIR = $(CARGO_TARGET_DIR)/cart-example
+cart-cluster: deps
+	$(CARGO) build --release -p meridian-node -p meridian-ffi -p cart
+	rm -rf $(CART_DIR)
+	$(CARGO_TARGET_DIR)/release/meridian local-cluster --dir $(CART_DIR) \
+	  --replica use1:us-east --replica euw1:eu-west --replica apn1:ap-northeast >/dev/null
+
+example-cart: cart-cluster
+	RUST_LOG=error $(CARGO_TARGET_DIR)/release/cart $(CART_DIR)
+
+example-cart-c: cart-cluster
+	cc -std=c11 -Wall -Wextra -Werror -I ffi/include examples/cart/cart.c -o $(CARGO_TARGET_DIR)/cart-c \
+	  -L $(CARGO_TARGET_DIR)/release -lmeridian -Wl,-rpath,$(CARGO_TARGET_DIR)/release
+	RUST_LOG=error $(CARGO_TARGET_DIR)/cart-c $(CART_DIR)
+
+example-cart-python: cart-cluster
+	RUST_LOG=error MERIDIAN_LIB=$(CARGO_TARGET_DIR)/release/libmeridian.so python3 examples/cart/cart.py $(CART_DIR)

@@ -367,6 +367,11 @@ async fn demo() -> anyhow::Result<()> {
             println!("   {} exited: {status}", node.name());
         }
     }
-    println!("\nDone.");
+    println!(
+        "\nDone. The same engine embedded in an application, a shopping cart in three regions:"
+    );
+    println!("  make example-cart            # Rust");
+    println!("  make example-cart-c          # C, over libmeridian");
+    println!("  make example-cart-python     # Python, over libmeridian");
     Ok(())
 }

@@ -17,6 +17,7 @@ mod client_cli;
 mod daemon;
 mod demo;
 mod http;
+mod local_cluster;
 mod route;
 mod sim;
 
@@ -50,6 +51,9 @@ enum Command {
     },
     /// The region that should serve a client at a place, and the fallbacks in order.
     Route(route::Args),
+    /// Certificates and node configurations for a cluster on loopback (development,
+    /// examples).
+    LocalCluster(local_cluster::Args),
     /// Operations on a running cluster: promote a region, switch modes.
     Admin(admin::Args),
     /// Measure Meridian against a reference measured in the same run.
@@ -114,6 +118,7 @@ fn run() -> anyhow::Result<()> {
         Command::Client { target, command } => client_cli::run(target, command),
         Command::Route(args) => route::run(args),
         Command::Admin(args) => admin::run(args),
+        Command::LocalCluster(args) => local_cluster::run(args),
         Command::Bench { suite } => bench::run(suite),
         Command::Sim(args) => sim::run(args),
         Command::Demo => demo::run(),

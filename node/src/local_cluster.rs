@@ -1,0 +1,84 @@
+//! `meridian local-cluster --dir D --replica NAME:REGION ...`: a cluster on loopback for
+//! development and examples: certificates (`D/certs`), one node configuration per replica
+//! (`D/NAME.toml`, free loopback ports, every other replica a peer, data in `D/data-NAME`) and
+//! a client's cluster file (`D/client.toml`, client `dev` with the `write` role).
+
+use anyhow::Context;
+use meridian_runtime::cluster_file::{ClusterFile, SeedEntry};
+use meridian_runtime::dev_certs::{self, CertsRequest};
+use meridian_runtime::node_config::NodeConfig;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+
+/// Options of `local-cluster`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Directory to write into (created if missing).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Cluster id.
+    #[arg(long, default_value = "local")]
+    cluster: String,
+    /// A replica as NAME:REGION (repeat).
+    #[arg(long = "replica", value_name = "NAME:REGION", required = true)]
+    replicas: Vec<String>,
+}
+
+fn free_loopback_port() -> anyhow::Result<SocketAddr> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// Writes the cluster's files.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
+    let certs = args.dir.join("certs");
+    dev_certs::init(&CertsRequest {
+        dir: certs.clone(),
+        cluster: args.cluster.clone(),
+        replicas: args.replicas.clone(),
+        clients: vec!["dev:write".into()],
+    })?;
+    let mut configs = Vec::new();
+    for spec in &args.replicas {
+        let (name, region) = spec
+            .split_once(':')
+            .with_context(|| format!("--replica {spec:?}: expected NAME:REGION"))?;
+        configs.push(NodeConfig::new(
+            &args.cluster,
+            name,
+            region,
+            args.dir.join(format!("data-{name}")),
+            free_loopback_port()?,
+            dev_certs::replica_files(&certs, name),
+        ));
+    }
+    let peers: Vec<_> = configs.iter().map(NodeConfig::as_peer).collect();
+    for config in &mut configs {
+        config.peers = peers
+            .iter()
+            .filter(|p| p.name != config.name)
+            .cloned()
+            .collect();
+        let path = args.dir.join(format!("{}.toml", config.name));
+        config.write(&path)?;
+        println!("{}", path.display());
+    }
+    ClusterFile {
+        cluster: args.cluster.clone(),
+        certs: certs.join("client-dev"),
+        client: "dev".into(),
+        near: None,
+        seeds: configs
+            .iter()
+            .map(|c| SeedEntry {
+                name: c.name.clone(),
+                region: c.region.clone(),
+                address: c.listen,
+                location: None,
+            })
+            .collect(),
+    }
+    .write(&args.dir.join("client.toml"))?;
+    Ok(())
+}
