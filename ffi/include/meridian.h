@@ -214,6 +214,66 @@ enum MeridianStatus meridian_client_counter_get(const struct MeridianClient *cli
                                                 size_t key_len,
                                                 int64_t *out);
 
+// Makes later reads gather every write a majority of regions holds (`majority` 1) or read
+// where the session's writes are (0, the default).
+enum MeridianStatus meridian_client_read_majority(const struct MeridianClient *client,
+                                                  int32_t majority);
+
+// A multi-value register write (with a read's context, or none: `context_len` 0), as
+// `meridian_client_lww_set`. Blocks.
+//
+// # Safety
+// As `meridian_client_lww_set`.
+enum MeridianStatus meridian_client_register_put(const struct MeridianClient *client,
+                                                 const uint8_t *key,
+                                                 size_t key_len,
+                                                 const uint8_t *value,
+                                                 size_t value_len,
+                                                 const uint8_t *context_data,
+                                                 size_t context_len,
+                                                 enum MeridianConsistency level,
+                                                 uint8_t regions,
+                                                 struct MeridianToken **token_out);
+
+// A set insertion, as `meridian_client_lww_set`. Blocks.
+//
+// # Safety
+// As `meridian_client_lww_set`.
+enum MeridianStatus meridian_client_set_add(const struct MeridianClient *client,
+                                            const uint8_t *key,
+                                            size_t key_len,
+                                            const uint8_t *elem,
+                                            size_t elem_len,
+                                            enum MeridianConsistency level,
+                                            uint8_t regions,
+                                            struct MeridianToken **token_out);
+
+// A map field counter increment (not retried elsewhere after a lost answer:
+// `MERIDIAN_UNKNOWN`). Blocks.
+//
+// # Safety
+// As `meridian_client_lww_set`.
+enum MeridianStatus meridian_client_map_counter_add(const struct MeridianClient *client,
+                                                    const uint8_t *key,
+                                                    size_t key_len,
+                                                    const uint8_t *field,
+                                                    size_t field_len,
+                                                    int64_t delta,
+                                                    enum MeridianConsistency level,
+                                                    uint8_t regions,
+                                                    struct MeridianToken **token_out);
+
+// A delete, as `meridian_client_lww_set`. Blocks.
+//
+// # Safety
+// As `meridian_client_lww_set`.
+enum MeridianStatus meridian_client_delete(const struct MeridianClient *client,
+                                           const uint8_t *key,
+                                           size_t key_len,
+                                           enum MeridianConsistency level,
+                                           uint8_t regions,
+                                           struct MeridianToken **token_out);
+
 // The session's token (everything this client wrote or read), to carry to another client.
 //
 // # Safety

@@ -41,6 +41,8 @@ pub struct MeridianClient {
 struct ClientHandle {
     runtime: tokio::runtime::Runtime,
     client: Mutex<RoutedClient>,
+    /// Reads gather a majority's writes (`meridian_client_read_majority`).
+    majority_reads: std::sync::atomic::AtomicBool,
 }
 
 static CLIENTS: Registry<ClientHandle> = Registry::new("client");
@@ -69,6 +71,20 @@ impl From<RoutedError> for Failure {
         };
         Failure::new(status, e.to_string())
     }
+}
+
+/// Reads `key` through the client: where the session's writes are, or (after
+/// `meridian_client_read_majority`) with every write a majority of regions holds.
+fn read(handle: *const MeridianClient, key: Vec<u8>) -> Result<Option<meridian::Read>, Failure> {
+    let h = CLIENTS.get(handle as usize)?;
+    let majority = h.majority_reads.load(std::sync::atomic::Ordering::Relaxed);
+    with_client(handle, async move |c| {
+        Ok(if majority {
+            c.read_majority(&key).await?
+        } else {
+            c.read(&key).await?
+        })
+    })
 }
 
 /// Runs `call` on the client behind `handle`, on its runtime.
@@ -106,6 +122,7 @@ pub unsafe extern "C" fn meridian_client_open(
         let id = CLIENTS.insert(ClientHandle {
             runtime,
             client: Mutex::new(client),
+            majority_reads: false.into(),
         });
         unsafe { put_out(out, id as *mut MeridianClient, "out") }
     })
@@ -199,7 +216,7 @@ pub unsafe extern "C" fn meridian_client_lww_get(
             return Err(Failure::invalid("out: null out-pointer"));
         }
         let key = unsafe { bytes(key, key_len, "key") }?.to_vec();
-        let read = with_client(client, async move |c| Ok(c.read(&key).await?))?;
+        let read = read(client, key)?;
         let value = read
             .and_then(|r| {
                 r.values.into_iter().find_map(|v| match v {
@@ -228,7 +245,7 @@ pub unsafe extern "C" fn meridian_client_counter_get(
             return Err(Failure::invalid("out: null out-pointer"));
         }
         let key = unsafe { bytes(key, key_len, "key") }?.to_vec();
-        let read = with_client(client, async move |c| Ok(c.read(&key).await?))?;
+        let read = read(client, key)?;
         let value = read
             .and_then(|r| {
                 r.values.into_iter().find_map(|v| match v {
@@ -238,6 +255,117 @@ pub unsafe extern "C" fn meridian_client_counter_get(
             })
             .ok_or_else(not_found)?;
         unsafe { put_out(out, value, "out") }
+    })
+}
+
+/// Makes later reads gather every write a majority of regions holds (`majority` 1) or read
+/// where the session's writes are (0, the default).
+#[no_mangle]
+pub extern "C" fn meridian_client_read_majority(
+    client: *const MeridianClient,
+    majority: i32,
+) -> MeridianStatus {
+    guard(move || {
+        let h = CLIENTS.get(client as usize)?;
+        h.majority_reads
+            .store(majority != 0, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    })
+}
+
+/// A multi-value register write (with a read's context, or none: `context_len` 0), as
+/// `meridian_client_lww_set`. Blocks.
+///
+/// # Safety
+/// As `meridian_client_lww_set`.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_register_put(
+    client: *const MeridianClient,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    context_data: *const u8,
+    context_len: usize,
+    level: MeridianConsistency,
+    regions: u8,
+    token_out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    guard(move || {
+        let value = unsafe { bytes(value, value_len, "value") }?.to_vec();
+        let context = unsafe { crate::engine::context(context_data, context_len) }?;
+        let level = consistency(level, regions)?;
+        let op = Op::Put { value, context };
+        unsafe { client_apply(client, key, key_len, op, level, token_out) }
+    })
+}
+
+/// A set insertion, as `meridian_client_lww_set`. Blocks.
+///
+/// # Safety
+/// As `meridian_client_lww_set`.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_set_add(
+    client: *const MeridianClient,
+    key: *const u8,
+    key_len: usize,
+    elem: *const u8,
+    elem_len: usize,
+    level: MeridianConsistency,
+    regions: u8,
+    token_out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    guard(move || {
+        let elems = vec![unsafe { bytes(elem, elem_len, "elem") }?.to_vec()];
+        let level = consistency(level, regions)?;
+        unsafe { client_apply(client, key, key_len, Op::SetAdd { elems }, level, token_out) }
+    })
+}
+
+/// A map field counter increment (not retried elsewhere after a lost answer:
+/// `MERIDIAN_UNKNOWN`). Blocks.
+///
+/// # Safety
+/// As `meridian_client_lww_set`.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_map_counter_add(
+    client: *const MeridianClient,
+    key: *const u8,
+    key_len: usize,
+    field: *const u8,
+    field_len: usize,
+    delta: i64,
+    level: MeridianConsistency,
+    regions: u8,
+    token_out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    guard(move || {
+        let field = unsafe { bytes(field, field_len, "field") }?.to_vec();
+        let level = consistency(level, regions)?;
+        let op = Op::MapUpdate {
+            field,
+            op: Box::new(Op::CounterAdd { delta }),
+        };
+        unsafe { client_apply(client, key, key_len, op, level, token_out) }
+    })
+}
+
+/// A delete, as `meridian_client_lww_set`. Blocks.
+///
+/// # Safety
+/// As `meridian_client_lww_set`.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_delete(
+    client: *const MeridianClient,
+    key: *const u8,
+    key_len: usize,
+    level: MeridianConsistency,
+    regions: u8,
+    token_out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    guard(move || {
+        let level = consistency(level, regions)?;
+        unsafe { client_apply(client, key, key_len, Op::Delete, level, token_out) }
     })
 }
 

@@ -168,6 +168,11 @@ _SIGNATURES = {
     "meridian_client_merge_token": [c_void_p, c_void_p],
     "meridian_client_region": [c_void_p, POINTER(_Buffer)],
     "meridian_client_close": [c_void_p],
+    "meridian_client_read_majority": [c_void_p, c_int32],
+    "meridian_client_register_put": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_uint8, POINTER(c_void_p)],
+    "meridian_client_set_add": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_uint8, POINTER(c_void_p)],
+    "meridian_client_map_counter_add": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_int32, c_uint8, POINTER(c_void_p)],
+    "meridian_client_delete": [c_void_p, c_char_p, c_size_t, c_int32, c_uint8, POINTER(c_void_p)],
 }
 for _name, _args in _SIGNATURES.items():
     _fn = getattr(_lib, _name)
@@ -541,6 +546,44 @@ class Client:
         t = c_void_p()
         _check(_lib.meridian_client_counter_add(self._h(), k, len(k), delta, level, n, byref(t)))
         return Token(t.value)
+
+    def put(self, key: Bytes, value: Bytes, context: Optional[bytes] = None,
+            consistency: Union[str, int] = "local") -> Token:
+        """A multi-value register write (with a read's ``context``, or none)."""
+        k, v, c = _bytes(key), _bytes(value, "value"), context or b""
+        level, n = self._level(consistency)
+        t = c_void_p()
+        _check(_lib.meridian_client_register_put(self._h(), k, len(k), v, len(v), c, len(c), level, n, byref(t)))
+        return Token(t.value)
+
+    def set_add(self, key: Bytes, elem: Bytes, consistency: Union[str, int] = "local") -> Token:
+        """A set insertion."""
+        k, e = _bytes(key), _bytes(elem, "elem")
+        level, n = self._level(consistency)
+        t = c_void_p()
+        _check(_lib.meridian_client_set_add(self._h(), k, len(k), e, len(e), level, n, byref(t)))
+        return Token(t.value)
+
+    def map_counter_add(self, key: Bytes, field: Bytes, delta: int,
+                        consistency: Union[str, int] = "local") -> Token:
+        """A map field counter increment (never retried where it could count twice)."""
+        k, f = _bytes(key), _bytes(field, "field")
+        level, n = self._level(consistency)
+        t = c_void_p()
+        _check(_lib.meridian_client_map_counter_add(self._h(), k, len(k), f, len(f), delta, level, n, byref(t)))
+        return Token(t.value)
+
+    def delete(self, key: Bytes, consistency: Union[str, int] = "local") -> Token:
+        """A delete."""
+        k = _bytes(key)
+        level, n = self._level(consistency)
+        t = c_void_p()
+        _check(_lib.meridian_client_delete(self._h(), k, len(k), level, n, byref(t)))
+        return Token(t.value)
+
+    def read_majority(self, enabled: bool = True) -> None:
+        """Makes later reads gather every write a majority of regions holds (or not)."""
+        _check(_lib.meridian_client_read_majority(self._h(), 1 if enabled else 0))
 
     def lww_get(self, key: Bytes) -> Optional[bytes]:
         """A last-writer-wins value where this session's writes are, or ``None``."""

@@ -180,6 +180,23 @@ int main(int argc, char **argv) {
     CHECK(meridian_token_free(session) == MERIDIAN_OK);
     CHECK(meridian_token_free(NULL) == MERIDIAN_OK);
 
+    /* Client mode without a cluster: bad arguments are refused, nothing is left open. */
+    MeridianClient *client = NULL;
+    CHECK(meridian_client_open(NULL, &client) == MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_open("/nonexistent/client.toml", &client) == MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_open("/nonexistent/client.toml", NULL) == MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_lww_set(NULL, B("k"), 1, B("v"), 1, MERIDIAN_CONSISTENCY_LOCAL, 0, NULL) ==
+          MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_counter_add(NULL, B("k"), 1, 1, MERIDIAN_CONSISTENCY_MAJORITY, 0, NULL) ==
+          MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_lww_get(NULL, B("k"), 1, &b) == MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_counter_get(NULL, B("k"), 1, &n) == MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_token(NULL, &t2) == MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_merge_token(NULL, NULL) == MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_region(NULL, &b) == MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_close(NULL) == MERIDIAN_OK);
+    CHECK(meridian_client_close((MeridianClient *)(uintptr_t)123456789) == MERIDIAN_CLOSED);
+
     /* Closing: then every use is refused. */
     CHECK(meridian_engine_close(e) == MERIDIAN_OK);
     CHECK(meridian_lww_set(e, B("k"), 1, B("v"), 1, NULL) == MERIDIAN_CLOSED);
