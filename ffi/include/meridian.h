@@ -52,6 +52,22 @@ typedef enum MeridianConsistency {
   MERIDIAN_CONSISTENCY_REGIONS = 3,
 } MeridianConsistency;
 
+// The operation at the end of a field path.
+typedef enum MeridianOpKind {
+  // Last-writer-wins value (`operand`).
+  MERIDIAN_OP_LWW_SET = 0,
+  // Counter increment (`delta`).
+  MERIDIAN_OP_COUNTER_ADD = 1,
+  // Set insertion (`operand`).
+  MERIDIAN_OP_SET_ADD = 2,
+  // Set removal (`operand`).
+  MERIDIAN_OP_SET_REMOVE = 3,
+  // Register write (`operand`, with `context` from a read, or none).
+  MERIDIAN_OP_REGISTER_PUT = 4,
+  // Removal of the last field of the path.
+  MERIDIAN_OP_REMOVE_FIELD = 5,
+} MeridianOpKind;
+
 // The type of a key's value.
 typedef enum MeridianKind {
   // Multi-value register (`meridian_register_get`).
@@ -508,6 +524,40 @@ enum MeridianStatus meridian_wait_covers(const struct MeridianEngine *engine,
                                          const struct MeridianToken *token,
                                          uint64_t timeout_ms,
                                          int32_t *covered_out);
+
+// Applies an operation to the value at a path of map fields under `key` (maps are created
+// along the way): `path` holds the fields, each preceded by its length as 8 little-endian
+// bytes (the format reads hand out); `kind` says what to do at its end with `operand`,
+// `delta` or `context`. `token_out` may be null. Blocks for the local commit.
+//
+// # Safety
+// Pointers with a length must point at that many readable bytes; `token_out`, when not
+// null, must be valid for a write.
+enum MeridianStatus meridian_map_apply(const struct MeridianEngine *engine_handle,
+                                       const uint8_t *key,
+                                       size_t key_len,
+                                       const uint8_t *path,
+                                       size_t path_len,
+                                       enum MeridianOpKind kind,
+                                       const uint8_t *operand,
+                                       size_t operand_len,
+                                       int64_t delta,
+                                       const uint8_t *context_data,
+                                       size_t context_len,
+                                       struct MeridianToken **token_out);
+
+// Everything `key` holds, of any type and nesting, as JSON into `out` (free it with
+// `meridian_buffer_free`): a list with one object per type the key holds, `{"register":
+// [values...]}`, `{"lww": value}`, `{"counter": n}`, `{"set": [elements...]}`, `{"map": {field:
+// [values like these...]}}`; bytes are strings when they are UTF-8, else `{"hex": "..."}`
+// (field names: `"0x..."`). `MERIDIAN_NOT_FOUND` when absent.
+//
+// # Safety
+// `key` must point at `key_len` readable bytes; `out` must be valid for a write.
+enum MeridianStatus meridian_read_json(const struct MeridianEngine *engine_handle,
+                                       const uint8_t *key,
+                                       size_t key_len,
+                                       struct MeridianBuffer *out);
 
 // The keys starting with `prefix` (at most `limit`), in order, as a scan handle. Blocks
 // while it reads them.

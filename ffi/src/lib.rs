@@ -19,6 +19,7 @@ pub mod client;
 pub mod collections;
 pub mod engine;
 mod handles;
+pub mod nested;
 pub mod scan;
 pub mod status;
 pub mod token;

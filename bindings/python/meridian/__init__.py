@@ -169,6 +169,8 @@ _SIGNATURES = {
     "meridian_client_region": [c_void_p, POINTER(_Buffer)],
     "meridian_client_close": [c_void_p],
     "meridian_client_read_majority": [c_void_p, c_int32],
+    "meridian_map_apply": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_char_p, c_size_t, c_int64, c_char_p, c_size_t, POINTER(c_void_p)],
+    "meridian_read_json": [c_void_p, c_char_p, c_size_t, POINTER(_Buffer)],
     "meridian_client_register_put": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_uint8, POINTER(c_void_p)],
     "meridian_client_set_add": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_uint8, POINTER(c_void_p)],
     "meridian_client_map_counter_add": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_int32, c_uint8, POINTER(c_void_p)],
@@ -464,6 +466,31 @@ class Engine:
             return None
         _check(status)
         return n.value
+
+    _MAP_OPS = {"lww_set": 0, "counter_add": 1, "set_add": 2, "set_remove": 3, "put": 4, "remove": 5}
+
+    def map_apply(self, key: Bytes, path: List[Bytes], op: str, operand: Bytes = b"",
+                  delta: int = 0, context: Optional[bytes] = None) -> Token:
+        """Applies ``op`` (``"lww_set"``, ``"counter_add"``, ``"set_add"``, ``"set_remove"``,
+        ``"put"``, ``"remove"``) at a path of nested map fields under ``key``."""
+        if op not in self._MAP_OPS:
+            raise ValueError(f"op {op!r}: one of {sorted(self._MAP_OPS)}")
+        k, o, c = _bytes(key), _bytes(operand, "operand"), context or b""
+        packed = b"".join(len(f).to_bytes(8, "little") + f for f in (_bytes(p, "field") for p in path))
+        return self._write(_lib.meridian_map_apply, k, len(k), packed, len(packed), self._MAP_OPS[op],
+                           o, len(o), delta, c, len(c))
+
+    def read(self, key: Bytes) -> Optional[list]:
+        """Everything ``key`` holds, any type and nesting: a list with one dict per type
+        (``{"counter": 3}``, ``{"map": {"field": [...]}}``...), or ``None``."""
+        import json
+        k = _bytes(key)
+        buf = _Buffer()
+        status = _lib.meridian_read_json(self._h(), k, len(k), byref(buf))
+        if status == 1:
+            return None
+        _check(status)
+        return json.loads(_take(buf))
 
     def commit(self, batch: Batch) -> Token:
         """Commits a batch atomically."""

@@ -90,6 +90,12 @@ class EmbeddedValues(unittest.TestCase):
         e.delete("name")
         self.assertIsNone(e.lww_get("name"))
         self.assertIsNone(e.counter_get("missing"))
+        e.map_apply("deep", ["items", "plum"], "counter_add", delta=4)
+        e.map_apply("deep", ["items", "note"], "lww_set", "ripe")
+        self.assertEqual(e.read("deep"), [{"map": {"items": [{"map": {
+            "note": [{"lww": "ripe"}], "plum": [{"counter": 4}]}}]}}])
+        with self.assertRaises(ValueError):
+            e.map_apply("deep", ["items"], "explode")
         keys = [k for k, _ in e.scan()]
         self.assertEqual(keys, sorted(keys))
         self.assertIn((b"views", "counter"), list(e.scan("v")))

@@ -107,6 +107,41 @@ int main(int argc, char **argv) {
     CHECK(meridian_map_get_lww(e, B("cart"), 4, B("note"), 4, NULL) == MERIDIAN_INVALID_ARGUMENT);
     CHECK(meridian_map_get_counter(e, B("cart"), 4, B("note"), 4, &n) == MERIDIAN_NOT_FOUND);
 
+    /* Nested maps: a path of fields, any operation at its end; a JSON read of anything. */
+    const uint8_t path[] = {5, 0, 0, 0, 0, 0, 0, 0, 'i', 't', 'e', 'm', 's',
+                            4, 0, 0, 0, 0, 0, 0, 0, 'p', 'l', 'u', 'm'};
+    CHECK(meridian_map_apply(e, B("deep"), 4, path, sizeof path, MERIDIAN_OP_COUNTER_ADD, NULL, 0, 4,
+                             NULL, 0, NULL) == MERIDIAN_OK);
+    /* A field that holds a map takes no set operation. */
+    CHECK(meridian_map_apply(e, B("deep"), 4, path, 13, MERIDIAN_OP_SET_ADD, B("x"), 1, 0, NULL, 0,
+                             NULL) == MERIDIAN_WRONG_TYPE);
+    CHECK(meridian_map_apply(e, B("deep"), 4, path, 13, MERIDIAN_OP_REMOVE_FIELD, NULL, 0, 0, NULL,
+                             0, NULL) == MERIDIAN_OK);
+    CHECK(meridian_map_apply(e, B("deep"), 4, path, 13, MERIDIAN_OP_SET_ADD, B("x"), 1, 0, NULL, 0,
+                             NULL) == MERIDIAN_OK); /* once removed, the name takes a set */
+    CHECK(meridian_map_apply(e, B("deep"), 4, path, sizeof path, MERIDIAN_OP_COUNTER_ADD, NULL, 0, 4,
+                             NULL, 0, NULL) == MERIDIAN_WRONG_TYPE);
+    CHECK(meridian_map_apply(e, B("deep2"), 5, path, sizeof path, MERIDIAN_OP_COUNTER_ADD, NULL, 0, 4,
+                             NULL, 0, NULL) == MERIDIAN_OK);
+    CHECK(meridian_map_apply(e, B("deep"), 4, path, 5, MERIDIAN_OP_LWW_SET, B("v"), 1, 0, NULL, 0,
+                             NULL) == MERIDIAN_INVALID_ARGUMENT); /* a cut length */
+    CHECK(meridian_map_apply(e, B("deep"), 4, NULL, 0, MERIDIAN_OP_LWW_SET, B("v"), 1, 0, NULL, 0,
+                             NULL) == MERIDIAN_INVALID_ARGUMENT); /* no field */
+    {
+        char json[512] = {0};
+        CHECK(meridian_read_json(e, B("deep2"), 5, &b) == MERIDIAN_OK && b.len < sizeof json);
+        memcpy(json, b.data, b.len);
+        CHECK(strstr(json, "\"plum\":[{\"counter\":4}]") != NULL);
+        CHECK(meridian_buffer_free(&b) == MERIDIAN_OK);
+        memset(json, 0, sizeof json);
+        CHECK(meridian_read_json(e, B("deep"), 4, &b) == MERIDIAN_OK && b.len < sizeof json);
+        memcpy(json, b.data, b.len);
+        CHECK(strstr(json, "\"items\":[{\"set\":[\"x\"]}]") != NULL);
+        CHECK(meridian_buffer_free(&b) == MERIDIAN_OK);
+    }
+    CHECK(meridian_read_json(e, B("nothing"), 7, &b) == MERIDIAN_NOT_FOUND);
+    CHECK(meridian_read_json(e, B("deep"), 4, NULL) == MERIDIAN_INVALID_ARGUMENT);
+
     /* Batches: all or nothing. */
     MeridianBatch *batch = NULL;
     CHECK(meridian_batch_new(&batch) == MERIDIAN_OK);

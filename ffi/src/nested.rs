@@ -1,0 +1,179 @@
+//! Any value, nested maps included: a write at a path of map fields (`meridian_map_apply`),
+//! and a read of a whole key as JSON (`meridian_read_json`).
+
+use crate::args::{bytes, put_buffer};
+use crate::buffer::MeridianBuffer;
+use crate::engine::{apply, context, engine, not_found, MeridianEngine};
+use crate::status::{guard, Failure, MeridianStatus};
+use crate::token::MeridianToken;
+use meridian::{Op, ReadValue};
+use serde_json::{json, Value};
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Bytes as JSON: a string when they are UTF-8.
+fn json_bytes(b: &[u8]) -> Value {
+    match std::str::from_utf8(b) {
+        Ok(s) => Value::String(s.to_string()),
+        Err(_) => json!({ "hex": hex(b) }),
+    }
+}
+
+/// A value as JSON (see `meridian_read_json`).
+fn json_of(v: &ReadValue) -> Value {
+    match v {
+        ReadValue::Register(s) => {
+            json!({ "register": s.values.iter().map(|b| json_bytes(b)).collect::<Vec<_>>() })
+        }
+        ReadValue::Lww(l) => json!({ "lww": json_bytes(&l.value) }),
+        ReadValue::Counter(n) => json!({ "counter": n }),
+        ReadValue::Set(items) => {
+            json!({ "set": items.iter().map(|b| json_bytes(b)).collect::<Vec<_>>() })
+        }
+        ReadValue::Map(m) => {
+            let fields: serde_json::Map<String, Value> = m
+                .fields
+                .iter()
+                .map(|(name, values)| {
+                    let name = match std::str::from_utf8(name) {
+                        Ok(s) => s.to_string(),
+                        Err(_) => format!("0x{}", hex(name)),
+                    };
+                    (name, Value::Array(values.iter().map(json_of).collect()))
+                })
+                .collect();
+            json!({ "map": fields })
+        }
+    }
+}
+
+/// The operation at the end of a field path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeridianOpKind {
+    /// Last-writer-wins value (`operand`).
+    MeridianOpLwwSet = 0,
+    /// Counter increment (`delta`).
+    MeridianOpCounterAdd = 1,
+    /// Set insertion (`operand`).
+    MeridianOpSetAdd = 2,
+    /// Set removal (`operand`).
+    MeridianOpSetRemove = 3,
+    /// Register write (`operand`, with `context` from a read, or none).
+    MeridianOpRegisterPut = 4,
+    /// Removal of the last field of the path.
+    MeridianOpRemoveField = 5,
+}
+
+/// The fields of a packed path: each preceded by its length as 8 little-endian bytes.
+fn fields(packed: &[u8]) -> Result<Vec<Vec<u8>>, Failure> {
+    let mut out = Vec::new();
+    let mut rest = packed;
+    while !rest.is_empty() {
+        let (len, tail) = rest
+            .split_first_chunk::<8>()
+            .ok_or_else(|| Failure::invalid("path: a length needs 8 bytes"))?;
+        let len = usize::try_from(u64::from_le_bytes(*len))
+            .ok()
+            .filter(|l| *l <= tail.len())
+            .ok_or_else(|| Failure::invalid("path: a field is longer than the path"))?;
+        out.push(tail[..len].to_vec());
+        rest = &tail[len..];
+    }
+    if out.is_empty() {
+        return Err(Failure::invalid("path: at least one field"));
+    }
+    Ok(out)
+}
+
+/// Applies an operation to the value at a path of map fields under `key` (maps are created
+/// along the way): `path` holds the fields, each preceded by its length as 8 little-endian
+/// bytes (the format reads hand out); `kind` says what to do at its end with `operand`,
+/// `delta` or `context`. `token_out` may be null. Blocks for the local commit.
+///
+/// # Safety
+/// Pointers with a length must point at that many readable bytes; `token_out`, when not
+/// null, must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_map_apply(
+    engine_handle: *const MeridianEngine,
+    key: *const u8,
+    key_len: usize,
+    path: *const u8,
+    path_len: usize,
+    kind: MeridianOpKind,
+    operand: *const u8,
+    operand_len: usize,
+    delta: i64,
+    context_data: *const u8,
+    context_len: usize,
+    token_out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    guard(move || {
+        let mut path = fields(unsafe { bytes(path, path_len, "path") }?)?;
+        let operand = unsafe { bytes(operand, operand_len, "operand") }?.to_vec();
+        let last = path.pop().unwrap_or_default();
+        let leaf = match kind {
+            MeridianOpKind::MeridianOpRemoveField => Op::MapRemove { field: last },
+            other => {
+                let op = match other {
+                    MeridianOpKind::MeridianOpLwwSet => Op::LwwSet { value: operand },
+                    MeridianOpKind::MeridianOpCounterAdd => Op::CounterAdd { delta },
+                    MeridianOpKind::MeridianOpSetAdd => Op::SetAdd {
+                        elems: vec![operand],
+                    },
+                    MeridianOpKind::MeridianOpSetRemove => Op::SetRemove {
+                        elems: vec![operand],
+                    },
+                    _ => Op::Put {
+                        value: operand,
+                        context: unsafe { context(context_data, context_len) }?,
+                    },
+                };
+                Op::MapUpdate {
+                    field: last,
+                    op: Box::new(op),
+                }
+            }
+        };
+        let op = path
+            .into_iter()
+            .rev()
+            .fold(leaf, |op, field| Op::MapUpdate {
+                field,
+                op: Box::new(op),
+            });
+        unsafe { apply(engine_handle, key, key_len, op, token_out) }
+    })
+}
+
+/// Everything `key` holds, of any type and nesting, as JSON into `out` (free it with
+/// `meridian_buffer_free`): a list with one object per type the key holds, `{"register":
+/// [values...]}`, `{"lww": value}`, `{"counter": n}`, `{"set": [elements...]}`, `{"map": {field:
+/// [values like these...]}}`; bytes are strings when they are UTF-8, else `{"hex": "..."}`
+/// (field names: `"0x..."`). `MERIDIAN_NOT_FOUND` when absent.
+///
+/// # Safety
+/// `key` must point at `key_len` readable bytes; `out` must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_read_json(
+    engine_handle: *const MeridianEngine,
+    key: *const u8,
+    key_len: usize,
+    out: *mut MeridianBuffer,
+) -> MeridianStatus {
+    guard(move || {
+        if out.is_null() {
+            return Err(Failure::invalid("out: null out-pointer"));
+        }
+        let e = engine(engine_handle)?;
+        let key = unsafe { bytes(key, key_len, "key") }?;
+        let read = e.read(key)?.ok_or_else(not_found)?;
+        let json = serde_json::Value::Array(read.values.iter().map(json_of).collect());
+        let json = serde_json::to_vec(&json)
+            .map_err(|e| Failure::new(MeridianStatus::MeridianInternal, e.to_string()))?;
+        unsafe { put_buffer(out, json, "out") }
+    })
+}
