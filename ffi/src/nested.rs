@@ -6,48 +6,8 @@ use crate::buffer::MeridianBuffer;
 use crate::engine::{apply, context, engine, not_found, MeridianEngine};
 use crate::status::{guard, Failure, MeridianStatus};
 use crate::token::MeridianToken;
-use meridian::{Op, ReadValue};
-use serde_json::{json, Value};
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Bytes as JSON: a string when they are UTF-8.
-fn json_bytes(b: &[u8]) -> Value {
-    match std::str::from_utf8(b) {
-        Ok(s) => Value::String(s.to_string()),
-        Err(_) => json!({ "hex": hex(b) }),
-    }
-}
-
-/// A value as JSON (see `meridian_read_json`).
-fn json_of(v: &ReadValue) -> Value {
-    match v {
-        ReadValue::Register(s) => {
-            json!({ "register": s.values.iter().map(|b| json_bytes(b)).collect::<Vec<_>>() })
-        }
-        ReadValue::Lww(l) => json!({ "lww": json_bytes(&l.value) }),
-        ReadValue::Counter(n) => json!({ "counter": n }),
-        ReadValue::Set(items) => {
-            json!({ "set": items.iter().map(|b| json_bytes(b)).collect::<Vec<_>>() })
-        }
-        ReadValue::Map(m) => {
-            let fields: serde_json::Map<String, Value> = m
-                .fields
-                .iter()
-                .map(|(name, values)| {
-                    let name = match std::str::from_utf8(name) {
-                        Ok(s) => s.to_string(),
-                        Err(_) => format!("0x{}", hex(name)),
-                    };
-                    (name, Value::Array(values.iter().map(json_of).collect()))
-                })
-                .collect();
-            json!({ "map": fields })
-        }
-    }
-}
+use meridian::Op;
+use meridian_runtime::read_json::values_json;
 
 /// The operation at the end of a field path.
 #[repr(C)]
@@ -171,8 +131,7 @@ pub unsafe extern "C" fn meridian_read_json(
         let e = engine(engine_handle)?;
         let key = unsafe { bytes(key, key_len, "key") }?;
         let read = e.read(key)?.ok_or_else(not_found)?;
-        let json = serde_json::Value::Array(read.values.iter().map(json_of).collect());
-        let json = serde_json::to_vec(&json)
+        let json = serde_json::to_vec(&values_json(&read.values))
             .map_err(|e| Failure::new(MeridianStatus::MeridianInternal, e.to_string()))?;
         unsafe { put_buffer(out, json, "out") }
     })

@@ -214,7 +214,13 @@ pub fn run(target: Target, command: Command) -> anyhow::Result<()> {
             Command::Get { key } => {
                 let read = client.read(key.as_bytes(), target.majority).await?;
                 if target.json {
-                    println!("{}", serde_json::to_string(&read)?);
+                    let json = read.map(|r| {
+                        serde_json::json!({
+                            "values": meridian_runtime::read_json::values_json(&r.values),
+                            "token": r.token.to_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                        })
+                    });
+                    println!("{}", serde_json::to_string(&json)?);
                 } else {
                     match read {
                         Some(r) => r.values.iter().for_each(|v| println!("{key}\t{:?}\t{}", v.kind(), show(v))),

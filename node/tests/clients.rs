@@ -255,3 +255,29 @@ async fn scans_come_in_pages_bounded_in_bytes() {
         .collect();
     assert_eq!(seen, expected);
 }
+
+/// The CLI reads any type as JSON, nested maps included (byte-string field names used to
+/// make it fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reads_a_map_as_json() {
+    let cluster = start(&ONE);
+    let path = cluster.dir().join("client.toml");
+    cluster.cluster_file("t", None).write(&path).unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(["client", "--cluster"])
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    cli(&["map-add", "cart", "apple", "2"]);
+    cli(&["map-set", "cart", "note", "gift"]);
+    let json: serde_json::Value = serde_json::from_str(&cli(&["--json", "get", "cart"])).unwrap();
+    let map = &json["values"][0]["map"];
+    assert_eq!(map["apple"][0]["counter"], 2, "{json}");
+    assert_eq!(map["note"][0]["lww"], "gift", "{json}");
+    assert!(json["token"].as_str().is_some_and(|t| !t.is_empty()));
+}

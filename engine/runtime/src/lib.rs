@@ -17,6 +17,7 @@ mod link_queue;
 mod links;
 pub mod node_config;
 mod primary;
+pub mod read_json;
 mod recent_writes;
 pub mod regions;
 pub mod routed;
