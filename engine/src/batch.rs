@@ -14,6 +14,11 @@ impl Batch {
         Self::default()
     }
 
+    /// The operations, in the order they were added.
+    pub fn ops(&self) -> &[(Vec<u8>, Op)] {
+        &self.ops
+    }
+
     /// Adds any operation.
     pub fn op(mut self, key: impl Into<Vec<u8>>, op: Op) -> Self {
         self.ops.push((key.into(), op));

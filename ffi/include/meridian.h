@@ -290,6 +290,18 @@ enum MeridianStatus meridian_client_delete(const struct MeridianClient *client,
                                            uint8_t regions,
                                            struct MeridianToken **token_out);
 
+// Commits a batch's operations atomically through the client (the batch is empty
+// afterwards; on failure its operations stay). After a lost answer it is retried elsewhere
+// only if every operation is idempotent, else `MERIDIAN_UNKNOWN`. Blocks.
+//
+// # Safety
+// `token_out`, when not null, must be valid for a write.
+enum MeridianStatus meridian_client_batch_commit(const struct MeridianClient *client,
+                                                 struct MeridianBatch *batch,
+                                                 enum MeridianConsistency level,
+                                                 uint8_t regions,
+                                                 struct MeridianToken **token_out);
+
 // The session's token (everything this client wrote or read), to carry to another client.
 //
 // # Safety

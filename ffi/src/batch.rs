@@ -134,6 +134,20 @@ pub unsafe extern "C" fn meridian_batch_commit(
     })
 }
 
+/// The operations of a batch handle (for the client mode's commit).
+pub(crate) fn batch_ops(handle: *mut MeridianBatch) -> Result<Vec<(Vec<u8>, Op)>, Failure> {
+    let batch = BATCHES.get(handle as usize)?;
+    let b = batch.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(b.ops().to_vec())
+}
+
+/// Empties a batch handle after a commit.
+pub(crate) fn batch_clear(handle: *mut MeridianBatch) -> Result<(), Failure> {
+    let batch = BATCHES.get(handle as usize)?;
+    *batch.lock().unwrap_or_else(|e| e.into_inner()) = Batch::new();
+    Ok(())
+}
+
 /// Frees a batch (null is fine; a freed batch is refused with `MERIDIAN_CLOSED`).
 #[no_mangle]
 pub extern "C" fn meridian_batch_free(batch: *mut MeridianBatch) -> MeridianStatus {

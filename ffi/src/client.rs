@@ -369,6 +369,29 @@ pub unsafe extern "C" fn meridian_client_delete(
     })
 }
 
+/// Commits a batch's operations atomically through the client (the batch is empty
+/// afterwards; on failure its operations stay). After a lost answer it is retried elsewhere
+/// only if every operation is idempotent, else `MERIDIAN_UNKNOWN`. Blocks.
+///
+/// # Safety
+/// `token_out`, when not null, must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_batch_commit(
+    client: *const MeridianClient,
+    batch: *mut crate::batch::MeridianBatch,
+    level: MeridianConsistency,
+    regions: u8,
+    token_out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    guard(move || {
+        let level = consistency(level, regions)?;
+        let ops = crate::batch::batch_ops(batch)?;
+        let written = with_client(client, async move |c| Ok(c.write_batch(ops, level).await?))?;
+        crate::batch::batch_clear(batch)?;
+        unsafe { maybe_token_out(token_out, written.token) }
+    })
+}
+
 /// The session's token (everything this client wrote or read), to carry to another client.
 ///
 /// # Safety

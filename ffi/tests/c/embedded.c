@@ -229,6 +229,8 @@ int main(int argc, char **argv) {
     CHECK(meridian_client_token(NULL, &t2) == MERIDIAN_INVALID_ARGUMENT);
     CHECK(meridian_client_merge_token(NULL, NULL) == MERIDIAN_INVALID_ARGUMENT);
     CHECK(meridian_client_region(NULL, &b) == MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_batch_commit(NULL, NULL, MERIDIAN_CONSISTENCY_LOCAL, 0, NULL) ==
+          MERIDIAN_INVALID_ARGUMENT);
     CHECK(meridian_client_close(NULL) == MERIDIAN_OK);
     CHECK(meridian_client_close((MeridianClient *)(uintptr_t)123456789) == MERIDIAN_CLOSED);
 
