@@ -87,6 +87,17 @@ fn read(handle: *const MeridianClient, key: Vec<u8>) -> Result<Option<meridian::
     })
 }
 
+/// The value of one type that `key` holds (`pick` says which), or `MERIDIAN_NOT_FOUND`.
+fn read_value<T>(
+    handle: *const MeridianClient,
+    key: Vec<u8>,
+    pick: impl Fn(ReadValue) -> Option<T>,
+) -> Result<T, Failure> {
+    read(handle, key)?
+        .and_then(|r| r.values.into_iter().find_map(&pick))
+        .ok_or_else(not_found)
+}
+
 /// Runs `call` on the client behind `handle`, on its runtime.
 fn with_client<T>(
     handle: *const MeridianClient,
@@ -216,15 +227,10 @@ pub unsafe extern "C" fn meridian_client_lww_get(
             return Err(Failure::invalid("out: null out-pointer"));
         }
         let key = unsafe { bytes(key, key_len, "key") }?.to_vec();
-        let read = read(client, key)?;
-        let value = read
-            .and_then(|r| {
-                r.values.into_iter().find_map(|v| match v {
-                    ReadValue::Lww(l) => Some(l.value),
-                    _ => None,
-                })
-            })
-            .ok_or_else(not_found)?;
+        let value = read_value(client, key, |v| match v {
+            ReadValue::Lww(l) => Some(l.value),
+            _ => None,
+        })?;
         unsafe { put_buffer(out, value, "out") }
     })
 }
@@ -245,15 +251,10 @@ pub unsafe extern "C" fn meridian_client_counter_get(
             return Err(Failure::invalid("out: null out-pointer"));
         }
         let key = unsafe { bytes(key, key_len, "key") }?.to_vec();
-        let read = read(client, key)?;
-        let value = read
-            .and_then(|r| {
-                r.values.into_iter().find_map(|v| match v {
-                    ReadValue::Counter(n) => Some(n),
-                    _ => None,
-                })
-            })
-            .ok_or_else(not_found)?;
+        let value = read_value(client, key, |v| match v {
+            ReadValue::Counter(n) => Some(n),
+            _ => None,
+        })?;
         unsafe { put_out(out, value, "out") }
     })
 }

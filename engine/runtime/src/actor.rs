@@ -348,6 +348,10 @@ fn publish_primary(
 ) {
     let now_ms = start.elapsed().as_millis() as u64;
     let view = repl.primary_view(now_ms);
+    // Active-active and already published as such: nothing changes per event.
+    if view.is_none() && !board.get().active_passive {
+        return;
+    }
     let primary = view
         .and_then(|v| v.primary)
         .and_then(|id| members.iter().find(|m| m.id == id).cloned());

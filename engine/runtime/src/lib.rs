@@ -277,6 +277,11 @@ impl Runtime {
             ..config.replication.clone()
         };
         let origin = engine.origin_status();
+        // A mode an operator switched to outlives restarts; else the configuration's.
+        let active_passive = match engine.setting(actor::MODE_SETTING) {
+            Ok(Some(kept)) => kept == actor::mode_name(true).as_bytes(),
+            _ => config.active_passive.enabled,
+        };
         let status = Arc::new(Mutex::new(NodeStatus {
             cluster: config.cluster.clone(),
             name: config.name.clone(),
@@ -295,6 +300,7 @@ impl Runtime {
                     ..PeerStatus::default()
                 })
                 .collect(),
+            mode: actor::mode_name(active_passive).into(),
             ..NodeStatus::default()
         }));
 
@@ -315,11 +321,6 @@ impl Runtime {
             }));
         }
         let regions = Arc::new(regions::RegionBoard::new(&config, endpoint.local_addr()?));
-        // A mode an operator switched to outlives restarts; else the configuration's.
-        let active_passive = match engine.setting(actor::MODE_SETTING) {
-            Ok(Some(kept)) => kept == actor::mode_name(true).as_bytes(),
-            _ => config.active_passive.enabled,
-        };
         let primary_board = Arc::new(primary::PrimaryBoard::new(active_passive));
         let cluster_members: Vec<primary::Member> = std::iter::once(primary::Member {
             id: me,

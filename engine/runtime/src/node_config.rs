@@ -405,7 +405,7 @@ impl NodeConfig {
         }
         let ap = &self.active_passive;
         ensure!(
-            (200..=600_000).contains(&ap.lease_ms),
+            (200..=meridian::lease::LEASE_MS_MAX).contains(&ap.lease_ms),
             "field `active_passive.lease_ms`: {} is not between 200 and 600000",
             ap.lease_ms
         );

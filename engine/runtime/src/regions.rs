@@ -7,15 +7,12 @@
 use crate::client_proto::{RegionEntry, RegionTable, RouteAnswer};
 use crate::RuntimeConfig;
 use meridian::model::{CausalToken, VersionVector};
-use meridian::routing::{order_regions, Candidate, Health, Location};
+use meridian::routing::{order_regions, smoothed_rtt, Candidate, Health, Location};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use tokio::sync::Notify;
-
-/// Weight of a new round-trip sample in the smoothed value (as TCP's SRTT: 1/8).
-const RTT_SAMPLE_WEIGHT: f64 = 0.125;
 
 /// One peer: its entry in the table, its member id and what it acknowledged applying.
 #[derive(Clone, Debug)]
@@ -38,10 +35,7 @@ impl PeerView {
             return;
         }
         self.last_sample_ms = Some(sample);
-        let s = sample as f64;
-        let srtt = self
-            .srtt_ms
-            .map_or(s, |old| old + RTT_SAMPLE_WEIGHT * (s - old));
+        let srtt = smoothed_rtt(self.srtt_ms, sample as f64);
         self.srtt_ms = Some(srtt);
         self.entry.rtt_ms = Some(srtt.round() as u64);
     }

@@ -16,17 +16,14 @@ use crate::tls::replica_dns_name;
 use crate::TlsFiles;
 use meridian::model::{CausalToken, Op, VersionVector};
 use meridian::routing::{
-    order_regions, Attempts, Breaker, BreakerSettings, Candidate, Health, Location, Outcome,
-    Verdict,
+    order_regions, smoothed_rtt, Attempts, Breaker, BreakerSettings, Candidate, Health, Location,
+    Outcome, Verdict,
 };
 use meridian::Read;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-/// Weight of a new round-trip sample in a region's smoothed round trip.
-const RTT_SAMPLE_WEIGHT: f64 = 0.125;
 
 /// A node to learn the cluster from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -768,5 +765,5 @@ impl RoutedClient {
 
 /// Folds a round-trip sample into a smoothed value.
 fn sample_rtt(smoothed: &mut Option<f64>, sample_ms: f64) {
-    *smoothed = Some(smoothed.map_or(sample_ms, |old| old + RTT_SAMPLE_WEIGHT * (sample_ms - old)));
+    *smoothed = Some(smoothed_rtt(*smoothed, sample_ms));
 }

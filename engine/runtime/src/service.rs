@@ -246,7 +246,10 @@ impl Service {
             ClientRequest::Applied => return ClientResponse::Applied(self.engine.applied()),
             ClientRequest::Regions => return ClientResponse::Regions(self.regions.table()),
             ClientRequest::Route { near } => {
-                return ClientResponse::Route(self.regions.route(near.as_ref()))
+                if near.is_some_and(|n| !n.is_on_earth()) {
+                    return error(ErrorCode::BadRequest, "near: not a place on Earth");
+                }
+                return ClientResponse::Route(self.regions.route(near.as_ref()));
             }
             ClientRequest::Promote => return self.promote().await,
             ClientRequest::SetMode { active_passive } => {

@@ -283,9 +283,12 @@ impl LeaseKeeper {
         if members != self.members {
             tracing::warn!(%candidate, "a lease request counts a majority of another member list: refused (are the nodes configured alike?)");
         }
+        // A lease longer than any configuration allows is refused (a bug, or a liar): granting
+        // it would pin this voter for as long as the candidate asked.
         let granted = now_ms >= self.quiet_until_ms
             && self.config.members.contains(&candidate)
             && members == self.members
+            && lease_ms <= super::LEASE_MS_MAX
             && match live {
                 // Renewal by the process promised: whatever terms others have tried since.
                 Some(p) if p.candidate == candidate && p.session == session => term >= p.term,
@@ -307,7 +310,7 @@ impl LeaseKeeper {
                 candidate,
                 session,
                 // At least as long as the candidate counts on.
-                until_ms: now_ms + self.config.lease_ms.max(lease_ms),
+                until_ms: now_ms.saturating_add(self.config.lease_ms.max(lease_ms)),
             });
             if candidate != self.me {
                 self.last_heard_ms = now_ms;

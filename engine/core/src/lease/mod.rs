@@ -36,6 +36,9 @@ use serde::{Deserialize, Serialize};
 /// Parts per million.
 const PPM: u64 = 1_000_000;
 
+/// Longest lease a voter grants, in milliseconds (node configurations allow no longer).
+pub const LEASE_MS_MAX: u64 = 600_000;
+
 /// How leases are granted and held.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseConfig {

@@ -12,4 +12,4 @@ pub mod order;
 pub use attempts::{Attempts, Outcome, Verdict};
 pub use breaker::{Breaker, BreakerSettings, BreakerState};
 pub use geo::Location;
-pub use order::{order_regions, Candidate, Health, Ranked, Reason};
+pub use order::{order_regions, smoothed_rtt, Candidate, Health, Ranked, Reason};

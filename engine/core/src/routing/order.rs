@@ -25,6 +25,14 @@ pub struct Candidate {
 /// Width of the round-trip bands regions are compared by, in milliseconds.
 pub const RTT_BAND_MS: f64 = 5.0;
 
+/// Weight of a new round-trip sample in a smoothed round trip (as TCP's SRTT: 1/8).
+const RTT_SAMPLE_WEIGHT: f64 = 0.125;
+
+/// A smoothed round trip after one more sample (the first sample stands alone).
+pub fn smoothed_rtt(previous: Option<f64>, sample_ms: f64) -> f64 {
+    previous.map_or(sample_ms, |old| old + RTT_SAMPLE_WEIGHT * (sample_ms - old))
+}
+
 /// How a region's place in the order was estimated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -164,6 +172,12 @@ mod tests {
 
     fn names(order: &[Ranked]) -> Vec<&str> {
         order.iter().map(|r| r.region.as_str()).collect()
+    }
+
+    #[test]
+    fn smoothed_round_trips_move_an_eighth_towards_each_sample() {
+        assert_eq!(smoothed_rtt(None, 80.0), 80.0);
+        assert_eq!(smoothed_rtt(Some(80.0), 160.0), 90.0);
     }
 
     #[test]
