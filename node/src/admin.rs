@@ -1,11 +1,13 @@
 //! `meridian admin`: operations on a running cluster, with an admin client certificate
 //! (`certs init --client NAME:admin`) named by a cluster file: `promote REGION` makes a region
 //! the primary of an active-passive cluster; `mode active-passive|active-active` switches every
-//! region.
+//! region; `isolate REGION` and `heal REGION` cut and restore a running region's replication
+//! links (a game-day outage without stopping anything); `status [REGION]` shows each region's
+//! links: state, round trip, lag and the last error.
 
 use anyhow::Context;
 use meridian_runtime::client::Client;
-use meridian_runtime::client_proto::{ClientRequest, ClientResponse, RegionEntry};
+use meridian_runtime::client_proto::{ClientRequest, ClientResponse, NodeStatus, RegionEntry};
 use meridian_runtime::cluster_file::ClusterFile;
 use meridian_runtime::routed::RoutedClient;
 use meridian_runtime::tls::replica_dns_name;
@@ -42,6 +44,27 @@ enum Command {
         /// `active-passive` or `active-active`.
         mode: String,
     },
+    /// Cut REGION's replication links without stopping it (game day): it still serves its
+    /// clients and takes their writes (active-active), which reach the others after `heal`.
+    /// A restart also heals it.
+    Isolate {
+        /// The region's name (or its replica's).
+        region: String,
+    },
+    /// Restore the replication links of a region cut by `isolate`.
+    Heal {
+        /// The region's name (or its replica's).
+        region: String,
+    },
+    /// Every region's replication links (or one region's): up or down, round trip, what each
+    /// peer has not acknowledged yet, and the last error.
+    Status {
+        /// Only this region.
+        region: Option<String>,
+        /// One JSON object per region.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs the command.
@@ -54,14 +77,54 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let routed = RoutedClient::connect(file.routed_config()).await?;
             let regions = routed.regions();
             routed.close().await;
+            let find = |region: &str| {
+                regions
+                    .iter()
+                    .find(|r| r.region == region || r.name == region)
+                    .cloned()
+                    .with_context(|| format!("no region {region:?} in the cluster"))
+            };
             match args.command {
                 Command::Promote { region } => {
-                    let entry = regions
-                        .iter()
-                        .find(|r| r.region == region || r.name == region)
-                        .with_context(|| format!("no region {region:?} in the cluster"))?;
-                    let answer = ask(&file, entry, ClientRequest::Promote).await?;
+                    let entry = find(&region)?;
+                    let answer = ask(&file, &entry, ClientRequest::Promote).await?;
                     println!("{}: {answer}", entry.region);
+                    Ok(())
+                }
+                Command::Isolate { region } => {
+                    let entry = find(&region)?;
+                    let request = ClientRequest::Isolate { isolated: true };
+                    println!("{}: {}", entry.region, ask(&file, &entry, request).await?);
+                    Ok(())
+                }
+                Command::Heal { region } => {
+                    let entry = find(&region)?;
+                    let request = ClientRequest::Isolate { isolated: false };
+                    println!("{}: {}", entry.region, ask(&file, &entry, request).await?);
+                    Ok(())
+                }
+                Command::Status { region, json } => {
+                    let chosen = match region {
+                        Some(r) => vec![find(&r)?],
+                        None => regions,
+                    };
+                    let mut unreachable = 0;
+                    for entry in &chosen {
+                        match ask_status(&file, entry).await {
+                            Ok(status) if json => println!("{}", serde_json::to_string(&status)?),
+                            Ok(status) => print_status(&status),
+                            Err(e) => {
+                                unreachable += 1;
+                                if json {
+                                    let error = serde_json::json!({"region": entry.region, "name": entry.name, "error": format!("{e:#}")});
+                                    println!("{error}");
+                                } else {
+                                    println!("{} ({}): unreachable: {e:#}\n", entry.region, entry.name);
+                                }
+                            }
+                        }
+                    }
+                    anyhow::ensure!(unreachable == 0, "{unreachable} regions did not answer");
                     Ok(())
                 }
                 Command::Mode { mode } => {
@@ -92,12 +155,63 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })
 }
 
+/// One region's status.
+async fn ask_status(file: &ClusterFile, entry: &RegionEntry) -> anyhow::Result<NodeStatus> {
+    match send(file, entry, ClientRequest::Status).await? {
+        ClientResponse::Status(status) => Ok(status),
+        other => anyhow::bail!("unexpected answer {other:?}"),
+    }
+}
+
+/// A region's links as a table.
+fn print_status(s: &NodeStatus) {
+    let state = match (s.isolated, s.writable) {
+        (true, _) => "ISOLATED by an operator",
+        (false, true) => "writable",
+        (false, false) => "not writable yet",
+    };
+    println!(
+        "{} ({}), {}, {}: {}",
+        s.region, s.name, s.mode, state, s.origin_note
+    );
+    println!(
+        "  {:<12} {:<14} {:<5} {:>8} {:>10} {:>9}  last error",
+        "peer", "region", "link", "rtt ms", "lag ops", "lag ms"
+    );
+    for p in &s.peers {
+        let rtt = p.rtt_ms.map_or("-".to_string(), |r| r.to_string());
+        println!(
+            "  {:<12} {:<14} {:<5} {:>8} {:>10} {:>9}  {}",
+            p.name,
+            p.region,
+            if p.connected { "up" } else { "down" },
+            rtt,
+            p.lag_ops,
+            p.lag_ms,
+            p.last_error.as_deref().unwrap_or("-")
+        );
+    }
+    println!();
+}
+
 /// Sends an admin request to one region and returns its answer.
 async fn ask(
     file: &ClusterFile,
     entry: &RegionEntry,
     request: ClientRequest,
 ) -> anyhow::Result<String> {
+    match send(file, entry, request).await? {
+        ClientResponse::Done { message } => Ok(message),
+        other => anyhow::bail!("unexpected answer {other:?}"),
+    }
+}
+
+/// Sends one request to one region (a failure the server reports is an error).
+async fn send(
+    file: &ClusterFile,
+    entry: &RegionEntry,
+    request: ClientRequest,
+) -> anyhow::Result<ClientResponse> {
     let name = replica_dns_name(&file.cluster, &entry.name, &entry.region);
     let asked = async {
         let client = Client::connect(entry.address, &name, &file.tls()).await?;
@@ -106,8 +220,7 @@ async fn ask(
         answer
     };
     match tokio::time::timeout(REGION_TIMEOUT, asked).await {
-        Ok(Ok(ClientResponse::Done { message })) => Ok(message),
-        Ok(Ok(other)) => anyhow::bail!("unexpected answer {other:?}"),
+        Ok(Ok(answer)) => Ok(answer),
         Ok(Err(e)) => Err(e.into()),
         Err(_) => anyhow::bail!("no answer in {REGION_TIMEOUT:?}"),
     }

@@ -18,6 +18,7 @@ mod daemon;
 mod demo;
 mod http;
 mod local_cluster;
+mod netem;
 mod route;
 mod sim;
 
@@ -54,7 +55,13 @@ enum Command {
     /// Certificates and node configurations for a cluster on loopback (development,
     /// examples).
     LocalCluster(local_cluster::Args),
-    /// Operations on a running cluster: promote a region, switch modes.
+    /// Emulate the links between regions (latency, loss, partitions...) to rehearse outages.
+    Netem {
+        #[command(subcommand)]
+        command: netem::Command,
+    },
+    /// Operations on a running cluster: promote a region, switch modes, isolate and heal a
+    /// region, see every region's links.
     Admin(admin::Args),
     /// Measure Meridian against a reference measured in the same run.
     Bench {
@@ -118,6 +125,7 @@ fn run() -> anyhow::Result<()> {
         Command::Client { target, command } => client_cli::run(target, command),
         Command::Route(args) => route::run(args),
         Command::Admin(args) => admin::run(args),
+        Command::Netem { command } => netem::run(command),
         Command::LocalCluster(args) => local_cluster::run(args),
         Command::Bench { suite } => bench::run(suite),
         Command::Sim(args) => sim::run(args),

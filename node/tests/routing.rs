@@ -342,20 +342,9 @@ async fn majority_writes_fail_fast_on_the_minority_side_of_a_partition() {
     let mut cluster = Cluster::prepare(CLUSTER, &REGIONS_BY_NAME, &["t"]).unwrap();
     cluster.run_with(std::path::Path::new(BIN));
     cluster.pick_ports().unwrap();
-    // apn1 sorts first and dials the others; euw1 dials use1: every link passes a relay in
-    // front of euw1 or use1.
-    let mut relays = Vec::new();
-    for node in &mut cluster.nodes[1..] {
-        let relay = meridian_tests::DelayProxy::start(node.config.listen, Duration::from_millis(1))
-            .await
-            .unwrap();
-        node.config.advertise = Some(relay.front());
-        relays.push(relay);
-    }
-    cluster.wire_peers();
-    for node in &mut cluster.nodes {
-        node.start().unwrap();
-    }
+    // Every link between the regions passes the link emulator.
+    let netem = cluster.emulate_links(1).await.unwrap();
+    cluster.start_each().unwrap();
     cluster.wait_linked(WAIT).unwrap();
     let put = |i: usize, key: &'static [u8]| {
         let cluster = &cluster;
@@ -368,10 +357,8 @@ async fn majority_writes_fail_fast_on_the_minority_side_of_a_partition() {
     };
     put(0, b"before").await.unwrap();
 
-    let minority = cluster.nodes[0].config.listen;
-    for relay in &relays {
-        relay.set_blocked(minority, true);
-    }
+    let minority = cluster.nodes[0].name().to_string();
+    netem.isolate(&minority, true).unwrap();
     // The minority side notices the silence within a few seconds and then refuses at once.
     let started = Instant::now();
     loop {
@@ -403,9 +390,7 @@ async fn majority_writes_fail_fast_on_the_minority_side_of_a_partition() {
         "nothing written"
     );
 
-    for relay in &relays {
-        relay.set_blocked(minority, false);
-    }
+    netem.isolate(&minority, false).unwrap();
     let started = Instant::now();
     while put(0, b"healed").await.is_err() {
         assert!(started.elapsed() < WAIT, "the minority side never healed");

@@ -123,6 +123,36 @@ impl Cluster {
         last
     }
 
+    /// Places the link emulator between every pair of nodes (after their ports are picked):
+    /// each node's peer addresses become relays whose shapes the returned emulator sets, per
+    /// directed link. Clients still reach the nodes directly. Start the nodes with
+    /// [`Cluster::start_each`], which keeps their ports.
+    pub async fn emulate_links(&mut self, seed: u64) -> anyhow::Result<meridian_netem::Netem> {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| meridian_netem::NodeAddr {
+                name: n.config.name.clone(),
+                address: n.config.listen,
+            })
+            .collect();
+        let netem = meridian_netem::Netem::full_mesh(nodes, seed).await?;
+        for node in &mut self.nodes {
+            let from = node.config.name.clone();
+            for peer in &mut node.config.peers {
+                peer.address = netem
+                    .route(&from, &peer.name)
+                    .ok_or_else(|| anyhow::anyhow!("no relay from {from} to {}", peer.name))?;
+            }
+        }
+        Ok(netem)
+    }
+
+    /// Starts every node on the ports it has; returns their ready lines.
+    pub fn start_each(&mut self) -> anyhow::Result<Vec<String>> {
+        self.nodes.iter_mut().map(NodeProcess::start).collect()
+    }
+
     /// Waits until every running node has a link to every other running node.
     pub fn wait_linked(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
         let started = std::time::Instant::now();

@@ -42,6 +42,8 @@ pub(crate) enum Event {
         inbound: Inbound,
         permit: tokio::sync::OwnedSemaphorePermit,
     },
+    /// A link to peer `name` failed to come up, or closed: why (shown in the status).
+    LinkFailed { name: String, error: String },
     /// Time to tick.
     Tick,
     /// Local writes committed.
@@ -162,6 +164,10 @@ pub(crate) fn run(
                 let handled = repl.handle_inbound(peer, inbound, &engine, now());
                 drop(permit);
                 handled
+            }
+            Event::LinkFailed { name, error } => {
+                link_errors.insert(name, error);
+                Ok(())
             }
             Event::Tick => {
                 let r = repl.tick(&engine, now());

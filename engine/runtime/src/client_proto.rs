@@ -118,6 +118,12 @@ pub enum ClientRequest {
         /// Whether one primary takes the writes.
         active_passive: bool,
     },
+    /// Game day (admin): cut this node's replication links without stopping it (`true`), or
+    /// restore them (`false`). Clients are still served; the node forgets it on restart.
+    Isolate {
+        /// Whether the links stay cut.
+        isolated: bool,
+    },
 }
 
 /// What a client can act on when a request fails.
@@ -262,6 +268,8 @@ pub struct NodeStatus {
     pub primary: Option<String>,
     /// Active-passive: whether this node holds the lease now.
     pub is_primary: bool,
+    /// Whether an operator cut its replication links (`meridian admin isolate`).
+    pub isolated: bool,
 }
 
 /// A response.

@@ -348,6 +348,7 @@ impl Runtime {
         };
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let (isolation, isolated) = watch::channel(false);
         let replicas = std::iter::once((config.name.clone(), config.region.clone()))
             .chain(
                 config
@@ -373,6 +374,7 @@ impl Runtime {
             regions.clone(),
             primary_board,
             events.clone(),
+            isolation,
         ));
         let ctx = Arc::new(links::LinkCtx {
             cluster: config.cluster.clone(),
@@ -382,6 +384,7 @@ impl Runtime {
             dial,
             service,
             shutdown: shutdown_rx.clone(),
+            isolated,
         });
         tokio::spawn(links::accept_loop(endpoint.clone(), ctx.clone()));
         for peer in config.peers.iter().filter(|p| config.name < p.name) {

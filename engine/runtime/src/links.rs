@@ -27,11 +27,37 @@ pub(crate) struct LinkCtx {
     pub dial: quinn::ClientConfig,
     pub service: Arc<Service>,
     pub shutdown: watch::Receiver<bool>,
+    /// True while an operator keeps the replication links cut (`admin isolate`).
+    pub isolated: watch::Receiver<bool>,
 }
 
 impl LinkCtx {
     fn dns(&self, p: &PeerSpec) -> String {
         tls::replica_dns_name(&self.cluster, &p.name, &p.region)
+    }
+
+    fn is_isolated(&self) -> bool {
+        *self.isolated.borrow()
+    }
+
+    /// Tells the actor why a link to `peer` failed (never waits: a full queue loses it).
+    fn link_failed(&self, peer: &str, error: String) {
+        let _ = self.events.try_send(Event::LinkFailed {
+            name: peer.to_string(),
+            error,
+        });
+    }
+}
+
+/// Returns once `isolated` is (or turns) `want`; never if its sender is gone.
+async fn isolation_is(mut isolated: watch::Receiver<bool>, want: bool) {
+    loop {
+        if *isolated.borrow_and_update() == want {
+            return;
+        }
+        if isolated.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -63,6 +89,9 @@ pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>) {
                             .cloned()
                     });
                     match peer {
+                        Some(_) if ctx.is_isolated() => {
+                            conn.close(quinn::VarInt::from_u32(503), b"isolated by an operator");
+                        }
                         Some(p) => run_link(conn, p, ctx).await,
                         None => {
                             tracing::warn!(remote = %conn.remote_address(), "refusing a replica that is not a configured peer");
@@ -89,6 +118,13 @@ pub(crate) async fn dial_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>, peer
         if *shutdown.borrow() {
             return;
         }
+        if ctx.is_isolated() {
+            tokio::select! {
+                _ = isolation_is(ctx.isolated.clone(), false) => {}
+                _ = shutdown.changed() => return,
+            }
+            backoff = BACKOFF_MS_MIN;
+        }
         let dns = ctx.dns(&peer);
         let attempt = async {
             let connecting = endpoint
@@ -101,7 +137,10 @@ pub(crate) async fn dial_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>, peer
                 backoff = BACKOFF_MS_MIN;
                 run_link(conn, peer.clone(), ctx.clone()).await;
             }
-            Err(e) => tracing::debug!(peer = %peer.name, error = %e, "dial failed"),
+            Err(e) => {
+                tracing::debug!(peer = %peer.name, error = %e, "dial failed");
+                ctx.link_failed(&peer.name, format!("dial: {e}"));
+            }
         }
         // Exponential backoff with jitter from the clock's low bits (no RNG needed here).
         let jitter = std::time::SystemTime::now()
@@ -197,9 +236,13 @@ async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
         never = export_path_stats(conn.clone(), peer.name.clone()) => never,
         w = writer => w,
         r = reader => r,
+        _ = isolation_is(ctx.isolated.clone(), true) => "isolated by an operator".into(),
         _ = shutdown.changed() => "shutting down".into(),
     };
     tracing::info!(peer = %peer.name, reason = %why, "replication link closed");
+    if !*ctx.shutdown.borrow() {
+        ctx.link_failed(&peer.name, format!("closed: {why}"));
+    }
     let _ = ctx.events.send(Event::Down { peer: id }).await;
     conn.close(quinn::VarInt::from_u32(0), why.as_bytes());
 }

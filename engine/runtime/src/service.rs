@@ -69,6 +69,8 @@ pub(crate) struct Service {
     primary: Arc<PrimaryBoard>,
     /// The replication actor, for admin requests.
     events: tokio::sync::mpsc::Sender<Event>,
+    /// Whether an operator cut the replication links (the links watch it).
+    isolation: tokio::sync::watch::Sender<bool>,
 }
 
 /// Settings of the client service.
@@ -89,6 +91,7 @@ impl Service {
         regions: Arc<RegionBoard>,
         primary: Arc<PrimaryBoard>,
         events: tokio::sync::mpsc::Sender<Event>,
+        isolation: tokio::sync::watch::Sender<bool>,
     ) -> Service {
         let rate = NonZeroU32::new(config.per_second.max(1)).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.burst.max(1)).unwrap_or(NonZeroU32::MIN);
@@ -118,6 +121,7 @@ impl Service {
             recent: RecentWrites::new(),
             primary,
             events,
+            isolation,
         }
     }
 
@@ -255,6 +259,7 @@ impl Service {
             ClientRequest::SetMode { active_passive } => {
                 return self.set_mode(active_passive).await
             }
+            ClientRequest::Isolate { isolated } => return self.isolate(who, isolated),
             ClientRequest::Apply {
                 id, consistency, ..
             }
@@ -355,6 +360,30 @@ impl Service {
                 "the cluster is active-active: there is no primary to promote",
             ),
             Err(_) => error(ErrorCode::Unavailable, "the node is stopping"),
+        }
+    }
+
+    /// Cuts or restores the replication links.
+    fn isolate(&self, who: &str, isolated: bool) -> ClientResponse {
+        let was = self.isolation.send_replace(isolated);
+        if let Ok(mut status) = self.status.lock() {
+            status.isolated = isolated;
+        }
+        metrics::gauge!("meridian_isolated").set(if isolated { 1.0 } else { 0.0 });
+        let message = match (was, isolated) {
+            (false, true) => {
+                tracing::warn!(by = %who, "replication links cut by an operator (isolate)");
+                "isolated: replication links cut, clients still served (admin heal restores them)"
+            }
+            (true, false) => {
+                tracing::warn!(by = %who, "replication links restored by an operator (heal)");
+                "healed: replication links restored"
+            }
+            (true, true) => "already isolated",
+            (false, false) => "not isolated: nothing to heal",
+        };
+        ClientResponse::Done {
+            message: message.into(),
         }
     }
 
@@ -509,7 +538,9 @@ fn needed_role(request: &ClientRequest) -> Role {
         | ClientRequest::Applied
         | ClientRequest::Regions
         | ClientRequest::Route { .. } => Role::Read,
-        ClientRequest::Promote | ClientRequest::SetMode { .. } => Role::Admin,
+        ClientRequest::Promote | ClientRequest::SetMode { .. } | ClientRequest::Isolate { .. } => {
+            Role::Admin
+        }
     }
 }
 
@@ -581,7 +612,8 @@ fn execute(engine: &Engine, request: ClientRequest) -> ClientResponse {
         | ClientRequest::Regions
         | ClientRequest::Route { .. }
         | ClientRequest::Promote
-        | ClientRequest::SetMode { .. } => error(
+        | ClientRequest::SetMode { .. }
+        | ClientRequest::Isolate { .. } => error(
             ErrorCode::BadRequest,
             "answered by the service, not the engine",
         ),

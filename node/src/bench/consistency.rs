@@ -12,7 +12,8 @@ use meridian_runtime::client::new_request_id;
 use meridian_runtime::client_proto::Consistency;
 use meridian_runtime::routed::RoutedClient;
 use meridian_runtime::Runtime;
-use meridian_tests::{Cluster, DelayProxy};
+use meridian_tests::netem::Relay;
+use meridian_tests::Cluster;
 use std::time::{Duration, Instant};
 
 /// Options of `bench consistency`.
@@ -55,7 +56,7 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
     let one_way = Duration::from_micros(args.rtt_ms * 500);
     let mut relays = Vec::new();
     for node in &mut cluster.nodes[1..] {
-        let relay = DelayProxy::start(node.config.listen, one_way).await?;
+        let relay = Relay::delay(node.config.listen, one_way).await?;
         node.config.advertise = Some(relay.front());
         relays.push(relay);
     }

@@ -19,7 +19,8 @@ use super::report::{emit, header, Metric};
 use hdrhistogram::Histogram;
 use meridian::{Batch, Engine};
 use meridian_runtime::Runtime;
-use meridian_tests::{Cluster, DelayProxy};
+use meridian_tests::netem::Relay;
+use meridian_tests::Cluster;
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use std::time::{Duration, Instant};
 
@@ -132,7 +133,7 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
         let one_way = Duration::from_micros(args.rtt_ms * 500);
         for i in 0..2 {
             let other = &cluster.nodes[1 - i].config;
-            let relay = DelayProxy::start(other.listen, one_way).await?;
+            let relay = Relay::delay(other.listen, one_way).await?;
             cluster.nodes[i].config.peers[0].address = relay.front();
             relays.push(relay);
         }

@@ -1,0 +1,114 @@
+//! The emulator between named nodes and its control interface.
+
+use meridian_netem::{control, Netem, NodeAddr, ShapeChange};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_change_through_the_control_interface_while_traffic_flows() -> anyhow::Result<()> {
+    let a = UdpSocket::bind("127.0.0.1:0").await?;
+    let b = UdpSocket::bind("127.0.0.1:0").await?;
+    let nodes = vec![
+        NodeAddr {
+            name: "a".into(),
+            address: a.local_addr()?,
+        },
+        NodeAddr {
+            name: "b".into(),
+            address: b.local_addr()?,
+        },
+    ];
+    let netem = Arc::new(Netem::full_mesh(nodes, 7).await?);
+    let via = netem
+        .route("a", "b")
+        .ok_or_else(|| anyhow::anyhow!("no route"))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(control::serve(listener, netem.clone()));
+
+    let mut buf = [0u8; 16];
+    a.send_to(b"one", via).await?;
+    tokio::time::timeout(Duration::from_secs(5), b.recv(&mut buf)).await??;
+
+    // Cut a -> b over HTTP (blocking client on its own thread).
+    let answer = tokio::task::spawn_blocking(move || {
+        control::call(addr, "POST", "/links?from=a&to=b", r#"{"down": true}"#)
+    })
+    .await?
+    .map_err(anyhow::Error::msg)?;
+    assert!(answer.contains("\"down\":true"), "{answer}");
+    assert!(netem.shape("a", "b")?.down && !netem.shape("b", "a")?.down);
+    a.send_to(b"two", via).await?;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), b.recv(&mut buf))
+            .await
+            .is_err(),
+        "cut"
+    );
+
+    let links = tokio::task::spawn_blocking(move || control::call(addr, "GET", "/links", ""))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let links: Vec<meridian_netem::LinkReport> = serde_json::from_str(&links)?;
+    let ab = links
+        .iter()
+        .find(|l| l.from == "a" && l.to == "b")
+        .ok_or_else(|| anyhow::anyhow!("no a->b"))?;
+    assert_eq!((ab.stats.delivered, ab.stats.blackholed), (1, 1));
+
+    // Bad requests are refused with a reason and change nothing.
+    for (target, body) in [
+        ("/links?from=a&to=zz", "{}"),
+        ("/links?from=a&to=b", r#"{"loss": 2}"#),
+        ("/links?from=a&to=b", r#"{"lossy": 1}"#),
+        ("/links?from=a&to=a", "{}"),
+        ("/links?to=b", "{}"),
+    ] {
+        let refused =
+            tokio::task::spawn_blocking(move || control::call(addr, "POST", target, body)).await?;
+        assert!(refused.is_err(), "{target} {body} accepted");
+    }
+    assert_eq!(netem.shape("a", "b")?.loss, 0.0);
+
+    tokio::task::spawn_blocking(move || control::call(addr, "POST", "/heal", ""))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    a.send_to(b"three", via).await?;
+    let n = tokio::time::timeout(Duration::from_secs(5), b.recv(&mut buf)).await??;
+    assert_eq!(&buf[..n], b"three");
+    server.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn isolating_a_node_cuts_every_link_it_has_and_nothing_else() -> anyhow::Result<()> {
+    let mut nodes = Vec::new();
+    let mut sockets = Vec::new();
+    for name in ["a", "b", "c"] {
+        let s = UdpSocket::bind("127.0.0.1:0").await?;
+        nodes.push(NodeAddr {
+            name: name.into(),
+            address: s.local_addr()?,
+        });
+        sockets.push(s);
+    }
+    let netem = Netem::full_mesh(nodes, 1).await?;
+    netem.set("a", "c", meridian_netem::Shape::delay(13.0))?;
+    netem.isolate("a", true)?;
+    for (from, to) in [("a", "b"), ("b", "a"), ("a", "c"), ("c", "a")] {
+        assert!(netem.shape(from, to)?.down, "{from}->{to}");
+    }
+    assert!(!netem.shape("b", "c")?.down && !netem.shape("c", "b")?.down);
+    assert_eq!(
+        netem.shape("a", "c")?.latency_ms,
+        13.0,
+        "other settings kept"
+    );
+    netem.isolate("a", false)?;
+    assert!(netem.report_all().iter().all(|l| !l.shape.down));
+    assert!(netem
+        .change("a", "nobody", false, &ShapeChange::down(true))
+        .is_err());
+    Ok(())
+}
