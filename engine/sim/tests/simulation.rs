@@ -48,11 +48,22 @@ fn five_hundred_seeds_of_three_regions_under_all_faults_have_no_violation() {
 /// vectors; 260 of five regions had a duplicated offer answered twice, the second time after a
 /// local write, and a key the offerer held was dropped as if it held none; 527636831 had two
 /// ends each waiting for a round the other had dropped; 91001673 (a simulator bug) rolled a
-/// reborn region back to its previous life's sync point on a power loss.
+/// reborn region back to its previous life's sync point on a power loss; 123001600 (logs
+/// reclaimed on lying peers' claims, each end needing the other's state) had the end whose
+/// offer lost the tie offer again while it received the winner's round, dropping that round's
+/// chunks as stale, forever; 123001106 did the same after a lying peer, a wiped disk and a
+/// power loss.
 #[test]
 fn seeds_that_once_failed_in_long_runs_stay_clean() {
     let scratch = meridian_sim::scratch_dir().expect("scratch dir");
-    for (seed, regions) in [(1686, 3), (260, 5), (527_636_831, 3), (91_001_673, 3)] {
+    for (seed, regions) in [
+        (1686, 3),
+        (260, 5),
+        (527_636_831, 3),
+        (91_001_673, 3),
+        (123_001_106, 3),
+        (123_001_600, 3),
+    ] {
         let opts = SimOptions {
             regions,
             ..SimOptions::default()

@@ -188,7 +188,14 @@ impl Replicator {
                 seq += 1;
             }
             if entries.is_empty() {
-                // The log no longer holds what the peer needs: transfer state instead.
+                // The log no longer holds what the peer needs: transfer state instead, once
+                // the peer's round on this link, if one is being received, is over. Offering
+                // now would replace that round: its chunks would be dropped as stale, while
+                // the peer, whose offer won the tie (`on_offer`), ignores this one, and
+                // neither round would ever finish.
+                if matches!(p.ae, Some(AntiEntropy::Receiving { .. })) {
+                    return Ok(());
+                }
                 let lag: u64 = applied
                     .iter()
                     .map(|(o, s)| s.saturating_sub(p.acked.get(o)))

@@ -144,3 +144,35 @@ fn a_duplicated_offer_is_answered_once() {
     assert_eq!(set_members(&pair.a.store, b"set"), both);
     assert_eq!(states(&pair.a.store), states(&pair.b.store));
 }
+
+/// Each end holds writes the other lacks and its log no longer holds them (reclaimed on
+/// claims of a peer that lied, or that came back with less than it had acknowledged): both
+/// offer at once, the lower member's round goes first, and the other end must not offer its
+/// own while it receives that round (found by the simulator, seeds 123001106 and 123001600:
+/// the new offer replaced the round being received, whose chunks were then dropped as stale
+/// while the peer ignored the offer that lost the tie, round after round, forever).
+#[test]
+fn crossing_offers_of_two_truncated_logs_both_complete() {
+    let mut pair = Pair::new(members_config());
+    pair.latency_ms = 40;
+    for i in 0..20u32 {
+        let (a, b) = (&pair.a.store, &pair.b.store);
+        a.apply(format!("a{i}").as_bytes(), put(b"from-a")).unwrap();
+        b.apply(format!("b{i}").as_bytes(), put(b"from-b")).unwrap();
+    }
+    for store in [&pair.a.store, &pair.b.store] {
+        store.compact(&store.applied()).unwrap();
+        assert!(store.read_entry(store.replica_id(), 1).unwrap().is_none());
+    }
+    pair.connect();
+    pair.drive();
+    // Ticks as a driver runs them, for a few times the round timeout.
+    for _ in 0..300 {
+        pair.tick(100);
+    }
+    let (a, b) = (&pair.a.store, &pair.b.store);
+    assert_eq!(a.applied(), b.applied(), "the vectors did not converge");
+    assert_eq!(states(a), states(b), "the records did not converge");
+    assert_eq!(get(b, b"a7"), Some(vec![b"from-a".to_vec()]));
+    assert_eq!(get(a, b"b7"), Some(vec![b"from-b".to_vec()]));
+}
