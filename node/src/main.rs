@@ -19,6 +19,7 @@ mod demo;
 mod http;
 mod local_cluster;
 mod netem;
+mod outage;
 mod route;
 mod sim;
 
@@ -68,6 +69,9 @@ enum Command {
         #[command(subcommand)]
         suite: bench::Suite,
     },
+    /// The region-outage suite: real node processes through the link emulator, under load,
+    /// each outage healed and the history checked (`--long` for the long form).
+    Outage(outage::Args),
     /// Deterministic multi-region outage simulation of the real engine.
     Sim(sim::Args),
     /// Three regions as separate processes: conflicts, lag, an outage and its catch-up.
@@ -129,6 +133,7 @@ fn run() -> anyhow::Result<()> {
         Command::LocalCluster(args) => local_cluster::run(args),
         Command::Bench { suite } => bench::run(suite),
         Command::Sim(args) => sim::run(args),
+        Command::Outage(args) => outage::run(args),
         Command::Demo => demo::run(),
     }
 }

@@ -13,6 +13,7 @@
 pub mod cluster;
 pub mod fuzzing;
 pub mod node_process;
+pub mod outage;
 pub mod ports;
 pub mod scrape;
 

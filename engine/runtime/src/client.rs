@@ -193,12 +193,17 @@ impl Client {
         }
     }
 
-    /// Closes the connection.
+    /// Closes the connection: tells the node, and waits at most `CLOSE_WAIT` for it to hear
+    /// (a connection to a node that froze has backed its timers off to seconds, and draining
+    /// it fully took up to 20 s; the node forgets the connection by itself anyway).
     pub async fn close(self) {
         self.conn.close(quinn::VarInt::from_u32(0), b"bye");
-        self.endpoint.wait_idle().await;
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.endpoint.wait_idle()).await;
     }
 }
+
+/// Longest wait for a closed connection to drain.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A fresh request id (random; never the all-zero id, which asks for no deduplication).
 pub fn new_request_id() -> RequestId {

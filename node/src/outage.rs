@@ -1,0 +1,73 @@
+//! `meridian outage`: the region-outage suite against this executable's nodes: every
+//! scenario (or those named), a table of what each measured, and the table as JSON. Exits
+//! non-zero when any acknowledged write was lost or anything else the checker forbids
+//! happened.
+
+use meridian_tests::outage::{self, Form, Row, Scenario};
+use std::path::PathBuf;
+
+/// Options of `outage`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The long form: 30 s outages under heavier load (the default is the fast form of
+    /// `make test`: 5 s outages).
+    #[arg(long)]
+    long: bool,
+    /// Only these scenarios (kill, freeze, partition, partial, one-way, flapping, loss-30,
+    /// restart-all, wipe, retire, admin-isolate).
+    #[arg(long = "only", value_name = "SCENARIO")]
+    only: Vec<String>,
+    /// Also write the rows as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Drives the load and the emulator's random impairments.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// Runs the suite.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let scenarios: Vec<Scenario> = if args.only.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        args.only
+            .iter()
+            .map(|n| Scenario::from_name(n).ok_or_else(|| anyhow::anyhow!("no scenario {n:?}")))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let form = if args.long {
+        Form::long()
+    } else {
+        Form::fast()
+    };
+    let bin = std::env::current_exe()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()?;
+    let mut rows: Vec<Row> = Vec::new();
+    for scenario in scenarios {
+        eprintln!("outage: {} ...", scenario.name());
+        let row = runtime.block_on(outage::run(scenario, form, &bin, args.seed))?;
+        eprintln!(
+            "outage: {}: {} acknowledged, {} lost, {} violations",
+            row.scenario, row.acked, row.lost, row.violations
+        );
+        rows.push(row);
+    }
+    outage::print_table(&rows);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)?)?;
+        println!("written to {}", path.display());
+    }
+    let bad: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.lost > 0 || r.violations > 0)
+        .map(|r| r.scenario.as_str())
+        .collect();
+    anyhow::ensure!(
+        bad.is_empty(),
+        "scenarios with lost writes or violations: {bad:?}"
+    );
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! The history checked against the converged state: no acknowledged write lost (by each
+//! type's semantics), counters within what was acknowledged and what may have been applied,
+//! nothing removed or deleted back, every read of one's own write seeing it, and no `majority`
+//! write acknowledged by a region cut off from the majority.
+
+use super::history::{Action, OpRecord, Outcome, RywCheck};
+use super::workload::Seen;
+use meridian::{Read, ReadValue};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// The converged state: every key with what it holds.
+pub type State = BTreeMap<Vec<u8>, Read>;
+
+/// A region cut off from the others between two instants of the run.
+#[derive(Clone, Debug)]
+pub struct Minority {
+    /// The region's name.
+    pub region: String,
+    /// When the cut began.
+    pub from: Duration,
+    /// When it healed.
+    pub to: Duration,
+}
+
+/// What the checker found.
+#[derive(Clone, Debug, Default)]
+pub struct Verdict {
+    /// Writes acknowledged.
+    pub acked: usize,
+    /// Writes refused (nothing written).
+    pub failed: usize,
+    /// Writes whose outcome the client could not know.
+    pub unknown: usize,
+    /// Acknowledged writes missing from the converged state, described.
+    pub lost: Vec<String>,
+    /// Everything else that must not happen, described.
+    pub violations: Vec<String>,
+    /// Reads of one's own writes: made, and unanswered.
+    pub reads: usize,
+    /// Reads no region answered.
+    pub reads_unanswered: usize,
+    /// Removals and deletes served by another region than the read before them (what they
+    /// covered is not known, so they are not checked).
+    pub unverifiable: usize,
+}
+
+impl Verdict {
+    /// Nothing lost and nothing violated.
+    pub fn clean(&self) -> bool {
+        self.lost.is_empty() && self.violations.is_empty()
+    }
+}
+
+/// Checks `ops` and `reads` against `state`; `minority`, if any, must have acknowledged no
+/// majority write while cut off.
+pub fn check(
+    ops: &[OpRecord],
+    reads: &[RywCheck],
+    state: &State,
+    minority: Option<&Minority>,
+) -> Verdict {
+    let mut v = Verdict::default();
+    for op in ops {
+        match op.outcome {
+            Outcome::Ok => v.acked += 1,
+            Outcome::Fail(_) => v.failed += 1,
+            Outcome::Unknown(_) => v.unknown += 1,
+        }
+    }
+    // Removals and deletes that may have happened: what they target may be gone.
+    let mut maybe_removed: BTreeSet<(Vec<u8>, Vec<u8>)> = BTreeSet::new();
+    let mut maybe_deleted: BTreeSet<Vec<u8>> = BTreeSet::new();
+    for op in ops
+        .iter()
+        .filter(|o| !matches!(o.outcome, Outcome::Fail(_)))
+    {
+        match &op.action {
+            Action::SetRemove { elem, .. } => {
+                maybe_removed.insert((op.key.clone(), elem.clone()));
+            }
+            Action::Delete { .. } => {
+                maybe_deleted.insert(op.key.clone());
+            }
+            _ => {}
+        }
+    }
+    let mut counters: BTreeMap<Vec<u8>, (i64, i64)> = BTreeMap::new();
+    let mut shared_values: BTreeSet<Vec<u8>> = BTreeSet::new();
+    for op in ops {
+        let acked = op.outcome == Outcome::Ok;
+        let maybe = !matches!(op.outcome, Outcome::Fail(_));
+        let read = state.get(&op.key);
+        let key = String::from_utf8_lossy(&op.key);
+        match &op.action {
+            Action::CounterAdd => {
+                let c = counters.entry(op.key.clone()).or_default();
+                c.0 += i64::from(acked);
+                c.1 += i64::from(maybe);
+            }
+            Action::LwwSet {
+                value,
+                shared: true,
+            } => {
+                if maybe {
+                    shared_values.insert(value.clone());
+                }
+            }
+            _ if !acked => {}
+            Action::RegisterPut { value } => {
+                if !Seen::Register(value).in_read(read) {
+                    v.lost.push(format!("register {key} = {}", text(value)));
+                }
+            }
+            Action::LwwSet { value, .. } => {
+                let deleted = maybe_deleted.contains(&op.key) && is_absent(read);
+                if !deleted && !Seen::Lww(value).in_read(read) {
+                    v.lost.push(format!("lww {key} = {}", text(value)));
+                }
+            }
+            Action::SetAdd { elem } => {
+                let removed = maybe_removed.contains(&(op.key.clone(), elem.clone()));
+                if !removed && !Seen::Elem(elem).in_read(read) {
+                    v.lost.push(format!("set {key} element {}", text(elem)));
+                }
+            }
+            Action::MapSet { field, value } => {
+                if !map_field_is(read, field, value) {
+                    v.lost
+                        .push(format!("map {key} field {} = {}", text(field), text(value)));
+                }
+            }
+            Action::SetRemove { elem, read_region } => {
+                if read_region.as_deref() != op.region.as_deref() {
+                    v.unverifiable += 1;
+                } else if Seen::Elem(elem).in_read(read) {
+                    v.violations
+                        .push(format!("set {key}: removed element {} is back", text(elem)));
+                }
+            }
+            Action::Delete { read_region } => {
+                if read_region.as_deref() != op.region.as_deref() {
+                    v.unverifiable += 1;
+                } else if !is_absent(read) {
+                    v.violations.push(format!("deleted key {key} is back"));
+                }
+            }
+        }
+        if let Some(m) = minority {
+            let cut_off = op.invoked >= m.from && op.completed <= m.to;
+            if op.majority && acked && cut_off && op.region.as_deref() == Some(&m.region) {
+                v.violations.push(format!(
+                    "majority write {key} acknowledged by {} while it was cut off",
+                    m.region
+                ));
+            }
+        }
+    }
+    for (key, (acked, maybe)) in counters {
+        let read = state.get(&key);
+        let value = read
+            .and_then(|r| {
+                r.values.iter().find_map(|v| match v {
+                    ReadValue::Counter(c) => Some(*c),
+                    _ => None,
+                })
+            })
+            .unwrap_or(0);
+        let key = String::from_utf8_lossy(&key);
+        if value < acked {
+            v.lost.push(format!(
+                "counter {key} is {value}, below the {acked} acknowledged increments"
+            ));
+        }
+        if value > maybe {
+            v.violations.push(format!(
+                "counter {key} is {value}, above the {maybe} increments that may have applied"
+            ));
+        }
+    }
+    if !shared_values.is_empty() {
+        let winner = state.get(b"shared".as_slice()).and_then(|r| {
+            r.values.iter().find_map(|v| match v {
+                ReadValue::Lww(l) => Some(l.value.clone()),
+                _ => None,
+            })
+        });
+        match winner {
+            Some(w) if shared_values.contains(&w) => {}
+            other => v.violations.push(format!(
+                "shared key holds {:?}, which no write may have written",
+                other.map(|w| text(&w))
+            )),
+        }
+    }
+    for read in reads {
+        v.reads += 1;
+        match read.saw {
+            Some(true) => {}
+            Some(false) => v.violations.push(format!(
+                "{} did not read its own write to {} in {}",
+                read.client,
+                String::from_utf8_lossy(&read.key),
+                read.region.as_deref().unwrap_or("?")
+            )),
+            None => v.reads_unanswered += 1,
+        }
+    }
+    v
+}
+
+/// A deleted key: absent, or holding nothing.
+fn is_absent(read: Option<&Read>) -> bool {
+    read.is_none_or(|r| r.values.is_empty())
+}
+
+/// Whether map field `field` holds last-writer-wins value `value`.
+fn map_field_is(read: Option<&Read>, field: &[u8], value: &[u8]) -> bool {
+    let Some(read) = read else { return false };
+    read.values.iter().any(|v| match v {
+        ReadValue::Map(m) => m.fields.get(field).is_some_and(|vals| {
+            vals.iter()
+                .any(|f| matches!(f, ReadValue::Lww(l) if l.value == value))
+        }),
+        _ => false,
+    })
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

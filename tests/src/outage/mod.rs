@@ -1,0 +1,17 @@
+//! The region-outage suite: real `meridian node` processes linked through the link emulator
+//! with wide-area round trips, a routed client per region writing every data type throughout,
+//! one fault per scenario (a region killed, frozen, cut off, wiped, retired; links cut one
+//! way, flapping or lossy; every region restarted), then the heal, the wait for every region
+//! to hold the same state, and the history checked against it ([`checker`]). One [`Row`] per
+//! scenario: operations acknowledged, lost, unknown, the longest time a client went without an
+//! acknowledged write, the convergence time after the heal, and the bytes the links carried to
+//! converge against the bytes of the records that had to move.
+
+pub mod checker;
+pub mod history;
+mod report;
+mod scenario;
+pub mod workload;
+
+pub use report::{print_table, Row};
+pub use scenario::{run, Form, Scenario};
