@@ -165,17 +165,17 @@ async fn ask_status(file: &ClusterFile, entry: &RegionEntry) -> anyhow::Result<N
 
 /// A region's links as a table.
 fn print_status(s: &NodeStatus) {
-    let state = match (s.isolated, s.writable) {
-        (true, _) => "ISOLATED by an operator",
-        (false, true) => "writable",
-        (false, false) => "not writable yet",
+    let isolated = if s.isolated {
+        ", ISOLATED by an operator"
+    } else {
+        ""
     };
     println!(
-        "{} ({}), {}, {}: {}",
-        s.region, s.name, s.mode, state, s.origin_note
+        "{} ({}), {}{isolated}: {}",
+        s.region, s.name, s.mode, s.origin_note
     );
     println!(
-        "  {:<12} {:<14} {:<5} {:>8} {:>10} {:>9}  last error",
+        "  {:<12} {:<14} {:<5} {:>8} {:>10} {:>9}  last error (earlier, if the link is up)",
         "peer", "region", "link", "rtt ms", "lag ops", "lag ms"
     );
     for p in &s.peers {

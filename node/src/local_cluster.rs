@@ -1,9 +1,15 @@
 //! `meridian local-cluster --dir D --replica NAME:REGION ...`: a cluster on loopback for
 //! development and examples: certificates (`D/certs`), one node configuration per replica
 //! (`D/NAME.toml`, free loopback ports, every other replica a peer, data in `D/data-NAME`) and
-//! a client's cluster file (`D/client.toml`, client `dev` with the `write` role).
+//! a client's cluster file (`D/client.toml`, client `dev` with the `write` role), and an
+//! operator's (`D/admin.toml`, client `ops` with the `admin` role). With `--netem PORT`, the
+//! replicas reach each other through the link emulator: `D/netem.toml` (control on
+//! 127.0.0.1:PORT, a relay per ordered pair), and each peer address in the node
+//! configurations is the relay's; start it with `meridian netem run --config D/netem.toml`.
 
 use anyhow::Context;
+use meridian_netem::config::NetemConfig;
+use meridian_netem::{NodeAddr, Route};
 use meridian_runtime::cluster_file::{ClusterFile, SeedEntry};
 use meridian_runtime::dev_certs::{self, CertsRequest};
 use meridian_runtime::node_config::NodeConfig;
@@ -22,6 +28,10 @@ pub struct Args {
     /// A replica as NAME:REGION (repeat).
     #[arg(long = "replica", value_name = "NAME:REGION", required = true)]
     replicas: Vec<String>,
+    /// Link the replicas through the link emulator, whose control interface listens on
+    /// 127.0.0.1:PORT (writes `netem.toml`).
+    #[arg(long, value_name = "PORT")]
+    netem: Option<u16>,
 }
 
 fn free_loopback_port() -> anyhow::Result<SocketAddr> {
@@ -37,7 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         dir: certs.clone(),
         cluster: args.cluster.clone(),
         replicas: args.replicas.clone(),
-        clients: vec!["dev:write".into()],
+        clients: vec!["dev:write".into(), "ops:admin".into()],
     })?;
     let mut configs = Vec::new();
     for spec in &args.replicas {
@@ -54,31 +64,66 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ));
     }
     let peers: Vec<_> = configs.iter().map(NodeConfig::as_peer).collect();
+    let mut routes = Vec::new();
     for config in &mut configs {
         config.peers = peers
             .iter()
             .filter(|p| p.name != config.name)
             .cloned()
             .collect();
+        if args.netem.is_some() {
+            // Clients reach the node directly; only replication passes the emulator.
+            config.advertise = Some(config.listen);
+            for peer in &mut config.peers {
+                let listen = free_loopback_port()?;
+                routes.push(Route {
+                    from: config.name.clone(),
+                    to: peer.name.clone(),
+                    listen: Some(listen),
+                });
+                peer.address = listen;
+            }
+        }
         let path = args.dir.join(format!("{}.toml", config.name));
         config.write(&path)?;
         println!("{}", path.display());
     }
-    ClusterFile {
-        cluster: args.cluster.clone(),
-        certs: certs.join("client-dev"),
-        client: "dev".into(),
-        near: None,
-        seeds: configs
-            .iter()
-            .map(|c| SeedEntry {
-                name: c.name.clone(),
-                region: c.region.clone(),
-                address: c.listen,
-                location: None,
-            })
-            .collect(),
+    let seeds: Vec<SeedEntry> = configs
+        .iter()
+        .map(|c| SeedEntry {
+            name: c.name.clone(),
+            region: c.region.clone(),
+            address: c.listen,
+            location: None,
+        })
+        .collect();
+    for (client, file) in [("dev", "client.toml"), ("ops", "admin.toml")] {
+        ClusterFile {
+            cluster: args.cluster.clone(),
+            certs: certs.join(format!("client-{client}")),
+            client: client.into(),
+            near: None,
+            seeds: seeds.clone(),
+        }
+        .write(&args.dir.join(file))?;
     }
-    .write(&args.dir.join("client.toml"))?;
+    if let Some(port) = args.netem {
+        let path = args.dir.join("netem.toml");
+        NetemConfig {
+            control: SocketAddr::from(([127, 0, 0, 1], port)),
+            seed: 0,
+            node: configs
+                .iter()
+                .map(|c| NodeAddr {
+                    name: c.name.clone(),
+                    address: c.listen,
+                })
+                .collect(),
+            route: routes,
+            shape: Vec::new(),
+        }
+        .write(&path)?;
+        println!("{}", path.display());
+    }
     Ok(())
 }

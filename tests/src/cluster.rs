@@ -125,7 +125,8 @@ impl Cluster {
 
     /// Places the link emulator between every pair of nodes (after their ports are picked):
     /// each node's peer addresses become relays whose shapes the returned emulator sets, per
-    /// directed link. Clients still reach the nodes directly. Start the nodes with
+    /// directed link. Clients still reach the nodes directly: each node advertises its own
+    /// address, which its peers pass on in their region tables. Start the nodes with
     /// [`Cluster::start_each`], which keeps their ports.
     pub async fn emulate_links(&mut self, seed: u64) -> anyhow::Result<meridian_netem::Netem> {
         let nodes = self
@@ -138,6 +139,7 @@ impl Cluster {
             .collect();
         let netem = meridian_netem::Netem::full_mesh(nodes, seed).await?;
         for node in &mut self.nodes {
+            node.config.advertise = Some(node.config.listen);
             let from = node.config.name.clone();
             for peer in &mut node.config.peers {
                 peer.address = netem

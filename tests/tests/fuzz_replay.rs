@@ -238,6 +238,7 @@ fn write_seed_corpus() {
                 context: Some(VersionVector::new()),
             },
             consistency: Consistency::Local,
+            deadline_ms: Some(1),
         }),
         encode(&ClientRequest::Write {
             id: [9; 16],
@@ -246,6 +247,7 @@ fn write_seed_corpus() {
                 (b"b".to_vec(), Op::Delete),
             ],
             consistency: Consistency::Majority,
+            deadline_ms: None,
         }),
         encode(&ClientRequest::Applied),
         encode(&ClientRequest::Regions),

@@ -55,6 +55,9 @@ pub enum ConfigError {
     /// Fewer than two nodes.
     #[error("{0}: an emulator needs at least two nodes")]
     TooFewNodes(String),
+    /// The file could not be written.
+    #[error("cannot write {0}: {1}")]
+    Write(String, String),
 }
 
 impl NetemConfig {
@@ -69,6 +72,14 @@ impl NetemConfig {
             return Err(ConfigError::TooFewNodes(shown));
         }
         Ok(config)
+    }
+
+    /// Writes it to `path`.
+    pub fn write(&self, path: &Path) -> Result<(), ConfigError> {
+        let shown = path.display().to_string();
+        let text =
+            toml::to_string(self).map_err(|e| ConfigError::Write(shown.clone(), e.to_string()))?;
+        std::fs::write(path, text).map_err(|e| ConfigError::Write(shown, e.to_string()))
     }
 }
 

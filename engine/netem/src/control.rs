@@ -209,8 +209,10 @@ pub fn call(
         .map_err(|e| format!("{control}: {e}"))?;
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
     if head.starts_with("HTTP/1.1 200") {
-        Ok(body.to_string())
-    } else {
-        Err(body.to_string())
+        return Ok(body.to_string());
     }
+    let reason = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string));
+    Err(reason.unwrap_or_else(|| body.to_string()))
 }

@@ -133,6 +133,7 @@ impl Client {
             key: key.to_vec(),
             op,
             consistency,
+            deadline_ms: None,
         };
         match self.request(&request).await? {
             ClientResponse::Written { token, .. } => {

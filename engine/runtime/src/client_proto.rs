@@ -70,6 +70,10 @@ pub enum ClientRequest {
         op: Op,
         /// Required durability.
         consistency: Consistency,
+        /// Not applied after this time (Unix milliseconds, the client's clock): a client that
+        /// gave up on an answer and retries elsewhere knows the first attempt can no longer
+        /// apply late (a region frozen with the request in its socket buffer).
+        deadline_ms: Option<u64>,
     },
     /// An atomic batch.
     Write {
@@ -79,6 +83,8 @@ pub enum ClientRequest {
         ops: Vec<(Vec<u8>, Op)>,
         /// Required durability.
         consistency: Consistency,
+        /// As for `Apply`.
+        deadline_ms: Option<u64>,
     },
     /// A read; with a token, waits up to `wait_ms` for the region to have applied it.
     Read {
@@ -156,6 +162,8 @@ pub enum ErrorCode {
     /// Active-passive mode: this region does not hold the primary's lease; `primary` names
     /// the replica that does, when known. Nothing was written.
     NotPrimary,
+    /// The write's deadline passed before this region could apply it. Nothing was written.
+    Expired,
 }
 
 /// A failed request.

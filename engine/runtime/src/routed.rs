@@ -407,6 +407,7 @@ impl RoutedClient {
             key: key.to_vec(),
             op,
             consistency,
+            deadline_ms: None,
         };
         self.write(request, idempotent).await
     }
@@ -423,6 +424,7 @@ impl RoutedClient {
             id: new_request_id(),
             ops,
             consistency,
+            deadline_ms: None,
         };
         self.write(request, idempotent).await
     }
@@ -435,7 +437,11 @@ impl RoutedClient {
         let mut why = Vec::new();
         let mut attempts = Attempts::new(self.plan(), idempotent);
         while let Some(i) = attempts.next_region() {
-            let attempt = self.attempt(i, &request).await;
+            // Each attempt may apply only until this client gives up on it: a region that
+            // answers after that (it froze with the request queued) refuses it rather than
+            // apply it behind the retry made elsewhere.
+            let stamped = with_deadline(&request, self.config.request_timeout);
+            let attempt = self.attempt(i, &stamped).await;
             let outcome = match &attempt {
                 Attempt::Done(ClientResponse::Written { token, .. }) => {
                     self.token.merge(token);
@@ -674,7 +680,7 @@ impl RoutedClient {
                 // The region answers but cannot serve this now (recovering after a restart,
                 // too few regions reachable from it): nothing was applied. It is alive, so
                 // its breaker stays closed and the next request asks it first again.
-                ErrorCode::Unavailable => {
+                ErrorCode::Unavailable | ErrorCode::Expired => {
                     self.regions[i].breaker.on_success();
                     Attempt::Next(format!("{name}: {}", e.message))
                 }
@@ -761,6 +767,21 @@ impl RoutedClient {
             }
         }
     }
+}
+
+/// `request` (a write) with its deadline `timeout` from now, on the wall clock.
+fn with_deadline(request: &ClientRequest, timeout: Duration) -> ClientRequest {
+    let deadline = std::time::SystemTime::now()
+        .checked_add(timeout)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64);
+    let mut stamped = request.clone();
+    if let ClientRequest::Apply { deadline_ms, .. } | ClientRequest::Write { deadline_ms, .. } =
+        &mut stamped
+    {
+        *deadline_ms = deadline;
+    }
+    stamped
 }
 
 /// Folds a round-trip sample into a smoothed value.

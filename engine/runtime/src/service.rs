@@ -447,9 +447,16 @@ impl Service {
             Some(Claim::Apply(pending)) => {
                 let engine = self.engine.clone();
                 let primary = self.primary.clone();
-                let outcome = tokio::task::spawn_blocking(move || match primary.may_write() {
-                    Ok(()) => execute(&engine, request),
-                    Err(holder) => not_primary(holder),
+                let outcome = tokio::task::spawn_blocking(move || {
+                    if let Some(late) = past_deadline(&request) {
+                        metrics::counter!("meridian_client_writes_refused_total", "reason" => "expired")
+                            .increment(1);
+                        return late;
+                    }
+                    match primary.may_write() {
+                        Ok(()) => execute(&engine, request),
+                        Err(holder) => not_primary(holder),
+                    }
                 })
                 .await;
                 let response =
@@ -525,6 +532,41 @@ fn not_primary(primary: Option<String>) -> ClientResponse {
         ),
         retry_after_ms: None,
         primary,
+    })
+}
+
+/// How far this node's clock may be behind a client's: a write is refused this long before
+/// its deadline, so that once the client's clock passes the deadline (and it retries
+/// elsewhere) this node no longer applies it.
+const CLOCK_SKEW_MARGIN: Duration = Duration::from_millis(250);
+
+/// The refusal of a write whose deadline is (about to be) past, checked just before it is
+/// applied.
+fn past_deadline(request: &ClientRequest) -> Option<ClientResponse> {
+    let (ClientRequest::Apply {
+        deadline_ms: Some(deadline),
+        ..
+    }
+    | ClientRequest::Write {
+        deadline_ms: Some(deadline),
+        ..
+    }) = request
+    else {
+        return None;
+    };
+    let now = std::time::SystemTime::now()
+        .checked_add(CLOCK_SKEW_MARGIN)?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis() as u64;
+    (now > *deadline).then(|| {
+        error(
+            ErrorCode::Expired,
+            format!(
+                "the write reached this region {} ms after its deadline (within {CLOCK_SKEW_MARGIN:?} of clock margin): nothing was written",
+                now - deadline
+            ),
+        )
     })
 }
 
@@ -617,5 +659,52 @@ fn execute(engine: &Engine, request: ClientRequest) -> ClientResponse {
             ErrorCode::BadRequest,
             "answered by the service, not the engine",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(deadline_ms: Option<u64>) -> ClientRequest {
+        ClientRequest::Apply {
+            id: [1; 16],
+            key: b"k".to_vec(),
+            op: meridian::Op::LwwSet {
+                value: b"v".to_vec(),
+            },
+            consistency: Consistency::Local,
+            deadline_ms,
+        }
+    }
+
+    fn unix_ms(from_now: Duration, later: bool) -> u64 {
+        let now = std::time::SystemTime::now();
+        let at = if later {
+            now + from_now
+        } else {
+            now - from_now
+        };
+        at.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_write_past_its_deadline_is_refused_before_it_is_applied() {
+        assert_eq!(past_deadline(&put(None)), None, "no deadline");
+        let soon = unix_ms(Duration::from_secs(10), true);
+        assert_eq!(past_deadline(&put(Some(soon))), None);
+        let gone = unix_ms(Duration::from_secs(1), false);
+        assert!(matches!(
+            past_deadline(&put(Some(gone))),
+            Some(ClientResponse::Error(ClientError {
+                code: ErrorCode::Expired,
+                ..
+            }))
+        ));
+        // Within the clock margin counts as past.
+        let edge = unix_ms(Duration::from_millis(100), true);
+        assert!(past_deadline(&put(Some(edge))).is_some());
     }
 }
