@@ -5,7 +5,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/meridian/target
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: deps demo test bench sim lint fuzz bench-scale header cart-cluster example-cart example-cart-c example-cart-python
+.PHONY: deps demo test bench sim lint fuzz bench-scale outage header cart-cluster example-cart example-cart-c example-cart-python
 
 deps:
 	@bash scripts/install-deps.sh
@@ -43,6 +43,11 @@ lint: deps
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
+
+# The region-outage suite's long form: every outage for 30 s under heavier load, the table
+# printed and written as JSON (the fast form runs in `make test`).
+outage: deps
+	$(CARGO) run --release --quiet -p meridian-node -- outage --long --json $(CARGO_TARGET_DIR)/outage-report.json
 
 bench-scale: deps
 	$(CARGO) run --release --quiet -p meridian-node -- bench scale

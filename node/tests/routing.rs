@@ -333,8 +333,8 @@ async fn regions_learn_where_their_peers_are_from_the_peers() {
     assert_eq!(route.region, "eu-west");
 }
 
-/// A real partition (every datagram between one region and the others dropped by relays in
-/// front of the regions, all processes running): within a couple of seconds a `majority`
+/// A real partition (every datagram between one region and the others dropped by the link
+/// emulator, all processes running): within a couple of seconds a `majority`
 /// write on the minority side is refused at once and writes nothing, while the majority side
 /// still takes them; after healing, the minority side takes them again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -229,3 +229,158 @@ fn map_field_is(read: Option<&Read>, field: &[u8], value: &[u8]) -> bool {
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outage::history::{Action, OpRecord, Outcome, RywCheck};
+    use meridian::{CausalToken, Hlc, LwwValue, ReplicaId};
+
+    fn op(key: &str, action: Action, outcome: Outcome, region: &str) -> OpRecord {
+        OpRecord {
+            client: "c".into(),
+            key: key.as_bytes().to_vec(),
+            action,
+            majority: false,
+            invoked: Duration::from_secs(1),
+            completed: Duration::from_secs(2),
+            outcome,
+            region: Some(region.into()),
+            bytes: 10,
+        }
+    }
+
+    fn holding(values: Vec<ReadValue>) -> Read {
+        Read {
+            values,
+            token: CausalToken::default(),
+        }
+    }
+
+    fn lww(v: &str) -> ReadValue {
+        ReadValue::Lww(LwwValue {
+            value: v.as_bytes().to_vec(),
+            marker: Hlc(1),
+            writer: ReplicaId(1),
+        })
+    }
+
+    fn state(entries: Vec<(&str, Vec<ReadValue>)>) -> State {
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), holding(v)))
+            .collect()
+    }
+
+    fn set_lww(v: &str) -> Action {
+        Action::LwwSet {
+            value: v.as_bytes().to_vec(),
+            shared: false,
+        }
+    }
+
+    #[test]
+    fn an_acknowledged_write_missing_is_lost_and_an_unknown_one_is_not() {
+        let ops = vec![
+            op("a", set_lww("1"), Outcome::Ok, "r1"),
+            op("b", set_lww("2"), Outcome::Unknown("timeout".into()), "r1"),
+        ];
+        let v = check(&ops, &[], &state(vec![("a", vec![lww("1")])]), None);
+        assert!(v.clean(), "{v:?}");
+        let v = check(&ops, &[], &State::new(), None);
+        assert_eq!(v.lost.len(), 1, "{v:?}");
+        assert_eq!((v.acked, v.unknown), (1, 1));
+    }
+
+    #[test]
+    fn counters_stay_between_acknowledged_and_possible_increments() {
+        let ops = vec![
+            op("n", Action::CounterAdd, Outcome::Ok, "r1"),
+            op("n", Action::CounterAdd, Outcome::Unknown("?".into()), "r1"),
+            op("n", Action::CounterAdd, Outcome::Fail("no".into()), "r1"),
+        ];
+        for (value, clean) in [(0, false), (1, true), (2, true), (3, false)] {
+            let s = state(vec![("n", vec![ReadValue::Counter(value)])]);
+            assert_eq!(check(&ops, &[], &s, None).clean(), clean, "counter {value}");
+        }
+    }
+
+    #[test]
+    fn a_removed_element_or_deleted_key_back_is_a_violation_when_the_removal_saw_it() {
+        let elem = b"e1".to_vec();
+        let remove = |read_region: &str| {
+            op(
+                "s",
+                Action::SetRemove {
+                    elem: elem.clone(),
+                    read_region: Some(read_region.into()),
+                },
+                Outcome::Ok,
+                "r1",
+            )
+        };
+        let add = op(
+            "s",
+            Action::SetAdd { elem: elem.clone() },
+            Outcome::Ok,
+            "r1",
+        );
+        let back = state(vec![("s", vec![ReadValue::Set(vec![elem.clone()])])]);
+        let v = check(&[add.clone(), remove("r1")], &[], &back, None);
+        assert_eq!(v.violations.len(), 1, "{v:?}");
+        let v = check(&[add.clone(), remove("r2")], &[], &back, None);
+        assert!(v.clean() && v.unverifiable == 1, "{v:?}");
+        let gone = state(vec![("s", vec![ReadValue::Set(vec![])])]);
+        assert!(check(&[add, remove("r1")], &[], &gone, None).clean());
+
+        let put = op("k", set_lww("1"), Outcome::Ok, "r1");
+        let delete = op(
+            "k",
+            Action::Delete {
+                read_region: Some("r1".into()),
+            },
+            Outcome::Ok,
+            "r1",
+        );
+        let still = state(vec![("k", vec![lww("1")])]);
+        assert_eq!(
+            check(&[put.clone(), delete.clone()], &[], &still, None)
+                .violations
+                .len(),
+            1
+        );
+        assert!(check(&[put, delete], &[], &State::new(), None).clean());
+    }
+
+    #[test]
+    fn a_read_missing_ones_own_write_and_a_majority_ack_while_cut_off_are_violations() {
+        let read = |saw| RywCheck {
+            client: "c".into(),
+            key: b"k".to_vec(),
+            at: Duration::from_secs(1),
+            saw,
+            region: Some("r1".into()),
+        };
+        let v = check(&[], &[read(Some(true)), read(None)], &State::new(), None);
+        assert!(v.clean() && v.reads_unanswered == 1, "{v:?}");
+        assert_eq!(
+            check(&[], &[read(Some(false))], &State::new(), None)
+                .violations
+                .len(),
+            1
+        );
+
+        let mut majority = op("m", set_lww("1"), Outcome::Ok, "eu-west");
+        majority.majority = true;
+        let s = state(vec![("m", vec![lww("1")])]);
+        let cut = Minority {
+            region: "eu-west".into(),
+            from: Duration::from_millis(500),
+            to: Duration::from_secs(3),
+        };
+        let v = check(std::slice::from_ref(&majority), &[], &s, Some(&cut));
+        assert_eq!(v.violations.len(), 1, "{v:?}");
+        majority.region = Some("us-east".into());
+        assert!(check(&[majority], &[], &s, Some(&cut)).clean());
+    }
+}
