@@ -15,6 +15,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 const BACKOFF_MS_MIN: u64 = 100;
+
+/// Why a link ends when the replicator dropped it (it keeps its own reason).
+const CLOSED_BY_REPLICATOR: &str = "closed by the replicator";
 const BACKOFF_MS_MAX: u64 = 5_000;
 
 /// What every link task shares.
@@ -185,7 +188,7 @@ async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
             }
         }
         let _ = send.finish();
-        "closed by the replicator".to_string()
+        CLOSED_BY_REPLICATOR.to_string()
     };
     let events = ctx.events.clone();
     let budget = Arc::new(tokio::sync::Semaphore::new(LINK_INBOUND_BYTES));
@@ -240,7 +243,8 @@ async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
         _ = shutdown.changed() => "shutting down".into(),
     };
     tracing::info!(peer = %peer.name, reason = %why, "replication link closed");
-    if !*ctx.shutdown.borrow() {
+    // The replicator recorded its own reason (a refused identity, a bad frame) already.
+    if !*ctx.shutdown.borrow() && why != CLOSED_BY_REPLICATOR {
         ctx.link_failed(&peer.name, format!("closed: {why}"));
     }
     let _ = ctx.events.send(Event::Down { peer: id }).await;
