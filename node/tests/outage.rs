@@ -8,7 +8,12 @@ mod support;
 
 use meridian_tests::outage::{self, Form, Scenario};
 
+/// One scenario at a time: six processes, three clients and the emulator are already more
+/// than two cores run comfortably.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn clean(scenario: Scenario) {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let row = outage::run(
         scenario,
         Form::fast(),

@@ -17,6 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request (head and body) read.
 const REQUEST_BYTES_MAX: usize = 64 * 1024;
+/// Most bytes read and dropped after a refused request.
+const DRAIN_BYTES_MAX: usize = 1 << 20;
 
 /// Serves `netem`'s control interface on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, netem: Arc<Netem>) {
@@ -31,20 +33,33 @@ pub async fn serve(listener: tokio::net::TcpListener, netem: Arc<Netem>) {
         };
         let netem = netem.clone();
         tokio::spawn(async move {
-            let Ok(Some(request)) = tokio::time::timeout(IO_TIMEOUT, read_request(&mut sock))
-                .await
-                .unwrap_or(Ok(None))
-            else {
-                return;
+            let (code, body) = match tokio::time::timeout(IO_TIMEOUT, read_request(&mut sock)).await
+            {
+                Ok(Ok(Ok(request))) => answer(&netem, &request),
+                Ok(Ok(Err((code, why)))) => (code, error_body(&why)),
+                // Nothing in time, or the client went away.
+                Ok(Err(_)) | Err(_) => return,
             };
-            let (code, body) = answer(&netem, &request);
             let head = format!(
                 "HTTP/1.1 {code}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                 body.len()
             );
             let write = async {
                 sock.write_all(head.as_bytes()).await?;
-                sock.write_all(body.as_bytes()).await
+                sock.write_all(body.as_bytes()).await?;
+                sock.shutdown().await?;
+                // Whatever the client still sends (a request refused as too large) is read
+                // and dropped: closing with unread bytes would reset the connection before
+                // the client reads the answer.
+                let mut rest = [0u8; 4096];
+                let mut drained = 0;
+                while drained < DRAIN_BYTES_MAX {
+                    match sock.read(&mut rest).await? {
+                        0 => break,
+                        n => drained += n,
+                    }
+                }
+                std::io::Result::Ok(())
             };
             let _ = tokio::time::timeout(IO_TIMEOUT, write).await;
         });
@@ -59,9 +74,20 @@ struct Request {
     body: Vec<u8>,
 }
 
-/// Reads one request (head, then as much body as `content-length` says); `None` when the
-/// client sent nothing usable.
-async fn read_request(sock: &mut tokio::net::TcpStream) -> std::io::Result<Option<Request>> {
+/// A request refused before it is understood: the status line and why.
+type Refusal = (&'static str, String);
+
+/// Reads one request (head, then as much body as `content-length` says), or the refusal to
+/// answer with.
+async fn read_request(
+    sock: &mut tokio::net::TcpStream,
+) -> std::io::Result<Result<Request, Refusal>> {
+    let too_large = || {
+        Ok(Err((
+            "413 Payload Too Large",
+            format!("requests are limited to {REQUEST_BYTES_MAX} bytes"),
+        )))
+    };
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -69,8 +95,14 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> std::io::Result<Optio
             break at;
         }
         let n = sock.read(&mut chunk).await?;
-        if n == 0 || buf.len() + n > REQUEST_BYTES_MAX {
-            return Ok(None);
+        if n == 0 {
+            return Ok(Err((
+                "400 Bad Request",
+                "the request's head never ended (CRLF CRLF)".into(),
+            )));
+        }
+        if buf.len() + n > REQUEST_BYTES_MAX {
+            return too_large();
         }
         buf.extend_from_slice(&chunk[..n]);
     };
@@ -80,24 +112,35 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> std::io::Result<Optio
     let method = first.next().unwrap_or("").to_string();
     let target = first.next().unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let length = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-        .unwrap_or(0);
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    if header("transfer-encoding").is_some() {
+        return Ok(Err((
+            "411 Length Required",
+            "send the body with a content-length, not a transfer-encoding".into(),
+        )));
+    }
+    let length = match header("content-length").map(|v| v.parse::<usize>()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return Ok(Err(("400 Bad Request", "bad content-length".into()))),
+    };
     if length > REQUEST_BYTES_MAX {
-        return Ok(None);
+        return too_large();
     }
     let mut body = buf[head_end + 4..].to_vec();
     while body.len() < length {
         let n = sock.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(None);
+            return Ok(Err(("400 Bad Request", "the body ended early".into())));
         }
         body.extend_from_slice(&chunk[..n]);
     }
     body.truncate(length);
-    Ok(Some(Request {
+    Ok(Ok(Request {
         method,
         path: path.to_string(),
         query: query.to_string(),
@@ -128,13 +171,18 @@ fn answer(netem: &Netem, request: &Request) -> (&'static str, String) {
         }
         ("POST", "/links") => match change(netem, request) {
             Ok(body) => ("200 OK", body),
-            Err(why) => ("400 Bad Request", json(serde_json::to_string(&serde_json::json!({"error": why})))),
+            Err(why) => ("400 Bad Request", error_body(&why)),
         },
         _ => (
             "404 Not Found",
             r#"{"error":"use GET /links, GET /routes, POST /links?from=A&to=B[&both=true], POST /heal"}"#.into(),
         ),
     }
+}
+
+/// `{"error": why}`.
+fn error_body(why: &str) -> String {
+    serde_json::json!({ "error": why }).to_string()
 }
 
 /// `POST /links`.

@@ -13,6 +13,14 @@ use tokio::time::Instant;
 /// (room for a gigabit's bandwidth-delay product over a 500 ms round trip).
 const HELD_BYTES_MAX: usize = 64 << 20;
 
+/// What a held datagram costs beyond its payload (its slot, its address, the heap's share):
+/// empty datagrams are not free.
+const HELD_OVERHEAD_BYTES: usize = 128;
+
+/// Longest delay a datagram is given (the shapes' own limit; a shape set without checks is
+/// held to it rather than trusted).
+const DELAY_MAX: Duration = Duration::from_secs(60);
+
 /// Longest backlog behind a bandwidth cap before datagrams are dropped.
 const BACKLOG_MAX: Duration = Duration::from_secs(1);
 
@@ -105,9 +113,10 @@ impl Direction {
             1
         };
         let len = datagram.1.len();
+        let cost = len + HELD_OVERHEAD_BYTES;
         let mut datagram = Some(datagram);
         for copy in 0..copies {
-            if q.bytes + len > HELD_BYTES_MAX {
+            if q.bytes + cost > HELD_BYTES_MAX {
                 link.count(Count::Overflowed);
                 continue;
             }
@@ -119,8 +128,8 @@ impl Direction {
                     link.count(Count::Overflowed);
                     continue;
                 }
-                // Bits over kilobits per second: milliseconds, as microseconds.
-                let wire = Duration::from_micros((len as u64 * 8 * 1000) / kbit.max(1));
+                // Bits over kilobits per second: milliseconds, as nanoseconds.
+                let wire = Duration::from_nanos((len as u64 * 8 * 1_000_000) / kbit.max(1));
                 sent = start + wire;
                 q.wire_free = sent;
             }
@@ -134,13 +143,16 @@ impl Direction {
                     0.0
                 };
                 let delay_ms = (shape.latency_ms + jitter).max(0.0);
-                let due = (sent + Duration::from_secs_f64(delay_ms / 1000.0)).max(q.last_due);
+                let delay = Duration::try_from_secs_f64(delay_ms / 1000.0)
+                    .unwrap_or(DELAY_MAX)
+                    .min(DELAY_MAX);
+                let due = (sent + delay).max(q.last_due);
                 q.last_due = due;
                 due
             };
             let seq = q.seq;
             q.seq += 1;
-            q.bytes += len;
+            q.bytes += cost;
             // The last copy takes the buffer.
             let copy = if copy + 1 == copies {
                 datagram.take()
@@ -171,7 +183,7 @@ impl Direction {
                 Some(_) => {
                     let mut q = self.lock();
                     if let Some(held) = q.held.pop() {
-                        q.bytes -= held.datagram.1.len();
+                        q.bytes -= held.datagram.1.len() + HELD_OVERHEAD_BYTES;
                         drop(q);
                         self.link.count_delivered(held.datagram.1.len());
                         return held.datagram;

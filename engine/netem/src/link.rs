@@ -58,7 +58,8 @@ pub(crate) enum Count {
 }
 
 impl Link {
-    /// A link with `shape`.
+    /// A link with `shape` (check it with [`Shape::validate`]; delays beyond a minute are
+    /// held to a minute).
     pub fn new(shape: Shape) -> Link {
         Link {
             shape: Mutex::new(shape),

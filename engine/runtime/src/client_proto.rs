@@ -7,8 +7,9 @@ use meridian::Read;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
-/// Version byte of client frames.
-pub const CLIENT_PROTOCOL: u8 = 2;
+/// Version byte of client frames (3: writes carry a deadline, the status says whether the node
+/// is isolated).
+pub const CLIENT_PROTOCOL: u8 = 3;
 pub use meridian::limits::CLIENT_FRAME_BYTES_MAX;
 
 /// How far a write must have gone before it is acknowledged.

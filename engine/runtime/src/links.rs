@@ -16,6 +16,9 @@ use tokio::sync::{mpsc, watch};
 
 const BACKOFF_MS_MIN: u64 = 100;
 
+/// How long a link must have run for the next dial to start again at the shortest backoff.
+const LINK_LIVED: Duration = Duration::from_secs(2);
+
 /// Why a link ends when the replicator dropped it (it keeps its own reason).
 const CLOSED_BY_REPLICATOR: &str = "closed by the replicator";
 const BACKOFF_MS_MAX: u64 = 5_000;
@@ -137,8 +140,13 @@ pub(crate) async fn dial_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>, peer
         };
         match attempt.await {
             Ok(conn) => {
-                backoff = BACKOFF_MS_MIN;
+                let up = std::time::Instant::now();
                 run_link(conn, peer.clone(), ctx.clone()).await;
+                // A link the peer closes at once (isolated by an operator, or refusing this
+                // replica) is retried with the backoff, not in a tight loop of handshakes.
+                if up.elapsed() >= LINK_LIVED {
+                    backoff = BACKOFF_MS_MIN;
+                }
             }
             Err(e) => {
                 tracing::debug!(peer = %peer.name, error = %e, "dial failed");

@@ -118,6 +118,10 @@ pub struct Written {
     pub token: CausalToken,
     /// The region that took it.
     pub region: String,
+    /// An earlier attempt's answer was lost (an idempotent write retried here): that region
+    /// may have applied it too, under another dot, which reaches this region later. A removal
+    /// or delete made meanwhile here covers only what this region had seen.
+    pub retried_after_lost: bool,
 }
 
 /// One region as the client sees it.
@@ -380,6 +384,10 @@ impl RoutedClient {
                 return Attempt::Next(format!("{name}: {e}"));
             }
         };
+        // A write may apply only until this client gives up on it: a region that gets to it
+        // after that (it froze with the request queued) refuses it rather than apply it
+        // behind a retry made elsewhere.
+        let request = &with_deadline(request, self.config.request_timeout);
         let started = Instant::now();
         let answer = tokio::time::timeout(self.config.request_timeout, conn.request(request)).await;
         let measured = !matches!(
@@ -435,26 +443,27 @@ impl RoutedClient {
         idempotent: bool,
     ) -> Result<Written, RoutedError> {
         let mut why = Vec::new();
+        let mut lost = false;
         let mut attempts = Attempts::new(self.plan(), idempotent);
         while let Some(i) = attempts.next_region() {
-            // Each attempt may apply only until this client gives up on it: a region that
-            // answers after that (it froze with the request queued) refuses it rather than
-            // apply it behind the retry made elsewhere.
-            let stamped = with_deadline(&request, self.config.request_timeout);
-            let attempt = self.attempt(i, &stamped).await;
+            let attempt = self.attempt(i, &request).await;
             let outcome = match &attempt {
                 Attempt::Done(ClientResponse::Written { token, .. }) => {
                     self.token.merge(token);
                     return Ok(Written {
                         token: token.clone(),
                         region: self.regions[i].entry.region.clone(),
+                        retried_after_lost: lost,
                     });
                 }
                 Attempt::Fail(_) => Outcome::Answered,
                 Attempt::Done(_) | Attempt::Next(_) => Outcome::NotServed,
                 Attempt::NotYet(_) => Outcome::NotYetVisible,
                 Attempt::Redirect(_, primary) => Outcome::NotPrimary(self.region_index(primary)),
-                Attempt::Lost(_) => Outcome::Lost,
+                Attempt::Lost(_) => {
+                    lost = true;
+                    Outcome::Lost
+                }
             };
             let verdict = attempts.record(outcome);
             let reason = match attempt {
@@ -769,10 +778,11 @@ impl RoutedClient {
     }
 }
 
-/// `request` (a write) with its deadline `timeout` from now, on the wall clock.
+/// `request` (a write) with its deadline `timeout` from now, on the wall clock, but never
+/// sooner than `DEADLINE_MIN` (a node refuses writes within its clock margin of the deadline).
 fn with_deadline(request: &ClientRequest, timeout: Duration) -> ClientRequest {
     let deadline = std::time::SystemTime::now()
-        .checked_add(timeout)
+        .checked_add(timeout.max(DEADLINE_MIN))
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as u64);
     let mut stamped = request.clone();
@@ -783,6 +793,9 @@ fn with_deadline(request: &ClientRequest, timeout: Duration) -> ClientRequest {
     }
     stamped
 }
+
+/// Shortest time a write's deadline gives a region (well above the nodes' 250 ms clock margin).
+const DEADLINE_MIN: Duration = Duration::from_secs(1);
 
 /// Folds a round-trip sample into a smoothed value.
 fn sample_rtt(smoothed: &mut Option<f64>, sample_ms: f64) {

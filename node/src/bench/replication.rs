@@ -12,7 +12,7 @@
 //!   and `lag_cpu_us_per_record`, the CPU both regions spent per record meanwhile.
 //!
 //! `--rtt-ms N` puts a relay holding every datagram N/2 ms each way between the two regions
-//! (`delay_proxy`), to measure the same figures over a wide-area round trip.
+//! (`meridian_netem::Relay`), to measure the same figures over a wide-area round trip.
 
 use super::prefixed_key;
 use super::report::{emit, header, Metric};

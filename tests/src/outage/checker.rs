@@ -23,6 +23,18 @@ pub struct Minority {
     pub to: Duration,
 }
 
+/// A region whose disk was wiped at `at`: its `local` writes acknowledged within `window`
+/// before may be lost (they survive only if another region applied them first).
+#[derive(Clone, Debug)]
+pub struct DiskLoss {
+    /// The region's name.
+    pub region: String,
+    /// When its disk went.
+    pub at: Duration,
+    /// How long before that an acknowledgement may precede the write's shipping.
+    pub window: Duration,
+}
+
 /// What the checker found.
 #[derive(Clone, Debug, Default)]
 pub struct Verdict {
@@ -40,9 +52,13 @@ pub struct Verdict {
     pub reads: usize,
     /// Reads no region answered.
     pub reads_unanswered: usize,
-    /// Removals and deletes served by another region than the read before them (what they
-    /// covered is not known, so they are not checked).
+    /// Removals and deletes served by another region than the read before them, or of
+    /// something written twice after a lost answer (what they covered is not known, so they
+    /// are not checked).
     pub unverifiable: usize,
+    /// `local` writes acknowledged by a region just before it lost its disk (checked as
+    /// writes that may or may not have applied).
+    pub at_risk: usize,
 }
 
 impl Verdict {
@@ -53,14 +69,46 @@ impl Verdict {
 }
 
 /// Checks `ops` and `reads` against `state`; `minority`, if any, must have acknowledged no
-/// majority write while cut off.
+/// majority write while cut off; `lost_disk`'s last acknowledgements may be missing.
 pub fn check(
     ops: &[OpRecord],
     reads: &[RywCheck],
     state: &State,
     minority: Option<&Minority>,
+    lost_disk: Option<&DiskLoss>,
 ) -> Verdict {
     let mut v = Verdict::default();
+    let mut ops = ops.to_vec();
+    if let Some(d) = lost_disk {
+        for op in &mut ops {
+            let just_before = op.completed <= d.at && op.completed + d.window >= d.at;
+            if op.outcome == Outcome::Ok
+                && !op.majority
+                && just_before
+                && op.region.as_deref() == Some(&d.region)
+            {
+                op.outcome = Outcome::Unknown(format!(
+                    "acknowledged by {} just before its disk was wiped",
+                    d.region
+                ));
+                v.at_risk += 1;
+            }
+        }
+    }
+    let ops = &ops[..];
+    // Writes acknowledged after a lost answer: possibly applied twice, under two dots.
+    let mut twice: BTreeSet<(Vec<u8>, Vec<u8>)> = BTreeSet::new();
+    for op in ops.iter().filter(|o| o.retried) {
+        match &op.action {
+            Action::SetAdd { elem } => {
+                twice.insert((op.key.clone(), elem.clone()));
+            }
+            Action::LwwSet { .. } | Action::RegisterPut { .. } => {
+                twice.insert((op.key.clone(), Vec::new()));
+            }
+            _ => {}
+        }
+    }
     for op in ops {
         match op.outcome {
             Outcome::Ok => v.acked += 1,
@@ -131,7 +179,9 @@ pub fn check(
                 }
             }
             Action::SetRemove { elem, read_region } => {
-                if read_region.as_deref() != op.region.as_deref() {
+                if read_region.as_deref() != op.region.as_deref()
+                    || twice.contains(&(op.key.clone(), elem.clone()))
+                {
                     v.unverifiable += 1;
                 } else if Seen::Elem(elem).in_read(read) {
                     v.violations
@@ -139,7 +189,9 @@ pub fn check(
                 }
             }
             Action::Delete { read_region } => {
-                if read_region.as_deref() != op.region.as_deref() {
+                if read_region.as_deref() != op.region.as_deref()
+                    || twice.contains(&(op.key.clone(), Vec::new()))
+                {
                     v.unverifiable += 1;
                 } else if !is_absent(read) {
                     v.violations.push(format!("deleted key {key} is back"));
@@ -246,6 +298,7 @@ mod tests {
             completed: Duration::from_secs(2),
             outcome,
             region: Some(region.into()),
+            retried: false,
             bytes: 10,
         }
     }
@@ -285,9 +338,9 @@ mod tests {
             op("a", set_lww("1"), Outcome::Ok, "r1"),
             op("b", set_lww("2"), Outcome::Unknown("timeout".into()), "r1"),
         ];
-        let v = check(&ops, &[], &state(vec![("a", vec![lww("1")])]), None);
+        let v = check(&ops, &[], &state(vec![("a", vec![lww("1")])]), None, None);
         assert!(v.clean(), "{v:?}");
-        let v = check(&ops, &[], &State::new(), None);
+        let v = check(&ops, &[], &State::new(), None, None);
         assert_eq!(v.lost.len(), 1, "{v:?}");
         assert_eq!((v.acked, v.unknown), (1, 1));
     }
@@ -301,7 +354,11 @@ mod tests {
         ];
         for (value, clean) in [(0, false), (1, true), (2, true), (3, false)] {
             let s = state(vec![("n", vec![ReadValue::Counter(value)])]);
-            assert_eq!(check(&ops, &[], &s, None).clean(), clean, "counter {value}");
+            assert_eq!(
+                check(&ops, &[], &s, None, None).clean(),
+                clean,
+                "counter {value}"
+            );
         }
     }
 
@@ -326,12 +383,12 @@ mod tests {
             "r1",
         );
         let back = state(vec![("s", vec![ReadValue::Set(vec![elem.clone()])])]);
-        let v = check(&[add.clone(), remove("r1")], &[], &back, None);
+        let v = check(&[add.clone(), remove("r1")], &[], &back, None, None);
         assert_eq!(v.violations.len(), 1, "{v:?}");
-        let v = check(&[add.clone(), remove("r2")], &[], &back, None);
+        let v = check(&[add.clone(), remove("r2")], &[], &back, None, None);
         assert!(v.clean() && v.unverifiable == 1, "{v:?}");
         let gone = state(vec![("s", vec![ReadValue::Set(vec![])])]);
-        assert!(check(&[add, remove("r1")], &[], &gone, None).clean());
+        assert!(check(&[add, remove("r1")], &[], &gone, None, None).clean());
 
         let put = op("k", set_lww("1"), Outcome::Ok, "r1");
         let delete = op(
@@ -344,12 +401,12 @@ mod tests {
         );
         let still = state(vec![("k", vec![lww("1")])]);
         assert_eq!(
-            check(&[put.clone(), delete.clone()], &[], &still, None)
+            check(&[put.clone(), delete.clone()], &[], &still, None, None)
                 .violations
                 .len(),
             1
         );
-        assert!(check(&[put, delete], &[], &State::new(), None).clean());
+        assert!(check(&[put, delete], &[], &State::new(), None, None).clean());
     }
 
     #[test]
@@ -361,10 +418,16 @@ mod tests {
             saw,
             region: Some("r1".into()),
         };
-        let v = check(&[], &[read(Some(true)), read(None)], &State::new(), None);
+        let v = check(
+            &[],
+            &[read(Some(true)), read(None)],
+            &State::new(),
+            None,
+            None,
+        );
         assert!(v.clean() && v.reads_unanswered == 1, "{v:?}");
         assert_eq!(
-            check(&[], &[read(Some(false))], &State::new(), None)
+            check(&[], &[read(Some(false))], &State::new(), None, None)
                 .violations
                 .len(),
             1
@@ -378,9 +441,52 @@ mod tests {
             from: Duration::from_millis(500),
             to: Duration::from_secs(3),
         };
-        let v = check(std::slice::from_ref(&majority), &[], &s, Some(&cut));
+        let v = check(std::slice::from_ref(&majority), &[], &s, Some(&cut), None);
         assert_eq!(v.violations.len(), 1, "{v:?}");
         majority.region = Some("us-east".into());
-        assert!(check(&[majority], &[], &s, Some(&cut)).clean());
+        assert!(check(&[majority], &[], &s, Some(&cut), None).clean());
+    }
+
+    #[test]
+    fn writes_that_may_exist_twice_or_were_acknowledged_just_before_a_disk_loss_are_not_held_against_the_cluster(
+    ) {
+        let elem = b"e1".to_vec();
+        let mut add = op(
+            "s",
+            Action::SetAdd { elem: elem.clone() },
+            Outcome::Ok,
+            "r1",
+        );
+        add.retried = true;
+        let remove = op(
+            "s",
+            Action::SetRemove {
+                elem: elem.clone(),
+                read_region: Some("r1".into()),
+            },
+            Outcome::Ok,
+            "r1",
+        );
+        let back = state(vec![("s", vec![ReadValue::Set(vec![elem])])]);
+        let v = check(&[add, remove], &[], &back, None, None);
+        assert!(v.clean() && v.unverifiable == 1, "{v:?}");
+
+        let put = op("k", set_lww("1"), Outcome::Ok, "eu-west");
+        let loss = |at_ms: u64| DiskLoss {
+            region: "eu-west".into(),
+            at: Duration::from_millis(at_ms),
+            window: Duration::from_millis(200),
+        };
+        // Completed at 2 s: lost with a disk wiped at 2.1 s is forgiven, at 3 s it is not.
+        let v = check(
+            std::slice::from_ref(&put),
+            &[],
+            &State::new(),
+            None,
+            Some(&loss(2_100)),
+        );
+        assert!(v.clean() && v.at_risk == 1, "{v:?}");
+        let v = check(&[put], &[], &State::new(), None, Some(&loss(3_000)));
+        assert_eq!(v.lost.len(), 1, "{v:?}");
     }
 }

@@ -77,6 +77,9 @@ pub struct OpRecord {
     pub outcome: Outcome,
     /// The region that acknowledged it.
     pub region: Option<String>,
+    /// Acknowledged after an earlier attempt's answer was lost: another region may hold it
+    /// under a second dot.
+    pub retried: bool,
     /// Bytes of key and value it wrote.
     pub bytes: usize,
 }

@@ -1,6 +1,6 @@
 //! The scenarios and their runner.
 
-use super::checker::{self, Minority, State};
+use super::checker::{self, DiskLoss, Minority, State};
 use super::history::{History, Outcome};
 use super::report::Row;
 use super::workload::{run_client, Switches};
@@ -139,6 +139,23 @@ impl Form {
 
 /// Longest wait for a client's last operation once the load stops.
 const CLIENT_STOP_WAIT: Duration = Duration::from_secs(20);
+/// How long before a disk loss a `local` write's acknowledgement may precede its shipping
+/// (it survives only if another region applied it: the durability contract of `local`).
+const DISK_LOSS_WINDOW: Duration = Duration::from_millis(200);
+/// Longest wait for one node's scan.
+const SCAN_WAIT: Duration = Duration::from_secs(10);
+
+/// Aborts the client tasks when the run ends, however it ends.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// Longest wait for the cluster's links at the start.
 const LINK_WAIT: Duration = Duration::from_secs(30);
 
@@ -149,6 +166,9 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
     let replicas: Vec<(&str, &str)> = REGIONS.iter().map(|(n, r, _)| (*n, *r)).collect();
     let mut cluster = Cluster::prepare("outage", &replicas, &["t", "ops:admin"])?;
     cluster.run_with(bin);
+    for node in &mut cluster.nodes {
+        node.log_filter = "error".into();
+    }
     cluster.configure(|c| {
         let place = REGIONS
             .iter()
@@ -194,6 +214,7 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
         ));
         clients.push((task, switches));
     }
+    let _stop_clients = AbortOnDrop(clients.iter().map(|(t, _)| t.abort_handle()).collect());
 
     tokio::time::sleep(form.warmup).await;
     let fault_at = history.now();
@@ -203,7 +224,7 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
         netem: &netem,
         form,
         retired: None,
-        wiped_bytes: false,
+        wiped: None,
         resumed: None,
     };
     let minority = outage
@@ -212,6 +233,7 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
     let healed_at = history.now();
     let bytes_at_heal = netem.delivered_bytes();
     tokio::time::sleep(form.after).await;
+    let load_stopped = history.now();
     for (_, switches) in &clients {
         switches.stop.store(true, Ordering::SeqCst);
     }
@@ -224,7 +246,7 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
         }
     }
     let retired = outage.retired;
-    let wiped = outage.wiped_bytes;
+    let wiped = outage.wiped.clone();
     let resumed = outage.resumed;
     let live: Vec<usize> = (0..REGIONS.len()).filter(|i| Some(*i) != retired).collect();
     let (state, converge_ms) = converge(&cluster, &live, healed_at, &history, form).await;
@@ -240,7 +262,13 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
     }
 
     let ops = history.ops();
-    let verdict = checker::check(&ops, &history.reads(), &state, minority.as_ref());
+    let verdict = checker::check(
+        &ops,
+        &history.reads(),
+        &state,
+        minority.as_ref(),
+        wiped.as_ref(),
+    );
     let written = |from: Duration, to: Duration| -> u64 {
         ops.iter()
             .filter(|o| !matches!(o.outcome, Outcome::Fail(_)))
@@ -250,14 +278,14 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
     };
     let receivers = live.len().saturating_sub(1) as u64;
     let mut moved_bytes = written(fault_at, healed_at) * receivers;
-    if wiped {
+    if wiped.is_some() {
         moved_bytes += written(Duration::ZERO, fault_at);
     }
-    let failover_ms = longest_gap(
-        &ops,
+    let window = (
         fault_at.saturating_sub(Duration::from_secs(1)),
-        resumed,
+        load_stopped,
     );
+    let failover_ms = longest_gap(&ops, window, resumed);
     problems.extend(verdict.lost.iter().take(5).cloned());
     problems.extend(verdict.violations.iter().take(5).cloned());
     Ok(Row {
@@ -283,8 +311,8 @@ struct Outage<'a> {
     form: Form,
     /// The region retired for good.
     retired: Option<usize>,
-    /// Whether a region lost everything it held.
-    wiped_bytes: bool,
+    /// A region that lost everything it held, and when.
+    wiped: Option<DiskLoss>,
     /// A client the harness paused, and when it resumed.
     resumed: Option<(&'static str, Duration)>,
 }
@@ -379,7 +407,11 @@ impl Outage<'_> {
                 self.cluster.nodes[EUW1].kill();
                 let data = self.cluster.nodes[EUW1].config.data_dir.clone();
                 std::fs::remove_dir_all(&data)?;
-                self.wiped_bytes = true;
+                self.wiped = Some(DiskLoss {
+                    region: REGIONS[EUW1].1.into(),
+                    at: history.now(),
+                    window: DISK_LOSS_WINDOW,
+                });
                 tokio::time::sleep(fault).await;
                 block_in_place(|| self.cluster.nodes[EUW1].start())?;
             }
@@ -388,12 +420,13 @@ impl Outage<'_> {
                     .await?
             }
             Scenario::AdminIsolate => {
-                let from = history.now();
                 let file = self.cluster.dir().join("ops-cluster.toml");
                 self.cluster.cluster_file("ops", None).write(&file)?;
                 let bin = self.cluster.nodes[USE1].bin.clone();
                 let region = REGIONS[EUW1].1;
                 admin(&bin, &file, &["isolate", region])?;
+                // From the answer on: before it, the region still had its links.
+                let from = history.now();
                 let status = admin(&bin, &file, &["status", region])?;
                 if !status.contains("ISOLATED") {
                     problems.push(format!(
@@ -423,8 +456,10 @@ impl Outage<'_> {
         problems: &mut Vec<String>,
     ) -> anyhow::Result<()> {
         switches.paused.store(true, Ordering::SeqCst);
-        // Its client's last write completes (or times out) within a request timeout.
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        let quiet = Instant::now() + CLIENT_STOP_WAIT;
+        while !switches.idle.load(Ordering::SeqCst) && Instant::now() < quiet {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let held = block_in_place(|| self.cluster.nodes[gone].health())?.applied;
         let drained = Instant::now() + self.form.converge_within;
         loop {
@@ -504,9 +539,9 @@ async fn converge(
     loop {
         let mut states = Vec::new();
         for i in live {
-            match scan_all(cluster, *i).await {
-                Ok(state) => states.push(state),
-                Err(_) => break,
+            match tokio::time::timeout(SCAN_WAIT, scan_all(cluster, *i)).await {
+                Ok(Ok(state)) => states.push(state),
+                _ => break,
             }
         }
         if states.len() == live.len() {
@@ -563,11 +598,11 @@ async fn scan_all(cluster: &Cluster, i: usize) -> anyhow::Result<State> {
     Ok(state)
 }
 
-/// The longest time between two acknowledgements of one client after `from` (for a client
-/// the harness paused, after it resumed).
+/// The longest time one client went without an acknowledgement between `from` and `to` (for
+/// a client the harness paused, from when it resumed).
 fn longest_gap(
     ops: &[super::history::OpRecord],
-    from: Duration,
+    (from, to): (Duration, Duration),
     resumed: Option<(&str, Duration)>,
 ) -> u64 {
     let mut by_client: std::collections::BTreeMap<&str, Vec<Duration>> = Default::default();
@@ -584,10 +619,11 @@ fn longest_gap(
             };
             let mut previous = from;
             let mut longest = Duration::ZERO;
-            for t in times.iter().filter(|t| **t >= from) {
+            for t in times.iter().filter(|t| **t >= from && **t <= to) {
                 longest = longest.max(*t - previous);
                 previous = *t;
             }
+            longest = longest.max(to.saturating_sub(previous));
             longest.as_millis() as u64
         })
         .max()

@@ -21,6 +21,8 @@ pub struct Switches {
     pub stop: Arc<AtomicBool>,
     /// Issue nothing while set.
     pub paused: Arc<AtomicBool>,
+    /// Set by the client while it is paused and has no operation in flight.
+    pub idle: Arc<AtomicBool>,
 }
 
 /// One client's load: `rate` operations per second, through `config` (its `near` set to its
@@ -39,7 +41,10 @@ pub async fn run_client(
     let interval = Duration::from_secs_f64(1.0 / rate.max(0.1));
     while !switches.stop.load(Ordering::SeqCst) {
         let started = tokio::time::Instant::now();
-        if !switches.paused.load(Ordering::SeqCst) {
+        if switches.paused.load(Ordering::SeqCst) {
+            switches.idle.store(true, Ordering::SeqCst);
+        } else {
+            switches.idle.store(false, Ordering::SeqCst);
             one_op(&name, &mut client, &history, &mut rng, &mut state).await;
         }
         tokio::time::sleep_until(started + interval).await;
@@ -189,15 +194,23 @@ async fn one_op(
     let invoked = history.now();
     let result = client.apply(&key, op, consistency).await;
     let completed = history.now();
-    let (outcome, region) = match result {
-        Ok(written) => (Outcome::Ok, Some(written.region)),
-        Err(RoutedError::Unknown { region, message }) => {
-            (Outcome::Unknown(format!("{region}: {message}")), None)
-        }
-        Err(e) => (Outcome::Fail(e.to_string()), None),
+    let (outcome, region, retried) = match result {
+        Ok(written) => (
+            Outcome::Ok,
+            Some(written.region),
+            written.retried_after_lost,
+        ),
+        Err(RoutedError::Unknown { region, message }) => (
+            Outcome::Unknown(format!("{region}: {message}")),
+            None,
+            false,
+        ),
+        Err(e) => (Outcome::Fail(e.to_string()), None, false),
     };
     let acked = outcome == Outcome::Ok;
-    if acked {
+    let removal = matches!(action, Action::SetRemove { .. } | Action::Delete { .. });
+    // A removal whose outcome is unknown may have applied: its target is not read back.
+    if acked || (removal && matches!(outcome, Outcome::Unknown(_))) {
         remember(state, &key, &action);
     }
     history.record(OpRecord {
@@ -209,6 +222,7 @@ async fn one_op(
         completed,
         outcome,
         region,
+        retried,
         bytes,
     });
     if acked && rng.f64() < READ_BACK_SHARE {
