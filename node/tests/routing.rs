@@ -341,10 +341,8 @@ async fn regions_learn_where_their_peers_are_from_the_peers() {
 async fn majority_writes_fail_fast_on_the_minority_side_of_a_partition() {
     let mut cluster = Cluster::prepare(CLUSTER, &REGIONS_BY_NAME, &["t"]).unwrap();
     cluster.run_with(std::path::Path::new(BIN));
-    cluster.pick_ports().unwrap();
     // Every link between the regions passes the link emulator.
-    let netem = cluster.emulate_links(1).await.unwrap();
-    cluster.start_each().unwrap();
+    let netem = cluster.start_with_emulator(1).await.unwrap();
     cluster.wait_linked(WAIT).unwrap();
     let put = |i: usize, key: &'static [u8]| {
         let cluster = &cluster;

@@ -155,6 +155,35 @@ impl Cluster {
         self.nodes.iter_mut().map(NodeProcess::start).collect()
     }
 
+    /// Picks ports, places the link emulator between every pair of nodes
+    /// ([`Cluster::emulate_links`]) and starts them all; when one cannot start (a relay or
+    /// another socket took its port in between), stops everything and tries again on new
+    /// ports. Blocks while nodes start.
+    pub async fn start_with_emulator(
+        &mut self,
+        seed: u64,
+    ) -> anyhow::Result<meridian_netem::Netem> {
+        let mut last = anyhow::anyhow!("never started");
+        for _ in 0..START_ATTEMPTS {
+            for node in &mut self.nodes {
+                node.kill();
+            }
+            self.pick_ports()?;
+            let netem = self.emulate_links(seed).await?;
+            let started = tokio::task::block_in_place(|| -> anyhow::Result<()> {
+                for node in &mut self.nodes {
+                    node.try_start()?;
+                }
+                Ok(())
+            });
+            match started {
+                Ok(()) => return Ok(netem),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     /// Waits until every running node has a link to every other running node.
     pub fn wait_linked(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
         let started = std::time::Instant::now();

@@ -88,6 +88,7 @@ async fn a_50ms_link_measures_50ms_one_way() -> anyhow::Result<()> {
     }
     delays.sort();
     let median = delays[delays.len() / 2];
+    println!("50 ms link: median one way {median:?}, min {:?}", delays[0]);
     assert!(delays[0] >= Duration::from_millis(50), "{delays:?}");
     // A loaded machine wakes timers late; it never wakes them early.
     assert!(median < Duration::from_millis(120), "median {median:?}");
@@ -104,6 +105,7 @@ async fn both_directions_add_up_to_the_round_trip() -> anyhow::Result<()> {
     b.server.send_to(b"pong", relay_side).await?;
     tokio::time::timeout(WAIT, b.client.recv(&mut buf)).await??;
     let rtt = sent.elapsed();
+    println!("20 ms + 30 ms link: round trip {rtt:?}");
     assert!(rtt >= Duration::from_millis(50), "{rtt:?}");
     assert!(rtt < Duration::from_millis(250), "{rtt:?}");
     Ok(())
@@ -127,6 +129,7 @@ async fn ten_percent_loss_loses_about_ten_percent() -> anyhow::Result<()> {
     .await?;
     let lost = sent - got.len() as u64;
     let share = lost as f64 / sent as f64;
+    println!("10% loss: {lost} of {sent} lost ({:.1}%)", share * 100.0);
     assert!((0.07..=0.13).contains(&share), "lost {share:.3}");
     let stats = b.forward.stats();
     assert_eq!(stats.lost, lost, "the link counts what it dropped");
@@ -150,6 +153,7 @@ async fn duplication_delivers_copies() -> anyhow::Result<()> {
     )
     .await?;
     let extra = got.len() as f64 / 1_000.0 - 1.0;
+    println!("20% duplication: {} delivered for 1000 sent", got.len());
     assert!((0.15..=0.25).contains(&extra), "duplicated {extra:.3}");
     assert_eq!(b.forward.stats().duplicated as usize, got.len() - 1_000);
     Ok(())
@@ -190,6 +194,10 @@ async fn reordering_sends_some_ahead_and_jitter_alone_does_not() -> anyhow::Resu
     .await?;
     assert_eq!(got.len(), 300, "reordering loses nothing");
     let reordered = b.forward.stats().reordered;
+    println!(
+        "25% reordering: {reordered} of 300 sent ahead, {} arrived after a later one",
+        out_of_order(&got)
+    );
     assert!((40..=110).contains(&reordered), "{reordered} sent ahead");
     assert!(
         out_of_order(&got) > 10,
@@ -211,6 +219,10 @@ async fn a_bandwidth_cap_holds_throughput_to_it() -> anyhow::Result<()> {
     let got = exchange(&b, 300, 1_000, Duration::ZERO, Duration::from_millis(500)).await?;
     assert_eq!(got.len(), 300, "a second of backlog holds them all");
     let span = got.last().map(|g| g.1 - started).unwrap_or_default();
+    println!(
+        "8 Mbit/s cap: 300,000 bytes in {span:?} ({:.2} Mbit/s)",
+        2.4 / span.as_secs_f64()
+    );
     assert!(span >= Duration::from_millis(290), "took {span:?}");
     Ok(())
 }

@@ -179,8 +179,7 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
             longitude,
         });
     });
-    cluster.pick_ports()?;
-    let netem = cluster.emulate_links(seed).await?;
+    let netem = cluster.start_with_emulator(seed).await?;
     for (a, b, rtt) in RTT_MS {
         let shape = Shape {
             latency_ms: rtt / 2.0,
@@ -190,7 +189,6 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
         netem.set(a, b, shape)?;
         netem.set(b, a, shape)?;
     }
-    block_in_place(|| cluster.start_each())?;
     block_in_place(|| cluster.wait_linked(LINK_WAIT))?;
 
     let history = Arc::new(History::new());
