@@ -4,8 +4,9 @@
 //! way, flapping or lossy; every region restarted), then the heal, the wait for every region
 //! to hold the same state, and the history checked against it ([`checker`]). One [`Row`] per
 //! scenario: operations acknowledged, lost, unknown, the longest time a client went without an
-//! acknowledged write, the convergence time after the heal, and the bytes the links carried to
-//! converge against the bytes of the records that had to move.
+//! acknowledged write, the catch-up time after the heal, the time to identical state once the
+//! load stops, and the bytes the links carried to catch up against the bytes of the records
+//! that had to move.
 
 pub mod checker;
 pub mod history;

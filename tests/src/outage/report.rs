@@ -24,9 +24,12 @@ pub struct Row {
     /// The longest time one client went without an acknowledged write, in milliseconds
     /// (from just before the fault to the end of the load).
     pub failover_ms: u64,
-    /// From the heal until every region held the same state, in milliseconds.
+    /// From the heal until every region had applied every write any region had applied at
+    /// the heal, in milliseconds (the load still running).
+    pub catch_up_ms: Option<u64>,
+    /// From the end of the load until every region held the same state, in milliseconds.
     pub converge_ms: Option<u64>,
-    /// Bytes the emulated links carried from the heal until convergence.
+    /// Bytes the emulated links carried during the catch-up.
     pub catchup_bytes: u64,
     /// Bytes of the records that had to move: written during the outage, times the regions
     /// that had to receive them (for a wiped region, everything it held too).
@@ -38,7 +41,7 @@ pub struct Row {
 /// Prints the rows as a table.
 pub fn print_table(rows: &[Row]) {
     println!(
-        "{:<14} {:>7} {:>5} {:>7} {:>6} {:>5} {:>11} {:>11} {:>12} {:>12} {:>6}",
+        "{:<14} {:>7} {:>5} {:>7} {:>6} {:>5} {:>11} {:>11} {:>11} {:>12} {:>12} {:>6}",
         "scenario",
         "acked",
         "lost",
@@ -46,22 +49,21 @@ pub fn print_table(rows: &[Row]) {
         "failed",
         "viol",
         "failover ms",
+        "catch-up ms",
         "converge ms",
         "catch-up B",
         "moved B",
         "ratio"
     );
     for r in rows {
-        let converge = r
-            .converge_ms
-            .map_or("never".to_string(), |ms| ms.to_string());
+        let ms = |v: Option<u64>| v.map_or("never".to_string(), |ms| ms.to_string());
         let ratio = if r.moved_bytes > 0 {
             format!("{:.1}", r.catchup_bytes as f64 / r.moved_bytes as f64)
         } else {
             "-".into()
         };
         println!(
-            "{:<14} {:>7} {:>5} {:>7} {:>6} {:>5} {:>11} {:>11} {:>12} {:>12} {:>6}",
+            "{:<14} {:>7} {:>5} {:>7} {:>6} {:>5} {:>11} {:>11} {:>11} {:>12} {:>12} {:>6}",
             r.scenario,
             r.acked,
             r.lost,
@@ -69,7 +71,8 @@ pub fn print_table(rows: &[Row]) {
             r.failed,
             r.violations,
             r.failover_ms,
-            converge,
+            ms(r.catch_up_ms),
+            ms(r.converge_ms),
             r.catchup_bytes,
             r.moved_bytes,
             ratio

@@ -229,8 +229,11 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
         .inflict(scenario, &clients, &history, &mut problems)
         .await?;
     let healed_at = history.now();
-    let bytes_at_heal = netem.delivered_bytes();
-    tokio::time::sleep(form.after).await;
+    let retired = outage.retired;
+    let wiped = outage.wiped.clone();
+    let resumed = outage.resumed;
+    let live: Vec<usize> = (0..REGIONS.len()).filter(|i| Some(*i) != retired).collect();
+    let (catch_up_ms, catchup_bytes) = catch_up(&cluster, &live, &netem, form).await;
     let load_stopped = history.now();
     for (_, switches) in &clients {
         switches.stop.store(true, Ordering::SeqCst);
@@ -243,15 +246,10 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
             Err(_) => problems.push("a client did not stop".into()),
         }
     }
-    let retired = outage.retired;
-    let wiped = outage.wiped.clone();
-    let resumed = outage.resumed;
-    let live: Vec<usize> = (0..REGIONS.len()).filter(|i| Some(*i) != retired).collect();
-    let (state, converge_ms) = converge(&cluster, &live, healed_at, &history, form).await;
-    let catchup_bytes = netem.delivered_bytes().saturating_sub(bytes_at_heal);
+    let (state, converge_ms) = converge(&cluster, &live, load_stopped, &history, form).await;
     if converge_ms.is_none() {
         problems.push(format!(
-            "the regions did not converge within {:?} of the heal",
+            "the regions did not converge within {:?} of the load's end",
             form.converge_within
         ));
     }
@@ -295,6 +293,7 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
         violations: verdict.violations.len() + usize::from(converge_ms.is_none()),
         reads: verdict.reads,
         failover_ms,
+        catch_up_ms,
         converge_ms,
         catchup_bytes,
         moved_bytes,
@@ -523,12 +522,59 @@ fn admin(bin: &Path, file: &Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(text)
 }
 
+/// Runs the load on for `form.after` after the heal, and until every node of `live` has
+/// applied every write any of them had applied at the heal (bounded by
+/// `form.converge_within`). Returns how long that took and the bytes the links carried
+/// meanwhile.
+async fn catch_up(
+    cluster: &Cluster,
+    live: &[usize],
+    netem: &Netem,
+    form: Form,
+) -> (Option<u64>, u64) {
+    let started = Instant::now();
+    let bytes_before = netem.delivered_bytes();
+    let applied = |i: usize| block_in_place(|| cluster.nodes[i].health()).map(|s| s.applied);
+    let mut target: std::collections::BTreeMap<_, u64> = Default::default();
+    for i in live {
+        for (origin, seq) in applied(*i).unwrap_or_default() {
+            let at = target.entry(origin).or_default();
+            *at = (*at).max(seq);
+        }
+    }
+    let mut caught_up = None;
+    loop {
+        if caught_up.is_none() {
+            let covered = live.iter().all(|i| {
+                applied(*i).is_ok_and(|a| {
+                    target
+                        .iter()
+                        .all(|(origin, seq)| a.iter().any(|(o, s)| o == origin && s >= seq))
+                })
+            });
+            if covered {
+                let bytes = netem.delivered_bytes().saturating_sub(bytes_before);
+                caught_up = Some((started.elapsed().as_millis() as u64, bytes));
+            }
+        }
+        let elapsed = started.elapsed();
+        if elapsed >= form.after && (caught_up.is_some() || elapsed > form.converge_within) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match caught_up {
+        Some((ms, bytes)) => (Some(ms), bytes),
+        None => (None, netem.delivered_bytes().saturating_sub(bytes_before)),
+    }
+}
+
 /// Waits until the nodes `live` hold the same state; returns it and the time from
-/// `healed_at` (on the history's clock) until then, or the first node's state and `None`.
+/// `since` (on the history's clock) until then, or the first node's state and `None`.
 async fn converge(
     cluster: &Cluster,
     live: &[usize],
-    healed_at: Duration,
+    since: Duration,
     history: &History,
     form: Form,
 ) -> (State, Option<u64>) {
@@ -546,7 +592,7 @@ async fn converge(
             let same = states.windows(2).all(|w| values_equal(&w[0], &w[1]));
             if let Some(first) = states.into_iter().next() {
                 if same {
-                    let ms = history.now().saturating_sub(healed_at).as_millis() as u64;
+                    let ms = history.now().saturating_sub(since).as_millis() as u64;
                     return (first, Some(ms));
                 }
                 last = first;
