@@ -105,6 +105,14 @@ fn describe(read: &Option<meridian::Read>) -> String {
             .collect::<Vec<_>>()
             .join(""),
         Some(ReadValue::Counter(n)) => n.to_string(),
+        Some(ReadValue::Set(elems)) => format!(
+            "{{{}}}",
+            elems
+                .iter()
+                .map(|e| format!("{:?}", text(e)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         Some(other) => format!("{other:?}"),
     }
 }
@@ -374,12 +382,12 @@ async fn demo() -> anyhow::Result<()> {
         describe(&eu.read(b"cart:42", 0).await?)
     );
     cli(&["admin", "--cluster", &ops, "status", "eu-west"])?;
+    let healed = Instant::now();
     cli(&["admin", "--cluster", &ops, "heal", "eu-west"])?;
     us.token.merge(&eu.token);
-    let healed = Instant::now();
     let both = us.read(b"cart:42", 20_000).await?;
     println!(
-        "   after the heal us-east reads cart:42 -> {} ({:?})",
+        "   after the heal us-east reads cart:42 -> {} (within {:?} of the heal command)",
         describe(&both),
         healed.elapsed()
     );
