@@ -5,27 +5,37 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn links_change_through_the_control_interface_while_traffic_flows() -> anyhow::Result<()> {
+/// Two nodes, `a` and `b` (their sockets), and an emulator between them.
+async fn two_nodes() -> anyhow::Result<(UdpSocket, UdpSocket, Arc<Netem>)> {
     let a = UdpSocket::bind("127.0.0.1:0").await?;
     let b = UdpSocket::bind("127.0.0.1:0").await?;
-    let nodes = vec![
-        NodeAddr {
-            name: "a".into(),
-            address: a.local_addr()?,
-        },
-        NodeAddr {
-            name: "b".into(),
-            address: b.local_addr()?,
-        },
-    ];
+    let node = |name: &str, s: &UdpSocket| -> std::io::Result<NodeAddr> {
+        Ok(NodeAddr {
+            name: name.into(),
+            address: s.local_addr()?,
+        })
+    };
+    let nodes = vec![node("a", &a)?, node("b", &b)?];
     let netem = Arc::new(Netem::full_mesh(nodes, 7).await?);
+    Ok((a, b, netem))
+}
+
+/// The control interface of `netem` on a loopback port, and its task.
+async fn serve(
+    netem: &Arc<Netem>,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    Ok((addr, tokio::spawn(control::serve(listener, netem.clone()))))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_change_through_the_control_interface_while_traffic_flows() -> anyhow::Result<()> {
+    let (a, b, netem) = two_nodes().await?;
     let via = netem
         .route("a", "b")
         .ok_or_else(|| anyhow::anyhow!("no route"))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let server = tokio::spawn(control::serve(listener, netem.clone()));
+    let (addr, server) = serve(&netem).await?;
 
     let mut buf = [0u8; 16];
     a.send_to(b"one", via).await?;
@@ -115,22 +125,8 @@ async fn isolating_a_node_cuts_every_link_it_has_and_nothing_else() -> anyhow::R
 
 #[tokio::test]
 async fn requests_the_interface_cannot_read_get_an_answer_saying_why() -> anyhow::Result<()> {
-    let a = UdpSocket::bind("127.0.0.1:0").await?;
-    let b = UdpSocket::bind("127.0.0.1:0").await?;
-    let nodes = vec![
-        NodeAddr {
-            name: "a".into(),
-            address: a.local_addr()?,
-        },
-        NodeAddr {
-            name: "b".into(),
-            address: b.local_addr()?,
-        },
-    ];
-    let netem = Arc::new(Netem::full_mesh(nodes, 7).await?);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let server = tokio::spawn(control::serve(listener, netem.clone()));
+    let (_a, _b, netem) = two_nodes().await?;
+    let (addr, server) = serve(&netem).await?;
     let raw = |request: Vec<u8>| {
         tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
             use std::io::{Read, Write};
