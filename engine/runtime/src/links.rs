@@ -15,13 +15,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 const BACKOFF_MS_MIN: u64 = 100;
+const BACKOFF_MS_MAX: u64 = 5_000;
 
 /// How long a link must have run for the next dial to start again at the shortest backoff.
 const LINK_LIVED: Duration = Duration::from_secs(2);
 
 /// Why a link ends when the replicator dropped it (it keeps its own reason).
 const CLOSED_BY_REPLICATOR: &str = "closed by the replicator";
-const BACKOFF_MS_MAX: u64 = 5_000;
 
 /// What every link task shares.
 pub(crate) struct LinkCtx {

@@ -387,7 +387,8 @@ impl RoutedClient {
         // A write may apply only until this client gives up on it: a region that gets to it
         // after that (it froze with the request queued) refuses it rather than apply it
         // behind a retry made elsewhere.
-        let request = &with_deadline(request, self.config.request_timeout);
+        let stamped = with_deadline(request, self.config.request_timeout);
+        let request: &ClientRequest = &stamped;
         let started = Instant::now();
         let answer = tokio::time::timeout(self.config.request_timeout, conn.request(request)).await;
         let measured = !matches!(
@@ -780,7 +781,17 @@ impl RoutedClient {
 
 /// `request` (a write) with its deadline `timeout` from now, on the wall clock, but never
 /// sooner than `DEADLINE_MIN` (a node refuses writes within its clock margin of the deadline).
-fn with_deadline(request: &ClientRequest, timeout: Duration) -> ClientRequest {
+/// Other requests are passed on as they are.
+fn with_deadline(
+    request: &ClientRequest,
+    timeout: Duration,
+) -> std::borrow::Cow<'_, ClientRequest> {
+    if !matches!(
+        request,
+        ClientRequest::Apply { .. } | ClientRequest::Write { .. }
+    ) {
+        return std::borrow::Cow::Borrowed(request);
+    }
     let deadline = std::time::SystemTime::now()
         .checked_add(timeout.max(DEADLINE_MIN))
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -791,7 +802,7 @@ fn with_deadline(request: &ClientRequest, timeout: Duration) -> ClientRequest {
     {
         *deadline_ms = deadline;
     }
-    stamped
+    std::borrow::Cow::Owned(stamped)
 }
 
 /// Shortest time a write's deadline gives a region (well above the nodes' 250 ms clock margin).
