@@ -93,11 +93,6 @@ pub enum Error {
     /// API).
     #[error("storage: {0}")]
     Storage(StorageError),
-    /// The replica restarted on a directory that has replicated, and writes wait until its
-    /// peers confirm that none of them holds a write of its origin it does not hold itself
-    /// (or until it moves to a new epoch); retry shortly, or in another region.
-    #[error("not writable yet: {0}")]
-    Recovering(String),
     /// An earlier storage write failed; the engine refuses writes until reopened.
     #[error("engine is poisoned by an earlier storage failure; reopen it")]
     Poisoned,
@@ -122,7 +117,7 @@ impl Error {
 
     /// Whether retrying the same call later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Storage(_) | Error::Recovering(_))
+        matches!(self, Error::Storage(_))
     }
 }
 

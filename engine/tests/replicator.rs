@@ -23,7 +23,7 @@ fn engine(dir: &tempfile::TempDir, id: u64) -> Engine {
 
 /// An entry's shipped states as owned vectors.
 fn owned_entry(e: &Engine, origin: ReplicaId, seq: u64) -> Option<Vec<RecordState>> {
-    let states = e.read_entry(origin, seq).unwrap()?;
+    let states = e.read_entry(origin, seq).unwrap()?.states;
     Some(
         states
             .iter()

@@ -78,7 +78,6 @@ impl From<meridian::Error> for Failure {
             }
             E::WrongType { .. } => S::MeridianWrongType,
             E::Corrupt { .. } | E::FutureVersion { .. } => S::MeridianCorrupt,
-            E::Recovering(_) => S::MeridianUnavailable,
             E::Storage(_) | E::Poisoned => S::MeridianStorage,
             _ => S::MeridianInternal,
         };

@@ -3,7 +3,9 @@
 //! the primary of an active-passive cluster; `mode active-passive|active-active` switches every
 //! region; `isolate REGION` and `heal REGION` cut and restore a running region's replication
 //! links (a game-day outage without stopping anything); `status [REGION]` shows each region's
-//! links: state, round trip, lag and the last error.
+//! links: state, round trip, lag and the last error; `backup REGION PATH` makes a running
+//! region write a consistent copy of its data on its machine, and `restore` (offline, on the
+//! region's machine) makes a data directory of such a copy.
 
 use anyhow::Context;
 use meridian_runtime::client::Client;
@@ -20,9 +22,10 @@ const REGION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Options of `admin`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The cluster file (its client certificate must have the `admin` role).
+    /// The cluster file (its client certificate must have the `admin` role); every command
+    /// but `restore` needs it.
     #[arg(long)]
-    cluster: PathBuf,
+    cluster: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,6 +59,27 @@ enum Command {
         /// The region's name (or its replica's).
         region: String,
     },
+    /// A consistent copy of REGION's data, written online by its node to PATH on the node's
+    /// machine (a directory that must not exist; hard links where it shares the data's file
+    /// system). Bring it back with `restore`.
+    Backup {
+        /// The region's name (or its replica's).
+        region: String,
+        /// Where the node writes the copy.
+        path: String,
+    },
+    /// Offline, on the region's machine with its node stopped: make DATA_DIR (which must not
+    /// exist: move the old one away) a copy of BACKUP. The copy writes under a new epoch from
+    /// its first start, so no number it may share with a live twin or with what its peers
+    /// hold is ever used twice; what was written after the backup comes back from its peers.
+    Restore {
+        /// The backup directory (written by `backup`).
+        #[arg(long)]
+        from: PathBuf,
+        /// The data directory to create (the node configuration's `data_dir`).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Every region's replication links (or one region's): up or down, round trip, what each
     /// peer has not acknowledged yet, and the last error.
     Status {
@@ -69,7 +93,20 @@ enum Command {
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let file = ClusterFile::load(&args.cluster)?;
+    if let Command::Restore { from, data_dir } = &args.command {
+        meridian::Engine::restore_backup(from, data_dir)
+            .with_context(|| format!("restoring {} into {}", from.display(), data_dir.display()))?;
+        println!(
+            "restored {} into {}: it writes under a new epoch at its first start",
+            from.display(),
+            data_dir.display()
+        );
+        return Ok(());
+    }
+    let cluster = args
+        .cluster
+        .context("--cluster FILE is needed (a cluster file with an admin certificate)")?;
+    let file = ClusterFile::load(&cluster)?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -103,6 +140,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     println!("{}: {}", entry.region, ask(&file, &entry, request).await?);
                     Ok(())
                 }
+                Command::Backup { region, path } => {
+                    let entry = find(&region)?;
+                    let request = ClientRequest::Backup { path };
+                    println!("{}: {}", entry.region, ask(&file, &entry, request).await?);
+                    Ok(())
+                }
+                Command::Restore { .. } => Ok(()), // done above, offline
                 Command::Status { region, json } => {
                     let chosen = match region {
                         Some(r) => vec![find(&r)?],
@@ -171,9 +215,15 @@ fn print_status(s: &NodeStatus) {
         ""
     };
     println!(
-        "{} ({}), {}{isolated}: {}",
-        s.region, s.name, s.mode, s.origin_note
+        "{} ({}), {}{isolated}: {}; health {}",
+        s.region, s.name, s.mode, s.origin_note, s.health
     );
+    if s.writes_declared_lost + s.records_declared_lost > 0 {
+        println!(
+            "  declared lost: {} writes, {} keys' states (no reachable region held them)",
+            s.writes_declared_lost, s.records_declared_lost
+        );
+    }
     println!(
         "  {:<12} {:<14} {:<5} {:>8} {:>10} {:>9}  last error (earlier, if the link is up)",
         "peer", "region", "link", "rtt ms", "lag ops", "lag ms"

@@ -179,7 +179,7 @@ async fn one_primary_takes_writes_moves_on_promotion_and_on_its_outage() {
     for i in 0..3 {
         let mut c = cluster.client(i).await.unwrap();
         let started = Instant::now();
-        // A node back from a restart writes once its peers confirmed its origin.
+        // A node back from a restart writes once the mode reached it.
         while let Err(e) = c
             .apply_with(b"aa", lww("any"), Consistency::Local, new_request_id())
             .await

@@ -73,7 +73,7 @@ fn every_target_runs_its_corpus_without_a_panic_within_the_allocation_bound() {
 fn write_seed_corpus() {
     use meridian::model::{CausalToken, Dot, ReplicaId, VersionVector};
     use meridian::replication::iblt::Iblt;
-    use meridian::replication::{encode_entries, Frame, WireEntry};
+    use meridian::replication::{encode_entries, EntryOut, Frame, WireEntry};
     use meridian::store::LogEntry;
     use meridian::{Config, Engine, Op};
     use meridian_runtime::client_proto::{
@@ -127,7 +127,6 @@ fn write_seed_corpus() {
             member: ReplicaId(7),
             origin: ReplicaId(7).epoch_origin(4),
             epoch: 4,
-            confirmed: true,
             session: 42,
             region: "us-east".into(),
             applied: vv.clone(),
@@ -152,6 +151,10 @@ fn write_seed_corpus() {
             round: 1,
             table: table.to_bytes().into(),
             records: 10,
+            exceptions: Box::new(meridian::replication::Exceptions {
+                lost: vec![(ReplicaId(7), 2)],
+                uncertain: vec![5],
+            }),
         }
         .encode(),
         Frame::AeWant {
@@ -169,6 +172,7 @@ fn write_seed_corpus() {
                 .iter()
                 .map(|(k, v)| (k.clone().into(), v.clone().into()))
                 .collect(),
+            left_out: vec![b"gone".to_vec().into()],
             done: false,
             snapshot: vv.clone(),
         }
@@ -185,6 +189,7 @@ fn write_seed_corpus() {
                 .iter()
                 .map(|(k, v)| (k.clone().into(), v.clone().into()))
                 .collect(),
+            left_out: vec![],
             done: true,
             snapshot: vv.clone(),
         }
@@ -219,12 +224,30 @@ fn write_seed_corpus() {
             term: 5,
         })
         .encode(),
-        encode_entries(ReplicaId(7), &[(1, &records[..3]), (2, &records[3..])]),
+        encode_entries(
+            ReplicaId(7),
+            &[
+                EntryOut {
+                    seq: 1,
+                    records: &records[..3],
+                    left_out: &[],
+                    lost: false,
+                },
+                EntryOut {
+                    seq: 2,
+                    records: &records[3..],
+                    left_out: &[b"gone".to_vec()],
+                    lost: false,
+                },
+            ],
+        ),
         Frame::Entries {
             origin: ReplicaId(7),
             entries: vec![WireEntry {
                 seq: 3,
                 records: vec![],
+                left_out: vec![],
+                lost: true,
             }],
         }
         .encode(),

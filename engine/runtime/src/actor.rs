@@ -21,6 +21,58 @@ use tokio::sync::mpsc;
 /// Most local-write timestamps kept for the lag-in-seconds estimate.
 const WRITE_TIMES_MAX: usize = 65_536;
 
+/// The first wait before ticking again after a storage error on the replication path; it
+/// doubles with each error in a row, up to `STORE_RETRY_MAX`.
+const STORE_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+const STORE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Storage errors on the replication path: each is a fault of that round (a frame is dropped
+/// and resent by its peer, a tick is retried after a backoff), counted and shown, never the
+/// end of replication.
+#[derive(Debug, Default)]
+struct StoreTrouble {
+    /// Errors since the node started.
+    total: u64,
+    /// Errors in a row (since the last round that went through).
+    in_a_row: u32,
+    /// When the current run of errors began.
+    since: Option<Instant>,
+    /// Ticks wait until then.
+    retry_at: Option<Instant>,
+    /// The latest error, described.
+    last: Option<String>,
+}
+
+impl StoreTrouble {
+    fn failed(&mut self, error: String) {
+        self.total += 1;
+        self.in_a_row = self.in_a_row.saturating_add(1);
+        self.since.get_or_insert_with(Instant::now);
+        let backoff = STORE_RETRY_MIN
+            .saturating_mul(1 << self.in_a_row.min(8).saturating_sub(1))
+            .min(STORE_RETRY_MAX);
+        self.retry_at = Some(Instant::now() + backoff);
+        metrics::counter!("meridian_replication_store_errors_total").increment(1);
+        if self.in_a_row == 1 || self.in_a_row.is_power_of_two() {
+            tracing::error!(%error, in_a_row = self.in_a_row, retry_in_ms = backoff.as_millis() as u64, "replication: storage error; retrying");
+        }
+        self.last = Some(error);
+    }
+
+    fn went_through(&mut self) {
+        if self.since.take().is_some() {
+            tracing::info!(errors = self.in_a_row, "replication: storage works again");
+        }
+        self.in_a_row = 0;
+        self.retry_at = None;
+    }
+
+    /// Whether a tick should wait for the backoff.
+    fn backing_off(&self) -> bool {
+        self.retry_at.is_some_and(|at| Instant::now() < at)
+    }
+}
+
 /// Input to the actor.
 pub(crate) enum Event {
     /// A link to a configured peer is up; frames for it go to `out`. `member` is what the
@@ -116,6 +168,7 @@ pub(crate) fn run(
     let merge_bytes_max = repl.ack_every_bytes();
     // Per peer name, why its link was last refused or closed by the protocol.
     let mut link_errors: BTreeMap<String, String> = BTreeMap::new();
+    let mut trouble = StoreTrouble::default();
     while let Some(event) = next_event(&mut events, &mut held, merge_bytes_max) {
         // Links, round trips and acknowledgements go to the region board every tick, and at
         // once while a write waits for them.
@@ -170,8 +223,18 @@ pub(crate) fn run(
                 Ok(())
             }
             Event::Tick => {
-                let r = repl.tick(&engine, now());
-                publish(&engine, &repl, &links, &write_times, &link_errors, &status);
+                let r = if trouble.backing_off() {
+                    Ok(())
+                } else {
+                    repl.tick(&engine, now())
+                };
+                let view = Published {
+                    links: &links,
+                    write_times: &write_times,
+                    link_errors: &link_errors,
+                    trouble: &trouble,
+                };
+                publish(&engine, &repl, &view, &status);
                 r
             }
             Event::LocalWrite => {
@@ -207,17 +270,14 @@ pub(crate) fn run(
         };
         publish_primary(&repl, start, &members, &primary, &status);
         match result {
-            Ok(()) => {}
+            Ok(()) => trouble.went_through(),
             Err(ReplicationError::Peer { peer, error }) => {
                 let name = links.get(&peer).map_or("?", |l| l.name.as_str());
                 tracing::warn!(peer = %name, %error, "closing replication link after a bad frame");
                 link_errors.insert(name.to_string(), error.to_string());
                 metrics::counter!("meridian_replication_peer_errors_total").increment(1);
             }
-            Err(e) => {
-                tracing::error!(error = %e, "replication stopped: storage failure");
-                break;
-            }
+            Err(e) => trouble.failed(e.to_string()),
         }
         // Nothing else queued after frames arrived: acknowledge them now rather than at the
         // next tick (writes waiting to be held by several regions wait on these).
@@ -405,14 +465,21 @@ fn report_regions(repl: &Replicator, links: &BTreeMap<LinkId, Link>, regions: &R
     });
 }
 
-fn publish(
-    engine: &Engine,
-    repl: &Replicator,
-    links: &BTreeMap<LinkId, Link>,
-    write_times: &VecDeque<(u64, Instant)>,
-    link_errors: &BTreeMap<String, String>,
-    status: &Mutex<NodeStatus>,
-) {
+/// What the actor knows beside the replicator, for the status.
+struct Published<'a> {
+    links: &'a BTreeMap<LinkId, Link>,
+    write_times: &'a VecDeque<(u64, Instant)>,
+    link_errors: &'a BTreeMap<String, String>,
+    trouble: &'a StoreTrouble,
+}
+
+fn publish(engine: &Engine, repl: &Replicator, view: &Published<'_>, status: &Mutex<NodeStatus>) {
+    let Published {
+        links,
+        write_times,
+        link_errors,
+        trouble,
+    } = view;
     let applied = engine.applied();
     let me = engine.replica_id();
     let mut peers: BTreeMap<String, PeerStatus> = BTreeMap::new();
@@ -460,6 +527,17 @@ fn publish(
     let origin = engine.origin_status();
     metrics::gauge!("meridian_writable").set(if origin.writable { 1.0 } else { 0.0 });
     metrics::gauge!("meridian_epoch").set(f64::from(origin.epoch));
+    let stuck_ms = trouble.since.map(|t| t.elapsed().as_millis() as u64);
+    metrics::gauge!("meridian_replication_stuck_seconds")
+        .set(stuck_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
+    let lost = engine.declared_lost();
+    let health = if !origin.writable {
+        "degraded: the engine refuses writes after a storage failure (restart the node)".into()
+    } else if let (Some(ms), Some(error)) = (stuck_ms, &trouble.last) {
+        format!("degraded: replication stuck for {ms} ms on storage errors ({error})")
+    } else {
+        "ok".into()
+    };
     if let Ok(mut s) = status.lock() {
         s.origin = Some(origin.origin);
         s.epoch = origin.epoch;
@@ -478,5 +556,10 @@ fn publish(
         }
         s.log_entries_reclaimed = stats.log_entries_removed;
         s.tombstones_pending = stats.tombstones_pending;
+        s.health = health;
+        s.replication_store_errors = trouble.total;
+        s.last_replication_store_error = trouble.last.clone();
+        s.writes_declared_lost = lost.lost.len() as u64;
+        s.records_declared_lost = lost.uncertain.len() as u64;
     }
 }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 /// Version byte of client frames (3: writes carry a deadline, the status says whether the node
 /// is isolated).
-pub const CLIENT_PROTOCOL: u8 = 3;
+pub const CLIENT_PROTOCOL: u8 = 4;
 pub use meridian::limits::CLIENT_FRAME_BYTES_MAX;
 
 /// How far a write must have gone before it is acknowledged.
@@ -130,6 +130,13 @@ pub enum ClientRequest {
     Isolate {
         /// Whether the links stay cut.
         isolated: bool,
+    },
+    /// Online backup (admin): a consistent copy of this node's data written to `path` on the
+    /// node's machine (a directory that must not exist; on the data directory's file system
+    /// its files are hard links). `meridian admin restore` brings it back.
+    Backup {
+        /// Where the node writes the copy.
+        path: String,
     },
 }
 
@@ -253,10 +260,10 @@ pub struct NodeStatus {
     pub origin: Option<ReplicaId>,
     /// The origin's epoch.
     pub epoch: u32,
-    /// Whether it accepts writes (false while it waits for its peers after a restart).
+    /// Whether it accepts writes (false once a storage failure poisoned its engine).
     pub writable: bool,
-    /// What it is doing about its origin: "recovering: ...", "writable: new epoch ... after
-    /// ...", "writable: epoch ... confirmed by every peer".
+    /// How it came to write under its origin: "writable", "writable: new epoch ... after
+    /// ...".
     pub origin_note: String,
     /// Applied vector.
     pub applied: Vec<(ReplicaId, u64)>,
@@ -279,6 +286,17 @@ pub struct NodeStatus {
     pub is_primary: bool,
     /// Whether an operator cut its replication links (`meridian admin isolate`).
     pub isolated: bool,
+    /// "ok", or "degraded: " and why (replication stuck on storage errors, writes refused
+    /// after a storage failure).
+    pub health: String,
+    /// Storage errors on the replication path since the node started (each retried).
+    pub replication_store_errors: u64,
+    /// The latest of them, described.
+    pub last_replication_store_error: Option<String>,
+    /// Writes declared lost here (numbers no reachable member held; the latest ones kept).
+    pub writes_declared_lost: u64,
+    /// Keys whose states were declared lost on their way here (the latest ones kept).
+    pub records_declared_lost: u64,
 }
 
 /// A response.

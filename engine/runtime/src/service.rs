@@ -28,6 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 
+/// Longest backup path a node takes.
+const BACKUP_PATH_BYTES_MAX: usize = 4096;
 /// Longest a read waits for a causal token.
 const TOKEN_WAIT_MS_MAX: u32 = 10_000;
 /// Longest a write waits to be durable in the regions its consistency asks for; after it, the
@@ -260,6 +262,7 @@ impl Service {
                 return self.set_mode(active_passive).await
             }
             ClientRequest::Isolate { isolated } => return self.isolate(who, isolated),
+            ClientRequest::Backup { path } => return self.backup(who, path).await,
             ClientRequest::Apply {
                 id, consistency, ..
             }
@@ -384,6 +387,37 @@ impl Service {
         };
         ClientResponse::Done {
             message: message.into(),
+        }
+    }
+
+    /// Writes a consistent copy of the engine to `path` (on the blocking pool: it flushes
+    /// and links files).
+    async fn backup(&self, who: &str, path: String) -> ClientResponse {
+        if path.is_empty() || path.len() > BACKUP_PATH_BYTES_MAX {
+            return error(ErrorCode::BadRequest, "a backup path of 1 to 4096 bytes");
+        }
+        let engine = self.engine.clone();
+        let target = std::path::PathBuf::from(&path);
+        let made = tokio::task::spawn_blocking(move || {
+            if target.exists() {
+                return Err(format!(
+                    "{} exists: back up into a new directory",
+                    target.display()
+                ));
+            }
+            engine.checkpoint(&target).map_err(|e| e.to_string())?;
+            Ok(engine.applied())
+        })
+        .await;
+        match made {
+            Ok(Ok(applied)) => {
+                tracing::warn!(by = %who, %path, %applied, "backup written");
+                ClientResponse::Done {
+                    message: format!("backup written to {path} (applied {applied})"),
+                }
+            }
+            Ok(Err(why)) => error(ErrorCode::BadRequest, why),
+            Err(e) => error(ErrorCode::Unavailable, e.to_string()),
         }
     }
 
@@ -580,9 +614,10 @@ fn needed_role(request: &ClientRequest) -> Role {
         | ClientRequest::Applied
         | ClientRequest::Regions
         | ClientRequest::Route { .. } => Role::Read,
-        ClientRequest::Promote | ClientRequest::SetMode { .. } | ClientRequest::Isolate { .. } => {
-            Role::Admin
-        }
+        ClientRequest::Promote
+        | ClientRequest::SetMode { .. }
+        | ClientRequest::Isolate { .. }
+        | ClientRequest::Backup { .. } => Role::Admin,
     }
 }
 
@@ -655,7 +690,8 @@ fn execute(engine: &Engine, request: ClientRequest) -> ClientResponse {
         | ClientRequest::Route { .. }
         | ClientRequest::Promote
         | ClientRequest::SetMode { .. }
-        | ClientRequest::Isolate { .. } => error(
+        | ClientRequest::Isolate { .. }
+        | ClientRequest::Backup { .. } => error(
             ErrorCode::BadRequest,
             "answered by the service, not the engine",
         ),

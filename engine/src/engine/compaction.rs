@@ -1,11 +1,62 @@
 //! Compaction at causal stability: log entries every member applied are truncated, and
 //! tombstones whose dots every member applied are collected (kept while a log entry still
-//! names their key). Skipped when neither stability nor the tombstone marks moved.
+//! names their key).
+//!
+//! The tombstone pass does work in proportion to what changed: when stability moved since
+//! the last full pass, every pending tombstone is looked at again; when it stood still (a
+//! member down freezes it, however long the outage), only the tombstones marked since the
+//! last pass are (a tombstone that arrived by state transfer may be stable already). Either
+//! way the candidates go in chunks of `TOMBSTONE_CHUNK` keys, each under its keys' stripes and
+//! the apply lock only while its records are read and its batch commits, so writers and
+//! replication wait at most one chunk.
 
 use super::*;
 use crate::model::digest::state_hash;
 use crate::replication::Compaction;
 use std::collections::BTreeSet;
+
+/// Tombstone candidates looked at under one hold of their stripes.
+const TOMBSTONE_CHUNK: usize = 512;
+
+/// Most keys marked between two passes that are remembered one by one; beyond it the next
+/// pass looks at every pending tombstone.
+const RECENT_MARKS_MAX: usize = 65_536;
+
+/// What the tombstone pass remembers between runs of it (in memory: an open starts with a
+/// full pass).
+#[derive(Debug, Default)]
+pub(crate) struct TombstoneWork {
+    /// Keys marked since the last pass; `None` once more than `RECENT_MARKS_MAX` were.
+    recent: Option<BTreeSet<Vec<u8>>>,
+    /// The stability of the last full pass (`None`: none yet in this run).
+    last_full: Option<VersionVector>,
+    /// Tombstones left pending by the last pass (exact after a full pass; an incremental one
+    /// adds what it found pending, so a tombstone written over since counts until the next
+    /// full pass).
+    pending: u64,
+}
+
+impl TombstoneWork {
+    /// A fresh start: the first pass looks at every pending tombstone.
+    pub(crate) fn new() -> TombstoneWork {
+        TombstoneWork {
+            recent: Some(BTreeSet::new()),
+            last_full: None,
+            pending: 0,
+        }
+    }
+
+    /// `key` became a tombstone.
+    pub(crate) fn marked(&mut self, key: &[u8]) {
+        if let Some(recent) = &mut self.recent {
+            if recent.len() < RECENT_MARKS_MAX {
+                recent.insert(key.to_vec());
+            } else {
+                self.recent = None;
+            }
+        }
+    }
+}
 
 impl Engine {
     /// Removes log entries covered by `stable` (applied by every live member) and tombstones
@@ -13,13 +64,67 @@ impl Engine {
     pub(super) fn compact_to(&self, stable: &VersionVector) -> Result<Compaction> {
         let inner = &*self.inner;
         self.check_writable()?;
+        let mut out = Compaction::default();
+        let floors = self.truncate_log(stable, &mut out)?;
+        // What to look at: every pending tombstone when stability moved (or the recent
+        // marks overflowed, or this is the first pass of the run), else the recent marks.
+        let (recent, full) = {
+            let mut work = lock(&inner.tombstones);
+            let recent = work.recent.replace(BTreeSet::new());
+            let full = work.last_full.as_ref() != Some(stable) || recent.is_none();
+            (recent.unwrap_or_default(), full)
+        };
+        let mut pass = TombstonePass {
+            stable,
+            floors: &floors,
+            referenced: None,
+            out: &mut out,
+        };
+        if full {
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let page = inner.store.meta_page(
+                    keys::META_TOMBSTONE_PREFIX,
+                    after.as_deref(),
+                    TOMBSTONE_CHUNK,
+                )?;
+                let Some((last, _)) = page.last() else { break };
+                after = Some(last.to_vec());
+                let keys: Vec<Vec<u8>> = page
+                    .iter()
+                    .map(|(k, _)| k[keys::META_TOMBSTONE_PREFIX.len()..].to_vec())
+                    .collect();
+                self.collect_tombstones(&keys, &mut pass)?;
+                if page.len() < TOMBSTONE_CHUNK {
+                    break;
+                }
+            }
+        } else {
+            let keys: Vec<Vec<u8>> = recent.into_iter().collect();
+            for chunk in keys.chunks(TOMBSTONE_CHUNK) {
+                self.collect_tombstones(chunk, &mut pass)?;
+            }
+        }
+        let mut work = lock(&inner.tombstones);
+        if full {
+            work.last_full = Some(stable.clone());
+            work.pending = out.tombstones_pending;
+        } else {
+            work.pending += out.tombstones_pending;
+            out.tombstones_pending = work.pending;
+        }
+        Ok(out)
+    }
+
+    /// Removes the log entries `stable` covers and raises the floors; returns the floors.
+    fn truncate_log(&self, stable: &VersionVector, out: &mut Compaction) -> Result<VersionVector> {
+        let inner = &*self.inner;
         // Gate before the apply lock (the order every path takes them in).
         let _gate = read_lock(&inner.gate);
         let _serial = lock(&inner.apply_lock);
         let mut floors = lock(&inner.floors).clone();
-        let store = &inner.store;
-        let mut out = Compaction::default();
-        let mut wb = store.batch();
+        let mut wb = inner.store.batch();
+        let mut moved = false;
         for (origin, upto) in stable.iter() {
             let floor = floors.get(origin);
             if upto <= floor {
@@ -30,70 +135,56 @@ impl Engine {
             wb.delete_log_range(origin, floor + 1, upto);
             wb.put_meta(&keys::floor_key(origin), &upto.to_be_bytes());
             floors.add(Dot::new(origin, upto));
+            moved = true;
         }
-        // Tombstones are looked at again only when stability moved or new ones were marked:
-        // a member that stays down freezes stability, and the pass would find nothing new.
-        let marks = inner
-            .tombstone_marks
-            .load(std::sync::atomic::Ordering::SeqCst);
-        let mut last = lock(&inner.last_compaction);
-        if last.0 == *stable && last.1 == marks {
-            out.tombstones_pending = last.2;
+        if moved {
             self.commit(wb)?;
-            *lock(&inner.floors) = floors;
-            return Ok(out);
+            *lock(&inner.floors) = floors.clone();
         }
-        // Tombstone candidates: every record that became a tombstone was marked when it did.
-        let candidates: BTreeSet<Vec<u8>> = store
-            .meta_with_prefix(keys::META_TOMBSTONE_PREFIX)?
-            .into_iter()
-            .map(|(k, _)| k[keys::META_TOMBSTONE_PREFIX.len()..].to_vec())
-            .collect();
-        let candidate_refs: Vec<&[u8]> = candidates.iter().map(Vec::as_slice).collect();
-        let _guards = self.lock_keys(&candidate_refs);
+        Ok(floors)
+    }
+
+    /// Looks at tombstone candidates `keys` (one chunk) under their stripes: reclaims those
+    /// whose every dot `pass.stable` covers and that no remaining log entry names, keeps the
+    /// others pending, and forgets markers of keys that are no longer tombstones.
+    fn collect_tombstones(&self, keys: &[Vec<u8>], pass: &mut TombstonePass<'_>) -> Result<()> {
+        let inner = &*self.inner;
+        let store = &inner.store;
+        let _gate = read_lock(&inner.gate);
+        let _serial = lock(&inner.apply_lock);
+        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        let _guards = self.lock_keys(&refs);
+        let mut wb = store.batch();
         // Reclaimable: a tombstone (no counter reset to remember) whose every dot is stable.
         let mut reclaimable: Vec<(&Vec<u8>, u64)> = Vec::new();
-        for key in &candidates {
+        let stored_all = store.get_records(&refs)?;
+        pass.out.tombstones_examined += keys.len() as u64;
+        for (key, stored) in keys.iter().zip(stored_all) {
             let pending = keys::tombstone_key(key);
-            let stored = match store.get_record(key) {
-                Ok(Some(stored)) => stored,
-                Ok(None) => {
-                    wb.delete_meta(&pending);
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
+            let Some(stored) = stored else {
+                wb.delete_meta(&pending);
+                continue;
             };
             match codec::decode_record(&stored) {
                 Ok(record) if record.is_bottom() && !record.has_counter_reset() => {
-                    if stable.dominates(&record.context()) {
+                    if pass.stable.dominates(&record.context()) {
                         reclaimable.push((key, state_hash(&stored)));
                     } else {
-                        wb.put_meta(&pending, &[]);
-                        out.tombstones_pending += 1;
+                        pass.out.tombstones_pending += 1;
                     }
                 }
                 // Written again since, or unreadable: no longer a candidate.
                 _ => wb.delete_meta(&pending),
             }
         }
-        // Keys still named by the log that stays (above the new floors): their tombstones are
-        // needed to ship deletes. Read only when something is reclaimable, and only that part
-        // of the log.
-        let mut referenced: BTreeSet<Vec<u8>> = BTreeSet::new();
-        if !reclaimable.is_empty() {
-            for (origin, _) in self.applied().iter() {
-                for item in store.log_entries_of(origin, floors.get(origin) + 1) {
-                    let (_, v) = item?;
-                    if let Ok(entry) = LogEntry::decode(&v) {
-                        referenced.extend(entry.keys);
-                    }
-                }
-            }
+        if !reclaimable.is_empty() && pass.referenced.is_none() {
+            pass.referenced = Some(self.keys_named_above(pass.floors)?);
         }
-        let mut reclaimed: Vec<&Vec<u8>> = Vec::new();
+        let referenced = pass.referenced.as_ref();
+        let mut reclaimed: Vec<&[u8]> = Vec::new();
         for (key, old) in reclaimable {
-            if referenced.contains(key) {
-                out.tombstones_pending += 1;
+            if referenced.is_some_and(|r| r.contains(key)) {
+                pass.out.tombstones_pending += 1;
                 continue;
             }
             wb.delete_record(key);
@@ -103,13 +194,37 @@ impl Engine {
                 inner.digest.changed(key, Some(old), None);
             }
             reclaimed.push(key);
-            out.tombstones_removed += 1;
+            pass.out.tombstones_removed += 1;
         }
         self.commit(wb)?;
         // The stripes of the reclaimed keys are still held.
-        self.uncache_states(reclaimed.iter().map(|k| k.as_slice()));
-        *lock(&inner.floors) = floors;
-        *last = (stable.clone(), marks, out.tombstones_pending);
-        Ok(out)
+        self.uncache_states(reclaimed);
+        Ok(())
     }
+
+    /// Keys named by the log that stays above `floors`: their tombstones are needed to ship
+    /// deletes. Read once per pass, and only when something is reclaimable.
+    fn keys_named_above(&self, floors: &VersionVector) -> Result<BTreeSet<Vec<u8>>> {
+        let store = &self.inner.store;
+        let mut referenced = BTreeSet::new();
+        for (origin, _) in self.applied().iter() {
+            for item in store.log_entries_of(origin, floors.get(origin) + 1) {
+                let (_, v) = item?;
+                if let Ok(entry) = LogEntry::decode(&v) {
+                    referenced.extend(entry.keys);
+                    referenced.extend(entry.left_out);
+                }
+            }
+        }
+        Ok(referenced)
+    }
+}
+
+/// One tombstone pass's inputs and findings, chunk after chunk.
+struct TombstonePass<'a> {
+    stable: &'a VersionVector,
+    floors: &'a VersionVector,
+    /// Keys the remaining log names (read at the first chunk with something reclaimable).
+    referenced: Option<BTreeSet<Vec<u8>>>,
+    out: &'a mut Compaction,
 }

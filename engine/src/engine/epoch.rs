@@ -2,13 +2,16 @@
 //!
 //! A member writes under an origin, `member.epoch_origin(epoch)`. A directory created by this
 //! open for a configured member starts a new random epoch: it may be a wiped disk of a member
-//! whose earlier writes peers still hold. A directory that has replicated reopens
-//! *unconfirmed*: it refuses writes until the replication core has heard from every other
-//! member that none holds more of its origin than the directory does (`confirm_origin`), or
-//! moves to a new epoch (`start_new_epoch`) when one does (the unsynced tail of the WAL lost
-//! in a power cut, a restored backup) or when some member stays silent too long. The previous
-//! origin then becomes one more origin this replica receives and relays: what peers hold of it
-//! comes back by the usual replication.
+//! whose earlier writes peers still hold. A reopened directory keeps its origin and is
+//! writable at once when it cannot have lost a write it made: its last run ended cleanly, or
+//! crashed in this boot (the operating system kept the log's tail), or ran under `Sync`.
+//! When it may have (an unclean end in another boot of a run under `Wal`, a directory
+//! restored from a backup, a number missing from its own log), it moves to a new epoch at
+//! open (`start_new_epoch`), also writable at once. The previous origin then becomes one more
+//! origin this replica receives and relays, applied up to its first missing number: what
+//! peers hold of it comes back by the usual replication. A peer that later claims more of the
+//! current origin than this replica committed (a directory copied back by hand) moves it to a
+//! new epoch too (`ReplicaStore::start_new_epoch`, from the replication core).
 
 use crate::engine::{lock, write_lock, Engine};
 use crate::error::{Error, Result};
@@ -24,17 +27,8 @@ pub(crate) struct OriginState {
     pub(crate) id: ReplicaId,
     /// Its epoch.
     pub(crate) epoch: u32,
-    /// Whether writes may be numbered in it.
-    pub(crate) confirmed: bool,
-    /// What the replica is doing about its origin, in words (status pages, errors).
+    /// How the replica came to write under it, in words (status pages).
     pub(crate) note: String,
-}
-
-impl OriginState {
-    /// Why writes wait, for the `Recovering` error.
-    pub(crate) fn waiting_for(&self) -> String {
-        self.note.clone()
-    }
 }
 
 /// A replica's identity and what it is doing about its origin.
@@ -46,14 +40,12 @@ pub struct OriginStatus {
     pub origin: ReplicaId,
     /// The origin's epoch.
     pub epoch: u32,
-    /// Whether it accepts writes (false while it waits for its peers' confirmation).
+    /// Whether it accepts writes (false once a storage failure poisoned it).
     pub writable: bool,
-    /// What it is doing, in words ("recovering: ...", "new epoch after ...", "writable").
+    /// How it came to write under its origin, in words ("writable", "writable: new epoch
+    /// ... after ...").
     pub note: String,
 }
-
-const NOTE_RECOVERING: &str = "recovering: waiting for every peer to confirm it holds no write of \
-this replica's origin that the data directory lacks";
 
 /// The origin a directory opens with (see the module documentation).
 pub(crate) fn open_origin(
@@ -67,11 +59,7 @@ pub(crate) fn open_origin(
         key: keys::META_EPOCH.to_vec(),
         detail,
     };
-    let mut note = if store.get_meta(keys::META_REPLICATED)?.is_some() {
-        NOTE_RECOVERING.to_string()
-    } else {
-        "writable".to_string()
-    };
+    let mut note = "writable".to_string();
     let (epoch, id) = match store.get_meta(keys::META_EPOCH)? {
         Some(bytes) => {
             let raw: [u8; 12] = bytes
@@ -102,13 +90,7 @@ pub(crate) fn open_origin(
         // A random member is new everywhere; a directory from before epochs is in epoch 0.
         None => (0, member),
     };
-    let replicated = store.get_meta(keys::META_REPLICATED)?.is_some();
-    Ok(OriginState {
-        id,
-        epoch,
-        confirmed: !replicated,
-        note,
-    })
+    Ok(OriginState { id, epoch, note })
 }
 
 fn epoch_bytes(epoch: u32, origin: ReplicaId) -> [u8; 12] {
@@ -140,25 +122,46 @@ fn current_boot(config: &Config) -> String {
 
 /// How the previous run of a directory ended.
 pub(crate) struct PreviousRun {
-    /// Why it may have lost acknowledged writes (it ended without a clean shutdown, in another
-    /// boot, under `Durability::Wal`: the WAL's unsynced tail went with the power), if it may.
+    /// Why it may have lost writes it acknowledged or shipped, if it may: it ended without a
+    /// clean shutdown, in another boot, under `Durability::Wal` (the WAL's unsynced tail went
+    /// with the power), or the directory was restored from a backup.
     pub(crate) lost_tail: Option<String>,
     /// The anti-entropy summary it kept at its clean shutdown.
     pub(crate) summary: Option<Vec<u8>>,
 }
 
-/// Records the start of a run (a summary kept by the previous one is taken, and removed: it
-/// holds only until the first change) and says how the previous run ended.
+/// Records the start of a run (its boot and durability; a summary kept by the previous one is
+/// taken, and removed: it holds only until the first change) and says how the previous run
+/// ended. The previous run's own durability decides whether its unsynced tail may be lost,
+/// whatever this run's is.
 pub(crate) fn begin_run(store: &Store, config: &Config) -> Result<PreviousRun> {
     let boot = current_boot(config);
     let previous = store.get_meta(keys::META_RUN)?;
+    // Absent: a directory from before the durability was kept, which may have run under `Wal`.
+    let previous_durability = store.get_meta(keys::META_RUN_DURABILITY)?;
+    let restored = store.get_meta(keys::META_RESTORED)?.is_some();
     let summary = store.get_meta(keys::META_SUMMARY)?;
     let mut run = vec![0u8];
     run.extend_from_slice(boot.as_bytes());
     let mut wb = store.batch();
     wb.put_meta(keys::META_RUN, &run);
+    wb.put_meta(
+        keys::META_RUN_DURABILITY,
+        &[durability_byte(config.durability)],
+    );
     wb.delete_meta(keys::META_SUMMARY);
     wb.commit(true)?;
+    if restored {
+        // Taken by the new epoch `Engine::open` starts next; the marker goes with it.
+        return Ok(PreviousRun {
+            lost_tail: Some(
+                "a restore from a backup (the copy may have a live twin, and lacks what was \
+                 written after it was taken)"
+                    .into(),
+            ),
+            summary: None,
+        });
+    }
     let Some(previous) = previous else {
         return Ok(PreviousRun {
             lost_tail: None,
@@ -167,14 +170,24 @@ pub(crate) fn begin_run(store: &Store, config: &Config) -> Result<PreviousRun> {
     };
     let clean = previous.first() == Some(&1);
     let same_boot = !boot.is_empty() && previous.get(1..) == Some(boot.as_bytes());
-    let lost_tail =
-        (!clean && !same_boot && config.durability == crate::Durability::Wal).then(|| {
-            "an unclean shutdown in an earlier boot (the WAL's unsynced tail may be lost)".into()
-        });
+    let synced =
+        previous_durability.as_deref() == Some(&[durability_byte(crate::Durability::Sync)]);
+    let lost_tail = (!clean && !same_boot && !synced).then(|| {
+        "an unclean shutdown in an earlier boot of a run under `wal` durability (the WAL's \
+         unsynced tail may be lost)"
+            .into()
+    });
     Ok(PreviousRun {
         lost_tail,
         summary: summary.filter(|_| clean),
     })
+}
+
+fn durability_byte(d: crate::Durability) -> u8 {
+    match d {
+        crate::Durability::Wal => 0,
+        crate::Durability::Sync => 1,
+    }
 }
 
 /// Marks the run as ended cleanly (the WAL synced), with the boot it ran in, keeping the
@@ -201,22 +214,60 @@ impl Engine {
             member: self.inner.member,
             origin: gate.id,
             epoch: gate.epoch,
-            writable: gate.confirmed,
+            writable: !self.inner.poisoned.load(Ordering::SeqCst),
             note: gate.note.clone(),
         }
     }
 
-    /// Writes a consistent copy of the replica to `dir` (which must not exist), for a backup.
-    /// A replica restored from it comes back with less than it may have shipped since: once
-    /// it has replicated, it waits for its peers before writing, and writes under a new epoch
-    /// if they hold more of its origin.
+    /// Writes a consistent copy of the replica to `dir` (which must not exist), for a backup:
+    /// a prefix of its writes, numbered without holes (writes are numbered where they commit).
+    /// Restore it with `Engine::restore_backup`, which makes the copy write under a new epoch.
     pub fn checkpoint(&self, dir: impl AsRef<std::path::Path>) -> Result<()> {
         Ok(self.inner.store.checkpoint(dir.as_ref())?)
     }
 
-    /// Marks the directory as replicated (peers may hold its writes from now on, so a later
-    /// open waits for their confirmation before writing) and fills the replication caches.
-    /// Replication drivers call it before the first link comes up.
+    /// Restores a backup (a directory `Engine::checkpoint` wrote) as the data directory `dir`,
+    /// which must not exist: the files are copied (the backup stays usable) and the copy is
+    /// marked, so that its first open writes under a new epoch, at once, whatever its peers
+    /// can say (it lacks what was written after the backup, and may have a live twin).
+    pub fn restore_backup(
+        backup: impl AsRef<std::path::Path>,
+        dir: impl AsRef<std::path::Path>,
+    ) -> Result<()> {
+        let (backup, dir) = (backup.as_ref(), dir.as_ref());
+        let io = |what: &str, e: std::io::Error| Error::InvalidConfig(format!("{what}: {e}"));
+        if dir.exists() {
+            return Err(Error::InvalidConfig(format!(
+                "{} exists: restore into a directory that does not",
+                dir.display()
+            )));
+        }
+        if !backup.join("CURRENT").is_file() {
+            return Err(Error::InvalidConfig(format!(
+                "{} is not a backup (no CURRENT file)",
+                backup.display()
+            )));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| io("creating the data directory", e))?;
+        let entries = std::fs::read_dir(backup).map_err(|e| io("reading the backup", e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io("reading the backup", e))?;
+            if entry
+                .file_type()
+                .map_err(|e| io("reading the backup", e))?
+                .is_file()
+            {
+                std::fs::copy(entry.path(), dir.join(entry.file_name()))
+                    .map_err(|e| io("copying the backup", e))?;
+            }
+        }
+        let store = Store::open(dir)?;
+        store.put_meta_sync(keys::META_RESTORED, &[1])?;
+        Ok(())
+    }
+
+    /// Marks the directory as replicated (peers may hold its writes from now on) and fills the
+    /// replication caches. Replication drivers call it before the first link comes up.
     pub fn attach_replication(&self) -> Result<()> {
         if self.inner.store.get_meta(keys::META_REPLICATED)?.is_none() {
             self.inner
@@ -227,21 +278,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Accepts writes in the current origin: every other member confirmed it holds no more of
-    /// it than this replica.
-    pub fn confirm_origin(&self) {
-        let mut gate = write_lock(&self.inner.gate);
-        if !gate.confirmed {
-            gate.confirmed = true;
-            gate.note = format!("writable: epoch {} confirmed by every peer", gate.epoch);
-            tracing::info!(member = %self.inner.member, origin = %gate.id, epoch = gate.epoch, "origin confirmed by every peer; accepting writes");
-        }
-    }
-
-    /// Moves writes to a new random epoch, because `reason` (peers may hold writes of the
-    /// current origin this replica does not, or could not say). The current origin's committed
-    /// writes become an origin like any other: entries peers hold beyond them arrive by
-    /// replication. Waits for writes in progress; returns the new origin.
+    /// Moves writes to a new random epoch, because `reason` (the directory may lack writes of
+    /// the current origin that peers or clients hold). The current origin's writes committed
+    /// without a hole become an origin like any other: entries peers hold beyond them arrive
+    /// by replication. Waits for writes in progress; returns the new origin.
     pub fn start_new_epoch(&self, reason: &str) -> Result<ReplicaId> {
         self.check_writable()?;
         let inner = &*self.inner;
@@ -250,8 +290,8 @@ impl Engine {
         let mut applied = lock(&inner.applied);
         let mut own = lock(&inner.own);
         let old = own.origin;
-        // Numbers committed after a hole (a failed write whose empty entry could not be
-        // logged) stay unshipped; the hole itself poisons the engine, refused above.
+        // Up to the first number missing from the log (found at open), if one is: what lies
+        // beyond it counts once a peer supplies it or it is declared lost (`declared_lost.rs`).
         let old_seq = own.contiguous;
         let epoch = new_epoch(&inner.config, gate.epoch);
         let origin = inner.member.epoch_origin(epoch);
@@ -259,6 +299,8 @@ impl Engine {
         wb.put_meta(keys::META_EPOCH, &epoch_bytes(epoch, origin));
         wb.put_meta(&keys::applied_key(old), &old_seq.to_be_bytes());
         wb.put_meta(keys::META_OWN_CONTIGUOUS, &0u64.to_be_bytes());
+        // A restored directory's marker is taken by this epoch.
+        wb.delete_meta(keys::META_RESTORED);
         wb.commit(true).map_err(|e| {
             inner.poisoned.store(true, Ordering::SeqCst);
             Error::from(e)
@@ -267,12 +309,11 @@ impl Engine {
         own.origin = origin;
         own.contiguous = 0;
         own.ahead.clear();
-        inner.next_seq.store(1, Ordering::SeqCst);
+        lock(&inner.numbering).next_seq = 1;
         *lock(&inner.released) = 0;
         tracing::warn!(member = %inner.member, old_origin = %old, old_seq, new_origin = %origin, epoch, %reason, "writing under a new epoch");
         gate.id = origin;
         gate.epoch = epoch;
-        gate.confirmed = true;
         gate.note = format!("writable: new epoch {epoch} after {reason}");
         drop((own, applied));
         self.applied_advanced();

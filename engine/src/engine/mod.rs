@@ -6,7 +6,8 @@
 //! waits), `remote.rs` (joins by hand), `replica_store.rs` (the replication core's storage
 //! seam), `compaction.rs` (log truncation and tombstone collection), `state_digest.rs` (the
 //! anti-entropy summary), `entry_cache.rs` (what replication ships without reading RocksDB),
-//! `faults.rs` (stored bytes found unusable).
+//! `faults.rs` (stored bytes found unusable), `commit_order.rs` (writes numbered where they
+//! commit), `declared_lost.rs` (what the applied vector covers without the records).
 
 use crate::batch::Batch;
 use crate::config::{Config, KEY_BYTES_MAX};
@@ -24,10 +25,12 @@ use replica_store::{Incoming, Theirs};
 use std::borrow::Cow;
 use std::hash::BuildHasher;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+mod commit_order;
 mod compaction;
+mod declared_lost;
 mod entry_cache;
 mod epoch;
 mod faults;
@@ -70,13 +73,22 @@ struct Inner {
     /// The origin writes are numbered in, and whether they may be; writers hold it for
     /// reading, an epoch change for writing (`epoch.rs`).
     gate: RwLock<OriginState>,
-    next_seq: AtomicU64,
+    /// Local writes' numbering, held while a write takes its number and is written
+    /// (`commit_order.rs`).
+    numbering: Mutex<commit_order::Numbering>,
+    /// Group fsyncs of the log for `Durability::Sync` writes.
+    wal: Mutex<commit_order::WalSync>,
+    wal_synced: Condvar,
     /// The current origin's sequence numbers committed so far.
     own: Mutex<Frontier>,
     /// Per remote origin, the highest sequence applied in order (mirrors `meta`).
     applied: Mutex<VersionVector>,
     /// Per origin, the log floor (entries at or below it are gone from this replica's log).
     floors: Mutex<VersionVector>,
+    /// What the applied vector covers that the records do not reflect (`declared_lost.rs`).
+    exceptions: Mutex<crate::replication::exceptions::ExceptionSet>,
+    /// Origins whose log holds entries beyond a missing number: origin -> highest held.
+    stranded: Mutex<std::collections::BTreeMap<ReplicaId, u64>>,
     /// Serialises the application of remote log entries.
     apply_lock: Mutex<()>,
     clock: Mutex<HybridClock>,
@@ -99,10 +111,8 @@ struct Inner {
     faults: Mutex<crate::FaultReport>,
     /// The summary of every record anti-entropy reads (built on first use).
     digest: state_digest::StateDigest,
-    /// Tombstones marked so far (a compaction with nothing new to look at is skipped).
-    tombstone_marks: AtomicU64,
-    /// The stability, the marks and the pending tombstones of the last compaction.
-    last_compaction: Mutex<(VersionVector, u64, u64)>,
+    /// What the tombstone pass looks at next (`compaction.rs`).
+    tombstones: Mutex<compaction::TombstoneWork>,
     /// Called after every local commit (the runtime wakes its replicator with it).
     commit_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Called whenever the applied vector advances (the runtime wakes token waits with it).
@@ -165,7 +175,7 @@ impl Engine {
 
     /// The highest sequence number this replica has assigned.
     pub fn last_seq(&self) -> u64 {
-        self.inner.next_seq.load(Ordering::SeqCst) - 1
+        lock(&self.inner.numbering).next_seq - 1
     }
 
     /// Starts keeping recent entries' keys and records' current states in memory (up to
@@ -226,17 +236,13 @@ impl Engine {
     /// Marks `key` as a new tombstone in `wb`: compaction reclaims it once it is stable.
     pub(crate) fn mark_tombstone(&self, wb: &mut crate::store::AtomicWrite<'_>, key: &[u8]) {
         wb.put_meta(&keys::tombstone_key(key), &[]);
-        self.inner.tombstone_marks.fetch_add(1, Ordering::SeqCst);
+        lock(&self.inner.tombstones).marked(key);
     }
 
     pub(crate) fn commit(&self, wb: crate::store::AtomicWrite<'_>) -> Result<()> {
         let sync = self.inner.config.durability == crate::config::Durability::Sync;
-        wb.commit(sync).map_err(|e| {
-            // After a failed write the on-disk state is unknown: refuse further writes.
-            self.inner.poisoned.store(true, Ordering::SeqCst);
-            tracing::error!(error = %e, member = %self.inner.member, "storage write failed; engine poisoned");
-            Error::from(e)
-        })
+        // After a failed write the on-disk state is unknown: refuse further writes.
+        wb.commit(sync).map_err(|e| self.poison(e))
     }
 
     /// Locks the stripes of `keys` (sorted and distinct) in stripe order.

@@ -56,7 +56,8 @@ impl Engine {
             .and_then(|b| <[u8; 8]>::try_from(&b[..]).ok())
             .map_or(0, u64::from_be_bytes);
         let from = floors.get(replica).max(contiguous);
-        let last = fill_sequence_gaps(&store, replica, from, config.durability)?;
+        let (last, first_hole) = own_log_holes(&store, replica, from)?;
+        let exceptions = declared_lost::load(&store)?;
         let clock = HybridClock::new(config.clock_skew_ms_max);
         // A few bytes of keys per entry; the rest of the budget for record states.
         let entry_keys = Mutex::new(EntryKeys::new(config.entry_cache_bytes / 8));
@@ -69,14 +70,23 @@ impl Engine {
                 member,
                 config,
                 gate: RwLock::new(origin),
-                next_seq: AtomicU64::new(last + 1),
+                numbering: Mutex::new(commit_order::Numbering {
+                    next_seq: last + 1,
+                    written: 0,
+                }),
+                wal: Mutex::new(Default::default()),
+                wal_synced: Condvar::new(),
                 own: Mutex::new(Frontier {
                     origin: replica,
-                    contiguous: last,
+                    // Committed in order up to the first hole; what lies beyond it becomes the
+                    // previous epoch's, applied once the hole is filled or declared lost.
+                    contiguous: first_hole.map_or(last, |h| h - 1),
                     ahead: Default::default(),
                 }),
                 applied: Mutex::new(applied),
                 floors: Mutex::new(floors),
+                exceptions: Mutex::new(exceptions),
+                stranded: Mutex::new(Default::default()),
                 apply_lock: Mutex::new(()),
                 clock: Mutex::new(clock),
                 caching: AtomicBool::new(false),
@@ -90,8 +100,7 @@ impl Engine {
                 poisoned: AtomicBool::new(false),
                 faults: Mutex::new(Default::default()),
                 digest: Default::default(),
-                tombstone_marks: AtomicU64::new(0),
-                last_compaction: Mutex::new((VersionVector::new(), u64::MAX, 0)),
+                tombstones: Mutex::new(compaction::TombstoneWork::new()),
                 commit_hook: std::sync::OnceLock::new(),
                 applied_hook: std::sync::OnceLock::new(),
                 crashed: AtomicBool::new(false),
@@ -102,10 +111,23 @@ impl Engine {
                 tracing::debug!("anti-entropy summary kept by the last clean shutdown");
             }
         }
-        if let Some(reason) = previous.lost_tail {
-            // Numbers of the lost tail may be in clients' tokens: never numbered again.
+        let hole = first_hole.map(|h| {
+            format!(
+                "number {h} of origin {replica} missing from the log below {last} (a non-suffix \
+                 of the log lost: its entry must come back from a peer, or be declared lost)"
+            )
+        });
+        if let Some(reason) = hole.or(previous.lost_tail) {
+            // Numbers of a lost tail may be in clients' tokens, or held by peers: never
+            // numbered again.
             engine.start_new_epoch(&reason)?;
         }
+        let stranded =
+            declared_lost::find_stranded(&engine.inner.store, &lock(&engine.inner.applied))?;
+        for (origin, held) in &stranded {
+            tracing::warn!(%origin, applied = lock(&engine.inner.applied).get(*origin), held, "the log holds entries beyond a missing number: waiting for a peer to supply it");
+        }
+        *lock(&engine.inner.stranded) = stranded;
         Ok(engine)
     }
 
@@ -149,34 +171,37 @@ fn load_vector(store: &Store, prefix: &[u8]) -> Result<VersionVector> {
     Ok(vv)
 }
 
-/// Finds this replica's last sequence number and logs empty entries for any number above
-/// `floor` (below it the log is known complete or reclaimed) that was handed out but never
-/// committed before a crash, so that the origin's log stays contiguous. A writer stalled
-/// between taking its number and committing can leave a hole arbitrarily far below the last
-/// number, hence the search from the recorded contiguous prefix rather than a fixed window.
-fn fill_sequence_gaps(
-    store: &Store,
-    replica: ReplicaId,
-    floor: u64,
-    durability: crate::config::Durability,
-) -> Result<u64> {
+/// This replica's last sequence number, and the first number above `floor` (below it the log
+/// is known complete or reclaimed) that its log lacks or holds empty. Writes are numbered
+/// where they commit, so a prefix of the log is contiguous: a number missing below the last
+/// means the storage lost a non-suffix of the log (or the directory came from a copy made
+/// mid-write by an earlier version, which numbered writes before they committed, or held an
+/// empty filler such a version logged for a number it found missing after a crash). Nothing
+/// is written: the caller moves to a new epoch, and the number comes back from a peer or is
+/// declared lost.
+fn own_log_holes(store: &Store, replica: ReplicaId, floor: u64) -> Result<(u64, Option<u64>)> {
     // Entries at or below the floor were reclaimed: the sequence goes on above it.
     let last = store.last_log_seq(replica)?.max(floor);
     if last == floor {
-        return Ok(last);
+        return Ok((last, None));
     }
-    let from = floor + 1;
-    let present = store.log_seqs(replica, from, last)?;
-    let missing: Vec<u64> = (from..=last)
-        .filter(|s| present.binary_search(s).is_err())
-        .collect();
-    if !missing.is_empty() {
-        let mut wb = store.batch();
-        for s in &missing {
-            wb.put_log(replica, *s, &LogEntry::default().encode());
+    let mut expected = floor + 1;
+    for item in store.log_entries_of(replica, floor + 1) {
+        let (key, bytes) = item?;
+        let Some((origin, seq)) = keys::parse_log_key(&key) else {
+            break;
+        };
+        if origin != replica || seq > last {
+            break;
         }
-        wb.commit(durability == crate::config::Durability::Sync)?;
-        tracing::info!(replica = %replica, filled = missing.len(), "filled sequence gaps left by a crash");
+        if seq != expected {
+            return Ok((last, Some(expected)));
+        }
+        // An empty entry of its own origin is a filler (nothing this version logs).
+        if LogEntry::decode(&bytes).is_ok_and(|e| e.is_whole() && e.keys.is_empty()) {
+            return Ok((last, Some(seq)));
+        }
+        expected = seq + 1;
     }
-    Ok(last)
+    Ok((last, (expected <= last).then_some(expected)))
 }

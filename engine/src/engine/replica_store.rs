@@ -13,8 +13,8 @@ use crate::model::{codec, Dot, Hlc, Record, ReplicaId, StateFacts, VersionVector
 use crate::replication::iblt::Iblt;
 use crate::replication::{
     decode_record_states, sequence_entries, sort_joining_by, ApplyOutcome, Compaction,
-    DecodedEntry, OriginView, RecordRange, RecordState, RemoteRecord, ReplicaStore, SharedState,
-    StateSummary,
+    DecodedEntry, Exceptions, OriginView, ReadStates, RecordRange, RecordState, RemoteRecord,
+    ReplicaStore, ShippedEntry, StateSummary,
 };
 use crate::store::{keys, AtomicWrite, LogEntry};
 use std::borrow::Cow;
@@ -102,9 +102,11 @@ impl Engine {
     /// A local record that does not decode is replaced by the peer's state when `repair` is
     /// set, an error otherwise; `record_max` refuses merges that would grow past it. With a
     /// `horizon` (a state transfer's snapshot), the peer is known to have applied every write
-    /// in it: dots it covers that the peer's state does not hold are removed here too.
-    /// The caller holds the engine's gate for reading (the anti-entropy summary is updated
-    /// here, for the batch it then commits).
+    /// in it: dots it covers that the peer's state does not hold are removed here too, but
+    /// for keys whose hash is in the horizon's spare set (the peer does not vouch for them).
+    /// What the exceptions name (`declared_lost.rs`) is not counted as seen: a copy of a
+    /// write declared lost that arrives later is kept. The caller holds the engine's gate for
+    /// reading (the anti-entropy summary is updated here, for the batch it then commits).
     pub(crate) fn stage_joins<'k>(
         &self,
         remote: Vec<Incoming<'k>>,
@@ -112,7 +114,7 @@ impl Engine {
         wb: &mut AtomicWrite<'_>,
         repair: bool,
         record_max: Option<usize>,
-        horizon: Option<&VersionVector>,
+        horizon: Option<(&VersionVector, &BTreeSet<u64>)>,
     ) -> Result<Vec<&'k [u8]>> {
         let inner = &*self.inner;
         if let Some(marker) = remote.iter().filter_map(Incoming::max_marker).max() {
@@ -124,9 +126,16 @@ impl Engine {
         let mut changed = Vec::new();
         let keys: Vec<&[u8]> = remote.iter().map(|i| i.key).collect();
         let stored_all = inner.store.get_records(&keys)?;
+        let exceptions = lock(&inner.exceptions).clone();
         for (theirs, stored) in remote.into_iter().zip(stored_all) {
             let key = theirs.key;
             let stored = stored.as_deref();
+            let seen = exceptions.seen_for(key, seen);
+            let seen = &*seen;
+            let horizon = horizon.and_then(|(h, spare)| {
+                (spare.is_empty() || !spare.contains(&crate::model::digest::key_hash(key)))
+                    .then_some(h)
+            });
             let local = match stored.map(codec::decode_record) {
                 None => None,
                 Some(Ok(r)) => Some(r),
@@ -221,12 +230,7 @@ impl ReplicaStore for Engine {
         OriginView {
             origin: status.origin,
             epoch: status.epoch,
-            confirmed: status.writable,
         }
-    }
-
-    fn confirm_origin(&self) {
-        Engine::confirm_origin(self)
     }
 
     fn start_new_epoch(&self, reason: &str) -> Result<ReplicaId> {
@@ -284,20 +288,32 @@ impl ReplicaStore for Engine {
         Engine::applied(self)
     }
 
-    fn read_entry(&self, origin: ReplicaId, seq: u64) -> Result<Option<Vec<SharedState>>> {
+    fn exceptions(&self) -> Exceptions {
+        self.declared_lost()
+    }
+
+    fn stranded(&self) -> Vec<(ReplicaId, u64)> {
+        self.stranded_origins()
+    }
+
+    fn declare_lost(&self, origin: ReplicaId, seq: u64) -> Result<()> {
+        self.declare_stranded_lost(origin, seq)
+    }
+
+    fn read_entry(&self, origin: ReplicaId, seq: u64) -> Result<Option<ShippedEntry>> {
         if seq <= lock(&self.inner.floors).get(origin) {
             return Ok(None);
         }
         // Current states: from the entry's cells where recently written, else from RocksDB.
-        let mut out = Vec::new();
+        let mut out = ShippedEntry::default();
         let mut missing = Vec::new();
         let cached = lock(&self.inner.entry_keys).get(&(origin, seq));
         match cached {
             Some(cells) => {
-                out.reserve(cells.len());
+                out.states.reserve(cells.len());
                 for cell in cells.iter() {
                     match cell.state() {
-                        Some(state) => out.push((cell.shared_key(), state)),
+                        Some(state) => out.states.push((cell.shared_key(), state)),
                         None => missing.push(cell.key().to_vec()),
                     }
                 }
@@ -312,8 +328,8 @@ impl ReplicaStore for Engine {
                     }
                     Err(e) => return Err(e.into()),
                 };
-                let keys = match LogEntry::decode(&bytes) {
-                    Ok(entry) => entry.keys,
+                let entry = match LogEntry::decode(&bytes) {
+                    Ok(entry) => entry,
                     // Which keys it named is lost: peers that need it get the state instead
                     // (`None` is what a truncated log answers).
                     Err(e) => {
@@ -321,10 +337,12 @@ impl ReplicaStore for Engine {
                         return Ok(None);
                     }
                 };
-                out.reserve(keys.len());
-                for key in keys {
+                out.left_out = entry.left_out;
+                out.lost = entry.lost;
+                out.states.reserve(entry.keys.len());
+                for key in entry.keys {
                     match self.inner.states.get(&key) {
-                        Some(state) => out.push((key.into(), state)),
+                        Some(state) => out.states.push((key.into(), state)),
                         None => missing.push(key),
                     }
                 }
@@ -332,7 +350,10 @@ impl ReplicaStore for Engine {
         }
         if !missing.is_empty() {
             let read = self.read_records(&missing)?;
-            out.extend(read.into_iter().map(|(k, v)| (k.into(), v.into())));
+            out.states
+                .extend(read.records.into_iter().map(|(k, v)| (k.into(), v.into())));
+            // Unreadable here: the entry ships partial, and its peer waits for a whole copy.
+            out.left_out.extend(read.left_out);
         }
         Ok(Some(out))
     }
@@ -366,9 +387,31 @@ impl ReplicaStore for Engine {
         let mut wb = inner.store.batch();
         let mut all: Vec<Incoming<'_>> =
             Vec::with_capacity(accepted.iter().map(|e| e.records.len()).sum());
+        let mut declared = Exceptions::default();
         for entry in &accepted {
             let keys: Vec<&[u8]> = entry.records.iter().map(|r| &r.key[..]).collect();
-            wb.put_log(origin, entry.seq, &LogEntry::encode_keys(&keys));
+            if entry.is_whole() {
+                wb.put_log(origin, entry.seq, &LogEntry::encode_keys(&keys));
+            } else {
+                // Applied partial (no whole copy came within the bound): what it lacks is
+                // declared lost, and it is relayed as partial.
+                let logged = LogEntry {
+                    keys: keys.iter().map(|k| k.to_vec()).collect(),
+                    left_out: entry.left_out.clone(),
+                    lost: entry.lost,
+                };
+                wb.put_log(origin, entry.seq, &logged.encode());
+                if entry.lost {
+                    declared.lost.push((origin, entry.seq));
+                }
+                declared.uncertain.extend(
+                    entry
+                        .left_out
+                        .iter()
+                        .map(|k| crate::model::digest::key_hash(k)),
+                );
+                tracing::error!(%origin, seq = entry.seq, lost = entry.lost, left_out = ?entry.left_out.iter().map(|k| crate::error::show(k).to_string()).collect::<Vec<_>>(), "no member supplied this entry whole within the bound: applied partial, what it lacks declared lost");
+            }
             all.extend(entry.records.iter().map(Incoming::of));
         }
         let remote = if accepted.len() == 1 {
@@ -380,10 +423,30 @@ impl ReplicaStore for Engine {
         let _guards = self.lock_keys(&keys);
         let seen = self.applied();
         let changed = self.stage_joins(remote, &seen, &mut wb, true, None, None)?;
+        if !declared.lost.is_empty() || !declared.uncertain.is_empty() {
+            let change = lock(&inner.exceptions).absorb(&declared);
+            self.stage_exceptions(&mut wb, &change);
+        }
+        // A stranded origin's log holds entries beyond the number just supplied: they count
+        // again, up to the next number missing.
+        let have = match lock(&inner.stranded).get(&origin).copied() {
+            Some(held) if held > have => {
+                let mut through = have;
+                for s in inner.store.log_seqs(origin, have + 1, held)? {
+                    if s != through + 1 {
+                        break;
+                    }
+                    through = s;
+                }
+                through
+            }
+            _ => have,
+        };
         wb.put_meta(&keys::applied_key(origin), &have.to_be_bytes());
         self.commit(wb)?;
         self.uncache_states(changed.iter().copied());
         lock(&inner.applied).add(Dot::new(origin, have));
+        self.unstrand(origin, have);
         self.applied_advanced();
         // Report, per applied entry, how many of its records changed here.
         let everything = changed.len() == keys.len();
@@ -424,6 +487,7 @@ impl ReplicaStore for Engine {
             .unwrap_or_else(|| (Iblt::with_cells(cells), 0));
         Ok(StateSummary {
             applied,
+            exceptions: self.declared_lost(),
             table,
             records,
         })
@@ -451,22 +515,36 @@ impl ReplicaStore for Engine {
     }
 
     fn read_range(&self, from: &[u8], bytes: usize) -> Result<RecordRange> {
-        let mut out = Vec::new();
+        let mut out = RecordRange::default();
         let mut size = 0;
+        let max = crate::limits::ENTRY_BYTES_MAX;
         for item in self.inner.store.records_from(from, None) {
             let (key, state) = item?;
-            if !out.is_empty() && size + key.len() + state.len() + RECORD_OVERHEAD_BYTES > bytes {
-                return Ok((out, Some(key.into_vec())));
+            let len = key.len() + state.len() + RECORD_OVERHEAD_BYTES;
+            if (!out.states.records.is_empty() || !out.states.left_out.is_empty())
+                && size + len > bytes
+            {
+                out.next = Some(key.into_vec());
+                return Ok(out);
             }
-            // A record that does not check is not shipped (its fault stays its own).
+            // A record that does not check, or that no frame carries, is not shipped (its
+            // fault stays its own) but named: the receiver does not take the gap for a delete.
             if let Err(e) = codec::check_record(&state) {
                 self.note_fault(Stored::Record, &key, &e);
+                size += key.len() + RECORD_OVERHEAD_BYTES;
+                out.states.left_out.push(key.into_vec());
                 continue;
             }
-            size += key.len() + state.len() + RECORD_OVERHEAD_BYTES;
-            out.push((key.into_vec(), state.into_vec()));
+            if len > max {
+                metrics::counter!("meridian_replication_records_unshippable_total").increment(1);
+                size += key.len() + RECORD_OVERHEAD_BYTES;
+                out.states.left_out.push(key.into_vec());
+                continue;
+            }
+            size += len;
+            out.states.records.push((key.into_vec(), state.into_vec()));
         }
-        Ok((out, None))
+        Ok(out)
     }
 
     fn drop_absent(
@@ -475,11 +553,13 @@ impl ReplicaStore for Engine {
         through: Option<&[u8]>,
         present: &BTreeSet<Vec<u8>>,
         seen: &VersionVector,
+        spare: &BTreeSet<u64>,
     ) -> Result<usize> {
         let mut absent = Vec::new();
         for item in self.inner.store.records_from(from, through) {
             let (key, _) = item?;
-            if !present.contains(&key[..]) {
+            if !present.contains(&key[..]) && !spare.contains(&crate::model::digest::key_hash(&key))
+            {
                 absent.push(key.into_vec());
             }
         }
@@ -489,24 +569,33 @@ impl ReplicaStore for Engine {
         self.drop_covered(&absent, seen)
     }
 
-    fn read_records(&self, keys: &[Vec<u8>]) -> Result<Vec<RecordState>> {
+    fn read_records(&self, keys: &[Vec<u8>]) -> Result<ReadStates> {
         // One batched lookup; RocksDB wants the keys sorted, which log entries' keys are.
         let mut sorted: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
         if !sorted.is_sorted() {
             sorted.sort_unstable();
         }
         let found = self.inner.store.get_records_each(&sorted);
-        let mut out = Vec::with_capacity(sorted.len());
+        let mut out = ReadStates {
+            records: Vec::with_capacity(sorted.len()),
+            left_out: Vec::new(),
+        };
         for (key, state) in sorted.iter().zip(found) {
-            // A record that cannot be read or checked is not shipped: peers would refuse it.
-            // The fault stays with its key.
+            // A record that cannot be read or checked is not shipped (peers would refuse it)
+            // but named, so that they know they lack it. The fault stays with its key.
             match state {
                 Ok(Some(state)) => match codec::check_record(&state) {
-                    Ok(_) => out.push((key.to_vec(), state.to_vec())),
-                    Err(e) => self.note_fault(Stored::Record, key, &e),
+                    Ok(_) => out.records.push((key.to_vec(), state.to_vec())),
+                    Err(e) => {
+                        self.note_fault(Stored::Record, key, &e);
+                        out.left_out.push(key.to_vec());
+                    }
                 },
                 Ok(None) => {}
-                Err(e) if is_corruption(&e) => self.note_fault(Stored::Record, key, &e),
+                Err(e) if is_corruption(&e) => {
+                    self.note_fault(Stored::Record, key, &e);
+                    out.left_out.push(key.to_vec());
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -517,9 +606,12 @@ impl ReplicaStore for Engine {
         &self,
         records: &[RecordState],
         horizon: &VersionVector,
+        spare: &BTreeSet<u64>,
     ) -> Result<ApplyOutcome> {
         self.check_writable()?;
-        let Ok(decoded) = decode_record_states(records, self.record_bytes_max()) else {
+        let mut left_out = Vec::new();
+        let Ok(decoded) = decode_record_states(records, self.record_bytes_max(), &mut left_out)
+        else {
             return Ok(ApplyOutcome::Invalid);
         };
         let remote: Vec<Incoming<'_>> = decoded.iter().map(Incoming::of).collect();
@@ -529,7 +621,20 @@ impl ReplicaStore for Engine {
         let _guards = self.lock_keys(&keys);
         let seen = self.applied();
         let mut wb = self.inner.store.batch();
-        let changed = self.stage_joins(remote, &seen, &mut wb, true, None, Some(horizon))?;
+        if !left_out.is_empty() {
+            // States refused here: their keys may lack what the snapshot covers.
+            let uncertain = left_out
+                .iter()
+                .map(|k| crate::model::digest::key_hash(k))
+                .collect();
+            let change = lock(&self.inner.exceptions).absorb(&Exceptions {
+                lost: vec![],
+                uncertain,
+            });
+            self.stage_exceptions(&mut wb, &change);
+        }
+        let changed =
+            self.stage_joins(remote, &seen, &mut wb, true, None, Some((horizon, spare)))?;
         self.commit(wb)?;
         self.uncache_states(changed.iter().copied());
         Ok(ApplyOutcome::Applied {
@@ -537,7 +642,7 @@ impl ReplicaStore for Engine {
         })
     }
 
-    fn adopt(&self, snapshot: &VersionVector) -> Result<()> {
+    fn adopt(&self, snapshot: &VersionVector, exceptions: &Exceptions) -> Result<()> {
         let inner = &*self.inner;
         self.check_writable()?;
         // Gate before the apply lock (the order every path takes them in).
@@ -547,6 +652,9 @@ impl ReplicaStore for Engine {
         let mut applied = lock(&inner.applied).clone();
         let mut floors = lock(&inner.floors).clone();
         let mut wb = inner.store.batch();
+        // What the sender's records did not reflect holds here too from now on.
+        let change = lock(&inner.exceptions).absorb(exceptions);
+        self.stage_exceptions(&mut wb, &change);
         for (origin, seq) in snapshot.iter() {
             if origin == me || seq <= applied.get(origin) {
                 continue;
@@ -559,6 +667,9 @@ impl ReplicaStore for Engine {
             wb.put_meta(&keys::floor_key(origin), &seq.to_be_bytes());
         }
         self.commit(wb)?;
+        for (origin, seq) in applied.iter() {
+            self.unstrand(origin, seq);
+        }
         *lock(&inner.applied) = applied;
         self.applied_advanced();
         *lock(&inner.floors) = floors;
@@ -620,7 +731,7 @@ mod tests {
     }
 
     fn owned_entry(e: &Engine, origin: ReplicaId, seq: u64) -> Option<Vec<RecordState>> {
-        let states = e.read_entry(origin, seq).unwrap()?;
+        let states = e.read_entry(origin, seq).unwrap()?.states;
         Some(
             states
                 .iter()

@@ -141,9 +141,6 @@ impl Engine {
         }
         // Held until the write is committed and visible: an epoch change waits for it.
         let origin = read_lock(&inner.gate);
-        if !origin.confirmed {
-            return Err(Error::Recovering(origin.waiting_for()));
-        }
         let distinct: Cow<'_, [&[u8]]> = if keys.len() == 1 {
             Cow::Borrowed(keys)
         } else {
@@ -162,35 +159,31 @@ impl Engine {
             .map(|(r, _)| r.unwrap_or_default())
             .collect();
 
-        let seq = inner.next_seq.fetch_add(1, Ordering::SeqCst);
-        let dot = Dot::new(origin.id, seq);
-        let marker = lock(&inner.clock).tick(inner.config.clock.now_ms());
-        let stamp = Stamp { dot, marker };
-        let encoded = match self.apply_and_encode(keys, ops, &distinct, &mut records, stamp) {
-            Ok(encoded) => encoded,
-            Err(e) => {
-                // The sequence number is spent: log it as empty so the origin stays contiguous.
-                self.commit_empty(origin.id, seq)?;
-                return Err(e);
+        // Numbered where it commits (`commit_order.rs`): the log holds writes in sequence order.
+        let (seq, written, (dot, encoded)) = self.commit_numbered(|seq| {
+            let dot = Dot::new(origin.id, seq);
+            let marker = lock(&inner.clock).tick(inner.config.clock.now_ms());
+            let stamp = Stamp { dot, marker };
+            let encoded = self.apply_and_encode(keys, ops, &distinct, &mut records, stamp)?;
+            let mut wb = inner.store.batch();
+            for ((key, bytes), (record, (existed, _))) in distinct
+                .iter()
+                .zip(&encoded)
+                .zip(records.iter().zip(&before))
+            {
+                wb.put_record(key, bytes);
+                if !existed {
+                    wb.index_key(key);
+                }
+                if record.is_bottom() {
+                    // A new tombstone: compaction reclaims it once it is stable.
+                    self.mark_tombstone(&mut wb, key);
+                }
             }
-        };
-        let mut wb = inner.store.batch();
-        for ((key, bytes), (record, (existed, _))) in distinct
-            .iter()
-            .zip(&encoded)
-            .zip(records.iter().zip(&before))
-        {
-            wb.put_record(key, bytes);
-            if !existed {
-                wb.index_key(key);
-            }
-            if record.is_bottom() {
-                // A new tombstone: compaction reclaims it once it is stable.
-                self.mark_tombstone(&mut wb, key);
-            }
-        }
-        wb.put_log(origin.id, seq, &LogEntry::encode_keys(&distinct));
-        self.commit(wb)?;
+            wb.put_log(origin.id, seq, &LogEntry::encode_keys(&distinct));
+            Ok((wb, (dot, encoded)))
+        })?;
+        self.sync_written(written)?;
         if summarised {
             for ((key, bytes), (_, old)) in distinct.iter().zip(&encoded).zip(&before) {
                 inner
@@ -274,16 +267,6 @@ impl Engine {
             });
         }
         Ok(out)
-    }
-
-    pub(super) fn commit_empty(&self, origin: ReplicaId, seq: u64) -> Result<()> {
-        let mut wb = self.inner.store.batch();
-        wb.put_log(origin, seq, &LogEntry::default().encode());
-        self.commit(wb)?;
-        let checkpoint = lock(&self.inner.own).commit(seq);
-        self.applied_advanced();
-        self.checkpoint_contiguous(checkpoint);
-        Ok(())
     }
 
     pub(super) fn checkpoint_contiguous(&self, contiguous: Option<u64>) {

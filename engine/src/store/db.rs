@@ -98,6 +98,33 @@ impl Store {
             .collect()
     }
 
+    /// Up to `limit` metadata entries whose key starts with `prefix`, after the key `after`
+    /// (from the first when `None`), in key order.
+    pub fn meta_page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, rocksdb::Error> {
+        let mut ro = ReadOptions::default();
+        if let Some(end) = keys::prefix_end(prefix) {
+            ro.set_iterate_upper_bound(end);
+        }
+        let start = match after {
+            Some(after) => {
+                let mut next = after.to_vec();
+                next.push(0);
+                next
+            }
+            None => prefix.to_vec(),
+        };
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        self.db
+            .iterator_cf_opt(self.cf(CF_META), ro, mode)
+            .take(limit)
+            .collect()
+    }
+
     /// Writes one metadata value durably.
     pub fn put_meta_sync(&self, key: &[u8], value: &[u8]) -> Result<(), rocksdb::Error> {
         let mut wo = WriteOptions::default();

@@ -33,6 +33,12 @@ pub const META_EPOCH: &[u8] = b"epoch";
 pub const META_REPLICATED: &[u8] = b"replicated";
 /// Metadata key of the current run: whether it ended cleanly (1 byte), then the boot it ran in.
 pub const META_RUN: &[u8] = b"run";
+/// Metadata key of the current run's durability (0: `Wal`, 1: `Sync`): whether an unclean end
+/// of it can have lost acknowledged writes is decided by it, not by the next run's setting.
+pub const META_RUN_DURABILITY: &[u8] = b"run_durability";
+/// Metadata key present in a directory restored from a backup until its first open takes a
+/// new epoch (the copy may have a live twin, and lacks what was written after it was taken).
+pub const META_RESTORED: &[u8] = b"restored";
 /// Metadata key of the on-disk layout version.
 pub const META_LAYOUT: &[u8] = b"layout";
 
@@ -63,6 +69,27 @@ pub const META_FLOOR_PREFIX: &[u8] = b"floor/";
 pub fn floor_key(origin: ReplicaId) -> Vec<u8> {
     let mut k = META_FLOOR_PREFIX.to_vec();
     k.extend_from_slice(&origin.0.to_be_bytes());
+    k
+}
+
+/// Prefix of the metadata keys naming writes declared lost (origin, then sequence number).
+pub const META_LOST_PREFIX: &[u8] = b"exc_lost/";
+/// Prefix of the metadata keys naming keys, by hash, whose states were left out on their way
+/// here (declared lost).
+pub const META_UNCERTAIN_PREFIX: &[u8] = b"exc_key/";
+
+/// Metadata key of the write `(origin, seq)` declared lost.
+pub fn lost_key(origin: ReplicaId, seq: u64) -> Vec<u8> {
+    let mut k = META_LOST_PREFIX.to_vec();
+    k.extend_from_slice(&origin.0.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Metadata key of the key hash `hash` whose state was left out.
+pub fn uncertain_key(hash: u64) -> Vec<u8> {
+    let mut k = META_UNCERTAIN_PREFIX.to_vec();
+    k.extend_from_slice(&hash.to_be_bytes());
     k
 }
 

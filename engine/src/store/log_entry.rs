@@ -6,19 +6,40 @@
 use crate::model::codec::CodecError;
 use serde::{Deserialize, Serialize};
 
-const LOG_FORMAT: u8 = 1;
+/// Format of an entry this replica reflects whole: its keys only (what every write leaves).
+const LOG_FORMAT_KEYS: u8 = 1;
+/// Format of a partial entry: its keys, the keys left out, and whether the write is lost.
+const LOG_FORMAT_PARTIAL: u8 = 2;
 
 /// The keys one write changed; empty for a sequence number that carried no change.
+///
+/// An entry is *partial* when this replica applied it without reflecting all of it (declared
+/// lost after no replica could supply the rest, `ReplicaStore::apply_entries`): some keys'
+/// states were left out, or the write itself is lost (its keys unknown). A partial entry is
+/// relayed as partial, so that no replica counts it as whole.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
-    /// Keys changed by the write.
+    /// Keys changed by the write (whose states were applied).
     pub keys: Vec<Vec<u8>>,
+    /// Keys the write changed whose states were left out.
+    pub left_out: Vec<Vec<u8>>,
+    /// Nothing of the write is held: it was declared lost.
+    pub lost: bool,
 }
 
 impl LogEntry {
-    /// Versioned bytes.
+    /// Whether the entry is reflected whole.
+    pub fn is_whole(&self) -> bool {
+        self.left_out.is_empty() && !self.lost
+    }
+
+    /// Versioned bytes (a whole entry in the keys-only format older builds read).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![LOG_FORMAT];
+        if self.is_whole() {
+            let keys: Vec<&[u8]> = self.keys.iter().map(Vec::as_slice).collect();
+            return Self::encode_keys(&keys);
+        }
+        let mut out = vec![LOG_FORMAT_PARTIAL];
         // Writing into a Vec cannot fail.
         let _ = postcard::to_io(self, &mut out);
         out
@@ -27,7 +48,7 @@ impl LogEntry {
     /// The encoding of an entry naming `keys`, without building one.
     pub fn encode_keys(keys: &[&[u8]]) -> Vec<u8> {
         let mut out = Vec::with_capacity(2 + keys.iter().map(|k| k.len() + 3).sum::<usize>());
-        out.push(LOG_FORMAT);
+        out.push(LOG_FORMAT_KEYS);
         let keys: Vec<&serde_bytes::Bytes> =
             keys.iter().map(|k| serde_bytes::Bytes::new(k)).collect();
         // Writing into a Vec cannot fail.
@@ -38,12 +59,57 @@ impl LogEntry {
     /// Parses `encode`'s output.
     pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         let (&v, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-        if v > LOG_FORMAT {
-            return Err(CodecError::FutureVersion {
-                found: v,
-                supported: LOG_FORMAT,
-            });
+        let malformed = |e: postcard::Error| CodecError::Malformed(e.to_string());
+        match v {
+            LOG_FORMAT_KEYS => Ok(LogEntry {
+                keys: postcard::from_bytes(body).map_err(malformed)?,
+                ..LogEntry::default()
+            }),
+            LOG_FORMAT_PARTIAL => postcard::from_bytes(body).map_err(malformed),
+            0 => Err(CodecError::Malformed("log format 0".into())),
+            found => Err(CodecError::FutureVersion {
+                found,
+                supported: LOG_FORMAT_PARTIAL,
+            }),
         }
-        postcard::from_bytes(body).map_err(|e| CodecError::Malformed(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn whole_entries_keep_the_keys_only_format_and_partial_ones_round_trip() {
+        let whole = LogEntry {
+            keys: vec![b"a".to_vec(), b"bc".to_vec()],
+            ..LogEntry::default()
+        };
+        let bytes = whole.encode();
+        assert_eq!(bytes, LogEntry::encode_keys(&[b"a", b"bc"]));
+        assert_eq!(bytes[0], LOG_FORMAT_KEYS);
+        assert_eq!(LogEntry::decode(&bytes).unwrap(), whole);
+        for partial in [
+            LogEntry {
+                keys: vec![b"a".to_vec()],
+                left_out: vec![b"z".to_vec()],
+                lost: false,
+            },
+            LogEntry {
+                lost: true,
+                ..LogEntry::default()
+            },
+        ] {
+            let bytes = partial.encode();
+            assert_eq!(bytes[0], LOG_FORMAT_PARTIAL);
+            assert_eq!(LogEntry::decode(&bytes).unwrap(), partial);
+            assert!(!partial.is_whole());
+        }
+        assert!(matches!(
+            LogEntry::decode(&[9, 0]),
+            Err(CodecError::FutureVersion { found: 9, .. })
+        ));
+        assert!(LogEntry::decode(&[]).is_err());
     }
 }

@@ -3,7 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use meridian::replication::{LinkId, Output, ReplicationConfig, Replicator};
+use meridian::replication::{LinkId, Output, ReplicationConfig, ReplicationError, Replicator};
 use meridian::{Config, Engine, ReplicaId};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -27,6 +27,12 @@ pub struct Net {
     pub sessions: u64,
     /// Links closed, with the reason, by (closing region, peer region).
     pub closed: Vec<(usize, usize, String)>,
+    /// Frames refused, with the reason, by (refusing region, sending region).
+    pub refused: Vec<(usize, usize, String)>,
+    /// The replication settings every region starts with.
+    pub replication: ReplicationConfig,
+    /// The boot every region's engine believes it runs in.
+    pub boot: String,
 }
 
 impl Net {
@@ -47,6 +53,9 @@ impl Net {
             now_ms: 1,
             sessions: 0,
             closed: Vec::new(),
+            refused: Vec::new(),
+            replication: ReplicationConfig::default(),
+            boot: "boot-1".into(),
         };
         for i in 0..n {
             net.start(i);
@@ -65,17 +74,28 @@ impl Net {
 
     /// `start`, with the replicator announcing `announced` as its member id.
     pub fn start_as(&mut self, i: usize, announced: ReplicaId) {
-        let config = Config {
+        self.start_with(i, announced, |_| {});
+    }
+
+    /// `start`, with the engine's configuration changed by `tune` first.
+    pub fn start_tuned(&mut self, i: usize, tune: impl FnOnce(&mut Config)) {
+        self.start_with(i, self.regions[i].member, tune);
+    }
+
+    fn start_with(&mut self, i: usize, announced: ReplicaId, tune: impl FnOnce(&mut Config)) {
+        let mut config = Config {
             replica_id: Some(self.regions[i].member),
+            boot_id: Some(self.boot.clone()),
             ..Config::default()
         };
+        tune(&mut config);
         let engine = Engine::open(&self.regions[i].dir, config).unwrap();
         engine.attach_replication().unwrap();
         self.sessions += 1;
         let repl_config = ReplicationConfig {
             members: self.members.clone(),
             session: self.sessions,
-            ..ReplicationConfig::default()
+            ..self.replication.clone()
         };
         let repl = Replicator::new(announced, repl_config);
         self.regions[i].node = Some((engine, repl));
@@ -100,6 +120,18 @@ impl Net {
     /// Stops region `i` (its engine closes; its peers see the links go down).
     pub fn stop(&mut self, i: usize) {
         self.regions[i].node = None;
+        self.unlink_all(i);
+    }
+
+    /// Stops region `i` as a process crash would (its run does not end cleanly).
+    pub fn crash(&mut self, i: usize) {
+        if let Some((engine, _)) = self.regions[i].node.take() {
+            engine.close_as_crashed();
+        }
+        self.unlink_all(i);
+    }
+
+    fn unlink_all(&mut self, i: usize) {
         for r in self.regions.iter_mut() {
             if let Some((_, repl)) = r.node.as_mut() {
                 repl.disconnected(LinkId(i as u32));
@@ -126,7 +158,13 @@ impl Net {
                             let now = self.now_ms;
                             if let Some((e, r)) = self.regions[j].node.as_mut() {
                                 moved = true;
-                                let _ = r.handle(LinkId(i as u32), &frame, e, now);
+                                match r.handle(LinkId(i as u32), &frame, e, now) {
+                                    Ok(()) => {}
+                                    Err(ReplicationError::Peer { error, .. }) => {
+                                        self.refused.push((j, i, error.to_string()))
+                                    }
+                                    Err(e) => panic!("region {j}: {e}"),
+                                }
                             }
                         }
                         Output::Close { link: peer, reason } => {
@@ -148,9 +186,12 @@ impl Net {
         while self.now_ms < end {
             self.now_ms += TICK_MS;
             let now = self.now_ms;
-            for r in self.regions.iter_mut() {
+            for (i, r) in self.regions.iter_mut().enumerate() {
                 if let Some((e, repl)) = r.node.as_mut() {
-                    let _ = repl.tick(e, now);
+                    match repl.tick(e, now) {
+                        Ok(()) | Err(ReplicationError::Peer { .. }) => {}
+                        Err(e) => panic!("region {i}: {e}"),
+                    }
                 }
             }
             self.deliver();

@@ -2,14 +2,14 @@
 //!
 //! | frame | when | meaning |
 //! |---|---|---|
-//! | `Hello` | on connect, retried until answered; again after an epoch change | cluster, member, its origin and epoch (and whether confirmed), process session, region, applied vector |
+//! | `Hello` | on connect, retried until answered; again after an epoch change | cluster, member, its origin and epoch, process session, region, applied vector |
 //! | `Reject` | after a bad `Hello` | the reason; the link is closed |
-//! | `Entries` | whenever the peer lacks entries of an origin this replica holds | one origin's log entries in sequence order, each with the current states of the records it changed |
+//! | `Entries` | whenever the peer lacks entries of an origin this replica holds | one origin's log entries in sequence order, each with the current states of the records it changed, the keys whose states it leaves out, and whether the write is lost (a partial entry ends the frame) |
 //! | `Ack` | after `Entries`, and as the idle heartbeat | the sender's applied vector, numbered per link (older ones are ignored) |
 //! | `Nack` | after an entry arrived out of order | resend `origin` from `next` |
-//! | `AeOffer` | the peer lacks entries this replica's log no longer holds | IBLT over (key hash, state hash) of every record, and the record count |
+//! | `AeOffer` | the peer lacks entries this replica's log no longer holds | IBLT over (key hash, state hash) of every record, the record count, and the exceptions (what the snapshot covers that the records do not reflect) |
 //! | `AeWant` / `AeRetry` / `AeStream` | answer to an offer | the key hashes of the records the receiver lacks / a larger table, please / the difference is too large: send everything in key order |
-//! | `AeRecords` / `AeRange` / `AeAck` | answer to `AeWant` / `AeStream`, flow-controlled | numbered chunks of records (a range chunk covers a key range whole), applied in order; every chunk carries the sender's snapshot; `done` ends the round and the receiver adopts it |
+//! | `AeRecords` / `AeRange` / `AeAck` | answer to `AeWant` / `AeStream`, flow-controlled | numbered chunks of records and the keys left out (a range chunk covers a key range whole), applied in order; every chunk carries the sender's snapshot; `done` ends the round and the receiver adopts it with the exceptions |
 //! | `Ping` / `Pong` | heartbeat | round-trip time |
 //! | `About` | once a link is ready, when the replica has a location or an advertised address | where its region is and where clients reach it |
 //! | `Lease` | active-passive mode | a lease request, a voter's promise or refusal, a release, a step-down (see `lease`) |
@@ -18,7 +18,7 @@ use crate::model::{ReplicaId, VersionVector};
 use serde::{Deserialize, Serialize};
 
 /// Version byte of the frames this build speaks.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 pub use crate::limits::FRAME_BYTES_MAX;
 
 /// One log entry on the wire.
@@ -26,9 +26,28 @@ pub use crate::limits::FRAME_BYTES_MAX;
 pub struct WireEntry {
     /// The origin's sequence number.
     pub seq: u64,
-    /// (key, encoded record) for every record the entry changed.
+    /// (key, encoded record) for every record the entry changed that the sender ships.
     pub records: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
+    /// Keys the entry changed whose states the sender leaves out (unreadable, corrupt,
+    /// grown past a frame, or left out where the sender got the entry): the entry is partial.
+    pub left_out: Vec<serde_bytes::ByteBuf>,
+    /// The write is lost: the sender holds nothing of it (declared lost; its keys unknown).
+    pub lost: bool,
 }
+
+/// What a replica's applied vector covers that its records do not reflect (declared lost),
+/// as state transfer tells it: the receiver neither erases nor prunes on its account, and
+/// takes it on with the snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exceptions {
+    /// Writes declared lost (their keys unknown).
+    pub lost: Vec<(ReplicaId, u64)>,
+    /// Hashes (`model::digest::key_hash`) of keys whose state was left out somewhere on its way.
+    pub uncertain: Vec<u64>,
+}
+
+/// Most items of each kind in an `Exceptions` a replica keeps or accepts.
+pub const EXCEPTIONS_MAX: usize = 1_024;
 
 /// A replication message between two replicas.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,9 +62,6 @@ pub enum Frame {
         origin: ReplicaId,
         /// The origin's epoch.
         epoch: u32,
-        /// Whether the sender writes under `origin` (its peers confirmed it lost nothing, or it
-        /// is a new epoch): its applied entry for `origin` then bounds what anyone holds of it.
-        confirmed: bool,
         /// Drawn at each process start: a member whose earlier session comes back is two
         /// processes sharing one identity.
         session: u64,
@@ -91,6 +107,8 @@ pub enum Frame {
         table: serde_bytes::ByteBuf,
         /// How many records the offerer holds.
         records: u64,
+        /// What the offerer's snapshot covers without its records reflecting it.
+        exceptions: Box<Exceptions>,
     },
     /// The hashes of the keys whose records the receiver lacks (or holds in another version).
     AeWant {
@@ -114,6 +132,8 @@ pub enum Frame {
         chunk: u64,
         /// (key, encoded record).
         records: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
+        /// Wanted keys the sender holds but cannot ship (unreadable, corrupt, too large).
+        left_out: Vec<serde_bytes::ByteBuf>,
         /// Whether this ends the round: the receiver then adopts `snapshot`.
         done: bool,
         /// The offer's applied vector (the sender's states reflect every write in it).
@@ -155,6 +175,9 @@ pub enum Frame {
         through: Option<serde_bytes::ByteBuf>,
         /// (key, encoded record).
         records: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
+        /// Keys in the range the sender holds but cannot ship (unreadable, corrupt, too large):
+        /// not gaps.
+        left_out: Vec<serde_bytes::ByteBuf>,
         /// Whether this ends the round.
         done: bool,
         /// The offer's applied vector (the sender's states reflect every write in it).
@@ -239,9 +262,22 @@ impl Frame {
     }
 }
 
+/// One entry as `encode_entries` writes it: sequence number, the record states shipped, the
+/// keys left out, and whether the write is lost.
+pub struct EntryOut<'a, B> {
+    /// The origin's sequence number.
+    pub seq: u64,
+    /// (key, state) shipped.
+    pub records: &'a [(B, B)],
+    /// Keys whose states are left out.
+    pub left_out: &'a [B],
+    /// The write is lost (nothing of it is held).
+    pub lost: bool,
+}
+
 /// The bytes of `Frame::Entries { origin, entries }` written straight from borrowed record
 /// states (the sender's hot path: no copy into owned `WireEntry`s first).
-pub fn encode_entries<B: AsRef<[u8]>>(origin: ReplicaId, entries: &[(u64, &[(B, B)])]) -> Vec<u8> {
+pub fn encode_entries<B: AsRef<[u8]>>(origin: ReplicaId, entries: &[EntryOut<'_, B>]) -> Vec<u8> {
     struct Records<'a, B>(&'a [(B, B)]);
     impl<B: AsRef<[u8]>> Serialize for Records<'_, B> {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -253,18 +289,28 @@ pub fn encode_entries<B: AsRef<[u8]>>(origin: ReplicaId, entries: &[(u64, &[(B, 
             }))
         }
     }
-    struct Entries<'a, B>(&'a [(u64, &'a [(B, B)])]);
+    struct Keys<'a, B>(&'a [B]);
+    impl<B: AsRef<[u8]>> Serialize for Keys<'_, B> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.0.iter().map(|k| serde_bytes::Bytes::new(k.as_ref())))
+        }
+    }
+    struct Entries<'a, B>(&'a [EntryOut<'a, B>]);
     impl<B: AsRef<[u8]>> Serialize for Entries<'_, B> {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.collect_seq(self.0.iter().map(|(seq, records)| (seq, Records(records))))
+            s.collect_seq(
+                self.0
+                    .iter()
+                    .map(|e| (e.seq, Records(e.records), Keys(e.left_out), e.lost)),
+            )
         }
     }
     let size: usize = entries
         .iter()
-        .flat_map(|(_, r)| r.iter())
+        .flat_map(|e| e.records.iter())
         .map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 6)
         .sum();
-    let mut out = Vec::with_capacity(size + 16 + 10 * entries.len());
+    let mut out = Vec::with_capacity(size + 16 + 12 * entries.len());
     out.push(PROTOCOL_VERSION);
     // postcard writes an enum variant as its index, then the fields in order; writing into a
     // Vec cannot fail. `encode_entries_matches_frame_encode` pins this to `Frame::encode`.
@@ -272,9 +318,10 @@ pub fn encode_entries<B: AsRef<[u8]>>(origin: ReplicaId, entries: &[(u64, &[(B, 
     out
 }
 
-/// One entry of an `Entries` frame as `decode_entries` returns it: sequence number and
-/// (key, record state) pairs borrowed from the frame's bytes.
-pub type EntryRef<'a> = (u64, Vec<(&'a [u8], &'a [u8])>);
+/// One entry of an `Entries` frame as `decode_entries` returns it: sequence number, (key,
+/// record state) pairs and the keys left out, borrowed from the frame's bytes, and whether the
+/// write is lost.
+pub type EntryRef<'a> = (u64, Vec<(&'a [u8], &'a [u8])>, Vec<&'a [u8]>, bool);
 
 /// The origin and entries of an `Entries` frame, borrowed from its bytes (the receiver's hot
 /// path: no copy of any key or state); `None` for any other frame, checked as `Frame::decode`
@@ -316,32 +363,58 @@ mod tests {
         use crate::replication::RecordState;
         let a: Vec<RecordState> = vec![(b"k1".to_vec(), vec![1; 200]), (b"k2".to_vec(), vec![])];
         let b: Vec<RecordState> = vec![(vec![7; 300], b"v".to_vec())];
+        let bytes = |r: &[RecordState]| -> Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)> {
+            r.iter()
+                .map(|(k, v)| (k.clone().into(), v.clone().into()))
+                .collect()
+        };
         let owned = Frame::Entries {
             origin: ReplicaId(u64::MAX - 3),
             entries: vec![
                 WireEntry {
                     seq: 1,
-                    records: a
-                        .iter()
-                        .map(|(k, v)| (k.clone().into(), v.clone().into()))
-                        .collect(),
+                    records: bytes(&a),
+                    left_out: vec![],
+                    lost: false,
                 },
                 WireEntry {
                     seq: 300,
-                    records: b
-                        .iter()
-                        .map(|(k, v)| (k.clone().into(), v.clone().into()))
-                        .collect(),
+                    records: bytes(&b),
+                    left_out: vec![b"gone".to_vec().into()],
+                    lost: false,
                 },
                 WireEntry {
                     seq: 301,
                     records: vec![],
+                    left_out: vec![],
+                    lost: true,
                 },
             ],
         };
+        let gone = [b"gone".to_vec()];
+        let none: [Vec<u8>; 0] = [];
         let borrowed = encode_entries(
             ReplicaId(u64::MAX - 3),
-            &[(1, &a[..]), (300, &b[..]), (301, &[][..])],
+            &[
+                EntryOut {
+                    seq: 1,
+                    records: &a[..],
+                    left_out: &none[..],
+                    lost: false,
+                },
+                EntryOut {
+                    seq: 300,
+                    records: &b[..],
+                    left_out: &gone[..],
+                    lost: false,
+                },
+                EntryOut {
+                    seq: 301,
+                    records: &[][..],
+                    left_out: &none[..],
+                    lost: true,
+                },
+            ],
         );
         assert_eq!(borrowed, owned.encode());
         assert_eq!(Frame::decode(&borrowed), Ok(owned));
@@ -349,11 +422,14 @@ mod tests {
             panic!("an entries frame decodes borrowed");
         };
         assert_eq!(origin, ReplicaId(u64::MAX - 3));
-        let as_sent: Vec<EntryRef<'_>> = [(1, &a), (300, &b)]
-            .into_iter()
-            .map(|(seq, r)| (seq, r.iter().map(|(k, v)| (&k[..], &v[..])).collect()))
-            .chain([(301, vec![])])
-            .collect();
+        fn pairs(r: &[RecordState]) -> Vec<(&[u8], &[u8])> {
+            r.iter().map(|(k, v)| (&k[..], &v[..])).collect()
+        }
+        let as_sent: Vec<EntryRef<'_>> = vec![
+            (1, pairs(&a), vec![], false),
+            (300, pairs(&b), vec![&b"gone"[..]], false),
+            (301, vec![], vec![], true),
+        ];
         assert_eq!(entries, as_sent);
         assert!(decode_entries(&Frame::Ping { sent_ms: 1 }.encode()).is_none());
         let mut trailing = borrowed.clone();
@@ -371,6 +447,8 @@ mod tests {
             entries: vec![WireEntry {
                 seq: 3,
                 records: vec![(b"k".to_vec().into(), b"v".to_vec().into())],
+                left_out: vec![],
+                lost: false,
             }],
         };
         assert_eq!(Frame::decode(&f.encode()), Ok(f));

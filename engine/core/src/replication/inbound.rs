@@ -40,6 +40,18 @@ pub struct DecodedEntry {
     pub records: Vec<RemoteRecord>,
     /// Bytes the entry took on the wire, counted as its sender counts them in flight.
     pub wire_bytes: usize,
+    /// Keys the entry changed whose states did not arrive: left out by the sender, or
+    /// refused here (a bad key, too large, undecodable). Non-empty: the entry is partial.
+    pub left_out: Vec<Vec<u8>>,
+    /// The write is lost: its sender holds nothing of it (declared lost).
+    pub lost: bool,
+}
+
+impl DecodedEntry {
+    /// Whether the entry carries every record state its write changed.
+    pub fn is_whole(&self) -> bool {
+        self.left_out.is_empty() && !self.lost
+    }
 }
 
 /// Bytes of an entry in flight, as sender and receiver both count them.
@@ -70,6 +82,8 @@ impl Inbound {
     /// `Replicator::ack_every_bytes` are held: applying the sender's whole window at once would
     /// leave the sender idle until it is done (measured in a backlog drain on loopback: 6% to
     /// 13% more records/s with a quarter of the window than with all of it).
+    // The frame handed back is moved, not copied: its size is no cost here.
+    #[allow(clippy::result_large_err)]
     pub fn absorb(&mut self, next: Inbound) -> Result<(), Inbound> {
         match (self, next) {
             (
@@ -96,12 +110,21 @@ impl Inbound {
         let (origin, entries) = entries?;
         let entries = entries
             .into_iter()
-            .map(|(seq, records)| {
+            .map(|(seq, records, left_out, lost)| {
                 let wire_bytes = wire_bytes(records.iter().copied());
                 let records = records
                     .into_iter()
                     .map(|(k, v)| (bytes.slice_ref(k), bytes.slice_ref(v)));
-                check_entry(origin, seq, records, wire_bytes, record_bytes_max)
+                let left_out = left_out.into_iter().map(<[u8]>::to_vec).collect();
+                check_entry(
+                    origin,
+                    seq,
+                    records,
+                    left_out,
+                    lost,
+                    wire_bytes,
+                    record_bytes_max,
+                )
             })
             .collect::<Result<_, _>>()?;
         Ok(Inbound::Entries { origin, entries })
@@ -113,13 +136,30 @@ impl Inbound {
             Frame::Entries { origin, entries } => {
                 let entries = entries
                     .into_iter()
-                    .map(|WireEntry { seq, records }| {
-                        let wire_bytes = wire_bytes(records.iter().map(|(k, v)| (&k[..], &v[..])));
-                        let records = records
-                            .into_iter()
-                            .map(|(k, v)| (Bytes::from(k.into_vec()), Bytes::from(v.into_vec())));
-                        check_entry(origin, seq, records, wire_bytes, record_bytes_max)
-                    })
+                    .map(
+                        |WireEntry {
+                             seq,
+                             records,
+                             left_out,
+                             lost,
+                         }| {
+                            let wire_bytes =
+                                wire_bytes(records.iter().map(|(k, v)| (&k[..], &v[..])));
+                            let records = records.into_iter().map(|(k, v)| {
+                                (Bytes::from(k.into_vec()), Bytes::from(v.into_vec()))
+                            });
+                            let left_out = left_out.into_iter().map(|k| k.into_vec()).collect();
+                            check_entry(
+                                origin,
+                                seq,
+                                records,
+                                left_out,
+                                lost,
+                                wire_bytes,
+                                record_bytes_max,
+                            )
+                        },
+                    )
                     .collect::<Result<_, _>>()?;
                 Ok(Inbound::Entries { origin, entries })
             }
@@ -133,24 +173,35 @@ fn check_entry(
     origin: ReplicaId,
     seq: u64,
     records: impl IntoIterator<Item = (Bytes, Bytes)>,
+    mut left_out: Vec<Vec<u8>>,
+    lost: bool,
     wire_bytes: usize,
     record_bytes_max: usize,
 ) -> Result<DecodedEntry, FrameError> {
-    decode_records(records, record_bytes_max)
+    if left_out.iter().any(|k| k.len() > KEY_BYTES_MAX) {
+        return Err(FrameError::Malformed(format!(
+            "entry {origin}:{seq}: a key left out is over {KEY_BYTES_MAX} bytes"
+        )));
+    }
+    decode_records(records, record_bytes_max, &mut left_out)
         .map(|records| DecodedEntry {
             seq,
             records,
             wire_bytes,
+            left_out,
+            lost,
         })
         .map_err(|why| FrameError::Malformed(format!("entry {origin}:{seq}: {why}")))
 }
 
 /// Checks record states, sorted by key with repeats joined. A record that does not check (a
-/// bad key, over `record_bytes_max`, undecodable, from a newer format) is left out and
-/// counted: its fault stays with its key, the others are applied.
+/// bad key, over `record_bytes_max`, undecodable, from a newer format) is counted, and its key
+/// added to `left_out` (cut to `KEY_BYTES_MAX`): its fault stays with its key, the others are
+/// applied, and what holds them knows it lacks that state.
 pub fn decode_records(
     records: impl IntoIterator<Item = (Bytes, Bytes)>,
     record_bytes_max: usize,
+    left_out: &mut Vec<Vec<u8>>,
 ) -> Result<Vec<RemoteRecord>, String> {
     let mut out: Vec<RemoteRecord> = Vec::new();
     for (key, state) in records {
@@ -169,6 +220,7 @@ pub fn decode_records(
         };
         metrics::counter!("meridian_replication_records_refused_total").increment(1);
         tracing::warn!(key = %crate::show_key(&key[..key.len().min(64)]), %why, "a peer's record state was refused; the rest of its entry is applied");
+        left_out.push(key[..key.len().min(KEY_BYTES_MAX)].to_vec());
     }
     sort_joining(out)
 }
@@ -177,11 +229,12 @@ pub fn decode_records(
 pub fn decode_record_states(
     records: &[RecordState],
     record_bytes_max: usize,
+    left_out: &mut Vec<Vec<u8>>,
 ) -> Result<Vec<RemoteRecord>, String> {
     let owned = records
         .iter()
         .map(|(k, v)| (Bytes::copy_from_slice(k), Bytes::copy_from_slice(v)));
-    decode_records(owned, record_bytes_max)
+    decode_records(owned, record_bytes_max, left_out)
 }
 
 /// Sorts records by key, joining those of the same key into one (encoded anew).
@@ -239,6 +292,8 @@ mod tests {
                     seq,
                     records: Vec::new(),
                     wire_bytes: 10,
+                    left_out: Vec::new(),
+                    lost: false,
                 })
                 .collect(),
         }
@@ -297,6 +352,8 @@ mod tests {
                         encode_record(&y).expect("encodes").into(),
                     ),
                 ],
+                left_out: vec![],
+                lost: false,
             }],
         };
         let bytes = Bytes::from(frame.encode());
@@ -320,7 +377,7 @@ mod tests {
         );
 
         // A record that does not check is left out (its fault stays with its key); the
-        // entry and the other records stand.
+        // entry and the other records stand, and the entry knows what it lacks.
         for bad in [
             (b"".to_vec(), state.clone()),
             (b"k".to_vec(), b"\x01garbage".to_vec()),
@@ -331,9 +388,11 @@ mod tests {
                 entries: vec![WireEntry {
                     seq: 1,
                     records: vec![
-                        (bad.0.into(), bad.1.into()),
+                        (bad.0.clone().into(), bad.1.into()),
                         (b"a".to_vec().into(), state.clone().into()),
                     ],
+                    left_out: vec![],
+                    lost: false,
                 }],
             };
             let Ok(Inbound::Entries { entries, .. }) = Inbound::decode(&frame.encode().into(), 32)
@@ -342,6 +401,8 @@ mod tests {
             };
             let keys: Vec<&[u8]> = entries[0].records.iter().map(|r| &r.key[..]).collect();
             assert_eq!(keys, vec![&b"a"[..]]);
+            assert!(!entries[0].is_whole());
+            assert_eq!(entries[0].left_out, vec![bad.0.clone()]);
         }
         // A frame that does not decode is refused whole.
         let mut cut = bytes.to_vec();

@@ -7,6 +7,7 @@
 //! `replicator.rs` for the invariants; `inbound.rs` decodes frames and their records, which a
 //! driver may do on another thread than the one applying them.
 
+pub mod exceptions;
 mod frame;
 pub mod iblt;
 mod inbound;
@@ -17,8 +18,8 @@ mod seam;
 mod shared_iblt;
 
 pub use frame::{
-    decode_entries, encode_entries, EntryRef, Frame, FrameError, RegionAbout, WireEntry,
-    ABOUT_ADDRESS_BYTES_MAX, FRAME_BYTES_MAX, PROTOCOL_VERSION,
+    decode_entries, encode_entries, EntryOut, EntryRef, Exceptions, Frame, FrameError, RegionAbout,
+    WireEntry, ABOUT_ADDRESS_BYTES_MAX, EXCEPTIONS_MAX, FRAME_BYTES_MAX, PROTOCOL_VERSION,
 };
 
 pub use inbound::{
@@ -32,7 +33,7 @@ pub use replicator::{
     INFLIGHT_BYTES_CAP,
 };
 pub use seam::{
-    sequence_entries, ApplyOutcome, Compaction, OriginView, RecordRange, RecordState, ReplicaStore,
-    SharedState, StateSummary,
+    sequence_entries, ApplyOutcome, Compaction, OriginView, ReadStates, RecordRange, RecordState,
+    ReplicaStore, SharedState, ShippedEntry, StateSummary,
 };
 pub use shared_iblt::SharedIblt;

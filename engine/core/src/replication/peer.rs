@@ -59,6 +59,9 @@ pub(crate) enum AntiEntropy {
         /// Keys whose records only this replica held when the round began, not received
         /// since: the peer holds nothing of them.
         ours_only: std::collections::BTreeSet<Vec<u8>>,
+        /// What the offer's snapshot does not vouch for: the offerer's exceptions, and the
+        /// hashes of keys its chunks left out so far.
+        exceptions: crate::replication::Exceptions,
     },
 }
 
@@ -79,8 +82,8 @@ pub struct Peer {
     pub about: Option<crate::replication::frame::RegionAbout>,
     /// Handshake state.
     pub state: LinkState,
-    /// The origin the peer announced it writes under, and whether it was confirmed.
-    pub origin: Option<(ReplicaId, bool)>,
+    /// The origin the peer announced it writes under.
+    pub origin: Option<ReplicaId>,
     /// The peer's latest applied vector as it claimed it (before clamping).
     pub claimed: VersionVector,
     /// The latest claim, clamped to what its author can know (what cursors follow).
@@ -110,6 +113,10 @@ pub struct Peer {
     pub(crate) ae: Option<AntiEntropy>,
     /// Per relayed origin: since when the peer lags on it, and its acknowledged sequence then.
     pub(crate) relay_wait: std::collections::BTreeMap<ReplicaId, (u64, u64)>,
+    /// Per origin, a partial entry sent on this link (this replica cannot ship it whole):
+    /// nothing beyond it is sent until the peer applies it, whole from another member or as
+    /// partial once its bound has passed.
+    pub(crate) partial_sent: std::collections::BTreeMap<ReplicaId, u64>,
     /// Last time this replica offered a state-transfer round on this link (or the link
     /// became ready): idle links with equal vectors are still checked now and then.
     pub(crate) last_offer_ms: u64,
@@ -139,6 +146,7 @@ impl Peer {
             last_origin: None,
             ae: None,
             relay_wait: Default::default(),
+            partial_sent: Default::default(),
             last_offer_ms: now_ms,
         }
     }

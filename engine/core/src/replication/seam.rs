@@ -13,8 +13,49 @@ pub type RecordState = (Vec<u8>, Vec<u8>);
 /// caches where they hold it (no copy per record on the sender's hot path).
 pub type SharedState = (Arc<[u8]>, Arc<[u8]>);
 
+/// Record states read to ship, and the keys that could not be (unreadable, corrupt, too
+/// large: their faults stay with them, and the receiver is told).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadStates {
+    /// (key, state) read, in key order.
+    pub records: Vec<RecordState>,
+    /// Keys held here whose states cannot be shipped.
+    pub left_out: Vec<Vec<u8>>,
+}
+
 /// Records of a key range in order, and the key the next range starts at (`None`: the end).
-pub type RecordRange = (Vec<RecordState>, Option<Vec<u8>>);
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordRange {
+    /// The range's records (and those that cannot be shipped).
+    pub states: ReadStates,
+    /// The key the next range starts at (`None`: this one reaches the end).
+    pub next: Option<Vec<u8>>,
+}
+
+/// A log entry as this replica ships it: the current states of the keys it names, and what
+/// it cannot ship of it.
+#[derive(Clone, Debug, Default)]
+pub struct ShippedEntry {
+    /// (key, state) of every key it named that this replica can ship.
+    pub states: Vec<SharedState>,
+    /// Keys it named whose states this replica cannot ship (unreadable, corrupt, grown past
+    /// a frame), or did not receive (the entry was applied partial here).
+    pub left_out: Vec<Vec<u8>>,
+    /// Nothing of the write is held here: it was declared lost.
+    pub lost: bool,
+}
+
+impl ShippedEntry {
+    /// A whole entry of these states.
+    pub fn whole(states: Vec<SharedState>) -> ShippedEntry {
+        ShippedEntry {
+            states,
+            ..ShippedEntry::default()
+        }
+    }
+}
+
+pub use super::frame::Exceptions;
 
 /// What applying a remote log entry did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,8 +107,11 @@ pub fn sequence_entries(
 /// A replica's state summarised for anti-entropy.
 #[derive(Debug)]
 pub struct StateSummary {
-    /// The applied vector read with the summary: the records reflect it.
+    /// The applied vector read with the summary: the records reflect it, but for
+    /// `exceptions`.
     pub applied: VersionVector,
+    /// What `applied` covers that the records do not reflect (declared lost).
+    pub exceptions: Exceptions,
     /// Table over (key hash, state hash) of every record.
     pub table: Iblt,
     /// How many records there are.
@@ -81,8 +125,6 @@ pub struct OriginView {
     pub origin: ReplicaId,
     /// Its epoch.
     pub epoch: u32,
-    /// Whether writes are numbered in it (false: waiting for the peers' confirmation).
-    pub confirmed: bool,
 }
 
 /// What a round of log truncation and tombstone collection did.
@@ -94,6 +136,8 @@ pub struct Compaction {
     pub tombstones_removed: u64,
     /// Tombstones still waiting for stability.
     pub tombstones_pending: u64,
+    /// Tombstone candidates looked at (the work the pass did).
+    pub tombstones_examined: u64,
 }
 
 /// Storage operations the replication core needs. Calls block; drivers keep them off async
@@ -108,30 +152,37 @@ pub trait ReplicaStore {
     /// Who this replica is: its member id, fixed for the life of its storage.
     fn member_id(&self) -> ReplicaId;
 
-    /// The current origin and whether writes are numbered in it.
+    /// The current origin.
     fn origin_view(&self) -> OriginView;
 
-    /// Every other member confirmed it holds no more of the current origin than this replica:
-    /// writes may be numbered in it.
-    fn confirm_origin(&self);
-
-    /// Moves writes to a new epoch (peers hold writes of the current origin this replica lost,
-    /// or could not say); the current origin's entries become those of any other origin.
-    /// Returns the new origin.
+    /// Moves writes to a new epoch (a peer holds writes of the current origin this replica
+    /// does not: its directory lost them); the current origin's entries become those of any
+    /// other origin. Returns the new origin.
     fn start_new_epoch(&self, reason: &str) -> Result<ReplicaId, Self::Error>;
 
     /// Per origin, the highest sequence number applied with every earlier one applied too
-    /// (this replica's own entry is its contiguous committed sequence).
+    /// (this replica's own entry is its contiguous committed sequence). Invariant I1: the
+    /// records reflect every write it covers, but for `exceptions`.
     fn applied(&self) -> VersionVector;
 
+    /// What the applied vector covers that the records do not reflect: writes and keys'
+    /// states declared lost (bounded; the oldest are forgotten first).
+    fn exceptions(&self) -> Exceptions;
+
+    /// Origins whose log here holds entries beyond a sequence number it lacks (a number lost
+    /// from this replica's own log, found at open): (origin, the missing number, which is the
+    /// origin's applied entry plus one).
+    fn stranded(&self) -> Vec<(ReplicaId, u64)>;
+
+    /// No reachable member supplied `origin`'s write `seq` (stranded here) within the bound:
+    /// declares it lost (logged as a lost entry, counted, kept among the exceptions) and
+    /// advances the applied vector through the entries held beyond it.
+    fn declare_lost(&self, origin: ReplicaId, seq: u64) -> Result<(), Self::Error>;
+
     /// The records a log entry changed, in a state that includes the entry (the current one,
-    /// or the one the entry's commit left); `None` when the entry is no longer in the log
-    /// (truncated) or was never applied here.
-    fn read_entry(
-        &self,
-        origin: ReplicaId,
-        seq: u64,
-    ) -> Result<Option<Vec<SharedState>>, Self::Error>;
+    /// or the one the entry's commit left), and the keys that cannot be shipped; `None` when
+    /// the entry is no longer in the log (truncated) or was never applied here.
+    fn read_entry(&self, origin: ReplicaId, seq: u64) -> Result<Option<ShippedEntry>, Self::Error>;
 
     /// Largest encoded record accepted from a peer.
     fn record_bytes_max(&self) -> usize;
@@ -139,7 +190,9 @@ pub trait ReplicaStore {
     /// Applies consecutive entries of one origin (records already decoded), stopping at the
     /// first that is not applied: each applied entry's records joined, the entry logged for
     /// relaying and the applied vector advanced, atomically. Returns one outcome per entry
-    /// handled.
+    /// handled. A partial entry (`DecodedEntry::is_whole` false) is applied as partial: what
+    /// it lacks is declared lost (logged with the entry, counted, kept among the exceptions);
+    /// the caller passes one only once no whole copy came within its bound.
     fn apply_entries(
         &self,
         origin: ReplicaId,
@@ -155,13 +208,17 @@ pub trait ReplicaStore {
         records: &[RecordState],
     ) -> Result<ApplyOutcome, Self::Error> {
         let wire_bytes = wire_bytes(records.iter().map(|(k, v)| (&k[..], &v[..])));
-        let Ok(records) = decode_record_states(records, self.record_bytes_max()) else {
+        let mut left_out = Vec::new();
+        let Ok(records) = decode_record_states(records, self.record_bytes_max(), &mut left_out)
+        else {
             return Ok(ApplyOutcome::Invalid);
         };
         let entry = DecodedEntry {
             seq,
             records,
             wire_bytes,
+            left_out,
+            lost: false,
         };
         let outcomes = self.apply_entries(origin, vec![entry])?;
         Ok(outcomes.first().copied().unwrap_or(ApplyOutcome::Duplicate))
@@ -183,8 +240,9 @@ pub trait ReplicaStore {
     /// The keys of the records whose key hash is one of `hashes`.
     fn keys_for_hashes(&self, hashes: &[u64]) -> Result<Vec<Vec<u8>>, Self::Error>;
 
-    /// The current states of `keys`, in key order (absent keys are skipped).
-    fn read_records(&self, keys: &[Vec<u8>]) -> Result<Vec<RecordState>, Self::Error>;
+    /// The current states of `keys`, in key order (absent keys are skipped; those that
+    /// cannot be shipped are named).
+    fn read_records(&self, keys: &[Vec<u8>]) -> Result<ReadStates, Self::Error>;
 
     /// The records from key `from` on, in key order, up to about `bytes` bytes (at least one
     /// if any), and the key the next range starts at (`None`: none left).
@@ -192,22 +250,26 @@ pub trait ReplicaStore {
 
     /// After a range `[from, through)` of a streamed state transfer: the records held here in
     /// it that are not among `present` (the peer holds nothing of them) lose the dots `seen`
-    /// (the peer's snapshot) covers. Returns how many changed.
+    /// (the peer's snapshot) covers, but for keys whose hash is in `spare` (the peer does not
+    /// vouch for them). Returns how many changed.
     fn drop_absent(
         &self,
         from: &[u8],
         through: Option<&[u8]>,
         present: &std::collections::BTreeSet<Vec<u8>>,
         seen: &VersionVector,
+        spare: &std::collections::BTreeSet<u64>,
     ) -> Result<usize, Self::Error>;
 
     /// Joins record states from a state transfer (no log entry, no applied change); the
     /// sender applied every write in `horizon` (its snapshot), so what it covers and the
-    /// sender's states do not hold was removed there, and goes here too.
+    /// sender's states do not hold was removed there, and goes here too; but for keys whose
+    /// hash is in `spare` (the sender does not vouch for them), which are joined plainly.
     fn merge_states(
         &self,
         records: &[RecordState],
         horizon: &VersionVector,
+        spare: &std::collections::BTreeSet<u64>,
     ) -> Result<ApplyOutcome, Self::Error>;
 
     /// After a state transfer from a peer that holds none of `keys`: removes from their
@@ -216,9 +278,10 @@ pub trait ReplicaStore {
     /// shipped learns its deletes this way). Returns how many records changed.
     fn drop_covered(&self, keys: &[Vec<u8>], seen: &VersionVector) -> Result<usize, Self::Error>;
 
-    /// After a complete state transfer reflecting `snapshot`: advances the applied vector to it
-    /// and raises the log floor where it jumped.
-    fn adopt(&self, snapshot: &VersionVector) -> Result<(), Self::Error>;
+    /// After a complete state transfer reflecting `snapshot` but for `exceptions` (the
+    /// sender's, and what it left out): advances the applied vector to it, raises the log
+    /// floor where it jumped, and keeps the exceptions (they now hold here too).
+    fn adopt(&self, snapshot: &VersionVector, exceptions: &Exceptions) -> Result<(), Self::Error>;
 
     /// Removes log entries covered by `stable` (applied by every live member) and tombstones
     /// whose every dot is covered by it.

@@ -33,10 +33,10 @@ use std::sync::{Mutex, MutexGuard};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum MemoryStoreError {
-    /// Writes wait until every other member confirms the origin (after a restart of a store
-    /// that had replicated), or until a new epoch starts.
-    #[error("recovering: waiting for every peer to confirm the origin")]
-    Recovering,
+    /// The store never loses a write, so it holds no number missing from its log to declare
+    /// lost.
+    #[error("nothing to declare lost: {0}")]
+    NothingMissing(String),
     /// The key is empty or too long.
     #[error("invalid key: {0}")]
     InvalidKey(&'static str),
@@ -72,7 +72,6 @@ impl std::fmt::Debug for MemoryStore {
             .field("member", &s.member)
             .field("origin", &s.origin)
             .field("epoch", &s.epoch)
-            .field("confirmed", &s.confirmed)
             .field("applied", &s.applied())
             .field("records", &s.records.len())
             .field("log_entries", &s.log.len())
@@ -93,22 +92,28 @@ impl MemoryStore {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Marks the store as replicated (peers may hold its writes from now on, so a restart
-    /// waits for their confirmation before writing), as drivers do with the engine before the
-    /// first link comes up.
-    pub fn attach_replication(&self) {
-        self.lock().replicated = true;
-    }
-
-    /// Models a clean restart: everything stays; a store that has replicated is unconfirmed
-    /// again (writes wait for `confirm_origin` or a new epoch).
+    /// Models a restart that lost nothing (a clean one, a crash in the same boot, or any
+    /// under `Sync`): everything stays, writable at once under the same origin.
     pub fn restart(&self) {
         self.lock().reopen();
     }
 
-    /// A copy of the store as it stands, opened as a restored backup would be (unconfirmed if
-    /// it had replicated): the original goes on independently.
+    /// A copy of the store as it stands, opened as a restored backup is: under a new epoch
+    /// (the copy lacks what the original writes next); the original goes on independently.
     pub fn checkpoint(&self) -> MemoryStore {
+        let mut state = self.lock().clone();
+        state.reopen();
+        let copy = MemoryStore {
+            state: Mutex::new(state),
+        };
+        // Cannot fail: a new epoch only moves numbers in memory.
+        let _ = crate::replication::ReplicaStore::start_new_epoch(&copy, "a restore from a backup");
+        copy
+    }
+
+    /// A copy of the store as it stands, opened as a directory copied back by hand is (not
+    /// marked as restored): it keeps its origin until a peer's claim shows it lacks writes.
+    pub fn copied(&self) -> MemoryStore {
         let mut state = self.lock().clone();
         state.reopen();
         MemoryStore {
@@ -130,8 +135,7 @@ impl MemoryStore {
 
     /// Applies a batch atomically under one dot and one log entry (naming its distinct keys);
     /// returns the dot's sequence number. An operation that does not apply (a wrong type, a
-    /// record grown too large) fails the batch and spends its number as an empty entry, as
-    /// the engine does.
+    /// record grown too large) fails the batch and spends no number, as in the engine.
     pub fn write(&self, ops: Vec<(Vec<u8>, Op)>) -> Result<u64, MemoryStoreError> {
         if ops.is_empty() {
             return Err(MemoryStoreError::InvalidOperation("empty batch"));
@@ -144,9 +148,6 @@ impl MemoryStore {
             check_op(op, 1)?;
         }
         let mut state = self.lock();
-        if !state.confirmed {
-            return Err(MemoryStoreError::Recovering);
-        }
         let mut distinct: Vec<&[u8]> = ops.iter().map(|(k, _)| k.as_slice()).collect();
         distinct.sort_unstable();
         distinct.dedup();
@@ -160,15 +161,8 @@ impl MemoryStore {
             dot: Dot::new(origin, seq),
             marker: state.clock.tick(0),
         };
-        let encoded = match apply_ops(&state, &ops, &distinct, &mut records, stamp) {
-            Ok(encoded) => encoded,
-            Err(e) => {
-                // The number is spent: logged empty, so the origin's log stays contiguous.
-                state.put_log(origin, seq, &[]);
-                state.last_seq = seq;
-                return Err(e);
-            }
-        };
+        // A write that fails spends no number (the engine numbers a write as it commits).
+        let encoded = apply_ops(&state, &ops, &distinct, &mut records, stamp)?;
         for ((key, bytes), record) in distinct.iter().zip(encoded).zip(&records) {
             state.put_record(key, bytes, record.is_bottom());
         }

@@ -7,7 +7,8 @@ use crate::model::digest::key_hash;
 use crate::model::{Dot, ReplicaId, VersionVector};
 use crate::replication::{
     decode_record_states, sequence_entries, sort_joining, ApplyOutcome, Compaction, DecodedEntry,
-    OriginView, RecordRange, RecordState, ReplicaStore, SharedState, StateSummary,
+    Exceptions, OriginView, ReadStates, RecordRange, RecordState, ReplicaStore, ShippedEntry,
+    StateSummary,
 };
 use std::collections::{BTreeSet, HashSet};
 use std::ops::Bound;
@@ -29,12 +30,7 @@ impl ReplicaStore for MemoryStore {
         OriginView {
             origin: s.origin,
             epoch: s.epoch,
-            confirmed: s.confirmed,
         }
-    }
-
-    fn confirm_origin(&self) {
-        self.lock().confirmed = true;
     }
 
     fn start_new_epoch(&self, reason: &str) -> Result<ReplicaId, MemoryStoreError> {
@@ -53,7 +49,6 @@ impl ReplicaStore for MemoryStore {
         s.origin = origin;
         s.last_seq = 0;
         s.released = 0;
-        s.confirmed = true;
         tracing::warn!(member = %s.member, old_origin = %old, old_seq, new_origin = %origin, epoch, %reason, "writing under a new epoch");
         Ok(origin)
     }
@@ -62,25 +57,44 @@ impl ReplicaStore for MemoryStore {
         self.lock().applied()
     }
 
+    fn exceptions(&self) -> Exceptions {
+        self.lock().exceptions.to_wire()
+    }
+
+    fn stranded(&self) -> Vec<(ReplicaId, u64)> {
+        // Nothing in memory is lost: no log has a number missing.
+        Vec::new()
+    }
+
+    fn declare_lost(&self, origin: ReplicaId, seq: u64) -> Result<(), MemoryStoreError> {
+        Err(MemoryStoreError::NothingMissing(format!(
+            "{origin}:{seq} is not stranded here"
+        )))
+    }
+
     fn read_entry(
         &self,
         origin: ReplicaId,
         seq: u64,
-    ) -> Result<Option<Vec<SharedState>>, MemoryStoreError> {
+    ) -> Result<Option<ShippedEntry>, MemoryStoreError> {
         let s = self.lock();
         if seq <= s.floors.get(origin) {
             return Ok(None);
         }
-        let Some(keys) = s.log.get(&(origin, seq)) else {
+        let Some(logged) = s.log.get(&(origin, seq)) else {
             return Ok(None);
         };
         // The keys' current states (a key whose tombstone was reclaimed is left out).
-        Ok(Some(
-            keys.iter()
+        Ok(Some(ShippedEntry {
+            states: logged
+                .keys
+                .iter()
                 .filter_map(|k| s.records.get_key_value(k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-        ))
+            left_out: logged.left_out.clone(),
+            lost: logged.lost,
+        }))
     }
 
     fn record_bytes_max(&self) -> usize {
@@ -120,7 +134,19 @@ impl ReplicaStore for MemoryStore {
         let changed: BTreeSet<&[u8]> = s.join(remote, &seen, None, None)?.into_iter().collect();
         for entry in &accepted {
             let keys: Vec<&[u8]> = entry.records.iter().map(|r| &r.key[..]).collect();
-            s.put_log(origin, entry.seq, &keys);
+            s.put_log_partial(origin, entry.seq, &keys, entry.left_out.clone(), entry.lost);
+            if !entry.is_whole() {
+                // Declared lost: what it lacks is among the exceptions from now on.
+                let lost = Exceptions {
+                    lost: if entry.lost {
+                        vec![(origin, entry.seq)]
+                    } else {
+                        vec![]
+                    },
+                    uncertain: entry.left_out.iter().map(|k| key_hash(k)).collect(),
+                };
+                s.exceptions.absorb(&lost);
+            }
         }
         s.applied.add(Dot::new(origin, have));
         // Per applied entry, how many of its records changed here.
@@ -148,6 +174,7 @@ impl ReplicaStore for MemoryStore {
         let table = s.summary().fold(cells);
         Ok(StateSummary {
             applied: s.applied(),
+            exceptions: s.exceptions.to_wire(),
             table,
             records: s.records.len() as u64,
         })
@@ -173,14 +200,18 @@ impl ReplicaStore for MemoryStore {
             .collect())
     }
 
-    fn read_records(&self, keys: &[Vec<u8>]) -> Result<Vec<RecordState>, MemoryStoreError> {
+    fn read_records(&self, keys: &[Vec<u8>]) -> Result<ReadStates, MemoryStoreError> {
         let mut sorted: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
         sorted.sort_unstable();
         let s = self.lock();
-        Ok(sorted
-            .into_iter()
-            .filter_map(|k| s.records.get(k).map(|v| (k.to_vec(), v.to_vec())))
-            .collect())
+        // Nothing in memory is damaged: every record held is read.
+        Ok(ReadStates {
+            records: sorted
+                .into_iter()
+                .filter_map(|k| s.records.get(k).map(|v| (k.to_vec(), v.to_vec())))
+                .collect(),
+            left_out: Vec::new(),
+        })
     }
 
     fn read_range(&self, from: &[u8], bytes: usize) -> Result<RecordRange, MemoryStoreError> {
@@ -192,12 +223,12 @@ impl ReplicaStore for MemoryStore {
             .range::<[u8], _>((Bound::Included(from), Bound::Unbounded));
         for (key, state) in range {
             if !out.is_empty() && size + key.len() + state.len() + RECORD_OVERHEAD_BYTES > bytes {
-                return Ok((out, Some(key.to_vec())));
+                return Ok(range_of(out, Some(key.to_vec())));
             }
             size += key.len() + state.len() + RECORD_OVERHEAD_BYTES;
             out.push((key.to_vec(), state.to_vec()));
         }
-        Ok((out, None))
+        Ok(range_of(out, None))
     }
 
     fn drop_absent(
@@ -206,6 +237,7 @@ impl ReplicaStore for MemoryStore {
         through: Option<&[u8]>,
         present: &BTreeSet<Vec<u8>>,
         seen: &VersionVector,
+        spare: &BTreeSet<u64>,
     ) -> Result<usize, MemoryStoreError> {
         let mut s = self.lock();
         let end = through.map_or(Bound::Unbounded, Bound::Excluded);
@@ -213,7 +245,7 @@ impl ReplicaStore for MemoryStore {
             .records
             .range::<[u8], _>((Bound::Included(from), end))
             .map(|(k, _)| k.clone())
-            .filter(|k| !present.contains(&k[..]))
+            .filter(|k| !present.contains(&k[..]) && !spare.contains(&key_hash(k)))
             .collect();
         let keys: Vec<&[u8]> = absent.iter().map(|k| &k[..]).collect();
         s.drop_covered(&keys, seen)
@@ -223,14 +255,25 @@ impl ReplicaStore for MemoryStore {
         &self,
         records: &[RecordState],
         horizon: &VersionVector,
+        spare: &BTreeSet<u64>,
     ) -> Result<ApplyOutcome, MemoryStoreError> {
-        let Ok(decoded) = decode_record_states(records, self.record_bytes_max()) else {
+        let mut left_out = Vec::new();
+        let Ok(decoded) = decode_record_states(records, self.record_bytes_max(), &mut left_out)
+        else {
             return Ok(ApplyOutcome::Invalid);
         };
         let remote = decoded.iter().map(Incoming::of).collect();
         let mut s = self.lock();
+        if !left_out.is_empty() {
+            // States refused here: their keys may lack what the snapshot covers.
+            let uncertain = left_out.iter().map(|k| key_hash(k)).collect();
+            s.exceptions.absorb(&Exceptions {
+                lost: vec![],
+                uncertain,
+            });
+        }
         let seen = s.applied();
-        let changed = s.join(remote, &seen, Some(horizon), None)?;
+        let changed = s.join(remote, &seen, Some((horizon, spare)), None)?;
         Ok(ApplyOutcome::Applied {
             changed: changed.len(),
         })
@@ -245,8 +288,13 @@ impl ReplicaStore for MemoryStore {
         self.lock().drop_covered(&keys, seen)
     }
 
-    fn adopt(&self, snapshot: &VersionVector) -> Result<(), MemoryStoreError> {
+    fn adopt(
+        &self,
+        snapshot: &VersionVector,
+        exceptions: &Exceptions,
+    ) -> Result<(), MemoryStoreError> {
         let mut s = self.lock();
+        s.exceptions.absorb(exceptions);
         for (origin, seq) in snapshot.iter() {
             if origin == s.origin || seq <= s.applied.get(origin) {
                 continue;
@@ -276,6 +324,7 @@ impl ReplicaStore for MemoryStore {
         // Reclaimable: a tombstone (no counter reset to remember) whose every dot is stable.
         let mut reclaimable = Vec::new();
         for key in s.tombstones.clone() {
+            out.tombstones_examined += 1;
             match s.load(&key)? {
                 Some(r) if r.is_bottom() && !r.has_counter_reset() => {
                     if stable.dominates(&r.context()) {
@@ -294,7 +343,7 @@ impl ReplicaStore for MemoryStore {
         let referenced: BTreeSet<&[u8]> = s
             .log
             .values()
-            .flat_map(|keys| keys.iter().map(|k| &k[..]))
+            .flat_map(|logged| logged.keys.iter().map(|k| &k[..]))
             .collect();
         let (reclaimed, pending): (Vec<_>, Vec<_>) = reclaimable
             .into_iter()
@@ -310,5 +359,15 @@ impl ReplicaStore for MemoryStore {
     fn release_shipped(&self, upto: u64) {
         let mut s = self.lock();
         s.released = s.released.max(upto);
+    }
+}
+
+fn range_of(records: Vec<RecordState>, next: Option<Vec<u8>>) -> RecordRange {
+    RecordRange {
+        states: ReadStates {
+            records,
+            left_out: Vec::new(),
+        },
+        next,
     }
 }

@@ -4,6 +4,7 @@
 use super::MemoryStoreError;
 use crate::model::digest::{key_hash, state_hash};
 use crate::model::{codec, Dot, HybridClock, Record, ReplicaId, StateFacts, VersionVector};
+use crate::replication::exceptions::ExceptionSet;
 use crate::replication::iblt::Iblt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -24,12 +25,8 @@ pub(super) struct State {
     pub(super) epoch: u32,
     /// The current origin.
     pub(super) origin: ReplicaId,
-    /// Whether writes may be numbered in the origin.
-    pub(super) confirmed: bool,
-    /// Whether replication was attached (peers may hold writes): a restart is unconfirmed.
-    pub(super) replicated: bool,
     /// The current origin's last sequence number (every number up to it is committed: a
-    /// write either commits or logs its number empty, atomically).
+    /// write takes its number as it commits, and a failed one spends none).
     pub(super) last_seq: u64,
     /// Per other origin (earlier epochs of this member included), the highest sequence
     /// applied in order.
@@ -38,8 +35,10 @@ pub(super) struct State {
     pub(super) floors: VersionVector,
     /// Encoded records by key (tombstones included).
     pub(super) records: BTreeMap<Arc<[u8]>, Arc<[u8]>>,
-    /// Log entries: the keys each changed, sorted and distinct.
-    pub(super) log: BTreeMap<(ReplicaId, u64), Vec<Arc<[u8]>>>,
+    /// Log entries: the keys each changed, sorted and distinct, and what is partial of them.
+    pub(super) log: BTreeMap<(ReplicaId, u64), Logged>,
+    /// What the applied vector covers that the records do not reflect (declared lost).
+    pub(super) exceptions: ExceptionSet,
     /// Keys whose record became a tombstone since the last compaction looked at them.
     pub(super) tombstones: BTreeSet<Arc<[u8]>>,
     /// The summary over (key hash, state hash) of every record: built on first use, then
@@ -51,6 +50,17 @@ pub(super) struct State {
     pub(super) released: u64,
     /// The epoch the next `start_new_epoch` moves to, if the caller chose it.
     pub(super) next_epoch: Option<u32>,
+}
+
+/// A log entry as the store keeps it.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Logged {
+    /// Keys changed (whose states were applied), sorted and distinct.
+    pub(super) keys: Vec<Arc<[u8]>>,
+    /// Keys whose states were left out (the entry was applied partial).
+    pub(super) left_out: Vec<Vec<u8>>,
+    /// Nothing of the write is held (declared lost).
+    pub(super) lost: bool,
 }
 
 /// A peer's record to join here.
@@ -112,13 +122,12 @@ impl State {
             member,
             epoch,
             origin: member.epoch_origin(epoch),
-            confirmed: true,
-            replicated: false,
             last_seq: 0,
             applied: VersionVector::new(),
             floors: VersionVector::new(),
             records: BTreeMap::new(),
             log: BTreeMap::new(),
+            exceptions: ExceptionSet::default(),
             tombstones: BTreeSet::new(),
             summary: None,
             // No wall time: every tick is the last marker plus one, and markers observed
@@ -129,10 +138,8 @@ impl State {
         }
     }
 
-    /// What a clean reopen changes: a replica that has replicated waits for its peers'
-    /// confirmation again; the in-memory shipping state starts over.
+    /// What a clean reopen changes: the in-memory shipping state starts over.
     pub(super) fn reopen(&mut self) {
-        self.confirmed = !self.replicated;
         self.released = 0;
     }
 
@@ -192,8 +199,21 @@ impl State {
         self.tombstones.remove(key);
     }
 
-    /// Logs an entry of `origin` naming `keys` (sorted, distinct).
+    /// Logs an entry of `origin` naming `keys` (sorted, distinct), whole.
     pub(super) fn put_log(&mut self, origin: ReplicaId, seq: u64, keys: &[&[u8]]) {
+        self.put_log_partial(origin, seq, keys, Vec::new(), false);
+    }
+
+    /// Logs an entry of `origin` naming `keys` (sorted, distinct), with the keys whose states
+    /// it lacks and whether the write is lost.
+    pub(super) fn put_log_partial(
+        &mut self,
+        origin: ReplicaId,
+        seq: u64,
+        keys: &[&[u8]],
+        left_out: Vec<Vec<u8>>,
+        lost: bool,
+    ) {
         let keys = keys
             .iter()
             .map(|k| match self.records.get_key_value(*k) {
@@ -201,7 +221,12 @@ impl State {
                 None => Arc::from(*k),
             })
             .collect();
-        self.log.insert((origin, seq), keys);
+        let logged = Logged {
+            keys,
+            left_out,
+            lost,
+        };
+        self.log.insert((origin, seq), logged);
     }
 
     /// Removes the log entries of `origin` numbered `from..=to`; returns how many there were.
@@ -221,14 +246,15 @@ impl State {
     }
 
     /// Joins peer records (sorted by key, one per key) into the local ones with `seen` (the
-    /// applied vector) counted as seen, and with a state transfer's `horizon` if any; every
-    /// state is computed before anything changes, so a refusal (a merge past `record_max`)
-    /// changes nothing. Returns the keys whose record changed, in order.
+    /// applied vector) counted as seen but for the exceptions, and with a state transfer's
+    /// `horizon` if any (but for keys whose hash is in `spare`); every state is computed
+    /// before anything changes, so a refusal (a merge past `record_max`) changes nothing.
+    /// Returns the keys whose record changed, in order.
     pub(super) fn join<'k>(
         &mut self,
         remote: Vec<Incoming<'k>>,
         seen: &VersionVector,
-        horizon: Option<&VersionVector>,
+        horizon: Option<(&VersionVector, &BTreeSet<u64>)>,
         record_max: Option<usize>,
     ) -> Result<Vec<&'k [u8]>, MemoryStoreError> {
         if let Some(marker) = remote.iter().filter_map(Incoming::max_marker).max() {
@@ -239,6 +265,10 @@ impl State {
             let key = theirs.key;
             let stored = self.records.get(key);
             let local = stored.map(|b| decode(b)).transpose()?;
+            let seen = self.exceptions.seen_for(key, seen);
+            let seen = &*seen;
+            let horizon =
+                horizon.and_then(|(h, spare)| (!spare.contains(&key_hash(key))).then_some(h));
             let (bytes, bottom) = match (local, theirs.state) {
                 // Joined into nothing, the state stays as it came: keep its bytes.
                 (None, Theirs::Received { bytes, facts }) if !facts.has_dot_in(seen) => {

@@ -6,7 +6,7 @@ use super::*;
 use crate::model::digest::{key_hash, state_hash};
 use crate::model::{Kind, Value, VersionVector};
 use crate::replication::iblt::Iblt;
-use crate::replication::{ApplyOutcome, Compaction, RecordState, ReplicaStore};
+use crate::replication::{ApplyOutcome, Compaction, Exceptions, RecordState, ReplicaStore};
 
 fn put(value: &[u8]) -> Op {
     Op::Put {
@@ -29,7 +29,7 @@ fn values(s: &MemoryStore, key: &[u8]) -> Option<Vec<Vec<u8>>> {
 
 /// Every record, as the seam streams them.
 fn all_states(s: &MemoryStore) -> Vec<RecordState> {
-    s.read_range(b"", usize::MAX).unwrap().0
+    s.read_range(b"", usize::MAX).unwrap().states.records
 }
 
 /// Ships every entry `from` holds that `to` has not applied (origin by origin, in order).
@@ -41,6 +41,7 @@ fn ship(from: &MemoryStore, to: &MemoryStore) -> usize {
                 continue;
             };
             let records: Vec<RecordState> = states
+                .states
                 .iter()
                 .map(|(k, v)| (k.to_vec(), v.to_vec()))
                 .collect();
@@ -120,6 +121,7 @@ fn gaps_duplicates_and_own_entries_are_not_applied() {
         a.read_entry(a.replica_id(), seq)
             .unwrap()
             .unwrap()
+            .states
             .iter()
             .map(|(k, v)| (k.to_vec(), v.to_vec()))
             .collect()
@@ -138,7 +140,8 @@ fn gaps_duplicates_and_own_entries_are_not_applied() {
         b.apply_entry(origin, 1, &entry(1)).unwrap(),
         ApplyOutcome::Duplicate
     );
-    // A record that does not check is left out; the rest of the entry is applied.
+    // A record that does not check is left out; the rest of the entry is applied, partial:
+    // the key is among the exceptions, and the entry is relayed as partial.
     let mut mixed = vec![(b"z".to_vec(), b"\x01garbage".to_vec())];
     mixed.extend(entry(2));
     assert_eq!(
@@ -147,11 +150,11 @@ fn gaps_duplicates_and_own_entries_are_not_applied() {
     );
     assert_eq!(b.applied().get(origin), 2);
     assert_eq!(b.record(b"z"), None);
+    assert_eq!(b.exceptions().uncertain, vec![key_hash(b"z")]);
     // The receiver logged the entries for relaying, with its current states.
-    assert_eq!(
-        b.read_entry(origin, 2).unwrap().unwrap()[0].1.to_vec(),
-        b.export(b"y").unwrap()
-    );
+    let relayed = b.read_entry(origin, 2).unwrap().unwrap();
+    assert_eq!(relayed.states[0].1.to_vec(), b.export(b"y").unwrap());
+    assert_eq!(relayed.left_out, vec![b"z".to_vec()]);
     // Entries of this replica's own origin coming back are duplicates.
     assert_eq!(
         a.apply_entry(origin, 3, &entry(1)).unwrap(),
@@ -160,7 +163,7 @@ fn gaps_duplicates_and_own_entries_are_not_applied() {
 }
 
 #[test]
-fn a_batch_is_one_dot_and_one_entry_and_a_failed_write_spends_its_number() {
+fn a_batch_is_one_dot_and_one_entry_and_a_failed_write_spends_no_number() {
     let a = MemoryStore::new(ReplicaId(1), 0);
     let seq = a
         .write(vec![
@@ -174,23 +177,23 @@ fn a_batch_is_one_dot_and_one_entry_and_a_failed_write_spends_its_number() {
         .read_entry(a.replica_id(), 1)
         .unwrap()
         .unwrap()
+        .states
         .iter()
         .map(|(k, _)| k.to_vec())
         .collect();
     assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]);
     assert_eq!(values(&a, b"b").unwrap(), vec![b"2".to_vec()]);
-    // A wrong type fails the write; its number is logged empty and the next write goes on.
+    // A wrong type fails the write, which spends no number: the next write takes 2.
     assert!(matches!(
         a.apply(b"b", Op::CounterAdd { delta: 1 }),
         Err(MemoryStoreError::Apply(ApplyError::WrongType { .. }))
     ));
-    assert_eq!(a.applied().get(a.replica_id()), 2);
-    assert_eq!(a.read_entry(a.replica_id(), 2).unwrap().unwrap(), vec![]);
-    assert_eq!(a.apply(b"c", put(b"3")).unwrap(), 3);
-    // Checked before a number is taken.
+    assert_eq!(a.applied().get(a.replica_id()), 1);
+    assert!(a.read_entry(a.replica_id(), 2).unwrap().is_none());
+    assert_eq!(a.apply(b"c", put(b"3")).unwrap(), 2);
     assert!(a.apply(b"", put(b"x")).is_err());
     assert!(a.write(vec![]).is_err());
-    assert_eq!(a.applied().get(a.replica_id()), 3);
+    assert_eq!(a.applied().get(a.replica_id()), 2);
 }
 
 #[test]
@@ -245,9 +248,10 @@ fn a_state_transfer_by_summary_converges_and_carries_deletes() {
     let hashes: Vec<u64> = diff.only_in_self.iter().map(|(k, _)| *k).collect();
     let keys = a.keys_for_hashes(&hashes).unwrap();
     assert_eq!(keys, vec![b"k1".to_vec(), b"new".to_vec()]);
-    let states = a.read_records(&keys).unwrap();
+    let states = a.read_records(&keys).unwrap().records;
+    let none = std::collections::BTreeSet::new();
     assert_eq!(
-        b.merge_states(&states, &theirs.applied).unwrap(),
+        b.merge_states(&states, &theirs.applied, &none).unwrap(),
         ApplyOutcome::Applied { changed: 2 }
     );
     // k7's key hash is only on b's side (k1's is on both, in two states): a holds nothing of
@@ -261,7 +265,7 @@ fn a_state_transfer_by_summary_converges_and_carries_deletes() {
     let absent = b.keys_for_hashes(&gone).unwrap();
     assert_eq!(absent, vec![b"k7".to_vec()]);
     assert_eq!(b.drop_covered(&absent, &theirs.applied).unwrap(), 1);
-    b.adopt(&theirs.applied).unwrap();
+    b.adopt(&theirs.applied, &theirs.exceptions).unwrap();
     assert_eq!(b.applied(), a.applied());
     assert_eq!(b.log_floor().get(a.replica_id()), 53);
     assert_eq!(values(&b, b"k1").unwrap(), vec![b"v2".to_vec()]);
@@ -269,7 +273,7 @@ fn a_state_transfer_by_summary_converges_and_carries_deletes() {
     b.compact(&b.applied()).unwrap();
     assert_eq!(all_states(&a), all_states(&b));
     // The stale state sent back does not resurrect the reclaimed delete at a.
-    a.merge_states(&[(b"k7".to_vec(), stale)], &VersionVector::new())
+    a.merge_states(&[(b"k7".to_vec(), stale)], &VersionVector::new(), &none)
         .unwrap();
     assert!(a.record(b"k7").is_none_or(|r| r.is_bottom()));
 }
@@ -288,25 +292,44 @@ fn a_streamed_transfer_drops_what_the_sender_holds_nothing_of() {
     a.compact(&a.applied()).unwrap();
     let snapshot = a.applied();
     // A range of two records, then the rest.
-    let (first, next) = a.read_range(b"", 10).unwrap();
+    let none = std::collections::BTreeSet::new();
+    let range = a.read_range(b"", 10).unwrap();
+    let first = range.states.records;
     assert_eq!(first.len(), 1, "at least one record, then the byte bound");
-    let next = next.unwrap();
+    let next = range.next.unwrap();
     assert_eq!(next, b"c".to_vec());
     let present: std::collections::BTreeSet<Vec<u8>> =
         first.iter().map(|(k, _)| k.clone()).collect();
-    b.merge_states(&first, &snapshot).unwrap();
+    b.merge_states(&first, &snapshot, &none).unwrap();
     assert_eq!(
-        b.drop_absent(b"", Some(&next), &present, &snapshot)
+        b.drop_absent(
+            b"",
+            Some(&next),
+            &present,
+            &snapshot,
+            &[key_hash(b"b")].into()
+        )
+        .unwrap(),
+        0,
+        "a key the sender does not vouch for is spared"
+    );
+    assert_eq!(
+        b.drop_absent(b"", Some(&next), &present, &snapshot, &none)
             .unwrap(),
         1,
         "b's \"b\" lies in the range and a holds nothing of it"
     );
-    let (rest, end) = a.read_range(&next, usize::MAX).unwrap();
-    assert_eq!(end, None);
+    let range = a.read_range(&next, usize::MAX).unwrap();
+    assert_eq!(range.next, None);
+    let rest = range.states.records;
     let present = rest.iter().map(|(k, _)| k.clone()).collect();
-    b.merge_states(&rest, &snapshot).unwrap();
-    assert_eq!(b.drop_absent(&next, None, &present, &snapshot).unwrap(), 0);
-    b.adopt(&snapshot).unwrap();
+    b.merge_states(&rest, &snapshot, &none).unwrap();
+    assert_eq!(
+        b.drop_absent(&next, None, &present, &snapshot, &none)
+            .unwrap(),
+        0
+    );
+    b.adopt(&snapshot, &Exceptions::default()).unwrap();
     b.compact(&b.applied()).unwrap();
     assert_eq!(all_states(&a), all_states(&b));
 }
@@ -407,28 +430,21 @@ fn the_running_summary_equals_one_built_from_the_records() {
 }
 
 #[test]
-fn a_restart_after_replicating_waits_for_confirmation_or_a_new_epoch() {
+fn a_restart_stays_writable_and_a_restored_backup_writes_under_a_new_epoch() {
     let a = MemoryStore::new(ReplicaId(1), 0);
     assert_eq!(a.replica_id(), ReplicaId(1), "epoch 0: the member id");
     a.apply(b"k", put(b"1")).unwrap();
     a.restart();
-    assert!(a.origin_view().confirmed, "never replicated: writable");
-    a.attach_replication();
     let backup = a.checkpoint();
     a.apply(b"k", put(b"2")).unwrap();
     a.restart();
-    assert!(!a.origin_view().confirmed);
-    assert_eq!(a.apply(b"k", put(b"3")), Err(MemoryStoreError::Recovering));
-    a.confirm_origin();
-    assert_eq!(a.apply(b"k", put(b"3")).unwrap(), 3);
+    assert_eq!(a.apply(b"k", put(b"3")).unwrap(), 3, "writable at once");
 
-    // The backup lost write 2 (and 3), which peers may hold: a new epoch.
-    assert!(!backup.origin_view().confirmed);
-    assert_eq!(backup.applied().get(ReplicaId(1)), 1);
-    let origin = backup.start_new_epoch("a peer holds more").unwrap();
-    let view = backup.origin_view();
-    assert_eq!((view.origin, view.epoch, view.confirmed), (origin, 1, true));
+    // The backup lacks writes 2 and 3, which peers may hold: it writes under a new epoch.
+    let origin = backup.replica_id();
     assert_eq!(origin, ReplicaId(1).epoch_origin(1));
+    assert_eq!(backup.origin_view().epoch, 1);
+    assert_eq!(backup.applied().get(ReplicaId(1)), 1);
     assert_eq!(backup.member_id(), ReplicaId(1));
     assert_eq!(backup.apply(b"k", put(b"4")).unwrap(), 1);
     // The old origin is one like any other: what the peer holds of it comes back.
@@ -440,13 +456,10 @@ fn a_restart_after_replicating_waits_for_confirmation_or_a_new_epoch() {
         values(&backup, b"k").unwrap(),
         vec![b"3".to_vec(), b"4".to_vec()]
     );
-    // The same backup restored again must not reuse epoch 1: the caller picks another.
+    // Another copy restored must not reuse epoch 1: the caller picks another.
+    a.set_next_epoch(7);
     let again = a.checkpoint();
-    again.set_next_epoch(7);
-    assert_eq!(
-        again.start_new_epoch("restored").unwrap(),
-        ReplicaId(1).epoch_origin(7)
-    );
+    assert_eq!(again.replica_id(), ReplicaId(1).epoch_origin(7));
     assert_eq!(again.origin_view().epoch, 7);
     assert!(format!("{again:?}").len() < 400, "Debug stays short");
 }

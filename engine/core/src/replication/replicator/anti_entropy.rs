@@ -15,13 +15,20 @@
 //! difference's other side, or a streamed range's gaps) lose the dots the snapshot covers. The
 //! last chunk ends the round and the receiver adopts the snapshot, capped by what the offerer
 //! claims (`handshake::cap_snapshot`).
+//!
+//! A snapshot vouches only for what the offerer's records reflect: the offer carries its
+//! exceptions (writes and keys declared lost, `replication::exceptions`) and each chunk the
+//! keys it could not ship (unreadable, corrupt, too large). For those the receiver neither
+//! erases nor prunes: it joins them plainly, and takes the exceptions on with the snapshot.
 
 use super::{ReplicationError, Replicator};
+use crate::model::digest::key_hash;
 use crate::model::VersionVector;
-use crate::replication::frame::{vv_entries, Frame, FrameError};
+use crate::replication::exceptions::horizon_of;
+use crate::replication::frame::{vv_entries, Exceptions, Frame, FrameError, EXCEPTIONS_MAX};
 use crate::replication::iblt::Iblt;
 use crate::replication::peer::{AntiEntropy, LinkState, Transfer};
-use crate::replication::seam::{ApplyOutcome, RecordState, ReplicaStore};
+use crate::replication::seam::{ApplyOutcome, ReadStates, RecordRange, RecordState, ReplicaStore};
 use crate::replication::LinkId;
 use std::collections::{BTreeSet, VecDeque};
 
@@ -77,7 +84,8 @@ impl Replicator {
                 round,
                 table,
                 records,
-            } => self.on_offer(peer, round, &table, records, store, now_ms),
+                exceptions,
+            } => self.on_offer(peer, round, &table, records, *exceptions, store, now_ms),
             Frame::AeWant { round, .. } | Frame::AeStream { round }
                 if self.dropped_round(peer, round) =>
             {
@@ -116,13 +124,20 @@ impl Replicator {
                 round,
                 chunk,
                 records,
+                left_out,
                 done,
                 snapshot,
             } => {
-                let records = owned(records);
-                self.on_chunk(
-                    peer, round, chunk, records, None, done, snapshot, store, now_ms,
-                )
+                let chunk = Chunk {
+                    round,
+                    chunk,
+                    records: owned(records),
+                    left_out: left_out.into_iter().map(|k| k.into_vec()).collect(),
+                    range: None,
+                    done,
+                    snapshot,
+                };
+                self.on_chunk(peer, chunk, store, now_ms)
             }
             Frame::AeRange {
                 round,
@@ -130,14 +145,20 @@ impl Replicator {
                 from,
                 through,
                 records,
+                left_out,
                 done,
                 snapshot,
             } => {
-                let records = owned(records);
-                let range = Some((from.into_vec(), through.map(|t| t.into_vec())));
-                self.on_chunk(
-                    peer, round, chunk, records, range, done, snapshot, store, now_ms,
-                )
+                let chunk = Chunk {
+                    round,
+                    chunk,
+                    records: owned(records),
+                    left_out: left_out.into_iter().map(|k| k.into_vec()).collect(),
+                    range: Some((from.into_vec(), through.map(|t| t.into_vec()))),
+                    done,
+                    snapshot,
+                };
+                self.on_chunk(peer, chunk, store, now_ms)
             }
             Frame::AeAck { round, chunk } => {
                 if let Some(Some(AntiEntropy::Offering {
@@ -209,6 +230,7 @@ impl Replicator {
             round,
             table: summary.table.to_bytes().into(),
             records: summary.records,
+            exceptions: Box::new(summary.exceptions),
         };
         let Some(p) = self.peers.get_mut(&peer) else {
             return Ok(());
@@ -228,12 +250,14 @@ impl Replicator {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_offer<S: ReplicaStore>(
         &mut self,
         peer: LinkId,
         round: u64,
         table: &[u8],
         records: u64,
+        mut exceptions: Exceptions,
         store: &S,
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
@@ -257,6 +281,9 @@ impl Replicator {
                 ))
             }
         };
+        // A replica keeps at most this many: more is not an offer this build makes.
+        exceptions.lost.truncate(EXCEPTIONS_MAX);
+        exceptions.uncertain.truncate(EXCEPTIONS_MAX);
         let largest = store.summary_cells();
         let mut ours_only = BTreeSet::new();
         let reply = if theirs.cell_count() > largest {
@@ -323,6 +350,7 @@ impl Replicator {
                 next_chunk: 0,
                 since_ms: now_ms,
                 ours_only,
+                exceptions,
             });
         }
         let encoded = reply.encode();
@@ -331,42 +359,65 @@ impl Replicator {
         Ok(())
     }
 
-    /// A chunk of records of round `round` (`range`: the key range a streamed chunk covers).
-    #[allow(clippy::too_many_arguments)]
+    /// A chunk of records of a round this replica receives.
     fn on_chunk<S: ReplicaStore>(
         &mut self,
         peer: LinkId,
-        round: u64,
-        chunk: u64,
-        records: Vec<RecordState>,
-        range: Option<(Vec<u8>, Option<Vec<u8>>)>,
-        done: bool,
-        snapshot: Vec<(crate::model::ReplicaId, u64)>,
+        chunk: Chunk,
         store: &S,
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
-        let expected = match self.peers.get(&peer).and_then(|p| p.ae.as_ref()) {
+        let Chunk {
+            round,
+            chunk,
+            records,
+            left_out,
+            range,
+            done,
+            snapshot,
+        } = chunk;
+        // What the sender does not vouch for: its exceptions, and every key its chunks left
+        // out so far (taken on here with the snapshot).
+        let exceptions = match self.peers.get_mut(&peer).and_then(|p| p.ae.as_mut()) {
             Some(AntiEntropy::Receiving {
                 round: r,
                 next_chunk,
+                exceptions,
                 ..
-            }) if *r == round => *next_chunk,
-            _ => return Ok(()), // a stale round
+            }) if *r == round && *next_chunk == chunk => {
+                for key in &left_out {
+                    let hash = key_hash(key);
+                    if !exceptions.uncertain.contains(&hash) {
+                        exceptions.uncertain.push(hash);
+                    }
+                }
+                exceptions.clone()
+            }
+            // A stale round, or out of order: the sender restarts the round after a timeout.
+            _ => return Ok(()),
         };
-        if chunk != expected {
-            return Ok(()); // out of order: the sender restarts the round after a timeout
+        if !left_out.is_empty() {
+            metrics::counter!("meridian_antientropy_records_left_out_total")
+                .increment(left_out.len() as u64);
         }
+        let spare: BTreeSet<u64> = exceptions.uncertain.iter().copied().collect();
         let snapshot = self.cap_snapshot(peer, &VersionVector::from_entries(snapshot), store);
+        let horizon = horizon_of(&snapshot, &exceptions);
         if let Some((from, through)) = &range {
             // Keys held here in the range that the peer does not hold: what it applied of
-            // them, it removed. (Looked at before the chunk's records are written.)
-            let present: BTreeSet<Vec<u8>> = records.iter().map(|(k, _)| k.clone()).collect();
+            // them, it removed. (Looked at before the chunk's records are written; keys it
+            // holds but left out are not gaps.)
+            let present: BTreeSet<Vec<u8>> = records
+                .iter()
+                .map(|(k, _)| k.clone())
+                .chain(left_out.iter().cloned())
+                .collect();
             store
-                .drop_absent(from, through.as_deref(), &present, &snapshot)
+                .drop_absent(from, through.as_deref(), &present, &horizon, &spare)
                 .map_err(ReplicationError::Store)?;
         }
         if store
-            .merge_states(&records, &snapshot)
+            .merge_states(&records, &horizon, &spare)
             .map_err(ReplicationError::Store)?
             == ApplyOutcome::Invalid
         {
@@ -385,7 +436,7 @@ impl Replicator {
         {
             *next_chunk = chunk + 1;
             *since_ms = now_ms;
-            for (key, _) in &records {
+            for key in records.iter().map(|(k, _)| k).chain(&left_out) {
                 only.remove(key);
             }
             if done {
@@ -394,16 +445,36 @@ impl Replicator {
         }
         self.send(peer, &Frame::AeAck { round, chunk });
         if done {
+            ours_only.retain(|k| !spare.contains(&key_hash(k)));
             if !ours_only.is_empty() {
                 // The peer holds nothing of these keys: what it applied of them, it removed (a
                 // replica back with older states than it shipped learns deletes whose
                 // tombstones are reclaimed everywhere else).
                 let keys: Vec<Vec<u8>> = ours_only.into_iter().collect();
                 store
-                    .drop_covered(&keys, &snapshot)
+                    .drop_covered(&keys, &horizon)
                     .map_err(ReplicationError::Store)?;
             }
-            store.adopt(&snapshot).map_err(ReplicationError::Store)?;
+            // What the snapshot does not vouch for matters here only where it raises this
+            // replica's vector: dots it already applied, its records reflect.
+            let applied = store.applied();
+            let raised = snapshot.iter().any(|(o, s)| s > applied.get(o));
+            let taken = Exceptions {
+                lost: exceptions
+                    .lost
+                    .iter()
+                    .filter(|(o, s)| *s > applied.get(*o) && *s <= snapshot.get(*o))
+                    .copied()
+                    .collect(),
+                uncertain: if raised {
+                    exceptions.uncertain.clone()
+                } else {
+                    Vec::new()
+                },
+            };
+            store
+                .adopt(&snapshot, &taken)
+                .map_err(ReplicationError::Store)?;
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.ae = None;
             }
@@ -458,18 +529,22 @@ impl Replicator {
             let frame = match transfer {
                 Transfer::Waiting => return Ok(()),
                 Transfer::Keys(pending) => {
-                    let records = read_wanted(pending, target, store)?;
+                    let states = read_wanted(pending, target, store)?;
                     Frame::AeRecords {
                         round,
                         chunk,
-                        records: shipped(records),
+                        records: shipped(states.records),
+                        left_out: states.left_out.into_iter().map(Into::into).collect(),
                         done: pending.is_empty(),
                         snapshot,
                     }
                 }
                 Transfer::Stream { next } => {
                     let from = next.take().unwrap_or_default();
-                    let (records, through) = store
+                    let RecordRange {
+                        states,
+                        next: through,
+                    } = store
                         .read_range(&from, stream_target)
                         .map_err(ReplicationError::Store)?;
                     next.clone_from(&through);
@@ -479,7 +554,8 @@ impl Replicator {
                         from: from.into(),
                         done: through.is_none(),
                         through: through.map(Into::into),
-                        records: shipped(records),
+                        records: shipped(states.records),
+                        left_out: states.left_out.into_iter().map(Into::into).collect(),
                         snapshot,
                     }
                 }
@@ -505,14 +581,15 @@ impl Replicator {
 }
 
 /// The records of wanted keys, a few at a time: at least one record, then up to `target`
-/// bytes, never past what one frame carries; keys not read go back to `pending`.
+/// bytes, never past what one frame carries; keys not read go back to `pending`, keys that
+/// cannot be shipped are named.
 fn read_wanted<S: ReplicaStore>(
     pending: &mut VecDeque<Vec<u8>>,
     target: usize,
     store: &S,
-) -> Result<Vec<RecordState>, ReplicationError<S::Error>> {
+) -> Result<ReadStates, ReplicationError<S::Error>> {
     let max = crate::limits::ENTRY_BYTES_MAX;
-    let mut records: Vec<RecordState> = Vec::new();
+    let mut out = ReadStates::default();
     let mut size = 0;
     while size < target {
         let group: Vec<Vec<u8>> = (0..TRANSFER_READ_KEYS)
@@ -521,29 +598,36 @@ fn read_wanted<S: ReplicaStore>(
         if group.is_empty() {
             break;
         }
-        let mut read = store
+        let read = store
             .read_records(&group)
-            .map_err(ReplicationError::Store)?
-            .into_iter();
+            .map_err(ReplicationError::Store)?;
+        size += read
+            .left_out
+            .iter()
+            .map(|k| k.len() + crate::limits::RECORD_OVERHEAD_BYTES)
+            .sum::<usize>();
+        out.left_out.extend(read.left_out);
+        let mut read = read.records.into_iter();
         for state in read.by_ref() {
             let bytes = state.0.len() + state.1.len() + crate::limits::RECORD_OVERHEAD_BYTES;
             if bytes > max {
                 // Grown past what a frame carries (merges): left out, as in entries.
                 metrics::counter!("meridian_replication_records_unshippable_total").increment(1);
+                out.left_out.push(state.0);
                 continue;
             }
-            if !records.is_empty() && size + bytes > max {
+            if !out.records.is_empty() && size + bytes > max {
                 pending.push_front(state.0);
                 break;
             }
             size += bytes;
-            records.push(state);
+            out.records.push(state);
         }
         for (key, _) in read {
             pending.push_front(key);
         }
     }
-    Ok(records)
+    Ok(out)
 }
 
 fn owned(records: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>) -> Vec<RecordState> {
@@ -581,4 +665,16 @@ impl Replicator {
         }
         self.offer(peer, crate::replication::iblt::CELLS_MIN, store, now_ms)
     }
+}
+
+/// A chunk of a state-transfer round, as received.
+struct Chunk {
+    round: u64,
+    chunk: u64,
+    records: Vec<RecordState>,
+    left_out: Vec<Vec<u8>>,
+    /// The key range a streamed chunk covers whole.
+    range: Option<(Vec<u8>, Option<Vec<u8>>)>,
+    done: bool,
+    snapshot: Vec<(crate::model::ReplicaId, u64)>,
 }

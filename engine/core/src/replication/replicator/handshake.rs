@@ -5,19 +5,18 @@
 //!   and its process session; any mismatch closes the link with the reason.
 //! - Claims: a peer's applied vector is what it says it holds. This replica is the authority on
 //!   its own origin: a claim beyond what it committed is clamped before cursors, stability or a
-//!   state transfer's snapshot rely on it, and is evidence that it lost those writes (or of a
-//!   peer that lies, or of a second process with this identity). Of other origins nobody here
-//!   knows the current end (an owner's report is stale as soon as it writes again): claims of
-//!   them are taken as made, and a claim lowered later is followed (cursors rewind).
-//! - Confirmation: a replica reopened on a directory that has replicated writes again once
-//!   every other member said it holds no more of its origin than the directory does; on
-//!   evidence of loss, or when members stay silent too long, it writes under a new epoch.
+//!   state transfer's snapshot rely on it, and is evidence that its directory lost those writes
+//!   (copied back by hand, say: a restart that may have lost writes takes a new epoch at open
+//!   already), so it moves to a new epoch rather than number a write again that a peer holds.
+//!   Of other origins nobody here knows the current end (an owner's report is stale as soon as
+//!   it writes again): claims of them are taken as made, and a claim lowered later is followed
+//!   (cursors rewind).
 
 use super::{LinkId, LinkState, Output, Peer, ReplicationError, Replicator};
 use crate::model::{ReplicaId, VersionVector};
 use crate::replication::frame::{vv_entries, Frame, RegionAbout};
 use crate::replication::ReplicaStore;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 /// Earlier sessions remembered per member.
 const RETIRED_SESSIONS_MAX: usize = 16;
@@ -28,7 +27,6 @@ pub(super) struct Hello {
     pub member: ReplicaId,
     pub origin: ReplicaId,
     pub epoch: u32,
-    pub confirmed: bool,
     pub session: u64,
     pub region: String,
     pub applied: VersionVector,
@@ -72,14 +70,6 @@ impl SessionLog {
     }
 }
 
-/// This replica's origin waiting for its peers' confirmation.
-#[derive(Debug)]
-pub(super) struct Confirming {
-    since_ms: u64,
-    /// Members that have not yet confirmed.
-    waiting: BTreeSet<ReplicaId>,
-}
-
 impl Replicator {
     /// The handshake (see the module documentation).
     pub(super) fn on_hello<S: ReplicaStore>(
@@ -94,7 +84,6 @@ impl Replicator {
             member,
             origin,
             epoch,
-            confirmed,
             session,
             region,
             applied,
@@ -159,12 +148,7 @@ impl Replicator {
             }
         }
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.origin = Some((origin, confirmed));
-        }
-        if let Some(c) = self.confirming(store, now_ms) {
-            if applied.get(store.replica_id()) <= store.applied().get(store.replica_id()) {
-                c.waiting.remove(&member);
-            }
+            p.origin = Some(origin);
         }
         let claim = self.take_claim(peer, applied, store)?;
         let mut became_ready = false;
@@ -197,13 +181,11 @@ impl Replicator {
                 self.send(peer, &Frame::About(about));
             }
         }
-        self.check_origin(store, now_ms)?;
         self.pump(peer, store, now_ms)
     }
 
-    /// Records a peer's claim of its applied vector (from a `Hello` or a fresh `Ack`): its own
-    /// origin's entry bounds that origin when confirmed; a claim above this replica's own
-    /// writes is handled as evidence; returns the claim clamped to what its author can know,
+    /// Records a peer's claim of its applied vector (from a `Hello` or a fresh `Ack`): a claim
+    /// above this replica's own writes is handled as evidence; returns the claim clamped to what its author can know,
     /// which becomes the member's known vector.
     pub(super) fn take_claim<S: ReplicaStore>(
         &mut self,
@@ -262,10 +244,12 @@ impl Replicator {
         self.clamp_claim(&capped, store)
     }
 
-    /// A peer claims more of this replica's origin than it committed: unconfirmed, this
-    /// replica lost writes it had shipped (a lost disk tail, a restored backup) and moves to a
-    /// new epoch; confirmed, the claim is refused (a peer that lies, or a second process with
-    /// this identity), logged once per link.
+    /// A peer claims more of this replica's origin than it committed: the directory lost
+    /// writes it had shipped (copied back by hand, or a loss nothing at open could see), or a
+    /// second process writes under this identity, or the peer lies. Numbering on in this
+    /// origin could give a dot a peer holds to another write: the first time in a run, this
+    /// replica moves to a new epoch; later claims are clamped and logged once per link (a
+    /// lying peer must not make it churn epochs).
     fn check_overclaim<S: ReplicaStore>(
         &mut self,
         peer: LinkId,
@@ -279,66 +263,22 @@ impl Replicator {
             return Ok(());
         }
         let member = self.peers.get(&peer).map_or(self.me, |p| p.member);
-        if !view.confirmed {
-            let reason = format!(
-                "member {member} holds {claimed} writes of origin {} and this directory {held}",
-                view.origin
-            );
-            self.new_epoch(store, &reason)?;
-            return Ok(());
-        }
         metrics::counter!("meridian_peer_claims_clamped_total", "what" => "own origin")
             .increment(1);
+        if !self.moved_on_overclaim {
+            self.moved_on_overclaim = true;
+            let reason = format!(
+                "member {member} holds {claimed} writes of origin {} and this replica \
+                 committed {held}",
+                view.origin
+            );
+            return self.new_epoch(store, &reason);
+        }
         if let Some(p) = self.peers.get_mut(&peer) {
             if !p.overclaim_logged {
                 p.overclaim_logged = true;
                 tracing::warn!(peer = %member, origin = %view.origin, claimed, held, "a peer claims more of this replica's writes than it made: a peer that lies, or two processes with one identity");
             }
-        }
-        Ok(())
-    }
-
-    /// The confirmation in progress, started if this replica's origin is unconfirmed.
-    fn confirming(&mut self, store: &impl ReplicaStore, now_ms: u64) -> Option<&mut Confirming> {
-        if store.origin_view().confirmed {
-            self.confirming = None;
-            return None;
-        }
-        let others: BTreeSet<ReplicaId> = self
-            .config
-            .members
-            .iter()
-            .copied()
-            .filter(|m| *m != self.me)
-            .collect();
-        Some(self.confirming.get_or_insert(Confirming {
-            since_ms: now_ms,
-            waiting: others,
-        }))
-    }
-
-    /// Confirms this replica's origin once every other member has, or moves to a new epoch
-    /// when some stayed silent for `epoch_confirm_ms`.
-    pub(super) fn check_origin<S: ReplicaStore>(
-        &mut self,
-        store: &S,
-        now_ms: u64,
-    ) -> Result<(), ReplicationError<S::Error>> {
-        let limit = self.config.epoch_confirm_ms;
-        let Some(c) = self.confirming(store, now_ms) else {
-            return Ok(());
-        };
-        if c.waiting.is_empty() {
-            store.confirm_origin();
-            self.confirming = None;
-            self.announce(store, now_ms);
-        } else if now_ms.saturating_sub(c.since_ms) >= limit {
-            let silent: Vec<String> = c.waiting.iter().map(ReplicaId::to_string).collect();
-            let reason = format!(
-                "members {} did not confirm the origin within {limit} ms",
-                silent.join(", ")
-            );
-            self.new_epoch(store, &reason)?;
         }
         Ok(())
     }
@@ -352,7 +292,6 @@ impl Replicator {
             .start_new_epoch(reason)
             .map_err(ReplicationError::Store)?;
         metrics::counter!("meridian_epochs_started_total").increment(1);
-        self.confirming = None;
         self.announce(store, 0);
         Ok(())
     }
@@ -381,9 +320,7 @@ impl Replicator {
         let Some(p) = self.peers.get(&peer) else {
             return false;
         };
-        p.origin.is_some_and(|(o, _)| o == origin)
-            || p.claimed.get(origin) > 0
-            || store.applied().get(origin) > 0
+        p.origin == Some(origin) || p.claimed.get(origin) > 0 || store.applied().get(origin) > 0
     }
 }
 
@@ -401,7 +338,6 @@ impl Replicator {
             member: self.me,
             origin: origin.origin,
             epoch: origin.epoch,
-            confirmed: origin.confirmed,
             session: self.config.session,
             region: self.config.region.clone(),
             applied: vv_entries(&store.applied()),

@@ -5,10 +5,10 @@
 use super::{unreachable_peer, LinkId, ReplicationError, Replicator, INFLIGHT_BYTES_CAP};
 use crate::limits::ENTRY_BYTES_MAX;
 use crate::model::{ReplicaId, VersionVector};
-use crate::replication::frame::{encode_entries, vv_entries, Frame, FrameError};
+use crate::replication::frame::{encode_entries, vv_entries, EntryOut, Frame, FrameError};
 use crate::replication::inbound::{wire_bytes, DecodedEntry};
 use crate::replication::peer::{AntiEntropy, InFlight};
-use crate::replication::seam::{ApplyOutcome, ReplicaStore, SharedState};
+use crate::replication::seam::{ApplyOutcome, ReplicaStore, ShippedEntry};
 
 /// Acknowledgements a receiver sends per in-flight window of entries bytes.
 const ACKS_PER_WINDOW: usize = 4;
@@ -51,7 +51,7 @@ impl Replicator {
         &mut self,
         peer: LinkId,
         origin: ReplicaId,
-        entries: Vec<DecodedEntry>,
+        mut entries: Vec<DecodedEntry>,
         store: &S,
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
@@ -73,8 +73,10 @@ impl Replicator {
                 self.known.entry(r).or_default().join(&has);
             }
         }
-        let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
         let received: usize = entries.iter().map(|e| e.wire_bytes).sum();
+        let sender = self.peers.get(&peer).map_or(self.me, |p| p.member);
+        self.hold_partial(sender, origin, &mut entries, store, now_ms);
+        let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
         let outcomes = store
             .apply_entries(origin, entries)
             .map_err(ReplicationError::Store)?;
@@ -144,6 +146,13 @@ impl Replicator {
                     p.relay_wait.remove(&o);
                     continue;
                 }
+                if let Some(&partial) = p.partial_sent.get(&o) {
+                    if p.acked.get(o) >= partial {
+                        p.partial_sent.remove(&o);
+                    } else if p.sent.get(o) >= partial {
+                        continue; // a partial entry waits at the peer: nothing beyond it yet
+                    }
+                }
                 if o == own {
                     due.push(o);
                     continue;
@@ -167,25 +176,33 @@ impl Replicator {
             p.last_origin = Some(origin);
             let mut seq = p.sent.get(origin) + 1;
             let last = applied.get(origin);
-            let mut entries = Vec::new();
+            let mut entries: Vec<(u64, ShippedEntry)> = Vec::new();
             let mut size = 0;
             let mut flights = Vec::new();
             while seq <= last && size < self.config.frame_bytes_target {
-                let Some(records) = store
+                let Some(entry) = store
                     .read_entry(origin, seq)
                     .map_err(ReplicationError::Store)?
                 else {
                     break;
                 };
-                let records = fit_entry(origin, seq, records);
-                let bytes = wire_bytes(records.iter().map(|(k, v)| (&k[..], &v[..])));
+                let entry = fit_entry(origin, seq, entry);
+                let bytes = shipped_bytes(&entry);
                 if !entries.is_empty() && size + bytes > ENTRY_BYTES_MAX {
                     break; // the next frame carries it: a frame holds at most one entry's worth
                 }
                 size += bytes;
                 flights.push(InFlight { origin, seq, bytes });
-                entries.push((seq, records));
+                let partial = !entry.left_out.is_empty() || entry.lost;
+                entries.push((seq, entry));
                 seq += 1;
+                if partial {
+                    // The peer holds it until a whole copy comes, or its bound passes.
+                    p.partial_sent.insert(origin, seq - 1);
+                    metrics::counter!("meridian_replication_partial_entries_sent_total")
+                        .increment(1);
+                    break;
+                }
             }
             if entries.is_empty() {
                 // The log no longer holds what the peer needs: transfer state instead, once
@@ -202,8 +219,20 @@ impl Replicator {
                     .sum();
                 return self.start_transfer(peer, lag, store, now_ms);
             }
-            let borrowed: Vec<(u64, &[SharedState])> =
-                entries.iter().map(|(seq, r)| (*seq, &r[..])).collect();
+            let left_out: Vec<Vec<std::sync::Arc<[u8]>>> = entries
+                .iter()
+                .map(|(_, e)| e.left_out.iter().map(|k| k[..].into()).collect())
+                .collect();
+            let borrowed: Vec<EntryOut<'_, std::sync::Arc<[u8]>>> = entries
+                .iter()
+                .zip(&left_out)
+                .map(|((seq, e), left_out)| EntryOut {
+                    seq: *seq,
+                    records: &e.states,
+                    left_out,
+                    lost: e.lost,
+                })
+                .collect();
             let encoded = encode_entries(origin, &borrowed);
             let p = self
                 .peers
@@ -250,24 +279,37 @@ impl Replicator {
     }
 }
 
+/// Bytes of an entry in flight: its states and the keys it leaves out.
+fn shipped_bytes(entry: &ShippedEntry) -> usize {
+    wire_bytes(entry.states.iter().map(|(k, v)| (&k[..], &v[..])))
+        + entry
+            .left_out
+            .iter()
+            .map(|k| k.len() + crate::limits::RECORD_OVERHEAD_BYTES)
+            .sum::<usize>()
+}
+
 /// An entry's records, trimmed to what one frame carries. A write never leaves more
 /// (`limits`), but the current states it ships may have met other regions' concurrent writes
-/// since: the largest are left out then, counted and logged (the fault stays with their keys;
-/// the entry, and the origin's entries after it, still ship).
-fn fit_entry(origin: ReplicaId, seq: u64, mut records: Vec<SharedState>) -> Vec<SharedState> {
-    let mut size = wire_bytes(records.iter().map(|(k, v)| (&k[..], &v[..])));
+/// since: the largest are left out then, counted and logged, and named in the entry (the
+/// fault stays with their keys; the entry ships partial, and the peer waits for a whole copy
+/// from another member before it counts it as applied).
+fn fit_entry(origin: ReplicaId, seq: u64, mut entry: ShippedEntry) -> ShippedEntry {
+    let mut size = shipped_bytes(&entry);
     while size > ENTRY_BYTES_MAX {
-        let Some((largest, _)) = records
+        let Some((largest, _)) = entry
+            .states
             .iter()
             .enumerate()
             .max_by_key(|(_, (k, v))| k.len() + v.len())
         else {
             break;
         };
-        let (key, state) = records.remove(largest);
-        size -= key.len() + state.len() + crate::limits::RECORD_OVERHEAD_BYTES;
+        let (key, state) = entry.states.remove(largest);
+        size -= state.len();
         metrics::counter!("meridian_replication_records_unshippable_total").increment(1);
         tracing::error!(%origin, seq, key = %crate::show_key(&key[..key.len().min(64)]), bytes = state.len(), "a record grew past what one frame carries and is left out of its entry");
+        entry.left_out.push(key.to_vec());
     }
-    records
+    entry
 }

@@ -4,11 +4,16 @@
 //!
 //! This file holds the state, the entry points and the outputs; each job has its file:
 //! `handshake.rs` (who a peer is, what it may claim), `log_shipping.rs` (entries out and in),
-//! `anti_entropy.rs` (state transfer), `stability.rs` (what every member applied; compaction).
+//! `anti_entropy.rs` (state transfer), `stability.rs` (what every member applied; compaction),
+//! `missing.rs` (writes that cannot be had whole: held, then declared lost after a bound).
 //!
 //! Invariants:
 //! - entries of one origin are applied in sequence order; duplicates are ignored, a gap is
 //!   answered with `Nack` and nothing after it is applied;
+//! - I1: the applied vector never covers a write the records do not reflect, but for what the
+//!   store keeps as declared lost (`ReplicaStore::exceptions`): a partial entry is applied
+//!   only after `missing_wait_ms` without a whole copy, and a state transfer's receiver
+//!   neither prunes nor erases on the account of what the sender does not vouch for;
 //! - a replica sends, for every origin it holds, what the peer's cursor lacks (so writes relay
 //!   through any path of live links);
 //! - bytes sent and not acknowledged per link stay under its window (`inflight_window`: the
@@ -66,9 +71,11 @@ pub struct ReplicationConfig {
     /// Drawn at each process start (the driver's randomness): a member whose earlier session
     /// comes back is two processes sharing one identity.
     pub session: u64,
-    /// How long a replica reopened on a directory that has replicated waits for every other
-    /// member to confirm its origin before it writes under a new epoch instead.
-    pub epoch_confirm_ms: u64,
+    /// How long a replica waits for a whole copy of a write it holds only partly (a sender
+    /// left record states out) or not at all (a number missing from its own log), from a
+    /// reachable member, before it declares what is missing lost and moves on (invariant I1's
+    /// stated exceptions, `replicator/missing.rs`).
+    pub missing_wait_ms: u64,
     /// Interval between state-transfer checks on an idle link whose vectors agree: equal
     /// vectors do not prove equal records (a dot of a write lost with a disk may survive at
     /// some replicas only), and the check costs one small table when nothing differs.
@@ -92,7 +99,7 @@ impl Default for ReplicationConfig {
             members: Vec::new(),
             compact_every_ms: 2_000,
             session: 0,
-            epoch_confirm_ms: 5_000,
+            missing_wait_ms: 30_000,
             antientropy_check_ms: 10_000,
             about: None,
         }
@@ -162,6 +169,12 @@ pub struct Stats {
     pub tombstones_removed: u64,
     /// Tombstones waiting for stability after the last compaction.
     pub tombstones_pending: u64,
+    /// Partial entries received and held, waiting for a whole copy.
+    pub partial_entries_held: u64,
+    /// Partial entries applied as partial after their bound (what they lacked declared lost).
+    pub partial_entries_applied: u64,
+    /// Numbers missing from this replica's log that no reachable member held: declared lost.
+    pub writes_declared_lost: u64,
 }
 
 /// The per-replica replication state machine.
@@ -176,8 +189,13 @@ pub struct Replicator {
     known: BTreeMap<ReplicaId, VersionVector>,
     /// Process sessions seen per member.
     sessions: BTreeMap<ReplicaId, handshake::SessionLog>,
-    /// While this replica's origin waits for its peers' confirmation.
-    confirming: Option<handshake::Confirming>,
+    /// Per origin, the partial entry held.
+    partial_held: BTreeMap<ReplicaId, missing::PartialHeld>,
+    /// Per origin stranded here, the missing number and since when it is missing.
+    stranded_since: BTreeMap<ReplicaId, (u64, u64)>,
+    /// Whether a peer's claim beyond this replica's own writes already moved it to a new epoch
+    /// in this run (at most once: a lying peer must not make it churn epochs).
+    moved_on_overclaim: bool,
     /// Serial of the last `Ack` sent (on any link: increasing on each).
     ack_serial: u64,
     next_round: u64,
@@ -197,7 +215,9 @@ impl Replicator {
             stats: Stats::default(),
             known: BTreeMap::new(),
             sessions: BTreeMap::new(),
-            confirming: None,
+            partial_held: BTreeMap::new(),
+            stranded_since: BTreeMap::new(),
+            moved_on_overclaim: false,
             ack_serial: 0,
             next_round: 1,
             last_compact_ms: 0,
@@ -244,7 +264,7 @@ impl Replicator {
         store: &S,
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
-        self.check_origin(store, now_ms)?;
+        self.check_missing(store, now_ms)?;
         self.compact_if_due(store, now_ms)?;
         self.tick_lease(now_ms);
         let ids: Vec<LinkId> = self.peers.keys().copied().collect();
@@ -348,7 +368,6 @@ impl Replicator {
                 member,
                 origin,
                 epoch,
-                confirmed,
                 session,
                 region,
                 applied,
@@ -359,7 +378,6 @@ impl Replicator {
                     member,
                     origin,
                     epoch,
-                    confirmed,
                     session,
                     region,
                     applied: VersionVector::from_entries(applied),
@@ -494,6 +512,7 @@ pub(super) fn unreachable_peer<E: std::error::Error>(peer: LinkId) -> Replicatio
 mod anti_entropy;
 mod handshake;
 mod log_shipping;
+mod missing;
 mod primary;
 mod stability;
 #[cfg(test)]

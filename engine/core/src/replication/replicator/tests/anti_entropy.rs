@@ -43,8 +43,12 @@ fn a_peer_behind_a_truncated_log_catches_up_by_state_transfer_and_deletes_stay_d
     // holds nothing of k2 and applied every write to it: b removes what it held of it.
     assert_eq!(get(b, b"k2"), None, "b learnt the delete");
     // A stale state sent back must not resurrect it at a either.
-    a.merge_states(&[(b"k2".to_vec(), stale)], &VersionVector::new())
-        .unwrap();
+    a.merge_states(
+        &[(b"k2".to_vec(), stale)],
+        &VersionVector::new(),
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(get(a, b"k2"), None, "a resurrected a reclaimed delete");
 }
 
@@ -58,10 +62,14 @@ fn idle_links_with_equal_vectors_still_find_a_differing_record() {
     a.apply(b"orphan", put(b"v")).unwrap();
     a.apply(b"shared", put(b"v")).unwrap();
     let shared = a.export(b"shared").unwrap();
-    b.merge_states(&[(b"shared".to_vec(), shared)], &VersionVector::new())
-        .unwrap();
+    b.merge_states(
+        &[(b"shared".to_vec(), shared)],
+        &VersionVector::new(),
+        &Default::default(),
+    )
+    .unwrap();
     // b's vector covers both writes, but it holds only one of them.
-    b.adopt(&a.applied()).unwrap();
+    b.adopt(&a.applied(), &Default::default()).unwrap();
     assert_eq!(a.applied(), b.applied());
     let check = ReplicationConfig::default().antientropy_check_ms;
     let rounds = |pair: &Pair| {

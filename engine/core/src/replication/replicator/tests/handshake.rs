@@ -156,47 +156,45 @@ fn a_session_that_comes_back_after_another_is_a_second_process() {
     assert_eq!(log.see(2), Session::Current);
 }
 
-/// A store restarted after replicating waits for its peer's word before writing; a restored
-/// backup that lost writes its peer holds moves to a new epoch, and gets them back.
+/// A store restarted after replicating writes at once under its origin; a copy put back by
+/// hand that lost writes its peer holds learns it from the peer's claim, moves to a new
+/// epoch, and gets them back; a restored backup writes under a new epoch from the start.
 #[test]
-fn a_restart_is_confirmed_by_the_peer_and_a_restored_backup_starts_a_new_epoch() {
+fn a_restart_stays_writable_and_a_copy_behind_its_peer_starts_a_new_epoch() {
     let mut pair = Pair::new(members_config());
     pair.latency_ms = 5;
     pair.connect();
     pair.drive();
     pair.a.store.apply(b"k", put(b"1")).unwrap();
     pair.tick(1);
+    let copy = pair.a.store.copied();
     let backup = pair.a.store.checkpoint();
     pair.a.store.apply(b"k", put(b"2")).unwrap();
     pair.tick(1);
     assert_eq!(pair.b.store.applied().get(ReplicaId(1)), 2);
 
-    // A clean restart: unconfirmed until b's hello shows it holds no more of a's origin.
+    // A restart: writable at once, in the same origin.
     pair.disconnect();
     pair.a.store.restart();
     pair.a.replicator = Replicator::new(ReplicaId(1), members_config());
-    assert_eq!(
-        pair.a.store.apply(b"k", put(b"x")),
-        Err(MemoryStoreError::Recovering)
-    );
+    pair.a.store.apply(b"k", put(b"3")).unwrap();
     pair.connect();
     pair.drive();
-    assert!(pair.a.store.origin_view().confirmed);
     assert_eq!(pair.a.store.replica_id(), ReplicaId(1), "still epoch 0");
-    pair.a.store.apply(b"k", put(b"3")).unwrap();
     pair.tick(1);
     assert_eq!(get(&pair.b.store, b"k"), Some(vec![b"3".to_vec()]));
 
-    // The backup holds write 1 only; b holds 3: a new epoch, and writes 2 and 3 come back.
+    // The copy holds write 1 only; b holds 3: its claim moves the copy to a new epoch, and
+    // writes 2 and 3 come back.
     pair.disconnect();
-    pair.a.store = backup;
+    pair.a.store = copy;
+    pair.a.store.set_next_epoch(5);
     pair.a.replicator = Replicator::new(ReplicaId(1), members_config());
     pair.connect();
     pair.drive();
     let view = pair.a.store.origin_view();
-    assert!(view.confirmed);
-    assert_eq!(view.epoch, 1);
-    assert_eq!(view.origin, ReplicaId(1).epoch_origin(1));
+    assert_eq!(view.epoch, 5);
+    assert_eq!(view.origin, ReplicaId(1).epoch_origin(5));
     pair.tick(ReplicationConfig::default().relay_delay_ms);
     pair.tick(1);
     assert_eq!(pair.a.store.applied().get(ReplicaId(1)), 3);
@@ -206,6 +204,10 @@ fn a_restart_is_confirmed_by_the_peer_and_a_restored_backup_starts_a_new_epoch()
     assert_eq!(get(&pair.b.store, b"k"), Some(vec![b"4".to_vec()]));
     assert_eq!(pair.a.store.applied(), pair.b.store.applied());
     assert_eq!(states(&pair.a.store), states(&pair.b.store));
+
+    // The restored backup wrote under a new epoch from its first open.
+    assert_eq!(backup.origin_view().epoch, 1);
+    assert_eq!(backup.applied().get(ReplicaId(1)), 1);
 }
 
 /// A replica describes its region once the link is ready; its peer keeps what can be

@@ -30,7 +30,6 @@ pub(super) struct Side {
 impl Side {
     fn new(member: u64, other: u64, config: ReplicationConfig) -> Side {
         let store = MemoryStore::new(ReplicaId(member), 0);
-        store.attach_replication();
         Side {
             replicator: Replicator::new(ReplicaId(member), config),
             store,
@@ -286,7 +285,7 @@ pub(super) fn set_members(store: &MemoryStore, key: &[u8]) -> Vec<Vec<u8>> {
 
 /// Every record, as the seam streams them.
 pub(super) fn states(store: &MemoryStore) -> Vec<RecordState> {
-    store.read_range(b"", usize::MAX).unwrap().0
+    store.read_range(b"", usize::MAX).unwrap().states.records
 }
 
 /// Where the handshake of `link` stands at `replicator` (`None`: no such link).

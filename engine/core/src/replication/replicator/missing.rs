@@ -1,0 +1,138 @@
+//! Writes this replica cannot get whole, and the bound on waiting for them (invariant I1:
+//! the applied vector never covers a write the records do not reflect, but for what is
+//! declared lost).
+//!
+//! - A *partial entry* (its sender left some record states out, or holds nothing of the
+//!   write) is not applied at first: the origin's applied entry stays below it, so another
+//!   member that holds it whole sends it (relays start after `relay_delay_ms` without
+//!   progress). It is applied as partial (what it lacks declared lost by the store: counted,
+//!   logged with the dots and keys, kept among its exceptions) once no whole copy can come:
+//!   every other member is linked and each that holds the write sent it partial, or
+//!   `missing_wait_ms` has passed since it first arrived (a member out of reach may hold it).
+//! - A *stranded* number (missing from this replica's own log, found at open: a lost tail,
+//!   a restored copy) waits for any reachable member that holds it. When none does for
+//!   `missing_wait_ms`, it is declared lost, and the entries held beyond it count again.
+
+use super::{ReplicationError, Replicator};
+use crate::model::ReplicaId;
+use crate::replication::inbound::DecodedEntry;
+use crate::replication::seam::ReplicaStore;
+
+impl Replicator {
+    /// Cuts `entries` (one origin's, in order) before the first partial entry not yet
+    /// applied here, unless it has waited `missing_wait_ms` for a whole copy already.
+    pub(super) fn hold_partial<S: ReplicaStore>(
+        &mut self,
+        sender: ReplicaId,
+        origin: ReplicaId,
+        entries: &mut Vec<DecodedEntry>,
+        store: &S,
+        now_ms: u64,
+    ) {
+        let applied = store.applied().get(origin);
+        let Some(i) = entries
+            .iter()
+            .position(|e| e.seq > applied && !e.is_whole())
+        else {
+            return;
+        };
+        let seq = entries[i].seq;
+        let held = match self.partial_held.get_mut(&origin) {
+            Some(held) if held.seq == seq => held,
+            _ => {
+                self.stats.partial_entries_held += 1;
+                tracing::warn!(%origin, seq, %sender, left_out = entries[i].left_out.len(), lost = entries[i].lost, "a peer shipped an entry partial; waiting for a whole copy from another member");
+                self.partial_held.insert(
+                    origin,
+                    PartialHeld {
+                        seq,
+                        since_ms: now_ms,
+                        senders: Default::default(),
+                    },
+                );
+                match self.partial_held.get_mut(&origin) {
+                    Some(held) => held,
+                    None => return,
+                }
+            }
+        };
+        held.senders.insert(sender);
+        let waited = now_ms.saturating_sub(held.since_ms) >= self.config.missing_wait_ms;
+        let senders = held.senders.clone();
+        if waited || self.nobody_else_holds(origin, seq, &senders) {
+            self.partial_held.remove(&origin);
+            self.stats.partial_entries_applied += 1;
+        } else {
+            entries.truncate(i);
+        }
+    }
+
+    /// Whether no member can send `origin`'s write `seq` whole: every other member is linked,
+    /// and each one that holds it (by its claim) is among `senders`, which sent it partial.
+    fn nobody_else_holds(
+        &self,
+        origin: ReplicaId,
+        seq: u64,
+        senders: &std::collections::BTreeSet<ReplicaId>,
+    ) -> bool {
+        let linked: std::collections::BTreeMap<ReplicaId, &crate::replication::Peer> = self
+            .peers
+            .values()
+            .filter_map(|p| p.replica().map(|r| (r, p)))
+            .collect();
+        let all_linked = self
+            .config
+            .members
+            .iter()
+            .all(|m| *m == self.me || linked.contains_key(m));
+        all_linked
+            && linked
+                .iter()
+                .all(|(m, p)| p.claimed.get(origin) < seq || senders.contains(m))
+    }
+
+    /// Forgets partial entries applied meanwhile (whole from another member), and declares
+    /// lost the stranded numbers no reachable member has held for `missing_wait_ms`.
+    pub(super) fn check_missing<S: ReplicaStore>(
+        &mut self,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        if !self.partial_held.is_empty() {
+            let applied = store.applied();
+            self.partial_held
+                .retain(|origin, held| applied.get(*origin) < held.seq);
+        }
+        let stranded = store.stranded();
+        self.stranded_since
+            .retain(|origin, (seq, _)| stranded.contains(&(*origin, *seq)));
+        for (origin, seq) in stranded {
+            let since = self.stranded_since.entry(origin).or_insert((seq, now_ms)).1;
+            // A reachable member that holds it sends it (directly or relayed).
+            let held_elsewhere = self
+                .peers
+                .values()
+                .any(|p| p.replica().is_some() && p.claimed.get(origin) >= seq);
+            if held_elsewhere || now_ms.saturating_sub(since) < self.config.missing_wait_ms {
+                continue;
+            }
+            store
+                .declare_lost(origin, seq)
+                .map_err(ReplicationError::Store)?;
+            self.stranded_since.remove(&origin);
+            self.stats.writes_declared_lost += 1;
+        }
+        Ok(())
+    }
+}
+
+/// A partial entry held at its origin's applied entry.
+#[derive(Debug)]
+pub(super) struct PartialHeld {
+    /// Its sequence number.
+    seq: u64,
+    /// When it first arrived.
+    since_ms: u64,
+    /// The members that sent it partial.
+    senders: std::collections::BTreeSet<ReplicaId>,
+}
