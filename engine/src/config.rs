@@ -88,6 +88,10 @@ pub struct Config {
     /// records, which replication ships without reading them back from disk; 0 turns the
     /// caches off.
     pub entry_cache_bytes: usize,
+    /// Below this much free space on the data directory's file system, writes (local, and
+    /// peers' entries) are refused with `Error::DiskFull` rather than fail inside the storage
+    /// engine (which would poison it); 0 turns the check off.
+    pub disk_free_min_bytes: u64,
 }
 
 impl Default for Config {
@@ -102,6 +106,7 @@ impl Default for Config {
             random: Arc::new(OsRandom),
             boot_id: None,
             entry_cache_bytes: 64 << 20,
+            disk_free_min_bytes: 256 << 20,
         }
     }
 }
@@ -115,6 +120,7 @@ impl fmt::Debug for Config {
             .field("clock_skew_ms_max", &self.clock_skew_ms_max)
             .field("replica_id", &self.replica_id)
             .field("entry_cache_bytes", &self.entry_cache_bytes)
+            .field("disk_free_min_bytes", &self.disk_free_min_bytes)
             .finish_non_exhaustive()
     }
 }

@@ -93,6 +93,15 @@ pub enum Error {
     /// API).
     #[error("storage: {0}")]
     Storage(StorageError),
+    /// The data directory's file system has less free space than `Config::disk_free_min_bytes`:
+    /// nothing was written; free space (or add it) and retry, or write in another region.
+    #[error("disk nearly full: {available} bytes free, writes need {required}")]
+    DiskFull {
+        /// Bytes free for the engine's user.
+        available: u64,
+        /// The configured minimum.
+        required: u64,
+    },
     /// An earlier storage write failed; the engine refuses writes until reopened.
     #[error("engine is poisoned by an earlier storage failure; reopen it")]
     Poisoned,
@@ -117,7 +126,7 @@ impl Error {
 
     /// Whether retrying the same call later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Storage(_))
+        matches!(self, Error::Storage(_) | Error::DiskFull { .. })
     }
 }
 

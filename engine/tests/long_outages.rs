@@ -1,7 +1,10 @@
 //! What a member that stays down costs the others: the tombstone pass does work in proportion
-//! to what changed while stability stands still.
+//! to what changed while stability stands still, the log and tombstones are kept for it only up
+//! to the retention cap, and a nearly full disk is a typed refusal, not a poisoned engine.
 
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 use meridian::replication::ReplicaStore;
 use meridian::{Config, Engine, VersionVector};
@@ -43,4 +46,88 @@ fn with_stability_frozen_the_tombstone_pass_looks_only_at_new_tombstones() {
     assert_eq!(healed.tombstones_removed, 3_003);
     assert_eq!(healed.tombstones_pending, 0);
     assert_eq!(e.scan_prefix(b"", 10).unwrap().len(), 0);
+}
+
+#[test]
+fn a_nearly_full_disk_refuses_writes_with_a_typed_error_and_poisons_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path(), Config::default()).unwrap();
+    e.put(b"k", b"v").unwrap();
+    drop(e);
+    let full = Config {
+        disk_free_min_bytes: u64::MAX,
+        ..Config::default()
+    };
+    let e = Engine::open(dir.path(), full).unwrap();
+    let refused = e.put(b"k2", b"v").unwrap_err();
+    assert!(
+        matches!(refused, meridian::Error::DiskFull { .. }),
+        "{refused}"
+    );
+    assert!(refused.is_retryable());
+    assert!(e.origin_status().writable, "not poisoned");
+    assert_eq!(e.get(b"k").unwrap().unwrap().values, vec![b"v".to_vec()]);
+    // Compaction frees space: it goes on.
+    e.compact(&e.applied()).unwrap();
+    drop(e);
+    let e = Engine::open(dir.path(), Config::default()).unwrap();
+    e.put(b"k2", b"v").unwrap();
+}
+
+/// A member down past the retention cap no longer holds reclamation back: the others' logs
+/// and tombstones stay bounded, and when it returns state transfer brings it back, deletes
+/// included (nothing it held comes back).
+#[test]
+fn a_member_down_past_the_retention_cap_holds_nothing_back_and_comes_back_by_state() {
+    let mut net = common::Net::new(3);
+    net.replication.log_retention_entries = 50;
+    for i in 0..3 {
+        net.stop(i);
+        net.start(i);
+    }
+    net.run(200);
+    for i in 0..20u32 {
+        net.engine(0)
+            .put(format!("old{i}").as_bytes(), b"v")
+            .unwrap();
+    }
+    net.run(500);
+    net.assert_everywhere("old0", "v");
+    net.stop(2);
+    for i in 0..20u32 {
+        net.engine(0).delete(format!("old{i}").as_bytes()).unwrap();
+    }
+    for i in 0..200u32 {
+        net.engine(0)
+            .put(format!("new{i}").as_bytes(), b"w")
+            .unwrap();
+    }
+    net.run(5_000);
+    for i in 0..2 {
+        let e = net.engine(i);
+        let floor =
+            meridian::replication::ReplicaStore::log_floor(e).get(net.engine(0).replica_id());
+        assert!(floor >= 200, "region {i}: log floor {floor}");
+        assert_eq!(
+            e.store().records_from(b"", None).count(),
+            200,
+            "region {i}: the deletes' tombstones are reclaimed"
+        );
+    }
+    net.start(2);
+    net.run(10_000);
+    for i in 0..20u32 {
+        for r in 0..3 {
+            assert!(
+                net.engine(r)
+                    .get(format!("old{i}").as_bytes())
+                    .unwrap()
+                    .is_none(),
+                "old{i} back at region {r}"
+            );
+        }
+    }
+    net.assert_everywhere("new199", "w");
+    let applied: Vec<_> = (0..3).map(|i| net.engine(i).applied()).collect();
+    assert!(applied.windows(2).all(|w| w[0] == w[1]), "{applied:?}");
 }

@@ -79,6 +79,7 @@ impl From<meridian::Error> for Failure {
             E::WrongType { .. } => S::MeridianWrongType,
             E::Corrupt { .. } | E::FutureVersion { .. } => S::MeridianCorrupt,
             E::Storage(_) | E::Poisoned => S::MeridianStorage,
+            E::DiskFull { .. } => S::MeridianUnavailable,
             _ => S::MeridianInternal,
         };
         Failure::new(status, e.to_string())

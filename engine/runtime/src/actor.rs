@@ -229,6 +229,7 @@ pub(crate) fn run(
                     repl.tick(&engine, now())
                 };
                 let view = Published {
+                    now_ms: now(),
                     links: &links,
                     write_times: &write_times,
                     link_errors: &link_errors,
@@ -467,6 +468,7 @@ fn report_regions(repl: &Replicator, links: &BTreeMap<LinkId, Link>, regions: &R
 
 /// What the actor knows beside the replicator, for the status.
 struct Published<'a> {
+    now_ms: u64,
     links: &'a BTreeMap<LinkId, Link>,
     write_times: &'a VecDeque<(u64, Instant)>,
     link_errors: &'a BTreeMap<String, String>,
@@ -475,6 +477,7 @@ struct Published<'a> {
 
 fn publish(engine: &Engine, repl: &Replicator, view: &Published<'_>, status: &Mutex<NodeStatus>) {
     let Published {
+        now_ms,
         links,
         write_times,
         link_errors,
@@ -527,6 +530,8 @@ fn publish(engine: &Engine, repl: &Replicator, view: &Published<'_>, status: &Mu
     let origin = engine.origin_status();
     metrics::gauge!("meridian_writable").set(if origin.writable { 1.0 } else { 0.0 });
     metrics::gauge!("meridian_epoch").set(f64::from(origin.epoch));
+    let frozen_ms = repl.stability_frozen_ms(engine, *now_ms);
+    metrics::gauge!("meridian_stability_frozen_seconds").set(frozen_ms as f64 / 1000.0);
     let stuck_ms = trouble.since.map(|t| t.elapsed().as_millis() as u64);
     metrics::gauge!("meridian_replication_stuck_seconds")
         .set(stuck_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
@@ -559,6 +564,7 @@ fn publish(engine: &Engine, repl: &Replicator, view: &Published<'_>, status: &Mu
         s.health = health;
         s.replication_store_errors = trouble.total;
         s.last_replication_store_error = trouble.last.clone();
+        s.stability_frozen_ms = frozen_ms;
         s.writes_declared_lost = lost.lost.len() as u64;
         s.records_declared_lost = lost.uncertain.len() as u64;
     }

@@ -293,6 +293,9 @@ pub struct NodeStatus {
     pub replication_store_errors: u64,
     /// The latest of them, described.
     pub last_replication_store_error: Option<String>,
+    /// How long reclamation of log entries and tombstones has stood still (a member down):
+    /// what a down member costs grows meanwhile, up to `log_retention_entries` per origin.
+    pub stability_frozen_ms: u64,
     /// Writes declared lost here (numbers no reachable member held; the latest ones kept).
     pub writes_declared_lost: u64,
     /// Keys whose states were declared lost on their way here (the latest ones kept).

@@ -301,6 +301,7 @@ impl Runtime {
                 })
                 .collect(),
             mode: actor::mode_name(active_passive).into(),
+            health: "ok".into(),
             ..NodeStatus::default()
         }));
 

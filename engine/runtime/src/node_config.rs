@@ -186,6 +186,20 @@ pub struct Limits {
     /// still needs ships without reading RocksDB (0 turns it off).
     #[serde(default = "default_replication_cache_mib")]
     pub replication_cache_mib: usize,
+    /// Below this many MiB free on the data directory's file system, writes (clients' and
+    /// peers') are refused with a typed error instead of failing inside RocksDB (0: no check).
+    #[serde(default = "default_disk_free_min_mib")]
+    pub disk_free_min_mib: u64,
+    /// Most entries of one origin kept in the log for a peer that lags on it (down, or cut
+    /// off); past it the peer comes back by state transfer, so a long outage costs the others
+    /// a bounded log and bounded tombstones.
+    #[serde(default = "default_log_retention_entries")]
+    pub log_retention_entries: u64,
+    /// Milliseconds a replica waits for a whole copy of a write it holds only partly (a peer
+    /// left a record out) or not at all (lost from its own log) before it declares what is
+    /// missing lost, while a member that may hold it is out of reach.
+    #[serde(default = "default_missing_wait_ms")]
+    pub missing_wait_ms: u64,
 }
 
 impl Default for Limits {
@@ -196,6 +210,9 @@ impl Default for Limits {
             client_requests_per_second: default_rate(),
             client_burst: default_burst(),
             replication_cache_mib: default_replication_cache_mib(),
+            disk_free_min_mib: default_disk_free_min_mib(),
+            log_retention_entries: default_log_retention_entries(),
+            missing_wait_ms: default_missing_wait_ms(),
         }
     }
 }
@@ -242,6 +259,18 @@ fn default_record_bytes_max() -> usize {
 }
 fn default_replication_cache_mib() -> usize {
     Config::default().entry_cache_bytes >> 20
+}
+
+fn default_disk_free_min_mib() -> u64 {
+    Config::default().disk_free_min_bytes >> 20
+}
+
+fn default_log_retention_entries() -> u64 {
+    meridian::replication::ReplicationConfig::default().log_retention_entries
+}
+
+fn default_missing_wait_ms() -> u64 {
+    meridian::replication::ReplicationConfig::default().missing_wait_ms
 }
 
 /// Largest `limits.replication_cache_mib` accepted (1 TiB).
@@ -347,6 +376,7 @@ impl NodeConfig {
             value_bytes_max: self.limits.value_bytes_max,
             record_bytes_max: self.limits.record_bytes_max,
             entry_cache_bytes: self.limits.replication_cache_mib << 20,
+            disk_free_min_bytes: self.limits.disk_free_min_mib.saturating_mul(1 << 20),
             replica_id: Some(replica_id_for(&self.cluster, &self.name, self.incarnation)),
             ..Config::default()
         }
@@ -384,6 +414,15 @@ impl NodeConfig {
         ensure!(
             self.limits.client_requests_per_second > 0,
             "field `limits.client_requests_per_second` must be positive"
+        );
+        ensure!(
+            self.limits.log_retention_entries > 0,
+            "field `limits.log_retention_entries` must be positive"
+        );
+        ensure!(
+            self.limits.missing_wait_ms <= 86_400_000,
+            "field `limits.missing_wait_ms`: {} is more than a day",
+            self.limits.missing_wait_ms
         );
         ensure!(
             self.limits.replication_cache_mib <= REPLICATION_CACHE_MIB_MAX,
@@ -475,7 +514,11 @@ impl NodeConfig {
                 .replica_role
                 .as_deref()
                 .and_then(|r| r.parse().ok()),
-            replication: Default::default(),
+            replication: meridian::replication::ReplicationConfig {
+                log_retention_entries: self.limits.log_retention_entries,
+                missing_wait_ms: self.limits.missing_wait_ms,
+                ..Default::default()
+            },
             active_passive: self.active_passive.clone(),
         }
     }

@@ -283,7 +283,7 @@ impl Engine {
     /// without a hole become an origin like any other: entries peers hold beyond them arrive
     /// by replication. Waits for writes in progress; returns the new origin.
     pub fn start_new_epoch(&self, reason: &str) -> Result<ReplicaId> {
-        self.check_writable()?;
+        self.check_not_poisoned()?;
         let inner = &*self.inner;
         let mut gate = write_lock(&inner.gate);
         let _serial = lock(&inner.apply_lock);

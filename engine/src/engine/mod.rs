@@ -31,6 +31,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLock
 mod commit_order;
 mod compaction;
 mod declared_lost;
+mod disk_space;
 mod entry_cache;
 mod epoch;
 mod faults;
@@ -107,6 +108,8 @@ struct Inner {
     states: RecordStates,
     stripes: Box<[Mutex<()>]>,
     poisoned: AtomicBool,
+    /// Free space on the data directory's file system (`disk_space.rs`).
+    disk: disk_space::DiskSpace,
     /// Stored items found unusable since open.
     faults: Mutex<crate::FaultReport>,
     /// The summary of every record anti-entropy reads (built on first use).

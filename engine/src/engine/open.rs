@@ -64,6 +64,7 @@ impl Engine {
         let states = RecordStates::new(config.entry_cache_bytes - config.entry_cache_bytes / 8);
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
         tracing::debug!(member = %member, origin = %replica, epoch = origin.epoch, last_seq = last, path = %path.display(), "engine open");
+        let disk = disk_space::DiskSpace::new(path, config.disk_free_min_bytes);
         let engine = Engine {
             inner: Arc::new(Inner {
                 store,
@@ -98,6 +99,7 @@ impl Engine {
                 applied_waiters: AtomicUsize::new(0),
                 stripes,
                 poisoned: AtomicBool::new(false),
+                disk,
                 faults: Mutex::new(Default::default()),
                 digest: Default::default(),
                 tombstones: Mutex::new(compaction::TombstoneWork::new()),

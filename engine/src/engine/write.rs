@@ -122,7 +122,15 @@ impl Engine {
         self.write_checked(&keys, ops)
     }
 
+    /// Refuses writes after a storage failure, or while the disk is nearly full.
     pub(crate) fn check_writable(&self) -> Result<()> {
+        self.check_not_poisoned()?;
+        self.inner.disk.check()
+    }
+
+    /// Refuses storage writes after a storage failure (writes that free space or are tiny,
+    /// such as compaction or an epoch change, go on when the disk is nearly full).
+    pub(crate) fn check_not_poisoned(&self) -> Result<()> {
         if self.inner.poisoned.load(Ordering::SeqCst) {
             return Err(Error::Poisoned);
         }
@@ -136,9 +144,7 @@ impl Engine {
         ops: impl IntoIterator<Item = Op>,
     ) -> Result<CausalToken> {
         let inner = &*self.inner;
-        if inner.poisoned.load(Ordering::SeqCst) {
-            return Err(Error::Poisoned);
-        }
+        self.check_writable()?;
         // Held until the write is committed and visible: an epoch change waits for it.
         let origin = read_lock(&inner.gate);
         let distinct: Cow<'_, [&[u8]]> = if keys.len() == 1 {

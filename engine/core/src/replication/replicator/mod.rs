@@ -68,6 +68,11 @@ pub struct ReplicationConfig {
     pub members: Vec<ReplicaId>,
     /// Interval between compactions (log truncation and tombstone collection).
     pub compact_every_ms: u64,
+    /// Most entries of one origin kept for a member that lags on it (down, or cut off): past
+    /// this lag the member no longer holds reclamation back for that origin; when it returns,
+    /// state transfer brings it back instead of the log. What a down member costs the others
+    /// (log, tombstones) stays bounded.
+    pub log_retention_entries: u64,
     /// Drawn at each process start (the driver's randomness): a member whose earlier session
     /// comes back is two processes sharing one identity.
     pub session: u64,
@@ -98,6 +103,7 @@ impl Default for ReplicationConfig {
             relay_delay_ms: 1_000,
             members: Vec::new(),
             compact_every_ms: 2_000,
+            log_retention_entries: 1_000_000,
             session: 0,
             missing_wait_ms: 30_000,
             antientropy_check_ms: 10_000,
@@ -191,6 +197,8 @@ pub struct Replicator {
     sessions: BTreeMap<ReplicaId, handshake::SessionLog>,
     /// Per origin, the partial entry held.
     partial_held: BTreeMap<ReplicaId, missing::PartialHeld>,
+    /// The reclamation horizon of the last compaction, and since when it has stood still.
+    horizon: Option<(VersionVector, u64)>,
     /// Per origin stranded here, the missing number and since when it is missing.
     stranded_since: BTreeMap<ReplicaId, (u64, u64)>,
     /// Whether a peer's claim beyond this replica's own writes already moved it to a new epoch
@@ -217,6 +225,7 @@ impl Replicator {
             sessions: BTreeMap::new(),
             partial_held: BTreeMap::new(),
             stranded_since: BTreeMap::new(),
+            horizon: None,
             moved_on_overclaim: false,
             ack_serial: 0,
             next_round: 1,

@@ -54,9 +54,44 @@ impl Replicator {
             .flatten()
     }
 
-    /// Every `compact_every_ms`: truncates the log and collects tombstones up to what every
-    /// member has applied (also when stability stood still: tombstones may have arrived by
-    /// state transfer).
+    /// What may be reclaimed: `stable`, except that a member lagging on an origin by more than
+    /// `log_retention_entries` no longer holds that origin back (it will come back by state
+    /// transfer). `None` until every member has reported.
+    pub fn reclaim_horizon(&self, store: &impl ReplicaStore) -> Option<VersionVector> {
+        if self.config.members.is_empty() {
+            return None;
+        }
+        let own = store.applied();
+        let cap = self.config.log_retention_entries;
+        let mut vectors = Vec::with_capacity(self.config.members.len());
+        for m in &self.config.members {
+            if *m != self.me {
+                vectors.push(self.known.get(m)?);
+            }
+        }
+        Some(VersionVector::from_entries(own.iter().map(|(o, mine)| {
+            let kept = vectors
+                .iter()
+                .map(|v| v.get(o))
+                .filter(|theirs| mine.saturating_sub(*theirs) <= cap)
+                .min()
+                .unwrap_or(mine);
+            (o, kept.min(mine))
+        })))
+    }
+
+    /// How long reclamation has stood still while this replica holds something not yet
+    /// reclaimable (a member down freezes it), as of the last compaction.
+    pub fn stability_frozen_ms(&self, store: &impl ReplicaStore, now_ms: u64) -> u64 {
+        match &self.horizon {
+            Some((horizon, since)) if *horizon != store.applied() => now_ms.saturating_sub(*since),
+            _ => 0,
+        }
+    }
+
+    /// Every `compact_every_ms`: truncates the log and collects tombstones up to the
+    /// reclamation horizon (also when it stood still: tombstones may have arrived by state
+    /// transfer).
     pub(super) fn compact_if_due<S: ReplicaStore>(
         &mut self,
         store: &S,
@@ -66,7 +101,10 @@ impl Replicator {
             return Ok(());
         }
         self.last_compact_ms = now_ms;
-        if let Some(stable) = self.stable(store) {
+        if let Some(stable) = self.reclaim_horizon(store) {
+            if self.horizon.as_ref().is_none_or(|(h, _)| *h != stable) {
+                self.horizon = Some((stable.clone(), now_ms));
+            }
             let c = store.compact(&stable).map_err(ReplicationError::Store)?;
             self.stats.log_entries_removed += c.log_entries_removed;
             self.stats.tombstones_removed += c.tombstones_removed;
