@@ -46,6 +46,15 @@ pub struct Args {
     /// No members announcing false applied vectors.
     #[arg(long)]
     no_lying_peers: bool,
+    /// No torn logs (a power loss that keeps a later write and loses an earlier one).
+    #[arg(long)]
+    no_torn_logs: bool,
+    /// No backups restored.
+    #[arg(long)]
+    no_restored_backups: bool,
+    /// No durability changed between two runs of a region.
+    #[arg(long)]
+    no_durability_switch: bool,
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -72,6 +81,9 @@ impl Args {
                 wiped_disks: !self.no_wiped_disks,
                 hostile_clients: !self.no_hostile_clients,
                 lying_peers: !self.no_lying_peers,
+                torn_logs: !self.no_torn_logs,
+                restored_backups: !self.no_restored_backups,
+                durability_switch: !self.no_durability_switch,
             },
             ..SimOptions::default()
         }
@@ -135,6 +147,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "unavailable": sum(|r| r.unavailable),
             "disk_faults": sum(|r| r.disk_faults),
             "lost_by_contract": sum(|r| r.lost_by_contract),
+            "i1_violations": sum(|r| r.i1_violations),
+            "ryw_checks": sum(|r| r.ryw_checks),
+            "session_checks": sum(|r| r.session_checks),
+            "torn_logs": sum(|r| r.torn_logs),
+            "restores": sum(|r| r.restores),
+            "declared_lost": sum(|r| r.declared_lost),
+            "uncoverable_tokens": sum(|r| r.uncoverable_tokens),
             "violations": violations,
             "convergence_ms_p50": percentile(&conv, 0.5),
             "convergence_ms_p99": percentile(&conv, 0.99),
@@ -159,6 +178,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("unavailable          {}", sum(|r| r.unavailable));
         println!("disk faults          {}", sum(|r| r.disk_faults));
         println!("lost by contract     {}", sum(|r| r.lost_by_contract));
+        println!("I1 violations        {}", sum(|r| r.i1_violations));
+        println!("ryw checks           {}", sum(|r| r.ryw_checks));
+        println!("session checks       {}", sum(|r| r.session_checks));
+        println!("torn logs            {}", sum(|r| r.torn_logs));
+        println!("backups restored     {}", sum(|r| r.restores));
+        println!("declared lost        {}", sum(|r| r.declared_lost));
+        println!("uncoverable tokens   {}", sum(|r| r.uncoverable_tokens));
         println!("violations           {violations}");
         println!(
             "convergence p50/p99  {} ms / {} ms",

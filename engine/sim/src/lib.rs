@@ -44,6 +44,14 @@ pub struct Faults {
     /// A member that announces false applied vectors (claims far beyond what anyone wrote)
     /// for a while.
     pub lying_peers: bool,
+    /// A power loss under `wal` that also tears the log: an earlier write of the region's
+    /// lost (its record back to before it, its entry missing or an empty filler) while later
+    /// ones stay.
+    pub torn_logs: bool,
+    /// Online backups taken while writes go on, and regions restored from them.
+    pub restored_backups: bool,
+    /// A region's durability (`wal`, `sync`) changed between two of its runs.
+    pub durability_switch: bool,
 }
 
 impl Default for Faults {
@@ -57,6 +65,9 @@ impl Default for Faults {
             wiped_disks: true,
             hostile_clients: true,
             lying_peers: true,
+            torn_logs: true,
+            restored_backups: true,
+            durability_switch: true,
         }
     }
 }
@@ -109,12 +120,28 @@ pub struct SeedReport {
     pub ryw_violations: u64,
     /// Session reads answered "not yet visible" (allowed; counted).
     pub not_yet_visible: u64,
+    /// Read-your-writes checks made during the run (a session read in a region covering its
+    /// token).
+    pub ryw_checks: u64,
     /// Operations refused by a region waiting for its peers after a restart (allowed; counted).
     pub unavailable: u64,
-    /// Acknowledged writes lost as the durability contract allows (under `wal`, in a region
-    /// that lost power or its disk before another region applied them): taken out of the
-    /// checks, counted.
+    /// Acknowledged writes lost as the durability contract allows (a disk fault that may lose
+    /// them took them from every region that held them: a power loss under `wal`, a wiped disk,
+    /// a restored backup): taken out of the checks, counted.
     pub lost_by_contract: u64,
+    /// Times a region's applied vector covered a write its records did not reflect (I1).
+    pub i1_violations: u64,
+    /// Logs torn by power losses, and regions restored from backups.
+    pub torn_logs: u64,
+    /// Regions restored from a backup.
+    pub restores: u64,
+    /// Session checks after the heal (a token covered, a last write read back, per region).
+    pub session_checks: u64,
+    /// Session tokens (per region) never covered after the heal because a write they name
+    /// survives only inside shipped states, its entry lost with a disk (a known limit).
+    pub uncoverable_tokens: u64,
+    /// Writes declared lost by the regions at the end (numbers no reachable region held).
+    pub declared_lost: u64,
     /// Power losses, wiped disks and new epochs in the run.
     pub disk_faults: u64,
     /// Time from heal to convergence.

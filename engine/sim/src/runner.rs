@@ -21,6 +21,9 @@ impl SimOptions {
             (f.wiped_disks, " --no-wiped-disks"),
             (f.hostile_clients, " --no-hostile-clients"),
             (f.lying_peers, " --no-lying-peers"),
+            (f.torn_logs, " --no-torn-logs"),
+            (f.restored_backups, " --no-restored-backups"),
+            (f.durability_switch, " --no-durability-switch"),
         ] {
             if !on {
                 cmd.push_str(flag);

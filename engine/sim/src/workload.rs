@@ -1,7 +1,7 @@
 //! The random workload: every value type, deletes, concurrent writes to the same keys from
 //! different regions, and sessions that carry causal tokens from region to region.
 
-use super::history::{register_saw, Effect, History, RegisterOp};
+use super::history::{register_saw, Effect, History, RegisterOp, Written};
 use super::rng::SimRng;
 use meridian::model::{CausalToken, Dot, Op};
 use meridian::Engine;
@@ -30,6 +30,8 @@ pub struct StepOutcome {
     pub ryw_violation: Option<String>,
     /// The region did not yet cover the session's token (a `NotYetVisible` answer).
     pub not_yet_visible: bool,
+    /// The region covered the token and the session's last write was looked for.
+    pub ryw_checked: bool,
     /// The region refused writes (reopened, waiting for its peers); nothing was done.
     pub unavailable: bool,
     /// Bytes mixed into the trace.
@@ -67,17 +69,29 @@ fn forged_vector(rng: &mut SimRng, engine: &Engine) -> meridian::VersionVector {
     forged
 }
 
-/// Runs one random operation for `session` against `engine`, recording it in `history`;
-/// with `forge`, some operations carry forged contexts and tokens, as a hostile client's.
+/// Where a step runs: the region's index.
+#[derive(Clone, Copy, Debug)]
+pub struct At {
+    /// The region's index.
+    pub region: usize,
+}
+
+/// Runs one random operation for `session` against `engine` (region `at`), recording it in
+/// `history`; with `forge`, some operations carry forged contexts and tokens, as a hostile
+/// client's.
 pub fn step(
     rng: &mut SimRng,
     engine: &Engine,
+    at: At,
     session: &mut Session,
     history: &mut History,
     op_id: u64,
     forge: bool,
 ) -> Result<StepOutcome, String> {
     let mut out = StepOutcome::default();
+    let stored = |key: &[u8]| engine.export(key).ok().flatten();
+    let before;
+    let mut removed_dots = Vec::new();
     if forge && rng.below(8) == 0 {
         // A forged token names writes nobody made: never covered, so never waited out.
         let forged = meridian::CausalToken(forged_vector(rng, engine));
@@ -91,7 +105,10 @@ pub fn step(
     }
     // Session guarantee first: a region covering the token must show the session's write.
     if let Some((key, dot)) = &session.last_write {
-        if engine.covers(&session.token) {
+        if history.lost.contains(dot) {
+            // Lost as the durability contract allows: nothing to read back.
+        } else if engine.covers(&session.token) {
+            out.ryw_checked = true;
             if !register_saw(engine, key, *dot, history)? {
                 out.ryw_violation = Some(format!(
                     "{} covers the token but misses {dot} on {key:?}",
@@ -117,6 +134,7 @@ pub fn step(
                 ctx.join(&forged_vector(rng, engine));
             }
             let delete = rng.below(10) == 0;
+            before = stored(&key);
             let token = if delete {
                 let ctx = register_ctx(engine, &key)?;
                 let t = engine.delete(&key).map_err(e)?;
@@ -157,6 +175,7 @@ pub fn step(
                 .map_err(e)?
                 .map(|r| r.token.0)
                 .unwrap_or_default();
+            before = stored(&key);
             let t = engine.lww_set(&key, &value).map_err(e)?;
             let marker = engine.get_lww(&key).map_err(e)?.map(|v| v.marker);
             written = key.clone();
@@ -172,6 +191,7 @@ pub fn step(
         45..=64 => {
             let key = format!("c{}", rng.below(COUNTER_KEYS)).into_bytes();
             let delta = rng.below(21) as i64 - 10;
+            before = stored(&key);
             let t = engine.counter_add(&key, delta).map_err(e)?;
             written = key.clone();
             *history.counters.entry(key.clone()).or_default() += delta;
@@ -185,9 +205,11 @@ pub fn step(
             written = key.clone();
             let (added, removed) = history.sets.entry(key.clone()).or_default();
             let present = engine.get_set(&key).map_err(e)?.unwrap_or_default();
+            before = stored(&key);
             if !present.is_empty() && rng.below(3) == 0 {
                 let elem = present[rng.below(present.len() as u64) as usize].clone();
                 removed.insert(elem.clone());
+                removed_dots = set_dots(before.as_deref(), &elem);
                 let t = engine.set_remove(&key, &[&elem]).map_err(e)?;
                 let effect = Effect::SetRemove { key, elem };
                 history.effects.insert(dot_of(engine, &t), effect);
@@ -203,6 +225,7 @@ pub fn step(
         _ => {
             let field = format!("f{}", rng.below(MAP_FIELDS)).into_bytes();
             let delta = rng.below(10) as i64 + 1;
+            before = stored(MAP_KEY);
             let t = engine
                 .map_update(MAP_KEY, &field, Op::CounterAdd { delta })
                 .map_err(e)?;
@@ -215,6 +238,16 @@ pub fn step(
     };
     out.trace.extend_from_slice(&token.to_bytes());
     let dot = dot_of(engine, &token);
+    let after = stored(&written);
+    history.written.insert(
+        dot,
+        Written {
+            region: at.region,
+            before,
+            after,
+            removed: removed_dots,
+        },
+    );
     history.keys_of.insert(dot, written);
     if !history.dots.insert(dot) {
         return Err(format!(
@@ -224,6 +257,21 @@ pub fn step(
     }
     session.token.merge(&token);
     Ok(out)
+}
+
+/// The dots of `elem`'s adds in a stored set record.
+fn set_dots(stored: Option<&[u8]>, elem: &[u8]) -> Vec<Dot> {
+    let Some(record) = stored.and_then(|b| meridian::model::codec::decode_record(b).ok()) else {
+        return Vec::new();
+    };
+    match record.values.get(&meridian::model::Kind::Set) {
+        Some(meridian::model::Value::Set(s)) => s
+            .store
+            .get(elem)
+            .map(|d| d.keys().copied().collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 fn register_ctx(engine: &Engine, key: &[u8]) -> Result<meridian::VersionVector, String> {

@@ -3,6 +3,9 @@
 //! every region must converge within a bound.
 
 use super::history::{check, digest, sim_replica, unreclaimed, Fnv, History};
+
+mod disk_faults;
+mod invariants;
 use super::network::{LinkFaults, Network, REGIONS};
 use super::rng::{SharedRng, SimRng};
 use super::workload::{self, Session};
@@ -59,6 +62,21 @@ struct Region {
     synced: Option<(PathBuf, Held)>,
     /// Announces false applied vectors while set.
     liar: bool,
+    /// Its last backup (an operator's online checkpoint) and what it held then.
+    backup: Option<(PathBuf, Held)>,
+    /// Its last run may have lost writes it numbered (a power loss under `wal`, a restore):
+    /// the next open must write under another origin.
+    lost_tail: bool,
+    /// What the next open must reflect (after a power loss under `sync`).
+    expect_after_open: Option<Held>,
+    /// The origin its last run wrote under (set when it went down).
+    node_origin: Option<meridian::ReplicaId>,
+    /// Its disk was wiped since it went down.
+    wiped: bool,
+    /// The applied vector I1 was last checked against, and the writes verified so far in this
+    /// run.
+    checked: Option<meridian::VersionVector>,
+    verified: std::collections::BTreeSet<meridian::Dot>,
 }
 
 /// What a region's disk holds, for the oracle: its applied vector and each record's context
@@ -91,6 +109,25 @@ impl Held {
                 .and_then(|k| self.contexts.get(k))
                 .is_some_and(|c| c.contains(dot))
     }
+
+    /// The write `dot` to `key` torn out of the log: the key back to its state `before` the
+    /// write, the origin applied only below it.
+    fn tear(&mut self, dot: meridian::Dot, key: &[u8], before: Option<&[u8]>) {
+        let context = before
+            .and_then(|b| meridian::model::codec::decode_record(b).ok())
+            .map(|r| r.context());
+        match context {
+            Some(c) => self.contexts.insert(key.to_vec(), c),
+            None => self.contexts.remove(key),
+        };
+        self.applied = meridian::VersionVector::from_entries(self.applied.iter().map(|(o, s)| {
+            if o == dot.replica {
+                (o, s.min(dot.counter - 1))
+            } else {
+                (o, s)
+            }
+        }));
+    }
 }
 
 /// What a lying member adds to every entry of the vectors it announces.
@@ -107,6 +144,14 @@ struct World {
     held_at_crash: std::collections::BTreeMap<meridian::ReplicaId, Held>,
     /// Power losses and wiped disks so far.
     disk_faults: u64,
+    /// Whether power losses may tear the log (lose an earlier write, keep a later one).
+    torn_logs: bool,
+    /// Whether a region's durability may change between two of its runs.
+    durability_switch: bool,
+    /// Logs torn, backups restored, I1 violations so far.
+    torn: u64,
+    restores: u64,
+    i1_violations: u64,
 }
 
 impl World {
@@ -127,8 +172,15 @@ impl World {
             if let Some((synced, _)) = r.synced.take() {
                 let _ = std::fs::remove_dir_all(synced);
             }
+            if let Some((backup, _)) = r.backup.take() {
+                let _ = std::fs::remove_dir_all(backup);
+            }
             r.incarnation += 1;
             r.dead = false;
+            // A new member: nothing of the old one's origin or its runs applies.
+            r.node_origin = None;
+            r.lost_tail = false;
+            r.expect_after_open = None;
             let id = sim_replica(i, r.incarnation);
             for j in 0..self.regions.len() {
                 self.with_node(j, |n, _| n.repl.add_member(id));
@@ -136,7 +188,17 @@ impl World {
             self.trace.write(b"reborn");
         }
         let members = self.members();
+        let switch = self.durability_switch
+            && self.regions[i].node_origin.is_some()
+            && self.rng.below(4) == 0;
         let r = &mut self.regions[i];
+        if switch {
+            // The operator changed the setting between two runs.
+            r.durability = match r.durability {
+                meridian::Durability::Wal => meridian::Durability::Sync,
+                meridian::Durability::Sync => meridian::Durability::Wal,
+            };
+        }
         let id = sim_replica(i, r.incarnation);
         let config = Config {
             clock: r.clock.clone(),
@@ -146,7 +208,26 @@ impl World {
             boot_id: Some(format!("boot-{}", r.boot)),
             ..Config::default()
         };
+        let origin_before = r.node_origin.take();
         let engine = Engine::open(&r.dir, config).map_err(|e| format!("open region {i}: {e}"))?;
+        let (lost_tail, wiped) = (
+            std::mem::take(&mut r.lost_tail),
+            std::mem::take(&mut r.wiped),
+        );
+        match origin_before {
+            Some(o) if lost_tail && o == engine.replica_id() => self.violations.push(format!(
+                "region {i} reopened after losing writes it numbered and writes under origin {o} again"
+            )),
+            Some(o) if !lost_tail && !wiped && o != engine.replica_id() => {
+                self.violations.push(format!(
+                    "region {i} lost nothing but reopened under a new origin ({o} -> {})",
+                    engine.replica_id()
+                ))
+            }
+            _ => {}
+        }
+        r.checked = None;
+        r.verified.clear();
         engine
             .attach_replication()
             .map_err(|e| format!("attach region {i}: {e}"))?;
@@ -180,6 +261,7 @@ impl World {
         if let Some(n) = &self.regions[i].node {
             self.held_at_crash
                 .insert(n.engine.member_id(), Held::of(&n.engine));
+            self.regions[i].node_origin = Some(n.engine.replica_id());
         }
         if let Some(n) = self.regions[i].node.take() {
             n.engine.close_as_crashed();
@@ -279,111 +361,11 @@ impl World {
         Ok(first.map(|(_, d)| d))
     }
 
-    /// A sync point of region `i` under `wal`: what a power loss rolls back to.
-    fn sync_point(&mut self, i: usize) {
-        let r = &mut self.regions[i];
-        let Some(n) = &r.node else { return };
-        if r.durability != meridian::Durability::Wal {
-            return;
-        }
-        let synced = r.dir.with_extension("synced");
-        let _ = std::fs::remove_dir_all(&synced);
-        let held = Held::of(&n.engine);
-        match n.engine.checkpoint(&synced) {
-            Ok(()) => r.synced = Some((synced, held)),
-            Err(e) => self
-                .violations
-                .push(format!("checkpoint of region {i}: {e}")),
-        }
-        self.trace.write(b"sync");
-    }
-
-    /// Region `i` loses power: down, on a new boot; under `wal` its disk is back to its last
-    /// sync point (a region that never reached one keeps its disk, as after a crash).
-    fn power_loss(&mut self, i: usize, history: &mut History) {
-        if self.regions[i].node.is_none() || self.up().len() < 2 {
-            return;
-        }
-        self.crash(i);
-        let member = sim_replica(i, self.regions[i].incarnation);
-        let r = &mut self.regions[i];
-        r.boot += 1;
-        if let Some((synced, applied)) = r.synced.take() {
-            let _ = std::fs::remove_dir_all(&r.dir);
-            if let Err(e) = std::fs::rename(&synced, &r.dir) {
-                self.violations
-                    .push(format!("power loss of region {i}: {e}"));
-            }
-            self.held_at_crash.insert(member, applied);
-        }
-        self.trace.write(b"power");
-        if std::env::var("MERIDIAN_SIM_DEBUG").is_ok() {
-            eprintln!(
-                "t={} power loss region {i} ({:?})",
-                self.now_ms, self.regions[i].durability
-            );
-        }
-        self.forget_lost(history);
-    }
-
-    /// Region `i`'s disk is wiped (down if it was up); it comes back under the same identity.
-    fn wipe(&mut self, i: usize, history: &mut History) {
-        if self.regions[i].dead {
-            return;
-        }
-        if self.regions[i].node.is_some() {
-            if self.up().len() < 2 {
-                return;
-            }
-            self.crash(i);
-        }
-        let member = sim_replica(i, self.regions[i].incarnation);
-        let r = &mut self.regions[i];
-        let _ = std::fs::remove_dir_all(&r.dir);
-        if let Some((synced, _)) = r.synced.take() {
-            let _ = std::fs::remove_dir_all(synced);
-        }
-        self.held_at_crash.insert(member, Held::default());
-        self.trace.write(b"wipe");
-        if std::env::var("MERIDIAN_SIM_DEBUG").is_ok() {
-            eprintln!("t={} wipe region {i}", self.now_ms);
-        }
-        self.forget_lost(history);
-    }
-
-    /// Takes back every acknowledged write no region holds any more: lost with a disk, as the
-    /// durability contract allows (the checks then count what is left).
-    fn forget_lost(&mut self, history: &mut History) {
-        let holders: Vec<Held> = (0..self.regions.len())
-            .filter(|i| !self.regions[*i].dead)
-            .filter_map(|i| match &self.regions[i].node {
-                Some(n) => Some(Held::of(&n.engine)),
-                None => self
-                    .held_at_crash
-                    .get(&sim_replica(i, self.regions[i].incarnation))
-                    .cloned(),
-            })
-            .collect();
-        let lost: Vec<meridian::Dot> = history
-            .dots
-            .iter()
-            .filter(|d| !history.lost.contains(d))
-            .filter(|d| {
-                let key = history.keys_of.get(d);
-                !holders.iter().any(|h| h.holds(d, key))
-            })
-            .copied()
-            .collect();
-        for dot in lost {
-            history.forget(dot);
-        }
-    }
-
     fn random_fault(&mut self, faults: &Faults, history: &mut History) {
         let n = self.regions.len();
         let a = self.rng.below(n as u64) as usize;
         let b = (a + 1 + self.rng.below(n as u64 - 1) as usize) % n;
-        match self.rng.below(12) {
+        match self.rng.below(14) {
             0 if faults.partitions => {
                 // Full partition of one region.
                 for j in 0..n {
@@ -459,6 +441,11 @@ impl World {
                 self.regions[a].liar = !self.regions[a].liar;
                 self.trace.write(b"liar");
             }
+            12 if faults.restored_backups => self.backup(a),
+            13 if faults.restored_backups => {
+                self.disk_faults += 1;
+                self.restore(a, history)
+            }
             _ => {}
         }
         self.trace.write_u64(self.net.cut.len() as u64);
@@ -531,6 +518,13 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                 boot: 0,
                 synced: None,
                 liar: false,
+                backup: None,
+                lost_tail: false,
+                expect_after_open: None,
+                node_origin: None,
+                wiped: false,
+                checked: None,
+                verified: Default::default(),
             })
             .collect(),
         now_ms: 0,
@@ -538,6 +532,11 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
         violations: Vec::new(),
         held_at_crash: Default::default(),
         disk_faults: 0,
+        torn_logs: faults.torn_logs,
+        durability_switch: faults.durability_switch,
+        torn: 0,
+        restores: 0,
+        i1_violations: 0,
     };
     let mut report = SeedReport {
         seed,
@@ -598,19 +597,21 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
             let region = up[rng.below(up.len() as u64) as usize];
             let s = rng.below(sessions.len() as u64) as usize;
             let op_id = seed.wrapping_mul(1_000_003).wrapping_add(ops_done as u64);
+            let at = workload::At { region };
             let stepped = world.regions[region].node.as_ref().map(|n| {
                 if n.engine.origin_status().writable {
                     let forge = faults.hostile_clients;
                     workload::step(
                         &mut rng,
                         &n.engine,
+                        at,
                         &mut sessions[s],
                         &mut history,
                         op_id,
                         forge,
                     )
                 } else {
-                    // Reopened and waiting for its peers: clients are answered `Recovering`.
+                    // Refusing writes after a storage failure.
                     Ok(workload::StepOutcome::unavailable())
                 }
             });
@@ -619,6 +620,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                     world.trace.write(&step.trace);
                     report.unavailable += u64::from(step.unavailable);
                     report.not_yet_visible += u64::from(step.not_yet_visible);
+                    report.ryw_checks += u64::from(step.ryw_checked);
                     if let Some(v) = step.ryw_violation {
                         report.ryw_violations += 1;
                         world.violations.push(v);
@@ -642,6 +644,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
             world.random_fault(&faults, &mut history);
             next_fault = world.now_ms + 200 + world.rng.below(1_500);
         }
+        world.check_i1(&history);
         if healed && world.now_ms >= next_check {
             next_check = world.now_ms + CHECK_MS;
             match world.converged() {
@@ -757,8 +760,16 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
             report.antientropy_rounds += s.antientropy_rounds;
             report.log_entries_reclaimed += s.log_entries_removed;
             report.tombstones_reclaimed += s.tombstones_removed;
+            report.declared_lost = report
+                .declared_lost
+                .max(r.engine.declared_lost().lost.len() as u64);
         }
+        (report.session_checks, report.uncoverable_tokens) =
+            world.check_sessions(&sessions, &history);
     }
+    report.i1_violations = world.i1_violations;
+    report.torn_logs = world.torn;
+    report.restores = world.restores;
     if let Some(n) = world.regions.iter().find_map(|r| r.node.as_ref()) {
         let findings = check(&n.engine, &history);
         report.lost_acked_writes = findings.lost;

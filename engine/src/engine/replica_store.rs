@@ -410,7 +410,7 @@ impl ReplicaStore for Engine {
                         .iter()
                         .map(|k| crate::model::digest::key_hash(k)),
                 );
-                tracing::error!(%origin, seq = entry.seq, lost = entry.lost, left_out = ?entry.left_out.iter().map(|k| crate::error::show(k).to_string()).collect::<Vec<_>>(), "no member supplied this entry whole within the bound: applied partial, what it lacks declared lost");
+                tracing::error!(%origin, seq = entry.seq, lost = entry.lost, left_out = ?entry.left_out.iter().map(|k| crate::error::show(k).to_string()).collect::<Vec<_>>(), "no member can supply this entry whole: applied partial, what it lacks declared lost");
             }
             all.extend(entry.records.iter().map(Incoming::of));
         }

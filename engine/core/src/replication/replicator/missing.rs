@@ -10,8 +10,9 @@
 //!   every other member is linked and each that holds the write sent it partial, or
 //!   `missing_wait_ms` has passed since it first arrived (a member out of reach may hold it).
 //! - A *stranded* number (missing from this replica's own log, found at open: a lost tail,
-//!   a restored copy) waits for any reachable member that holds it. When none does for
-//!   `missing_wait_ms`, it is declared lost, and the entries held beyond it count again.
+//!   a restored copy) waits for any reachable member that holds it. When none does, and
+//!   either every member is linked or `missing_wait_ms` has passed (a member out of reach may
+//!   hold it), it is declared lost, and the entries held beyond it count again.
 
 use super::{ReplicationError, Replicator};
 use crate::model::ReplicaId;
@@ -80,12 +81,7 @@ impl Replicator {
             .values()
             .filter_map(|p| p.replica().map(|r| (r, p)))
             .collect();
-        let all_linked = self
-            .config
-            .members
-            .iter()
-            .all(|m| *m == self.me || linked.contains_key(m));
-        all_linked
+        self.all_members_linked()
             && linked
                 .iter()
                 .all(|(m, p)| p.claimed.get(origin) < seq || senders.contains(m))
@@ -108,12 +104,14 @@ impl Replicator {
             .retain(|origin, (seq, _)| stranded.contains(&(*origin, *seq)));
         for (origin, seq) in stranded {
             let since = self.stranded_since.entry(origin).or_insert((seq, now_ms)).1;
-            // A reachable member that holds it sends it (directly or relayed).
+            // A reachable member that holds it sends it (directly or relayed); with every
+            // member linked and none holding it, nobody can.
             let held_elsewhere = self
                 .peers
                 .values()
                 .any(|p| p.replica().is_some() && p.claimed.get(origin) >= seq);
-            if held_elsewhere || now_ms.saturating_sub(since) < self.config.missing_wait_ms {
+            let waited = now_ms.saturating_sub(since) >= self.config.missing_wait_ms;
+            if held_elsewhere || !(waited || self.all_members_linked()) {
                 continue;
             }
             store
@@ -123,6 +121,16 @@ impl Replicator {
             self.stats.writes_declared_lost += 1;
         }
         Ok(())
+    }
+}
+
+impl Replicator {
+    /// Whether every other member has a ready link to this replica.
+    fn all_members_linked(&self) -> bool {
+        self.config
+            .members
+            .iter()
+            .all(|m| *m == self.me || self.peers.values().any(|p| p.replica() == Some(*m)))
     }
 }
 
