@@ -5,7 +5,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/meridian/target
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: deps demo test bench sim lint fuzz bench-scale outage header cart-cluster example-cart example-cart-c example-cart-python
+.PHONY: deps demo test test-checked bench sim lint fuzz bench-scale outage header cart-cluster example-cart example-cart-c example-cart-python
 
 deps:
 	@bash scripts/install-deps.sh
@@ -18,6 +18,10 @@ test: deps
 	$(CARGO) test --release --workspace
 	MERIDIAN_LIB=$(CARGO_TARGET_DIR)/release/libmeridian.so MERIDIAN_BIN=$(CARGO_TARGET_DIR)/release/meridian \
 	  bash scripts/python-tests.sh
+
+# The Rust suite with debug assertions and overflow checks on (its own build: RocksDB again).
+test-checked: deps
+	$(CARGO) test --profile checked --workspace --exclude meridian-ffi
 
 # Regenerates ffi/include/meridian.h from the C ABI (make test fails while it is stale).
 header:

@@ -55,6 +55,12 @@ pub struct Args {
     /// No durability changed between two runs of a region.
     #[arg(long)]
     no_durability_switch: bool,
+    /// No damaged log entries.
+    #[arg(long)]
+    no_corrupt_storage: bool,
+    /// Damaged records too (exploratory: see `meridian_sim::Faults::corrupt_records`).
+    #[arg(long)]
+    corrupt_records: bool,
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -84,6 +90,8 @@ impl Args {
                 torn_logs: !self.no_torn_logs,
                 restored_backups: !self.no_restored_backups,
                 durability_switch: !self.no_durability_switch,
+                corrupt_storage: !self.no_corrupt_storage,
+                corrupt_records: self.corrupt_records,
             },
             ..SimOptions::default()
         }
@@ -152,6 +160,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "session_checks": sum(|r| r.session_checks),
             "torn_logs": sum(|r| r.torn_logs),
             "restores": sum(|r| r.restores),
+            "corruptions": sum(|r| r.corruptions),
             "declared_lost": sum(|r| r.declared_lost),
             "uncoverable_tokens": sum(|r| r.uncoverable_tokens),
             "violations": violations,
@@ -183,6 +192,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("session checks       {}", sum(|r| r.session_checks));
         println!("torn logs            {}", sum(|r| r.torn_logs));
         println!("backups restored     {}", sum(|r| r.restores));
+        println!("damaged items        {}", sum(|r| r.corruptions));
         println!("declared lost        {}", sum(|r| r.declared_lost));
         println!("uncoverable tokens   {}", sum(|r| r.uncoverable_tokens));
         println!("violations           {violations}");

@@ -44,11 +44,14 @@ fn acknowledged_writes_survive_sigkill_and_sequences_are_never_reused() {
     let mut acked: BTreeMap<String, u64> = BTreeMap::new();
     let mut seqs_seen: BTreeMap<u64, String> = BTreeMap::new();
     let mut counter_acks = 0u64;
+    // Increments that may have committed unacknowledged: one per writer thread per kill.
+    let mut counter_in_flight = 0u64;
     let mut max_seq_before_run = 0u64;
     let mut killed_mid_write = 0usize;
 
     for run in 0..kills {
         let threads = 1 + (rng.next() % 4) as usize;
+        counter_in_flight += threads as u64;
         let mut child = Command::new(exe)
             .args([
                 dir.path().to_str().expect("utf-8 path"),
@@ -133,6 +136,11 @@ fn acknowledged_writes_survive_sigkill_and_sequences_are_never_reused() {
         assert!(
             total as u64 >= counter_acks,
             "run {run}: counter {total} < {counter_acks} acknowledged increments"
+        );
+        assert!(
+            total as u64 <= counter_acks + counter_in_flight,
+            "run {run}: counter {total} > {counter_acks} acknowledged increments and \
+             {counter_in_flight} that may have been in flight at the kills"
         );
         max_seq_before_run = last;
     }

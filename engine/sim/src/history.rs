@@ -185,7 +185,8 @@ fn stored_value(engine: &Engine, key: &[u8], kind: Kind) -> Result<Option<Value>
     let Some(bytes) = engine.export(key).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
-    let record = codec::decode_record(&bytes).map_err(|e| e.to_string())?;
+    let record = codec::decode_record(&bytes)
+        .map_err(|e| format!("corrupt record {}: {e}", String::from_utf8_lossy(key)))?;
     Ok(record.values.get(&kind).cloned())
 }
 
@@ -300,6 +301,19 @@ pub fn check(engine: &Engine, history: &History) -> Findings {
                 f.resurrected += 1;
             }
             if debug && ((must_be && !present) || (must_not && present)) {
+                for (dot, e) in &history.effects {
+                    if let Effect::SetAdd { key: k, elem: x }
+                    | Effect::SetRemove { key: k, elem: x } = e
+                    {
+                        if k == key && x == *elem {
+                            eprintln!(
+                                "  {dot} {e:?} region {:?} removed {:?}",
+                                history.written.get(dot).map(|w| w.region),
+                                history.written.get(dot).map(|w| &w.removed)
+                            );
+                        }
+                    }
+                }
                 eprintln!(
                     "set {key:?} element {elem:?}: present {present}, adds/removes {:?}",
                     (added, added_lost, removed, removed_lost)
@@ -328,6 +342,19 @@ pub fn check(engine: &Engine, history: &History) -> Findings {
                 _ => 0,
             };
             if !sum_allowed(got, kept, &lost) {
+                if debug {
+                    for (dot, e) in &history.effects {
+                        if let Effect::MapField { field: x, delta } = e {
+                            if x == field {
+                                eprintln!(
+                                    "map field {field:?}: {dot} {delta:+} applied {} lost {}",
+                                    engine.applied().contains(dot),
+                                    history.lost.contains(dot)
+                                );
+                            }
+                        }
+                    }
+                }
                 f.other.push(format!(
                     "map field {field:?}: expected {kept} (with {} lost deltas allowed), read {got}",
                     lost.len()

@@ -24,6 +24,8 @@ impl SimOptions {
             (f.torn_logs, " --no-torn-logs"),
             (f.restored_backups, " --no-restored-backups"),
             (f.durability_switch, " --no-durability-switch"),
+            (f.corrupt_storage, " --no-corrupt-storage"),
+            (!f.corrupt_records, " --corrupt-records"),
         ] {
             if !on {
                 cmd.push_str(flag);

@@ -119,6 +119,7 @@ pub fn step(
             out.not_yet_visible = true;
         }
     }
+    // (A damaged record's error starts "corrupt record": the caller counts it unavailable.)
     let e = |err: meridian::Error| err.to_string();
     let value = format!("v{op_id}").into_bytes();
     let mut written: Vec<u8> = MAP_KEY.to_vec();
@@ -278,7 +279,8 @@ fn register_ctx(engine: &Engine, key: &[u8]) -> Result<meridian::VersionVector, 
     let Some(bytes) = engine.export(key).map_err(|e| e.to_string())? else {
         return Ok(meridian::VersionVector::new());
     };
-    let record = meridian::model::codec::decode_record(&bytes).map_err(|e| e.to_string())?;
+    let record = meridian::model::codec::decode_record(&bytes)
+        .map_err(|e| format!("corrupt record {}: {e}", String::from_utf8_lossy(key)))?;
     Ok(record.context())
 }
 

@@ -21,6 +21,8 @@ const EPOCH_MS: u64 = 1_767_225_600_000;
 const TICK_MS: u64 = 100;
 const CHECK_MS: u64 = 250;
 const SKEW_MS_MAX: i64 = 5 * 60 * 1000;
+/// How long a region waits for a whole copy of a write before declaring what it lacks lost.
+const MISSING_WAIT_MS: u64 = 5_000;
 /// Simulated time after convergence in which logs and tombstones must be reclaimed.
 const RECLAIM_MS: u64 = 8_000;
 
@@ -86,24 +88,36 @@ struct Region {
 struct Held {
     applied: meridian::VersionVector,
     contexts: std::collections::BTreeMap<Vec<u8>, meridian::VersionVector>,
+    /// Keys whose record does not decode (damaged): nothing of them is held.
+    unreadable: std::collections::BTreeSet<Vec<u8>>,
 }
 
 impl Held {
     fn of(engine: &Engine) -> Held {
         let mut contexts = std::collections::BTreeMap::new();
+        let mut unreadable = std::collections::BTreeSet::new();
         for (key, bytes) in engine.store().records_from(b"", None).flatten() {
-            if let Ok(record) = meridian::model::codec::decode_record(&bytes) {
-                contexts.insert(key.into_vec(), record.context());
+            match meridian::model::codec::decode_record(&bytes) {
+                Ok(record) => {
+                    contexts.insert(key.into_vec(), record.context());
+                }
+                Err(_) => {
+                    unreadable.insert(key.into_vec());
+                }
             }
         }
         Held {
             applied: engine.applied(),
             contexts,
+            unreadable,
         }
     }
 
     /// Whether the write `dot` (to `key`) is reflected here: applied, or in the key's state.
     fn holds(&self, dot: &meridian::Dot, key: Option<&Vec<u8>>) -> bool {
+        if key.is_some_and(|k| self.unreadable.contains(k)) {
+            return false;
+        }
         self.applied.contains(dot)
             || key
                 .and_then(|k| self.contexts.get(k))
@@ -148,10 +162,16 @@ struct World {
     torn_logs: bool,
     /// Whether a region's durability may change between two of its runs.
     durability_switch: bool,
+    /// Whether records (not only log entries) may be damaged.
+    corrupt_records: bool,
     /// Logs torn, backups restored, I1 violations so far.
     torn: u64,
     restores: u64,
     i1_violations: u64,
+    /// Records damaged at a region (region, key), for the checks to leave aside until they
+    /// decode again; and how many items were damaged.
+    corrupted: std::collections::BTreeSet<(usize, Vec<u8>)>,
+    corruptions: u64,
 }
 
 impl World {
@@ -235,6 +255,9 @@ impl World {
             region: REGIONS[i].to_string(),
             members,
             session: self.rng.next_u64(),
+            // Writes that cannot be had whole are waited for 5 s of simulated time (the heal
+            // bound is 30 s), not the 30 s a node waits.
+            missing_wait_ms: MISSING_WAIT_MS,
             ..ReplicationConfig::default()
         };
         r.node = Some(Node {
@@ -345,13 +368,18 @@ impl World {
             .collect()
     }
 
-    /// Converged: every region up, same applied vector, same record digest.
+    /// Converged: every region up, same applied vector, same record digest. A record that
+    /// does not decode (damaged, not yet repaired from a peer) is not converged yet: the
+    /// error is returned at the deadline only.
     fn converged(&self) -> Result<Option<u64>, String> {
         let mut first: Option<(meridian::VersionVector, u64)> = None;
         for r in &self.regions {
             let Some(n) = &r.node else { return Ok(None) };
             let applied = n.engine.applied();
-            let state = (applied.clone(), digest(&n.engine, &applied)?);
+            let Ok(d) = digest(&n.engine, &applied) else {
+                return Ok(None);
+            };
+            let state = (applied.clone(), d);
             match &first {
                 None => first = Some(state),
                 Some(f) if *f != state => return Ok(None),
@@ -365,7 +393,7 @@ impl World {
         let n = self.regions.len();
         let a = self.rng.below(n as u64) as usize;
         let b = (a + 1 + self.rng.below(n as u64 - 1) as usize) % n;
-        match self.rng.below(14) {
+        match self.rng.below(15) {
             0 if faults.partitions => {
                 // Full partition of one region.
                 for j in 0..n {
@@ -405,10 +433,16 @@ impl World {
                 // Declare a crashed region dead, if no write lives only on its disk (its own, or
                 // one it alone had received): every origin it held is held as far by a live region.
                 let id = sim_replica(a, self.regions[a].incarnation);
+                // What it holds reaches past its applied vector where its log holds writes
+                // beyond a missing number (their effects are in its records).
                 let held = self
                     .held_at_crash
                     .get(&id)
-                    .map(|h| h.applied.clone())
+                    .map(|h| {
+                        let mut reach = h.applied.clone();
+                        h.contexts.values().for_each(|c| reach.join(c));
+                        reach
+                    })
                     .unwrap_or_default();
                 let live: Vec<meridian::VersionVector> = self
                     .up()
@@ -446,6 +480,7 @@ impl World {
                 self.disk_faults += 1;
                 self.restore(a, history)
             }
+            14 if faults.corrupt_storage => self.corrupt(a, history),
             _ => {}
         }
         self.trace.write_u64(self.net.cut.len() as u64);
@@ -534,9 +569,12 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
         disk_faults: 0,
         torn_logs: faults.torn_logs,
         durability_switch: faults.durability_switch,
+        corrupt_records: faults.corrupt_records,
         torn: 0,
         restores: 0,
         i1_violations: 0,
+        corrupted: Default::default(),
+        corruptions: 0,
     };
     let mut report = SeedReport {
         seed,
@@ -626,6 +664,8 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                         world.violations.push(v);
                     }
                 }
+                // A key damaged at this region fails its reads and writes until repaired.
+                Some(Err(e)) if e.starts_with("corrupt record") => report.unavailable += 1,
                 Some(Err(e)) => world
                     .violations
                     .push(format!("operation failed in region {region}: {e}")),
@@ -770,6 +810,31 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
     report.i1_violations = world.i1_violations;
     report.torn_logs = world.torn;
     report.restores = world.restores;
+    report.corruptions = world.corruptions;
+    if std::env::var("MERIDIAN_SIM_DEBUG").is_ok() {
+        for (i, r) in world.regions.iter().enumerate() {
+            if let Some(n) = &r.node {
+                eprintln!(
+                    "end: region {i} applied {} stranded {:?} floors {}",
+                    n.engine.applied(),
+                    meridian::replication::ReplicaStore::stranded(&n.engine),
+                    meridian::replication::ReplicaStore::log_floor(&n.engine)
+                );
+                for (id, p) in n.repl.peers() {
+                    eprintln!("   link {id:?} member {} claimed {}", p.member, p.claimed);
+                }
+                if let Ok(k) = std::env::var("MERIDIAN_SIM_KEY") {
+                    let rec = n
+                        .engine
+                        .export(k.as_bytes())
+                        .ok()
+                        .flatten()
+                        .map(|b| meridian::model::codec::decode_record(&b));
+                    eprintln!("   {k}: {rec:?} lost {:?}", n.engine.declared_lost());
+                }
+            }
+        }
+    }
     if let Some(n) = world.regions.iter().find_map(|r| r.node.as_ref()) {
         let findings = check(&n.engine, &history);
         report.lost_acked_writes = findings.lost;

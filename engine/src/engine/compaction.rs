@@ -22,6 +22,10 @@ const TOMBSTONE_CHUNK: usize = 512;
 /// pass looks at every pending tombstone.
 const RECENT_MARKS_MAX: usize = 65_536;
 
+/// Records each compaction reads back and checks (the scrub): damage nothing else reads is
+/// found within `records / SCRUB_CHUNK` compactions, and repaired from a peer.
+const SCRUB_CHUNK: usize = 1_024;
+
 /// What the tombstone pass remembers between runs of it (in memory: an open starts with a
 /// full pass).
 #[derive(Debug, Default)]
@@ -34,6 +38,8 @@ pub(crate) struct TombstoneWork {
     /// adds what it found pending, so a tombstone written over since counts until the next
     /// full pass).
     pending: u64,
+    /// Where the scrub goes on (`None`: from the first key).
+    scrub_from: Option<Vec<u8>>,
 }
 
 impl TombstoneWork {
@@ -43,6 +49,7 @@ impl TombstoneWork {
             recent: Some(BTreeSet::new()),
             last_full: None,
             pending: 0,
+            scrub_from: None,
         }
     }
 
@@ -113,7 +120,28 @@ impl Engine {
             work.pending += out.tombstones_pending;
             out.tombstones_pending = work.pending;
         }
+        let from = work.scrub_from.take().unwrap_or_default();
+        drop(work);
+        let next = self.scrub(&from)?;
+        lock(&inner.tombstones).scrub_from = next;
         Ok(out)
+    }
+
+    /// Reads back up to `SCRUB_CHUNK` records from `from` and checks them: a damaged one is
+    /// reported and repaired from a peer (`faults.rs`). Returns where the next scrub starts.
+    fn scrub(&self, from: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut next = None;
+        for (i, item) in self.inner.store.records_from(from, None).enumerate() {
+            let (key, bytes) = item?;
+            if i == SCRUB_CHUNK {
+                next = Some(key.into_vec());
+                break;
+            }
+            if let Err(e) = codec::check_record(&bytes) {
+                self.note_fault(super::faults::Stored::Record, &key, &e);
+            }
+        }
+        Ok(next)
     }
 
     /// Removes the log entries `stable` covers and raises the floors; returns the floors.

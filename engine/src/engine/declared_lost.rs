@@ -110,6 +110,11 @@ impl Engine {
         if lock(&inner.applied).get(origin) + 1 != seq {
             return Ok(()); // no longer the missing number (a peer supplied it meanwhile)
         }
+        debug_assert_eq!(
+            lock(&inner.applied).get(origin) + 1,
+            seq,
+            "I1: declared at the hole"
+        );
         let present = inner.store.log_seqs(origin, seq + 1, held)?;
         let mut through = seq;
         for s in present {

@@ -112,6 +112,8 @@ struct Inner {
     disk: disk_space::DiskSpace,
     /// Stored items found unusable since open.
     faults: Mutex<crate::FaultReport>,
+    /// Records found damaged and not yet replaced by a peer's state (`faults.rs`).
+    damaged: Mutex<std::collections::BTreeSet<Vec<u8>>>,
     /// The summary of every record anti-entropy reads (built on first use).
     digest: state_digest::StateDigest,
     /// What the tombstone pass looks at next (`compaction.rs`).
@@ -137,6 +139,8 @@ pub(crate) struct Frontier {
 impl Frontier {
     /// Records `seq` as committed; returns the contiguous prefix if it crossed a checkpoint.
     fn commit(&mut self, seq: u64) -> Option<u64> {
+        // I1: each number is committed once, above the contiguous prefix.
+        debug_assert!(seq > self.contiguous && !self.ahead.contains(&seq));
         let before = self.contiguous;
         self.ahead.insert(seq);
         while self.ahead.remove(&(self.contiguous + 1)) {

@@ -101,6 +101,7 @@ impl Engine {
                 poisoned: AtomicBool::new(false),
                 disk,
                 faults: Mutex::new(Default::default()),
+                damaged: Mutex::new(Default::default()),
                 digest: Default::default(),
                 tombstones: Mutex::new(compaction::TombstoneWork::new()),
                 commit_hook: std::sync::OnceLock::new(),

@@ -14,7 +14,7 @@ impl Engine {
         let one = |key: &[u8], bytes: Option<&[u8]>| -> Result<(Option<Record>, Option<u64>)> {
             match bytes {
                 Some(b) => Ok((
-                    Some(decode_stored(key, b)?),
+                    Some(decode_stored(key, b).inspect_err(|e| self.note_corrupt(key, e))?),
                     hash.then(|| crate::model::digest::state_hash(b)),
                 )),
                 None => Ok((None, None)),
@@ -37,6 +37,15 @@ impl Engine {
             .get_record(key)?
             .map(|bytes| decode_stored(key, &bytes))
             .transpose()
+            .inspect_err(|e| self.note_corrupt(key, e))
+    }
+
+    /// A record that does not decode found by a read or a write: reported, and repaired from
+    /// a peer when one shows its state (`faults.rs`).
+    fn note_corrupt(&self, key: &[u8], e: &Error) {
+        if matches!(e, Error::Corrupt { .. }) {
+            self.note_fault(faults::Stored::Record, key, e);
+        }
     }
 
     /// Everything under `key`; `None` if absent or deleted.

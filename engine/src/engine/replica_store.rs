@@ -130,22 +130,38 @@ impl Engine {
         for (theirs, stored) in remote.into_iter().zip(stored_all) {
             let key = theirs.key;
             let stored = stored.as_deref();
-            let seen = exceptions.seen_for(key, seen);
-            let seen = &*seen;
-            let horizon = horizon.and_then(|(h, spare)| {
-                (spare.is_empty() || !spare.contains(&crate::model::digest::key_hash(key)))
-                    .then_some(h)
-            });
-            let local = match stored.map(codec::decode_record) {
-                None => None,
-                Some(Ok(r)) => Some(r),
+            let (local, damaged) = match stored.map(codec::decode_record) {
+                None => (None, false),
+                Some(Ok(r)) => (Some(r), false),
                 Some(Err(e)) if repair => {
-                    // Unreadable here anyway: the peer's state replaces it.
+                    self.note_fault(super::faults::Stored::Record, key, &e);
+                    // Unreadable here: replaced by the state of a peer that applied every
+                    // write this replica did (a state transfer whose snapshot covers the
+                    // applied vector), joined plainly. Any other state could lack a write the
+                    // damaged one held (a removal among them: what it removed would come
+                    // back); the key stays damaged (and uncertain) until such a state comes.
+                    let vouched = horizon.is_some_and(|(h, spare)| {
+                        h.dominates(seen) && !spare.contains(&crate::model::digest::key_hash(key))
+                    });
+                    if !vouched {
+                        continue;
+                    }
                     tracing::warn!(key = %crate::error::show(key), error = %e, "replacing a corrupt record with a peer's state");
-                    None
+                    self.repaired(key);
+                    (None, true)
                 }
                 Some(Err(e)) => return Err(Error::from_codec("record", key, e)),
             };
+            let seen = match damaged {
+                true => Cow::Owned(VersionVector::new()),
+                false => exceptions.seen_for(key, seen),
+            };
+            let seen = &*seen;
+            let horizon = horizon.and_then(|(h, spare)| {
+                let vouched = !damaged
+                    && (spare.is_empty() || !spare.contains(&crate::model::digest::key_hash(key)));
+                vouched.then_some(h)
+            });
             let (bytes, bottom): (Cow<'_, [u8]>, bool) = match (local, &theirs.state) {
                 // Joined into nothing, the state stays as it came: keep its bytes.
                 (None, Theirs::Received { bytes, facts }) if !facts.has_dot_in(seen) => {
@@ -214,6 +230,36 @@ fn count_conflict(local: &Record, remote: &Record) {
     }
 }
 
+impl Engine {
+    /// I1 when shipping: an uncertain key (its state may lack what the applied vector covers:
+    /// damaged and repaired, or received partial) whose state does not reflect the entry's
+    /// write `dot` is left out of the entry rather than shipped as if it did. Other keys ship
+    /// as they are, undecoded.
+    fn leave_out_unreflected(&self, dot: Dot, out: &mut ShippedEntry) {
+        let exceptions = lock(&self.inner.exceptions);
+        if exceptions.is_empty() {
+            return;
+        }
+        let mut kept = Vec::with_capacity(out.states.len());
+        for (key, state) in std::mem::take(&mut out.states) {
+            let reflects = !exceptions.is_uncertain(&key)
+                || codec::decode_record(&state).is_ok_and(|r| r.context().contains(&dot));
+            if reflects {
+                kept.push((key, state));
+            } else {
+                out.left_out.push(key.to_vec());
+            }
+        }
+        out.states = kept;
+    }
+
+    /// Whether the stored record of `key` reflects the write `dot` (its context holds it).
+    fn reflects(&self, key: &[u8], dot: Dot) -> bool {
+        matches!(self.inner.store.get_record(key), Ok(Some(bytes))
+            if codec::decode_record(&bytes).is_ok_and(|r| r.context().contains(&dot)))
+    }
+}
+
 impl ReplicaStore for Engine {
     type Error = Error;
 
@@ -249,13 +295,19 @@ impl ReplicaStore for Engine {
         let _guards = self.lock_keys(&sorted);
         let mut wb = inner.store.batch();
         let mut changed = Vec::new();
+        let mut damaged = Vec::new();
         for key in &sorted {
             let Some(stored) = inner.store.get_record(key)? else {
                 continue;
             };
-            // A record this build cannot read is left as it is (its fault stays its own).
-            let Ok(mut record) = codec::decode_record(&stored) else {
-                continue;
+            let mut record = match codec::decode_record(&stored) {
+                Ok(record) => record,
+                Err(codec::CodecError::Malformed(_) | codec::CodecError::Empty) => {
+                    damaged.push(key.to_vec());
+                    continue;
+                }
+                // From a newer format: left as it is.
+                Err(_) => continue,
             };
             if !record.remove_covered(seen) {
                 continue;
@@ -272,16 +324,66 @@ impl ReplicaStore for Engine {
             }
             changed.push(*key);
         }
-        if changed.is_empty() {
+        let mut done = changed.len();
+        if !changed.is_empty() {
+            self.commit(wb)?;
+            self.uncache_states(changed.iter().copied());
+            tracing::info!(
+                records = changed.len(),
+                "removed dots a peer had removed (this replica held older states)"
+            );
+        }
+        drop((_guards, _serial, _gate));
+        // A damaged record the peer holds nothing of, when the peer has applied everything
+        // this replica has: nothing it could hold is anywhere else.
+        if !damaged.is_empty() && seen.dominates(&self.applied()) {
+            done += self.drop_damaged(&damaged)?;
+        }
+        Ok(done)
+    }
+
+    fn damaged(&self) -> Vec<Vec<u8>> {
+        self.damaged_keys()
+    }
+
+    fn drop_damaged(&self, keys: &[Vec<u8>]) -> Result<usize> {
+        let inner = &*self.inner;
+        self.check_writable()?;
+        let mut sorted: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let _gate = read_lock(&inner.gate);
+        let _serial = lock(&inner.apply_lock);
+        let _guards = self.lock_keys(&sorted);
+        let mut wb = inner.store.batch();
+        let mut gone = Vec::new();
+        for key in sorted {
+            let Some(stored) = inner.store.get_record(key)? else {
+                continue;
+            };
+            let Err(e @ (codec::CodecError::Malformed(_) | codec::CodecError::Empty)) =
+                codec::decode_record(&stored)
+            else {
+                continue;
+            };
+            // No copy is left to repair it from, and what it held is lost; the key stays
+            // uncertain, so a copy that turns up later is joined whole.
+            self.note_fault(Stored::Record, key, &e);
+            self.repaired(key);
+            tracing::warn!(key = %crate::error::show(key), "a damaged record no peer holds is removed: what it held is lost");
+            wb.delete_record(key);
+            wb.unindex_key(key);
+            if inner.digest.is_built() {
+                inner.digest.changed(key, Some(state_hash(&stored)), None);
+            }
+            gone.push(key);
+        }
+        if gone.is_empty() {
             return Ok(0);
         }
         self.commit(wb)?;
-        self.uncache_states(changed.iter().copied());
-        tracing::info!(
-            records = changed.len(),
-            "removed dots a peer had removed (this replica held older states)"
-        );
-        Ok(changed.len())
+        self.uncache_states(gone.iter().copied());
+        Ok(gone.len())
     }
 
     fn applied(&self) -> VersionVector {
@@ -350,11 +452,23 @@ impl ReplicaStore for Engine {
         }
         if !missing.is_empty() {
             let read = self.read_records(&missing)?;
+            // A key held nowhere here any more but uncertain (a damaged record removed: what
+            // it held is lost) is left out, not taken for a reclaimed delete.
+            let exceptions = lock(&self.inner.exceptions);
+            for key in &missing {
+                let found =
+                    read.records.iter().any(|(k, _)| k == key) || read.left_out.contains(key);
+                if !found && exceptions.is_uncertain(key) {
+                    out.left_out.push(key.clone());
+                }
+            }
+            drop(exceptions);
             out.states
                 .extend(read.records.into_iter().map(|(k, v)| (k.into(), v.into())));
             // Unreadable here: the entry ships partial, and its peer waits for a whole copy.
             out.left_out.extend(read.left_out);
         }
+        self.leave_out_unreflected(Dot::new(origin, seq), &mut out);
         Ok(Some(out))
     }
 
@@ -381,6 +495,11 @@ impl ReplicaStore for Engine {
         let Some(have) = accepted.last().map(|e| e.seq) else {
             return Ok(outcomes);
         };
+        // I1: the vector advances over consecutive entries from the next expected one only.
+        debug_assert!(accepted
+            .iter()
+            .zip(lock(&inner.applied).get(origin) + 1..)
+            .all(|(e, expected)| e.seq == expected));
         // The frame's states joined together, then into the local records with the applied
         // vector as it stood before the frame (the same result as entry by entry: a state is
         // a lattice element, and dots of this frame are not in that vector), in one batch.
@@ -404,10 +523,14 @@ impl ReplicaStore for Engine {
                 if entry.lost {
                     declared.lost.push((origin, entry.seq));
                 }
+                // A key left out that already reflects the write here (a whole copy came
+                // another way) is not uncertain.
+                let dot = Dot::new(origin, entry.seq);
                 declared.uncertain.extend(
                     entry
                         .left_out
                         .iter()
+                        .filter(|k| !self.reflects(k, dot))
                         .map(|k| crate::model::digest::key_hash(k)),
                 );
                 tracing::error!(%origin, seq = entry.seq, lost = entry.lost, left_out = ?entry.left_out.iter().map(|k| crate::error::show(k).to_string()).collect::<Vec<_>>(), "no member can supply this entry whole: applied partial, what it lacks declared lost");
@@ -475,7 +598,7 @@ impl ReplicaStore for Engine {
 
     fn summarize(&self, cells: usize) -> Result<StateSummary> {
         let inner = &*self.inner;
-        if !inner.digest.is_built() {
+        if inner.digest.needs_build() {
             self.build_summary()?;
         }
         // Under the gate: no record changes while the table is copied and the vector read.
@@ -498,7 +621,7 @@ impl ReplicaStore for Engine {
     }
 
     fn record_count(&self) -> Result<u64> {
-        if !self.inner.digest.is_built() {
+        if self.inner.digest.needs_build() {
             self.build_summary()?;
         }
         Ok(self.inner.digest.records())
@@ -555,18 +678,28 @@ impl ReplicaStore for Engine {
         seen: &VersionVector,
         spare: &BTreeSet<u64>,
     ) -> Result<usize> {
-        let mut absent = Vec::new();
+        let (mut absent, mut spared) = (Vec::new(), Vec::new());
         for item in self.inner.store.records_from(from, through) {
             let (key, _) = item?;
-            if !present.contains(&key[..]) && !spare.contains(&crate::model::digest::key_hash(&key))
-            {
+            if present.contains(&key[..]) {
+                continue;
+            }
+            if spare.contains(&crate::model::digest::key_hash(&key)) {
+                spared.push(key.into_vec());
+            } else {
                 absent.push(key.into_vec());
             }
         }
-        if absent.is_empty() {
-            return Ok(0);
+        // A key the peer does not vouch for loses nothing readable: only a damaged record
+        // goes (`drop_covered` with nothing covered).
+        let mut changed = 0;
+        if !spared.is_empty() {
+            changed += self.drop_covered(&spared, &VersionVector::new())?;
         }
-        self.drop_covered(&absent, seen)
+        if !absent.is_empty() {
+            changed += self.drop_covered(&absent, seen)?;
+        }
+        Ok(changed)
     }
 
     fn read_records(&self, keys: &[Vec<u8>]) -> Result<ReadStates> {

@@ -8,6 +8,9 @@
 //! Consistency: every path that changes records holds the engine's gate for reading while it
 //! commits and updates the summary; the build takes it for writing to start (and a summary
 //! read copies the table under it), so the table always equals the records at a point in time.
+//! A record found changed behind the engine's back (damaged bytes) makes the summary stale:
+//! the next use builds it again from the records as they are, so that a peer's good state
+//! replaces the damaged one through the usual difference.
 
 use crate::model::digest::{key_hash, state_hash};
 use crate::replication::iblt::Iblt;
@@ -81,7 +84,7 @@ impl crate::Engine {
             snapshot.for_each(|key, bytes| inner.digest.add(key, bytes))?;
             tracing::info!(
                 elapsed_ms = began.elapsed().as_millis() as u64,
-                "anti-entropy summary built"
+                "anti-entropy summary built from the records"
             );
         }
         Ok(())
@@ -92,6 +95,8 @@ impl crate::Engine {
 #[derive(Default)]
 pub(crate) struct StateDigest {
     table: OnceLock<Table>,
+    /// It no longer equals the records (one changed behind the engine's back): build again.
+    stale: std::sync::atomic::AtomicBool,
 }
 
 impl StateDigest {
@@ -100,9 +105,28 @@ impl StateDigest {
         self.table.get().is_some()
     }
 
-    /// Starts an empty summary; the caller then adds every record of a snapshot taken while
-    /// no record changes (see the module documentation).
+    /// Whether it must be built (again) before it is read.
+    pub(crate) fn needs_build(&self) -> bool {
+        !self.is_built() || self.stale.load(Ordering::SeqCst)
+    }
+
+    /// The records changed behind the engine's back: the next read builds it again.
+    pub(crate) fn mark_stale(&self) {
+        self.stale.store(true, Ordering::SeqCst);
+    }
+
+    /// Starts an empty summary (or empties a stale one); the caller then adds every record of
+    /// a snapshot taken while no record changes (see the module documentation).
     pub(crate) fn start(&self) -> bool {
+        if let Some(t) = self.table.get() {
+            if !self.stale.swap(false, Ordering::SeqCst) {
+                return false;
+            }
+            t.cells.clear();
+            t.records.store(0, Ordering::Relaxed);
+            return true;
+        }
+        self.stale.store(false, Ordering::SeqCst);
         self.table
             .set(Table {
                 cells: SharedIblt::new(SUMMARY_SUB_LOG),

@@ -3,6 +3,7 @@
 mod consistency;
 mod ffi;
 mod local;
+mod outage_cost;
 mod replication;
 mod replication_bytes;
 mod report;
@@ -24,6 +25,9 @@ pub enum Suite {
     /// State transfer at data-set scale between two node processes: bootstrap rate and bytes,
     /// anti-entropy bytes and time for a 0.1% difference, peak memory of the receiver.
     Scale(scale::Args),
+    /// What one region down costs the others: throughput, p99 and max latency, memory and
+    /// disk with a region down against all up, and its catch-up once back (node processes).
+    OutageCost(outage_cost::Args),
 }
 
 /// Runs one suite.
@@ -35,6 +39,7 @@ pub fn run(suite: Suite) -> anyhow::Result<()> {
         Suite::Scale(args) => scale::run(args),
         Suite::Consistency(args) => consistency::run(args),
         Suite::Ffi(args) => ffi::run(args),
+        Suite::OutageCost(args) => outage_cost::run(args),
     }
 }
 

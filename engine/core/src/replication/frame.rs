@@ -12,6 +12,7 @@
 //! | `AeRecords` / `AeRange` / `AeAck` | answer to `AeWant` / `AeStream`, flow-controlled | numbered chunks of records and the keys left out (a range chunk covers a key range whole), applied in order; every chunk carries the sender's snapshot; `done` ends the round and the receiver adopts it with the exceptions |
 //! | `Ping` / `Pong` | heartbeat | round-trip time |
 //! | `About` | once a link is ready, when the replica has a location or an advertised address | where its region is and where clients reach it |
+//! | `AeRequest` | while this replica holds damaged records to repair | offer a state-transfer round now |
 //! | `Lease` | active-passive mode | a lease request, a voter's promise or refusal, a release, a step-down (see `lease`) |
 
 use crate::model::{ReplicaId, VersionVector};
@@ -188,6 +189,9 @@ pub enum Frame {
     /// What a replica says of its region, once its link is ready (only when it has
     /// something to say): where it is and where clients reach it.
     About(RegionAbout),
+    /// Please offer a state-transfer round now: this replica holds damaged records to repair
+    /// (answered with `AeOffer` unless a round is under way on the link).
+    AeRequest,
 }
 
 /// A replica's description of its region, learned by its peers.

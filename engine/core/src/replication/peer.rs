@@ -120,6 +120,8 @@ pub struct Peer {
     /// Last time this replica offered a state-transfer round on this link (or the link
     /// became ready): idle links with equal vectors are still checked now and then.
     pub(crate) last_offer_ms: u64,
+    /// Last time this replica asked the peer for a round (`AeRequest`), to repair damage.
+    pub(crate) last_request_ms: Option<u64>,
 }
 
 impl Peer {
@@ -148,6 +150,7 @@ impl Peer {
             relay_wait: Default::default(),
             partial_sent: Default::default(),
             last_offer_ms: now_ms,
+            last_request_ms: None,
         }
     }
 

@@ -278,6 +278,19 @@ pub trait ReplicaStore {
     /// shipped learns its deletes this way). Returns how many records changed.
     fn drop_covered(&self, keys: &[Vec<u8>], seen: &VersionVector) -> Result<usize, Self::Error>;
 
+    /// Keys whose stored record was found damaged (it does not decode) and not yet replaced
+    /// by a peer's state.
+    fn damaged(&self) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
+
+    /// Removes the records of `keys` that are still damaged: no peer supplied a good copy
+    /// within the bound, so what they held is declared lost (the keys stay uncertain, and a
+    /// copy that turns up later is joined whole). Returns how many went.
+    fn drop_damaged(&self, _keys: &[Vec<u8>]) -> Result<usize, Self::Error> {
+        Ok(0)
+    }
+
     /// After a complete state transfer reflecting `snapshot` but for `exceptions` (the
     /// sender's, and what it left out): advances the applied vector to it, raises the log
     /// floor where it jumped, and keeps the exceptions (they now hold here too).

@@ -50,6 +50,16 @@ impl SharedIblt {
         }
     }
 
+    /// Empties the table (before it is filled again from the records).
+    pub fn clear(&self) {
+        for c in self.cells.iter() {
+            c.count.store(0, Ordering::Relaxed);
+            c.key_sum.store(0, Ordering::Relaxed);
+            c.state_sum.store(0, Ordering::Relaxed);
+            c.check_sum.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// A copy of the table as it stands.
     pub fn snapshot(&self) -> Iblt {
         Iblt {

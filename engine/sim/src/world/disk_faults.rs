@@ -136,6 +136,14 @@ impl World {
             held.tear(dot, &key, before.as_deref());
         }
         self.torn += 1;
+        if std::env::var("MERIDIAN_SIM_DEBUG").is_ok() {
+            eprintln!(
+                "t={} torn region {i}: {dot} on {:?} ({:?})",
+                self.now_ms,
+                String::from_utf8_lossy(&key),
+                history.effects.get(&dot)
+            );
+        }
         self.trace.write(b"torn");
         self.trace.write_u64(dot.counter);
     }
@@ -221,6 +229,65 @@ impl World {
                 .map(|(d, _)| *d),
         );
         self.forget_lost(history);
+    }
+
+    /// Damages a stored record (or, one time in four, a log entry) of region `i` while it runs,
+    /// as bit rot would: the bytes no longer decode. A record is damaged only where every other
+    /// live region holds every write to its key (a copy to repair it from exists): the region
+    /// must go on, report it and get the record back, and no write may be lost.
+    pub(super) fn corrupt(&mut self, i: usize, history: &History) {
+        let Some(n) = &self.regions[i].node else {
+            return;
+        };
+        let store = n.engine.store();
+        let log = !self.corrupt_records || self.rng.below(4) == 0;
+        let keys: Vec<Vec<u8>> = if log {
+            store
+                .log_entries()
+                .flatten()
+                .map(|(k, _)| k.into_vec())
+                .collect()
+        } else {
+            let others: Vec<Held> = (0..self.regions.len())
+                .filter(|j| *j != i && !self.regions[*j].dead)
+                .map(|j| self.held(j))
+                .collect();
+            store
+                .records_from(b"", None)
+                .flatten()
+                .map(|(k, _)| k.into_vec())
+                .filter(|key| {
+                    history
+                        .keys_of
+                        .iter()
+                        .filter(|(_, k)| *k == key)
+                        .all(|(d, k)| others.iter().all(|h| h.holds(d, Some(k))))
+                })
+                .collect()
+        };
+        if keys.is_empty() {
+            return;
+        }
+        let key = keys[self.rng.below(keys.len() as u64) as usize].clone();
+        let garbage: &[u8] = b"\x01not a record";
+        let done = if log {
+            match meridian::store::keys::parse_log_key(&key) {
+                Some((origin, seq)) => store.put_raw_log(origin, seq, garbage),
+                None => return,
+            }
+        } else {
+            store.put_raw_record(&key, garbage)
+        };
+        if let Err(e) = done {
+            self.violations.push(format!("damaging region {i}: {e}"));
+            return;
+        }
+        if !log {
+            self.corrupted.insert((i, key.clone()));
+        }
+        self.corruptions += 1;
+        self.trace.write(b"corrupt");
+        self.trace.write(&key);
     }
 
     /// What region `i` holds now: its engine's state, or what its disk held when it went down.

@@ -38,6 +38,7 @@ impl World {
                 if history.lost.contains(dot)
                     || declared.lost.contains(&(dot.replica, dot.counter))
                     || declared.uncertain.contains(&key_hash(key))
+                    || self.corrupted.contains(&(i, key.clone()))
                 {
                     continue;
                 }

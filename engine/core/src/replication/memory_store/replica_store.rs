@@ -136,14 +136,27 @@ impl ReplicaStore for MemoryStore {
             let keys: Vec<&[u8]> = entry.records.iter().map(|r| &r.key[..]).collect();
             s.put_log_partial(origin, entry.seq, &keys, entry.left_out.clone(), entry.lost);
             if !entry.is_whole() {
-                // Declared lost: what it lacks is among the exceptions from now on.
+                // Declared lost: what it lacks is among the exceptions from now on (but for a
+                // key that already reflects the write here).
+                let dot = Dot::new(origin, entry.seq);
+                let uncertain = entry
+                    .left_out
+                    .iter()
+                    .filter(|k| {
+                        !s.load(k)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|r| r.context().contains(&dot))
+                    })
+                    .map(|k| key_hash(k))
+                    .collect();
                 let lost = Exceptions {
                     lost: if entry.lost {
                         vec![(origin, entry.seq)]
                     } else {
                         vec![]
                     },
-                    uncertain: entry.left_out.iter().map(|k| key_hash(k)).collect(),
+                    uncertain,
                 };
                 s.exceptions.absorb(&lost);
             }

@@ -445,16 +445,29 @@ impl Replicator {
         }
         self.send(peer, &Frame::AeAck { round, chunk });
         if done {
-            ours_only.retain(|k| !spare.contains(&key_hash(k)));
-            if !ours_only.is_empty() {
+            let damaged = store.damaged();
+            if !damaged.is_empty() {
+                // The peer holds nothing of these keys: a damaged record among them has no
+                // copy there to come back from.
+                let member = self.peers.get(&peer).map(|p| p.member);
+                let keys: Vec<Vec<u8>> = ours_only.iter().cloned().collect();
+                if let Some(m) = member {
+                    self.absent_at(m, &keys, &damaged);
+                }
+            }
+            let (spared, dropped): (Vec<Vec<u8>>, Vec<Vec<u8>>) = ours_only
+                .into_iter()
+                .partition(|k| spare.contains(&key_hash(k)));
+            if !dropped.is_empty() {
                 // The peer holds nothing of these keys: what it applied of them, it removed (a
                 // replica back with older states than it shipped learns deletes whose
                 // tombstones are reclaimed everywhere else).
-                let keys: Vec<Vec<u8>> = ours_only.into_iter().collect();
                 store
-                    .drop_covered(&keys, &horizon)
+                    .drop_covered(&dropped, &horizon)
                     .map_err(ReplicationError::Store)?;
             }
+            // Keys the peer does not vouch for (`spared`) lose nothing here.
+            let _ = spared;
             // What the snapshot does not vouch for matters here only where it raises this
             // replica's vector: dots it already applied, its records reflect.
             let applied = store.applied();

@@ -99,6 +99,7 @@ impl Replicator {
             self.partial_held
                 .retain(|origin, held| applied.get(*origin) < held.seq);
         }
+        self.repair_damaged(store, now_ms)?;
         let stranded = store.stranded();
         self.stranded_since
             .retain(|origin, (seq, _)| stranded.contains(&(*origin, *seq)));
@@ -125,6 +126,68 @@ impl Replicator {
 }
 
 impl Replicator {
+    /// Damaged records (bytes that no longer decode): each ready peer is asked for a
+    /// state-transfer round (`AeRequest`, at most every `retransmit_ms`), whose difference
+    /// brings the key's good state back; a damaged record every other member showed it holds
+    /// nothing of is removed (no copy is left; what it held is lost).
+    fn repair_damaged<S: ReplicaStore>(
+        &mut self,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        let damaged = store.damaged();
+        self.damaged_absent_at.retain(|k, _| damaged.contains(k));
+        if damaged.is_empty() {
+            return Ok(());
+        }
+        let others: Vec<ReplicaId> = self
+            .config
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != self.me)
+            .collect();
+        let lost: Vec<Vec<u8>> = damaged
+            .iter()
+            .filter(|k| {
+                let absent = self.damaged_absent_at.get(*k);
+                !others.is_empty() && others.iter().all(|m| absent.is_some_and(|a| a.contains(m)))
+            })
+            .cloned()
+            .collect();
+        if !lost.is_empty() {
+            store.drop_damaged(&lost).map_err(ReplicationError::Store)?;
+        }
+        let due: Vec<super::LinkId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.replica().is_some()
+                    && p.ae.is_none()
+                    && p.last_request_ms
+                        .is_none_or(|at| now_ms.saturating_sub(at) >= self.config.retransmit_ms)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.last_request_ms = Some(now_ms);
+            }
+            self.send(id, &crate::replication::frame::Frame::AeRequest);
+        }
+        Ok(())
+    }
+
+    /// `member` showed, in a state-transfer round, that it holds nothing of `keys`.
+    pub(super) fn absent_at(&mut self, member: ReplicaId, keys: &[Vec<u8>], damaged: &[Vec<u8>]) {
+        for key in keys.iter().filter(|k| damaged.contains(k)) {
+            self.damaged_absent_at
+                .entry(key.clone())
+                .or_default()
+                .insert(member);
+        }
+    }
+
     /// Whether every other member has a ready link to this replica.
     fn all_members_linked(&self) -> bool {
         self.config

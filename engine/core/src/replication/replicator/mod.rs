@@ -199,6 +199,9 @@ pub struct Replicator {
     partial_held: BTreeMap<ReplicaId, missing::PartialHeld>,
     /// The reclamation horizon of the last compaction, and since when it has stood still.
     horizon: Option<(VersionVector, u64)>,
+    /// Per damaged record not yet repaired, the members that showed, in a state-transfer round
+    /// since, that they hold nothing of its key.
+    damaged_absent_at: BTreeMap<Vec<u8>, std::collections::BTreeSet<ReplicaId>>,
     /// Per origin stranded here, the missing number and since when it is missing.
     stranded_since: BTreeMap<ReplicaId, (u64, u64)>,
     /// Whether a peer's claim beyond this replica's own writes already moved it to a new epoch
@@ -225,6 +228,7 @@ impl Replicator {
             sessions: BTreeMap::new(),
             partial_held: BTreeMap::new(),
             stranded_since: BTreeMap::new(),
+            damaged_absent_at: BTreeMap::new(),
             horizon: None,
             moved_on_overclaim: false,
             ack_serial: 0,
@@ -465,6 +469,13 @@ impl Replicator {
             }
             Frame::About(about) => {
                 self.on_about(peer, about);
+                Ok(())
+            }
+            Frame::AeRequest => {
+                let idle = self.peers.get(&peer).is_some_and(|p| p.ae.is_none());
+                if idle {
+                    self.offer(peer, super::iblt::CELLS_MIN, store, now_ms)?;
+                }
                 Ok(())
             }
         }
