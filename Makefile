@@ -5,7 +5,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/meridian/target
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: deps demo test test-checked bench sim lint fuzz bench-scale outage header cart-cluster example-cart example-cart-c example-cart-python
+.PHONY: deps demo test test-checked power-cut bench sim lint fuzz bench-scale outage header cart-cluster example-cart example-cart-c example-cart-python
 
 deps:
 	@bash scripts/install-deps.sh
@@ -22,6 +22,11 @@ test: deps
 # The Rust suite with debug assertions and overflow checks on (its own build: RocksDB again).
 test-checked: deps
 	$(CARGO) test --profile checked --workspace --exclude meridian-ffi
+
+# Power cuts on a real disk (ext4 on a loop device; needs root): acknowledged writes under
+# `sync` all kept, under `wal` a new epoch and an applied vector that covers only what was kept.
+power-cut: deps
+	$(CARGO) test --release -p meridian-tests --test power_cut -- --ignored --test-threads=1 --nocapture
 
 # Regenerates ffi/include/meridian.h from the C ABI (make test fails while it is stale).
 header:

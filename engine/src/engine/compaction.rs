@@ -8,7 +8,9 @@
 //! last pass are (a tombstone that arrived by state transfer may be stable already). Either
 //! way the candidates go in chunks of `TOMBSTONE_CHUNK` keys, each under its keys' stripes and
 //! the apply lock only while its records are read and its batch commits, so writers and
-//! replication wait at most one chunk.
+//! replication wait at most one chunk. A tombstone the log above the floors still names is
+//! kept; those keys are read from the entries appended since the last pass
+//! (`named_keys.rs`), outside the locks, not from the whole log a down member holds back.
 
 use super::*;
 use crate::model::digest::state_hash;
@@ -73,6 +75,12 @@ impl Engine {
         self.check_not_poisoned()?; // it frees space: it goes on when the disk is nearly full
         let mut out = Compaction::default();
         let floors = self.truncate_log(stable, &mut out)?;
+        // The keys the log names, topped up outside every lock writers take.
+        {
+            let mut named = lock(&inner.named_keys);
+            named.top_up(&inner.store, self.applied().iter().map(|(o, _)| o), &floors)?;
+            named.sweep(&floors);
+        }
         // What to look at: every pending tombstone when stability moved (or the recent
         // marks overflowed, or this is the first pass of the run), else the recent marks.
         let (recent, full) = {
@@ -84,7 +92,6 @@ impl Engine {
         let mut pass = TombstonePass {
             stable,
             floors: &floors,
-            referenced: None,
             out: &mut out,
         };
         if full {
@@ -205,13 +212,14 @@ impl Engine {
                 _ => wb.delete_meta(&pending),
             }
         }
-        if !reclaimable.is_empty() && pass.referenced.is_none() {
-            pass.referenced = Some(self.keys_named_above(pass.floors)?);
+        // What was appended since the pass's top-up (little: entries of the last moments).
+        let mut named = lock(&inner.named_keys);
+        if !reclaimable.is_empty() {
+            named.top_up(store, self.applied().iter().map(|(o, _)| o), pass.floors)?;
         }
-        let referenced = pass.referenced.as_ref();
         let mut reclaimed: Vec<&[u8]> = Vec::new();
         for (key, old) in reclaimable {
-            if referenced.is_some_and(|r| r.contains(key)) {
+            if named.names(key, pass.floors) {
                 pass.out.tombstones_pending += 1;
                 continue;
             }
@@ -229,30 +237,11 @@ impl Engine {
         self.uncache_states(reclaimed);
         Ok(())
     }
-
-    /// Keys named by the log that stays above `floors`: their tombstones are needed to ship
-    /// deletes. Read once per pass, and only when something is reclaimable.
-    fn keys_named_above(&self, floors: &VersionVector) -> Result<BTreeSet<Vec<u8>>> {
-        let store = &self.inner.store;
-        let mut referenced = BTreeSet::new();
-        for (origin, _) in self.applied().iter() {
-            for item in store.log_entries_of(origin, floors.get(origin) + 1) {
-                let (_, v) = item?;
-                if let Ok(entry) = LogEntry::decode(&v) {
-                    referenced.extend(entry.keys);
-                    referenced.extend(entry.left_out);
-                }
-            }
-        }
-        Ok(referenced)
-    }
 }
 
 /// One tombstone pass's inputs and findings, chunk after chunk.
 struct TombstonePass<'a> {
     stable: &'a VersionVector,
     floors: &'a VersionVector,
-    /// Keys the remaining log names (read at the first chunk with something reclaimable).
-    referenced: Option<BTreeSet<Vec<u8>>>,
     out: &'a mut Compaction,
 }

@@ -35,6 +35,7 @@ mod disk_space;
 mod entry_cache;
 mod epoch;
 mod faults;
+mod named_keys;
 mod open;
 mod reads;
 mod remote;
@@ -118,6 +119,8 @@ struct Inner {
     digest: state_digest::StateDigest,
     /// What the tombstone pass looks at next (`compaction.rs`).
     tombstones: Mutex<compaction::TombstoneWork>,
+    /// The keys the log names above the floors (`named_keys.rs`), for the tombstone pass.
+    named_keys: Mutex<named_keys::NamedKeys>,
     /// Called after every local commit (the runtime wakes its replicator with it).
     commit_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Called whenever the applied vector advances (the runtime wakes token waits with it).

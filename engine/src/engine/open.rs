@@ -104,6 +104,7 @@ impl Engine {
                 damaged: Mutex::new(Default::default()),
                 digest: Default::default(),
                 tombstones: Mutex::new(compaction::TombstoneWork::new()),
+                named_keys: Mutex::new(Default::default()),
                 commit_hook: std::sync::OnceLock::new(),
                 applied_hook: std::sync::OnceLock::new(),
                 crashed: AtomicBool::new(false),

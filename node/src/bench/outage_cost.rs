@@ -81,7 +81,16 @@ struct Recorder {
     errors: u64,
     started: Instant,
     windows: Vec<u64>,
+    /// The first failure, described.
+    first_error: Option<String>,
+    /// The slowest operations: (milliseconds since the Unix epoch when it ended, latency).
+    slow: Vec<(u128, Duration)>,
 }
+
+/// Operations slower than this are listed with the time they ended.
+const SLOW: Duration = Duration::from_millis(100);
+/// How many of them are kept.
+const SLOW_KEPT: usize = 20;
 
 impl Recorder {
     fn new() -> Recorder {
@@ -96,6 +105,8 @@ impl Recorder {
             errors: 0,
             started: Instant::now(),
             windows: Vec::new(),
+            first_error: None,
+            slow: Vec::new(),
         }
     }
 
@@ -103,6 +114,14 @@ impl Recorder {
         if !ok {
             self.errors += 1;
             return;
+        }
+        if took >= SLOW {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            self.slow.push((at, took));
+            self.slow.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+            self.slow.truncate(SLOW_KEPT);
         }
         let _ = self
             .latency
@@ -135,6 +154,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .iter()
             .find(|(n, _, _)| *n == c.name)
             .and_then(|(_, _, l)| *l);
+        // The load is one client identity: no rate limit in the way of what is measured.
+        c.limits.client_requests_per_second = 1_000_000;
+        c.limits.client_burst = 100_000;
     });
     cluster.pick_ports()?;
     cluster.wire_peers();
@@ -266,6 +288,17 @@ fn phase(
         Recorder::new(),
     );
     let elapsed = taken.started.elapsed();
+    if let Some(e) = &taken.first_error {
+        eprintln!("{} errors in the phase; the first: {e}", taken.errors);
+    }
+    for (at, took) in &taken.slow {
+        eprintln!(
+            "slow operation: {} ms, ended at {}.{:03} s (Unix time)",
+            took.as_millis(),
+            at / 1_000,
+            at % 1_000
+        );
+    }
     let full_windows = (elapsed.as_secs_f64() / WINDOW.as_secs_f64()) as usize;
     let mut windows = taken.windows;
     windows.truncate(full_windows.max(1));
@@ -315,11 +348,12 @@ async fn load(
             }
         };
         let started = Instant::now();
-        let ok = routed.apply(&key, op, Consistency::Local).await.is_ok();
-        recorder
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record(started.elapsed(), ok);
+        let result = routed.apply(&key, op, Consistency::Local).await;
+        let mut r = recorder.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = &result {
+            r.first_error.get_or_insert_with(|| e.to_string());
+        }
+        r.record(started.elapsed(), result.is_ok());
     }
     routed.close().await;
     Ok(())
