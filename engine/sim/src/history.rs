@@ -391,11 +391,11 @@ pub fn reflects(
             ops.iter()
                 .any(|d| d.value.is_none() && d.ctx.contains(&dot) && applied.contains(&d.dot))
         });
+        // A set removal leaves no dot of its own: a replica that learned it by state (a peer
+        // that applied it showed the element gone) reflects it without covering its dot.
         deleted
             || history.written.iter().any(|(by, w)| {
-                w.removed.contains(&dot)
-                    && applied.contains(by)
-                    && history.keys_of.get(by).is_some_and(|k| k == key)
+                w.removed.contains(&dot) && history.keys_of.get(by).is_some_and(|k| k == key)
             })
     };
     // A delete is reflected by its effect: nothing it saw is present any more (its own dot

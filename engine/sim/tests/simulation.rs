@@ -63,6 +63,13 @@ fn seeds_that_once_failed_in_long_runs_stay_clean() {
         (91_001_673, 3),
         (123_001_106, 3),
         (123_001_600, 3),
+        // A key from a third region arriving during an anti-entropy round (3_001_192); an old
+        // epoch's log torn (3_000_362); a set removal learned by state (3_000_679).
+        (3_001_192, 3),
+        (3_000_362, 3),
+        (3_000_679, 3),
+        (3_000_296, 3),
+        (3_001_436, 3),
     ] {
         let opts = SimOptions {
             regions,

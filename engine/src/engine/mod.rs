@@ -119,6 +119,8 @@ struct Inner {
     digest: state_digest::StateDigest,
     /// What the tombstone pass looks at next (`compaction.rs`).
     tombstones: Mutex<compaction::TombstoneWork>,
+    /// Keys joins with peers' states created, the latest of them (for anti-entropy rounds).
+    created: Mutex<crate::replication::created_keys::CreatedKeys>,
     /// The keys the log names above the floors (`named_keys.rs`), for the tombstone pass.
     named_keys: Mutex<named_keys::NamedKeys>,
     /// Called after every local commit (the runtime wakes its replicator with it).

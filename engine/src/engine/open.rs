@@ -49,8 +49,13 @@ impl Engine {
         let replica = origin.id;
         let previous = epoch::begin_run(&store, &config)?;
         state_digest::ensure_key_index(&store, created)?;
-        let applied = load_vector(&store, keys::META_APPLIED_PREFIX)?;
+        let mut applied = load_vector(&store, keys::META_APPLIED_PREFIX)?;
         let floors = load_vector(&store, keys::META_FLOOR_PREFIX)?;
+        if previous.lost_tail.is_some() {
+            // The storage may have lost any write it did not sync: every origin counts only
+            // up to the first number its log lacks (the current one is looked at below).
+            applied = lower_to_log_holes(&store, applied, &floors, replica)?;
+        }
         let contiguous = store
             .get_meta(keys::META_OWN_CONTIGUOUS)?
             .and_then(|b| <[u8; 8]>::try_from(&b[..]).ok())
@@ -105,6 +110,7 @@ impl Engine {
                 digest: Default::default(),
                 tombstones: Mutex::new(compaction::TombstoneWork::new()),
                 named_keys: Mutex::new(Default::default()),
+                created: Mutex::new(Default::default()),
                 commit_hook: std::sync::OnceLock::new(),
                 applied_hook: std::sync::OnceLock::new(),
                 crashed: AtomicBool::new(false),
@@ -175,6 +181,41 @@ fn load_vector(store: &Store, prefix: &[u8]) -> Result<VersionVector> {
     Ok(vv)
 }
 
+/// `applied`, each origin but `skip` lowered to just below the first number above its floor
+/// that its log lacks or holds empty (a write lost with an unsynced tail while later ones
+/// stayed: its record may not reflect it); the lowered ones are stored. What lies above the
+/// hole is stranded, and comes back from a peer or is declared lost.
+fn lower_to_log_holes(
+    store: &Store,
+    applied: VersionVector,
+    floors: &VersionVector,
+    skip: ReplicaId,
+) -> Result<VersionVector> {
+    let mut lowered = Vec::new();
+    for (origin, seq) in applied.iter() {
+        if origin == skip || seq <= floors.get(origin) {
+            continue;
+        }
+        let (_, hole) = log_holes(store, origin, floors.get(origin), Some(seq))?;
+        if let Some(hole) = hole {
+            tracing::warn!(%origin, applied = seq, hole, "a number below the applied vector is missing from the log after a power loss: applied only up to it");
+            lowered.push((origin, hole - 1));
+        }
+    }
+    if lowered.is_empty() {
+        return Ok(applied);
+    }
+    let mut wb = store.batch();
+    for (origin, seq) in &lowered {
+        wb.put_meta(&keys::applied_key(*origin), &seq.to_be_bytes());
+    }
+    wb.commit(true)?;
+    Ok(VersionVector::from_entries(applied.iter().map(|(o, s)| {
+        let low = lowered.iter().find(|(l, _)| *l == o).map(|(_, s)| *s);
+        (o, low.unwrap_or(s))
+    })))
+}
+
 /// This replica's last sequence number, and the first number above `floor` (below it the log
 /// is known complete or reclaimed) that its log lacks or holds empty. Writes are numbered
 /// where they commit, so a prefix of the log is contiguous: a number missing below the last
@@ -184,8 +225,23 @@ fn load_vector(store: &Store, prefix: &[u8]) -> Result<VersionVector> {
 /// is written: the caller moves to a new epoch, and the number comes back from a peer or is
 /// declared lost.
 fn own_log_holes(store: &Store, replica: ReplicaId, floor: u64) -> Result<(u64, Option<u64>)> {
+    log_holes(store, replica, floor, None)
+}
+
+/// `origin`'s last logged number (or `upto`), and the first number above `floor` up to it
+/// that the log lacks or holds as an empty filler.
+fn log_holes(
+    store: &Store,
+    replica: ReplicaId,
+    floor: u64,
+    upto: Option<u64>,
+) -> Result<(u64, Option<u64>)> {
     // Entries at or below the floor were reclaimed: the sequence goes on above it.
-    let last = store.last_log_seq(replica)?.max(floor);
+    let last = match upto {
+        Some(upto) => upto,
+        None => store.last_log_seq(replica)?,
+    }
+    .max(floor);
     if last == floor {
         return Ok((last, None));
     }

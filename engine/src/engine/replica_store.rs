@@ -196,6 +196,7 @@ impl Engine {
             wb.put_record(key, &bytes);
             if stored.is_none() {
                 wb.index_key(key);
+                lock(&inner.created).created(key);
             }
             if bottom {
                 // A new tombstone (also by state transfer, without a log entry): compaction
@@ -773,6 +774,14 @@ impl ReplicaStore for Engine {
         Ok(ApplyOutcome::Applied {
             changed: changed.len(),
         })
+    }
+
+    fn created_mark(&self) -> u64 {
+        lock(&self.inner.created).mark()
+    }
+
+    fn created_since(&self, mark: u64) -> Option<Vec<Vec<u8>>> {
+        lock(&self.inner.created).since(mark)
     }
 
     fn adopt(&self, snapshot: &VersionVector, exceptions: &Exceptions) -> Result<()> {

@@ -7,6 +7,7 @@
 //! `replicator.rs` for the invariants; `inbound.rs` decodes frames and their records, which a
 //! driver may do on another thread than the one applying them.
 
+pub mod created_keys;
 pub mod exceptions;
 mod frame;
 pub mod iblt;

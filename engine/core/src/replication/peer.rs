@@ -59,6 +59,12 @@ pub(crate) enum AntiEntropy {
         /// Keys whose records only this replica held when the round began, not received
         /// since: the peer holds nothing of them.
         ours_only: std::collections::BTreeSet<Vec<u8>>,
+        /// Keys joins with other peers' states created here since the round began, not
+        /// received in it since: absent here when the summaries were compared, so absent at
+        /// the peer too (it removed what it applied of them).
+        arrived: std::collections::BTreeSet<Vec<u8>>,
+        /// More keys arrived than are remembered: the round adopts nothing.
+        spoiled: bool,
         /// What the offer's snapshot does not vouch for: the offerer's exceptions, and the
         /// hashes of keys its chunks left out so far.
         exceptions: crate::replication::Exceptions,

@@ -291,6 +291,13 @@ pub trait ReplicaStore {
         Ok(0)
     }
 
+    /// The mark of the next key a join creates (`created_keys.rs`).
+    fn created_mark(&self) -> u64;
+
+    /// The keys joins created since `mark` (absent before, present after), or `None` when
+    /// more came than are remembered.
+    fn created_since(&self, mark: u64) -> Option<Vec<Vec<u8>>>;
+
     /// After a complete state transfer reflecting `snapshot` but for `exceptions` (the
     /// sender's, and what it left out): advances the applied vector to it, raises the log
     /// floor where it jumped, and keeps the exceptions (they now hold here too).

@@ -301,6 +301,14 @@ impl ReplicaStore for MemoryStore {
         self.lock().drop_covered(&keys, seen)
     }
 
+    fn created_mark(&self) -> u64 {
+        self.lock().created.mark()
+    }
+
+    fn created_since(&self, mark: u64) -> Option<Vec<Vec<u8>>> {
+        self.lock().created.since(mark)
+    }
+
     fn adopt(
         &self,
         snapshot: &VersionVector,

@@ -50,6 +50,8 @@ pub(super) struct State {
     pub(super) released: u64,
     /// The epoch the next `start_new_epoch` moves to, if the caller chose it.
     pub(super) next_epoch: Option<u32>,
+    /// Keys joins created, the latest of them.
+    pub(super) created: crate::replication::created_keys::CreatedKeys,
 }
 
 /// A log entry as the store keeps it.
@@ -135,6 +137,7 @@ impl State {
             clock: HybridClock::new(u64::MAX),
             released: 0,
             next_epoch: None,
+            created: Default::default(),
         }
     }
 
@@ -300,6 +303,9 @@ impl State {
         }
         let mut changed = Vec::with_capacity(staged.len());
         for (key, bytes, bottom) in staged {
+            if !self.records.contains_key(key) {
+                self.created.created(key);
+            }
             self.put_record(key, bytes, bottom);
             changed.push(key);
         }

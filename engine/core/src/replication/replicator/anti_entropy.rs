@@ -24,6 +24,7 @@
 use super::{ReplicationError, Replicator};
 use crate::model::digest::key_hash;
 use crate::model::VersionVector;
+use crate::replication::created_keys::CREATED_KEPT;
 use crate::replication::exceptions::horizon_of;
 use crate::replication::frame::{vv_entries, Exceptions, Frame, FrameError, EXCEPTIONS_MAX};
 use crate::replication::iblt::Iblt;
@@ -350,6 +351,8 @@ impl Replicator {
                 next_chunk: 0,
                 since_ms: now_ms,
                 ours_only,
+                arrived: BTreeSet::new(),
+                spoiled: false,
                 exceptions,
             });
         }
@@ -416,20 +419,26 @@ impl Replicator {
                 .drop_absent(from, through.as_deref(), &present, &horizon, &spare)
                 .map_err(ReplicationError::Store)?;
         }
-        if store
+        let mark = self.receiving_others(peer).then(|| store.created_mark());
+        let merged = store
             .merge_states(&records, &horizon, &spare)
-            .map_err(ReplicationError::Store)?
-            == ApplyOutcome::Invalid
-        {
+            .map_err(ReplicationError::Store)?;
+        if let Some(mark) = mark {
+            self.note_created(peer, store.created_since(mark));
+        }
+        if merged == ApplyOutcome::Invalid {
             return Err(self.refuse(
                 peer,
                 FrameError::Malformed("invalid records in a state transfer".into()),
             ));
         }
         let mut ours_only = BTreeSet::new();
+        let mut spoilt = false;
         if let Some(Some(AntiEntropy::Receiving {
             next_chunk,
             ours_only: only,
+            arrived,
+            spoiled,
             since_ms,
             ..
         })) = self.peers.get_mut(&peer).map(|p| p.ae.as_mut())
@@ -438,10 +447,24 @@ impl Replicator {
             *since_ms = now_ms;
             for key in records.iter().map(|(k, _)| k).chain(&left_out) {
                 only.remove(key);
+                arrived.remove(key);
             }
             if done {
+                // Keys that came from elsewhere during the round, absent here when it began
+                // and not sent by the peer: it holds nothing of them either.
+                only.append(arrived);
                 ours_only = std::mem::take(only);
+                spoilt = *spoiled;
             }
+        }
+        if spoilt {
+            // Keys arrived that are no longer known: the snapshot cannot be taken safely this
+            // round (what it merged stays); the next round starts over.
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.ae = None;
+            }
+            self.send(peer, &Frame::AeAck { round, chunk });
+            return Ok(());
         }
         self.send(peer, &Frame::AeAck { round, chunk });
         if done {
@@ -494,6 +517,35 @@ impl Replicator {
             self.send_ack(peer, store, now_ms);
         }
         Ok(())
+    }
+
+    /// Whether a round from a peer other than `from` is being received (keys a join of
+    /// `from`'s states creates then matter to it).
+    pub(super) fn receiving_others(&self, from: LinkId) -> bool {
+        self.peers
+            .iter()
+            .any(|(id, p)| *id != from && matches!(p.ae, Some(AntiEntropy::Receiving { .. })))
+    }
+
+    /// Keys a join of `from`'s states created (`None`: more than are remembered), noted in
+    /// every round received from another peer.
+    pub(super) fn note_created(&mut self, from: LinkId, created: Option<Vec<Vec<u8>>>) {
+        for (id, p) in self.peers.iter_mut() {
+            if *id == from {
+                continue;
+            }
+            if let Some(AntiEntropy::Receiving {
+                arrived, spoiled, ..
+            }) = p.ae.as_mut()
+            {
+                match &created {
+                    Some(keys) if arrived.len() + keys.len() <= CREATED_KEPT => {
+                        arrived.extend(keys.iter().cloned())
+                    }
+                    _ => *spoiled = true,
+                }
+            }
+        }
     }
 
     /// Sends the next chunks of a state transfer while the in-flight budget allows.

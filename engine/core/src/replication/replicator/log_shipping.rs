@@ -77,9 +77,13 @@ impl Replicator {
         let sender = self.peers.get(&peer).map_or(self.me, |p| p.member);
         self.hold_partial(sender, origin, &mut entries, store, now_ms);
         let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+        let mark = self.receiving_others(peer).then(|| store.created_mark());
         let outcomes = store
             .apply_entries(origin, entries)
             .map_err(ReplicationError::Store)?;
+        if let Some(mark) = mark {
+            self.note_created(peer, store.created_since(mark));
+        }
         for (outcome, seq) in outcomes.into_iter().zip(seqs) {
             match outcome {
                 ApplyOutcome::Applied { .. } => self.stats.entries_applied += 1,
