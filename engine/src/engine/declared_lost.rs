@@ -41,9 +41,16 @@ pub(crate) fn load(store: &Store) -> Result<ExceptionSet> {
 pub(crate) fn find_stranded(
     store: &Store,
     applied: &VersionVector,
+    also: &[ReplicaId],
 ) -> Result<BTreeMap<ReplicaId, u64>> {
     let mut stranded = BTreeMap::new();
-    for (origin, seq) in applied.iter() {
+    let origins: std::collections::BTreeSet<ReplicaId> = applied
+        .iter()
+        .map(|(o, _)| o)
+        .chain(also.iter().copied())
+        .collect();
+    for origin in origins {
+        let seq = applied.get(origin);
         let last = store.last_log_seq(origin)?;
         if last > seq + 1 || (last == seq + 1 && store.get_log(origin, seq + 1)?.is_none()) {
             stranded.insert(origin, last);

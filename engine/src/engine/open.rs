@@ -51,10 +51,15 @@ impl Engine {
         state_digest::ensure_key_index(&store, created)?;
         let mut applied = load_vector(&store, keys::META_APPLIED_PREFIX)?;
         let floors = load_vector(&store, keys::META_FLOOR_PREFIX)?;
+        // Origins that may hold entries beyond a hole though the vector may name them no
+        // more (applied down to 0): any lowered below, and the current one if its log has one.
+        let mut maybe_stranded = Vec::new();
         if previous.lost_tail.is_some() {
             // The storage may have lost any write it did not sync: every origin counts only
             // up to the first number its log lacks (the current one is looked at below).
-            applied = lower_to_log_holes(&store, applied, &floors, replica)?;
+            let lowered;
+            (applied, lowered) = lower_to_log_holes(&store, applied, &floors, replica)?;
+            maybe_stranded.extend(lowered);
         }
         let contiguous = store
             .get_meta(keys::META_OWN_CONTIGUOUS)?
@@ -62,6 +67,9 @@ impl Engine {
             .map_or(0, u64::from_be_bytes);
         let from = floors.get(replica).max(contiguous);
         let (last, first_hole) = own_log_holes(&store, replica, from)?;
+        if first_hole.is_some() {
+            maybe_stranded.push(replica);
+        }
         let exceptions = declared_lost::load(&store)?;
         let clock = HybridClock::new(config.clock_skew_ms_max);
         // A few bytes of keys per entry; the rest of the budget for record states.
@@ -132,8 +140,11 @@ impl Engine {
             // numbered again.
             engine.start_new_epoch(&reason)?;
         }
-        let stranded =
-            declared_lost::find_stranded(&engine.inner.store, &lock(&engine.inner.applied))?;
+        let stranded = declared_lost::find_stranded(
+            &engine.inner.store,
+            &lock(&engine.inner.applied),
+            &maybe_stranded,
+        )?;
         for (origin, held) in &stranded {
             tracing::warn!(%origin, applied = lock(&engine.inner.applied).get(*origin), held, "the log holds entries beyond a missing number: waiting for a peer to supply it");
         }
@@ -190,7 +201,7 @@ fn lower_to_log_holes(
     applied: VersionVector,
     floors: &VersionVector,
     skip: ReplicaId,
-) -> Result<VersionVector> {
+) -> Result<(VersionVector, Vec<ReplicaId>)> {
     let mut lowered = Vec::new();
     for (origin, seq) in applied.iter() {
         if origin == skip || seq <= floors.get(origin) {
@@ -203,17 +214,18 @@ fn lower_to_log_holes(
         }
     }
     if lowered.is_empty() {
-        return Ok(applied);
+        return Ok((applied, Vec::new()));
     }
     let mut wb = store.batch();
     for (origin, seq) in &lowered {
         wb.put_meta(&keys::applied_key(*origin), &seq.to_be_bytes());
     }
     wb.commit(true)?;
-    Ok(VersionVector::from_entries(applied.iter().map(|(o, s)| {
+    let vector = VersionVector::from_entries(applied.iter().map(|(o, s)| {
         let low = lowered.iter().find(|(l, _)| *l == o).map(|(_, s)| *s);
         (o, low.unwrap_or(s))
-    })))
+    }));
+    Ok((vector, lowered.into_iter().map(|(o, _)| o).collect()))
 }
 
 /// This replica's last sequence number, and the first number above `floor` (below it the log

@@ -797,16 +797,28 @@ impl ReplicaStore for Engine {
         // What the sender's records did not reflect holds here too from now on.
         let change = lock(&inner.exceptions).absorb(exceptions);
         self.stage_exceptions(&mut wb, &change);
+        let stranded = lock(&inner.stranded).clone();
         for (origin, seq) in snapshot.iter() {
             if origin == me || seq <= applied.get(origin) {
                 continue;
             }
             // Entries below the new floor can no longer be served in order: drop them.
             wb.delete_log_range(origin, floors.get(origin) + 1, seq);
-            applied.add(Dot::new(origin, seq));
             floors.add(Dot::new(origin, seq));
-            wb.put_meta(&keys::applied_key(origin), &seq.to_be_bytes());
             wb.put_meta(&keys::floor_key(origin), &seq.to_be_bytes());
+            // A stranded origin's log holds entries beyond the snapshot: they count again, up
+            // to the next number missing (as when a peer supplies the missing entry).
+            let mut through = seq;
+            if let Some(held) = stranded.get(&origin).filter(|held| **held > seq) {
+                for s in inner.store.log_seqs(origin, seq + 1, *held)? {
+                    if s != through + 1 {
+                        break;
+                    }
+                    through = s;
+                }
+            }
+            applied.add(Dot::new(origin, through));
+            wb.put_meta(&keys::applied_key(origin), &through.to_be_bytes());
         }
         self.commit(wb)?;
         for (origin, seq) in applied.iter() {
