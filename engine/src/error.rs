@@ -102,6 +102,14 @@ pub enum Error {
         /// The configured minimum.
         required: u64,
     },
+    /// A write's read context names writes this replica has not applied (the read was made
+    /// elsewhere, or the context was made up): nothing was written. Retry once they arrive
+    /// here, or write in the region of the read.
+    #[error("the read context of key {key:?} names writes this replica has not applied: nothing was written")]
+    ContextAhead {
+        /// The key whose context is ahead.
+        key: Vec<u8>,
+    },
     /// An earlier storage write failed; the engine refuses writes until reopened.
     #[error("engine is poisoned by an earlier storage failure; reopen it")]
     Poisoned,

@@ -11,7 +11,7 @@
 //!   overflowing ones included; set adds and removes; map field updates nested up to three
 //!   deep; map field removes; deletes; a delete inside a map update), alone or in batches, on
 //!   a key space of five keys (so types conflict): the sequence number taken, or the kind of
-//!   error (wrong type, overflow, invalid);
+//!   error (wrong type, overflow, invalid, a context ahead of what the replica saw);
 //! - entries shipped through the seam (`read_entry`, then `apply_entry` for one entry or
 //!   `apply_entries` for a run), in order, as duplicates and past gaps, one origin at a time or
 //!   everything every replica lacks: the states read and the `ApplyOutcome`s;
@@ -347,6 +347,7 @@ fn engine_error(e: &Error) -> String {
         Error::InvalidOperation(why) => format!("invalid operation: {why}"),
         Error::InvalidKey(why) => format!("invalid key: {why}"),
         Error::RecordTooLarge { .. } | Error::BatchTooLarge { .. } => "too large".into(),
+        Error::ContextAhead { .. } => "context ahead".into(),
         other => format!("other: {other}"),
     }
 }
@@ -362,6 +363,7 @@ fn memory_error(e: &MemoryStoreError) -> String {
         | MemoryStoreError::InvalidOperation(why) => format!("invalid operation: {why}"),
         MemoryStoreError::InvalidKey(why) => format!("invalid key: {why}"),
         MemoryStoreError::RecordTooLarge { .. } => "too large".into(),
+        MemoryStoreError::ContextAhead => "context ahead".into(),
         other => format!("other: {other}"),
     }
 }

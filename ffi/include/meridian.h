@@ -34,7 +34,9 @@ typedef enum MeridianStatus {
   MERIDIAN_UNKNOWN = 10,
   // Client mode: no region could serve the request.
   MERIDIAN_NO_REGION = 11,
-  // Client mode: no region has applied this session's writes yet.
+  // Client mode: no region has applied this session's writes (or, for a write, what the
+  // session wrote or read of its keys) yet: nothing was written. Engine mode: a write's read
+  // context names writes this replica has not applied.
   MERIDIAN_NOT_YET_VISIBLE = 12,
   // Client mode: a region refused the request (its role, rate limits...).
   MERIDIAN_REFUSED = 13,
@@ -172,6 +174,12 @@ enum MeridianStatus meridian_batch_free(struct MeridianBatch *batch);
 // # Safety
 // `buffer`, when not null, must point at a `MeridianBuffer` filled by this library.
 enum MeridianStatus meridian_buffer_free(struct MeridianBuffer *buffer);
+
+// Whether the calling thread's last acknowledged client write was taken after an earlier
+// attempt's answer was lost (1) or not (0). That attempt may have applied too: an idempotent
+// write then exists under two dots with the same effect, and a removal made in between in
+// the region that answered may not cover the other one.
+int32_t meridian_client_retried_after_lost(void);
 
 // Opens a client of the cluster a cluster file describes (seeds, certificates, the client's
 // place): it learns every region and times them. Blocks until a seed answers.

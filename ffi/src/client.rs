@@ -47,6 +47,27 @@ struct ClientHandle {
 
 static CLIENTS: Registry<ClientHandle> = Registry::new("client");
 
+thread_local! {
+    /// Whether this thread's last acknowledged client write came after a lost answer.
+    static RETRIED_AFTER_LOST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Keeps what `meridian_client_retried_after_lost` says of this thread's last write.
+fn acknowledged(written: &meridian_runtime::routed::Written) {
+    RETRIED_AFTER_LOST.with(|r| r.set(written.retried_after_lost));
+}
+
+/// Whether the calling thread's last acknowledged client write was taken after an earlier
+/// attempt's answer was lost (1) or not (0). That attempt may have applied too: an idempotent
+/// write then exists under two dots with the same effect, and a removal made in between in
+/// the region that answered may not cover the other one.
+#[no_mangle]
+pub extern "C" fn meridian_client_retried_after_lost() -> i32 {
+    RETRIED_AFTER_LOST
+        .try_with(|r| i32::from(r.get()))
+        .unwrap_or(0)
+}
+
 fn consistency(level: MeridianConsistency, regions: u8) -> Result<Consistency, Failure> {
     Ok(match level {
         MeridianConsistency::MeridianConsistencyLocal => Consistency::Local,
@@ -150,6 +171,7 @@ unsafe fn client_apply(
 ) -> Result<(), Failure> {
     let key = unsafe { bytes(key, key_len, "key") }?.to_vec();
     let written = with_client(handle, async move |c| Ok(c.apply(&key, op, level).await?))?;
+    acknowledged(&written);
     unsafe { maybe_token_out(token_out, written.token) }
 }
 
@@ -388,6 +410,7 @@ pub unsafe extern "C" fn meridian_client_batch_commit(
         let level = consistency(level, regions)?;
         let ops = crate::batch::batch_ops(batch)?;
         let written = with_client(client, async move |c| Ok(c.write_batch(ops, level).await?))?;
+        acknowledged(&written);
         crate::batch::batch_clear(batch)?;
         unsafe { maybe_token_out(token_out, written.token) }
     })

@@ -35,7 +35,9 @@ pub enum MeridianStatus {
     MeridianUnknown = 10,
     /// Client mode: no region could serve the request.
     MeridianNoRegion = 11,
-    /// Client mode: no region has applied this session's writes yet.
+    /// Client mode: no region has applied this session's writes (or, for a write, what the
+    /// session wrote or read of its keys) yet: nothing was written. Engine mode: a write's read
+    /// context names writes this replica has not applied.
     MeridianNotYetVisible = 12,
     /// Client mode: a region refused the request (its role, rate limits...).
     MeridianRefused = 13,
@@ -80,6 +82,7 @@ impl From<meridian::Error> for Failure {
             E::Corrupt { .. } | E::FutureVersion { .. } => S::MeridianCorrupt,
             E::Storage(_) | E::Poisoned => S::MeridianStorage,
             E::DiskFull { .. } => S::MeridianUnavailable,
+            E::ContextAhead { .. } => S::MeridianNotYetVisible,
             _ => S::MeridianInternal,
         };
         Failure::new(status, e.to_string())

@@ -117,7 +117,7 @@ fn show(v: &ReadValue) -> String {
 /// One pinned node, or the routed cluster.
 enum Connection {
     Pinned(Client),
-    Routed(RoutedClient),
+    Routed(Box<RoutedClient>),
 }
 
 impl Connection {
@@ -128,7 +128,9 @@ impl Connection {
             if target.near.is_some() {
                 config.near = target.near;
             }
-            return Ok(Connection::Routed(RoutedClient::connect(config).await?));
+            return Ok(Connection::Routed(Box::new(
+                RoutedClient::connect(config).await?,
+            )));
         }
         let (Some(node), Some(server_name), Some(certs)) =
             (target.node, &target.server_name, &target.certs)

@@ -7,7 +7,9 @@
 mod support;
 
 use meridian::{Op, ReadValue, VersionVector};
-use meridian_runtime::client_proto::{decode, encode, ClientRequest, ClientResponse, ErrorCode};
+use meridian_runtime::client_proto::{
+    decode, encode, Answer, ClientRequest, ClientResponse, ErrorCode,
+};
 use meridian_runtime::tls::{client_config, ALPN_CLIENT, ALPN_REPLICATION};
 use std::path::Path;
 use std::time::Duration;
@@ -387,15 +389,15 @@ async fn garbage_and_oversized_frames_close_only_their_stream_or_link() {
     send.write_all(b"\x01\xff\xff\xff\xff").await.unwrap();
     send.finish().unwrap();
     let reply = recv.read_to_end(1 << 20).await.unwrap();
-    let response: ClientResponse = decode(&reply[4..]).unwrap();
-    assert!(matches!(response, ClientResponse::Error(e) if e.code == ErrorCode::BadRequest));
+    let answer: Answer = decode(&reply[4..]).unwrap();
+    assert!(matches!(answer.response, ClientResponse::Error(e) if e.code == ErrorCode::BadRequest));
     // A length far over the bound: refused before allocation.
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     send.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
     let _ = send.finish();
     let reply = recv.read_to_end(1 << 20).await.unwrap();
-    let response: ClientResponse = decode(&reply[4..]).unwrap();
-    assert!(matches!(response, ClientResponse::Error(e) if e.code == ErrorCode::BadRequest));
+    let answer: Answer = decode(&reply[4..]).unwrap();
+    assert!(matches!(answer.response, ClientResponse::Error(e) if e.code == ErrorCode::BadRequest));
     // The same connection still serves.
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let req = encode(&ClientRequest::Status);
@@ -406,7 +408,7 @@ async fn garbage_and_oversized_frames_close_only_their_stream_or_link() {
     send.finish().unwrap();
     let reply = recv.read_to_end(1 << 20).await.unwrap();
     assert!(matches!(
-        decode::<ClientResponse>(&reply[4..]).unwrap(),
+        decode::<Answer>(&reply[4..]).unwrap().response,
         ClientResponse::Status(_)
     ));
 

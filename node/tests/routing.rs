@@ -17,14 +17,7 @@ use meridian_runtime::routed::{RoutedClient, RoutedError};
 use std::time::{Duration, Instant};
 use support::*;
 
-/// Regions with their places: Dublin, Virginia, Tokyo.
-const REGIONS: [(&str, &str); 3] = [
-    ("euw1", "eu-west"),
-    ("use1", "us-east"),
-    ("apn1", "ap-northeast"),
-];
-const PLACES: [(f64, f64); 3] = [(53.3, -6.3), (39.0, -77.5), (35.7, 139.7)];
-/// The same regions in name order (the first dials the others).
+/// The placed regions in name order (the first dials the others).
 const REGIONS_BY_NAME: [(&str, &str); 3] = [
     ("apn1", "ap-northeast"),
     ("euw1", "eu-west"),
@@ -32,20 +25,9 @@ const REGIONS_BY_NAME: [(&str, &str); 3] = [
 ];
 const WAIT: Duration = Duration::from_secs(30);
 
-fn paris() -> Location {
-    Location::new(48.85, 2.35).unwrap()
-}
-
 /// The three regions, each with its location, all started.
 fn placed_cluster() -> Cluster {
-    let mut cluster = Cluster::prepare(CLUSTER, &REGIONS, &["t"]).unwrap();
-    cluster.run_with(std::path::Path::new(BIN));
-    for (node, (lat, lon)) in cluster.nodes.iter_mut().zip(PLACES) {
-        node.config.location = Location::new(lat, lon);
-    }
-    cluster.start_all().unwrap();
-    cluster.wait_linked(WAIT).unwrap();
-    cluster
+    placed_cluster_with(&["t"], |_, _| {})
 }
 
 /// A routed client near Paris that gives up on a region after `timeout`.
@@ -307,7 +289,7 @@ async fn a_hedged_read_is_answered_by_the_next_region_when_the_nearest_hangs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regions_learn_where_their_peers_are_from_the_peers() {
-    let mut cluster = Cluster::prepare(CLUSTER, &REGIONS, &["t"]).unwrap();
+    let mut cluster = Cluster::prepare(CLUSTER, &PLACED_REGIONS, &["t"]).unwrap();
     cluster.run_with(std::path::Path::new(BIN));
     for (node, (lat, lon)) in cluster.nodes.iter_mut().zip(PLACES) {
         node.config.location = Location::new(lat, lon);

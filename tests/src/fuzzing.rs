@@ -9,7 +9,7 @@ use meridian::model::{codec, StateFacts};
 use meridian::replication::iblt::Iblt;
 use meridian::replication::{Frame, Inbound, FRAME_BYTES_MAX};
 use meridian::store::LogEntry;
-use meridian_runtime::client_proto::{decode, encode, ClientRequest, ClientResponse};
+use meridian_runtime::client_proto::{decode, encode, Answer, ClientRequest};
 
 /// A fuzz target's body.
 pub type Target = fn(&[u8]);
@@ -98,11 +98,8 @@ pub fn client_request(data: &[u8]) {
             Some(request)
         );
     }
-    if let Ok(response) = decode::<ClientResponse>(data) {
-        assert_eq!(
-            decode::<ClientResponse>(&encode(&response)).ok(),
-            Some(response)
-        );
+    if let Ok(answer) = decode::<Answer>(data) {
+        assert_eq!(decode::<Answer>(&encode(&answer)).ok(), Some(answer));
     }
 }
 

@@ -99,6 +99,7 @@ fn the_routed_client_fails_over_through_the_c_abi() {
         assert_eq!(meridian_token_free(token), S::MeridianOk);
         assert_eq!(meridian_client_region(client, &mut region), S::MeridianOk);
         assert_eq!(text(&mut region), "eu-west");
+        assert_eq!(meridian_client_retried_after_lost(), 0, "answered at once");
         let regions = MeridianConsistency::MeridianConsistencyRegions;
         assert_eq!(
             meridian_client_counter_add(client, b"n".as_ptr(), 1, 2, regions, 0, ptr::null_mut()),

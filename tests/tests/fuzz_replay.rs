@@ -77,7 +77,8 @@ fn write_seed_corpus() {
     use meridian::store::LogEntry;
     use meridian::{Config, Engine, Op};
     use meridian_runtime::client_proto::{
-        encode, ClientError, ClientRequest, ClientResponse, Consistency, ErrorCode, NodeStatus,
+        encode, After, ClientError, ClientRequest, ClientResponse, Consistency, ErrorCode,
+        NodeStatus,
     };
 
     let dir = tempfile::tempdir().unwrap();
@@ -262,6 +263,7 @@ fn write_seed_corpus() {
             },
             consistency: Consistency::Local,
             deadline_ms: Some(1),
+            after: None,
         }),
         encode(&ClientRequest::Write {
             id: [9; 16],
@@ -271,6 +273,10 @@ fn write_seed_corpus() {
             ],
             consistency: Consistency::Majority,
             deadline_ms: None,
+            after: Some(After {
+                token: CausalToken::of_dot(Dot::new(ReplicaId(3), 4)),
+                wait_ms: 5,
+            }),
         }),
         encode(&ClientRequest::Applied),
         encode(&ClientRequest::Regions),

@@ -81,7 +81,8 @@ class NoRegionError(MeridianError):
 
 
 class NotYetVisibleError(MeridianError):
-    """No region has applied this session's writes yet."""
+    """No region has applied this session's writes yet (for a write: what the session wrote
+    or read of its keys; nothing was written, retry later)."""
 
 
 class RefusedError(MeridianError):
@@ -175,6 +176,7 @@ _SIGNATURES = {
     "meridian_client_set_add": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_uint8, POINTER(c_void_p)],
     "meridian_client_map_counter_add": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_int32, c_uint8, POINTER(c_void_p)],
     "meridian_client_delete": [c_void_p, c_char_p, c_size_t, c_int32, c_uint8, POINTER(c_void_p)],
+    "meridian_client_retried_after_lost": [],
 }
 for _name, _args in _SIGNATURES.items():
     _fn = getattr(_lib, _name)
@@ -642,6 +644,12 @@ class Client:
     def merge_token(self, token: Token) -> None:
         """Adds another session's writes to this one's."""
         _check(_lib.meridian_client_merge_token(self._h(), token._handle))
+
+    @property
+    def retried_after_lost(self) -> bool:
+        """Whether this thread's last acknowledged write was taken after an earlier attempt's
+        answer was lost: that attempt may have applied too (same effect, a second dot)."""
+        return _lib.meridian_client_retried_after_lost() == 1
 
     @property
     def region(self) -> str:

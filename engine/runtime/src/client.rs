@@ -2,24 +2,25 @@
 //! every write and read advances (read-your-writes across nodes).
 
 use super::client_proto::{
-    decode, encode, ClientError, ClientRequest, ClientResponse, Consistency, NodeStatus,
+    decode, encode, Answer, ClientError, ClientRequest, ClientResponse, Consistency, NodeStatus,
     RegionTable, RequestId, RouteAnswer, CLIENT_FRAME_BYTES_MAX,
 };
 use super::framing::{read_frame, write_frame};
-use super::tls::{client_config, TlsFiles, ALPN_CLIENT};
+use super::tls::{client_config_with, TlsFiles, ALPN_CLIENT, CLIENT_LIVENESS};
 use meridian::model::{CausalToken, Op, VersionVector};
-use meridian::routing::Location;
-use meridian::{RandomSource, Read};
+use meridian::routing::{ClockSample, Location};
+use meridian::{RandomSource, Read, SystemClock, WallClock};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientFailure {
-    /// No connection could be made.
+    /// Nothing was sent: no connection could be made, or the one there was had closed.
     #[error("connect: {0}")]
     Connect(String),
-    /// The connection or stream broke.
+    /// The connection or stream broke after the request was sent: it may have been applied.
     #[error("stream: {0}")]
     Stream(String),
     /// The node answered something unexpected.
@@ -55,13 +56,24 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the node at `addr` whose certificate names `server_name`.
+    /// Connects to the node at `addr` whose certificate names `server_name`; the connection
+    /// dies after `CLIENT_LIVENESS` without hearing from the node.
     pub async fn connect(
         addr: SocketAddr,
         server_name: &str,
         tls: &TlsFiles,
     ) -> Result<Client, ClientFailure> {
-        let config = client_config(tls, ALPN_CLIENT, false)
+        Client::connect_with(addr, server_name, tls, CLIENT_LIVENESS).await
+    }
+
+    /// `connect`, the connection dying after `liveness` without hearing from the node.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        server_name: &str,
+        tls: &TlsFiles,
+        liveness: Duration,
+    ) -> Result<Client, ClientFailure> {
+        let config = client_config_with(tls, ALPN_CLIENT, false, Some(liveness))
             .map_err(|e| ClientFailure::Connect(e.to_string()))?;
         let bind: SocketAddr = match (addr.is_ipv4(), addr.ip().is_loopback()) {
             (true, true) => (Ipv4Addr::LOCALHOST, 0).into(),
@@ -87,30 +99,58 @@ impl Client {
 
     /// Sends one request and waits for its response.
     pub async fn request(&self, request: &ClientRequest) -> Result<ClientResponse, ClientFailure> {
+        self.request_sampled(request).await.0
+    }
+
+    /// `request`, with what the answer says of the node's clock when an answer came. A
+    /// connection that had closed, or broke before the whole request left, sent nothing
+    /// (`Connect`); one that broke after may have had it applied (`Stream`).
+    pub async fn request_sampled(
+        &self,
+        request: &ClientRequest,
+    ) -> (Result<ClientResponse, ClientFailure>, Option<ClockSample>) {
         let frame = encode(request);
         if frame.len() > CLIENT_FRAME_BYTES_MAX {
-            return Err(ClientFailure::TooLarge {
-                len: frame.len(),
-                max: CLIENT_FRAME_BYTES_MAX,
-            });
+            let len = frame.len();
+            let max = CLIENT_FRAME_BYTES_MAX;
+            return (Err(ClientFailure::TooLarge { len, max }), None);
         }
-        let (mut send, mut recv) = self
-            .conn
-            .open_bi()
-            .await
-            .map_err(|e| ClientFailure::Stream(e.to_string()))?;
-        write_frame(&mut send, frame)
-            .await
-            .map_err(|e| ClientFailure::Stream(e.to_string()))?;
+        if let Some(reason) = self.conn.close_reason() {
+            return (
+                Err(ClientFailure::Connect(format!("closed: {reason}"))),
+                None,
+            );
+        }
+        let (mut send, mut recv) = match self.conn.open_bi().await {
+            Ok(streams) => streams,
+            Err(e) => return (Err(ClientFailure::Connect(e.to_string())), None),
+        };
+        let sent_ms = SystemClock.now_ms();
+        // A frame the node does not get whole is never applied: a failed write sent nothing.
+        if let Err(e) = write_frame(&mut send, frame).await {
+            return (Err(ClientFailure::Connect(e.to_string())), None);
+        }
         let _ = send.finish();
-        let bytes = read_frame(&mut recv, CLIENT_FRAME_BYTES_MAX)
-            .await
-            .map_err(|e| ClientFailure::Stream(e.to_string()))?
-            .ok_or_else(|| ClientFailure::Stream("no response".into()))?;
-        match decode::<ClientResponse>(&bytes).map_err(ClientFailure::Protocol)? {
+        let bytes = match read_frame(&mut recv, CLIENT_FRAME_BYTES_MAX).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return (Err(ClientFailure::Stream("no response".into())), None),
+            Err(e) => return (Err(ClientFailure::Stream(e.to_string())), None),
+        };
+        let received_ms = SystemClock.now_ms();
+        let answer = match decode::<Answer>(&bytes) {
+            Ok(answer) => answer,
+            Err(e) => return (Err(ClientFailure::Protocol(e)), None),
+        };
+        let sample = ClockSample {
+            sent_ms,
+            received_ms,
+            node_ms: answer.node_ms,
+        };
+        let result = match answer.response {
             ClientResponse::Error(e) => Err(ClientFailure::Server(e)),
             other => Ok(other),
-        }
+        };
+        (result, Some(sample))
     }
 
     /// Applies one operation, durable in this node's region; the session token advances.
@@ -134,6 +174,7 @@ impl Client {
             op,
             consistency,
             deadline_ms: None,
+            after: None,
         };
         match self.request(&request).await? {
             ClientResponse::Written { token, .. } => {

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// Version byte of client frames (3: writes carry a deadline, the status says whether the node
-/// is isolated).
-pub const CLIENT_PROTOCOL: u8 = 4;
+/// is isolated; 5: writes carry what the session wrote or read of their keys, answers carry
+/// the node's clock).
+pub const CLIENT_PROTOCOL: u8 = 5;
 pub use meridian::limits::CLIENT_FRAME_BYTES_MAX;
 
 /// How far a write must have gone before it is acknowledged.
@@ -58,6 +59,18 @@ impl std::str::FromStr for Consistency {
 /// region that already applied it answers with the first outcome instead of applying it again.
 pub type RequestId = [u8; 16];
 
+/// What a write needs applied before it applies: what the session wrote or read of the keys
+/// whose operations depend on what is seen (`Op::depends_on_seen`). A remove or delete then
+/// covers everything the session wrote or read of the key, and a register write supersedes it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct After {
+    /// The writes the region must have applied.
+    pub token: CausalToken,
+    /// Longest wait for them (bounded by the node and by the write's deadline), after which
+    /// the write is refused as `NotYetVisible`, nothing written.
+    pub wait_ms: u32,
+}
+
 /// A request from a client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ClientRequest {
@@ -75,6 +88,8 @@ pub enum ClientRequest {
         /// gave up on an answer and retries elsewhere knows the first attempt can no longer
         /// apply late (a region frozen with the request in its socket buffer).
         deadline_ms: Option<u64>,
+        /// What the session wrote or read of the key, to be applied here first.
+        after: Option<After>,
     },
     /// An atomic batch.
     Write {
@@ -86,6 +101,8 @@ pub enum ClientRequest {
         consistency: Consistency,
         /// As for `Apply`.
         deadline_ms: Option<u64>,
+        /// What the session wrote or read of the keys, to be applied here first.
+        after: Option<After>,
     },
     /// A read; with a token, waits up to `wait_ms` for the region to have applied it.
     Read {
@@ -156,7 +173,8 @@ pub enum ErrorCode {
     InvalidOperation,
     /// The stored record is corrupt.
     Corrupt,
-    /// The token's writes are not visible here yet.
+    /// The token's writes are not visible here yet (for a write: what the session wrote or
+    /// read of its keys, or its read context; nothing was written).
     NotYetVisible,
     /// Too many requests: retry after `retry_after_ms`.
     RateLimited,
@@ -341,6 +359,16 @@ pub enum ClientResponse {
     },
     /// The request failed.
     Error(ClientError),
+}
+
+/// A response as a node sends it: with its wall clock when it answered (Unix milliseconds),
+/// from which a client estimates the node's clock offset (`routing::ClockOffset`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The node's clock.
+    pub node_ms: u64,
+    /// The response.
+    pub response: ClientResponse,
 }
 
 /// Encodes a client message.

@@ -5,10 +5,11 @@
 use crate::dev_certs::is_label;
 use crate::{replica_id_for, PeerSpec, RuntimeConfig, TlsFiles};
 use meridian::routing::Location;
-use meridian::{Config, Durability};
+use meridian::{Config, Durability, SystemClock, WallClock};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +105,23 @@ pub struct NodeConfig {
     /// One primary region taking the writes, under a lease.
     #[serde(default)]
     pub active_passive: ActivePassive,
+    /// Shifts this node's wall clock by this many milliseconds (game days and tests: a node
+    /// whose clock is wrong); at most a day either way.
+    #[serde(default)]
+    pub clock_skew_ms: i64,
+}
+
+/// Longest clock skew a node may be configured with (a day).
+const CLOCK_SKEW_MS_MAX: i64 = 24 * 60 * 60 * 1_000;
+
+/// The operating system's clock shifted by a fixed amount.
+#[derive(Debug)]
+struct SkewedClock(i64);
+
+impl WallClock for SkewedClock {
+    fn now_ms(&self) -> u64 {
+        SystemClock.now_ms().saturating_add_signed(self.0)
+    }
 }
 
 /// `[active_passive]`: one primary region takes the writes while it holds a lease a majority
@@ -316,6 +334,7 @@ impl NodeConfig {
             access: Access::default(),
             peers: Vec::new(),
             active_passive: ActivePassive::default(),
+            clock_skew_ms: 0,
         }
     }
 
@@ -378,6 +397,11 @@ impl NodeConfig {
             entry_cache_bytes: self.limits.replication_cache_mib << 20,
             disk_free_min_bytes: self.limits.disk_free_min_mib.saturating_mul(1 << 20),
             replica_id: Some(replica_id_for(&self.cluster, &self.name, self.incarnation)),
+            clock: if self.clock_skew_ms == 0 {
+                Arc::new(SystemClock)
+            } else {
+                Arc::new(SkewedClock(self.clock_skew_ms))
+            },
             ..Config::default()
         }
     }
@@ -394,6 +418,11 @@ impl NodeConfig {
         label("cluster", &self.cluster)?;
         label("name", &self.name)?;
         label("region", &self.region)?;
+        ensure!(
+            self.clock_skew_ms.abs() <= CLOCK_SKEW_MS_MAX,
+            "field `clock_skew_ms`: {} is more than a day",
+            self.clock_skew_ms
+        );
         ensure!(
             matches!(self.durability.as_str(), "wal" | "sync"),
             "field `durability`: {:?} is neither \"wal\" nor \"sync\"",

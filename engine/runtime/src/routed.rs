@@ -3,6 +3,12 @@
 //! fails back when the nearer one answers again, and keeps one session token across regions
 //! (read-your-writes after a failover).
 //!
+//! A write whose effect depends on what is seen (`Op::depends_on_seen`: removals, deletes,
+//! register writes) carries what the session wrote or read of its keys (`SessionKeys`), and a
+//! region applies it only once it has applied that: a delete covers the session's own earlier
+//! write of the key even when it is served by another region than that write. A region that
+//! has not yet answers `NotYetVisible` (nothing written) and the next region is asked.
+//!
 //! Writes carry a request id, so a region never applies one twice. A write whose outcome is
 //! unknown (the connection broke after it was sent, or it timed out) is retried in the next
 //! region only if applying it twice changes nothing (`Op::is_idempotent`); otherwise the caller
@@ -10,16 +16,17 @@
 
 use crate::client::{new_request_id, Client, ClientFailure};
 use crate::client_proto::{
-    ClientRequest, ClientResponse, Consistency, ErrorCode, NodeStatus, RegionEntry, RouteAnswer,
+    After, ClientRequest, ClientResponse, Consistency, ErrorCode, NodeStatus, RegionEntry,
+    RouteAnswer,
 };
 use crate::tls::replica_dns_name;
 use crate::TlsFiles;
 use meridian::model::{CausalToken, Op, VersionVector};
 use meridian::routing::{
-    order_regions, smoothed_rtt, Attempts, Breaker, BreakerSettings, Candidate, Health, Location,
-    Outcome, Verdict,
+    node_deadline, order_regions, smoothed_rtt, Attempts, Breaker, BreakerSettings, Candidate,
+    ClockOffset, Health, Location, Outcome, SessionKeys, Verdict,
 };
-use meridian::Read;
+use meridian::{Read, SystemClock, WallClock};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -52,19 +59,29 @@ pub struct RoutedConfig {
     pub breaker: BreakerSettings,
     /// Longest wait for a connection to a region.
     pub connect_timeout: Duration,
-    /// Longest wait for one answer (beyond it the region counts as failed; a write's outcome
-    /// is then unknown).
+    /// Longest wait for one answer from a region that is alive (beyond it the region counts
+    /// as failed; a write's outcome is then unknown).
     pub request_timeout: Duration,
+    /// How long a connection lives without hearing from its region: a region that stops
+    /// answering (dead, frozen, cut off) is left after this long. A write's attempt must
+    /// start applying within this plus two round trips (its deadline, in the region's clock as
+    /// measured from its answers), and after a lost answer the next region is asked only once
+    /// that has passed, so a region never applies a write after the client moved on.
+    pub liveness: Duration,
     /// Longest a region waits for the session's writes before a read moves to the next one.
     pub session_wait_ms: u32,
     /// A read that has no answer after this long is sent to the next region too, and the
     /// first answer wins (`None`: no hedging).
     pub hedge_after: Option<Duration>,
+    /// Keys whose session context is kept apart (beyond, the least recently used share
+    /// hashed buckets: their writes may wait for more than they need, never for less).
+    pub session_keys: usize,
 }
 
 impl RoutedConfig {
-    /// Defaults for a cluster: 1 s to connect, 15 s per answer, 1 s of session wait per
-    /// region, no hedging.
+    /// Defaults for a cluster: 1 s to connect, 15 s per answer from a live region, 1 s of
+    /// liveness, 1 s of session wait per region, no hedging, 4,096 keys' session contexts
+    /// kept apart.
     pub fn new(cluster: &str, seeds: Vec<Seed>, tls: TlsFiles) -> RoutedConfig {
         RoutedConfig {
             cluster: cluster.into(),
@@ -74,8 +91,10 @@ impl RoutedConfig {
             breaker: BreakerSettings::default(),
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(15),
+            liveness: crate::tls::CLIENT_LIVENESS,
             session_wait_ms: 1_000,
             hedge_after: None,
+            session_keys: 4_096,
         }
     }
 }
@@ -97,7 +116,8 @@ pub enum RoutedError {
         /// What happened.
         message: String,
     },
-    /// No region had applied the session's writes within its wait.
+    /// No region had applied the session's writes within its wait (for a write: what the
+    /// session wrote or read of its keys; nothing was written).
     #[error("no region has applied this session's writes yet")]
     NotYetVisible,
     /// A region refused the request itself (bad key, wrong type, role, rate...): another
@@ -131,6 +151,8 @@ struct RegionState {
     breaker: Breaker,
     rtt_ms: Option<f64>,
     conn: Option<Client>,
+    /// Its clock as its answers show it.
+    clock: ClockOffset,
 }
 
 /// What one attempt in one region came to.
@@ -157,6 +179,8 @@ pub struct RoutedClient {
     last_region: Option<String>,
     /// Everything this session wrote or read.
     pub token: CausalToken,
+    /// What it wrote or read of each key.
+    keys: SessionKeys,
 }
 
 impl RoutedClient {
@@ -167,6 +191,7 @@ impl RoutedClient {
             clock: Instant::now(),
             last_region: None,
             token: CausalToken::default(),
+            keys: SessionKeys::new(config.session_keys),
             config,
         };
         client.refresh_regions().await?;
@@ -199,7 +224,12 @@ impl RoutedClient {
         let mut why = Vec::new();
         for (name, region, address) in targets {
             let server_name = replica_dns_name(&self.config.cluster, &name, &region);
-            let connecting = Client::connect(address, &server_name, &self.config.tls);
+            let connecting = Client::connect_with(
+                address,
+                &server_name,
+                &self.config.tls,
+                self.config.liveness,
+            );
             let client = match tokio::time::timeout(self.config.connect_timeout, connecting).await {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
@@ -248,6 +278,7 @@ impl RoutedClient {
                 breaker: Breaker::new(self.config.breaker),
                 rtt_ms: None,
                 conn: None,
+                clock: ClockOffset::default(),
             });
             if state.entry.address != entry.address {
                 state.conn = None;
@@ -274,13 +305,16 @@ impl RoutedClient {
                 self.config.tls.clone(),
             );
             let existing = r.conn.clone();
-            let (connect_timeout, timeout) =
-                (self.config.connect_timeout, self.config.request_timeout);
+            let (connect_timeout, timeout, liveness) = (
+                self.config.connect_timeout,
+                self.config.request_timeout,
+                self.config.liveness,
+            );
             probes.spawn(async move {
                 let conn = match existing {
                     Some(c) => c,
                     None => {
-                        let connecting = Client::connect(address, &name, &tls);
+                        let connecting = Client::connect_with(address, &name, &tls, liveness);
                         match tokio::time::timeout(connect_timeout, connecting).await {
                             Ok(Ok(c)) => c,
                             _ => return (i, None),
@@ -288,8 +322,12 @@ impl RoutedClient {
                     }
                 };
                 let started = Instant::now();
-                match tokio::time::timeout(timeout, conn.applied()).await {
-                    Ok(Ok(_)) => (i, Some((conn, started.elapsed().as_secs_f64() * 1_000.0))),
+                let asked = conn.request_sampled(&ClientRequest::Applied);
+                match tokio::time::timeout(timeout, asked).await {
+                    Ok((Ok(ClientResponse::Applied(_)), clock)) => {
+                        let rtt = started.elapsed().as_secs_f64() * 1_000.0;
+                        (i, Some((conn, rtt, clock)))
+                    }
                     _ => (i, None),
                 }
             });
@@ -297,10 +335,13 @@ impl RoutedClient {
         while let Some(joined) = probes.join_next().await {
             let Ok((i, outcome)) = joined else { continue };
             match outcome {
-                Some((conn, sample)) => {
+                Some((conn, sample, clock)) => {
                     let r = &mut self.regions[i];
                     r.conn = Some(conn);
                     sample_rtt(&mut r.rtt_ms, sample);
+                    if let Some(clock) = clock {
+                        r.clock.sample(clock);
+                    }
                     r.breaker.on_success();
                 }
                 None => self.failed(i),
@@ -352,7 +393,12 @@ impl RoutedClient {
             return Ok(c.clone());
         }
         let r = &self.regions[i];
-        let connecting = Client::connect(r.entry.address, &r.server_name, &self.config.tls);
+        let connecting = Client::connect_with(
+            r.entry.address,
+            &r.server_name,
+            &self.config.tls,
+            self.config.liveness,
+        );
         match tokio::time::timeout(self.config.connect_timeout, connecting).await {
             Ok(Ok(c)) => {
                 self.regions[i].conn = Some(c.clone());
@@ -384,22 +430,53 @@ impl RoutedClient {
                 return Attempt::Next(format!("{name}: {e}"));
             }
         };
-        // A write may apply only until this client gives up on it: a region that gets to it
-        // after that (it froze with the request queued) refuses it rather than apply it
-        // behind a retry made elsewhere.
-        let stamped = with_deadline(request, self.config.request_timeout);
-        let request: &ClientRequest = &stamped;
-        let started = Instant::now();
-        let answer = tokio::time::timeout(self.config.request_timeout, conn.request(request)).await;
-        let measured = !matches!(
+        // A write may start applying only until this client gives up on it: a region that
+        // gets to it after that (it froze with the request queued, its clock lags) refuses it
+        // rather than apply it behind a retry made elsewhere.
+        let is_write = matches!(
             request,
             ClientRequest::Apply { .. } | ClientRequest::Write { .. }
         );
-        if measured && matches!(answer, Ok(Ok(_))) {
+        let budget = self.attempt_budget(i);
+        let started = Instant::now();
+        let wall = SystemClock.now_ms();
+        let deadline = node_deadline(
+            wall.saturating_add(budget.as_millis() as u64),
+            self.regions[i].clock.estimate(wall),
+        );
+        let stamped = with_deadline(request, deadline);
+        let request: &ClientRequest = &stamped;
+        let answer =
+            tokio::time::timeout(self.config.request_timeout, conn.request_sampled(request)).await;
+        let answer = answer.map(|(result, clock)| {
+            if let Some(clock) = clock {
+                self.regions[i].clock.sample(clock);
+            }
+            result
+        });
+        if !is_write && matches!(answer, Ok(Ok(_))) {
             let sample = started.elapsed().as_secs_f64() * 1_000.0;
             sample_rtt(&mut self.regions[i].rtt_ms, sample);
         }
-        self.settle(i, answer)
+        let attempt = self.settle(i, answer);
+        if is_write && matches!(attempt, Attempt::Lost(_)) {
+            // The region may still hold the request: the next is asked only once the
+            // region can no longer start applying it.
+            tokio::time::sleep_until((started + budget).into()).await;
+        }
+        attempt
+    }
+
+    /// How long an attempt of a write at region `i` may take to start applying: the liveness
+    /// and two round trips (the connection's timeout when no round trip is known), at most the
+    /// request timeout.
+    fn attempt_budget(&self, i: usize) -> Duration {
+        let rtt = self.regions[i]
+            .rtt_ms
+            .map_or(self.config.connect_timeout, |ms| {
+                Duration::from_secs_f64(ms / 1_000.0)
+            });
+        (self.config.liveness + 2 * rtt).min(self.config.request_timeout)
     }
 
     /// Applies `op` to `key`, acknowledged once durable in the regions `consistency` asks
@@ -411,12 +488,14 @@ impl RoutedClient {
         consistency: Consistency,
     ) -> Result<Written, RoutedError> {
         let idempotent = op.is_idempotent();
+        let after = self.after(std::iter::once((key, &op)));
         let request = ClientRequest::Apply {
             id: new_request_id(),
             key: key.to_vec(),
             op,
             consistency,
             deadline_ms: None,
+            after,
         };
         self.write(request, idempotent).await
     }
@@ -429,13 +508,35 @@ impl RoutedClient {
         consistency: Consistency,
     ) -> Result<Written, RoutedError> {
         let idempotent = ops.iter().all(|(_, op)| op.is_idempotent());
+        let after = self.after(ops.iter().map(|(k, op)| (k.as_slice(), op)));
         let request = ClientRequest::Write {
             id: new_request_id(),
             ops,
             consistency,
             deadline_ms: None,
+            after,
         };
         self.write(request, idempotent).await
+    }
+
+    /// What a write of `ops` must find applied in the region that takes it: what the session
+    /// wrote or read of the keys whose operations depend on what is seen, and the read
+    /// contexts the operations carry (`None` when that is nothing).
+    fn after<'a>(&self, ops: impl IntoIterator<Item = (&'a [u8], &'a Op)>) -> Option<After> {
+        let mut token = VersionVector::new();
+        for (key, op) in ops {
+            if op.depends_on_seen() {
+                token.join(&self.keys.of(key));
+            }
+            if let Some(context) = op.context() {
+                token.join(context);
+            }
+        }
+        let wait_ms = self.config.session_wait_ms;
+        (!token.is_empty()).then_some(After {
+            token: CausalToken(token),
+            wait_ms,
+        })
     }
 
     async fn write(
@@ -451,6 +552,9 @@ impl RoutedClient {
             let outcome = match &attempt {
                 Attempt::Done(ClientResponse::Written { token, .. }) => {
                     self.token.merge(token);
+                    for key in written_keys(&request) {
+                        self.keys.note(key, &token.0);
+                    }
                     return Ok(Written {
                         token: token.clone(),
                         region: self.regions[i].entry.region.clone(),
@@ -468,6 +572,16 @@ impl RoutedClient {
             };
             let verdict = attempts.record(outcome);
             let reason = match attempt {
+                // A refusal here says nothing of an earlier attempt whose answer was lost.
+                Attempt::Fail(RoutedError::Refused { region, failure }) if lost => {
+                    return Err(RoutedError::Unknown {
+                        region,
+                        message: format!(
+                            "an earlier attempt's answer was lost (it may have applied), then refused: {failure}; {}",
+                            why.join("; ")
+                        ),
+                    })
+                }
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Done(other) => format!("unexpected answer {other:?}"),
                 Attempt::Next(r)
@@ -493,6 +607,11 @@ impl RoutedClient {
                     why.join("; ")
                 ),
             });
+        }
+        if attempts.saw_not_yet_visible() {
+            // Nothing was written: every region that answered lacked what the session wrote or
+            // read of the keys (the region that holds it is down or cut off).
+            return Err(RoutedError::NotYetVisible);
         }
         Err(RoutedError::NoRegion(why.join("; ")))
     }
@@ -600,6 +719,7 @@ impl RoutedClient {
                 Attempt::Done(ClientResponse::Value { read }) => {
                     if let Some(r) = &read {
                         self.token.merge(&r.token);
+                        self.keys.note(key, &r.token.0);
                     }
                     return Ok(read);
                 }
@@ -779,34 +899,32 @@ impl RoutedClient {
     }
 }
 
-/// `request` (a write) with its deadline `timeout` from now, on the wall clock, but never
-/// sooner than `DEADLINE_MIN` (a node refuses writes within its clock margin of the deadline).
+/// `request` (a write) with its deadline `deadline` (Unix milliseconds, the region's clock).
 /// Other requests are passed on as they are.
-fn with_deadline(
-    request: &ClientRequest,
-    timeout: Duration,
-) -> std::borrow::Cow<'_, ClientRequest> {
+fn with_deadline(request: &ClientRequest, deadline: u64) -> std::borrow::Cow<'_, ClientRequest> {
     if !matches!(
         request,
         ClientRequest::Apply { .. } | ClientRequest::Write { .. }
     ) {
         return std::borrow::Cow::Borrowed(request);
     }
-    let deadline = std::time::SystemTime::now()
-        .checked_add(timeout.max(DEADLINE_MIN))
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as u64);
     let mut stamped = request.clone();
     if let ClientRequest::Apply { deadline_ms, .. } | ClientRequest::Write { deadline_ms, .. } =
         &mut stamped
     {
-        *deadline_ms = deadline;
+        *deadline_ms = Some(deadline);
     }
     std::borrow::Cow::Owned(stamped)
 }
 
-/// Shortest time a write's deadline gives a region (well above the nodes' 250 ms clock margin).
-const DEADLINE_MIN: Duration = Duration::from_secs(1);
+/// The keys a write request writes.
+fn written_keys(request: &ClientRequest) -> Vec<&[u8]> {
+    match request {
+        ClientRequest::Apply { key, .. } => vec![key.as_slice()],
+        ClientRequest::Write { ops, .. } => ops.iter().map(|(k, _)| k.as_slice()).collect(),
+        _ => Vec::new(),
+    }
+}
 
 /// Folds a round-trip sample into a smoothed value.
 fn sample_rtt(smoothed: &mut Option<f64>, sample_ms: f64) {

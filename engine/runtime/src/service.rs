@@ -9,8 +9,8 @@
 
 use super::actor::Event;
 use super::client_proto::{
-    decode, encode, ClientError, ClientRequest, ClientResponse, Consistency, ErrorCode, NodeStatus,
-    RequestId, CLIENT_FRAME_BYTES_MAX,
+    decode, encode, Answer, ClientError, ClientRequest, ClientResponse, Consistency, ErrorCode,
+    NodeStatus, RequestId, CLIENT_FRAME_BYTES_MAX,
 };
 use super::framing::{read_frame_body, read_frame_len, write_frame};
 use super::primary::PrimaryBoard;
@@ -205,7 +205,11 @@ impl Service {
                     Ok(Err(e)) => error(ErrorCode::BadRequest, e.to_string()),
                     Err(_) => error(ErrorCode::BadRequest, "the request did not arrive in time"),
                 };
-                if write_frame(&mut send, encode(&response)).await.is_ok() {
+                let answer = Answer {
+                    node_ms: this.engine.config().clock.now_ms(),
+                    response,
+                };
+                if write_frame(&mut send, encode(&answer)).await.is_ok() {
                     let _ = send.finish();
                 }
             });
@@ -322,10 +326,15 @@ impl Service {
                 metrics::counter!("meridian_client_writes_deduplicated_total").increment(1);
                 token
             }
-            None => match self.apply_once(who, id, needed, regions, request).await {
-                Ok(token) => token,
-                Err(refused) => return refused,
-            },
+            None => {
+                if let Some(refused) = self.wait_after(&request).await {
+                    return refused;
+                }
+                match self.apply_once(who, id, needed, regions, request).await {
+                    Ok(token) => token,
+                    Err(refused) => return refused,
+                }
+            }
         };
         let deadline = tokio::time::Instant::now() + DURABLE_WAIT;
         let durable = if needed > 1 {
@@ -470,9 +479,10 @@ impl Service {
             ));
         }
         match self.recent.claim(who, id, DURABLE_WAIT).await {
+            // Not "nothing written": the earlier request may yet apply.
             None => Err(error(
-                ErrorCode::Unavailable,
-                "an earlier request with this id is still being applied here",
+                ErrorCode::Unknown,
+                "an earlier request with this id is still being applied here: it may apply",
             )),
             Some(Claim::Applied(token)) => {
                 metrics::counter!("meridian_client_writes_deduplicated_total").increment(1);
@@ -482,7 +492,7 @@ impl Service {
                 let engine = self.engine.clone();
                 let primary = self.primary.clone();
                 let outcome = tokio::task::spawn_blocking(move || {
-                    if let Some(late) = past_deadline(&request) {
+                    if let Some(late) = past_deadline(&request, engine.config().clock.now_ms()) {
                         metrics::counter!("meridian_client_writes_refused_total", "reason" => "expired")
                             .increment(1);
                         return late;
@@ -504,6 +514,39 @@ impl Service {
                 }
             }
         }
+    }
+
+    /// Waits until this region has applied what the session wrote or read of the write's keys
+    /// (`After`), within the node's bound and the write's deadline (less the clock margin);
+    /// the refusal, nothing written, when it has not.
+    async fn wait_after(&self, request: &ClientRequest) -> Option<ClientResponse> {
+        let (ClientRequest::Apply {
+            after: Some(after),
+            deadline_ms,
+            ..
+        }
+        | ClientRequest::Write {
+            after: Some(after),
+            deadline_ms,
+            ..
+        }) = request
+        else {
+            return None;
+        };
+        let mut wait = Duration::from_millis(u64::from(after.wait_ms.min(TOKEN_WAIT_MS_MAX)));
+        if let Some(deadline) = deadline_ms {
+            let now = self.engine.config().clock.now_ms() + CLOCK_SKEW_MARGIN.as_millis() as u64;
+            wait = wait.min(Duration::from_millis(deadline.saturating_sub(now)));
+        }
+        if self.wait_covers(&after.token, wait).await {
+            return None;
+        }
+        metrics::counter!("meridian_client_writes_refused_total", "reason" => "not_yet_visible")
+            .increment(1);
+        Some(error(
+            ErrorCode::NotYetVisible,
+            "this region has not yet applied what the session wrote or read of these keys: nothing was written",
+        ))
     }
 
     /// Waits, without a thread, until the engine covers `token` or `wait` passes.
@@ -574,9 +617,9 @@ fn not_primary(primary: Option<String>) -> ClientResponse {
 /// elsewhere) this node no longer applies it.
 const CLOCK_SKEW_MARGIN: Duration = Duration::from_millis(250);
 
-/// The refusal of a write whose deadline is (about to be) past, checked just before it is
-/// applied.
-fn past_deadline(request: &ClientRequest) -> Option<ClientResponse> {
+/// The refusal of a write whose deadline is (about to be) past at `now_ms` (this node's
+/// clock), checked just before it is applied.
+fn past_deadline(request: &ClientRequest, now_ms: u64) -> Option<ClientResponse> {
     let (ClientRequest::Apply {
         deadline_ms: Some(deadline),
         ..
@@ -588,11 +631,7 @@ fn past_deadline(request: &ClientRequest) -> Option<ClientResponse> {
     else {
         return None;
     };
-    let now = std::time::SystemTime::now()
-        .checked_add(CLOCK_SKEW_MARGIN)?
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_millis() as u64;
+    let now = now_ms.saturating_add(CLOCK_SKEW_MARGIN.as_millis() as u64);
     (now > *deadline).then(|| {
         error(
             ErrorCode::Expired,
@@ -641,6 +680,7 @@ fn from_engine(e: Error) -> ClientResponse {
             ErrorCode::InvalidOperation
         }
         Error::Corrupt { .. } | Error::FutureVersion { .. } => ErrorCode::Corrupt,
+        Error::ContextAhead { .. } => ErrorCode::NotYetVisible,
         _ => ErrorCode::Unavailable,
     };
     error(code, e.to_string())
@@ -711,36 +751,23 @@ mod tests {
             },
             consistency: Consistency::Local,
             deadline_ms,
+            after: None,
         }
-    }
-
-    fn unix_ms(from_now: Duration, later: bool) -> u64 {
-        let now = std::time::SystemTime::now();
-        let at = if later {
-            now + from_now
-        } else {
-            now - from_now
-        };
-        at.duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default()
     }
 
     #[test]
     fn a_write_past_its_deadline_is_refused_before_it_is_applied() {
-        assert_eq!(past_deadline(&put(None)), None, "no deadline");
-        let soon = unix_ms(Duration::from_secs(10), true);
-        assert_eq!(past_deadline(&put(Some(soon))), None);
-        let gone = unix_ms(Duration::from_secs(1), false);
+        let now = 1_000_000;
+        assert_eq!(past_deadline(&put(None), now), None, "no deadline");
+        assert_eq!(past_deadline(&put(Some(now + 10_000)), now), None);
         assert!(matches!(
-            past_deadline(&put(Some(gone))),
+            past_deadline(&put(Some(now - 1_000)), now),
             Some(ClientResponse::Error(ClientError {
                 code: ErrorCode::Expired,
                 ..
             }))
         ));
         // Within the clock margin counts as past.
-        let edge = unix_ms(Duration::from_millis(100), true);
-        assert!(past_deadline(&put(Some(edge))).is_some());
+        assert!(past_deadline(&put(Some(now + 100)), now).is_some());
     }
 }

@@ -122,10 +122,24 @@ fn read_pems(
     Ok((roots, chain, key))
 }
 
-fn transport(disable_gso: bool) -> Arc<quinn::TransportConfig> {
+/// How long a client's connection to a node lives without hearing from it, by default: a
+/// node that stops answering (dead, frozen, cut off) is left after this long. The client pings
+/// four times as often, and the shorter of both sides' idle timeouts holds, so only client
+/// connections are affected (replication links keep 10 s).
+pub const CLIENT_LIVENESS: Duration = Duration::from_secs(1);
+
+/// The transport: `liveness` is the idle timeout (pinged four times as often), 10 s by default.
+fn transport(disable_gso: bool, liveness: Option<Duration>) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(Duration::from_secs(2)));
-    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(10)) {
+    let (keep_alive, idle) = match liveness {
+        Some(l) => (
+            (l / 4).max(Duration::from_millis(25)),
+            l.max(Duration::from_millis(100)),
+        ),
+        None => (Duration::from_secs(2), Duration::from_secs(10)),
+    };
+    t.keep_alive_interval(Some(keep_alive));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(idle) {
         t.max_idle_timeout(Some(idle));
     }
     t.enable_segmentation_offload(!disable_gso);
@@ -169,15 +183,27 @@ pub fn server_config(
     crypto.max_early_data_size = 0;
     let quic = QuicServerConfig::try_from(crypto).map_err(|e| RuntimeError::Tls(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(transport(disable_gso));
+    config.transport_config(transport(disable_gso, None));
     Ok(config)
 }
 
-/// Client side (dialing a replica, as a replica or as a client), presenting our certificate.
+/// Client side (dialing a replica, as a replica or as a client), presenting our certificate;
+/// a client's connection (`ALPN_CLIENT`) lives `CLIENT_LIVENESS` without hearing the node.
 pub fn client_config(
     files: &TlsFiles,
     alpn: &[u8],
     disable_gso: bool,
+) -> Result<quinn::ClientConfig, RuntimeError> {
+    let liveness = (alpn == ALPN_CLIENT).then_some(CLIENT_LIVENESS);
+    client_config_with(files, alpn, disable_gso, liveness)
+}
+
+/// `client_config` with the connection's liveness given (`None`: 10 s, as replication links).
+pub fn client_config_with(
+    files: &TlsFiles,
+    alpn: &[u8],
+    disable_gso: bool,
+    liveness: Option<Duration>,
 ) -> Result<quinn::ClientConfig, RuntimeError> {
     let (roots, chain, key) = read_pems(files)?;
     let mut crypto = rustls::ClientConfig::builder_with_provider(provider())
@@ -190,7 +216,7 @@ pub fn client_config(
     crypto.enable_early_data = false;
     let quic = QuicClientConfig::try_from(crypto).map_err(|e| RuntimeError::Tls(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(transport(disable_gso));
+    config.transport_config(transport(disable_gso, liveness));
     Ok(config)
 }
 

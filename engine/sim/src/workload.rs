@@ -34,6 +34,8 @@ pub struct StepOutcome {
     pub ryw_checked: bool,
     /// The region refused writes (reopened, waiting for its peers); nothing was done.
     pub unavailable: bool,
+    /// A write's forged read context was refused (nothing written), as it must be.
+    pub context_refused: bool,
     /// Bytes mixed into the trace.
     pub trace: Vec<u8>,
 }
@@ -148,11 +150,24 @@ pub fn step(
                 );
                 t
             } else {
-                // What the write may supersede: the context, lowered to what this replica
-                // has seen of the key (a forged one claims more).
+                // A context beyond what this region has seen of the key (a forged one) is
+                // refused, nothing written; one within it is what the write supersedes.
                 let mut seen = engine.applied();
                 seen.join(&register_ctx(engine, &key)?);
-                let effective = ctx.meet(&seen);
+                if !seen.dominates(&ctx) {
+                    return match engine.put_with(&key, &value, &ctx) {
+                        Err(meridian::Error::ContextAhead { .. }) => {
+                            out.context_refused = true;
+                            out.trace.extend_from_slice(b"context refused");
+                            Ok(out)
+                        }
+                        other => Err(format!(
+                            "{} took a context beyond what it saw ({ctx} over {seen}): {other:?}",
+                            engine.replica_id()
+                        )),
+                    };
+                }
+                let effective = ctx.clone();
                 let t = engine.put_with(&key, &value, &ctx).map_err(e)?;
                 let dot = dot_of(engine, &t);
                 push(

@@ -16,9 +16,10 @@ impl Engine {
     }
 
     /// Multi-value register write that supersedes exactly what `context` (from a read) saw.
-    /// The context is a claim: entries beyond what this replica has seen of the key (its
-    /// record's context joined with its applied vector) are lowered to it, so a write never
-    /// supersedes what it could not have read here.
+    /// The context is a claim: one naming writes this replica has not seen of the key (its
+    /// record's context joined with its applied vector) is refused with
+    /// [`Error::ContextAhead`], nothing written, so a write never supersedes less than was read
+    /// nor what it could not have read here.
     pub fn put_with(
         &self,
         key: &[u8],
@@ -224,19 +225,20 @@ impl Engine {
         stamp: Stamp,
     ) -> Result<Vec<Vec<u8>>> {
         let mut applied: Option<VersionVector> = None;
-        for (key, mut op) in keys.iter().zip(ops) {
+        for (key, op) in keys.iter().zip(ops) {
             let i = distinct
                 .binary_search(key)
                 .map_err(|_| Error::InvalidOperation("batch key lost"))?;
             if op.has_context() {
-                // A caller's context is a claim: it supersedes only what this replica has seen
-                // of the key (its record's context and every write applied here). Stored as
-                // given, a context naming a replica's future writes would make them vanish
-                // here when they arrive, and the regions would never converge.
+                // A caller's context is a claim: it may supersede only what this replica has
+                // seen of the key (its record's context and every write applied here). Stored
+                // as given, a context naming a replica's future writes would make them vanish
+                // here when they arrive; lowered, the write would cover less than was read.
                 let mut seen = applied.get_or_insert_with(|| self.applied()).clone();
                 seen.join(&records[i].context());
-                if op.clamp_contexts(&seen) {
-                    metrics::counter!("meridian_client_contexts_clamped_total").increment(1);
+                if !op.contexts_within(&seen) {
+                    metrics::counter!("meridian_client_contexts_refused_total").increment(1);
+                    return Err(Error::ContextAhead { key: key.to_vec() });
                 }
             }
             records[i].apply(op, stamp).map_err(|e| match e {

@@ -4,10 +4,12 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+use meridian::routing::Location;
 pub use meridian_runtime::node_config::NodeConfig;
 #[allow(unused_imports)]
 pub use meridian_tests::{scrape, Cluster, NodeProcess};
 use std::path::Path;
+use std::time::Duration;
 
 /// The executable under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_meridian");
@@ -33,5 +35,36 @@ pub fn start_with(
     if let Err(why) = cluster.start_all() {
         panic!("the cluster did not start: {why:#}");
     }
+    cluster
+}
+
+/// Three regions with their places: Dublin, Virginia, Tokyo.
+pub const PLACED_REGIONS: [(&str, &str); 3] = [
+    ("euw1", "eu-west"),
+    ("use1", "us-east"),
+    ("apn1", "ap-northeast"),
+];
+/// Where `PLACED_REGIONS` are (latitude, longitude).
+pub const PLACES: [(f64, f64); 3] = [(53.3, -6.3), (39.0, -77.5), (35.7, 139.7)];
+
+/// Paris: nearest to eu-west, then us-east.
+pub fn paris() -> Location {
+    Location::new(48.85, 2.35).unwrap()
+}
+
+/// `PLACED_REGIONS` with their places and certificates for `clients`, each node's
+/// configuration changed by `configure` (with its index), all started and linked.
+pub fn placed_cluster_with(
+    clients: &[&str],
+    mut configure: impl FnMut(usize, &mut NodeConfig),
+) -> Cluster {
+    let mut cluster = Cluster::prepare(CLUSTER, &PLACED_REGIONS, clients).unwrap();
+    cluster.run_with(Path::new(BIN));
+    for (i, (node, (lat, lon))) in cluster.nodes.iter_mut().zip(PLACES).enumerate() {
+        node.config.location = Location::new(lat, lon);
+        configure(i, &mut node.config);
+    }
+    cluster.start_all().unwrap();
+    cluster.wait_linked(Duration::from_secs(30)).unwrap();
     cluster
 }

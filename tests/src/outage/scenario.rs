@@ -198,9 +198,8 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
             latitude: *latitude,
             longitude: *longitude,
         };
-        let mut config = cluster.cluster_file("t", Some(near)).routed_config();
-        config.request_timeout = Duration::from_secs(3);
-        config.session_wait_ms = 2_000;
+        // The default client settings: what a user gets.
+        let config = cluster.cluster_file("t", Some(near)).routed_config();
         let switches = Switches::default();
         let task = tokio::spawn(run_client(
             name.to_string(),

@@ -115,23 +115,44 @@ impl Op {
         }
     }
 
-    /// Lowers every read context the operation carries (nested ones included) to what `seen`
-    /// covers: a context comes from a caller and is a claim, and a write may supersede only
-    /// what this replica has seen. Returns whether anything was lowered.
-    pub fn clamp_contexts(&mut self, seen: &VersionVector) -> bool {
+    /// Whether every read context the operation carries (nested ones included) is within
+    /// `seen`: a context comes from a caller, and a write may supersede only what this replica
+    /// has seen. A context beyond it is refused, never lowered: lowered, the write would
+    /// silently cover less than the caller read.
+    pub fn contexts_within(&self, seen: &VersionVector) -> bool {
         match self {
             Op::Put {
                 context: Some(context),
                 ..
-            } => {
-                if seen.dominates(context) {
-                    return false;
-                }
-                *context = context.meet(seen);
-                true
-            }
-            Op::MapUpdate { op, .. } => op.clamp_contexts(seen),
-            _ => false,
+            } => seen.dominates(context),
+            Op::MapUpdate { op, .. } => op.contexts_within(seen),
+            _ => true,
+        }
+    }
+
+    /// Whether what the operation does depends on what this replica has seen of the key: a
+    /// register write (it supersedes what is seen), a last-writer-wins write (its stamp must
+    /// follow what is seen), removals and deletes. A session's such write goes only to a region
+    /// that has applied what the session wrote or read of the key. Counter adds and set
+    /// additions commute with everything and do not.
+    pub fn depends_on_seen(&self) -> bool {
+        match self {
+            Op::CounterAdd { .. } | Op::SetAdd { .. } => false,
+            Op::MapUpdate { op, .. } => op.depends_on_seen(),
+            Op::Put { .. }
+            | Op::LwwSet { .. }
+            | Op::SetRemove { .. }
+            | Op::MapRemove { .. }
+            | Op::Delete => true,
+        }
+    }
+
+    /// The read context the operation carries (nested ones included), if any.
+    pub fn context(&self) -> Option<&VersionVector> {
+        match self {
+            Op::Put { context, .. } => context.as_ref(),
+            Op::MapUpdate { op, .. } => op.context(),
+            _ => None,
         }
     }
 
@@ -181,6 +202,29 @@ mod tests {
         assert!(nested(Op::LwwSet { value: vec![] }).is_idempotent());
         assert!(Op::SetRemove { elems: vec![] }.is_idempotent());
         assert!(Op::Delete.is_idempotent());
+    }
+
+    #[test]
+    fn what_depends_on_the_seen_state_and_whether_contexts_are_within_it() {
+        let nested = |op: Op| Op::MapUpdate {
+            field: b"f".to_vec(),
+            op: Box::new(op),
+        };
+        assert!(!Op::CounterAdd { delta: 1 }.depends_on_seen());
+        assert!(!nested(Op::SetAdd { elems: vec![] }).depends_on_seen());
+        assert!(nested(Op::LwwSet { value: vec![] }).depends_on_seen());
+        assert!(Op::Delete.depends_on_seen());
+        assert!(Op::MapRemove { field: vec![] }.depends_on_seen());
+        let a = super::super::ReplicaId(1);
+        let seen = VersionVector::from_entries([(a, 3)]);
+        let put = |n: u64| Op::Put {
+            value: vec![],
+            context: Some(VersionVector::from_entries([(a, n)])),
+        };
+        assert!(put(3).contexts_within(&seen));
+        assert!(!put(4).contexts_within(&seen));
+        assert!(!nested(put(4)).contexts_within(&seen));
+        assert!(Op::Delete.contexts_within(&VersionVector::new()));
     }
 
     #[test]

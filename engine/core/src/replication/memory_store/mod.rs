@@ -57,6 +57,9 @@ pub enum MemoryStoreError {
     /// A record did not encode or decode.
     #[error("codec: {0}")]
     Codec(#[from] CodecError),
+    /// A read context names writes this store has not seen of the key: nothing was written.
+    #[error("the read context names writes not applied here")]
+    ContextAhead,
 }
 
 /// An in-memory replica store: `ReplicaStore` with no disk, clock or randomness (see the
@@ -224,14 +227,16 @@ fn apply_ops(
         let i = distinct
             .binary_search(&key.as_slice())
             .map_err(|_| MemoryStoreError::InvalidOperation("batch key lost"))?;
-        let mut op = op.clone();
         if op.has_context() {
-            // A caller's context is a claim: it supersedes only what this replica has seen.
+            // A caller's context is a claim: it may supersede only what this replica has seen,
+            // and one beyond it is refused rather than lowered.
             let mut seen = applied.get_or_insert_with(|| state.applied()).clone();
             seen.join(&records[i].context());
-            op.clamp_contexts(&seen);
+            if !op.contexts_within(&seen) {
+                return Err(MemoryStoreError::ContextAhead);
+            }
         }
-        records[i].apply(op, stamp)?;
+        records[i].apply(op.clone(), stamp)?;
     }
     let encoded: Vec<Vec<u8>> = records
         .iter()

@@ -197,21 +197,28 @@ fn a_batch_is_one_dot_and_one_entry_and_a_failed_write_spends_no_number() {
 }
 
 #[test]
-fn a_read_context_is_clamped_to_what_this_replica_has_seen() {
+fn a_read_context_beyond_what_this_replica_has_seen_is_refused() {
     let a = MemoryStore::new(ReplicaId(1), 0);
     a.apply(b"k", put(b"1")).unwrap();
     // The context claims a write of replica 9 that never arrived here.
     let claim = VersionVector::from_entries([(a.replica_id(), 1), (ReplicaId(9), 5)]);
-    a.apply(
+    let refused = a.apply(
         b"k",
         Op::Put {
             value: b"2".to_vec(),
             context: Some(claim),
         },
-    )
-    .unwrap();
-    assert_eq!(a.record(b"k").unwrap().context().get(ReplicaId(9)), 0);
-    assert_eq!(values(&a, b"k").unwrap(), vec![b"2".to_vec()]);
+    );
+    assert!(
+        matches!(refused, Err(MemoryStoreError::ContextAhead)),
+        "{refused:?}"
+    );
+    assert_eq!(
+        values(&a, b"k").unwrap(),
+        vec![b"1".to_vec()],
+        "nothing written"
+    );
+    assert_eq!(a.applied().get(a.replica_id()), 1, "no number spent");
 }
 
 #[test]

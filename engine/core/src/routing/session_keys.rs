@@ -1,0 +1,135 @@
+//! What a session wrote or read of each key: the writes a later write of that key must find
+//! applied in the region that takes it (monotonic writes and writes-follow-reads, per key).
+//! Gating on the key's own context, not the whole session's, keeps one stranded write of
+//! another key from blocking every remove.
+//!
+//! Bounded: the least recently used keys beyond the capacity are folded into one of
+//! [`EVICTED_BUCKETS`] vectors chosen by the key's hash, so an evicted key still asks for at
+//! least what the session wrote or read of it (and perhaps more, never less).
+
+use crate::model::digest::key_hash;
+use crate::model::VersionVector;
+use std::collections::{BTreeMap, HashMap};
+
+/// Buckets the contexts of evicted keys are folded into.
+pub const EVICTED_BUCKETS: usize = 64;
+
+/// Per-key session contexts, the least recently used evicted into hashed buckets.
+#[derive(Clone, Debug)]
+pub struct SessionKeys {
+    /// Key -> (what the session wrote or read of it, last use).
+    keys: HashMap<Vec<u8>, (VersionVector, u64)>,
+    /// Last use -> key, oldest first.
+    by_use: BTreeMap<u64, Vec<u8>>,
+    /// Contexts of evicted keys, by `key_hash % EVICTED_BUCKETS`.
+    evicted: Vec<VersionVector>,
+    tick: u64,
+    capacity: usize,
+}
+
+impl SessionKeys {
+    /// Keeps up to `capacity` keys apart (at least one).
+    pub fn new(capacity: usize) -> SessionKeys {
+        SessionKeys {
+            keys: HashMap::new(),
+            by_use: BTreeMap::new(),
+            evicted: vec![VersionVector::new(); EVICTED_BUCKETS],
+            tick: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Records that the session wrote or read `seen` of `key` (a write's dot, a read's
+    /// context).
+    pub fn note(&mut self, key: &[u8], seen: &VersionVector) {
+        self.tick += 1;
+        let tick = self.tick;
+        match self.keys.get_mut(key) {
+            Some((context, used)) => {
+                context.join(seen);
+                self.by_use.remove(used);
+                *used = tick;
+            }
+            None => {
+                self.keys.insert(key.to_vec(), (seen.clone(), tick));
+            }
+        }
+        self.by_use.insert(tick, key.to_vec());
+        while self.keys.len() > self.capacity {
+            let Some((_, oldest)) = self.by_use.pop_first() else {
+                break;
+            };
+            if let Some((context, _)) = self.keys.remove(&oldest) {
+                self.evicted[bucket(&oldest)].join(&context);
+            }
+        }
+    }
+
+    /// What a write of `key` must find applied: everything the session wrote or read of it.
+    pub fn of(&self, key: &[u8]) -> VersionVector {
+        let mut context = self.evicted[bucket(key)].clone();
+        if let Some((kept, _)) = self.keys.get(key) {
+            context.join(kept);
+        }
+        context
+    }
+
+    /// Keys kept apart.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no key is kept apart.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+fn bucket(key: &[u8]) -> usize {
+    (key_hash(key) % EVICTED_BUCKETS as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Dot, ReplicaId};
+
+    fn dot(origin: u64, seq: u64) -> VersionVector {
+        let mut v = VersionVector::new();
+        v.add(Dot::new(ReplicaId(origin), seq));
+        v
+    }
+
+    #[test]
+    fn a_key_asks_for_what_the_session_wrote_or_read_of_it_only() {
+        let mut s = SessionKeys::new(8);
+        s.note(b"a", &dot(1, 3));
+        s.note(b"a", &dot(2, 5));
+        s.note(b"b", &dot(1, 9));
+        let a = s.of(b"a");
+        assert_eq!((a.get(ReplicaId(1)), a.get(ReplicaId(2))), (3, 5));
+        assert_eq!(
+            s.of(b"b").get(ReplicaId(2)),
+            0,
+            "b's gate ignores a's writes"
+        );
+        assert!(s.of(b"never").is_empty());
+    }
+
+    #[test]
+    fn evicted_keys_still_ask_for_at_least_their_context() {
+        let mut s = SessionKeys::new(4);
+        for i in 0..100u64 {
+            s.note(format!("k{i}").as_bytes(), &dot(i + 1, i + 1));
+        }
+        assert_eq!(s.len(), 4);
+        for i in 0..100u64 {
+            let of = s.of(format!("k{i}").as_bytes());
+            assert!(of.dominates(&dot(i + 1, i + 1)), "k{i}: {of}");
+        }
+        // A key touched again stays among the kept ones.
+        s.note(b"k0", &dot(1, 2));
+        s.note(b"new", &dot(500, 1));
+        assert!(s.keys.contains_key(b"k0".as_slice()));
+    }
+}

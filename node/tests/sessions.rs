@@ -1,0 +1,150 @@
+//! Session guarantees for writes, with real `meridian node` processes on loopback: a session's
+//! delete or removal served by another region than the session's earlier write or read of the
+//! key covers that write or read, or is refused (`NotYetVisible`, nothing written) while no
+//! reachable region has applied it. The scenario: a region cut off from the others takes a
+//! session's write, then dies before shipping it; the session's delete must not be
+//! acknowledged as covering less.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use meridian::{Op, ReadValue};
+use meridian_runtime::client::new_request_id;
+use meridian_runtime::client_proto::{ClientRequest, ClientResponse, Consistency};
+use meridian_runtime::routed::{RoutedClient, RoutedError};
+use std::time::{Duration, Instant};
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn put(v: &str) -> Op {
+    Op::Put {
+        value: v.as_bytes().to_vec(),
+        context: None,
+    }
+}
+
+/// Retries `write` while no region can take it yet (`NotYetVisible`, or no region at all while
+/// one restarts), up to `WAIT`.
+async fn until_taken(session: &mut RoutedClient, key: &[u8], op: Op) -> String {
+    let started = Instant::now();
+    loop {
+        match session.apply(key, op.clone(), Consistency::Local).await {
+            Ok(w) => return w.region,
+            Err(RoutedError::NotYetVisible | RoutedError::NoRegion(_)) => {}
+            Err(e) => panic!("{key:?}: {e}"),
+        }
+        assert!(started.elapsed() < WAIT, "{key:?} never taken");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until every region reads `key` as `expected` says.
+async fn until_every_region(
+    cluster: &Cluster,
+    key: &[u8],
+    expected: impl Fn(Option<&[ReadValue]>) -> bool,
+) {
+    let started = Instant::now();
+    'poll: loop {
+        assert!(
+            started.elapsed() < WAIT,
+            "{key:?}: the regions never agreed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for i in 0..cluster.nodes.len() {
+            let Ok(mut c) = cluster.client(i).await else {
+                continue 'poll;
+            };
+            let read = c.read(key, 0).await.unwrap();
+            if !expected(read.as_ref().map(|r| r.values.as_slice())) {
+                continue 'poll;
+            }
+        }
+        return;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_delete_and_remove_cover_what_it_wrote_and_read_in_a_region_that_died() {
+    let mut cluster = placed_cluster_with(&["t", "ops:admin"], |_, _| {});
+    let mut config = cluster.cluster_file("t", Some(paris())).routed_config();
+    config.request_timeout = Duration::from_secs(2);
+    config.session_wait_ms = 300;
+    // Once eu-west fails, the session stays away from it: what it lacks must come to the
+    // others by replication.
+    config.breaker.open_ms = 120_000;
+    config.breaker.open_ms_max = 120_000;
+    let mut session = RoutedClient::connect(config).await.unwrap();
+    assert_eq!(session.route().region, "eu-west");
+
+    // eu-west's replication links are cut. The session writes k there, and reads set s, which
+    // another client filled there.
+    let ops = cluster.client_as(0, "ops").await.unwrap();
+    let cut = ops
+        .request(&ClientRequest::Isolate { isolated: true })
+        .await
+        .unwrap();
+    assert!(matches!(cut, ClientResponse::Done { .. }), "{cut:?}");
+    let w = session
+        .apply(b"k", put("v1"), Consistency::Local)
+        .await
+        .unwrap();
+    assert_eq!(w.region, "eu-west");
+    let mut other = cluster.client(0).await.unwrap();
+    let add = Op::SetAdd {
+        elems: vec![b"e".to_vec()],
+    };
+    other
+        .apply_with(b"s", add, Consistency::Local, new_request_id())
+        .await
+        .unwrap();
+    let read = session.read(b"s").await.unwrap().unwrap();
+    assert_eq!(read.values, vec![ReadValue::Set(vec![b"e".to_vec()])]);
+
+    // eu-west dies before shipping either. The session's next read fails over (and finds no
+    // region with its writes).
+    cluster.nodes[0].kill();
+    let failed_over = session.read(b"k").await;
+    assert!(
+        matches!(failed_over, Err(RoutedError::NotYetVisible)),
+        "{failed_over:?}"
+    );
+
+    // The delete and the removal go to regions that hold neither the write nor the element:
+    // refused, nothing written (acknowledged, they would cover less than the session saw).
+    let deleted = session.apply(b"k", Op::Delete, Consistency::Local).await;
+    assert!(
+        matches!(deleted, Err(RoutedError::NotYetVisible)),
+        "{deleted:?}"
+    );
+    let remove = Op::SetRemove {
+        elems: vec![b"e".to_vec()],
+    };
+    let removed = session
+        .apply(b"s", remove.clone(), Consistency::Local)
+        .await;
+    assert!(
+        matches!(removed, Err(RoutedError::NotYetVisible)),
+        "{removed:?}"
+    );
+    // A write that does not depend on what is seen goes on meanwhile.
+    let counted = session
+        .apply(b"c", Op::CounterAdd { delta: 1 }, Consistency::Local)
+        .await
+        .unwrap();
+    assert_ne!(counted.region, "eu-west");
+
+    // eu-west returns (its isolation is forgotten) and ships what it held. The delete and the
+    // removal are taken by another region once it has applied them, and cover them everywhere.
+    cluster.nodes[0].start().unwrap();
+    assert_ne!(until_taken(&mut session, b"k", Op::Delete).await, "eu-west");
+    assert_ne!(until_taken(&mut session, b"s", remove).await, "eu-west");
+    until_every_region(&cluster, b"k", |r| r.is_none()).await;
+    until_every_region(&cluster, b"s", |r| {
+        r.is_none() || matches!(r, Some([ReadValue::Set(e)]) if e.is_empty())
+    })
+    .await;
+    session.close().await;
+}
