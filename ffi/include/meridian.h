@@ -40,6 +40,10 @@ typedef enum MeridianStatus {
   MERIDIAN_NOT_YET_VISIBLE = 12,
   // Client mode: a region refused the request (its role, rate limits...).
   MERIDIAN_REFUSED = 13,
+  // Client mode: some of the session's writes were lost with a region's disk before any
+  // other region held them; reads would wait for them forever.
+  // `meridian_client_forget_lost` lets the session go on without them.
+  MERIDIAN_UNCOVERABLE = 14,
 } MeridianStatus;
 
 // How many regions must hold a write before it is acknowledged.
@@ -309,6 +313,11 @@ enum MeridianStatus meridian_client_batch_commit(const struct MeridianClient *cl
                                                  enum MeridianConsistency level,
                                                  uint8_t regions,
                                                  struct MeridianToken **token_out);
+
+// Forgets the session's writes that the last `MERIDIAN_UNCOVERABLE` named (lost with a
+// region's disk): later reads no longer wait for them. `MERIDIAN_NOT_FOUND` when no call
+// reported any.
+enum MeridianStatus meridian_client_forget_lost(const struct MeridianClient *client);
 
 // The session's token (everything this client wrote or read), to carry to another client.
 //

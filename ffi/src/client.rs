@@ -88,6 +88,7 @@ impl From<RoutedError> for Failure {
             RoutedError::Unknown { .. } => MeridianStatus::MeridianUnknown,
             RoutedError::NoRegion(_) => MeridianStatus::MeridianNoRegion,
             RoutedError::NotYetVisible => MeridianStatus::MeridianNotYetVisible,
+            RoutedError::Uncoverable { .. } => MeridianStatus::MeridianUncoverable,
             _ => MeridianStatus::MeridianRefused,
         };
         Failure::new(status, e.to_string())
@@ -413,6 +414,20 @@ pub unsafe extern "C" fn meridian_client_batch_commit(
         acknowledged(&written);
         crate::batch::batch_clear(batch)?;
         unsafe { maybe_token_out(token_out, written.token) }
+    })
+}
+
+/// Forgets the session's writes that the last `MERIDIAN_UNCOVERABLE` named (lost with a
+/// region's disk): later reads no longer wait for them. `MERIDIAN_NOT_FOUND` when no call
+/// reported any.
+#[no_mangle]
+pub extern "C" fn meridian_client_forget_lost(client: *const MeridianClient) -> MeridianStatus {
+    guard(move || {
+        if with_client(client, async move |c| Ok(c.forget_last_lost()))? {
+            Ok(())
+        } else {
+            Err(not_found())
+        }
     })
 }
 

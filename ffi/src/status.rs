@@ -41,6 +41,10 @@ pub enum MeridianStatus {
     MeridianNotYetVisible = 12,
     /// Client mode: a region refused the request (its role, rate limits...).
     MeridianRefused = 13,
+    /// Client mode: some of the session's writes were lost with a region's disk before any
+    /// other region held them; reads would wait for them forever.
+    /// `meridian_client_forget_lost` lets the session go on without them.
+    MeridianUncoverable = 14,
 }
 
 /// A failed call: its status and message.

@@ -148,3 +148,59 @@ async fn a_sessions_delete_and_remove_cover_what_it_wrote_and_read_in_a_region_t
     .await;
     session.close().await;
 }
+
+/// A session's write lost with a region's disk before any other region held it can never be
+/// covered: reads are answered `Uncoverable` (naming the origin) instead of `NotYetVisible`
+/// forever, and once the session forgets those writes it reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_naming_writes_lost_with_a_disk_is_reported_and_can_be_forgotten() {
+    let mut cluster = placed_cluster_with(&["t", "ops:admin"], |_, _| {});
+    let mut config = cluster.cluster_file("t", Some(paris())).routed_config();
+    config.session_wait_ms = 300;
+    let mut session = RoutedClient::connect(config).await.unwrap();
+    session
+        .apply(b"kept", put("everywhere"), Consistency::Majority)
+        .await
+        .unwrap();
+
+    // eu-west, cut off, takes the session's write, then loses its disk.
+    let ops = cluster.client_as(0, "ops").await.unwrap();
+    ops.request(&ClientRequest::Isolate { isolated: true })
+        .await
+        .unwrap();
+    let w = session
+        .apply(b"k", put("v1"), Consistency::Local)
+        .await
+        .unwrap();
+    assert_eq!(w.region, "eu-west");
+    let lost_origin = w.token.0.iter().next().unwrap().0;
+    cluster.nodes[0].kill();
+    std::fs::remove_dir_all(&cluster.nodes[0].config.data_dir).unwrap();
+    cluster.nodes[0].start().unwrap();
+    cluster.wait_linked(WAIT).unwrap();
+
+    // Every region is up and none holds the write: the read says so, naming the origin.
+    let started = Instant::now();
+    let (origin, held) = loop {
+        match session.read(b"kept").await {
+            Err(RoutedError::Uncoverable { origin, held, .. }) => break (origin, held),
+            // Until every link has announced its origin and reported what it applied.
+            Err(RoutedError::NotYetVisible) => {}
+            other => panic!("a token naming a lost write: {other:?}"),
+        }
+        assert!(started.elapsed() < WAIT, "never reported as uncoverable");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(origin, lost_origin);
+    assert!(held < w.token.get(origin), "{held}");
+    session.forget_lost(origin, held);
+    let read = session.read(b"kept").await.unwrap().unwrap();
+    assert!(
+        matches!(&read.values[0], ReadValue::Register(s) if s.values == [b"everywhere".to_vec()])
+    );
+    assert!(
+        session.read(b"k").await.unwrap().is_none(),
+        "lost with the disk"
+    );
+    session.close().await;
+}

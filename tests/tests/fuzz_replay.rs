@@ -303,6 +303,7 @@ fn write_seed_corpus() {
             message: "slow".into(),
             retry_after_ms: Some(3),
             primary: None,
+            lost: None,
         })),
         encode(&ClientResponse::Status(NodeStatus::default())),
         encode(&ClientResponse::Value {

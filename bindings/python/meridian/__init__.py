@@ -21,7 +21,7 @@ __all__ = [
     "InvalidArgumentError",
     "WrongTypeError", "TooLargeError", "CorruptError", "UnavailableError", "StorageError",
     "ClosedError", "InternalError", "UnknownOutcomeError", "NoRegionError",
-    "NotYetVisibleError", "RefusedError",
+    "NotYetVisibleError", "RefusedError", "UncoverableError",
 ]
 
 Bytes = Union[bytes, bytearray, memoryview, str]
@@ -89,10 +89,17 @@ class RefusedError(MeridianError):
     """A region refused the request (role, rate limit)."""
 
 
+class UncoverableError(MeridianError):
+    """Some of the session's writes were lost with a region's disk before any other region
+    held them: reads would wait for them forever. ``Client.forget_lost()`` goes on without
+    them."""
+
+
 _ERRORS = {
     1: NotFoundError, 2: InvalidArgumentError, 3: WrongTypeError, 4: TooLargeError,
     5: CorruptError, 6: UnavailableError, 7: StorageError, 8: ClosedError, 9: InternalError,
     10: UnknownOutcomeError, 11: NoRegionError, 12: NotYetVisibleError, 13: RefusedError,
+    14: UncoverableError,
 }
 
 KIND_NAMES = {0: "register", 1: "lww", 2: "counter", 3: "set", 4: "map"}
@@ -177,6 +184,7 @@ _SIGNATURES = {
     "meridian_client_map_counter_add": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_int32, c_uint8, POINTER(c_void_p)],
     "meridian_client_delete": [c_void_p, c_char_p, c_size_t, c_int32, c_uint8, POINTER(c_void_p)],
     "meridian_client_retried_after_lost": [],
+    "meridian_client_forget_lost": [c_void_p],
 }
 for _name, _args in _SIGNATURES.items():
     _fn = getattr(_lib, _name)
@@ -644,6 +652,11 @@ class Client:
     def merge_token(self, token: Token) -> None:
         """Adds another session's writes to this one's."""
         _check(_lib.meridian_client_merge_token(self._h(), token._handle))
+
+    def forget_lost(self) -> None:
+        """Forgets the session's writes the last ``UncoverableError`` named (lost with a
+        region's disk), so reads stop waiting for them."""
+        _check(_lib.meridian_client_forget_lost(self._h()))
 
     @property
     def retried_after_lost(self) -> bool:

@@ -453,6 +453,9 @@ fn report_regions(repl: &Replicator, links: &BTreeMap<LinkId, Link>, regions: &R
             view.sample_rtt(p.rtt_ms);
             // What the peer reports now (a peer that lost data reports less than before).
             view.acked = p.acked.clone();
+            if p.origin.is_some() {
+                view.origin = p.origin;
+            }
             // What the peer says of its own region wins over this node's configuration.
             if let Some(about) = &p.about {
                 if about.location.is_some() {

@@ -190,6 +190,11 @@ pub enum ErrorCode {
     NotPrimary,
     /// The write's deadline passed before this region could apply it. Nothing was written.
     Expired,
+    /// No region can ever supply some of the session's writes: they were lost with a region's
+    /// disk before any other region held them. `lost` names the origin and how much of it the
+    /// cluster holds; the session goes on once it forgets the rest
+    /// (`RoutedClient::forget_lost`).
+    Uncoverable,
 }
 
 /// A failed request.
@@ -203,6 +208,8 @@ pub struct ClientError {
     pub retry_after_ms: Option<u64>,
     /// The replica (its name) that takes writes, for `NotPrimary` (when this node knows it).
     pub primary: Option<String>,
+    /// For `Uncoverable`: the origin, and the last of its writes any region holds.
+    pub lost: Option<(ReplicaId, u64)>,
 }
 
 /// One peer as a node sees it.

@@ -6,7 +6,7 @@
 
 use crate::client_proto::{RegionEntry, RegionTable, RouteAnswer};
 use crate::RuntimeConfig;
-use meridian::model::{CausalToken, VersionVector};
+use meridian::model::{CausalToken, ReplicaId, VersionVector};
 use meridian::routing::{order_regions, smoothed_rtt, Candidate, Health, Location};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -25,6 +25,8 @@ pub(crate) struct PeerView {
     srtt_ms: Option<f64>,
     /// Everything it reported applying.
     pub acked: VersionVector,
+    /// The origin it writes under, as it last announced.
+    pub origin: Option<ReplicaId>,
 }
 
 impl PeerView {
@@ -77,6 +79,7 @@ impl RegionBoard {
                 last_sample_ms: None,
                 srtt_ms: None,
                 acked: VersionVector::new(),
+                origin: None,
             })
             .collect();
         RegionBoard {
@@ -160,6 +163,34 @@ impl RegionBoard {
         names.len()
     }
 
+    /// The first of `token`'s origins whose writes no member can ever supply: an origin
+    /// no member writes under any more (this one's is `own`), of which neither this replica
+    /// (`applied`) nor any peer has applied as much as the token names. Only when every peer
+    /// is reachable and has announced its origin (one that is not may hold them). Returns the
+    /// origin, the most any member holds, and what the token names.
+    pub fn uncoverable(
+        &self,
+        token: &CausalToken,
+        applied: &VersionVector,
+        own: ReplicaId,
+    ) -> Option<(ReplicaId, u64, u64)> {
+        let peers = self.peers();
+        if peers
+            .iter()
+            .any(|p| !p.entry.reachable || p.origin.is_none())
+        {
+            return None;
+        }
+        token.0.iter().find_map(|(origin, wanted)| {
+            let written_under = origin == own || peers.iter().any(|p| p.origin == Some(origin));
+            let held = peers
+                .iter()
+                .map(|p| p.acked.get(origin))
+                .fold(applied.get(origin), u64::max);
+            (!written_under && held < wanted).then_some((origin, held, wanted))
+        })
+    }
+
     /// Waits, without a thread, until `needed` regions hold `token` or `deadline` passes;
     /// returns how many do.
     pub async fn wait_durable(
@@ -236,6 +267,7 @@ mod tests {
             last_sample_ms: None,
             srtt_ms: None,
             acked: VersionVector::new(),
+            origin: None,
         };
         view.sample_rtt(Some(80));
         assert_eq!(view.entry.rtt_ms, Some(80));

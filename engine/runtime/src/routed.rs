@@ -120,6 +120,18 @@ pub enum RoutedError {
     /// session wrote or read of its keys; nothing was written).
     #[error("no region has applied this session's writes yet")]
     NotYetVisible,
+    /// No region can ever supply some of the session's writes (lost with a region's disk
+    /// before any other region held them): every later read and dependent write would wait
+    /// for them in vain. `forget_lost(origin, held)` lets the session go on without them.
+    #[error("{region}: writes of origin {origin} beyond {held} are lost: no region holds them")]
+    Uncoverable {
+        /// The region that found it.
+        region: String,
+        /// The origin whose writes are lost.
+        origin: meridian::ReplicaId,
+        /// The last of its writes any region holds.
+        held: u64,
+    },
     /// A region refused the request itself (bad key, wrong type, role, rate...): another
     /// region would refuse it too.
     #[error("{region}: {failure}")]
@@ -181,6 +193,8 @@ pub struct RoutedClient {
     pub token: CausalToken,
     /// What it wrote or read of each key.
     keys: SessionKeys,
+    /// What the last `RoutedError::Uncoverable` named.
+    last_lost: Option<(meridian::ReplicaId, u64)>,
 }
 
 impl RoutedClient {
@@ -192,6 +206,7 @@ impl RoutedClient {
             last_region: None,
             token: CausalToken::default(),
             keys: SessionKeys::new(config.session_keys),
+            last_lost: None,
             config,
         };
         client.refresh_regions().await?;
@@ -818,6 +833,20 @@ impl RoutedClient {
                     self.regions[i].breaker.on_success();
                     Attempt::NotYet(format!("{name}: {}", e.message))
                 }
+                ErrorCode::Uncoverable => {
+                    self.regions[i].breaker.on_success();
+                    match e.lost {
+                        Some((origin, held)) => {
+                            self.last_lost = Some((origin, held));
+                            Attempt::Fail(RoutedError::Uncoverable {
+                                region: name,
+                                origin,
+                                held,
+                            })
+                        }
+                        None => Attempt::Next(format!("{name}: {}", e.message)),
+                    }
+                }
                 ErrorCode::NotPrimary => {
                     self.regions[i].breaker.on_success();
                     Attempt::Redirect(format!("{name}: {}", e.message), e.primary)
@@ -877,6 +906,25 @@ impl RoutedClient {
             }
         }
         Err(RoutedError::NoRegion(why.join("; ")))
+    }
+
+    /// Forgets the session's writes of `origin` beyond `held` (what `RoutedError::Uncoverable`
+    /// names): later reads and writes no longer wait for them. Read-your-writes then no
+    /// longer covers them: they are lost.
+    pub fn forget_lost(&mut self, origin: meridian::ReplicaId, held: u64) {
+        self.token = CausalToken(self.token.0.capped(origin, held));
+        self.keys.forget_beyond(origin, held);
+    }
+
+    /// `forget_lost` of what the last `RoutedError::Uncoverable` named; whether there was one.
+    pub fn forget_last_lost(&mut self) -> bool {
+        match self.last_lost.take() {
+            Some((origin, held)) => {
+                self.forget_lost(origin, held);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The region that answered the last request that succeeded.

@@ -233,6 +233,7 @@ impl Service {
                 message: "too many requests".into(),
                 retry_after_ms: Some(wait.as_millis().max(1) as u64),
                 primary: None,
+                lost: None,
             });
         }
         let request: ClientRequest = match decode(bytes) {
@@ -283,6 +284,9 @@ impl Service {
         {
             let wait = Duration::from_millis(u64::from((*wait_ms).min(TOKEN_WAIT_MS_MAX)));
             if !self.wait_covers(token, wait).await {
+                if let Some(refused) = self.uncoverable(token) {
+                    return refused;
+                }
                 return error(
                     ErrorCode::NotYetVisible,
                     "this region has not yet applied the token's writes",
@@ -541,12 +545,34 @@ impl Service {
         if self.wait_covers(&after.token, wait).await {
             return None;
         }
+        if let Some(refused) = self.uncoverable(&after.token) {
+            return Some(refused);
+        }
         metrics::counter!("meridian_client_writes_refused_total", "reason" => "not_yet_visible")
             .increment(1);
         Some(error(
             ErrorCode::NotYetVisible,
             "this region has not yet applied what the session wrote or read of these keys: nothing was written",
         ))
+    }
+
+    /// The refusal of a token no region can ever cover (`RegionBoard::uncoverable`), when it
+    /// is one.
+    fn uncoverable(&self, token: &CausalToken) -> Option<ClientResponse> {
+        let applied = self.engine.applied();
+        let own = self.engine.origin_status().origin;
+        let (origin, held, wanted) = self.regions.uncoverable(token, &applied, own)?;
+        metrics::counter!("meridian_client_tokens_uncoverable_total").increment(1);
+        Some(ClientResponse::Error(ClientError {
+            code: ErrorCode::Uncoverable,
+            message: format!(
+                "writes {} to {wanted} of origin {origin} are held by no region (lost with a region's disk before they were shipped): this session can never see them; forget them to go on",
+                held + 1
+            ),
+            retry_after_ms: None,
+            primary: None,
+            lost: Some((origin, held)),
+        }))
     }
 
     /// Waits, without a thread, until the engine covers `token` or `wait` passes.
@@ -609,6 +635,7 @@ fn not_primary(primary: Option<String>) -> ClientResponse {
         ),
         retry_after_ms: None,
         primary,
+        lost: None,
     })
 }
 
@@ -666,6 +693,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> ClientResponse {
         message: message.into(),
         retry_after_ms: None,
         primary: None,
+        lost: None,
     })
 }
 

@@ -86,6 +86,14 @@ impl VersionVector {
         self.0.dots.is_empty()
     }
 
+    /// This vector with the entry of `replica` lowered to at most `at_most`.
+    pub fn capped(&self, replica: ReplicaId, at_most: u64) -> VersionVector {
+        VersionVector::from_entries(
+            self.iter()
+                .map(|(r, c)| (r, if r == replica { c.min(at_most) } else { c })),
+        )
+    }
+
     /// Builds a vector from (replica, counter) pairs; zero counters are dropped.
     pub fn from_entries(entries: impl IntoIterator<Item = (ReplicaId, u64)>) -> Self {
         let mut vv = VersionVector::new();

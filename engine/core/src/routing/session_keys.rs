@@ -74,6 +74,16 @@ impl SessionKeys {
         context
     }
 
+    /// Forgets `origin`'s writes beyond `held` (lost: no region will ever have them).
+    pub fn forget_beyond(&mut self, origin: crate::model::ReplicaId, held: u64) {
+        for (context, _) in self.keys.values_mut() {
+            *context = context.capped(origin, held);
+        }
+        for bucket in &mut self.evicted {
+            *bucket = bucket.capped(origin, held);
+        }
+    }
+
     /// Keys kept apart.
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -127,6 +137,11 @@ mod tests {
             let of = s.of(format!("k{i}").as_bytes());
             assert!(of.dominates(&dot(i + 1, i + 1)), "k{i}: {of}");
         }
+        // Forgetting an origin's lost writes lowers every key's and bucket's context.
+        let mut f = s.clone();
+        f.forget_beyond(ReplicaId(50), 10);
+        assert_eq!(f.of(b"k49").get(ReplicaId(50)), 10);
+        assert_eq!(f.of(b"k48").get(ReplicaId(49)), 49);
         // A key touched again stays among the kept ones.
         s.note(b"k0", &dot(1, 2));
         s.note(b"new", &dot(500, 1));
