@@ -120,7 +120,7 @@ enum CtxGen {
     /// The context of the key's record at a replica (a read, then a write).
     Record(usize),
     /// A replica's applied vector with every entry `n` ahead, and an origin nobody has: a claim
-    /// the write must clamp.
+    /// the write must refuse.
     Ahead(usize, u64),
 }
 

@@ -147,7 +147,11 @@ pub unsafe extern "C" fn meridian_client_open(
         }
         let file =
             ClusterFile::load(Path::new(path)).map_err(|e| Failure::invalid(e.to_string()))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        // One worker of its own: between calls it keeps the connections alive (pings, the
+        // node's answers), so an idle client's next call does not find them dead.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("meridian-client")
             .enable_all()
             .build()
             .map_err(|e| Failure::new(MeridianStatus::MeridianInternal, e.to_string()))?;
@@ -458,7 +462,7 @@ pub extern "C" fn meridian_client_merge_token(
     guard(move || {
         let add = token_of(token)?;
         with_client(client, async move |c| {
-            c.token.merge(&add);
+            c.merge_token(&add);
             Ok(())
         })
     })

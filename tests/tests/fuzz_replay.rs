@@ -77,7 +77,7 @@ fn write_seed_corpus() {
     use meridian::store::LogEntry;
     use meridian::{Config, Engine, Op};
     use meridian_runtime::client_proto::{
-        encode, After, ClientError, ClientRequest, ClientResponse, Consistency, ErrorCode,
+        encode, After, Answer, ClientError, ClientRequest, ClientResponse, Consistency, ErrorCode,
         NodeStatus,
     };
 
@@ -298,16 +298,26 @@ fn write_seed_corpus() {
             after: Some(b"pa".to_vec()),
         }),
         encode(&ClientRequest::Status),
-        encode(&ClientResponse::Error(ClientError {
-            code: ErrorCode::RateLimited,
-            message: "slow".into(),
-            retry_after_ms: Some(3),
-            primary: None,
-            lost: None,
-        })),
-        encode(&ClientResponse::Status(NodeStatus::default())),
-        encode(&ClientResponse::Value {
-            read: e.read(b"map").unwrap(),
+        // Answers as a node sends them, with its clock.
+        encode(&Answer {
+            node_ms: 1,
+            response: ClientResponse::Error(ClientError {
+                code: ErrorCode::Uncoverable,
+                message: "lost".into(),
+                retry_after_ms: Some(3),
+                primary: None,
+                lost: Some((ReplicaId(7), 2)),
+            }),
+        }),
+        encode(&Answer {
+            node_ms: u64::MAX,
+            response: ClientResponse::Status(NodeStatus::default()),
+        }),
+        encode(&Answer {
+            node_ms: 0,
+            response: ClientResponse::Value {
+                read: e.read(b"map").unwrap(),
+            },
         }),
     ];
     let tokens = vec![

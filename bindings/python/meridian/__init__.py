@@ -655,7 +655,8 @@ class Client:
 
     def forget_lost(self) -> None:
         """Forgets the session's writes the last ``UncoverableError`` named (lost with a
-        region's disk), so reads stop waiting for them."""
+        region's disk), so reads stop waiting for them; ``NotFoundError`` when no call reported
+        any."""
         _check(_lib.meridian_client_forget_lost(self._h()))
 
     @property

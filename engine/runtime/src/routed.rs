@@ -24,7 +24,7 @@ use crate::TlsFiles;
 use meridian::model::{CausalToken, Op, VersionVector};
 use meridian::routing::{
     node_deadline, order_regions, smoothed_rtt, Attempts, Breaker, BreakerSettings, Candidate,
-    ClockOffset, Health, Location, Outcome, SessionKeys, Verdict,
+    ClockOffset, ClockSample, Health, Location, Outcome, SessionKeys, Verdict,
 };
 use meridian::{Read, SystemClock, WallClock};
 use serde::{Deserialize, Serialize};
@@ -189,7 +189,8 @@ pub struct RoutedClient {
     clock: Instant,
     /// The region that answered last.
     last_region: Option<String>,
-    /// Everything this session wrote or read.
+    /// Everything this session wrote or read (add another session's with `merge_token`, so
+    /// that writes wait for it too).
     pub token: CausalToken,
     /// What it wrote or read of each key.
     keys: SessionKeys,
@@ -463,17 +464,11 @@ impl RoutedClient {
         let request: &ClientRequest = &stamped;
         let answer =
             tokio::time::timeout(self.config.request_timeout, conn.request_sampled(request)).await;
-        let answer = answer.map(|(result, clock)| {
-            if let Some(clock) = clock {
-                self.regions[i].clock.sample(clock);
-            }
-            result
-        });
-        if !is_write && matches!(answer, Ok(Ok(_))) {
+        if !is_write && matches!(answer, Ok((Ok(_), _))) {
             let sample = started.elapsed().as_secs_f64() * 1_000.0;
             sample_rtt(&mut self.regions[i].rtt_ms, sample);
         }
-        let attempt = self.settle(i, answer);
+        let attempt = self.settle_sampled(i, answer);
         if is_write && matches!(attempt, Attempt::Lost(_)) {
             // The region may still hold the request: the next is asked only once the
             // region can no longer start applying it.
@@ -588,15 +583,15 @@ impl RoutedClient {
             let verdict = attempts.record(outcome);
             let reason = match attempt {
                 // A refusal here says nothing of an earlier attempt whose answer was lost.
-                Attempt::Fail(RoutedError::Refused { region, failure }) if lost => {
-                    return Err(RoutedError::Unknown {
-                        region,
-                        message: format!(
-                            "an earlier attempt's answer was lost (it may have applied), then refused: {failure}; {}",
-                            why.join("; ")
-                        ),
-                    })
-                }
+                Attempt::Fail(
+                    e @ (RoutedError::Refused { .. } | RoutedError::Uncoverable { .. }),
+                ) if lost => return Err(RoutedError::Unknown {
+                    region: self.regions[i].entry.region.clone(),
+                    message: format!(
+                        "an earlier attempt's answer was lost (it may have applied), then: {e}; {}",
+                        why.join("; ")
+                    ),
+                }),
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Done(other) => format!("unexpected answer {other:?}"),
                 Attempt::Next(r)
@@ -736,6 +731,8 @@ impl RoutedClient {
                         self.token.merge(&r.token);
                         self.keys.note(key, &r.token.0);
                     }
+                    // Covered: nothing the session holds is lost.
+                    self.last_lost = None;
                     return Ok(read);
                 }
                 Attempt::Done(other) => why.push(format!("unexpected answer {other:?}")),
@@ -772,12 +769,12 @@ impl RoutedClient {
             return (self.attempt(j, request).await, true);
         };
         let ask = |c: Client, r: ClientRequest| async move {
-            tokio::time::timeout(timeout, c.request(&r)).await
+            tokio::time::timeout(timeout, c.request_sampled(&r)).await
         };
         let primary = ask(first, request.clone());
         tokio::pin!(primary);
         tokio::select! {
-            answer = &mut primary => return (self.settle(i, answer), false),
+            answer = &mut primary => return (self.settle_sampled(i, answer), false),
             _ = tokio::time::sleep(after) => {}
         }
         metrics::counter!("meridian_client_hedged_reads_total").increment(1);
@@ -785,7 +782,7 @@ impl RoutedClient {
         self.regions[j].breaker.try_acquire(now);
         let Ok(second) = self.conn(j).await else {
             self.failed(j);
-            return (self.settle(i, primary.await), false);
+            return (self.settle_sampled(i, primary.await), false);
         };
         let backup = ask(second, request.clone());
         tokio::pin!(backup);
@@ -795,7 +792,7 @@ impl RoutedClient {
             answer = &mut backup => (j, answer),
         };
         let other = if first_done == i { j } else { i };
-        let attempt = self.settle(first_done, answer);
+        let attempt = self.settle_sampled(first_done, answer);
         if matches!(attempt, Attempt::Done(_) | Attempt::Fail(_)) {
             self.regions[other].breaker.abandon();
             return (attempt, true);
@@ -805,7 +802,25 @@ impl RoutedClient {
         } else {
             backup.await
         };
-        (self.settle(other, answer), true)
+        (self.settle_sampled(other, answer), true)
+    }
+
+    /// `settle`, after taking what the answer says of the region's clock.
+    fn settle_sampled(
+        &mut self,
+        i: usize,
+        answer: Result<
+            (Result<ClientResponse, ClientFailure>, Option<ClockSample>),
+            tokio::time::error::Elapsed,
+        >,
+    ) -> Attempt<ClientResponse> {
+        let answer = answer.map(|(result, clock)| {
+            if let Some(clock) = clock {
+                self.regions[i].clock.sample(clock);
+            }
+            result
+        });
+        self.settle(i, answer)
     }
 
     /// Sorts an answer from region `i`, keeping its breaker.
@@ -906,6 +921,13 @@ impl RoutedClient {
             }
         }
         Err(RoutedError::NoRegion(why.join("; ")))
+    }
+
+    /// Adds another session's token: later reads wait for its writes, and later writes that
+    /// depend on what is seen wait for them whatever their key.
+    pub fn merge_token(&mut self, other: &CausalToken) {
+        self.token.merge(other);
+        self.keys.note_everywhere(&other.0);
     }
 
     /// Forgets the session's writes of `origin` beyond `held` (what `RoutedError::Uncoverable`

@@ -1,6 +1,7 @@
 //! A node's wall clock as a client sees it. Every answer carries the node's clock; the offset
 //! between node and client is estimated from the recent answers with the shortest round trip
-//! (as NTP's clock filter does), within half that round trip. A write's deadline is stamped in
+//! (as NTP's clock filter does), within half that round trip, widened as the answer ages (the
+//! two clocks may drift apart meanwhile). A write's deadline is stamped in
 //! the node's clock with it ([`node_deadline`]), so a node whose clock leads does not refuse
 //! everything and one whose clock lags does not apply a write after the client moved on.
 
@@ -8,8 +9,9 @@ use std::collections::VecDeque;
 
 /// Answers kept for the estimate.
 pub const SAMPLES_KEPT: usize = 8;
-/// Answers older than this (client clock, milliseconds) no longer count.
-pub const SAMPLE_AGE_MS: u64 = 5 * 60 * 1_000;
+/// How fast two clocks may drift apart, in parts per million: an answer's error grows by this
+/// much of its age (a millisecond every 10 s).
+pub const DRIFT_PPM: u64 = 100;
 
 /// One answer's evidence, in milliseconds since the Unix epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,12 +64,18 @@ impl ClockOffset {
         }
     }
 
-    /// The estimate from the recent answer with the smallest error, if any.
+    /// The estimate from the kept answer with the smallest error at `now_ms` (its round trip
+    /// and its age's drift), if any.
     pub fn estimate(&self, now_ms: u64) -> Option<Offset> {
         self.samples
             .iter()
-            .filter(|(at, _)| now_ms.saturating_sub(*at) <= SAMPLE_AGE_MS)
-            .map(|(_, o)| *o)
+            .map(|(at, o)| {
+                let drift = now_ms.saturating_sub(*at).saturating_mul(DRIFT_PPM) / 1_000_000;
+                Offset {
+                    offset_ms: o.offset_ms,
+                    error_ms: o.error_ms.saturating_add(drift),
+                }
+            })
             .min_by_key(|o| o.error_ms)
     }
 }
@@ -115,8 +123,11 @@ mod tests {
             node_ms: 0,
         });
         assert_eq!(c.estimate(9_000), Some(o));
-        // Old answers stop counting.
-        assert_eq!(c.estimate(5_010 + SAMPLE_AGE_MS + 1), None);
+        // An old answer counts with its error widened by the drift its age allows.
+        let hour = 3_600_000;
+        let aged = c.estimate(5_010 + hour).expect("kept");
+        assert_eq!(aged.offset_ms, o.offset_ms);
+        assert_eq!(aged.error_ms, 5 + hour * DRIFT_PPM / 1_000_000);
     }
 
     #[test]

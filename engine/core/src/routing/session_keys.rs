@@ -74,6 +74,14 @@ impl SessionKeys {
         context
     }
 
+    /// Records `seen` for every key (a token merged from another session): each bucket, so
+    /// every key, asks for it.
+    pub fn note_everywhere(&mut self, seen: &VersionVector) {
+        for bucket in &mut self.evicted {
+            bucket.join(seen);
+        }
+    }
+
     /// Forgets `origin`'s writes beyond `held` (lost: no region will ever have them).
     pub fn forget_beyond(&mut self, origin: crate::model::ReplicaId, held: u64) {
         for (context, _) in self.keys.values_mut() {
@@ -124,6 +132,9 @@ mod tests {
             "b's gate ignores a's writes"
         );
         assert!(s.of(b"never").is_empty());
+        s.note_everywhere(&dot(7, 2));
+        assert_eq!(s.of(b"never").get(ReplicaId(7)), 2);
+        assert_eq!(s.of(b"a").get(ReplicaId(7)), 2);
     }
 
     #[test]

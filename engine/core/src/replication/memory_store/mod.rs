@@ -213,8 +213,8 @@ impl MemoryStore {
 }
 
 /// Applies `ops` (the i-th on key `ops[i].0`) to `records` (one per key of the sorted
-/// `distinct`) under `stamp`, clamping read contexts to what this replica has seen; returns
-/// the encoded records, in `distinct` order.
+/// `distinct`) under `stamp`, refusing read contexts beyond what this replica has seen;
+/// returns the encoded records, in `distinct` order.
 fn apply_ops(
     state: &State,
     ops: &[(Vec<u8>, Op)],
