@@ -326,7 +326,13 @@ async fn demo() -> anyhow::Result<()> {
     restart(&mut cluster.nodes[1])?;
     let eu = connect(&cluster, 1).await?;
     let waited = Instant::now();
-    while !eu.status().await?.writable && waited.elapsed() < Duration::from_secs(15) {
+    // Writable at once; a majority write also needs its links back up.
+    loop {
+        let status = eu.status().await?;
+        let linked = status.peers.iter().filter(|p| p.connected).count();
+        if (status.writable && linked + 1 >= 2) || waited.elapsed() > Duration::from_secs(15) {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let served = put("written after eu-west came back")?;
