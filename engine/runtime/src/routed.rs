@@ -585,13 +585,15 @@ impl RoutedClient {
                 // A refusal here says nothing of an earlier attempt whose answer was lost.
                 Attempt::Fail(
                     e @ (RoutedError::Refused { .. } | RoutedError::Uncoverable { .. }),
-                ) if lost => return Err(RoutedError::Unknown {
-                    region: self.regions[i].entry.region.clone(),
-                    message: format!(
+                ) if lost => {
+                    return Err(RoutedError::Unknown {
+                        region: self.regions[i].entry.region.clone(),
+                        message: format!(
                         "an earlier attempt's answer was lost (it may have applied), then: {e}; {}",
                         why.join("; ")
                     ),
-                }),
+                    })
+                }
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Done(other) => format!("unexpected answer {other:?}"),
                 Attempt::Next(r)
