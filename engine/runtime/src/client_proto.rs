@@ -60,8 +60,8 @@ impl std::str::FromStr for Consistency {
 pub type RequestId = [u8; 16];
 
 /// What a write needs applied before it applies: what the session wrote or read of the keys
-/// whose operations depend on what is seen (`Op::depends_on_seen`). A remove or delete then
-/// covers everything the session wrote or read of the key, and a register write supersedes it.
+/// whose operations are context-dependent (`Op::depends_on_seen`). A remove or delete then
+/// covers what the session wrote or read of the key, and a context write supersedes it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct After {
     /// The writes the region must have applied.

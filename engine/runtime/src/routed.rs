@@ -3,8 +3,8 @@
 //! fails back when the nearer one answers again, and keeps one session token across regions
 //! (read-your-writes after a failover).
 //!
-//! A write whose effect depends on what is seen (`Op::depends_on_seen`: removals, deletes,
-//! register writes) carries what the session wrote or read of its keys (`SessionKeys`), and a
+//! A context-dependent write (`Op::depends_on_seen`: removals, deletes, register writes with
+//! a read context) carries what the session wrote or read of its keys (`SessionKeys`), and a
 //! region applies it only once it has applied that: a delete covers the session's own earlier
 //! write of the key even when it is served by another region than that write. A region that
 //! has not yet answers `NotYetVisible` (nothing written) and the next region is asked.

@@ -130,20 +130,19 @@ impl Op {
         }
     }
 
-    /// Whether what the operation does depends on what this replica has seen of the key: a
-    /// register write (it supersedes what is seen), a last-writer-wins write (its stamp must
-    /// follow what is seen), removals and deletes. A session's such write goes only to a region
-    /// that has applied what the session wrote or read of the key. Counter adds and set
-    /// additions commute with everything and do not.
+    /// Whether the operation is context-dependent: what it removes or supersedes is what this
+    /// replica has seen of the key (set and map removals, deletes, a register write with a
+    /// read context). A session's such write goes only to a region that has applied what the
+    /// session wrote or read of the key. Writes that add (counter adds, set additions, a blind
+    /// register write, which at worst leaves a sibling) and last-writer-wins writes (ordered
+    /// by their stamps) do not wait, so they stay available when the region holding the
+    /// session's last write is down.
     pub fn depends_on_seen(&self) -> bool {
         match self {
-            Op::CounterAdd { .. } | Op::SetAdd { .. } => false,
+            Op::Put { context, .. } => context.is_some(),
+            Op::CounterAdd { .. } | Op::SetAdd { .. } | Op::LwwSet { .. } => false,
             Op::MapUpdate { op, .. } => op.depends_on_seen(),
-            Op::Put { .. }
-            | Op::LwwSet { .. }
-            | Op::SetRemove { .. }
-            | Op::MapRemove { .. }
-            | Op::Delete => true,
+            Op::SetRemove { .. } | Op::MapRemove { .. } | Op::Delete => true,
         }
     }
 
@@ -212,7 +211,17 @@ mod tests {
         };
         assert!(!Op::CounterAdd { delta: 1 }.depends_on_seen());
         assert!(!nested(Op::SetAdd { elems: vec![] }).depends_on_seen());
-        assert!(nested(Op::LwwSet { value: vec![] }).depends_on_seen());
+        assert!(!nested(Op::LwwSet { value: vec![] }).depends_on_seen());
+        let blind = Op::Put {
+            value: vec![],
+            context: None,
+        };
+        assert!(!blind.depends_on_seen());
+        assert!(nested(Op::Put {
+            value: vec![],
+            context: Some(VersionVector::new()),
+        })
+        .depends_on_seen());
         assert!(Op::Delete.depends_on_seen());
         assert!(Op::MapRemove { field: vec![] }.depends_on_seen());
         let a = super::super::ReplicaId(1);
