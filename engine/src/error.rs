@@ -113,6 +113,15 @@ pub enum Error {
     /// An earlier storage write failed; the engine refuses writes until reopened.
     #[error("engine is poisoned by an earlier storage failure; reopen it")]
     Poisoned,
+    /// This process is fenced: a newer process of the same replica identity runs (a second
+    /// process started with this directory's identity, or a restored copy), and the other
+    /// members no longer replicate with this one. Nothing was written; write in another
+    /// region. It ends when the process stops.
+    #[error("this process is fenced, nothing was written: {reason}")]
+    Fenced {
+        /// What the other members said.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -34,6 +34,7 @@ pub use config::{
 pub use engine::Engine;
 pub use engine::FaultReport;
 pub use engine::OriginStatus;
+pub use engine::{Once, REQUEST_TAGS_MAX, REQUEST_TAG_AGE_MS};
 pub use error::{Error, Result, StorageError};
-pub use model::{CausalToken, Dot, Hlc, Kind, Op, ReplicaId, VersionVector};
+pub use model::{CausalToken, Dot, Hlc, Kind, Op, ReplicaId, RequestTag, VersionVector};
 pub use read::{LwwValue, MapView, Read, ReadValue, Siblings};

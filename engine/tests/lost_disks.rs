@@ -254,8 +254,10 @@ fn a_peer_announcing_another_member_than_its_certificate_is_refused() {
     assert_eq!(net.engine(0).get(b"x").unwrap(), None, "nothing crossed");
 }
 
+/// A second process of a member links first; the original process, coming back, is refused
+/// and told it is fenced, and its engine then refuses local writes.
 #[test]
-fn a_second_process_with_a_live_identity_is_refused() {
+fn a_second_process_with_a_live_identity_is_refused_and_the_first_fenced() {
     let mut net = Net::new(2);
     net.run(200);
     let (e0, r0) = net.regions[0].node.take().unwrap();
@@ -284,7 +286,7 @@ fn a_second_process_with_a_live_identity_is_refused() {
         std::iter::from_fn(|| r.poll_output())
             .filter_map(|o| match o {
                 Output::Send { frame, .. } => Some(frame),
-                Output::Close { .. } => None,
+                Output::Close { .. } | Output::Fenced { .. } => None,
             })
             .collect()
     };
@@ -305,7 +307,28 @@ fn a_second_process_with_a_live_identity_is_refused() {
     assert!(
         errors
             .iter()
-            .any(|e| e.contains("two processes share this identity")),
+            .any(|e| e.contains("a newer process of this identity runs")),
         "{errors:?}"
     );
+    // Told so, the original process is fenced: its driver fences the engine, which refuses
+    // local writes from then on, saying why.
+    for f in hello(&mut r0) {
+        r1.handle(LinkId(0), &f, &e1, 30).unwrap();
+    }
+    let fenced: Vec<String> = std::iter::from_fn(|| r1.poll_output())
+        .filter_map(|o| match o {
+            Output::Fenced { reason } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fenced.len(), 1, "{fenced:?}");
+    assert!(e1.put(b"before", b"1").is_ok());
+    e1.fence(&fenced[0]);
+    assert!(matches!(
+        e1.put(b"after", b"1"),
+        Err(meridian::Error::Fenced { reason }) if reason == fenced[0]
+    ));
+    assert_eq!(e1.get(b"after").unwrap(), None, "nothing written");
+    assert!(!e1.origin_status().writable);
+    assert!(twin.put(b"twin", b"1").is_ok(), "the twin writes");
 }

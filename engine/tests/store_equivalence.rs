@@ -628,6 +628,7 @@ where
                     wire_bytes: wire_bytes(states.iter().map(|(k, v)| (&k[..], &v[..]))),
                     left_out: Vec::new(),
                     lost: false,
+                    request: None,
                 })
                 .collect();
             to.apply_entries(origin, decoded).unwrap()

@@ -85,7 +85,7 @@ impl From<meridian::Error> for Failure {
             E::WrongType { .. } => S::MeridianWrongType,
             E::Corrupt { .. } | E::FutureVersion { .. } => S::MeridianCorrupt,
             E::Storage(_) | E::Poisoned => S::MeridianStorage,
-            E::DiskFull { .. } => S::MeridianUnavailable,
+            E::DiskFull { .. } | E::Fenced { .. } => S::MeridianUnavailable,
             E::ContextAhead { .. } => S::MeridianNotYetVisible,
             _ => S::MeridianInternal,
         };

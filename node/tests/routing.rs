@@ -148,7 +148,7 @@ async fn wait_for_links(cluster: &Cluster, i: usize, up: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_answer_retries_only_idempotent_writes_and_a_counter_is_never_doubled() {
-    let cluster = placed_cluster();
+    let mut cluster = placed_cluster();
     let mut client = client_near_paris(&cluster, Duration::from_millis(1_500)).await;
     let w = client
         .apply(b"warm", lww("x"), Consistency::Local)
@@ -204,6 +204,47 @@ async fn a_lost_answer_retries_only_idempotent_writes_and_a_counter_is_never_dou
     assert_eq!(first, again, "the retry gets the first write's token");
     let read = c.read(b"once", 0).await.unwrap().unwrap();
     assert!(matches!(read.values[0], ReadValue::Counter(5)), "{read:?}");
+
+    // Sent to another region once the write has reached it, the same request is answered
+    // with the first write (the request travels with the replicated entry), not applied
+    // again; so it is after the region that made it restarts (the tags are kept on disk).
+    let started = Instant::now();
+    let mut other = cluster.client(2).await.unwrap();
+    while !other.applied().await.unwrap().dominates(&first.0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never replicated"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elsewhere = other
+        .apply_with(b"once", Op::CounterAdd { delta: 5 }, Consistency::Local, id)
+        .await
+        .unwrap();
+    assert_eq!(
+        elsewhere, first,
+        "another region answers with the first write"
+    );
+    drop(c);
+    cluster.nodes[1].terminate().unwrap();
+    cluster.nodes[1].start().unwrap();
+    let mut c = cluster.client(1).await.unwrap();
+    let after_restart = c
+        .apply_with(b"once", Op::CounterAdd { delta: 5 }, Consistency::Local, id)
+        .await
+        .unwrap();
+    assert_eq!(after_restart, first, "the answer survives a restart");
+    for i in 0..3 {
+        let read = cluster
+            .client(i)
+            .await
+            .unwrap()
+            .read(b"once", 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(read.values[0], ReadValue::Counter(5)), "{read:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

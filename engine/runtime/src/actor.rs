@@ -307,6 +307,8 @@ pub(crate) fn run(
                         link_errors.insert(l.name, reason);
                     }
                 }
+                // A newer process of this identity runs: acknowledge no more writes.
+                Output::Fenced { reason } => engine.fence(&reason),
             }
         }
         if report {
@@ -539,7 +541,9 @@ fn publish(engine: &Engine, repl: &Replicator, view: &Published<'_>, status: &Mu
     metrics::gauge!("meridian_replication_stuck_seconds")
         .set(stuck_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
     let lost = engine.declared_lost();
-    let health = if !origin.writable {
+    let health = if let Some(reason) = engine.fenced() {
+        format!("fenced: this process refuses writes ({reason}); stop it")
+    } else if !origin.writable {
         "degraded: the engine refuses writes after a storage failure (restart the node)".into()
     } else if let (Some(ms), Some(error)) = (stuck_ms, &trouble.last) {
         format!("degraded: replication stuck for {ms} ms on storage errors ({error})")

@@ -14,13 +14,13 @@ use super::client_proto::{
 };
 use super::framing::{read_frame_body, read_frame_len, write_frame};
 use super::primary::PrimaryBoard;
-use super::recent_writes::{Claim, RecentWrites};
 use super::regions::RegionBoard;
+use super::requests_in_flight::{RequestsInFlight, NO_ID};
 use super::tls::{cert_names, client_identity, peer_leaf, Role};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use meridian::limits::SCAN_BYTES_MAX;
-use meridian::{Batch, CausalToken, Engine, Error};
+use meridian::{Batch, CausalToken, Engine, Error, Once, RequestTag};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -66,7 +66,7 @@ pub(crate) struct Service {
     /// The cluster's regions: routes, and what peers acknowledged.
     regions: Arc<RegionBoard>,
     /// Writes applied recently, by client and request id.
-    recent: RecentWrites,
+    in_flight: RequestsInFlight,
     /// Active-passive: whether this node takes writes now.
     primary: Arc<PrimaryBoard>,
     /// The replication actor, for admin requests.
@@ -120,7 +120,7 @@ impl Service {
             applied,
             waiting,
             regions,
-            recent: RecentWrites::new(),
+            in_flight: RequestsInFlight::new(),
             primary,
             events,
             isolation,
@@ -322,10 +322,15 @@ impl Service {
                 format!("the write asks for {needed} regions; the cluster has {regions}"),
             );
         }
-        // A retry of a write applied here gets its token, whatever changed since (the lease,
-        // the links): answering "nothing was written" would make the client apply it again
-        // elsewhere.
-        let token = match self.recent.applied(who, id) {
+        // A retry of a write applied here (or applied elsewhere and replicated here) gets its
+        // token, whatever changed since (the lease, the links): answering "nothing was
+        // written" would make the client apply it again elsewhere.
+        let tag = request_tag(who, id);
+        let earlier = match &tag {
+            Some(tag) => self.request_outcome(tag).await,
+            None => None,
+        };
+        let token = match earlier {
             Some(token) => {
                 metrics::counter!("meridian_client_writes_deduplicated_total").increment(1);
                 token
@@ -334,7 +339,10 @@ impl Service {
                 if let Some(refused) = self.wait_after(&request).await {
                     return refused;
                 }
-                match self.apply_once(who, id, needed, regions, request).await {
+                match self
+                    .apply_once(who, id, tag, needed, regions, request)
+                    .await
+                {
                     Ok(token) => token,
                     Err(refused) => return refused,
                 }
@@ -466,6 +474,7 @@ impl Service {
         &self,
         who: &str,
         id: RequestId,
+        tag: Option<RequestTag>,
         needed: usize,
         regions: usize,
         request: ClientRequest,
@@ -482,41 +491,45 @@ impl Service {
                 ),
             ));
         }
-        match self.recent.claim(who, id, DURABLE_WAIT).await {
+        let Some(_claimed) = self.in_flight.claim(who, id, DURABLE_WAIT).await else {
             // Not "nothing written": the earlier request may yet apply.
-            None => Err(error(
+            return Err(error(
                 ErrorCode::Unknown,
                 "an earlier request with this id is still being applied here: it may apply",
-            )),
-            Some(Claim::Applied(token)) => {
-                metrics::counter!("meridian_client_writes_deduplicated_total").increment(1);
-                Ok(token)
+            ));
+        };
+        let engine = self.engine.clone();
+        let primary = self.primary.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            if let Some(late) = past_deadline(&request, engine.config().clock.now_ms()) {
+                metrics::counter!("meridian_client_writes_refused_total", "reason" => "expired")
+                    .increment(1);
+                return late;
             }
-            Some(Claim::Apply(pending)) => {
-                let engine = self.engine.clone();
-                let primary = self.primary.clone();
-                let outcome = tokio::task::spawn_blocking(move || {
-                    if let Some(late) = past_deadline(&request, engine.config().clock.now_ms()) {
-                        metrics::counter!("meridian_client_writes_refused_total", "reason" => "expired")
-                            .increment(1);
-                        return late;
-                    }
-                    match primary.may_write() {
-                        Ok(()) => execute(&engine, request),
-                        Err(holder) => not_primary(holder),
-                    }
-                })
-                .await;
-                let response =
-                    outcome.unwrap_or_else(|e| error(ErrorCode::Unavailable, e.to_string()));
-                match response {
-                    ClientResponse::Written { token, .. } => {
-                        pending.applied(&token);
-                        Ok(token)
-                    }
-                    other => Err(other),
-                }
+            match primary.may_write() {
+                Ok(()) => execute_once(&engine, tag.as_ref(), request),
+                Err(holder) => not_primary(holder),
             }
+        })
+        .await;
+        match outcome.unwrap_or_else(|e| error(ErrorCode::Unavailable, e.to_string())) {
+            ClientResponse::Written { token, .. } => Ok(token),
+            other => Err(other),
+        }
+    }
+
+    /// The token of the write that answered request `tag`, if this region holds it.
+    async fn request_outcome(&self, tag: &RequestTag) -> Option<meridian::CausalToken> {
+        let engine = self.engine.clone();
+        let tag = tag.clone();
+        match tokio::task::spawn_blocking(move || engine.request_outcome(&tag)).await {
+            Ok(Ok(found)) => found,
+            // Unreadable: the write goes through the engine's own check (`write_once`).
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "reading a request tag failed");
+                None
+            }
+            Err(_) => None,
         }
     }
 
@@ -709,6 +722,8 @@ fn from_engine(e: Error) -> ClientResponse {
         }
         Error::Corrupt { .. } | Error::FutureVersion { .. } => ErrorCode::Corrupt,
         Error::ContextAhead { .. } => ErrorCode::NotYetVisible,
+        // Nothing written: the next region takes it.
+        Error::Fenced { .. } => ErrorCode::Unavailable,
         _ => ErrorCode::Unavailable,
     };
     error(code, e.to_string())
@@ -720,6 +735,44 @@ fn from_failed_write(e: Error) -> ClientResponse {
     match e {
         Error::Storage(_) => error(ErrorCode::Unknown, e.to_string()),
         e => from_engine(e),
+    }
+}
+
+/// The engine's tag of request `id` of client `who` (`None` for `NO_ID`). An identity longer
+/// than a tag holds is named by a hash of it (the same in every region).
+fn request_tag(who: &str, id: RequestId) -> Option<RequestTag> {
+    if id == NO_ID {
+        return None;
+    }
+    RequestTag::new(who, id).or_else(|| {
+        let hash = meridian::model::digest::key_hash(who.as_bytes());
+        RequestTag::new(&format!("#{hash:016x}"), id)
+    })
+}
+
+/// Applies a write once per request tag: a write tagged so already held answers it.
+fn execute_once(
+    engine: &Engine,
+    tag: Option<&RequestTag>,
+    request: ClientRequest,
+) -> ClientResponse {
+    let Some(tag) = tag else {
+        return execute(engine, request);
+    };
+    let batch = match request {
+        ClientRequest::Apply { key, op, .. } => Batch::new().op(key, op),
+        ClientRequest::Write { ops, .. } => {
+            ops.into_iter().fold(Batch::new(), |b, (k, op)| b.op(k, op))
+        }
+        other => return execute(engine, other),
+    };
+    match engine.write_once(tag, batch) {
+        Ok(Once::Applied(token)) => ClientResponse::Written { token, regions: 1 },
+        Ok(Once::Earlier(token)) => {
+            metrics::counter!("meridian_client_writes_deduplicated_total").increment(1);
+            ClientResponse::Written { token, regions: 1 }
+        }
+        Err(e) => from_failed_write(e),
     }
 }
 

@@ -324,6 +324,10 @@ impl World {
                         peer.0
                     ));
                 }
+                // No region runs twice here: a region told it is fenced is a bug.
+                Output::Fenced { reason } => {
+                    self.violations.push(format!("region {i} was fenced: {reason}"));
+                }
             }
         }
     }

@@ -131,6 +131,7 @@ impl Engine {
         drop(work);
         let next = self.scrub(&from)?;
         lock(&inner.tombstones).scrub_from = next;
+        self.prune_requests(inner.config.clock.now_ms())?;
         Ok(out)
     }
 

@@ -222,8 +222,17 @@ impl StateCell {
     }
 }
 
-/// The keys of recent log entries, by (origin, sequence), as the cells of their states.
-pub(crate) type EntryKeys = BoundedCache<(ReplicaId, u64), Arc<[Arc<StateCell>]>>;
+/// A recent log entry: the cells of its keys' states, and the client request it answered.
+#[derive(Clone, Debug)]
+pub(crate) struct CachedEntry {
+    /// The cells of the keys' states.
+    pub(crate) cells: Arc<[Arc<StateCell>]>,
+    /// The client request the write answered, if it named one.
+    pub(crate) request: Option<Arc<crate::model::RequestTag>>,
+}
+
+/// The recent log entries, by (origin, sequence).
+pub(crate) type EntryKeys = BoundedCache<(ReplicaId, u64), CachedEntry>;
 
 /// Bytes counted per key of a cached entry besides the key itself: its pointer, and its cell
 /// once the state map has dropped it (a live cell is counted there).

@@ -214,8 +214,12 @@ impl Engine {
             member: self.inner.member,
             origin: gate.id,
             epoch: gate.epoch,
-            writable: !self.inner.poisoned.load(Ordering::SeqCst),
-            note: gate.note.clone(),
+            writable: !self.inner.poisoned.load(Ordering::SeqCst)
+                && self.inner.fenced.get().is_none(),
+            note: match self.inner.fenced.get() {
+                Some(reason) => format!("fenced: {reason}"),
+                None => gate.note.clone(),
+            },
         }
     }
 

@@ -19,7 +19,7 @@ use crate::model::{
 };
 use crate::read::{LwwValue, MapView, Read, ReadValue, Siblings};
 use crate::store::{keys, LogEntry, Store};
-use entry_cache::{EntryKeys, RecordStates, StateCell, ENTRY_KEY_OVERHEAD};
+use entry_cache::{CachedEntry, EntryKeys, RecordStates, StateCell, ENTRY_KEY_OVERHEAD};
 use epoch::OriginState;
 use replica_store::{Incoming, Theirs};
 use std::borrow::Cow;
@@ -40,6 +40,7 @@ mod open;
 mod reads;
 mod remote;
 mod replica_store;
+mod requests;
 mod settings;
 mod state_digest;
 mod visibility;
@@ -47,6 +48,7 @@ mod write;
 
 pub use epoch::OriginStatus;
 pub use faults::FaultReport;
+pub use requests::{Once, REQUEST_TAGS_MAX, REQUEST_TAG_AGE_MS};
 
 /// Writers touching the same key serialise on one of this many locks (many: a batch of a
 /// hundred keys holds a hundred of them, and concurrent batches should rarely share one).
@@ -129,6 +131,10 @@ struct Inner {
     applied_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Set by `close_as_crashed`: the run does not end cleanly.
     crashed: AtomicBool,
+    /// Request tags kept (`requests.rs`).
+    request_tags: AtomicUsize,
+    /// Why this process is fenced, once it is (`Engine::fence`).
+    fenced: std::sync::OnceLock<String>,
 }
 
 /// Sequence numbers of the current origin committed out of order, folded into a contiguous

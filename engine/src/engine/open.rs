@@ -71,6 +71,7 @@ impl Engine {
             maybe_stranded.push(replica);
         }
         let exceptions = declared_lost::load(&store)?;
+        let request_tags = requests::count_request_tags(&store)?;
         let clock = HybridClock::new(config.clock_skew_ms_max);
         // A few bytes of keys per entry; the rest of the budget for record states.
         let entry_keys = Mutex::new(EntryKeys::new(config.entry_cache_bytes / 8));
@@ -122,6 +123,8 @@ impl Engine {
                 commit_hook: std::sync::OnceLock::new(),
                 applied_hook: std::sync::OnceLock::new(),
                 crashed: AtomicBool::new(false),
+                request_tags: AtomicUsize::new(request_tags),
+                fenced: std::sync::OnceLock::new(),
             }),
         };
         if let Some(summary) = &previous.summary {

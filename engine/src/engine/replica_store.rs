@@ -412,7 +412,9 @@ impl ReplicaStore for Engine {
         let mut missing = Vec::new();
         let cached = lock(&self.inner.entry_keys).get(&(origin, seq));
         match cached {
-            Some(cells) => {
+            Some(cached) => {
+                out.request = cached.request.as_deref().cloned();
+                let cells = cached.cells;
                 out.states.reserve(cells.len());
                 for cell in cells.iter() {
                     match cell.state() {
@@ -442,6 +444,7 @@ impl ReplicaStore for Engine {
                 };
                 out.left_out = entry.left_out;
                 out.lost = entry.lost;
+                out.request = entry.request;
                 out.states.reserve(entry.keys.len());
                 for key in entry.keys {
                     match self.inner.states.get(&key) {
@@ -508,10 +511,22 @@ impl ReplicaStore for Engine {
         let mut all: Vec<Incoming<'_>> =
             Vec::with_capacity(accepted.iter().map(|e| e.records.len()).sum());
         let mut declared = Exceptions::default();
+        let mut tagged = 0;
+        let now_ms = inner.config.clock.now_ms();
         for entry in &accepted {
             let keys: Vec<&[u8]> = entry.records.iter().map(|r| &r.key[..]).collect();
+            if let Some(tag) = &entry.request {
+                // A retry of the request in this region is answered with this write.
+                if self.stage_request(&mut wb, tag, Dot::new(origin, entry.seq), now_ms)? {
+                    tagged += 1;
+                }
+            }
             if entry.is_whole() {
-                wb.put_log(origin, entry.seq, &LogEntry::encode_keys(&keys));
+                wb.put_log(
+                    origin,
+                    entry.seq,
+                    &LogEntry::encode_whole(&keys, entry.request.as_ref()),
+                );
             } else {
                 // Applied partial (no whole copy came within the bound): what it lacks is
                 // declared lost, and it is relayed as partial.
@@ -519,6 +534,7 @@ impl ReplicaStore for Engine {
                     keys: keys.iter().map(|k| k.to_vec()).collect(),
                     left_out: entry.left_out.clone(),
                     lost: entry.lost,
+                    request: entry.request.clone(),
                 };
                 wb.put_log(origin, entry.seq, &logged.encode());
                 if entry.lost {
@@ -568,6 +584,7 @@ impl ReplicaStore for Engine {
         };
         wb.put_meta(&keys::applied_key(origin), &have.to_be_bytes());
         self.commit(wb)?;
+        self.requests_recorded(tagged);
         self.uncache_states(changed.iter().copied());
         lock(&inner.applied).add(Dot::new(origin, have));
         self.unstrand(origin, have);
@@ -849,7 +866,7 @@ impl ReplicaStore for Engine {
             if upto - from < cache.len() as u64 {
                 (from..=upto)
                     .filter_map(|seq| cache.take_aged(&(me, seq)))
-                    .filter_map(|(cells, age)| (age <= recent).then_some(cells))
+                    .filter_map(|(cached, age)| (age <= recent).then_some(cached.cells))
                     .collect()
             } else {
                 cache.remove_matching(|(origin, seq)| *origin == me && *seq <= upto);

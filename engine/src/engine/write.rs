@@ -100,11 +100,18 @@ impl Engine {
     pub fn apply(&self, key: &[u8], op: Op) -> Result<CausalToken> {
         check_key(key)?;
         self.check_op(&op, 1)?;
-        self.write_checked(&[key], std::iter::once(op))
+        self.write_checked(&[key], std::iter::once(op), None)
     }
 
     /// Applies a batch atomically: one dot, one log entry, one RocksDB write.
     pub fn write(&self, batch: Batch) -> Result<CausalToken> {
+        let (keys, ops) = self.checked_batch(batch)?;
+        let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        self.write_checked(&keys, ops, None)
+    }
+
+    /// A batch's keys and operations, checked.
+    pub(super) fn checked_batch(&self, batch: Batch) -> Result<(Vec<Vec<u8>>, Vec<Op>)> {
         if batch.ops.is_empty() {
             return Err(Error::InvalidOperation("empty batch"));
         }
@@ -118,9 +125,32 @@ impl Engine {
             check_key(key)?;
             self.check_op(op, 1)?;
         }
-        let (keys, ops): (Vec<Vec<u8>>, Vec<Op>) = batch.ops.into_iter().unzip();
-        let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        self.write_checked(&keys, ops)
+        Ok(batch.ops.into_iter().unzip())
+    }
+
+    /// Fences this process: from now on it refuses local writes (`Error::Fenced`), for the
+    /// rest of its life. Replication calls it when the other members say a newer process of
+    /// this replica's identity runs; peers' entries are not affected (they refuse its links).
+    pub fn fence(&self, reason: &str) {
+        if self.inner.fenced.set(reason.to_string()).is_ok() {
+            tracing::error!(%reason, "this process is fenced: it refuses local writes from now on");
+            metrics::gauge!("meridian_fenced").set(1.0);
+        }
+    }
+
+    /// Why this process is fenced, if it is.
+    pub fn fenced(&self) -> Option<String> {
+        self.inner.fenced.get().cloned()
+    }
+
+    /// Refuses local writes of a fenced process.
+    fn check_not_fenced(&self) -> Result<()> {
+        match self.inner.fenced.get() {
+            Some(reason) => Err(Error::Fenced {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Refuses writes after a storage failure, or while the disk is nearly full.
@@ -138,14 +168,17 @@ impl Engine {
         Ok(())
     }
 
-    /// The write path for validated operations, `keys[i]` being the key of the i-th operation.
+    /// The write path for validated operations, `keys[i]` being the key of the i-th operation;
+    /// the write answers client request `request`, if given (`requests.rs`).
     pub(super) fn write_checked(
         &self,
         keys: &[&[u8]],
         ops: impl IntoIterator<Item = Op>,
+        request: Option<&crate::model::RequestTag>,
     ) -> Result<CausalToken> {
         let inner = &*self.inner;
         self.check_writable()?;
+        self.check_not_fenced()?;
         // Held until the write is committed and visible: an epoch change waits for it.
         let origin = read_lock(&inner.gate);
         let distinct: Cow<'_, [&[u8]]> = if keys.len() == 1 {
@@ -169,7 +202,8 @@ impl Engine {
         // Numbered where it commits (`commit_order.rs`): the log holds writes in sequence order.
         let (seq, written, (dot, encoded)) = self.commit_numbered(|seq| {
             let dot = Dot::new(origin.id, seq);
-            let marker = lock(&inner.clock).tick(inner.config.clock.now_ms());
+            let now_ms = inner.config.clock.now_ms();
+            let marker = lock(&inner.clock).tick(now_ms);
             let stamp = Stamp { dot, marker };
             let encoded = self.apply_and_encode(keys, ops, &distinct, &mut records, stamp)?;
             let mut wb = inner.store.batch();
@@ -187,7 +221,10 @@ impl Engine {
                     self.mark_tombstone(&mut wb, key);
                 }
             }
-            wb.put_log(origin.id, seq, &LogEntry::encode_keys(&distinct));
+            wb.put_log(origin.id, seq, &LogEntry::encode_whole(&distinct, request));
+            if let Some(tag) = request {
+                requests::put_request(&mut wb, tag, dot, now_ms);
+            }
             Ok((wb, (dot, encoded)))
         })?;
         self.sync_written(written)?;
@@ -201,9 +238,15 @@ impl Engine {
         if inner.caching.load(Ordering::Relaxed) {
             // Cached with the stripes still held and before the sequence becomes visible.
             let written = distinct.iter().copied();
-            let entry = self.cache_states(written.zip(encoded.iter().map(Vec::as_slice)));
+            let entry = CachedEntry {
+                cells: self.cache_states(written.zip(encoded.iter().map(Vec::as_slice))),
+                request: request.map(|tag| Arc::new(tag.clone())),
+            };
             let size = distinct.iter().map(|k| k.len() + ENTRY_KEY_OVERHEAD).sum();
             lock(&inner.entry_keys).insert((origin.id, seq), entry, size);
+        }
+        if request.is_some() {
+            self.requests_recorded(1);
         }
         let checkpoint = lock(&inner.own).commit(seq);
         self.applied_advanced();

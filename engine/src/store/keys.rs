@@ -61,6 +61,45 @@ pub fn applied_key(origin: ReplicaId) -> Vec<u8> {
     k
 }
 
+/// Prefix of the metadata keys naming, per client request tag, the write that answered it
+/// (`request_key`): its dot and when it was made.
+pub const META_REQUEST_PREFIX: &[u8] = b"request/";
+/// Prefix of the metadata keys ordering request tags by when their write was made
+/// (`request_age_key`), for pruning the oldest.
+pub const META_REQUEST_AGE_PREFIX: &[u8] = b"request_age/";
+
+/// The client's identity (length first) and the request id: what both request keys end with.
+fn request_suffix(tag: &crate::model::RequestTag, out: &mut Vec<u8>) {
+    // A sane tag's client is at most 128 bytes.
+    out.push(u8::try_from(tag.client.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(tag.client.as_bytes());
+    out.extend_from_slice(&tag.id);
+}
+
+/// Metadata key of the write that answered request `tag`.
+pub fn request_key(tag: &crate::model::RequestTag) -> Vec<u8> {
+    let mut k = META_REQUEST_PREFIX.to_vec();
+    request_suffix(tag, &mut k);
+    k
+}
+
+/// Metadata key ordering request `tag`, made at `ms`, among the others by age.
+pub fn request_age_key(ms: u64, tag: &crate::model::RequestTag) -> Vec<u8> {
+    let mut k = META_REQUEST_AGE_PREFIX.to_vec();
+    k.extend_from_slice(&ms.to_be_bytes());
+    request_suffix(tag, &mut k);
+    k
+}
+
+/// The request key an age key (`request_age_key`) orders, and when its write was made.
+pub fn request_key_of_age_key(age_key: &[u8]) -> Option<(u64, Vec<u8>)> {
+    let rest = age_key.strip_prefix(META_REQUEST_AGE_PREFIX)?;
+    let (ms, suffix) = rest.split_first_chunk::<8>()?;
+    let mut k = META_REQUEST_PREFIX.to_vec();
+    k.extend_from_slice(suffix);
+    Some((u64::from_be_bytes(*ms), k))
+}
+
 /// Prefix of the metadata keys holding, per origin, the log floor: entries at or below it are
 /// no longer in this replica's log (reclaimed, or skipped by a state transfer).
 pub const META_FLOOR_PREFIX: &[u8] = b"floor/";

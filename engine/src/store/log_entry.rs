@@ -4,12 +4,23 @@
 //! already include the write (state shipping is idempotent and needs no causal delivery).
 
 use crate::model::codec::CodecError;
+use crate::model::RequestTag;
 use serde::{Deserialize, Serialize};
 
 /// Format of an entry this replica reflects whole: its keys only (what every write leaves).
 const LOG_FORMAT_KEYS: u8 = 1;
 /// Format of a partial entry: its keys, the keys left out, and whether the write is lost.
 const LOG_FORMAT_PARTIAL: u8 = 2;
+/// Format of an entry naming the client request it answered: every field.
+const LOG_FORMAT_TAGGED: u8 = 3;
+
+/// The fields of a `LOG_FORMAT_PARTIAL` entry.
+#[derive(Serialize, Deserialize)]
+struct Partial {
+    keys: Vec<Vec<u8>>,
+    left_out: Vec<Vec<u8>>,
+    lost: bool,
+}
 
 /// The keys one write changed; empty for a sequence number that carried no change.
 ///
@@ -25,6 +36,8 @@ pub struct LogEntry {
     pub left_out: Vec<Vec<u8>>,
     /// Nothing of the write is held: it was declared lost.
     pub lost: bool,
+    /// The client request the write answered, if it named one.
+    pub request: Option<RequestTag>,
 }
 
 impl LogEntry {
@@ -33,16 +46,40 @@ impl LogEntry {
         self.left_out.is_empty() && !self.lost
     }
 
-    /// Versioned bytes (a whole entry in the keys-only format older builds read).
+    /// Versioned bytes (an untagged entry in the formats older builds read).
     pub fn encode(&self) -> Vec<u8> {
+        if self.request.is_some() {
+            let mut out = vec![LOG_FORMAT_TAGGED];
+            // Writing into a Vec cannot fail.
+            let _ = postcard::to_io(self, &mut out);
+            return out;
+        }
         if self.is_whole() {
             let keys: Vec<&[u8]> = self.keys.iter().map(Vec::as_slice).collect();
             return Self::encode_keys(&keys);
         }
         let mut out = vec![LOG_FORMAT_PARTIAL];
+        let partial = Partial {
+            keys: self.keys.clone(),
+            left_out: self.left_out.clone(),
+            lost: self.lost,
+        };
         // Writing into a Vec cannot fail.
-        let _ = postcard::to_io(self, &mut out);
+        let _ = postcard::to_io(&partial, &mut out);
         out
+    }
+
+    /// The encoding of a whole entry naming `keys`, tagged with `request` if given.
+    pub fn encode_whole(keys: &[&[u8]], request: Option<&RequestTag>) -> Vec<u8> {
+        match request {
+            None => Self::encode_keys(keys),
+            Some(tag) => LogEntry {
+                keys: keys.iter().map(|k| k.to_vec()).collect(),
+                request: Some(tag.clone()),
+                ..LogEntry::default()
+            }
+            .encode(),
+        }
     }
 
     /// The encoding of an entry naming `keys`, without building one.
@@ -65,11 +102,20 @@ impl LogEntry {
                 keys: postcard::from_bytes(body).map_err(malformed)?,
                 ..LogEntry::default()
             }),
-            LOG_FORMAT_PARTIAL => postcard::from_bytes(body).map_err(malformed),
+            LOG_FORMAT_PARTIAL => {
+                let p: Partial = postcard::from_bytes(body).map_err(malformed)?;
+                Ok(LogEntry {
+                    keys: p.keys,
+                    left_out: p.left_out,
+                    lost: p.lost,
+                    request: None,
+                })
+            }
+            LOG_FORMAT_TAGGED => postcard::from_bytes(body).map_err(malformed),
             0 => Err(CodecError::Malformed("log format 0".into())),
             found => Err(CodecError::FutureVersion {
                 found,
-                supported: LOG_FORMAT_PARTIAL,
+                supported: LOG_FORMAT_TAGGED,
             }),
         }
     }
@@ -95,6 +141,7 @@ mod tests {
                 keys: vec![b"a".to_vec()],
                 left_out: vec![b"z".to_vec()],
                 lost: false,
+                request: None,
             },
             LogEntry {
                 lost: true,
@@ -106,6 +153,44 @@ mod tests {
             assert_eq!(LogEntry::decode(&bytes).unwrap(), partial);
             assert!(!partial.is_whole());
         }
+        // A tagged entry, whole or partial, keeps its tag; the bytes of an older build's
+        // partial entry (no tag field) still decode.
+        let tag = RequestTag::new("client-a", [3; 16]).unwrap();
+        for tagged in [
+            LogEntry {
+                keys: vec![b"a".to_vec()],
+                request: Some(tag.clone()),
+                ..LogEntry::default()
+            },
+            LogEntry {
+                keys: vec![b"a".to_vec()],
+                left_out: vec![b"z".to_vec()],
+                request: Some(tag.clone()),
+                ..LogEntry::default()
+            },
+        ] {
+            let bytes = tagged.encode();
+            assert_eq!(bytes[0], LOG_FORMAT_TAGGED);
+            assert_eq!(LogEntry::decode(&bytes).unwrap(), tagged);
+        }
+        assert_eq!(
+            LogEntry::encode_whole(&[b"a"], Some(&tag)),
+            LogEntry {
+                keys: vec![b"a".to_vec()],
+                request: Some(tag),
+                ..LogEntry::default()
+            }
+            .encode()
+        );
+        let old = [LOG_FORMAT_PARTIAL, 1, 1, b'a', 0, 1];
+        assert_eq!(
+            LogEntry::decode(&old).unwrap(),
+            LogEntry {
+                keys: vec![b"a".to_vec()],
+                lost: true,
+                ..LogEntry::default()
+            }
+        );
         assert!(matches!(
             LogEntry::decode(&[9, 0]),
             Err(CodecError::FutureVersion { found: 9, .. })

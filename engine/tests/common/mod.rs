@@ -170,6 +170,9 @@ impl Net {
                         Output::Close { link: peer, reason } => {
                             self.closed.push((i, peer.0 as usize, reason));
                         }
+                        Output::Fenced { reason } => {
+                            self.closed.push((i, i, format!("fenced: {reason}")));
+                        }
                     }
                 }
             }

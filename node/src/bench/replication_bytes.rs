@@ -101,6 +101,7 @@ impl Links {
                         Output::Close { link: peer, reason } => {
                             anyhow::bail!("link {i}->{} closed: {reason}", peer.0)
                         }
+                        Output::Fenced { reason } => anyhow::bail!("node {i} fenced: {reason}"),
                     }
                 }
             }

@@ -16,6 +16,7 @@ mod op;
 pub mod orset;
 mod record;
 mod replica;
+mod request;
 mod token;
 mod value;
 
@@ -30,5 +31,6 @@ pub use op::Op;
 pub use orset::OrSet;
 pub use record::{ApplyError, Record, Stamp};
 pub use replica::ReplicaId;
+pub use request::{RequestTag, REQUEST_CLIENT_BYTES_MAX};
 pub use token::{CausalToken, TokenError};
 pub use value::{FieldKey, Kind, OrMap, Value};

@@ -3,7 +3,7 @@
 //! | frame | when | meaning |
 //! |---|---|---|
 //! | `Hello` | on connect, retried until answered; again after an epoch change | cluster, member, its origin and epoch, process session, region, applied vector |
-//! | `Reject` | after a bad `Hello` | the reason; the link is closed |
+//! | `Reject` | after a bad `Hello` | the reason, and whether the receiver is fenced (an earlier process of a member whose newer process runs); the link is closed |
 //! | `Entries` | whenever the peer lacks entries of an origin this replica holds | one origin's log entries in sequence order, each with the current states of the records it changed, the keys whose states it leaves out, and whether the write is lost (a partial entry ends the frame) |
 //! | `Ack` | after `Entries`, and as the idle heartbeat | the sender's applied vector, numbered per link (older ones are ignored) |
 //! | `Nack` | after an entry arrived out of order | resend `origin` from `next` |
@@ -15,11 +15,11 @@
 //! | `AeRequest` | while this replica holds damaged records to repair | offer a state-transfer round now |
 //! | `Lease` | active-passive mode | a lease request, a voter's promise or refusal, a release, a step-down (see `lease`) |
 
-use crate::model::{ReplicaId, VersionVector};
+use crate::model::{ReplicaId, RequestTag, VersionVector};
 use serde::{Deserialize, Serialize};
 
 /// Version byte of the frames this build speaks.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 pub use crate::limits::FRAME_BYTES_MAX;
 
 /// One log entry on the wire.
@@ -34,6 +34,9 @@ pub struct WireEntry {
     pub left_out: Vec<serde_bytes::ByteBuf>,
     /// The write is lost: the sender holds nothing of it (declared lost; its keys unknown).
     pub lost: bool,
+    /// The client request the write answered, when it named one (a retry of it elsewhere is
+    /// answered with this write).
+    pub request: Option<RequestTag>,
 }
 
 /// What a replica's applied vector covers that its records do not reflect (declared lost),
@@ -77,6 +80,9 @@ pub enum Frame {
     Reject {
         /// Why.
         reason: String,
+        /// The receiver is fenced: it is an earlier process of a member whose newer process
+        /// the sender knows (it must stop acknowledging writes).
+        fenced: bool,
     },
     /// Log entries of one origin, in sequence order.
     Entries {
@@ -277,6 +283,8 @@ pub struct EntryOut<'a, B> {
     pub left_out: &'a [B],
     /// The write is lost (nothing of it is held).
     pub lost: bool,
+    /// The client request the write answered, if it named one.
+    pub request: Option<&'a RequestTag>,
 }
 
 /// The bytes of `Frame::Entries { origin, entries }` written straight from borrowed record
@@ -302,11 +310,15 @@ pub fn encode_entries<B: AsRef<[u8]>>(origin: ReplicaId, entries: &[EntryOut<'_,
     struct Entries<'a, B>(&'a [EntryOut<'a, B>]);
     impl<B: AsRef<[u8]>> Serialize for Entries<'_, B> {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.collect_seq(
-                self.0
-                    .iter()
-                    .map(|e| (e.seq, Records(e.records), Keys(e.left_out), e.lost)),
-            )
+            s.collect_seq(self.0.iter().map(|e| {
+                (
+                    e.seq,
+                    Records(e.records),
+                    Keys(e.left_out),
+                    e.lost,
+                    e.request,
+                )
+            }))
         }
     }
     let size: usize = entries
@@ -323,9 +335,15 @@ pub fn encode_entries<B: AsRef<[u8]>>(origin: ReplicaId, entries: &[EntryOut<'_,
 }
 
 /// One entry of an `Entries` frame as `decode_entries` returns it: sequence number, (key,
-/// record state) pairs and the keys left out, borrowed from the frame's bytes, and whether the
-/// write is lost.
-pub type EntryRef<'a> = (u64, Vec<(&'a [u8], &'a [u8])>, Vec<&'a [u8]>, bool);
+/// record state) pairs and the keys left out, borrowed from the frame's bytes, whether the
+/// write is lost, and the client request it answered.
+pub type EntryRef<'a> = (
+    u64,
+    Vec<(&'a [u8], &'a [u8])>,
+    Vec<&'a [u8]>,
+    bool,
+    Option<RequestTag>,
+);
 
 /// The origin and entries of an `Entries` frame, borrowed from its bytes (the receiver's hot
 /// path: no copy of any key or state); `None` for any other frame, checked as `Frame::decode`
@@ -372,6 +390,10 @@ mod tests {
                 .map(|(k, v)| (k.clone().into(), v.clone().into()))
                 .collect()
         };
+        let tag = RequestTag {
+            client: "c".into(),
+            id: [5; 16],
+        };
         let owned = Frame::Entries {
             origin: ReplicaId(u64::MAX - 3),
             entries: vec![
@@ -380,18 +402,21 @@ mod tests {
                     records: bytes(&a),
                     left_out: vec![],
                     lost: false,
+                    request: Some(tag.clone()),
                 },
                 WireEntry {
                     seq: 300,
                     records: bytes(&b),
                     left_out: vec![b"gone".to_vec().into()],
                     lost: false,
+                    request: None,
                 },
                 WireEntry {
                     seq: 301,
                     records: vec![],
                     left_out: vec![],
                     lost: true,
+                    request: None,
                 },
             ],
         };
@@ -405,18 +430,21 @@ mod tests {
                     records: &a[..],
                     left_out: &none[..],
                     lost: false,
+                    request: Some(&tag),
                 },
                 EntryOut {
                     seq: 300,
                     records: &b[..],
                     left_out: &gone[..],
                     lost: false,
+                    request: None,
                 },
                 EntryOut {
                     seq: 301,
                     records: &[][..],
                     left_out: &none[..],
                     lost: true,
+                    request: None,
                 },
             ],
         );
@@ -430,9 +458,9 @@ mod tests {
             r.iter().map(|(k, v)| (&k[..], &v[..])).collect()
         }
         let as_sent: Vec<EntryRef<'_>> = vec![
-            (1, pairs(&a), vec![], false),
-            (300, pairs(&b), vec![&b"gone"[..]], false),
-            (301, vec![], vec![], true),
+            (1, pairs(&a), vec![], false, Some(tag.clone())),
+            (300, pairs(&b), vec![&b"gone"[..]], false, None),
+            (301, vec![], vec![], true, None),
         ];
         assert_eq!(entries, as_sent);
         assert!(decode_entries(&Frame::Ping { sent_ms: 1 }.encode()).is_none());
@@ -453,6 +481,7 @@ mod tests {
                 records: vec![(b"k".to_vec().into(), b"v".to_vec().into())],
                 left_out: vec![],
                 lost: false,
+                request: None,
             }],
         };
         assert_eq!(Frame::decode(&f.encode()), Ok(f));

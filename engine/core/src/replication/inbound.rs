@@ -9,7 +9,7 @@
 use super::frame::{self, Frame, FrameError, WireEntry};
 use super::seam::RecordState;
 use crate::limits::KEY_BYTES_MAX;
-use crate::model::{codec, ReplicaId, StateFacts};
+use crate::model::{codec, ReplicaId, RequestTag, StateFacts};
 use bytes::Bytes;
 
 /// A record state received from a peer, checked.
@@ -45,6 +45,9 @@ pub struct DecodedEntry {
     pub left_out: Vec<Vec<u8>>,
     /// The write is lost: its sender holds nothing of it (declared lost).
     pub lost: bool,
+    /// The client request the write answered, if it named one (a tag that is not sane is
+    /// dropped at decoding: the write stands without it).
+    pub request: Option<RequestTag>,
 }
 
 impl DecodedEntry {
@@ -110,7 +113,7 @@ impl Inbound {
         let (origin, entries) = entries?;
         let entries = entries
             .into_iter()
-            .map(|(seq, records, left_out, lost)| {
+            .map(|(seq, records, left_out, lost, request)| {
                 let wire_bytes = wire_bytes(records.iter().copied());
                 let records = records
                     .into_iter()
@@ -122,6 +125,7 @@ impl Inbound {
                     records,
                     left_out,
                     lost,
+                    request,
                     wire_bytes,
                     record_bytes_max,
                 )
@@ -142,6 +146,7 @@ impl Inbound {
                              records,
                              left_out,
                              lost,
+                             request,
                          }| {
                             let wire_bytes =
                                 wire_bytes(records.iter().map(|(k, v)| (&k[..], &v[..])));
@@ -155,6 +160,7 @@ impl Inbound {
                                 records,
                                 left_out,
                                 lost,
+                                request,
                                 wire_bytes,
                                 record_bytes_max,
                             )
@@ -175,9 +181,17 @@ fn check_entry(
     records: impl IntoIterator<Item = (Bytes, Bytes)>,
     mut left_out: Vec<Vec<u8>>,
     lost: bool,
+    request: Option<RequestTag>,
     wire_bytes: usize,
     record_bytes_max: usize,
 ) -> Result<DecodedEntry, FrameError> {
+    let request = request.filter(|tag| {
+        let sane = tag.is_sane();
+        if !sane {
+            tracing::warn!(%origin, seq, "a peer's entry named a request tag that is not sane: dropped, the write stands");
+        }
+        sane
+    });
     if left_out.iter().any(|k| k.len() > KEY_BYTES_MAX) {
         return Err(FrameError::Malformed(format!(
             "entry {origin}:{seq}: a key left out is over {KEY_BYTES_MAX} bytes"
@@ -190,6 +204,7 @@ fn check_entry(
             wire_bytes,
             left_out,
             lost,
+            request,
         })
         .map_err(|why| FrameError::Malformed(format!("entry {origin}:{seq}: {why}")))
 }
@@ -294,6 +309,7 @@ mod tests {
                     wire_bytes: 10,
                     left_out: Vec::new(),
                     lost: false,
+                    request: None,
                 })
                 .collect(),
         }
@@ -354,6 +370,7 @@ mod tests {
                 ],
                 left_out: vec![],
                 lost: false,
+                request: None,
             }],
         };
         let bytes = Bytes::from(frame.encode());
@@ -393,6 +410,7 @@ mod tests {
                     ],
                     left_out: vec![],
                     lost: false,
+                    request: None,
                 }],
             };
             let Ok(Inbound::Entries { entries, .. }) = Inbound::decode(&frame.encode().into(), 32)

@@ -43,6 +43,8 @@ pub struct ShippedEntry {
     pub left_out: Vec<Vec<u8>>,
     /// Nothing of the write is held here: it was declared lost.
     pub lost: bool,
+    /// The client request the write answered, if it named one.
+    pub request: Option<crate::model::RequestTag>,
 }
 
 impl ShippedEntry {
@@ -219,6 +221,7 @@ pub trait ReplicaStore {
             wire_bytes,
             left_out,
             lost: false,
+            request: None,
         };
         let outcomes = self.apply_entries(origin, vec![entry])?;
         Ok(outcomes.first().copied().unwrap_or(ApplyOutcome::Duplicate))

@@ -94,6 +94,8 @@ impl ReplicaStore for MemoryStore {
                 .collect(),
             left_out: logged.left_out.clone(),
             lost: logged.lost,
+            // The model keeps no request tags (the engine does).
+            request: None,
         }))
     }
 

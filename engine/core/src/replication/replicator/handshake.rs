@@ -141,10 +141,11 @@ impl Replicator {
                 metrics::counter!("meridian_peer_identity_refused_total", "reason" => "duplicate")
                     .increment(1);
                 let why = format!(
-                    "member {member} came back with an earlier process session: two processes \
-                     share this identity"
+                    "member {member} came back with an earlier process session: a newer \
+                     process of this identity runs (two processes share it: a second start, or \
+                     a restored copy), and the members replicate with that one"
                 );
-                return Err(self.reject(peer, why));
+                return Err(self.reject_as(peer, why, true));
             }
         }
         if let Some(p) = self.peers.get_mut(&peer) {

@@ -235,6 +235,7 @@ impl Replicator {
                     records: &e.states,
                     left_out,
                     lost: e.lost,
+                    request: e.request.as_ref(),
                 })
                 .collect();
             let encoded = encode_entries(origin, &borrowed);
@@ -283,9 +284,13 @@ impl Replicator {
     }
 }
 
-/// Bytes of an entry in flight: its states and the keys it leaves out.
+/// Bytes of an entry in flight: its states, the keys it leaves out and its request tag.
 fn shipped_bytes(entry: &ShippedEntry) -> usize {
     wire_bytes(entry.states.iter().map(|(k, v)| (&k[..], &v[..])))
+        + entry
+            .request
+            .as_ref()
+            .map_or(0, |tag| tag.client.len() + tag.id.len() + 2)
         + entry
             .left_out
             .iter()

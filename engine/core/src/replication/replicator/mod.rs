@@ -129,6 +129,13 @@ pub enum Output {
         /// Why.
         reason: String,
     },
+    /// A peer says this process is fenced: a newer process of this replica's identity runs,
+    /// and the members replicate with that one. The driver must stop acknowledging local
+    /// writes (`Engine::fence`).
+    Fenced {
+        /// What the peer said.
+        reason: String,
+    },
 }
 
 /// Why handling input failed.
@@ -398,10 +405,15 @@ impl Replicator {
                 };
                 self.on_hello(peer, hello, store, now_ms)
             }
-            Frame::Reject { reason } => {
-                tracing::warn!(peer = ?peer, %reason, "peer refused the handshake");
+            Frame::Reject { reason, fenced } => {
+                tracing::warn!(peer = ?peer, %reason, fenced, "peer refused the handshake");
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.state = LinkState::Refused;
+                }
+                if fenced {
+                    self.out.push_back(Output::Fenced {
+                        reason: reason.clone(),
+                    });
                 }
                 self.out.push_back(Output::Close { link: peer, reason });
                 Ok(())
@@ -496,11 +508,22 @@ impl Replicator {
         peer: LinkId,
         reason: String,
     ) -> ReplicationError<E> {
-        tracing::warn!(peer = ?peer, %reason, "refusing peer");
+        self.reject_as(peer, reason, false)
+    }
+
+    /// `reject`, telling the peer whether it is fenced (an earlier process of its member).
+    fn reject_as<E: std::error::Error>(
+        &mut self,
+        peer: LinkId,
+        reason: String,
+        fenced: bool,
+    ) -> ReplicationError<E> {
+        tracing::warn!(peer = ?peer, %reason, fenced, "refusing peer");
         self.send(
             peer,
             &Frame::Reject {
                 reason: reason.clone(),
+                fenced,
             },
         );
         self.refuse(peer, FrameError::Malformed(reason))

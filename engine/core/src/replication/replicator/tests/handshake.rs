@@ -156,6 +156,77 @@ fn a_session_that_comes_back_after_another_is_a_second_process() {
     assert_eq!(log.see(2), Session::Current);
 }
 
+/// A second process of b (a restored copy, a second start) says hello to a: a replicates with
+/// it and drops the first's link. When the first comes back, a refuses it as fenced, and the
+/// first's replicator says so (`Output::Fenced`), for its driver to stop acknowledging writes.
+#[test]
+fn an_earlier_process_of_a_member_learns_it_is_fenced() {
+    let mut pair = Pair::new(ReplicationConfig::default());
+    pair.connect();
+    pair.drive();
+    let frames = |r: &mut Replicator| -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| r.poll_output())
+            .filter_map(|o| match o {
+                Output::Send { frame, .. } => Some(frame),
+                _ => None,
+            })
+            .collect()
+    };
+    // b's second process, session 7, on a's link 3.
+    let b2_store = MemoryStore::new(ReplicaId(2), 0);
+    let config = ReplicationConfig {
+        session: 7,
+        ..ReplicationConfig::default()
+    };
+    let mut b2 = Replicator::new(ReplicaId(2), config);
+    b2.connected(LinkId(1), ReplicaId(1), &b2_store, pair.now);
+    let a = &mut pair.a;
+    a.replicator
+        .connected(LinkId(3), ReplicaId(2), &a.store, pair.now);
+    for hello in frames(&mut b2) {
+        a.replicator
+            .handle(LinkId(3), &hello, &a.store, pair.now)
+            .unwrap();
+    }
+    assert!(matches!(
+        link_state(&a.replicator, LinkId(3)),
+        Some(LinkState::Ready { .. })
+    ));
+    assert_eq!(link_state(&a.replicator, LinkId(2)), None, "b's first link dropped");
+    // The first process of b comes back.
+    pair.disconnect();
+    pair.connect();
+    let a = &mut pair.a;
+    let b = &mut pair.b;
+    let _ = frames(&mut a.replicator);
+    let mut rejects = Vec::new();
+    for hello in frames(&mut b.replicator) {
+        assert!(a
+            .replicator
+            .handle(a.link, &hello, &a.store, pair.now)
+            .is_err());
+        rejects.extend(frames(&mut a.replicator));
+    }
+    assert!(!rejects.is_empty());
+    for reject in rejects {
+        assert!(matches!(
+            Frame::decode(&reject),
+            Ok(Frame::Reject { fenced: true, .. })
+        ));
+        b.replicator
+            .handle(b.link, &reject, &b.store, pair.now)
+            .unwrap();
+    }
+    let fenced: Vec<String> = std::iter::from_fn(|| b.replicator.poll_output())
+        .filter_map(|o| match o {
+            Output::Fenced { reason } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fenced.len(), 1, "{fenced:?}");
+    assert!(fenced[0].contains("newer process"), "{}", fenced[0]);
+}
+
 /// A store restarted after replicating writes at once under its origin; a copy put back by
 /// hand that lost writes its peer holds learns it from the peer's claim, moves to a new
 /// epoch, and gets them back; a restored backup writes under a new epoch from the start.
