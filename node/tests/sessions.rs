@@ -129,6 +129,14 @@ async fn a_sessions_delete_and_remove_cover_what_it_wrote_and_read_in_a_region_t
         matches!(removed, Err(RoutedError::NotYetVisible)),
         "{removed:?}"
     );
+    // Each region refused at once rather than wait: no reachable peer writes or holds what
+    // the session lacks.
+    for node in &cluster.nodes[1..] {
+        let text = node.metrics().unwrap();
+        let skipped =
+            meridian_tests::scrape::metric(&text, "meridian_client_token_waits_skipped_total");
+        assert!(skipped >= 2.0, "{}: {skipped}", node.name());
+    }
     // A write that does not depend on what is seen goes on meanwhile.
     let counted = session
         .apply(b"c", Op::CounterAdd { delta: 1 }, Consistency::Local)

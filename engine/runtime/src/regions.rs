@@ -191,6 +191,19 @@ impl RegionBoard {
         })
     }
 
+    /// Whether what `token` names beyond `applied` may still arrive here soon: each origin it
+    /// lacks is written under by a reachable peer, or a reachable peer has acknowledged
+    /// applying that much of it (and relays it). When not, a wait for it is in vain.
+    pub fn may_supply(&self, token: &CausalToken, applied: &VersionVector) -> bool {
+        let peers = self.peers();
+        token.0.iter().all(|(origin, wanted)| {
+            applied.get(origin) >= wanted
+                || peers.iter().any(|p| {
+                    p.entry.reachable && (p.origin == Some(origin) || p.acked.get(origin) >= wanted)
+                })
+        })
+    }
+
     /// Waits, without a thread, until `needed` regions hold `token` or `deadline` passes;
     /// returns how many do.
     pub async fn wait_durable(

@@ -283,14 +283,15 @@ impl Service {
         } = &request
         {
             let wait = Duration::from_millis(u64::from((*wait_ms).min(TOKEN_WAIT_MS_MAX)));
-            if !self.wait_covers(token, wait).await {
-                if let Some(refused) = self.uncoverable(token) {
-                    return refused;
-                }
-                return error(
-                    ErrorCode::NotYetVisible,
+            if let Err(refused) = self
+                .wait_token(
+                    token,
+                    wait,
                     "this region has not yet applied the token's writes",
-                );
+                )
+                .await
+            {
+                return refused;
             }
         }
         let engine = self.engine.clone();
@@ -555,18 +556,48 @@ impl Service {
             let now = self.engine.config().clock.now_ms() + CLOCK_SKEW_MARGIN.as_millis() as u64;
             wait = wait.min(Duration::from_millis(deadline.saturating_sub(now)));
         }
-        if self.wait_covers(&after.token, wait).await {
-            return None;
-        }
-        if let Some(refused) = self.uncoverable(&after.token) {
-            return Some(refused);
-        }
+        let refused = self
+            .wait_token(
+                &after.token,
+                wait,
+                "this region has not yet applied what the session wrote or read of these keys: nothing was written",
+            )
+            .await
+            .err()?;
         metrics::counter!("meridian_client_writes_refused_total", "reason" => "not_yet_visible")
             .increment(1);
-        Some(error(
-            ErrorCode::NotYetVisible,
-            "this region has not yet applied what the session wrote or read of these keys: nothing was written",
-        ))
+        Some(refused)
+    }
+
+    /// Waits, without a thread, up to `wait` until this region has applied `token`; the
+    /// refusal when it has not: `Uncoverable` when no region can ever supply it, else
+    /// `NotYetVisible` (`why`), at once when no reachable peer writes or holds what it lacks
+    /// (its region is down or cut off from here: waiting would only delay the client's move
+    /// to another region).
+    async fn wait_token(
+        &self,
+        token: &CausalToken,
+        wait: Duration,
+        why: &str,
+    ) -> Result<(), ClientResponse> {
+        if self.engine.covers(token) {
+            return Ok(());
+        }
+        let arriving = self.regions.may_supply(token, &self.engine.applied());
+        if arriving && self.wait_covers(token, wait).await {
+            return Ok(());
+        }
+        if let Some(refused) = self.uncoverable(token) {
+            return Err(refused);
+        }
+        if !arriving {
+            metrics::counter!("meridian_client_token_waits_skipped_total").increment(1);
+            return Err(error(
+                ErrorCode::NotYetVisible,
+                format!("{why} (no region reachable from here holds it)"),
+            ));
+        }
+        Err(error(ErrorCode::NotYetVisible, why))
     }
 
     /// The refusal of a token no region can ever cover (`RegionBoard::uncoverable`), when it
