@@ -1,8 +1,9 @@
 //! `meridian demo` (`make demo`): three regions as separate `meridian node` processes on
 //! loopback with generated certificates; conflicting writes that converge; lag metrics; one
 //! region killed while writes continue; its restart and catch-up; a lost disk; a client routed
-//! to its nearest region, failing over and back; active-passive mode with a promotion; a clean
-//! stop. Narrated.
+//! to its nearest region, failing over and back; active-passive mode with a promotion; a region
+//! cut off by an operator, and a session's delete held until its own write is reachable; a
+//! clean stop. Narrated.
 
 use anyhow::Context;
 use meridian::{Op, ReadValue, VersionVector};
@@ -125,6 +126,64 @@ async fn connect(cluster: &Cluster, i: usize) -> anyhow::Result<Client> {
 }
 
 /// Runs the demo.
+/// While eu-west is cut off: a session in Paris writes there, eu-west freezes, and the
+/// session's delete is refused by the regions that lack the write (it would cover less than the
+/// session wrote) until eu-west is back; then it covers the write.
+async fn session_writes(cluster: &Cluster) -> anyhow::Result<()> {
+    use meridian_runtime::client_proto::Consistency;
+    use meridian_runtime::routed::{RoutedClient, RoutedError};
+    let near = meridian::routing::Location::new(48.85, 2.35);
+    let mut config = cluster.cluster_file("demo", near).routed_config();
+    config.request_timeout = Duration::from_secs(3);
+    let mut session = RoutedClient::connect(config).await?;
+    let draft = Op::Put {
+        value: b"draft".to_vec(),
+        context: None,
+    };
+    let w = session.apply(b"note", draft, Consistency::Local).await?;
+    println!(
+        "   a session in Paris writes note = \"draft\" in {} (cut off: it ships nowhere)",
+        w.region
+    );
+    cluster.nodes[1].pause()?;
+    println!(
+        "   eu-west freezes (SIGSTOP); the session's read of note moves on after 1 s of silence:"
+    );
+    match session.read(b"note").await {
+        Err(RoutedError::NotYetVisible) => println!(
+            "   NotYetVisible: no region the session can reach has its write (none serves it stale)"
+        ),
+        other => {
+            anyhow::bail!("the read should find no region with the session's write: {other:?}")
+        }
+    }
+    let started = Instant::now();
+    match session.apply(b"note", Op::Delete, Consistency::Local).await {
+        Err(RoutedError::NotYetVisible) => println!(
+            "   its delete of note is refused in {} ms, nothing written: a delete in a region that lacks the write would not cover it",
+            started.elapsed().as_millis()
+        ),
+        other => anyhow::bail!("the delete should wait for the session's write: {other:?}"),
+    }
+    cluster.nodes[1].resume()?;
+    let thawed = Instant::now();
+    let w = loop {
+        match session.apply(b"note", Op::Delete, Consistency::Local).await {
+            Ok(w) => break w,
+            Err(RoutedError::NotYetVisible) if thawed.elapsed() < Duration::from_secs(15) => {
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
+            Err(e) => anyhow::bail!("the delete was not taken after eu-west thawed: {e}"),
+        }
+    };
+    println!(
+        "   eu-west thaws; the delete is taken by {} and covers the session's write",
+        w.region
+    );
+    session.close().await;
+    Ok(())
+}
+
 pub fn run() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -382,6 +441,7 @@ async fn demo() -> anyhow::Result<()> {
         describe(&eu.read(b"cart:42", 0).await?)
     );
     cli(&["admin", "--cluster", &ops, "status", "eu-west"])?;
+    session_writes(&cluster).await?;
     let healed = Instant::now();
     cli(&["admin", "--cluster", &ops, "heal", "eu-west"])?;
     us.token.merge(&eu.token);

@@ -191,16 +191,23 @@ impl RegionBoard {
         })
     }
 
-    /// Whether what `token` names beyond `applied` may still arrive here soon: each origin it
-    /// lacks is written under by a reachable peer, or a reachable peer has acknowledged
-    /// applying that much of it (and relays it). When not, a wait for it is in vain.
+    /// Whether what `token` names beyond `applied` may still arrive here soon. It may not only
+    /// when some origin it lacks is written under by a peer that is unreachable from here, and
+    /// no reachable peer has acknowledged applying that much of it: the writes are in a region
+    /// that is down or cut off, and a wait for them is in vain. Anything less known (an origin
+    /// no peer is known to write under: a peer's new epoch not announced yet, a restart's links
+    /// still coming up) may arrive.
     pub fn may_supply(&self, token: &CausalToken, applied: &VersionVector) -> bool {
         let peers = self.peers();
         token.0.iter().all(|(origin, wanted)| {
-            applied.get(origin) >= wanted
-                || peers.iter().any(|p| {
-                    p.entry.reachable && (p.origin == Some(origin) || p.acked.get(origin) >= wanted)
-                })
+            let stranded = applied.get(origin) < wanted
+                && peers
+                    .iter()
+                    .any(|p| p.origin == Some(origin) && !p.entry.reachable)
+                && !peers
+                    .iter()
+                    .any(|p| p.entry.reachable && p.acked.get(origin) >= wanted);
+            !stranded
         })
     }
 
