@@ -46,7 +46,22 @@ typedef enum MeridianStatus {
   MERIDIAN_UNCOVERABLE = 14,
 } MeridianStatus;
 
-// How many regions must hold a write before it is acknowledged.
+// The type of a key's value.
+typedef enum MeridianKind {
+  // Multi-value register (`meridian_register_get`).
+  MERIDIAN_KIND_REGISTER = 0,
+  // Last-writer-wins value (`meridian_lww_get`).
+  MERIDIAN_KIND_LWW = 1,
+  // Counter (`meridian_counter_get`).
+  MERIDIAN_KIND_COUNTER = 2,
+  // Set (`meridian_set_get`).
+  MERIDIAN_KIND_SET = 3,
+  // Map (`meridian_map_get_lww`, `meridian_map_get_counter`).
+  MERIDIAN_KIND_MAP = 4,
+} MeridianKind;
+
+// How many regions must hold a write before it is acknowledged (passed as an `int32_t`
+// and checked).
 typedef enum MeridianConsistency {
   // The region that took it.
   MERIDIAN_CONSISTENCY_LOCAL = 0,
@@ -58,7 +73,7 @@ typedef enum MeridianConsistency {
   MERIDIAN_CONSISTENCY_REGIONS = 3,
 } MeridianConsistency;
 
-// The operation at the end of a field path.
+// The operation at the end of a field path (passed as an `int32_t` and checked).
 typedef enum MeridianOpKind {
   // Last-writer-wins value (`operand`).
   MERIDIAN_OP_LWW_SET = 0,
@@ -73,20 +88,6 @@ typedef enum MeridianOpKind {
   // Removal of the last field of the path.
   MERIDIAN_OP_REMOVE_FIELD = 5,
 } MeridianOpKind;
-
-// The type of a key's value.
-typedef enum MeridianKind {
-  // Multi-value register (`meridian_register_get`).
-  MERIDIAN_KIND_REGISTER = 0,
-  // Last-writer-wins value (`meridian_lww_get`).
-  MERIDIAN_KIND_LWW = 1,
-  // Counter (`meridian_counter_get`).
-  MERIDIAN_KIND_COUNTER = 2,
-  // Set (`meridian_set_get`).
-  MERIDIAN_KIND_SET = 3,
-  // Map (`meridian_map_get_lww`, `meridian_map_get_counter`).
-  MERIDIAN_KIND_MAP = 4,
-} MeridianKind;
 
 // A batch of operations being gathered (opaque).
 typedef struct MeridianBatch MeridianBatch;
@@ -204,7 +205,7 @@ enum MeridianStatus meridian_client_lww_set(const struct MeridianClient *client,
                                             size_t key_len,
                                             const uint8_t *value,
                                             size_t value_len,
-                                            enum MeridianConsistency level,
+                                            int32_t level,
                                             uint8_t regions,
                                             struct MeridianToken **token_out);
 
@@ -218,7 +219,7 @@ enum MeridianStatus meridian_client_counter_add(const struct MeridianClient *cli
                                                 const uint8_t *key,
                                                 size_t key_len,
                                                 int64_t delta,
-                                                enum MeridianConsistency level,
+                                                int32_t level,
                                                 uint8_t regions,
                                                 struct MeridianToken **token_out);
 
@@ -259,7 +260,7 @@ enum MeridianStatus meridian_client_register_put(const struct MeridianClient *cl
                                                  size_t value_len,
                                                  const uint8_t *context_data,
                                                  size_t context_len,
-                                                 enum MeridianConsistency level,
+                                                 int32_t level,
                                                  uint8_t regions,
                                                  struct MeridianToken **token_out);
 
@@ -272,7 +273,7 @@ enum MeridianStatus meridian_client_set_add(const struct MeridianClient *client,
                                             size_t key_len,
                                             const uint8_t *elem,
                                             size_t elem_len,
-                                            enum MeridianConsistency level,
+                                            int32_t level,
                                             uint8_t regions,
                                             struct MeridianToken **token_out);
 
@@ -287,7 +288,7 @@ enum MeridianStatus meridian_client_map_counter_add(const struct MeridianClient 
                                                     const uint8_t *field,
                                                     size_t field_len,
                                                     int64_t delta,
-                                                    enum MeridianConsistency level,
+                                                    int32_t level,
                                                     uint8_t regions,
                                                     struct MeridianToken **token_out);
 
@@ -298,7 +299,7 @@ enum MeridianStatus meridian_client_map_counter_add(const struct MeridianClient 
 enum MeridianStatus meridian_client_delete(const struct MeridianClient *client,
                                            const uint8_t *key,
                                            size_t key_len,
-                                           enum MeridianConsistency level,
+                                           int32_t level,
                                            uint8_t regions,
                                            struct MeridianToken **token_out);
 
@@ -310,7 +311,7 @@ enum MeridianStatus meridian_client_delete(const struct MeridianClient *client,
 // `token_out`, when not null, must be valid for a write.
 enum MeridianStatus meridian_client_batch_commit(const struct MeridianClient *client,
                                                  struct MeridianBatch *batch,
-                                                 enum MeridianConsistency level,
+                                                 int32_t level,
                                                  uint8_t regions,
                                                  struct MeridianToken **token_out);
 
@@ -567,7 +568,7 @@ enum MeridianStatus meridian_map_apply(const struct MeridianEngine *engine_handl
                                        size_t key_len,
                                        const uint8_t *path,
                                        size_t path_len,
-                                       enum MeridianOpKind kind,
+                                       int32_t kind,
                                        const uint8_t *operand,
                                        size_t operand_len,
                                        int64_t delta,

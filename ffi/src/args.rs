@@ -3,8 +3,17 @@
 use crate::status::Failure;
 use std::ffi::{c_char, CStr};
 
+/// Longest key, prefix or range bound accepted (`meridian::limits::KEY_BYTES_MAX`).
+pub(crate) const KEY_LEN_MAX: usize = meridian::limits::KEY_BYTES_MAX;
+
+/// Longest value, element, field, path or token accepted before anything is read (the largest
+/// record a replica may be configured to take; an engine's own, smaller limit is checked
+/// before the bytes are copied where the engine is known).
+pub(crate) const VALUE_LEN_MAX: usize = meridian::limits::RECORD_BYTES_MAX;
+
 /// The bytes `[ptr, ptr + len)`: `len` 0 gives an empty slice whatever `ptr` is; a null
-/// `ptr` with a length is refused.
+/// `ptr` with a length is refused, and so is a length over `max` (`KEY_LEN_MAX` for keys:
+/// an invalid argument; otherwise `MERIDIAN_TOO_LARGE`), before a byte is read.
 ///
 /// # Safety
 /// When `len > 0` and `ptr` is not null, `ptr` must point at `len` readable bytes that stay
@@ -12,6 +21,7 @@ use std::ffi::{c_char, CStr};
 pub(crate) unsafe fn bytes<'a>(
     ptr: *const u8,
     len: usize,
+    max: usize,
     what: &str,
 ) -> Result<&'a [u8], Failure> {
     if len == 0 {
@@ -22,10 +32,13 @@ pub(crate) unsafe fn bytes<'a>(
             "{what}: null pointer with length {len}"
         )));
     }
-    if len > isize::MAX as usize {
-        return Err(Failure::invalid(format!(
-            "{what}: length {len} is impossible"
-        )));
+    if len > max {
+        let why = format!("{what}: {len} bytes, at most {max}");
+        return Err(if max == KEY_LEN_MAX {
+            Failure::invalid(why)
+        } else {
+            Failure::new(crate::status::MeridianStatus::MeridianTooLarge, why)
+        });
     }
     // SAFETY: non-null, and the caller vouches for `len` readable bytes.
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })

@@ -14,7 +14,10 @@ pub struct MeridianBatch {
     _private: [u8; 0],
 }
 
-static BATCHES: Registry<Mutex<Batch>> = Registry::new("batch");
+/// The operations gathered, in the order they were added.
+type Ops = Vec<(Vec<u8>, Op)>;
+
+static BATCHES: Registry<Mutex<Ops>> = Registry::new("batch");
 
 /// Adds `op` on `key` to the batch behind `handle`.
 ///
@@ -26,10 +29,12 @@ unsafe fn add(
     key_len: usize,
     op: Op,
 ) -> Result<(), Failure> {
-    let key = unsafe { bytes(key, key_len, "key") }?.to_vec();
+    let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?.to_vec();
     let batch = BATCHES.get(handle as usize)?;
-    let mut b = batch.lock().unwrap_or_else(|e| e.into_inner());
-    *b = std::mem::take(&mut *b).op(key, op);
+    batch
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((key, op));
     Ok(())
 }
 
@@ -43,7 +48,7 @@ pub unsafe extern "C" fn meridian_batch_new(out: *mut *mut MeridianBatch) -> Mer
         if out.is_null() {
             return Err(Failure::invalid("out: null out-pointer"));
         }
-        let id = BATCHES.insert(Mutex::new(Batch::new()));
+        let id = BATCHES.insert(Mutex::new(Vec::new()));
         unsafe { put_out(out, id as *mut MeridianBatch, "out") }
     })
 }
@@ -61,7 +66,8 @@ pub unsafe extern "C" fn meridian_batch_lww_set(
     value_len: usize,
 ) -> MeridianStatus {
     guard(move || {
-        let value = unsafe { bytes(value, value_len, "value") }?.to_vec();
+        let value =
+            unsafe { bytes(value, value_len, crate::args::VALUE_LEN_MAX, "value") }?.to_vec();
         unsafe { add(batch, key, key_len, Op::LwwSet { value }) }
     })
 }
@@ -93,7 +99,8 @@ pub unsafe extern "C" fn meridian_batch_set_add(
     elem_len: usize,
 ) -> MeridianStatus {
     guard(move || {
-        let elems = vec![unsafe { bytes(elem, elem_len, "elem") }?.to_vec()];
+        let elems =
+            vec![unsafe { bytes(elem, elem_len, crate::args::VALUE_LEN_MAX, "elem") }?.to_vec()];
         unsafe { add(batch, key, key_len, Op::SetAdd { elems }) }
     })
 }
@@ -126,26 +133,35 @@ pub unsafe extern "C" fn meridian_batch_commit(
     guard(move || {
         let e = engine(engine_handle)?;
         let batch = BATCHES.get(batch as usize)?;
+        // Held through the commit: operations added meanwhile wait, and join the next one.
         let mut b = batch.lock().unwrap_or_else(|e| e.into_inner());
-        let token = e.write(b.clone())?;
-        *b = Batch::new();
+        let ops = b
+            .iter()
+            .cloned()
+            .fold(Batch::new(), |batch, (k, op)| batch.op(k, op));
+        let token = e.write(ops)?;
+        b.clear();
         drop(b);
         unsafe { maybe_token_out(token_out, token) }
     })
 }
 
-/// The operations of a batch handle (for the client mode's commit).
-pub(crate) fn batch_ops(handle: *mut MeridianBatch) -> Result<Vec<(Vec<u8>, Op)>, Failure> {
+/// Takes the operations of a batch handle out of it, for the client mode's commit (which
+/// runs without the lock: operations added meanwhile stay in the batch for the next commit).
+pub(crate) fn take_ops(handle: *mut MeridianBatch) -> Result<Ops, Failure> {
     let batch = BATCHES.get(handle as usize)?;
-    let b = batch.lock().unwrap_or_else(|e| e.into_inner());
-    Ok(b.ops().to_vec())
+    let mut b = batch.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(std::mem::take(&mut *b))
 }
 
-/// Empties a batch handle after a commit.
-pub(crate) fn batch_clear(handle: *mut MeridianBatch) -> Result<(), Failure> {
-    let batch = BATCHES.get(handle as usize)?;
-    *batch.lock().unwrap_or_else(|e| e.into_inner()) = Batch::new();
-    Ok(())
+/// Puts operations taken by `take_ops` back in front of those added since (their commit
+/// failed). A batch freed meanwhile takes them with it.
+pub(crate) fn put_back(handle: *mut MeridianBatch, mut ops: Ops) {
+    if let Ok(batch) = BATCHES.get(handle as usize) {
+        let mut b = batch.lock().unwrap_or_else(|e| e.into_inner());
+        ops.append(&mut b);
+        *b = ops;
+    }
 }
 
 /// Frees a batch (null is fine; a freed batch is refused with `MERIDIAN_CLOSED`).

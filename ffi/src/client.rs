@@ -17,7 +17,8 @@ use std::ffi::c_char;
 use std::path::Path;
 use std::sync::Mutex;
 
-/// How many regions must hold a write before it is acknowledged.
+/// How many regions must hold a write before it is acknowledged (passed as an `int32_t`
+/// and checked).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MeridianConsistency {
@@ -68,16 +69,23 @@ pub extern "C" fn meridian_client_retried_after_lost() -> i32 {
         .unwrap_or(0)
 }
 
-fn consistency(level: MeridianConsistency, regions: u8) -> Result<Consistency, Failure> {
+/// The consistency a level crossing the ABI asks for (an integer, checked: a value outside
+/// `MeridianConsistency` is an invalid argument, never a jump through a bad discriminant).
+fn consistency(level: i32, regions: u8) -> Result<Consistency, Failure> {
+    const LOCAL: i32 = MeridianConsistency::MeridianConsistencyLocal as i32;
+    const MAJORITY: i32 = MeridianConsistency::MeridianConsistencyMajority as i32;
+    const ALL: i32 = MeridianConsistency::MeridianConsistencyAll as i32;
+    const REGIONS: i32 = MeridianConsistency::MeridianConsistencyRegions as i32;
     Ok(match level {
-        MeridianConsistency::MeridianConsistencyLocal => Consistency::Local,
-        MeridianConsistency::MeridianConsistencyMajority => Consistency::Majority,
-        MeridianConsistency::MeridianConsistencyAll => Consistency::All,
-        MeridianConsistency::MeridianConsistencyRegions if regions > 0 => {
-            Consistency::Regions(regions)
-        }
-        MeridianConsistency::MeridianConsistencyRegions => {
-            return Err(Failure::invalid("regions: at least 1"))
+        LOCAL => Consistency::Local,
+        MAJORITY => Consistency::Majority,
+        ALL => Consistency::All,
+        REGIONS if regions > 0 => Consistency::Regions(regions),
+        REGIONS => return Err(Failure::invalid("regions: at least 1")),
+        other => {
+            return Err(Failure::invalid(format!(
+                "level: {other} is no MeridianConsistency (0 to 3)"
+            )))
         }
     })
 }
@@ -174,7 +182,7 @@ unsafe fn client_apply(
     level: Consistency,
     token_out: *mut *mut MeridianToken,
 ) -> Result<(), Failure> {
-    let key = unsafe { bytes(key, key_len, "key") }?.to_vec();
+    let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?.to_vec();
     let written = with_client(handle, async move |c| Ok(c.apply(&key, op, level).await?))?;
     acknowledged(&written);
     unsafe { maybe_token_out(token_out, written.token) }
@@ -194,12 +202,13 @@ pub unsafe extern "C" fn meridian_client_lww_set(
     key_len: usize,
     value: *const u8,
     value_len: usize,
-    level: MeridianConsistency,
+    level: i32,
     regions: u8,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
     guard(move || {
-        let value = unsafe { bytes(value, value_len, "value") }?.to_vec();
+        let value =
+            unsafe { bytes(value, value_len, crate::args::VALUE_LEN_MAX, "value") }?.to_vec();
         let level = consistency(level, regions)?;
         unsafe { client_apply(client, key, key_len, Op::LwwSet { value }, level, token_out) }
     })
@@ -217,7 +226,7 @@ pub unsafe extern "C" fn meridian_client_counter_add(
     key: *const u8,
     key_len: usize,
     delta: i64,
-    level: MeridianConsistency,
+    level: i32,
     regions: u8,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
@@ -253,7 +262,7 @@ pub unsafe extern "C" fn meridian_client_lww_get(
         if out.is_null() {
             return Err(Failure::invalid("out: null out-pointer"));
         }
-        let key = unsafe { bytes(key, key_len, "key") }?.to_vec();
+        let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?.to_vec();
         let value = read_value(client, key, |v| match v {
             ReadValue::Lww(l) => Some(l.value),
             _ => None,
@@ -277,7 +286,7 @@ pub unsafe extern "C" fn meridian_client_counter_get(
         if out.is_null() {
             return Err(Failure::invalid("out: null out-pointer"));
         }
-        let key = unsafe { bytes(key, key_len, "key") }?.to_vec();
+        let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?.to_vec();
         let value = read_value(client, key, |v| match v {
             ReadValue::Counter(n) => Some(n),
             _ => None,
@@ -315,12 +324,13 @@ pub unsafe extern "C" fn meridian_client_register_put(
     value_len: usize,
     context_data: *const u8,
     context_len: usize,
-    level: MeridianConsistency,
+    level: i32,
     regions: u8,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
     guard(move || {
-        let value = unsafe { bytes(value, value_len, "value") }?.to_vec();
+        let value =
+            unsafe { bytes(value, value_len, crate::args::VALUE_LEN_MAX, "value") }?.to_vec();
         let context = unsafe { crate::engine::context(context_data, context_len) }?;
         let level = consistency(level, regions)?;
         let op = Op::Put { value, context };
@@ -339,12 +349,13 @@ pub unsafe extern "C" fn meridian_client_set_add(
     key_len: usize,
     elem: *const u8,
     elem_len: usize,
-    level: MeridianConsistency,
+    level: i32,
     regions: u8,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
     guard(move || {
-        let elems = vec![unsafe { bytes(elem, elem_len, "elem") }?.to_vec()];
+        let elems =
+            vec![unsafe { bytes(elem, elem_len, crate::args::VALUE_LEN_MAX, "elem") }?.to_vec()];
         let level = consistency(level, regions)?;
         unsafe { client_apply(client, key, key_len, Op::SetAdd { elems }, level, token_out) }
     })
@@ -363,12 +374,13 @@ pub unsafe extern "C" fn meridian_client_map_counter_add(
     field: *const u8,
     field_len: usize,
     delta: i64,
-    level: MeridianConsistency,
+    level: i32,
     regions: u8,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
     guard(move || {
-        let field = unsafe { bytes(field, field_len, "field") }?.to_vec();
+        let field =
+            unsafe { bytes(field, field_len, crate::args::VALUE_LEN_MAX, "field") }?.to_vec();
         let level = consistency(level, regions)?;
         let op = Op::MapUpdate {
             field,
@@ -387,7 +399,7 @@ pub unsafe extern "C" fn meridian_client_delete(
     client: *const MeridianClient,
     key: *const u8,
     key_len: usize,
-    level: MeridianConsistency,
+    level: i32,
     regions: u8,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
@@ -407,17 +419,29 @@ pub unsafe extern "C" fn meridian_client_delete(
 pub unsafe extern "C" fn meridian_client_batch_commit(
     client: *const MeridianClient,
     batch: *mut crate::batch::MeridianBatch,
-    level: MeridianConsistency,
+    level: i32,
     regions: u8,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
     guard(move || {
         let level = consistency(level, regions)?;
-        let ops = crate::batch::batch_ops(batch)?;
-        let written = with_client(client, async move |c| Ok(c.write_batch(ops, level).await?))?;
-        acknowledged(&written);
-        crate::batch::batch_clear(batch)?;
-        unsafe { maybe_token_out(token_out, written.token) }
+        let ops = crate::batch::take_ops(batch)?;
+        if ops.is_empty() {
+            return Err(Failure::invalid("batch: no operations"));
+        }
+        let sent = ops.clone();
+        match with_client(client, async move |c| {
+            Ok(c.write_batch(sent, level).await?)
+        }) {
+            Ok(written) => {
+                acknowledged(&written);
+                unsafe { maybe_token_out(token_out, written.token) }
+            }
+            Err(failure) => {
+                crate::batch::put_back(batch, ops);
+                Err(failure)
+            }
+        }
     })
 }
 

@@ -23,7 +23,8 @@ pub unsafe extern "C" fn meridian_set_add(
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
     guard(move || {
-        let elems = vec![unsafe { bytes(elem, elem_len, "elem") }?.to_vec()];
+        let elems =
+            vec![unsafe { crate::engine::value_arg(engine, elem, elem_len, "elem") }?.to_vec()];
         unsafe { apply(engine, key, key_len, Op::SetAdd { elems }, token_out) }
     })
 }
@@ -43,7 +44,8 @@ pub unsafe extern "C" fn meridian_set_remove(
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
     guard(move || {
-        let elems = vec![unsafe { bytes(elem, elem_len, "elem") }?.to_vec()];
+        let elems =
+            vec![unsafe { crate::engine::value_arg(engine, elem, elem_len, "elem") }?.to_vec()];
         unsafe { apply(engine, key, key_len, Op::SetRemove { elems }, token_out) }
     })
 }
@@ -63,7 +65,7 @@ pub unsafe extern "C" fn meridian_set_get(
 ) -> MeridianStatus {
     guard(move || {
         let e = engine_checked(engine, out.is_null())?;
-        let key = unsafe { bytes(key, key_len, "key") }?;
+        let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?;
         let members = e.get_set(key)?.ok_or_else(not_found)?;
         unsafe { put_buffer(out, pack(&members), "out") }
     })
@@ -86,8 +88,10 @@ pub unsafe extern "C" fn meridian_map_lww_set(
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
     guard(move || {
-        let field = unsafe { bytes(field, field_len, "field") }?.to_vec();
-        let value = unsafe { bytes(value, value_len, "value") }?.to_vec();
+        let field =
+            unsafe { crate::engine::value_arg(engine, field, field_len, "field") }?.to_vec();
+        let value =
+            unsafe { crate::engine::value_arg(engine, value, value_len, "value") }?.to_vec();
         let op = Op::MapUpdate {
             field,
             op: Box::new(Op::LwwSet { value }),
@@ -112,7 +116,8 @@ pub unsafe extern "C" fn meridian_map_counter_add(
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
     guard(move || {
-        let field = unsafe { bytes(field, field_len, "field") }?.to_vec();
+        let field =
+            unsafe { crate::engine::value_arg(engine, field, field_len, "field") }?.to_vec();
         let op = Op::MapUpdate {
             field,
             op: Box::new(Op::CounterAdd { delta }),
@@ -136,7 +141,8 @@ pub unsafe extern "C" fn meridian_map_remove(
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
     guard(move || {
-        let field = unsafe { bytes(field, field_len, "field") }?.to_vec();
+        let field =
+            unsafe { crate::engine::value_arg(engine, field, field_len, "field") }?.to_vec();
         unsafe { apply(engine, key, key_len, Op::MapRemove { field }, token_out) }
     })
 }
@@ -158,8 +164,8 @@ pub unsafe extern "C" fn meridian_map_get_lww(
 ) -> MeridianStatus {
     guard(move || {
         let e = engine_checked(engine, out.is_null())?;
-        let key = unsafe { bytes(key, key_len, "key") }?;
-        let field = unsafe { bytes(field, field_len, "field") }?;
+        let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?;
+        let field = unsafe { crate::engine::value_arg(engine, field, field_len, "field") }?;
         let map = e.get_map(key)?.ok_or_else(not_found)?;
         let value = map
             .fields
@@ -192,8 +198,8 @@ pub unsafe extern "C" fn meridian_map_get_counter(
 ) -> MeridianStatus {
     guard(move || {
         let e = engine_checked(engine, out.is_null())?;
-        let key = unsafe { bytes(key, key_len, "key") }?;
-        let field = unsafe { bytes(field, field_len, "field") }?;
+        let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?;
+        let field = unsafe { crate::engine::value_arg(engine, field, field_len, "field") }?;
         let map = e.get_map(key)?.ok_or_else(not_found)?;
         let value = map
             .fields

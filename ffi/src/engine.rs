@@ -33,6 +33,21 @@ pub(crate) fn engine(handle: *const MeridianEngine) -> Result<Engine, Failure> {
     Ok(ENGINES.get(handle as usize)?.engine.clone())
 }
 
+/// `bytes` for a value, element, field or operand of a call on the engine behind `handle`: a
+/// length over its configured `value_bytes_max` is `MERIDIAN_TOO_LARGE` before a byte is read.
+///
+/// # Safety
+/// As `bytes`.
+pub(crate) unsafe fn value_arg<'a>(
+    handle: *const MeridianEngine,
+    ptr: *const u8,
+    len: usize,
+    what: &str,
+) -> Result<&'a [u8], Failure> {
+    let max = engine(handle).map_or(crate::args::VALUE_LEN_MAX, |e| e.config().value_bytes_max);
+    unsafe { bytes(ptr, len, max, what) }
+}
+
 /// Applies `op` to the key `[key, key + key_len)` and hands out its token when `token_out`
 /// is not null.
 ///
@@ -46,7 +61,7 @@ pub(crate) unsafe fn apply(
     token_out: *mut *mut MeridianToken,
 ) -> Result<(), Failure> {
     let e = engine(handle)?;
-    let key = unsafe { bytes(key, key_len, "key") }?;
+    let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?;
     let token = e.apply(key, op)?;
     unsafe { maybe_token_out(token_out, token) }
 }
@@ -141,7 +156,7 @@ pub(crate) unsafe fn context(
     if len == 0 {
         return Ok(None);
     }
-    let raw = unsafe { bytes(data, len, "context") }?;
+    let raw = unsafe { bytes(data, len, crate::args::VALUE_LEN_MAX, "context") }?;
     let token =
         CausalToken::from_bytes(raw).map_err(|e| Failure::invalid(format!("context: {e}")))?;
     Ok(Some(token.0))
@@ -167,7 +182,8 @@ pub unsafe extern "C" fn meridian_register_put(
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
     guard(move || {
-        let value = unsafe { bytes(value, value_len, "value") }?.to_vec();
+        let value =
+            unsafe { crate::engine::value_arg(engine, value, value_len, "value") }?.to_vec();
         let context = unsafe { context(context_data, context_len) }?;
         unsafe { apply(engine, key, key_len, Op::Put { value, context }, token_out) }
     })
@@ -187,7 +203,8 @@ pub unsafe extern "C" fn meridian_lww_set(
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
     guard(move || {
-        let value = unsafe { bytes(value, value_len, "value") }?.to_vec();
+        let value =
+            unsafe { crate::engine::value_arg(engine, value, value_len, "value") }?.to_vec();
         unsafe { apply(engine, key, key_len, Op::LwwSet { value }, token_out) }
     })
 }
@@ -237,7 +254,7 @@ pub unsafe extern "C" fn meridian_lww_get(
 ) -> MeridianStatus {
     guard(move || {
         let e = self::engine(engine)?;
-        let key = unsafe { bytes(key, key_len, "key") }?;
+        let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?;
         if out.is_null() {
             return Err(Failure::invalid("out: null out-pointer"));
         }
@@ -259,7 +276,7 @@ pub unsafe extern "C" fn meridian_counter_get(
 ) -> MeridianStatus {
     guard(move || {
         let e = self::engine(engine)?;
-        let key = unsafe { bytes(key, key_len, "key") }?;
+        let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?;
         let value = e.get_counter(key)?.ok_or_else(not_found)?;
         unsafe { put_out(out, value, "out") }
     })
@@ -282,7 +299,7 @@ pub unsafe extern "C" fn meridian_register_get(
 ) -> MeridianStatus {
     guard(move || {
         let e = self::engine(engine)?;
-        let key = unsafe { bytes(key, key_len, "key") }?;
+        let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?;
         if values_out.is_null() || context_out.is_null() {
             return Err(Failure::invalid(
                 "values_out, context_out: null out-pointer",

@@ -9,7 +9,7 @@ use crate::token::MeridianToken;
 use meridian::Op;
 use meridian_runtime::read_json::values_json;
 
-/// The operation at the end of a field path.
+/// The operation at the end of a field path (passed as an `int32_t` and checked).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MeridianOpKind {
@@ -25,6 +25,23 @@ pub enum MeridianOpKind {
     MeridianOpRegisterPut = 4,
     /// Removal of the last field of the path.
     MeridianOpRemoveField = 5,
+}
+
+/// The operation kind an integer crossing the ABI names (checked: a value outside
+/// `MeridianOpKind` is an invalid argument).
+fn op_kind(kind: i32) -> Result<MeridianOpKind, Failure> {
+    use MeridianOpKind as K;
+    [
+        K::MeridianOpLwwSet,
+        K::MeridianOpCounterAdd,
+        K::MeridianOpSetAdd,
+        K::MeridianOpSetRemove,
+        K::MeridianOpRegisterPut,
+        K::MeridianOpRemoveField,
+    ]
+    .into_iter()
+    .find(|k| *k as i32 == kind)
+    .ok_or_else(|| Failure::invalid(format!("kind: {kind} is no MeridianOpKind (0 to 5)")))
 }
 
 /// The fields of a packed path: each preceded by its length as 8 little-endian bytes.
@@ -63,7 +80,7 @@ pub unsafe extern "C" fn meridian_map_apply(
     key_len: usize,
     path: *const u8,
     path_len: usize,
-    kind: MeridianOpKind,
+    kind: i32,
     operand: *const u8,
     operand_len: usize,
     delta: i64,
@@ -72,10 +89,13 @@ pub unsafe extern "C" fn meridian_map_apply(
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
     guard(move || {
-        let mut path = fields(unsafe { bytes(path, path_len, "path") }?)?;
-        let operand = unsafe { bytes(operand, operand_len, "operand") }?.to_vec();
+        let mut path =
+            fields(unsafe { bytes(path, path_len, crate::args::VALUE_LEN_MAX, "path") }?)?;
+        let operand =
+            unsafe { crate::engine::value_arg(engine_handle, operand, operand_len, "operand") }?
+                .to_vec();
         let last = path.pop().unwrap_or_default();
-        let leaf = match kind {
+        let leaf = match op_kind(kind)? {
             MeridianOpKind::MeridianOpRemoveField => Op::MapRemove { field: last },
             other => {
                 let op = match other {
@@ -87,7 +107,8 @@ pub unsafe extern "C" fn meridian_map_apply(
                     MeridianOpKind::MeridianOpSetRemove => Op::SetRemove {
                         elems: vec![operand],
                     },
-                    _ => Op::Put {
+                    MeridianOpKind::MeridianOpRegisterPut
+                    | MeridianOpKind::MeridianOpRemoveField => Op::Put {
                         value: operand,
                         context: unsafe { context(context_data, context_len) }?,
                     },
@@ -129,7 +150,7 @@ pub unsafe extern "C" fn meridian_read_json(
             return Err(Failure::invalid("out: null out-pointer"));
         }
         let e = engine(engine_handle)?;
-        let key = unsafe { bytes(key, key_len, "key") }?;
+        let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?;
         let read = e.read(key)?.ok_or_else(not_found)?;
         let json = serde_json::to_vec(&values_json(&read.values))
             .map_err(|e| Failure::new(MeridianStatus::MeridianInternal, e.to_string()))?;

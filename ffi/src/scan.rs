@@ -75,7 +75,7 @@ pub unsafe extern "C" fn meridian_scan_prefix(
             return Err(Failure::invalid("out: null out-pointer"));
         }
         let e = engine(engine_handle)?;
-        let prefix = unsafe { bytes(prefix, prefix_len, "prefix") }?;
+        let prefix = unsafe { bytes(prefix, prefix_len, crate::args::KEY_LEN_MAX, "prefix") }?;
         let rows = e.scan_prefix(prefix, limit)?;
         unsafe { put_out(out, new_scan(rows), "out") }
     })
@@ -102,8 +102,8 @@ pub unsafe extern "C" fn meridian_scan_range(
             return Err(Failure::invalid("out: null out-pointer"));
         }
         let e = engine(engine_handle)?;
-        let start = unsafe { bytes(start, start_len, "start") }?;
-        let end = unsafe { bytes(end, end_len, "end") }?;
+        let start = unsafe { bytes(start, start_len, crate::args::KEY_LEN_MAX, "start") }?;
+        let end = unsafe { bytes(end, end_len, crate::args::KEY_LEN_MAX, "end") }?;
         let rows = e.scan_range(start, (!end.is_empty()).then_some(end), limit)?;
         unsafe { put_out(out, new_scan(rows), "out") }
     })

@@ -77,7 +77,7 @@ pub unsafe extern "C" fn meridian_token_from_bytes(
     out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
     guard(move || {
-        let raw = unsafe { bytes(data, len, "data") }?;
+        let raw = unsafe { bytes(data, len, crate::args::VALUE_LEN_MAX, "data") }?;
         let token = CausalToken::from_bytes(raw)
             .map_err(|e| Failure::invalid(format!("not a token: {e}")))?;
         unsafe { put_token(out, token) }

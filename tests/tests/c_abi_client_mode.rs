@@ -74,7 +74,7 @@ fn the_routed_client_fails_over_through_the_c_abi() {
             S::MeridianOk
         );
     }
-    let majority = MeridianConsistency::MeridianConsistencyMajority;
+    let majority = MeridianConsistency::MeridianConsistencyMajority as i32;
     let mut region = MeridianBuffer {
         data: ptr::null_mut(),
         len: 0,
@@ -100,13 +100,68 @@ fn the_routed_client_fails_over_through_the_c_abi() {
         assert_eq!(meridian_client_region(client, &mut region), S::MeridianOk);
         assert_eq!(text(&mut region), "eu-west");
         assert_eq!(meridian_client_retried_after_lost(), 0, "answered at once");
-        let regions = MeridianConsistency::MeridianConsistencyRegions;
+        let regions = MeridianConsistency::MeridianConsistencyRegions as i32;
         assert_eq!(
             meridian_client_counter_add(client, b"n".as_ptr(), 1, 2, regions, 0, ptr::null_mut()),
             S::MeridianInvalidArgument,
             "regions(0)"
         );
+        // A level outside the enum is refused (it was matched as an enum: undefined).
+        for bad in [4, 7, -1, i32::MAX] {
+            assert_eq!(
+                meridian_client_counter_add(client, b"n".as_ptr(), 1, 2, bad, 0, ptr::null_mut()),
+                S::MeridianInvalidArgument,
+                "level {bad}"
+            );
+        }
     }
+
+    // Operations added to a batch while it commits are kept for the next commit.
+    let mut batch = ptr::null_mut();
+    assert_eq!(
+        unsafe { meridian_c::batch::meridian_batch_new(&mut batch) },
+        S::MeridianOk
+    );
+    let shared = batch as usize;
+    let adder = std::thread::spawn(move || {
+        for _ in 0..2_000 {
+            let status = unsafe {
+                meridian_c::batch::meridian_batch_counter_add(
+                    shared as *mut _,
+                    b"added".as_ptr(),
+                    5,
+                    1,
+                )
+            };
+            assert_eq!(status, S::MeridianOk);
+        }
+    });
+    let local_level = MeridianConsistency::MeridianConsistencyLocal as i32;
+    let mut commit =
+        || unsafe { meridian_client_batch_commit(client, batch, local_level, 0, ptr::null_mut()) };
+    while !adder.is_finished() {
+        let status = commit();
+        assert!(
+            status == S::MeridianOk || status == S::MeridianInvalidArgument,
+            "{status:?}"
+        );
+    }
+    adder.join().unwrap();
+    let last = commit();
+    assert!(
+        last == S::MeridianOk || last == S::MeridianInvalidArgument,
+        "{last:?}"
+    );
+    let mut added = 0i64;
+    assert_eq!(
+        unsafe { meridian_client_counter_get(client, b"added".as_ptr(), 5, &mut added) },
+        S::MeridianOk
+    );
+    assert_eq!(added, 2_000, "operations added during commits were lost");
+    assert_eq!(
+        unsafe { meridian_c::batch::meridian_batch_free(batch) },
+        S::MeridianOk
+    );
 
     // eu-west dies: the same client writes in us-east, and reads its writes there.
     cluster.nodes[0].kill();
@@ -136,7 +191,7 @@ fn the_routed_client_fails_over_through_the_c_abi() {
             S::MeridianOk
         );
         assert_eq!(text(&mut value), "pen");
-        let local = MeridianConsistency::MeridianConsistencyLocal;
+        let local = MeridianConsistency::MeridianConsistencyLocal as i32;
         assert_eq!(
             meridian_client_counter_add(client, b"n".as_ptr(), 1, 5, local, 0, ptr::null_mut()),
             S::MeridianOk

@@ -55,6 +55,21 @@ int main(int argc, char **argv) {
     CHECK(big != NULL);
     CHECK(meridian_lww_set(e, B("big"), 3, big, big_len, NULL) == MERIDIAN_TOO_LARGE);
     free(big);
+    /* Lengths are checked before a byte is read: an 8 MiB length over a 16-byte buffer (over
+     * the engine's 4 MiB value limit) and a length of 2^44 are refused, reading nothing. */
+    {
+        uint8_t small[16] = {0};
+        CHECK(meridian_lww_set(e, B("big"), 3, small, 8u << 20, NULL) == MERIDIAN_TOO_LARGE);
+        CHECK(meridian_set_add(e, B("big"), 3, small, 8u << 20, NULL) == MERIDIAN_TOO_LARGE);
+        CHECK(meridian_map_lww_set(e, B("big"), 3, small, 8u << 20, small, 1, NULL) == MERIDIAN_TOO_LARGE);
+        CHECK(meridian_lww_set(e, B("big"), 3, small, (size_t)1 << 44, NULL) == MERIDIAN_TOO_LARGE);
+        CHECK(meridian_lww_set(e, small, (size_t)1 << 44, small, 1, NULL) == MERIDIAN_INVALID_ARGUMENT);
+        MeridianBatch *hb = NULL;
+        CHECK(meridian_batch_new(&hb) == MERIDIAN_OK);
+        CHECK(meridian_batch_lww_set(hb, small, (size_t)1 << 44, small, 1) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_batch_lww_set(hb, B("k"), 1, small, (size_t)1 << 44) == MERIDIAN_TOO_LARGE);
+        CHECK(meridian_batch_free(hb) == MERIDIAN_OK);
+    }
 
     /* Counters, and a key of another type. */
     CHECK(meridian_counter_add(e, B("k"), 1, 1, NULL) == MERIDIAN_WRONG_TYPE);
@@ -127,6 +142,12 @@ int main(int argc, char **argv) {
                              NULL) == MERIDIAN_INVALID_ARGUMENT); /* a cut length */
     CHECK(meridian_map_apply(e, B("deep"), 4, NULL, 0, MERIDIAN_OP_LWW_SET, B("v"), 1, 0, NULL, 0,
                              NULL) == MERIDIAN_INVALID_ARGUMENT); /* no field */
+    /* An operation kind outside the enum is refused, writing nothing. */
+    CHECK(meridian_map_apply(e, B("deep3"), 5, path, sizeof path, 42, B("v"), 1, 0, NULL, 0,
+                             NULL) == MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_map_apply(e, B("deep3"), 5, path, sizeof path, -1, B("v"), 1, 0, NULL, 0,
+                             NULL) == MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_read_json(e, B("deep3"), 5, &b) == MERIDIAN_NOT_FOUND);
     {
         char json[512] = {0};
         CHECK(meridian_read_json(e, B("deep2"), 5, &b) == MERIDIAN_OK && b.len < sizeof json);

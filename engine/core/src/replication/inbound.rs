@@ -118,17 +118,15 @@ impl Inbound {
                 let records = records
                     .into_iter()
                     .map(|(k, v)| (bytes.slice_ref(k), bytes.slice_ref(v)));
-                let left_out = left_out.into_iter().map(<[u8]>::to_vec).collect();
-                check_entry(
-                    origin,
+                let entry = DecodedEntry {
                     seq,
-                    records,
-                    left_out,
+                    records: Vec::new(),
+                    wire_bytes,
+                    left_out: left_out.into_iter().map(<[u8]>::to_vec).collect(),
                     lost,
                     request,
-                    wire_bytes,
-                    record_bytes_max,
-                )
+                };
+                check_entry(origin, entry, records, record_bytes_max)
             })
             .collect::<Result<_, _>>()?;
         Ok(Inbound::Entries { origin, entries })
@@ -153,17 +151,15 @@ impl Inbound {
                             let records = records.into_iter().map(|(k, v)| {
                                 (Bytes::from(k.into_vec()), Bytes::from(v.into_vec()))
                             });
-                            let left_out = left_out.into_iter().map(|k| k.into_vec()).collect();
-                            check_entry(
-                                origin,
+                            let entry = DecodedEntry {
                                 seq,
-                                records,
-                                left_out,
+                                records: Vec::new(),
+                                wire_bytes,
+                                left_out: left_out.into_iter().map(|k| k.into_vec()).collect(),
                                 lost,
                                 request,
-                                wire_bytes,
-                                record_bytes_max,
-                            )
+                            };
+                            check_entry(origin, entry, records, record_bytes_max)
                         },
                     )
                     .collect::<Result<_, _>>()?;
@@ -174,39 +170,30 @@ impl Inbound {
     }
 }
 
-/// One entry's records checked, or the frame refused naming the entry.
+/// One entry (its records still to come, as `records`) checked, or the frame refused naming
+/// the entry.
 fn check_entry(
     origin: ReplicaId,
-    seq: u64,
+    mut entry: DecodedEntry,
     records: impl IntoIterator<Item = (Bytes, Bytes)>,
-    mut left_out: Vec<Vec<u8>>,
-    lost: bool,
-    request: Option<RequestTag>,
-    wire_bytes: usize,
     record_bytes_max: usize,
 ) -> Result<DecodedEntry, FrameError> {
-    let request = request.filter(|tag| {
+    let seq = entry.seq;
+    entry.request = entry.request.filter(|tag| {
         let sane = tag.is_sane();
         if !sane {
             tracing::warn!(%origin, seq, "a peer's entry named a request tag that is not sane: dropped, the write stands");
         }
         sane
     });
-    if left_out.iter().any(|k| k.len() > KEY_BYTES_MAX) {
+    if entry.left_out.iter().any(|k| k.len() > KEY_BYTES_MAX) {
         return Err(FrameError::Malformed(format!(
             "entry {origin}:{seq}: a key left out is over {KEY_BYTES_MAX} bytes"
         )));
     }
-    decode_records(records, record_bytes_max, &mut left_out)
-        .map(|records| DecodedEntry {
-            seq,
-            records,
-            wire_bytes,
-            left_out,
-            lost,
-            request,
-        })
-        .map_err(|why| FrameError::Malformed(format!("entry {origin}:{seq}: {why}")))
+    entry.records = decode_records(records, record_bytes_max, &mut entry.left_out)
+        .map_err(|why| FrameError::Malformed(format!("entry {origin}:{seq}: {why}")))?;
+    Ok(entry)
 }
 
 /// Checks record states, sorted by key with repeats joined. A record that does not check (a
