@@ -173,8 +173,10 @@ enum MeridianStatus meridian_batch_commit(const struct MeridianEngine *engine_ha
 // Frees a batch (null is fine; a freed batch is refused with `MERIDIAN_CLOSED`).
 enum MeridianStatus meridian_batch_free(struct MeridianBatch *batch);
 
-// Frees the bytes of `buffer` and empties it (a null `buffer`, or an empty one, is fine;
-// freeing twice is refused: the first call empties it).
+// Frees the bytes of `buffer` and empties it (a null `buffer`, or an empty one, is fine).
+// Freeing twice is refused with `MERIDIAN_INVALID_ARGUMENT`, through the same struct (the
+// first call empties it) or a copy of it (the library knows which buffers it handed out),
+// and so is a buffer this library did not fill.
 //
 // # Safety
 // `buffer`, when not null, must point at a `MeridianBuffer` filled by this library.
@@ -458,9 +460,11 @@ enum MeridianStatus meridian_engine_open(const char *dir, struct MeridianEngine 
 // `config_path` must be a NUL-terminated string; `out` must be valid for a write.
 enum MeridianStatus meridian_engine_open_node(const char *config_path, struct MeridianEngine **out);
 
-// Closes an engine (null is fine): replication stops, memtables are flushed. Blocks until
-// then, or until the last call still using the handle on another thread returns. A closed
-// handle is refused with `MERIDIAN_CLOSED`.
+// Closes an engine (null is fine): new calls on the handle are refused at once
+// (`MERIDIAN_CLOSED`), the calls in flight on other threads are waited for (up to 60 s:
+// then `MERIDIAN_UNAVAILABLE`, and the engine closes when the last returns), replication
+// stops, memtables are flushed; the directory can be opened again when it returns OK. Scans
+// of a closed engine answer `MERIDIAN_CLOSED`.
 enum MeridianStatus meridian_engine_close(struct MeridianEngine *engine);
 
 // Multi-value register write. With a `context` (from `meridian_register_get`), it
@@ -627,8 +631,8 @@ enum MeridianStatus meridian_scan_next(struct MeridianScan *scan,
 enum MeridianStatus meridian_scan_free(struct MeridianScan *scan);
 
 // The message of the last call on this thread that did not return `MERIDIAN_OK` (empty after
-// a call that did). The text stays valid until the next call into the library on this
-// thread; never null; do not free it.
+// a call that did, and during the thread's teardown). The text stays valid until the next
+// call into the library on this thread; never null; do not free it.
 const char *meridian_last_error(void);
 
 // An empty token (a session that has written and read nothing).

@@ -88,3 +88,54 @@ pub(crate) unsafe fn put_buffer(
     unsafe { out.write(crate::buffer::MeridianBuffer::from_vec(bytes)) };
     Ok(())
 }
+
+/// What an out-parameter holds before a call fills it: null, zero, empty.
+pub(crate) trait Cleared {
+    /// The cleared value.
+    fn cleared() -> Self;
+}
+
+impl<T> Cleared for *mut T {
+    fn cleared() -> Self {
+        std::ptr::null_mut()
+    }
+}
+
+impl Cleared for i64 {
+    fn cleared() -> Self {
+        0
+    }
+}
+
+impl Cleared for i32 {
+    fn cleared() -> Self {
+        0
+    }
+}
+
+impl Cleared for crate::buffer::MeridianBuffer {
+    fn cleared() -> Self {
+        crate::buffer::MeridianBuffer {
+            data: std::ptr::null_mut(),
+            len: 0,
+        }
+    }
+}
+
+impl Cleared for crate::scan::MeridianKind {
+    fn cleared() -> Self {
+        crate::scan::MeridianKind::MeridianKindRegister
+    }
+}
+
+/// Clears an out-parameter on entry, so that whatever the call comes to, the caller's cleanup
+/// never frees what it did not get (a null `out` is left to the call to refuse).
+///
+/// # Safety
+/// `out`, when not null, must be valid for a write.
+pub(crate) unsafe fn clear<T: Cleared>(out: *mut T) {
+    if !out.is_null() {
+        // SAFETY: non-null and writable, as the caller vouches.
+        unsafe { out.write(T::cleared()) };
+    }
+}

@@ -44,6 +44,8 @@ unsafe fn add(
 /// `out` must be valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn meridian_batch_new(out: *mut *mut MeridianBatch) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
     guard(move || {
         if out.is_null() {
             return Err(Failure::invalid("out: null out-pointer"));
@@ -130,6 +132,8 @@ pub unsafe extern "C" fn meridian_batch_commit(
     batch: *mut MeridianBatch,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
     guard(move || {
         let e = engine(engine_handle)?;
         let batch = BATCHES.get(batch as usize)?;

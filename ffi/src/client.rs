@@ -55,7 +55,7 @@ thread_local! {
 
 /// Keeps what `meridian_client_retried_after_lost` says of this thread's last write.
 fn acknowledged(written: &meridian_runtime::routed::Written) {
-    RETRIED_AFTER_LOST.with(|r| r.set(written.retried_after_lost));
+    let _ = RETRIED_AFTER_LOST.try_with(|r| r.set(written.retried_after_lost));
 }
 
 /// Whether the calling thread's last acknowledged client write was taken after an earlier
@@ -148,6 +148,8 @@ pub unsafe extern "C" fn meridian_client_open(
     cluster_file: *const c_char,
     out: *mut *mut MeridianClient,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
     guard(move || {
         let path = unsafe { text(cluster_file, "cluster_file") }?;
         if out.is_null() {
@@ -206,6 +208,8 @@ pub unsafe extern "C" fn meridian_client_lww_set(
     regions: u8,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
     guard(move || {
         let value =
             unsafe { bytes(value, value_len, crate::args::VALUE_LEN_MAX, "value") }?.to_vec();
@@ -230,6 +234,8 @@ pub unsafe extern "C" fn meridian_client_counter_add(
     regions: u8,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
     guard(move || {
         let level = consistency(level, regions)?;
         unsafe {
@@ -258,6 +264,8 @@ pub unsafe extern "C" fn meridian_client_lww_get(
     key_len: usize,
     out: *mut MeridianBuffer,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
     guard(move || {
         if out.is_null() {
             return Err(Failure::invalid("out: null out-pointer"));
@@ -282,6 +290,8 @@ pub unsafe extern "C" fn meridian_client_counter_get(
     key_len: usize,
     out: *mut i64,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
     guard(move || {
         if out.is_null() {
             return Err(Failure::invalid("out: null out-pointer"));
@@ -328,6 +338,8 @@ pub unsafe extern "C" fn meridian_client_register_put(
     regions: u8,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
     guard(move || {
         let value =
             unsafe { bytes(value, value_len, crate::args::VALUE_LEN_MAX, "value") }?.to_vec();
@@ -353,6 +365,8 @@ pub unsafe extern "C" fn meridian_client_set_add(
     regions: u8,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
     guard(move || {
         let elems =
             vec![unsafe { bytes(elem, elem_len, crate::args::VALUE_LEN_MAX, "elem") }?.to_vec()];
@@ -378,6 +392,8 @@ pub unsafe extern "C" fn meridian_client_map_counter_add(
     regions: u8,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
     guard(move || {
         let field =
             unsafe { bytes(field, field_len, crate::args::VALUE_LEN_MAX, "field") }?.to_vec();
@@ -403,6 +419,8 @@ pub unsafe extern "C" fn meridian_client_delete(
     regions: u8,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
     guard(move || {
         let level = consistency(level, regions)?;
         unsafe { client_apply(client, key, key_len, Op::Delete, level, token_out) }
@@ -423,6 +441,8 @@ pub unsafe extern "C" fn meridian_client_batch_commit(
     regions: u8,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
     guard(move || {
         let level = consistency(level, regions)?;
         let ops = crate::batch::take_ops(batch)?;
@@ -468,6 +488,8 @@ pub unsafe extern "C" fn meridian_client_token(
     client: *const MeridianClient,
     out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
     guard(move || {
         if out.is_null() {
             return Err(Failure::invalid("out: null out-pointer"));
@@ -502,6 +524,8 @@ pub unsafe extern "C" fn meridian_client_region(
     client: *const MeridianClient,
     out: *mut MeridianBuffer,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
     guard(move || {
         if out.is_null() {
             return Err(Failure::invalid("out: null out-pointer"));

@@ -22,6 +22,8 @@ pub unsafe extern "C" fn meridian_set_add(
     elem_len: usize,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
     guard(move || {
         let elems =
             vec![unsafe { crate::engine::value_arg(engine, elem, elem_len, "elem") }?.to_vec()];
@@ -43,6 +45,8 @@ pub unsafe extern "C" fn meridian_set_remove(
     elem_len: usize,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
     guard(move || {
         let elems =
             vec![unsafe { crate::engine::value_arg(engine, elem, elem_len, "elem") }?.to_vec()];
@@ -63,6 +67,8 @@ pub unsafe extern "C" fn meridian_set_get(
     key_len: usize,
     out: *mut MeridianBuffer,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
     guard(move || {
         let e = engine_checked(engine, out.is_null())?;
         let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?;
@@ -87,6 +93,8 @@ pub unsafe extern "C" fn meridian_map_lww_set(
     value_len: usize,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
     guard(move || {
         let field =
             unsafe { crate::engine::value_arg(engine, field, field_len, "field") }?.to_vec();
@@ -115,6 +123,8 @@ pub unsafe extern "C" fn meridian_map_counter_add(
     delta: i64,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
     guard(move || {
         let field =
             unsafe { crate::engine::value_arg(engine, field, field_len, "field") }?.to_vec();
@@ -140,6 +150,8 @@ pub unsafe extern "C" fn meridian_map_remove(
     field_len: usize,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
     guard(move || {
         let field =
             unsafe { crate::engine::value_arg(engine, field, field_len, "field") }?.to_vec();
@@ -162,6 +174,8 @@ pub unsafe extern "C" fn meridian_map_get_lww(
     field_len: usize,
     out: *mut MeridianBuffer,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
     guard(move || {
         let e = engine_checked(engine, out.is_null())?;
         let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?;
@@ -196,6 +210,8 @@ pub unsafe extern "C" fn meridian_map_get_counter(
     field_len: usize,
     out: *mut i64,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
     guard(move || {
         let e = engine_checked(engine, out.is_null())?;
         let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?;
@@ -219,7 +235,7 @@ pub unsafe extern "C" fn meridian_map_get_counter(
 fn engine_checked(
     handle: *const MeridianEngine,
     out_is_null: bool,
-) -> Result<meridian::Engine, Failure> {
+) -> Result<crate::engine::InUse, Failure> {
     if out_is_null {
         return Err(Failure::invalid("out: null out-pointer"));
     }

@@ -28,10 +28,32 @@ pub(crate) struct EngineHandle {
 
 static ENGINES: Registry<EngineHandle> = Registry::new("engine");
 
-/// The engine behind a handle.
-pub(crate) fn engine(handle: *const MeridianEngine) -> Result<Engine, Failure> {
-    Ok(ENGINES.get(handle as usize)?.engine.clone())
+/// The engine behind a handle, held for one call: `meridian_engine_close` waits until every
+/// call holding it has returned.
+pub(crate) struct InUse(std::sync::Arc<EngineHandle>);
+
+impl std::ops::Deref for InUse {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        &self.0.engine
+    }
 }
+
+/// The engine behind a handle, for the length of a call.
+pub(crate) fn engine(handle: *const MeridianEngine) -> Result<InUse, Failure> {
+    Ok(InUse(ENGINES.get(handle as usize)?))
+}
+
+/// Whether the engine handle `id` is still open (scans of a closed engine answer
+/// `MERIDIAN_CLOSED`).
+pub(crate) fn is_open(id: usize) -> bool {
+    ENGINES.get(id).is_ok()
+}
+
+/// Longest `meridian_engine_close` waits for the calls in flight on its handle (a token wait
+/// is bounded by its own timeout): then it answers `MERIDIAN_UNAVAILABLE`, the handle closed
+/// to new calls, and the engine closes when the last call returns.
+const CLOSE_WAIT: Duration = Duration::from_secs(60);
 
 /// `bytes` for a value, element, field or operand of a call on the engine behind `handle`: a
 /// length over its configured `value_bytes_max` is `MERIDIAN_TOO_LARGE` before a byte is read.
@@ -76,6 +98,8 @@ pub unsafe extern "C" fn meridian_engine_open(
     dir: *const c_char,
     out: *mut *mut MeridianEngine,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
     guard(move || {
         let dir = unsafe { text(dir, "dir") }?;
         if out.is_null() {
@@ -101,6 +125,8 @@ pub unsafe extern "C" fn meridian_engine_open_node(
     config_path: *const c_char,
     out: *mut *mut MeridianEngine,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
     guard(move || {
         let path = unsafe { text(config_path, "config_path") }?;
         if out.is_null() {
@@ -123,26 +149,43 @@ pub unsafe extern "C" fn meridian_engine_open_node(
     })
 }
 
-/// Closes an engine (null is fine): replication stops, memtables are flushed. Blocks until
-/// then, or until the last call still using the handle on another thread returns. A closed
-/// handle is refused with `MERIDIAN_CLOSED`.
+/// Closes an engine (null is fine): new calls on the handle are refused at once
+/// (`MERIDIAN_CLOSED`), the calls in flight on other threads are waited for (up to 60 s:
+/// then `MERIDIAN_UNAVAILABLE`, and the engine closes when the last returns), replication
+/// stops, memtables are flushed; the directory can be opened again when it returns OK. Scans
+/// of a closed engine answer `MERIDIAN_CLOSED`.
 #[no_mangle]
 pub extern "C" fn meridian_engine_close(engine: *mut MeridianEngine) -> MeridianStatus {
     guard(move || {
         if engine.is_null() {
             return Ok(());
         }
-        let handle = ENGINES
+        let mut handle = ENGINES
             .remove(engine as usize)
             .ok_or_else(|| Failure::new(MeridianStatus::MeridianClosed, "engine already closed"))?;
-        if let Ok(handle) = std::sync::Arc::try_unwrap(handle) {
-            let EngineHandle { engine, _runtime } = handle;
-            drop(_runtime);
-            engine
-                .store()
-                .flush()
-                .map_err(|e| Failure::new(MeridianStatus::MeridianStorage, e.to_string()))?;
-        }
+        // New calls are refused now; the ones in flight hold the handle until they return.
+        let started = std::time::Instant::now();
+        let handle = loop {
+            match std::sync::Arc::try_unwrap(handle) {
+                Ok(handle) => break handle,
+                Err(shared) if started.elapsed() < CLOSE_WAIT => {
+                    handle = shared;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => {
+                    return Err(Failure::new(
+                        MeridianStatus::MeridianUnavailable,
+                        format!("calls on this engine still run after {CLOSE_WAIT:?}: it closes when the last returns"),
+                    ))
+                }
+            }
+        };
+        let EngineHandle { engine, _runtime } = handle;
+        drop(_runtime);
+        engine
+            .store()
+            .flush()
+            .map_err(|e| Failure::new(MeridianStatus::MeridianStorage, e.to_string()))?;
         Ok(())
     })
 }
@@ -181,6 +224,8 @@ pub unsafe extern "C" fn meridian_register_put(
     context_len: usize,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
     guard(move || {
         let value =
             unsafe { crate::engine::value_arg(engine, value, value_len, "value") }?.to_vec();
@@ -202,6 +247,8 @@ pub unsafe extern "C" fn meridian_lww_set(
     value_len: usize,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
     guard(move || {
         let value =
             unsafe { crate::engine::value_arg(engine, value, value_len, "value") }?.to_vec();
@@ -222,6 +269,8 @@ pub unsafe extern "C" fn meridian_counter_add(
     delta: i64,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
     guard(move || unsafe { apply(engine, key, key_len, Op::CounterAdd { delta }, token_out) })
 }
 
@@ -237,6 +286,8 @@ pub unsafe extern "C" fn meridian_delete(
     key_len: usize,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
     guard(move || unsafe { apply(engine, key, key_len, Op::Delete, token_out) })
 }
 
@@ -252,6 +303,8 @@ pub unsafe extern "C" fn meridian_lww_get(
     key_len: usize,
     out: *mut MeridianBuffer,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
     guard(move || {
         let e = self::engine(engine)?;
         let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?;
@@ -274,6 +327,8 @@ pub unsafe extern "C" fn meridian_counter_get(
     key_len: usize,
     out: *mut i64,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
     guard(move || {
         let e = self::engine(engine)?;
         let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?;
@@ -297,6 +352,10 @@ pub unsafe extern "C" fn meridian_register_get(
     values_out: *mut MeridianBuffer,
     context_out: *mut MeridianBuffer,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(values_out) };
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(context_out) };
     guard(move || {
         let e = self::engine(engine)?;
         let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?;
@@ -332,6 +391,8 @@ pub unsafe extern "C" fn meridian_wait_covers(
     timeout_ms: u64,
     covered_out: *mut i32,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(covered_out) };
     guard(move || {
         let e = self::engine(engine)?;
         let t = token_of(token)?;

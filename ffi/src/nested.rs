@@ -88,6 +88,8 @@ pub unsafe extern "C" fn meridian_map_apply(
     context_len: usize,
     token_out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
     guard(move || {
         let mut path =
             fields(unsafe { bytes(path, path_len, crate::args::VALUE_LEN_MAX, "path") }?)?;
@@ -145,6 +147,8 @@ pub unsafe extern "C" fn meridian_read_json(
     key_len: usize,
     out: *mut MeridianBuffer,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
     guard(move || {
         if out.is_null() {
             return Err(Failure::invalid("out: null out-pointer"));

@@ -31,8 +31,12 @@ pub struct MeridianScan {
     _private: [u8; 0],
 }
 
-/// The rows a scan has not handed out yet.
-type Rows = Mutex<VecDeque<(Vec<u8>, MeridianKind)>>;
+/// The rows a scan has not handed out yet, and the engine handle it reads (a scan of a
+/// closed engine hands out nothing more).
+struct Rows {
+    engine: usize,
+    rows: Mutex<VecDeque<(Vec<u8>, MeridianKind)>>,
+}
 
 static SCANS: Registry<Rows> = Registry::new("scan");
 
@@ -46,7 +50,7 @@ fn kind_of(read: &Read) -> MeridianKind {
     }
 }
 
-fn new_scan(rows: Vec<(Vec<u8>, Read)>) -> *mut MeridianScan {
+fn new_scan(engine: usize, rows: Vec<(Vec<u8>, Read)>) -> *mut MeridianScan {
     let rows: VecDeque<_> = rows
         .into_iter()
         .map(|(k, r)| {
@@ -54,7 +58,10 @@ fn new_scan(rows: Vec<(Vec<u8>, Read)>) -> *mut MeridianScan {
             (k, kind)
         })
         .collect();
-    SCANS.insert(Mutex::new(rows)) as *mut MeridianScan
+    SCANS.insert(Rows {
+        engine,
+        rows: Mutex::new(rows),
+    }) as *mut MeridianScan
 }
 
 /// The keys starting with `prefix` (at most `limit`), in order, as a scan handle. Blocks
@@ -70,6 +77,8 @@ pub unsafe extern "C" fn meridian_scan_prefix(
     limit: usize,
     out: *mut *mut MeridianScan,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
     guard(move || {
         if out.is_null() {
             return Err(Failure::invalid("out: null out-pointer"));
@@ -77,7 +86,7 @@ pub unsafe extern "C" fn meridian_scan_prefix(
         let e = engine(engine_handle)?;
         let prefix = unsafe { bytes(prefix, prefix_len, crate::args::KEY_LEN_MAX, "prefix") }?;
         let rows = e.scan_prefix(prefix, limit)?;
-        unsafe { put_out(out, new_scan(rows), "out") }
+        unsafe { put_out(out, new_scan(engine_handle as usize, rows), "out") }
     })
 }
 
@@ -97,6 +106,8 @@ pub unsafe extern "C" fn meridian_scan_range(
     limit: usize,
     out: *mut *mut MeridianScan,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
     guard(move || {
         if out.is_null() {
             return Err(Failure::invalid("out: null out-pointer"));
@@ -105,7 +116,7 @@ pub unsafe extern "C" fn meridian_scan_range(
         let start = unsafe { bytes(start, start_len, crate::args::KEY_LEN_MAX, "start") }?;
         let end = unsafe { bytes(end, end_len, crate::args::KEY_LEN_MAX, "end") }?;
         let rows = e.scan_range(start, (!end.is_empty()).then_some(end), limit)?;
-        unsafe { put_out(out, new_scan(rows), "out") }
+        unsafe { put_out(out, new_scan(engine_handle as usize, rows), "out") }
     })
 }
 
@@ -120,12 +131,26 @@ pub unsafe extern "C" fn meridian_scan_next(
     key_out: *mut MeridianBuffer,
     kind_out: *mut MeridianKind,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(key_out) };
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(kind_out) };
     guard(move || {
         if key_out.is_null() || kind_out.is_null() {
             return Err(Failure::invalid("key_out, kind_out: null out-pointer"));
         }
         let rows = SCANS.get(scan as usize)?;
-        let row = rows.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+        if !crate::engine::is_open(rows.engine) {
+            return Err(Failure::new(
+                MeridianStatus::MeridianClosed,
+                "the scan's engine is closed",
+            ));
+        }
+        let row = rows
+            .rows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front();
         let (key, kind) = row.ok_or_else(|| {
             Failure::new(
                 MeridianStatus::MeridianNotFound,

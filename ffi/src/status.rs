@@ -97,8 +97,11 @@ thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
+/// Sets this thread's message. During the thread's teardown (a call from a thread-exit
+/// destructor, after the message's own storage is gone) nothing is kept: the status alone
+/// says what happened, and nothing panics across the ABI.
 fn set_last_error(message: &str) {
-    LAST_ERROR.with(|e| {
+    let _ = LAST_ERROR.try_with(|e| {
         let mut last = e.borrow_mut();
         // A success after a success allocates nothing.
         if message.is_empty() && last.as_bytes().is_empty() {
@@ -109,16 +112,36 @@ fn set_last_error(message: &str) {
 }
 
 /// The message of the last call on this thread that did not return `MERIDIAN_OK` (empty after
-/// a call that did). The text stays valid until the next call into the library on this
-/// thread; never null; do not free it.
+/// a call that did, and during the thread's teardown). The text stays valid until the next
+/// call into the library on this thread; never null; do not free it.
 #[no_mangle]
 pub extern "C" fn meridian_last_error() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    LAST_ERROR
+        .try_with(|e| e.borrow().as_ptr())
+        .unwrap_or(c"".as_ptr())
+}
+
+/// Set on a thread's first call and dropped with its thread-locals: a call that finds it gone
+/// comes from the thread's teardown (a thread-exit destructor, an `atexit` handler on the main
+/// thread), when neither this library's nor RocksDB's thread-locals may be touched.
+struct ThreadAlive;
+
+impl Drop for ThreadAlive {
+    fn drop(&mut self) {}
+}
+
+thread_local! {
+    static ALIVE: ThreadAlive = const { ThreadAlive };
 }
 
 /// Runs an entry point: its failure becomes a status and the thread's error message; a
-/// panic becomes `MERIDIAN_INTERNAL` instead of unwinding into the caller.
+/// panic becomes `MERIDIAN_INTERNAL` instead of unwinding into the caller. A call made during
+/// the thread's teardown is refused with `MERIDIAN_UNAVAILABLE`, doing nothing (it has no
+/// message: the message's own storage is gone).
 pub(crate) fn guard(body: impl FnOnce() -> Result<(), Failure> + UnwindSafe) -> MeridianStatus {
+    if ALIVE.try_with(|_| ()).is_err() {
+        return MeridianStatus::MeridianUnavailable;
+    }
     let outcome = catch_unwind(body).unwrap_or_else(|panic| {
         let what = panic
             .downcast_ref::<&str>()

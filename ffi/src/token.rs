@@ -62,6 +62,8 @@ pub(crate) unsafe fn maybe_token_out(
 /// `out` must be valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn meridian_token_new(out: *mut *mut MeridianToken) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
     guard(move || unsafe { put_token(out, CausalToken::default()) })
 }
 
@@ -76,6 +78,8 @@ pub unsafe extern "C" fn meridian_token_from_bytes(
     len: usize,
     out: *mut *mut MeridianToken,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
     guard(move || {
         let raw = unsafe { bytes(data, len, crate::args::VALUE_LEN_MAX, "data") }?;
         let token = CausalToken::from_bytes(raw)
@@ -93,6 +97,8 @@ pub unsafe extern "C" fn meridian_token_bytes(
     token: *const MeridianToken,
     out: *mut MeridianBuffer,
 ) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
     guard(move || {
         let t = token_of(token)?;
         unsafe { put_buffer(out, t.to_bytes(), "out") }

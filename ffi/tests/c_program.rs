@@ -20,15 +20,23 @@ fn compile_and_run(name: &str, link: &[&str]) {
     let scratch = tempfile::tempdir().expect("tempdir");
     let exe = scratch.path().join(name);
     let mut cc = Command::new("cc");
-    cc.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g"])
-        .args(["-fsanitize=address", "-fno-omit-frame-pointer"])
-        .arg("-I")
-        .arg(crate_dir.join("include"))
-        .arg(crate_dir.join("tests/c/embedded.c"))
-        .arg("-o")
-        .arg(&exe)
-        .arg(format!("-L{}", libs.display()))
-        .args(link);
+    cc.args([
+        "-std=c11",
+        "-D_DEFAULT_SOURCE",
+        "-pthread",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-g",
+    ])
+    .args(["-fsanitize=address", "-fno-omit-frame-pointer"])
+    .arg("-I")
+    .arg(crate_dir.join("include"))
+    .arg(crate_dir.join("tests/c/embedded.c"))
+    .arg("-o")
+    .arg(&exe)
+    .arg(format!("-L{}", libs.display()))
+    .args(link);
     let built = cc.output().expect("cc");
     assert!(
         built.status.success(),

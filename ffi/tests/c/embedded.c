@@ -2,9 +2,12 @@
  * AddressSanitizer by ffi/tests/c_program.rs. Prints "ok" and exits 0 when every check holds. */
 #include "meridian.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define CHECK(cond)                                                                   \
     do {                                                                              \
@@ -16,6 +19,48 @@
     } while (0)
 
 #define B(s) ((const uint8_t *)(s))
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A token wait on another thread, while the engine is closed. */
+struct Wait {
+    MeridianEngine *engine;
+    MeridianToken *token;
+    MeridianStatus status;
+    int covered;
+};
+
+static void *wait_on_engine(void *arg) {
+    struct Wait *w = arg;
+    w->status = meridian_wait_covers(w->engine, w->token, 1500, &w->covered);
+    return NULL;
+}
+
+/* Calls from a thread-exit destructor (after the library's thread-locals are gone) are
+ * refused with MERIDIAN_UNAVAILABLE, doing nothing; they never abort the process. */
+static MeridianEngine *g_engine;
+static MeridianStatus g_from_destructor = MERIDIAN_OK;
+
+static void on_thread_exit(void *arg) {
+    (void)arg;
+    MeridianBuffer b = {0};
+    g_from_destructor = meridian_lww_get(g_engine, B("missing"), 7, &b);
+    (void)meridian_last_error();
+}
+
+static void *thread_with_destructor(void *arg) {
+    (void)arg;
+    pthread_key_t key;
+    pthread_key_create(&key, on_thread_exit);
+    pthread_setspecific(key, (void *)1);
+    MeridianBuffer b = {0};
+    (void)meridian_lww_get(g_engine, B("missing"), 7, &b); /* the thread-locals exist */
+    return NULL;
+}
 
 int main(int argc, char **argv) {
     if (argc != 2) {
@@ -218,7 +263,11 @@ int main(int argc, char **argv) {
     MeridianToken *t2 = NULL;
     CHECK(meridian_token_from_bytes(tb.data, tb.len, &t2) == MERIDIAN_OK);
     CHECK(meridian_buffer_free(&tb) == MERIDIAN_OK);
-    CHECK(meridian_token_from_bytes(B("\x07garbage"), 8, &t2) == MERIDIAN_INVALID_ARGUMENT);
+    {
+        MeridianToken *bad = (MeridianToken *)(uintptr_t)0x1;
+        CHECK(meridian_token_from_bytes(B("\x07garbage"), 8, &bad) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(bad == NULL); /* cleared on entry */
+    }
     MeridianToken *session = NULL;
     CHECK(meridian_token_new(NULL) == MERIDIAN_INVALID_ARGUMENT);
     CHECK(meridian_token_from_bytes(B("\x01"), 1, NULL) == MERIDIAN_INVALID_ARGUMENT);
@@ -265,6 +314,61 @@ int main(int argc, char **argv) {
     /* Reopened: the data is there. */
     CHECK(meridian_engine_open(dir, &e) == MERIDIAN_OK);
     CHECK(meridian_counter_get(e, B("c"), 1, &n) == MERIDIAN_OK && n == 3);
+
+    /* Out-parameters are cleared on entry, whatever the call comes to. */
+    {
+        MeridianBuffer junk = {(uint8_t *)(uintptr_t)0x1, 5};
+        CHECK(meridian_lww_get(e, B("missing"), 7, &junk) == MERIDIAN_NOT_FOUND);
+        CHECK(junk.data == NULL && junk.len == 0);
+        MeridianToken *tj = (MeridianToken *)(uintptr_t)0x1;
+        CHECK(meridian_lww_set(e, NULL, 3, B("v"), 1, &tj) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(tj == NULL);
+        int64_t nj = 77;
+        CHECK(meridian_counter_get(e, B("missing"), 7, &nj) == MERIDIAN_NOT_FOUND && nj == 0);
+    }
+    /* A copy of a buffer freed a second time is refused, not freed twice. */
+    {
+        MeridianBuffer one = {0};
+        CHECK(meridian_lww_set(e, B("k"), 1, B("v1"), 2, NULL) == MERIDIAN_OK);
+        CHECK(meridian_lww_get(e, B("k"), 1, &one) == MERIDIAN_OK);
+        MeridianBuffer copy = one;
+        CHECK(meridian_buffer_free(&one) == MERIDIAN_OK);
+        CHECK(meridian_buffer_free(&copy) == MERIDIAN_INVALID_ARGUMENT);
+    }
+    /* Calls from a thread-exit destructor return a status. */
+    {
+        g_engine = e;
+        pthread_t th;
+        CHECK(pthread_create(&th, NULL, thread_with_destructor, NULL) == 0);
+        CHECK(pthread_join(th, NULL) == 0);
+        CHECK(g_from_destructor == MERIDIAN_UNAVAILABLE);
+    }
+    /* Close waits for the calls in flight (a token wait of another replica's write, 1.5 s,
+     * on another thread); then the directory opens again, and an open scan of the closed
+     * engine hands out nothing more. */
+    {
+        char other_dir[4096];
+        snprintf(other_dir, sizeof other_dir, "%s-other", dir);
+        MeridianEngine *other = NULL;
+        CHECK(meridian_engine_open(other_dir, &other) == MERIDIAN_OK);
+        struct Wait w = {e, NULL, MERIDIAN_INTERNAL, -1};
+        CHECK(meridian_lww_set(other, B("elsewhere"), 9, B("v"), 1, &w.token) == MERIDIAN_OK);
+        CHECK(meridian_engine_close(other) == MERIDIAN_OK);
+        MeridianScan *open_scan = NULL;
+        CHECK(meridian_scan_prefix(e, B("b"), 1, 10, &open_scan) == MERIDIAN_OK);
+        pthread_t th;
+        double started = now_s();
+        CHECK(pthread_create(&th, NULL, wait_on_engine, &w) == 0);
+        usleep(200 * 1000);
+        CHECK(meridian_engine_close(e) == MERIDIAN_OK);
+        CHECK(now_s() - started >= 1.0); /* it waited for the token wait */
+        CHECK(pthread_join(th, NULL) == 0);
+        CHECK(w.status == MERIDIAN_OK && w.covered == 0);
+        CHECK(meridian_scan_next(open_scan, &key, &kind) == MERIDIAN_CLOSED);
+        CHECK(meridian_scan_free(open_scan) == MERIDIAN_OK);
+        CHECK(meridian_token_free(w.token) == MERIDIAN_OK);
+        CHECK(meridian_engine_open(dir, &e) == MERIDIAN_OK);
+    }
     CHECK(meridian_engine_close(e) == MERIDIAN_OK);
     printf("ok\n");
     return 0;
