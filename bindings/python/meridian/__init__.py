@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import os
+import time
 import weakref
 from ctypes import POINTER, byref, c_char_p, c_int, c_int32, c_int64, c_size_t, c_uint8, c_uint64, c_void_p
 from typing import Iterator, List, Optional, Tuple, Union
@@ -206,6 +207,31 @@ def _bytes(value: Bytes, what: str = "key") -> bytes:
     raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")
 
 
+def _i64(value: int, what: str = "delta") -> int:
+    """``value`` as a signed 64-bit integer, refused rather than wrapped."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not -(1 << 63) <= value < (1 << 63):
+        raise OverflowError(f"{what} {value} does not fit in 64 bits")
+    return value
+
+
+def _path(path: "Union[str, os.PathLike]", what: str = "path") -> bytes:
+    """A file system path as bytes, refused when it holds a NUL (C would cut it there)."""
+    encoded = os.fsencode(path)
+    if b"\0" in encoded:
+        raise ValueError(f"{what} {path!r} holds a NUL byte")
+    return encoded
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The first key after every key starting with ``prefix`` (empty: none)."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return b""
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
+
+
 def _take(buf: _Buffer) -> bytes:
     data = ctypes.string_at(buf.data, buf.len) if buf.len else b""
     _lib.meridian_buffer_free(byref(buf))
@@ -306,7 +332,7 @@ class Batch:
     def counter_add(self, key: Bytes, delta: int) -> "Batch":
         """A counter increment."""
         k = _bytes(key)
-        _check(_lib.meridian_batch_counter_add(self._handle, k, len(k), delta))
+        _check(_lib.meridian_batch_counter_add(self._handle, k, len(k), _i64(delta)))
         return self
 
     def set_add(self, key: Bytes, elem: Bytes) -> "Batch":
@@ -339,14 +365,14 @@ class Engine:
     def open(cls, path: Union[str, os.PathLike]) -> "Engine":
         """Opens (or creates) a local engine on a directory."""
         h = c_void_p()
-        _check(_lib.meridian_engine_open(os.fsencode(path), byref(h)))
+        _check(_lib.meridian_engine_open(_path(path), byref(h)))
         return cls(h.value)
 
     @classmethod
     def open_node(cls, config: Union[str, os.PathLike]) -> "Engine":
         """Opens the engine a node configuration (TOML) describes and replicates it."""
         h = c_void_p()
-        _check(_lib.meridian_engine_open_node(os.fsencode(config), byref(h)))
+        _check(_lib.meridian_engine_open_node(_path(config, "config"), byref(h)))
         return cls(h.value)
 
     def close(self) -> None:
@@ -354,6 +380,12 @@ class Engine:
         if self._handle:
             handle, self._handle = self._handle, None
             _check(_lib.meridian_engine_close(handle))
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # a finalizer never raises
+            pass
 
     def __enter__(self) -> "Engine":
         return self
@@ -405,7 +437,7 @@ class Engine:
     def counter_add(self, key: Bytes, delta: int) -> Token:
         """Adds ``delta`` to a counter."""
         k = _bytes(key)
-        return self._write(_lib.meridian_counter_add, k, len(k), delta)
+        return self._write(_lib.meridian_counter_add, k, len(k), _i64(delta))
 
     def counter_get(self, key: Bytes) -> Optional[int]:
         """A counter's value, or ``None``."""
@@ -450,7 +482,7 @@ class Engine:
     def map_counter_add(self, key: Bytes, field: Bytes, delta: int) -> Token:
         """Adds ``delta`` to a map field's counter."""
         k, f = _bytes(key), _bytes(field, "field")
-        return self._write(_lib.meridian_map_counter_add, k, len(k), f, len(f), delta)
+        return self._write(_lib.meridian_map_counter_add, k, len(k), f, len(f), _i64(delta))
 
     def map_remove(self, key: Bytes, field: Bytes) -> Token:
         """Removes a map field."""
@@ -488,7 +520,7 @@ class Engine:
         k, o, c = _bytes(key), _bytes(operand, "operand"), context or b""
         packed = b"".join(len(f).to_bytes(8, "little") + f for f in (_bytes(p, "field") for p in path))
         return self._write(_lib.meridian_map_apply, k, len(k), packed, len(packed), self._MAP_OPS[op],
-                           o, len(o), delta, c, len(c))
+                           o, len(o), _i64(delta), c, len(c))
 
     def read(self, key: Bytes) -> Optional[list]:
         """Everything ``key`` holds, any type and nesting: a list with one dict per type
@@ -508,28 +540,55 @@ class Engine:
         _check(_lib.meridian_batch_commit(self._h(), batch._handle, byref(t)))
         return Token(t.value)
 
-    def scan(self, prefix: Bytes = b"", limit: int = 1000) -> Iterator[Tuple[bytes, str]]:
+    def scan(self, prefix: Bytes = b"", limit: Optional[int] = None,
+             page: int = 1000) -> Iterator[Tuple[bytes, str]]:
         """Keys starting with ``prefix``, in order, each with its value's type (``"lww"``,
-        ``"counter"``, ``"register"``, ``"set"``, ``"map"``)."""
+        ``"counter"``, ``"register"``, ``"set"``, ``"map"``): every one (or the first ``limit``),
+        read ``page`` keys at a time."""
         p = _bytes(prefix, "prefix")
-        scan = c_void_p()
-        _check(_lib.meridian_scan_prefix(self._h(), p, len(p), limit, byref(scan)))
-        try:
-            while True:
-                key, kind = _Buffer(), c_int32()
-                status = _lib.meridian_scan_next(scan, byref(key), byref(kind))
-                if status == 1:
-                    return
-                _check(status)
-                yield _take(key), KIND_NAMES.get(kind.value, "register")
-        finally:
-            _lib.meridian_scan_free(scan)
+        if limit is not None and limit < 0:
+            raise ValueError("limit must not be negative")
+        if page < 1:
+            raise ValueError("page must be at least 1")
+        end = _prefix_end(p)
+        start, seen = p, 0
+        while limit is None or seen < limit:
+            want = page if limit is None else min(page, limit - seen)
+            scan = c_void_p()
+            _check(_lib.meridian_scan_range(self._h(), start, len(start), end, len(end), want,
+                                            byref(scan)))
+            got, last = 0, None
+            try:
+                while True:
+                    key, kind = _Buffer(), c_int32()
+                    status = _lib.meridian_scan_next(scan, byref(key), byref(kind))
+                    if status == 1:
+                        break
+                    _check(status)
+                    last = _take(key)
+                    got += 1
+                    yield last, KIND_NAMES.get(kind.value, "register")
+            finally:
+                _lib.meridian_scan_free(scan)
+            seen += got
+            if got < want or last is None:
+                return
+            start = last + b"\0"
 
     def wait_covers(self, token: Token, timeout: float) -> bool:
         """Waits up to ``timeout`` seconds until this replica has applied ``token``'s writes."""
+        if timeout < 0:
+            raise ValueError("timeout must not be negative")
+        # In slices of at most 100 ms, so that Ctrl-C (delivered between library calls)
+        # interrupts a long wait.
+        deadline = time.monotonic() + timeout
         covered = c_int32()
-        _check(_lib.meridian_wait_covers(self._h(), token._handle, int(timeout * 1000), byref(covered)))
-        return covered.value == 1
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            slice_ms = int(min(left, 0.1) * 1000)
+            _check(_lib.meridian_wait_covers(self._h(), token._handle, slice_ms, byref(covered)))
+            if covered.value == 1 or left <= 0.1:
+                return covered.value == 1
 
 
 class Client:
@@ -538,7 +597,7 @@ class Client:
 
     def __init__(self, cluster_file: Union[str, os.PathLike]) -> None:
         h = c_void_p()
-        _check(_lib.meridian_client_open(os.fsencode(cluster_file), byref(h)))
+        _check(_lib.meridian_client_open(_path(cluster_file, "cluster_file"), byref(h)))
         self._handle: Optional[int] = h.value
         _open_handles.add(self)
 
@@ -547,6 +606,12 @@ class Client:
         if self._handle:
             handle, self._handle = self._handle, None
             _check(_lib.meridian_client_close(handle))
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # a finalizer never raises
+            pass
 
     def __enter__(self) -> "Client":
         return self
@@ -561,7 +626,9 @@ class Client:
 
     @staticmethod
     def _level(consistency: Union[str, int]) -> Tuple[int, int]:
-        if isinstance(consistency, int):
+        if isinstance(consistency, int) and not isinstance(consistency, bool):
+            if not 1 <= consistency <= 255:
+                raise ValueError(f"consistency {consistency}: a number of regions from 1 to 255")
             return 3, consistency
         if consistency not in CONSISTENCY:
             raise ValueError(f"consistency {consistency!r}: local, majority, all or a number")
@@ -581,7 +648,7 @@ class Client:
         k = _bytes(key)
         level, n = self._level(consistency)
         t = c_void_p()
-        _check(_lib.meridian_client_counter_add(self._h(), k, len(k), delta, level, n, byref(t)))
+        _check(_lib.meridian_client_counter_add(self._h(), k, len(k), _i64(delta), level, n, byref(t)))
         return Token(t.value)
 
     def put(self, key: Bytes, value: Bytes, context: Optional[bytes] = None,
@@ -607,7 +674,7 @@ class Client:
         k, f = _bytes(key), _bytes(field, "field")
         level, n = self._level(consistency)
         t = c_void_p()
-        _check(_lib.meridian_client_map_counter_add(self._h(), k, len(k), f, len(f), delta, level, n, byref(t)))
+        _check(_lib.meridian_client_map_counter_add(self._h(), k, len(k), f, len(f), _i64(delta), level, n, byref(t)))
         return Token(t.value)
 
     def delete(self, key: Bytes, consistency: Union[str, int] = "local") -> Token:

@@ -100,6 +100,66 @@ class EmbeddedValues(unittest.TestCase):
         self.assertEqual(keys, sorted(keys))
         self.assertIn((b"views", "counter"), list(e.scan("v")))
 
+    def test_arguments_are_checked_not_wrapped_or_cut(self):
+        e = self.engine
+        for bad in (2**64 + 5, 2**63, -(2**63) - 1):
+            with self.assertRaises(OverflowError):
+                e.counter_add("n", bad)
+            with self.assertRaises(OverflowError):
+                meridian.Batch().counter_add("n", bad)
+        self.assertIsNone(e.counter_get("n"), "nothing was added")
+        e.counter_add("n", 2**63 - 1)
+        self.assertEqual(e.counter_get("n"), 2**63 - 1)
+        with self.assertRaises(ValueError):
+            meridian.Engine.open(self.dir.name + "\0elsewhere")
+        with self.assertRaises(ValueError):
+            meridian.Client(self.dir.name + "\0client.toml")
+
+    def test_a_scan_has_no_silent_limit(self):
+        e = self.engine
+        for i in range(2_500):
+            e.lww_set(f"row:{i:05}", "x")
+        e.lww_set("rows", "outside the prefix")
+        rows = [k for k, _ in e.scan("row:", page=700)]
+        self.assertEqual(len(rows), 2_500)
+        self.assertEqual(rows, sorted(rows))
+        self.assertEqual(len(list(e.scan("row:", limit=1_234))), 1_234)
+        self.assertEqual(len(list(e.scan(b"\xff\xff"))), 0)
+
+    def test_a_long_wait_is_interrupted_by_ctrl_c(self):
+        import signal
+        other_dir = tempfile.TemporaryDirectory()
+        other = meridian.Engine.open(other_dir.name)
+        elsewhere = other.lww_set("k", "v")  # never applied here: the wait cannot succeed
+        other.close()
+
+        def interrupt(*_):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        started = time.monotonic()
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            with self.assertRaises(KeyboardInterrupt):
+                self.engine.wait_covers(elsewhere, 30)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        self.assertLess(time.monotonic() - started, 5, "the wait was not interrupted")
+        other_dir.cleanup()
+
+    def test_an_engine_dropped_without_close_is_closed(self):
+        import gc
+        d = tempfile.TemporaryDirectory()
+        e = meridian.Engine.open(d.name)
+        e.lww_set("k", "v")
+        del e
+        gc.collect()
+        again = meridian.Engine.open(d.name)  # the directory's lock was released
+        self.assertEqual(again.lww_get("k"), b"v")
+        again.close()
+        d.cleanup()
+
     def test_a_batch_is_all_or_nothing(self):
         e = self.engine
         e.lww_set("x", "1")
