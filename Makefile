@@ -15,6 +15,7 @@ demo: deps
 
 test: deps
 	$(CARGO) build --release -p meridian-ffi
+	ln -sf libmeridian.so $(CARGO_TARGET_DIR)/release/libmeridian.so.1
 	$(CARGO) test --release --workspace
 	MERIDIAN_LIB=$(CARGO_TARGET_DIR)/release/libmeridian.so MERIDIAN_BIN=$(CARGO_TARGET_DIR)/release/meridian \
 	  bash scripts/python-tests.sh
@@ -74,6 +75,7 @@ example-cart: cart-cluster
 	RUST_LOG=error $(CARGO_TARGET_DIR)/release/cart $(CART_DIR)
 
 example-cart-c: cart-cluster
+	ln -sf libmeridian.so $(CARGO_TARGET_DIR)/release/libmeridian.so.1
 	cc -std=c11 -Wall -Wextra -Werror -I ffi/include examples/cart/cart.c -o $(CARGO_TARGET_DIR)/cart-c \
 	  -L $(CARGO_TARGET_DIR)/release -lmeridian -Wl,-rpath,$(CARGO_TARGET_DIR)/release
 	RUST_LOG=error $(CARGO_TARGET_DIR)/cart-c $(CART_DIR)

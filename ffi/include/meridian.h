@@ -6,6 +6,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// The ABI version: bumped when a function's signature or meaning changes incompatibly
+// (the shared library's SONAME is `libmeridian.so.<ABI>`).
+#define MERIDIAN_ABI_VERSION 1
+
+// Major version of the library the header was generated from.
+#define MERIDIAN_VERSION_MAJOR 0
+
+// Minor version of the library the header was generated from.
+#define MERIDIAN_VERSION_MINOR 1
+
+// Patch version of the library the header was generated from.
+#define MERIDIAN_VERSION_PATCH 0
+
 // What a call came to. `MERIDIAN_OK` is 0; every other value has a message in
 // `meridian_last_error()`.
 typedef enum MeridianStatus {
@@ -663,6 +676,13 @@ enum MeridianStatus meridian_token_merge(struct MeridianToken *token,
 
 // Frees a token handle (null is fine; a freed handle is refused with `MERIDIAN_CLOSED`).
 enum MeridianStatus meridian_token_free(struct MeridianToken *token);
+
+// The library's version (`"major.minor.patch"`); static, never null, do not free it.
+const char *meridian_version(void);
+
+// The ABI version of the loaded library (compare with `MERIDIAN_ABI_VERSION` of the header
+// compiled against).
+uint32_t meridian_abi_version(void);
 
 #ifdef __cplusplus
 }  // extern "C"

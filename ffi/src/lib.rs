@@ -23,6 +23,7 @@ pub mod nested;
 pub mod scan;
 pub mod status;
 pub mod token;
+pub mod version;
 
 pub use buffer::MeridianBuffer;
 pub use engine::MeridianEngine;

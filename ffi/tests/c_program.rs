@@ -19,6 +19,13 @@ fn compile_and_run(name: &str, link: &[&str]) {
     let libs = lib_dir();
     let scratch = tempfile::tempdir().expect("tempdir");
     let exe = scratch.path().join(name);
+    // The shared library is found at run time under its SONAME (`make` links it so in the
+    // target directory; here, in the scratch directory).
+    std::os::unix::fs::symlink(
+        libs.join("libmeridian.so"),
+        scratch.path().join("libmeridian.so.1"),
+    )
+    .expect("symlink");
     let mut cc = Command::new("cc");
     cc.args([
         "-std=c11",
@@ -36,6 +43,7 @@ fn compile_and_run(name: &str, link: &[&str]) {
     .arg("-o")
     .arg(&exe)
     .arg(format!("-L{}", libs.display()))
+    .arg(format!("-Wl,-rpath,{}", scratch.path().display()))
     .args(link);
     let built = cc.output().expect("cc");
     assert!(
@@ -59,8 +67,46 @@ fn compile_and_run(name: &str, link: &[&str]) {
 
 #[test]
 fn the_c_program_passes_against_the_shared_library_under_asan() {
-    let rpath = format!("-Wl,-rpath,{}", lib_dir().display());
-    compile_and_run("embedded-shared", &["-lmeridian", &rpath]);
+    compile_and_run("embedded-shared", &["-lmeridian"]);
+}
+
+/// Only `meridian_*` functions leave the shared library, whose SONAME carries the ABI version.
+#[test]
+fn the_shared_library_exports_only_its_functions_under_its_soname() {
+    let lib = lib_dir().join("libmeridian.so");
+    let nm = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&lib)
+        .output()
+        .expect("nm");
+    assert!(nm.status.success(), "{nm:?}");
+    let symbols: Vec<String> = String::from_utf8_lossy(&nm.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .collect();
+    assert!(
+        symbols.iter().any(|s| s == "meridian_version"),
+        "{symbols:?}"
+    );
+    let foreign: Vec<&String> = symbols
+        .iter()
+        .filter(|s| !s.starts_with("meridian_"))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "exported beside meridian_*: {foreign:?}"
+    );
+    let dynamic = Command::new("objdump")
+        .arg("-p")
+        .arg(&lib)
+        .output()
+        .expect("objdump");
+    let text = String::from_utf8_lossy(&dynamic.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("SONAME") && l.trim_end().ends_with("libmeridian.so.1")),
+        "no SONAME libmeridian.so.1:\n{text}"
+    );
 }
 
 #[test]

@@ -191,6 +191,21 @@ for _name, _args in _SIGNATURES.items():
     _fn = getattr(_lib, _name)
     _fn.argtypes = _args
     _fn.restype = c_int
+_lib.meridian_version.argtypes = []
+_lib.meridian_version.restype = c_char_p
+_lib.meridian_abi_version.argtypes = []
+_lib.meridian_abi_version.restype = ctypes.c_uint32
+
+#: The C ABI version this package was written against.
+ABI_VERSION = 1
+if _lib.meridian_abi_version() != ABI_VERSION:
+    raise ImportError(
+        f"libmeridian's ABI is version {_lib.meridian_abi_version()}; this package needs {ABI_VERSION}")
+
+
+def version() -> str:
+    """The version of the loaded ``libmeridian``."""
+    return _lib.meridian_version().decode("ascii")
 
 
 def _check(status: int) -> None:

@@ -100,6 +100,9 @@ class EmbeddedValues(unittest.TestCase):
         self.assertEqual(keys, sorted(keys))
         self.assertIn((b"views", "counter"), list(e.scan("v")))
 
+    def test_the_library_says_its_version(self):
+        self.assertRegex(meridian.version(), r"^\d+\.\d+\.\d+$")
+
     def test_arguments_are_checked_not_wrapped_or_cut(self):
         e = self.engine
         for bad in (2**64 + 5, 2**63, -(2**63) - 1):

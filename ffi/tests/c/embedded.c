@@ -70,6 +70,15 @@ int main(int argc, char **argv) {
     const char *dir = argv[1];
     MeridianEngine *e = NULL;
 
+    /* The library is the version the header describes. */
+    {
+        char expected[32];
+        snprintf(expected, sizeof expected, "%d.%d.%d", MERIDIAN_VERSION_MAJOR,
+                 MERIDIAN_VERSION_MINOR, MERIDIAN_VERSION_PATCH);
+        CHECK(strcmp(meridian_version(), expected) == 0);
+        CHECK(meridian_abi_version() == MERIDIAN_ABI_VERSION);
+    }
+
     /* Opening: bad arguments are refused with a message. */
     CHECK(meridian_engine_open(NULL, &e) == MERIDIAN_INVALID_ARGUMENT);
     CHECK(strlen(meridian_last_error()) > 0);
