@@ -71,16 +71,25 @@ fn a_request_is_answered_once_in_every_replica_that_applied_it_and_after_a_resta
     let Once::Applied(first) = ea.write_once(&tag, add(5)).unwrap() else {
         panic!("the first write applies");
     };
-    assert_eq!(ea.write_once(&tag, add(5)).unwrap(), Once::Earlier(first.clone()));
+    assert_eq!(
+        ea.write_once(&tag, add(5)).unwrap(),
+        Once::Earlier(first.clone())
+    );
     // Another client's request with the same id is its own.
     let theirs = RequestTag::new("app-2", [7; 16]).unwrap();
-    assert!(matches!(ea.write_once(&theirs, add(1)).unwrap(), Once::Applied(_)));
+    assert!(matches!(
+        ea.write_once(&theirs, add(1)).unwrap(),
+        Once::Applied(_)
+    ));
     assert_eq!(views(&ea), 6);
 
     // Shipped from the log (no cache) and from the cache, the tag travels with the entry.
     assert!(matches!(ship(&ea, &eb, 1), ApplyOutcome::Applied { .. }));
     assert_eq!(eb.request_outcome(&tag).unwrap(), Some(first.clone()));
-    assert_eq!(eb.write_once(&tag, add(5)).unwrap(), Once::Earlier(first.clone()));
+    assert_eq!(
+        eb.write_once(&tag, add(5)).unwrap(),
+        Once::Earlier(first.clone())
+    );
     ea.enable_replication_cache();
     let third = RequestTag::new("app-1", [8; 16]).unwrap();
     let Once::Applied(cached) = ea.write_once(&third, add(1)).unwrap() else {
@@ -102,12 +111,18 @@ fn a_request_is_answered_once_in_every_replica_that_applied_it_and_after_a_resta
     drop(ea);
     let ea = engine(&da, 1, &clock);
     assert_eq!(ea.request_tags(), 3);
-    assert_eq!(ea.write_once(&tag, add(5)).unwrap(), Once::Earlier(first.clone()));
+    assert_eq!(
+        ea.write_once(&tag, add(5)).unwrap(),
+        Once::Earlier(first.clone())
+    );
     assert_eq!(views(&ea), 7);
 
     // Pruned once older than the age bound (a retry then applies again).
     clock.0.fetch_add(REQUEST_TAG_AGE_MS + 1, Ordering::SeqCst);
-    assert_eq!(ea.prune_requests(clock.0.load(Ordering::SeqCst)).unwrap(), 3);
+    assert_eq!(
+        ea.prune_requests(clock.0.load(Ordering::SeqCst)).unwrap(),
+        3
+    );
     assert_eq!(ea.request_tags(), 0);
     assert_eq!(ea.request_outcome(&tag).unwrap(), None);
     drop(ea);

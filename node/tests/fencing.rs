@@ -25,7 +25,11 @@ fn lww(v: &str) -> Op {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_whose_identity_runs_again_elsewhere_stops_acknowledging_writes() {
     let cluster = start_with(
-        &[("euw1", "eu-west"), ("use1", "us-east"), ("apn1", "ap-northeast")],
+        &[
+            ("euw1", "eu-west"),
+            ("use1", "us-east"),
+            ("apn1", "ap-northeast"),
+        ],
         &["t", "ops:admin"],
         |_| {},
     );
@@ -75,14 +79,14 @@ async fn a_process_whose_identity_runs_again_elsewhere_stops_acknowledging_write
     assert!(!health.writable);
 
     // The twin writes, and its writes reach the other regions.
-    let mut at_twin = twin
-        .connect(&cluster.client_tls("t"))
-        .await
-        .unwrap();
+    let mut at_twin = twin.connect(&cluster.client_tls("t")).await.unwrap();
     let token = at_twin.apply(b"k", lww("twin")).await.unwrap();
     let mut other = cluster.client(1).await.unwrap();
     while !other.applied().await.unwrap().dominates(&token.0) {
-        assert!(started.elapsed() < 2 * WAIT, "the twin's write never arrived");
+        assert!(
+            started.elapsed() < 2 * WAIT,
+            "the twin's write never arrived"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     twin.kill();

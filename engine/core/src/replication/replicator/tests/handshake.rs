@@ -192,7 +192,11 @@ fn an_earlier_process_of_a_member_learns_it_is_fenced() {
         link_state(&a.replicator, LinkId(3)),
         Some(LinkState::Ready { .. })
     ));
-    assert_eq!(link_state(&a.replicator, LinkId(2)), None, "b's first link dropped");
+    assert_eq!(
+        link_state(&a.replicator, LinkId(2)),
+        None,
+        "b's first link dropped"
+    );
     // The first process of b comes back.
     pair.disconnect();
     pair.connect();
