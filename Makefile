@@ -5,7 +5,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/meridian/target
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: deps demo test test-checked power-cut bench sim lint fuzz bench-scale outage header cart-cluster example-cart example-cart-c example-cart-python
+.PHONY: python-wheel deps demo test test-checked power-cut bench sim lint fuzz bench-scale outage header cart-cluster example-cart example-cart-c example-cart-python
 
 deps:
 	@bash scripts/install-deps.sh
@@ -19,6 +19,7 @@ test: deps
 	$(CARGO) test --release --workspace
 	MERIDIAN_LIB=$(CARGO_TARGET_DIR)/release/libmeridian.so MERIDIAN_BIN=$(CARGO_TARGET_DIR)/release/meridian \
 	  bash scripts/python-tests.sh
+	bash scripts/python-wheel-test.sh $(CARGO_TARGET_DIR)/release/libmeridian.so
 
 # The Rust suite with debug assertions and overflow checks on (its own build: RocksDB again).
 test-checked: deps
@@ -79,6 +80,11 @@ example-cart-c: cart-cluster
 	cc -std=c11 -Wall -Wextra -Werror -I ffi/include examples/cart/cart.c -o $(CARGO_TARGET_DIR)/cart-c \
 	  -L $(CARGO_TARGET_DIR)/release -lmeridian -Wl,-rpath,$(CARGO_TARGET_DIR)/release
 	RUST_LOG=error $(CARGO_TARGET_DIR)/cart-c $(CART_DIR)
+
+# The Python package as a wheel with libmeridian.so inside: `pip install` it, no variable needed.
+python-wheel: deps
+	$(CARGO) build --release -p meridian-ffi
+	python3 scripts/python-wheel.py $(CARGO_TARGET_DIR)/release/libmeridian.so $(CARGO_TARGET_DIR)/wheels
 
 example-cart-python: cart-cluster
 	RUST_LOG=error MERIDIAN_LIB=$(CARGO_TARGET_DIR)/release/libmeridian.so python3 examples/cart/cart.py $(CART_DIR)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the build needs on Debian: libclang (RocksDB's bindgen), a C++
 # compiler (RocksDB itself), a C compiler with AddressSanitizer (the C ABI's test program) and
-# Python 3 (the Python package's tests).
+# Python 3 with venv (the Python package's tests, and its wheel installed by pip).
 # As root it installs them; otherwise it prints the command to run.
 set -euo pipefail
 
@@ -19,7 +19,9 @@ if ! command -v cc >/dev/null 2>&1 || ! echo 'int main(void){return 0;}' \
   missing+=(gcc)
 fi
 if ! command -v python3 >/dev/null 2>&1; then
-  missing+=(python3 python3-pytest)
+  missing+=(python3 python3-pytest python3-venv)
+elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  missing+=(python3-venv)
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo not found; install the Rust toolchain first (https://rustup.rs)" >&2

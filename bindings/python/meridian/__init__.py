@@ -112,9 +112,14 @@ class _Buffer(ctypes.Structure):
 
 
 def _find_library() -> str:
+    """``MERIDIAN_LIB`` if set; else the library installed with the package (the wheel of
+    ``make python-wheel``); else a build directory."""
     explicit = os.environ.get("MERIDIAN_LIB")
     if explicit:
         return explicit
+    bundled = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libmeridian.so")
+    if os.path.exists(bundled):
+        return bundled
     dirs = []
     if os.environ.get("CARGO_TARGET_DIR"):
         dirs.append(os.path.join(os.environ["CARGO_TARGET_DIR"], "release"))
@@ -128,7 +133,9 @@ def _find_library() -> str:
     return "libmeridian.so"
 
 
-_lib = ctypes.CDLL(_find_library())
+#: The path of the ``libmeridian`` this package loaded.
+LIBRARY = _find_library()
+_lib = ctypes.CDLL(LIBRARY)
 _lib.meridian_last_error.restype = c_char_p
 
 _SIGNATURES = {

@@ -56,6 +56,52 @@ def node_config(directory, cluster, me, peers, place=None):
     return path
 
 
+HEADER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "ffi",
+                      "include", "meridian.h")
+
+
+def header_functions():
+    """Every function the C header declares: name -> argument types (as written)."""
+    import re
+    with open(HEADER) as f:
+        text = f.read()
+    out = {}
+    for m in re.finditer(r"^[a-z][\w ]*?\**\s*\**(meridian_\w+)\(([^)]*)\);", text, re.M):
+        args = [a.strip() for a in m.group(2).split(",") if a.strip() and a.strip() != "void"]
+        out[m.group(1)] = [re.sub(r"\s*\b\w+$", "", a).replace(" *", "*").strip() for a in args]
+    return out
+
+
+class SignaturesMatchTheHeader(unittest.TestCase):
+    """The ctypes table is checked against the generated header, argument by argument."""
+
+    def test_every_signature_in_the_table_is_the_headers(self):
+        import ctypes
+        c_of = {
+            "const uint8_t*": ctypes.c_char_p, "const char*": ctypes.c_char_p,
+            "size_t": ctypes.c_size_t, "int64_t": ctypes.c_int64, "int32_t": ctypes.c_int32,
+            "uint8_t": ctypes.c_uint8, "uint64_t": ctypes.c_uint64,
+            "int64_t*": ctypes.POINTER(ctypes.c_int64), "int32_t*": ctypes.POINTER(ctypes.c_int32),
+            "enum MeridianKind*": ctypes.POINTER(ctypes.c_int32),
+            "struct MeridianBuffer*": ctypes.POINTER(meridian._Buffer),
+        }
+        declared = header_functions()
+        self.assertIn("meridian_lww_set", declared)
+        for name, args in meridian._SIGNATURES.items():
+            self.assertIn(name, declared, f"{name} is not in the header")
+            c_args = declared[name]
+            self.assertEqual(len(args), len(c_args), f"{name}: {c_args}")
+            for py, c in zip(args, c_args):
+                if c in c_of:
+                    self.assertIs(py, c_of[c], f"{name}: {c} is not {py}")
+                elif c.endswith("**"):
+                    self.assertIs(py, ctypes.POINTER(ctypes.c_void_p), f"{name}: {c}")
+                elif c.startswith(("struct Meridian", "const struct Meridian")) and c.endswith("*"):
+                    self.assertIs(py, ctypes.c_void_p, f"{name}: {c}")
+                else:
+                    self.fail(f"{name}: no rule for the C type {c!r}")
+
+
 class EmbeddedValues(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.TemporaryDirectory()
