@@ -318,6 +318,60 @@ enum MeridianStatus meridian_client_delete(const struct MeridianClient *client,
                                            uint8_t regions,
                                            struct MeridianToken **token_out);
 
+// A set removal, as `meridian_client_lww_set`: it covers every add of the element this
+// session wrote or read, in whichever region takes it (a region that lacks them refuses it,
+// nothing written, and the next is asked: `MERIDIAN_NOT_YET_VISIBLE` when none can). Blocks.
+//
+// # Safety
+// As `meridian_client_lww_set`.
+enum MeridianStatus meridian_client_set_remove(const struct MeridianClient *client,
+                                               const uint8_t *key,
+                                               size_t key_len,
+                                               const uint8_t *elem,
+                                               size_t elem_len,
+                                               int32_t level,
+                                               uint8_t regions,
+                                               struct MeridianToken **token_out);
+
+// A map field's last-writer-wins write, as `meridian_client_lww_set`. Blocks.
+//
+// # Safety
+// As `meridian_client_lww_set`.
+enum MeridianStatus meridian_client_map_lww_set(const struct MeridianClient *client,
+                                                const uint8_t *key,
+                                                size_t key_len,
+                                                const uint8_t *field,
+                                                size_t field_len,
+                                                const uint8_t *value,
+                                                size_t value_len,
+                                                int32_t level,
+                                                uint8_t regions,
+                                                struct MeridianToken **token_out);
+
+// A map field's removal, as `meridian_client_set_remove`. Blocks.
+//
+// # Safety
+// As `meridian_client_lww_set`.
+enum MeridianStatus meridian_client_map_remove(const struct MeridianClient *client,
+                                               const uint8_t *key,
+                                               size_t key_len,
+                                               const uint8_t *field,
+                                               size_t field_len,
+                                               int32_t level,
+                                               uint8_t regions,
+                                               struct MeridianToken **token_out);
+
+// Reads whatever `key` holds through the client, as JSON (the format of `meridian_read_json`:
+// a list of the values it holds, each tagged with its type), into `out`;
+// `MERIDIAN_NOT_FOUND` when it holds nothing. Blocks.
+//
+// # Safety
+// `key` must point at `key_len` readable bytes; `out` must be valid for a write.
+enum MeridianStatus meridian_client_read_json(const struct MeridianClient *client,
+                                              const uint8_t *key,
+                                              size_t key_len,
+                                              struct MeridianBuffer *out);
+
 // Commits a batch's operations atomically through the client (the batch is empty
 // afterwards; on failure its operations stay). After a lost answer it is retried elsewhere
 // only if every operation is idempotent, else `MERIDIAN_UNKNOWN`. Blocks.

@@ -427,6 +427,136 @@ pub unsafe extern "C" fn meridian_client_delete(
     })
 }
 
+/// A set removal, as `meridian_client_lww_set`: it covers every add of the element this
+/// session wrote or read, in whichever region takes it (a region that lacks them refuses it,
+/// nothing written, and the next is asked: `MERIDIAN_NOT_YET_VISIBLE` when none can). Blocks.
+///
+/// # Safety
+/// As `meridian_client_lww_set`.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_set_remove(
+    client: *const MeridianClient,
+    key: *const u8,
+    key_len: usize,
+    elem: *const u8,
+    elem_len: usize,
+    level: i32,
+    regions: u8,
+    token_out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
+    guard(move || {
+        let elems =
+            vec![unsafe { bytes(elem, elem_len, crate::args::VALUE_LEN_MAX, "elem") }?.to_vec()];
+        let level = consistency(level, regions)?;
+        unsafe {
+            client_apply(
+                client,
+                key,
+                key_len,
+                Op::SetRemove { elems },
+                level,
+                token_out,
+            )
+        }
+    })
+}
+
+/// A map field's last-writer-wins write, as `meridian_client_lww_set`. Blocks.
+///
+/// # Safety
+/// As `meridian_client_lww_set`.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_map_lww_set(
+    client: *const MeridianClient,
+    key: *const u8,
+    key_len: usize,
+    field: *const u8,
+    field_len: usize,
+    value: *const u8,
+    value_len: usize,
+    level: i32,
+    regions: u8,
+    token_out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
+    guard(move || {
+        let field =
+            unsafe { bytes(field, field_len, crate::args::VALUE_LEN_MAX, "field") }?.to_vec();
+        let value =
+            unsafe { bytes(value, value_len, crate::args::VALUE_LEN_MAX, "value") }?.to_vec();
+        let level = consistency(level, regions)?;
+        let op = Op::MapUpdate {
+            field,
+            op: Box::new(Op::LwwSet { value }),
+        };
+        unsafe { client_apply(client, key, key_len, op, level, token_out) }
+    })
+}
+
+/// A map field's removal, as `meridian_client_set_remove`. Blocks.
+///
+/// # Safety
+/// As `meridian_client_lww_set`.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_map_remove(
+    client: *const MeridianClient,
+    key: *const u8,
+    key_len: usize,
+    field: *const u8,
+    field_len: usize,
+    level: i32,
+    regions: u8,
+    token_out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
+    guard(move || {
+        let field =
+            unsafe { bytes(field, field_len, crate::args::VALUE_LEN_MAX, "field") }?.to_vec();
+        let level = consistency(level, regions)?;
+        unsafe {
+            client_apply(
+                client,
+                key,
+                key_len,
+                Op::MapRemove { field },
+                level,
+                token_out,
+            )
+        }
+    })
+}
+
+/// Reads whatever `key` holds through the client, as JSON (the format of `meridian_read_json`:
+/// a list of the values it holds, each tagged with its type), into `out`;
+/// `MERIDIAN_NOT_FOUND` when it holds nothing. Blocks.
+///
+/// # Safety
+/// `key` must point at `key_len` readable bytes; `out` must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_read_json(
+    client: *const MeridianClient,
+    key: *const u8,
+    key_len: usize,
+    out: *mut MeridianBuffer,
+) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
+    guard(move || {
+        if out.is_null() {
+            return Err(Failure::invalid("out: null out-pointer"));
+        }
+        let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?.to_vec();
+        let read = read(client, key)?.ok_or_else(not_found)?;
+        let json = serde_json::to_vec(&meridian_runtime::read_json::values_json(&read.values))
+            .map_err(|e| Failure::new(MeridianStatus::MeridianInternal, e.to_string()))?;
+        unsafe { put_buffer(out, json, "out") }
+    })
+}
+
 /// Commits a batch's operations atomically through the client (the batch is empty
 /// afterwards; on failure its operations stay). After a lost answer it is retried elsewhere
 /// only if every operation is idempotent, else `MERIDIAN_UNKNOWN`. Blocks.

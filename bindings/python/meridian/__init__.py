@@ -191,6 +191,11 @@ _SIGNATURES = {
     "meridian_client_set_add": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_uint8, POINTER(c_void_p)],
     "meridian_client_map_counter_add": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_int32, c_uint8, POINTER(c_void_p)],
     "meridian_client_delete": [c_void_p, c_char_p, c_size_t, c_int32, c_uint8, POINTER(c_void_p)],
+    "meridian_client_set_remove": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_uint8, POINTER(c_void_p)],
+    "meridian_client_map_lww_set": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_uint8, POINTER(c_void_p)],
+    "meridian_client_map_remove": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_uint8, POINTER(c_void_p)],
+    "meridian_client_read_json": [c_void_p, c_char_p, c_size_t, POINTER(_Buffer)],
+    "meridian_client_batch_commit": [c_void_p, c_void_p, c_int32, c_uint8, POINTER(c_void_p)],
     "meridian_client_retried_after_lost": [],
     "meridian_client_forget_lost": [c_void_p],
 }
@@ -244,6 +249,13 @@ def _path(path: "Union[str, os.PathLike]", what: str = "path") -> bytes:
     if b"\0" in encoded:
         raise ValueError(f"{what} {path!r} holds a NUL byte")
     return encoded
+
+
+def _json_bytes(value: object) -> bytes:
+    """Bytes as a JSON read carries them: a string when UTF-8, else ``{"hex": ...}``."""
+    if isinstance(value, dict):
+        return bytes.fromhex(value["hex"])
+    return str(value).encode("utf-8")
 
 
 def _prefix_end(prefix: bytes) -> bytes:
@@ -706,6 +718,85 @@ class Client:
         t = c_void_p()
         _check(_lib.meridian_client_delete(self._h(), k, len(k), level, n, byref(t)))
         return Token(t.value)
+
+    def set_remove(self, key: Bytes, elem: Bytes, consistency: Union[str, int] = "local") -> Token:
+        """A set removal: it covers every add of the element this session wrote or read, in
+        whichever region takes it (``NotYetVisibleError`` while none that can is reachable)."""
+        k, e = _bytes(key), _bytes(elem, "elem")
+        level, n = self._level(consistency)
+        t = c_void_p()
+        _check(_lib.meridian_client_set_remove(self._h(), k, len(k), e, len(e), level, n, byref(t)))
+        return Token(t.value)
+
+    def map_lww_set(self, key: Bytes, field: Bytes, value: Bytes,
+                    consistency: Union[str, int] = "local") -> Token:
+        """A map field's last-writer-wins write."""
+        k, f, v = _bytes(key), _bytes(field, "field"), _bytes(value, "value")
+        level, n = self._level(consistency)
+        t = c_void_p()
+        _check(_lib.meridian_client_map_lww_set(self._h(), k, len(k), f, len(f), v, len(v), level, n,
+                                                byref(t)))
+        return Token(t.value)
+
+    def map_remove(self, key: Bytes, field: Bytes, consistency: Union[str, int] = "local") -> Token:
+        """A map field's removal (covers what this session wrote or read of it)."""
+        k, f = _bytes(key), _bytes(field, "field")
+        level, n = self._level(consistency)
+        t = c_void_p()
+        _check(_lib.meridian_client_map_remove(self._h(), k, len(k), f, len(f), level, n, byref(t)))
+        return Token(t.value)
+
+    def commit(self, batch: Batch, consistency: Union[str, int] = "local") -> Token:
+        """Commits a batch atomically through the client (its operations stay in the batch when
+        the commit fails)."""
+        level, n = self._level(consistency)
+        t = c_void_p()
+        _check(_lib.meridian_client_batch_commit(self._h(), batch._handle, level, n, byref(t)))
+        return Token(t.value)
+
+    def read(self, key: Bytes) -> Optional[list]:
+        """Everything ``key`` holds, as :meth:`Engine.read` says it, from the nearest region
+        holding this session's writes; ``None`` when it holds nothing."""
+        import json
+        k = _bytes(key)
+        buf = _Buffer()
+        status = _lib.meridian_client_read_json(self._h(), k, len(k), byref(buf))
+        if status == 1:
+            return None
+        _check(status)
+        return json.loads(_take(buf))
+
+    def set_get(self, key: Bytes) -> Optional[List[bytes]]:
+        """A set's members, or ``None``."""
+        for value in self.read(key) or []:
+            if "set" in value:
+                return [_json_bytes(e) for e in value["set"]]
+        return None
+
+    def map_get_lww(self, key: Bytes, field: Bytes) -> Optional[bytes]:
+        """A map field's last-writer-wins value, or ``None``."""
+        for value in self._map_field(key, field):
+            if "lww" in value:
+                return _json_bytes(value["lww"])
+        return None
+
+    def map_get_counter(self, key: Bytes, field: Bytes) -> Optional[int]:
+        """A map field's counter, or ``None``."""
+        for value in self._map_field(key, field):
+            if "counter" in value:
+                return int(value["counter"])
+        return None
+
+    def _map_field(self, key: Bytes, field: Bytes) -> list:
+        f = _bytes(field, "field")
+        try:
+            name = f.decode("utf-8")
+        except UnicodeDecodeError:
+            name = "0x" + f.hex()
+        for value in self.read(key) or []:
+            if "map" in value:
+                return value["map"].get(name, [])
+        return []
 
     def read_majority(self, enabled: bool = True) -> None:
         """Makes later reads gather every write a majority of regions holds (or not)."""

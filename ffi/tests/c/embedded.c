@@ -310,6 +310,14 @@ int main(int argc, char **argv) {
     CHECK(meridian_client_region(NULL, &b) == MERIDIAN_INVALID_ARGUMENT);
     CHECK(meridian_client_batch_commit(NULL, NULL, MERIDIAN_CONSISTENCY_LOCAL, 0, NULL) ==
           MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_set_remove(NULL, B("k"), 1, B("e"), 1, MERIDIAN_CONSISTENCY_LOCAL, 0, NULL) ==
+          MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_map_lww_set(NULL, B("k"), 1, B("f"), 1, B("v"), 1, MERIDIAN_CONSISTENCY_LOCAL, 0,
+                                      NULL) == MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_map_remove(NULL, B("k"), 1, B("f"), 1, 99, 0, NULL) ==
+          MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_read_json(NULL, B("k"), 1, &b) == MERIDIAN_INVALID_ARGUMENT);
+    CHECK(b.data == NULL && b.len == 0);
     CHECK(meridian_client_close(NULL) == MERIDIAN_OK);
     CHECK(meridian_client_close((MeridianClient *)(uintptr_t)123456789) == MERIDIAN_CLOSED);
 
