@@ -112,7 +112,7 @@ typedef struct MeridianClient MeridianClient;
 // An embedded engine (opaque): safe to use from several threads at once.
 typedef struct MeridianEngine MeridianEngine;
 
-// The rows of a scan not yet taken (opaque).
+// A scan in progress (opaque): a cursor that reads its rows a page at a time.
 typedef struct MeridianScan MeridianScan;
 
 // A causal token (opaque).
@@ -660,8 +660,8 @@ enum MeridianStatus meridian_read_json(const struct MeridianEngine *engine_handl
                                        size_t key_len,
                                        struct MeridianBuffer *out);
 
-// The keys starting with `prefix` (at most `limit`), in order, as a scan handle. Blocks
-// while it reads them.
+// The keys starting with `prefix` (at most `limit`; `SIZE_MAX` for all), in order, as a
+// cursor. Blocks while it reads the first page (and `meridian_scan_next` for each next one).
 //
 // # Safety
 // `prefix` must point at `prefix_len` readable bytes; `out` must be valid for a write.
@@ -672,7 +672,8 @@ enum MeridianStatus meridian_scan_prefix(const struct MeridianEngine *engine_han
                                          struct MeridianScan **out);
 
 // The keys in `[start, end)` (`end_len` 0: to the last key), at most `limit`, in order, as
-// a scan handle. Blocks while it reads them.
+// a cursor. Blocks while it reads the first page (and `meridian_scan_next` for each next
+// one).
 //
 // # Safety
 // Pointers with a length must point at that many readable bytes; `out` must be valid for a

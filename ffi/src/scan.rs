@@ -1,5 +1,7 @@
-//! Scans through C: the keys of a prefix or a range, in order, as an iterator handle that
-//! yields each key with the type of its value (read it with the typed getters).
+//! Scans through C: the keys of a prefix or a range, in order, as a cursor that yields each
+//! key with the type of its value (read it with the typed getters), reading 256 rows at a
+//! time: a scan of any size holds one page. Rows written after the cursor passed their place
+//! are not seen; each key is seen at most once.
 
 use crate::args::{bytes, put_buffer, put_out};
 use crate::buffer::MeridianBuffer;
@@ -7,6 +9,18 @@ use crate::engine::{engine, MeridianEngine};
 use crate::handles::Registry;
 use crate::status::{guard, Failure, MeridianStatus};
 use meridian::{Kind, Read};
+
+/// The first key after every key starting with `prefix` (`None`: no end).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
@@ -26,19 +40,58 @@ pub enum MeridianKind {
     MeridianKindMap = 4,
 }
 
-/// The rows of a scan not yet taken (opaque).
+/// A scan in progress (opaque): a cursor that reads its rows a page at a time.
 pub struct MeridianScan {
     _private: [u8; 0],
 }
 
-/// The rows a scan has not handed out yet, and the engine handle it reads (a scan of a
-/// closed engine hands out nothing more).
-struct Rows {
+/// Rows a cursor reads from the engine at a time.
+const PAGE_ROWS: usize = 256;
+
+/// A cursor over `[next, end)`: the rows of the page read last not yet handed out, where the
+/// next page starts, how many rows it may still hand out, and the engine handle it reads (a
+/// scan of a closed engine hands out nothing more). Memory stays within a page whatever the
+/// scan's size.
+struct Cursor {
     engine: usize,
-    rows: Mutex<VecDeque<(Vec<u8>, MeridianKind)>>,
+    page: VecDeque<(Vec<u8>, MeridianKind)>,
+    next: Vec<u8>,
+    end: Option<Vec<u8>>,
+    left: usize,
+    done: bool,
 }
 
-static SCANS: Registry<Rows> = Registry::new("scan");
+impl Cursor {
+    /// Reads the next page when the last one is handed out.
+    fn fill(&mut self) -> Result<(), Failure> {
+        if !self.page.is_empty() || self.done {
+            return Ok(());
+        }
+        let want = PAGE_ROWS.min(self.left);
+        if want == 0 {
+            self.done = true;
+            return Ok(());
+        }
+        let e = engine(self.engine as *const MeridianEngine)?;
+        let rows = e.scan_range(&self.next, self.end.as_deref(), want)?;
+        self.done = rows.len() < want;
+        if let Some((last, _)) = rows.last() {
+            self.next = last.clone();
+            self.next.push(0);
+        }
+        self.left -= rows.len();
+        self.page = rows
+            .into_iter()
+            .map(|(k, r)| {
+                let kind = kind_of(&r);
+                (k, kind)
+            })
+            .collect();
+        Ok(())
+    }
+}
+
+static SCANS: Registry<Mutex<Cursor>> = Registry::new("scan");
 
 fn kind_of(read: &Read) -> MeridianKind {
     match read.values.first().map(|v| v.kind()) {
@@ -50,22 +103,28 @@ fn kind_of(read: &Read) -> MeridianKind {
     }
 }
 
-fn new_scan(engine: usize, rows: Vec<(Vec<u8>, Read)>) -> *mut MeridianScan {
-    let rows: VecDeque<_> = rows
-        .into_iter()
-        .map(|(k, r)| {
-            let kind = kind_of(&r);
-            (k, kind)
-        })
-        .collect();
-    SCANS.insert(Rows {
-        engine,
-        rows: Mutex::new(rows),
-    }) as *mut MeridianScan
+/// A cursor over `[start, end)`, at most `limit` rows; its first page read now (so that a bad
+/// engine handle is refused at once).
+fn new_scan(
+    engine_handle: *const MeridianEngine,
+    start: &[u8],
+    end: Option<Vec<u8>>,
+    limit: usize,
+) -> Result<*mut MeridianScan, Failure> {
+    let mut cursor = Cursor {
+        engine: engine_handle as usize,
+        page: VecDeque::new(),
+        next: start.to_vec(),
+        end,
+        left: limit,
+        done: false,
+    };
+    cursor.fill()?;
+    Ok(SCANS.insert(Mutex::new(cursor)) as *mut MeridianScan)
 }
 
-/// The keys starting with `prefix` (at most `limit`), in order, as a scan handle. Blocks
-/// while it reads them.
+/// The keys starting with `prefix` (at most `limit`; `SIZE_MAX` for all), in order, as a
+/// cursor. Blocks while it reads the first page (and `meridian_scan_next` for each next one).
 ///
 /// # Safety
 /// `prefix` must point at `prefix_len` readable bytes; `out` must be valid for a write.
@@ -83,15 +142,16 @@ pub unsafe extern "C" fn meridian_scan_prefix(
         if out.is_null() {
             return Err(Failure::invalid("out: null out-pointer"));
         }
-        let e = engine(engine_handle)?;
         let prefix = unsafe { bytes(prefix, prefix_len, crate::args::KEY_LEN_MAX, "prefix") }?;
-        let rows = e.scan_prefix(prefix, limit)?;
-        unsafe { put_out(out, new_scan(engine_handle as usize, rows), "out") }
+        let end = prefix_end(prefix);
+        let scan = new_scan(engine_handle, prefix, end, limit)?;
+        unsafe { put_out(out, scan, "out") }
     })
 }
 
 /// The keys in `[start, end)` (`end_len` 0: to the last key), at most `limit`, in order, as
-/// a scan handle. Blocks while it reads them.
+/// a cursor. Blocks while it reads the first page (and `meridian_scan_next` for each next
+/// one).
 ///
 /// # Safety
 /// Pointers with a length must point at that many readable bytes; `out` must be valid for a
@@ -112,11 +172,11 @@ pub unsafe extern "C" fn meridian_scan_range(
         if out.is_null() {
             return Err(Failure::invalid("out: null out-pointer"));
         }
-        let e = engine(engine_handle)?;
         let start = unsafe { bytes(start, start_len, crate::args::KEY_LEN_MAX, "start") }?;
         let end = unsafe { bytes(end, end_len, crate::args::KEY_LEN_MAX, "end") }?;
-        let rows = e.scan_range(start, (!end.is_empty()).then_some(end), limit)?;
-        unsafe { put_out(out, new_scan(engine_handle as usize, rows), "out") }
+        let end = (!end.is_empty()).then(|| end.to_vec());
+        let scan = new_scan(engine_handle, start, end, limit)?;
+        unsafe { put_out(out, scan, "out") }
     })
 }
 
@@ -139,18 +199,17 @@ pub unsafe extern "C" fn meridian_scan_next(
         if key_out.is_null() || kind_out.is_null() {
             return Err(Failure::invalid("key_out, kind_out: null out-pointer"));
         }
-        let rows = SCANS.get(scan as usize)?;
-        if !crate::engine::is_open(rows.engine) {
+        let cursor = SCANS.get(scan as usize)?;
+        let mut cursor = cursor.lock().unwrap_or_else(|e| e.into_inner());
+        if !crate::engine::is_open(cursor.engine) {
             return Err(Failure::new(
                 MeridianStatus::MeridianClosed,
                 "the scan's engine is closed",
             ));
         }
-        let row = rows
-            .rows
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front();
+        cursor.fill()?;
+        let row = cursor.page.pop_front();
+        drop(cursor);
         let (key, kind) = row.ok_or_else(|| {
             Failure::new(
                 MeridianStatus::MeridianNotFound,

@@ -262,6 +262,32 @@ int main(int argc, char **argv) {
     CHECK(meridian_scan_free(scan) == MERIDIAN_OK);
     CHECK(meridian_scan_prefix(e, B("b"), 1, 10, NULL) == MERIDIAN_INVALID_ARGUMENT);
 
+    /* A scan larger than a page: every key once, in order, and no more than its limit. */
+    {
+        char k[16];
+        for (int i = 0; i < 1000; i++) {
+            snprintf(k, sizeof k, "many:%04d", i);
+            CHECK(meridian_lww_set(e, B(k), strlen(k), B("x"), 1, NULL) == MERIDIAN_OK);
+        }
+        MeridianScan *many = NULL;
+        CHECK(meridian_scan_prefix(e, B("many:"), 5, SIZE_MAX, &many) == MERIDIAN_OK);
+        int seen = 0;
+        while (meridian_scan_next(many, &key, &kind) == MERIDIAN_OK) {
+            snprintf(k, sizeof k, "many:%04d", seen);
+            CHECK(key.len == strlen(k) && memcmp(key.data, k, key.len) == 0);
+            CHECK(meridian_buffer_free(&key) == MERIDIAN_OK);
+            seen++;
+        }
+        CHECK(seen == 1000);
+        CHECK(meridian_scan_free(many) == MERIDIAN_OK);
+        CHECK(meridian_scan_prefix(e, B("many:"), 5, 600, &many) == MERIDIAN_OK);
+        for (seen = 0; meridian_scan_next(many, &key, &kind) == MERIDIAN_OK; seen++) {
+            CHECK(meridian_buffer_free(&key) == MERIDIAN_OK);
+        }
+        CHECK(seen == 600);
+        CHECK(meridian_scan_free(many) == MERIDIAN_OK);
+    }
+
     /* Deletes. */
     CHECK(meridian_delete(e, B("k"), 1, NULL) == MERIDIAN_OK);
     CHECK(meridian_lww_get(e, B("k"), 1, &b) == MERIDIAN_NOT_FOUND);
