@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the build needs on Debian: libclang (RocksDB's bindgen), a C++
 # compiler (RocksDB itself), a C compiler with AddressSanitizer (the C ABI's test program) and
-# Python 3 with venv (the Python package's tests, and its wheel installed by pip).
+# Python 3 with venv and mypy (the Python package's tests and type hints, and its wheel
+# installed by pip).
 # As root it installs them; otherwise it prints the command to run.
 set -euo pipefail
 
@@ -22,6 +23,10 @@ if ! command -v python3 >/dev/null 2>&1; then
   missing+=(python3 python3-pytest python3-venv)
 elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
   missing+=(python3-venv)
+fi
+# mypy checks the Python package's type hints (`make test`).
+if ! python3 -m mypy --version >/dev/null 2>&1 && ! /usr/bin/python3 -m mypy --version >/dev/null 2>&1; then
+  missing+=(python3-mypy)
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo not found; install the Rust toolchain first (https://rustup.rs)" >&2

@@ -15,7 +15,7 @@ import os
 import time
 import weakref
 from ctypes import POINTER, byref, c_char_p, c_int, c_int32, c_int64, c_size_t, c_uint8, c_uint64, c_void_p
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 __all__ = [
     "Engine", "Client", "Token", "Siblings", "Batch", "MeridianError", "NotFoundError",
@@ -251,6 +251,13 @@ def _path(path: "Union[str, os.PathLike]", what: str = "path") -> bytes:
     return encoded
 
 
+def _handle(out: c_void_p) -> int:
+    """The handle a successful call wrote (never null after `MERIDIAN_OK`)."""
+    if out.value is None:
+        raise MeridianError(9, "the library handed out a null handle")
+    return out.value
+
+
 def _json_bytes(value: object) -> bytes:
     """Bytes as a JSON read carries them: a string when UTF-8, else ``{"hex": ...}``."""
     if isinstance(value, dict):
@@ -307,7 +314,7 @@ class Token:
         """A token naming nothing."""
         h = c_void_p()
         _check(_lib.meridian_token_new(byref(h)))
-        return cls(h.value)
+        return cls(_handle(h))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Token":
@@ -315,7 +322,7 @@ class Token:
         data = _bytes(data, "data")
         h = c_void_p()
         _check(_lib.meridian_token_from_bytes(data, len(data), byref(h)))
-        return cls(h.value)
+        return cls(_handle(h))
 
     def to_bytes(self) -> bytes:
         """The token's bytes."""
@@ -400,14 +407,14 @@ class Engine:
         """Opens (or creates) a local engine on a directory."""
         h = c_void_p()
         _check(_lib.meridian_engine_open(_path(path), byref(h)))
-        return cls(h.value)
+        return cls(_handle(h))
 
     @classmethod
     def open_node(cls, config: Union[str, os.PathLike]) -> "Engine":
         """Opens the engine a node configuration (TOML) describes and replicates it."""
         h = c_void_p()
         _check(_lib.meridian_engine_open_node(_path(config, "config"), byref(h)))
-        return cls(h.value)
+        return cls(_handle(h))
 
     def close(self) -> None:
         """Stops replication and flushes (a second close does nothing)."""
@@ -432,10 +439,10 @@ class Engine:
             raise ClosedError(8, "the engine is closed")
         return self._handle
 
-    def _write(self, fn, *args) -> Token:
+    def _write(self, fn: Callable[..., int], *args: object) -> Token:
         t = c_void_p()
         _check(fn(self._h(), *args, byref(t)))
-        return Token(t.value)
+        return Token(_handle(t))
 
     def put(self, key: Bytes, value: Bytes, context: Optional[bytes] = None) -> Token:
         """Multi-value register write; with ``context`` (from :meth:`get`) it supersedes
@@ -572,7 +579,7 @@ class Engine:
         """Commits a batch atomically."""
         t = c_void_p()
         _check(_lib.meridian_batch_commit(self._h(), batch._handle, byref(t)))
-        return Token(t.value)
+        return Token(_handle(t))
 
     def scan(self, prefix: Bytes = b"", limit: Optional[int] = None,
              page: int = 1000) -> Iterator[Tuple[bytes, str]]:
@@ -632,7 +639,7 @@ class Client:
     def __init__(self, cluster_file: Union[str, os.PathLike]) -> None:
         h = c_void_p()
         _check(_lib.meridian_client_open(_path(cluster_file, "cluster_file"), byref(h)))
-        self._handle: Optional[int] = h.value
+        self._handle: Optional[int] = _handle(h)
         _open_handles.add(self)
 
     def close(self) -> None:
@@ -660,7 +667,9 @@ class Client:
 
     @staticmethod
     def _level(consistency: Union[str, int]) -> Tuple[int, int]:
-        if isinstance(consistency, int) and not isinstance(consistency, bool):
+        if isinstance(consistency, bool):
+            raise TypeError("consistency: a name or a number of regions, not a bool")
+        if isinstance(consistency, int):
             if not 1 <= consistency <= 255:
                 raise ValueError(f"consistency {consistency}: a number of regions from 1 to 255")
             return 3, consistency
@@ -674,7 +683,7 @@ class Client:
         level, n = self._level(consistency)
         t = c_void_p()
         _check(_lib.meridian_client_lww_set(self._h(), k, len(k), v, len(v), level, n, byref(t)))
-        return Token(t.value)
+        return Token(_handle(t))
 
     def counter_add(self, key: Bytes, delta: int, consistency: Union[str, int] = "local") -> Token:
         """A counter increment (never retried where it could count twice:
@@ -683,7 +692,7 @@ class Client:
         level, n = self._level(consistency)
         t = c_void_p()
         _check(_lib.meridian_client_counter_add(self._h(), k, len(k), _i64(delta), level, n, byref(t)))
-        return Token(t.value)
+        return Token(_handle(t))
 
     def put(self, key: Bytes, value: Bytes, context: Optional[bytes] = None,
             consistency: Union[str, int] = "local") -> Token:
@@ -692,7 +701,7 @@ class Client:
         level, n = self._level(consistency)
         t = c_void_p()
         _check(_lib.meridian_client_register_put(self._h(), k, len(k), v, len(v), c, len(c), level, n, byref(t)))
-        return Token(t.value)
+        return Token(_handle(t))
 
     def set_add(self, key: Bytes, elem: Bytes, consistency: Union[str, int] = "local") -> Token:
         """A set insertion."""
@@ -700,7 +709,7 @@ class Client:
         level, n = self._level(consistency)
         t = c_void_p()
         _check(_lib.meridian_client_set_add(self._h(), k, len(k), e, len(e), level, n, byref(t)))
-        return Token(t.value)
+        return Token(_handle(t))
 
     def map_counter_add(self, key: Bytes, field: Bytes, delta: int,
                         consistency: Union[str, int] = "local") -> Token:
@@ -709,7 +718,7 @@ class Client:
         level, n = self._level(consistency)
         t = c_void_p()
         _check(_lib.meridian_client_map_counter_add(self._h(), k, len(k), f, len(f), _i64(delta), level, n, byref(t)))
-        return Token(t.value)
+        return Token(_handle(t))
 
     def delete(self, key: Bytes, consistency: Union[str, int] = "local") -> Token:
         """A delete."""
@@ -717,7 +726,7 @@ class Client:
         level, n = self._level(consistency)
         t = c_void_p()
         _check(_lib.meridian_client_delete(self._h(), k, len(k), level, n, byref(t)))
-        return Token(t.value)
+        return Token(_handle(t))
 
     def set_remove(self, key: Bytes, elem: Bytes, consistency: Union[str, int] = "local") -> Token:
         """A set removal: it covers every add of the element this session wrote or read, in
@@ -726,7 +735,7 @@ class Client:
         level, n = self._level(consistency)
         t = c_void_p()
         _check(_lib.meridian_client_set_remove(self._h(), k, len(k), e, len(e), level, n, byref(t)))
-        return Token(t.value)
+        return Token(_handle(t))
 
     def map_lww_set(self, key: Bytes, field: Bytes, value: Bytes,
                     consistency: Union[str, int] = "local") -> Token:
@@ -736,7 +745,7 @@ class Client:
         t = c_void_p()
         _check(_lib.meridian_client_map_lww_set(self._h(), k, len(k), f, len(f), v, len(v), level, n,
                                                 byref(t)))
-        return Token(t.value)
+        return Token(_handle(t))
 
     def map_remove(self, key: Bytes, field: Bytes, consistency: Union[str, int] = "local") -> Token:
         """A map field's removal (covers what this session wrote or read of it)."""
@@ -744,7 +753,7 @@ class Client:
         level, n = self._level(consistency)
         t = c_void_p()
         _check(_lib.meridian_client_map_remove(self._h(), k, len(k), f, len(f), level, n, byref(t)))
-        return Token(t.value)
+        return Token(_handle(t))
 
     def commit(self, batch: Batch, consistency: Union[str, int] = "local") -> Token:
         """Commits a batch atomically through the client (its operations stay in the batch when
@@ -752,7 +761,7 @@ class Client:
         level, n = self._level(consistency)
         t = c_void_p()
         _check(_lib.meridian_client_batch_commit(self._h(), batch._handle, level, n, byref(t)))
-        return Token(t.value)
+        return Token(_handle(t))
 
     def read(self, key: Bytes) -> Optional[list]:
         """Everything ``key`` holds, as :meth:`Engine.read` says it, from the nearest region
@@ -827,7 +836,7 @@ class Client:
         """The session's token."""
         t = c_void_p()
         _check(_lib.meridian_client_token(self._h(), byref(t)))
-        return Token(t.value)
+        return Token(_handle(t))
 
     def merge_token(self, token: Token) -> None:
         """Adds another session's writes to this one's."""
