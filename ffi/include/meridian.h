@@ -6,6 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// Keys a `meridian_lww_get_many` call reads at most.
+#define MERIDIAN_GET_MANY_MAX 10000
+
 // The ABI version: bumped when a function's signature or meaning changes incompatibly
 // (the shared library's SONAME is `libmeridian.so.<ABI>`).
 #define MERIDIAN_ABI_VERSION 1
@@ -172,6 +175,19 @@ enum MeridianStatus meridian_batch_set_add(struct MeridianBatch *batch,
 enum MeridianStatus meridian_batch_delete(struct MeridianBatch *batch,
                                           const uint8_t *key,
                                           size_t key_len);
+
+// Adds many operations to the batch in one call (where one call per operation would cost
+// more than the operation): `ops` holds them packed, each a kind byte (0: last-writer-wins
+// write, 1: counter increment, 2: set insertion, 3: delete), then its key (its length as 8
+// little-endian bytes, then the key), then its operand: the value or element likewise, the
+// increment as 8 little-endian bytes (two's complement), nothing for a delete. All are added
+// or, on any bad operation, none.
+//
+// # Safety
+// `ops` must point at `ops_len` readable bytes.
+enum MeridianStatus meridian_batch_add_packed(struct MeridianBatch *batch,
+                                              const uint8_t *ops,
+                                              size_t ops_len);
 
 // Commits the batch's operations atomically (the batch is empty afterwards, ready for
 // more; on failure nothing is written and the operations stay). `token_out` may be null.
@@ -592,6 +608,19 @@ enum MeridianStatus meridian_lww_get(const struct MeridianEngine *engine,
                                      const uint8_t *key,
                                      size_t key_len,
                                      struct MeridianBuffer *out);
+
+// The last-writer-wins values of many keys in one call (where one call per key would cost
+// more than the read): `keys` holds them packed, each preceded by its length as 8
+// little-endian bytes (at most `MERIDIAN_GET_MANY_MAX`); `out` receives, per key in order, one
+// byte (1: a value follows, 0: the key holds none, or a value of another type) and, for a value, its length as 8
+// little-endian bytes and its bytes. Free `out` with `meridian_buffer_free`.
+//
+// # Safety
+// `keys` must point at `keys_len` readable bytes; `out` must be valid for a write.
+enum MeridianStatus meridian_lww_get_many(const struct MeridianEngine *engine,
+                                          const uint8_t *keys,
+                                          size_t keys_len,
+                                          struct MeridianBuffer *out);
 
 // The value of a counter into `out`; `MERIDIAN_NOT_FOUND` when the key holds none.
 //

@@ -120,6 +120,86 @@ pub unsafe extern "C" fn meridian_batch_delete(
     guard(move || unsafe { add(batch, key, key_len, Op::Delete) })
 }
 
+/// Adds many operations to the batch in one call (where one call per operation would cost
+/// more than the operation): `ops` holds them packed, each a kind byte (0: last-writer-wins
+/// write, 1: counter increment, 2: set insertion, 3: delete), then its key (its length as 8
+/// little-endian bytes, then the key), then its operand: the value or element likewise, the
+/// increment as 8 little-endian bytes (two's complement), nothing for a delete. All are added
+/// or, on any bad operation, none.
+///
+/// # Safety
+/// `ops` must point at `ops_len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_batch_add_packed(
+    batch: *mut MeridianBatch,
+    ops: *const u8,
+    ops_len: usize,
+) -> MeridianStatus {
+    guard(move || {
+        let max = meridian::limits::CLIENT_FRAME_BYTES_MAX;
+        let packed = unsafe { bytes(ops, ops_len, max, "ops") }?;
+        let parsed = unpack_ops(packed)?;
+        let handle = BATCHES.get(batch as usize)?;
+        let mut b = handle.lock().unwrap_or_else(|e| e.into_inner());
+        if b.len() + parsed.len() > meridian::limits::BATCH_OPS_MAX {
+            return Err(Failure::new(
+                crate::status::MeridianStatus::MeridianTooLarge,
+                format!(
+                    "a batch holds at most {} operations",
+                    meridian::limits::BATCH_OPS_MAX
+                ),
+            ));
+        }
+        b.extend(parsed);
+        Ok(())
+    })
+}
+
+/// The operations of a packed list (`meridian_batch_add_packed`), every one checked.
+fn unpack_ops(mut rest: &[u8]) -> Result<Ops, Failure> {
+    fn take<'a>(rest: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8], Failure> {
+        if rest.len() < n {
+            return Err(Failure::invalid(format!("ops: {what} cut short")));
+        }
+        let (head, tail) = rest.split_at(n);
+        *rest = tail;
+        Ok(head)
+    }
+    fn sized(rest: &mut &[u8], max: usize, what: &str) -> Result<Vec<u8>, Failure> {
+        let len = u64::from_le_bytes(take(rest, 8, what)?.try_into().unwrap_or([0; 8]));
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        if len > max {
+            return Err(Failure::new(
+                crate::status::MeridianStatus::MeridianTooLarge,
+                format!("ops: a {what} of {len} bytes, at most {max}"),
+            ));
+        }
+        Ok(take(rest, len, what)?.to_vec())
+    }
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let kind = take(&mut rest, 1, "kind")?[0];
+        let key = sized(&mut rest, crate::args::KEY_LEN_MAX, "key")?;
+        let op = match kind {
+            0 => Op::LwwSet {
+                value: sized(&mut rest, crate::args::VALUE_LEN_MAX, "value")?,
+            },
+            1 => Op::CounterAdd {
+                delta: i64::from_le_bytes(
+                    take(&mut rest, 8, "delta")?.try_into().unwrap_or([0; 8]),
+                ),
+            },
+            2 => Op::SetAdd {
+                elems: vec![sized(&mut rest, crate::args::VALUE_LEN_MAX, "elem")?],
+            },
+            3 => Op::Delete,
+            other => return Err(Failure::invalid(format!("ops: kind {other} (0 to 3)"))),
+        };
+        out.push((key, op));
+    }
+    Ok(out)
+}
+
 /// Commits the batch's operations atomically (the batch is empty afterwards, ready for
 /// more; on failure nothing is written and the operations stay). `token_out` may be null.
 /// Blocks for the local commit.

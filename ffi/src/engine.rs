@@ -316,6 +316,56 @@ pub unsafe extern "C" fn meridian_lww_get(
     })
 }
 
+/// Keys a `meridian_lww_get_many` call reads at most.
+pub const MERIDIAN_GET_MANY_MAX: usize = 10_000;
+
+/// The last-writer-wins values of many keys in one call (where one call per key would cost
+/// more than the read): `keys` holds them packed, each preceded by its length as 8
+/// little-endian bytes (at most `MERIDIAN_GET_MANY_MAX`); `out` receives, per key in order, one
+/// byte (1: a value follows, 0: the key holds none, or a value of another type) and, for a value, its length as 8
+/// little-endian bytes and its bytes. Free `out` with `meridian_buffer_free`.
+///
+/// # Safety
+/// `keys` must point at `keys_len` readable bytes; `out` must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_lww_get_many(
+    engine: *const MeridianEngine,
+    keys: *const u8,
+    keys_len: usize,
+    out: *mut MeridianBuffer,
+) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
+    guard(move || {
+        if out.is_null() {
+            return Err(Failure::invalid("out: null out-pointer"));
+        }
+        let e = self::engine(engine)?;
+        let max = MERIDIAN_GET_MANY_MAX * (crate::args::KEY_LEN_MAX + 8);
+        let packed = unsafe { bytes(keys, keys_len, max, "keys") }?;
+        let keys = crate::nested::unpack_fields(packed, "keys")?;
+        if keys.len() > MERIDIAN_GET_MANY_MAX {
+            return Err(Failure::new(
+                MeridianStatus::MeridianTooLarge,
+                format!("keys: {} keys, at most {MERIDIAN_GET_MANY_MAX}", keys.len()),
+            ));
+        }
+        let mut values = Vec::with_capacity(keys.len() * 16);
+        for key in keys {
+            match e.get_lww(key) {
+                Ok(Some(v)) => {
+                    values.push(1);
+                    values.extend_from_slice(&(v.value.len() as u64).to_le_bytes());
+                    values.extend_from_slice(&v.value);
+                }
+                Ok(None) | Err(meridian::Error::WrongType { .. }) => values.push(0),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        unsafe { put_buffer(out, values, "out") }
+    })
+}
+
 /// The value of a counter into `out`; `MERIDIAN_NOT_FOUND` when the key holds none.
 ///
 /// # Safety

@@ -44,21 +44,31 @@ fn op_kind(kind: i32) -> Result<MeridianOpKind, Failure> {
     .ok_or_else(|| Failure::invalid(format!("kind: {kind} is no MeridianOpKind (0 to 5)")))
 }
 
-/// The fields of a packed path: each preceded by its length as 8 little-endian bytes.
-fn fields(packed: &[u8]) -> Result<Vec<Vec<u8>>, Failure> {
+/// The items of a packed list (`what` names it in messages): each preceded by its length as
+/// 8 little-endian bytes, borrowed from `packed`.
+pub(crate) fn unpack_fields<'a>(packed: &'a [u8], what: &str) -> Result<Vec<&'a [u8]>, Failure> {
     let mut out = Vec::new();
     let mut rest = packed;
     while !rest.is_empty() {
         let (len, tail) = rest
             .split_first_chunk::<8>()
-            .ok_or_else(|| Failure::invalid("path: a length needs 8 bytes"))?;
+            .ok_or_else(|| Failure::invalid(format!("{what}: a length needs 8 bytes")))?;
         let len = usize::try_from(u64::from_le_bytes(*len))
             .ok()
             .filter(|l| *l <= tail.len())
-            .ok_or_else(|| Failure::invalid("path: a field is longer than the path"))?;
-        out.push(tail[..len].to_vec());
+            .ok_or_else(|| Failure::invalid(format!("{what}: an item is longer than the rest")))?;
+        out.push(&tail[..len]);
         rest = &tail[len..];
     }
+    Ok(out)
+}
+
+/// The fields of a packed path: each preceded by its length as 8 little-endian bytes.
+fn fields(packed: &[u8]) -> Result<Vec<Vec<u8>>, Failure> {
+    let out: Vec<Vec<u8>> = unpack_fields(packed, "path")?
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect();
     if out.is_empty() {
         return Err(Failure::invalid("path: at least one field"));
     }

@@ -164,6 +164,17 @@ class EmbeddedValues(unittest.TestCase):
         with self.assertRaises(ValueError):
             meridian.Client(self.dir.name + "\0client.toml")
 
+    def test_many_values_are_read_in_one_call(self):
+        e = self.engine
+        e.lww_set("a", "1")
+        e.lww_set("c", b"\xff" * 300)
+        e.counter_add("n", 1)
+        self.assertEqual(e.lww_get_many(["a", b"b", "c", "n", "a"]),
+                         [b"1", None, b"\xff" * 300, None, b"1"])
+        self.assertEqual(e.lww_get_many([]), [])
+        with self.assertRaises(meridian.TooLargeError):
+            e.lww_get_many(["k"] * 10_001)
+
     def test_a_scan_has_no_silent_limit(self):
         e = self.engine
         for i in range(2_500):

@@ -225,7 +225,20 @@ int main(int argc, char **argv) {
     CHECK(meridian_batch_set_add(batch, B("b3"), 2, B("y"), 1) == MERIDIAN_OK);
     CHECK(meridian_batch_delete(batch, B("s"), 1) == MERIDIAN_OK);
     MeridianToken *bt = NULL;
+    {
+        /* Packed operations: a counter increment of 5 on "pk", then one of kind 9 (refused:
+         * nothing of the call is added), then a cut one. */
+        const uint8_t good[] = {1, 2, 0, 0, 0, 0, 0, 0, 0, 'p', 'k', 5, 0, 0, 0, 0, 0, 0, 0};
+        uint8_t bad[sizeof good + 11];
+        memcpy(bad, good, sizeof good);
+        const uint8_t nine[] = {9, 2, 0, 0, 0, 0, 0, 0, 0, 'p', 'k'};
+        memcpy(bad + sizeof good, nine, sizeof nine);
+        CHECK(meridian_batch_add_packed(batch, bad, sizeof bad) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_batch_add_packed(batch, good, sizeof good - 1) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_batch_add_packed(batch, good, sizeof good) == MERIDIAN_OK);
+    }
     CHECK(meridian_batch_commit(e, batch, &bt) == MERIDIAN_OK && bt != NULL);
+    CHECK(meridian_counter_get(e, B("pk"), 2, &n) == MERIDIAN_OK && n == 5);
     CHECK(meridian_counter_get(e, B("b2"), 2, &n) == MERIDIAN_OK && n == 7);
     CHECK(meridian_set_get(e, B("s"), 1, &members) == MERIDIAN_NOT_FOUND);
     CHECK(meridian_batch_counter_add(batch, B("b1"), 2, 1) == MERIDIAN_OK); /* b1 is LWW */
