@@ -52,6 +52,18 @@ static void on_thread_exit(void *arg) {
     (void)meridian_last_error();
 }
 
+/* An engine left open until exit: an atexit handler closing it is refused (the library's
+ * thread-locals are gone by then), never aborts nor hangs; the process exits 0. */
+static MeridianEngine *g_at_exit;
+
+static void close_at_exit(void) {
+    MeridianBuffer b = {0};
+    if (meridian_lww_get(g_at_exit, B("k"), 1, &b) == MERIDIAN_OK) {
+        meridian_buffer_free(&b);
+    }
+    (void)meridian_engine_close(g_at_exit);
+}
+
 static void *thread_with_destructor(void *arg) {
     (void)arg;
     pthread_key_t key;
@@ -426,6 +438,13 @@ int main(int argc, char **argv) {
         CHECK(meridian_engine_open(dir, &e) == MERIDIAN_OK);
     }
     CHECK(meridian_engine_close(e) == MERIDIAN_OK);
+    {
+        char exit_dir[4096];
+        snprintf(exit_dir, sizeof exit_dir, "%s-at-exit", dir);
+        CHECK(meridian_engine_open(exit_dir, &g_at_exit) == MERIDIAN_OK);
+        CHECK(meridian_lww_set(g_at_exit, B("k"), 1, B("v"), 1, NULL) == MERIDIAN_OK);
+        CHECK(atexit(close_at_exit) == 0);
+    }
     printf("ok\n");
     return 0;
 }
