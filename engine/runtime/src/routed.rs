@@ -23,8 +23,9 @@ use crate::tls::replica_dns_name;
 use crate::TlsFiles;
 use meridian::model::{CausalToken, Op, VersionVector};
 use meridian::routing::{
-    node_deadline, order_regions, smoothed_rtt, Attempts, Breaker, BreakerSettings, Candidate,
-    ClockOffset, ClockSample, Health, Location, Outcome, SessionKeys, Verdict,
+    attempt_budget_ms, order_regions, smoothed_rtt, Answer, Breaker, BreakerSettings, Candidate,
+    ClockOffset, ClockSample, Health, Location, SessionKeys, Step, UnknownCause, WriteCall,
+    WriteOutcome,
 };
 use meridian::{Read, SystemClock, WallClock};
 use serde::{Deserialize, Serialize};
@@ -432,8 +433,7 @@ impl RoutedClient {
         r.conn = None;
     }
 
-    /// Sends `request` to region `i` and sorts the outcome (a lost answer leaves a write's
-    /// outcome unknown).
+    /// Sends `request` (not a write) to region `i` and sorts the outcome.
     async fn attempt(&mut self, i: usize, request: &ClientRequest) -> Attempt<ClientResponse> {
         let name = self.regions[i].entry.region.clone();
         let now = self.now_ms();
@@ -446,47 +446,72 @@ impl RoutedClient {
                 return Attempt::Next(format!("{name}: {e}"));
             }
         };
-        // A write may start applying only until this client gives up on it: a region that
-        // gets to it after that (it froze with the request queued, its clock lags) refuses it
-        // rather than apply it behind a retry made elsewhere.
-        let is_write = matches!(
-            request,
-            ClientRequest::Apply { .. } | ClientRequest::Write { .. }
-        );
-        let budget = self.attempt_budget(i);
         let started = Instant::now();
-        let wall = SystemClock.now_ms();
-        let deadline = node_deadline(
-            wall.saturating_add(budget.as_millis() as u64),
-            self.regions[i].clock.estimate(wall),
-        );
-        let stamped = with_deadline(request, deadline);
-        let request: &ClientRequest = &stamped;
         let answer =
             tokio::time::timeout(self.config.request_timeout, conn.request_sampled(request)).await;
-        if !is_write && matches!(answer, Ok((Ok(_), _))) {
+        if matches!(answer, Ok((Ok(_), _))) {
             let sample = started.elapsed().as_secs_f64() * 1_000.0;
             sample_rtt(&mut self.regions[i].rtt_ms, sample);
         }
-        let attempt = self.settle_sampled(i, answer);
-        if is_write && matches!(attempt, Attempt::Lost(_)) {
-            // The region may still hold the request: the next is asked only once the
-            // region can no longer start applying it.
-            tokio::time::sleep_until((started + budget).into()).await;
-        }
-        attempt
+        self.settle_sampled(i, answer)
     }
 
-    /// How long an attempt of a write at region `i` may take to start applying: the liveness
-    /// and two round trips (the connection's timeout when no round trip is known), at most the
-    /// request timeout.
-    fn attempt_budget(&self, i: usize) -> Duration {
-        let rtt = self.regions[i]
-            .rtt_ms
-            .map_or(self.config.connect_timeout, |ms| {
-                Duration::from_secs_f64(ms / 1_000.0)
-            });
-        (self.config.liveness + 2 * rtt).min(self.config.request_timeout)
+    /// Sends the write `request` to region `i`, stamped with the deadline `call` gives it
+    /// once connected, and says what the answer means.
+    async fn attempt_write(
+        &mut self,
+        i: usize,
+        request: &ClientRequest,
+        call: &mut WriteCall,
+    ) -> Answer<CausalToken, RoutedError> {
+        let name = self.regions[i].entry.region.clone();
+        let now = self.now_ms();
+        // Takes a half-open breaker's probe (when every region is down, it is tried anyway).
+        self.regions[i].breaker.try_acquire(now);
+        let conn = match self.conn(i).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.failed(i);
+                return Answer::NotServed(format!("{name}: {e}"));
+            }
+        };
+        // A write may start applying only until this client gives up on it: a region that
+        // gets to it after that (it froze with the request queued, its clock lags) refuses it
+        // rather than apply it behind a retry made elsewhere.
+        let wall = SystemClock.now_ms();
+        let deadline = call.sent(
+            self.now_ms(),
+            wall,
+            self.attempt_budget_ms(i),
+            self.regions[i].clock.estimate(wall),
+        );
+        let stamped = with_deadline(request, deadline);
+        let answer =
+            tokio::time::timeout(self.config.request_timeout, conn.request_sampled(&stamped)).await;
+        match self.settle_sampled(i, answer) {
+            Attempt::Done(ClientResponse::Written { token, .. }) => Answer::Written(token),
+            Attempt::Done(other) => Answer::NotServed(format!("unexpected answer {other:?}")),
+            Attempt::Next(reason) => Answer::NotServed(reason),
+            Attempt::NotYet(reason) => Answer::NotYetVisible(reason),
+            Attempt::Redirect(reason, primary) => {
+                Answer::NotPrimary(reason, self.region_index(&primary))
+            }
+            Attempt::Lost(reason) => Answer::Lost(reason),
+            Attempt::Fail(e @ RoutedError::Unknown { .. }) => Answer::Unknown(e),
+            Attempt::Fail(e) => Answer::Refused(e),
+        }
+    }
+
+    /// How long an attempt of a write at region `i` may take to start applying
+    /// (`attempt_budget_ms`: the liveness and two round trips, the connection's timeout when
+    /// no round trip is known, at most the request timeout).
+    fn attempt_budget_ms(&self, i: usize) -> u64 {
+        attempt_budget_ms(
+            self.config.liveness.as_millis() as u64,
+            self.regions[i].rtt_ms,
+            self.config.connect_timeout.as_millis() as u64,
+            self.config.request_timeout.as_millis() as u64,
+        )
     }
 
     /// Applies `op` to `key`, acknowledged once durable in the regions `consistency` asks
@@ -529,19 +554,12 @@ impl RoutedClient {
         self.write(request, idempotent).await
     }
 
-    /// What a write of `ops` must find applied in the region that takes it: what the session
-    /// wrote or read of the keys whose operations depend on what is seen, and the read
-    /// contexts the operations carry (`None` when that is nothing).
+    /// What a write of `ops` must find applied in the region that takes it
+    /// (`SessionKeys::gate`: what the session wrote or read of the keys whose operations depend
+    /// on what is seen, and the read contexts the operations carry; `None` when that is
+    /// nothing).
     fn after<'a>(&self, ops: impl IntoIterator<Item = (&'a [u8], &'a Op)>) -> Option<After> {
-        let mut token = VersionVector::new();
-        for (key, op) in ops {
-            if op.depends_on_seen() {
-                token.join(&self.keys.of(key));
-            }
-            if let Some(context) = op.context() {
-                token.join(context);
-            }
-        }
+        let token = self.keys.gate(ops);
         let wait_ms = self.config.session_wait_ms;
         (!token.is_empty()).then_some(After {
             token: CausalToken(token),
@@ -549,83 +567,76 @@ impl RoutedClient {
         })
     }
 
+    /// Sends a write through the regions as `WriteCall` decides (`meridian::routing`), and
+    /// takes its outcome into the session.
     async fn write(
         &mut self,
         request: ClientRequest,
         idempotent: bool,
     ) -> Result<Written, RoutedError> {
-        let mut why = Vec::new();
-        let mut lost = false;
-        let mut attempts = Attempts::new(self.plan(), idempotent);
-        while let Some(i) = attempts.next_region() {
-            let attempt = self.attempt(i, &request).await;
-            let outcome = match &attempt {
-                Attempt::Done(ClientResponse::Written { token, .. }) => {
-                    self.token.merge(token);
-                    for key in written_keys(&request) {
-                        self.keys.note(key, &token.0);
+        let mut call = WriteCall::new(self.plan(), idempotent);
+        let outcome = loop {
+            match call.next(self.now_ms()) {
+                Step::Send(i) => {
+                    let answer = self.attempt_write(i, &request, &mut call).await;
+                    if let Some(outcome) = call.on_answer(answer, self.now_ms()) {
+                        break outcome;
                     }
-                    return Ok(Written {
-                        token: token.clone(),
-                        region: self.regions[i].entry.region.clone(),
-                        retried_after_lost: lost,
-                    });
                 }
-                Attempt::Fail(_) => Outcome::Answered,
-                Attempt::Done(_) | Attempt::Next(_) => Outcome::NotServed,
-                Attempt::NotYet(_) => Outcome::NotYetVisible,
-                Attempt::Redirect(_, primary) => Outcome::NotPrimary(self.region_index(primary)),
-                Attempt::Lost(_) => {
-                    lost = true;
-                    Outcome::Lost
+                Step::Wait { until_ms } => {
+                    let left = until_ms.saturating_sub(self.now_ms());
+                    tokio::time::sleep(Duration::from_millis(left)).await;
                 }
-            };
-            let verdict = attempts.record(outcome);
-            let reason = match attempt {
-                // A refusal here says nothing of an earlier attempt whose answer was lost.
-                Attempt::Fail(
-                    e @ (RoutedError::Refused { .. } | RoutedError::Uncoverable { .. }),
-                ) if lost => {
-                    return Err(RoutedError::Unknown {
-                        region: self.regions[i].entry.region.clone(),
-                        message: format!(
-                        "an earlier attempt's answer was lost (it may have applied), then: {e}; {}",
-                        why.join("; ")
-                    ),
-                    })
-                }
-                Attempt::Fail(e) => return Err(e),
-                Attempt::Done(other) => format!("unexpected answer {other:?}"),
-                Attempt::Next(r)
-                | Attempt::NotYet(r)
-                | Attempt::Redirect(r, _)
-                | Attempt::Lost(r) => r,
-            };
-            if verdict == Verdict::Unknown {
-                return Err(RoutedError::Unknown {
-                    region: self.regions[i].entry.region.clone(),
+                Step::Done(outcome) => break outcome,
+            }
+        };
+        let why = call.reasons().join("; ");
+        let name = |i: Option<usize>| match i {
+            Some(i) => self.regions[i].entry.region.clone(),
+            None => "some region".into(),
+        };
+        match outcome {
+            WriteOutcome::Written {
+                value: token,
+                region,
+                retried_after_lost,
+            } => {
+                let region = name(Some(region));
+                self.token.merge(&token);
+                self.keys.wrote(written_keys(&request), &token.0);
+                Ok(Written {
+                    token,
+                    region,
+                    retried_after_lost,
+                })
+            }
+            WriteOutcome::Refused { error, .. } => Err(error),
+            WriteOutcome::Unknown { region, cause } => Err(match cause {
+                UnknownCause::Answered(e) => e,
+                UnknownCause::NotRetried(reason) => RoutedError::Unknown {
+                    region: name(region),
                     message: format!(
                         "{reason}; not retried elsewhere, as applying it twice would count twice"
                     ),
-                });
-            }
-            why.push(reason);
-        }
-        if attempts.lost_an_answer() {
-            return Err(RoutedError::Unknown {
-                region: "some region".into(),
-                message: format!(
-                    "an answer was lost and no other region took the write: {}",
-                    why.join("; ")
-                ),
-            });
-        }
-        if attempts.saw_not_yet_visible() {
+                },
+                UnknownCause::RefusedAfterLost(e) => RoutedError::Unknown {
+                    region: name(region),
+                    message: format!(
+                        "an earlier attempt's answer was lost (it may have applied), then: {e}; {why}"
+                    ),
+                },
+                UnknownCause::NoOtherRegion => RoutedError::Unknown {
+                    region: "some region".into(),
+                    message: format!(
+                        "an answer was lost and no other region took the write: {why}"
+                    ),
+                },
+            }),
             // Nothing was written: every region that answered lacked what the session wrote or
             // read of the keys (the region that holds it is down or cut off).
-            return Err(RoutedError::NotYetVisible);
+            WriteOutcome::NotYetVisible => Err(RoutedError::NotYetVisible),
+            WriteOutcome::NoRegion => Err(RoutedError::NoRegion(why)),
         }
-        Err(RoutedError::NoRegion(why.join("; ")))
     }
 
     /// The index of the replica a `NotPrimary` answer names.

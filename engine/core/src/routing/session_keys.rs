@@ -8,7 +8,7 @@
 //! least what the session wrote or read of it (and perhaps more, never less).
 
 use crate::model::digest::key_hash;
-use crate::model::VersionVector;
+use crate::model::{Op, VersionVector};
 use std::collections::{BTreeMap, HashMap};
 
 /// Buckets the contexts of evicted keys are folded into.
@@ -74,6 +74,30 @@ impl SessionKeys {
         context
     }
 
+    /// What a write of `ops` must find applied in the region that takes it: what the session
+    /// wrote or read of the keys whose operations depend on what is seen
+    /// (`Op::depends_on_seen`: removals, deletes, register writes with a read context), and
+    /// the read contexts the operations carry. Empty when it need wait for nothing.
+    pub fn gate<'a>(&self, ops: impl IntoIterator<Item = (&'a [u8], &'a Op)>) -> VersionVector {
+        let mut gate = VersionVector::new();
+        for (key, op) in ops {
+            if op.depends_on_seen() {
+                gate.join(&self.of(key));
+            }
+            if let Some(context) = op.context() {
+                gate.join(context);
+            }
+        }
+        gate
+    }
+
+    /// Records a write of `keys` acknowledged with `token` (its dot).
+    pub fn wrote<'a>(&mut self, keys: impl IntoIterator<Item = &'a [u8]>, token: &VersionVector) {
+        for key in keys {
+            self.note(key, token);
+        }
+    }
+
     /// Records `seen` for every key (a token merged from another session): each bucket, so
     /// every key, asks for it.
     pub fn note_everywhere(&mut self, seen: &VersionVector) {
@@ -135,6 +159,24 @@ mod tests {
         s.note_everywhere(&dot(7, 2));
         assert_eq!(s.of(b"never").get(ReplicaId(7)), 2);
         assert_eq!(s.of(b"a").get(ReplicaId(7)), 2);
+    }
+
+    #[test]
+    fn only_context_dependent_writes_wait_for_the_keys_context() {
+        use crate::model::Op;
+        let mut s = SessionKeys::new(8);
+        s.wrote([b"a".as_slice(), b"b".as_slice()], &dot(1, 4));
+        let add = Op::CounterAdd { delta: 1 };
+        assert!(s.gate([(b"a".as_slice(), &add)]).is_empty());
+        let gate = s.gate([(b"a".as_slice(), &Op::Delete)]);
+        assert_eq!(gate.get(ReplicaId(1)), 4);
+        // A register write waits for its key's context and for the context it carries.
+        let put = Op::Put {
+            value: b"v".to_vec(),
+            context: Some(dot(2, 7)),
+        };
+        let gate = s.gate([(b"b".as_slice(), &put), (b"c".as_slice(), &add)]);
+        assert_eq!((gate.get(ReplicaId(1)), gate.get(ReplicaId(2))), (4, 7));
     }
 
     #[test]
