@@ -5,7 +5,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/meridian/target
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: python-wheel deps demo test test-checked power-cut bench sim lint fuzz bench-scale outage header cart-cluster example-cart example-cart-c example-cart-python
+.PHONY: c-libs python-wheel deps demo test test-checked power-cut bench sim lint fuzz bench-scale outage header cart-cluster example-cart example-cart-c example-cart-python
 
 deps:
 	@bash scripts/install-deps.sh
@@ -80,6 +80,15 @@ example-cart-c: cart-cluster
 	cc -std=c11 -Wall -Wextra -Werror -I ffi/include examples/cart/cart.c -o $(CARGO_TARGET_DIR)/cart-c \
 	  -L $(CARGO_TARGET_DIR)/release -lmeridian -Wl,-rpath,$(CARGO_TARGET_DIR)/release
 	RUST_LOG=error $(CARGO_TARGET_DIR)/cart-c $(CART_DIR)
+
+# The C libraries as a host links them, with the header, in $(CARGO_TARGET_DIR)/dist: the shared
+# library under its SONAME, and the static one whose only global symbols are meridian_*.
+c-libs: deps
+	$(CARGO) build --release -p meridian-ffi
+	mkdir -p $(CARGO_TARGET_DIR)/dist
+	cp ffi/include/meridian.h $(CARGO_TARGET_DIR)/release/libmeridian.so $(CARGO_TARGET_DIR)/dist/
+	ln -sf libmeridian.so $(CARGO_TARGET_DIR)/dist/libmeridian.so.1
+	bash scripts/localize-static.sh $(CARGO_TARGET_DIR)/release/libmeridian.a $(CARGO_TARGET_DIR)/dist/libmeridian.a
 
 # The Python package as a wheel with libmeridian.so inside: `pip install` it, no variable needed.
 python-wheel: deps

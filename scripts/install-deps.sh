@@ -24,6 +24,11 @@ if ! command -v python3 >/dev/null 2>&1; then
 elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
   missing+=(python3-venv)
 fi
+# The system's RocksDB: the C ABI's test links a host's own RocksDB beside Meridian's static
+# library.
+if [ ! -f /usr/include/rocksdb/c.h ]; then
+  missing+=(librocksdb-dev)
+fi
 # mypy checks the Python package's type hints (`make test`).
 if ! python3 -m mypy --version >/dev/null 2>&1 && ! /usr/bin/python3 -m mypy --version >/dev/null 2>&1; then
   missing+=(python3-mypy)

@@ -14,7 +14,37 @@ fn lib_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// The static library as `scripts/localize-static.sh` prepares it for a host (only
+/// `meridian_*` global), in `dir`.
+fn localized_archive(dir: &Path) -> PathBuf {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = dir.join("libmeridian-host.a");
+    let made = Command::new("bash")
+        .arg(crate_dir.join("../scripts/localize-static.sh"))
+        .arg(lib_dir().join("libmeridian.a"))
+        .arg(&out)
+        .output()
+        .expect("localize");
+    assert!(made.status.success(), "{made:?}");
+    out
+}
+
+/// The static libraries a program linking `libmeridian.a` needs besides it.
+const STATIC_DEPS: [&str; 7] = [
+    "-lstdc++",
+    "-lpthread",
+    "-ldl",
+    "-lm",
+    "-lrt",
+    "-lgcc_s",
+    "-lutil",
+];
+
 fn compile_and_run(name: &str, link: &[&str]) {
+    compile_and_run_source(name, "tests/c/embedded.c", link, true);
+}
+
+fn compile_and_run_source(name: &str, source: &str, link: &[&str], asan: bool) {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let libs = lib_dir();
     let scratch = tempfile::tempdir().expect("tempdir");
@@ -36,10 +66,14 @@ fn compile_and_run(name: &str, link: &[&str]) {
         "-Werror",
         "-g",
     ])
-    .args(["-fsanitize=address", "-fno-omit-frame-pointer"])
+    .args(if asan {
+        &["-fsanitize=address", "-fno-omit-frame-pointer"][..]
+    } else {
+        &[][..]
+    })
     .arg("-I")
     .arg(crate_dir.join("include"))
-    .arg(crate_dir.join("tests/c/embedded.c"))
+    .arg(crate_dir.join(source))
     .arg("-o")
     .arg(&exe)
     .arg(format!("-L{}", libs.display()))
@@ -111,19 +145,46 @@ fn the_shared_library_exports_only_its_functions_under_its_soname() {
 
 #[test]
 fn the_c_program_passes_against_the_static_library_under_asan() {
-    let archive = lib_dir().join("libmeridian.a");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let archive = localized_archive(scratch.path());
     let archive = archive.to_string_lossy().into_owned();
-    compile_and_run(
-        "embedded-static",
-        &[
-            &archive,
-            "-lstdc++",
-            "-lpthread",
-            "-ldl",
-            "-lm",
-            "-lrt",
-            "-lgcc_s",
-            "-lutil",
-        ],
+    let mut link = vec![archive.as_str()];
+    link.extend(STATIC_DEPS);
+    compile_and_run("embedded-static", &link);
+}
+
+/// Prepared for a host, the static library's only global symbols are the `meridian_*`
+/// functions (RocksDB's, Rust's and the C++ runtime's weak ones made local); a host that links
+/// its own RocksDB (the system's) uses both side by side.
+#[test]
+fn a_host_with_its_own_rocksdb_links_the_static_library() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let archive = localized_archive(scratch.path());
+    let symbols = Command::new("readelf")
+        .arg("-sW")
+        .arg(&archive)
+        .output()
+        .expect("readelf");
+    let text = String::from_utf8_lossy(&symbols.stdout);
+    let exported: Vec<&str> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 8 && (f[4] == "GLOBAL" || f[4] == "WEAK") && f[6] != "UND").then(|| f[7])
+        })
+        .collect();
+    assert!(exported.contains(&"meridian_version"), "{exported:?}");
+    let foreign: Vec<&&str> = exported
+        .iter()
+        .filter(|s| !s.starts_with("meridian_"))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "global beside meridian_*: {:?}",
+        &foreign[..foreign.len().min(20)]
     );
+    let archive = archive.to_string_lossy().into_owned();
+    let mut link = vec![archive.as_str(), "-lrocksdb"];
+    link.extend(STATIC_DEPS);
+    compile_and_run_source("host-rocksdb", "tests/c/host_rocksdb.c", &link, false);
 }
