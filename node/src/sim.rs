@@ -61,6 +61,9 @@ pub struct Args {
     /// Damaged records too (exploratory: see `meridian_sim::Faults::corrupt_records`).
     #[arg(long)]
     corrupt_records: bool,
+    /// No routed client sessions (the embedded workload alone, as before they existed).
+    #[arg(long)]
+    no_clients: bool,
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -93,6 +96,7 @@ impl Args {
                 corrupt_storage: !self.no_corrupt_storage,
                 corrupt_records: self.corrupt_records,
             },
+            clients: !self.no_clients,
             ..SimOptions::default()
         }
     }
@@ -142,6 +146,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .sum::<u64>();
     let simulated_hours = sum(|r| r.simulated_ms) as f64 / 3_600_000.0;
     if args.json {
+        let client = serde_json::json!({
+            "calls": sum(|r| r.client.calls),
+            "lost_answers": sum(|r| r.client.lost_answers),
+            "retries": sum(|r| r.client.retries),
+            "retried_written": sum(|r| r.client.retried_written),
+            "deduplicated": sum(|r| r.client.deduplicated),
+            "unknowns": sum(|r| r.client.unknowns),
+            "unknowns_applied": sum(|r| r.client.unknowns_applied),
+            "failed": sum(|r| r.client.failed),
+            "late_refused": sum(|r| r.client.late_refused),
+            "late_applied_after_step": sum(|r| r.client.late_applied_after_step),
+            "late_applied_unmeasured": sum(|r| r.client.late_applied_unmeasured),
+            "session_checks": sum(|r| r.client.session_checks),
+            "freezes": sum(|r| r.client.freezes),
+            "moves": sum(|r| r.client.moves)
+        });
         let summary = serde_json::json!({
             "seeds": reports.len(),
             "regions": opts.regions,
@@ -170,6 +190,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "antientropy_rounds": sum(|r| r.antientropy_rounds),
             "log_entries_reclaimed": sum(|r| r.log_entries_reclaimed),
             "tombstones_reclaimed": sum(|r| r.tombstones_reclaimed),
+            "client": client,
             "trace_hash": format!("{trace_hash:016x}"),
             "failing_seeds": failing.iter().map(|r| r.seed).collect::<Vec<_>>(),
         });
@@ -205,6 +226,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("anti-entropy rounds  {}", sum(|r| r.antientropy_rounds));
         println!("log entries freed    {}", sum(|r| r.log_entries_reclaimed));
         println!("tombstones freed     {}", sum(|r| r.tombstones_reclaimed));
+        println!(
+            "client calls         {} ({} written, {} failed; {} session checks)",
+            sum(|r| r.client.calls),
+            sum(|r| r.client.written),
+            sum(|r| r.client.failed),
+            sum(|r| r.client.session_checks)
+        );
+        println!(
+            "lost answers         {} ({} retries, {} written after one, {} answered with the first write)",
+            sum(|r| r.client.lost_answers),
+            sum(|r| r.client.retries),
+            sum(|r| r.client.retried_written),
+            sum(|r| r.client.deduplicated)
+        );
+        println!(
+            "unknown outcomes     {} ({} of them applied)",
+            sum(|r| r.client.unknowns),
+            sum(|r| r.client.unknowns_applied)
+        );
+        println!(
+            "late refused         {} ({} freezes, {} moves; applied late: {} after a clock step, {} unmeasured)",
+            sum(|r| r.client.late_refused),
+            sum(|r| r.client.freezes),
+            sum(|r| r.client.moves),
+            sum(|r| r.client.late_applied_after_step),
+            sum(|r| r.client.late_applied_unmeasured)
+        );
         println!("trace hash           {trace_hash:016x}");
     }
     if let Some(first) = failing.first() {

@@ -262,23 +262,33 @@ pub fn check(engine: &Engine, history: &History) -> Findings {
         }
     }
     for key in history.sets.keys() {
-        // Per element: its adds and removes, kept or lost.
-        let mut elems: BTreeMap<&Vec<u8>, (bool, bool, bool, bool)> = BTreeMap::new();
+        // Per element: its adds (dot, lost) and the set writes that took add dots (those
+        // dots, lost): a removal takes the adds its region held, an add the element's earlier
+        // adds its region held (its own dot supersedes them). An add retried in a second
+        // region after a lost answer may have two dots.
+        type Adds = Vec<(Dot, bool)>;
+        type Removals<'a> = Vec<(&'a [Dot], bool)>;
+        let mut elems: BTreeMap<&Vec<u8>, (Adds, Removals<'_>)> = BTreeMap::new();
         for (dot, effect) in &history.effects {
             let lost = history.lost.contains(dot);
-            let slot = match effect {
-                Effect::SetAdd { key: k, elem } | Effect::SetRemove { key: k, elem }
-                    if k == key =>
-                {
-                    elems.entry(elem).or_default()
+            match effect {
+                Effect::SetAdd { key: k, elem } if k == key => {
+                    let took = history
+                        .written
+                        .get(dot)
+                        .map_or(&[][..], |w| w.removed.as_slice());
+                    let entry = elems.entry(elem).or_default();
+                    entry.0.push((*dot, lost));
+                    entry.1.push((took, lost));
                 }
-                _ => continue,
-            };
-            match (effect, lost) {
-                (Effect::SetAdd { .. }, false) => slot.0 = true,
-                (Effect::SetAdd { .. }, true) => slot.1 = true,
-                (_, false) => slot.2 = true,
-                (_, true) => slot.3 = true,
+                Effect::SetRemove { key: k, elem } if k == key => {
+                    let took = history
+                        .written
+                        .get(dot)
+                        .map_or(&[][..], |w| w.removed.as_slice());
+                    elems.entry(elem).or_default().1.push((took, lost))
+                }
+                _ => {}
             }
         }
         let got: BTreeSet<Vec<u8>> = engine
@@ -288,12 +298,18 @@ pub fn check(engine: &Engine, history: &History) -> Findings {
             .unwrap_or_default()
             .into_iter()
             .collect();
-        for (elem, (added, added_lost, removed, removed_lost)) in &elems {
+        for (elem, (adds, removals)) in &elems {
             let present = got.contains(*elem);
-            // Present for sure: added, never removed. Absent for sure: removed by a write
-            // that survived (it saw every add of this unique element), or never added.
-            let must_be = *added && !removed && !removed_lost;
-            let must_not = *removed || (!added && !added_lost);
+            let taken = |d: &Dot, counted: &dyn Fn(bool) -> bool| {
+                removals
+                    .iter()
+                    .any(|(took, lost)| counted(*lost) && took.contains(d))
+            };
+            // Present for sure: an add that survived and that no set write took (kept or
+            // lost). Absent for sure: every add (kept or lost) taken by a write that survived
+            // (in the end, by removals), or never added.
+            let must_be = adds.iter().any(|(d, lost)| !lost && !taken(d, &|_| true));
+            let must_not = adds.iter().all(|(d, _)| taken(d, &|lost| !lost));
             if must_be && !present {
                 f.lost += 1;
             }
@@ -315,8 +331,7 @@ pub fn check(engine: &Engine, history: &History) -> Findings {
                     }
                 }
                 eprintln!(
-                    "set {key:?} element {elem:?}: present {present}, adds/removes {:?}",
-                    (added, added_lost, removed, removed_lost)
+                    "set {key:?} element {elem:?}: present {present}, adds {adds:?} removals {removals:?}"
                 );
             }
         }
@@ -379,7 +394,9 @@ pub fn reflects(
     applied: &VersionVector,
 ) -> bool {
     let written = history.written.get(&dot);
-    if let Some(w) = written.filter(|w| !w.removed.is_empty()) {
+    // A set removal (one that found nothing to take changes nothing).
+    let set_removal = matches!(history.effects.get(&dot), Some(Effect::SetRemove { .. }));
+    if let Some(w) = written.filter(|_| set_removal) {
         let still: BTreeSet<Dot> = match record.and_then(|r| r.values.get(&Kind::Set)) {
             Some(Value::Set(s)) => s.store.values().flat_map(|d| d.keys().copied()).collect(),
             _ => BTreeSet::new(),

@@ -7,6 +7,17 @@
 //! write present or superseded by a write that saw it, no resurrection, exact counters and sets,
 //! and read-your-writes for sessions carrying causal tokens. The same seed gives the same trace
 //! hash.
+//!
+//! Beside the embedded workload (writes made on a region's engine directly), routed client
+//! sessions (`world/clients.rs`) send writes and reads through the core's routing state
+//! machines (`meridian::routing::WriteCall`, as the runtime's routed client does) to the
+//! regions, whose side mirrors the node's service: answers lost after the region applied the
+//! write, regions that crash or freeze with requests under way, requests that arrive past
+//! their deadline, sessions that move between regions, retries after lost answers; checked
+//! for outcomes that match what the regions did (a failure applied nowhere, `Unknown` only
+//! after a lost answer, `retried_after_lost` whenever a write may have been applied twice, no
+//! write applied after the client went on), removals and deletes that cover what the session
+//! wrote or read of the key, and read-your-writes wherever the session moved.
 
 mod history;
 mod leases;
@@ -80,6 +91,46 @@ impl Default for Faults {
     }
 }
 
+/// What the client layer (routed sessions, `world/clients.rs`) counted.
+#[derive(Clone, Debug, Default)]
+pub struct ClientStats {
+    /// Calls (reads and writes) that ended.
+    pub calls: u64,
+    /// Writes written.
+    pub written: u64,
+    /// Attempts whose answer was lost (the connection broke or timed out).
+    pub lost_answers: u64,
+    /// Writes sent to another region after a lost answer.
+    pub retries: u64,
+    /// Writes written after a lost answer (`retried_after_lost`).
+    pub retried_written: u64,
+    /// Writes whose outcome was unknown.
+    pub unknowns: u64,
+    /// Writes whose outcome was unknown that some region applied.
+    pub unknowns_applied: u64,
+    /// Writes that failed (nothing written).
+    pub failed: u64,
+    /// Writes refused by a region because their deadline had passed there.
+    pub late_refused: u64,
+    /// Writes a region applied after the client gave up on the attempt, its clock stepped
+    /// since the client's samples the deadline was stamped from.
+    pub late_applied_after_step: u64,
+    /// Writes a region applied after the client gave up on the attempt, stamped without any
+    /// sample of the region's clock (the client's clock stood for it).
+    pub late_applied_unmeasured: u64,
+    /// Retries answered with the write that first answered their request (request tags
+    /// replicated, or held where it was applied).
+    pub deduplicated: u64,
+    /// Read-your-writes and session-coverage checks made by the client layer.
+    pub session_checks: u64,
+    /// Times a region froze.
+    pub freezes: u64,
+    /// Sessions' moves to another region's place.
+    pub moves: u64,
+    /// Sessions that forgot writes lost with a disk (the stand-in for `Uncoverable`).
+    pub forgotten: u64,
+}
+
 /// Parameters of a simulation run.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
@@ -93,6 +144,10 @@ pub struct SimOptions {
     pub heal_bound_ms: u64,
     /// Fault kinds.
     pub faults: Faults,
+    /// Routed client sessions beside the embedded workload: writes and reads through the
+    /// routing state machines, answers lost, regions frozen, sessions moving (off: the
+    /// workload of the seeds found before the client layer, unchanged).
+    pub clients: bool,
 }
 
 impl Default for SimOptions {
@@ -103,6 +158,7 @@ impl Default for SimOptions {
             fault_phase_ms: 20_000,
             heal_bound_ms: 30_000,
             faults: Faults::default(),
+            clients: true,
         }
     }
 }
@@ -164,6 +220,8 @@ pub struct SeedReport {
     pub tombstones_reclaimed: u64,
     /// Hash of everything that happened: equal for equal seeds.
     pub trace_hash: u64,
+    /// What the routed client sessions did.
+    pub client: ClientStats,
     /// Every violation, described.
     pub violations: Vec<String>,
 }

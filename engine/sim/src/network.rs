@@ -16,6 +16,18 @@ pub const REGIONS: [&str; 7] = [
     "ap-south",
 ];
 
+/// Where each of `REGIONS` is (latitude, longitude): routed clients order regions by it
+/// until they have measured round trips.
+pub const LOCATIONS: [(f64, f64); 7] = [
+    (38.9, -77.0),
+    (53.3, -6.3),
+    (35.7, 139.7),
+    (50.1, 8.7),
+    (45.6, -121.2),
+    (-23.5, -46.6),
+    (19.1, 72.9),
+];
+
 /// Round-trip times in milliseconds between `REGIONS` (symmetric).
 const RTT_MS: [[u64; 7]; 7] = [
     [0, 75, 165, 90, 65, 115, 190],
@@ -121,6 +133,13 @@ impl Network {
             }
         }
         None
+    }
+
+    /// Queues `m` again for `at_ms` (its receiver is frozen until then).
+    pub fn hold(&mut self, mut m: Message, at_ms: u64) {
+        m.at_ms = at_ms;
+        self.delivered = self.delivered.saturating_sub(1);
+        self.queue.push(Reverse(m));
     }
 
     /// Drops every frame to or from `region` (it crashed).

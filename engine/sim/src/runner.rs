@@ -26,6 +26,7 @@ impl SimOptions {
             (f.durability_switch, " --no-durability-switch"),
             (f.corrupt_storage, " --no-corrupt-storage"),
             (!f.corrupt_records, " --corrupt-records"),
+            (self.clients, " --no-clients"),
         ] {
             if !on {
                 cmd.push_str(flag);
@@ -78,9 +79,10 @@ mod tests {
         );
         opts.faults.crashes = false;
         opts.faults.lying_peers = false;
+        opts.clients = false;
         assert_eq!(
             opts.replay_command(9),
-            "meridian sim --seed 9 --regions 3 --ops 120 --no-crashes --no-lying-peers"
+            "meridian sim --seed 9 --regions 3 --ops 120 --no-crashes --no-lying-peers --no-clients"
         );
     }
 }

@@ -313,3 +313,157 @@ fn push(
         marker,
     });
 }
+
+/// What a region's engine did with a routed client's write.
+#[derive(Debug)]
+pub enum Applied {
+    /// Written under this token and dot.
+    Written(CausalToken, Dot),
+    /// A write tagged with the same request was held already: nothing written; its token.
+    Earlier(CausalToken),
+    /// The engine refused it, nothing written.
+    Refused(meridian::Error),
+}
+
+/// Applies a routed client's write of `op` to `key` at `engine` (region `region`) once per
+/// request `tag` (`Engine::write_once`, as the node does), recording it in `history` as
+/// `step` records its own writes (every applied write must survive, answered or not). An
+/// engine refusal is returned for the region to answer; `Err` is a simulator-level failure.
+pub fn apply_routed(
+    engine: &Engine,
+    region: usize,
+    tag: &meridian::RequestTag,
+    key: &[u8],
+    op: Op,
+    history: &mut History,
+) -> Result<Applied, String> {
+    let before = engine.export(key).ok().flatten();
+    let decoded = before.as_deref().map(meridian::model::codec::decode_record);
+    let ctx_before = match &decoded {
+        None => Some(meridian::VersionVector::new()),
+        Some(Ok(record)) => Some(record.context()),
+        // A damaged record: the engine refuses the write (or repairs it first).
+        Some(Err(_)) => None,
+    };
+    let lww_ctx = match &op {
+        Op::LwwSet { .. } => match engine.read(key) {
+            Ok(read) => read.map(|r| r.token.0).unwrap_or_default(),
+            Err(e) => return Ok(Applied::Refused(e)),
+        },
+        _ => meridian::VersionVector::new(),
+    };
+    // What a set write takes of its elements: a removal, the adds it sees; an add, the
+    // element's earlier adds it sees (superseded by its own dot).
+    let removed = match &op {
+        Op::SetRemove { elems } | Op::SetAdd { elems } => elems
+            .iter()
+            .flat_map(|e| set_dots(before.as_deref(), e))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let batch = meridian::Batch::new().op(key.to_vec(), op.clone());
+    let token = match engine.write_once(tag, batch) {
+        Ok(meridian::Once::Applied(t)) => t,
+        Ok(meridian::Once::Earlier(t)) => return Ok(Applied::Earlier(t)),
+        Err(e) => return Ok(Applied::Refused(e)),
+    };
+    let dot = dot_of(engine, &token);
+    let ctx_before = ctx_before.ok_or_else(|| {
+        format!(
+            "{} applied a write to {key:?} whose record did not decode",
+            engine.replica_id()
+        )
+    })?;
+    match op {
+        Op::Put { value, context } => push(
+            history.registers.entry(key.to_vec()).or_default(),
+            dot,
+            context.unwrap_or(ctx_before),
+            Some(value),
+            None,
+        ),
+        Op::Delete => push(
+            history.registers.entry(key.to_vec()).or_default(),
+            dot,
+            ctx_before,
+            None,
+            None,
+        ),
+        Op::LwwSet { value } => {
+            let marker = engine
+                .get_lww(key)
+                .map_err(|e| e.to_string())?
+                .map(|v| v.marker);
+            push(
+                history.lww.entry(key.to_vec()).or_default(),
+                dot,
+                lww_ctx,
+                Some(value),
+                marker,
+            )
+        }
+        Op::CounterAdd { delta } => {
+            *history.counters.entry(key.to_vec()).or_default() += delta;
+            history.effects.insert(
+                dot,
+                Effect::Counter {
+                    key: key.to_vec(),
+                    delta,
+                },
+            );
+        }
+        Op::SetAdd { elems } => {
+            let (added, _) = history.sets.entry(key.to_vec()).or_default();
+            for elem in elems {
+                added.insert(elem.clone());
+                history.effects.insert(
+                    dot,
+                    Effect::SetAdd {
+                        key: key.to_vec(),
+                        elem,
+                    },
+                );
+            }
+        }
+        Op::SetRemove { elems } => {
+            let (_, gone) = history.sets.entry(key.to_vec()).or_default();
+            for elem in elems {
+                gone.insert(elem.clone());
+                history.effects.insert(
+                    dot,
+                    Effect::SetRemove {
+                        key: key.to_vec(),
+                        elem,
+                    },
+                );
+            }
+        }
+        Op::MapUpdate { field, op } => match *op {
+            Op::CounterAdd { delta } => {
+                *history.map_fields.entry(field.clone()).or_default() += delta;
+                history
+                    .effects
+                    .insert(dot, Effect::MapField { field, delta });
+            }
+            other => return Err(format!("the client layer sent a map update {other:?}")),
+        },
+        other => return Err(format!("the client layer sent {other:?}")),
+    }
+    history.written.insert(
+        dot,
+        Written {
+            region,
+            before,
+            after: engine.export(key).ok().flatten(),
+            removed,
+        },
+    );
+    history.keys_of.insert(dot, key.to_vec());
+    if !history.dots.insert(dot) {
+        return Err(format!(
+            "{} acknowledged a second write as {dot}: a sequence number reused",
+            engine.member_id()
+        ));
+    }
+    Ok(Applied::Written(token, dot))
+}

@@ -4,6 +4,7 @@
 
 use super::history::{check, digest, sim_replica, unreclaimed, Fnv, History};
 
+mod clients;
 mod disk_faults;
 mod invariants;
 use super::network::{LinkFaults, Network, REGIONS};
@@ -79,6 +80,14 @@ struct Region {
     /// run.
     checked: Option<meridian::VersionVector>,
     verified: std::collections::BTreeSet<meridian::Dot>,
+    /// Frozen (its process stopped) from, until: nothing it does, what is sent to it held.
+    frozen: Option<(u64, u64)>,
+    /// When it last went down.
+    down_since: u64,
+    /// Its runs (opens) so far.
+    runs: u64,
+    /// Its clock's steps: (when, skew from then on), the first (0, 0).
+    skews: Vec<(u64, i64)>,
 }
 
 /// What a region's disk holds, for the oracle: its applied vector and each record's context
@@ -172,9 +181,18 @@ struct World {
     /// decode again; and how many items were damaged.
     corrupted: std::collections::BTreeSet<(usize, Vec<u8>)>,
     corruptions: u64,
+    /// The routed client sessions, when the run has them.
+    clients: Option<clients::Clients>,
 }
 
 impl World {
+    /// Region `i`'s freeze (from, until), while it lasts.
+    fn frozen(&self, i: usize) -> Option<(u64, u64)> {
+        self.regions[i]
+            .frozen
+            .filter(|(_, until)| self.now_ms < *until)
+    }
+
     fn members(&self) -> Vec<meridian::ReplicaId> {
         (0..self.regions.len())
             .filter(|i| !self.regions[*i].dead)
@@ -248,6 +266,8 @@ impl World {
         }
         r.checked = None;
         r.verified.clear();
+        r.frozen = None;
+        r.runs += 1;
         engine
             .attach_replication()
             .map_err(|e| format!("attach region {i}: {e}"))?;
@@ -293,6 +313,9 @@ impl World {
         for j in 0..self.regions.len() {
             self.with_node(j, |n, _| n.repl.disconnected(LinkId(i as u32)));
         }
+        self.regions[i].down_since = self.now_ms;
+        self.regions[i].frozen = None;
+        self.clients_region_down(i);
         self.trace.write(b"crash");
         self.trace.write_u64(i as u64);
     }
@@ -326,7 +349,8 @@ impl World {
                 }
                 // No region runs twice here: a region told it is fenced is a bug.
                 Output::Fenced { reason } => {
-                    self.violations.push(format!("region {i} was fenced: {reason}"));
+                    self.violations
+                        .push(format!("region {i} was fenced: {reason}"));
                 }
             }
         }
@@ -349,6 +373,10 @@ impl World {
 
     fn deliver_due(&mut self) {
         while let Some(m) = self.net.pop_due(self.now_ms) {
+            if let Some((_, until)) = self.frozen(m.to) {
+                self.net.hold(m, until);
+                continue;
+            }
             self.trace.write_u64(m.at_ms);
             self.trace.write_u64(m.from as u64 * 16 + m.to as u64);
             let r = self.with_node(m.to, |n, now| {
@@ -361,6 +389,9 @@ impl World {
 
     fn tick_all(&mut self) {
         for i in 0..self.regions.len() {
+            if self.frozen(i).is_some() {
+                continue;
+            }
             let r = self.with_node(i, |n, now| n.repl.tick(&n.engine, now));
             self.replication_result(i, r);
         }
@@ -465,6 +496,7 @@ impl World {
             6 if faults.clock_skew => {
                 let skew = self.rng.below(2 * SKEW_MS_MAX as u64 + 1) as i64 - SKEW_MS_MAX;
                 self.regions[a].clock.skew_ms.store(skew, Ordering::SeqCst);
+                self.regions[a].skews.push((self.now_ms, skew));
             }
             8 if faults.power_loss => self.sync_point(a),
             9 if faults.power_loss => {
@@ -564,6 +596,10 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                 wiped: false,
                 checked: None,
                 verified: Default::default(),
+                frozen: None,
+                down_since: 0,
+                runs: 0,
+                skews: vec![(0, 0)],
             })
             .collect(),
         now_ms: 0,
@@ -579,6 +615,10 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
         i1_violations: 0,
         corrupted: Default::default(),
         corruptions: 0,
+        // Its own random stream: a run without clients draws the same workload and faults.
+        clients: opts.clients.then(|| {
+            clients::Clients::new(SimRng::new(seed ^ 0xC11E_4750_0000_0001), regions, seed)
+        }),
     };
     let mut report = SeedReport {
         seed,
@@ -615,6 +655,9 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
         if let Some(m) = world.net.next_at() {
             t = t.min(m);
         }
+        if let Some(c) = world.clients_next_at() {
+            t = t.min(c);
+        }
         world.set_time(t.max(world.now_ms));
         world.deliver_due();
 
@@ -626,6 +669,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
             for r in world.regions.iter_mut() {
                 r.liar = false;
             }
+            world.clients_heal();
             for i in 0..regions {
                 if world.regions[i].node.is_none() {
                     if let Err(e) = world.open(i) {
@@ -640,8 +684,12 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
             let s = rng.below(sessions.len() as u64) as usize;
             let op_id = seed.wrapping_mul(1_000_003).wrapping_add(ops_done as u64);
             let at = workload::At { region };
+            let frozen = world.frozen(region).is_some();
             let stepped = world.regions[region].node.as_ref().map(|n| {
-                if n.engine.origin_status().writable {
+                if frozen {
+                    // Its process is stopped: the embedded application with it.
+                    Ok(workload::StepOutcome::unavailable())
+                } else if n.engine.origin_status().writable {
                     let forge = faults.hostile_clients;
                     workload::step(
                         &mut rng,
@@ -680,6 +728,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
             ops_done += 1;
             next_op = world.now_ms + 1 + rng.below(2 * op_gap);
         }
+        world.clients_step(&mut history);
         if world.now_ms >= next_tick {
             world.tick_all();
             next_tick = world.now_ms + TICK_MS;
@@ -692,7 +741,11 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
         if healed && world.now_ms >= next_check {
             next_check = world.now_ms + CHECK_MS;
             match world.converged() {
-                Ok(Some(d)) if ops_done >= opts.ops && report.convergence_ms.is_none() => {
+                Ok(Some(d))
+                    if ops_done >= opts.ops
+                        && world.clients_idle()
+                        && report.convergence_ms.is_none() =>
+                {
                     report.convergence_ms = Some(world.now_ms - heal_at);
                     world.trace.write_u64(d);
                     reclaim_until = Some(world.now_ms + RECLAIM_MS);
@@ -764,6 +817,8 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
     report.disk_faults = world.disk_faults;
     report.simulated_ms = world.now_ms;
     report.bytes_moved = world.net.bytes_sent;
+    let (client, client_sessions) = world.clients_finish(report.convergence_ms.is_some());
+    report.client = client;
     if report.convergence_ms.is_some() {
         match world.converged() {
             Ok(Some(_)) => {}
@@ -808,6 +863,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                 .declared_lost
                 .max(r.engine.declared_lost().lost.len() as u64);
         }
+        sessions.extend(client_sessions);
         (report.session_checks, report.uncoverable_tokens) =
             world.check_sessions(&sessions, &history);
     }
