@@ -1,7 +1,7 @@
 //! `meridian outage`: the region-outage suite against this executable's nodes: every
 //! scenario (or those named), a table of what each measured, and the table as JSON. Exits
-//! non-zero when any acknowledged write was lost or anything else the checker forbids
-//! happened.
+//! non-zero when any acknowledged write was lost, anything else the checker forbids happened,
+//! or what it cannot verify exceeded its bound.
 
 use meridian_tests::outage::{self, Form, Row, Scenario};
 use std::path::PathBuf;
@@ -13,8 +13,8 @@ pub struct Args {
     /// `make test`: 5 s outages).
     #[arg(long)]
     long: bool,
-    /// Only these scenarios (kill, freeze, partition, partial, one-way, flapping, loss-30,
-    /// restart-all, wipe, retire, admin-isolate).
+    /// Only these scenarios (kill, freeze, freeze-12s, clock-skew, partition, partial,
+    /// one-way, flapping, loss-30, restart-all, wipe, retire, admin-isolate).
     #[arg(long = "only", value_name = "SCENARIO")]
     only: Vec<String>,
     /// Also write the rows as JSON to this file.
@@ -50,8 +50,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("outage: {} ...", scenario.name());
         let row = runtime.block_on(outage::run(scenario, form, &bin, args.seed))?;
         eprintln!(
-            "outage: {}: {} acknowledged, {} lost, {} violations",
-            row.scenario, row.acked, row.lost, row.violations
+            "outage: {}: {} acknowledged, {} lost, {} violations, {} bounds exceeded",
+            row.scenario, row.acked, row.lost, row.violations, row.over_bound
         );
         rows.push(row);
     }
@@ -62,12 +62,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let bad: Vec<&str> = rows
         .iter()
-        .filter(|r| r.lost > 0 || r.violations > 0)
+        .filter(|r| r.lost > 0 || r.violations > 0 || r.over_bound > 0)
         .map(|r| r.scenario.as_str())
         .collect();
     anyhow::ensure!(
         bad.is_empty(),
-        "scenarios with lost writes or violations: {bad:?}"
+        "scenarios with lost writes, violations or bounds exceeded: {bad:?}"
     );
     Ok(())
 }

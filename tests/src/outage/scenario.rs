@@ -1,15 +1,17 @@
 //! The scenarios and their runner.
 
-use super::checker::{self, DiskLoss, Minority, State};
-use super::history::{History, Outcome};
+use super::checker::{self, DiskLoss, Faults, Impairment, State, Window};
+use super::history::{Action, History, OpRecord, Outcome};
 use super::report::Row;
-use super::workload::{run_client, Switches};
+use super::workload::{run_client, run_strict, Switches};
 use crate::Cluster;
+use meridian::model::Op;
 use meridian::routing::Location;
 use meridian_netem::{Netem, Shape, ShapeChange};
-use meridian_runtime::client_proto::{ClientRequest, ClientResponse};
+use meridian_runtime::client::{new_request_id, ClientFailure};
+use meridian_runtime::client_proto::{ClientRequest, ClientResponse, Consistency, ErrorCode};
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::block_in_place;
@@ -38,6 +40,12 @@ pub enum Scenario {
     Kill,
     /// eu-west frozen (SIGSTOP) and thawed (SIGCONT).
     Freeze,
+    /// eu-west frozen for 12 s whatever the form, under the clients' default timeouts (a
+    /// 15 s request timeout: the clients leave it by its connection's 1 s liveness).
+    Freeze12,
+    /// Clocks off: us-east's node 2 s ahead, eu-west's 2 s behind (the clients' right), and
+    /// eu-west frozen and thawed.
+    ClockSkew,
     /// eu-west cut off from both others, every process running.
     Partition,
     /// us-east and ap-northeast cut from each other; both still reach eu-west.
@@ -61,9 +69,11 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order the suite runs them.
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Kill,
         Scenario::Freeze,
+        Scenario::Freeze12,
+        Scenario::ClockSkew,
         Scenario::Partition,
         Scenario::Partial,
         Scenario::OneWay,
@@ -80,6 +90,8 @@ impl Scenario {
         match self {
             Scenario::Kill => "kill",
             Scenario::Freeze => "freeze",
+            Scenario::Freeze12 => "freeze-12s",
+            Scenario::ClockSkew => "clock-skew",
             Scenario::Partition => "partition",
             Scenario::Partial => "partial",
             Scenario::OneWay => "one-way",
@@ -89,6 +101,25 @@ impl Scenario {
             Scenario::Wipe => "wipe",
             Scenario::Retire => "retire",
             Scenario::AdminIsolate => "admin-isolate",
+        }
+    }
+
+    /// The longest a client may go without an acknowledged write: a frozen region is left
+    /// within its connection's liveness (1 s) and two round trips.
+    pub fn failover_bound(self) -> Option<Duration> {
+        match self {
+            Scenario::Freeze | Scenario::Freeze12 | Scenario::ClockSkew => {
+                Some(FREEZE_FAILOVER_MAX)
+            }
+            _ => None,
+        }
+    }
+
+    /// The nodes' clock offsets, by node index.
+    fn clock_skews_ms(self) -> [i64; 3] {
+        match self {
+            Scenario::ClockSkew => [2_000, -2_000, 0],
+            _ => [0; 3],
         }
     }
 
@@ -144,6 +175,18 @@ const CLIENT_STOP_WAIT: Duration = Duration::from_secs(20);
 const DISK_LOSS_WINDOW: Duration = Duration::from_millis(200);
 /// Longest wait for one node's scan.
 const SCAN_WAIT: Duration = Duration::from_secs(10);
+/// How long `freeze-12s` freezes its region.
+const LONG_FREEZE: Duration = Duration::from_secs(12);
+/// The longest failover a freeze may cause.
+const FREEZE_FAILOVER_MAX: Duration = Duration::from_secs(2);
+/// Between two direct writes to a cut-off region.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// Longest wait for a direct write's answer.
+const PROBE_WAIT: Duration = Duration::from_secs(10);
+/// A region back this close to the fault's end was healed with it.
+const HEALED_WITH_THE_FAULT: Duration = Duration::from_secs(1);
+/// The strong client's rate, as a share of a load client's.
+const STRICT_SHARE: f64 = 0.25;
 
 /// Aborts the client tasks when the run ends, however it ends.
 struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
@@ -169,15 +212,15 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
     for node in &mut cluster.nodes {
         node.log_filter = "error".into();
     }
+    let skews = scenario.clock_skews_ms();
     cluster.configure(|c| {
-        let place = REGIONS
-            .iter()
-            .find(|(n, _, _)| *n == c.name)
-            .map(|(_, _, p)| *p);
+        let i = REGIONS.iter().position(|(n, _, _)| *n == c.name);
+        let place = i.map(|i| REGIONS[i].2);
         c.location = place.map(|(latitude, longitude)| Location {
             latitude,
             longitude,
         });
+        c.clock_skew_ms = i.map_or(0, |i| skews[i]);
     });
     let netem = cluster.start_with_emulator(seed).await?;
     for (a, b, rtt) in RTT_MS {
@@ -211,7 +254,36 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
         ));
         clients.push((task, switches));
     }
-    let _stop_clients = AbortOnDrop(clients.iter().map(|(t, _)| t.abort_handle()).collect());
+    // The client of the stronger levels, near the region the faults hit most.
+    let strict = {
+        let (_, _, (latitude, longitude)) = REGIONS[EUW1];
+        let config = cluster
+            .cluster_file(
+                "t",
+                Some(Location {
+                    latitude,
+                    longitude,
+                }),
+            )
+            .routed_config();
+        let switches = Switches::default();
+        let task = tokio::spawn(run_strict(
+            STRICT.into(),
+            config,
+            history.clone(),
+            switches.clone(),
+            form.rate * STRICT_SHARE,
+            seed.wrapping_mul(31).wrapping_add(REGIONS.len() as u64),
+        ));
+        (task, switches)
+    };
+    let _stop_clients = AbortOnDrop(
+        clients
+            .iter()
+            .chain(std::iter::once(&strict))
+            .map(|(t, _)| t.abort_handle())
+            .collect(),
+    );
 
     tokio::time::sleep(form.warmup).await;
     let fault_at = history.now();
@@ -220,29 +292,43 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
         cluster: &mut cluster,
         netem: &netem,
         form,
+        history: history.clone(),
         retired: None,
-        wiped: None,
         resumed: None,
+        faults: Faults::none(&REGIONS.map(|(_, r, _)| r)),
+        probes: Vec::new(),
     };
-    let minority = outage
-        .inflict(scenario, &clients, &history, &mut problems)
-        .await?;
+    outage.inflict(scenario, &clients, &mut problems).await?;
     let healed_at = history.now();
     let retired = outage.retired;
-    let wiped = outage.wiped.clone();
     let resumed = outage.resumed;
+    let mut faults = outage.faults;
+    let probes = outage.probes;
     let live: Vec<usize> = (0..REGIONS.len()).filter(|i| Some(*i) != retired).collect();
     let (catch_up_ms, catchup_bytes) = catch_up(&cluster, &live, &netem, form).await;
+    // A region impaired until the heal is back once what it held reached the others (links
+    // cut for a few seconds resume only at their next retransmission).
+    let caught_up = healed_at + Duration::from_millis(catch_up_ms.unwrap_or(0));
+    for w in &mut faults.windows {
+        if healed_at.saturating_sub(w.back) < HEALED_WITH_THE_FAULT {
+            w.back = w.back.max(caught_up);
+        }
+    }
     let load_stopped = history.now();
-    for (_, switches) in &clients {
+    for (_, switches) in clients.iter().chain(std::iter::once(&strict)) {
         switches.stop.store(true, Ordering::SeqCst);
     }
-    for (task, _) in clients {
+    for (task, _) in clients.into_iter().chain(std::iter::once(strict)) {
         match tokio::time::timeout(CLIENT_STOP_WAIT, task).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => problems.push(format!("a client failed: {e:#}")),
             Ok(Err(e)) => problems.push(format!("a client panicked: {e}")),
             Err(_) => problems.push("a client did not stop".into()),
+        }
+    }
+    for task in probes {
+        if tokio::time::timeout(CLIENT_STOP_WAIT, task).await.is_err() {
+            problems.push("the direct writes to the cut-off region did not end".into());
         }
     }
     let (state, converge_ms) = converge(&cluster, &live, load_stopped, &history, form).await;
@@ -257,13 +343,7 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
     }
 
     let ops = history.ops();
-    let verdict = checker::check(
-        &ops,
-        &history.reads(),
-        &state,
-        minority.as_ref(),
-        wiped.as_ref(),
-    );
+    let verdict = checker::check(&ops, &history.reads(), &state, &faults);
     let written = |from: Duration, to: Duration| -> u64 {
         ops.iter()
             .filter(|o| !matches!(o.outcome, Outcome::Fail(_)))
@@ -273,7 +353,7 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
     };
     let receivers = live.len().saturating_sub(1) as u64;
     let mut moved_bytes = written(fault_at, healed_at) * receivers;
-    if wiped.is_some() {
+    if faults.disk_loss.is_some() {
         moved_bytes += written(Duration::ZERO, fault_at);
     }
     let window = (
@@ -281,8 +361,17 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
         load_stopped,
     );
     let failover_ms = longest_gap(&ops, window, resumed);
+    let mut over_bound = verdict.over_bound.clone();
+    if let Some(bound) = scenario.failover_bound() {
+        if failover_ms > bound.as_millis() as u64 {
+            over_bound.push(format!(
+                "a client went {failover_ms} ms without an acknowledged write: more than {bound:?}"
+            ));
+        }
+    }
     problems.extend(verdict.lost.iter().take(5).cloned());
     problems.extend(verdict.violations.iter().take(5).cloned());
+    problems.extend(over_bound.iter().cloned());
     Ok(Row {
         scenario: scenario.name().into(),
         acked: verdict.acked,
@@ -291,6 +380,16 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
         failed: verdict.failed,
         violations: verdict.violations.len() + usize::from(converge_ms.is_none()),
         reads: verdict.reads,
+        strong_reads: verdict.strong_reads,
+        unanswered: verdict.reads_unanswered,
+        excused: verdict.reads_excused,
+        removals: verdict.context_writes,
+        cross_region: verdict.cross_region,
+        unverifiable: verdict.unverifiable,
+        at_risk: verdict.at_risk,
+        minority_attempts: verdict.minority_attempts,
+        markers_compared: verdict.markers_compared,
+        over_bound: over_bound.len(),
         failover_ms,
         catch_up_ms,
         converge_ms,
@@ -300,17 +399,23 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
     })
 }
 
+/// The client of the stronger consistency levels.
+const STRICT: &str = "strict";
+
 /// What a scenario does to the cluster while the load runs.
 struct Outage<'a> {
     cluster: &'a mut Cluster,
     netem: &'a Netem,
     form: Form,
+    history: Arc<History>,
     /// The region retired for good.
     retired: Option<usize>,
-    /// A region that lost everything it held, and when.
-    wiped: Option<DiskLoss>,
     /// A client the harness paused, and when it resumed.
     resumed: Option<(&'static str, Duration)>,
+    /// What the checker must know of the faults.
+    faults: Faults,
+    /// Direct writes to a cut-off region still awaiting their answers.
+    probes: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Node indexes in [`REGIONS`].
@@ -319,15 +424,38 @@ const EUW1: usize = 1;
 const APN1: usize = 2;
 
 impl Outage<'_> {
-    /// Inflicts the fault, waits it out and heals; returns the region cut off from the
-    /// majority, if the scenario has one.
+    /// Notes that node `i` was impaired as `kind`: the fault began at `began`, took effect
+    /// by `from`, lasted at least until `to`, and the node is back now.
+    fn impaired(&mut self, i: usize, kind: Impairment, [began, from, to]: [Duration; 3]) {
+        self.faults.windows.push(Window {
+            region: REGIONS[i].1.into(),
+            kind,
+            began,
+            from,
+            to,
+            back: self.history.now(),
+        });
+    }
+
+    /// Freezes node `i` for `how_long`.
+    async fn freeze(&mut self, i: usize, how_long: Duration) -> anyhow::Result<()> {
+        let began = self.history.now();
+        self.cluster.nodes[i].pause()?;
+        let from = self.history.now();
+        tokio::time::sleep(how_long).await;
+        let to = self.history.now();
+        self.cluster.nodes[i].resume()?;
+        self.impaired(i, Impairment::Frozen, [began, from, to]);
+        Ok(())
+    }
+
+    /// Inflicts the fault, waits it out and heals, noting what the checker must know.
     async fn inflict(
         &mut self,
         scenario: Scenario,
         clients: &[(tokio::task::JoinHandle<anyhow::Result<()>>, Switches)],
-        history: &History,
         problems: &mut Vec<String>,
-    ) -> anyhow::Result<Option<Minority>> {
+    ) -> anyhow::Result<()> {
         let fault = self.form.fault;
         let down = |a: &str, b: &str, both: bool, cut: bool| {
             self.netem
@@ -335,28 +463,29 @@ impl Outage<'_> {
                 .map(|_| ())
         };
         let name = |i: usize| REGIONS[i].0;
-        let mut minority = None;
+        let now = || self.history.now();
         match scenario {
             Scenario::Kill => {
+                let began = now();
                 self.cluster.nodes[EUW1].kill();
+                let from = now();
                 tokio::time::sleep(fault).await;
+                let to = now();
                 block_in_place(|| self.cluster.nodes[EUW1].start())?;
+                self.impaired(EUW1, Impairment::Stopped, [began, from, to]);
             }
-            Scenario::Freeze => {
-                self.cluster.nodes[EUW1].pause()?;
-                tokio::time::sleep(fault).await;
-                self.cluster.nodes[EUW1].resume()?;
-            }
+            Scenario::Freeze | Scenario::ClockSkew => self.freeze(EUW1, fault).await?,
+            Scenario::Freeze12 => self.freeze(EUW1, LONG_FREEZE).await?,
             Scenario::Partition => {
-                let from = history.now();
+                let began = now();
                 self.netem.isolate(name(EUW1), true)?;
+                let from = now();
+                let probes = self.probe(EUW1).await?;
                 tokio::time::sleep(fault).await;
+                let to = now();
                 self.netem.isolate(name(EUW1), false)?;
-                minority = Some(Minority {
-                    region: REGIONS[EUW1].1.into(),
-                    from,
-                    to: history.now(),
-                });
+                self.impaired(EUW1, Impairment::CutOff, [began, from, to]);
+                self.probes.push(probes.halt());
             }
             Scenario::Partial => {
                 down(name(USE1), name(APN1), true, true)?;
@@ -383,46 +512,61 @@ impl Outage<'_> {
                     loss: Some(0.3),
                     ..ShapeChange::default()
                 };
+                let began = now();
                 self.netem.change("*", "*", false, &lossy)?;
+                let from = now();
                 tokio::time::sleep(fault).await;
+                let to = now();
                 let clear = ShapeChange {
                     loss: Some(0.0),
                     ..ShapeChange::default()
                 };
                 self.netem.change("*", "*", false, &clear)?;
+                for i in 0..REGIONS.len() {
+                    self.impaired(i, Impairment::Lossy, [began, from, to]);
+                }
             }
             Scenario::RestartAll => {
+                let began = now();
                 for node in &mut self.cluster.nodes {
                     node.kill();
                 }
+                let from = now();
                 tokio::time::sleep(fault / 2).await;
+                let to = now();
                 block_in_place(|| self.cluster.start_each())?;
+                for i in 0..REGIONS.len() {
+                    self.impaired(i, Impairment::Stopped, [began, from, to]);
+                }
                 tokio::time::sleep(fault / 2).await;
             }
             Scenario::Wipe => {
+                let began = now();
                 self.cluster.nodes[EUW1].kill();
                 let data = self.cluster.nodes[EUW1].config.data_dir.clone();
                 std::fs::remove_dir_all(&data)?;
-                self.wiped = Some(DiskLoss {
+                let from = now();
+                self.faults.disk_loss = Some(DiskLoss {
                     region: REGIONS[EUW1].1.into(),
-                    at: history.now(),
+                    at: from,
                     window: DISK_LOSS_WINDOW,
                 });
                 tokio::time::sleep(fault).await;
+                let to = now();
                 block_in_place(|| self.cluster.nodes[EUW1].start())?;
+                self.impaired(EUW1, Impairment::Stopped, [began, from, to]);
             }
-            Scenario::Retire => {
-                self.retire(APN1, &clients[APN1].1, history, problems)
-                    .await?
-            }
+            Scenario::Retire => self.retire(APN1, &clients[APN1].1, problems).await?,
             Scenario::AdminIsolate => {
                 let file = self.cluster.dir().join("ops-cluster.toml");
                 self.cluster.cluster_file("ops", None).write(&file)?;
                 let bin = self.cluster.nodes[USE1].bin.clone();
                 let region = REGIONS[EUW1].1;
+                let began = now();
                 admin(&bin, &file, &["isolate", region])?;
                 // From the answer on: before it, the region still had its links.
-                let from = history.now();
+                let from = now();
+                let probes = self.probe(EUW1).await?;
                 let status = admin(&bin, &file, &["status", region])?;
                 if !status.contains("ISOLATED") {
                     problems.push(format!(
@@ -430,15 +574,43 @@ impl Outage<'_> {
                     ));
                 }
                 tokio::time::sleep(fault).await;
+                let to = now();
                 admin(&bin, &file, &["heal", region])?;
-                minority = Some(Minority {
-                    region: region.into(),
-                    from,
-                    to: history.now(),
-                });
+                self.impaired(EUW1, Impairment::CutOff, [began, from, to]);
+                self.probes.push(probes.halt());
             }
         }
-        Ok(minority)
+        Ok(())
+    }
+
+    /// Sends writes asking for a majority, two regions or all of them straight to node `i`
+    /// (cut off: each must be refused or end unknown) every `PROBE_EVERY` until stopped,
+    /// each recorded in the history (client `probe`, asked `i`'s region).
+    async fn probe(&self, i: usize) -> anyhow::Result<Probes> {
+        let client = self.cluster.client(i).await?;
+        let region = REGIONS[i].1.to_string();
+        let history = self.history.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut sent = tokio::task::JoinSet::new();
+            let levels = [
+                Consistency::Majority,
+                Consistency::Regions(2),
+                Consistency::All,
+            ];
+            let mut n = 0usize;
+            while !stopping.load(Ordering::SeqCst) {
+                n += 1;
+                let (client, region, history) = (client.clone(), region.clone(), history.clone());
+                let consistency = levels[n % levels.len()];
+                sent.spawn(probe_once(client, region, history, n, consistency));
+                tokio::time::sleep(PROBE_EVERY).await;
+            }
+            while sent.join_next().await.is_some() {}
+            client.close().await;
+        });
+        Ok(Probes { stop, task })
     }
 
     /// Retires node `gone`: its client pauses, the node drains (its peers acknowledge all it
@@ -448,7 +620,6 @@ impl Outage<'_> {
         &mut self,
         gone: usize,
         switches: &Switches,
-        history: &History,
         problems: &mut Vec<String>,
     ) -> anyhow::Result<()> {
         switches.paused.store(true, Ordering::SeqCst);
@@ -486,21 +657,96 @@ impl Outage<'_> {
         }
         block_in_place(|| self.cluster.nodes[gone].terminate())?;
         self.retired = Some(gone);
+        self.faults.retired = Some((REGIONS[gone].1.into(), self.history.now()));
         let name = REGIONS[gone].0;
         for i in (0..self.cluster.nodes.len()).filter(|i| *i != gone) {
             let node = &mut self.cluster.nodes[i];
             node.config.peers.retain(|p| p.name != name);
-            block_in_place(|| -> anyhow::Result<()> {
-                node.terminate()?;
-                node.start()?;
-                Ok(())
-            })?;
+            // Shutting down, it stops serving before it exits.
+            let began = self.history.now();
+            block_in_place(|| node.terminate())?;
+            let from = self.history.now();
+            let to = self.history.now();
+            block_in_place(|| self.cluster.nodes[i].start())?;
+            self.impaired(i, Impairment::Stopped, [began, from, to]);
         }
         switches.paused.store(false, Ordering::SeqCst);
-        self.resumed = Some((REGIONS[gone].0, history.now()));
+        self.resumed = Some((REGIONS[gone].0, self.history.now()));
         tokio::time::sleep(self.form.fault).await;
         Ok(())
     }
+}
+
+/// Direct writes to a cut-off region, running.
+struct Probes {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Probes {
+    /// Sends no more; the task ends once the last answers came (each within `PROBE_WAIT`).
+    fn halt(self) -> tokio::task::JoinHandle<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task
+    }
+}
+
+/// One direct write of `probe/{n}` at `consistency` to `region`'s node, recorded.
+async fn probe_once(
+    client: meridian_runtime::client::Client,
+    region: String,
+    history: Arc<History>,
+    n: usize,
+    consistency: Consistency,
+) {
+    let key = format!("probe/{n}").into_bytes();
+    let value = format!("probe-{n}").into_bytes();
+    let mut record = OpRecord::new(
+        "probe",
+        &key,
+        Action::LwwSet {
+            value: value.clone(),
+            shared: false,
+        },
+        consistency,
+    );
+    record.asked = Some(region.clone());
+    record.bytes = key.len() + value.len();
+    let request = ClientRequest::Apply {
+        id: new_request_id(),
+        key,
+        op: Op::LwwSet { value },
+        consistency,
+        deadline_ms: None,
+        after: None,
+    };
+    record.invoked = history.now();
+    let answer = tokio::time::timeout(PROBE_WAIT, client.request(&request)).await;
+    record.completed = history.now();
+    record.outcome = match answer {
+        Ok(Ok(ClientResponse::Written { .. })) => {
+            record.region = Some(region.clone());
+            Outcome::Ok
+        }
+        Ok(Ok(other)) => Outcome::Unknown(format!("unexpected answer {other:?}")),
+        Ok(Err(ClientFailure::Server(e))) if e.code == ErrorCode::Unknown => {
+            record.region = Some(region.clone());
+            Outcome::Unknown(e.message)
+        }
+        // Refused by the node, or never sent: nothing written.
+        Ok(Err(e @ (ClientFailure::Server(_) | ClientFailure::Connect(_)))) => {
+            Outcome::Fail(e.to_string())
+        }
+        Ok(Err(e)) => {
+            record.region = Some(region.clone());
+            Outcome::Unknown(e.to_string())
+        }
+        Err(_) => {
+            record.region = Some(region.clone());
+            Outcome::Unknown("no answer in time".into())
+        }
+    };
+    history.record(record);
 }
 
 /// Runs `meridian admin --cluster FILE ARGS...` and returns what it printed.
@@ -641,15 +887,20 @@ async fn scan_all(cluster: &Cluster, i: usize) -> anyhow::Result<State> {
     Ok(state)
 }
 
-/// The longest time one client went without an acknowledgement between `from` and `to` (for
-/// a client the harness paused, from when it resumed).
+/// The longest time one load client went without an acknowledgement between `from` and `to`
+/// (for a client the harness paused, from when it resumed; the client of the stronger levels
+/// waits for several regions by design and is not counted).
 fn longest_gap(
     ops: &[super::history::OpRecord],
     (from, to): (Duration, Duration),
     resumed: Option<(&str, Duration)>,
 ) -> u64 {
     let mut by_client: std::collections::BTreeMap<&str, Vec<Duration>> = Default::default();
-    for op in ops.iter().filter(|o| o.outcome == Outcome::Ok) {
+    let load = |client: &str| REGIONS.iter().any(|(n, _, _)| *n == client);
+    for op in ops
+        .iter()
+        .filter(|o| o.outcome == Outcome::Ok && load(&o.client))
+    {
         by_client.entry(&op.client).or_default().push(op.completed);
     }
     by_client
