@@ -715,6 +715,21 @@ enum MeridianStatus meridian_scan_range(const struct MeridianEngine *engine_hand
                                         size_t limit,
                                         struct MeridianScan **out);
 
+// Client mode: the keys starting with `prefix` (at most `limit`; `SIZE_MAX` for all), in
+// order, as a cursor read from the nearest region that answers, 256 rows a page. Across a
+// failover the cursor goes on in the next region from the last key it handed out: keys stay
+// in order, each at most once; each page reflects the region that served it (which may lack
+// this session's latest writes: read a key to wait for them). Blocks while it reads the first
+// page (and `meridian_scan_next` for each next one).
+//
+// # Safety
+// `prefix` must point at `prefix_len` readable bytes; `out` must be valid for a write.
+enum MeridianStatus meridian_client_scan_prefix(const struct MeridianClient *client,
+                                                const uint8_t *prefix,
+                                                size_t prefix_len,
+                                                size_t limit,
+                                                struct MeridianScan **out);
+
 // The next row: its key into `key_out` (free with `meridian_buffer_free`) and its type
 // into `kind_out`; `MERIDIAN_NOT_FOUND` when the scan is done.
 //

@@ -128,6 +128,26 @@ fn read_value<T>(
         .ok_or_else(not_found)
 }
 
+/// Whether the client handle `id` is still open (its scans answer `MERIDIAN_CLOSED` once not).
+pub(crate) fn is_open(id: usize) -> bool {
+    CLIENTS.get(id).is_ok()
+}
+
+/// A page of the keys of `prefix` after `after` through the client behind handle `id`.
+pub(crate) fn scan_page(
+    id: usize,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<(Vec<(Vec<u8>, meridian::Read)>, bool), Failure> {
+    let prefix = prefix.to_vec();
+    let after = after.map(<[u8]>::to_vec);
+    let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+    with_client(id as *const MeridianClient, async move |c| {
+        Ok(c.scan_page(&prefix, after.as_deref(), limit).await?)
+    })
+}
+
 /// Runs `call` on the client behind `handle`, on its runtime.
 fn with_client<T>(
     handle: *const MeridianClient,

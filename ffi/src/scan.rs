@@ -48,15 +48,24 @@ pub struct MeridianScan {
 /// Rows a cursor reads from the engine at a time.
 const PAGE_ROWS: usize = 256;
 
-/// A cursor over `[next, end)`: the rows of the page read last not yet handed out, where the
-/// next page starts, how many rows it may still hand out, and the engine handle it reads (a
-/// scan of a closed engine hands out nothing more). Memory stays within a page whatever the
-/// scan's size.
+/// What a cursor reads: an engine handle (a scan of a closed engine hands out nothing more),
+/// or a client handle (pages from the nearest region that answers).
+#[derive(Clone, Copy)]
+enum Source {
+    Engine(usize),
+    Client(usize),
+}
+
+/// A cursor over `[next, end)` (a client's: the keys of `prefix` after `next`): the rows of
+/// the page read last not yet handed out, where the next page starts, how many rows it may
+/// still hand out. Memory stays within a page whatever the scan's size.
 struct Cursor {
-    engine: usize,
+    source: Source,
     page: VecDeque<(Vec<u8>, MeridianKind)>,
     next: Vec<u8>,
     end: Option<Vec<u8>>,
+    prefix: Vec<u8>,
+    started: bool,
     left: usize,
     done: bool,
 }
@@ -72,14 +81,28 @@ impl Cursor {
             self.done = true;
             return Ok(());
         }
-        let e = engine(self.engine as *const MeridianEngine)?;
-        let rows = e.scan_range(&self.next, self.end.as_deref(), want)?;
-        self.done = rows.len() < want;
+        let rows = match self.source {
+            Source::Engine(id) => {
+                let e = engine(id as *const MeridianEngine)?;
+                let rows = e.scan_range(&self.next, self.end.as_deref(), want)?;
+                self.done = rows.len() < want;
+                rows
+            }
+            Source::Client(id) => {
+                let after = self.started.then_some(self.next.as_slice());
+                let (rows, more) = crate::client::scan_page(id, &self.prefix, after, want)?;
+                self.done = !more || rows.is_empty();
+                rows
+            }
+        };
         if let Some((last, _)) = rows.last() {
             self.next = last.clone();
-            self.next.push(0);
+            if matches!(self.source, Source::Engine(_)) {
+                self.next.push(0);
+            }
+            self.started = true;
         }
-        self.left -= rows.len();
+        self.left = self.left.saturating_sub(rows.len());
         self.page = rows
             .into_iter()
             .map(|(k, r)| {
@@ -88,6 +111,14 @@ impl Cursor {
             })
             .collect();
         Ok(())
+    }
+
+    /// Whether its engine or client is still open.
+    fn is_open(&self) -> bool {
+        match self.source {
+            Source::Engine(id) => crate::engine::is_open(id),
+            Source::Client(id) => crate::client::is_open(id),
+        }
     }
 }
 
@@ -103,19 +134,23 @@ fn kind_of(read: &Read) -> MeridianKind {
     }
 }
 
-/// A cursor over `[start, end)`, at most `limit` rows; its first page read now (so that a bad
-/// engine handle is refused at once).
+/// A cursor reading `source` from `start` (to `end`, or, for a client, the keys of
+/// `prefix`), at most `limit` rows; its first page read now (so that a bad handle is refused
+/// at once).
 fn new_scan(
-    engine_handle: *const MeridianEngine,
+    source: Source,
     start: &[u8],
     end: Option<Vec<u8>>,
+    prefix: &[u8],
     limit: usize,
 ) -> Result<*mut MeridianScan, Failure> {
     let mut cursor = Cursor {
-        engine: engine_handle as usize,
+        source,
         page: VecDeque::new(),
         next: start.to_vec(),
         end,
+        prefix: prefix.to_vec(),
+        started: false,
         left: limit,
         done: false,
     };
@@ -144,7 +179,8 @@ pub unsafe extern "C" fn meridian_scan_prefix(
         }
         let prefix = unsafe { bytes(prefix, prefix_len, crate::args::KEY_LEN_MAX, "prefix") }?;
         let end = prefix_end(prefix);
-        let scan = new_scan(engine_handle, prefix, end, limit)?;
+        let source = Source::Engine(engine_handle as usize);
+        let scan = new_scan(source, prefix, end, prefix, limit)?;
         unsafe { put_out(out, scan, "out") }
     })
 }
@@ -175,7 +211,38 @@ pub unsafe extern "C" fn meridian_scan_range(
         let start = unsafe { bytes(start, start_len, crate::args::KEY_LEN_MAX, "start") }?;
         let end = unsafe { bytes(end, end_len, crate::args::KEY_LEN_MAX, "end") }?;
         let end = (!end.is_empty()).then(|| end.to_vec());
-        let scan = new_scan(engine_handle, start, end, limit)?;
+        let source = Source::Engine(engine_handle as usize);
+        let scan = new_scan(source, start, end, &[], limit)?;
+        unsafe { put_out(out, scan, "out") }
+    })
+}
+
+/// Client mode: the keys starting with `prefix` (at most `limit`; `SIZE_MAX` for all), in
+/// order, as a cursor read from the nearest region that answers, 256 rows a page. Across a
+/// failover the cursor goes on in the next region from the last key it handed out: keys stay
+/// in order, each at most once; each page reflects the region that served it (which may lack
+/// this session's latest writes: read a key to wait for them). Blocks while it reads the first
+/// page (and `meridian_scan_next` for each next one).
+///
+/// # Safety
+/// `prefix` must point at `prefix_len` readable bytes; `out` must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_scan_prefix(
+    client: *const crate::client::MeridianClient,
+    prefix: *const u8,
+    prefix_len: usize,
+    limit: usize,
+    out: *mut *mut MeridianScan,
+) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(out) };
+    guard(move || {
+        if out.is_null() {
+            return Err(Failure::invalid("out: null out-pointer"));
+        }
+        let prefix = unsafe { bytes(prefix, prefix_len, crate::args::KEY_LEN_MAX, "prefix") }?;
+        let source = Source::Client(client as usize);
+        let scan = new_scan(source, &[], None, prefix, limit)?;
         unsafe { put_out(out, scan, "out") }
     })
 }
@@ -201,10 +268,10 @@ pub unsafe extern "C" fn meridian_scan_next(
         }
         let cursor = SCANS.get(scan as usize)?;
         let mut cursor = cursor.lock().unwrap_or_else(|e| e.into_inner());
-        if !crate::engine::is_open(cursor.engine) {
+        if !cursor.is_open() {
             return Err(Failure::new(
                 MeridianStatus::MeridianClosed,
-                "the scan's engine is closed",
+                "the scan's engine or client is closed",
             ));
         }
         cursor.fill()?;

@@ -163,8 +163,64 @@ fn the_routed_client_fails_over_through_the_c_abi() {
         S::MeridianOk
     );
 
-    // eu-west dies: the same client writes in us-east, and reads its writes there.
-    cluster.nodes[0].kill();
+    // A client-mode scan is a cursor: 600 keys (held by every region) in pages of 256; eu-west
+    // dies after the first page, and the cursor goes on in us-east from the last key it
+    // handed out: every key once, in order.
+    let all = MeridianConsistency::MeridianConsistencyAll as i32;
+    for i in 0..600 {
+        let key = format!("row:{i:04}");
+        let status = unsafe {
+            meridian_client_lww_set(
+                client,
+                key.as_ptr(),
+                key.len(),
+                b"x".as_ptr(),
+                1,
+                all,
+                0,
+                ptr::null_mut(),
+            )
+        };
+        assert_eq!(status, S::MeridianOk, "{key}");
+    }
+    let mut scan = ptr::null_mut();
+    assert_eq!(
+        unsafe {
+            meridian_c::scan::meridian_client_scan_prefix(
+                client,
+                b"row:".as_ptr(),
+                4,
+                usize::MAX,
+                &mut scan,
+            )
+        },
+        S::MeridianOk
+    );
+    let mut seen = Vec::new();
+    let mut kind = meridian_c::scan::MeridianKind::MeridianKindRegister;
+    loop {
+        let mut key = MeridianBuffer {
+            data: ptr::null_mut(),
+            len: 0,
+        };
+        match unsafe { meridian_c::scan::meridian_scan_next(scan, &mut key, &mut kind) } {
+            S::MeridianOk => seen.push(text(&mut key)),
+            S::MeridianNotFound => break,
+            other => panic!("{other:?}"),
+        }
+        if seen.len() == 300 {
+            // The second page is being handed out; the third comes from another region.
+            cluster.nodes[0].kill();
+        }
+    }
+    let expected: Vec<String> = (0..600).map(|i| format!("row:{i:04}")).collect();
+    assert_eq!(seen, expected);
+    assert_eq!(
+        unsafe { meridian_c::scan::meridian_scan_free(scan) },
+        S::MeridianOk
+    );
+
+    // eu-west is dead: the same client writes in us-east, and reads its writes there.
     unsafe {
         let (k, v) = (b"cart", b"pen");
         assert_eq!(

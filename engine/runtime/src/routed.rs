@@ -936,6 +936,37 @@ impl RoutedClient {
         Err(RoutedError::NoRegion(why.join("; ")))
     }
 
+    /// A page of the keys starting with `prefix` after `after` (at most `limit` rows), in key
+    /// order, from the nearest region that answers, and whether more follow. A cursor that
+    /// pages with the last key it got survives a failover: its keys stay in order, each at
+    /// most once; each page reflects the region that served it (not necessarily this
+    /// session's latest writes: read a key to wait for them).
+    pub async fn scan_page(
+        &mut self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<(Vec<(Vec<u8>, Read)>, bool), RoutedError> {
+        let request = ClientRequest::Scan {
+            prefix: prefix.to_vec(),
+            limit,
+            after: after.map(<[u8]>::to_vec),
+        };
+        let mut why = Vec::new();
+        for i in self.plan() {
+            match self.attempt(i, &request).await {
+                Attempt::Done(ClientResponse::Rows { rows, more }) => return Ok((rows, more)),
+                Attempt::Done(other) => why.push(format!("unexpected answer {other:?}")),
+                Attempt::Next(r)
+                | Attempt::NotYet(r)
+                | Attempt::Lost(r)
+                | Attempt::Redirect(r, _) => why.push(r),
+                Attempt::Fail(e) => return Err(e),
+            }
+        }
+        Err(RoutedError::NoRegion(why.join("; ")))
+    }
+
     /// Adds another session's token: later reads wait for its writes, and later writes that
     /// depend on what is seen wait for them whatever their key.
     pub fn merge_token(&mut self, other: &CausalToken) {
