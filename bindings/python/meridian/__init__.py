@@ -190,6 +190,7 @@ _SIGNATURES = {
     "meridian_read_json": [c_void_p, c_char_p, c_size_t, POINTER(_Buffer)],
     "meridian_lww_get_many": [c_void_p, c_char_p, c_size_t, POINTER(_Buffer)],
     "meridian_batch_add_packed": [c_void_p, c_char_p, c_size_t],
+    "meridian_client_scan_prefix": [c_void_p, c_char_p, c_size_t, c_size_t, POINTER(c_void_p)],
     "meridian_client_register_put": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_uint8, POINTER(c_void_p)],
     "meridian_client_set_add": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_uint8, POINTER(c_void_p)],
     "meridian_client_map_counter_add": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int64, c_int32, c_uint8, POINTER(c_void_p)],
@@ -831,6 +832,27 @@ class Client:
             return None
         _check(status)
         return json.loads(_take(buf))
+
+    def scan(self, prefix: Bytes = b"", limit: Optional[int] = None) -> Iterator[Tuple[bytes, str]]:
+        """Keys starting with ``prefix``, in order, each with its value's type, read a page at a
+        time from the nearest region that answers; after a failover the scan goes on in the
+        next region from the last key it yielded (each key once, in order)."""
+        p = _bytes(prefix, "prefix")
+        if limit is not None and limit < 0:
+            raise ValueError("limit must not be negative")
+        scan = c_void_p()
+        want = (1 << 64) - 1 if limit is None else limit
+        _check(_lib.meridian_client_scan_prefix(self._h(), p, len(p), want, byref(scan)))
+        try:
+            while True:
+                key, kind = _Buffer(), c_int32()
+                status = _lib.meridian_scan_next(scan, byref(key), byref(kind))
+                if status == 1:
+                    return
+                _check(status)
+                yield _take(key), KIND_NAMES.get(kind.value, "register")
+        finally:
+            _lib.meridian_scan_free(scan)
 
     def set_get(self, key: Bytes) -> Optional[List[bytes]]:
         """A set's members, or ``None``."""

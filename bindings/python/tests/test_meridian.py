@@ -333,6 +333,8 @@ class RoutedClient(unittest.TestCase):
                     self.assertEqual(client.counter_get("n"), 3)
                     self.assertEqual(sorted(client.set_get("tags")), [b"y", b"z"])
                     self.assertEqual(client.read("n"), [{"counter": 3}])
+                    self.assertEqual([k for k, _ in client.scan("ta")], [b"tags"])
+                    self.assertIn((b"n", "counter"), list(client.scan()))
                     self.assertIsNone(client.read("nothing"))
                     client.put("reg", "v")
                     client.delete("k")
