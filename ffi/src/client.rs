@@ -133,13 +133,16 @@ pub(crate) fn is_open(id: usize) -> bool {
     CLIENTS.get(id).is_ok()
 }
 
+/// A key and what it holds, as a scan yields it.
+type Row = (Vec<u8>, meridian::Read);
+
 /// A page of the keys of `prefix` after `after` through the client behind handle `id`.
 pub(crate) fn scan_page(
     id: usize,
     prefix: &[u8],
     after: Option<&[u8]>,
     limit: usize,
-) -> Result<(Vec<(Vec<u8>, meridian::Read)>, bool), Failure> {
+) -> Result<(Vec<Row>, bool), Failure> {
     let prefix = prefix.to_vec();
     let after = after.map(<[u8]>::to_vec);
     let limit = u32::try_from(limit).unwrap_or(u32::MAX);

@@ -452,7 +452,7 @@ async fn demo() -> anyhow::Result<()> {
         healed.elapsed()
     );
     println!(
-        "   `make outage` runs eleven such outages under load and checks every acknowledged write"
+        "   `make outage` runs thirteen such outages under load and checks every acknowledged write"
     );
 
     step("Step 11. Everything stops cleanly (SIGTERM, drain, flush)");

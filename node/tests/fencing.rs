@@ -81,7 +81,7 @@ async fn a_process_whose_identity_runs_again_elsewhere_stops_acknowledging_write
     // The twin writes, and its writes reach the other regions.
     let mut at_twin = twin.connect(&cluster.client_tls("t")).await.unwrap();
     let token = at_twin.apply(b"k", lww("twin")).await.unwrap();
-    let mut other = cluster.client(1).await.unwrap();
+    let other = cluster.client(1).await.unwrap();
     while !other.applied().await.unwrap().dominates(&token.0) {
         assert!(
             started.elapsed() < 2 * WAIT,

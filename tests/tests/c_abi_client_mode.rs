@@ -137,7 +137,7 @@ fn the_routed_client_fails_over_through_the_c_abi() {
         }
     });
     let local_level = MeridianConsistency::MeridianConsistencyLocal as i32;
-    let mut commit =
+    let commit =
         || unsafe { meridian_client_batch_commit(client, batch, local_level, 0, ptr::null_mut()) };
     while !adder.is_finished() {
         let status = commit();
@@ -158,10 +158,7 @@ fn the_routed_client_fails_over_through_the_c_abi() {
         S::MeridianOk
     );
     assert_eq!(added, 2_000, "operations added during commits were lost");
-    assert_eq!(
-        unsafe { meridian_c::batch::meridian_batch_free(batch) },
-        S::MeridianOk
-    );
+    assert_eq!(meridian_c::batch::meridian_batch_free(batch), S::MeridianOk);
 
     // A client-mode scan is a cursor: 600 keys (held by every region) in pages of 256; eu-west
     // dies after the first page, and the cursor goes on in us-east from the last key it
@@ -215,10 +212,7 @@ fn the_routed_client_fails_over_through_the_c_abi() {
     }
     let expected: Vec<String> = (0..600).map(|i| format!("row:{i:04}")).collect();
     assert_eq!(seen, expected);
-    assert_eq!(
-        unsafe { meridian_c::scan::meridian_scan_free(scan) },
-        S::MeridianOk
-    );
+    assert_eq!(meridian_c::scan::meridian_scan_free(scan), S::MeridianOk);
 
     // eu-west is dead: the same client writes in us-east, and reads its writes there.
     unsafe {

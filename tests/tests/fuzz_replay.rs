@@ -107,6 +107,7 @@ fn write_seed_corpus() {
     e.delete(b"gone").unwrap();
     e.counter_add(b"reset", 9).unwrap();
     e.delete(b"reset").unwrap();
+    let tag = meridian::RequestTag::new("fuzz-client", [9; 16]).expect("a sane tag");
     let records: Vec<(Vec<u8>, Vec<u8>)> = ["reg", "lww", "cnt", "set", "map", "gone", "reset"]
         .iter()
         .map(|k| {
@@ -136,6 +137,7 @@ fn write_seed_corpus() {
         .encode(),
         Frame::Reject {
             reason: "no".into(),
+            fenced: true,
         }
         .encode(),
         Frame::Ack {
@@ -233,12 +235,14 @@ fn write_seed_corpus() {
                     records: &records[..3],
                     left_out: &[],
                     lost: false,
+                    request: Some(&tag),
                 },
                 EntryOut {
                     seq: 2,
                     records: &records[3..],
                     left_out: &[b"gone".to_vec()],
                     lost: false,
+                    request: None,
                 },
             ],
         ),
@@ -249,6 +253,7 @@ fn write_seed_corpus() {
                 records: vec![],
                 left_out: vec![],
                 lost: true,
+                request: None,
             }],
         }
         .encode(),

@@ -33,6 +33,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// A key and what it holds, as a scan page carries it.
+pub type ScanRow = (Vec<u8>, Read);
 /// A node to learn the cluster from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -946,7 +948,7 @@ impl RoutedClient {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: u32,
-    ) -> Result<(Vec<(Vec<u8>, Read)>, bool), RoutedError> {
+    ) -> Result<(Vec<ScanRow>, bool), RoutedError> {
         let request = ClientRequest::Scan {
             prefix: prefix.to_vec(),
             limit,
