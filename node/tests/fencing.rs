@@ -74,7 +74,14 @@ async fn a_process_whose_identity_runs_again_elsewhere_stops_acknowledging_write
     };
     assert_eq!(refusal.code, ErrorCode::Unavailable, "{refusal:?}");
     assert!(refusal.message.contains("fenced"), "{}", refusal.message);
-    let health = cluster.nodes[0].health().unwrap();
+    // The status is published at the node's next tick.
+    let health = loop {
+        let health = cluster.nodes[0].health().unwrap();
+        if health.health.starts_with("fenced") || started.elapsed() > WAIT {
+            break health;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(health.health.starts_with("fenced"), "{}", health.health);
     assert!(!health.writable);
 

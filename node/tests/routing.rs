@@ -418,3 +418,49 @@ async fn majority_writes_fail_fast_on_the_minority_side_of_a_partition() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A majority read from a client that reaches every region, while eu-west is cut off holding a
+/// write it cannot ship: the region that serves it is given a majority it can complete
+/// (itself and the region it is linked with), not one that includes the cut-off region's
+/// write, which no region on the other side can get; it sees the majority's write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_majority_read_is_served_while_a_region_is_cut_off_with_unshipped_writes() {
+    let cluster = placed_cluster_with(&["t", "ops:admin"], |_, _| {});
+    let mut us = cluster.client(1).await.unwrap();
+    let majority = us
+        .apply_with(
+            b"m",
+            lww("held by a majority"),
+            Consistency::Majority,
+            new_request_id(),
+        )
+        .await
+        .unwrap();
+    let ops = cluster.client_as(0, "ops").await.unwrap();
+    let cut = ops
+        .request(&meridian_runtime::client_proto::ClientRequest::Isolate { isolated: true })
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            cut,
+            meridian_runtime::client_proto::ClientResponse::Done { .. }
+        ),
+        "{cut:?}"
+    );
+    let mut eu = cluster.client(0).await.unwrap();
+    eu.apply(b"cut", lww("only in eu-west")).await.unwrap();
+    let mut session = client_near_paris(&cluster, Duration::from_secs(3)).await;
+    for _ in 0..5 {
+        let read = session.read_majority(b"m").await;
+        let read = match read {
+            Ok(Some(read)) => read,
+            other => panic!("the majority read failed: {other:?}"),
+        };
+        assert!(read.token.0.dominates(&majority.0), "{read:?}");
+        assert!(
+            matches!(&read.values[0], ReadValue::Lww(v) if v.value == b"held by a majority"),
+            "{read:?}"
+        );
+    }
+}

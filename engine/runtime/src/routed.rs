@@ -33,6 +33,18 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// How long a majority read waits, once a majority of regions gave their applied vectors, for
+/// the others' (each serving region's token is built from a majority that includes it).
+const MAJORITY_READ_GRACE: Duration = Duration::from_millis(100);
+
+/// How many writes `theirs` holds that `own` lacks.
+fn lacking(own: &VersionVector, theirs: &VersionVector) -> u64 {
+    theirs
+        .iter()
+        .map(|(origin, n)| n.saturating_sub(own.get(origin)))
+        .sum()
+}
+
 /// A key and what it holds, as a scan page carries it.
 pub type ScanRow = (Vec<u8>, Read);
 /// A node to learn the cluster from.
@@ -678,39 +690,105 @@ impl RoutedClient {
             let timeout = self.config.request_timeout;
             asks.spawn(async move { (i, tokio::time::timeout(timeout, c.applied()).await) });
         }
-        let mut seen = VersionVector::new();
-        let mut answered: BTreeMap<String, usize> = BTreeMap::new();
-        let covered = |answered: &BTreeMap<String, usize>| {
+        // Per region, the join of its replicas' vectors and how many answered.
+        let mut answered: BTreeMap<String, (VersionVector, usize)> = BTreeMap::new();
+        let whole = |answered: &BTreeMap<String, (VersionVector, usize)>| {
             answered
                 .iter()
-                .filter(|(region, n)| replicas_of.get(*region) == Some(n))
+                .filter(|(region, (_, n))| replicas_of.get(*region) == Some(n))
                 .count()
         };
-        while let Some(joined) = asks.join_next().await {
+        // Once a majority answered, the others get a moment more: the majority each serving
+        // region's token is built from should include that region.
+        let mut grace: Option<tokio::time::Instant> = None;
+        loop {
+            let next = match grace {
+                Some(until) => match tokio::time::timeout_at(until, asks.join_next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+                None => asks.join_next().await,
+            };
+            let Some(joined) = next else { break };
             let Ok((i, outcome)) = joined else { continue };
             match outcome {
                 Ok(Ok(applied)) => {
                     self.regions[i].breaker.on_success();
-                    seen.join(&applied);
-                    *answered
+                    let entry = answered
                         .entry(self.regions[i].entry.region.clone())
-                        .or_default() += 1;
-                    if covered(&answered) >= needed {
-                        break;
+                        .or_default();
+                    entry.0.join(&applied);
+                    entry.1 += 1;
+                    if grace.is_none() && whole(&answered) >= needed {
+                        grace = Some(tokio::time::Instant::now() + MAJORITY_READ_GRACE);
                     }
                 }
                 _ => self.failed(i),
             }
         }
-        let covered = covered(&answered);
+        asks.abort_all();
+        let covered = whole(&answered);
         if covered < needed {
             return Err(RoutedError::NoRegion(format!(
                 "a majority read needs every replica of {needed} regions; {covered} regions answered whole"
             )));
         }
-        let mut token = self.token.clone();
-        token.merge(&CausalToken(seen));
-        self.read_covering(key, token).await
+        let regions: Vec<(String, VersionVector)> = answered
+            .into_iter()
+            .filter(|(region, (_, n))| replicas_of.get(region) == Some(n))
+            .map(|(region, (applied, _))| (region, applied))
+            .collect();
+        // Any majority's vectors together hold every write a majority acknowledged; each
+        // serving region is given the majority it can complete most easily: itself and the
+        // regions whose writes it lacks least (a region cut off from it, holding writes it
+        // cannot get, is left out when another majority exists).
+        let mut why = Vec::new();
+        let mut not_yet = false;
+        for i in self.plan() {
+            let region = self.regions[i].entry.region.clone();
+            let Some(own) = regions.iter().find(|(r, _)| *r == region).map(|(_, v)| v) else {
+                why.push(format!("{region}: its applied vector did not come"));
+                continue;
+            };
+            let mut others: Vec<&(String, VersionVector)> =
+                regions.iter().filter(|(r, _)| *r != region).collect();
+            others.sort_by_key(|(_, v)| lacking(own, v));
+            let mut seen = own.clone();
+            for (_, v) in others.into_iter().take(needed - 1) {
+                seen.join(v);
+            }
+            let mut token = self.token.clone();
+            token.merge(&CausalToken(seen));
+            let request = ClientRequest::Read {
+                key: key.to_vec(),
+                token: Some(token),
+                wait_ms: self.config.session_wait_ms,
+            };
+            match self.attempt(i, &request).await {
+                Attempt::Done(ClientResponse::Value { read }) => {
+                    if let Some(r) = &read {
+                        self.token.merge(&r.token);
+                        self.keys.note(key, &r.token.0);
+                    }
+                    self.last_lost = None;
+                    return Ok(read);
+                }
+                Attempt::Done(other) => why.push(format!("unexpected answer {other:?}")),
+                Attempt::NotYet(reason) => {
+                    not_yet = true;
+                    why.push(reason);
+                }
+                Attempt::Next(reason) | Attempt::Lost(reason) | Attempt::Redirect(reason, _) => {
+                    why.push(reason)
+                }
+                Attempt::Fail(e) => return Err(e),
+            }
+        }
+        if not_yet {
+            Err(RoutedError::NotYetVisible)
+        } else {
+            Err(RoutedError::NoRegion(why.join("; ")))
+        }
     }
 
     async fn read_covering(
