@@ -20,6 +20,8 @@ const BACKOFF_MS_MAX: u64 = 5_000;
 /// How long a link must have run for the next dial to start again at the shortest backoff.
 const LINK_LIVED: Duration = Duration::from_secs(2);
 
+/// How long a link the replicator closed waits for its last frames to be acknowledged.
+const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 /// Why a link ends when the replicator dropped it (it keeps its own reason).
 const CLOSED_BY_REPLICATOR: &str = "closed by the replicator";
 
@@ -195,7 +197,11 @@ async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
                 return format!("write: {e}");
             }
         }
+        // The replicator closed the link: what it queued last (a refusal saying why, which
+        // tells an earlier process of a member that it is fenced) reaches the peer before the
+        // connection closes, within a bound.
         let _ = send.finish();
+        let _ = tokio::time::timeout(CLOSE_FLUSH, send.stopped()).await;
         CLOSED_BY_REPLICATOR.to_string()
     };
     let events = ctx.events.clone();
