@@ -37,6 +37,16 @@ use std::time::{Duration, Instant};
 /// the others' (each serving region's token is built from a majority that includes it).
 const MAJORITY_READ_GRACE: Duration = Duration::from_millis(100);
 
+/// Why a read no region served failed: every region that answered lacked the session's
+/// writes, or none could serve.
+fn read_failed(not_yet: bool, why: &[String]) -> RoutedError {
+    if not_yet {
+        RoutedError::NotYetVisible
+    } else {
+        RoutedError::NoRegion(why.join("; "))
+    }
+}
+
 /// How many writes `theirs` holds that `own` lacks.
 fn lacking(own: &VersionVector, theirs: &VersionVector) -> u64 {
     theirs
@@ -764,31 +774,45 @@ impl RoutedClient {
                 token: Some(token),
                 wait_ms: self.config.session_wait_ms,
             };
-            match self.attempt(i, &request).await {
-                Attempt::Done(ClientResponse::Value { read }) => {
-                    if let Some(r) = &read {
-                        self.token.merge(&r.token);
-                        self.keys.note(key, &r.token.0);
-                    }
-                    self.last_lost = None;
-                    return Ok(read);
-                }
-                Attempt::Done(other) => why.push(format!("unexpected answer {other:?}")),
-                Attempt::NotYet(reason) => {
-                    not_yet = true;
-                    why.push(reason);
-                }
-                Attempt::Next(reason) | Attempt::Lost(reason) | Attempt::Redirect(reason, _) => {
-                    why.push(reason)
-                }
-                Attempt::Fail(e) => return Err(e),
+            let attempt = self.attempt(i, &request).await;
+            if let Some(read) = self.read_answer(key, attempt, &mut why, &mut not_yet)? {
+                return Ok(read);
             }
         }
-        if not_yet {
-            Err(RoutedError::NotYetVisible)
-        } else {
-            Err(RoutedError::NoRegion(why.join("; ")))
+        Err(read_failed(not_yet, &why))
+    }
+
+    /// What a read attempt came to: the value read (this session's token and the key's
+    /// context take it in), or `None` to ask the next region (why noted, and whether the region
+    /// lacked the session's writes), or the failure that ends the read.
+    fn read_answer(
+        &mut self,
+        key: &[u8],
+        attempt: Attempt<ClientResponse>,
+        why: &mut Vec<String>,
+        not_yet: &mut bool,
+    ) -> Result<Option<Option<Read>>, RoutedError> {
+        match attempt {
+            Attempt::Done(ClientResponse::Value { read }) => {
+                if let Some(r) = &read {
+                    self.token.merge(&r.token);
+                    self.keys.note(key, &r.token.0);
+                }
+                // Covered: nothing the session holds is lost.
+                self.last_lost = None;
+                return Ok(Some(read));
+            }
+            Attempt::Done(other) => why.push(format!("unexpected answer {other:?}")),
+            Attempt::NotYet(reason) => {
+                *not_yet = true;
+                why.push(reason);
+            }
+            Attempt::Next(reason) | Attempt::Lost(reason) | Attempt::Redirect(reason, _) => {
+                why.push(reason)
+            }
+            Attempt::Fail(e) => return Err(e),
         }
+        Ok(None)
     }
 
     async fn read_covering(
@@ -818,32 +842,11 @@ impl RoutedClient {
                 _ => self.attempt(i, &request).await,
             };
             k += 1;
-            match outcome {
-                Attempt::Done(ClientResponse::Value { read }) => {
-                    if let Some(r) = &read {
-                        self.token.merge(&r.token);
-                        self.keys.note(key, &r.token.0);
-                    }
-                    // Covered: nothing the session holds is lost.
-                    self.last_lost = None;
-                    return Ok(read);
-                }
-                Attempt::Done(other) => why.push(format!("unexpected answer {other:?}")),
-                Attempt::NotYet(reason) => {
-                    not_yet = true;
-                    why.push(reason);
-                }
-                Attempt::Next(reason) | Attempt::Lost(reason) | Attempt::Redirect(reason, _) => {
-                    why.push(reason)
-                }
-                Attempt::Fail(e) => return Err(e),
+            if let Some(read) = self.read_answer(key, outcome, &mut why, &mut not_yet)? {
+                return Ok(read);
             }
         }
-        if not_yet {
-            Err(RoutedError::NotYetVisible)
-        } else {
-            Err(RoutedError::NoRegion(why.join("; ")))
-        }
+        Err(read_failed(not_yet, &why))
     }
 
     /// A read sent to region `i`, and to `j` too when `i` has not answered after `after`;
