@@ -613,7 +613,8 @@ enum MeridianStatus meridian_lww_get(const struct MeridianEngine *engine,
 // more than the read): `keys` holds them packed, each preceded by its length as 8
 // little-endian bytes (at most `MERIDIAN_GET_MANY_MAX`); `out` receives, per key in order, one
 // byte (1: a value follows, 0: the key holds none, or a value of another type) and, for a value, its length as 8
-// little-endian bytes and its bytes. Free `out` with `meridian_buffer_free`.
+// little-endian bytes and its bytes; at most 32 MiB of them (`MERIDIAN_TOO_LARGE` beyond).
+// Free `out` with `meridian_buffer_free`.
 //
 // # Safety
 // `keys` must point at `keys_len` readable bytes; `out` must be valid for a write.

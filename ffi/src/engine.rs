@@ -319,11 +319,16 @@ pub unsafe extern "C" fn meridian_lww_get(
 /// Keys a `meridian_lww_get_many` call reads at most.
 pub const MERIDIAN_GET_MANY_MAX: usize = 10_000;
 
+/// Bytes of values a `meridian_lww_get_many` call hands out at most (`MERIDIAN_TOO_LARGE`
+/// beyond: ask for fewer keys).
+const GET_MANY_BYTES_MAX: usize = meridian::limits::CLIENT_FRAME_BYTES_MAX;
+
 /// The last-writer-wins values of many keys in one call (where one call per key would cost
 /// more than the read): `keys` holds them packed, each preceded by its length as 8
 /// little-endian bytes (at most `MERIDIAN_GET_MANY_MAX`); `out` receives, per key in order, one
 /// byte (1: a value follows, 0: the key holds none, or a value of another type) and, for a value, its length as 8
-/// little-endian bytes and its bytes. Free `out` with `meridian_buffer_free`.
+/// little-endian bytes and its bytes; at most 32 MiB of them (`MERIDIAN_TOO_LARGE` beyond).
+/// Free `out` with `meridian_buffer_free`.
 ///
 /// # Safety
 /// `keys` must point at `keys_len` readable bytes; `out` must be valid for a write.
@@ -357,6 +362,12 @@ pub unsafe extern "C" fn meridian_lww_get_many(
                     values.push(1);
                     values.extend_from_slice(&(v.value.len() as u64).to_le_bytes());
                     values.extend_from_slice(&v.value);
+                    if values.len() > GET_MANY_BYTES_MAX {
+                        return Err(Failure::new(
+                            MeridianStatus::MeridianTooLarge,
+                            format!("the values come to more than {GET_MANY_BYTES_MAX} bytes: ask for fewer keys"),
+                        ));
+                    }
                 }
                 Ok(None) | Err(meridian::Error::WrongType { .. }) => values.push(0),
                 Err(e) => return Err(e.into()),

@@ -174,6 +174,12 @@ class EmbeddedValues(unittest.TestCase):
         self.assertEqual(e.lww_get_many([]), [])
         with self.assertRaises(meridian.TooLargeError):
             e.lww_get_many(["k"] * 10_001)
+        # What one call hands out is bounded too (32 MiB): ask for fewer keys.
+        for i in range(9):
+            e.lww_set(f"big{i}", b"x" * 4_000_000)
+        with self.assertRaises(meridian.TooLargeError):
+            e.lww_get_many([f"big{i}" for i in range(9)])
+        self.assertEqual(len(e.lww_get_many([f"big{i}" for i in range(4)])), 4)
 
     def test_a_scan_has_no_silent_limit(self):
         e = self.engine
