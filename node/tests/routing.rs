@@ -48,6 +48,7 @@ fn lww(v: &str) -> Op {
 async fn a_client_near_eu_west_fails_over_and_back_reading_its_own_writes() {
     let mut cluster = placed_cluster();
     let mut client = client_near_paris(&cluster, Duration::from_secs(2)).await;
+    until_first(&mut client, "eu-west").await;
     assert_eq!(client.route().region, "eu-west");
     // Held by a majority: the session's token stays satisfiable while eu-west is away.
     let w = client

@@ -77,6 +77,7 @@ async fn a_sessions_delete_and_remove_cover_what_it_wrote_and_read_in_a_region_t
     config.breaker.open_ms = 120_000;
     config.breaker.open_ms_max = 120_000;
     let mut session = RoutedClient::connect(config).await.unwrap();
+    until_first(&mut session, "eu-west").await;
     assert_eq!(session.route().region, "eu-west");
 
     // eu-west's replication links are cut. The session writes k there, and reads set s, which

@@ -68,3 +68,15 @@ pub fn placed_cluster_with(
     cluster.wait_linked(Duration::from_secs(30)).unwrap();
     cluster
 }
+
+/// Measures `client`'s round trips again until `region` comes first (a first sample on a
+/// loaded machine can put a loopback region in a slower band), up to 20 rounds.
+pub async fn until_first(client: &mut meridian_runtime::routed::RoutedClient, region: &str) {
+    for _ in 0..20 {
+        if client.route().region == region {
+            return;
+        }
+        client.measure_regions().await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
