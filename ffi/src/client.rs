@@ -574,9 +574,7 @@ pub unsafe extern "C" fn meridian_client_read_json(
         }
         let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?.to_vec();
         let read = read(client, key)?.ok_or_else(not_found)?;
-        let json = serde_json::to_vec(&meridian_runtime::read_json::values_json(&read.values))
-            .map_err(|e| Failure::new(MeridianStatus::MeridianInternal, e.to_string()))?;
-        unsafe { put_buffer(out, json, "out") }
+        unsafe { crate::nested::put_json(out, &read) }
     })
 }
 

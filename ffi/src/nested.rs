@@ -166,8 +166,19 @@ pub unsafe extern "C" fn meridian_read_json(
         let e = engine(engine_handle)?;
         let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?;
         let read = e.read(key)?.ok_or_else(not_found)?;
-        let json = serde_json::to_vec(&values_json(&read.values))
-            .map_err(|e| Failure::new(MeridianStatus::MeridianInternal, e.to_string()))?;
-        unsafe { put_buffer(out, json, "out") }
+        unsafe { put_json(out, &read) }
     })
+}
+
+/// Hands out what a read holds as JSON (the format of `meridian_read_json`).
+///
+/// # Safety
+/// `out`, when not null, must be valid for a write.
+pub(crate) unsafe fn put_json(
+    out: *mut MeridianBuffer,
+    read: &meridian::Read,
+) -> Result<(), Failure> {
+    let json = serde_json::to_vec(&values_json(&read.values))
+        .map_err(|e| Failure::new(MeridianStatus::MeridianInternal, e.to_string()))?;
+    unsafe { put_buffer(out, json, "out") }
 }

@@ -191,6 +191,9 @@ async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
     if ctx.events.send(up).await.is_err() {
         return;
     }
+    // Set once the replicator dropped the link: whatever ends the link after that (the peer
+    // closing it while the last frames flush) keeps the replicator's own reason.
+    let dropped = std::sync::atomic::AtomicBool::new(false);
     let writer = async {
         while let Some(frame) = rx.recv().await {
             if let Err(e) = write_frame(&mut send, frame).await {
@@ -200,6 +203,7 @@ async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
         // The replicator closed the link: what it queued last (a refusal saying why, which
         // tells an earlier process of a member that it is fenced) reaches the peer before the
         // connection closes, within a bound.
+        dropped.store(true, Ordering::SeqCst);
         let _ = send.finish();
         let _ = tokio::time::timeout(CLOSE_FLUSH, send.stopped()).await;
         CLOSED_BY_REPLICATOR.to_string()
@@ -249,13 +253,16 @@ async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
         }
     };
     let mut shutdown = ctx.shutdown.clone();
-    let why = tokio::select! {
+    let mut why = tokio::select! {
         never = export_path_stats(conn.clone(), peer.name.clone()) => never,
         w = writer => w,
         r = reader => r,
         _ = isolation_is(ctx.isolated.clone(), true) => "isolated by an operator".into(),
         _ = shutdown.changed() => "shutting down".into(),
     };
+    if dropped.load(Ordering::SeqCst) {
+        why = CLOSED_BY_REPLICATOR.to_string();
+    }
     tracing::info!(peer = %peer.name, reason = %why, "replication link closed");
     // The replicator recorded its own reason (a refused identity, a bad frame) already.
     if !*ctx.shutdown.borrow() && why != CLOSED_BY_REPLICATOR {
