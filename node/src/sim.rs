@@ -61,6 +61,9 @@ pub struct Args {
     /// Damaged records too (exploratory: see `meridian_sim::Faults::corrupt_records`).
     #[arg(long)]
     corrupt_records: bool,
+    /// Every region speaks the newest protocol version from the start (no rolling upgrade).
+    #[arg(long)]
+    no_mixed_versions: bool,
     /// No routed client sessions (the embedded workload alone, as before they existed).
     #[arg(long)]
     no_clients: bool,
@@ -95,6 +98,7 @@ impl Args {
                 durability_switch: !self.no_durability_switch,
                 corrupt_storage: !self.no_corrupt_storage,
                 corrupt_records: self.corrupt_records,
+                mixed_versions: !self.no_mixed_versions,
             },
             clients: !self.no_clients,
             ..SimOptions::default()
@@ -174,6 +178,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "not_yet_visible": sum(|r| r.not_yet_visible),
             "unavailable": sum(|r| r.unavailable),
             "disk_faults": sum(|r| r.disk_faults),
+            "older_version_links": sum(|r| r.older_version_links),
             "lost_by_contract": sum(|r| r.lost_by_contract),
             "i1_violations": sum(|r| r.i1_violations),
             "ryw_checks": sum(|r| r.ryw_checks),
@@ -207,6 +212,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("not-yet-visible      {}", sum(|r| r.not_yet_visible));
         println!("unavailable          {}", sum(|r| r.unavailable));
         println!("disk faults          {}", sum(|r| r.disk_faults));
+        println!("older-version links  {}", sum(|r| r.older_version_links));
         println!("lost by contract     {}", sum(|r| r.lost_by_contract));
         println!("I1 violations        {}", sum(|r| r.i1_violations));
         println!("ryw checks           {}", sum(|r| r.ryw_checks));

@@ -234,6 +234,8 @@ async fn scans_come_in_pages_bounded_in_bytes() {
                 prefix: b"big".to_vec(),
                 limit: 1_000,
                 after: after.clone(),
+                token: None,
+                wait_ms: 0,
             })
             .await
             .unwrap();

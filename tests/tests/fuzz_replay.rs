@@ -133,6 +133,8 @@ fn write_seed_corpus() {
             region: "us-east".into(),
             applied: vv.clone(),
             reply: false,
+            speaks: [4, 5],
+            features: vec!["fencing".into()],
         }
         .encode(),
         Frame::Reject {
@@ -228,6 +230,7 @@ fn write_seed_corpus() {
         })
         .encode(),
         encode_entries(
+            meridian::replication::PROTOCOL_VERSION,
             ReplicaId(7),
             &[
                 EntryOut {
@@ -301,6 +304,8 @@ fn write_seed_corpus() {
             prefix: b"p".to_vec(),
             limit: 10,
             after: Some(b"pa".to_vec()),
+            token: None,
+            wait_ms: 0,
         }),
         encode(&ClientRequest::Status),
         // Answers as a node sends them, with its clock.

@@ -83,6 +83,8 @@ pub(crate) enum Event {
         name: String,
         region: String,
         out: LinkSender,
+        /// The replication protocol version the link negotiated.
+        version: u8,
     },
     /// The link is gone.
     Down { peer: LinkId },
@@ -182,8 +184,11 @@ pub(crate) fn run(
                 name,
                 region,
                 out,
+                version,
             } => {
-                tracing::info!(peer = %name, %region, "replication link up");
+                tracing::info!(peer = %name, %region, version, "replication link up");
+                metrics::gauge!("meridian_replication_link_protocol", "peer" => name.clone())
+                    .set(f64::from(version));
                 links.insert(
                     peer,
                     Link {
@@ -193,7 +198,7 @@ pub(crate) fn run(
                         last_heard: Instant::now(),
                     },
                 );
-                repl.connected(peer, member, &engine, now());
+                repl.connected_at(peer, member, version, &engine, now());
                 Ok(())
             }
             Event::Down { peer } => {
@@ -519,6 +524,8 @@ fn publish(engine: &Engine, repl: &Replicator, view: &Published<'_>, status: &Mu
                 lag_ops,
                 lag_ms,
                 last_error: None,
+                protocol: Some(p.version),
+                features: p.features.clone(),
             },
         );
     }

@@ -2,11 +2,12 @@
 //! every write and read advances (read-your-writes across nodes).
 
 use super::client_proto::{
-    decode, encode, Answer, ClientError, ClientRequest, ClientResponse, Consistency, NodeStatus,
-    RegionTable, RequestId, RouteAnswer, CLIENT_FRAME_BYTES_MAX,
+    decode, encode_at, Answer, ClientError, ClientRequest, ClientResponse, Consistency, ErrorCode,
+    NodeStatus, RegionTable, RequestId, RouteAnswer, CLIENT_FRAME_BYTES_MAX,
 };
 use super::framing::{read_frame, write_frame};
-use super::tls::{client_config_with, TlsFiles, ALPN_CLIENT, CLIENT_LIVENESS};
+use super::protocols::{client_version, Protocols};
+use super::tls::{client_config_offering, TlsFiles, CLIENT_LIVENESS};
 use meridian::model::{CausalToken, Op, VersionVector};
 use meridian::routing::{ClockSample, Location};
 use meridian::{RandomSource, Read, SystemClock, WallClock};
@@ -51,6 +52,8 @@ impl ClientFailure {
 pub struct Client {
     endpoint: quinn::Endpoint,
     conn: quinn::Connection,
+    /// The client protocol version the connection negotiated.
+    version: u8,
     /// Everything this session wrote or read.
     pub token: CausalToken,
 }
@@ -73,7 +76,23 @@ impl Client {
         tls: &TlsFiles,
         liveness: Duration,
     ) -> Result<Client, ClientFailure> {
-        let config = client_config_with(tls, ALPN_CLIENT, false, Some(liveness))
+        Client::connect_speaking(addr, server_name, tls, liveness, CLIENT_PROTOCOL_NEWEST).await
+    }
+
+    /// `connect_with`, speaking client protocol versions up to `max` (the node picks the
+    /// newest it speaks too).
+    pub async fn connect_speaking(
+        addr: SocketAddr,
+        server_name: &str,
+        tls: &TlsFiles,
+        liveness: Duration,
+        max: u8,
+    ) -> Result<Client, ClientFailure> {
+        let protocols = Protocols {
+            client_max: max,
+            ..Protocols::default()
+        };
+        let config = client_config_offering(tls, protocols.client_alpns(), false, Some(liveness))
             .map_err(|e| ClientFailure::Connect(e.to_string()))?;
         let bind: SocketAddr = match (addr.is_ipv4(), addr.ip().is_loopback()) {
             (true, true) => (Ipv4Addr::LOCALHOST, 0).into(),
@@ -87,14 +106,34 @@ impl Client {
         let connecting = endpoint
             .connect(addr, server_name)
             .map_err(|e| ClientFailure::Connect(e.to_string()))?;
-        let conn = connecting
-            .await
-            .map_err(|e| ClientFailure::Connect(e.to_string()))?;
+        let conn = connecting.await.map_err(|e| {
+            let e = e.to_string();
+            if super::protocols::is_no_common_version(&e) {
+                ClientFailure::Connect(format!(
+                    "no client protocol version in common with the node (this client speaks {}): {e}",
+                    protocols.client_range()
+                ))
+            } else {
+                ClientFailure::Connect(e)
+            }
+        })?;
+        let alpn = super::tls::alpn(&conn).unwrap_or_default();
+        let Some(version) = client_version(&alpn) else {
+            return Err(ClientFailure::Protocol(
+                "the node chose no client protocol version".into(),
+            ));
+        };
         Ok(Client {
             endpoint,
             conn,
+            version,
             token: CausalToken::default(),
         })
+    }
+
+    /// The client protocol version the connection runs at.
+    pub fn version(&self) -> u8 {
+        self.version
     }
 
     /// Sends one request and waits for its response.
@@ -109,7 +148,22 @@ impl Client {
         &self,
         request: &ClientRequest,
     ) -> (Result<ClientResponse, ClientFailure>, Option<ClockSample>) {
-        let frame = encode(request);
+        if request.min_version() > self.version {
+            let message = format!(
+                "the node speaks client protocol {}; this request needs {}",
+                self.version,
+                request.min_version()
+            );
+            let unsupported = ClientError {
+                code: ErrorCode::Unsupported,
+                message,
+                retry_after_ms: None,
+                primary: None,
+                lost: None,
+            };
+            return (Err(ClientFailure::Server(unsupported)), None);
+        }
+        let frame = encode_at(self.version, request);
         if frame.len() > CLIENT_FRAME_BYTES_MAX {
             let len = frame.len();
             let max = CLIENT_FRAME_BYTES_MAX;
@@ -243,6 +297,9 @@ impl Client {
         let _ = tokio::time::timeout(CLOSE_WAIT, self.endpoint.wait_idle()).await;
     }
 }
+
+/// The newest client protocol version.
+const CLIENT_PROTOCOL_NEWEST: u8 = super::client_proto::CLIENT_PROTOCOL;
 
 /// Longest wait for a closed connection to drain.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);

@@ -1,5 +1,12 @@
 //! The client protocol: one request and one response per QUIC bidirectional stream, each a
 //! frame of a version byte and postcard.
+//!
+//! A node speaks every version in `CLIENT_PROTOCOLS` and answers a request in the request's
+//! version; a client learns the version to use when it connects (`protocols`: the newest both
+//! speak) and never sends a request that version cannot carry (`ClientRequest::min_version`:
+//! the client answers `Unsupported` itself). Version 6 added a session token to scans, the
+//! `Unsupported` error, and each link's protocol version and features to the status; every
+//! other message is encoded alike in 5 and 6 (`v5` holds what differs, frozen).
 
 use meridian::model::{CausalToken, Op, ReplicaId, VersionVector};
 use meridian::routing::{Location, Ranked};
@@ -7,10 +14,13 @@ use meridian::Read;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
-/// Version byte of client frames (3: writes carry a deadline, the status says whether the node
-/// is isolated; 5: writes carry what the session wrote or read of their keys, answers carry
-/// the node's clock).
-pub const CLIENT_PROTOCOL: u8 = 5;
+/// The newest client protocol version (3: writes carry a deadline, the status says whether the
+/// node is isolated; 5: writes carry what the session wrote or read of their keys, answers
+/// carry the node's clock; 6: scans carry the session's token, `Unsupported`, link versions in
+/// the status).
+pub const CLIENT_PROTOCOL: u8 = 6;
+/// Every client protocol version this build speaks, oldest to newest.
+pub const CLIENT_PROTOCOLS: std::ops::RangeInclusive<u8> = 5..=CLIENT_PROTOCOL;
 pub use meridian::limits::CLIENT_FRAME_BYTES_MAX;
 
 /// How far a write must have gone before it is acknowledged.
@@ -122,6 +132,11 @@ pub enum ClientRequest {
         limit: u32,
         /// Continue after this key (the last key of the previous page).
         after: Option<Vec<u8>>,
+        /// The session's causal token: the page reflects at least its writes (the region
+        /// waits up to `wait_ms` for them, then answers `NotYetVisible`). Version 6 and later.
+        token: Option<CausalToken>,
+        /// Longest wait for the token.
+        wait_ms: u32,
     },
     /// The node's status.
     Status,
@@ -195,6 +210,9 @@ pub enum ErrorCode {
     /// cluster holds; the session goes on once it forgets the rest
     /// (`RoutedClient::forget_lost`).
     Uncoverable,
+    /// The node (or the protocol version the connection runs at) does not support the
+    /// request; nothing was done. Another region, or the node once upgraded, may.
+    Unsupported,
 }
 
 /// A failed request.
@@ -230,6 +248,11 @@ pub struct PeerStatus {
     /// Why the link was last refused or closed by the protocol (a handshake mismatch, a bad
     /// frame), if it ever was.
     pub last_error: Option<String>,
+    /// The replication protocol version the link runs at, while one is up (client protocol
+    /// 6 and later).
+    pub protocol: Option<u8>,
+    /// The named features both ends of the link announced (client protocol 6 and later).
+    pub features: Vec<String>,
 }
 
 /// One region of the cluster as a node knows it.
@@ -378,21 +401,275 @@ pub struct Answer {
     pub response: ClientResponse,
 }
 
-/// Encodes a client message.
-pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
-    let mut out = vec![CLIENT_PROTOCOL];
-    // Writing into a Vec cannot fail.
-    let _ = postcard::to_io(msg, &mut out);
+/// A message of the client protocol, encoded for a version.
+pub trait Message: Sized + Serialize + for<'a> Deserialize<'a> {
+    /// Writes the message's body at `version` (one of `CLIENT_PROTOCOLS`).
+    fn encode_body(&self, version: u8, out: &mut Vec<u8>);
+    /// Reads a body written at `version`.
+    fn decode_body(version: u8, body: &[u8]) -> Result<Self, String>;
+}
+
+/// Encodes a client message at the newest version.
+pub fn encode<T: Message>(msg: &T) -> Vec<u8> {
+    encode_at(CLIENT_PROTOCOL, msg)
+}
+
+/// Encodes a client message at `version` (one of `CLIENT_PROTOCOLS`).
+pub fn encode_at<T: Message>(version: u8, msg: &T) -> Vec<u8> {
+    let mut out = vec![version];
+    msg.encode_body(version, &mut out);
     out
 }
 
-/// Decodes a client message.
-pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+/// Decodes a client message of any version this build speaks.
+pub fn decode<T: Message>(bytes: &[u8]) -> Result<T, String> {
+    decode_versioned(bytes).map(|(_, msg)| msg)
+}
+
+/// Decodes a client message of any version this build speaks, with its version.
+pub fn decode_versioned<T: Message>(bytes: &[u8]) -> Result<(u8, T), String> {
     let (&v, body) = bytes.split_first().ok_or("empty frame")?;
-    if v != CLIENT_PROTOCOL {
+    if !CLIENT_PROTOCOLS.contains(&v) {
         return Err(format!(
-            "client protocol {v} is not supported (this node speaks {CLIENT_PROTOCOL})"
+            "client protocol {v} is not supported (this node speaks {} to {})",
+            CLIENT_PROTOCOLS.start(),
+            CLIENT_PROTOCOLS.end()
         ));
     }
+    Ok((v, T::decode_body(v, body)?))
+}
+
+/// Writes `msg` as postcard (into a Vec: cannot fail).
+fn put<T: Serialize + ?Sized>(msg: &T, out: &mut Vec<u8>) {
+    let _ = postcard::to_io(msg, out);
+}
+
+/// Reads postcard (bytes after the message are ignored, as every version did).
+fn get<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
     postcard::from_bytes(body).map_err(|e| format!("malformed: {e}"))
+}
+
+/// Index of `ClientRequest::Scan` among its variants (postcard's enum tag).
+const SCAN_VARIANT: u32 = 3;
+/// Index of `ClientResponse::Status` among its variants.
+const STATUS_VARIANT: u32 = 3;
+
+impl ClientRequest {
+    /// The oldest client protocol version that can carry this request (a scan with a session
+    /// token needs 6).
+    pub fn min_version(&self) -> u8 {
+        match self {
+            ClientRequest::Scan { token: Some(_), .. } => 6,
+            _ => *CLIENT_PROTOCOLS.start(),
+        }
+    }
+}
+
+impl Message for ClientRequest {
+    fn encode_body(&self, version: u8, out: &mut Vec<u8>) {
+        match self {
+            // Version 5's scan has no token (`min_version` keeps one from being sent there).
+            ClientRequest::Scan {
+                prefix,
+                limit,
+                after,
+                ..
+            } if version < 6 => put(&(SCAN_VARIANT, prefix, limit, after), out),
+            _ => put(self, out),
+        }
+    }
+
+    fn decode_body(version: u8, body: &[u8]) -> Result<ClientRequest, String> {
+        if version < 6 && body.first().map(|&t| u32::from(t)) == Some(SCAN_VARIANT) {
+            let (_, prefix, limit, after): (u32, Vec<u8>, u32, Option<Vec<u8>>) = get(body)?;
+            return Ok(ClientRequest::Scan {
+                prefix,
+                limit,
+                after,
+                token: None,
+                wait_ms: 0,
+            });
+        }
+        get(body)
+    }
+}
+
+impl Message for Answer {
+    fn encode_body(&self, version: u8, out: &mut Vec<u8>) {
+        if version >= 6 {
+            return put(self, out);
+        }
+        match &self.response {
+            ClientResponse::Status(s) => put(
+                &(self.node_ms, STATUS_VARIANT, v5::NodeStatus::from(s)),
+                out,
+            ),
+            ClientResponse::Error(e) if e.code == ErrorCode::Unsupported => {
+                let older = ClientError {
+                    code: ErrorCode::BadRequest,
+                    message: format!("unsupported: {}", e.message),
+                    ..e.clone()
+                };
+                put(
+                    &Answer {
+                        node_ms: self.node_ms,
+                        response: ClientResponse::Error(older),
+                    },
+                    out,
+                )
+            }
+            _ => put(self, out),
+        }
+    }
+
+    fn decode_body(version: u8, body: &[u8]) -> Result<Answer, String> {
+        if version < 6 {
+            let (_, tag): (u64, u32) = get(body)?;
+            if tag == STATUS_VARIANT {
+                let (node_ms, _, status): (u64, u32, v5::NodeStatus) = get(body)?;
+                return Ok(Answer {
+                    node_ms,
+                    response: ClientResponse::Status(status.into()),
+                });
+            }
+        }
+        get(body)
+    }
+}
+
+/// Version 5's messages where they differ from the newest (frozen: the bytes released clients
+/// and nodes of version 5 read and write).
+mod v5 {
+    use meridian::model::ReplicaId;
+    use serde::{Deserialize, Serialize};
+
+    /// `super::PeerStatus` before it carried the link's version and features.
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct PeerStatus {
+        name: String,
+        region: String,
+        connected: bool,
+        rtt_ms: Option<u64>,
+        lag_ops: u64,
+        lag_ms: u64,
+        last_error: Option<String>,
+    }
+
+    /// `super::NodeStatus` of version 5 (its peers as above).
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct NodeStatus {
+        cluster: String,
+        name: String,
+        region: String,
+        replica: Option<ReplicaId>,
+        origin: Option<ReplicaId>,
+        epoch: u32,
+        writable: bool,
+        origin_note: String,
+        applied: Vec<(ReplicaId, u64)>,
+        peers: Vec<PeerStatus>,
+        storage_faults: u64,
+        last_fault: Option<String>,
+        log_entries_reclaimed: u64,
+        tombstones_pending: u64,
+        mode: String,
+        primary: Option<String>,
+        is_primary: bool,
+        isolated: bool,
+        health: String,
+        replication_store_errors: u64,
+        last_replication_store_error: Option<String>,
+        stability_frozen_ms: u64,
+        writes_declared_lost: u64,
+        records_declared_lost: u64,
+    }
+
+    impl From<&super::NodeStatus> for NodeStatus {
+        fn from(s: &super::NodeStatus) -> NodeStatus {
+            let s = s.clone();
+            NodeStatus {
+                cluster: s.cluster,
+                name: s.name,
+                region: s.region,
+                replica: s.replica,
+                origin: s.origin,
+                epoch: s.epoch,
+                writable: s.writable,
+                origin_note: s.origin_note,
+                applied: s.applied,
+                peers: s
+                    .peers
+                    .into_iter()
+                    .map(|p| PeerStatus {
+                        name: p.name,
+                        region: p.region,
+                        connected: p.connected,
+                        rtt_ms: p.rtt_ms,
+                        lag_ops: p.lag_ops,
+                        lag_ms: p.lag_ms,
+                        last_error: p.last_error,
+                    })
+                    .collect(),
+                storage_faults: s.storage_faults,
+                last_fault: s.last_fault,
+                log_entries_reclaimed: s.log_entries_reclaimed,
+                tombstones_pending: s.tombstones_pending,
+                mode: s.mode,
+                primary: s.primary,
+                is_primary: s.is_primary,
+                isolated: s.isolated,
+                health: s.health,
+                replication_store_errors: s.replication_store_errors,
+                last_replication_store_error: s.last_replication_store_error,
+                stability_frozen_ms: s.stability_frozen_ms,
+                writes_declared_lost: s.writes_declared_lost,
+                records_declared_lost: s.records_declared_lost,
+            }
+        }
+    }
+
+    impl From<NodeStatus> for super::NodeStatus {
+        fn from(s: NodeStatus) -> super::NodeStatus {
+            super::NodeStatus {
+                cluster: s.cluster,
+                name: s.name,
+                region: s.region,
+                replica: s.replica,
+                origin: s.origin,
+                epoch: s.epoch,
+                writable: s.writable,
+                origin_note: s.origin_note,
+                applied: s.applied,
+                peers: s
+                    .peers
+                    .into_iter()
+                    .map(|p| super::PeerStatus {
+                        name: p.name,
+                        region: p.region,
+                        connected: p.connected,
+                        rtt_ms: p.rtt_ms,
+                        lag_ops: p.lag_ops,
+                        lag_ms: p.lag_ms,
+                        last_error: p.last_error,
+                        protocol: None,
+                        features: Vec::new(),
+                    })
+                    .collect(),
+                storage_faults: s.storage_faults,
+                last_fault: s.last_fault,
+                log_entries_reclaimed: s.log_entries_reclaimed,
+                tombstones_pending: s.tombstones_pending,
+                mode: s.mode,
+                primary: s.primary,
+                is_primary: s.is_primary,
+                isolated: s.isolated,
+                health: s.health,
+                replication_store_errors: s.replication_store_errors,
+                last_replication_store_error: s.last_replication_store_error,
+                stability_frozen_ms: s.stability_frozen_ms,
+                writes_declared_lost: s.writes_declared_lost,
+                records_declared_lost: s.records_declared_lost,
+            }
+        }
+    }
 }

@@ -17,6 +17,7 @@ mod link_queue;
 mod links;
 pub mod node_config;
 mod primary;
+pub mod protocols;
 pub mod read_json;
 pub mod regions;
 mod requests_in_flight;
@@ -124,6 +125,8 @@ pub struct RuntimeConfig {
     pub replication: ReplicationConfig,
     /// Active-passive mode and its lease.
     pub active_passive: node_config::ActivePassive,
+    /// The newest protocol versions spoken (`protocols`).
+    pub protocols: protocols::Protocols,
 }
 
 /// The replica id a replica name gets in a cluster: stable across restarts, new with each
@@ -247,8 +250,13 @@ impl Runtime {
                 config.incarnation
             )));
         }
-        let server = tls::server_config(&config.tls, config.disable_gso)?;
-        let dial = tls::client_config(&config.tls, tls::ALPN_REPLICATION, config.disable_gso)?;
+        let server = tls::server_config(&config.tls, config.disable_gso, &config.protocols)?;
+        let dial = tls::client_config_offering(
+            &config.tls,
+            config.protocols.replication_alpns(),
+            config.disable_gso,
+            None,
+        )?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server),
@@ -383,6 +391,7 @@ impl Runtime {
             events: events.clone(),
             next_peer: AtomicU32::new(0),
             dial,
+            protocols: config.protocols,
             service,
             shutdown: shutdown_rx.clone(),
             isolated,

@@ -4,8 +4,9 @@
 use super::actor::Event;
 use super::framing::{read_frame, write_frame};
 use super::link_queue::{link_queue, LINK_QUEUE_BYTES};
+use super::protocols::{client_version, is_no_common_version, replication_version};
 use super::service::Service;
-use super::tls::{self, alpn, cert_names, peer_leaf, ALPN_CLIENT, ALPN_REPLICATION};
+use super::tls::{self, alpn, cert_names, peer_leaf};
 use super::PeerSpec;
 use meridian::limits::{ENTRY_BYTES_MAX, FRAME_BYTES_MAX, LINK_INBOUND_BYTES};
 use meridian::replication::{Inbound, LinkId};
@@ -33,6 +34,8 @@ pub(crate) struct LinkCtx {
 
     pub next_peer: AtomicU32,
     pub dial: quinn::ClientConfig,
+    /// The protocol versions this node speaks.
+    pub protocols: crate::protocols::Protocols,
     pub service: Arc<Service>,
     pub shutdown: watch::Receiver<bool>,
     /// True while an operator keeps the replication links cut (`admin isolate`).
@@ -87,32 +90,33 @@ pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>) {
                     return;
                 }
             };
-            match alpn(&conn).as_deref() {
-                Some(a) if a == ALPN_REPLICATION => {
-                    let leaf = peer_leaf(&conn);
-                    let peer = leaf.and_then(|cert| {
-                        ctx.peers
-                            .iter()
-                            .find(|p| cert_names(&cert, &ctx.dns(p)))
-                            .cloned()
-                    });
-                    match peer {
-                        Some(_) if ctx.is_isolated() => {
-                            conn.close(quinn::VarInt::from_u32(503), b"isolated by an operator");
-                        }
-                        Some(p) => run_link(conn, p, ctx).await,
-                        None => {
-                            tracing::warn!(remote = %conn.remote_address(), "refusing a replica that is not a configured peer");
-                            metrics::counter!("meridian_peers_refused_total").increment(1);
-                            conn.close(
-                                quinn::VarInt::from_u32(403),
-                                b"not a member of this cluster",
-                            );
-                        }
+            let negotiated = alpn(&conn).unwrap_or_default();
+            if let Some(version) = replication_version(&negotiated) {
+                let leaf = peer_leaf(&conn);
+                let peer = leaf.and_then(|cert| {
+                    ctx.peers
+                        .iter()
+                        .find(|p| cert_names(&cert, &ctx.dns(p)))
+                        .cloned()
+                });
+                match peer {
+                    Some(_) if ctx.is_isolated() => {
+                        conn.close(quinn::VarInt::from_u32(503), b"isolated by an operator");
+                    }
+                    Some(p) => run_link(conn, p, version, ctx).await,
+                    None => {
+                        tracing::warn!(remote = %conn.remote_address(), "refusing a replica that is not a configured peer");
+                        metrics::counter!("meridian_peers_refused_total").increment(1);
+                        conn.close(
+                            quinn::VarInt::from_u32(403),
+                            b"not a member of this cluster",
+                        );
                     }
                 }
-                Some(a) if a == ALPN_CLIENT => ctx.service.clone().serve(conn).await,
-                _ => conn.close(quinn::VarInt::from_u32(400), b"unknown protocol"),
+            } else if client_version(&negotiated).is_some() {
+                ctx.service.clone().serve(conn).await
+            } else {
+                conn.close(quinn::VarInt::from_u32(400), b"unknown protocol");
             }
         });
     }
@@ -143,12 +147,32 @@ pub(crate) async fn dial_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>, peer
         match attempt.await {
             Ok(conn) => {
                 let up = std::time::Instant::now();
-                run_link(conn, peer.clone(), ctx.clone()).await;
+                let negotiated = alpn(&conn).unwrap_or_default();
+                let Some(version) = replication_version(&negotiated) else {
+                    conn.close(quinn::VarInt::from_u32(400), b"unknown protocol");
+                    ctx.link_failed(
+                        &peer.name,
+                        "dial: the peer chose no replication protocol".into(),
+                    );
+                    continue;
+                };
+                run_link(conn, peer.clone(), version, ctx.clone()).await;
                 // A link the peer closes at once (isolated by an operator, or refusing this
                 // replica) is retried with the backoff, not in a tight loop of handshakes.
                 if up.elapsed() >= LINK_LIVED {
                     backoff = BACKOFF_MS_MIN;
                 }
+            }
+            Err(e) if is_no_common_version(&e) => {
+                metrics::counter!("meridian_replication_version_refused_total").increment(1);
+                let why = format!(
+                    "dial: no replication protocol version in common with the peer (this node \
+                     speaks {}): one of the two runs a release too old or too new for the \
+                     other ({e})",
+                    ctx.protocols.replication_range()
+                );
+                tracing::warn!(peer = %peer.name, reason = %why, "replication link refused");
+                ctx.link_failed(&peer.name, why);
             }
             Err(e) => {
                 tracing::debug!(peer = %peer.name, error = %e, "dial failed");
@@ -171,7 +195,7 @@ pub(crate) async fn dial_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>, peer
 
 /// Runs one replication link until it fails or shutdown: our frames out on a unidirectional
 /// stream, the peer's in on the one it opens.
-async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
+async fn run_link(conn: quinn::Connection, peer: PeerSpec, version: u8, ctx: Arc<LinkCtx>) {
     let id = LinkId(ctx.next_peer.fetch_add(1, Ordering::SeqCst));
     let (tx, mut rx) = link_queue(LINK_QUEUE_BYTES);
     let mut send = match conn.open_uni().await {
@@ -187,6 +211,7 @@ async fn run_link(conn: quinn::Connection, peer: PeerSpec, ctx: Arc<LinkCtx>) {
         name: peer.name.clone(),
         region: peer.region.clone(),
         out: tx,
+        version,
     };
     if ctx.events.send(up).await.is_err() {
         return;

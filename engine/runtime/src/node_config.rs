@@ -109,6 +109,34 @@ pub struct NodeConfig {
     /// whose clock is wrong); at most a day either way.
     #[serde(default)]
     pub clock_skew_ms: i64,
+    /// The newest protocol versions to speak (a rolling upgrade pins the previous release's
+    /// until every node runs the new one).
+    #[serde(default)]
+    pub protocols: ProtocolsSection,
+}
+
+/// `[protocols]`: the newest protocol versions this node speaks (absent: the newest this
+/// build speaks).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtocolsSection {
+    /// Newest replication protocol version.
+    #[serde(default)]
+    pub replication_max: Option<u8>,
+    /// Newest client protocol version.
+    #[serde(default)]
+    pub client_max: Option<u8>,
+}
+
+impl ProtocolsSection {
+    /// The versions spoken, or why they cannot be.
+    pub fn protocols(&self) -> Result<crate::protocols::Protocols, String> {
+        let newest = crate::protocols::Protocols::default();
+        crate::protocols::Protocols::pinned(
+            self.replication_max.unwrap_or(newest.replication_max),
+            self.client_max.unwrap_or(newest.client_max),
+        )
+    }
 }
 
 /// Longest clock skew a node may be configured with (a day).
@@ -335,6 +363,7 @@ impl NodeConfig {
             peers: Vec::new(),
             active_passive: ActivePassive::default(),
             clock_skew_ms: 0,
+            protocols: ProtocolsSection::default(),
         }
     }
 
@@ -471,6 +500,9 @@ impl NodeConfig {
                 p.name
             );
         }
+        self.protocols
+            .protocols()
+            .map_err(|e| format!("section `protocols`: {e}"))?;
         let ap = &self.active_passive;
         ensure!(
             (200..=meridian::lease::LEASE_MS_MAX).contains(&ap.lease_ms),
@@ -549,6 +581,7 @@ impl NodeConfig {
                 ..Default::default()
             },
             active_passive: self.active_passive.clone(),
+            protocols: self.protocols.protocols().unwrap_or_default(),
         }
     }
 }

@@ -9,8 +9,8 @@
 
 use super::actor::Event;
 use super::client_proto::{
-    decode, encode, Answer, ClientError, ClientRequest, ClientResponse, Consistency, ErrorCode,
-    NodeStatus, RequestId, CLIENT_FRAME_BYTES_MAX,
+    decode, encode_at, Answer, ClientError, ClientRequest, ClientResponse, Consistency, ErrorCode,
+    NodeStatus, RequestId, CLIENT_FRAME_BYTES_MAX, CLIENT_PROTOCOLS,
 };
 use super::framing::{read_frame_body, read_frame_len, write_frame};
 use super::primary::PrimaryBoard;
@@ -199,8 +199,16 @@ impl Service {
                     let body = read_frame_body(&mut recv, len).await?;
                     Ok::<_, super::framing::FramingError>(Some((body, permit)))
                 };
+                // Answered in the request's version (the oldest this node speaks when the
+                // request did not say one it does).
+                let mut version = *CLIENT_PROTOCOLS.start();
                 let response = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read).await {
-                    Ok(Ok(Some((bytes, _permit)))) => this.respond(&who, role, &bytes).await,
+                    Ok(Ok(Some((bytes, _permit)))) => {
+                        if let Some(&v) = bytes.first().filter(|v| CLIENT_PROTOCOLS.contains(v)) {
+                            version = v;
+                        }
+                        this.respond(&who, role, &bytes).await
+                    }
                     Ok(Ok(None)) => return,
                     Ok(Err(e)) => error(ErrorCode::BadRequest, e.to_string()),
                     Err(_) => error(ErrorCode::BadRequest, "the request did not arrive in time"),
@@ -209,7 +217,10 @@ impl Service {
                     node_ms: this.engine.config().clock.now_ms(),
                     response,
                 };
-                if write_frame(&mut send, encode(&answer)).await.is_ok() {
+                if write_frame(&mut send, encode_at(version, &answer))
+                    .await
+                    .is_ok()
+                {
                     let _ = send.finish();
                 }
             });
@@ -277,6 +288,11 @@ impl Service {
             _ => {}
         }
         if let ClientRequest::Read {
+            token: Some(token),
+            wait_ms,
+            ..
+        }
+        | ClientRequest::Scan {
             token: Some(token),
             wait_ms,
             ..
@@ -829,6 +845,7 @@ fn execute(engine: &Engine, request: ClientRequest) -> ClientResponse {
             prefix,
             limit,
             after,
+            ..
         } => {
             let limit = limit.min(SCAN_ROWS_MAX) as usize;
             match engine.scan_prefix_page(&prefix, after.as_deref(), limit, SCAN_BYTES_MAX) {

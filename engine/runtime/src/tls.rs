@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// ALPN of replica-to-replica links.
-pub const ALPN_REPLICATION: &[u8] = b"meridian-replication/1";
-/// ALPN of client connections.
-pub const ALPN_CLIENT: &[u8] = b"meridian-client/1";
+/// ALPN of replica-to-replica links at the newest version (`protocols` lists every version).
+pub const ALPN_REPLICATION: &[u8] = crate::protocols::REPLICATION_ALPNS[0].1;
+/// ALPN of client connections at the newest version (`protocols` lists every version).
+pub const ALPN_CLIENT: &[u8] = crate::protocols::CLIENT_ALPNS[0].1;
 
 /// The PEM files of one identity.
 #[derive(Clone, Debug)]
@@ -164,10 +164,12 @@ fn transport(disable_gso: bool, liveness: Option<Duration>) -> Arc<quinn::Transp
     Arc::new(t)
 }
 
-/// Server side: requires a client certificate from the cluster CA; offers both ALPNs.
+/// Server side: requires a client certificate from the cluster CA; offers every version of
+/// both protocols that `protocols` allows, newest first (the dialer's newest in common wins).
 pub fn server_config(
     files: &TlsFiles,
     disable_gso: bool,
+    protocols: &crate::protocols::Protocols,
 ) -> Result<quinn::ServerConfig, RuntimeError> {
     let (roots, chain, key) = read_pems(files)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
@@ -179,7 +181,8 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|e| RuntimeError::Tls(e.to_string()))?;
-    crypto.alpn_protocols = vec![ALPN_REPLICATION.to_vec(), ALPN_CLIENT.to_vec()];
+    crypto.alpn_protocols = protocols.replication_alpns();
+    crypto.alpn_protocols.extend(protocols.client_alpns());
     crypto.max_early_data_size = 0;
     let quic = QuicServerConfig::try_from(crypto).map_err(|e| RuntimeError::Tls(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
@@ -205,6 +208,17 @@ pub fn client_config_with(
     disable_gso: bool,
     liveness: Option<Duration>,
 ) -> Result<quinn::ClientConfig, RuntimeError> {
+    client_config_offering(files, vec![alpn.to_vec()], disable_gso, liveness)
+}
+
+/// `client_config_with`, offering the ALPN names `alpns` (one per protocol version, newest
+/// first: the node picks the newest it speaks).
+pub fn client_config_offering(
+    files: &TlsFiles,
+    alpns: Vec<Vec<u8>>,
+    disable_gso: bool,
+    liveness: Option<Duration>,
+) -> Result<quinn::ClientConfig, RuntimeError> {
     let (roots, chain, key) = read_pems(files)?;
     let mut crypto = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -212,7 +226,7 @@ pub fn client_config_with(
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
         .map_err(|e| RuntimeError::Tls(e.to_string()))?;
-    crypto.alpn_protocols = vec![alpn.to_vec()];
+    crypto.alpn_protocols = alpns;
     crypto.enable_early_data = false;
     let quic = QuicClientConfig::try_from(crypto).map_err(|e| RuntimeError::Tls(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));

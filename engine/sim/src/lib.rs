@@ -69,6 +69,10 @@ pub struct Faults {
     /// peer that vouches for the key, and a state transfer can leave every peer uncertain of
     /// it, so some seeds end with a record still damaged; see the notes).
     pub corrupt_records: bool,
+    /// A rolling upgrade: some regions start speaking only the oldest replication protocol
+    /// version (the previous release), their links run at it, and each such region speaks the
+    /// newest from its next restart on.
+    pub mixed_versions: bool,
 }
 
 impl Default for Faults {
@@ -87,6 +91,7 @@ impl Default for Faults {
             durability_switch: true,
             corrupt_storage: true,
             corrupt_records: false,
+            mixed_versions: true,
         }
     }
 }
@@ -210,6 +215,9 @@ pub struct SeedReport {
     pub declared_lost: u64,
     /// Power losses, wiped disks and new epochs in the run.
     pub disk_faults: u64,
+    /// Links that ran at an older protocol version than the newest (a region of the
+    /// previous release at one end).
+    pub older_version_links: u64,
     /// Time from heal to convergence.
     pub convergence_ms: Option<u64>,
     /// State-transfer rounds started (the log no longer held what a peer lacked).

@@ -26,6 +26,7 @@ impl SimOptions {
             (f.durability_switch, " --no-durability-switch"),
             (f.corrupt_storage, " --no-corrupt-storage"),
             (!f.corrupt_records, " --corrupt-records"),
+            (f.mixed_versions, " --no-mixed-versions"),
             (self.clients, " --no-clients"),
         ] {
             if !on {

@@ -11,7 +11,9 @@ use super::network::{LinkFaults, Network, REGIONS};
 use super::rng::{SharedRng, SimRng};
 use super::workload::{self, Session};
 use super::{Faults, SeedReport, SimOptions};
-use meridian::replication::{LinkId, Output, ReplicationConfig, Replicator};
+use meridian::replication::{
+    LinkId, Output, ReplicationConfig, Replicator, PROTOCOL_VERSION, PROTOCOL_VERSIONS,
+};
 use meridian::{Config, Engine, WallClock};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -76,6 +78,9 @@ struct Region {
     node_origin: Option<meridian::ReplicaId>,
     /// Its disk was wiped since it went down.
     wiped: bool,
+    /// The newest replication protocol version it speaks (the oldest until its first restart
+    /// when it starts as the previous release: `Faults::mixed_versions`).
+    protocol_max: u8,
     /// The applied vector I1 was last checked against, and the writes verified so far in this
     /// run.
     checked: Option<meridian::VersionVector>,
@@ -167,6 +172,8 @@ struct World {
     held_at_crash: std::collections::BTreeMap<meridian::ReplicaId, Held>,
     /// Power losses and wiped disks so far.
     disk_faults: u64,
+    /// Links opened at an older protocol version than the newest.
+    older_version_links: u64,
     /// Whether power losses may tear the log (lose an earlier write, keep a later one).
     torn_logs: bool,
     /// Whether a region's durability may change between two of its runs.
@@ -267,6 +274,10 @@ impl World {
         r.checked = None;
         r.verified.clear();
         r.frozen = None;
+        if r.runs > 0 {
+            // Restarted: upgraded to this release, if it was not.
+            r.protocol_max = PROTOCOL_VERSION;
+        }
         r.runs += 1;
         engine
             .attach_replication()
@@ -287,11 +298,21 @@ impl World {
         for j in 0..self.regions.len() {
             if j != i && self.regions[j].node.is_some() {
                 let member_j = sim_replica(j, self.regions[j].incarnation);
+                // Both ends speak from the oldest version up: the link runs at the lower of
+                // their newest, as the runtime's ALPN negotiation settles it.
+                let version = self.regions[i]
+                    .protocol_max
+                    .min(self.regions[j].protocol_max);
+                if version < PROTOCOL_VERSION {
+                    self.older_version_links += 1;
+                }
                 self.with_node(i, |n, now| {
-                    n.repl.connected(LinkId(j as u32), member_j, &n.engine, now)
+                    n.repl
+                        .connected_at(LinkId(j as u32), member_j, version, &n.engine, now)
                 });
                 self.with_node(j, |n, now| {
-                    n.repl.connected(LinkId(i as u32), id, &n.engine, now)
+                    n.repl
+                        .connected_at(LinkId(i as u32), id, version, &n.engine, now)
                 });
                 self.flush(i);
                 self.flush(j);
@@ -528,6 +549,9 @@ fn inflate_claims(frame: Vec<u8>) -> Vec<u8> {
     use meridian::replication::Frame;
     let inflate =
         |v: Vec<(meridian::ReplicaId, u64)>| v.into_iter().map(|(o, s)| (o, s + LIE)).collect();
+    let Some(version) = Frame::version_of(&frame) else {
+        return frame;
+    };
     match Frame::decode(&frame) {
         Ok(Frame::Hello {
             cluster,
@@ -538,6 +562,8 @@ fn inflate_claims(frame: Vec<u8>) -> Vec<u8> {
             region,
             applied,
             reply,
+            speaks,
+            features,
         }) => Frame::Hello {
             cluster,
             member,
@@ -547,13 +573,15 @@ fn inflate_claims(frame: Vec<u8>) -> Vec<u8> {
             region,
             applied: inflate(applied),
             reply,
+            speaks,
+            features,
         }
-        .encode(),
+        .encode_at(version),
         Ok(Frame::Ack { applied, serial }) => Frame::Ack {
             applied: inflate(applied),
             serial,
         }
-        .encode(),
+        .encode_at(version),
         _ => frame,
     }
 }
@@ -594,6 +622,12 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                 expect_after_open: None,
                 node_origin: None,
                 wiped: false,
+                // Decided by the seed's bits, not drawn: seeds keep their random sequence.
+                protocol_max: if faults.mixed_versions && (seed >> (8 + i)) & 1 == 1 {
+                    *PROTOCOL_VERSIONS.start()
+                } else {
+                    PROTOCOL_VERSION
+                },
                 checked: None,
                 verified: Default::default(),
                 frozen: None,
@@ -607,6 +641,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
         violations: Vec::new(),
         held_at_crash: Default::default(),
         disk_faults: 0,
+        older_version_links: 0,
         torn_logs: faults.torn_logs,
         durability_switch: faults.durability_switch,
         corrupt_records: faults.corrupt_records,
@@ -815,6 +850,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
 
     report.operations = ops_done as u64;
     report.disk_faults = world.disk_faults;
+    report.older_version_links = world.older_version_links;
     report.simulated_ms = world.now_ms;
     report.bytes_moved = world.net.bytes_sent;
     let (client, client_sessions) = world.clients_finish(report.convergence_ms.is_some());

@@ -871,6 +871,8 @@ async fn scan_all(cluster: &Cluster, i: usize) -> anyhow::Result<State> {
             prefix: Vec::new(),
             limit: 1_000,
             after: after.clone(),
+            token: None,
+            wait_ms: 0,
         };
         match client.request(&request).await? {
             ClientResponse::Rows { rows, more } => {

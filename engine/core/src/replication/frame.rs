@@ -1,5 +1,13 @@
 //! Replication frames: a version byte, then postcard. Length is checked before decoding.
 //!
+//! Versions: a build speaks a range of protocol versions (`PROTOCOL_VERSIONS`); a link runs at
+//! the highest version both ends speak, which the driver negotiates before the first frame
+//! (the runtime through the connection's ALPN, the simulator by comparing ranges) and hands
+//! to `Replicator::connected_at`. Frames are encoded for the link's version (`encode_at`):
+//! a field an older version lacks is never sent to it. Version 5 added the version range and
+//! named features to `Hello`; every other frame is encoded alike in 4 and 5.
+//! `tests/frame_compat.rs` pins each version's bytes to what its release wrote.
+//!
 //! | frame | when | meaning |
 //! |---|---|---|
 //! | `Hello` | on connect, retried until answered; again after an epoch change | cluster, member, its origin and epoch, process session, region, applied vector |
@@ -17,9 +25,29 @@
 
 use crate::model::{ReplicaId, RequestTag, VersionVector};
 use serde::{Deserialize, Serialize};
+use std::ops::RangeInclusive;
 
-/// Version byte of the frames this build speaks.
-pub const PROTOCOL_VERSION: u8 = 4;
+/// The protocol versions this build speaks, oldest to newest.
+pub const PROTOCOL_VERSIONS: RangeInclusive<u8> = 4..=5;
+/// The newest protocol version this build speaks (what a link runs at between two builds
+/// of this release).
+pub const PROTOCOL_VERSION: u8 = *PROTOCOL_VERSIONS.end();
+/// The first version whose `Hello` carries the sender's versions and features.
+pub const HELLO_RANGE_VERSION: u8 = 5;
+/// Named features this build announces in its `Hello` (a link uses a feature only when both
+/// ends announce it).
+pub const FEATURES: &[&str] = &["request-tags", "fencing"];
+/// Most features a `Hello` may announce, and longest name of one, in bytes (more is refused).
+pub const FEATURES_MAX: usize = 32;
+/// Longest feature name, in bytes.
+pub const FEATURE_BYTES_MAX: usize = 64;
+
+/// The version a link between a replica speaking `ours` and one speaking `theirs` runs at:
+/// the highest both speak, `None` when the ranges do not meet.
+pub fn common_version(ours: &RangeInclusive<u8>, theirs: &RangeInclusive<u8>) -> Option<u8> {
+    let v = (*ours.end()).min(*theirs.end());
+    (v >= *ours.start() && v >= *theirs.start()).then_some(v)
+}
 pub use crate::limits::FRAME_BYTES_MAX;
 
 /// One log entry on the wire.
@@ -75,6 +103,11 @@ pub enum Frame {
         applied: Vec<(ReplicaId, u64)>,
         /// Whether this answers the peer's `Hello` (an answer is not answered).
         reply: bool,
+        /// The oldest and newest protocol versions the sender speaks (sent from version 5;
+        /// `[4, 4]` when read from a version-4 `Hello`).
+        speaks: [u8; 2],
+        /// Named features the sender supports (sent from version 5; none in version 4).
+        features: Vec<String>,
     },
     /// Handshake refused.
     Reject {
@@ -235,7 +268,7 @@ pub enum FrameError {
     #[error("empty frame")]
     Empty,
     /// A protocol version this build does not speak.
-    #[error("protocol version {0} is not supported (this build speaks {PROTOCOL_VERSION})")]
+    #[error("protocol version {0} is not supported (this build speaks {lo} to {hi})", lo = PROTOCOL_VERSIONS.start(), hi = PROTOCOL_VERSIONS.end())]
     Version(u8),
     /// Undecodable.
     #[error("malformed frame: {0}")]
@@ -243,32 +276,131 @@ pub enum FrameError {
 }
 
 impl Frame {
-    /// The frame's bytes.
+    /// The frame's bytes at the newest version (`encode_at` for a link's version).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![PROTOCOL_VERSION];
+        self.encode_at(PROTOCOL_VERSION)
+    }
+
+    /// The frame's bytes at protocol `version` (one of `PROTOCOL_VERSIONS`; fields that
+    /// version lacks are left out).
+    pub fn encode_at(&self, version: u8) -> Vec<u8> {
+        debug_assert!(PROTOCOL_VERSIONS.contains(&version), "version {version}");
+        let mut out = vec![version];
         // Writing into a Vec cannot fail.
-        let _ = postcard::to_io(self, &mut out);
+        match self {
+            Frame::Hello { .. } if version < HELLO_RANGE_VERSION => {
+                let _ = postcard::to_io(&(HELLO_VARIANT, v4::Hello::from(self)), &mut out);
+            }
+            _ => {
+                let _ = postcard::to_io(self, &mut out);
+            }
+        }
         out
     }
 
-    /// Parses a frame, checking its size before anything else.
+    /// Parses a frame of any version this build speaks, checking its size before anything
+    /// else.
     pub fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
         if bytes.len() > FRAME_BYTES_MAX {
             return Err(FrameError::TooLarge(bytes.len()));
         }
         let (&v, body) = bytes.split_first().ok_or(FrameError::Empty)?;
-        if v != PROTOCOL_VERSION {
+        if !PROTOCOL_VERSIONS.contains(&v) {
             return Err(FrameError::Version(v));
         }
-        let (frame, rest) =
-            postcard::take_from_bytes(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(FrameError::Malformed(format!(
-                "{} trailing bytes",
-                rest.len()
-            )));
+        if v < HELLO_RANGE_VERSION && body.first().map(|&t| u32::from(t)) == Some(HELLO_VARIANT) {
+            let (_, hello): (u32, v4::Hello) = whole(body)?;
+            return Ok(hello.into());
         }
-        Ok(frame)
+        whole(body)
+    }
+
+    /// The version a frame's bytes say they are in, if any.
+    pub fn version_of(bytes: &[u8]) -> Option<u8> {
+        bytes.first().copied()
+    }
+}
+
+/// `T` decoded from all of `body` (trailing bytes are malformed).
+fn whole<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, FrameError> {
+    let (value, rest) =
+        postcard::take_from_bytes(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(FrameError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(value)
+}
+
+/// Index of `Frame::Hello` among the variants (postcard's enum tag).
+const HELLO_VARIANT: u32 = 0;
+
+/// Version 4's frames where they differ from the newest (frozen: these are the bytes released
+/// peers of version 4 read and write).
+mod v4 {
+    use super::Frame;
+    use crate::model::ReplicaId;
+    use serde::{Deserialize, Serialize};
+
+    /// `Frame::Hello` before it carried versions and features.
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Hello {
+        cluster: String,
+        member: ReplicaId,
+        origin: ReplicaId,
+        epoch: u32,
+        session: u64,
+        region: String,
+        applied: Vec<(ReplicaId, u64)>,
+        reply: bool,
+    }
+
+    impl From<&Frame> for Hello {
+        fn from(frame: &Frame) -> Hello {
+            let Frame::Hello {
+                cluster,
+                member,
+                origin,
+                epoch,
+                session,
+                region,
+                applied,
+                reply,
+                ..
+            } = frame
+            else {
+                unreachable!("only a Hello is encoded as one")
+            };
+            Hello {
+                cluster: cluster.clone(),
+                member: *member,
+                origin: *origin,
+                epoch: *epoch,
+                session: *session,
+                region: region.clone(),
+                applied: applied.clone(),
+                reply: *reply,
+            }
+        }
+    }
+
+    impl From<Hello> for Frame {
+        fn from(h: Hello) -> Frame {
+            Frame::Hello {
+                cluster: h.cluster,
+                member: h.member,
+                origin: h.origin,
+                epoch: h.epoch,
+                session: h.session,
+                region: h.region,
+                applied: h.applied,
+                reply: h.reply,
+                speaks: [4, 4],
+                features: Vec::new(),
+            }
+        }
     }
 }
 
@@ -287,9 +419,14 @@ pub struct EntryOut<'a, B> {
     pub request: Option<&'a RequestTag>,
 }
 
-/// The bytes of `Frame::Entries { origin, entries }` written straight from borrowed record
-/// states (the sender's hot path: no copy into owned `WireEntry`s first).
-pub fn encode_entries<B: AsRef<[u8]>>(origin: ReplicaId, entries: &[EntryOut<'_, B>]) -> Vec<u8> {
+/// The bytes of `Frame::Entries { origin, entries }` at protocol `version`, written straight
+/// from borrowed record states (the sender's hot path: no copy into owned `WireEntry`s
+/// first). Entries are encoded alike in every version this build speaks.
+pub fn encode_entries<B: AsRef<[u8]>>(
+    version: u8,
+    origin: ReplicaId,
+    entries: &[EntryOut<'_, B>],
+) -> Vec<u8> {
     struct Records<'a, B>(&'a [(B, B)]);
     impl<B: AsRef<[u8]>> Serialize for Records<'_, B> {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -327,7 +464,7 @@ pub fn encode_entries<B: AsRef<[u8]>>(origin: ReplicaId, entries: &[EntryOut<'_,
         .map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 6)
         .sum();
     let mut out = Vec::with_capacity(size + 16 + 12 * entries.len());
-    out.push(PROTOCOL_VERSION);
+    out.push(version);
     // postcard writes an enum variant as its index, then the fields in order; writing into a
     // Vec cannot fail. `encode_entries_matches_frame_encode` pins this to `Frame::encode`.
     let _ = postcard::to_io(&(ENTRIES_VARIANT, origin, Entries(entries)), &mut out);
@@ -351,7 +488,9 @@ pub type EntryRef<'a> = (
 pub fn decode_entries(bytes: &[u8]) -> Option<Result<(ReplicaId, Vec<EntryRef<'_>>), FrameError>> {
     // postcard writes the variant index as a varint: one byte below 128.
     match bytes {
-        [PROTOCOL_VERSION, tag, body @ ..] if u32::from(*tag) == ENTRIES_VARIANT => {
+        [v, tag, body @ ..]
+            if u32::from(*tag) == ENTRIES_VARIANT && PROTOCOL_VERSIONS.contains(v) =>
+        {
             if bytes.len() > FRAME_BYTES_MAX {
                 return Some(Err(FrameError::TooLarge(bytes.len())));
             }
@@ -423,6 +562,7 @@ mod tests {
         let gone = [b"gone".to_vec()];
         let none: [Vec<u8>; 0] = [];
         let borrowed = encode_entries(
+            PROTOCOL_VERSION,
             ReplicaId(u64::MAX - 3),
             &[
                 EntryOut {
@@ -449,7 +589,34 @@ mod tests {
             ],
         );
         assert_eq!(borrowed, owned.encode());
-        assert_eq!(Frame::decode(&borrowed), Ok(owned));
+        assert_eq!(Frame::decode(&borrowed), Ok(owned.clone()));
+        // Every version this build speaks encodes entries alike, but for the version byte.
+        for v in PROTOCOL_VERSIONS {
+            let none: [Vec<u8>; 0] = [];
+            let at = encode_entries(
+                v,
+                ReplicaId(7),
+                &[EntryOut {
+                    seq: 1,
+                    records: &a[..],
+                    left_out: &none[..],
+                    lost: false,
+                    request: None,
+                }],
+            );
+            let Frame::Entries { entries, .. } = &owned else {
+                unreachable!()
+            };
+            let mut first = entries[0].clone();
+            first.request = None;
+            let expected = Frame::Entries {
+                origin: ReplicaId(7),
+                entries: vec![first],
+            };
+            assert_eq!(at, expected.encode_at(v));
+            assert_eq!(at[0], v);
+            assert!(matches!(decode_entries(&at), Some(Ok(_))));
+        }
         let Some(Ok((origin, entries))) = decode_entries(&borrowed) else {
             panic!("an entries frame decodes borrowed");
         };

@@ -19,8 +19,10 @@ mod seam;
 mod shared_iblt;
 
 pub use frame::{
-    decode_entries, encode_entries, EntryOut, EntryRef, Exceptions, Frame, FrameError, RegionAbout,
-    WireEntry, ABOUT_ADDRESS_BYTES_MAX, EXCEPTIONS_MAX, FRAME_BYTES_MAX, PROTOCOL_VERSION,
+    common_version, decode_entries, encode_entries, EntryOut, EntryRef, Exceptions, Frame,
+    FrameError, RegionAbout, WireEntry, ABOUT_ADDRESS_BYTES_MAX, EXCEPTIONS_MAX, FEATURES,
+    FEATURES_MAX, FEATURE_BYTES_MAX, FRAME_BYTES_MAX, HELLO_RANGE_VERSION, PROTOCOL_VERSION,
+    PROTOCOL_VERSIONS,
 };
 
 pub use inbound::{

@@ -128,12 +128,21 @@ pub struct Peer {
     pub(crate) last_offer_ms: u64,
     /// Last time this replica asked the peer for a round (`AeRequest`), to repair damage.
     pub(crate) last_request_ms: Option<u64>,
+    /// The protocol version the link runs at (the driver negotiated it).
+    pub version: u8,
+    /// The oldest and newest versions the peer says it speaks (from its `Hello`).
+    pub speaks: Option<[u8; 2]>,
+    /// The named features both ends announced.
+    pub features: Vec<String>,
 }
 
 impl Peer {
-    pub(crate) fn new(member: ReplicaId, now_ms: u64) -> Peer {
+    pub(crate) fn new(member: ReplicaId, version: u8, now_ms: u64) -> Peer {
         Peer {
             member,
+            version,
+            speaks: None,
+            features: Vec::new(),
             about: None,
             state: LinkState::Connecting {
                 hello_sent_ms: now_ms,

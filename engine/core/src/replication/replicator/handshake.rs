@@ -14,7 +14,10 @@
 
 use super::{LinkId, LinkState, Output, Peer, ReplicationError, Replicator};
 use crate::model::{ReplicaId, VersionVector};
-use crate::replication::frame::{vv_entries, Frame, RegionAbout};
+use crate::replication::frame::{
+    vv_entries, Frame, RegionAbout, FEATURES, FEATURES_MAX, FEATURE_BYTES_MAX, HELLO_RANGE_VERSION,
+    PROTOCOL_VERSIONS,
+};
 use crate::replication::ReplicaStore;
 use std::collections::VecDeque;
 
@@ -31,6 +34,8 @@ pub(super) struct Hello {
     pub region: String,
     pub applied: VersionVector,
     pub reply: bool,
+    pub speaks: [u8; 2],
+    pub features: Vec<String>,
 }
 
 /// The process sessions a member has announced.
@@ -88,7 +93,13 @@ impl Replicator {
             region,
             applied,
             reply,
+            speaks,
+            features,
         } = hello;
+        if let Err(why) = self.take_versions(peer, speaks, features) {
+            metrics::counter!("meridian_replication_version_refused_total").increment(1);
+            return Err(self.reject(peer, why));
+        }
         if cluster != self.config.cluster {
             let why = format!("cluster {cluster:?} is not {:?}", self.config.cluster);
             return Err(self.reject(peer, why));
@@ -159,9 +170,14 @@ impl Replicator {
                 // a new epoch announced): follow what it reports, keep the cursors.
                 p.follow(&claim);
             } else {
-                let kept = (p.origin, std::mem::take(&mut p.claimed));
-                *p = Peer::new(member, now_ms);
-                (p.origin, p.claimed) = kept;
+                let kept = (
+                    p.origin,
+                    std::mem::take(&mut p.claimed),
+                    p.speaks,
+                    std::mem::take(&mut p.features),
+                );
+                *p = Peer::new(member, p.version, now_ms);
+                (p.origin, p.claimed, p.speaks, p.features) = kept;
                 p.state = LinkState::Ready {
                     replica: member,
                     region,
@@ -326,6 +342,43 @@ impl Replicator {
 }
 
 impl Replicator {
+    /// Takes the versions and features a peer's `Hello` announces: the link's version must be
+    /// one it speaks (a `Hello` of version 4 announces neither); the features both ends
+    /// announce are the link's.
+    fn take_versions(
+        &mut self,
+        peer: LinkId,
+        speaks: [u8; 2],
+        features: Vec<String>,
+    ) -> Result<(), String> {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Ok(());
+        };
+        let [oldest, newest] = speaks;
+        if p.version >= HELLO_RANGE_VERSION && !(oldest..=newest).contains(&p.version) {
+            return Err(format!(
+                "peer speaks protocol versions {oldest} to {newest}, but the link runs version {}                  (this build speaks {} to {})",
+                p.version,
+                PROTOCOL_VERSIONS.start(),
+                PROTOCOL_VERSIONS.end()
+            ));
+        }
+        if features.len() > FEATURES_MAX || features.iter().any(|f| f.len() > FEATURE_BYTES_MAX) {
+            return Err(format!(
+                "peer announces {} features (at most {FEATURES_MAX} of at most                  {FEATURE_BYTES_MAX} bytes are accepted)",
+                features.len()
+            ));
+        }
+        p.speaks = Some(speaks);
+        p.features = features
+            .into_iter()
+            .filter(|f| FEATURES.contains(&f.as_str()))
+            .collect();
+        p.features.sort();
+        p.features.dedup();
+        Ok(())
+    }
+
     pub(super) fn send_hello(
         &mut self,
         peer: LinkId,
@@ -343,6 +396,8 @@ impl Replicator {
             region: self.config.region.clone(),
             applied: vv_entries(&store.applied()),
             reply,
+            speaks: [*PROTOCOL_VERSIONS.start(), *PROTOCOL_VERSIONS.end()],
+            features: FEATURES.iter().map(|f| f.to_string()).collect(),
         };
         if let Some(p) = self.peers.get_mut(&peer) {
             if let LinkState::Connecting { hello_sent_ms } = &mut p.state {

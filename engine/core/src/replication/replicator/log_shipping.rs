@@ -238,7 +238,7 @@ impl Replicator {
                     request: e.request.as_ref(),
                 })
                 .collect();
-            let encoded = encode_entries(origin, &borrowed);
+            let encoded = encode_entries(self.link_version(peer), origin, &borrowed);
             let p = self
                 .peers
                 .get_mut(&peer)

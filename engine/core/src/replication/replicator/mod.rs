@@ -20,7 +20,7 @@
 //!   configured bytes plus more per millisecond of measured round trip, capped), plus one frame;
 //! - a malformed or unexpected frame closes that link only.
 
-use super::frame::{Frame, FrameError, RegionAbout};
+use super::frame::{Frame, FrameError, RegionAbout, PROTOCOL_VERSION, PROTOCOL_VERSIONS};
 use super::inbound::Inbound;
 use super::peer::{AntiEntropy, LinkState, Peer};
 use super::seam::ReplicaStore;
@@ -261,7 +261,8 @@ impl Replicator {
     }
 
     /// A link came up to the peer that its certificate and the configuration say is member
-    /// `member`: say hello (the peer's own hello must announce that member).
+    /// `member`: say hello (the peer's own hello must announce that member). The link runs at
+    /// the newest protocol version (`connected_at` for another).
     pub fn connected(
         &mut self,
         peer: LinkId,
@@ -269,7 +270,22 @@ impl Replicator {
         store: &impl ReplicaStore,
         now_ms: u64,
     ) {
-        self.peers.insert(peer, Peer::new(member, now_ms));
+        self.connected_at(peer, member, PROTOCOL_VERSION, store, now_ms);
+    }
+
+    /// `connected`, the link running at protocol `version` (the highest both ends speak, as
+    /// the driver negotiated it: one of `PROTOCOL_VERSIONS`). Every frame sent on the link is
+    /// encoded for that version.
+    pub fn connected_at(
+        &mut self,
+        peer: LinkId,
+        member: ReplicaId,
+        version: u8,
+        store: &impl ReplicaStore,
+        now_ms: u64,
+    ) {
+        debug_assert!(PROTOCOL_VERSIONS.contains(&version), "version {version}");
+        self.peers.insert(peer, Peer::new(member, version, now_ms));
         self.send_hello(peer, store, false, now_ms);
     }
 
@@ -392,6 +408,8 @@ impl Replicator {
                 region,
                 applied,
                 reply,
+                speaks,
+                features,
             } => {
                 let hello = handshake::Hello {
                     cluster,
@@ -402,6 +420,8 @@ impl Replicator {
                     region,
                     applied: VersionVector::from_entries(applied),
                     reply,
+                    speaks,
+                    features,
                 };
                 self.on_hello(peer, hello, store, now_ms)
             }
@@ -493,8 +513,17 @@ impl Replicator {
         }
     }
 
+    /// Sends `frame` on the link, encoded for the link's version.
     fn send(&mut self, peer: LinkId, frame: &Frame) {
-        self.send_bytes(peer, frame.encode());
+        let version = self.link_version(peer);
+        self.send_bytes(peer, frame.encode_at(version));
+    }
+
+    /// The protocol version link `peer` runs at.
+    fn link_version(&self, peer: LinkId) -> u8 {
+        self.peers
+            .get(&peer)
+            .map_or(PROTOCOL_VERSION, |p| p.version)
     }
 
     fn send_bytes(&mut self, peer: LinkId, frame: Vec<u8>) {

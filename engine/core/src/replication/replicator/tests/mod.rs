@@ -10,3 +10,4 @@ mod log_shipping;
 mod pair;
 mod primary;
 mod stability;
+mod versions;

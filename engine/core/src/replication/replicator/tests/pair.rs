@@ -78,6 +78,8 @@ pub(super) enum Dir {
 struct Sent {
     dir: Dir,
     kind: String,
+    /// The protocol version its first byte names.
+    version: u8,
 }
 
 /// Decides whether a frame is lost on its way.
@@ -130,11 +132,16 @@ impl Pair {
 
     /// Both ends see the link come up.
     pub fn connect(&mut self) {
+        self.connect_at(PROTOCOL_VERSION);
+    }
+
+    /// Both ends see the link come up, negotiated at protocol `version`.
+    pub fn connect_at(&mut self, version: u8) {
         let (a, b) = (&mut self.a, &mut self.b);
         a.replicator
-            .connected(a.link, b.store.member_id(), &a.store, self.now);
+            .connected_at(a.link, b.store.member_id(), version, &a.store, self.now);
         b.replicator
-            .connected(b.link, a.store.member_id(), &b.store, self.now);
+            .connected_at(b.link, a.store.member_id(), version, &b.store, self.now);
     }
 
     /// Both ends see the link go down; frames on it are lost.
@@ -161,7 +168,8 @@ impl Pair {
                     Output::Send { frame, .. } => {
                         let kind = kind_of(&frame);
                         let lost = self.drop_rule.as_mut().is_some_and(|lose| lose(dir, &kind));
-                        self.sent.push(Sent { dir, kind });
+                        let version = frame[0];
+                        self.sent.push(Sent { dir, kind, version });
                         if !lost {
                             to.incoming.push_back((self.now + self.latency_ms, frame));
                         }
@@ -237,6 +245,11 @@ impl Pair {
             .iter()
             .map(|(by, link, _)| (*by, *link))
             .collect()
+    }
+
+    /// The protocol versions the frames sent so far were encoded in.
+    pub fn versions_sent(&self) -> std::collections::BTreeSet<u8> {
+        self.sent.iter().map(|s| s.version).collect()
     }
 
     /// Frames of `kind` sent in direction `dir`.
