@@ -7,7 +7,8 @@
 //! seam), `compaction.rs` (log truncation and tombstone collection), `state_digest.rs` (the
 //! anti-entropy summary), `entry_cache.rs` (what replication ships without reading RocksDB),
 //! `faults.rs` (stored bytes found unusable), `commit_order.rs` (writes numbered where they
-//! commit), `declared_lost.rs` (what the applied vector covers without the records).
+//! commit), `declared_lost.rs` (what the applied vector covers without the records),
+//! `migrations.rs` (the on-disk layout, moved forward at open).
 
 use crate::batch::Batch;
 use crate::config::{Config, KEY_BYTES_MAX};
@@ -35,6 +36,7 @@ mod disk_space;
 mod entry_cache;
 mod epoch;
 mod faults;
+mod migrations;
 mod named_keys;
 mod open;
 mod reads;
@@ -58,8 +60,8 @@ const CONTEXT_WIDTH_MAX: usize = 4096;
 /// Every this many sequence numbers, the committed contiguous prefix is recorded, so that the
 /// search for numbers handed out but never committed starts there after a crash.
 const CONTIGUOUS_CHECKPOINT: u64 = 1_024;
-/// On-disk layout version written at creation.
-const LAYOUT: u8 = 1;
+/// On-disk layout this build writes and migrates older directories to (`migrations.rs`).
+const LAYOUT: u8 = 2;
 
 /// An embedded Meridian replica: a RocksDB directory plus this replica's identity and clock.
 ///

@@ -1,6 +1,6 @@
-//! Opening an engine: the directory's layout and identity, the origin to write under, the
-//! applied vector and floors, and the recovery of sequence numbers handed out but never
-//! committed.
+//! Opening an engine: the directory's layout (refused when newer than this build's, migrated
+//! forward when older: `migrations.rs`) and identity, the origin to write under, the applied
+//! vector and floors, and the recovery of sequence numbers handed out but never committed.
 
 use super::*;
 
@@ -10,7 +10,14 @@ impl Engine {
         let path = path.as_ref();
         crate::limits::check(config.value_bytes_max, config.record_bytes_max)
             .map_err(|e| Error::InvalidConfig(e.to_string()))?;
-        let store = Store::open(path)?;
+        let store = match Store::open(path) {
+            Ok(store) => store,
+            Err(e) => {
+                // A newer layout may be what this build's storage cannot open.
+                migrations::refuse_if_newer(path)?;
+                return Err(e.into());
+            }
+        };
         let (member, created) = match store.get_meta(keys::META_REPLICA_ID)? {
             Some(bytes) => {
                 let raw: [u8; 8] = bytes.as_slice().try_into().map_err(|_| Error::Corrupt {
@@ -25,30 +32,26 @@ impl Engine {
                     Some(id) => id,
                     None => ReplicaId(new_replica_id(&*config.random)),
                 };
-                store.put_meta_sync(keys::META_LAYOUT, &[LAYOUT])?;
-                store.put_meta_sync(keys::META_REPLICA_ID, &id.0.to_be_bytes())?;
+                let mut wb = store.batch();
+                migrations::stage_created(&mut wb);
+                wb.put_meta(keys::META_REPLICA_ID, &id.0.to_be_bytes());
+                wb.commit(true)?;
                 (id, true)
             }
         };
-        if let Some(layout) = store.get_meta(keys::META_LAYOUT)? {
-            if layout.first().copied().unwrap_or(0) > LAYOUT {
-                return Err(Error::FutureVersion {
-                    what: "database layout",
-                    key: keys::META_LAYOUT.to_vec(),
-                    found: layout[0],
-                    supported: LAYOUT,
-                });
-            }
-        }
+        // Nothing is written to a directory refused here (a newer layout, another replica).
+        let found = migrations::read(&store)?;
+        migrations::check(found, LAYOUT)?;
         if config.replica_id.is_some_and(|id| id != member) {
             return Err(Error::InvalidOperation(
                 "the directory holds another replica than configured",
             ));
         }
+        // Before anything else reads or writes what a migration changes.
+        migrations::migrate(&store, found, LAYOUT, migrations::MIGRATIONS)?;
         let origin = epoch::open_origin(&store, member, created, &config)?;
         let replica = origin.id;
         let previous = epoch::begin_run(&store, &config)?;
-        state_digest::ensure_key_index(&store, created)?;
         let mut applied = load_vector(&store, keys::META_APPLIED_PREFIX)?;
         let floors = load_vector(&store, keys::META_FLOOR_PREFIX)?;
         // Origins that may hold entries beyond a hole though the vector may name them no

@@ -37,35 +37,35 @@ struct Table {
     records: AtomicI64,
 }
 
-/// Makes sure the keys-by-hash index covers every record: a directory created by this build
-/// keeps it from the start; one from before it is indexed once, here.
-pub(crate) fn ensure_key_index(store: &crate::store::Store, created: bool) -> crate::Result<()> {
+/// Makes sure the keys-by-hash index covers every record: a directory created by a build that
+/// keeps it has it from the start (and the marker); one from before it is indexed once, here
+/// (the migration to layout 2, `migrations.rs`). Idempotent: an interrupted run indexes again.
+pub(crate) fn ensure_key_index(store: &crate::store::Store) -> crate::Result<()> {
     use crate::store::keys::META_KEYHASH_INDEX;
     if store.get_meta(META_KEYHASH_INDEX)?.is_some() {
         return Ok(());
     }
-    if !created {
-        let mut wb = store.batch();
-        let mut staged = 0usize;
-        let mut indexed = 0u64;
-        for item in store.records_from(b"", None) {
-            let (key, _) = item?;
-            wb.index_key(&key);
-            staged += 1;
-            if staged == 10_000 {
-                std::mem::replace(&mut wb, store.batch()).commit(false)?;
-                indexed += staged as u64;
-                staged = 0;
-            }
+    let mut wb = store.batch();
+    let mut staged = 0usize;
+    let mut indexed = 0u64;
+    for item in store.records_from(b"", None) {
+        let (key, _) = item?;
+        wb.index_key(&key);
+        staged += 1;
+        if staged == 10_000 {
+            std::mem::replace(&mut wb, store.batch()).commit(false)?;
+            indexed += staged as u64;
+            staged = 0;
         }
-        wb.commit(true)?;
-        indexed += staged as u64;
-        tracing::info!(
-            records = indexed,
-            "indexed keys by hash (a directory from an earlier build)"
-        );
     }
-    store.put_meta_sync(META_KEYHASH_INDEX, &[1])?;
+    // The marker goes with the last chunk, synced (the WAL syncs the earlier chunks with it).
+    wb.put_meta(META_KEYHASH_INDEX, &[1]);
+    wb.commit(true)?;
+    indexed += staged as u64;
+    tracing::info!(
+        records = indexed,
+        "indexed keys by hash (a directory from an earlier build)"
+    );
     Ok(())
 }
 

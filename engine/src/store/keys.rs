@@ -39,8 +39,12 @@ pub const META_RUN_DURABILITY: &[u8] = b"run_durability";
 /// Metadata key present in a directory restored from a backup until its first open takes a
 /// new epoch (the copy may have a live twin, and lacks what was written after it was taken).
 pub const META_RESTORED: &[u8] = b"restored";
-/// Metadata key of the on-disk layout version.
+/// Metadata key of the oldest on-disk layout a build must have to open the directory: every
+/// build refuses a directory whose byte is above its own layout (up to layout 1, the layout the
+/// directory was written in; since migrations, `engine/migrations.rs`, its compatibility floor).
 pub const META_LAYOUT: &[u8] = b"layout";
+/// Metadata key of the layout the directory has been migrated to (absent: `META_LAYOUT`'s).
+pub const META_LAYOUT_MIGRATED: &[u8] = b"layout_migrated";
 
 /// Prefix of the metadata keys holding, per origin, the highest sequence applied in order.
 pub const META_APPLIED_PREFIX: &[u8] = b"applied/";
