@@ -14,7 +14,8 @@ pub struct Args {
     #[arg(long)]
     long: bool,
     /// Only these scenarios (kill, freeze, freeze-12s, clock-skew, partition, partial,
-    /// one-way, flapping, loss-30, restart-all, wipe, retire, admin-isolate).
+    /// one-way, flapping, loss-30, restart-all, wipe, retire, admin-isolate,
+    /// rolling-upgrade).
     #[arg(long = "only", value_name = "SCENARIO")]
     only: Vec<String>,
     /// Also write the rows as JSON to this file.
@@ -23,6 +24,11 @@ pub struct Args {
     /// Drives the load and the emulator's random impairments.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// A previous release's `meridian` executable: `rolling-upgrade` starts its regions with
+    /// it (without it, with this executable pinned to the previous release's protocol
+    /// versions) and upgrades them to this one.
+    #[arg(long, value_name = "PATH")]
+    previous: Option<PathBuf>,
 }
 
 /// Runs the suite.
@@ -48,7 +54,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     for scenario in scenarios {
         eprintln!("outage: {} ...", scenario.name());
-        let row = runtime.block_on(outage::run(scenario, form, &bin, args.seed))?;
+        let row = runtime.block_on(outage::run_upgrading(
+            scenario,
+            form,
+            &bin,
+            args.previous.as_deref(),
+            args.seed,
+        ))?;
         eprintln!(
             "outage: {}: {} acknowledged, {} lost, {} violations, {} bounds exceeded",
             row.scenario, row.acked, row.lost, row.violations, row.over_bound

@@ -57,4 +57,5 @@ scenarios! {
     a_wiped_region_brought_back => Scenario::Wipe,
     a_retired_region_and_its_logs_reclaimed => Scenario::Retire,
     an_operator_isolates_and_heals_a_region => Scenario::AdminIsolate,
+    a_rolling_upgrade_from_the_previous_release => Scenario::RollingUpgrade,
 }

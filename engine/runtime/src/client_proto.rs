@@ -250,8 +250,10 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
     /// The replication protocol version the link runs at, while one is up (client protocol
     /// 6 and later).
+    #[serde(default)]
     pub protocol: Option<u8>,
     /// The named features both ends of the link announced (client protocol 6 and later).
+    #[serde(default)]
     pub features: Vec<String>,
 }
 

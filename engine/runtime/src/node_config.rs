@@ -110,8 +110,9 @@ pub struct NodeConfig {
     #[serde(default)]
     pub clock_skew_ms: i64,
     /// The newest protocol versions to speak (a rolling upgrade pins the previous release's
-    /// until every node runs the new one).
-    #[serde(default)]
+    /// until every node runs the new one). Written only when set: a previous release refuses
+    /// a section it does not know.
+    #[serde(default, skip_serializing_if = "ProtocolsSection::is_newest")]
     pub protocols: ProtocolsSection,
 }
 
@@ -129,6 +130,11 @@ pub struct ProtocolsSection {
 }
 
 impl ProtocolsSection {
+    /// Whether nothing is pinned.
+    pub fn is_newest(&self) -> bool {
+        *self == ProtocolsSection::default()
+    }
+
     /// The versions spoken, or why they cannot be.
     pub fn protocols(&self) -> Result<crate::protocols::Protocols, String> {
         let newest = crate::protocols::Protocols::default();

@@ -19,4 +19,4 @@ mod scenario;
 pub mod workload;
 
 pub use report::{print_table, Row};
-pub use scenario::{run, Form, Scenario};
+pub use scenario::{run, run_upgrading, Form, Scenario};

@@ -64,6 +64,9 @@ pub struct Row {
     pub moved_bytes: u64,
     /// The first problems found, described.
     pub problems: Vec<String>,
+    /// What the scenario measured beside the columns (a rolling upgrade: how long each region
+    /// was out).
+    pub notes: Vec<String>,
 }
 
 /// Prints the rows as a table.
@@ -128,6 +131,9 @@ pub fn print_table(rows: &[Row]) {
         "(unans: reads no region answered; excus: session reads excused by a fault; rmvls: acknowledged removals, deletes and context writes checked, unver: of them undecidable; risk: writes at risk; maj: majority and plain reads of strong writes; min: majority attempts at a cut-off region; bound: bounds exceeded)"
     );
     for r in rows {
+        for n in &r.notes {
+            println!("{}: {n}", r.scenario);
+        }
         for p in &r.problems {
             println!("{}: {p}", r.scenario);
         }

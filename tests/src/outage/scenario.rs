@@ -10,6 +10,7 @@ use meridian::routing::Location;
 use meridian_netem::{Netem, Shape, ShapeChange};
 use meridian_runtime::client::{new_request_id, ClientFailure};
 use meridian_runtime::client_proto::{ClientRequest, ClientResponse, Consistency, ErrorCode};
+use meridian_runtime::node_config::ProtocolsSection;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -65,11 +66,15 @@ pub enum Scenario {
     Retire,
     /// eu-west isolated and healed by an operator with `meridian admin isolate` / `heal`.
     AdminIsolate,
+    /// A rolling upgrade under load: every region starts as the previous release (a previous
+    /// binary, or this one pinned to the previous release's protocol versions), then each in
+    /// turn is stopped cleanly and started as this release; mixed versions keep replicating.
+    RollingUpgrade,
 }
 
 impl Scenario {
     /// Every scenario, in the order the suite runs them.
-    pub const ALL: [Scenario; 13] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::Kill,
         Scenario::Freeze,
         Scenario::Freeze12,
@@ -83,6 +88,7 @@ impl Scenario {
         Scenario::Wipe,
         Scenario::Retire,
         Scenario::AdminIsolate,
+        Scenario::RollingUpgrade,
     ];
 
     /// Its name on the command line and in the report.
@@ -101,6 +107,7 @@ impl Scenario {
             Scenario::Wipe => "wipe",
             Scenario::Retire => "retire",
             Scenario::AdminIsolate => "admin-isolate",
+            Scenario::RollingUpgrade => "rolling-upgrade",
         }
     }
 
@@ -206,9 +213,36 @@ const LINK_WAIT: Duration = Duration::from_secs(30);
 /// and the emulator. Errors are failures of the harness (a node that does not start); what
 /// the cluster did wrong is in the row.
 pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyhow::Result<Row> {
+    run_upgrading(scenario, form, bin, None, seed).await
+}
+
+/// The protocol versions of the previous release (replication 4, client 5), which this build
+/// still speaks: what `rolling-upgrade` pins its regions to when no previous binary is given.
+const PREVIOUS_RELEASE_PROTOCOLS: ProtocolsSection = ProtocolsSection {
+    replication_max: Some(4),
+    client_max: Some(5),
+};
+
+/// `run`; `rolling-upgrade` starts its regions with `previous` (a previous release's
+/// `meridian` executable) when given, else with `bin` pinned to the previous release's
+/// protocol versions, and upgrades them to `bin` one at a time.
+pub async fn run_upgrading(
+    scenario: Scenario,
+    form: Form,
+    bin: &Path,
+    previous: Option<&Path>,
+    seed: u64,
+) -> anyhow::Result<Row> {
     let replicas: Vec<(&str, &str)> = REGIONS.iter().map(|(n, r, _)| (*n, *r)).collect();
     let mut cluster = Cluster::prepare("outage", &replicas, &["t", "ops:admin"])?;
-    cluster.run_with(bin);
+    let upgrading = scenario == Scenario::RollingUpgrade;
+    match previous {
+        Some(old) if upgrading => cluster.run_with(old),
+        _ => cluster.run_with(bin),
+    }
+    if upgrading && previous.is_none() {
+        cluster.configure(|c| c.protocols = PREVIOUS_RELEASE_PROTOCOLS);
+    }
     for node in &mut cluster.nodes {
         node.log_filter = "error".into();
     }
@@ -297,6 +331,8 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
         resumed: None,
         faults: Faults::none(&REGIONS.map(|(_, r, _)| r)),
         probes: Vec::new(),
+        upgrade_to: bin.to_owned(),
+        notes: Vec::new(),
     };
     outage.inflict(scenario, &clients, &mut problems).await?;
     let healed_at = history.now();
@@ -304,6 +340,7 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
     let resumed = outage.resumed;
     let mut faults = outage.faults;
     let probes = outage.probes;
+    let notes = outage.notes;
     let live: Vec<usize> = (0..REGIONS.len()).filter(|i| Some(*i) != retired).collect();
     let (catch_up_ms, catchup_bytes) = catch_up(&cluster, &live, &netem, form).await;
     // A region impaired until the heal is back once what it held reached the others (links
@@ -396,6 +433,7 @@ pub async fn run(scenario: Scenario, form: Form, bin: &Path, seed: u64) -> anyho
         catchup_bytes,
         moved_bytes,
         problems,
+        notes,
     })
 }
 
@@ -416,6 +454,10 @@ struct Outage<'a> {
     faults: Faults,
     /// Direct writes to a cut-off region still awaiting their answers.
     probes: Vec<tokio::task::JoinHandle<()>>,
+    /// The executable a rolling upgrade moves the regions to.
+    upgrade_to: std::path::PathBuf,
+    /// What the scenario measured beside the row's columns.
+    notes: Vec<String>,
 }
 
 /// Node indexes in [`REGIONS`].
@@ -557,6 +599,7 @@ impl Outage<'_> {
                 self.impaired(EUW1, Impairment::Stopped, [began, from, to]);
             }
             Scenario::Retire => self.retire(APN1, &clients[APN1].1, problems).await?,
+            Scenario::RollingUpgrade => self.upgrade_each(problems).await?,
             Scenario::AdminIsolate => {
                 let file = self.cluster.dir().join("ops-cluster.toml");
                 self.cluster.cluster_file("ops", None).write(&file)?;
@@ -579,6 +622,57 @@ impl Outage<'_> {
                 self.impaired(EUW1, Impairment::CutOff, [began, from, to]);
                 self.probes.push(probes.halt());
             }
+        }
+        Ok(())
+    }
+
+    /// A rolling upgrade: each region in turn stopped cleanly (SIGTERM: drained and flushed)
+    /// and started as this release, with a pause between two; notes how long each was out
+    /// and checks the links' protocol versions before and after.
+    async fn upgrade_each(&mut self, problems: &mut Vec<String>) -> anyhow::Result<()> {
+        let versions = |cluster: &Cluster| -> Vec<Option<u8>> {
+            cluster
+                .nodes
+                .iter()
+                .filter_map(|n| n.health().ok())
+                .flat_map(|s| s.peers.into_iter().map(|p| p.protocol))
+                .collect()
+        };
+        let before = block_in_place(|| versions(self.cluster));
+        // A previous release's status does not say (`None`); a pinned node's says 4.
+        if before.iter().any(|v| v.is_some_and(|v| v != 4)) {
+            problems.push(format!(
+                "before the upgrade, links ran at {before:?}, not the previous release's 4"
+            ));
+        }
+        for i in [APN1, USE1, EUW1] {
+            let began = self.history.now();
+            let stopped = Instant::now();
+            block_in_place(|| self.cluster.nodes[i].terminate())?;
+            let from = self.history.now();
+            let node = &mut self.cluster.nodes[i];
+            node.bin = self.upgrade_to.clone();
+            node.config.protocols = ProtocolsSection::default();
+            block_in_place(|| node.start())?;
+            let to = self.history.now();
+            block_in_place(|| self.cluster.wait_linked(LINK_WAIT))?;
+            self.impaired(i, Impairment::Stopped, [began, from, to]);
+            self.notes.push(format!(
+                "{} upgraded: out {} ms, linked again after {} ms",
+                REGIONS[i].1,
+                (to - began).as_millis(),
+                stopped.elapsed().as_millis()
+            ));
+            tokio::time::sleep(self.form.fault / 3).await;
+        }
+        let after = block_in_place(|| versions(self.cluster));
+        let newest = meridian::replication::PROTOCOL_VERSION;
+        if after.len() != REGIONS.len() * (REGIONS.len() - 1)
+            || after.iter().any(|v| *v != Some(newest))
+        {
+            problems.push(format!(
+                "after the upgrade, links ran at {after:?}, not {newest} everywhere"
+            ));
         }
         Ok(())
     }
