@@ -225,16 +225,20 @@ fn print_status(s: &NodeStatus) {
         );
     }
     println!(
-        "  {:<12} {:<14} {:<5} {:>8} {:>10} {:>9}  last error (earlier, if the link is up)",
-        "peer", "region", "link", "rtt ms", "lag ops", "lag ms"
+        "  {:<12} {:<14} {:<5} {:>5} {:>8} {:>10} {:>9}  last error (earlier, if the link is up)",
+        "peer", "region", "link", "proto", "rtt ms", "lag ops", "lag ms"
     );
     for p in &s.peers {
         let rtt = p.rtt_ms.map_or("-".to_string(), |r| r.to_string());
+        // The replication protocol version the link negotiated (a node answering in client
+        // protocol 5, the previous release, does not say).
+        let protocol = p.protocol.map_or("-".to_string(), |v| v.to_string());
         println!(
-            "  {:<12} {:<14} {:<5} {:>8} {:>10} {:>9}  {}",
+            "  {:<12} {:<14} {:<5} {:>5} {:>8} {:>10} {:>9}  {}",
             p.name,
             p.region,
             if p.connected { "up" } else { "down" },
+            protocol,
             rtt,
             p.lag_ops,
             p.lag_ms,
