@@ -108,8 +108,9 @@ typedef enum MeridianOpKind {
 // A batch of operations being gathered (opaque).
 typedef struct MeridianBatch MeridianBatch;
 
-// A routed client of a cluster (opaque): safe to share between threads (calls on one client
-// take turns).
+// A routed client of a cluster (opaque): safe to share between threads, whose calls on it run
+// concurrently (each request a stream of its own on a region's connection); each call sees
+// every write the client had acknowledged before it started.
 typedef struct MeridianClient MeridianClient;
 
 // An embedded engine (opaque): safe to use from several threads at once.

@@ -1,7 +1,7 @@
 //! Client mode through C: a routed client of a cluster (`meridian_runtime::routed`), learning
 //! the regions from a cluster file's seeds, using the nearest healthy one and failing over,
-//! with a session token that follows it across regions. Every call blocks (on the client's
-//! own runtime thread) until the cluster answers.
+//! with a session token that follows it across regions. Every call blocks the calling thread
+//! until the cluster answers; calls on one client from several threads run at once.
 
 use crate::args::{bytes, put_buffer, put_out, text};
 use crate::buffer::MeridianBuffer;
@@ -15,7 +15,6 @@ use meridian_runtime::cluster_file::ClusterFile;
 use meridian_runtime::routed::{RoutedClient, RoutedError};
 use std::ffi::c_char;
 use std::path::Path;
-use std::sync::Mutex;
 
 /// How many regions must hold a write before it is acknowledged (passed as an `int32_t`
 /// and checked).
@@ -32,16 +31,19 @@ pub enum MeridianConsistency {
     MeridianConsistencyRegions = 3,
 }
 
-/// A routed client of a cluster (opaque): safe to share between threads (calls on one client
-/// take turns).
+/// A routed client of a cluster (opaque): safe to share between threads, whose calls on it run
+/// concurrently (each request a stream of its own on a region's connection); each call sees
+/// every write the client had acknowledged before it started.
 pub struct MeridianClient {
     _private: [u8; 0],
 }
 
-/// A client and the runtime its calls run on.
+/// A client and the runtime its calls run on. No lock is held around a call (the client's own
+/// are short and never held while it waits for a region): calls from several threads proceed
+/// at once.
 struct ClientHandle {
     runtime: tokio::runtime::Runtime,
-    client: Mutex<RoutedClient>,
+    client: RoutedClient,
     /// Reads gather a majority's writes (`meridian_client_read_majority`).
     majority_reads: std::sync::atomic::AtomicBool,
 }
@@ -151,14 +153,19 @@ pub(crate) fn scan_page(
     })
 }
 
-/// Runs `call` on the client behind `handle`, on its runtime.
+/// Runs `call` on the client behind `handle`, on its runtime, blocking the calling thread
+/// (other threads' calls on the same client run meanwhile).
 fn with_client<T>(
     handle: *const MeridianClient,
-    call: impl AsyncFnOnce(&mut RoutedClient) -> Result<T, Failure>,
+    call: impl AsyncFnOnce(&RoutedClient) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
     let h = CLIENTS.get(handle as usize)?;
-    let mut client = h.client.lock().unwrap_or_else(|e| e.into_inner());
-    h.runtime.block_on(call(&mut client))
+    h.runtime.block_on(call(&h.client))
+}
+
+/// The client behind `handle`, for a call that does not wait for the cluster.
+fn client_of(handle: *const MeridianClient) -> Result<std::sync::Arc<ClientHandle>, Failure> {
+    CLIENTS.get(handle as usize)
 }
 
 /// Opens a client of the cluster a cluster file describes (seeds, certificates, the client's
@@ -191,7 +198,7 @@ pub unsafe extern "C" fn meridian_client_open(
         let client = runtime.block_on(RoutedClient::connect(file.routed_config()))?;
         let id = CLIENTS.insert(ClientHandle {
             runtime,
-            client: Mutex::new(client),
+            client,
             majority_reads: false.into(),
         });
         unsafe { put_out(out, id as *mut MeridianClient, "out") }
@@ -622,7 +629,7 @@ pub unsafe extern "C" fn meridian_client_batch_commit(
 #[no_mangle]
 pub extern "C" fn meridian_client_forget_lost(client: *const MeridianClient) -> MeridianStatus {
     guard(move || {
-        if with_client(client, async move |c| Ok(c.forget_last_lost()))? {
+        if client_of(client)?.client.forget_last_lost() {
             Ok(())
         } else {
             Err(not_found())
@@ -645,7 +652,7 @@ pub unsafe extern "C" fn meridian_client_token(
         if out.is_null() {
             return Err(Failure::invalid("out: null out-pointer"));
         }
-        let token = with_client(client, async move |c| Ok(c.token.clone()))?;
+        let token = client_of(client)?.client.token();
         unsafe { maybe_token_out(out, token) }
     })
 }
@@ -658,10 +665,8 @@ pub extern "C" fn meridian_client_merge_token(
 ) -> MeridianStatus {
     guard(move || {
         let add = token_of(token)?;
-        with_client(client, async move |c| {
-            c.merge_token(&add);
-            Ok(())
-        })
+        client_of(client)?.client.merge_token(&add);
+        Ok(())
     })
 }
 
@@ -681,9 +686,7 @@ pub unsafe extern "C" fn meridian_client_region(
         if out.is_null() {
             return Err(Failure::invalid("out: null out-pointer"));
         }
-        let region = with_client(client, async move |c| {
-            Ok(c.last_region().unwrap_or_default().to_string())
-        })?;
+        let region = client_of(client)?.client.last_region().unwrap_or_default();
         unsafe { put_buffer(out, region.into_bytes(), "out") }
     })
 }
@@ -700,8 +703,7 @@ pub extern "C" fn meridian_client_close(client: *mut MeridianClient) -> Meridian
             .remove(client as usize)
             .ok_or_else(|| Failure::new(MeridianStatus::MeridianClosed, "client already closed"))?;
         if let Ok(h) = std::sync::Arc::try_unwrap(handle) {
-            let client = h.client.into_inner().unwrap_or_else(|e| e.into_inner());
-            h.runtime.block_on(client.close());
+            h.runtime.block_on(h.client.close());
         }
         Ok(())
     })

@@ -135,7 +135,7 @@ async fn session_writes(cluster: &Cluster) -> anyhow::Result<()> {
     let near = meridian::routing::Location::new(48.85, 2.35);
     let mut config = cluster.cluster_file("demo", near).routed_config();
     config.request_timeout = Duration::from_secs(3);
-    let mut session = RoutedClient::connect(config).await?;
+    let session = RoutedClient::connect(config).await?;
     let draft = Op::Put {
         value: b"draft".to_vec(),
         context: None,

@@ -122,7 +122,7 @@ async fn one_primary_takes_writes_moves_on_promotion_and_on_its_outage() {
         .cluster_file("t", meridian::routing::Location::new(48.85, 2.35))
         .routed_config();
     config.request_timeout = Duration::from_secs(3);
-    let mut routed = RoutedClient::connect(config).await.unwrap();
+    let routed = RoutedClient::connect(config).await.unwrap();
     let w = routed
         .apply(b"k", lww("1"), Consistency::Local)
         .await

@@ -121,7 +121,7 @@ async fn clocks_two_seconds_off_neither_refuse_every_write_nor_reopen_the_late_a
     // eu-west's clock lags the client's by 2 s, us-east's leads by 2 s.
     let cluster = cluster_with_clocks([-2_000, 2_000, 0]);
     // A node whose clock leads takes writes (a deadline in the client's clock would look past).
-    let mut virginia = client_near(&cluster, Location::new(38.9, -77.0).unwrap()).await;
+    let virginia = client_near(&cluster, Location::new(38.9, -77.0).unwrap()).await;
     for n in 0..5 {
         let w = virginia
             .apply(b"v", Op::CounterAdd { delta: n }, Consistency::Local)

@@ -47,8 +47,8 @@ fn lww(v: &str) -> Op {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_near_eu_west_fails_over_and_back_reading_its_own_writes() {
     let mut cluster = placed_cluster();
-    let mut client = client_near_paris(&cluster, Duration::from_secs(2)).await;
-    until_first(&mut client, "eu-west").await;
+    let client = client_near_paris(&cluster, Duration::from_secs(2)).await;
+    until_first(&client, "eu-west").await;
     assert_eq!(client.route().region, "eu-west");
     // Held by a majority: the session's token stays satisfiable while eu-west is away.
     let w = client
@@ -65,7 +65,7 @@ async fn a_client_near_eu_west_fails_over_and_back_reading_its_own_writes() {
         .unwrap();
     assert_eq!(w.region, "us-east", "failed over to the next nearest");
     assert!(client.read(b"during").await.unwrap().is_some());
-    assert_eq!(client.last_region(), Some("us-east"));
+    assert_eq!(client.last_region().as_deref(), Some("us-east"));
 
     // eu-west returns: once its breaker lets a probe through, the client is back there, and
     // reads there what it wrote in us-east meanwhile.
@@ -83,7 +83,7 @@ async fn a_client_near_eu_west_fails_over_and_back_reading_its_own_writes() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let read = client.read(b"during").await.unwrap().unwrap();
-    assert_eq!(client.last_region(), Some("eu-west"));
+    assert_eq!(client.last_region().as_deref(), Some("eu-west"));
     assert!(matches!(&read.values[0], ReadValue::Lww(l) if l.value == b"2"));
     client.close().await;
 }
@@ -150,7 +150,7 @@ async fn wait_for_links(cluster: &Cluster, i: usize, up: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_answer_retries_only_idempotent_writes_and_a_counter_is_never_doubled() {
     let mut cluster = placed_cluster();
-    let mut client = client_near_paris(&cluster, Duration::from_millis(1_500)).await;
+    let client = client_near_paris(&cluster, Duration::from_millis(1_500)).await;
     let w = client
         .apply(b"warm", lww("x"), Consistency::Local)
         .await
@@ -311,7 +311,7 @@ async fn a_hedged_read_is_answered_by_the_next_region_when_the_nearest_hangs() {
     let mut config = cluster.cluster_file("t", Some(paris())).routed_config();
     config.hedge_after = Some(Duration::from_millis(100));
     config.request_timeout = Duration::from_secs(10);
-    let mut client = RoutedClient::connect(config).await.unwrap();
+    let client = RoutedClient::connect(config).await.unwrap();
     client
         .apply(b"hedged", lww("h"), Consistency::All)
         .await
@@ -322,7 +322,11 @@ async fn a_hedged_read_is_answered_by_the_next_region_when_the_nearest_hangs() {
     let took = started.elapsed();
     cluster.nodes[0].resume().unwrap();
     assert!(read.is_some());
-    assert_eq!(client.last_region(), Some("us-east"), "the hedge answered");
+    assert_eq!(
+        client.last_region().as_deref(),
+        Some("us-east"),
+        "the hedge answered"
+    );
     assert!(
         took < Duration::from_secs(5),
         "not held by the hung region: {took:?}"
@@ -451,7 +455,7 @@ async fn a_majority_read_is_served_while_a_region_is_cut_off_with_unshipped_writ
     );
     let mut eu = cluster.client(0).await.unwrap();
     eu.apply(b"cut", lww("only in eu-west")).await.unwrap();
-    let mut session = client_near_paris(&cluster, Duration::from_secs(3)).await;
+    let session = client_near_paris(&cluster, Duration::from_secs(3)).await;
     for _ in 0..5 {
         let read = session.read_majority(b"m").await;
         let read = match read {

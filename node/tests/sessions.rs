@@ -27,7 +27,7 @@ fn put(v: &str) -> Op {
 
 /// Retries `write` while no region can take it yet (`NotYetVisible`, or no region at all while
 /// one restarts), up to `WAIT`.
-async fn until_taken(session: &mut RoutedClient, key: &[u8], op: Op) -> String {
+async fn until_taken(session: &RoutedClient, key: &[u8], op: Op) -> String {
     let started = Instant::now();
     loop {
         match session.apply(key, op.clone(), Consistency::Local).await {
@@ -76,8 +76,8 @@ async fn a_sessions_delete_and_remove_cover_what_it_wrote_and_read_in_a_region_t
     // others by replication.
     config.breaker.open_ms = 120_000;
     config.breaker.open_ms_max = 120_000;
-    let mut session = RoutedClient::connect(config).await.unwrap();
-    until_first(&mut session, "eu-west").await;
+    let session = RoutedClient::connect(config).await.unwrap();
+    until_first(&session, "eu-west").await;
     assert_eq!(session.route().region, "eu-west");
 
     // eu-west's replication links are cut. The session writes k there, and reads set s, which
@@ -148,8 +148,8 @@ async fn a_sessions_delete_and_remove_cover_what_it_wrote_and_read_in_a_region_t
     // eu-west returns (its isolation is forgotten) and ships what it held. The delete and the
     // removal are taken by another region once it has applied them, and cover them everywhere.
     cluster.nodes[0].start().unwrap();
-    assert_ne!(until_taken(&mut session, b"k", Op::Delete).await, "eu-west");
-    assert_ne!(until_taken(&mut session, b"s", remove).await, "eu-west");
+    assert_ne!(until_taken(&session, b"k", Op::Delete).await, "eu-west");
+    assert_ne!(until_taken(&session, b"s", remove).await, "eu-west");
     until_every_region(&cluster, b"k", |r| r.is_none()).await;
     until_every_region(&cluster, b"s", |r| {
         r.is_none() || matches!(r, Some([ReadValue::Set(e)]) if e.is_empty())
@@ -166,7 +166,7 @@ async fn a_token_naming_writes_lost_with_a_disk_is_reported_and_can_be_forgotten
     let mut cluster = placed_cluster_with(&["t", "ops:admin"], |_, _| {});
     let mut config = cluster.cluster_file("t", Some(paris())).routed_config();
     config.session_wait_ms = 300;
-    let mut session = RoutedClient::connect(config).await.unwrap();
+    let session = RoutedClient::connect(config).await.unwrap();
     session
         .apply(b"kept", put("everywhere"), Consistency::Majority)
         .await
@@ -212,4 +212,76 @@ async fn a_token_naming_writes_lost_with_a_disk_is_reported_and_can_be_forgotten
         "lost with the disk"
     );
     session.close().await;
+}
+
+/// Calls on one routed client run at once and keep the session: tasks sharing it each add an
+/// element to one set, count once, write a key of their own and read it back at once; then a
+/// read through the client sees every element and count, its token covers every write, and
+/// another region given that token waits for them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_sharing_one_client_read_their_writes_and_a_later_read_sees_them_all() {
+    const TASKS: usize = 16;
+    let cluster = placed_cluster_with(&["t"], |_, _| {});
+    let config = cluster.cluster_file("t", Some(paris())).routed_config();
+    let session = std::sync::Arc::new(RoutedClient::connect(config).await.unwrap());
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..TASKS {
+        let session = session.clone();
+        tasks.spawn(async move {
+            let add = Op::SetAdd {
+                elems: vec![format!("e{i:02}").into_bytes()],
+            };
+            let count = Op::CounterAdd { delta: 1 };
+            let own = format!("k{i}");
+            let value = format!("v{i}").into_bytes();
+            let lww = Op::LwwSet {
+                value: value.clone(),
+            };
+            let (added, counted, wrote) = tokio::join!(
+                session.apply(b"members", add, Consistency::Local),
+                session.apply(b"count", count, Consistency::Local),
+                session.apply(own.as_bytes(), lww, Consistency::Local),
+            );
+            let wrote = wrote.unwrap();
+            // Started after its write was acknowledged: it sees it.
+            let read = session.read(own.as_bytes()).await.unwrap().unwrap();
+            assert!(
+                matches!(&read.values[..], [ReadValue::Lww(l)] if l.value == value),
+                "{own}: {read:?}"
+            );
+            assert!(read.token.0.dominates(&wrote.token.0), "{own}: {read:?}");
+            [added.unwrap().token, counted.unwrap().token, wrote.token]
+        });
+    }
+    let mut written = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        written.extend(done.unwrap());
+    }
+    assert_eq!(written.len(), 3 * TASKS);
+
+    // Every answer was taken into the session.
+    let token = session.token();
+    for w in &written {
+        assert!(token.0.dominates(&w.0), "{token:?} lacks {w:?}");
+    }
+    let members: Vec<Vec<u8>> = (0..TASKS)
+        .map(|i| format!("e{i:02}").into_bytes())
+        .collect();
+    let read = session.read(b"members").await.unwrap().unwrap();
+    assert_eq!(read.values, vec![ReadValue::Set(members.clone())]);
+    let read = session.read(b"count").await.unwrap().unwrap();
+    assert_eq!(read.values, vec![ReadValue::Counter(TASKS as i64)]);
+
+    // The farthest region, given the session's token, waits until it holds every write.
+    let mut far = cluster.client(2).await.unwrap();
+    far.token = token;
+    let read = far.read(b"members", 10_000).await.unwrap().unwrap();
+    assert_eq!(read.values, vec![ReadValue::Set(members)]);
+    let read = far.read(b"count", 10_000).await.unwrap().unwrap();
+    assert_eq!(read.values, vec![ReadValue::Counter(TASKS as i64)]);
+    far.close().await;
+    match std::sync::Arc::try_unwrap(session) {
+        Ok(session) => session.close().await,
+        Err(_) => panic!("a task still holds the client"),
+    }
 }

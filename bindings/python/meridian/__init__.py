@@ -692,7 +692,9 @@ class Engine:
 
 class Client:
     """A routed client of a cluster (nearest healthy region, failover, a session token that
-    follows it), from the cluster file of ``meridian client --cluster``. A context manager."""
+    follows it), from the cluster file of ``meridian client --cluster``. A context manager;
+    thread-safe: calls from several threads run at once, each seeing every write the client
+    had acknowledged before it started."""
 
     def __init__(self, cluster_file: Union[str, os.PathLike]) -> None:
         h = c_void_p()

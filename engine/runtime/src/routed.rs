@@ -13,6 +13,12 @@
 //! unknown (the connection broke after it was sent, or it timed out) is retried in the next
 //! region only if applying it twice changes nothing (`Op::is_idempotent`); otherwise the caller
 //! gets [`RoutedError::Unknown`], never a silent double count.
+//!
+//! Calls take `&self` and run concurrently on one client (share it behind an `Arc`): each
+//! request is a stream of its own on a region's connection. The session (its token, what it
+//! wrote or read of each key) and each region's state (breaker, round trip, connection, clock)
+//! sit behind short locks never held across an await: a call waits for every write this client
+//! had acknowledged before it started, and every answer is taken into the session.
 
 use crate::client::{new_request_id, Client, ClientFailure};
 use crate::client_proto::{
@@ -31,6 +37,7 @@ use meridian::{Read, SystemClock, WallClock};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long a majority read waits, once a majority of regions gave their applied vectors, for
@@ -181,15 +188,39 @@ pub struct Written {
     pub retried_after_lost: bool,
 }
 
-/// One region as the client sees it.
-struct RegionState {
+/// One region as the client sees it: its entry in the table, and what calls learn of it.
+struct Region {
     entry: RegionEntry,
     server_name: String,
+    state: Mutex<RegionState>,
+}
+
+/// What calls learn of a region (locked briefly, never across an await).
+struct RegionState {
     breaker: Breaker,
     rtt_ms: Option<f64>,
+    /// Shared by every call (one stream per request); the first connection that lands is kept.
     conn: Option<Client>,
     /// Its clock as its answers show it.
     clock: ClockOffset,
+}
+
+/// What the session holds (locked briefly, never across an await).
+struct Session {
+    /// Everything this session wrote or read.
+    token: CausalToken,
+    /// What it wrote or read of each key.
+    keys: SessionKeys,
+    /// What the last `RoutedError::Uncoverable` named.
+    last_lost: Option<(meridian::ReplicaId, u64)>,
+    /// The region that answered last.
+    last_region: Option<String>,
+}
+
+/// `mutex` locked (a panic elsewhere while it was held leaves nothing half-done in it: every
+/// update under these locks is a single step).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What one attempt in one region came to.
@@ -207,20 +238,17 @@ enum Attempt<T> {
     Fail(RoutedError),
 }
 
-/// A client of the cluster's nearest healthy region.
+/// A client of the cluster's nearest healthy region; its calls take `&self` and run
+/// concurrently (share it behind an `Arc`).
 pub struct RoutedClient {
     config: RoutedConfig,
-    regions: Vec<RegionState>,
+    /// The region table (replaced only by `refresh_regions`, which takes `&mut self`: the
+    /// indices a call holds stay valid for its length).
+    regions: Vec<Region>,
     clock: Instant,
-    /// The region that answered last.
-    last_region: Option<String>,
-    /// Everything this session wrote or read (add another session's with `merge_token`, so
-    /// that writes wait for it too).
-    pub token: CausalToken,
-    /// What it wrote or read of each key.
-    keys: SessionKeys,
-    /// What the last `RoutedError::Uncoverable` named.
-    last_lost: Option<(meridian::ReplicaId, u64)>,
+    /// What the session wrote or read, in all and of each key (add another session's with
+    /// `merge_token`, so that writes wait for it too), and what its last answers said.
+    session: Mutex<Session>,
 }
 
 impl RoutedClient {
@@ -229,10 +257,12 @@ impl RoutedClient {
         let mut client = RoutedClient {
             regions: Vec::new(),
             clock: Instant::now(),
-            last_region: None,
-            token: CausalToken::default(),
-            keys: SessionKeys::new(config.session_keys),
-            last_lost: None,
+            session: Mutex::new(Session {
+                token: CausalToken::default(),
+                keys: SessionKeys::new(config.session_keys),
+                last_lost: None,
+                last_region: None,
+            }),
             config,
         };
         client.refresh_regions().await?;
@@ -241,6 +271,16 @@ impl RoutedClient {
 
     fn now_ms(&self) -> u64 {
         self.clock.elapsed().as_millis() as u64
+    }
+
+    /// Region `i`'s state, locked (never across an await).
+    fn state(&self, i: usize) -> MutexGuard<'_, RegionState> {
+        lock(&self.regions[i].state)
+    }
+
+    /// The session, locked (never across an await).
+    fn session(&self) -> MutexGuard<'_, Session> {
+        lock(&self.session)
     }
 
     /// Asks the known regions (or the seeds) for the region table again.
@@ -313,31 +353,37 @@ impl RoutedClient {
                 .position(|r| r.entry.name == entry.name)
                 .map(|i| old.swap_remove(i));
             let server_name = replica_dns_name(&self.config.cluster, &entry.name, &entry.region);
-            let mut state = kept.unwrap_or_else(|| RegionState {
+            let mut region = kept.unwrap_or_else(|| Region {
                 entry: entry.clone(),
                 server_name: server_name.clone(),
-                breaker: Breaker::new(self.config.breaker),
-                rtt_ms: None,
-                conn: None,
-                clock: ClockOffset::default(),
+                state: Mutex::new(RegionState {
+                    breaker: Breaker::new(self.config.breaker),
+                    rtt_ms: None,
+                    conn: None,
+                    clock: ClockOffset::default(),
+                }),
             });
-            if state.entry.address != entry.address {
+            let state = region
+                .state
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner);
+            if region.entry.address != entry.address {
                 state.conn = None;
             }
-            state.entry = entry;
-            state.server_name = server_name;
-            if state.entry.name == answered_by {
+            if entry.name == answered_by {
                 state.conn = Some(conn.clone());
                 sample_rtt(&mut state.rtt_ms, rtt);
             }
-            self.regions.push(state);
+            region.entry = entry;
+            region.server_name = server_name;
+            self.regions.push(region);
         }
     }
 
     /// Connects to every region at once and times one small request to each: the round trips
     /// that order regions (a region that does not answer in time stays unmeasured, and its
     /// breaker opens).
-    pub async fn measure_regions(&mut self) {
+    pub async fn measure_regions(&self) {
         let mut probes = tokio::task::JoinSet::new();
         for (i, r) in self.regions.iter().enumerate() {
             let (address, name, tls) = (
@@ -345,7 +391,7 @@ impl RoutedClient {
                 r.server_name.clone(),
                 self.config.tls.clone(),
             );
-            let existing = r.conn.clone();
+            let existing = self.state(i).conn.clone();
             let (connect_timeout, timeout, liveness) = (
                 self.config.connect_timeout,
                 self.config.request_timeout,
@@ -377,8 +423,8 @@ impl RoutedClient {
             let Ok((i, outcome)) = joined else { continue };
             match outcome {
                 Some((conn, sample, clock)) => {
-                    let r = &mut self.regions[i];
-                    r.conn = Some(conn);
+                    self.keep_first(i, conn);
+                    let mut r = self.state(i);
                     sample_rtt(&mut r.rtt_ms, sample);
                     if let Some(clock) = clock {
                         r.clock.sample(clock);
@@ -396,11 +442,14 @@ impl RoutedClient {
         let candidates: Vec<Candidate> = self
             .regions
             .iter()
-            .map(|r| Candidate {
-                region: r.entry.region.clone(),
-                location: r.entry.location,
-                rtt_ms: r.rtt_ms,
-                health: Health::of(&r.breaker, now),
+            .map(|r| {
+                let state = lock(&r.state);
+                Candidate {
+                    region: r.entry.region.clone(),
+                    location: r.entry.location,
+                    rtt_ms: state.rtt_ms,
+                    health: Health::of(&state.breaker, now),
+                }
             })
             .collect();
         let order = order_regions(&candidates, self.config.near.as_ref());
@@ -419,7 +468,7 @@ impl RoutedClient {
         let allowed: Vec<usize> = order
             .iter()
             .copied()
-            .filter(|&i| self.regions[i].breaker.may_try(now))
+            .filter(|&i| self.state(i).breaker.may_try(now))
             .collect();
         if allowed.is_empty() {
             order
@@ -428,10 +477,12 @@ impl RoutedClient {
         }
     }
 
-    /// A connection to region `i`.
-    async fn conn(&mut self, i: usize) -> Result<Client, String> {
-        if let Some(c) = &self.regions[i].conn {
-            return Ok(c.clone());
+    /// A connection to region `i` (made outside the lock when there is none: when calls
+    /// connect at once, the first connection that lands is kept and the others dropped).
+    async fn conn(&self, i: usize) -> Result<Client, String> {
+        let existing = self.state(i).conn.clone();
+        if let Some(c) = existing {
+            return Ok(c);
         }
         let r = &self.regions[i];
         let connecting = Client::connect_with(
@@ -441,28 +492,38 @@ impl RoutedClient {
             self.config.liveness,
         );
         match tokio::time::timeout(self.config.connect_timeout, connecting).await {
-            Ok(Ok(c)) => {
-                self.regions[i].conn = Some(c.clone());
-                Ok(c)
-            }
+            Ok(Ok(c)) => Ok(self.keep_first(i, c)),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("no connection in time".into()),
         }
     }
 
-    fn failed(&mut self, i: usize) {
+    /// Keeps `conn` as region `i`'s connection unless another call's landed first; the one
+    /// kept (a connection dropped is closed, outside the lock).
+    fn keep_first(&self, i: usize, conn: Client) -> Client {
+        let mut state = self.state(i);
+        if let Some(first) = &state.conn {
+            let first = first.clone();
+            drop(state);
+            return first;
+        }
+        state.conn = Some(conn.clone());
+        conn
+    }
+
+    fn failed(&self, i: usize) {
         let now = self.now_ms();
-        let r = &mut self.regions[i];
+        let mut r = self.state(i);
         r.breaker.on_failure(now);
         r.conn = None;
     }
 
     /// Sends `request` (not a write) to region `i` and sorts the outcome.
-    async fn attempt(&mut self, i: usize, request: &ClientRequest) -> Attempt<ClientResponse> {
+    async fn attempt(&self, i: usize, request: &ClientRequest) -> Attempt<ClientResponse> {
         let name = self.regions[i].entry.region.clone();
         let now = self.now_ms();
         // Takes a half-open breaker's probe (when every region is down, it is tried anyway).
-        self.regions[i].breaker.try_acquire(now);
+        self.state(i).breaker.try_acquire(now);
         let conn = match self.conn(i).await {
             Ok(c) => c,
             Err(e) => {
@@ -475,7 +536,7 @@ impl RoutedClient {
             tokio::time::timeout(self.config.request_timeout, conn.request_sampled(request)).await;
         if matches!(answer, Ok((Ok(_), _))) {
             let sample = started.elapsed().as_secs_f64() * 1_000.0;
-            sample_rtt(&mut self.regions[i].rtt_ms, sample);
+            sample_rtt(&mut self.state(i).rtt_ms, sample);
         }
         self.settle_sampled(i, answer)
     }
@@ -483,7 +544,7 @@ impl RoutedClient {
     /// Sends the write `request` to region `i`, stamped with the deadline `call` gives it
     /// once connected, and says what the answer means.
     async fn attempt_write(
-        &mut self,
+        &self,
         i: usize,
         request: &ClientRequest,
         call: &mut WriteCall,
@@ -491,7 +552,7 @@ impl RoutedClient {
         let name = self.regions[i].entry.region.clone();
         let now = self.now_ms();
         // Takes a half-open breaker's probe (when every region is down, it is tried anyway).
-        self.regions[i].breaker.try_acquire(now);
+        self.state(i).breaker.try_acquire(now);
         let conn = match self.conn(i).await {
             Ok(c) => c,
             Err(e) => {
@@ -503,12 +564,9 @@ impl RoutedClient {
         // gets to it after that (it froze with the request queued, its clock lags) refuses it
         // rather than apply it behind a retry made elsewhere.
         let wall = SystemClock.now_ms();
-        let deadline = call.sent(
-            self.now_ms(),
-            wall,
-            self.attempt_budget_ms(i),
-            self.regions[i].clock.estimate(wall),
-        );
+        let budget = self.attempt_budget_ms(i);
+        let offset = self.state(i).clock.estimate(wall);
+        let deadline = call.sent(self.now_ms(), wall, budget, offset);
         let stamped = with_deadline(request, deadline);
         let answer =
             tokio::time::timeout(self.config.request_timeout, conn.request_sampled(&stamped)).await;
@@ -532,7 +590,7 @@ impl RoutedClient {
     fn attempt_budget_ms(&self, i: usize) -> u64 {
         attempt_budget_ms(
             self.config.liveness.as_millis() as u64,
-            self.regions[i].rtt_ms,
+            self.state(i).rtt_ms,
             self.config.connect_timeout.as_millis() as u64,
             self.config.request_timeout.as_millis() as u64,
         )
@@ -541,7 +599,7 @@ impl RoutedClient {
     /// Applies `op` to `key`, acknowledged once durable in the regions `consistency` asks
     /// for, in the nearest region that takes it.
     pub async fn apply(
-        &mut self,
+        &self,
         key: &[u8],
         op: Op,
         consistency: Consistency,
@@ -562,7 +620,7 @@ impl RoutedClient {
     /// Applies an atomic batch (retried elsewhere after a lost answer only if every operation
     /// in it is idempotent).
     pub async fn write_batch(
-        &mut self,
+        &self,
         ops: Vec<(Vec<u8>, Op)>,
         consistency: Consistency,
     ) -> Result<Written, RoutedError> {
@@ -583,7 +641,7 @@ impl RoutedClient {
     /// on what is seen, and the read contexts the operations carry; `None` when that is
     /// nothing).
     fn after<'a>(&self, ops: impl IntoIterator<Item = (&'a [u8], &'a Op)>) -> Option<After> {
-        let token = self.keys.gate(ops);
+        let token = self.session().keys.gate(ops);
         let wait_ms = self.config.session_wait_ms;
         (!token.is_empty()).then_some(After {
             token: CausalToken(token),
@@ -594,7 +652,7 @@ impl RoutedClient {
     /// Sends a write through the regions as `WriteCall` decides (`meridian::routing`), and
     /// takes its outcome into the session.
     async fn write(
-        &mut self,
+        &self,
         request: ClientRequest,
         idempotent: bool,
     ) -> Result<Written, RoutedError> {
@@ -626,8 +684,10 @@ impl RoutedClient {
                 retried_after_lost,
             } => {
                 let region = name(Some(region));
-                self.token.merge(&token);
-                self.keys.wrote(written_keys(&request), &token.0);
+                let mut session = self.session();
+                session.token.merge(&token);
+                session.keys.wrote(written_keys(&request), &token.0);
+                drop(session);
                 Ok(Written {
                     token,
                     region,
@@ -671,15 +731,17 @@ impl RoutedClient {
 
     /// Reads `key` in the nearest region that has applied this session's writes (each region
     /// waits up to `session_wait_ms` for them, then the next is asked).
-    pub async fn read(&mut self, key: &[u8]) -> Result<Option<Read>, RoutedError> {
-        let token = self.token.clone();
+    pub async fn read(&self, key: &[u8]) -> Result<Option<Read>, RoutedError> {
+        let token = self.token();
         self.read_covering(key, token).await
     }
 
     /// Reads `key` with every write a majority of regions has applied: their applied vectors,
     /// gathered at once, are what the serving region must cover (it waits for replication to
     /// bring what it lacks), with this session's writes.
-    pub async fn read_majority(&mut self, key: &[u8]) -> Result<Option<Read>, RoutedError> {
+    pub async fn read_majority(&self, key: &[u8]) -> Result<Option<Read>, RoutedError> {
+        // The session's writes acknowledged before the read started.
+        let session = self.token();
         // Writes count regions (a region holds a write when one of its replicas does), so a
         // region counts here when every replica of it answered.
         let mut replicas_of: BTreeMap<String, usize> = BTreeMap::new();
@@ -723,7 +785,7 @@ impl RoutedClient {
             let Ok((i, outcome)) = joined else { continue };
             match outcome {
                 Ok(Ok(applied)) => {
-                    self.regions[i].breaker.on_success();
+                    self.state(i).breaker.on_success();
                     let entry = answered
                         .entry(self.regions[i].entry.region.clone())
                         .or_default();
@@ -767,7 +829,7 @@ impl RoutedClient {
             for (_, v) in others.into_iter().take(needed - 1) {
                 seen.join(v);
             }
-            let mut token = self.token.clone();
+            let mut token = session.clone();
             token.merge(&CausalToken(seen));
             let request = ClientRequest::Read {
                 key: key.to_vec(),
@@ -786,7 +848,7 @@ impl RoutedClient {
     /// context take it in), or `None` to ask the next region (why noted, and whether the region
     /// lacked the session's writes), or the failure that ends the read.
     fn read_answer(
-        &mut self,
+        &self,
         key: &[u8],
         attempt: Attempt<ClientResponse>,
         why: &mut Vec<String>,
@@ -794,12 +856,13 @@ impl RoutedClient {
     ) -> Result<Option<Option<Read>>, RoutedError> {
         match attempt {
             Attempt::Done(ClientResponse::Value { read }) => {
+                let mut session = self.session();
                 if let Some(r) = &read {
-                    self.token.merge(&r.token);
-                    self.keys.note(key, &r.token.0);
+                    session.token.merge(&r.token);
+                    session.keys.note(key, &r.token.0);
                 }
                 // Covered: nothing the session holds is lost.
-                self.last_lost = None;
+                session.last_lost = None;
                 return Ok(Some(read));
             }
             Attempt::Done(other) => why.push(format!("unexpected answer {other:?}")),
@@ -816,7 +879,7 @@ impl RoutedClient {
     }
 
     async fn read_covering(
-        &mut self,
+        &self,
         key: &[u8],
         token: CausalToken,
     ) -> Result<Option<Read>, RoutedError> {
@@ -852,14 +915,14 @@ impl RoutedClient {
     /// A read sent to region `i`, and to `j` too when `i` has not answered after `after`;
     /// the first answer that serves wins. Says whether `j` was used.
     async fn hedged(
-        &mut self,
+        &self,
         i: usize,
         j: usize,
         after: Duration,
         request: &ClientRequest,
     ) -> (Attempt<ClientResponse>, bool) {
         let now = self.now_ms();
-        self.regions[i].breaker.try_acquire(now);
+        self.state(i).breaker.try_acquire(now);
         let (Ok(first), timeout) = (self.conn(i).await, self.config.request_timeout) else {
             self.failed(i);
             return (self.attempt(j, request).await, true);
@@ -875,7 +938,7 @@ impl RoutedClient {
         }
         metrics::counter!("meridian_client_hedged_reads_total").increment(1);
         let now = self.now_ms();
-        self.regions[j].breaker.try_acquire(now);
+        self.state(j).breaker.try_acquire(now);
         let Ok(second) = self.conn(j).await else {
             self.failed(j);
             return (self.settle_sampled(i, primary.await), false);
@@ -890,7 +953,7 @@ impl RoutedClient {
         let other = if first_done == i { j } else { i };
         let attempt = self.settle_sampled(first_done, answer);
         if matches!(attempt, Attempt::Done(_) | Attempt::Fail(_)) {
-            self.regions[other].breaker.abandon();
+            self.state(other).breaker.abandon();
             return (attempt, true);
         }
         let answer = if other == i {
@@ -903,7 +966,7 @@ impl RoutedClient {
 
     /// `settle`, after taking what the answer says of the region's clock.
     fn settle_sampled(
-        &mut self,
+        &self,
         i: usize,
         answer: Result<
             (Result<ClientResponse, ClientFailure>, Option<ClockSample>),
@@ -912,7 +975,7 @@ impl RoutedClient {
     ) -> Attempt<ClientResponse> {
         let answer = answer.map(|(result, clock)| {
             if let Some(clock) = clock {
-                self.regions[i].clock.sample(clock);
+                self.state(i).clock.sample(clock);
             }
             result
         });
@@ -921,15 +984,15 @@ impl RoutedClient {
 
     /// Sorts an answer from region `i`, keeping its breaker.
     fn settle(
-        &mut self,
+        &self,
         i: usize,
         answer: Result<Result<ClientResponse, ClientFailure>, tokio::time::error::Elapsed>,
     ) -> Attempt<ClientResponse> {
         let name = self.regions[i].entry.region.clone();
         match answer {
             Ok(Ok(response)) => {
-                self.regions[i].breaker.on_success();
-                self.last_region = Some(name);
+                self.state(i).breaker.on_success();
+                self.session().last_region = Some(name);
                 Attempt::Done(response)
             }
             Ok(Err(ClientFailure::Server(e))) => match e.code {
@@ -937,18 +1000,18 @@ impl RoutedClient {
                 // too few regions reachable from it): nothing was applied. It is alive, so
                 // its breaker stays closed and the next request asks it first again.
                 ErrorCode::Unavailable | ErrorCode::Expired => {
-                    self.regions[i].breaker.on_success();
+                    self.state(i).breaker.on_success();
                     Attempt::Next(format!("{name}: {}", e.message))
                 }
                 ErrorCode::NotYetVisible => {
-                    self.regions[i].breaker.on_success();
+                    self.state(i).breaker.on_success();
                     Attempt::NotYet(format!("{name}: {}", e.message))
                 }
                 ErrorCode::Uncoverable => {
-                    self.regions[i].breaker.on_success();
+                    self.state(i).breaker.on_success();
                     match e.lost {
                         Some((origin, held)) => {
-                            self.last_lost = Some((origin, held));
+                            self.session().last_lost = Some((origin, held));
                             Attempt::Fail(RoutedError::Uncoverable {
                                 region: name,
                                 origin,
@@ -959,18 +1022,18 @@ impl RoutedClient {
                     }
                 }
                 ErrorCode::NotPrimary => {
-                    self.regions[i].breaker.on_success();
+                    self.state(i).breaker.on_success();
                     Attempt::Redirect(format!("{name}: {}", e.message), e.primary)
                 }
                 ErrorCode::Unknown => {
-                    self.regions[i].breaker.on_success();
+                    self.state(i).breaker.on_success();
                     Attempt::Fail(RoutedError::Unknown {
                         region: name,
                         message: e.message,
                     })
                 }
                 _ => {
-                    self.regions[i].breaker.on_success();
+                    self.state(i).breaker.on_success();
                     Attempt::Fail(RoutedError::Refused {
                         region: name,
                         failure: ClientFailure::Server(e),
@@ -987,7 +1050,7 @@ impl RoutedClient {
             }
             Ok(Err(e)) => {
                 // Refused by the client itself (too large, an answer it cannot read).
-                self.regions[i].breaker.abandon();
+                self.state(i).breaker.abandon();
                 Attempt::Fail(RoutedError::Refused {
                     region: name,
                     failure: e,
@@ -1001,7 +1064,7 @@ impl RoutedClient {
     }
 
     /// The status of the nearest region that answers, with its region name.
-    pub async fn status(&mut self) -> Result<(String, NodeStatus), RoutedError> {
+    pub async fn status(&self) -> Result<(String, NodeStatus), RoutedError> {
         let mut why = Vec::new();
         for i in self.plan() {
             match self.attempt(i, &ClientRequest::Status).await {
@@ -1025,7 +1088,7 @@ impl RoutedClient {
     /// most once; each page reflects the region that served it (not necessarily this
     /// session's latest writes: read a key to wait for them).
     pub async fn scan_page(
-        &mut self,
+        &self,
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: u32,
@@ -1034,6 +1097,8 @@ impl RoutedClient {
             prefix: prefix.to_vec(),
             limit,
             after: after.map(<[u8]>::to_vec),
+            token: None,
+            wait_ms: 0,
         };
         let mut why = Vec::new();
         for i in self.plan() {
@@ -1052,22 +1117,25 @@ impl RoutedClient {
 
     /// Adds another session's token: later reads wait for its writes, and later writes that
     /// depend on what is seen wait for them whatever their key.
-    pub fn merge_token(&mut self, other: &CausalToken) {
-        self.token.merge(other);
-        self.keys.note_everywhere(&other.0);
+    pub fn merge_token(&self, other: &CausalToken) {
+        let mut session = self.session();
+        session.token.merge(other);
+        session.keys.note_everywhere(&other.0);
     }
 
     /// Forgets the session's writes of `origin` beyond `held` (what `RoutedError::Uncoverable`
     /// names): later reads and writes no longer wait for them. Read-your-writes then no
     /// longer covers them: they are lost.
-    pub fn forget_lost(&mut self, origin: meridian::ReplicaId, held: u64) {
-        self.token = CausalToken(self.token.0.capped(origin, held));
-        self.keys.forget_beyond(origin, held);
+    pub fn forget_lost(&self, origin: meridian::ReplicaId, held: u64) {
+        let mut session = self.session();
+        session.token = CausalToken(session.token.0.capped(origin, held));
+        session.keys.forget_beyond(origin, held);
     }
 
     /// `forget_lost` of what the last `RoutedError::Uncoverable` named; whether there was one.
-    pub fn forget_last_lost(&mut self) -> bool {
-        match self.last_lost.take() {
+    pub fn forget_last_lost(&self) -> bool {
+        let lost = self.session().last_lost.take();
+        match lost {
             Some((origin, held)) => {
                 self.forget_lost(origin, held);
                 true
@@ -1077,8 +1145,20 @@ impl RoutedClient {
     }
 
     /// The region that answered the last request that succeeded.
-    pub fn last_region(&self) -> Option<&str> {
-        self.last_region.as_deref()
+    pub fn last_region(&self) -> Option<String> {
+        self.session().last_region.clone()
+    }
+
+    /// Everything this session wrote or read (to carry to another client: `merge_token`).
+    pub fn token(&self) -> CausalToken {
+        self.session().token.clone()
+    }
+
+    /// Replaces the session's token: what later reads wait for. What the session wrote or
+    /// read of each key, which its context-dependent writes carry, stays (`merge_token` adds
+    /// another session's writes to both).
+    pub fn set_token(&self, token: CausalToken) {
+        self.session().token = token;
     }
 
     /// The region table as last learned.
@@ -1089,7 +1169,12 @@ impl RoutedClient {
     /// Closes every connection.
     pub async fn close(self) {
         for r in self.regions {
-            if let Some(c) = r.conn {
+            let conn = r
+                .state
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .conn;
+            if let Some(c) = conn {
                 c.close().await;
             }
         }

@@ -120,8 +120,8 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
     // and by majority (the applied vectors of a and the nearer of b and c, then a).
     let mut config = cluster.cluster_file("bench", None).routed_config();
     config.seeds.truncate(1);
-    let mut routed = RoutedClient::connect(config).await?;
-    routed.token = client.token.clone();
+    let routed = RoutedClient::connect(config).await?;
+    routed.set_token(client.token.clone());
     for (name, majority) in [("read_session", false), ("read_majority", true)] {
         let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
         for i in 0..args.ops {
@@ -136,7 +136,7 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
             anyhow::ensure!(read.is_some(), "{key} was not read back");
         }
         anyhow::ensure!(
-            routed.last_region() == Some("us-east"),
+            routed.last_region().as_deref() == Some("us-east"),
             "reads were not served by the client's region"
         );
         report(name, &hist)?;

@@ -328,7 +328,7 @@ async fn load(
     stop: Arc<AtomicBool>,
     recorder: Arc<Mutex<Recorder>>,
 ) -> anyhow::Result<()> {
-    let mut routed = RoutedClient::connect(config).await?;
+    let routed = RoutedClient::connect(config).await?;
     let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (client as u64 + 1);
     let mut next = move || {
         x ^= x << 13;

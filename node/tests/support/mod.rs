@@ -71,7 +71,7 @@ pub fn placed_cluster_with(
 
 /// Measures `client`'s round trips again until `region` comes first (a first sample on a
 /// loaded machine can put a loopback region in a slower band), up to 20 rounds.
-pub async fn until_first(client: &mut meridian_runtime::routed::RoutedClient, region: &str) {
+pub async fn until_first(client: &meridian_runtime::routed::RoutedClient, region: &str) {
     for _ in 0..20 {
         if client.route().region == region {
             return;

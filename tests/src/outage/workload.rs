@@ -411,7 +411,7 @@ async fn read_check(
         ReadKind::Session | ReadKind::All => client.read(key).await,
     };
     let completed = history.now();
-    let region = client.last_region().map(str::to_string);
+    let region = client.last_region();
     let (answer, read) = match result {
         Ok(read) if want.in_read(read.as_ref()) => (ReadAnswer::Saw, read),
         Ok(_) => (ReadAnswer::Missed, None),
