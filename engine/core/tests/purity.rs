@@ -31,7 +31,10 @@ fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 #[test]
 fn the_core_names_no_clock_file_socket_thread_or_runtime() {
     let mut files = Vec::new();
-    sources(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    sources(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
     assert!(files.len() > 20, "the core's sources were found");
     let mut found = Vec::new();
     for file in &files {
@@ -45,5 +48,9 @@ fn the_core_names_no_clock_file_socket_thread_or_runtime() {
             }
         }
     }
-    assert!(found.is_empty(), "the core must stay pure:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "the core must stay pure:\n{}",
+        found.join("\n")
+    );
 }
