@@ -218,11 +218,11 @@ pub unsafe extern "C" fn meridian_scan_range(
 }
 
 /// Client mode: the keys starting with `prefix` (at most `limit`; `SIZE_MAX` for all), in
-/// order, as a cursor read from the nearest region that answers, 256 rows a page. Across a
-/// failover the cursor goes on in the next region from the last key it handed out: keys stay
-/// in order, each at most once; each page reflects the region that served it (which may lack
-/// this session's latest writes: read a key to wait for them). Blocks while it reads the first
-/// page (and `meridian_scan_next` for each next one).
+/// order, as a cursor read from the nearest region that has applied the session's writes, 256
+/// rows a page: each page reflects every write the client made or saw before it was read.
+/// Across a failover the cursor goes on in the next region from the last key it handed out:
+/// keys stay in order, each at most once. Blocks while it reads the first page (and
+/// `meridian_scan_next` for each next one).
 ///
 /// # Safety
 /// `prefix` must point at `prefix_len` readable bytes; `out` must be valid for a write.

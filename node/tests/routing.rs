@@ -469,3 +469,37 @@ async fn a_majority_read_is_served_while_a_region_is_cut_off_with_unshipped_writ
         );
     }
 }
+
+/// A session's scan reflects its writes: with eu-west cut off (an operator's isolate), a
+/// client near Paris that merged a write taken in us-east scans; eu-west lacks the write, waits
+/// for it and answers `NotYetVisible`, and the page comes from a region that has it. On main
+/// the scan carried no token and eu-west served a page without the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_scan_is_served_where_its_writes_are() {
+    let cluster = placed_cluster_with(&["t", "ops:admin"], |_, _| {});
+    let ops = cluster.client_as(0, "ops").await.unwrap();
+    let cut = ops
+        .request(&meridian_runtime::client_proto::ClientRequest::Isolate { isolated: true })
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            cut,
+            meridian_runtime::client_proto::ClientResponse::Done { .. }
+        ),
+        "{cut:?}"
+    );
+    let mut us = cluster.client(1).await.unwrap();
+    let written = us.apply(b"scan/a", lww("from us-east")).await.unwrap();
+    let session = client_near_paris(&cluster, Duration::from_secs(5)).await;
+    until_first(&session, "eu-west").await;
+    session.merge_token(&written);
+    let (rows, _) = session.scan_page(b"scan/", None, 100).await.unwrap();
+    assert!(
+        rows.iter().any(|(k, _)| k == b"scan/a"),
+        "the session's write is in its scan: {rows:?}"
+    );
+    assert_ne!(session.last_region().as_deref(), Some("eu-west"));
+    // The rows' tokens joined the session's.
+    assert!(session.token().0.dominates(&written.0));
+}

@@ -130,3 +130,33 @@ async fn a_node_of_the_previous_release_and_one_of_this_release_replicate_and_se
     at_new.close().await;
     at_old.close().await;
 }
+
+/// A routed client's scan against regions of the previous release (client protocol 5, whose
+/// scans carry no token): each region is asked to read with the session's token first, then
+/// to scan, and the page holds the session's writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_scan_against_previous_release_regions_waits_with_a_read_first() {
+    let cluster = start_with(&[("aa", "us-east"), ("bb", "eu-west")], &["t"], |c| {
+        c.protocols.client_max = Some(5);
+    });
+    cluster.wait_linked(Duration::from_secs(30)).unwrap();
+    let config = cluster.cluster_file("t", None).routed_config();
+    let session = meridian_runtime::routed::RoutedClient::connect(config)
+        .await
+        .unwrap();
+    for k in ["p/1", "p/2", "p/3"] {
+        session
+            .apply(
+                k.as_bytes(),
+                Op::CounterAdd { delta: 1 },
+                meridian_runtime::client_proto::Consistency::Local,
+            )
+            .await
+            .unwrap();
+    }
+    let (rows, more) = session.scan_page(b"p/", None, 10).await.unwrap();
+    let keys: Vec<&[u8]> = rows.iter().map(|(k, _)| k.as_slice()).collect();
+    assert_eq!(keys, vec![&b"p/1"[..], b"p/2", b"p/3"]);
+    assert!(!more);
+    session.close().await;
+}

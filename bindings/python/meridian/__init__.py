@@ -837,8 +837,9 @@ class Client:
 
     def scan(self, prefix: Bytes = b"", limit: Optional[int] = None) -> Iterator[Tuple[bytes, str]]:
         """Keys starting with ``prefix``, in order, each with its value's type, read a page at a
-        time from the nearest region that answers; after a failover the scan goes on in the
-        next region from the last key it yielded (each key once, in order)."""
+        time from the nearest region that has applied this client's writes (each page reflects
+        every write the client made or saw before it); after a failover the scan goes on in
+        the next region from the last key it yielded (each key once, in order)."""
         p = _bytes(prefix, "prefix")
         if limit is not None and limit < 0:
             raise ValueError("limit must not be negative")

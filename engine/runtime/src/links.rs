@@ -85,6 +85,11 @@ pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>) {
         tokio::spawn(async move {
             let conn = match incoming.await {
                 Ok(c) => c,
+                Err(e) if is_no_common_version(&e.to_string()) => {
+                    metrics::counter!("meridian_replication_version_refused_total").increment(1);
+                    tracing::warn!(error = %e, speaks = %ctx.protocols.replication_range(), "a replica or client speaking no protocol version this node speaks was refused (a release too old or too new for this one)");
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "incoming connection failed its handshake");
                     return;

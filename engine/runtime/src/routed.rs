@@ -44,6 +44,20 @@ use std::time::{Duration, Instant};
 /// the others' (each serving region's token is built from a majority that includes it).
 const MAJORITY_READ_GRACE: Duration = Duration::from_millis(100);
 
+/// The key a session's wait is read at before a scan, in a region whose scans carry no token.
+const SESSION_WAIT_KEY: &[u8] = b"\0";
+
+/// Whether an attempt ended in `Unsupported` (the region's protocol cannot carry the request).
+fn unsupported(attempt: &Attempt<ClientResponse>) -> bool {
+    matches!(
+        attempt,
+        Attempt::Fail(RoutedError::Refused {
+            failure: ClientFailure::Server(e),
+            ..
+        }) if e.code == ErrorCode::Unsupported
+    )
+}
+
 /// Why a read no region served failed: every region that answered lacked the session's
 /// writes, or none could serve.
 fn read_failed(not_yet: bool, why: &[String]) -> RoutedError {
@@ -1083,36 +1097,67 @@ impl RoutedClient {
     }
 
     /// A page of the keys starting with `prefix` after `after` (at most `limit` rows), in key
-    /// order, from the nearest region that answers, and whether more follow. A cursor that
-    /// pages with the last key it got survives a failover: its keys stay in order, each at
-    /// most once; each page reflects the region that served it (not necessarily this
-    /// session's latest writes: read a key to wait for them).
+    /// order, from the nearest region that has applied this session's writes, and whether
+    /// more follow. The page reflects at least every write the session made or saw before the
+    /// call (a region waits up to `session_wait_ms` for them, then the next is asked), and its
+    /// rows' tokens join the session. A cursor that pages with the last key it got survives a
+    /// failover: its keys stay in order, each at most once. A region of the previous release
+    /// (client protocol 5, whose scans carry no token) is asked to read with the session's
+    /// token first, then to scan: two round trips, the same guarantee.
     pub async fn scan_page(
         &self,
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: u32,
     ) -> Result<(Vec<ScanRow>, bool), RoutedError> {
-        let request = ClientRequest::Scan {
+        let token = self.token();
+        let session = (!token.0.is_empty()).then_some(token);
+        let wait_ms = self.config.session_wait_ms;
+        let scan = |token: Option<CausalToken>| ClientRequest::Scan {
             prefix: prefix.to_vec(),
             limit,
             after: after.map(<[u8]>::to_vec),
-            token: None,
-            wait_ms: 0,
+            wait_ms: if token.is_some() { wait_ms } else { 0 },
+            token,
         };
+        let (plain, covering) = (scan(None), scan(session.clone()));
         let mut why = Vec::new();
+        let mut not_yet = false;
         for i in self.plan() {
-            match self.attempt(i, &request).await {
-                Attempt::Done(ClientResponse::Rows { rows, more }) => return Ok((rows, more)),
+            let mut attempt = self.attempt(i, &covering).await;
+            if let (Some(token), true) = (&session, unsupported(&attempt)) {
+                // The region speaks client protocol 5: waiting for the session's writes takes
+                // a read (of any key) before the scan.
+                let wait = ClientRequest::Read {
+                    key: SESSION_WAIT_KEY.to_vec(),
+                    token: Some(token.clone()),
+                    wait_ms,
+                };
+                attempt = match self.attempt(i, &wait).await {
+                    Attempt::Done(ClientResponse::Value { .. }) => self.attempt(i, &plain).await,
+                    other => other,
+                };
+            }
+            match attempt {
+                Attempt::Done(ClientResponse::Rows { rows, more }) => {
+                    let mut session = self.session();
+                    for (key, read) in &rows {
+                        session.token.merge(&read.token);
+                        session.keys.note(key, &read.token.0);
+                    }
+                    session.last_lost = None;
+                    return Ok((rows, more));
+                }
                 Attempt::Done(other) => why.push(format!("unexpected answer {other:?}")),
-                Attempt::Next(r)
-                | Attempt::NotYet(r)
-                | Attempt::Lost(r)
-                | Attempt::Redirect(r, _) => why.push(r),
+                Attempt::NotYet(r) => {
+                    not_yet = true;
+                    why.push(r);
+                }
+                Attempt::Next(r) | Attempt::Lost(r) | Attempt::Redirect(r, _) => why.push(r),
                 Attempt::Fail(e) => return Err(e),
             }
         }
-        Err(RoutedError::NoRegion(why.join("; ")))
+        Err(read_failed(not_yet, &why))
     }
 
     /// Adds another session's token: later reads wait for its writes, and later writes that
