@@ -1,6 +1,6 @@
 //! Meridian's core: CRDT values with their causality ([`model`]) and the sans-IO replication
-//! protocol ([`replication`]), with the size limits both obey ([`limits`]), and the choice of
-//! the region that serves a client ([`routing`]).
+//! protocol ([`replication`]), with the size limits both obey ([`limits`]), the choice of
+//! the region that serves a client ([`routing`]), and what reads return ([`read`]).
 //!
 //! Pure by construction: this crate depends on no storage engine, async runtime, socket or
 //! clock (see its Cargo.toml). Time is an argument, randomness comes from callers, and storage
@@ -11,6 +11,7 @@
 pub mod lease;
 pub mod limits;
 pub mod model;
+pub mod read;
 pub mod replication;
 pub mod routing;
 

@@ -1,0 +1,109 @@
+//! What reads return: plain views of the stored CRDT state (the engine's reads and the client
+//! protocol's answers alike; `meridian` re-exports them at its top level).
+
+use crate::model::{counter, lww, CausalToken, Dot, Hlc, Kind, ReplicaId, Value, VersionVector};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A multi-value register as read: one value, or several siblings after concurrent writes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Siblings {
+    /// The values, in dot order.
+    pub values: Vec<Vec<u8>>,
+    /// The dot of each value.
+    pub dots: Vec<Dot>,
+    /// What this read saw: pass it to `put_with` to supersede exactly these siblings.
+    pub context: VersionVector,
+}
+
+/// A last-writer-wins register as read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LwwValue {
+    /// The winning value.
+    pub value: Vec<u8>,
+    /// Its hybrid-logical-clock marker.
+    pub marker: Hlc,
+    /// The replica that wrote it.
+    pub writer: ReplicaId,
+}
+
+/// A map as read: field name -> value (two or more when regions wrote the field with different
+/// types concurrently).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapView {
+    /// The fields present.
+    pub fields: BTreeMap<Vec<u8>, Vec<ReadValue>>,
+}
+
+/// One value of any type, as read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadValue {
+    /// Multi-value register.
+    Register(Siblings),
+    /// Last-writer-wins register.
+    Lww(LwwValue),
+    /// Counter value.
+    Counter(i64),
+    /// Set elements in byte order.
+    Set(Vec<Vec<u8>>),
+    /// Map fields.
+    Map(MapView),
+}
+
+impl ReadValue {
+    /// The value's type.
+    pub fn kind(&self) -> Kind {
+        match self {
+            ReadValue::Register(_) => Kind::Register,
+            ReadValue::Lww(_) => Kind::Lww,
+            ReadValue::Counter(_) => Kind::Counter,
+            ReadValue::Set(_) => Kind::Set,
+            ReadValue::Map(_) => Kind::Map,
+        }
+    }
+
+    /// A view of a value, consuming it; `None` when it reads as absent.
+    pub fn from_value(value: Value) -> Option<ReadValue> {
+        if value.is_bottom() {
+            return None;
+        }
+        Some(match value {
+            Value::Register(r) => {
+                let dots = r.store.keys().copied().collect();
+                ReadValue::Register(Siblings {
+                    values: r.store.into_values().collect(),
+                    dots,
+                    context: r.ctx,
+                })
+            }
+            Value::Lww(r) => {
+                let (dot, e) = lww::winner(&r)?;
+                ReadValue::Lww(LwwValue {
+                    value: e.value.clone(),
+                    marker: e.marker,
+                    writer: dot.replica,
+                })
+            }
+            Value::Counter(c) => ReadValue::Counter(counter::value(&c)),
+            Value::Set(s) => ReadValue::Set(s.store.into_keys().collect()),
+            Value::Map(m) => {
+                let mut view = MapView::default();
+                for (k, v) in m.fields {
+                    if let Some(read) = ReadValue::from_value(v) {
+                        view.fields.entry(k.name).or_default().push(read);
+                    }
+                }
+                ReadValue::Map(view)
+            }
+        })
+    }
+}
+
+/// Everything under one key, as read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Read {
+    /// The values present: one, or more when regions wrote the key with different types.
+    pub values: Vec<ReadValue>,
+    /// What this read observed; merge it into the session's token.
+    pub token: CausalToken,
+}
