@@ -3,7 +3,6 @@
 //! go to that link's queue, bounded in bytes; a full queue drops the frame (the protocol
 //! resends), so a slow peer never stalls the others.
 
-use super::client_proto::{NodeStatus, PeerStatus};
 use super::link_queue::LinkSender;
 use super::primary::{Member, PrimaryBoard, PrimaryState};
 use super::regions::RegionBoard;
@@ -12,6 +11,7 @@ use meridian::replication::{
     Inbound, LinkId, Output, ReplicationError, Replicator, MERGE_FRAMES_MAX,
 };
 use meridian::Engine;
+use meridian_client::client_proto::{NodeStatus, PeerStatus};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -7,29 +7,28 @@
 //! links, stop the replicator, flush the engine.
 
 mod actor;
-pub mod client;
-pub mod client_proto;
 pub mod cluster_file;
-mod congestion;
 pub mod dev_certs;
-mod framing;
 mod link_queue;
 mod links;
 pub mod node_config;
 mod primary;
-pub mod protocols;
-pub mod read_json;
 pub mod regions;
 mod requests_in_flight;
-pub mod routed;
 mod service;
 pub mod tls;
 
-use client_proto::{NodeStatus, PeerStatus};
+/// Compatibility paths: the wire protocol and the client SDK moved to `meridian-client`; they
+/// stay reachable here as `meridian_runtime::{client, client_proto, protocols, read_json,
+/// routed}` (and `tls`, which adds the accepting side to `meridian_client::tls`). New code
+/// names `meridian_client`.
+pub use meridian_client::{client, client_proto, protocols, read_json, routed};
+
 use meridian::model::digest::Fnv;
 use meridian::replication::{ReplicationConfig, Replicator};
 use meridian::routing::Location;
 use meridian::{Engine, RandomSource, ReplicaId};
+use meridian_client::client_proto::{NodeStatus, PeerStatus};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -74,6 +73,12 @@ pub enum RuntimeError {
     /// The configuration is inconsistent.
     #[error("config: {0}")]
     Config(String),
+}
+
+impl From<tls::TlsError> for RuntimeError {
+    fn from(e: tls::TlsError) -> RuntimeError {
+        RuntimeError::Tls(e.0)
+    }
 }
 
 /// A peer replica.

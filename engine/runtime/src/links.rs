@@ -2,14 +2,14 @@
 //! this replica is responsible for dialing, and the frame pumps of a replication link.
 
 use super::actor::Event;
-use super::framing::{read_frame, write_frame};
 use super::link_queue::{link_queue, LINK_QUEUE_BYTES};
-use super::protocols::{client_version, is_no_common_version, replication_version};
 use super::service::Service;
 use super::tls::{self, alpn, cert_names, peer_leaf};
 use super::PeerSpec;
 use meridian::limits::{ENTRY_BYTES_MAX, FRAME_BYTES_MAX, LINK_INBOUND_BYTES};
 use meridian::replication::{Inbound, LinkId};
+use meridian_client::framing::{read_frame, write_frame};
+use meridian_client::protocols::{client_version, is_no_common_version, replication_version};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +35,7 @@ pub(crate) struct LinkCtx {
     pub next_peer: AtomicU32,
     pub dial: quinn::ClientConfig,
     /// The protocol versions this node speaks.
-    pub protocols: crate::protocols::Protocols,
+    pub protocols: meridian_client::protocols::Protocols,
     pub service: Arc<Service>,
     pub shutdown: watch::Receiver<bool>,
     /// True while an operator keeps the replication links cut (`admin isolate`).

@@ -4,10 +4,10 @@
 //! answers `Regions` and `Route` from it, and waits on it for writes asked to be durable in
 //! several regions.
 
-use crate::client_proto::{RegionEntry, RegionTable, RouteAnswer};
 use crate::RuntimeConfig;
 use meridian::model::{CausalToken, ReplicaId, VersionVector};
 use meridian::routing::{order_regions, smoothed_rtt, Candidate, Health, Location};
+use meridian_client::client_proto::{RegionEntry, RegionTable, RouteAnswer};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

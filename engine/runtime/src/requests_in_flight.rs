@@ -3,7 +3,7 @@
 //! the engine, `Engine::request_outcome`) instead of being applied beside it. What was applied
 //! is kept by the engine, with the write, across restarts and regions (`requests.rs` there).
 
-use crate::client_proto::RequestId;
+use meridian_client::client_proto::RequestId;
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;

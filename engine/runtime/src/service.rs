@@ -8,11 +8,6 @@
 //! client identity with a token bucket whose map is pruned as it grows.
 
 use super::actor::Event;
-use super::client_proto::{
-    decode, encode_at, Answer, ClientError, ClientRequest, ClientResponse, Consistency, ErrorCode,
-    NodeStatus, RequestId, CLIENT_FRAME_BYTES_MAX, CLIENT_PROTOCOLS,
-};
-use super::framing::{read_frame_body, read_frame_len, write_frame};
 use super::primary::PrimaryBoard;
 use super::regions::RegionBoard;
 use super::requests_in_flight::{RequestsInFlight, NO_ID};
@@ -21,6 +16,11 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use meridian::limits::SCAN_BYTES_MAX;
 use meridian::{Batch, CausalToken, Engine, Error, Once, RequestTag};
+use meridian_client::client_proto::{
+    decode, encode_at, Answer, ClientError, ClientRequest, ClientResponse, Consistency, ErrorCode,
+    NodeStatus, RequestId, CLIENT_FRAME_BYTES_MAX, CLIENT_PROTOCOLS,
+};
+use meridian_client::framing::{read_frame_body, read_frame_len, write_frame};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -197,7 +197,7 @@ impl Service {
                     let permits = u32::try_from(len.max(1)).unwrap_or(u32::MAX);
                     let permit = budget.acquire_many_owned(permits).await.ok();
                     let body = read_frame_body(&mut recv, len).await?;
-                    Ok::<_, super::framing::FramingError>(Some((body, permit)))
+                    Ok::<_, meridian_client::framing::FramingError>(Some((body, permit)))
                 };
                 // Answered in the request's version (the oldest this node speaks when the
                 // request did not say one it does).

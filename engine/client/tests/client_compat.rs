@@ -8,7 +8,7 @@
 mod old;
 
 use meridian::model::{CausalToken, ReplicaId, VersionVector};
-use meridian_runtime::client_proto::{
+use meridian_client::client_proto::{
     self as new, decode, decode_versioned, encode_at, Answer, ClientError, ClientRequest,
     ClientResponse, ErrorCode, NodeStatus, PeerStatus, CLIENT_PROTOCOL,
 };

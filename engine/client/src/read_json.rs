@@ -3,7 +3,7 @@
 //! `{"map": {field: [values like these]}}`; bytes are strings when they are UTF-8, else
 //! `{"hex": "..."}` (field names: `"0x..."`).
 
-use meridian::ReadValue;
+use meridian_core::read::ReadValue;
 use serde_json::{json, Map, Value};
 
 fn hex(b: &[u8]) -> String {

@@ -9,7 +9,7 @@
 //! one is upgraded keeps a rollback to the previous release possible (frames only it reads
 //! are never sent).
 
-use meridian::replication::PROTOCOL_VERSIONS;
+use meridian_core::replication::PROTOCOL_VERSIONS;
 
 /// Replication protocol versions, newest first, with their ALPN names. Version 4's name is
 /// the one its release used (`meridian-replication/1`); later names carry their version.

@@ -8,11 +8,12 @@ use super::client_proto::{
 use super::framing::{read_frame, write_frame};
 use super::protocols::{client_version, Protocols};
 use super::tls::{client_config_offering, TlsFiles, CLIENT_LIVENESS};
-use meridian::model::{CausalToken, Op, VersionVector};
-use meridian::routing::{ClockSample, Location};
-use meridian::{RandomSource, Read, SystemClock, WallClock};
+use meridian_core::model::{CausalToken, Op, VersionVector};
+use meridian_core::read::Read;
+use meridian_core::routing::{ClockSample, Location};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +180,7 @@ impl Client {
             Ok(streams) => streams,
             Err(e) => return (Err(ClientFailure::Connect(e.to_string())), None),
         };
-        let sent_ms = SystemClock.now_ms();
+        let sent_ms = wall_ms();
         // A frame the node does not get whole is never applied: a failed write sent nothing.
         if let Err(e) = write_frame(&mut send, frame).await {
             return (Err(ClientFailure::Connect(e.to_string())), None);
@@ -190,7 +191,7 @@ impl Client {
             Ok(None) => return (Err(ClientFailure::Stream("no response".into())), None),
             Err(e) => return (Err(ClientFailure::Stream(e.to_string())), None),
         };
-        let received_ms = SystemClock.now_ms();
+        let received_ms = wall_ms();
         let answer = match decode::<Answer>(&bytes) {
             Ok(answer) => answer,
             Err(e) => return (Err(ClientFailure::Protocol(e)), None),
@@ -304,12 +305,30 @@ const CLIENT_PROTOCOL_NEWEST: u8 = super::client_proto::CLIENT_PROTOCOL;
 /// Longest wait for a closed connection to drain.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The wall clock, in milliseconds since the Unix epoch (what a node's clock is compared with).
+pub(crate) fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A fresh request id (random; never the all-zero id, which asks for no deduplication).
+/// Without the operating system's randomness, an id unique in this process (the time in
+/// nanoseconds, the process id and a counter), with a warning: ids of two processes may then
+/// collide, and a node would take the second request for a retry of the first.
 pub fn new_request_id() -> RequestId {
-    let random = meridian::OsRandom;
     let mut id = [0u8; 16];
-    id[..8].copy_from_slice(&random.next_u64().to_le_bytes());
-    id[8..].copy_from_slice(&random.next_u64().to_le_bytes());
+    if let Err(e) = getrandom::fill(&mut id) {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        tracing::warn!(error = %e, "no OS randomness for a request id: using the time, the process id and a counter");
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        id[..8].copy_from_slice(&nanos.to_le_bytes());
+        id[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed) as u32;
+        id[12..].copy_from_slice(&n.to_le_bytes());
+    }
     id[0] |= 1;
     id
 }

@@ -8,9 +8,9 @@
 //! `Unsupported` error, and each link's protocol version and features to the status; every
 //! other message is encoded alike in 5 and 6 (`v5` holds what differs, frozen).
 
-use meridian::model::{CausalToken, Op, ReplicaId, VersionVector};
-use meridian::routing::{Location, Ranked};
-use meridian::Read;
+use meridian_core::model::{CausalToken, Op, ReplicaId, VersionVector};
+use meridian_core::read::Read;
+use meridian_core::routing::{Location, Ranked};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 pub const CLIENT_PROTOCOL: u8 = 6;
 /// Every client protocol version this build speaks, oldest to newest.
 pub const CLIENT_PROTOCOLS: std::ops::RangeInclusive<u8> = 5..=CLIENT_PROTOCOL;
-pub use meridian::limits::CLIENT_FRAME_BYTES_MAX;
+pub use meridian_core::limits::CLIENT_FRAME_BYTES_MAX;
 
 /// How far a write must have gone before it is acknowledged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -542,7 +542,7 @@ impl Message for Answer {
 /// Version 5's messages where they differ from the newest (frozen: the bytes released clients
 /// and nodes of version 5 read and write).
 mod v5 {
-    use meridian::model::ReplicaId;
+    use meridian_core::model::ReplicaId;
     use serde::{Deserialize, Serialize};
 
     /// `super::PeerStatus` before it carried the link's version and features.

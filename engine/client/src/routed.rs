@@ -1,5 +1,5 @@
 //! A client of the whole cluster: it learns the regions from one or two seeds, tries them
-//! nearest-healthy first (`meridian::routing`), fails over when a region does not answer and
+//! nearest-healthy first (`meridian_core::routing`), fails over when a region does not answer and
 //! fails back when the nearer one answers again, and keeps one session token across regions
 //! (read-your-writes after a failover).
 //!
@@ -20,20 +20,20 @@
 //! sit behind short locks never held across an await: a call waits for every write this client
 //! had acknowledged before it started, and every answer is taken into the session.
 
-use crate::client::{new_request_id, Client, ClientFailure};
+use crate::client::{new_request_id, wall_ms, Client, ClientFailure};
 use crate::client_proto::{
     After, ClientRequest, ClientResponse, Consistency, ErrorCode, NodeStatus, RegionEntry,
     RouteAnswer,
 };
 use crate::tls::replica_dns_name;
 use crate::TlsFiles;
-use meridian::model::{CausalToken, Op, VersionVector};
-use meridian::routing::{
+use meridian_core::model::{CausalToken, Op, ReplicaId, VersionVector};
+use meridian_core::read::Read;
+use meridian_core::routing::{
     attempt_budget_ms, order_regions, smoothed_rtt, Answer, Breaker, BreakerSettings, Candidate,
     ClockOffset, ClockSample, Health, Location, SessionKeys, Step, UnknownCause, WriteCall,
     WriteOutcome,
 };
-use meridian::{Read, SystemClock, WallClock};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -174,7 +174,7 @@ pub enum RoutedError {
         /// The region that found it.
         region: String,
         /// The origin whose writes are lost.
-        origin: meridian::ReplicaId,
+        origin: ReplicaId,
         /// The last of its writes any region holds.
         held: u64,
     },
@@ -226,7 +226,7 @@ struct Session {
     /// What it wrote or read of each key.
     keys: SessionKeys,
     /// What the last `RoutedError::Uncoverable` named.
-    last_lost: Option<(meridian::ReplicaId, u64)>,
+    last_lost: Option<(ReplicaId, u64)>,
     /// The region that answered last.
     last_region: Option<String>,
 }
@@ -577,7 +577,7 @@ impl RoutedClient {
         // A write may start applying only until this client gives up on it: a region that
         // gets to it after that (it froze with the request queued, its clock lags) refuses it
         // rather than apply it behind a retry made elsewhere.
-        let wall = SystemClock.now_ms();
+        let wall = wall_ms();
         let budget = self.attempt_budget_ms(i);
         let offset = self.state(i).clock.estimate(wall);
         let deadline = call.sent(self.now_ms(), wall, budget, offset);
@@ -663,7 +663,7 @@ impl RoutedClient {
         })
     }
 
-    /// Sends a write through the regions as `WriteCall` decides (`meridian::routing`), and
+    /// Sends a write through the regions as `WriteCall` decides (`meridian_core::routing`), and
     /// takes its outcome into the session.
     async fn write(
         &self,
@@ -1171,7 +1171,7 @@ impl RoutedClient {
     /// Forgets the session's writes of `origin` beyond `held` (what `RoutedError::Uncoverable`
     /// names): later reads and writes no longer wait for them. Read-your-writes then no
     /// longer covers them: they are lost.
-    pub fn forget_lost(&self, origin: meridian::ReplicaId, held: u64) {
+    pub fn forget_lost(&self, origin: ReplicaId, held: u64) {
         let mut session = self.session();
         session.token = CausalToken(session.token.0.capped(origin, held));
         session.keys.forget_beyond(origin, held);
