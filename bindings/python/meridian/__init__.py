@@ -5,6 +5,9 @@ The library is found through ``MERIDIAN_LIB`` (a path), else next to the cargo t
 directory (``$CARGO_TARGET_DIR/release``, ``~/.cache/meridian/target/release``), else by the
 system loader. Keys and values are ``bytes`` (``str`` is encoded as UTF-8). Failures raise
 subclasses of :class:`MeridianError`; a missing value is ``None``.
+
+Ctrl-C interrupts a :class:`Client` call made from the main thread (see :class:`Client`: the
+interrupted call goes on in the background, and a write's outcome is then unknown).
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ from __future__ import annotations
 import atexit
 import ctypes
 import os
+import queue
 import struct
+import sys
+import threading
 import time
 import weakref
 from ctypes import POINTER, byref, c_char_p, c_int, c_int32, c_int64, c_size_t, c_uint8, c_uint64, c_void_p
-from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Generic, Iterable, Iterator, List, Optional, Tuple, TypeVar, Union, cast
 
 __all__ = [
     "Engine", "Client", "Token", "Siblings", "Batch", "MeridianError", "NotFoundError",
@@ -312,6 +318,152 @@ def _close_all() -> None:
             handle.close()
         except MeridianError:
             pass
+
+
+_T = TypeVar("_T")
+
+#: How long the main thread waits for a call on a worker before it lets Python run its
+#: signal handlers (a signal caught by another thread is noticed by the main thread only
+#: when it runs Python code).
+_SLICE = 0.1
+
+_MAIN_THREAD = threading.main_thread().ident
+
+
+class _Call(Generic[_T]):
+    """One call handed to a worker thread: the function (everything that touches the C call's
+    arguments and out-parameters, which it holds until the call returns), then its value or
+    exception. ``done`` is held until the call has ended."""
+
+    __slots__ = ("fn", "done", "value", "error")
+
+    def __init__(self, fn: Callable[[], _T]) -> None:
+        self.fn: Optional[Callable[[], _T]] = fn
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.value: Optional[_T] = None
+        self.error: Optional[BaseException] = None
+
+    def run(self) -> None:
+        fn, self.fn = self.fn, None
+        try:
+            if fn is not None:
+                self.value = fn()
+        except BaseException as e:  # handed to the caller, whatever it is
+            self.error = e
+
+
+class _Workers:
+    """Daemon threads that run the main thread's client calls, started when none is free (one
+    is enough unless interrupted calls are still running). Daemon threads: the interpreter
+    exits without waiting for an interrupted call (a ``ThreadPoolExecutor``'s threads are
+    joined at exit, which would hold the exit until the call's timeout)."""
+
+    def __init__(self) -> None:
+        self.calls: "queue.SimpleQueue[_Call]" = queue.SimpleQueue()
+        # One entry per worker that has finished its call and takes the next (a list: its
+        # append and pop are atomic).
+        self.free: List[None] = []
+
+    def submit(self, call: "_Call") -> None:
+        """Queues ``call`` for a free worker, or starts one (``RuntimeError`` when no thread
+        can start: nothing was queued)."""
+        try:
+            self.free.pop()
+        except IndexError:
+            threading.Thread(target=self._work, name="meridian-client-call", daemon=True).start()
+        self.calls.put(call)
+
+    def _work(self) -> None:
+        while True:
+            call = self.calls.get()
+            call.run()
+            # Free again before the caller wakes, so that its next call finds this worker.
+            self.free.append(None)
+            call.done.release()
+            # The last reference when the caller has gone (interrupted): the result is dropped
+            # here, freeing what the call produced (a token's handle, a cursor).
+            del call
+
+
+_workers: Optional[_Workers] = None
+_workers_lock = threading.Lock()
+
+
+def _forget_workers() -> None:
+    """In a forked child: the parent's workers are not there, and the thread that forked is
+    the main thread now."""
+    global _workers, _workers_lock, _MAIN_THREAD
+    _workers, _workers_lock = None, threading.Lock()
+    _MAIN_THREAD = threading.get_ident()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers)
+
+
+def _run(fn: Callable[[], _T]) -> _T:
+    """``fn()`` (a call into the library that may block on the cluster), interruptible by
+    Ctrl-C. From the main thread (the only one Python runs signal handlers on) it runs on a
+    worker thread while the main thread waits in slices of ``_SLICE``, so KeyboardInterrupt
+    (or whatever a signal handler raises) comes within a slice. The interrupted call runs to
+    its end on the worker and its result is dropped there: ``fn`` builds its result as objects
+    that free what they hold (a :class:`Token`, ``bytes``, an :class:`_Owned` handle), never a
+    bare handle or buffer. From any other thread ``fn`` runs on it, directly."""
+    global _workers
+    if threading.get_ident() != _MAIN_THREAD or sys.is_finalizing():
+        return fn()
+    call = _Call(fn)
+    workers = _workers
+    if workers is None:
+        with _workers_lock:
+            if _workers is None:
+                _workers = _Workers()
+            workers = _workers
+    try:
+        workers.submit(call)
+    except RuntimeError:  # no thread can start (the interpreter is shutting down)
+        return fn()
+    while not call.done.acquire(timeout=_SLICE):
+        pass
+    error, call.error = call.error, None
+    if error is not None:
+        try:
+            raise error
+        finally:
+            del error
+    return cast(_T, call.value)
+
+
+class _Owned:
+    """A handle a call produced, freed with ``free`` when closed or dropped (an interrupted
+    call's handle is freed when the worker drops its result)."""
+
+    __slots__ = ("handle", "free")
+
+    def __init__(self, handle: int, free: Callable[[int], int]) -> None:
+        self.handle: Optional[int] = handle
+        self.free = free
+
+    def take(self) -> int:
+        """The handle, which the caller frees from now on."""
+        handle, self.handle = self.handle, None
+        if handle is None:
+            raise ClosedError(8, "the handle was taken")
+        return handle
+
+    def close(self) -> None:
+        handle, self.handle = self.handle, None
+        if handle and _lib is not None:
+            self.free(handle)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+#: What a thread's last acknowledged client write said (the library keeps it per thread, and
+#: the main thread's calls run on workers).
+_client_thread = threading.local()
 
 
 class Token:
@@ -694,12 +846,29 @@ class Client:
     """A routed client of a cluster (nearest healthy region, failover, a session token that
     follows it), from the cluster file of ``meridian client --cluster``. A context manager;
     thread-safe: calls from several threads run at once, each seeing every write the client
-    had acknowledged before it started."""
+    had acknowledged before it started.
+
+    Ctrl-C interrupts a call made from the main thread (opening the client, a write, a read,
+    a commit, a scan's page): the call runs on a worker thread while the main thread waits,
+    so ``KeyboardInterrupt`` (or what another signal handler raises) comes within about
+    0.1 s, not when the cluster answers (a region waiting for the session's writes, a
+    failover, a request timeout of up to 15 s). An interrupted call is not cancelled: it runs
+    to its end in the background and its result is dropped (what it produced, a token or a
+    buffer, is freed). A write may still apply, as after a lost answer: its outcome is
+    unknown (if it applied, the session's token names it); retry it only where applying it
+    twice is harmless (not a counter increment). Calls from other threads (to which Python
+    delivers no signals) run on the calling thread."""
 
     def __init__(self, cluster_file: Union[str, os.PathLike]) -> None:
-        h = c_void_p()
-        _check(_lib.meridian_client_open(_path(cluster_file, "cluster_file"), byref(h)))
-        self._handle: Optional[int] = _handle(h)
+        self._handle: Optional[int] = None
+        path = _path(cluster_file, "cluster_file")
+
+        def call() -> _Owned:
+            h = c_void_p()
+            _check(_lib.meridian_client_open(path, byref(h)))
+            return _Owned(_handle(h), _lib.meridian_client_close)
+
+        self._handle = _run(call).take()
         _open_handles.add(self)
 
     def close(self) -> None:
@@ -725,6 +894,34 @@ class Client:
             raise ClosedError(8, "the client is closed")
         return self._handle
 
+    def _write(self, fn: Callable[..., int], *args: object) -> Token:
+        """A write: ``fn(handle, *args, &token)``, interruptible (see the class)."""
+        h = self._h()
+
+        def call() -> Tuple[Token, bool]:
+            t = c_void_p()
+            _check(fn(h, *args, byref(t)))
+            # The library keeps this per thread: read it on the thread that wrote.
+            return Token(_handle(t)), _lib.meridian_client_retried_after_lost() == 1
+
+        token, retried = _run(call)
+        _client_thread.retried_after_lost = retried
+        return token
+
+    def _get(self, fn: Callable[..., int], *args: object) -> Optional[bytes]:
+        """A read into a buffer: ``fn(handle, *args, &buffer)``; ``None`` when not found."""
+        h = self._h()
+
+        def call() -> Optional[bytes]:
+            buf = _Buffer()
+            status = fn(h, *args, byref(buf))
+            if status == 1:
+                return None
+            _check(status)
+            return _take(buf)
+
+        return _run(call)
+
     @staticmethod
     def _level(consistency: Union[str, int]) -> Tuple[int, int]:
         if isinstance(consistency, bool):
@@ -741,99 +938,88 @@ class Client:
         """A last-writer-wins write, acknowledged when that many regions hold it."""
         k, v = _bytes(key), _bytes(value, "value")
         level, n = self._level(consistency)
-        t = c_void_p()
-        _check(_lib.meridian_client_lww_set(self._h(), k, len(k), v, len(v), level, n, byref(t)))
-        return Token(_handle(t))
+        return self._write(_lib.meridian_client_lww_set, k, len(k), v, len(v), level, n)
 
     def counter_add(self, key: Bytes, delta: int, consistency: Union[str, int] = "local") -> Token:
         """A counter increment (never retried where it could count twice:
         :class:`UnknownOutcomeError` instead)."""
         k = _bytes(key)
         level, n = self._level(consistency)
-        t = c_void_p()
-        _check(_lib.meridian_client_counter_add(self._h(), k, len(k), _i64(delta), level, n, byref(t)))
-        return Token(_handle(t))
+        return self._write(_lib.meridian_client_counter_add, k, len(k), _i64(delta), level, n)
 
     def put(self, key: Bytes, value: Bytes, context: Optional[bytes] = None,
             consistency: Union[str, int] = "local") -> Token:
         """A multi-value register write (with a read's ``context``, or none)."""
         k, v, c = _bytes(key), _bytes(value, "value"), context or b""
         level, n = self._level(consistency)
-        t = c_void_p()
-        _check(_lib.meridian_client_register_put(self._h(), k, len(k), v, len(v), c, len(c), level, n, byref(t)))
-        return Token(_handle(t))
+        return self._write(_lib.meridian_client_register_put, k, len(k), v, len(v), c, len(c),
+                           level, n)
 
     def set_add(self, key: Bytes, elem: Bytes, consistency: Union[str, int] = "local") -> Token:
         """A set insertion."""
         k, e = _bytes(key), _bytes(elem, "elem")
         level, n = self._level(consistency)
-        t = c_void_p()
-        _check(_lib.meridian_client_set_add(self._h(), k, len(k), e, len(e), level, n, byref(t)))
-        return Token(_handle(t))
+        return self._write(_lib.meridian_client_set_add, k, len(k), e, len(e), level, n)
 
     def map_counter_add(self, key: Bytes, field: Bytes, delta: int,
                         consistency: Union[str, int] = "local") -> Token:
         """A map field counter increment (never retried where it could count twice)."""
         k, f = _bytes(key), _bytes(field, "field")
         level, n = self._level(consistency)
-        t = c_void_p()
-        _check(_lib.meridian_client_map_counter_add(self._h(), k, len(k), f, len(f), _i64(delta), level, n, byref(t)))
-        return Token(_handle(t))
+        return self._write(_lib.meridian_client_map_counter_add, k, len(k), f, len(f),
+                           _i64(delta), level, n)
 
     def delete(self, key: Bytes, consistency: Union[str, int] = "local") -> Token:
         """A delete."""
         k = _bytes(key)
         level, n = self._level(consistency)
-        t = c_void_p()
-        _check(_lib.meridian_client_delete(self._h(), k, len(k), level, n, byref(t)))
-        return Token(_handle(t))
+        return self._write(_lib.meridian_client_delete, k, len(k), level, n)
 
     def set_remove(self, key: Bytes, elem: Bytes, consistency: Union[str, int] = "local") -> Token:
         """A set removal: it covers every add of the element this session wrote or read, in
         whichever region takes it (``NotYetVisibleError`` while none that can is reachable)."""
         k, e = _bytes(key), _bytes(elem, "elem")
         level, n = self._level(consistency)
-        t = c_void_p()
-        _check(_lib.meridian_client_set_remove(self._h(), k, len(k), e, len(e), level, n, byref(t)))
-        return Token(_handle(t))
+        return self._write(_lib.meridian_client_set_remove, k, len(k), e, len(e), level, n)
 
     def map_lww_set(self, key: Bytes, field: Bytes, value: Bytes,
                     consistency: Union[str, int] = "local") -> Token:
         """A map field's last-writer-wins write."""
         k, f, v = _bytes(key), _bytes(field, "field"), _bytes(value, "value")
         level, n = self._level(consistency)
-        t = c_void_p()
-        _check(_lib.meridian_client_map_lww_set(self._h(), k, len(k), f, len(f), v, len(v), level, n,
-                                                byref(t)))
-        return Token(_handle(t))
+        return self._write(_lib.meridian_client_map_lww_set, k, len(k), f, len(f), v, len(v),
+                           level, n)
 
     def map_remove(self, key: Bytes, field: Bytes, consistency: Union[str, int] = "local") -> Token:
         """A map field's removal (covers what this session wrote or read of it)."""
         k, f = _bytes(key), _bytes(field, "field")
         level, n = self._level(consistency)
-        t = c_void_p()
-        _check(_lib.meridian_client_map_remove(self._h(), k, len(k), f, len(f), level, n, byref(t)))
-        return Token(_handle(t))
+        return self._write(_lib.meridian_client_map_remove, k, len(k), f, len(f), level, n)
 
     def commit(self, batch: Batch, consistency: Union[str, int] = "local") -> Token:
         """Commits a batch atomically through the client (its operations stay in the batch when
-        the commit fails)."""
+        the commit fails). An interrupted commit (see the class) may still apply, and if it
+        fails its operations come back into the batch: commit a new batch rather than this one
+        again."""
         level, n = self._level(consistency)
-        t = c_void_p()
-        _check(_lib.meridian_client_batch_commit(self._h(), batch._flush(), level, n, byref(t)))
-        return Token(_handle(t))
+        h, b = self._h(), batch._flush()
+
+        def call(batch: Batch = batch) -> Tuple[Token, bool]:  # holds it until the call ends
+            t = c_void_p()
+            _check(_lib.meridian_client_batch_commit(h, b, level, n, byref(t)))
+            return Token(_handle(t)), _lib.meridian_client_retried_after_lost() == 1
+
+        token, retried = _run(call)
+        _client_thread.retried_after_lost = retried
+        return token
 
     def read(self, key: Bytes) -> Optional[list]:
         """Everything ``key`` holds, as :meth:`Engine.read` says it, from the nearest region
         holding this session's writes; ``None`` when it holds nothing."""
         import json
         k = _bytes(key)
-        buf = _Buffer()
-        status = _lib.meridian_client_read_json(self._h(), k, len(k), byref(buf))
-        if status == 1:
-            return None
-        _check(status)
-        return json.loads(_take(buf))
+        data = self._get(_lib.meridian_client_read_json, k, len(k))
+        return None if data is None else json.loads(data)
 
     def scan(self, prefix: Bytes = b"", limit: Optional[int] = None) -> Iterator[Tuple[bytes, str]]:
         """Keys starting with ``prefix``, in order, each with its value's type, read a page at a
@@ -843,19 +1029,36 @@ class Client:
         p = _bytes(prefix, "prefix")
         if limit is not None and limit < 0:
             raise ValueError("limit must not be negative")
-        scan = c_void_p()
         want = (1 << 64) - 1 if limit is None else limit
-        _check(_lib.meridian_client_scan_prefix(self._h(), p, len(p), want, byref(scan)))
+        h = self._h()
+
+        def open_scan() -> _Owned:
+            scan = c_void_p()
+            _check(_lib.meridian_client_scan_prefix(h, p, len(p), want, byref(scan)))
+            return _Owned(_handle(scan), _lib.meridian_scan_free)
+
+        cursor = _run(open_scan)
+        # The cursor's handle, while ``cursor`` is referenced (freed with it). A row read on a
+        # worker after the scan was left (interrupted) finds its cursor still live: a freed
+        # handle only goes once the calls on it end.
+        scan = cursor.handle
+
+        def next_row() -> Optional[Tuple[bytes, str]]:
+            key, kind = _Buffer(), c_int32()
+            status = _lib.meridian_scan_next(scan, byref(key), byref(kind))
+            if status == 1:
+                return None
+            _check(status)
+            return _take(key), KIND_NAMES.get(kind.value, "register")
+
         try:
             while True:
-                key, kind = _Buffer(), c_int32()
-                status = _lib.meridian_scan_next(scan, byref(key), byref(kind))
-                if status == 1:
+                row = _run(next_row)
+                if row is None:
                     return
-                _check(status)
-                yield _take(key), KIND_NAMES.get(kind.value, "register")
+                yield row
         finally:
-            _lib.meridian_scan_free(scan)
+            cursor.close()
 
     def set_get(self, key: Bytes) -> Optional[List[bytes]]:
         """A set's members, or ``None``."""
@@ -896,22 +1099,22 @@ class Client:
     def lww_get(self, key: Bytes) -> Optional[bytes]:
         """A last-writer-wins value where this session's writes are, or ``None``."""
         k = _bytes(key)
-        buf = _Buffer()
-        status = _lib.meridian_client_lww_get(self._h(), k, len(k), byref(buf))
-        if status == 1:
-            return None
-        _check(status)
-        return _take(buf)
+        return self._get(_lib.meridian_client_lww_get, k, len(k))
 
     def counter_get(self, key: Bytes) -> Optional[int]:
         """A counter's value where this session's writes are, or ``None``."""
         k = _bytes(key)
-        n = c_int64()
-        status = _lib.meridian_client_counter_get(self._h(), k, len(k), byref(n))
-        if status == 1:
-            return None
-        _check(status)
-        return n.value
+        h = self._h()
+
+        def call() -> Optional[int]:
+            n = c_int64()
+            status = _lib.meridian_client_counter_get(h, k, len(k), byref(n))
+            if status == 1:
+                return None
+            _check(status)
+            return n.value
+
+        return _run(call)
 
     @property
     def token(self) -> Token:
@@ -932,9 +1135,10 @@ class Client:
 
     @property
     def retried_after_lost(self) -> bool:
-        """Whether this thread's last acknowledged write was taken after an earlier attempt's
-        answer was lost: that attempt may have applied too (same effect, a second dot)."""
-        return _lib.meridian_client_retried_after_lost() == 1
+        """Whether this thread's last acknowledged write (of any client) was taken after an
+        earlier attempt's answer was lost: that attempt may have applied too (same effect, a
+        second dot). An interrupted write counts for nothing here."""
+        return bool(getattr(_client_thread, "retried_after_lost", False))
 
     @property
     def region(self) -> str:

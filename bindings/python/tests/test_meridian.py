@@ -1,6 +1,7 @@
 """The Python package over the C ABI: values of every type, bad arguments, two embedded
 engines replicating over QUIC on loopback, a routed client failing over when a node stops,
-and an interpreter exiting with handles open. Runs under pytest or unittest.
+Ctrl-C interrupting a client call the cluster holds up, and an interpreter exiting with handles
+open. Runs under pytest or unittest.
 
 Needs ``MERIDIAN_LIB`` (libmeridian.so) and ``MERIDIAN_BIN`` (the meridian executable), which
 ``make test`` sets.
@@ -352,6 +353,224 @@ class RoutedClient(unittest.TestCase):
                     p.kill()
                     p.wait()
                     p.stdout.close()
+
+
+def varint(n):
+    """A LEB128 varint (postcard's integers)."""
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def read_varint(data, i):
+    n = shift = 0
+    while True:
+        b = data[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+
+
+def context_beyond(token, ahead):
+    """The read context of a write ``ahead`` writes beyond the token's first entry (token
+    bytes, format 1: the number of entries, then each origin and counter), as
+    ffi/tests/c/client_threads.c makes it."""
+    data = token.to_bytes()
+    assert data[0] == 1, data
+    entries, i = read_varint(data, 1)
+    assert entries >= 1, data
+    origin, i = read_varint(data, i)
+    counter, i = read_varint(data, i)
+    return bytes([1, 1]) + varint(origin) + varint(counter + ahead)
+
+
+class InterruptedClientCalls(unittest.TestCase):
+    """Ctrl-C during a client call that the cluster holds up: two regions' nodes run in this
+    process (``Engine.open_node``); a register write whose read context names a million writes
+    more of a live region's origin is held in each region (most of a second) before it is
+    refused, as in ffi/tests/c/client_threads.c."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.TemporaryDirectory()
+        d = cls.dir.name
+        regions = [("euw1", "eu-west"), ("use1", "us-east")]
+        certs(os.path.join(d, "certs"), "intr", regions, ["t"])
+        cls.engines = []
+        for attempt in range(5):  # a port taken meanwhile by another process: new ports
+            nodes = [(n, r, free_port()) for n, r in regions]
+            configs = [node_config(d, "intr", nodes[i], [nodes[1 - i]]) for i in range(2)]
+            try:
+                for c in configs:
+                    cls.engines.append(meridian.Engine.open_node(c))
+                break
+            except meridian.MeridianError:
+                for e in cls.engines:
+                    e.close()
+                cls.engines = []
+                if attempt == 4:
+                    raise
+        cls.cluster = os.path.join(d, "client.toml")
+        with open(cls.cluster, "w") as f:
+            f.write('cluster = "intr"\ncerts = "certs/client-t"\nclient = "t"\n')
+            for n, r, p in nodes:
+                f.write(f'[[seeds]]\nname = "{n}"\nregion = "{r}"\naddress = "127.0.0.1:{p}"\n')
+
+    @classmethod
+    def tearDownClass(cls):
+        for e in cls.engines:
+            e.close()
+        cls.dir.cleanup()
+
+    def setUp(self):
+        import signal
+        # Ctrl-C as Python handles it by default: KeyboardInterrupt in the main thread.
+        self.previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def tearDown(self):
+        import signal
+        signal.signal(signal.SIGINT, self.previous_handler)
+
+    def instrument(self, name, before=None):
+        """Replaces ``meridian._lib.<name>`` (until the test ends) with a wrapper noting when
+        the C call starts and when it has returned (in a ``finally``: set even when
+        KeyboardInterrupt is raised as the call returns on the main thread)."""
+        import threading
+        real = getattr(meridian._lib, name)
+        started, returned, outcome = threading.Event(), threading.Event(), []
+
+        def wrapper(*args):
+            started.set()
+            try:
+                if before:
+                    before()
+                status = real(*args)
+                outcome.append((status, args))
+                return status
+            finally:
+                returned.set()
+
+        setattr(meridian._lib, name, wrapper)
+        self.addCleanup(setattr, meridian._lib, name, real)
+        return started, returned, outcome
+
+    @staticmethod
+    def ctrl_c_once(started):
+        """A timer thread: about 200 ms after ``started``, SIGINT (raised on that thread:
+        Python's handler then flags the main thread, which notices when it next runs)."""
+        import signal
+        import threading
+
+        def fire():
+            if started.wait(30):
+                time.sleep(0.2)
+                signal.raise_signal(signal.SIGINT)
+
+        timer = threading.Thread(target=fire, daemon=True)
+        timer.start()
+        return timer
+
+    def test_ctrl_c_interrupts_a_call_the_regions_hold_up(self):
+        client = meridian.Client(self.cluster)
+        first = client.lww_set("first", "1")
+        context = context_beyond(first, 1_000_000)
+        started, returned, outcome = self.instrument("meridian_client_register_put")
+        timer = self.ctrl_c_once(started)
+        try:
+            client.put("held", "v", context=context)
+        except KeyboardInterrupt:
+            returned_before_interrupt = returned.is_set()
+        else:
+            self.fail("the held-up write returned and no KeyboardInterrupt came")
+        timer.join()
+        self.assertTrue(started.is_set())
+        self.assertFalse(returned_before_interrupt,
+                         "KeyboardInterrupt came only when the held-up call returned")
+        # The client still works (the held-up call goes on in the background meanwhile).
+        self.assertEqual(client.lww_get("first"), b"1")
+        client.lww_set("after", "2")
+        self.assertEqual(client.lww_get("after"), b"2")
+        # The interrupted call ran to its end: refused, as held-up writes are (so the
+        # hold was real), and nothing was written.
+        self.assertTrue(returned.wait(60), "the held-up call never returned")
+        self.assertEqual([status for status, _ in outcome], [12], "MERIDIAN_NOT_YET_VISIBLE")
+        self.assertIsNone(client.lww_get("held"))
+        client.close()
+
+    def test_an_interrupted_write_that_lands_frees_its_token(self):
+        import threading
+        client = meridian.Client(self.cluster)
+        release = threading.Event()
+        # The write itself waits (on the thread running it) until the interrupt was raised.
+        started, returned, outcome = self.instrument("meridian_client_lww_set",
+                                                     before=lambda: release.wait(30))
+        real_free = meridian._lib.meridian_token_free
+        freed = []
+
+        def free(handle):
+            freed.append(handle)
+            return real_free(handle)
+
+        meridian._lib.meridian_token_free = free
+        self.addCleanup(setattr, meridian._lib, "meridian_token_free", real_free)
+        timer = self.ctrl_c_once(started)
+        try:
+            client.lww_set("landed", "v")
+        except KeyboardInterrupt:
+            returned_before_interrupt = returned.is_set()
+        else:
+            self.fail("no KeyboardInterrupt came")
+        finally:
+            release.set()
+        timer.join()
+        self.assertFalse(returned_before_interrupt)
+        self.assertTrue(returned.wait(30))
+        [(status, args)] = outcome
+        self.assertEqual(status, 0)
+        handed_out = args[-1]._obj.value  # byref(c_void_p): the token the library handed out
+        self.assertTrue(handed_out)
+        deadline = time.monotonic() + 30  # (a bound for a failure, not a timing check)
+        while handed_out not in freed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertIn(handed_out, freed, "the dropped call's token was never freed")
+        self.assertEqual(client.lww_get("landed"), b"v", "the interrupted write applied")
+        client.close()
+
+    def test_an_interpreter_exits_without_waiting_for_an_interrupted_call(self):
+        # A script that interrupts a held-up write and ends: an atexit function (run after
+        # the interpreter joined its non-daemon threads) says whether the call had returned.
+        code = f"""
+import atexit, signal, sys, threading, time
+sys.path.insert(0, {os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')!r})
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+import meridian
+from test_meridian import context_beyond
+returned = threading.Event()
+real = meridian._lib.meridian_client_register_put
+def held(*args):
+    try:
+        return real(*args)
+    finally:
+        returned.set()
+meridian._lib.meridian_client_register_put = held
+atexit.register(lambda: print("returned" if returned.is_set() else "pending", flush=True))
+client = meridian.Client({self.cluster!r})
+context = context_beyond(client.lww_set("first", "1"), 1_000_000)
+threading.Timer(0.2, signal.raise_signal, (signal.SIGINT,)).start()
+try:
+    client.put("held", "v", context=context)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+        self.assertEqual(done.returncode, 0, done.stderr.decode())
+        self.assertEqual(done.stdout.decode().split(), ["interrupted", "pending"],
+                         done.stderr.decode())
 
 
 class InterpreterExit(unittest.TestCase):
