@@ -124,7 +124,7 @@ fn write_seed_corpus() {
     }
     let vv = vec![(ReplicaId(7), 3), (e.replica_id(), 12)];
     let frames = vec![
-        Frame::Hello {
+        Frame::Hello(meridian::replication::Hello {
             cluster: "c".into(),
             member: ReplicaId(7),
             origin: ReplicaId(7).epoch_origin(4),
@@ -135,7 +135,7 @@ fn write_seed_corpus() {
             reply: false,
             speaks: [4, 5],
             features: vec!["fencing".into()],
-        }
+        })
         .encode(),
         Frame::Reject {
             reason: "no".into(),

@@ -8,7 +8,7 @@
 
 use meridian_core::lease::LeaseMessage;
 use meridian_core::model::{ReplicaId, RequestTag};
-use meridian_core::replication::{Exceptions, Frame, RegionAbout, WireEntry};
+use meridian_core::replication::{Exceptions, Frame, Hello, RegionAbout, WireEntry};
 use meridian_core::routing::Location;
 use serde_bytes::ByteBuf;
 
@@ -24,7 +24,7 @@ pub fn samples() -> Vec<(&'static str, Frame)> {
     vec![
         (
             "hello",
-            Frame::Hello {
+            Frame::Hello(Hello {
                 cluster: "prod".into(),
                 member: r,
                 origin: o,
@@ -35,7 +35,7 @@ pub fn samples() -> Vec<(&'static str, Frame)> {
                 reply: true,
                 speaks: [4, 5],
                 features: vec!["fencing".into(), "request-tags".into()],
-            },
+            }),
         ),
         (
             "reject",
@@ -220,9 +220,9 @@ fn every_version_encodes_as_its_release_did_and_reads_it_back() {
             // What the version carries survives the round trip (a version-4 `Hello` carries
             // no versions or features: read as speaking 4 alone).
             if version < meridian_core::replication::HELLO_RANGE_VERSION {
-                if let Frame::Hello {
+                if let Frame::Hello(Hello {
                     speaks, features, ..
-                } = &back
+                }) = &back
                 {
                     assert_eq!((speaks, features.len()), (&[4, 4], 0));
                 }

@@ -553,30 +553,10 @@ fn inflate_claims(frame: Vec<u8>) -> Vec<u8> {
         return frame;
     };
     match Frame::decode(&frame) {
-        Ok(Frame::Hello {
-            cluster,
-            member,
-            origin,
-            epoch,
-            session,
-            region,
-            applied,
-            reply,
-            speaks,
-            features,
-        }) => Frame::Hello {
-            cluster,
-            member,
-            origin,
-            epoch,
-            session,
-            region,
-            applied: inflate(applied),
-            reply,
-            speaks,
-            features,
+        Ok(Frame::Hello(mut hello)) => {
+            hello.applied = inflate(hello.applied);
+            Frame::Hello(hello).encode_at(version)
         }
-        .encode_at(version),
         Ok(Frame::Ack { applied, serial }) => Frame::Ack {
             applied: inflate(applied),
             serial,

@@ -81,34 +81,38 @@ pub struct Exceptions {
 /// Most items of each kind in an `Exceptions` a replica keeps or accepts.
 pub const EXCEPTIONS_MAX: usize = 1_024;
 
+/// A `Hello` frame: who the sender is, what it holds and which versions it speaks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Cluster id: replicas of different clusters never talk.
+    pub cluster: String,
+    /// The sender's member id: what its certificate name and configured incarnation derive.
+    pub member: ReplicaId,
+    /// The origin the sender writes under: `member.epoch_origin(epoch)`.
+    pub origin: ReplicaId,
+    /// The origin's epoch.
+    pub epoch: u32,
+    /// Drawn at each process start: a member whose earlier session comes back is two
+    /// processes sharing one identity.
+    pub session: u64,
+    /// The sender's region.
+    pub region: String,
+    /// What the sender has applied, per origin.
+    pub applied: Vec<(ReplicaId, u64)>,
+    /// Whether this answers the peer's `Hello` (an answer is not answered).
+    pub reply: bool,
+    /// The oldest and newest protocol versions the sender speaks (sent from version 5;
+    /// `[4, 4]` when read from a version-4 `Hello`).
+    pub speaks: [u8; 2],
+    /// Named features the sender supports (sent from version 5; none in version 4).
+    pub features: Vec<String>,
+}
+
 /// A replication message between two replicas.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Frame {
-    /// Handshake.
-    Hello {
-        /// Cluster id: replicas of different clusters never talk.
-        cluster: String,
-        /// The sender's member id: what its certificate name and configured incarnation derive.
-        member: ReplicaId,
-        /// The origin the sender writes under: `member.epoch_origin(epoch)`.
-        origin: ReplicaId,
-        /// The origin's epoch.
-        epoch: u32,
-        /// Drawn at each process start: a member whose earlier session comes back is two
-        /// processes sharing one identity.
-        session: u64,
-        /// The sender's region.
-        region: String,
-        /// What the sender has applied, per origin.
-        applied: Vec<(ReplicaId, u64)>,
-        /// Whether this answers the peer's `Hello` (an answer is not answered).
-        reply: bool,
-        /// The oldest and newest protocol versions the sender speaks (sent from version 5;
-        /// `[4, 4]` when read from a version-4 `Hello`).
-        speaks: [u8; 2],
-        /// Named features the sender supports (sent from version 5; none in version 4).
-        features: Vec<String>,
-    },
+    /// Handshake (encoded as the struct variant it was before it had a type of its own).
+    Hello(Hello),
     /// Handshake refused.
     Reject {
         /// Why.
@@ -288,8 +292,8 @@ impl Frame {
         let mut out = vec![version];
         // Writing into a Vec cannot fail.
         match self {
-            Frame::Hello { .. } if version < HELLO_RANGE_VERSION => {
-                let _ = postcard::to_io(&(HELLO_VARIANT, v4::Hello::from(self)), &mut out);
+            Frame::Hello(hello) if version < HELLO_RANGE_VERSION => {
+                let _ = postcard::to_io(&(HELLO_VARIANT, v4::Hello::from(hello)), &mut out);
             }
             _ => {
                 let _ = postcard::to_io(self, &mut out);
@@ -310,7 +314,7 @@ impl Frame {
         }
         if v < HELLO_RANGE_VERSION && body.first().map(|&t| u32::from(t)) == Some(HELLO_VARIANT) {
             let (_, hello): (u32, v4::Hello) = whole(body)?;
-            return Ok(hello.into());
+            return Ok(Frame::Hello(hello.into()));
         }
         whole(body)
     }
@@ -340,11 +344,10 @@ const HELLO_VARIANT: u32 = 0;
 /// Version 4's frames where they differ from the newest (frozen: these are the bytes released
 /// peers of version 4 read and write).
 mod v4 {
-    use super::Frame;
     use crate::model::ReplicaId;
     use serde::{Deserialize, Serialize};
 
-    /// `Frame::Hello` before it carried versions and features.
+    /// `super::Hello` before it carried versions and features.
     #[derive(Serialize, Deserialize)]
     pub(super) struct Hello {
         cluster: String,
@@ -357,38 +360,24 @@ mod v4 {
         reply: bool,
     }
 
-    impl From<&Frame> for Hello {
-        fn from(frame: &Frame) -> Hello {
-            let Frame::Hello {
-                cluster,
-                member,
-                origin,
-                epoch,
-                session,
-                region,
-                applied,
-                reply,
-                ..
-            } = frame
-            else {
-                unreachable!("only a Hello is encoded as one")
-            };
+    impl From<&super::Hello> for Hello {
+        fn from(h: &super::Hello) -> Hello {
             Hello {
-                cluster: cluster.clone(),
-                member: *member,
-                origin: *origin,
-                epoch: *epoch,
-                session: *session,
-                region: region.clone(),
-                applied: applied.clone(),
-                reply: *reply,
+                cluster: h.cluster.clone(),
+                member: h.member,
+                origin: h.origin,
+                epoch: h.epoch,
+                session: h.session,
+                region: h.region.clone(),
+                applied: h.applied.clone(),
+                reply: h.reply,
             }
         }
     }
 
-    impl From<Hello> for Frame {
-        fn from(h: Hello) -> Frame {
-            Frame::Hello {
+    impl From<Hello> for super::Hello {
+        fn from(h: Hello) -> super::Hello {
+            super::Hello {
                 cluster: h.cluster,
                 member: h.member,
                 origin: h.origin,

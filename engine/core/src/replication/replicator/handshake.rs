@@ -15,28 +15,14 @@
 use super::{LinkId, LinkState, Output, Peer, ReplicationError, Replicator};
 use crate::model::{ReplicaId, VersionVector};
 use crate::replication::frame::{
-    vv_entries, Frame, RegionAbout, FEATURES, FEATURES_MAX, FEATURE_BYTES_MAX, HELLO_RANGE_VERSION,
-    PROTOCOL_VERSIONS,
+    vv_entries, Frame, Hello, RegionAbout, FEATURES, FEATURES_MAX, FEATURE_BYTES_MAX,
+    HELLO_RANGE_VERSION, PROTOCOL_VERSIONS,
 };
 use crate::replication::ReplicaStore;
 use std::collections::VecDeque;
 
 /// Earlier sessions remembered per member.
 const RETIRED_SESSIONS_MAX: usize = 16;
-
-/// A `Hello` frame's fields, its vector decoded.
-pub(super) struct Hello {
-    pub cluster: String,
-    pub member: ReplicaId,
-    pub origin: ReplicaId,
-    pub epoch: u32,
-    pub session: u64,
-    pub region: String,
-    pub applied: VersionVector,
-    pub reply: bool,
-    pub speaks: [u8; 2],
-    pub features: Vec<String>,
-}
 
 /// The process sessions a member has announced.
 #[derive(Debug, Default)]
@@ -84,6 +70,7 @@ impl Replicator {
         store: &S,
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
+        let applied = VersionVector::from_entries(hello.applied.iter().copied());
         let Hello {
             cluster,
             member,
@@ -91,10 +78,10 @@ impl Replicator {
             epoch,
             session,
             region,
-            applied,
             reply,
             speaks,
             features,
+            ..
         } = hello;
         if let Err(why) = self.take_versions(peer, speaks, features) {
             metrics::counter!("meridian_replication_version_refused_total").increment(1);
@@ -387,7 +374,7 @@ impl Replicator {
         now_ms: u64,
     ) {
         let origin = store.origin_view();
-        let hello = Frame::Hello {
+        let hello = Frame::Hello(Hello {
             cluster: self.config.cluster.clone(),
             member: self.me,
             origin: origin.origin,
@@ -398,7 +385,7 @@ impl Replicator {
             reply,
             speaks: [*PROTOCOL_VERSIONS.start(), *PROTOCOL_VERSIONS.end()],
             features: FEATURES.iter().map(|f| f.to_string()).collect(),
-        };
+        });
         if let Some(p) = self.peers.get_mut(&peer) {
             if let LinkState::Connecting { hello_sent_ms } = &mut p.state {
                 *hello_sent_ms = now_ms;

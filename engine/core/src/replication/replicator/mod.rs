@@ -399,32 +399,7 @@ impl Replicator {
             Inbound::Other(frame) => frame,
         };
         match frame {
-            Frame::Hello {
-                cluster,
-                member,
-                origin,
-                epoch,
-                session,
-                region,
-                applied,
-                reply,
-                speaks,
-                features,
-            } => {
-                let hello = handshake::Hello {
-                    cluster,
-                    member,
-                    origin,
-                    epoch,
-                    session,
-                    region,
-                    applied: VersionVector::from_entries(applied),
-                    reply,
-                    speaks,
-                    features,
-                };
-                self.on_hello(peer, hello, store, now_ms)
-            }
+            Frame::Hello(hello) => self.on_hello(peer, hello, store, now_ms),
             Frame::Reject { reason, fenced } => {
                 tracing::warn!(peer = ?peer, %reason, fenced, "peer refused the handshake");
                 if let Some(p) = self.peers.get_mut(&peer) {

@@ -65,7 +65,7 @@ fn a_link_at_the_newest_version_learns_the_peers_versions_and_features() {
 
 /// A `Hello` of member 2 to member 1 at the newest version, speaking `speaks` with `features`.
 fn hello(speaks: [u8; 2], features: Vec<String>) -> Vec<u8> {
-    Frame::Hello {
+    Frame::Hello(Hello {
         cluster: ReplicationConfig::default().cluster,
         member: ReplicaId(2),
         origin: ReplicaId(2).epoch_origin(0),
@@ -76,7 +76,7 @@ fn hello(speaks: [u8; 2], features: Vec<String>) -> Vec<u8> {
         reply: false,
         speaks,
         features,
-    }
+    })
     .encode()
 }
 
