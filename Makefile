@@ -10,8 +10,14 @@ CARGO ?= cargo
 deps:
 	@bash scripts/install-deps.sh
 
+# The lab (`meridian-lab`: demo, benchmarks, outage suite, simulator) runs the `meridian` daemon
+# built beside it.
+LAB = $(CARGO_TARGET_DIR)/release/meridian-lab
+BUILD_LAB = $(CARGO) build --release --quiet -p meridian-node -p meridian-lab
+
 demo: deps
-	$(CARGO) run --release --quiet -p meridian-node -- demo
+	$(BUILD_LAB)
+	$(LAB) demo
 
 test: deps
 	$(CARGO) build --release -p meridian-ffi
@@ -35,15 +41,17 @@ header:
 	MERIDIAN_WRITE_HEADER=1 $(CARGO) test --release -p meridian-ffi --test header
 
 bench: deps
-	$(CARGO) run --release --quiet -p meridian-node -- bench local
-	$(CARGO) run --release --quiet -p meridian-node -- bench sim
-	$(CARGO) run --release --quiet -p meridian-node -- bench replication
-	$(CARGO) run --release --quiet -p meridian-node -- bench consistency
+	$(BUILD_LAB)
+	$(LAB) bench local
+	$(LAB) bench sim
+	$(LAB) bench replication
+	$(LAB) bench consistency
 	$(CARGO) build --release -p meridian-ffi
-	$(CARGO) run --release --quiet -p meridian-node -- bench ffi
+	$(LAB) bench ffi
 
 sim: deps
-	$(CARGO) run --release --quiet -p meridian-node -- sim --seeds 2000
+	$(BUILD_LAB)
+	$(LAB) sim --seeds 2000
 
 lint: deps
 	$(CARGO) fmt --all -- --check
@@ -58,10 +66,12 @@ fuzz: deps
 # The region-outage suite's long form: every outage for 30 s under heavier load, the table
 # printed and written as JSON (the fast form runs in `make test`).
 outage: deps
-	$(CARGO) run --release --quiet -p meridian-node -- outage --long --json $(CARGO_TARGET_DIR)/outage-report.json
+	$(BUILD_LAB)
+	$(LAB) outage --long --json $(CARGO_TARGET_DIR)/outage-report.json
 
 bench-scale: deps
-	$(CARGO) run --release --quiet -p meridian-node -- bench scale
+	$(BUILD_LAB)
+	$(LAB) bench scale
 
 # The multi-region shopping cart, in Rust, C and Python: three embedded engines replicating over
 # QUIC on loopback, in a cluster directory `meridian local-cluster` writes.

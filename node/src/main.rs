@@ -1,5 +1,6 @@
-//! `meridian`: the command-line face of Meridian: the node daemon, certificates, a client,
-//! the simulator and the benchmarks.
+//! `meridian`: what an operator runs: the node daemon, certificates, a client, routing, the
+//! link emulator, cluster operations and a loopback cluster's files. The demo, benchmarks,
+//! outage suite and simulator are `meridian-lab` (node/lab/), which runs this executable.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -11,17 +12,13 @@ use std::path::PathBuf;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod admin;
-mod bench;
 mod certs;
 mod client_cli;
 mod daemon;
-mod demo;
 mod http;
 mod local_cluster;
 mod netem;
-mod outage;
 mod route;
-mod sim;
 
 /// Meridian: multi-region, active-active replicated key-value engine.
 #[derive(Parser)]
@@ -64,18 +61,6 @@ enum Command {
     /// Operations on a running cluster: promote a region, switch modes, isolate and heal a
     /// region, see every region's links.
     Admin(admin::Args),
-    /// Measure Meridian against a reference measured in the same run.
-    Bench {
-        #[command(subcommand)]
-        suite: bench::Suite,
-    },
-    /// The region-outage suite: real node processes through the link emulator, under load,
-    /// each outage healed and the history checked (`--long` for the long form).
-    Outage(outage::Args),
-    /// Deterministic multi-region outage simulation of the real engine.
-    Sim(sim::Args),
-    /// Three regions as separate processes: conflicts, lag, an outage and its catch-up.
-    Demo,
 }
 
 #[derive(Subcommand)]
@@ -131,9 +116,5 @@ fn run() -> anyhow::Result<()> {
         Command::Admin(args) => admin::run(args),
         Command::Netem { command } => netem::run(command),
         Command::LocalCluster(args) => local_cluster::run(args),
-        Command::Bench { suite } => bench::run(suite),
-        Command::Sim(args) => sim::run(args),
-        Command::Outage(args) => outage::run(args),
-        Command::Demo => demo::run(),
     }
 }

@@ -284,3 +284,36 @@ async fn the_cli_reads_a_map_as_json() {
     assert_eq!(map["note"][0]["lww"], "gift", "{json}");
     assert!(json["token"].as_str().is_some_and(|t| !t.is_empty()));
 }
+
+/// The daemon's commands are an operator's: the lab's (demo, bench, outage, sim) are
+/// `meridian-lab`'s.
+#[test]
+fn the_daemons_help_names_only_an_operators_commands() {
+    let out = std::process::Command::new(BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout);
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "node",
+            "certs",
+            "client",
+            "route",
+            "local-cluster",
+            "netem",
+            "admin",
+            "help"
+        ],
+        "{help}"
+    );
+}

@@ -24,8 +24,9 @@ pub struct Cluster {
 
 impl Cluster {
     /// Writes certificates for `replicas` (name, region) and `clients` (`NAME[:ROLE]`) into a
-    /// new temporary directory and describes one node per replica, to be run by this process's
-    /// executable (the `meridian` command; see [`Cluster::run_with`]) or in this process;
+    /// new temporary directory and describes one node per replica, to be run by the `meridian`
+    /// executable beside this process's ([`crate::node_process::daemon_path`]; another with
+    /// [`Cluster::run_with`]) or in this process;
     /// nothing starts until [`Cluster::start_all`].
     pub fn prepare(
         id: &str,
@@ -43,7 +44,7 @@ impl Cluster {
             clients: clients.iter().map(|c| c.to_string()).collect(),
         })?;
         let unbound = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let bin = std::env::current_exe()?;
+        let bin = crate::node_process::daemon_path()?;
         let nodes = replicas
             .iter()
             .map(|(name, region)| {

@@ -26,6 +26,26 @@ pub(crate) const START_ATTEMPTS: usize = 5;
 /// may still be held by something that took it meanwhile).
 const RESTART_PAUSE: Duration = Duration::from_millis(500);
 
+/// The `meridian` executable in the directory of this process's executable, where cargo builds
+/// it beside `meridian-lab`: what [`crate::Cluster::prepare`] runs until
+/// [`crate::Cluster::run_with`] names another. Not checked: see [`daemon`].
+pub fn daemon_path() -> std::io::Result<PathBuf> {
+    let name = format!("meridian{}", std::env::consts::EXE_SUFFIX);
+    Ok(std::env::current_exe()?.with_file_name(name))
+}
+
+/// [`daemon_path`], or an error saying how to build it when it is not there.
+pub fn daemon() -> anyhow::Result<PathBuf> {
+    let path = daemon_path()?;
+    anyhow::ensure!(
+        path.is_file(),
+        "no `meridian` executable beside this one (looked for {}): build it with \
+         `cargo build --release -p meridian-node`",
+        path.display()
+    );
+    Ok(path)
+}
+
 /// A `meridian node` process and its configuration.
 pub struct NodeProcess {
     /// What the node runs with; written to `path` at each start.
@@ -75,7 +95,10 @@ impl NodeProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .spawn()?;
+            .spawn()
+            .map_err(|e| {
+                anyhow::anyhow!("{}: cannot run {}: {e}", self.name(), self.bin.display())
+            })?;
         let Some(stdout) = child.stdout.take() else {
             anyhow::bail!("{}: no stdout", self.name());
         };

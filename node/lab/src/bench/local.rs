@@ -1,4 +1,4 @@
-//! `meridian bench local`: the engine's local write and read path against raw RocksDB doing the
+//! `meridian-lab bench local`: the engine's local write and read path against raw RocksDB doing the
 //! same job with the same options and the same WAL setting, 100-byte values.
 
 use super::prefixed_key;

@@ -1,4 +1,4 @@
-//! `meridian bench consistency`: what each consistency level costs. Three regions in this
+//! `meridian-lab bench consistency`: what each consistency level costs. Three regions in this
 //! process over QUIC on loopback, the link to two of them through a relay adding `--rtt-ms`
 //! of round trip (the client sits in the first region, next to it): the latency of writes at
 //! `local`, `regions(2)`, `majority` and `all`, and of reads by session and by majority,

@@ -1,4 +1,4 @@
-//! `meridian bench outage-cost`: what one region down costs the others. Three `meridian node`
+//! `meridian-lab bench outage-cost`: what one region down costs the others. Three `meridian node`
 //! processes on loopback, routed clients near the first region writing registers and deleting
 //! them (`--delete-share`), on `--keys` keys; each phase lasts `--minutes`:
 //! - `up`: every region up (the reference);
@@ -149,6 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     ];
     let replicas: Vec<(&str, &str)> = places.iter().map(|(n, r, _)| (*n, *r)).collect();
     let mut cluster = Cluster::prepare("outagecost", &replicas, &["load:write"])?;
+    cluster.run_with(&meridian_tests::node_process::daemon()?);
     cluster.configure(|c| {
         c.location = places
             .iter()

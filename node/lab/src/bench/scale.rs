@@ -1,4 +1,4 @@
-//! `meridian bench scale`: state transfer at data-set scale, between two `meridian node`
+//! `meridian-lab bench scale`: state transfer at data-set scale, between two `meridian node`
 //! processes on loopback, for each size (records of 100 bytes; the size in each metric's name):
 //! - `bootstrap_<size>`: records per second an empty region ingests from a full one whose log
 //!   is truncated (it streams the state), against raw RocksDB batched writes of the same
@@ -57,10 +57,11 @@ fn name(metric: &str, n: u64) -> &'static str {
 
 /// Runs the suite.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let daemon = meridian_tests::node_process::daemon()?;
     header(args.json);
     let mut first_ae_ms = None;
     for &n in &args.sizes {
-        measure(&args, n, &mut first_ae_ms)?;
+        measure(&args, &daemon, n, &mut first_ae_ms)?;
     }
     Ok(())
 }
@@ -117,10 +118,17 @@ fn record_bytes(e: &Engine, keys: impl Iterator<Item = u64>) -> anyhow::Result<f
     Ok(total as f64)
 }
 
-fn measure(args: &Args, n: u64, first_ae_ms: &mut Option<f64>) -> anyhow::Result<()> {
+/// One size, `n` records, between two node processes of `daemon`.
+fn measure(
+    args: &Args,
+    daemon: &std::path::Path,
+    n: u64,
+    first_ae_ms: &mut Option<f64>,
+) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(args.timeout_s);
     let value = [b'v'; VALUE_BYTES];
     let mut cluster = Cluster::prepare(CLUSTER, &[("a", "us-east"), ("b", "eu-west")], &[])?;
+    cluster.run_with(daemon);
     for node in &mut cluster.nodes {
         node.log_filter = "error".into();
     }

@@ -1,4 +1,4 @@
-//! `meridian bench replication`: two replicas over real QUIC with mutual TLS on loopback (two
+//! `meridian-lab bench replication`: two replicas over real QUIC with mutual TLS on loopback (two
 //! runtimes in this process), against raw RocksDB batched writes of the same records measured in
 //! the same run:
 //! - `replicated_writes`: records per second the second region applies at saturation (a backlog

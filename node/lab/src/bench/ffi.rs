@@ -1,4 +1,4 @@
-//! `meridian bench ffi`: the cost of the C ABI. The same single-threaded operations, 100-byte
+//! `meridian-lab bench ffi`: the cost of the C ABI. The same single-threaded operations, 100-byte
 //! values, through the C ABI's functions (`ffi_put`: LWW writes, `ffi_get`: LWW reads,
 //! `ffi_batch_put`: batches of 100 LWW writes) against the Rust API in the same run (target
 //! ratio ≥ 0.9; medians of three alternating rounds); then the same three from Python over
@@ -134,7 +134,7 @@ fn c_rates(n: u64, dir: &std::path::Path) -> anyhow::Result<[f64; 3]> {
 fn python_rates(n: u64, dir: &std::path::Path) -> Option<[f64; 4]> {
     let exe = std::env::current_exe().ok()?;
     let lib = exe.parent()?.join("libmeridian.so");
-    let package = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bindings/python");
+    let package = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bindings/python");
     if !lib.exists() || !package.exists() {
         return None;
     }

@@ -1,10 +1,10 @@
-//! `meridian sim`: many seeds of the deterministic multi-region simulation, a summary, and the
+//! `meridian-lab sim`: many seeds of the deterministic multi-region simulation, a summary, and the
 //! command that replays a failing seed.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use meridian_sim::{run_seeds, Faults, SeedReport, SimOptions};
 
-/// Options of `meridian sim`.
+/// Options of `meridian-lab sim`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Number of seeds to run (seeds `first-seed .. first-seed + seeds`).
@@ -278,7 +278,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `meridian sim --leases`: lease seeds, each checked for two primaries at one instant and for
+/// `meridian-lab sim --leases`: lease seeds, each checked for two primaries at one instant and for
 /// one agreed primary after healing.
 fn run_leases(seeds: &[u64], json: bool) -> anyhow::Result<()> {
     let mut failed = Vec::new();
@@ -296,7 +296,9 @@ fn run_leases(seeds: &[u64], json: bool) -> anyhow::Result<()> {
             }
             Err(why) => {
                 if !json {
-                    println!("seed {seed}: {why}\n  replay: meridian sim --leases --seed {seed}");
+                    println!(
+                        "seed {seed}: {why}\n  replay: meridian-lab sim --leases --seed {seed}"
+                    );
                 }
                 failed.push(seed);
             }

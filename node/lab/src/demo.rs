@@ -1,4 +1,4 @@
-//! `meridian demo` (`make demo`): three regions as separate `meridian node` processes on
+//! `meridian-lab demo` (`make demo`): three regions as separate `meridian node` processes on
 //! loopback with generated certificates; conflicting writes that converge; lag metrics; one
 //! region killed while writes continue; its restart and catch-up; a lost disk; a client routed
 //! to its nearest region, failing over and back; active-passive mode with a promotion; a region
@@ -33,10 +33,11 @@ fn restart(node: &mut NodeProcess) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `meridian ARGS` (this executable) and returns what it printed; prints the command.
+/// Runs `meridian ARGS` (the daemon's executable, beside this one) and returns what it
+/// printed; prints the command.
 fn cli(args: &[&str]) -> anyhow::Result<String> {
     println!("   $ meridian {}", args.join(" "));
-    let out = std::process::Command::new(std::env::current_exe()?)
+    let out = std::process::Command::new(meridian_tests::node_process::daemon()?)
         .args(args)
         .env("RUST_LOG", "error")
         .output()?;
@@ -193,8 +194,10 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 async fn demo() -> anyhow::Result<()> {
+    let daemon = meridian_tests::node_process::daemon()?;
     step("Step 1. A cluster CA and one certificate per region (mutual TLS between replicas)");
     let mut cluster = Cluster::prepare(CLUSTER, &REGIONS, &["demo:write", "ops:admin"])?;
+    cluster.run_with(&daemon);
     for (node, (lat, lon)) in cluster.nodes.iter_mut().zip(PLACES) {
         node.log_filter = "error".into();
         node.config.location = meridian::routing::Location::new(lat, lon);
@@ -452,7 +455,7 @@ async fn demo() -> anyhow::Result<()> {
         healed.elapsed()
     );
     println!(
-        "   `make outage` runs thirteen such outages under load and checks every acknowledged write"
+        "   `make outage` runs fourteen such outages under load and checks every acknowledged write"
     );
 
     step("Step 11. Everything stops cleanly (SIGTERM, drain, flush)");

@@ -1,4 +1,4 @@
-//! `meridian bench sim`: bytes the replication protocol moves, against the encoded size of the
+//! `meridian-lab bench sim`: bytes the replication protocol moves, against the encoded size of the
 //! records that had to move (measured in the same run). Engines are real (RocksDB in a temp
 //! directory); links are in-memory and lossless, so the figures are the protocol's own.
 

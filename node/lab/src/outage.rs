@@ -1,7 +1,7 @@
-//! `meridian outage`: the region-outage suite against this executable's nodes: every
-//! scenario (or those named), a table of what each measured, and the table as JSON. Exits
-//! non-zero when any acknowledged write was lost, anything else the checker forbids happened,
-//! or what it cannot verify exceeded its bound.
+//! `meridian-lab outage`: the region-outage suite against nodes of the `meridian` executable
+//! beside this one: every scenario (or those named), a table of what each measured, and the
+//! table as JSON. Exits non-zero when any acknowledged write was lost, anything else the
+//! checker forbids happened, or what it cannot verify exceeded its bound.
 
 use meridian_tests::outage::{self, Form, Row, Scenario};
 use std::path::PathBuf;
@@ -25,8 +25,8 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// A previous release's `meridian` executable: `rolling-upgrade` starts its regions with
-    /// it (without it, with this executable pinned to the previous release's protocol
-    /// versions) and upgrades them to this one.
+    /// it (without it, with the `meridian` beside this executable pinned to the previous
+    /// release's protocol versions) and upgrades them to the one beside this executable.
     #[arg(long, value_name = "PATH")]
     previous: Option<PathBuf>,
 }
@@ -46,7 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Form::fast()
     };
-    let bin = std::env::current_exe()?;
+    let bin = meridian_tests::node_process::daemon()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
