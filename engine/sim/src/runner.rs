@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 impl SimOptions {
-    /// The `meridian sim` command line that replays `seed` under these options.
+    /// The `meridian-lab sim` command line that replays `seed` under these options.
     pub fn replay_command(&self, seed: u64) -> String {
         let mut cmd = format!(
-            "meridian sim --seed {seed} --regions {} --ops {}",
+            "meridian-lab sim --seed {seed} --regions {} --ops {}",
             self.regions, self.ops
         );
         let f = &self.faults;
@@ -76,14 +76,14 @@ mod tests {
         let mut opts = SimOptions::default();
         assert_eq!(
             opts.replay_command(9),
-            "meridian sim --seed 9 --regions 3 --ops 120"
+            "meridian-lab sim --seed 9 --regions 3 --ops 120"
         );
         opts.faults.crashes = false;
         opts.faults.lying_peers = false;
         opts.clients = false;
         assert_eq!(
             opts.replay_command(9),
-            "meridian sim --seed 9 --regions 3 --ops 120 --no-crashes --no-lying-peers --no-clients"
+            "meridian-lab sim --seed 9 --regions 3 --ops 120 --no-crashes --no-lying-peers --no-clients"
         );
     }
 }
