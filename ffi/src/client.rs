@@ -1,4 +1,4 @@
-//! Client mode through C: a routed client of a cluster (`meridian_runtime::routed`), learning
+//! Client mode through C: a routed client of a cluster (`meridian_client::routed`), learning
 //! the regions from a cluster file's seeds, using the nearest healthy one and failing over,
 //! with a session token that follows it across regions. Every call blocks the calling thread
 //! until the cluster answers; calls on one client from several threads run at once.
@@ -10,9 +10,9 @@ use crate::handles::Registry;
 use crate::status::{guard, Failure, MeridianStatus};
 use crate::token::{maybe_token_out, token_of, MeridianToken};
 use meridian::{Op, ReadValue};
-use meridian_runtime::client_proto::Consistency;
-use meridian_runtime::cluster_file::ClusterFile;
-use meridian_runtime::routed::{RoutedClient, RoutedError};
+use meridian_client::client_proto::Consistency;
+use meridian_client::routed::{RoutedClient, RoutedError};
+use meridian_config::cluster_file::ClusterFile;
 use std::ffi::c_char;
 use std::path::Path;
 
@@ -56,7 +56,7 @@ thread_local! {
 }
 
 /// Keeps what `meridian_client_retried_after_lost` says of this thread's last write.
-fn acknowledged(written: &meridian_runtime::routed::Written) {
+fn acknowledged(written: &meridian_client::routed::Written) {
     let _ = RETRIED_AFTER_LOST.try_with(|r| r.set(written.retried_after_lost));
 }
 

@@ -8,7 +8,7 @@ use crate::handles::Registry;
 use crate::status::{guard, Failure, MeridianStatus};
 use crate::token::{maybe_token_out, token_of, MeridianToken};
 use meridian::{CausalToken, Config, Engine, Op, VersionVector};
-use meridian_runtime::node_config::NodeConfig;
+use meridian_config::node_config::NodeConfig;
 use meridian_runtime::BackgroundRuntime;
 use std::ffi::c_char;
 use std::path::Path;

@@ -7,7 +7,7 @@ use crate::engine::{apply, context, engine, not_found, MeridianEngine};
 use crate::status::{guard, Failure, MeridianStatus};
 use crate::token::MeridianToken;
 use meridian::Op;
-use meridian_runtime::read_json::values_json;
+use meridian_client::read_json::values_json;
 
 /// The operation at the end of a field path (passed as an `int32_t` and checked).
 #[repr(C)]

@@ -1,5 +1,8 @@
-//! The runtime: the only async layer. A quinn endpoint with mutual TLS carries replication
-//! links (driving `replication::Replicator` on a dedicated thread) and client requests.
+//! The server runtime: the engine's async layer. A quinn endpoint with mutual TLS carries
+//! replication links (driving `replication::Replicator` on a dedicated thread) and client
+//! requests (the protocol, the transport and the clients are `meridian-client`'s). It takes a
+//! plain [`RuntimeConfig`]: a node's configuration file and the development certificates are
+//! `meridian-config`'s, so neither toml nor rcgen is in this crate's tree.
 //!
 //! Links: the replica whose name sorts first dials, the other accepts, so each pair has one
 //! connection; a dialer reconnects with exponential backoff and jitter. An inbound replica must
@@ -7,11 +10,8 @@
 //! links, stop the replicator, flush the engine.
 
 mod actor;
-pub mod cluster_file;
-pub mod dev_certs;
 mod link_queue;
 mod links;
-pub mod node_config;
 mod primary;
 pub mod regions;
 mod requests_in_flight;
@@ -21,7 +21,9 @@ pub mod tls;
 /// Compatibility paths: the wire protocol and the client SDK moved to `meridian-client`; they
 /// stay reachable here as `meridian_runtime::{client, client_proto, protocols, read_json,
 /// routed}` (and `tls`, which adds the accepting side to `meridian_client::tls`). New code
-/// names `meridian_client`.
+/// names `meridian_client`. (`node_config`, `cluster_file` and `dev_certs` moved to
+/// `meridian-config`, which depends on this crate: their old paths are kept by the facade
+/// `meridian-runtime-compat`, engine/runtime/compat.)
 pub use meridian_client::{client, client_proto, protocols, read_json, routed};
 
 use meridian::model::digest::Fnv;
@@ -129,9 +131,42 @@ pub struct RuntimeConfig {
     /// Protocol tunables (cluster, region and members are filled in from the above).
     pub replication: ReplicationConfig,
     /// Active-passive mode and its lease.
-    pub active_passive: node_config::ActivePassive,
+    pub active_passive: ActivePassiveConfig,
     /// The newest protocol versions spoken (`protocols`).
     pub protocols: protocols::Protocols,
+}
+
+/// Active-passive mode: one primary region takes the writes while it holds a lease a majority
+/// of replicas granted; the others serve reads and answer writes with `NotPrimary`. (A node's
+/// configuration file has it as its `[active_passive]` section, `meridian-config`.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActivePassiveConfig {
+    /// The mode at start, unless an operator switched it since (the engine keeps the switch).
+    pub enabled: bool,
+    /// Replica names in the order they take over when there is no primary (empty: every
+    /// replica, by name); a replica not listed becomes primary only by promotion.
+    pub successors: Vec<String>,
+    /// How long a replica's promise to the primary lasts, in milliseconds.
+    pub lease_ms: u64,
+    /// After how long without a primary a successor takes over, in milliseconds; 0: only a
+    /// promotion makes a primary.
+    pub failover_after_ms: u64,
+    /// Bound on any node's clock-rate error, in parts per million (10,000 = 1%): a primary
+    /// stops that much earlier than the promises it holds.
+    pub drift_ppm: u64,
+}
+
+impl Default for ActivePassiveConfig {
+    /// Off; a 4 s lease, failover after 6 s without a primary, 1% clock-rate error.
+    fn default() -> Self {
+        ActivePassiveConfig {
+            enabled: false,
+            successors: Vec::new(),
+            lease_ms: 4_000,
+            failover_after_ms: 6_000,
+            drift_ppm: 10_000,
+        }
+    }
 }
 
 /// The replica id a replica name gets in a cluster: stable across restarts, new with each

@@ -2,7 +2,7 @@
 //! the replication actor publishes of it for the client service, which takes a write only
 //! while this node's lease runs (checked against the monotonic clock at the request).
 
-use crate::node_config::ActivePassive;
+use crate::ActivePassiveConfig;
 use meridian::lease::LeaseConfig;
 use meridian::ReplicaId;
 use std::sync::Mutex;
@@ -16,7 +16,7 @@ pub(crate) struct Member {
 }
 
 /// The lease's settings for `members` (this replica first).
-pub(crate) fn lease_config(settings: &ActivePassive, members: &[Member]) -> LeaseConfig {
+pub(crate) fn lease_config(settings: &ActivePassiveConfig, members: &[Member]) -> LeaseConfig {
     let mut by_name: Vec<&Member> = members.iter().collect();
     by_name.sort_by(|a, b| a.name.cmp(&b.name));
     let successors = if settings.successors.is_empty() {

@@ -5,7 +5,7 @@
 //! `meridian local-cluster` (the directory is the first argument).
 
 use meridian::{Engine, Op, ReadValue};
-use meridian_runtime::node_config::NodeConfig;
+use meridian_config::node_config::NodeConfig;
 use meridian_runtime::BackgroundRuntime;
 use std::path::Path;
 use std::time::Duration;

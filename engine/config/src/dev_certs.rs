@@ -6,10 +6,10 @@
 //! needs (`ca.pem`, `<replica>.pem`, `<replica>.key`); `D/client-<name>/` what that client
 //! needs (`ca.pem`, `client-<name>.pem`, `client-<name>.key`). A replica's certificate names it
 //! `<replica>.<region>.<cluster>`; a client's names it and its role,
-//! `<name>.<role>.client.<cluster>` (see [`crate::tls::client_dns_name`]).
+//! `<name>.<role>.client.<cluster>` (see [`meridian_client::tls::client_dns_name`]).
 
-use crate::tls::{client_dns_name, replica_dns_name, Role};
-use crate::TlsFiles;
+use meridian_client::tls::{client_dns_name, replica_dns_name, Role};
+use meridian_client::TlsFiles;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,

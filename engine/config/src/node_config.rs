@@ -3,9 +3,12 @@
 //! it launches.
 
 use crate::dev_certs::is_label;
-use crate::{replica_id_for, PeerSpec, RuntimeConfig, TlsFiles};
 use meridian::routing::Location;
 use meridian::{Config, Durability, SystemClock, WallClock};
+use meridian_client::protocols::Protocols;
+use meridian_client::tls::Role;
+use meridian_client::TlsFiles;
+use meridian_runtime::{replica_id_for, ActivePassiveConfig, PeerSpec, RuntimeConfig};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -136,9 +139,9 @@ impl ProtocolsSection {
     }
 
     /// The versions spoken, or why they cannot be.
-    pub fn protocols(&self) -> Result<crate::protocols::Protocols, String> {
-        let newest = crate::protocols::Protocols::default();
-        crate::protocols::Protocols::pinned(
+    pub fn protocols(&self) -> Result<Protocols, String> {
+        let newest = Protocols::default();
+        Protocols::pinned(
             self.replication_max.unwrap_or(newest.replication_max),
             self.client_max.unwrap_or(newest.client_max),
         )
@@ -185,24 +188,44 @@ pub struct ActivePassive {
 
 impl Default for ActivePassive {
     fn default() -> Self {
+        ActivePassive::from(&ActivePassiveConfig::default())
+    }
+}
+
+impl From<&ActivePassiveConfig> for ActivePassive {
+    fn from(c: &ActivePassiveConfig) -> ActivePassive {
         ActivePassive {
-            enabled: false,
-            successors: Vec::new(),
-            lease_ms: default_lease_ms(),
-            failover_after_ms: default_failover_after_ms(),
-            drift_ppm: default_drift_ppm(),
+            enabled: c.enabled,
+            successors: c.successors.clone(),
+            lease_ms: c.lease_ms,
+            failover_after_ms: c.failover_after_ms,
+            drift_ppm: c.drift_ppm,
         }
     }
 }
 
+impl ActivePassive {
+    /// The runtime's settings (the section's fields, checked by `NodeConfig::load`).
+    pub fn runtime(&self) -> ActivePassiveConfig {
+        ActivePassiveConfig {
+            enabled: self.enabled,
+            successors: self.successors.clone(),
+            lease_ms: self.lease_ms,
+            failover_after_ms: self.failover_after_ms,
+            drift_ppm: self.drift_ppm,
+        }
+    }
+}
+
+// The section's defaults are the runtime's.
 fn default_lease_ms() -> u64 {
-    4_000
+    ActivePassiveConfig::default().lease_ms
 }
 fn default_failover_after_ms() -> u64 {
-    6_000
+    ActivePassiveConfig::default().failover_after_ms
 }
 fn default_drift_ppm() -> u64 {
-    10_000
+    ActivePassiveConfig::default().drift_ppm
 }
 
 /// `[tls]`.
@@ -494,7 +517,7 @@ impl NodeConfig {
             self.limits.replication_cache_mib
         );
         if let Some(role) = &self.access.replica_role {
-            role.parse::<crate::tls::Role>()
+            role.parse::<Role>()
                 .map_err(|e| format!("field `access.replica_role`: {e}"))?;
         }
         for (i, p) in self.peers.iter().enumerate() {
@@ -586,7 +609,7 @@ impl NodeConfig {
                 missing_wait_ms: self.limits.missing_wait_ms,
                 ..Default::default()
             },
-            active_passive: self.active_passive.clone(),
+            active_passive: self.active_passive.runtime(),
             protocols: self.protocols.protocols().unwrap_or_default(),
         }
     }
