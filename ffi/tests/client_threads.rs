@@ -5,9 +5,9 @@
 //! names) while another thread on the same handle writes and reads. With a lock around calls
 //! (as before), the second thread's calls would wait for the first's and the program fails.
 
-use meridian_runtime::cluster_file::{ClusterFile, SeedEntry};
-use meridian_runtime::dev_certs::{self, CertsRequest};
-use meridian_runtime::node_config::NodeConfig;
+use meridian_config::cluster_file::{ClusterFile, SeedEntry};
+use meridian_config::dev_certs::{self, CertsRequest};
+use meridian_config::node_config::NodeConfig;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -10,7 +10,7 @@
 use anyhow::Context;
 use meridian_runtime::client::Client;
 use meridian_runtime::client_proto::{ClientRequest, ClientResponse, NodeStatus, RegionEntry};
-use meridian_runtime::cluster_file::ClusterFile;
+use meridian_config::cluster_file::ClusterFile;
 use meridian_runtime::routed::RoutedClient;
 use meridian_runtime::tls::replica_dns_name;
 use std::path::PathBuf;

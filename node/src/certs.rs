@@ -1,7 +1,7 @@
-//! `meridian certs init|add`: development certificates (see `meridian_runtime::dev_certs` for
+//! `meridian certs init|add`: development certificates (see `meridian_config::dev_certs` for
 //! the layout). Production brings its own PEM files.
 
-use meridian_runtime::dev_certs::{self, CertsRequest};
+use meridian_config::dev_certs::{self, CertsRequest};
 use std::path::PathBuf;
 
 /// Options of `certs init` and `certs add`.

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use meridian::Engine;
-use meridian_runtime::node_config::NodeConfig;
+use meridian_config::node_config::NodeConfig;
 use meridian_runtime::Runtime;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use std::path::Path;

@@ -10,9 +10,9 @@
 use anyhow::Context;
 use meridian_netem::config::NetemConfig;
 use meridian_netem::{NodeAddr, Route};
-use meridian_runtime::cluster_file::{ClusterFile, SeedEntry};
-use meridian_runtime::dev_certs::{self, CertsRequest};
-use meridian_runtime::node_config::NodeConfig;
+use meridian_config::cluster_file::{ClusterFile, SeedEntry};
+use meridian_config::dev_certs::{self, CertsRequest};
+use meridian_config::node_config::NodeConfig;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 

@@ -338,7 +338,7 @@ async fn replicas_from_another_ca_or_outside_the_cluster_are_refused() {
             "ap-northeast",
             cluster.dir().join(format!("data-{label}")),
             "127.0.0.1:0".parse().unwrap(),
-            meridian_runtime::dev_certs::replica_files(&certs_dir, "aaa"),
+            meridian_config::dev_certs::replica_files(&certs_dir, "aaa"),
         );
         config.peers = vec![target.clone()];
         let path = cluster.dir().join(format!("{label}.toml"));
@@ -346,7 +346,7 @@ async fn replicas_from_another_ca_or_outside_the_cluster_are_refused() {
         node.start_on_fresh_ports().unwrap();
         intruders.push((
             node,
-            meridian_runtime::dev_certs::client_files(&certs_dir, "t"),
+            meridian_config::dev_certs::client_files(&certs_dir, "t"),
         ));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -6,9 +6,9 @@
 use crate::node_process::{NodeProcess, START_ATTEMPTS};
 use meridian::routing::Location;
 use meridian_runtime::client::Client;
-use meridian_runtime::cluster_file::{ClusterFile, SeedEntry};
-use meridian_runtime::dev_certs::{self, CertsRequest};
-use meridian_runtime::node_config::NodeConfig;
+use meridian_config::cluster_file::{ClusterFile, SeedEntry};
+use meridian_config::dev_certs::{self, CertsRequest};
+use meridian_config::node_config::NodeConfig;
 use meridian_runtime::TlsFiles;
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use meridian::routing::Location;
-pub use meridian_runtime::node_config::NodeConfig;
+pub use meridian_config::node_config::NodeConfig;
 #[allow(unused_imports)]
 pub use meridian_tests::{scrape, Cluster, NodeProcess};
 use std::path::Path;

@@ -10,7 +10,7 @@ use meridian::routing::Location;
 use meridian_netem::{Netem, Shape, ShapeChange};
 use meridian_runtime::client::{new_request_id, ClientFailure};
 use meridian_runtime::client_proto::{ClientRequest, ClientResponse, Consistency, ErrorCode};
-use meridian_runtime::node_config::ProtocolsSection;
+use meridian_config::node_config::ProtocolsSection;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
