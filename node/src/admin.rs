@@ -8,9 +8,9 @@
 //! region's machine) makes a data directory of such a copy.
 
 use anyhow::Context;
+use meridian_config::cluster_file::ClusterFile;
 use meridian_runtime::client::Client;
 use meridian_runtime::client_proto::{ClientRequest, ClientResponse, NodeStatus, RegionEntry};
-use meridian_config::cluster_file::ClusterFile;
 use meridian_runtime::routed::RoutedClient;
 use meridian_runtime::tls::replica_dns_name;
 use std::path::PathBuf;

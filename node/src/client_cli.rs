@@ -3,9 +3,9 @@
 use anyhow::Context;
 use meridian::routing::Location;
 use meridian::{CausalToken, Op, Read, ReadValue};
+use meridian_config::cluster_file::ClusterFile;
 use meridian_runtime::client::{new_request_id, Client};
 use meridian_runtime::client_proto::{Consistency, NodeStatus};
-use meridian_config::cluster_file::ClusterFile;
 use meridian_runtime::routed::RoutedClient;
 use meridian_runtime::TlsFiles;
 use std::net::SocketAddr;

@@ -4,9 +4,9 @@
 
 use anyhow::Context;
 use meridian::routing::{Location, Reason};
+use meridian_config::cluster_file::ClusterFile;
 use meridian_runtime::client::Client;
 use meridian_runtime::client_proto::{RegionEntry, RouteAnswer};
-use meridian_config::cluster_file::ClusterFile;
 use meridian_runtime::tls::replica_dns_name;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -4,9 +4,9 @@
 
 use crate::ports::{free_tcp, free_udp};
 use crate::scrape;
+use meridian_config::node_config::NodeConfig;
 use meridian_runtime::client::Client;
 use meridian_runtime::client_proto::NodeStatus;
-use meridian_config::node_config::NodeConfig;
 use meridian_runtime::tls::replica_dns_name;
 use meridian_runtime::TlsFiles;
 use std::io::{BufRead, BufReader};
