@@ -67,7 +67,7 @@ use meridian::model::{ApplyError, Hlc, Record, Value};
 use meridian::replication::iblt::Iblt;
 use meridian::replication::{
     decode_record_states, ApplyOutcome, Compaction, DecodedEntry, MemoryStore, MemoryStoreError,
-    OriginView, RecordState, ReplicaStore,
+    OfferPlan, OriginView, RecordState, ReplicaStore,
 };
 use meridian::{
     Batch, Config, Engine, Error, Op, RandomSource, ReplicaId, VersionVector, WallClock,
@@ -638,7 +638,7 @@ where
 }
 
 /// The receiver's answer to an offer: the key hashes it wants and the keys only it holds, or
-/// `None` when the difference does not peel.
+/// `None` when it streams (the difference does not peel).
 type Plan = Option<(Vec<u64>, Vec<Vec<u8>>)>;
 
 /// The offer and the answer to it (`AeOffer` and `on_offer`).
@@ -662,23 +662,22 @@ where
         assert_eq!(summary.records, records.len() as u64);
         assert_eq!(summary.applied, store.applied());
     }
-    let plan = theirs
-        .table
-        .subtract(&mine.table)
-        .and_then(|d| d.decode())
-        .ok()
-        .map(|diff| {
-            let theirs_keys: BTreeSet<u64> = diff.only_in_self.iter().map(|i| i.0).collect();
-            let ours: Vec<u64> = diff
-                .only_in_other
-                .iter()
-                .map(|i| i.0)
-                .filter(|h| !theirs_keys.contains(h))
-                .collect();
+    // The receiver's answer as the replicator decides it (`on_offer`); a larger table is not
+    // tried here: a difference that does not peel streams.
+    let plan = match OfferPlan::of(
+        &theirs.table,
+        theirs.records,
+        &mine.table,
+        mine.records,
+        dst.summary_cells(),
+    ) {
+        OfferPlan::Want { hashes, ours } => {
             let mut ours_only = dst.keys_for_hashes(&ours).unwrap();
             ours_only.sort();
-            (theirs_keys.into_iter().collect(), ours_only)
-        });
+            Some((hashes, ours_only))
+        }
+        OfferPlan::Stream | OfferPlan::Retry { .. } => None,
+    };
     let mut tables = theirs.table.to_bytes();
     tables.extend(mine.table.to_bytes());
     (theirs.applied, tables, plan)

@@ -19,10 +19,10 @@ use crate::model::{
     VersionVector,
 };
 use crate::read::{LwwValue, MapView, Read, ReadValue, Siblings};
+use crate::replication::incoming::{Incoming, Theirs};
 use crate::store::{keys, LogEntry, Store};
 use entry_cache::{CachedEntry, EntryKeys, RecordStates, StateCell, ENTRY_KEY_OVERHEAD};
 use epoch::OriginState;
-use replica_store::{Incoming, Theirs};
 use std::borrow::Cow;
 use std::hash::BuildHasher;
 use std::path::Path;
@@ -299,7 +299,7 @@ impl Drop for Inner {
     }
 }
 
-/// Uncounts a `wait_covers` caller when it returns.
+/// Refuses a key no write or read takes: empty, or longer than `KEY_BYTES_MAX`.
 pub(crate) fn check_key(key: &[u8]) -> Result<()> {
     if key.is_empty() {
         return Err(Error::InvalidKey("empty"));

@@ -3,9 +3,9 @@
 use super::*;
 
 impl Engine {
-    /// The decoded records of `keys` (sorted, distinct) in one batched lookup.
-    /// `load_many`, with the state hash of each stored record when `hash` is set (the summary
-    /// for anti-entropy needs what a record was to take it out).
+    /// The decoded records of `keys` (sorted, distinct) in one batched lookup, each with the
+    /// state hash of its stored bytes when `hash` is set (the summary for anti-entropy needs
+    /// what a record was to take it out).
     pub(super) fn load_many_hashed(
         &self,
         keys: &[&[u8]],

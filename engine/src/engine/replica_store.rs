@@ -9,89 +9,45 @@ use crate::engine::{read_lock, write_lock};
 use crate::error::{Error, Result};
 use crate::limits::RECORD_OVERHEAD_BYTES;
 use crate::model::digest::state_hash;
-use crate::model::{codec, Dot, Hlc, Record, ReplicaId, StateFacts, VersionVector};
+use crate::model::{codec, Dot, Record, ReplicaId, VersionVector};
 use crate::replication::iblt::Iblt;
+use crate::replication::incoming::{Incoming, Theirs};
 use crate::replication::{
     decode_record_states, sequence_entries, sort_joining_by, ApplyOutcome, Compaction,
-    DecodedEntry, Exceptions, OriginView, ReadStates, RecordRange, RecordState, RemoteRecord,
-    ReplicaStore, ShippedEntry, StateSummary,
+    DecodedEntry, Exceptions, OriginView, ReadStates, RecordRange, RecordState, ReplicaStore,
+    ShippedEntry, StateSummary,
 };
 use crate::store::{keys, AtomicWrite, LogEntry};
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 
-/// A peer's record to join here, borrowed from the checked frame where it can be.
-pub(crate) struct Incoming<'k> {
-    /// The key.
-    pub(crate) key: &'k [u8],
-    /// The peer's state.
-    pub(crate) state: Theirs<'k>,
-}
-
-/// A peer's state, as it arrived or decoded.
-pub(crate) enum Theirs<'k> {
-    /// Its canonical bytes, checked, with the facts known of them: stored as they are when
-    /// the key is new here.
-    Received {
-        /// The bytes.
-        bytes: &'k [u8],
-        /// What is known of them without decoding.
-        facts: &'k StateFacts,
-    },
-    /// Decoded (a caller's state, or repeats of the key joined): encoded again to be stored.
-    Decoded(Record),
-}
-
-impl<'k> Incoming<'k> {
-    /// Borrows a checked record.
-    pub(crate) fn of(r: &'k RemoteRecord) -> Incoming<'k> {
-        Incoming {
-            key: &r.key,
-            state: Theirs::Received {
-                bytes: &r.state,
-                facts: &r.facts,
-            },
-        }
-    }
-
-    /// The state decoded.
-    fn decoded(&self) -> Result<Cow<'_, Record>> {
-        match &self.state {
-            Theirs::Received { bytes, .. } => codec::decode_record(bytes)
-                .map(Cow::Owned)
-                .map_err(|e| Error::from_codec("remote record", self.key, e)),
-            Theirs::Decoded(record) => Ok(Cow::Borrowed(record)),
-        }
-    }
-
-    /// The largest last-writer-wins marker of the state.
-    fn max_marker(&self) -> Option<Hlc> {
-        match &self.state {
-            Theirs::Received { facts, .. } => facts.max_marker,
-            Theirs::Decoded(record) => record.max_marker(),
-        }
-    }
-
-    /// Sorts by key, joining the records of a key into one.
-    fn sort_joining(all: Vec<Incoming<'k>>) -> Result<Vec<Incoming<'k>>> {
-        sort_joining_by(
-            all,
-            |i| i.key,
-            |into, next| -> Result<()> {
-                if let (Theirs::Received { bytes: a, .. }, Theirs::Received { bytes: b, .. }) =
-                    (&into.state, &next.state)
-                {
-                    if a == b {
-                        return Ok(()); // the same current state, shipped with two entries
-                    }
+/// Sorts peer records by key, joining those of a key into one (the same state shipped with
+/// two entries is kept as it came).
+fn sort_joining<'k>(all: Vec<Incoming<'k>>) -> Result<Vec<Incoming<'k>>> {
+    sort_joining_by(
+        all,
+        |i| i.key,
+        |into, next| -> Result<()> {
+            if let (Theirs::Received { bytes: a, .. }, Theirs::Received { bytes: b, .. }) =
+                (&into.state, &next.state)
+            {
+                if a == b {
+                    return Ok(()); // the same current state, shipped with two entries
                 }
-                let mut joined = into.decoded()?.into_owned();
-                joined.join(&*next.decoded()?);
-                into.state = Theirs::Decoded(joined);
-                Ok(())
-            },
-        )
-    }
+            }
+            let mut joined = into
+                .decoded()
+                .map_err(|e| Error::from_codec("remote record", into.key, e))?
+                .into_owned();
+            joined.join(
+                &*next
+                    .decoded()
+                    .map_err(|e| Error::from_codec("remote record", next.key, e))?,
+            );
+            into.state = Theirs::Decoded(joined);
+            Ok(())
+        },
+    )
 }
 
 impl Engine {
@@ -168,7 +124,9 @@ impl Engine {
                     (Cow::Borrowed(*bytes), facts.bottom)
                 }
                 (local, _) => {
-                    let remote = theirs.decoded()?;
+                    let remote = theirs
+                        .decoded()
+                        .map_err(|e| Error::from_codec("remote record", key, e))?;
                     let mut merged = match local {
                         Some(local) => {
                             count_conflict(&local, &remote);
@@ -476,11 +434,6 @@ impl ReplicaStore for Engine {
         Ok(Some(out))
     }
 
-    fn record_bytes_max(&self) -> usize {
-        // A peer's record may have met concurrent writes on its way: up to an entry.
-        crate::limits::ENTRY_BYTES_MAX
-    }
-
     fn apply_entries(
         &self,
         origin: ReplicaId,
@@ -557,7 +510,7 @@ impl ReplicaStore for Engine {
         let remote = if accepted.len() == 1 {
             all // one entry's records are sorted and distinct already
         } else {
-            Incoming::sort_joining(all)?
+            sort_joining(all)?
         };
         let keys: Vec<&[u8]> = remote.iter().map(|i| i.key).collect();
         let _guards = self.lock_keys(&keys);
@@ -635,7 +588,7 @@ impl ReplicaStore for Engine {
     }
 
     fn summary_cells(&self) -> usize {
-        super::state_digest::SUMMARY_CELLS
+        crate::replication::SUMMARY_CELLS
     }
 
     fn record_count(&self) -> Result<u64> {

@@ -14,16 +14,9 @@
 
 use crate::model::digest::{key_hash, state_hash};
 use crate::replication::iblt::Iblt;
-use crate::replication::SharedIblt;
+use crate::replication::{SharedIblt, SUMMARY_SUB_LOG};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::OnceLock;
-
-/// Cells per sub-table of the summary, as a power of two (3 × 2^17 cells, 12 MiB): differences
-/// up to about 250,000 records decode; larger ones stream.
-pub(crate) const SUMMARY_SUB_LOG: u32 = 17;
-
-/// Cells of the summary table.
-pub(crate) const SUMMARY_CELLS: usize = 3 << SUMMARY_SUB_LOG;
 
 /// Version byte of a summary kept across a clean shutdown.
 const SAVED_FORMAT: u8 = 2;

@@ -55,6 +55,7 @@ impl Engine {
     }
 }
 
+/// Uncounts a `wait_covers` caller when it returns.
 struct WaiterCount<'a>(&'a AtomicUsize);
 
 impl Drop for WaiterCount<'_> {

@@ -1,7 +1,8 @@
 //! Keys' values and their causality: pure data and merge logic, no I/O, no clock, no randomness.
 //!
 //! Every value is a causal CRDT (a dot store with its context); joins are commutative,
-//! associative and idempotent (see `tests/model_laws.rs` in this crate).
+//! associative and idempotent (`engine/core/tests/model_laws.rs` holds them to it, with the
+//! codec's round trip and canonical form).
 
 mod causal;
 pub mod codec;

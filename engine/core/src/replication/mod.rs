@@ -4,7 +4,7 @@
 //! link closes out) over the storage seam `ReplicaStore`. Log entries name the keys a write
 //! changed; a sender ships the keys' *current* states, so applying is a lattice join that
 //! tolerates duplicates and needs no causal delivery. See `frame.rs` for the frames and
-//! `replicator.rs` for the invariants; `inbound.rs` decodes frames and their records, which a
+//! `replicator/mod.rs` for the invariants; `inbound.rs` decodes frames and their records, which a
 //! driver may do on another thread than the one applying them.
 
 pub mod created_keys;
@@ -12,6 +12,7 @@ pub mod exceptions;
 mod frame;
 pub mod iblt;
 mod inbound;
+pub mod incoming;
 mod memory_store;
 mod peer;
 mod replicator;
@@ -32,8 +33,8 @@ pub use inbound::{
 pub use memory_store::{MemoryStore, MemoryStoreError};
 pub use peer::{LinkState, Peer};
 pub use replicator::{
-    LinkId, Output, PrimaryView, ReplicationConfig, ReplicationError, Replicator, Stats,
-    INFLIGHT_BYTES_CAP,
+    LinkId, OfferPlan, Output, PrimaryView, ReplicationConfig, ReplicationError, Replicator, Stats,
+    INFLIGHT_BYTES_CAP, SUMMARY_CELLS, SUMMARY_SUB_LOG,
 };
 pub use seam::{
     sequence_entries, ApplyOutcome, Compaction, OriginView, ReadStates, RecordRange, RecordState,

@@ -182,6 +182,66 @@ impl Peer {
         }
     }
 
+    /// Checks (debug builds only) what the link's state keeps whatever the peer sends: the
+    /// link runs at a version this build speaks; per origin, what the peer acknowledged was
+    /// sent (`acked <= sent`); every entry in flight lies above the acknowledged sequence and
+    /// at or below the sent one, and `inflight_bytes` is the sum of their bytes; no cursor
+    /// holds more of this replica's origin `own` than it `committed` (claims are clamped,
+    /// `replicator/handshake.rs`); a state transfer's unacknowledged chunks are numbered in
+    /// order below the next one.
+    pub(crate) fn debug_check(&self, link: u32, own: ReplicaId, committed: u64) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        debug_assert!(
+            crate::replication::PROTOCOL_VERSIONS.contains(&self.version),
+            "link {link}: version {} is not one this build speaks",
+            self.version
+        );
+        for (origin, acked) in self.acked.iter() {
+            debug_assert!(
+                acked <= self.sent.get(origin),
+                "link {link}: {origin} acknowledged to {acked}, sent to {}",
+                self.sent.get(origin)
+            );
+        }
+        for f in &self.inflight {
+            debug_assert!(
+                self.acked.get(f.origin) < f.seq && f.seq <= self.sent.get(f.origin),
+                "link {link}: {}:{} in flight, acknowledged to {}, sent to {}",
+                f.origin,
+                f.seq,
+                self.acked.get(f.origin),
+                self.sent.get(f.origin)
+            );
+        }
+        debug_assert_eq!(
+            self.inflight_bytes,
+            self.inflight.iter().map(|f| f.bytes).sum::<usize>(),
+            "link {link}: bytes in flight are not those of the entries in flight"
+        );
+        debug_assert!(
+            self.sent.get(own) <= committed,
+            "link {link}: sent to {} of this replica's origin {own}, which committed {committed}",
+            self.sent.get(own)
+        );
+        if let Some(AntiEntropy::Offering {
+            unacked,
+            next_chunk,
+            ..
+        }) = &self.ae
+        {
+            debug_assert!(
+                unacked
+                    .iter()
+                    .zip(unacked.iter().skip(1))
+                    .all(|(a, b)| a.0 < b.0)
+                    && unacked.back().is_none_or(|last| last.0 < *next_chunk),
+                "link {link}: chunks in flight out of order: {unacked:?}, next {next_chunk}"
+            );
+        }
+    }
+
     /// Forgets what is in flight for `origin` and resends from just after `from`.
     pub(crate) fn rewind(&mut self, origin: ReplicaId, from: u64) {
         let mut released = 0;

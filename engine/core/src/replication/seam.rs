@@ -186,8 +186,11 @@ pub trait ReplicaStore {
     /// the entry is no longer in the log (truncated) or was never applied here.
     fn read_entry(&self, origin: ReplicaId, seq: u64) -> Result<Option<ShippedEntry>, Self::Error>;
 
-    /// Largest encoded record accepted from a peer.
-    fn record_bytes_max(&self) -> usize;
+    /// Largest encoded record accepted from a peer: by default an entry's worth (a peer's
+    /// record may have met concurrent writes on its way, `limits`).
+    fn record_bytes_max(&self) -> usize {
+        crate::limits::ENTRY_BYTES_MAX
+    }
 
     /// Applies consecutive entries of one origin (records already decoded), stopping at the
     /// first that is not applied: each applied entry's records joined, the entry logged for

@@ -4,7 +4,7 @@
 //! it as the bytes it arrived as.
 //!
 //! The walk reads postcard's wire format directly (varints, length-prefixed sequences and
-//! bytes, enum tags) following `RecordRepr`; `tests/model_laws.rs` holds it to
+//! bytes, enum tags) following `RecordRepr`; `engine/core/tests/model_laws.rs` holds it to
 //! `decode_record`'s verdict on valid, damaged and random bytes, and the tests below on
 //! varint edge cases.
 

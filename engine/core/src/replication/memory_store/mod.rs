@@ -26,7 +26,8 @@ mod tests;
 use crate::limits::{BATCH_OPS_MAX, KEY_BYTES_MAX, RECORD_BYTES_MAX};
 use crate::model::codec::{CodecError, MAX_DEPTH};
 use crate::model::{ApplyError, Dot, Op, Record, ReplicaId, Stamp};
-use state::{Incoming, State, Theirs};
+use crate::replication::incoming::{Incoming, Theirs};
+use state::State;
 use std::sync::{Mutex, MutexGuard};
 
 /// Why a `MemoryStore` refused an operation.

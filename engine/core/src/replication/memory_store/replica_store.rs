@@ -1,10 +1,10 @@
 //! `MemoryStore` as `ReplicaStore`: the engine's `replica_store.rs` and `epoch.rs` over maps.
 
-use super::state::{Incoming, SUMMARY_CELLS};
 use super::{MemoryStore, MemoryStoreError};
 use crate::limits::RECORD_OVERHEAD_BYTES;
 use crate::model::digest::key_hash;
 use crate::model::{Dot, ReplicaId, VersionVector};
+use crate::replication::incoming::Incoming;
 use crate::replication::{
     decode_record_states, sequence_entries, sort_joining, ApplyOutcome, Compaction, DecodedEntry,
     Exceptions, OriginView, ReadStates, RecordRange, RecordState, ReplicaStore, ShippedEntry,
@@ -99,11 +99,6 @@ impl ReplicaStore for MemoryStore {
         }))
     }
 
-    fn record_bytes_max(&self) -> usize {
-        // A peer's record may have met concurrent writes on its way: up to an entry.
-        crate::limits::ENTRY_BYTES_MAX
-    }
-
     fn apply_entries(
         &self,
         origin: ReplicaId,
@@ -196,7 +191,7 @@ impl ReplicaStore for MemoryStore {
     }
 
     fn summary_cells(&self) -> usize {
-        SUMMARY_CELLS
+        crate::replication::SUMMARY_CELLS
     }
 
     fn record_count(&self) -> Result<u64, MemoryStoreError> {

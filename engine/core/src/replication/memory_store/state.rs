@@ -3,18 +3,12 @@
 
 use super::MemoryStoreError;
 use crate::model::digest::{key_hash, state_hash};
-use crate::model::{codec, Dot, HybridClock, Record, ReplicaId, StateFacts, VersionVector};
+use crate::model::{codec, Dot, HybridClock, Record, ReplicaId, VersionVector};
 use crate::replication::exceptions::ExceptionSet;
 use crate::replication::iblt::Iblt;
+use crate::replication::incoming::{Incoming, Theirs};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-
-/// Cells per sub-table of the running summary, as a power of two: the engine's size
-/// (`state_digest::SUMMARY_SUB_LOG`), so the replicator sizes rounds as it does over RocksDB.
-pub(super) const SUMMARY_SUB_LOG: u32 = 17;
-
-/// Cells of the running summary (`ReplicaStore::summary_cells`).
-pub(super) const SUMMARY_CELLS: usize = 3 << SUMMARY_SUB_LOG;
 
 /// Everything a store holds; one mutex guards it all, so every operation is atomic.
 #[derive(Clone)]
@@ -63,48 +57,6 @@ pub(super) struct Logged {
     pub(super) left_out: Vec<Vec<u8>>,
     /// Nothing of the write is held (declared lost).
     pub(super) lost: bool,
-}
-
-/// A peer's record to join here.
-pub(super) struct Incoming<'k> {
-    /// The key.
-    pub(super) key: &'k [u8],
-    /// The state.
-    pub(super) state: Theirs<'k>,
-}
-
-/// A peer's state, as it arrived or decoded.
-pub(super) enum Theirs<'k> {
-    /// Checked canonical bytes with their facts: stored as they are when the key is new here
-    /// and none of the state's dots is in the applied vector.
-    Received {
-        /// The bytes.
-        bytes: &'k [u8],
-        /// What is known of them.
-        facts: &'k StateFacts,
-    },
-    /// Decoded (a caller's state): always joined and encoded again.
-    Decoded(Record),
-}
-
-impl<'k> Incoming<'k> {
-    /// Borrows a checked record.
-    pub(super) fn of(r: &'k crate::replication::RemoteRecord) -> Incoming<'k> {
-        Incoming {
-            key: &r.key,
-            state: Theirs::Received {
-                bytes: &r.state,
-                facts: &r.facts,
-            },
-        }
-    }
-
-    fn max_marker(&self) -> Option<crate::model::Hlc> {
-        match &self.state {
-            Theirs::Received { facts, .. } => facts.max_marker,
-            Theirs::Decoded(record) => record.max_marker(),
-        }
-    }
 }
 
 /// Decodes a record this store holds (it holds only bytes it encoded or checked).
@@ -162,7 +114,7 @@ impl State {
     pub(super) fn summary(&mut self) -> &Iblt {
         let records = &self.records;
         self.summary.get_or_insert_with(|| {
-            let mut table = Iblt::with_cells(SUMMARY_CELLS);
+            let mut table = Iblt::with_cells(crate::replication::SUMMARY_CELLS);
             for (key, bytes) in records {
                 table.insert((key_hash(key), state_hash(bytes)));
             }
@@ -278,10 +230,7 @@ impl State {
                     (bytes.to_vec(), facts.bottom)
                 }
                 (local, state) => {
-                    let remote = match state {
-                        Theirs::Received { bytes, .. } => decode(bytes)?,
-                        Theirs::Decoded(record) => record,
-                    };
+                    let remote = state.into_record()?;
                     let mut merged = local.unwrap_or_default();
                     match horizon {
                         Some(h) => merged.join_seen_within(&remote, seen, h),

@@ -33,6 +33,15 @@ use crate::replication::seam::{ApplyOutcome, ReadStates, RecordRange, RecordStat
 use crate::replication::LinkId;
 use std::collections::{BTreeSet, VecDeque};
 
+/// Cells per sub-table of the summary every store keeps up to date (`ReplicaStore::summarize`),
+/// as a power of two: 3 × 2^17 cells, 12 MiB. Differences up to about 250,000 records decode;
+/// larger ones stream. Both stores use it, so the replicator sizes rounds over the model as it
+/// does over RocksDB.
+pub const SUMMARY_SUB_LOG: u32 = 17;
+
+/// Cells of that summary (`ReplicaStore::summary_cells`): the largest table a round uses.
+pub const SUMMARY_CELLS: usize = 3 << SUMMARY_SUB_LOG;
+
 /// A streamed chunk carries up to this many times `frame_bytes_target`.
 const STREAM_CHUNK_FRAMES: usize = 8;
 
@@ -49,6 +58,82 @@ const STREAM_WHEN_RECORDS_MORE: u64 = 1_000;
 /// A retry's table when the difference filled every cell of the last one: this many times its
 /// cells (and at least twice them otherwise).
 const RETRY_GROWTH_WHEN_FULL: usize = 8;
+
+/// How a receiver answers an offer (`AeOffer`), from the offer's table and record count and
+/// its own table of as many cells: the state-transfer diff plan, in one place (the replicator's
+/// `on_offer`, and tests that run a round through the seam by hand).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OfferPlan {
+    /// The difference peeled: ask for the records of `hashes` (`AeWant`); `ours` are the key
+    /// hashes only this replica holds (the offerer holds nothing of those keys).
+    Want {
+        /// Hashes of the keys to ask for, sorted and distinct.
+        hashes: Vec<u64>,
+        /// Hashes of the keys only here, sorted and distinct (a key both hold in different
+        /// states is asked for, not counted here).
+        ours: Vec<u64>,
+    },
+    /// Ask for every record in key order (`AeStream`): the difference is too large for any
+    /// table, or the offerer holds far more records.
+    Stream,
+    /// Ask for a table of this many cells (`AeRetry`).
+    Retry {
+        /// Cells of the table to offer.
+        cells: usize,
+    },
+}
+
+impl OfferPlan {
+    /// The answer to an offer of `theirs` over `records` records, given this replica's table
+    /// `mine` (as many cells) over `my_records`, and `largest`, the most cells this replica's
+    /// summary has (`ReplicaStore::summary_cells`).
+    pub fn of(
+        theirs: &Iblt,
+        records: u64,
+        mine: &Iblt,
+        my_records: u64,
+        largest: usize,
+    ) -> OfferPlan {
+        if theirs.cell_count() > largest
+            || records
+                > STREAM_WHEN_RECORDS_RATIO
+                    .saturating_mul(my_records)
+                    .saturating_add(STREAM_WHEN_RECORDS_MORE)
+        {
+            return OfferPlan::Stream;
+        }
+        let difference = theirs.subtract(mine);
+        match difference.as_ref().ok().and_then(|d| d.decode().ok()) {
+            Some(diff) => {
+                // Keys only here: those whose key hash the peer's side lacks too (a key both
+                // hold in different states is asked for, not dropped).
+                let mut hashes: Vec<u64> = diff.only_in_self.iter().map(|i| i.0).collect();
+                hashes.dedup();
+                let theirs_keys: BTreeSet<u64> = hashes.iter().copied().collect();
+                let mut ours: Vec<u64> = diff
+                    .only_in_other
+                    .iter()
+                    .map(|i| i.0)
+                    .filter(|h| !theirs_keys.contains(h))
+                    .collect();
+                ours.dedup();
+                OfferPlan::Want { hashes, ours }
+            }
+            None if theirs.cell_count() >= largest => OfferPlan::Stream,
+            None => {
+                // Sized from the share of cells the difference left empty; a table it filled
+                // whole says only that it is much larger: eight times then.
+                let estimate = difference.ok().and_then(|d| d.difference_estimate());
+                let cells = match estimate {
+                    Some(d) => Iblt::cells_for(d + d / 8),
+                    None => theirs.cell_count() * RETRY_GROWTH_WHEN_FULL,
+                }
+                .max(theirs.cell_count() * 2);
+                OfferPlan::Retry { cells }
+            }
+        }
+    }
+}
 
 impl Replicator {
     /// Starts a state-transfer round towards `peer`, whose lag is about `lag` entries.
@@ -286,61 +371,29 @@ impl Replicator {
         exceptions.lost.truncate(EXCEPTIONS_MAX);
         exceptions.uncertain.truncate(EXCEPTIONS_MAX);
         let largest = store.summary_cells();
-        let mut ours_only = BTreeSet::new();
-        let reply = if theirs.cell_count() > largest {
-            Frame::AeStream { round }
+        let plan = if theirs.cell_count() > largest {
+            OfferPlan::Stream
         } else {
             let mine = store
                 .summarize(theirs.cell_count())
                 .map_err(ReplicationError::Store)?;
-            if records
-                > STREAM_WHEN_RECORDS_RATIO
-                    .saturating_mul(mine.records)
-                    .saturating_add(STREAM_WHEN_RECORDS_MORE)
-            {
-                Frame::AeStream { round }
-            } else {
-                match theirs.subtract(&mine.table).and_then(|d| d.decode()) {
-                    Ok(diff) => {
-                        // Keys only here: those whose key hash the peer's side lacks too (a
-                        // key both hold in different states is asked for, not dropped).
-                        let theirs_keys: BTreeSet<u64> =
-                            diff.only_in_self.iter().map(|i| i.0).collect();
-                        let ours: Vec<u64> = diff
-                            .only_in_other
-                            .iter()
-                            .map(|i| i.0)
-                            .filter(|h| !theirs_keys.contains(h))
-                            .collect();
-                        ours_only.extend(
-                            store
-                                .keys_for_hashes(&ours)
-                                .map_err(ReplicationError::Store)?,
-                        );
-                        let mut hashes: Vec<u64> = diff.only_in_self.iter().map(|i| i.0).collect();
-                        hashes.dedup();
-                        Frame::AeWant { round, hashes }
-                    }
-                    Err(_) if theirs.cell_count() >= largest => Frame::AeStream { round },
-                    Err(_) => {
-                        // Sized from the share of cells the difference left empty; a table it
-                        // filled whole says only that it is much larger: eight times then.
-                        let estimate = theirs
-                            .subtract(&mine.table)
-                            .ok()
-                            .and_then(|d| d.difference_estimate());
-                        let cells = match estimate {
-                            Some(d) => Iblt::cells_for(d + d / 8),
-                            None => theirs.cell_count() * RETRY_GROWTH_WHEN_FULL,
-                        }
-                        .max(theirs.cell_count() * 2);
-                        Frame::AeRetry {
-                            round,
-                            cells: cells as u64,
-                        }
-                    }
-                }
+            OfferPlan::of(&theirs, records, &mine.table, mine.records, largest)
+        };
+        let mut ours_only = BTreeSet::new();
+        let reply = match plan {
+            OfferPlan::Want { hashes, ours } => {
+                ours_only.extend(
+                    store
+                        .keys_for_hashes(&ours)
+                        .map_err(ReplicationError::Store)?,
+                );
+                Frame::AeWant { round, hashes }
             }
+            OfferPlan::Stream => Frame::AeStream { round },
+            OfferPlan::Retry { cells } => Frame::AeRetry {
+                round,
+                cells: cells as u64,
+            },
         };
         if let Some(p) = self.peers.get_mut(&peer) {
             if matches!(p.ae, Some(AntiEntropy::Offering { .. })) {

@@ -328,6 +328,16 @@ impl Replicator {
     }
 }
 
+/// How far a peer may hold `origin` when it says `seq` (entries it relays, a `Nack`): no more
+/// of this replica's own origin than it committed, as `Replicator::clamp_claim`.
+pub(super) fn clamp_seq(origin: ReplicaId, seq: u64, store: &impl ReplicaStore) -> u64 {
+    if origin == store.replica_id() {
+        seq.min(store.applied().get(origin))
+    } else {
+        seq
+    }
+}
+
 impl Replicator {
     /// Takes the versions and features a peer's `Hello` announces: the link's version must be
     /// one it speaks (a `Hello` of version 4 announces neither); the features both ends

@@ -2,6 +2,7 @@
 //! frames of entries carrying the current states of the keys they name, keeping the bytes in
 //! flight under the link's window; the receiver applies each origin's entries in order.
 
+use super::handshake::clamp_seq;
 use super::{unreachable_peer, LinkId, ReplicationError, Replicator, INFLIGHT_BYTES_CAP};
 use crate::limits::ENTRY_BYTES_MAX;
 use crate::model::{ReplicaId, VersionVector};
@@ -42,8 +43,12 @@ impl Replicator {
     ) -> Result<(), ReplicationError<S::Error>> {
         let ids: Vec<LinkId> = self.peers.keys().copied().collect();
         for id in ids {
-            self.pump(id, store, now_ms)?;
+            if let Err(e) = self.pump(id, store, now_ms) {
+                self.debug_check(store);
+                return Err(e);
+            }
         }
+        self.debug_check(store);
         Ok(())
     }
 
@@ -65,12 +70,17 @@ impl Replicator {
         let mut nack = None;
         // The peer applied what it sends: never send those entries back to it, and count
         // them as applied there for stability.
-        if let (Some(last), Some(p)) = (entries.last(), self.peers.get_mut(&peer)) {
+        if let Some(last) = entries.last() {
             let mut has = VersionVector::new();
-            has.add(crate::model::Dot::new(origin, last.seq));
-            p.acknowledge(&has);
-            if let Some(r) = p.replica() {
-                self.known.entry(r).or_default().join(&has);
+            has.add(crate::model::Dot::new(
+                origin,
+                clamp_seq(origin, last.seq, store),
+            ));
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.acknowledge(&has);
+                if let Some(r) = p.replica() {
+                    self.known.entry(r).or_default().join(&has);
+                }
             }
         }
         let received: usize = entries.iter().map(|e| e.wire_bytes).sum();
@@ -78,9 +88,13 @@ impl Replicator {
         self.hold_partial(sender, origin, &mut entries, store, now_ms);
         let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
         let mark = self.receiving_others(peer).then(|| store.created_mark());
+        let before = cfg!(debug_assertions).then(|| store.applied().get(origin));
         let outcomes = store
             .apply_entries(origin, entries)
             .map_err(ReplicationError::Store)?;
+        if let Some(before) = before {
+            debug_applied_in_order(origin, before, &seqs, &outcomes, store);
+        }
         if let Some(mark) = mark {
             self.note_created(peer, store.created_since(mark));
         }
@@ -282,6 +296,46 @@ impl Replicator {
         }
         self.send(peer, &ack);
     }
+}
+
+/// Checks (debug builds) that the store applied `origin`'s entries in sequence order, each
+/// once (the first invariant of `replicator/mod.rs`): the applied ones run on from `before`,
+/// one number after the other, nothing is applied after a gap, and the applied vector covers
+/// them.
+fn debug_applied_in_order(
+    origin: ReplicaId,
+    before: u64,
+    seqs: &[u64],
+    outcomes: &[ApplyOutcome],
+    store: &impl ReplicaStore,
+) {
+    let applied: Vec<u64> = outcomes
+        .iter()
+        .zip(seqs)
+        .filter(|(o, _)| matches!(o, ApplyOutcome::Applied { .. }))
+        .map(|(_, seq)| *seq)
+        .collect();
+    debug_assert!(
+        applied
+            .iter()
+            .zip(before + 1..)
+            .all(|(seq, next)| *seq == next),
+        "{origin}: applied {applied:?} after {before}"
+    );
+    debug_assert!(
+        outcomes
+            .iter()
+            .position(|o| matches!(o, ApplyOutcome::Gap { .. }))
+            .is_none_or(|gap| gap + 1 == outcomes.len()),
+        "{origin}: outcomes after a gap: {outcomes:?}"
+    );
+    debug_assert!(
+        applied
+            .last()
+            .is_none_or(|last| *last <= store.applied().get(origin)),
+        "{origin}: applied {applied:?}, but the applied vector stands at {}",
+        store.applied().get(origin)
+    );
 }
 
 /// Bytes of an entry in flight: its states, the keys it leaves out and its request tag.

@@ -18,13 +18,23 @@
 //!   through any path of live links);
 //! - bytes sent and not acknowledged per link stay under its window (`inflight_window`: the
 //!   configured bytes plus more per millisecond of measured round trip, capped), plus one frame;
-//! - a malformed or unexpected frame closes that link only.
+//! - a malformed or unexpected frame closes that link only;
+//! - per link, what the peer acknowledged was sent (`acked <= sent` per origin), every entry in
+//!   flight lies between the two, and the bytes counted in flight are those entries' sum; the
+//!   link runs at one of `PROTOCOL_VERSIONS`;
+//! - no cursor and no member's known vector holds more of this replica's own origin than it
+//!   committed (claims, entries relayed back and `Nack`s are clamped: `handshake.rs`).
+//!
+//! Debug builds (`make test-checked`) assert the invariants a step can break after every entry
+//! point (`Replicator::debug_check`), and that a store applies an origin's entries in order
+//! (`log_shipping.rs`).
 
 use super::frame::{Frame, FrameError, RegionAbout, PROTOCOL_VERSION, PROTOCOL_VERSIONS};
 use super::inbound::Inbound;
 use super::peer::{AntiEntropy, LinkState, Peer};
 use super::seam::ReplicaStore;
 use crate::model::{ReplicaId, VersionVector};
+pub use anti_entropy::{OfferPlan, SUMMARY_CELLS, SUMMARY_SUB_LOG};
 pub use primary::PrimaryView;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -287,6 +297,7 @@ impl Replicator {
         debug_assert!(PROTOCOL_VERSIONS.contains(&version), "version {version}");
         self.peers.insert(peer, Peer::new(member, version, now_ms));
         self.send_hello(peer, store, false, now_ms);
+        self.debug_check(store);
     }
 
     /// A link went down: forget it (cursors are rebuilt from the next `Hello`).
@@ -296,6 +307,16 @@ impl Replicator {
 
     /// Time passed: retry hellos, resend after timeouts, heartbeat, push.
     pub fn tick<S: ReplicaStore>(
+        &mut self,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
+        let result = self.tick_links(store, now_ms);
+        self.debug_check(store);
+        result
+    }
+
+    fn tick_links<S: ReplicaStore>(
         &mut self,
         store: &S,
         now_ms: u64,
@@ -382,6 +403,18 @@ impl Replicator {
         store: &S,
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
+        let result = self.dispatch(peer, inbound, store, now_ms);
+        self.debug_check(store);
+        result
+    }
+
+    fn dispatch<S: ReplicaStore>(
+        &mut self,
+        peer: LinkId,
+        inbound: Inbound,
+        store: &S,
+        now_ms: u64,
+    ) -> Result<(), ReplicationError<S::Error>> {
         if !self.peers.contains_key(&peer) {
             return Ok(()); // a late frame on a link that is gone
         }
@@ -418,7 +451,7 @@ impl Replicator {
             _ if !ready => Ok(()),
             entries @ Frame::Entries { .. } => {
                 match Inbound::from_frame(entries, store.record_bytes_max()) {
-                    Ok(inbound) => self.handle_inbound(peer, inbound, store, now_ms),
+                    Ok(inbound) => self.dispatch(peer, inbound, store, now_ms),
                     Err(error) => Err(self.refuse(peer, error)),
                 }
             }
@@ -455,8 +488,9 @@ impl Replicator {
             | Frame::AeStream { .. }
             | Frame::AeRange { .. }) => self.on_anti_entropy(peer, frame, store, now_ms),
             Frame::Nack { origin, next } => {
+                let from = handshake::clamp_seq(origin, next.saturating_sub(1), store);
                 if let Some(p) = self.peers.get_mut(&peer) {
-                    p.rewind(origin, next.saturating_sub(1));
+                    p.rewind(origin, from);
                 }
                 self.pump(peer, store, now_ms)
             }
@@ -485,6 +519,29 @@ impl Replicator {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Checks (debug builds only: `make test-checked`) the invariants every entry point leaves
+    /// behind, whatever peers sent: each link's (`Peer::debug_check`), and that no member's
+    /// known vector holds more of this replica's origin than it committed (stability relies on
+    /// clamped claims only).
+    fn debug_check(&self, store: &impl ReplicaStore) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let own = store.replica_id();
+        let committed = store.applied().get(own);
+        for (id, p) in &self.peers {
+            p.debug_check(id.0, own, committed);
+        }
+        for (member, known) in &self.known {
+            debug_assert!(
+                known.get(own) <= committed,
+                "member {member} known to hold {} of this replica's origin {own}, which \
+                 committed {committed}",
+                known.get(own)
+            );
         }
     }
 

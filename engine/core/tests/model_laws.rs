@@ -1,12 +1,14 @@
-//! Property tests: every join is commutative, associative and idempotent; encoding round-trips
-//! and is canonical; a read-then-write never loses a concurrent sibling; the receiver's shortcut
-//! for a key it does not hold gives the same record as the full join.
+//! Property tests of the core's values (`meridian_core::model`): every join is commutative,
+//! associative and idempotent; encoding round-trips and is canonical; checking an encoded
+//! record agrees with decoding it; a read-then-write never loses a concurrent sibling; the
+//! receiver's shortcut for a key it does not hold gives the same record as the full join.
 
 #![allow(clippy::unwrap_used)]
 
-use meridian::model::codec::{check_record, decode_record, encode_record, CodecError};
-use meridian::model::{Dot, Hlc, Op, Record, ReplicaId, Stamp, StateFacts, VersionVector};
-use meridian::Kind;
+use meridian_core::model::codec::{check_record, decode_record, encode_record, CodecError};
+use meridian_core::model::{
+    Dot, Hlc, Kind, Op, Record, ReplicaId, Stamp, StateFacts, Value, VersionVector,
+};
 use proptest::prelude::*;
 
 const REPLICAS: usize = 3;
@@ -62,7 +64,7 @@ fn action() -> impl Strategy<Value = Action> {
 
 fn to_op(op: &TestOp, record: &Record) -> Op {
     let context = || match record.get(Kind::Register) {
-        Some(meridian::model::Value::Register(r)) => Some(r.ctx.clone()),
+        Some(Value::Register(r)) => Some(r.ctx.clone()),
         _ => None,
     };
     match op {
@@ -314,7 +316,7 @@ proptest! {
         rs[1] = shared;
         // Replica 0 reads; replica 1 writes concurrently; replica 0 writes back with its context.
         let ctx = match rs[0].get(Kind::Register) {
-            Some(meridian::model::Value::Register(r)) => r.ctx.clone(),
+            Some(Value::Register(r)) => r.ctx.clone(),
             _ => unreachable!(),
         };
         let s1 = Stamp { dot: Dot::new(rid(1), 5_000), marker: Hlc(2) };
@@ -323,7 +325,7 @@ proptest! {
         rs[0].apply(Op::Put { value: vec![mine], context: Some(ctx) }, s0).expect("register");
         let merged = joined(&rs[0], &rs[1]);
         let values = match merged.get(Kind::Register) {
-            Some(meridian::model::Value::Register(r)) => r.store.values().cloned().collect::<Vec<_>>(),
+            Some(Value::Register(r)) => r.store.values().cloned().collect::<Vec<_>>(),
             _ => Vec::new(),
         };
         prop_assert!(values.contains(&vec![concurrent]), "concurrent sibling lost: {:?}", values);
