@@ -23,18 +23,24 @@ mod config;
 mod engine;
 mod error;
 mod read;
+/// RocksDB as this crate lays it out: for tools and tests of the crate's family only.
+#[cfg(feature = "testing")]
 pub mod store;
+#[cfg(not(feature = "testing"))]
+#[allow(dead_code, unused_imports)]
+mod store;
 
-pub use meridian_core::{lease, limits, model, replication, routing};
+pub use meridian_core::limits;
+pub(crate) use meridian_core::{model, replication};
 
 pub use batch::Batch;
 pub use config::{
     Config, Durability, OsRandom, RandomSource, SystemClock, WallClock, KEY_BYTES_MAX,
 };
-pub use engine::Engine;
-pub use engine::FaultReport;
-pub use engine::OriginStatus;
-pub use engine::{Once, REQUEST_TAGS_MAX, REQUEST_TAG_AGE_MS};
+pub use engine::{
+    Engine, FaultReport, Once, OriginStatus, Replication, Row, Subscription, REQUEST_TAGS_MAX,
+    REQUEST_TAG_AGE_MS,
+};
 pub use error::{Error, Result, StorageError};
 pub use model::{CausalToken, Dot, Hlc, Kind, Op, ReplicaId, RequestTag, VersionVector};
 pub use read::{LwwValue, MapView, Read, ReadValue, Siblings};

@@ -53,9 +53,9 @@ fn a_hole_in_a_restored_log_is_refilled_by_the_peers() {
     }
     net.run(200);
     net.engine(0).put(b"k", b"v0").unwrap();
-    let before = net.engine(0).export(b"k").unwrap().unwrap();
+    let before = net.engine(0).replication().export(b"k").unwrap().unwrap();
     net.engine(0).put(b"k", b"v1").unwrap();
-    let n = net.engine(0).last_seq();
+    let n = net.engine(0).replication().last_seq();
     net.engine(0).put(b"j", b"x").unwrap();
     net.run(500);
     net.assert_everywhere("k", "v1");
@@ -90,12 +90,12 @@ fn a_hole_no_member_holds_is_declared_lost_and_what_lies_beyond_ships() {
     net.run(200);
     net.engine(0).put(b"k", b"v0").unwrap();
     net.run(500);
-    let before = net.engine(0).export(b"k").unwrap().unwrap();
+    let before = net.engine(0).replication().export(b"k").unwrap().unwrap();
     // Written while region 0 is cut off: nobody else ever holds them.
     net.cut.insert((0, 1));
     net.cut.insert((0, 2));
     net.engine(0).put(b"k", b"v1").unwrap();
-    let n = net.engine(0).last_seq();
+    let n = net.engine(0).replication().last_seq();
     net.engine(0).put(b"j", b"x").unwrap();
     let origin = restore_with_a_hole(&mut net, &before, n);
     net.cut.clear();
@@ -189,7 +189,7 @@ fn a_record_no_region_holds_whole_is_declared_lost_and_replication_goes_on() {
         assert!(net.engine(1).get(k.as_bytes()).unwrap().is_some(), "{k}");
     }
     assert_eq!(net.engine(1).get(b"k2").unwrap(), None, "never shipped");
-    let k2 = meridian::model::digest::key_hash(b"k2");
+    let k2 = meridian_core::model::digest::key_hash(b"k2");
     assert_eq!(net.engine(1).declared_lost().uncertain, vec![k2]);
     // Region 2 comes back: both holders send the entry partial, so it applies without waiting
     // for the bound.
@@ -209,7 +209,9 @@ fn a_record_no_region_holds_whole_is_declared_lost_and_replication_goes_on() {
 #[test]
 fn concurrent_writers_leave_no_hole_in_any_checkpoint() {
     let scratch = tempfile::tempdir().unwrap();
-    let engine = Engine::open(scratch.path().join("db"), meridian::Config::default()).unwrap();
+    let engine = Engine::open(scratch.path().join("db"), meridian::Config::default())
+        .unwrap()
+        .replication();
     let origin = engine.replica_id();
     let stop = std::sync::atomic::AtomicBool::new(false);
     let copies: Vec<std::path::PathBuf> = std::thread::scope(|s| {

@@ -19,8 +19,8 @@ fn open(dir: &tempfile::TempDir, id: u64) -> Engine {
 fn exchange(engines: &[Engine], key: &[u8]) {
     for from in engines {
         for to in engines {
-            if let Some(state) = from.export(key).unwrap() {
-                to.apply_remote(key, &state).unwrap();
+            if let Some(state) = from.replication().export(key).unwrap() {
+                to.replication().apply_remote(key, &state).unwrap();
             }
         }
     }

@@ -14,8 +14,10 @@ fn open(dir: &tempfile::TempDir) -> Engine {
 /// Copies every listed key's state from `from` into `to`.
 fn sync(from: &Engine, to: &Engine, keys: &[&[u8]]) {
     for k in keys {
-        if let Some(state) = from.export(k).expect("export") {
-            to.apply_remote(k, &state).expect("apply_remote");
+        if let Some(state) = from.replication().export(k).expect("export") {
+            to.replication()
+                .apply_remote(k, &state)
+                .expect("apply_remote");
         }
     }
 }
@@ -54,8 +56,8 @@ fn concurrent_register_writes_become_siblings_and_a_contextual_write_resolves_th
     vals.sort();
     assert_eq!(vals, vec![b"b-again".to_vec(), b"resolved".to_vec()]);
     // Applying the same state again changes nothing.
-    let state = b.export(b"k").unwrap().unwrap();
-    assert!(!a.apply_remote(b"k", &state).unwrap());
+    let state = b.replication().export(b"k").unwrap().unwrap();
+    assert!(!a.replication().apply_remote(b"k", &state).unwrap());
 }
 
 #[test]
@@ -178,7 +180,7 @@ fn map_fields_nest_and_conflicting_field_types_stay_visible() {
 fn batch_is_one_dot_and_one_log_entry() {
     let dir = tempfile::tempdir().unwrap();
     let e = open(&dir);
-    let before = e.last_seq();
+    let before = e.replication().last_seq();
     let token = e
         .write(
             Batch::new()
@@ -187,7 +189,7 @@ fn batch_is_one_dot_and_one_log_entry() {
                 .set_add("c", "x"),
         )
         .unwrap();
-    assert_eq!(e.last_seq(), before + 1);
+    assert_eq!(e.replication().last_seq(), before + 1);
     assert_eq!(token.get(e.replica_id()), before + 1);
     let entry = e
         .store()
@@ -207,7 +209,7 @@ fn a_failing_batch_writes_nothing_and_spends_no_sequence_number() {
     let dir = tempfile::tempdir().unwrap();
     let e = open(&dir);
     e.counter_add(b"n", 1).unwrap();
-    let before = e.last_seq();
+    let before = e.replication().last_seq();
     let err = e
         .write(Batch::new().put("fresh", "v").put("n", "oops"))
         .unwrap_err();
@@ -224,7 +226,7 @@ fn a_failing_batch_writes_nothing_and_spends_no_sequence_number() {
     );
     assert_eq!(e.get(b"fresh").unwrap(), None, "half a batch was written");
     // Numbered where it commits: a write that fails takes no number, the log has no hole.
-    assert_eq!(e.last_seq(), before);
+    assert_eq!(e.replication().last_seq(), before);
     assert!(e
         .store()
         .get_log(e.replica_id(), before + 1)
@@ -282,11 +284,11 @@ fn bad_input_gets_typed_errors() {
         Err(Error::InvalidOperation(_))
     ));
     assert!(matches!(
-        e.apply_remote(b"k", b"\x01garbage"),
+        e.replication().apply_remote(b"k", b"\x01garbage"),
         Err(Error::Corrupt { .. })
     ));
     assert!(matches!(
-        e.apply_remote(b"k", b"\x09future"),
+        e.replication().apply_remote(b"k", b"\x09future"),
         Err(Error::FutureVersion { found: 9, .. })
     ));
     assert_eq!(
@@ -380,13 +382,13 @@ fn data_identity_and_sequence_survive_a_power_loss_with_fsync_durability() {
         let e = Engine::open(dir.path(), cfg("boot-1")).unwrap();
         e.put(b"k", b"v").unwrap();
         e.set_add(b"s", &[b"a"]).unwrap();
-        let kept = (e.replica_id(), e.last_seq());
+        let kept = (e.replica_id(), e.replication().last_seq());
         e.close_as_crashed();
         kept
     };
     let e = Engine::open(dir.path(), cfg("boot-2")).unwrap();
     assert_eq!(e.replica_id(), id);
-    assert_eq!(e.last_seq(), seq);
+    assert_eq!(e.replication().last_seq(), seq);
     assert_eq!(e.get(b"k").unwrap().unwrap().values, vec![b"v".to_vec()]);
     let t = e.put(b"k", b"w").unwrap();
     assert_eq!(t.get(id), seq + 1);
@@ -400,7 +402,7 @@ fn deleted_key_reads_absent_but_keeps_its_tombstone() {
     e.delete(b"k").unwrap();
     assert_eq!(e.read(b"k").unwrap(), None);
     assert!(
-        e.export(b"k").unwrap().is_some(),
+        e.replication().export(b"k").unwrap().is_some(),
         "tombstone kept for replication"
     );
 }
@@ -428,4 +430,39 @@ fn settings_are_kept_with_the_data_and_bounded() {
     );
     // Settings are not records: scans and reads do not see them.
     assert!(e.read(b"setting/mode").unwrap().is_none());
+}
+
+/// Wake-ups are subscriptions: any number of them (two runtimes, an application waiting for
+/// tokens) are each called, and a dropped one no longer is.
+#[test]
+fn every_subscriber_to_commits_and_the_applied_vector_is_woken_until_it_unsubscribes() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    let counter = |n: &Arc<AtomicU64>| {
+        let n = Arc::clone(n);
+        move || {
+            n.fetch_add(1, Ordering::SeqCst);
+        }
+    };
+    let (applied_a, applied_b, commits_a, commits_b) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let sa = e.on_applied(counter(&applied_a));
+    let sb = e.on_applied(counter(&applied_b));
+    let ca = e.replication().on_commit(counter(&commits_a));
+    let cb = e.replication().on_commit(counter(&commits_b));
+    e.put(b"k", b"1").unwrap();
+    for n in [&applied_a, &applied_b, &commits_a, &commits_b] {
+        assert_eq!(n.load(Ordering::SeqCst), 1, "every subscriber woken once");
+    }
+    drop((sa, ca));
+    e.put(b"k", b"2").unwrap();
+    assert_eq!(applied_a.load(Ordering::SeqCst), 1, "unsubscribed");
+    assert_eq!(commits_a.load(Ordering::SeqCst), 1, "unsubscribed");
+    assert_eq!(applied_b.load(Ordering::SeqCst), 2);
+    assert_eq!(commits_b.load(Ordering::SeqCst), 2);
+    drop((sb, cb));
 }

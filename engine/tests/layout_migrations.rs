@@ -6,9 +6,9 @@
 mod common;
 
 use anyhow::{ensure, Context};
-use meridian::model::digest::key_hash;
 use meridian::store::{keys, LogEntry, Store};
 use meridian::{Batch, Config, Engine, Error, Op, ReadValue, ReplicaId, RequestTag};
+use meridian_core::model::digest::key_hash;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -6,13 +6,15 @@
 
 mod common;
 
-use meridian::replication::ReplicaStore;
 use meridian::{Config, Engine, VersionVector};
+use meridian_core::replication::ReplicaStore;
 
 #[test]
 fn with_stability_frozen_the_tombstone_pass_looks_only_at_new_tombstones() {
     let dir = tempfile::tempdir().unwrap();
-    let e = Engine::open(dir.path(), Config::default()).unwrap();
+    let e = Engine::open(dir.path(), Config::default())
+        .unwrap()
+        .replication();
     for i in 0..3_000u32 {
         let key = format!("k{i:05}");
         e.put(key.as_bytes(), b"v").unwrap();
@@ -51,14 +53,16 @@ fn with_stability_frozen_the_tombstone_pass_looks_only_at_new_tombstones() {
 #[test]
 fn a_nearly_full_disk_refuses_writes_with_a_typed_error_and_poisons_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let e = Engine::open(dir.path(), Config::default()).unwrap();
+    let e = Engine::open(dir.path(), Config::default())
+        .unwrap()
+        .replication();
     e.put(b"k", b"v").unwrap();
     drop(e);
     let full = Config {
         disk_free_min_bytes: u64::MAX,
         ..Config::default()
     };
-    let e = Engine::open(dir.path(), full).unwrap();
+    let e = Engine::open(dir.path(), full).unwrap().replication();
     let refused = e.put(b"k2", b"v").unwrap_err();
     assert!(
         matches!(refused, meridian::Error::DiskFull { .. }),
@@ -70,7 +74,9 @@ fn a_nearly_full_disk_refuses_writes_with_a_typed_error_and_poisons_nothing() {
     // Compaction frees space: it goes on.
     e.compact(&e.applied()).unwrap();
     drop(e);
-    let e = Engine::open(dir.path(), Config::default()).unwrap();
+    let e = Engine::open(dir.path(), Config::default())
+        .unwrap()
+        .replication();
     e.put(b"k2", b"v").unwrap();
 }
 
@@ -106,7 +112,7 @@ fn a_member_down_past_the_retention_cap_holds_nothing_back_and_comes_back_by_sta
     for i in 0..2 {
         let e = net.engine(i);
         let floor =
-            meridian::replication::ReplicaStore::log_floor(e).get(net.engine(0).replica_id());
+            meridian_core::replication::ReplicaStore::log_floor(e).get(net.engine(0).replica_id());
         assert!(floor >= 200, "region {i}: log floor {floor}");
         assert_eq!(
             e.store().records_from(b"", None).count(),

@@ -9,8 +9,8 @@
 mod common;
 
 use common::Net;
-use meridian::replication::{LinkId, Output, ReplicationConfig, Replicator};
 use meridian::{Config, Durability, Engine, ReplicaId};
+use meridian_core::replication::{LinkId, Output, ReplicationConfig, Replicator};
 
 #[test]
 fn a_region_back_with_an_empty_directory_writes_under_a_new_epoch_and_loses_nothing() {
@@ -270,7 +270,8 @@ fn a_second_process_with_a_live_identity_is_refused_and_the_first_fenced() {
             ..Config::default()
         },
     )
-    .unwrap();
+    .unwrap()
+    .replication();
     let mut twin_repl = Replicator::new(
         ReplicaId(2),
         ReplicationConfig {

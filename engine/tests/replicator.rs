@@ -8,21 +8,23 @@
 
 #![allow(clippy::unwrap_used)]
 
-use meridian::model::ReplicaId;
-use meridian::replication::*;
-use meridian::{Config, Engine};
+use meridian::{Config, Engine, Replication};
+use meridian_core::model::ReplicaId;
+use meridian_core::replication::*;
 
 /// An engine for replica `id` in `dir`.
-fn engine(dir: &tempfile::TempDir, id: u64) -> Engine {
+fn engine(dir: &tempfile::TempDir, id: u64) -> Replication {
     let config = Config {
         replica_id: Some(ReplicaId(id)),
         ..Config::default()
     };
-    Engine::open(dir.path(), config).expect("open")
+    Engine::open(dir.path(), config)
+        .expect("open")
+        .replication()
 }
 
 /// An entry's shipped states as owned vectors.
-fn owned_entry(e: &Engine, origin: ReplicaId, seq: u64) -> Option<Vec<RecordState>> {
+fn owned_entry(e: &Replication, origin: ReplicaId, seq: u64) -> Option<Vec<RecordState>> {
     let states = e.read_entry(origin, seq).unwrap()?.states;
     Some(
         states
@@ -38,7 +40,7 @@ fn drain(r: &mut Replicator) -> Vec<Output> {
 }
 
 /// Runs frames between two replicators until both are quiet.
-fn settle(a: &mut Replicator, ea: &Engine, b: &mut Replicator, eb: &Engine) {
+fn settle(a: &mut Replicator, ea: &Replication, b: &mut Replicator, eb: &Replication) {
     for _ in 0..1_000 {
         let (fa, fb) = (drain(a), drain(b));
         if fa.is_empty() && fb.is_empty() {
@@ -101,15 +103,21 @@ fn entries_apply_in_order_once_each_and_a_record_that_does_not_check_is_left_out
 fn an_entry_is_shipped_with_the_current_state_of_its_keys() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (ea, eb) = (engine(&da, 1), engine(&db, 2));
-    ea.enable_replication_cache();
-    let current = |e: &Engine| vec![(b"s".to_vec(), e.export(b"s").unwrap().unwrap())];
+    ea.enable_cache();
+    let current = |e: &Replication| {
+        vec![(
+            b"s".to_vec(),
+            e.replication().export(b"s").unwrap().unwrap(),
+        )]
+    };
     ea.set_add(b"s", &[b"x"]).unwrap(); // entry 1
     ea.set_remove(b"s", &[b"x"]).unwrap(); // entry 2 rewrites the key
     assert_eq!(owned_entry(&ea, ea.replica_id(), 1).unwrap(), current(&ea));
     // A peer's state joined in changes the key too.
     eb.set_add(b"s", &[b"y"]).unwrap();
     assert!(ea
-        .apply_remote(b"s", &eb.export(b"s").unwrap().unwrap())
+        .replication()
+        .apply_remote(b"s", &eb.replication().export(b"s").unwrap().unwrap())
         .unwrap());
     assert_eq!(owned_entry(&ea, ea.replica_id(), 1).unwrap(), current(&ea));
     assert_eq!(ea.get_set(b"s").unwrap().unwrap(), vec![b"y".to_vec()]);
@@ -121,7 +129,7 @@ fn an_entry_is_shipped_with_the_current_state_of_its_keys() {
 fn acknowledged_entries_leave_the_shipping_caches() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (ea, eb) = (engine(&da, 1), engine(&db, 2));
-    ea.enable_replication_cache();
+    ea.enable_cache();
     let config = ReplicationConfig {
         members: vec![ReplicaId(1), ReplicaId(2)],
         ..ReplicationConfig::default()

@@ -5,9 +5,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use meridian::model::ReplicaId;
-use meridian::replication::*;
-use meridian::{Batch, Config, Engine, Once, Op, ReadValue, RequestTag, REQUEST_TAG_AGE_MS};
+use meridian::{
+    Batch, Config, Engine, Once, Op, ReadValue, Replication, RequestTag, REQUEST_TAG_AGE_MS,
+};
+use meridian_core::model::ReplicaId;
+use meridian_core::replication::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -20,17 +22,19 @@ impl meridian::WallClock for TestClock {
     }
 }
 
-fn engine(dir: &tempfile::TempDir, id: u64, clock: &Arc<TestClock>) -> Engine {
+fn engine(dir: &tempfile::TempDir, id: u64, clock: &Arc<TestClock>) -> Replication {
     let config = Config {
         replica_id: Some(ReplicaId(id)),
         clock: clock.clone(),
         ..Config::default()
     };
-    Engine::open(dir.path(), config).expect("open")
+    Engine::open(dir.path(), config)
+        .expect("open")
+        .replication()
 }
 
 /// Ships entry `seq` of `from`'s own origin to `to`, as replication does.
-fn ship(from: &Engine, to: &Engine, seq: u64) -> ApplyOutcome {
+fn ship(from: &Replication, to: &Replication, seq: u64) -> ApplyOutcome {
     let origin = from.replica_id();
     let shipped = from.read_entry(origin, seq).unwrap().unwrap();
     let states: Vec<RecordState> = shipped
@@ -55,7 +59,7 @@ fn add(n: i64) -> Batch {
     Batch::new().op(b"views".to_vec(), Op::CounterAdd { delta: n })
 }
 
-fn views(e: &Engine) -> i64 {
+fn views(e: &Replication) -> i64 {
     match e.read(b"views").unwrap().map(|r| r.values[0].clone()) {
         Some(ReadValue::Counter(n)) => n,
         other => panic!("{other:?}"),
@@ -90,7 +94,7 @@ fn a_request_is_answered_once_in_every_replica_that_applied_it_and_after_a_resta
         eb.write_once(&tag, add(5)).unwrap(),
         Once::Earlier(first.clone())
     );
-    ea.enable_replication_cache();
+    ea.enable_cache();
     let third = RequestTag::new("app-1", [8; 16]).unwrap();
     let Once::Applied(cached) = ea.write_once(&third, add(1)).unwrap() else {
         panic!("applies");
@@ -120,7 +124,8 @@ fn a_request_is_answered_once_in_every_replica_that_applied_it_and_after_a_resta
     // Pruned once older than the age bound (a retry then applies again).
     clock.0.fetch_add(REQUEST_TAG_AGE_MS + 1, Ordering::SeqCst);
     assert_eq!(
-        ea.prune_requests(clock.0.load(Ordering::SeqCst)).unwrap(),
+        ea.prune_requests_at(clock.0.load(Ordering::SeqCst))
+            .unwrap(),
         3
     );
     assert_eq!(ea.request_tags(), 0);

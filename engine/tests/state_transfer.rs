@@ -8,7 +8,7 @@
 mod common;
 
 use common::Net;
-use meridian::replication::ReplicaStore;
+use meridian_core::replication::ReplicaStore;
 
 /// Region 0 holds `n` records and a log truncated past all of them; region 1 is down.
 fn truncated(n: usize) -> Net {
@@ -26,7 +26,7 @@ fn truncated(n: usize) -> Net {
     net
 }
 
-fn record_bytes(e: &meridian::Engine) -> u64 {
+fn record_bytes(e: &meridian::Replication) -> u64 {
     e.store()
         .records_from(b"", None)
         .map(|r| {

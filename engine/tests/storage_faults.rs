@@ -10,7 +10,10 @@ use common::Net;
 /// Region 0 writes `keys` while region 1 is down, then `damage` breaks something in its
 /// storage, then both run again (region 0 restarted: nothing cached, everything is read back
 /// from RocksDB).
-fn written_while_a_peer_was_down(keys: &[&str], damage: impl FnOnce(&meridian::Engine)) -> Net {
+fn written_while_a_peer_was_down(
+    keys: &[&str],
+    damage: impl FnOnce(&meridian::Replication),
+) -> Net {
     let mut net = Net::new(2);
     net.run(200);
     net.stop(1);
@@ -95,7 +98,7 @@ fn the_largest_value_and_batch_replicate_and_one_byte_more_is_refused() {
     // What a fresh key's record adds to its value, measured on this replica.
     let size = config.value_bytes_max - 4096;
     e.put(b"probe", &vec![1u8; size]).unwrap();
-    let overhead = e.export(b"probe").unwrap().unwrap().len() - size;
+    let overhead = e.replication().export(b"probe").unwrap().unwrap().len() - size;
     // Four keys of 2 bytes; the entry counts key + record + 8 per record, and 10.
     let keys = [b"b0", b"b1", b"b2", b"b3"];
     let per = (config.record_bytes_max - 10) / 4 - 2 - 8 - overhead;

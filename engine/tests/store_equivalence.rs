@@ -61,16 +61,17 @@
 #![allow(clippy::unwrap_used)]
 
 use meridian::limits::wire_bytes;
-use meridian::model::codec::decode_record;
-use meridian::model::digest::{key_hash, state_hash};
-use meridian::model::{ApplyError, Hlc, Record, Value};
-use meridian::replication::iblt::Iblt;
-use meridian::replication::{
+use meridian::{
+    Batch, Config, Engine, Error, Op, RandomSource, ReplicaId, Replication, VersionVector,
+    WallClock,
+};
+use meridian_core::model::codec::decode_record;
+use meridian_core::model::digest::{key_hash, state_hash};
+use meridian_core::model::{ApplyError, Hlc, Record, Value};
+use meridian_core::replication::iblt::Iblt;
+use meridian_core::replication::{
     decode_record_states, ApplyOutcome, Compaction, DecodedEntry, MemoryStore, MemoryStoreError,
     OfferPlan, OriginView, RecordState, ReplicaStore,
-};
-use meridian::{
-    Batch, Config, Engine, Error, Op, RandomSource, ReplicaId, VersionVector, WallClock,
 };
 use proptest::prelude::*;
 use std::collections::BTreeSet;
@@ -310,7 +311,7 @@ struct EngineReplica {
     boot: u64,
     cache_bytes: usize,
     random: Arc<SeededRandom>,
-    engine: Option<Engine>,
+    engine: Option<Replication>,
 }
 
 impl EngineReplica {
@@ -326,10 +327,14 @@ impl EngineReplica {
     }
 
     fn open(&mut self) {
-        self.engine = Some(Engine::open(&self.path, self.config()).expect("open"));
+        self.engine = Some(
+            Engine::open(&self.path, self.config())
+                .expect("open")
+                .replication(),
+        );
     }
 
-    fn engine(&self) -> &Engine {
+    fn engine(&self) -> &Replication {
         self.engine.as_ref().unwrap()
     }
 }
@@ -369,10 +374,10 @@ fn memory_error(e: &MemoryStoreError) -> String {
 }
 
 impl Side for Engines {
-    type S = Engine;
+    type S = Replication;
     type E = Error;
 
-    fn store(&self, i: usize) -> &Engine {
+    fn store(&self, i: usize) -> &Replication {
         self.0[i].engine()
     }
 
@@ -837,7 +842,7 @@ impl World {
             assert!(view.epoch != 0, "{view:?}");
             let memory = MemoryStore::new(ReplicaId(replica.member), view.epoch);
             if attach {
-                replica.engine().attach_replication().unwrap();
+                replica.engine().attach().unwrap();
             }
             engines.push(replica);
             memories.push(memory);
@@ -934,7 +939,7 @@ impl World {
             }
             Action::Attach { at } => {
                 // The engine's shipping caches fill; nothing else changes.
-                e.store(at).attach_replication().unwrap();
+                e.store(at).attach().unwrap();
             }
             Action::Restart {
                 at,
@@ -1078,7 +1083,7 @@ impl World {
         let before = replica.engine().origin_view();
         let engine = replica.engine.take().unwrap();
         if crash {
-            engine.close_as_crashed();
+            engine.into_engine().close_as_crashed();
         } else {
             drop(engine);
         }
@@ -1096,7 +1101,7 @@ impl World {
             memory.start_new_epoch("lost tail").unwrap();
         }
         if reattach {
-            replica.engine().attach_replication().unwrap();
+            replica.engine().attach().unwrap();
         }
         self.exact = false;
         self.memo[at] = CompactionMemo::default();

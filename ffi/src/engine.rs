@@ -183,7 +183,6 @@ pub extern "C" fn meridian_engine_close(engine: *mut MeridianEngine) -> Meridian
         let EngineHandle { engine, _runtime } = handle;
         drop(_runtime);
         engine
-            .store()
             .flush()
             .map_err(|e| Failure::new(MeridianStatus::MeridianStorage, e.to_string()))?;
         Ok(())

@@ -1,9 +1,9 @@
 //! The command-line client: typed operations and `status` against a running node.
 
 use anyhow::Context;
-use meridian::routing::Location;
 use meridian::{CausalToken, Op, Read, ReadValue};
 use meridian_config::cluster_file::ClusterFile;
+use meridian_core::routing::Location;
 use meridian_runtime::client::{new_request_id, Client};
 use meridian_runtime::client_proto::{Consistency, NodeStatus};
 use meridian_runtime::routed::RoutedClient;

@@ -4,7 +4,7 @@
 //! One request per connection; a client that sends nothing in time is dropped, an accept error
 //! (out of file descriptors, say) is logged and the endpoint goes on.
 
-use meridian::routing::Location;
+use meridian_core::routing::Location;
 use meridian_runtime::{RouteHandle, StatusHandle};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! `meridian local-cluster --dir D --replica NAME:REGION ...`: a cluster on loopback for
-//! development and examples: certificates (`D/certs`), one node configuration per replica
-//! (`D/NAME.toml`, free loopback ports, every other replica a peer, data in `D/data-NAME`) and
+//! development and examples, laid out as the test kit's (`meridian_config::local_cluster`):
+//! certificates (`D/certs`), one node configuration per replica (`D/NAME.toml`, free loopback
+//! ports below the ephemeral range, every other replica a peer, data in `D/data-NAME`) and
 //! a client's cluster file (`D/client.toml`, client `dev` with the `write` role), and an
 //! operator's (`D/admin.toml`, client `ops` with the `admin` role). With `--netem PORT`, the
 //! replicas reach each other through the link emulator: `D/netem.toml` (control on
@@ -8,12 +9,10 @@
 //! configurations is the relay's; start it with `meridian netem run --config D/netem.toml`.
 
 use anyhow::Context;
+use meridian_config::local_cluster;
 use meridian_netem::config::NetemConfig;
 use meridian_netem::{NodeAddr, Route};
-use meridian_config::cluster_file::{ClusterFile, SeedEntry};
-use meridian_config::dev_certs::{self, CertsRequest};
-use meridian_config::node_config::NodeConfig;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Options of `local-cluster`.
@@ -34,48 +33,36 @@ pub struct Args {
     netem: Option<u16>,
 }
 
-fn free_loopback_port() -> anyhow::Result<SocketAddr> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
-}
-
 /// Writes the cluster's files.
 pub fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
-    let certs = args.dir.join("certs");
-    dev_certs::init(&CertsRequest {
-        dir: certs.clone(),
-        cluster: args.cluster.clone(),
-        replicas: args.replicas.clone(),
-        clients: vec!["dev:write".into(), "ops:admin".into()],
-    })?;
-    let mut configs = Vec::new();
+    let mut replicas = Vec::new();
     for spec in &args.replicas {
-        let (name, region) = spec
-            .split_once(':')
-            .with_context(|| format!("--replica {spec:?}: expected NAME:REGION"))?;
-        configs.push(NodeConfig::new(
-            &args.cluster,
-            name,
-            region,
-            args.dir.join(format!("data-{name}")),
-            free_loopback_port()?,
-            dev_certs::replica_files(&certs, name),
-        ));
+        replicas.push(
+            spec.split_once(':')
+                .with_context(|| format!("--replica {spec:?}: expected NAME:REGION"))?,
+        );
     }
-    let peers: Vec<_> = configs.iter().map(NodeConfig::as_peer).collect();
+    let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut configs = local_cluster::prepare(
+        &args.dir,
+        &args.cluster,
+        &replicas,
+        &["dev:write", "ops:admin"],
+        unbound,
+    )?;
+    for config in &mut configs {
+        config.listen = local_cluster::free_udp()?;
+    }
+    local_cluster::wire_peers(&mut configs);
     let mut routes = Vec::new();
     for config in &mut configs {
-        config.peers = peers
-            .iter()
-            .filter(|p| p.name != config.name)
-            .cloned()
-            .collect();
         if args.netem.is_some() {
             // Clients reach the node directly; only replication passes the emulator.
             config.advertise = Some(config.listen);
             for peer in &mut config.peers {
-                let listen = free_loopback_port()?;
+                let listen = local_cluster::free_udp()?;
                 routes.push(Route {
                     from: config.name.clone(),
                     to: peer.name.clone(),
@@ -88,24 +75,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         config.write(&path)?;
         println!("{}", path.display());
     }
-    let seeds: Vec<SeedEntry> = configs
-        .iter()
-        .map(|c| SeedEntry {
-            name: c.name.clone(),
-            region: c.region.clone(),
-            address: c.listen,
-            location: None,
-        })
-        .collect();
     for (client, file) in [("dev", "client.toml"), ("ops", "admin.toml")] {
-        ClusterFile {
-            cluster: args.cluster.clone(),
-            certs: certs.join(format!("client-{client}")),
-            client: client.into(),
-            near: None,
-            seeds: seeds.clone(),
+        // Seeds at each node's own address (clients reach nodes directly).
+        let mut file_configs = configs.clone();
+        for c in &mut file_configs {
+            c.advertise = Some(c.listen);
         }
-        .write(&args.dir.join(file))?;
+        local_cluster::cluster_file(&args.dir, &file_configs, client, None)
+            .write(&args.dir.join(file))?;
     }
     if let Some(port) = args.netem {
         let path = args.dir.join("netem.toml");

@@ -3,8 +3,8 @@
 //! to go last), or from the file alone (`--offline`: the seeds' locations).
 
 use anyhow::Context;
-use meridian::routing::{Location, Reason};
 use meridian_config::cluster_file::ClusterFile;
+use meridian_core::routing::{Location, Reason};
 use meridian_runtime::client::Client;
 use meridian_runtime::client_proto::{RegionEntry, RouteAnswer};
 use meridian_runtime::tls::replica_dns_name;

@@ -119,7 +119,7 @@ async fn one_primary_takes_writes_moves_on_promotion_and_on_its_outage() {
 
     // The routed client, nearest to eu-west, follows the redirect to the primary.
     let mut config = cluster
-        .cluster_file("t", meridian::routing::Location::new(48.85, 2.35))
+        .cluster_file("t", meridian_core::routing::Location::new(48.85, 2.35))
         .routed_config();
     config.request_timeout = Duration::from_secs(3);
     let routed = RoutedClient::connect(config).await.unwrap();

@@ -12,8 +12,8 @@
 
 mod support;
 
-use meridian::routing::Location;
 use meridian::{Op, ReadValue};
+use meridian_core::routing::Location;
 use meridian_runtime::client_proto::{ClientResponse, Consistency};
 use meridian_runtime::routed::RoutedClient;
 use std::time::{Duration, Instant};

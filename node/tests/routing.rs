@@ -9,8 +9,8 @@
 
 mod support;
 
-use meridian::routing::Location;
 use meridian::{Op, ReadValue};
+use meridian_core::routing::Location;
 use meridian_runtime::client::{new_request_id, ClientFailure};
 use meridian_runtime::client_proto::{Consistency, ErrorCode};
 use meridian_runtime::routed::{RoutedClient, RoutedError};

@@ -8,7 +8,7 @@
 
 mod support;
 
-use meridian::model::Op;
+use meridian_core::model::Op;
 use meridian_runtime::client::Client;
 use meridian_runtime::client::ClientFailure;
 use meridian_runtime::client_proto::{ClientRequest, ClientResponse, ErrorCode};

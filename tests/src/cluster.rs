@@ -4,11 +4,12 @@
 //! configurations serve in-process runtimes ([`NodeConfig::runtime`]).
 
 use crate::node_process::{NodeProcess, START_ATTEMPTS};
-use meridian::routing::Location;
-use meridian_runtime::client::Client;
-use meridian_config::cluster_file::{ClusterFile, SeedEntry};
+use meridian_config::cluster_file::ClusterFile;
 use meridian_config::dev_certs::{self, CertsRequest};
+use meridian_config::local_cluster;
 use meridian_config::node_config::NodeConfig;
+use meridian_core::routing::Location;
+use meridian_runtime::client::Client;
 use meridian_runtime::TlsFiles;
 use std::path::{Path, PathBuf};
 
@@ -36,27 +37,14 @@ impl Cluster {
         let dir = tempfile::Builder::new()
             .prefix(&format!("meridian-{id}-"))
             .tempdir()?;
-        let certs = dir.path().join("certs");
-        dev_certs::init(&CertsRequest {
-            dir: certs.clone(),
-            cluster: id.into(),
-            replicas: replicas.iter().map(|(n, r)| format!("{n}:{r}")).collect(),
-            clients: clients.iter().map(|c| c.to_string()).collect(),
-        })?;
         let unbound = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         let bin = crate::node_process::daemon_path()?;
-        let nodes = replicas
-            .iter()
-            .map(|(name, region)| {
-                let config = NodeConfig::new(
-                    id,
-                    name,
-                    region,
-                    dir.path().join(format!("data-{name}")),
-                    unbound,
-                    dev_certs::replica_files(&certs, name),
-                );
-                NodeProcess::new(&bin, config, dir.path().join(format!("{name}.toml")))
+        let configs = local_cluster::prepare(dir.path(), id, replicas, clients, unbound)?;
+        let nodes = configs
+            .into_iter()
+            .map(|config| {
+                let path = dir.path().join(format!("{}.toml", config.name));
+                NodeProcess::new(&bin, config, path)
             })
             .collect();
         Ok(Cluster {
@@ -97,13 +85,10 @@ impl Cluster {
     /// Names every other node as each node's peer, at the address it advertises (its
     /// `advertise`, or its `listen`).
     pub fn wire_peers(&mut self) {
-        let all: Vec<_> = self.nodes.iter().map(|n| n.config.as_peer()).collect();
-        for node in &mut self.nodes {
-            node.config.peers = all
-                .iter()
-                .filter(|p| p.name != node.config.name)
-                .cloned()
-                .collect();
+        let mut configs: Vec<NodeConfig> = self.nodes.iter().map(|n| n.config.clone()).collect();
+        local_cluster::wire_peers(&mut configs);
+        for (node, config) in self.nodes.iter_mut().zip(configs) {
+            node.config.peers = config.peers;
         }
     }
 
@@ -244,22 +229,10 @@ impl Cluster {
     /// The cluster file of client `name` (every node a seed, with its location), for a
     /// client at `near`.
     pub fn cluster_file(&self, name: &str, near: Option<Location>) -> ClusterFile {
-        ClusterFile {
-            cluster: self.id.clone(),
-            certs: self.certs_dir().join(format!("client-{name}")),
-            client: name.into(),
-            near,
-            seeds: self
-                .nodes
-                .iter()
-                .map(|n| SeedEntry {
-                    name: n.config.name.clone(),
-                    region: n.config.region.clone(),
-                    address: n.config.advertise.unwrap_or(n.config.listen),
-                    location: n.config.location,
-                })
-                .collect(),
-        }
+        let configs: Vec<NodeConfig> = self.nodes.iter().map(|n| n.config.clone()).collect();
+        let mut file = local_cluster::cluster_file(self.dir.path(), &configs, name, near);
+        file.cluster = self.id.clone();
+        file
     }
 
     /// A connection to node `i` as the first client named at [`Cluster::prepare`].

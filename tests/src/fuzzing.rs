@@ -4,11 +4,11 @@
 //! The targets in `fuzz/` call these; `tests/tests/fuzz_replay.rs` replays the corpus kept in
 //! the repository through them with an allocation bound.
 
-use meridian::model::CausalToken;
-use meridian::model::{codec, StateFacts};
-use meridian::replication::iblt::Iblt;
-use meridian::replication::{Frame, Inbound, FRAME_BYTES_MAX};
 use meridian::store::LogEntry;
+use meridian_core::model::CausalToken;
+use meridian_core::model::{codec, StateFacts};
+use meridian_core::replication::iblt::Iblt;
+use meridian_core::replication::{Frame, Inbound, FRAME_BYTES_MAX};
 use meridian_runtime::client_proto::{decode, encode, Answer, ClientRequest};
 
 /// A fuzz target's body.

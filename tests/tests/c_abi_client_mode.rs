@@ -46,7 +46,7 @@ fn the_routed_client_fails_over_through_the_c_abi() {
     cluster.run_with(&meridian_bin());
     let places = [(53.3, -6.3), (39.0, -77.5), (35.7, 139.7)];
     for (node, (lat, lon)) in cluster.nodes.iter_mut().zip(places) {
-        node.config.location = meridian::routing::Location::new(lat, lon);
+        node.config.location = meridian_core::routing::Location::new(lat, lon);
     }
     cluster.start_all().unwrap();
     cluster
@@ -54,7 +54,7 @@ fn the_routed_client_fails_over_through_the_c_abi() {
         .unwrap();
     let path = cluster.dir().join("client.toml");
     cluster
-        .cluster_file("t", meridian::routing::Location::new(48.85, 2.35))
+        .cluster_file("t", meridian_core::routing::Location::new(48.85, 2.35))
         .write(&path)
         .unwrap();
     let path = CString::new(path.to_string_lossy().into_owned()).unwrap();

@@ -115,7 +115,7 @@ fn acknowledged_writes_survive_sigkill_and_sequences_are_never_reused() {
         }
 
         let engine = Engine::open(dir.path(), Config::default()).expect("reopen after kill");
-        let last = engine.last_seq();
+        let last = engine.replication().last_seq();
         let max_acked = seqs_seen.keys().next_back().copied().unwrap_or(0);
         assert!(
             last >= max_acked,
@@ -155,21 +155,21 @@ fn acknowledged_writes_survive_sigkill_and_sequences_are_never_reused() {
     // The origin's log is contiguous: every sequence number up to the last one has an entry.
     let seqs = engine
         .store()
-        .log_seqs(engine.replica_id(), 1, engine.last_seq())
+        .log_seqs(engine.replica_id(), 1, engine.replication().last_seq())
         .expect("log");
-    let missing: Vec<u64> = (1..=engine.last_seq())
+    let missing: Vec<u64> = (1..=engine.replication().last_seq())
         .filter(|s| seqs.binary_search(s).is_err())
         .take(10)
         .collect();
     assert!(
         missing.is_empty(),
         "holes in the replica's log at {missing:?} (last {})",
-        engine.last_seq()
+        engine.replication().last_seq()
     );
     eprintln!(
         "{kills} kills ({killed_mid_write} after acknowledged writes), {} acknowledged puts, {counter_acks} counter increments, last seq {}",
         acked.len(),
-        engine.last_seq()
+        engine.replication().last_seq()
     );
     assert!(
         killed_mid_write >= kills / 2,

@@ -75,7 +75,7 @@ fn the_largest_batch_crosses_a_real_link() {
     let max = e.config().record_bytes_max;
     let size = e.config().value_bytes_max - 4096;
     e.put(b"probe", &vec![1u8; size]).unwrap();
-    let overhead = e.export(b"probe").unwrap().unwrap().len() - size;
+    let overhead = e.replication().export(b"probe").unwrap().unwrap().len() - size;
     let per = (max - 10) / 4 - 2 - 8 - overhead;
     let last = per + (max - 10) - 4 * (per + 2 + 8 + overhead);
     let batch = ["b0", "b1", "b2", "b3"]

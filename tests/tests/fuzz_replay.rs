@@ -71,11 +71,11 @@ fn every_target_runs_its_corpus_without_a_panic_within_the_allocation_bound() {
 #[test]
 #[ignore]
 fn write_seed_corpus() {
-    use meridian::model::{CausalToken, Dot, ReplicaId, VersionVector};
-    use meridian::replication::iblt::Iblt;
-    use meridian::replication::{encode_entries, EntryOut, Frame, WireEntry};
     use meridian::store::LogEntry;
     use meridian::{Config, Engine, Op};
+    use meridian_core::model::{CausalToken, Dot, ReplicaId, VersionVector};
+    use meridian_core::replication::iblt::Iblt;
+    use meridian_core::replication::{encode_entries, EntryOut, Frame, WireEntry};
     use meridian_runtime::client_proto::{
         encode, After, Answer, ClientError, ClientRequest, ClientResponse, Consistency, ErrorCode,
         NodeStatus,
@@ -87,7 +87,8 @@ fn write_seed_corpus() {
     let o = Engine::open(other.path(), Config::default()).unwrap();
     e.put(b"reg", b"one").unwrap();
     o.put(b"reg", b"two").unwrap();
-    e.apply_remote(b"reg", &o.export(b"reg").unwrap().unwrap())
+    e.replication()
+        .apply_remote(b"reg", &o.replication().export(b"reg").unwrap().unwrap())
         .unwrap();
     e.lww_set(b"lww", b"last").unwrap();
     e.counter_add(b"cnt", 5).unwrap();
@@ -113,7 +114,7 @@ fn write_seed_corpus() {
         .map(|k| {
             (
                 k.as_bytes().to_vec(),
-                e.export(k.as_bytes()).unwrap().unwrap(),
+                e.replication().export(k.as_bytes()).unwrap().unwrap(),
             )
         })
         .collect();
@@ -124,7 +125,7 @@ fn write_seed_corpus() {
     }
     let vv = vec![(ReplicaId(7), 3), (e.replica_id(), 12)];
     let frames = vec![
-        Frame::Hello(meridian::replication::Hello {
+        Frame::Hello(meridian_core::replication::Hello {
             cluster: "c".into(),
             member: ReplicaId(7),
             origin: ReplicaId(7).epoch_origin(4),
@@ -156,7 +157,7 @@ fn write_seed_corpus() {
             round: 1,
             table: table.to_bytes().into(),
             records: 10,
-            exceptions: Box::new(meridian::replication::Exceptions {
+            exceptions: Box::new(meridian_core::replication::Exceptions {
                 lost: vec![(ReplicaId(7), 2)],
                 uncertain: vec![5],
             }),
@@ -202,7 +203,7 @@ fn write_seed_corpus() {
         Frame::AeAck { round: 1, chunk: 0 }.encode(),
         Frame::Ping { sent_ms: 5 }.encode(),
         Frame::Pong { sent_ms: 5 }.encode(),
-        Frame::Lease(meridian::lease::LeaseMessage::Request {
+        Frame::Lease(meridian_core::lease::LeaseMessage::Request {
             term: 3,
             round: 2,
             session: 9,
@@ -210,12 +211,12 @@ fn write_seed_corpus() {
             members: 77,
         })
         .encode(),
-        Frame::About(meridian::replication::RegionAbout {
-            location: meridian::routing::Location::new(53.3, -6.3),
+        Frame::About(meridian_core::replication::RegionAbout {
+            location: meridian_core::routing::Location::new(53.3, -6.3),
             address: Some("127.0.0.1:7001".into()),
         })
         .encode(),
-        Frame::Lease(meridian::lease::LeaseMessage::Reply {
+        Frame::Lease(meridian_core::lease::LeaseMessage::Reply {
             term: 3,
             round: 2,
             session: 9,
@@ -224,13 +225,13 @@ fn write_seed_corpus() {
             highest_term: 4,
         })
         .encode(),
-        Frame::Lease(meridian::lease::LeaseMessage::StepDown {
+        Frame::Lease(meridian_core::lease::LeaseMessage::StepDown {
             successor: ReplicaId(2),
             term: 5,
         })
         .encode(),
         encode_entries(
-            meridian::replication::PROTOCOL_VERSION,
+            meridian_core::replication::PROTOCOL_VERSION,
             ReplicaId(7),
             &[
                 EntryOut {
@@ -289,7 +290,7 @@ fn write_seed_corpus() {
         encode(&ClientRequest::Applied),
         encode(&ClientRequest::Regions),
         encode(&ClientRequest::Route {
-            near: meridian::routing::Location::new(48.85, 2.35),
+            near: meridian_core::routing::Location::new(48.85, 2.35),
         }),
         encode(&ClientRequest::Promote),
         encode(&ClientRequest::SetMode {

@@ -7,11 +7,11 @@
 #[path = "frozen/client_proto_v5.rs"]
 mod old;
 
-use meridian::model::{CausalToken, ReplicaId, VersionVector};
 use meridian_client::client_proto::{
     self as new, decode, decode_versioned, encode_at, Answer, ClientError, ClientRequest,
     ClientResponse, ErrorCode, NodeStatus, PeerStatus, CLIENT_PROTOCOL,
 };
+use meridian_core::model::{CausalToken, ReplicaId, VersionVector};
 
 fn token() -> CausalToken {
     CausalToken(VersionVector::from_entries([(ReplicaId(3), 9)]))

@@ -17,9 +17,9 @@
 
 use crate::dev_certs::is_label;
 use crate::node_config::{read_toml, ConfigError};
-use meridian::routing::Location;
 use meridian_client::routed::{RoutedConfig, Seed};
 use meridian_client::TlsFiles;
+use meridian_core::routing::Location;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

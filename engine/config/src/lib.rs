@@ -9,6 +9,7 @@
 
 pub mod cluster_file;
 pub mod dev_certs;
+pub mod local_cluster;
 pub mod node_config;
 
 pub use cluster_file::ClusterFile;

@@ -3,11 +3,11 @@
 //! it launches.
 
 use crate::dev_certs::is_label;
-use meridian::routing::Location;
 use meridian::{Config, Durability, SystemClock, WallClock};
 use meridian_client::protocols::Protocols;
 use meridian_client::tls::Role;
 use meridian_client::TlsFiles;
+use meridian_core::routing::Location;
 use meridian_runtime::{replica_id_for, ActivePassiveConfig, PeerSpec, RuntimeConfig};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -341,11 +341,11 @@ fn default_disk_free_min_mib() -> u64 {
 }
 
 fn default_log_retention_entries() -> u64 {
-    meridian::replication::ReplicationConfig::default().log_retention_entries
+    meridian_core::replication::ReplicationConfig::default().log_retention_entries
 }
 
 fn default_missing_wait_ms() -> u64 {
-    meridian::replication::ReplicationConfig::default().missing_wait_ms
+    meridian_core::replication::ReplicationConfig::default().missing_wait_ms
 }
 
 /// Largest `limits.replication_cache_mib` accepted (1 TiB).
@@ -534,7 +534,7 @@ impl NodeConfig {
             .map_err(|e| format!("section `protocols`: {e}"))?;
         let ap = &self.active_passive;
         ensure!(
-            (200..=meridian::lease::LEASE_MS_MAX).contains(&ap.lease_ms),
+            (200..=meridian_core::lease::LEASE_MS_MAX).contains(&ap.lease_ms),
             "field `active_passive.lease_ms`: {} is not between 200 and 600000",
             ap.lease_ms
         );
@@ -604,7 +604,7 @@ impl NodeConfig {
                 .replica_role
                 .as_deref()
                 .and_then(|r| r.parse().ok()),
-            replication: meridian::replication::ReplicationConfig {
+            replication: meridian_core::replication::ReplicationConfig {
                 log_retention_entries: self.limits.log_retention_entries,
                 missing_wait_ms: self.limits.missing_wait_ms,
                 ..Default::default()

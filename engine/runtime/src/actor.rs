@@ -6,12 +6,12 @@
 use super::link_queue::LinkSender;
 use super::primary::{Member, PrimaryBoard, PrimaryState};
 use super::regions::RegionBoard;
-use meridian::lease::LeaseConfig;
-use meridian::replication::{
+use meridian::Replication;
+use meridian_client::client_proto::{NodeStatus, PeerStatus};
+use meridian_core::lease::LeaseConfig;
+use meridian_core::replication::{
     Inbound, LinkId, Output, ReplicationError, Replicator, MERGE_FRAMES_MAX,
 };
-use meridian::Engine;
-use meridian_client::client_proto::{NodeStatus, PeerStatus};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -144,7 +144,7 @@ pub(crate) struct Shared {
 
 /// Runs until `Stop` or until every sender is gone.
 pub(crate) fn run(
-    engine: Engine,
+    engine: Replication,
     mut repl: Replicator,
     mut events: mpsc::Receiver<Event>,
     write_pending: Arc<AtomicBool>,
@@ -485,7 +485,12 @@ struct Published<'a> {
     trouble: &'a StoreTrouble,
 }
 
-fn publish(engine: &Engine, repl: &Replicator, view: &Published<'_>, status: &Mutex<NodeStatus>) {
+fn publish(
+    engine: &Replication,
+    repl: &Replicator,
+    view: &Published<'_>,
+    status: &Mutex<NodeStatus>,
+) {
     let Published {
         now_ms,
         links,
@@ -533,7 +538,7 @@ fn publish(engine: &Engine, repl: &Replicator, view: &Published<'_>, status: &Mu
     metrics::gauge!("meridian_entries_applied").set(stats.entries_applied as f64);
     metrics::gauge!("meridian_log_entries_reclaimed").set(stats.log_entries_removed as f64);
     metrics::gauge!("meridian_tombstones_pending").set(stats.tombstones_pending as f64);
-    let floor = meridian::replication::ReplicaStore::log_floor(engine);
+    let floor = meridian_core::replication::ReplicaStore::log_floor(engine);
     let log_len: u64 = applied
         .iter()
         .map(|(o, s)| s.saturating_sub(floor.get(o)))

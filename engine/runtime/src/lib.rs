@@ -26,11 +26,11 @@ pub mod tls;
 /// `meridian-runtime-compat`, engine/runtime/compat.)
 pub use meridian_client::{client, client_proto, protocols, read_json, routed};
 
-use meridian::model::digest::Fnv;
-use meridian::replication::{ReplicationConfig, Replicator};
-use meridian::routing::Location;
 use meridian::{Engine, RandomSource, ReplicaId};
 use meridian_client::client_proto::{NodeStatus, PeerStatus};
+use meridian_core::model::digest::Fnv;
+use meridian_core::replication::{ReplicationConfig, Replicator};
+use meridian_core::routing::Location;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -217,6 +217,8 @@ pub struct Runtime {
     actor: Option<std::thread::JoinHandle<()>>,
     engine: Engine,
     status: Arc<Mutex<NodeStatus>>,
+    /// Wakes the replicator after local commits, for as long as this runtime lives.
+    _commit_wake: meridian::Subscription,
 }
 
 use actor::Event;
@@ -317,7 +319,7 @@ impl Runtime {
             members,
             session: meridian::OsRandom.next_u64(),
             about: (config.location.is_some() || config.advertise.is_some()).then(|| {
-                meridian::replication::RegionAbout {
+                meridian_core::replication::RegionAbout {
                     location: config.location,
                     address: config.advertise.map(|a| a.to_string()),
                 }
@@ -355,20 +357,21 @@ impl Runtime {
 
         let (events, rx) = mpsc::channel(EVENT_QUEUE);
         let pending = Arc::new(AtomicBool::new(false));
-        {
+        let commit_wake = {
             let events = events.clone();
             let pending = pending.clone();
-            engine.attach_replication().map_err(|e| {
+            let replication = engine.replication();
+            replication.attach().map_err(|e| {
                 RuntimeError::Config(format!("marking the directory replicated: {e}"))
             })?;
-            engine.set_commit_hook(Box::new(move || {
+            replication.on_commit(move || {
                 if !pending.swap(true, Ordering::SeqCst)
                     && events.try_send(Event::LocalWrite).is_err()
                 {
                     pending.store(false, Ordering::SeqCst);
                 }
-            }));
-        }
+            })
+        };
         let regions = Arc::new(regions::RegionBoard::new(&config, endpoint.local_addr()?));
         let primary_board = Arc::new(primary::PrimaryBoard::new(active_passive));
         let cluster_members: Vec<primary::Member> = std::iter::once(primary::Member {
@@ -389,7 +392,7 @@ impl Runtime {
                 lease: primary::lease_config(&config.active_passive, &cluster_members),
                 active_passive,
             };
-            let engine = engine.clone();
+            let engine = engine.replication();
             let repl = Replicator::new(me, repl_config);
             std::thread::Builder::new()
                 .name(format!("replicator-{}", config.name))
@@ -470,6 +473,7 @@ impl Runtime {
             actor: Some(actor),
             engine,
             status,
+            _commit_wake: commit_wake,
         })
     }
 
@@ -506,7 +510,7 @@ impl Runtime {
         tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle())
             .await
             .ok();
-        if let Err(e) = self.engine.store().flush() {
+        if let Err(e) = self.engine.flush() {
             tracing::warn!(error = %e, "flush at shutdown failed");
         }
         tracing::info!("runtime stopped");

@@ -3,8 +3,8 @@
 //! while this node's lease runs (checked against the monotonic clock at the request).
 
 use crate::ActivePassiveConfig;
-use meridian::lease::LeaseConfig;
 use meridian::ReplicaId;
+use meridian_core::lease::LeaseConfig;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 

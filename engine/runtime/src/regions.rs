@@ -5,9 +5,9 @@
 //! several regions.
 
 use crate::RuntimeConfig;
-use meridian::model::{CausalToken, ReplicaId, VersionVector};
-use meridian::routing::{order_regions, smoothed_rtt, Candidate, Health, Location};
 use meridian_client::client_proto::{RegionEntry, RegionTable, RouteAnswer};
+use meridian_core::model::{CausalToken, ReplicaId, VersionVector};
+use meridian_core::routing::{order_regions, smoothed_rtt, Candidate, Health, Location};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -51,6 +51,8 @@ const PRUNE_EVERY_REQUESTS: u64 = 4_096;
 /// Serves client connections for one engine.
 pub(crate) struct Service {
     engine: Engine,
+    /// Wakes token waits when the applied vector advances, for as long as the service lives.
+    _applied_wake: meridian::Subscription,
     cluster: String,
     /// Certificate names of the cluster's replicas (this one and its peers) and the role their
     /// certificates get as clients (`None`: refused).
@@ -100,16 +102,17 @@ impl Service {
         let limiter = RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst));
         let applied = Arc::new(Notify::new());
         let waiting = Arc::new(AtomicUsize::new(0));
-        {
+        let applied_wake = {
             let (applied, waiting) = (applied.clone(), waiting.clone());
-            engine.set_applied_hook(Box::new(move || {
+            engine.on_applied(move || {
                 if waiting.load(Ordering::SeqCst) > 0 {
                     applied.notify_waiters();
                 }
-            }));
-        }
+            })
+        };
         Service {
             engine,
+            _applied_wake: applied_wake,
             cluster: config.cluster,
             replicas: config.replicas,
             replica_role: config.replica_role,
@@ -792,7 +795,7 @@ fn request_tag(who: &str, id: RequestId) -> Option<RequestTag> {
         return None;
     }
     RequestTag::new(who, id).or_else(|| {
-        let hash = meridian::model::digest::key_hash(who.as_bytes());
+        let hash = meridian_core::model::digest::key_hash(who.as_bytes());
         RequestTag::new(&format!("#{hash:016x}"), id)
     })
 }

@@ -8,10 +8,10 @@
 mod harness;
 
 use harness::{new_york, paris, Harness, TWO_REGIONS};
-use meridian::model::VersionVector;
 use meridian::{Op, ReadValue};
 use meridian_client::client_proto::Consistency;
 use meridian_client::routed::{RoutedClient, RoutedError};
+use meridian_core::model::VersionVector;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -4,9 +4,9 @@
 //! exactly the writes no other write or delete saw: anything missing was lost, anything extra
 //! was resurrected.
 
-pub use meridian::model::digest::Fnv;
-use meridian::model::{codec, Dot, Hlc, Kind, ReplicaId, Value, VersionVector};
-use meridian::{Engine, ReadValue};
+use meridian::{ReadValue, Replication};
+pub use meridian_core::model::digest::Fnv;
+use meridian_core::model::{codec, Dot, Hlc, Kind, ReplicaId, Value, VersionVector};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One register (or LWW) write or delete, with what its writer had seen.
@@ -181,7 +181,7 @@ fn survivors(ops: &[RegisterOp], lost: &BTreeSet<Dot>) -> (BTreeSet<Dot>, BTreeS
     (must, may)
 }
 
-fn stored_value(engine: &Engine, key: &[u8], kind: Kind) -> Result<Option<Value>, String> {
+fn stored_value(engine: &Replication, key: &[u8], kind: Kind) -> Result<Option<Value>, String> {
     let Some(bytes) = engine.export(key).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
@@ -191,7 +191,7 @@ fn stored_value(engine: &Engine, key: &[u8], kind: Kind) -> Result<Option<Value>
 }
 
 /// Checks the converged state of `engine` against the history.
-pub fn check(engine: &Engine, history: &History) -> Findings {
+pub fn check(engine: &Replication, history: &History) -> Findings {
     let mut f = Findings::default();
     let debug = std::env::var("MERIDIAN_SIM_DEBUG").is_ok();
     for (key, ops) in &history.registers {
@@ -387,7 +387,7 @@ pub fn check(engine: &Engine, history: &History) -> Findings {
 /// tombstone. A set removal leaves no dot of its own: it is reflected when the adds it removed
 /// are gone from the store. A delete of a key holding nothing changes nothing.
 pub fn reflects(
-    record: Option<&meridian::model::Record>,
+    record: Option<&meridian_core::model::Record>,
     key: &[u8],
     dot: Dot,
     history: &History,
@@ -437,7 +437,7 @@ pub fn reflects(
 /// covers the dot, or the replica has applied a delete that saw the dot (whose tombstone may
 /// since have been reclaimed, taking the dot's memory with it).
 pub fn register_saw(
-    engine: &Engine,
+    engine: &Replication,
     key: &[u8],
     dot: Dot,
     history: &History,
@@ -460,7 +460,7 @@ pub fn register_saw(
 /// before a new write to its key, another kept the removal in the key's new record: found when
 /// comparing whole contexts, seed 296), and is forgotten here; values, present dots and the
 /// context above `stable` are compared exactly.
-pub fn digest(engine: &Engine, stable: &VersionVector) -> Result<u64, String> {
+pub fn digest(engine: &Replication, stable: &VersionVector) -> Result<u64, String> {
     let mut h = Fnv::default();
     for item in engine.store().records_from(b"", None) {
         let (k, v) = item.map_err(|e| e.to_string())?;
@@ -488,7 +488,7 @@ pub fn sim_replica(i: usize, incarnation: u64) -> ReplicaId {
 /// Tombstones whose context names a write no region ever applied (its entry was lost with a
 /// disk after its effect left in a shipped state) are not counted: stability never covers
 /// them, a documented leak (`existing`: the pointwise maximum of every region's vector).
-pub fn unreclaimed(engine: &Engine, existing: &VersionVector) -> Result<(u64, u64), String> {
+pub fn unreclaimed(engine: &Replication, existing: &VersionVector) -> Result<(u64, u64), String> {
     let entries = engine.store().log_entries().count() as u64;
     let mut tombstones = 0;
     for item in engine.store().records_from(b"", None) {

@@ -15,12 +15,12 @@
 //! client's writes must succeed.
 
 use super::rng::SimRng;
-use meridian::lease::{LeaseConfig, LeaseKeeper, LeaseMessage};
-use meridian::routing::{
+use meridian::ReplicaId;
+use meridian_core::lease::{LeaseConfig, LeaseKeeper, LeaseMessage};
+use meridian_core::routing::{
     order_regions, Attempts, Breaker, BreakerSettings, Candidate, Health, Location, Outcome,
     Verdict,
 };
-use meridian::ReplicaId;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 /// Parts per million.

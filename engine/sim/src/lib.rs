@@ -10,7 +10,7 @@
 //!
 //! Beside the embedded workload (writes made on a region's engine directly), routed client
 //! sessions (`world/clients.rs`) send writes and reads through the core's routing state
-//! machines (`meridian::routing::WriteCall`, as the runtime's routed client does) to the
+//! machines (`meridian_core::routing::WriteCall`, as the runtime's routed client does) to the
 //! regions, whose side mirrors the node's service: answers lost after the region applied the
 //! write, regions that crash or freeze with requests under way, requests that arrive past
 //! their deadline, sessions that move between regions, retries after lost answers; checked

@@ -3,8 +3,8 @@
 
 use super::history::{register_saw, Effect, History, RegisterOp, Written};
 use super::rng::SimRng;
-use meridian::model::{CausalToken, Dot, Op};
-use meridian::Engine;
+use meridian::Replication;
+use meridian_core::model::{CausalToken, Dot, Op};
 
 /// The map key of the workload.
 pub const MAP_KEY: &[u8] = b"m0";
@@ -51,13 +51,13 @@ impl StepOutcome {
     }
 }
 
-fn dot_of(engine: &Engine, token: &CausalToken) -> Dot {
+fn dot_of(engine: &Replication, token: &CausalToken) -> Dot {
     Dot::new(engine.replica_id(), token.get(engine.replica_id()))
 }
 
 /// A context or token as a hostile client forges one: real origins with counters far beyond
 /// what anyone wrote, and a replica nobody knows.
-fn forged_vector(rng: &mut SimRng, engine: &Engine) -> meridian::VersionVector {
+fn forged_vector(rng: &mut SimRng, engine: &Replication) -> meridian::VersionVector {
     let mut forged = meridian::VersionVector::new();
     for (origin, seq) in engine.applied().iter() {
         if rng.below(2) == 0 {
@@ -83,7 +83,7 @@ pub struct At {
 /// client's.
 pub fn step(
     rng: &mut SimRng,
-    engine: &Engine,
+    engine: &Replication,
     at: At,
     session: &mut Session,
     history: &mut History,
@@ -277,11 +277,12 @@ pub fn step(
 
 /// The dots of `elem`'s adds in a stored set record.
 fn set_dots(stored: Option<&[u8]>, elem: &[u8]) -> Vec<Dot> {
-    let Some(record) = stored.and_then(|b| meridian::model::codec::decode_record(b).ok()) else {
+    let Some(record) = stored.and_then(|b| meridian_core::model::codec::decode_record(b).ok())
+    else {
         return Vec::new();
     };
-    match record.values.get(&meridian::model::Kind::Set) {
-        Some(meridian::model::Value::Set(s)) => s
+    match record.values.get(&meridian_core::model::Kind::Set) {
+        Some(meridian_core::model::Value::Set(s)) => s
             .store
             .get(elem)
             .map(|d| d.keys().copied().collect())
@@ -290,11 +291,11 @@ fn set_dots(stored: Option<&[u8]>, elem: &[u8]) -> Vec<Dot> {
     }
 }
 
-fn register_ctx(engine: &Engine, key: &[u8]) -> Result<meridian::VersionVector, String> {
+fn register_ctx(engine: &Replication, key: &[u8]) -> Result<meridian::VersionVector, String> {
     let Some(bytes) = engine.export(key).map_err(|e| e.to_string())? else {
         return Ok(meridian::VersionVector::new());
     };
-    let record = meridian::model::codec::decode_record(&bytes)
+    let record = meridian_core::model::codec::decode_record(&bytes)
         .map_err(|e| format!("corrupt record {}: {e}", String::from_utf8_lossy(key)))?;
     Ok(record.context())
 }
@@ -330,7 +331,7 @@ pub enum Applied {
 /// `step` records its own writes (every applied write must survive, answered or not). An
 /// engine refusal is returned for the region to answer; `Err` is a simulator-level failure.
 pub fn apply_routed(
-    engine: &Engine,
+    engine: &Replication,
     region: usize,
     tag: &meridian::RequestTag,
     key: &[u8],
@@ -338,7 +339,9 @@ pub fn apply_routed(
     history: &mut History,
 ) -> Result<Applied, String> {
     let before = engine.export(key).ok().flatten();
-    let decoded = before.as_deref().map(meridian::model::codec::decode_record);
+    let decoded = before
+        .as_deref()
+        .map(meridian_core::model::codec::decode_record);
     let ctx_before = match &decoded {
         None => Some(meridian::VersionVector::new()),
         Some(Ok(record)) => Some(record.context()),

@@ -11,10 +11,10 @@ use super::network::{LinkFaults, Network, REGIONS};
 use super::rng::{SharedRng, SimRng};
 use super::workload::{self, Session};
 use super::{Faults, SeedReport, SimOptions};
-use meridian::replication::{
+use meridian::{Config, Engine, Replication, WallClock};
+use meridian_core::replication::{
     LinkId, Output, ReplicationConfig, Replicator, PROTOCOL_VERSION, PROTOCOL_VERSIONS,
 };
-use meridian::{Config, Engine, WallClock};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -46,7 +46,7 @@ impl WallClock for SimClock {
 }
 
 struct Node {
-    engine: Engine,
+    engine: Replication,
     repl: Replicator,
 }
 
@@ -107,11 +107,11 @@ struct Held {
 }
 
 impl Held {
-    fn of(engine: &Engine) -> Held {
+    fn of(engine: &Replication) -> Held {
         let mut contexts = std::collections::BTreeMap::new();
         let mut unreadable = std::collections::BTreeSet::new();
         for (key, bytes) in engine.store().records_from(b"", None).flatten() {
-            match meridian::model::codec::decode_record(&bytes) {
+            match meridian_core::model::codec::decode_record(&bytes) {
                 Ok(record) => {
                     contexts.insert(key.into_vec(), record.context());
                 }
@@ -142,7 +142,7 @@ impl Held {
     /// write, the origin applied only below it.
     fn tear(&mut self, dot: meridian::Dot, key: &[u8], before: Option<&[u8]>) {
         let context = before
-            .and_then(|b| meridian::model::codec::decode_record(b).ok())
+            .and_then(|b| meridian_core::model::codec::decode_record(b).ok())
             .map(|r| r.context());
         match context {
             Some(c) => self.contexts.insert(key.to_vec(), c),
@@ -254,7 +254,9 @@ impl World {
             ..Config::default()
         };
         let origin_before = r.node_origin.take();
-        let engine = Engine::open(&r.dir, config).map_err(|e| format!("open region {i}: {e}"))?;
+        let engine = Engine::open(&r.dir, config)
+            .map_err(|e| format!("open region {i}: {e}"))?
+            .replication();
         let (lost_tail, wiped) = (
             std::mem::take(&mut r.lost_tail),
             std::mem::take(&mut r.wiped),
@@ -280,7 +282,7 @@ impl World {
         }
         r.runs += 1;
         engine
-            .attach_replication()
+            .attach()
             .map_err(|e| format!("attach region {i}: {e}"))?;
         let repl_config = ReplicationConfig {
             region: REGIONS[i].to_string(),
@@ -328,7 +330,7 @@ impl World {
             self.regions[i].node_origin = Some(n.engine.replica_id());
         }
         if let Some(n) = self.regions[i].node.take() {
-            n.engine.close_as_crashed();
+            n.engine.into_engine().close_as_crashed();
         }
         self.net.drop_region(i);
         for j in 0..self.regions.len() {
@@ -546,7 +548,7 @@ impl World {
 
 /// A lying member's frame: the vectors of its `Hello`s and `Ack`s inflated by `LIE`.
 fn inflate_claims(frame: Vec<u8>) -> Vec<u8> {
-    use meridian::replication::Frame;
+    use meridian_core::replication::Frame;
     let inflate =
         |v: Vec<(meridian::ReplicaId, u64)>| v.into_iter().map(|(o, s)| (o, s + LIE)).collect();
     let Some(version) = Frame::version_of(&frame) else {
@@ -802,7 +804,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                             n.engine.member_id(),
                             n.engine.replica_id(),
                             n.engine.applied(),
-                            meridian::replication::ReplicaStore::log_floor(&n.engine)
+                            meridian_core::replication::ReplicaStore::log_floor(&n.engine)
                         );
                         for (id, p) in n.repl.peers() {
                             eprintln!(
@@ -813,7 +815,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                     }
                     for r in world.regions.iter().filter_map(|r| r.node.as_ref()) {
                         for item in r.engine.store().records_from(b"", None).flatten() {
-                            let rec = meridian::model::codec::decode_record(&item.1);
+                            let rec = meridian_core::model::codec::decode_record(&item.1);
                             eprintln!(
                                 "{} {:?} {:?}",
                                 r.engine.replica_id(),
@@ -863,7 +865,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                             .collect();
                         world.violations.push(format!(
                         "region {i}: {entries} log entries and {tombs} tombstones not reclaimed {RECLAIM_MS} ms after convergence (first {first:?}; stable {:?}; floors {})",
-                        n.repl.stable(&n.engine).map(|v| v.to_string()), meridian::replication::ReplicaStore::log_floor(&n.engine)
+                        n.repl.stable(&n.engine).map(|v| v.to_string()), meridian_core::replication::ReplicaStore::log_floor(&n.engine)
                     ))
                     }
                     Err(e) => world.violations.push(e),
@@ -893,8 +895,8 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                 eprintln!(
                     "end: region {i} applied {} stranded {:?} floors {}",
                     n.engine.applied(),
-                    meridian::replication::ReplicaStore::stranded(&n.engine),
-                    meridian::replication::ReplicaStore::log_floor(&n.engine)
+                    meridian_core::replication::ReplicaStore::stranded(&n.engine),
+                    meridian_core::replication::ReplicaStore::log_floor(&n.engine)
                 );
                 for (id, p) in n.repl.peers() {
                     eprintln!("   link {id:?} member {} claimed {}", p.member, p.claimed);
@@ -905,7 +907,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                         .export(k.as_bytes())
                         .ok()
                         .flatten()
-                        .map(|b| meridian::model::codec::decode_record(&b));
+                        .map(|b| meridian_core::model::codec::decode_record(&b));
                     eprintln!("   {k}: {rec:?} lost {:?}", n.engine.declared_lost());
                 }
             }
@@ -933,7 +935,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
     // The scratch directory goes: nothing to keep at a clean shutdown.
     for r in world.regions.iter_mut() {
         if let Some(n) = r.node.take() {
-            n.engine.close_as_crashed();
+            n.engine.into_engine().close_as_crashed();
         }
     }
     report.violations.extend(world.violations);

@@ -272,7 +272,7 @@ impl Engine {
 
     /// Marks the directory as replicated (peers may hold its writes from now on) and fills the
     /// replication caches. Replication drivers call it before the first link comes up.
-    pub fn attach_replication(&self) -> Result<()> {
+    pub(crate) fn attach_replication(&self) -> Result<()> {
         if self.inner.store.get_meta(keys::META_REPLICATED)?.is_none() {
             self.inner
                 .store
@@ -286,7 +286,7 @@ impl Engine {
     /// the current origin that peers or clients hold). The current origin's writes committed
     /// without a hole become an origin like any other: entries peers hold beyond them arrive
     /// by replication. Waits for writes in progress; returns the new origin.
-    pub fn start_new_epoch(&self, reason: &str) -> Result<ReplicaId> {
+    pub(crate) fn start_new_epoch(&self, reason: &str) -> Result<ReplicaId> {
         self.check_not_poisoned()?;
         let inner = &*self.inner;
         let mut gate = write_lock(&inner.gate);

@@ -244,6 +244,7 @@ impl Engine {
 
     /// The oldest build layout that can open the data directory: builds of this layout or
     /// newer can be rolled back to without a restore; older ones refuse it.
+    #[cfg(feature = "testing")]
     pub fn layout_floor(&self) -> Result<u8> {
         Ok(read(&self.inner.store)?.floor)
     }

@@ -42,15 +42,19 @@ mod open;
 mod reads;
 mod remote;
 mod replica_store;
+mod replication;
 mod requests;
 mod settings;
 mod state_digest;
+mod subscriptions;
 mod visibility;
 mod write;
 
 pub use epoch::OriginStatus;
 pub use faults::FaultReport;
+pub use replication::Replication;
 pub use requests::{Once, REQUEST_TAGS_MAX, REQUEST_TAG_AGE_MS};
+pub use subscriptions::Subscription;
 
 /// Writers touching the same key serialise on one of this many locks (many: a batch of a
 /// hundred keys holds a hundred of them, and concurrent batches should rarely share one).
@@ -127,10 +131,12 @@ struct Inner {
     created: Mutex<crate::replication::created_keys::CreatedKeys>,
     /// The keys the log names above the floors (`named_keys.rs`), for the tombstone pass.
     named_keys: Mutex<named_keys::NamedKeys>,
-    /// Called after every local commit (the runtime wakes its replicator with it).
-    commit_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
-    /// Called whenever the applied vector advances (the runtime wakes token waits with it).
-    applied_hook: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Called after every local commit (`Replication::on_commit`: runtimes wake their
+    /// replicators with it).
+    commit_subscribers: Arc<subscriptions::Subscribers>,
+    /// Called whenever the applied vector advances (`Engine::on_applied`: runtimes wake token
+    /// waits with it).
+    applied_subscribers: Arc<subscriptions::Subscribers>,
     /// Set by `close_as_crashed`: the run does not end cleanly.
     crashed: AtomicBool,
     /// Request tags kept (`requests.rs`).
@@ -194,7 +200,7 @@ impl Engine {
     }
 
     /// The highest sequence number this replica has assigned.
-    pub fn last_seq(&self) -> u64 {
+    pub(crate) fn last_seq(&self) -> u64 {
         lock(&self.inner.numbering).next_seq - 1
     }
 
@@ -202,31 +208,32 @@ impl Engine {
     /// `Config::entry_cache_bytes`), so that replication ships fresh writes without reading
     /// them back; the replication runtime calls it. An engine that does not replicate does not
     /// pay for it. Writes committed before the call are read from disk when shipped.
-    pub fn enable_replication_cache(&self) {
+    pub(crate) fn enable_replication_cache(&self) {
         self.inner.caching.store(true, Ordering::SeqCst);
     }
 
     /// Whether the current state of `key` is held in memory for shipping (an entry that not
     /// every peer has acknowledged still needs it): a diagnostic of the shipping caches.
+    #[cfg(feature = "testing")]
     pub fn holds_shipping_state(&self, key: &[u8]) -> bool {
         self.inner.states.get(key).is_some()
     }
 
-    /// Registers the function called after every local commit; only the first call takes
-    /// effect (returns whether this one did).
-    pub fn set_commit_hook(&self, hook: Box<dyn Fn() + Send + Sync>) -> bool {
-        self.inner.commit_hook.set(hook).is_ok()
+    /// Calls `wake` whenever the applied vector advances (a local commit, a peer's entries
+    /// applied) until the subscription is dropped, so an asynchronous caller can wait for a
+    /// token without a thread (check `covers` again when woken). Any number may subscribe.
+    /// It runs on the writing thread: keep it short.
+    pub fn on_applied(&self, wake: impl Fn() + Send + Sync + 'static) -> Subscription {
+        self.inner.applied_subscribers.subscribe(Arc::new(wake))
     }
 
-    /// Registers the function called whenever the applied vector advances (a local commit,
-    /// a peer's entries applied), so an asynchronous caller can wait for a token without a
-    /// thread; only the first call takes effect (returns whether this one did). It runs on
-    /// the writing thread: keep it short.
-    pub fn set_applied_hook(&self, hook: Box<dyn Fn() + Send + Sync>) -> bool {
-        self.inner.applied_hook.set(hook).is_ok()
+    /// Flushes RocksDB's memory tables and write-ahead log to disk.
+    pub fn flush(&self) -> Result<()> {
+        Ok(self.inner.store.flush()?)
     }
 
-    /// The underlying store (for replication and tools in this crate's family).
+    /// The underlying store (tools and tests of this crate's family: feature `testing`).
+    #[cfg(feature = "testing")]
     pub fn store(&self) -> &Store {
         &self.inner.store
     }

@@ -123,8 +123,8 @@ impl Engine {
                 tombstones: Mutex::new(compaction::TombstoneWork::new()),
                 named_keys: Mutex::new(Default::default()),
                 created: Mutex::new(Default::default()),
-                commit_hook: std::sync::OnceLock::new(),
-                applied_hook: std::sync::OnceLock::new(),
+                commit_subscribers: Default::default(),
+                applied_subscribers: Default::default(),
                 crashed: AtomicBool::new(false),
                 request_tags: AtomicUsize::new(request_tags),
                 fenced: std::sync::OnceLock::new(),
@@ -160,6 +160,7 @@ impl Engine {
 
     /// Drops this handle as a process crash would: the run is not marked as ended cleanly
     /// (the simulator's crashes; the next open treats the run as interrupted).
+    #[cfg(feature = "testing")]
     pub fn close_as_crashed(self) {
         self.inner.crashed.store(true, Ordering::SeqCst);
     }

@@ -4,14 +4,14 @@ use super::*;
 
 impl Engine {
     /// The encoded state of `key` (tombstones included), to hand to another replica.
-    pub fn export(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn export(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
         Ok(self.inner.store.get_record(key)?.map(|b| b.to_vec()))
     }
 
     /// Merges a record state from another replica. Idempotent, commutative; returns whether the
     /// local state changed.
-    pub fn apply_remote(&self, key: &[u8], state: &[u8]) -> Result<bool> {
+    pub(crate) fn apply_remote(&self, key: &[u8], state: &[u8]) -> Result<bool> {
         let inner = &*self.inner;
         self.check_writable()?;
         check_key(key)?;

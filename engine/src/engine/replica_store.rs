@@ -4,6 +4,7 @@
 //! truncation and tombstone collection at causal stability).
 
 use super::faults::Stored;
+use super::Replication;
 use crate::engine::{lock, Engine};
 use crate::engine::{read_lock, write_lock};
 use crate::error::{Error, Result};
@@ -219,15 +220,15 @@ impl Engine {
     }
 }
 
-impl ReplicaStore for Engine {
+impl ReplicaStore for Replication {
     type Error = Error;
 
     fn replica_id(&self) -> ReplicaId {
-        Engine::replica_id(self)
+        Engine::replica_id(&self.engine)
     }
 
     fn member_id(&self) -> ReplicaId {
-        Engine::member_id(self)
+        Engine::member_id(&self.engine)
     }
 
     fn origin_view(&self) -> OriginView {
@@ -239,7 +240,7 @@ impl ReplicaStore for Engine {
     }
 
     fn start_new_epoch(&self, reason: &str) -> Result<ReplicaId> {
-        Engine::start_new_epoch(self, reason)
+        Engine::start_new_epoch(&self.engine, reason)
     }
 
     fn drop_covered(&self, keys: &[Vec<u8>], seen: &VersionVector) -> Result<usize> {
@@ -346,7 +347,7 @@ impl ReplicaStore for Engine {
     }
 
     fn applied(&self) -> VersionVector {
-        Engine::applied(self)
+        Engine::applied(&self.engine)
     }
 
     fn exceptions(&self) -> Exceptions {
@@ -846,15 +847,15 @@ mod tests {
     use crate::replication::RecordState;
     use crate::Config;
 
-    fn engine(dir: &std::path::Path, id: u64) -> Engine {
+    fn engine(dir: &std::path::Path, id: u64) -> Replication {
         let config = Config {
             replica_id: Some(ReplicaId(id)),
             ..Config::default()
         };
-        Engine::open(dir, config).expect("open")
+        Engine::open(dir, config).expect("open").replication()
     }
 
-    fn owned_entry(e: &Engine, origin: ReplicaId, seq: u64) -> Option<Vec<RecordState>> {
+    fn owned_entry(e: &Replication, origin: ReplicaId, seq: u64) -> Option<Vec<RecordState>> {
         let states = e.read_entry(origin, seq).unwrap()?.states;
         Some(
             states

@@ -134,7 +134,7 @@ impl Engine {
 
     /// Deletes request tags older than `REQUEST_TAG_AGE_MS` and, oldest first, those beyond
     /// `REQUEST_TAGS_MAX`: at most `PRUNE_CHUNK` per call. Returns how many went.
-    pub fn prune_requests(&self, now_ms: u64) -> Result<usize> {
+    pub(crate) fn prune_requests(&self, now_ms: u64) -> Result<usize> {
         let inner = &*self.inner;
         let cutoff = now_ms.saturating_sub(REQUEST_TAG_AGE_MS);
         let count = inner.request_tags.load(Ordering::Relaxed);
@@ -188,9 +188,16 @@ impl Engine {
         Ok(pruned)
     }
 
-    /// How many request tags are kept.
+    /// How many request tags are kept (feature `testing`).
+    #[cfg(feature = "testing")]
     pub fn request_tags(&self) -> usize {
         self.inner.request_tags.load(Ordering::Relaxed)
+    }
+
+    /// Prunes request tags as at `now_ms` (feature `testing`; the engine prunes by itself).
+    #[cfg(feature = "testing")]
+    pub fn prune_requests_at(&self, now_ms: u64) -> Result<usize> {
+        self.prune_requests(now_ms)
     }
 }
 

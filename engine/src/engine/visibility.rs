@@ -44,9 +44,7 @@ impl Engine {
 
     /// Wakes `wait_covers` callers after the applied vector advanced.
     pub(crate) fn applied_advanced(&self) {
-        if let Some(hook) = self.inner.applied_hook.get() {
-            hook();
-        }
+        self.inner.applied_subscribers.notify();
         if self.inner.applied_waiters.load(Ordering::SeqCst) == 0 {
             return;
         }

@@ -131,7 +131,7 @@ impl Engine {
     /// Fences this process: from now on it refuses local writes (`Error::Fenced`), for the
     /// rest of its life. Replication calls it when the other members say a newer process of
     /// this replica's identity runs; peers' entries are not affected (they refuse its links).
-    pub fn fence(&self, reason: &str) {
+    pub(crate) fn fence(&self, reason: &str) {
         if self.inner.fenced.set(reason.to_string()).is_ok() {
             tracing::error!(%reason, "this process is fenced: it refuses local writes from now on");
             metrics::gauge!("meridian_fenced").set(1.0);
@@ -251,9 +251,7 @@ impl Engine {
         let checkpoint = lock(&inner.own).commit(seq);
         self.applied_advanced();
         self.checkpoint_contiguous(checkpoint);
-        if let Some(hook) = inner.commit_hook.get() {
-            hook();
-        }
+        inner.commit_subscribers.notify();
         Ok(CausalToken::of_dot(dot))
     }
 

@@ -3,8 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use meridian::replication::{LinkId, Output, ReplicationConfig, ReplicationError, Replicator};
-use meridian::{Config, Engine, ReplicaId};
+use meridian::{Config, Engine, ReplicaId, Replication};
+use meridian_core::replication::{LinkId, Output, ReplicationConfig, ReplicationError, Replicator};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -13,7 +13,7 @@ pub const TICK_MS: u64 = 50;
 pub struct Region {
     pub dir: PathBuf,
     pub member: ReplicaId,
-    pub node: Option<(Engine, Replicator)>,
+    pub node: Option<(Replication, Replicator)>,
 }
 
 /// Regions whose replicators are linked in memory: every frame arrives at once, in order.
@@ -63,7 +63,7 @@ impl Net {
         net
     }
 
-    pub fn engine(&self, i: usize) -> &Engine {
+    pub fn engine(&self, i: usize) -> &Replication {
         &self.regions[i].node.as_ref().unwrap().0
     }
 
@@ -89,8 +89,10 @@ impl Net {
             ..Config::default()
         };
         tune(&mut config);
-        let engine = Engine::open(&self.regions[i].dir, config).unwrap();
-        engine.attach_replication().unwrap();
+        let engine = Engine::open(&self.regions[i].dir, config)
+            .unwrap()
+            .replication();
+        engine.attach().unwrap();
         self.sessions += 1;
         let repl_config = ReplicationConfig {
             members: self.members.clone(),
@@ -126,7 +128,7 @@ impl Net {
     /// Stops region `i` as a process crash would (its run does not end cleanly).
     pub fn crash(&mut self, i: usize) {
         if let Some((engine, _)) = self.regions[i].node.take() {
-            engine.close_as_crashed();
+            engine.into_engine().close_as_crashed();
         }
         self.unlink_all(i);
     }

@@ -70,8 +70,8 @@ fn dump(name: &str, e: &Engine) -> anyhow::Result<()> {
 fn exchange(from: &Engine, to: &Engine) -> anyhow::Result<usize> {
     let mut changed = 0;
     for k in KEYS {
-        if let Some(state) = from.export(k)? {
-            changed += usize::from(to.apply_remote(k, &state)?);
+        if let Some(state) = from.replication().export(k)? {
+            changed += usize::from(to.replication().apply_remote(k, &state)?);
         }
     }
     Ok(changed)
@@ -134,7 +134,7 @@ fn main() -> anyhow::Result<()> {
     dump("eu-west", &eu)?;
     for k in KEYS {
         anyhow::ensure!(
-            us.export(k)? == eu.export(k)?,
+            us.replication().export(k)? == eu.replication().export(k)?,
             "regions diverge on {:?}",
             String::from_utf8_lossy(k)
         );

@@ -133,7 +133,7 @@ async fn connect(cluster: &Cluster, i: usize) -> anyhow::Result<Client> {
 async fn session_writes(cluster: &Cluster) -> anyhow::Result<()> {
     use meridian_runtime::client_proto::Consistency;
     use meridian_runtime::routed::{RoutedClient, RoutedError};
-    let near = meridian::routing::Location::new(48.85, 2.35);
+    let near = meridian_core::routing::Location::new(48.85, 2.35);
     let mut config = cluster.cluster_file("demo", near).routed_config();
     config.request_timeout = Duration::from_secs(3);
     let session = RoutedClient::connect(config).await?;
@@ -200,7 +200,7 @@ async fn demo() -> anyhow::Result<()> {
     cluster.run_with(&daemon);
     for (node, (lat, lon)) in cluster.nodes.iter_mut().zip(PLACES) {
         node.log_filter = "error".into();
-        node.config.location = meridian::routing::Location::new(lat, lon);
+        node.config.location = meridian_core::routing::Location::new(lat, lon);
     }
     println!("   wrote {}", cluster.certs_dir().display());
 

@@ -4,8 +4,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use meridian::routing::Location;
 pub use meridian_config::node_config::NodeConfig;
+use meridian_core::routing::Location;
 #[allow(unused_imports)]
 pub use meridian_tests::{scrape, Cluster, NodeProcess};
 use std::path::Path;

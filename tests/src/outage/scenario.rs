@@ -5,9 +5,9 @@ use super::history::{Action, History, OpRecord, Outcome};
 use super::report::Row;
 use super::workload::{run_client, run_strict, Switches};
 use crate::Cluster;
-use meridian::model::Op;
-use meridian::routing::Location;
 use meridian_config::node_config::ProtocolsSection;
+use meridian_core::model::Op;
+use meridian_core::routing::Location;
 use meridian_netem::{Netem, Shape, ShapeChange};
 use meridian_runtime::client::{new_request_id, ClientFailure};
 use meridian_runtime::client_proto::{ClientRequest, ClientResponse, Consistency, ErrorCode};
@@ -666,7 +666,7 @@ impl Outage<'_> {
             tokio::time::sleep(self.form.fault / 3).await;
         }
         let after = block_in_place(|| versions(self.cluster));
-        let newest = meridian::replication::PROTOCOL_VERSION;
+        let newest = meridian_core::replication::PROTOCOL_VERSION;
         if after.len() != REGIONS.len() * (REGIONS.len() - 1)
             || after.iter().any(|v| *v != Some(newest))
         {

@@ -5,8 +5,8 @@
 //! acknowledged at `majority` or more).
 
 use super::history::{Action, History, OpRecord, Outcome, ReadAnswer, ReadCheck, ReadKind, Want};
-use meridian::model::Op;
 use meridian::{Read, ReadValue};
+use meridian_core::model::Op;
 use meridian_runtime::client_proto::Consistency;
 use meridian_runtime::routed::{RoutedClient, RoutedConfig, RoutedError, Written};
 use std::sync::atomic::{AtomicBool, Ordering};

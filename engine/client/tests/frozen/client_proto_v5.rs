@@ -1,9 +1,9 @@
 //! The client protocol: one request and one response per QUIC bidirectional stream, each a
 //! frame of a version byte and postcard.
 
-use meridian::model::{CausalToken, Op, ReplicaId, VersionVector};
-use meridian::routing::{Location, Ranked};
 use meridian::Read;
+use meridian_core::model::{CausalToken, Op, ReplicaId, VersionVector};
+use meridian_core::routing::{Location, Ranked};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 

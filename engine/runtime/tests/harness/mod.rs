@@ -5,7 +5,6 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use meridian::routing::Location;
 use meridian::{Config, Engine};
 use meridian_client::client::Client;
 use meridian_client::client_proto::{ClientRequest, ClientResponse};
@@ -13,6 +12,7 @@ use meridian_client::routed::{RoutedClient, RoutedConfig, Seed};
 use meridian_client::tls::replica_dns_name;
 use meridian_client::TlsFiles;
 use meridian_config::dev_certs::{self, CertsRequest};
+use meridian_core::routing::Location;
 use meridian_runtime::{replica_id_for, PeerSpec, Runtime, RuntimeConfig, RuntimeError};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;

@@ -46,13 +46,13 @@ use crate::network::{Network, LOCATIONS, REGIONS};
 use crate::rng::SimRng;
 use crate::workload::{self, Applied, Session};
 use crate::ClientStats;
-use meridian::model::{CausalToken, Dot, Op, VersionVector};
-use meridian::routing::{
+use meridian::WallClock;
+use meridian_core::model::{CausalToken, Dot, Op, VersionVector};
+use meridian_core::routing::{
     attempt_budget_ms, order_regions, smoothed_rtt, Answer, Attempts, Breaker, BreakerSettings,
     Candidate, ClockOffset, ClockSample, Health, Location, Outcome, SessionKeys, Step,
     UnknownCause, Verdict, WriteCall, WriteOutcome,
 };
-use meridian::WallClock;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Routed sessions per seed.
@@ -80,7 +80,7 @@ const DROP_ANSWER: f64 = 0.06;
 /// Chance that a session moves to another region's place before a call.
 const MOVE: f64 = 0.08;
 /// Clock samples a session keeps per region (as `ClockOffset` does).
-const SAMPLES_KEPT: usize = meridian::routing::clock_offset::SAMPLES_KEPT;
+const SAMPLES_KEPT: usize = meridian_core::routing::clock_offset::SAMPLES_KEPT;
 
 /// A request on its way to (or waiting at) a region.
 #[derive(Clone, Debug)]
@@ -1112,7 +1112,7 @@ impl World {
             .export(&request.key)
             .ok()
             .flatten()
-            .and_then(|b| meridian::model::codec::decode_record(&b).ok());
+            .and_then(|b| meridian_core::model::codec::decode_record(&b).ok());
         for d in expect {
             if session.forgot(d)
                 || history.lost.contains(d)
@@ -1150,12 +1150,12 @@ impl World {
         &self,
         r: usize,
         key: &[u8],
-        declared: &meridian::replication::Exceptions,
+        declared: &meridian_core::replication::Exceptions,
     ) -> bool {
         self.corrupted.contains(&(r, key.to_vec()))
             || declared
                 .uncertain
-                .contains(&meridian::model::digest::key_hash(key))
+                .contains(&meridian_core::model::digest::key_hash(key))
     }
 
     /// A session's context-dependent write (`request`) about to apply at its region: the

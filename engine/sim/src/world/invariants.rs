@@ -11,8 +11,8 @@
 use super::World;
 use crate::history::{reflects, register_saw, History};
 use crate::workload::Session;
-use meridian::model::digest::key_hash;
 use meridian::{Dot, VersionVector};
+use meridian_core::model::digest::key_hash;
 
 impl World {
     /// Checks I1 for the writes each region's applied vector newly covers.
@@ -47,7 +47,7 @@ impl World {
                     .export(key)
                     .ok()
                     .flatten()
-                    .and_then(|b| meridian::model::codec::decode_record(&b).ok());
+                    .and_then(|b| meridian_core::model::codec::decode_record(&b).ok());
                 if reflects(record.as_ref(), key, *dot, history, &applied) {
                     verified.push(*dot);
                 } else {
@@ -62,14 +62,13 @@ impl World {
                         );
                         for (j, r) in self.regions.iter().enumerate() {
                             if let Some(m) = &r.node {
-                                let rec =
-                                    m.engine.export(key).ok().flatten().and_then(|b| {
-                                        meridian::model::codec::decode_record(&b).ok()
-                                    });
+                                let rec = m.engine.export(key).ok().flatten().and_then(|b| {
+                                    meridian_core::model::codec::decode_record(&b).ok()
+                                });
                                 eprintln!(
                                     "   region {j} applied {} floors {} ctx {:?} lost {:?}",
                                     m.engine.applied(),
-                                    meridian::replication::ReplicaStore::log_floor(&m.engine),
+                                    meridian_core::replication::ReplicaStore::log_floor(&m.engine),
                                     rec.map(|r| r.context().to_string()),
                                     m.engine.declared_lost()
                                 );

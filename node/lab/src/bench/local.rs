@@ -130,6 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut meta = 0u64;
     for i in 0..sample {
         let stored = engine
+            .replication()
             .export(&key(shuffled(ops, i)))?
             .ok_or_else(|| anyhow::anyhow!("missing record"))?;
         meta += (stored.len() - VALUE_BYTES) as u64;

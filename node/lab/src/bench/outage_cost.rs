@@ -13,9 +13,9 @@
 //! against the `up` phase of the same run (`down` throughput target ≥ 0.8; max target ≤ 250 ms).
 
 use super::report::{emit, header, Metric};
-use meridian::model::Op;
-use meridian::routing::Location;
 use meridian::VersionVector;
+use meridian_core::model::Op;
+use meridian_core::routing::Location;
 use meridian_runtime::client_proto::Consistency;
 use meridian_runtime::routed::RoutedClient;
 use meridian_tests::{Cluster, NodeProcess};

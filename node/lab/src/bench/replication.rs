@@ -173,7 +173,7 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
         }
         rb = Some(started_b);
         let started = Instant::now();
-        wait_applied(&b, origin, a.last_seq(), started).await?;
+        wait_applied(&b, origin, a.replication().last_seq(), started).await?;
         rates.push(n as f64 / started.elapsed().as_secs_f64());
         cpu_per_record.push(cpu_since(cpu_before).as_micros() as f64 / n as f64);
     }
@@ -199,7 +199,7 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     write_records(&a, next, next + n, &value).await?;
     next += n;
-    wait_applied(&b, origin, a.last_seq(), started).await?;
+    wait_applied(&b, origin, a.replication().last_seq(), started).await?;
     let end_to_end = n as f64 / started.elapsed().as_secs_f64();
     emit(
         &Metric::with_reference(

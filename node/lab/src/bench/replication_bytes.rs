@@ -3,8 +3,8 @@
 //! directory); links are in-memory and lossless, so the figures are the protocol's own.
 
 use super::report::{emit, header, Metric};
-use meridian::replication::{LinkId, Output, ReplicaStore, ReplicationConfig, Replicator};
-use meridian::{Batch, Config, Engine, ReplicaId};
+use meridian::{Batch, Config, Engine, ReplicaId, Replication};
+use meridian_core::replication::{LinkId, Output, ReplicaStore, ReplicationConfig, Replicator};
 use std::collections::BTreeSet;
 
 /// Options of `bench sim`.
@@ -25,7 +25,7 @@ pub struct Args {
 }
 
 struct Node {
-    engine: Engine,
+    engine: Replication,
     repl: Replicator,
 }
 
@@ -37,7 +37,7 @@ struct Links {
 }
 
 impl Links {
-    fn new(engines: Vec<Engine>) -> Links {
+    fn new(engines: Vec<Replication>) -> Links {
         let nodes = engines
             .into_iter()
             .map(|engine| {
@@ -125,12 +125,12 @@ impl Links {
     }
 }
 
-fn open(dir: &std::path::Path, name: &str, id: u64) -> anyhow::Result<Engine> {
+fn open(dir: &std::path::Path, name: &str, id: u64) -> anyhow::Result<Replication> {
     let config = Config {
         replica_id: Some(ReplicaId(id)),
         ..Config::default()
     };
-    Ok(Engine::open(dir.join(name), config)?)
+    Ok(Engine::open(dir.join(name), config)?.replication())
 }
 
 fn key(prefix: &str, i: u64) -> Vec<u8> {
@@ -145,7 +145,7 @@ fn value(i: u64, round: u64) -> Vec<u8> {
 }
 
 /// Encoded size (key + record) of `keys` as stored by `engine`.
-fn stored_bytes(engine: &Engine, keys: impl Iterator<Item = Vec<u8>>) -> anyhow::Result<u64> {
+fn stored_bytes(engine: &Replication, keys: impl Iterator<Item = Vec<u8>>) -> anyhow::Result<u64> {
     let mut total = 0;
     for k in keys {
         let state = engine

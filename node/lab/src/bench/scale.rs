@@ -14,8 +14,8 @@
 //! - `peak_rss_mib_<size>`: the receiving node's peak resident memory (≤ 1024).
 
 use super::report::{emit, header, Metric};
-use meridian::replication::ReplicaStore;
-use meridian::{Batch, Engine, VersionVector};
+use meridian::{Batch, Engine, Replication, VersionVector};
+use meridian_core::replication::ReplicaStore;
 use meridian_tests::{scrape, Cluster, NodeProcess};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use std::time::{Duration, Instant};
@@ -80,13 +80,13 @@ fn bytes_sent(node: &NodeProcess) -> anyhow::Result<f64> {
 }
 
 /// Opens `a`'s directory in this process (to load it, or change it while its peer is away).
-fn open_a(a: &NodeProcess) -> anyhow::Result<Engine> {
-    Ok(Engine::open(&a.config.data_dir, a.config.engine_config())?)
+fn open_a(a: &NodeProcess) -> anyhow::Result<Replication> {
+    Ok(Engine::open(&a.config.data_dir, a.config.engine_config())?.replication())
 }
 
 /// Truncates `a`'s log past everything it holds, as it would once every member applied it:
 /// a peer that lacks anything gets state, not entries.
-fn truncate(a: &Engine) -> anyhow::Result<()> {
+fn truncate(a: &Replication) -> anyhow::Result<()> {
     a.compact(&a.applied())?;
     Ok(())
 }
@@ -107,7 +107,7 @@ fn wait_covered(
     }
 }
 
-fn record_bytes(e: &Engine, keys: impl Iterator<Item = u64>) -> anyhow::Result<f64> {
+fn record_bytes(e: &Replication, keys: impl Iterator<Item = u64>) -> anyhow::Result<f64> {
     let mut total = 0usize;
     for i in keys {
         let k = key(i);
@@ -153,7 +153,7 @@ fn measure(
     // Region a: the data set, its log truncated.
     let moved_bytes = {
         let e = open_a(&cluster.nodes[0])?;
-        e.attach_replication()?;
+        e.attach()?;
         for from in (0..n).step_by(BATCH as usize) {
             let batch =
                 (from..(from + BATCH).min(n)).fold(Batch::new(), |b, i| b.put(key(i), value));
