@@ -5,7 +5,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/meridian/target
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: c-libs python-wheel deps demo test test-checked power-cut bench sim lint fuzz bench-scale outage header cart-cluster example-cart example-cart-c example-cart-python
+.PHONY: api c-libs python-wheel deps demo test test-checked power-cut bench sim lint fuzz bench-scale outage header cart-cluster example-cart example-cart-c example-cart-python
 
 deps:
 	@bash scripts/install-deps.sh
@@ -26,6 +26,7 @@ test: deps
 	MERIDIAN_LIB=$(CARGO_TARGET_DIR)/release/libmeridian.so MERIDIAN_BIN=$(CARGO_TARGET_DIR)/release/meridian \
 	  bash scripts/python-tests.sh
 	bash scripts/python-wheel-test.sh $(CARGO_TARGET_DIR)/release/libmeridian.so
+	bash scripts/public-api.sh
 
 # The Rust suite with debug assertions and overflow checks on (its own build: RocksDB again).
 test-checked: deps
@@ -56,6 +57,12 @@ sim: deps
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	bash scripts/public-api.sh
+
+# The meridian crate's public API against engine/public-api.txt (`--bless` after a change
+# made on purpose).
+api: deps
+	bash scripts/public-api.sh
 
 # Long forms: fuzz every decoder for FUZZ_SECONDS each (nightly + cargo-fuzz), state transfer
 # at 1M and 10M records.

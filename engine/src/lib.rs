@@ -1,10 +1,12 @@
 //! Meridian: an embeddable, multi-region, active-active replicated key-value engine.
 //!
-//! The embedded engine: [`Engine`] (the local API) over [`store`] (RocksDB), implementing the
-//! storage seam of the sans-IO replication core (crate `meridian-core`, re-exported here as
-//! [`model`], [`replication`] and [`limits`]). It pulls no async runtime and no QUIC: the
-//! runtime that replicates over the network is crate `meridian-runtime`. See ARCHITECTURE.md
-//! at the repository root.
+//! The application's API is at the top level: [`Engine`] (open, typed reads and writes,
+//! batches, scans, causal tokens and waits, wake-up subscriptions), [`Config`], [`Batch`],
+//! [`Error`] and the read types. Data lives in RocksDB; every record is a CRDT of the sans-IO
+//! core (crate `meridian-core`). Replication drivers (the QUIC runtime `meridian-runtime`, the
+//! simulator) work through one handle, [`Engine::replication`]; this crate pulls no async
+//! runtime and no QUIC. Feature `testing` exposes the RocksDB layout and crash-like closes to
+//! the project's own tools and tests. See ARCHITECTURE.md at the repository root.
 //!
 //! ```no_run
 //! let dir = tempfile::tempdir()?;
