@@ -41,15 +41,20 @@ pub trait RandomSource: Send + Sync {
     fn next_u64(&self) -> u64;
 }
 
-/// The operating system's randomness (`getrandom`).
+/// The operating system's randomness (`getrandom`). Should the system have none to give (no
+/// `getrandom` syscall and no `/dev/urandom`, which Linux has had since 3.17), a number is
+/// mixed from the wall clock and the process id instead: an id must still be drawn, but two
+/// processes started in the same millisecond with the same pid could draw the same one, so
+/// the fallback is logged as an error and counted (`meridian_random_fallback_total`).
 #[derive(Debug, Default)]
 pub struct OsRandom;
 
 impl RandomSource for OsRandom {
     fn next_u64(&self) -> u64 {
         let mut b = [0u8; 8];
-        // Without OS randomness, mix the clock: an id must still be drawn.
-        if getrandom::fill(&mut b).is_err() {
+        if let Err(e) = getrandom::fill(&mut b) {
+            tracing::error!(error = %e, "the operating system gave no randomness: a replica id or epoch is drawn from the clock and the process id instead, and may collide with another process's");
+            metrics::counter!("meridian_random_fallback_total").increment(1);
             let t = SystemClock.now_ms() ^ u64::from(std::process::id()) << 40;
             return crate::model::ReplicaId(t).epoch_origin(0x5eed).0;
         }

@@ -123,16 +123,34 @@ pub fn read_pems(files: &TlsFiles) -> Result<Identity, TlsError> {
 /// connections are affected (replication links keep 10 s).
 pub const CLIENT_LIVENESS: Duration = Duration::from_secs(1);
 
-/// The transport of both ends: `liveness` is the idle timeout (pinged four times as often),
-/// 10 s by default.
+/// How long a replication link lives without hearing from its peer: long enough to ride out a
+/// stall of the peer's process or network (a link that drops is rebuilt from a `Hello`, which
+/// costs a handshake and a resend), short enough that routing learns of a dead region.
+pub const REPLICATION_LIVENESS: Duration = Duration::from_secs(10);
+
+/// A replication link pings this often: five times per liveness period, so a lost ping or two
+/// does not end it.
+pub const REPLICATION_KEEP_ALIVE: Duration = Duration::from_secs(2);
+
+/// A connection with a liveness given pings this many times per period.
+pub const PINGS_PER_LIVENESS: u32 = 4;
+
+/// The shortest ping interval and liveness accepted (a setting below is raised to these): a
+/// round trip across regions takes up to about 300 ms, and pings must not crowd the link.
+pub const KEEP_ALIVE_MIN: Duration = Duration::from_millis(25);
+/// See `KEEP_ALIVE_MIN`.
+pub const LIVENESS_MIN: Duration = Duration::from_millis(100);
+
+/// The transport of both ends: `liveness` is the idle timeout (pinged `PINGS_PER_LIVENESS`
+/// times as often), `REPLICATION_LIVENESS` by default.
 pub fn transport(disable_gso: bool, liveness: Option<Duration>) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     let (keep_alive, idle) = match liveness {
         Some(l) => (
-            (l / 4).max(Duration::from_millis(25)),
-            l.max(Duration::from_millis(100)),
+            (l / PINGS_PER_LIVENESS).max(KEEP_ALIVE_MIN),
+            l.max(LIVENESS_MIN),
         ),
-        None => (Duration::from_secs(2), Duration::from_secs(10)),
+        None => (REPLICATION_KEEP_ALIVE, REPLICATION_LIVENESS),
     };
     t.keep_alive_interval(Some(keep_alive));
     if let Ok(idle) = quinn::IdleTimeout::try_from(idle) {
