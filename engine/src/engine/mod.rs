@@ -222,7 +222,8 @@ impl Engine {
     /// Calls `wake` whenever the applied vector advances (a local commit, a peer's entries
     /// applied) until the subscription is dropped, so an asynchronous caller can wait for a
     /// token without a thread (check `covers` again when woken). Any number may subscribe.
-    /// It runs on the writing thread: keep it short.
+    /// It runs on the writing thread: keep it short, and do not subscribe or drop a
+    /// subscription from inside it (the list is held while the functions run).
     pub fn on_applied(&self, wake: impl Fn() + Send + Sync + 'static) -> Subscription {
         self.inner.applied_subscribers.subscribe(Arc::new(wake))
     }

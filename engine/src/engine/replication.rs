@@ -94,7 +94,8 @@ impl Replication {
     }
 
     /// Calls `wake` after every local commit until the subscription is dropped (a runtime
-    /// wakes its replicator with it). It runs on the writing thread: keep it short.
+    /// wakes its replicator with it). It runs on the writing thread: keep it short, and do not
+    /// subscribe or drop a subscription from inside it (the list is held while they run).
     pub fn on_commit(&self, wake: impl Fn() + Send + Sync + 'static) -> Subscription {
         self.engine
             .inner
