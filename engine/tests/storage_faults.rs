@@ -161,3 +161,37 @@ fn a_damaged_record_is_repaired_from_a_peer() {
     net.run(1_000);
     net.assert_everywhere("b", "w");
 }
+
+/// A set removal's log entry damaged before a peer received it: its tombstone (the element's
+/// dot, stable everywhere) must stay until the removal itself reached every member, or the
+/// peer keeps the element while its vector covers the removal (found by simulator seed
+/// 363156624).
+#[test]
+fn a_removal_whose_log_entry_does_not_decode_keeps_its_tombstone_until_every_member_has_it() {
+    let mut net = Net::new(2);
+    net.engine(0).set_add(b"s", &[b"x"]).unwrap();
+    net.run(500);
+    assert_eq!(
+        net.engine(1).get_set(b"s").unwrap(),
+        Some(vec![b"x".to_vec()])
+    );
+    net.stop(1);
+    net.engine(0).set_remove(b"s", &[b"x"]).unwrap();
+    let origin = net.engine(0).replica_id();
+    let removal = net.engine(0).applied().get(origin);
+    net.engine(0)
+        .store()
+        .put_raw_log(origin, removal, b"\xffgarbage")
+        .unwrap();
+    // Compactions pass while region 1 is away (its last report covers the element's dot).
+    net.run(6_000);
+    net.start(1);
+    net.run(6_000);
+    let applied = net.engine(1).applied();
+    assert!(applied.get(origin) >= removal, "{applied}");
+    assert_eq!(
+        net.engine(1).get_set(b"s").unwrap().unwrap_or_default(),
+        Vec::<Vec<u8>>::new(),
+        "region 1 covers the removal {origin}:{removal}, so it must not hold the element"
+    );
+}

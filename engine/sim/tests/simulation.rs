@@ -76,33 +76,36 @@ fn five_hundred_seeds_of_three_regions_under_all_faults_have_no_violation() {
 /// reclaimed on lying peers' claims, each end needing the other's state) had the end whose
 /// offer lost the tie offer again while it received the winner's round, dropping that round's
 /// chunks as stale, forever; 123001106 did the same after a lying peer, a wiped disk and a
-/// power loss. They run as they were found: without the routed client sessions (which draw
-/// their own randomness, so the rest of the run is the same).
+/// power loss. They run as they were found: most without the routed client sessions (which draw
+/// their own randomness, so the rest of the run is the same), the later ones with them.
 #[test]
 fn seeds_that_once_failed_in_long_runs_stay_clean() {
     let scratch = meridian_sim::scratch_dir().expect("scratch dir");
-    for (seed, regions) in [
-        (1686, 3),
-        (260, 5),
-        (527_636_831, 3),
-        (91_001_673, 3),
-        (123_001_106, 3),
-        (123_001_600, 3),
+    for (seed, regions, clients) in [
+        (1686, 3, false),
+        (260, 5, false),
+        (527_636_831, 3, false),
+        (91_001_673, 3, false),
+        (123_001_106, 3, false),
+        (123_001_600, 3, false),
         // A key from a third region arriving during an anti-entropy round (3_001_192); an old
         // epoch's log torn (3_000_362); a set removal learned by state (3_000_679).
-        (3_001_192, 3),
-        (3_000_362, 3),
-        (3_000_679, 3),
-        (3_000_296, 3),
-        (3_001_436, 3),
+        (3_001_192, 3, false),
+        (3_000_362, 3, false),
+        (3_000_679, 3, false),
+        (3_000_296, 3, false),
+        (3_001_436, 3, false),
         // An old epoch whose first number was torn: what its log held beyond the hole was
         // never counted again (lost acknowledged writes; 4_001_521, 4_000_400).
-        (4_001_521, 3),
-        (4_000_400, 3),
+        (4_001_521, 3, false),
+        (4_000_400, 3, false),
+        // Found with the routed client sessions on: a set removal whose log entry was damaged
+        // before a partitioned region received it lost its tombstone (363_156_624).
+        (363_156_624, 3, true),
     ] {
         let opts = SimOptions {
             regions,
-            clients: false,
+            clients,
             ..SimOptions::default()
         };
         let report = run_seed(&opts, seed, scratch.path());

@@ -3,6 +3,12 @@
 //! the entries appended since the last read, so a pass reads what changed rather than the whole
 //! log a down member holds back.
 //!
+//! An entry that does not decode names keys no one can read back, so it is taken to name every
+//! key: no tombstone is reclaimed until the log is truncated past it (every member has applied
+//! it). Otherwise a removal whose entry was damaged would lose its tombstone before a member
+//! that still holds the removed element received it, and the state that replaces the entry
+//! would no longer carry the removal.
+//!
 //! Exact because an origin's keyed entries are written in sequence order, each above the last
 //! one written (own writes commit in number order; a peer's are applied in order from the next
 //! expected number; only keyless fillers, which name nothing, go below): reading an origin's
@@ -23,6 +29,9 @@ pub(crate) struct NamedKeys {
     read_upto: VersionVector,
     /// Per key, per origin naming it, the highest sequence number of an entry naming it.
     named: HashMap<Vec<u8>, Vec<(ReplicaId, u64)>>,
+    /// Per origin, the highest sequence number of an entry that did not decode (taken to
+    /// name every key).
+    unreadable: VersionVector,
     /// `named.len()` at the last sweep.
     swept_at: usize,
 }
@@ -43,9 +52,10 @@ impl NamedKeys {
                     continue;
                 };
                 self.read_upto.add(crate::model::Dot::new(origin, seq));
-                // An entry that does not decode is replaced by a state transfer: it names
-                // nothing the pass must keep.
+                // An entry that does not decode is replaced by a state transfer, but which
+                // keys it changed is lost: it holds every tombstone until truncated.
                 let Ok(entry) = LogEntry::decode(&v) else {
+                    self.unreadable.add(crate::model::Dot::new(origin, seq));
                     continue;
                 };
                 for key in entry.keys.into_iter().chain(entry.left_out) {
@@ -60,11 +70,13 @@ impl NamedKeys {
         Ok(())
     }
 
-    /// Whether an entry above `floors` names `key`.
+    /// Whether an entry above `floors` names `key` (or may: one above them does not decode).
     pub(crate) fn names(&self, key: &[u8], floors: &VersionVector) -> bool {
-        self.named
-            .get(key)
-            .is_some_and(|by| by.iter().any(|(o, s)| *s > floors.get(*o)))
+        self.unreadable.iter().any(|(o, s)| s > floors.get(o))
+            || self
+                .named
+                .get(key)
+                .is_some_and(|by| by.iter().any(|(o, s)| *s > floors.get(*o)))
     }
 
     /// Forgets keys only entries at or below `floors` (truncated) named, once the map has
