@@ -100,8 +100,12 @@ fn seeds_that_once_failed_in_long_runs_stay_clean() {
         (4_001_521, 3, false),
         (4_000_400, 3, false),
         // Found with the routed client sessions on: a set removal whose log entry was damaged
-        // before a partitioned region received it lost its tombstone (363_156_624).
+        // before a partitioned region received it lost its tombstone (363_156_624); a client
+        // kept its estimate of a region's clock from before the clock stepped back two minutes,
+        // against seven answers since, and stamped a deadline the region applied past
+        // (825_907_964).
         (363_156_624, 3, true),
+        (825_907_964, 3, true),
     ] {
         let opts = SimOptions {
             regions,

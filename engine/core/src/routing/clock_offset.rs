@@ -1,7 +1,11 @@
 //! A node's wall clock as a client sees it. Every answer carries the node's clock; the offset
 //! between node and client is estimated from the recent answers with the shortest round trip
 //! (as NTP's clock filter does), within half that round trip, widened as the answer ages (the
-//! two clocks may drift apart meanwhile). A write's deadline is stamped in
+//! two clocks may drift apart meanwhile). An answer whose bound excludes an older one's shows
+//! that a clock stepped (an operator, NTP stepping, a VM restored): the older answers are
+//! dropped, and the estimate comes from the answers since. A step smaller than the two bounds
+//! together cannot be told from jitter; the node's own margin covers it. A write's deadline is
+//! stamped in
 //! the node's clock with it ([`node_deadline`]), so a node whose clock leads does not refuse
 //! everything and one whose clock lags does not apply a write after the client moved on.
 
@@ -52,6 +56,12 @@ impl ClockOffset {
             .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
         // Rounded up: the bound must hold for an odd round trip too.
         let error_ms = round_trip.div_ceil(2);
+        // Older answers this one contradicts came before a clock step: they no longer hold.
+        self.samples.retain(|(at, o)| {
+            let drift = s.received_ms.saturating_sub(*at).saturating_mul(DRIFT_PPM) / 1_000_000;
+            let apart = (i128::from(o.offset_ms) - i128::from(offset_ms)).unsigned_abs();
+            apart <= u128::from(o.error_ms) + u128::from(drift) + u128::from(error_ms)
+        });
         self.samples.push_back((
             s.received_ms,
             Offset {
@@ -65,10 +75,11 @@ impl ClockOffset {
     }
 
     /// The estimate from the kept answer with the smallest error at `now_ms` (its round trip
-    /// and its age's drift), if any.
+    /// and its age's drift), the newest of those tied, if any.
     pub fn estimate(&self, now_ms: u64) -> Option<Offset> {
         self.samples
             .iter()
+            .rev()
             .map(|(at, o)| {
                 let drift = now_ms.saturating_sub(*at).saturating_mul(DRIFT_PPM) / 1_000_000;
                 Offset {
@@ -148,5 +159,49 @@ mod tests {
             }
         }
         assert_eq!(node_deadline(5, None), 5);
+    }
+
+    #[test]
+    fn a_node_clock_that_stepped_is_believed_from_the_answers_after_the_step() {
+        // A precise answer, then the node's clock steps back two minutes, then slower answers
+        // that all show it (simulator seed 825907964: the old answer kept winning the tie on
+        // error and the deadline was stamped two minutes late in the node's clock).
+        let base = 1_767_225_600_000;
+        let mut c = ClockOffset::default();
+        c.sample(ClockSample {
+            sent_ms: base,
+            received_ms: base + 244,
+            node_ms: base + 122,
+        });
+        for k in 1..SAMPLES_KEPT as u64 {
+            let sent = base + 1_000 * k;
+            c.sample(ClockSample {
+                sent_ms: sent,
+                received_ms: sent + 244,
+                node_ms: sent + 122 - 120_000,
+            });
+        }
+        let o = c.estimate(base + 8_000).expect("an estimate");
+        assert!(
+            (o.offset_ms + 120_000).unsigned_abs() <= o.error_ms,
+            "{o:?}"
+        );
+        // Answers whose bounds overlap stay: the most precise one wins, the newest on a tie.
+        let mut c = ClockOffset::default();
+        for (sent, round_trip, node) in [(0, 200, 150), (1_000, 2, 1_001), (2_000, 2, 2_001)] {
+            c.sample(ClockSample {
+                sent_ms: sent,
+                received_ms: sent + round_trip,
+                node_ms: node,
+            });
+        }
+        assert_eq!(
+            c.estimate(2_002),
+            Some(Offset {
+                offset_ms: 0,
+                error_ms: 1
+            })
+        );
+        assert_eq!(c.samples.len(), 3, "consistent answers are all kept");
     }
 }

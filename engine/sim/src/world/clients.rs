@@ -53,7 +53,7 @@ use meridian_core::routing::{
     Candidate, ClockOffset, ClockSample, Health, Location, Outcome, SessionKeys, Step,
     UnknownCause, Verdict, WriteCall, WriteOutcome,
 };
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Routed sessions per seed.
 const SESSIONS: usize = 4;
@@ -79,8 +79,6 @@ const DROP_REQUEST: f64 = 0.03;
 const DROP_ANSWER: f64 = 0.06;
 /// Chance that a session moves to another region's place before a call.
 const MOVE: f64 = 0.08;
-/// Clock samples a session keeps per region (as `ClockOffset` does).
-const SAMPLES_KEPT: usize = meridian_core::routing::clock_offset::SAMPLES_KEPT;
 
 /// A request on its way to (or waiting at) a region.
 #[derive(Clone, Debug)]
@@ -197,8 +195,8 @@ struct SimSession {
     breakers: Vec<Breaker>,
     rtt_ms: Vec<Option<f64>>,
     clocks: Vec<ClockOffset>,
-    /// When the kept clock samples of each region were taken.
-    sampled: Vec<VecDeque<u64>>,
+    /// When the request of the latest clock sample of each region was sent.
+    last_sampled: Vec<Option<u64>>,
     token: CausalToken,
     keys: SessionKeys,
     activity: Activity,
@@ -221,11 +219,10 @@ impl SimSession {
 
     fn sample(&mut self, region: usize, sample: ClockSample, now: u64) {
         self.clocks[region].sample(sample);
-        let kept = &mut self.sampled[region];
-        kept.push_back(now);
-        while kept.len() > SAMPLES_KEPT {
-            kept.pop_front();
-        }
+        // The node's clock was read after the request left: a step from then on is one the
+        // sample may not show.
+        let round_trip = sample.received_ms.saturating_sub(sample.sent_ms);
+        self.last_sampled[region] = Some(now.saturating_sub(round_trip));
     }
 
     /// Whether the session forgot `dot` as lost.
@@ -242,7 +239,7 @@ struct AttemptRecord {
     attempt: u64,
     /// When the client gives up on it (simulated time).
     give_up: u64,
-    /// The oldest clock sample of the region the deadline was stamped from (`None`: none).
+    /// The latest clock sample of the region when the deadline was stamped (`None`: none).
     measured_since: Option<u64>,
     /// When the client went on without it (sent the next attempt, or ended the call).
     moved_on: Option<u64>,
@@ -309,7 +306,7 @@ impl Clients {
                     breakers: vec![Breaker::new(BreakerSettings::default()); regions],
                     rtt_ms: vec![None; regions],
                     clocks: vec![ClockOffset::default(); regions],
-                    sampled: vec![VecDeque::new(); regions],
+                    last_sampled: vec![None; regions],
                     token: CausalToken::default(),
                     keys: SessionKeys::new(SESSION_KEYS),
                     activity: Activity::Idle,
@@ -756,7 +753,7 @@ impl World {
         );
         let wall = session.wall(now);
         let offset = session.clocks[region].estimate(wall);
-        let measured_since = offset.and(session.sampled[region].front().copied());
+        let measured_since = offset.and(session.last_sampled[region]);
         let session = &mut c.sessions[s];
         let Activity::Write(w) = &mut session.activity else {
             return;
@@ -1231,9 +1228,10 @@ impl World {
             return;
         }
         // After the client gave up on the attempt: its deadline did not hold. Excused when
-        // the region's clock stepped back since the samples the deadline was stamped from
-        // (it reads less than they showed), or when no sample was (the client's own clock
-        // stood for the region's).
+        // the region's clock stepped back after the latest sample the client had when it
+        // stamped the deadline (it reads less than that sample showed), or when it had none
+        // (the client's own clock stood for the region's). A step the client's samples showed
+        // is not excused: the estimate must follow it (seed 825907964).
         match a.measured_since {
             None => c.stats.late_applied_unmeasured += 1,
             Some(since) if self.stepped_back(r, since) => {
