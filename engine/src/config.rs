@@ -34,7 +34,7 @@ impl WallClock for SystemClock {
     }
 }
 
-/// Source of the random numbers identity needs (a new replica id, a new epoch): the operating
+/// Source of the random numbers identity needs (a new member id, a new epoch): the operating
 /// system by default; a simulator passes a seeded one so that a seed replays exactly.
 pub trait RandomSource: Send + Sync {
     /// A random 64-bit number.
@@ -53,10 +53,10 @@ impl RandomSource for OsRandom {
     fn next_u64(&self) -> u64 {
         let mut b = [0u8; 8];
         if let Err(e) = getrandom::fill(&mut b) {
-            tracing::error!(error = %e, "the operating system gave no randomness: a replica id or epoch is drawn from the clock and the process id instead, and may collide with another process's");
+            tracing::error!(error = %e, "the operating system gave no randomness: a member id or epoch is drawn from the clock and the process id instead, and may collide with another process's");
             metrics::counter!("meridian_random_fallback_total").increment(1);
             let t = SystemClock.now_ms() ^ u64::from(std::process::id()) << 40;
-            return crate::model::ReplicaId(t).epoch_origin(0x5eed).0;
+            return crate::model::MemberId(t).epoch_origin(0x5eed).0;
         }
         u64::from_le_bytes(b)
     }
@@ -80,9 +80,9 @@ pub struct Config {
     /// The member identity to give a replica created by this open (a node derives it from its
     /// cluster, name and incarnation); `None` draws a random one. Opening an existing replica
     /// of another member is refused. A directory created for a configured member writes under
-    /// a new random epoch of it (`ReplicaId::epoch_origin`): it may be a wiped disk of a
+    /// a new random epoch of it (`MemberId::epoch_origin`): it may be a wiped disk of a
     /// member whose earlier writes peers still hold.
-    pub replica_id: Option<crate::ReplicaId>,
+    pub member_id: Option<crate::MemberId>,
     /// Randomness for new ids and epochs.
     pub random: Arc<dyn RandomSource>,
     /// The machine's current boot (`None`: read `/proc/sys/kernel/random/boot_id`). A
@@ -107,7 +107,7 @@ impl Default for Config {
             record_bytes_max: crate::limits::RECORD_BYTES_MAX,
             clock_skew_ms_max: 5 * 60 * 1000,
             clock: Arc::new(SystemClock),
-            replica_id: None,
+            member_id: None,
             random: Arc::new(OsRandom),
             boot_id: None,
             entry_cache_bytes: 64 << 20,
@@ -123,7 +123,7 @@ impl fmt::Debug for Config {
             .field("value_bytes_max", &self.value_bytes_max)
             .field("record_bytes_max", &self.record_bytes_max)
             .field("clock_skew_ms_max", &self.clock_skew_ms_max)
-            .field("replica_id", &self.replica_id)
+            .field("member_id", &self.member_id)
             .field("entry_cache_bytes", &self.entry_cache_bytes)
             .field("disk_free_min_bytes", &self.disk_free_min_bytes)
             .finish_non_exhaustive()

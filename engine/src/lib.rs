@@ -44,5 +44,5 @@ pub use engine::{
     REQUEST_TAG_AGE_MS,
 };
 pub use error::{Error, Result, StorageError};
-pub use model::{CausalToken, Dot, Hlc, Kind, Op, ReplicaId, RequestTag, VersionVector};
+pub use model::{CausalToken, Dot, Hlc, Kind, MemberId, Op, OriginId, RequestTag, VersionVector};
 pub use read::{LwwValue, MapView, Read, ReadValue, Siblings};

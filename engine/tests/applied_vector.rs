@@ -9,7 +9,7 @@ mod common;
 
 use common::Net;
 use meridian::store::{LogEntry, Store};
-use meridian::{Engine, ReplicaId};
+use meridian::{Engine, OriginId};
 
 /// The register values of `key` at region `i`.
 fn values(net: &Net, i: usize, key: &[u8]) -> Option<Vec<Vec<u8>>> {
@@ -28,8 +28,8 @@ fn assert_converged(net: &Net) {
 /// loss that kept a later commit of a concurrent writer, or a copy taken between a number and
 /// its commit by a version that numbered writes before they committed. Returns the origin
 /// and `n`.
-fn restore_with_a_hole(net: &mut Net, before: &[u8], n: u64) -> ReplicaId {
-    let origin = net.engine(0).replica_id();
+fn restore_with_a_hole(net: &mut Net, before: &[u8], n: u64) -> OriginId {
+    let origin = net.engine(0).origin_id();
     net.crash(0);
     {
         let store = Store::open(&net.regions[0].dir).unwrap();
@@ -62,7 +62,7 @@ fn a_hole_in_a_restored_log_is_refilled_by_the_peers() {
 
     let origin = restore_with_a_hole(&mut net, &before, n);
     net.start(0);
-    assert_ne!(net.engine(0).replica_id(), origin, "a new epoch");
+    assert_ne!(net.engine(0).origin_id(), origin, "a new epoch");
     assert_eq!(
         net.engine(0).applied().get(origin),
         n - 1,
@@ -212,7 +212,7 @@ fn concurrent_writers_leave_no_hole_in_any_checkpoint() {
     let engine = Engine::open(scratch.path().join("db"), meridian::Config::default())
         .unwrap()
         .replication();
-    let origin = engine.replica_id();
+    let origin = engine.origin_id();
     let stop = std::sync::atomic::AtomicBool::new(false);
     let copies: Vec<std::path::PathBuf> = std::thread::scope(|s| {
         for t in 0..6 {

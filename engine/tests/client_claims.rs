@@ -4,12 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use meridian::{Batch, Config, Engine, Op, ReplicaId, VersionVector};
+use meridian::{Batch, Config, Engine, MemberId, Op, OriginId, VersionVector};
 use proptest::prelude::*;
 
 fn open(dir: &tempfile::TempDir, id: u64) -> Engine {
     let config = Config {
-        replica_id: Some(ReplicaId(id)),
+        member_id: Some(MemberId(id)),
         ..Config::default()
     };
     Engine::open(dir.path(), config).unwrap()
@@ -40,7 +40,7 @@ fn values(engine: &Engine, key: &[u8]) -> Vec<Vec<u8>> {
 fn a_context_naming_another_replicas_future_writes_is_refused_and_hides_nothing() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (open(&da, 1), open(&db, 2));
-    let forged = VersionVector::from_entries([(b.replica_id(), 1_000_000_000)]);
+    let forged = VersionVector::from_entries([(b.origin_id(), 1_000_000_000)]);
     let refused = a.put_with(b"k", b"forged", &forged);
     assert!(
         matches!(&refused, Err(meridian::Error::ContextAhead { key }) if key == b"k"),
@@ -66,7 +66,7 @@ fn a_context_naming_another_replicas_future_writes_is_refused_and_hides_nothing(
 fn nested_and_batched_contexts_are_refused_too() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (open(&da, 1), open(&db, 2));
-    let forged = VersionVector::from_entries([(b.replica_id(), u64::MAX), (ReplicaId(99), 7)]);
+    let forged = VersionVector::from_entries([(b.origin_id(), u64::MAX), (OriginId(99), 7)]);
     let put = |v: &[u8]| Op::Put {
         value: v.to_vec(),
         context: Some(forged.clone()),
@@ -86,7 +86,7 @@ fn nested_and_batched_contexts_are_refused_too() {
     for key in [&b"m"[..], b"r", b"plain"] {
         assert!(a.read(key).unwrap().is_none(), "nothing written");
     }
-    assert_eq!(a.applied().get(a.replica_id()), 0, "no number spent");
+    assert_eq!(a.applied().get(a.origin_id()), 0, "no number spent");
     // b's writes go on and reach a whole.
     b.map_update(
         b"m",
@@ -115,7 +115,7 @@ fn context_of(forged: &Forged, engines: &[Engine]) -> VersionVector {
     VersionVector::from_entries(forged.iter().map(|(slot, c)| {
         let replica = engines
             .get(*slot)
-            .map_or(ReplicaId(0xdead_beef), Engine::replica_id);
+            .map_or(OriginId(0xdead_beef), Engine::origin_id);
         (replica, *c)
     }))
 }

@@ -190,10 +190,10 @@ fn batch_is_one_dot_and_one_log_entry() {
         )
         .unwrap();
     assert_eq!(e.replication().last_seq(), before + 1);
-    assert_eq!(token.get(e.replica_id()), before + 1);
+    assert_eq!(token.get(e.origin_id()), before + 1);
     let entry = e
         .store()
-        .get_log(e.replica_id(), before + 1)
+        .get_log(e.origin_id(), before + 1)
         .unwrap()
         .unwrap();
     let entry = meridian::store::LogEntry::decode(&entry).unwrap();
@@ -229,11 +229,11 @@ fn a_failing_batch_writes_nothing_and_spends_no_sequence_number() {
     assert_eq!(e.replication().last_seq(), before);
     assert!(e
         .store()
-        .get_log(e.replica_id(), before + 1)
+        .get_log(e.origin_id(), before + 1)
         .unwrap()
         .is_none());
     let token = e.put(b"next", b"v").unwrap();
-    assert_eq!(token.get(e.replica_id()), before + 1);
+    assert_eq!(token.get(e.origin_id()), before + 1);
     assert!(matches!(e.get(b"n"), Err(Error::WrongType { .. })));
 }
 
@@ -382,12 +382,12 @@ fn data_identity_and_sequence_survive_a_power_loss_with_fsync_durability() {
         let e = Engine::open(dir.path(), cfg("boot-1")).unwrap();
         e.put(b"k", b"v").unwrap();
         e.set_add(b"s", &[b"a"]).unwrap();
-        let kept = (e.replica_id(), e.replication().last_seq());
+        let kept = (e.origin_id(), e.replication().last_seq());
         e.close_as_crashed();
         kept
     };
     let e = Engine::open(dir.path(), cfg("boot-2")).unwrap();
-    assert_eq!(e.replica_id(), id);
+    assert_eq!(e.origin_id(), id);
     assert_eq!(e.replication().last_seq(), seq);
     assert_eq!(e.get(b"k").unwrap().unwrap().values, vec![b"v".to_vec()]);
     let t = e.put(b"k", b"w").unwrap();

@@ -7,7 +7,7 @@ mod common;
 
 use anyhow::{ensure, Context};
 use meridian::store::{keys, LogEntry, Store};
-use meridian::{Batch, Config, Engine, Error, Op, ReadValue, ReplicaId, RequestTag};
+use meridian::{Batch, Config, Engine, Error, MemberId, Op, OriginId, ReadValue, RequestTag};
 use meridian_core::model::digest::key_hash;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -70,14 +70,14 @@ fn write_layout_1_fixture() -> anyhow::Result<()> {
     net.run(2_000);
     ensure!(a.get_counter(b"counter")? == Some(13), "replicated");
     ensure!(
-        a.applied().get(b.replica_id()) == 2,
+        a.applied().get(b.origin_id()) == 2,
         "applied: {:?}",
         a.applied()
     );
     // Entries not yet stable everywhere stay in the log: one of region 2's, delivered without
     // the acknowledgements that would reclaim it, and region 1's own while region 2 is down.
     b.put(b"late-2", b"relayed")?;
-    let theirs = b.replica_id();
+    let theirs = b.origin_id();
     net.run(common::TICK_MS);
     drop(b);
     net.stop(1);
@@ -136,7 +136,7 @@ fn register(e: &Engine, key: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
 /// Everything the layout-1 fixture's generator wrote reads back.
 fn check_fixture_values(e: &Engine) -> anyhow::Result<()> {
     let v = |s: &str| s.as_bytes().to_vec();
-    assert_eq!(e.member_id(), ReplicaId(1));
+    assert_eq!(e.member_id(), MemberId(1));
     assert_eq!(register(e, b"reg")?, vec![v("v1")]);
     assert_eq!(lww(e, b"lww")?, v("hello again"));
     assert_eq!(e.get_counter(b"counter")?, Some(14));
@@ -268,7 +268,7 @@ fn a_layout_1_directory_is_migrated_at_open_and_keeps_everything_it_held() -> an
         let Some(origin) = k.strip_prefix(keys::META_APPLIED_PREFIX) else {
             break;
         };
-        let origin = ReplicaId(u64::from_be_bytes(origin.try_into()?));
+        let origin = OriginId(u64::from_be_bytes(origin.try_into()?));
         assert_eq!(applied.get(origin), u64::from_be_bytes(v[..].try_into()?));
     }
     assert_eq!(applied.iter().count(), 2, "{applied:?}");
@@ -360,7 +360,7 @@ fn a_directory_of_a_newer_layout_is_refused_and_left_as_it_was() -> anyhow::Resu
     for config in [
         Config::default(),
         Config {
-            replica_id: Some(ReplicaId(1)),
+            member_id: Some(MemberId(1)),
             ..Config::default()
         },
     ] {

@@ -112,7 +112,7 @@ fn a_member_down_past_the_retention_cap_holds_nothing_back_and_comes_back_by_sta
     for i in 0..2 {
         let e = net.engine(i);
         let floor =
-            meridian_core::replication::ReplicaStore::log_floor(e).get(net.engine(0).replica_id());
+            meridian_core::replication::ReplicaStore::log_floor(e).get(net.engine(0).origin_id());
         assert!(floor >= 200, "region {i}: log floor {floor}");
         assert_eq!(
             e.store().records_from(b"", None).count(),

@@ -9,7 +9,7 @@
 mod common;
 
 use common::Net;
-use meridian::{Config, Durability, Engine, ReplicaId};
+use meridian::{Config, Durability, Engine, MemberId};
 use meridian_core::replication::{LinkId, Output, ReplicationConfig, Replicator};
 
 #[test]
@@ -23,15 +23,15 @@ fn a_region_back_with_an_empty_directory_writes_under_a_new_epoch_and_loses_noth
     }
     net.run(500);
     net.assert_everywhere("old9", "v");
-    let before = net.engine(0).replica_id();
+    let before = net.engine(0).origin_id();
 
     // Killed, its directory emptied, restarted under the same identity.
     net.stop(0);
     std::fs::remove_dir_all(&net.regions[0].dir).unwrap();
     net.start(0);
-    let after = net.engine(0).replica_id();
+    let after = net.engine(0).origin_id();
     assert_ne!(before, after, "a new epoch, not the old origin again");
-    assert_eq!(net.engine(0).member_id(), ReplicaId(1));
+    assert_eq!(net.engine(0).member_id(), MemberId(1));
     assert!(net.engine(0).origin_status().writable);
     for k in 0..20 {
         net.engine(0)
@@ -68,7 +68,7 @@ fn a_region_restored_from_a_backup_writes_under_a_new_epoch_at_once_and_gets_the
             .unwrap();
     }
     net.run(300);
-    let origin = net.engine(0).replica_id();
+    let origin = net.engine(0).origin_id();
     net.stop(0);
     std::fs::remove_dir_all(&net.regions[0].dir).unwrap();
     Engine::restore_backup(&backup, &net.regions[0].dir).unwrap();
@@ -99,10 +99,10 @@ fn a_region_restored_from_a_backup_writes_under_a_new_epoch_at_once_and_gets_the
         net.assert_everywhere(&format!("late{k}"), "x");
     }
     // A second open of the restored directory keeps its epoch: the mark went with the first.
-    let epoch = net.engine(0).replica_id();
+    let epoch = net.engine(0).origin_id();
     net.stop(0);
     net.start(0);
-    assert_eq!(net.engine(0).replica_id(), epoch);
+    assert_eq!(net.engine(0).origin_id(), epoch);
 }
 
 #[test]
@@ -119,7 +119,7 @@ fn a_copy_put_back_by_hand_moves_to_a_new_epoch_when_a_peer_holds_more_of_its_or
             .unwrap();
     }
     net.run(300);
-    let origin = net.engine(0).replica_id();
+    let origin = net.engine(0).origin_id();
     net.stop(0);
     std::fs::remove_dir_all(&net.regions[0].dir).unwrap();
     std::fs::rename(&copy, &net.regions[0].dir).unwrap();
@@ -142,7 +142,7 @@ fn a_restart_that_lost_nothing_is_writable_at_once_under_its_origin() {
     net.run(200);
     net.engine(1).put(b"k", b"v").unwrap();
     net.run(300);
-    let origin = net.engine(1).replica_id();
+    let origin = net.engine(1).origin_id();
     // A clean stop, then a crash in the same boot: peers unreachable both times.
     for crash in [false, true] {
         if crash {
@@ -210,7 +210,7 @@ fn a_power_loss_under_wal_takes_a_new_epoch_at_once_whatever_the_next_run_says()
     net.run(200);
     net.engine(2).put(b"k", b"v").unwrap();
     net.run(300);
-    let origin = net.engine(2).replica_id();
+    let origin = net.engine(2).origin_id();
     net.crash(2);
     net.cut.insert((0, 2));
     net.cut.insert((1, 2));
@@ -221,11 +221,11 @@ fn a_power_loss_under_wal_takes_a_new_epoch_at_once_whatever_the_next_run_says()
     assert_ne!(status.origin, origin);
     assert!(status.note.contains("earlier boot"), "{status:?}");
     // A crash of a run under `sync` in another boot lost nothing it acknowledged: same origin.
-    let origin = net.engine(2).replica_id();
+    let origin = net.engine(2).origin_id();
     net.crash(2);
     net.boot = "boot-3".into();
     net.start_tuned(2, |c| c.durability = Durability::Wal);
-    assert_eq!(net.engine(2).replica_id(), origin);
+    assert_eq!(net.engine(2).origin_id(), origin);
 }
 
 #[test]
@@ -235,7 +235,7 @@ fn a_peer_announcing_another_member_than_its_certificate_is_refused() {
     // Region 1 comes back configured with another incarnation (another member id) while
     // region 0 still expects the old one.
     net.stop(1);
-    net.start_as(1, ReplicaId(99));
+    net.start_as(1, MemberId(99));
     net.run(200);
     let refused: Vec<&(usize, usize, String)> = net
         .closed
@@ -266,14 +266,14 @@ fn a_second_process_with_a_live_identity_is_refused_and_the_first_fenced() {
     let twin = Engine::open(
         &twin_dir,
         Config {
-            replica_id: Some(ReplicaId(2)),
+            member_id: Some(MemberId(2)),
             ..Config::default()
         },
     )
     .unwrap()
     .replication();
     let mut twin_repl = Replicator::new(
-        ReplicaId(2),
+        MemberId(2),
         ReplicationConfig {
             members: net.members.clone(),
             session: 1_000,
@@ -291,14 +291,14 @@ fn a_second_process_with_a_live_identity_is_refused_and_the_first_fenced() {
             })
             .collect()
     };
-    r0.connected(LinkId(7), ReplicaId(2), &e0, 10);
-    twin_repl.connected(LinkId(0), ReplicaId(1), &twin, 10);
+    r0.connected(LinkId(7), MemberId(2), &e0, 10);
+    twin_repl.connected(LinkId(0), MemberId(1), &twin, 10);
     for f in hello(&mut twin_repl) {
         r0.handle(LinkId(7), &f, &e0, 10).unwrap();
     }
     let (e1, mut r1) = net.regions[1].node.take().unwrap();
-    r0.connected(LinkId(8), ReplicaId(2), &e0, 20);
-    r1.connected(LinkId(0), ReplicaId(1), &e1, 20);
+    r0.connected(LinkId(8), MemberId(2), &e0, 20);
+    r1.connected(LinkId(0), MemberId(1), &e1, 20);
     let mut errors = Vec::new();
     for f in hello(&mut r1) {
         if let Err(e) = r0.handle(LinkId(8), &f, &e0, 20) {

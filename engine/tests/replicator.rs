@@ -9,13 +9,13 @@
 #![allow(clippy::unwrap_used)]
 
 use meridian::{Config, Engine, Replication};
-use meridian_core::model::ReplicaId;
+use meridian_core::model::{MemberId, OriginId};
 use meridian_core::replication::*;
 
 /// An engine for replica `id` in `dir`.
 fn engine(dir: &tempfile::TempDir, id: u64) -> Replication {
     let config = Config {
-        replica_id: Some(ReplicaId(id)),
+        member_id: Some(MemberId(id)),
         ..Config::default()
     };
     Engine::open(dir.path(), config)
@@ -24,7 +24,7 @@ fn engine(dir: &tempfile::TempDir, id: u64) -> Replication {
 }
 
 /// An entry's shipped states as owned vectors.
-fn owned_entry(e: &Replication, origin: ReplicaId, seq: u64) -> Option<Vec<RecordState>> {
+fn owned_entry(e: &Replication, origin: OriginId, seq: u64) -> Option<Vec<RecordState>> {
     let states = e.read_entry(origin, seq).unwrap()?.states;
     Some(
         states
@@ -68,30 +68,30 @@ fn entries_apply_in_order_once_each_and_a_record_that_does_not_check_is_left_out
     let (ea, eb) = (engine(&da, 1), engine(&db, 2));
     ea.put(b"x", b"1").unwrap();
     ea.put(b"y", b"2").unwrap();
-    let records = owned_entry(&ea, ea.replica_id(), 2).unwrap();
+    let records = owned_entry(&ea, ea.origin_id(), 2).unwrap();
     assert_eq!(
-        eb.apply_entry(ea.replica_id(), 2, &records).unwrap(),
+        eb.apply_entry(ea.origin_id(), 2, &records).unwrap(),
         ApplyOutcome::Gap { expected: 1 }
     );
     assert_eq!(eb.get(b"y").unwrap(), None);
-    let first = owned_entry(&ea, ea.replica_id(), 1).unwrap();
+    let first = owned_entry(&ea, ea.origin_id(), 1).unwrap();
     assert_eq!(
-        eb.apply_entry(ea.replica_id(), 1, &first).unwrap(),
+        eb.apply_entry(ea.origin_id(), 1, &first).unwrap(),
         ApplyOutcome::Applied { changed: 1 }
     );
     assert_eq!(
-        eb.apply_entry(ea.replica_id(), 1, &first).unwrap(),
+        eb.apply_entry(ea.origin_id(), 1, &first).unwrap(),
         ApplyOutcome::Duplicate
     );
     // A record that does not check is left out; the rest of the entry (and of the origin's
     // entries after it) is applied: the fault stays with its key.
     let mut mixed = vec![(b"z".to_vec(), b"\x01garbage".to_vec())];
-    mixed.extend(owned_entry(&ea, ea.replica_id(), 2).unwrap());
+    mixed.extend(owned_entry(&ea, ea.origin_id(), 2).unwrap());
     assert_eq!(
-        eb.apply_entry(ea.replica_id(), 2, &mixed).unwrap(),
+        eb.apply_entry(ea.origin_id(), 2, &mixed).unwrap(),
         ApplyOutcome::Applied { changed: 1 }
     );
-    assert_eq!(eb.applied().get(ea.replica_id()), 2);
+    assert_eq!(eb.applied().get(ea.origin_id()), 2);
     assert_eq!(eb.get(b"z").unwrap(), None);
     assert_eq!(eb.get(b"y").unwrap().unwrap().values, vec![b"2".to_vec()]);
 }
@@ -112,14 +112,14 @@ fn an_entry_is_shipped_with_the_current_state_of_its_keys() {
     };
     ea.set_add(b"s", &[b"x"]).unwrap(); // entry 1
     ea.set_remove(b"s", &[b"x"]).unwrap(); // entry 2 rewrites the key
-    assert_eq!(owned_entry(&ea, ea.replica_id(), 1).unwrap(), current(&ea));
+    assert_eq!(owned_entry(&ea, ea.origin_id(), 1).unwrap(), current(&ea));
     // A peer's state joined in changes the key too.
     eb.set_add(b"s", &[b"y"]).unwrap();
     assert!(ea
         .replication()
         .apply_remote(b"s", &eb.replication().export(b"s").unwrap().unwrap())
         .unwrap());
-    assert_eq!(owned_entry(&ea, ea.replica_id(), 1).unwrap(), current(&ea));
+    assert_eq!(owned_entry(&ea, ea.origin_id(), 1).unwrap(), current(&ea));
     assert_eq!(ea.get_set(b"s").unwrap().unwrap(), vec![b"y".to_vec()]);
 }
 
@@ -131,7 +131,7 @@ fn acknowledged_entries_leave_the_shipping_caches() {
     let (ea, eb) = (engine(&da, 1), engine(&db, 2));
     ea.enable_cache();
     let config = ReplicationConfig {
-        members: vec![ReplicaId(1), ReplicaId(2)],
+        members: vec![MemberId(1), MemberId(2)],
         ..ReplicationConfig::default()
     };
     let mut a = Replicator::new(ea.member_id(), config.clone());

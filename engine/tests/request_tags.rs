@@ -8,7 +8,7 @@
 use meridian::{
     Batch, Config, Engine, Once, Op, ReadValue, Replication, RequestTag, REQUEST_TAG_AGE_MS,
 };
-use meridian_core::model::ReplicaId;
+use meridian_core::model::MemberId;
 use meridian_core::replication::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ impl meridian::WallClock for TestClock {
 
 fn engine(dir: &tempfile::TempDir, id: u64, clock: &Arc<TestClock>) -> Replication {
     let config = Config {
-        replica_id: Some(ReplicaId(id)),
+        member_id: Some(MemberId(id)),
         clock: clock.clone(),
         ..Config::default()
     };
@@ -35,7 +35,7 @@ fn engine(dir: &tempfile::TempDir, id: u64, clock: &Arc<TestClock>) -> Replicati
 
 /// Ships entry `seq` of `from`'s own origin to `to`, as replication does.
 fn ship(from: &Replication, to: &Replication, seq: u64) -> ApplyOutcome {
-    let origin = from.replica_id();
+    let origin = from.origin_id();
     let shipped = from.read_entry(origin, seq).unwrap().unwrap();
     let states: Vec<RecordState> = shipped
         .states
@@ -107,7 +107,7 @@ fn a_request_is_answered_once_in_every_replica_that_applied_it_and_after_a_resta
     // A relay of the applied entry carries the tag on.
     let dc = tempfile::tempdir().unwrap();
     let ec = engine(&dc, 3, &clock);
-    let relayed = eb.read_entry(ea.replica_id(), 1).unwrap().unwrap();
+    let relayed = eb.read_entry(ea.origin_id(), 1).unwrap().unwrap();
     assert_eq!(relayed.request, Some(tag.clone()));
     drop(ec);
 

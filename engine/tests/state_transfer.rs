@@ -22,7 +22,7 @@ fn truncated(n: usize) -> Net {
     }
     let e = net.engine(0).clone();
     e.compact(&e.applied()).unwrap();
-    assert!(e.read_entry(e.replica_id(), 1).unwrap().is_none());
+    assert!(e.read_entry(e.origin_id(), 1).unwrap().is_none());
     net
 }
 

@@ -51,7 +51,7 @@ fn a_record_that_does_not_decode_stays_with_its_key_and_replication_goes_on() {
 fn a_log_entry_that_does_not_decode_is_replaced_by_a_state_transfer() {
     let mut net = written_while_a_peer_was_down(&["k1", "k2", "k3"], |e| {
         e.store()
-            .put_raw_log(e.replica_id(), 2, b"\xffgarbage")
+            .put_raw_log(e.origin_id(), 2, b"\xffgarbage")
             .unwrap();
     });
     net.run(3_000);
@@ -177,7 +177,7 @@ fn a_removal_whose_log_entry_does_not_decode_keeps_its_tombstone_until_every_mem
     );
     net.stop(1);
     net.engine(0).set_remove(b"s", &[b"x"]).unwrap();
-    let origin = net.engine(0).replica_id();
+    let origin = net.engine(0).origin_id();
     let removal = net.engine(0).applied().get(origin);
     net.engine(0)
         .store()

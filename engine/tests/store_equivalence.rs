@@ -25,7 +25,7 @@
 //!   restarts, crashes, crashes in another boot (the engine starts a new epoch at open);
 //!   checkpoints and their restoration (a restored backup; when peers hold more of its origin
 //!   it moves to a new epoch, as the replicator's handshake makes it); `start_new_epoch`;
-//! - after each action, per replica: `origin_view`, `replica_id`, `member_id`, `applied`,
+//! - after each action, per replica: `origin_view`, `origin_id`, `member_id`, `applied`,
 //!   `log_floor`, `record_count`, every key's `export`ed record, `read_range` over everything,
 //!   `keys_for_hashes` of the key space, and `read_entry` of every entry of every origin up to
 //!   one past the applied one.
@@ -62,7 +62,7 @@
 
 use meridian::limits::wire_bytes;
 use meridian::{
-    Batch, Config, Engine, Error, Op, RandomSource, ReplicaId, Replication, VersionVector,
+    Batch, Config, Engine, Error, MemberId, Op, OriginId, RandomSource, Replication, VersionVector,
     WallClock,
 };
 use meridian_core::model::codec::decode_record;
@@ -317,7 +317,7 @@ struct EngineReplica {
 impl EngineReplica {
     fn config(&self) -> Config {
         Config {
-            replica_id: Some(ReplicaId(self.member)),
+            member_id: Some(MemberId(self.member)),
             clock: Arc::new(StoppedClock),
             random: self.random.clone(),
             boot_id: Some(format!("boot-{}", self.boot)),
@@ -387,7 +387,7 @@ impl Side for Engines {
 
     fn write(&self, i: usize, ops: Vec<(Vec<u8>, Op)>) -> Result<u64, String> {
         let e = self.store(i);
-        let origin = e.replica_id();
+        let origin = e.origin_id();
         let result = if let [(key, op)] = &ops[..] {
             e.apply(key, op.clone())
         } else {
@@ -483,15 +483,15 @@ fn recs<K: AsRef<[u8]>, V: AsRef<[u8]>>(states: &[(K, V)], exact: bool) -> Recs 
 #[derive(Debug, PartialEq)]
 struct View {
     origin: OriginView,
-    replica_id: ReplicaId,
-    member_id: ReplicaId,
+    origin_id: OriginId,
+    member_id: MemberId,
     applied: VersionVector,
     floors: VersionVector,
     record_count: u64,
     exports: Vec<Option<Rec>>,
     range: Recs,
     hashed_keys: Vec<Vec<u8>>,
-    entries: Vec<(ReplicaId, u64, Option<Recs>)>,
+    entries: Vec<(OriginId, u64, Option<Recs>)>,
 }
 
 fn view<X: Side>(x: &X, i: usize, exact: bool) -> View {
@@ -499,7 +499,7 @@ fn view<X: Side>(x: &X, i: usize, exact: bool) -> View {
     let applied = s.applied();
     let floors = s.log_floor();
     let mut entries = Vec::new();
-    let origins: BTreeSet<ReplicaId> = applied
+    let origins: BTreeSet<OriginId> = applied
         .iter()
         .chain(floors.iter())
         .map(|(o, _)| o)
@@ -518,7 +518,7 @@ fn view<X: Side>(x: &X, i: usize, exact: bool) -> View {
     let range = range.states.records;
     View {
         origin: s.origin_view(),
-        replica_id: s.replica_id(),
+        origin_id: s.origin_id(),
         member_id: s.member_id(),
         applied,
         floors,
@@ -547,7 +547,7 @@ fn context<X: Side>(x: &X, key: &[u8], gen: &CtxGen) -> VersionVector {
                 applied
                     .iter()
                     .map(|(o, s)| (o, s + n))
-                    .chain([(ReplicaId(0xdead_beef), *n)]),
+                    .chain([(OriginId(0xdead_beef), *n)]),
             )
         }
     }
@@ -595,7 +595,7 @@ struct Shipped {
 fn ship<S: ReplicaStore>(
     from: &S,
     to: &S,
-    origin: ReplicaId,
+    origin: OriginId,
     first: u64,
     count: usize,
     exact: bool,
@@ -840,7 +840,7 @@ impl World {
             replica.open();
             let view = replica.engine().origin_view();
             assert!(view.epoch != 0, "{view:?}");
-            let memory = MemoryStore::new(ReplicaId(replica.member), view.epoch);
+            let memory = MemoryStore::new(MemberId(replica.member), view.epoch);
             if attach {
                 replica.engine().attach().unwrap();
             }
@@ -872,8 +872,8 @@ impl World {
                 count,
             } => {
                 let (fa, ta) = (e.store(from).applied(), e.store(to).applied());
-                let mut origins: Vec<ReplicaId> = fa.iter().map(|(o, _)| o).collect();
-                let behind: Vec<ReplicaId> = fa
+                let mut origins: Vec<OriginId> = fa.iter().map(|(o, _)| o).collect();
+                let behind: Vec<OriginId> = fa
                     .iter()
                     .filter(|(o, s)| *s > ta.get(*o))
                     .map(|(o, _)| o)
@@ -954,7 +954,7 @@ impl World {
                 assert_eq!(eo, mo, "start_new_epoch");
             }
             Action::Release { at } => {
-                let origin = e.store(at).replica_id();
+                let origin = e.store(at).origin_id();
                 let upto = (0..REPLICAS)
                     .filter(|j| *j != at)
                     .map(|j| e.store(j).applied().get(origin))
@@ -1003,7 +1003,7 @@ impl World {
         // Peers holding more of its origin than it does: it moves to a new epoch (what the
         // replicator's handshake does), so that no sequence number is given twice.
         let (e, m) = (&self.engines, &self.memories);
-        let origin = e.store(at).replica_id();
+        let origin = e.store(at).origin_id();
         let own = e.store(at).applied().get(origin);
         if (0..REPLICAS).any(|j| e.store(j).applied().get(origin) > own) {
             let eo = ReplicaStore::start_new_epoch(e.store(at), "peers hold more").unwrap();
@@ -1119,7 +1119,7 @@ impl World {
                         assert_eq!(ev.$f, mv.$f, "replica {i}, {} after step {step}: {action:?}", stringify!($f));
                     )*};
                 }
-                same!(origin, replica_id, member_id, applied, floors, record_count);
+                same!(origin, origin_id, member_id, applied, floors, record_count);
                 same!(exports, range, hashed_keys, entries);
             }
         }

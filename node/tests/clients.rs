@@ -7,7 +7,7 @@
 
 mod support;
 
-use meridian::{CausalToken, Dot, Op, ReplicaId};
+use meridian::{CausalToken, Dot, Op, OriginId};
 use meridian_runtime::client::{Client, ClientFailure};
 use meridian_runtime::client_proto::{ClientRequest, ClientResponse, ErrorCode};
 use std::time::{Duration, Instant};
@@ -174,7 +174,7 @@ async fn rate_limits_and_connection_caps_follow_the_client_identity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_waits_hold_no_thread() {
     let cluster = start(&ONE);
-    let unseen = CausalToken::of_dot(Dot::new(ReplicaId(7), 1_000_000));
+    let unseen = CausalToken::of_dot(Dot::new(OriginId(7), 1_000_000));
     let mut clients = Vec::new();
     for _ in 0..10 {
         clients.push(std::sync::Arc::new(cluster.client(0).await.unwrap()));
@@ -208,7 +208,7 @@ async fn token_waits_hold_no_thread() {
     for w in waits {
         if let Err(ClientFailure::Server(e)) = w.await.unwrap() {
             // Uncoverable once the wait ends: no member writes under replica 7.
-            if e.code == ErrorCode::Uncoverable && e.lost == Some((ReplicaId(7), 0)) {
+            if e.code == ErrorCode::Uncoverable && e.lost == Some((OriginId(7), 0)) {
                 not_yet += 1;
             }
         }

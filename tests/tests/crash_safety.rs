@@ -155,7 +155,7 @@ fn acknowledged_writes_survive_sigkill_and_sequences_are_never_reused() {
     // The origin's log is contiguous: every sequence number up to the last one has an entry.
     let seqs = engine
         .store()
-        .log_seqs(engine.replica_id(), 1, engine.replication().last_seq())
+        .log_seqs(engine.origin_id(), 1, engine.replication().last_seq())
         .expect("log");
     let missing: Vec<u64> = (1..=engine.replication().last_seq())
         .filter(|s| seqs.binary_search(s).is_err())

@@ -39,7 +39,7 @@ fn two_embedded_engines_replicate_by_themselves() {
     let mut unseen = token.clone();
     unseen
         .0
-        .add(meridian::Dot::new(nodes[0].0.replica_id(), 1_000_000));
+        .add(meridian::Dot::new(nodes[0].0.origin_id(), 1_000_000));
     let waited = Instant::now();
     assert!(!nodes[1].0.wait_covers(&unseen, Duration::from_millis(100)));
     assert!(waited.elapsed() >= Duration::from_millis(100));

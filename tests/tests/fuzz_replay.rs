@@ -73,7 +73,7 @@ fn every_target_runs_its_corpus_without_a_panic_within_the_allocation_bound() {
 fn write_seed_corpus() {
     use meridian::store::LogEntry;
     use meridian::{Config, Engine, Op};
-    use meridian_core::model::{CausalToken, Dot, ReplicaId, VersionVector};
+    use meridian_core::model::{CausalToken, Dot, MemberId, OriginId, VersionVector};
     use meridian_core::replication::iblt::Iblt;
     use meridian_core::replication::{encode_entries, EntryOut, Frame, WireEntry};
     use meridian_runtime::client_proto::{
@@ -123,12 +123,12 @@ fn write_seed_corpus() {
     for id in [1u64, 2, 99, u64::MAX] {
         table.insert((id, id.rotate_left(7)));
     }
-    let vv = vec![(ReplicaId(7), 3), (e.replica_id(), 12)];
+    let vv = vec![(OriginId(7), 3), (e.origin_id(), 12)];
     let frames = vec![
         Frame::Hello(meridian_core::replication::Hello {
             cluster: "c".into(),
-            member: ReplicaId(7),
-            origin: ReplicaId(7).epoch_origin(4),
+            member: MemberId(7),
+            origin: MemberId(7).epoch_origin(4),
             epoch: 4,
             session: 42,
             region: "us-east".into(),
@@ -149,7 +149,7 @@ fn write_seed_corpus() {
         }
         .encode(),
         Frame::Nack {
-            origin: ReplicaId(7),
+            origin: OriginId(7),
             next: 4,
         }
         .encode(),
@@ -158,7 +158,7 @@ fn write_seed_corpus() {
             table: table.to_bytes().into(),
             records: 10,
             exceptions: Box::new(meridian_core::replication::Exceptions {
-                lost: vec![(ReplicaId(7), 2)],
+                lost: vec![(OriginId(7), 2)],
                 uncertain: vec![5],
             }),
         }
@@ -221,18 +221,18 @@ fn write_seed_corpus() {
             round: 2,
             session: 9,
             granted: true,
-            holder: Some(ReplicaId(7)),
+            holder: Some(MemberId(7)),
             highest_term: 4,
         })
         .encode(),
         Frame::Lease(meridian_core::lease::LeaseMessage::StepDown {
-            successor: ReplicaId(2),
+            successor: MemberId(2),
             term: 5,
         })
         .encode(),
         encode_entries(
             meridian_core::replication::PROTOCOL_VERSION,
-            ReplicaId(7),
+            OriginId(7),
             &[
                 EntryOut {
                     seq: 1,
@@ -251,7 +251,7 @@ fn write_seed_corpus() {
             ],
         ),
         Frame::Entries {
-            origin: ReplicaId(7),
+            origin: OriginId(7),
             entries: vec![WireEntry {
                 seq: 3,
                 records: vec![],
@@ -283,7 +283,7 @@ fn write_seed_corpus() {
             consistency: Consistency::Majority,
             deadline_ms: None,
             after: Some(After {
-                token: CausalToken::of_dot(Dot::new(ReplicaId(3), 4)),
+                token: CausalToken::of_dot(Dot::new(OriginId(3), 4)),
                 wait_ms: 5,
             }),
         }),
@@ -298,7 +298,7 @@ fn write_seed_corpus() {
         }),
         encode(&ClientRequest::Read {
             key: b"k".to_vec(),
-            token: Some(CausalToken::of_dot(Dot::new(ReplicaId(7), 3))),
+            token: Some(CausalToken::of_dot(Dot::new(OriginId(7), 3))),
             wait_ms: 100,
         }),
         encode(&ClientRequest::Scan {
@@ -317,7 +317,7 @@ fn write_seed_corpus() {
                 message: "lost".into(),
                 retry_after_ms: Some(3),
                 primary: None,
-                lost: Some((ReplicaId(7), 2)),
+                lost: Some((OriginId(7), 2)),
             }),
         }),
         encode(&Answer {
@@ -333,7 +333,7 @@ fn write_seed_corpus() {
     ];
     let tokens = vec![
         CausalToken::default().to_bytes(),
-        CausalToken::of_dot(Dot::new(ReplicaId(7), 3)).to_bytes(),
+        CausalToken::of_dot(Dot::new(OriginId(7), 3)).to_bytes(),
         CausalToken(VersionVector::from_entries(vv.clone())).to_bytes(),
     ];
     let logs = vec![

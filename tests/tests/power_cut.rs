@@ -13,7 +13,7 @@
 #![allow(clippy::unwrap_used)]
 
 use anyhow::{bail, Context, Result};
-use meridian::{Config, Durability, Engine, ReplicaId};
+use meridian::{Config, Durability, Engine, OriginId};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -77,7 +77,7 @@ impl Drop for Mounted {
 
 /// What one writer run acknowledged.
 struct Acked {
-    origin: ReplicaId,
+    origin: OriginId,
     puts: BTreeMap<String, u64>,
     increments: u64,
 }
@@ -108,7 +108,7 @@ fn write_then_kill(dir: &Path, run_no: usize, threads: usize, durability: &str, 
     let ready = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("writer did not start");
-    let origin = ReplicaId(
+    let origin = OriginId(
         ready
             .strip_prefix("ready ")
             .and_then(|o| o.parse().ok())

@@ -8,7 +8,7 @@
 //! `Unsupported` error, and each link's protocol version and features to the status; every
 //! other message is encoded alike in 5 and 6 (`v5` holds what differs, frozen).
 
-use meridian_core::model::{CausalToken, Op, ReplicaId, VersionVector};
+use meridian_core::model::{CausalToken, MemberId, Op, OriginId, VersionVector};
 use meridian_core::read::Read;
 use meridian_core::routing::{Location, Ranked};
 use serde::{Deserialize, Serialize};
@@ -227,7 +227,7 @@ pub struct ClientError {
     /// The replica (its name) that takes writes, for `NotPrimary` (when this node knows it).
     pub primary: Option<String>,
     /// For `Uncoverable`: the origin, and the last of its writes any region holds.
-    pub lost: Option<(ReplicaId, u64)>,
+    pub lost: Option<(OriginId, u64)>,
 }
 
 /// One peer as a node sees it.
@@ -305,9 +305,9 @@ pub struct NodeStatus {
     /// Region.
     pub region: String,
     /// Replica id (the member: its name and incarnation in the cluster).
-    pub replica: Option<ReplicaId>,
+    pub replica: Option<MemberId>,
     /// The origin its writes are numbered in (its current epoch).
-    pub origin: Option<ReplicaId>,
+    pub origin: Option<OriginId>,
     /// The origin's epoch.
     pub epoch: u32,
     /// Whether it accepts writes (false once a storage failure poisoned its engine).
@@ -316,7 +316,7 @@ pub struct NodeStatus {
     /// ...".
     pub origin_note: String,
     /// Applied vector.
-    pub applied: Vec<(ReplicaId, u64)>,
+    pub applied: Vec<(OriginId, u64)>,
     /// Peers.
     pub peers: Vec<PeerStatus>,
     /// Stored items (records, log entries) found unusable since the node started: each
@@ -542,7 +542,7 @@ impl Message for Answer {
 /// Version 5's messages where they differ from the newest (frozen: the bytes released clients
 /// and nodes of version 5 read and write).
 mod v5 {
-    use meridian_core::model::ReplicaId;
+    use meridian_core::model::OriginId;
     use serde::{Deserialize, Serialize};
 
     /// `super::PeerStatus` before it carried the link's version and features.
@@ -563,12 +563,12 @@ mod v5 {
         cluster: String,
         name: String,
         region: String,
-        replica: Option<ReplicaId>,
-        origin: Option<ReplicaId>,
+        replica: Option<OriginId>,
+        origin: Option<OriginId>,
         epoch: u32,
         writable: bool,
         origin_note: String,
-        applied: Vec<(ReplicaId, u64)>,
+        applied: Vec<(OriginId, u64)>,
         peers: Vec<PeerStatus>,
         storage_faults: u64,
         last_fault: Option<String>,
@@ -593,7 +593,7 @@ mod v5 {
                 cluster: s.cluster,
                 name: s.name,
                 region: s.region,
-                replica: s.replica,
+                replica: s.replica.map(|m| OriginId(m.0)),
                 origin: s.origin,
                 epoch: s.epoch,
                 writable: s.writable,
@@ -636,7 +636,7 @@ mod v5 {
                 cluster: s.cluster,
                 name: s.name,
                 region: s.region,
-                replica: s.replica,
+                replica: s.replica.map(|m| meridian_core::model::MemberId(m.0)),
                 origin: s.origin,
                 epoch: s.epoch,
                 writable: s.writable,

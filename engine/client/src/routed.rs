@@ -27,7 +27,7 @@ use crate::client_proto::{
 };
 use crate::tls::replica_dns_name;
 use crate::TlsFiles;
-use meridian_core::model::{CausalToken, Op, ReplicaId, VersionVector};
+use meridian_core::model::{CausalToken, Op, OriginId, VersionVector};
 use meridian_core::read::Read;
 use meridian_core::routing::{
     attempt_budget_ms, order_regions, smoothed_rtt, Answer, Breaker, BreakerSettings, Candidate,
@@ -174,7 +174,7 @@ pub enum RoutedError {
         /// The region that found it.
         region: String,
         /// The origin whose writes are lost.
-        origin: ReplicaId,
+        origin: OriginId,
         /// The last of its writes any region holds.
         held: u64,
     },
@@ -226,7 +226,7 @@ struct Session {
     /// What it wrote or read of each key.
     keys: SessionKeys,
     /// What the last `RoutedError::Uncoverable` named.
-    last_lost: Option<(ReplicaId, u64)>,
+    last_lost: Option<(OriginId, u64)>,
     /// The region that answered last.
     last_region: Option<String>,
 }
@@ -1171,7 +1171,7 @@ impl RoutedClient {
     /// Forgets the session's writes of `origin` beyond `held` (what `RoutedError::Uncoverable`
     /// names): later reads and writes no longer wait for them. Read-your-writes then no
     /// longer covers them: they are lost.
-    pub fn forget_lost(&self, origin: ReplicaId, held: u64) {
+    pub fn forget_lost(&self, origin: OriginId, held: u64) {
         let mut session = self.session();
         session.token = CausalToken(session.token.0.capped(origin, held));
         session.keys.forget_beyond(origin, held);

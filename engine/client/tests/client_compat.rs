@@ -11,10 +11,10 @@ use meridian_client::client_proto::{
     self as new, decode, decode_versioned, encode_at, Answer, ClientError, ClientRequest,
     ClientResponse, ErrorCode, NodeStatus, PeerStatus, CLIENT_PROTOCOL,
 };
-use meridian_core::model::{CausalToken, ReplicaId, VersionVector};
+use meridian_core::model::{CausalToken, MemberId, OriginId, VersionVector};
 
 fn token() -> CausalToken {
-    CausalToken(VersionVector::from_entries([(ReplicaId(3), 9)]))
+    CausalToken(VersionVector::from_entries([(OriginId(3), 9)]))
 }
 
 /// Requests as release 5 sent them, and as this build reads them.
@@ -91,10 +91,10 @@ fn status() -> NodeStatus {
         cluster: "c".into(),
         name: "us-1".into(),
         region: "us-east".into(),
-        replica: Some(ReplicaId(1)),
+        replica: Some(MemberId(1)),
         epoch: 2,
         writable: true,
-        applied: vec![(ReplicaId(1), 4)],
+        applied: vec![(OriginId(1), 4)],
         peers: vec![PeerStatus {
             name: "eu-1".into(),
             region: "eu-west".into(),

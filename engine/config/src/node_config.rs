@@ -8,7 +8,7 @@ use meridian_client::protocols::Protocols;
 use meridian_client::tls::Role;
 use meridian_client::TlsFiles;
 use meridian_core::routing::Location;
-use meridian_runtime::{replica_id_for, ActivePassiveConfig, PeerSpec, RuntimeConfig};
+use meridian_runtime::{member_id_for, ActivePassiveConfig, PeerSpec, RuntimeConfig};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -454,7 +454,7 @@ impl NodeConfig {
             record_bytes_max: self.limits.record_bytes_max,
             entry_cache_bytes: self.limits.replication_cache_mib << 20,
             disk_free_min_bytes: self.limits.disk_free_min_mib.saturating_mul(1 << 20),
-            replica_id: Some(replica_id_for(&self.cluster, &self.name, self.incarnation)),
+            member_id: Some(member_id_for(&self.cluster, &self.name, self.incarnation)),
             clock: if self.clock_skew_ms == 0 {
                 Arc::new(SystemClock)
             } else {
@@ -655,8 +655,8 @@ mod tests {
         );
         assert_eq!(loaded.peers[0].incarnation, 2);
         assert_eq!(
-            loaded.engine_config().replica_id,
-            Some(replica_id_for("c", "a", 0))
+            loaded.engine_config().member_id,
+            Some(member_id_for("c", "a", 0))
         );
     }
 

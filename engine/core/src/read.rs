@@ -1,7 +1,7 @@
 //! What reads return: plain views of the stored CRDT state (the engine's reads and the client
 //! protocol's answers alike; `meridian` re-exports them at its top level).
 
-use crate::model::{counter, lww, CausalToken, Dot, Hlc, Kind, ReplicaId, Value, VersionVector};
+use crate::model::{counter, lww, CausalToken, Dot, Hlc, Kind, OriginId, Value, VersionVector};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -24,7 +24,7 @@ pub struct LwwValue {
     /// Its hybrid-logical-clock marker.
     pub marker: Hlc,
     /// The replica that wrote it.
-    pub writer: ReplicaId,
+    pub writer: OriginId,
 }
 
 /// A map as read: field name -> value (two or more when regions wrote the field with different

@@ -7,7 +7,7 @@
 //! released peers decode).
 
 use meridian_core::lease::LeaseMessage;
-use meridian_core::model::{ReplicaId, RequestTag};
+use meridian_core::model::{MemberId, OriginId, RequestTag};
 use meridian_core::replication::{Exceptions, Frame, Hello, RegionAbout, WireEntry};
 use meridian_core::routing::Location;
 use serde_bytes::ByteBuf;
@@ -18,8 +18,8 @@ fn b(s: &str) -> ByteBuf {
 
 /// One frame of every kind, with every field set to something other than its default.
 pub fn samples() -> Vec<(&'static str, Frame)> {
-    let r = ReplicaId(0x0102_0304_0506_0708);
-    let o = ReplicaId(0x1112_1314_1516_1718);
+    let r = MemberId(0x0102_0304_0506_0708);
+    let o = OriginId(0x1112_1314_1516_1718);
     let tag = RequestTag::new("client-a", [7; 16]).expect("a valid tag");
     vec![
         (
@@ -31,7 +31,7 @@ pub fn samples() -> Vec<(&'static str, Frame)> {
                 epoch: 3,
                 session: 0xDEAD_BEEF,
                 region: "eu-west".into(),
-                applied: vec![(r, 10), (o, 20)],
+                applied: vec![(OriginId(r.0), 10), (o, 20)],
                 reply: true,
                 speaks: [4, 5],
                 features: vec!["fencing".into(), "request-tags".into()],
@@ -108,7 +108,7 @@ pub fn samples() -> Vec<(&'static str, Frame)> {
                 records: vec![(b("k"), b("v"))],
                 left_out: vec![b("x")],
                 done: true,
-                snapshot: vec![(r, 1)],
+                snapshot: vec![(OriginId(r.0), 1)],
             },
         ),
         ("ae_ack", Frame::AeAck { round: 2, chunk: 1 }),
@@ -159,7 +159,7 @@ pub fn samples() -> Vec<(&'static str, Frame)> {
         (
             "lease_step_down",
             Frame::Lease(LeaseMessage::StepDown {
-                successor: o,
+                successor: MemberId(o.0),
                 term: 5,
             }),
         ),

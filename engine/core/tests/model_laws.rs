@@ -7,15 +7,15 @@
 
 use meridian_core::model::codec::{check_record, decode_record, encode_record, CodecError};
 use meridian_core::model::{
-    Dot, Hlc, Kind, Op, Record, ReplicaId, Stamp, StateFacts, Value, VersionVector,
+    Dot, Hlc, Kind, Op, OriginId, Record, Stamp, StateFacts, Value, VersionVector,
 };
 use proptest::prelude::*;
 
 const REPLICAS: usize = 3;
 
-fn rid(i: usize) -> ReplicaId {
+fn rid(i: usize) -> OriginId {
     // Large ids exercise the compact dot encoding.
-    ReplicaId(u64::MAX - 7 * i as u64)
+    OriginId(u64::MAX - 7 * i as u64)
 }
 
 #[derive(Clone, Debug)]

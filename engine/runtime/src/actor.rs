@@ -79,7 +79,7 @@ pub(crate) enum Event {
     /// peer's certificate name and configured incarnation derive.
     Up {
         peer: LinkId,
-        member: meridian::ReplicaId,
+        member: meridian::MemberId,
         name: String,
         region: String,
         out: LinkSender,
@@ -322,7 +322,7 @@ pub(crate) fn run(
         // Keep only the timestamps some peer may still lack.
         let min_acked = repl
             .peers()
-            .filter_map(|(_, p)| p.replica().map(|_| p.acked.get(engine.replica_id())))
+            .filter_map(|(_, p)| p.ready_member().map(|_| p.acked.get(engine.origin_id())))
             .min();
         if let Some(acked) = min_acked {
             while write_times.front().is_some_and(|(s, _)| *s <= acked) {
@@ -456,7 +456,7 @@ fn report_regions(repl: &Replicator, links: &BTreeMap<LinkId, Link>, regions: &R
                 continue;
             };
             view.entry.reachable =
-                p.replica().is_some() && link.last_heard.elapsed() < PEER_SILENCE_MAX;
+                p.ready_member().is_some() && link.last_heard.elapsed() < PEER_SILENCE_MAX;
             view.sample_rtt(p.rtt_ms);
             // What the peer reports now (a peer that lost data reports less than before).
             view.acked = p.acked.clone();
@@ -499,7 +499,7 @@ fn publish(
         trouble,
     } = view;
     let applied = engine.applied();
-    let me = engine.replica_id();
+    let me = engine.origin_id();
     let mut peers: BTreeMap<String, PeerStatus> = BTreeMap::new();
     for (id, p) in repl.peers() {
         let Some(link) = links.get(&id) else { continue };
@@ -524,7 +524,7 @@ fn publish(
             PeerStatus {
                 name: link.name.clone(),
                 region: link.region.clone(),
-                connected: p.replica().is_some(),
+                connected: p.ready_member().is_some(),
                 rtt_ms: p.rtt_ms,
                 lag_ops,
                 lag_ms,

@@ -26,7 +26,7 @@ pub mod tls;
 /// `meridian-runtime-compat`, engine/runtime/compat.)
 pub use meridian_client::{client, client_proto, protocols, read_json, routed};
 
-use meridian::{Engine, RandomSource, ReplicaId};
+use meridian::{Engine, MemberId, RandomSource};
 use meridian_client::client_proto::{NodeStatus, PeerStatus};
 use meridian_core::model::digest::Fnv;
 use meridian_core::replication::{ReplicationConfig, Replicator};
@@ -169,15 +169,15 @@ impl Default for ActivePassiveConfig {
     }
 }
 
-/// The replica id a replica name gets in a cluster: stable across restarts, new with each
+/// The member id a replica name gets in a cluster: stable across restarts, new with each
 /// incarnation (a replica that lost its disk comes back under a new id).
-pub fn replica_id_for(cluster: &str, name: &str, incarnation: u64) -> ReplicaId {
+pub fn member_id_for(cluster: &str, name: &str, incarnation: u64) -> MemberId {
     let mut h = Fnv::default();
     h.write(cluster.as_bytes());
     h.write(&[0]);
     h.write(name.as_bytes());
     h.write_u64(incarnation);
-    ReplicaId(h.0.max(1))
+    MemberId(h.0.max(1))
 }
 
 /// Reads a running replica's status (see `Runtime::status_handle`).
@@ -283,7 +283,7 @@ impl Drop for BackgroundRuntime {
 impl Runtime {
     /// Binds the endpoint and starts replicating `engine` with the configured peers.
     pub async fn start(engine: Engine, config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
-        let me = replica_id_for(&config.cluster, &config.name, config.incarnation);
+        let me = member_id_for(&config.cluster, &config.name, config.incarnation);
         if engine.member_id() != me {
             return Err(RuntimeError::Config(format!(
                 "the data directory holds replica {}, but {:?} incarnation {} is {me}",
@@ -311,7 +311,7 @@ impl Runtime {
             config
                 .peers
                 .iter()
-                .map(|p| replica_id_for(&config.cluster, &p.name, p.incarnation)),
+                .map(|p| member_id_for(&config.cluster, &p.name, p.incarnation)),
         );
         let repl_config = ReplicationConfig {
             cluster: config.cluster.clone(),
@@ -379,7 +379,7 @@ impl Runtime {
             name: config.name.clone(),
         })
         .chain(config.peers.iter().map(|p| primary::Member {
-            id: replica_id_for(&config.cluster, &p.name, p.incarnation),
+            id: member_id_for(&config.cluster, &p.name, p.incarnation),
             name: p.name.clone(),
         }))
         .collect();

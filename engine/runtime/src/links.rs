@@ -212,7 +212,7 @@ async fn run_link(conn: quinn::Connection, peer: PeerSpec, version: u8, ctx: Arc
     };
     let up = Event::Up {
         peer: id,
-        member: super::replica_id_for(&ctx.cluster, &peer.name, peer.incarnation),
+        member: super::member_id_for(&ctx.cluster, &peer.name, peer.incarnation),
         name: peer.name.clone(),
         region: peer.region.clone(),
         out: tx,

@@ -3,7 +3,7 @@
 //! while this node's lease runs (checked against the monotonic clock at the request).
 
 use crate::ActivePassiveConfig;
-use meridian::ReplicaId;
+use meridian::MemberId;
 use meridian_core::lease::LeaseConfig;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 /// A replica of the cluster: its member id and name.
 #[derive(Clone, Debug)]
 pub(crate) struct Member {
-    pub id: ReplicaId,
+    pub id: MemberId,
     pub name: String,
 }
 

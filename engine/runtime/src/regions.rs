@@ -6,7 +6,7 @@
 
 use crate::RuntimeConfig;
 use meridian_client::client_proto::{RegionEntry, RegionTable, RouteAnswer};
-use meridian_core::model::{CausalToken, ReplicaId, VersionVector};
+use meridian_core::model::{CausalToken, OriginId, VersionVector};
 use meridian_core::routing::{order_regions, smoothed_rtt, Candidate, Health, Location};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -26,7 +26,7 @@ pub(crate) struct PeerView {
     /// Everything it reported applying.
     pub acked: VersionVector,
     /// The origin it writes under, as it last announced.
-    pub origin: Option<ReplicaId>,
+    pub origin: Option<OriginId>,
 }
 
 impl PeerView {
@@ -172,8 +172,8 @@ impl RegionBoard {
         &self,
         token: &CausalToken,
         applied: &VersionVector,
-        own: ReplicaId,
-    ) -> Option<(ReplicaId, u64, u64)> {
+        own: OriginId,
+    ) -> Option<(OriginId, u64, u64)> {
         let peers = self.peers();
         if peers
             .iter()

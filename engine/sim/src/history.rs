@@ -6,7 +6,7 @@
 
 use meridian::{ReadValue, Replication};
 pub use meridian_core::model::digest::Fnv;
-use meridian_core::model::{codec, Dot, Hlc, Kind, ReplicaId, Value, VersionVector};
+use meridian_core::model::{codec, Dot, Hlc, Kind, MemberId, Value, VersionVector};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One register (or LWW) write or delete, with what its writer had seen.
@@ -478,10 +478,10 @@ pub fn digest(engine: &Replication, stable: &VersionVector) -> Result<u64, Strin
     Ok(h.0)
 }
 
-/// The replica id the simulator gives region `i` in its `incarnation` (a region declared dead
+/// The member id the simulator gives region `i` in its `incarnation` (a region declared dead
 /// comes back with an empty disk under a new id).
-pub fn sim_replica(i: usize, incarnation: u64) -> ReplicaId {
-    ReplicaId(0x5EED_0000_0000_0000 | (incarnation << 16) | (i as u64 + 1))
+pub fn sim_replica(i: usize, incarnation: u64) -> MemberId {
+    MemberId(0x5EED_0000_0000_0000 | (incarnation << 16) | (i as u64 + 1))
 }
 
 /// Log entries and tombstones a replica still holds.
@@ -505,7 +505,7 @@ pub fn unreclaimed(engine: &Replication, existing: &VersionVector) -> Result<(u6
                     .is_some();
                 eprintln!(
                     "{} tombstone {:?} ctx {} pending {pending} {:?}",
-                    engine.replica_id(),
+                    engine.origin_id(),
                     String::from_utf8_lossy(&key),
                     rec.context(),
                     rec

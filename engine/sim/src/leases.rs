@@ -15,7 +15,7 @@
 //! client's writes must succeed.
 
 use super::rng::SimRng;
-use meridian::ReplicaId;
+use meridian::MemberId;
 use meridian_core::lease::{LeaseConfig, LeaseKeeper, LeaseMessage};
 use meridian_core::routing::{
     order_regions, Attempts, Breaker, BreakerSettings, Candidate, Health, Location, Outcome,
@@ -156,8 +156,8 @@ struct World {
     next_write: u64,
 }
 
-fn member(i: usize) -> ReplicaId {
-    ReplicaId(i as u64 + 1)
+fn member(i: usize) -> MemberId {
+    MemberId(i as u64 + 1)
 }
 
 impl World {
@@ -472,7 +472,7 @@ impl World {
 pub fn run_lease_seed(seed: u64) -> Result<LeaseReport, String> {
     let mut rng = SimRng::new(seed ^ 0x1EA5E);
     let n = if rng.chance(0.5) { 3 } else { 5 };
-    let members: Vec<ReplicaId> = (0..n).map(member).collect();
+    let members: Vec<MemberId> = (0..n).map(member).collect();
     let mut config = LeaseConfig::new(members);
     config.lease_ms = 1_000 + rng.below(3_000);
     config.renew_every_ms = config.lease_ms / 4;
@@ -579,7 +579,7 @@ pub fn run_lease_seed(seed: u64) -> Result<LeaseReport, String> {
         ));
     }
     let primary = member(primaries[0]);
-    let views: BTreeMap<usize, Option<ReplicaId>> = (0..n)
+    let views: BTreeMap<usize, Option<MemberId>> = (0..n)
         .map(|i| {
             let local = world.regions[i].clock.local(real);
             (

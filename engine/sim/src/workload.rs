@@ -52,7 +52,7 @@ impl StepOutcome {
 }
 
 fn dot_of(engine: &Replication, token: &CausalToken) -> Dot {
-    Dot::new(engine.replica_id(), token.get(engine.replica_id()))
+    Dot::new(engine.origin_id(), token.get(engine.origin_id()))
 }
 
 /// A context or token as a hostile client forges one: real origins with counters far beyond
@@ -65,7 +65,7 @@ fn forged_vector(rng: &mut SimRng, engine: &Replication) -> meridian::VersionVec
         }
     }
     forged.add(Dot::new(
-        meridian::ReplicaId(0xF0E6_ED00 + rng.below(8)),
+        meridian::OriginId(0xF0E6_ED00 + rng.below(8)),
         1 + rng.below(1 << 20),
     ));
     forged
@@ -100,7 +100,7 @@ pub fn step(
         if engine.covers(&forged) {
             out.ryw_violation = Some(format!(
                 "{} covers a forged token {}",
-                engine.replica_id(),
+                engine.origin_id(),
                 forged.0
             ));
         }
@@ -114,7 +114,7 @@ pub fn step(
             if !register_saw(engine, key, *dot, history)? {
                 out.ryw_violation = Some(format!(
                     "{} covers the token but misses {dot} on {key:?}",
-                    engine.replica_id()
+                    engine.origin_id()
                 ));
             }
         } else {
@@ -163,7 +163,7 @@ pub fn step(
                         }
                         other => Err(format!(
                             "{} took a context beyond what it saw ({ctx} over {seen}): {other:?}",
-                            engine.replica_id()
+                            engine.origin_id()
                         )),
                     };
                 }
@@ -374,7 +374,7 @@ pub fn apply_routed(
     let ctx_before = ctx_before.ok_or_else(|| {
         format!(
             "{} applied a write to {key:?} whose record did not decode",
-            engine.replica_id()
+            engine.origin_id()
         )
     })?;
     match op {

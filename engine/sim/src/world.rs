@@ -75,7 +75,7 @@ struct Region {
     /// What the next open must reflect (after a power loss under `sync`).
     expect_after_open: Option<Held>,
     /// The origin its last run wrote under (set when it went down).
-    node_origin: Option<meridian::ReplicaId>,
+    node_origin: Option<meridian::OriginId>,
     /// Its disk was wiped since it went down.
     wiped: bool,
     /// The newest replication protocol version it speaks (the oldest until its first restart
@@ -169,7 +169,7 @@ struct World {
     trace: Fnv,
     violations: Vec<String>,
     /// What each crashed replica had applied when it went down.
-    held_at_crash: std::collections::BTreeMap<meridian::ReplicaId, Held>,
+    held_at_crash: std::collections::BTreeMap<meridian::MemberId, Held>,
     /// Power losses and wiped disks so far.
     disk_faults: u64,
     /// Links opened at an older protocol version than the newest.
@@ -200,7 +200,7 @@ impl World {
             .filter(|(_, until)| self.now_ms < *until)
     }
 
-    fn members(&self) -> Vec<meridian::ReplicaId> {
+    fn members(&self) -> Vec<meridian::MemberId> {
         (0..self.regions.len())
             .filter(|i| !self.regions[*i].dead)
             .map(|i| sim_replica(i, self.regions[i].incarnation))
@@ -247,7 +247,7 @@ impl World {
         let id = sim_replica(i, r.incarnation);
         let config = Config {
             clock: r.clock.clone(),
-            replica_id: Some(id),
+            member_id: Some(id),
             random: Arc::new(SharedRng::new(self.rng.next_u64())),
             durability: r.durability,
             boot_id: Some(format!("boot-{}", r.boot)),
@@ -262,13 +262,13 @@ impl World {
             std::mem::take(&mut r.wiped),
         );
         match origin_before {
-            Some(o) if lost_tail && o == engine.replica_id() => self.violations.push(format!(
+            Some(o) if lost_tail && o == engine.origin_id() => self.violations.push(format!(
                 "region {i} reopened after losing writes it numbered and writes under origin {o} again"
             )),
-            Some(o) if !lost_tail && !wiped && o != engine.replica_id() => {
+            Some(o) if !lost_tail && !wiped && o != engine.origin_id() => {
                 self.violations.push(format!(
                     "region {i} lost nothing but reopened under a new origin ({o} -> {})",
-                    engine.replica_id()
+                    engine.origin_id()
                 ))
             }
             _ => {}
@@ -327,7 +327,7 @@ impl World {
         if let Some(n) = &self.regions[i].node {
             self.held_at_crash
                 .insert(n.engine.member_id(), Held::of(&n.engine));
-            self.regions[i].node_origin = Some(n.engine.replica_id());
+            self.regions[i].node_origin = Some(n.engine.origin_id());
         }
         if let Some(n) = self.regions[i].node.take() {
             n.engine.into_engine().close_as_crashed();
@@ -550,7 +550,7 @@ impl World {
 fn inflate_claims(frame: Vec<u8>) -> Vec<u8> {
     use meridian_core::replication::Frame;
     let inflate =
-        |v: Vec<(meridian::ReplicaId, u64)>| v.into_iter().map(|(o, s)| (o, s + LIE)).collect();
+        |v: Vec<(meridian::OriginId, u64)>| v.into_iter().map(|(o, s)| (o, s + LIE)).collect();
     let Some(version) = Frame::version_of(&frame) else {
         return frame;
     };
@@ -784,7 +784,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                     .map(|r| match &r.node {
                         Some(n) => format!(
                             "{}={} digest {:x}",
-                            n.engine.replica_id(),
+                            n.engine.origin_id(),
                             n.engine.applied(),
                             digest(&n.engine, &n.engine.applied()).unwrap_or(0)
                         ),
@@ -802,7 +802,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                         eprintln!(
                             "region {i} member {} origin {} applied {} floors {}",
                             n.engine.member_id(),
-                            n.engine.replica_id(),
+                            n.engine.origin_id(),
                             n.engine.applied(),
                             meridian_core::replication::ReplicaStore::log_floor(&n.engine)
                         );
@@ -818,7 +818,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                             let rec = meridian_core::model::codec::decode_record(&item.1);
                             eprintln!(
                                 "{} {:?} {:?}",
-                                r.engine.replica_id(),
+                                r.engine.origin_id(),
                                 String::from_utf8_lossy(&item.0),
                                 rec.map(|x| (x.is_bottom(), x.context().to_string(), x))
                             );

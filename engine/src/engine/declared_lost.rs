@@ -21,7 +21,7 @@ pub(crate) fn load(store: &Store) -> Result<ExceptionSet> {
             .try_into()
             .map_err(|_| corrupt(&k))?;
         let (o, s) = raw.split_at(8);
-        let origin = ReplicaId(u64::from_be_bytes(o.try_into().map_err(|_| corrupt(&k))?));
+        let origin = OriginId(u64::from_be_bytes(o.try_into().map_err(|_| corrupt(&k))?));
         let seq = u64::from_be_bytes(s.try_into().map_err(|_| corrupt(&k))?);
         wire.lost.push((origin, seq));
     }
@@ -41,10 +41,10 @@ pub(crate) fn load(store: &Store) -> Result<ExceptionSet> {
 pub(crate) fn find_stranded(
     store: &Store,
     applied: &VersionVector,
-    also: &[ReplicaId],
-) -> Result<BTreeMap<ReplicaId, u64>> {
+    also: &[OriginId],
+) -> Result<BTreeMap<OriginId, u64>> {
     let mut stranded = BTreeMap::new();
-    let origins: std::collections::BTreeSet<ReplicaId> = applied
+    let origins: std::collections::BTreeSet<OriginId> = applied
         .iter()
         .map(|(o, _)| o)
         .chain(also.iter().copied())
@@ -93,7 +93,7 @@ impl Engine {
     }
 
     /// `ReplicaStore::stranded`.
-    pub(crate) fn stranded_origins(&self) -> Vec<(ReplicaId, u64)> {
+    pub(crate) fn stranded_origins(&self) -> Vec<(OriginId, u64)> {
         let stranded = lock(&self.inner.stranded);
         if stranded.is_empty() {
             return Vec::new();
@@ -105,7 +105,7 @@ impl Engine {
     /// `ReplicaStore::declare_lost`: logs `origin`'s write `seq` as lost, keeps it among the
     /// exceptions, and advances the applied vector through the entries held beyond it (up to
     /// the next number missing, if any).
-    pub(crate) fn declare_stranded_lost(&self, origin: ReplicaId, seq: u64) -> Result<()> {
+    pub(crate) fn declare_stranded_lost(&self, origin: OriginId, seq: u64) -> Result<()> {
         let inner = &*self.inner;
         self.check_writable()?;
         let _gate = read_lock(&inner.gate);
@@ -154,7 +154,7 @@ impl Engine {
 
     /// After `origin`'s applied entry advanced to `through`: no longer stranded once past
     /// what its log held beyond the missing number.
-    pub(crate) fn unstrand(&self, origin: ReplicaId, through: u64) {
+    pub(crate) fn unstrand(&self, origin: OriginId, through: u64) {
         let mut stranded = lock(&self.inner.stranded);
         if stranded.get(&origin).is_some_and(|held| through >= *held) {
             stranded.remove(&origin);

@@ -15,7 +15,7 @@
 //! and the cells no newer entry names leave at once, while still in the processor's caches: in
 //! steady state both maps hold what is in flight, not 64 MiB of cold history.
 
-use crate::model::ReplicaId;
+use crate::model::OriginId;
 use hashlink::LinkedHashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -232,7 +232,7 @@ pub(crate) struct CachedEntry {
 }
 
 /// The recent log entries, by (origin, sequence).
-pub(crate) type EntryKeys = BoundedCache<(ReplicaId, u64), CachedEntry>;
+pub(crate) type EntryKeys = BoundedCache<(OriginId, u64), CachedEntry>;
 
 /// Bytes counted per key of a cached entry besides the key itself: its pointer, and its cell
 /// once the state map has dropped it (a live cell is counted there).

@@ -15,7 +15,7 @@
 
 use crate::engine::{lock, write_lock, Engine};
 use crate::error::{Error, Result};
-use crate::model::{Dot, ReplicaId};
+use crate::model::{Dot, MemberId, OriginId};
 use crate::store::{keys, Store};
 use crate::Config;
 use std::sync::atomic::Ordering;
@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering;
 #[derive(Clone, Debug)]
 pub(crate) struct OriginState {
     /// The origin.
-    pub(crate) id: ReplicaId,
+    pub(crate) id: OriginId,
     /// Its epoch.
     pub(crate) epoch: u32,
     /// How the replica came to write under it, in words (status pages).
@@ -35,9 +35,9 @@ pub(crate) struct OriginState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OriginStatus {
     /// Who the replica is.
-    pub member: ReplicaId,
+    pub member: MemberId,
     /// The origin its writes are numbered in.
-    pub origin: ReplicaId,
+    pub origin: OriginId,
     /// The origin's epoch.
     pub epoch: u32,
     /// Whether it accepts writes (false once a storage failure poisoned it).
@@ -50,7 +50,7 @@ pub struct OriginStatus {
 /// The origin a directory opens with (see the module documentation).
 pub(crate) fn open_origin(
     store: &Store,
-    member: ReplicaId,
+    member: MemberId,
     created: bool,
     config: &Config,
 ) -> Result<OriginState> {
@@ -69,7 +69,7 @@ pub(crate) fn open_origin(
             let epoch = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
             let mut origin = [0u8; 8];
             origin.copy_from_slice(&raw[4..]);
-            let id = ReplicaId(u64::from_be_bytes(origin));
+            let id = OriginId(u64::from_be_bytes(origin));
             if id != member.epoch_origin(epoch) {
                 return Err(corrupt(format!(
                     "origin {id} is not epoch {epoch} of member {member}"
@@ -77,7 +77,7 @@ pub(crate) fn open_origin(
             }
             (epoch, id)
         }
-        None if created && config.replica_id.is_some() => {
+        None if created && config.member_id.is_some() => {
             let epoch = new_epoch(config, 0);
             let id = member.epoch_origin(epoch);
             store.put_meta_sync(keys::META_EPOCH, &epoch_bytes(epoch, id))?;
@@ -88,12 +88,12 @@ pub(crate) fn open_origin(
             (epoch, id)
         }
         // A random member is new everywhere; a directory from before epochs is in epoch 0.
-        None => (0, member),
+        None => (0, member.epoch_origin(0)),
     };
     Ok(OriginState { id, epoch, note })
 }
 
-fn epoch_bytes(epoch: u32, origin: ReplicaId) -> [u8; 12] {
+fn epoch_bytes(epoch: u32, origin: OriginId) -> [u8; 12] {
     let mut b = [0u8; 12];
     b[..4].copy_from_slice(&epoch.to_be_bytes());
     b[4..].copy_from_slice(&origin.0.to_be_bytes());
@@ -286,7 +286,7 @@ impl Engine {
     /// the current origin that peers or clients hold). The current origin's writes committed
     /// without a hole become an origin like any other: entries peers hold beyond them arrive
     /// by replication. Waits for writes in progress; returns the new origin.
-    pub(crate) fn start_new_epoch(&self, reason: &str) -> Result<ReplicaId> {
+    pub(crate) fn start_new_epoch(&self, reason: &str) -> Result<OriginId> {
         self.check_not_poisoned()?;
         let inner = &*self.inner;
         let mut gate = write_lock(&inner.gate);

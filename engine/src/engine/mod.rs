@@ -15,7 +15,7 @@ use crate::config::{Config, KEY_BYTES_MAX};
 use crate::error::{Error, Result};
 use crate::model::codec::{self, MAX_DEPTH};
 use crate::model::{
-    ApplyError, CausalToken, Dot, HybridClock, Kind, Op, Record, ReplicaId, Stamp, Value,
+    ApplyError, CausalToken, Dot, HybridClock, Kind, MemberId, Op, OriginId, Record, Stamp, Value,
     VersionVector,
 };
 use crate::read::{LwwValue, MapView, Read, ReadValue, Siblings};
@@ -78,7 +78,7 @@ pub struct Engine {
 struct Inner {
     store: Store,
     /// Who this replica is (its name and incarnation in the cluster).
-    member: ReplicaId,
+    member: MemberId,
     config: Config,
     /// The origin writes are numbered in, and whether they may be; writers hold it for
     /// reading, an epoch change for writing (`epoch.rs`).
@@ -98,7 +98,7 @@ struct Inner {
     /// What the applied vector covers that the records do not reflect (`declared_lost.rs`).
     exceptions: Mutex<crate::replication::exceptions::ExceptionSet>,
     /// Origins whose log holds entries beyond a missing number: origin -> highest held.
-    stranded: Mutex<std::collections::BTreeMap<ReplicaId, u64>>,
+    stranded: Mutex<std::collections::BTreeMap<OriginId, u64>>,
     /// Serialises the application of remote log entries.
     apply_lock: Mutex<()>,
     clock: Mutex<HybridClock>,
@@ -150,7 +150,7 @@ struct Inner {
 #[derive(Debug)]
 pub(crate) struct Frontier {
     /// The origin they are numbers of (changes with the epoch, under both locks).
-    pub(crate) origin: ReplicaId,
+    pub(crate) origin: OriginId,
     pub(crate) contiguous: u64,
     pub(crate) ahead: std::collections::BTreeSet<u64>,
 }
@@ -185,12 +185,12 @@ pub(crate) fn write_lock<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 impl Engine {
     /// The origin this replica's writes are numbered in (its dots' replica): the member id in
     /// epoch 0, another id in each later epoch (see `member_id`).
-    pub fn replica_id(&self) -> ReplicaId {
+    pub fn origin_id(&self) -> OriginId {
         lock(&self.inner.own).origin
     }
 
     /// Who this replica is in its cluster (fixed for the life of its data directory).
-    pub fn member_id(&self) -> ReplicaId {
+    pub fn member_id(&self) -> MemberId {
         self.inner.member
     }
 

@@ -14,7 +14,7 @@
 //! expected number; only keyless fillers, which name nothing, go below): reading an origin's
 //! log on from the last number read sees every keyed entry written since.
 
-use crate::model::ReplicaId;
+use crate::model::OriginId;
 use crate::store::{keys, LogEntry, Store};
 use crate::{Result, VersionVector};
 use std::collections::HashMap;
@@ -28,7 +28,7 @@ pub(crate) struct NamedKeys {
     /// Per origin, the last sequence number read.
     read_upto: VersionVector,
     /// Per key, per origin naming it, the highest sequence number of an entry naming it.
-    named: HashMap<Vec<u8>, Vec<(ReplicaId, u64)>>,
+    named: HashMap<Vec<u8>, Vec<(OriginId, u64)>>,
     /// Per origin, the highest sequence number of an entry that did not decode (taken to
     /// name every key).
     unreadable: VersionVector,
@@ -41,7 +41,7 @@ impl NamedKeys {
     pub(crate) fn top_up(
         &mut self,
         store: &Store,
-        origins: impl Iterator<Item = ReplicaId>,
+        origins: impl Iterator<Item = OriginId>,
         floors: &VersionVector,
     ) -> Result<()> {
         for origin in origins {

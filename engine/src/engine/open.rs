@@ -5,7 +5,7 @@
 use super::*;
 
 impl Engine {
-    /// Opens the replica stored at `path`, creating it (with a fresh replica id) if missing.
+    /// Opens the replica stored at `path`, creating it (with a fresh member id) if missing.
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Engine> {
         let path = path.as_ref();
         crate::limits::check(config.value_bytes_max, config.record_bytes_max)
@@ -25,12 +25,12 @@ impl Engine {
                     key: keys::META_REPLICA_ID.to_vec(),
                     detail: format!("{} bytes, expected 8", bytes.len()),
                 })?;
-                (ReplicaId(u64::from_be_bytes(raw)), false)
+                (MemberId(u64::from_be_bytes(raw)), false)
             }
             None => {
-                let id = match config.replica_id {
+                let id = match config.member_id {
                     Some(id) => id,
-                    None => ReplicaId(new_replica_id(&*config.random)),
+                    None => MemberId(new_member_id(&*config.random)),
                 };
                 let mut wb = store.batch();
                 migrations::stage_created(&mut wb);
@@ -42,7 +42,7 @@ impl Engine {
         // Nothing is written to a directory refused here (a newer layout, another replica).
         let found = migrations::read(&store)?;
         migrations::check(found, LAYOUT)?;
-        if config.replica_id.is_some_and(|id| id != member) {
+        if config.member_id.is_some_and(|id| id != member) {
             return Err(Error::InvalidOperation(
                 "the directory holds another replica than configured",
             ));
@@ -166,7 +166,7 @@ impl Engine {
     }
 }
 
-fn new_replica_id(random: &dyn crate::RandomSource) -> u64 {
+fn new_member_id(random: &dyn crate::RandomSource) -> u64 {
     loop {
         let id = random.next_u64();
         if id != 0 {
@@ -184,7 +184,7 @@ fn load_vector(store: &Store, prefix: &[u8]) -> Result<VersionVector> {
             .and_then(|b| <[u8; 8]>::try_from(b).ok());
         match (origin, <[u8; 8]>::try_from(&v[..]).ok()) {
             (Some(o), Some(s)) => vv.add(Dot::new(
-                ReplicaId(u64::from_be_bytes(o)),
+                OriginId(u64::from_be_bytes(o)),
                 u64::from_be_bytes(s),
             )),
             _ => {
@@ -207,8 +207,8 @@ fn lower_to_log_holes(
     store: &Store,
     applied: VersionVector,
     floors: &VersionVector,
-    skip: ReplicaId,
-) -> Result<(VersionVector, Vec<ReplicaId>)> {
+    skip: OriginId,
+) -> Result<(VersionVector, Vec<OriginId>)> {
     let mut lowered = Vec::new();
     for (origin, seq) in applied.iter() {
         if origin == skip || seq <= floors.get(origin) {
@@ -243,7 +243,7 @@ fn lower_to_log_holes(
 /// empty filler such a version logged for a number it found missing after a crash). Nothing
 /// is written: the caller moves to a new epoch, and the number comes back from a peer or is
 /// declared lost.
-fn own_log_holes(store: &Store, replica: ReplicaId, floor: u64) -> Result<(u64, Option<u64>)> {
+fn own_log_holes(store: &Store, replica: OriginId, floor: u64) -> Result<(u64, Option<u64>)> {
     log_holes(store, replica, floor, None)
 }
 
@@ -251,7 +251,7 @@ fn own_log_holes(store: &Store, replica: ReplicaId, floor: u64) -> Result<(u64, 
 /// that the log lacks or holds as an empty filler.
 fn log_holes(
     store: &Store,
-    replica: ReplicaId,
+    replica: OriginId,
     floor: u64,
     upto: Option<u64>,
 ) -> Result<(u64, Option<u64>)> {

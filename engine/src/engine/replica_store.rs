@@ -10,7 +10,7 @@ use crate::engine::{read_lock, write_lock};
 use crate::error::{Error, Result};
 use crate::limits::RECORD_OVERHEAD_BYTES;
 use crate::model::digest::state_hash;
-use crate::model::{codec, Dot, Record, ReplicaId, VersionVector};
+use crate::model::{codec, Dot, MemberId, OriginId, Record, VersionVector};
 use crate::replication::iblt::Iblt;
 use crate::replication::incoming::{Incoming, Theirs};
 use crate::replication::{
@@ -223,11 +223,11 @@ impl Engine {
 impl ReplicaStore for Replication {
     type Error = Error;
 
-    fn replica_id(&self) -> ReplicaId {
-        Engine::replica_id(&self.engine)
+    fn origin_id(&self) -> OriginId {
+        Engine::origin_id(&self.engine)
     }
 
-    fn member_id(&self) -> ReplicaId {
+    fn member_id(&self) -> MemberId {
         Engine::member_id(&self.engine)
     }
 
@@ -239,7 +239,7 @@ impl ReplicaStore for Replication {
         }
     }
 
-    fn start_new_epoch(&self, reason: &str) -> Result<ReplicaId> {
+    fn start_new_epoch(&self, reason: &str) -> Result<OriginId> {
         Engine::start_new_epoch(&self.engine, reason)
     }
 
@@ -354,15 +354,15 @@ impl ReplicaStore for Replication {
         self.declared_lost()
     }
 
-    fn stranded(&self) -> Vec<(ReplicaId, u64)> {
+    fn stranded(&self) -> Vec<(OriginId, u64)> {
         self.stranded_origins()
     }
 
-    fn declare_lost(&self, origin: ReplicaId, seq: u64) -> Result<()> {
+    fn declare_lost(&self, origin: OriginId, seq: u64) -> Result<()> {
         self.declare_stranded_lost(origin, seq)
     }
 
-    fn read_entry(&self, origin: ReplicaId, seq: u64) -> Result<Option<ShippedEntry>> {
+    fn read_entry(&self, origin: OriginId, seq: u64) -> Result<Option<ShippedEntry>> {
         if seq <= lock(&self.inner.floors).get(origin) {
             return Ok(None);
         }
@@ -437,12 +437,12 @@ impl ReplicaStore for Replication {
 
     fn apply_entries(
         &self,
-        origin: ReplicaId,
+        origin: OriginId,
         entries: Vec<DecodedEntry>,
     ) -> Result<Vec<ApplyOutcome>> {
         let inner = &*self.inner;
         self.check_writable()?;
-        if origin == self.replica_id() {
+        if origin == self.origin_id() {
             return Ok(vec![ApplyOutcome::Duplicate; entries.len()]);
         }
         // Gate before the apply lock (the order every path takes them in).
@@ -761,7 +761,7 @@ impl ReplicaStore for Replication {
         // Gate before the apply lock (the order every path takes them in).
         let _gate = read_lock(&inner.gate);
         let _serial = lock(&inner.apply_lock);
-        let me = self.replica_id();
+        let me = self.origin_id();
         let mut applied = lock(&inner.applied).clone();
         let mut floors = lock(&inner.floors).clone();
         let mut wb = inner.store.batch();
@@ -810,7 +810,7 @@ impl ReplicaStore for Replication {
             }
             std::mem::replace(&mut *released, upto) + 1
         };
-        let me = self.replica_id();
+        let me = self.origin_id();
         let entries: Vec<_> = {
             let mut cache = lock(&inner.entry_keys);
             // Only the cells of recent entries, still in the processor's caches, are worth
@@ -849,13 +849,13 @@ mod tests {
 
     fn engine(dir: &std::path::Path, id: u64) -> Replication {
         let config = Config {
-            replica_id: Some(ReplicaId(id)),
+            member_id: Some(MemberId(id)),
             ..Config::default()
         };
         Engine::open(dir, config).expect("open").replication()
     }
 
-    fn owned_entry(e: &Replication, origin: ReplicaId, seq: u64) -> Option<Vec<RecordState>> {
+    fn owned_entry(e: &Replication, origin: OriginId, seq: u64) -> Option<Vec<RecordState>> {
         let states = e.read_entry(origin, seq).unwrap()?.states;
         Some(
             states
@@ -886,18 +886,15 @@ mod tests {
             "entry 3 still needs a's state"
         );
         assert!(lock(&ea.inner.entry_keys)
-            .get(&(ea.replica_id(), 1))
+            .get(&(ea.origin_id(), 1))
             .is_none());
         for (seq, key) in [(1, b"a"), (2, b"b"), (3, b"a")] {
-            assert_eq!(
-                owned_entry(&ea, ea.replica_id(), seq).unwrap(),
-                current(key)
-            );
+            assert_eq!(owned_entry(&ea, ea.origin_id(), seq).unwrap(), current(key));
         }
         ea.release_shipped(3);
         assert!(ea.inner.states.get(b"a").is_none());
         ea.put(b"a", b"3").unwrap(); // entry 4: cached again
         assert!(ea.inner.states.get(b"a").is_some());
-        assert_eq!(owned_entry(&ea, ea.replica_id(), 3).unwrap(), current(b"a"));
+        assert_eq!(owned_entry(&ea, ea.origin_id(), 3).unwrap(), current(b"a"));
     }
 }

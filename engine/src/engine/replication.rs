@@ -66,7 +66,7 @@ impl Replication {
     /// Moves writes to a new random epoch, because `reason` (the directory may lack writes of
     /// the current origin that peers or clients hold); returns the new origin. Waits for
     /// writes in progress.
-    pub fn start_new_epoch(&self, reason: &str) -> Result<ReplicaId> {
+    pub fn start_new_epoch(&self, reason: &str) -> Result<OriginId> {
         self.engine.start_new_epoch(reason)
     }
 

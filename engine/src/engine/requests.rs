@@ -55,7 +55,7 @@ fn decode_answer(bytes: &[u8]) -> Option<(Dot, u64)> {
         w.copy_from_slice(&b[i..i + 8]);
         u64::from_be_bytes(w)
     };
-    Some((Dot::new(ReplicaId(word(0)), word(8)), word(16)))
+    Some((Dot::new(OriginId(word(0)), word(8)), word(16)))
 }
 
 impl Engine {

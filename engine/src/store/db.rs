@@ -1,7 +1,7 @@
 //! The RocksDB handle and the few operations the engine needs from it.
 
 use super::keys::{self, CF_KEYHASH, CF_LOG, CF_META, CF_RECORDS};
-use crate::model::ReplicaId;
+use crate::model::OriginId;
 use rocksdb::{
     BlockBasedOptions, ColumnFamilyDescriptor, DBPinnableSlice, Direction, IteratorMode, Options,
     ReadOptions, WriteBatch, WriteOptions, DB,
@@ -133,14 +133,14 @@ impl Store {
     }
 
     /// The stored bytes of a log entry.
-    pub fn get_log(&self, origin: ReplicaId, seq: u64) -> Result<Option<Vec<u8>>, rocksdb::Error> {
+    pub fn get_log(&self, origin: OriginId, seq: u64) -> Result<Option<Vec<u8>>, rocksdb::Error> {
         self.db.get_cf(self.cf(CF_LOG), keys::log_key(origin, seq))
     }
 
     /// Sequence numbers of `origin`'s log entries in `[from, to]`, ascending.
     pub fn log_seqs(
         &self,
-        origin: ReplicaId,
+        origin: OriginId,
         from: u64,
         to: u64,
     ) -> Result<Vec<u64>, rocksdb::Error> {
@@ -160,7 +160,7 @@ impl Store {
     }
 
     /// The highest sequence number in `origin`'s log (0 if none).
-    pub fn last_log_seq(&self, origin: ReplicaId) -> Result<u64, rocksdb::Error> {
+    pub fn last_log_seq(&self, origin: OriginId) -> Result<u64, rocksdb::Error> {
         let mut ro = ReadOptions::default();
         ro.set_iterate_lower_bound(keys::log_key(origin, 0).to_vec());
         let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_LOG), ro);
@@ -216,7 +216,7 @@ impl Store {
     /// `origin`'s log entries from sequence `from` on, in order.
     pub fn log_entries_of(
         &self,
-        origin: ReplicaId,
+        origin: OriginId,
         from: u64,
     ) -> impl Iterator<Item = Result<KeyValue, rocksdb::Error>> + '_ {
         let mut ro = ReadOptions::default();
@@ -284,7 +284,7 @@ impl Store {
     /// Overwrites a log entry's raw bytes, bypassing the engine (for corruption tests).
     pub fn put_raw_log(
         &self,
-        origin: ReplicaId,
+        origin: OriginId,
         seq: u64,
         bytes: &[u8],
     ) -> Result<(), rocksdb::Error> {
@@ -306,13 +306,13 @@ impl AtomicWrite<'_> {
     }
 
     /// Stages a log entry.
-    pub fn put_log(&mut self, origin: ReplicaId, seq: u64, bytes: &[u8]) {
+    pub fn put_log(&mut self, origin: OriginId, seq: u64, bytes: &[u8]) {
         self.batch
             .put_cf(self.store.cf(CF_LOG), keys::log_key(origin, seq), bytes);
     }
 
     /// Stages the removal of `origin`'s log entries in `[from, to]`.
-    pub fn delete_log_range(&mut self, origin: ReplicaId, from: u64, to: u64) {
+    pub fn delete_log_range(&mut self, origin: OriginId, from: u64, to: u64) {
         let (a, b) = (
             keys::log_key(origin, from),
             keys::log_key(origin, to.saturating_add(1)),

@@ -1,6 +1,6 @@
 //! Byte layout of keys in the log and metadata column families.
 
-use crate::model::ReplicaId;
+use crate::model::OriginId;
 
 /// Column family holding one record per user key.
 pub const CF_RECORDS: &str = "records";
@@ -59,7 +59,7 @@ pub fn setting_key(name: &str) -> Vec<u8> {
 }
 
 /// Metadata key of `origin`'s applied sequence number.
-pub fn applied_key(origin: ReplicaId) -> Vec<u8> {
+pub fn applied_key(origin: OriginId) -> Vec<u8> {
     let mut k = META_APPLIED_PREFIX.to_vec();
     k.extend_from_slice(&origin.0.to_be_bytes());
     k
@@ -109,7 +109,7 @@ pub fn request_key_of_age_key(age_key: &[u8]) -> Option<(u64, Vec<u8>)> {
 pub const META_FLOOR_PREFIX: &[u8] = b"floor/";
 
 /// Metadata key of `origin`'s log floor.
-pub fn floor_key(origin: ReplicaId) -> Vec<u8> {
+pub fn floor_key(origin: OriginId) -> Vec<u8> {
     let mut k = META_FLOOR_PREFIX.to_vec();
     k.extend_from_slice(&origin.0.to_be_bytes());
     k
@@ -122,7 +122,7 @@ pub const META_LOST_PREFIX: &[u8] = b"exc_lost/";
 pub const META_UNCERTAIN_PREFIX: &[u8] = b"exc_key/";
 
 /// Metadata key of the write `(origin, seq)` declared lost.
-pub fn lost_key(origin: ReplicaId, seq: u64) -> Vec<u8> {
+pub fn lost_key(origin: OriginId, seq: u64) -> Vec<u8> {
     let mut k = META_LOST_PREFIX.to_vec();
     k.extend_from_slice(&origin.0.to_be_bytes());
     k.extend_from_slice(&seq.to_be_bytes());
@@ -147,7 +147,7 @@ pub fn tombstone_key(key: &[u8]) -> Vec<u8> {
 }
 
 /// Log key: origin replica then sequence, both big-endian so that keys sort by (origin, seq).
-pub fn log_key(origin: ReplicaId, seq: u64) -> [u8; 16] {
+pub fn log_key(origin: OriginId, seq: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&origin.0.to_be_bytes());
     k[8..].copy_from_slice(&seq.to_be_bytes());
@@ -155,10 +155,10 @@ pub fn log_key(origin: ReplicaId, seq: u64) -> [u8; 16] {
 }
 
 /// Splits a log key; `None` if it is not 16 bytes.
-pub fn parse_log_key(k: &[u8]) -> Option<(ReplicaId, u64)> {
+pub fn parse_log_key(k: &[u8]) -> Option<(OriginId, u64)> {
     let origin = u64::from_be_bytes(k.get(..8)?.try_into().ok()?);
     let seq = u64::from_be_bytes(k.get(8..16)?.try_into().ok()?);
-    (k.len() == 16).then_some((ReplicaId(origin), seq))
+    (k.len() == 16).then_some((OriginId(origin), seq))
 }
 
 /// The smallest key greater than every key starting with `prefix` (`None`: no upper bound).
@@ -179,11 +179,11 @@ mod tests {
 
     #[test]
     fn log_keys_sort_by_origin_then_sequence() {
-        let a = log_key(ReplicaId(1), 300);
-        let b = log_key(ReplicaId(2), 1);
-        let c = log_key(ReplicaId(1), 301);
+        let a = log_key(OriginId(1), 300);
+        let b = log_key(OriginId(2), 1);
+        let c = log_key(OriginId(1), 301);
         assert!(a < c && c < b);
-        assert_eq!(parse_log_key(&a), Some((ReplicaId(1), 300)));
+        assert_eq!(parse_log_key(&a), Some((OriginId(1), 300)));
         assert_eq!(parse_log_key(&a[..15]), None);
     }
 

@@ -3,7 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use meridian::{Config, Engine, ReplicaId, Replication};
+use meridian::{Config, Engine, MemberId, Replication};
 use meridian_core::replication::{LinkId, Output, ReplicationConfig, ReplicationError, Replicator};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ pub const TICK_MS: u64 = 50;
 
 pub struct Region {
     pub dir: PathBuf,
-    pub member: ReplicaId,
+    pub member: MemberId,
     pub node: Option<(Replication, Replicator)>,
 }
 
@@ -20,7 +20,7 @@ pub struct Region {
 pub struct Net {
     pub _scratch: tempfile::TempDir,
     pub regions: Vec<Region>,
-    pub members: Vec<ReplicaId>,
+    pub members: Vec<MemberId>,
     /// Links cut (both ways).
     pub cut: BTreeSet<(usize, usize)>,
     pub now_ms: u64,
@@ -41,14 +41,14 @@ impl Net {
         let regions = (0..n)
             .map(|i| Region {
                 dir: scratch.path().join(format!("r{i}")),
-                member: ReplicaId(i as u64 + 1),
+                member: MemberId(i as u64 + 1),
                 node: None,
             })
             .collect();
         let mut net = Net {
             _scratch: scratch,
             regions,
-            members: (0..n).map(|i| ReplicaId(i as u64 + 1)).collect(),
+            members: (0..n).map(|i| MemberId(i as u64 + 1)).collect(),
             cut: BTreeSet::new(),
             now_ms: 1,
             sessions: 0,
@@ -73,7 +73,7 @@ impl Net {
     }
 
     /// `start`, with the replicator announcing `announced` as its member id.
-    pub fn start_as(&mut self, i: usize, announced: ReplicaId) {
+    pub fn start_as(&mut self, i: usize, announced: MemberId) {
         self.start_with(i, announced, |_| {});
     }
 
@@ -82,9 +82,9 @@ impl Net {
         self.start_with(i, self.regions[i].member, tune);
     }
 
-    fn start_with(&mut self, i: usize, announced: ReplicaId, tune: impl FnOnce(&mut Config)) {
+    fn start_with(&mut self, i: usize, announced: MemberId, tune: impl FnOnce(&mut Config)) {
         let mut config = Config {
-            replica_id: Some(self.regions[i].member),
+            member_id: Some(self.regions[i].member),
             boot_id: Some(self.boot.clone()),
             ..Config::default()
         };

@@ -56,7 +56,7 @@ fn show(v: &ReadValue) -> String {
 }
 
 fn dump(name: &str, e: &Engine) -> anyhow::Result<()> {
-    println!("  {name} (replica {}):", e.replica_id());
+    println!("  {name} (replica {}):", e.origin_id());
     for k in KEYS {
         let shown = match e.read(k)? {
             Some(r) => r.values.iter().map(show).collect::<Vec<_>>().join(" | "),
@@ -87,8 +87,8 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "  us-east is replica {}, eu-west is replica {}",
-        us.replica_id(),
-        eu.replica_id()
+        us.origin_id(),
+        eu.origin_id()
     );
 
     println!("\nStep 2. A common starting point, written in us-east and copied to eu-west");

@@ -37,7 +37,7 @@ fn main() -> anyhow::Result<()> {
     let out = Arc::new(Mutex::new(std::io::stdout()));
     {
         let mut o = out.lock().map_err(|_| anyhow::anyhow!("stdout lock"))?;
-        writeln!(o, "ready {}", engine.replica_id().0)?;
+        writeln!(o, "ready {}", engine.origin_id().0)?;
         o.flush()?;
     }
     let handles: Vec<_> = (0..threads)
@@ -48,11 +48,11 @@ fn main() -> anyhow::Result<()> {
                 for n in 0u64.. {
                     let line = if n % 10 == 9 {
                         let token = engine.counter_add(b"total", 1)?;
-                        format!("cnt {}\n", token.get(engine.replica_id()))
+                        format!("cnt {}\n", token.get(engine.origin_id()))
                     } else {
                         let key = format!("{run}-{t}-{n}");
                         let token = engine.put(key.as_bytes(), format!("v-{key}").as_bytes())?;
-                        format!("put {key} {}\n", token.get(engine.replica_id()))
+                        format!("put {key} {}\n", token.get(engine.origin_id()))
                     };
                     let mut o = out.lock().map_err(|_| anyhow::anyhow!("stdout lock"))?;
                     o.write_all(line.as_bytes())?;

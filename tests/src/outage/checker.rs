@@ -55,7 +55,7 @@
 //! consistency). Excused reads are reported too.
 
 use super::history::{Action, OpRecord, Outcome, ReadAnswer, ReadCheck, ReadKind, Want};
-use meridian::{Hlc, Read, ReadValue, ReplicaId};
+use meridian::{Hlc, OriginId, Read, ReadValue};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -566,7 +566,7 @@ struct Sample {
     invoked: Duration,
     completed: Duration,
     marker: Hlc,
-    writer: ReplicaId,
+    writer: OriginId,
 }
 
 /// Rule 5: last-writer-wins order.
@@ -672,7 +672,7 @@ fn check_lww_order(ops: &[OpRecord], state: &State, faults: &Faults, v: &mut Ver
                     later_value(later)
                 ));
             }
-            let writers: BTreeSet<ReplicaId> = samples
+            let writers: BTreeSet<OriginId> = samples
                 .get(region)
                 .map(|l| l.iter().map(|s| s.writer).collect())
                 .unwrap_or_default();
@@ -994,7 +994,7 @@ fn text(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::outage::history::{Action, OpRecord, Outcome, ReadAnswer, ReadCheck, ReadKind};
-    use meridian::{CausalToken, Hlc, LwwValue, MapView, ReplicaId, Siblings};
+    use meridian::{CausalToken, Hlc, LwwValue, MapView, OriginId, Siblings};
     use meridian_runtime::client_proto::Consistency;
 
     const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-northeast"];
@@ -1040,7 +1040,7 @@ mod tests {
         ReadValue::Lww(LwwValue {
             value: v.as_bytes().to_vec(),
             marker: Hlc(marker),
-            writer: ReplicaId(writer),
+            writer: OriginId(writer),
         })
     }
 

@@ -2,7 +2,7 @@
 //! frame of a version byte and postcard.
 
 use meridian::Read;
-use meridian_core::model::{CausalToken, Op, ReplicaId, VersionVector};
+use meridian_core::model::{CausalToken, Op, OriginId, VersionVector};
 use meridian_core::routing::{Location, Ranked};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -209,7 +209,7 @@ pub struct ClientError {
     /// The replica (its name) that takes writes, for `NotPrimary` (when this node knows it).
     pub primary: Option<String>,
     /// For `Uncoverable`: the origin, and the last of its writes any region holds.
-    pub lost: Option<(ReplicaId, u64)>,
+    pub lost: Option<(OriginId, u64)>,
 }
 
 /// One peer as a node sees it.
@@ -280,9 +280,9 @@ pub struct NodeStatus {
     /// Region.
     pub region: String,
     /// Replica id (the member: its name and incarnation in the cluster).
-    pub replica: Option<ReplicaId>,
+    pub replica: Option<OriginId>,
     /// The origin its writes are numbered in (its current epoch).
-    pub origin: Option<ReplicaId>,
+    pub origin: Option<OriginId>,
     /// The origin's epoch.
     pub epoch: u32,
     /// Whether it accepts writes (false once a storage failure poisoned its engine).
@@ -291,7 +291,7 @@ pub struct NodeStatus {
     /// ...".
     pub origin_note: String,
     /// Applied vector.
-    pub applied: Vec<(ReplicaId, u64)>,
+    pub applied: Vec<(OriginId, u64)>,
     /// Peers.
     pub peers: Vec<PeerStatus>,
     /// Stored items (records, log entries) found unusable since the node started: each

@@ -2,7 +2,7 @@
 //! candidate or holder, and what it knows of the current primary as a follower.
 
 use super::{LeaseConfig, LeaseMessage, Outgoing};
-use crate::model::ReplicaId;
+use crate::model::MemberId;
 use std::collections::{BTreeSet, VecDeque};
 
 /// What a member is now.
@@ -20,7 +20,7 @@ pub enum Role {
 #[derive(Clone, Copy, Debug)]
 struct Promise {
     term: u64,
-    candidate: ReplicaId,
+    candidate: MemberId,
     /// The candidate's process.
     session: u64,
     /// On this member's clock.
@@ -30,7 +30,7 @@ struct Promise {
 /// A request as a voter sees it.
 #[derive(Clone, Copy, Debug)]
 struct Asked {
-    candidate: ReplicaId,
+    candidate: MemberId,
     session: u64,
     term: u64,
     round: u64,
@@ -44,13 +44,13 @@ struct Round {
     term: u64,
     round: u64,
     sent_ms: u64,
-    grants: BTreeSet<ReplicaId>,
+    grants: BTreeSet<MemberId>,
 }
 
 /// One member's lease state machine.
 #[derive(Debug)]
 pub struct LeaseKeeper {
-    me: ReplicaId,
+    me: MemberId,
     /// This process (random, drawn by the caller).
     session: u64,
     config: LeaseConfig,
@@ -70,7 +70,7 @@ pub struct LeaseKeeper {
     holding_until_ms: Option<u64>,
     next_renew_ms: u64,
     /// The primary as this member last heard of it, and when.
-    known_holder: Option<ReplicaId>,
+    known_holder: Option<MemberId>,
     last_heard_ms: u64,
     /// A promotion asked for: try until primary, or until this time (its clock).
     promoting: bool,
@@ -83,7 +83,7 @@ pub struct LeaseKeeper {
 impl LeaseKeeper {
     /// A member starting (or restarting: it keeps no state) at `now_ms` on its clock, as
     /// process `session` (random: a restarted member must not reuse it).
-    pub fn new(me: ReplicaId, config: LeaseConfig, now_ms: u64, session: u64) -> LeaseKeeper {
+    pub fn new(me: MemberId, config: LeaseConfig, now_ms: u64, session: u64) -> LeaseKeeper {
         let quiet_until_ms = now_ms + config.quiet_ms();
         LeaseKeeper {
             me,
@@ -131,7 +131,7 @@ impl LeaseKeeper {
 
     /// The primary as this member knows it: itself while it holds the lease, else the member
     /// it last heard holding or renewing one.
-    pub fn primary(&self, now_ms: u64) -> Option<ReplicaId> {
+    pub fn primary(&self, now_ms: u64) -> Option<MemberId> {
         if self.is_primary(now_ms) {
             Some(self.me)
         } else {
@@ -209,7 +209,7 @@ impl LeaseKeeper {
     }
 
     /// Handles a message from member `from`.
-    pub fn handle(&mut self, from: ReplicaId, message: LeaseMessage, now_ms: u64) {
+    pub fn handle(&mut self, from: MemberId, message: LeaseMessage, now_ms: u64) {
         match message {
             LeaseMessage::Request {
                 term,
@@ -332,11 +332,11 @@ impl LeaseKeeper {
     #[allow(clippy::too_many_arguments)]
     fn on_reply(
         &mut self,
-        from: ReplicaId,
+        from: MemberId,
         term: u64,
         round: u64,
         granted: bool,
-        holder: Option<ReplicaId>,
+        holder: Option<MemberId>,
         highest_term: u64,
         now_ms: u64,
     ) {
@@ -390,7 +390,7 @@ impl LeaseKeeper {
 
     /// Ends this voter's promise to `candidate`'s process `session` for `term`, if that is
     /// the one it holds.
-    fn release_promise(&mut self, candidate: ReplicaId, session: u64, term: u64, now_ms: u64) {
+    fn release_promise(&mut self, candidate: MemberId, session: u64, term: u64, now_ms: u64) {
         if let Some(p) = &mut self.promise {
             if p.candidate == candidate && p.session == session && p.term == term {
                 p.until_ms = p.until_ms.min(now_ms);
@@ -468,7 +468,7 @@ impl LeaseKeeper {
     }
 
     fn broadcast(&mut self, message: LeaseMessage) {
-        let others: Vec<ReplicaId> = self
+        let others: Vec<MemberId> = self
             .config
             .members
             .iter()

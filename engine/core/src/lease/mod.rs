@@ -30,7 +30,7 @@ mod tests;
 
 pub use keeper::{LeaseKeeper, Role};
 
-use crate::model::ReplicaId;
+use crate::model::MemberId;
 use serde::{Deserialize, Serialize};
 
 /// Parts per million.
@@ -43,7 +43,7 @@ pub const LEASE_MS_MAX: u64 = 600_000;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseConfig {
     /// Every voting member (this one included).
-    pub members: Vec<ReplicaId>,
+    pub members: Vec<MemberId>,
     /// How long a voter's promise lasts on its clock, in milliseconds.
     pub lease_ms: u64,
     /// Bound on any clock's rate error, in parts per million (10,000 = 1%).
@@ -58,7 +58,7 @@ pub struct LeaseConfig {
     /// Who tries first when there is no primary: the first member listed at once (at start),
     /// the next after one more `stagger_ms`, and so on; members not listed never try on
     /// their own.
-    pub successors: Vec<ReplicaId>,
+    pub successors: Vec<MemberId>,
     /// Delay between one successor's turn and the next one's.
     pub stagger_ms: u64,
 }
@@ -66,7 +66,7 @@ pub struct LeaseConfig {
 impl LeaseConfig {
     /// Defaults for `members`: 4 s leases renewed every second, a 1% drift bound, automatic
     /// failover after 6 s in the order given.
-    pub fn new(members: Vec<ReplicaId>) -> LeaseConfig {
+    pub fn new(members: Vec<MemberId>) -> LeaseConfig {
         LeaseConfig {
             successors: members.clone(),
             members,
@@ -141,7 +141,7 @@ pub enum LeaseMessage {
         /// Whether the voter promised.
         granted: bool,
         /// The member the voter has promised, if any (who the primary is, as it knows).
-        holder: Option<ReplicaId>,
+        holder: Option<MemberId>,
         /// The highest term the voter has seen (a refused candidate moves above it).
         highest_term: u64,
     },
@@ -155,7 +155,7 @@ pub enum LeaseMessage {
     /// Asks the holder to give the lease up (a promotion of another member).
     StepDown {
         /// The member that will try to take over.
-        successor: ReplicaId,
+        successor: MemberId,
         /// The term it tries under: a holder of that term or a later one stays.
         term: u64,
     },
@@ -165,7 +165,7 @@ pub enum LeaseMessage {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outgoing {
     /// The member.
-    pub to: ReplicaId,
+    pub to: MemberId,
     /// The message.
     pub message: LeaseMessage,
 }

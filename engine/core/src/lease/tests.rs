@@ -11,13 +11,13 @@ struct Net {
     cut: Vec<(usize, usize)>,
 }
 
-fn id(i: usize) -> ReplicaId {
-    ReplicaId(i as u64 + 1)
+fn id(i: usize) -> MemberId {
+    MemberId(i as u64 + 1)
 }
 
 impl Net {
     fn new(config: impl Fn(LeaseConfig) -> LeaseConfig) -> Net {
-        let members: Vec<ReplicaId> = (0..3).map(id).collect();
+        let members: Vec<MemberId> = (0..3).map(id).collect();
         let config = config(LeaseConfig::new(members));
         Net {
             keepers: (0..3)

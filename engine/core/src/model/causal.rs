@@ -4,7 +4,7 @@
 //! Within one causal value the context is downward closed per replica: `ctx[r] = n` means
 //! every dot of `r` up to `n` that touched this value is reflected (present or removed).
 
-use super::ReplicaId;
+use super::OriginId;
 use crdts::{CmRDT, CvRDT, VClock};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -13,14 +13,14 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Dot {
     /// The replica that made the write.
-    pub replica: ReplicaId,
+    pub replica: OriginId,
     /// Its per-replica sequence number, starting at 1.
     pub counter: u64,
 }
 
 impl Dot {
     /// A dot from its parts.
-    pub fn new(replica: ReplicaId, counter: u64) -> Self {
+    pub fn new(replica: OriginId, counter: u64) -> Self {
         Dot { replica, counter }
     }
 }
@@ -33,7 +33,7 @@ impl fmt::Display for Dot {
 
 /// A version vector: for each replica, the highest counter seen.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct VersionVector(VClock<ReplicaId>);
+pub struct VersionVector(VClock<OriginId>);
 
 impl VersionVector {
     /// The empty vector.
@@ -42,7 +42,7 @@ impl VersionVector {
     }
 
     /// The highest counter seen from `replica` (0 if none).
-    pub fn get(&self, replica: ReplicaId) -> u64 {
+    pub fn get(&self, replica: OriginId) -> u64 {
         self.0.get(&replica)
     }
 
@@ -72,7 +72,7 @@ impl VersionVector {
     }
 
     /// Entries in replica order.
-    pub fn iter(&self) -> impl Iterator<Item = (ReplicaId, u64)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (OriginId, u64)> + '_ {
         self.0.dots.iter().map(|(r, c)| (*r, *c))
     }
 
@@ -87,7 +87,7 @@ impl VersionVector {
     }
 
     /// This vector with the entry of `replica` lowered to at most `at_most`.
-    pub fn capped(&self, replica: ReplicaId, at_most: u64) -> VersionVector {
+    pub fn capped(&self, replica: OriginId, at_most: u64) -> VersionVector {
         VersionVector::from_entries(
             self.iter()
                 .map(|(r, c)| (r, if r == replica { c.min(at_most) } else { c })),
@@ -95,7 +95,7 @@ impl VersionVector {
     }
 
     /// Builds a vector from (replica, counter) pairs; zero counters are dropped.
-    pub fn from_entries(entries: impl IntoIterator<Item = (ReplicaId, u64)>) -> Self {
+    pub fn from_entries(entries: impl IntoIterator<Item = (OriginId, u64)>) -> Self {
         let mut vv = VersionVector::new();
         for (r, c) in entries {
             if c > 0 {

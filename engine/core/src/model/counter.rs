@@ -4,7 +4,7 @@
 //! A delete removes the entries it saw and records their totals in `base`; the value counts only
 //! what lies above `base`, so an increment concurrent with a delete survives, and only it.
 
-use super::{Causal, Dot, DotFun, DotStore, ReplicaId, VersionVector};
+use super::{Causal, Dot, DotFun, DotStore, OriginId, VersionVector};
 use std::collections::BTreeMap;
 
 /// Running totals of one replica: increments and decrements, both monotone.
@@ -25,7 +25,7 @@ impl Totals {
     }
 }
 
-fn raise_base(base: &mut BTreeMap<ReplicaId, Totals>, replica: ReplicaId, t: Totals) {
+fn raise_base(base: &mut BTreeMap<OriginId, Totals>, replica: OriginId, t: Totals) {
     let slot = base.entry(replica).or_default();
     *slot = slot.pointwise_max(t);
 }
@@ -36,7 +36,7 @@ pub struct Counter {
     /// Live entries, at most one per replica once joined.
     pub entries: DotFun<Totals>,
     /// Totals already reset by deletes, per replica.
-    pub base: BTreeMap<ReplicaId, Totals>,
+    pub base: BTreeMap<OriginId, Totals>,
 }
 
 /// Error: the counter's running total would leave 64 bits.

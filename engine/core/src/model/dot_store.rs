@@ -112,7 +112,7 @@ impl<S: DotStore> Causal<S> {
     /// Safe because replicas join with everything they applied counted as seen
     /// (`join_seen`), and `stable` is below every replica's applied vector.
     pub fn normalize(&mut self, stable: &VersionVector) {
-        let mut present: std::collections::BTreeMap<crate::model::ReplicaId, u64> =
+        let mut present: std::collections::BTreeMap<crate::model::OriginId, u64> =
             Default::default();
         self.store.for_each_dot(&mut |d| {
             let top = present.entry(d.replica).or_default();

@@ -1,5 +1,5 @@
 //! Last-writer-wins register: concurrent writes are kept as hidden siblings and the read picks the
-//! largest (HLC marker, replica id), so equal markers can never diverge. A causally later write
+//! largest (HLC marker, origin id), so equal markers can never diverge. A causally later write
 //! always wins because it removes what it saw, whatever the clocks say.
 
 use super::{Causal, Dot, DotFun, Hlc};
@@ -24,7 +24,7 @@ pub fn set(reg: &mut Causal<LwwReg>, dot: Dot, marker: Hlc, value: Vec<u8>) {
     reg.ctx.add(dot);
 }
 
-/// The winning write: largest marker, then largest replica id.
+/// The winning write: largest marker, then largest origin id.
 pub fn winner(reg: &Causal<LwwReg>) -> Option<(Dot, &LwwEntry)> {
     reg.store
         .iter()

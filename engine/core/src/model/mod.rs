@@ -31,7 +31,7 @@ pub use mvreg::MvReg;
 pub use op::Op;
 pub use orset::OrSet;
 pub use record::{ApplyError, Record, Stamp};
-pub use replica::ReplicaId;
+pub use replica::{MemberId, OriginId};
 pub use request::{RequestTag, REQUEST_CLIENT_BYTES_MAX};
 pub use token::{CausalToken, TokenError};
 pub use value::{FieldKey, Kind, OrMap, Value};

@@ -224,7 +224,7 @@ mod tests {
         .depends_on_seen());
         assert!(Op::Delete.depends_on_seen());
         assert!(Op::MapRemove { field: vec![] }.depends_on_seen());
-        let a = super::super::ReplicaId(1);
+        let a = super::super::OriginId(1);
         let seen = VersionVector::from_entries([(a, 3)]);
         let put = |n: u64| Op::Put {
             value: vec![],

@@ -1,6 +1,6 @@
 //! Causal tokens: what a session has written or read, to be shown to any region later.
 
-use super::{Dot, ReplicaId, VersionVector};
+use super::{Dot, OriginId, VersionVector};
 use serde::{Deserialize, Serialize};
 
 const TOKEN_FORMAT: u8 = 1;
@@ -43,13 +43,13 @@ impl CausalToken {
     }
 
     /// The counter recorded for `replica`.
-    pub fn get(&self, replica: ReplicaId) -> u64 {
+    pub fn get(&self, replica: OriginId) -> u64 {
         self.0.get(replica)
     }
 
     /// Versioned bytes for clients to keep.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let entries: Vec<(ReplicaId, u64)> = self.0.iter().collect();
+        let entries: Vec<(OriginId, u64)> = self.0.iter().collect();
         let mut out = vec![TOKEN_FORMAT];
         // Encoding a Vec of integers into a Vec cannot fail.
         if let Ok(body) = postcard::to_stdvec(&entries) {
@@ -67,7 +67,7 @@ impl CausalToken {
         if v > TOKEN_FORMAT {
             return Err(TokenError::FutureVersion(v));
         }
-        let entries: Vec<(ReplicaId, u64)> =
+        let entries: Vec<(OriginId, u64)> =
             postcard::from_bytes(body).map_err(|_| TokenError::Malformed("undecodable"))?;
         Ok(CausalToken(VersionVector::from_entries(entries)))
     }

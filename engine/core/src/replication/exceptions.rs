@@ -17,15 +17,15 @@
 
 use super::frame::{Exceptions, EXCEPTIONS_MAX};
 use crate::model::digest::key_hash;
-use crate::model::{ReplicaId, VersionVector};
+use crate::model::{OriginId, VersionVector};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// The exceptions a replica holds (see the module documentation).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExceptionSet {
-    lost: BTreeSet<(ReplicaId, u64)>,
-    lost_order: VecDeque<(ReplicaId, u64)>,
+    lost: BTreeSet<(OriginId, u64)>,
+    lost_order: VecDeque<(OriginId, u64)>,
     uncertain: BTreeSet<u64>,
     uncertain_order: VecDeque<u64>,
 }
@@ -34,9 +34,9 @@ pub struct ExceptionSet {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExceptionChange {
     /// Lost writes added.
-    pub lost_added: Vec<(ReplicaId, u64)>,
+    pub lost_added: Vec<(OriginId, u64)>,
     /// Lost writes forgotten to stay within the bound.
-    pub lost_forgotten: Vec<(ReplicaId, u64)>,
+    pub lost_forgotten: Vec<(OriginId, u64)>,
     /// Uncertain key hashes added.
     pub uncertain_added: Vec<u64>,
     /// Uncertain key hashes forgotten to stay within the bound.
@@ -121,11 +121,11 @@ impl ExceptionSet {
 }
 
 /// `vector` capped, per origin, below the first of `lost` (what it vouches for).
-pub fn cap_below(vector: &VersionVector, lost: &BTreeSet<(ReplicaId, u64)>) -> VersionVector {
+pub fn cap_below(vector: &VersionVector, lost: &BTreeSet<(OriginId, u64)>) -> VersionVector {
     if lost.is_empty() {
         return vector.clone();
     }
-    let mut first: BTreeMap<ReplicaId, u64> = BTreeMap::new();
+    let mut first: BTreeMap<OriginId, u64> = BTreeMap::new();
     for (origin, seq) in lost {
         first.entry(*origin).or_insert(*seq);
     }
@@ -138,7 +138,7 @@ pub fn cap_below(vector: &VersionVector, lost: &BTreeSet<(ReplicaId, u64)>) -> V
 /// A snapshot as a state transfer's receiver trusts it for joins and erasures: below the
 /// sender's first lost write of each origin.
 pub fn horizon_of(snapshot: &VersionVector, exceptions: &Exceptions) -> VersionVector {
-    let lost: BTreeSet<(ReplicaId, u64)> = exceptions.lost.iter().copied().collect();
+    let lost: BTreeSet<(OriginId, u64)> = exceptions.lost.iter().copied().collect();
     cap_below(snapshot, &lost)
 }
 
@@ -150,7 +150,7 @@ mod tests {
     fn vv(entries: &[(u64, u64)]) -> VersionVector {
         let mut v = VersionVector::new();
         for (r, s) in entries {
-            v.add(Dot::new(ReplicaId(*r), *s));
+            v.add(Dot::new(OriginId(*r), *s));
         }
         v
     }
@@ -161,7 +161,7 @@ mod tests {
         let applied = vv(&[(1, 10), (2, 5)]);
         assert_eq!(*set.seen_for(b"k", &applied), applied);
         let change = set.absorb(&Exceptions {
-            lost: vec![(ReplicaId(1), 7), (ReplicaId(1), 9)],
+            lost: vec![(OriginId(1), 7), (OriginId(1), 9)],
             uncertain: vec![key_hash(b"u")],
         });
         assert_eq!(change.lost_added.len(), 2);
@@ -175,7 +175,7 @@ mod tests {
         let mut set = ExceptionSet::default();
         let many = Exceptions {
             lost: (1..=EXCEPTIONS_MAX as u64 + 5)
-                .map(|s| (ReplicaId(1), s))
+                .map(|s| (OriginId(1), s))
                 .collect(),
             uncertain: vec![],
         };
@@ -183,10 +183,10 @@ mod tests {
         set.absorb(&many);
         assert_eq!(set.counts().0, EXCEPTIONS_MAX);
         let change = set.absorb(&Exceptions {
-            lost: vec![(ReplicaId(2), 1)],
+            lost: vec![(OriginId(2), 1)],
             uncertain: vec![],
         });
-        assert_eq!(change.lost_forgotten, vec![(ReplicaId(1), 1)]);
+        assert_eq!(change.lost_forgotten, vec![(OriginId(1), 1)]);
         assert_eq!(set.counts().0, EXCEPTIONS_MAX);
     }
 }

@@ -23,7 +23,7 @@
 //! | `AeRequest` | while this replica holds damaged records to repair | offer a state-transfer round now |
 //! | `Lease` | active-passive mode | a lease request, a voter's promise or refusal, a release, a step-down (see `lease`) |
 
-use crate::model::{ReplicaId, RequestTag, VersionVector};
+use crate::model::{MemberId, OriginId, RequestTag, VersionVector};
 use serde::{Deserialize, Serialize};
 use std::ops::RangeInclusive;
 
@@ -73,7 +73,7 @@ pub struct WireEntry {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exceptions {
     /// Writes declared lost (their keys unknown).
-    pub lost: Vec<(ReplicaId, u64)>,
+    pub lost: Vec<(OriginId, u64)>,
     /// Hashes (`model::digest::key_hash`) of keys whose state was left out somewhere on its way.
     pub uncertain: Vec<u64>,
 }
@@ -87,9 +87,9 @@ pub struct Hello {
     /// Cluster id: replicas of different clusters never talk.
     pub cluster: String,
     /// The sender's member id: what its certificate name and configured incarnation derive.
-    pub member: ReplicaId,
+    pub member: MemberId,
     /// The origin the sender writes under: `member.epoch_origin(epoch)`.
-    pub origin: ReplicaId,
+    pub origin: OriginId,
     /// The origin's epoch.
     pub epoch: u32,
     /// Drawn at each process start: a member whose earlier session comes back is two
@@ -98,7 +98,7 @@ pub struct Hello {
     /// The sender's region.
     pub region: String,
     /// What the sender has applied, per origin.
-    pub applied: Vec<(ReplicaId, u64)>,
+    pub applied: Vec<(OriginId, u64)>,
     /// Whether this answers the peer's `Hello` (an answer is not answered).
     pub reply: bool,
     /// The oldest and newest protocol versions the sender speaks (sent from version 5;
@@ -124,21 +124,21 @@ pub enum Frame {
     /// Log entries of one origin, in sequence order.
     Entries {
         /// The replica that made the writes.
-        origin: ReplicaId,
+        origin: OriginId,
         /// The entries.
         entries: Vec<WireEntry>,
     },
     /// The sender's applied vector (acknowledgement and heartbeat).
     Ack {
         /// Per origin, highest sequence applied in order.
-        applied: Vec<(ReplicaId, u64)>,
+        applied: Vec<(OriginId, u64)>,
         /// Numbers the link's `Ack`s: a late one (reordered) is ignored.
         serial: u64,
     },
     /// An entry arrived ahead of a missing one: resend from `next`.
     Nack {
         /// The origin with the hole.
-        origin: ReplicaId,
+        origin: OriginId,
         /// The first missing sequence number.
         next: u64,
     },
@@ -181,7 +181,7 @@ pub enum Frame {
         /// Whether this ends the round: the receiver then adopts `snapshot`.
         done: bool,
         /// The offer's applied vector (the sender's states reflect every write in it).
-        snapshot: Vec<(ReplicaId, u64)>,
+        snapshot: Vec<(OriginId, u64)>,
     },
     /// A chunk of `AeRecords` was applied (releases the sender's in-flight budget).
     AeAck {
@@ -225,7 +225,7 @@ pub enum Frame {
         /// Whether this ends the round.
         done: bool,
         /// The offer's applied vector (the sender's states reflect every write in it).
-        snapshot: Vec<(ReplicaId, u64)>,
+        snapshot: Vec<(OriginId, u64)>,
     },
     /// Active-passive mode: the primary's lease (requests, promises, releases, step-downs).
     Lease(crate::lease::LeaseMessage),
@@ -344,19 +344,19 @@ const HELLO_VARIANT: u32 = 0;
 /// Version 4's frames where they differ from the newest (frozen: these are the bytes released
 /// peers of version 4 read and write).
 mod v4 {
-    use crate::model::ReplicaId;
+    use crate::model::{MemberId, OriginId};
     use serde::{Deserialize, Serialize};
 
     /// `super::Hello` before it carried versions and features.
     #[derive(Serialize, Deserialize)]
     pub(super) struct Hello {
         cluster: String,
-        member: ReplicaId,
-        origin: ReplicaId,
+        member: MemberId,
+        origin: OriginId,
         epoch: u32,
         session: u64,
         region: String,
-        applied: Vec<(ReplicaId, u64)>,
+        applied: Vec<(OriginId, u64)>,
         reply: bool,
     }
 
@@ -413,7 +413,7 @@ pub struct EntryOut<'a, B> {
 /// first). Entries are encoded alike in every version this build speaks.
 pub fn encode_entries<B: AsRef<[u8]>>(
     version: u8,
-    origin: ReplicaId,
+    origin: OriginId,
     entries: &[EntryOut<'_, B>],
 ) -> Vec<u8> {
     struct Records<'a, B>(&'a [(B, B)]);
@@ -474,7 +474,7 @@ pub type EntryRef<'a> = (
 /// The origin and entries of an `Entries` frame, borrowed from its bytes (the receiver's hot
 /// path: no copy of any key or state); `None` for any other frame, checked as `Frame::decode`
 /// checks it.
-pub fn decode_entries(bytes: &[u8]) -> Option<Result<(ReplicaId, Vec<EntryRef<'_>>), FrameError>> {
+pub fn decode_entries(bytes: &[u8]) -> Option<Result<(OriginId, Vec<EntryRef<'_>>), FrameError>> {
     // postcard writes the variant index as a varint: one byte below 128.
     match bytes {
         [v, tag, body @ ..]
@@ -500,7 +500,7 @@ pub fn decode_entries(bytes: &[u8]) -> Option<Result<(ReplicaId, Vec<EntryRef<'_
 const ENTRIES_VARIANT: u32 = 2;
 
 /// A version vector as frame entries.
-pub fn vv_entries(vv: &VersionVector) -> Vec<(ReplicaId, u64)> {
+pub fn vv_entries(vv: &VersionVector) -> Vec<(OriginId, u64)> {
     vv.iter().collect()
 }
 
@@ -523,7 +523,7 @@ mod tests {
             id: [5; 16],
         };
         let owned = Frame::Entries {
-            origin: ReplicaId(u64::MAX - 3),
+            origin: OriginId(u64::MAX - 3),
             entries: vec![
                 WireEntry {
                     seq: 1,
@@ -552,7 +552,7 @@ mod tests {
         let none: [Vec<u8>; 0] = [];
         let borrowed = encode_entries(
             PROTOCOL_VERSION,
-            ReplicaId(u64::MAX - 3),
+            OriginId(u64::MAX - 3),
             &[
                 EntryOut {
                     seq: 1,
@@ -584,7 +584,7 @@ mod tests {
             let none: [Vec<u8>; 0] = [];
             let at = encode_entries(
                 v,
-                ReplicaId(7),
+                OriginId(7),
                 &[EntryOut {
                     seq: 1,
                     records: &a[..],
@@ -599,7 +599,7 @@ mod tests {
             let mut first = entries[0].clone();
             first.request = None;
             let expected = Frame::Entries {
-                origin: ReplicaId(7),
+                origin: OriginId(7),
                 entries: vec![first],
             };
             assert_eq!(at, expected.encode_at(v));
@@ -609,7 +609,7 @@ mod tests {
         let Some(Ok((origin, entries))) = decode_entries(&borrowed) else {
             panic!("an entries frame decodes borrowed");
         };
-        assert_eq!(origin, ReplicaId(u64::MAX - 3));
+        assert_eq!(origin, OriginId(u64::MAX - 3));
         fn pairs(r: &[RecordState]) -> Vec<(&[u8], &[u8])> {
             r.iter().map(|(k, v)| (&k[..], &v[..])).collect()
         }
@@ -631,7 +631,7 @@ mod tests {
     #[test]
     fn frames_round_trip_and_garbage_is_refused() {
         let f = Frame::Entries {
-            origin: ReplicaId(7),
+            origin: OriginId(7),
             entries: vec![WireEntry {
                 seq: 3,
                 records: vec![(b"k".to_vec().into(), b"v".to_vec().into())],

@@ -9,7 +9,7 @@
 use super::frame::{self, Frame, FrameError, WireEntry};
 use super::seam::RecordState;
 use crate::limits::KEY_BYTES_MAX;
-use crate::model::{codec, ReplicaId, RequestTag, StateFacts};
+use crate::model::{codec, OriginId, RequestTag, StateFacts};
 use bytes::Bytes;
 
 /// A record state received from a peer, checked.
@@ -66,7 +66,7 @@ pub enum Inbound {
     /// Log entries of one origin with their records checked.
     Entries {
         /// The replica that made the writes.
-        origin: ReplicaId,
+        origin: OriginId,
         /// The entries, in the order received.
         entries: Vec<DecodedEntry>,
     },
@@ -173,7 +173,7 @@ impl Inbound {
 /// One entry (its records still to come, as `records`) checked, or the frame refused naming
 /// the entry.
 fn check_entry(
-    origin: ReplicaId,
+    origin: OriginId,
     mut entry: DecodedEntry,
     records: impl IntoIterator<Item = (Bytes, Bytes)>,
     record_bytes_max: usize,
@@ -287,7 +287,7 @@ mod tests {
 
     fn entries(origin: u64, seqs: &[u64]) -> Inbound {
         Inbound::Entries {
-            origin: ReplicaId(origin),
+            origin: OriginId(origin),
             entries: seqs
                 .iter()
                 .map(|&seq| DecodedEntry {
@@ -327,7 +327,7 @@ mod tests {
             value: value.to_vec(),
         };
         let stamp = Stamp {
-            dot: Dot::new(ReplicaId(replica), counter),
+            dot: Dot::new(OriginId(replica), counter),
             marker: Hlc(counter << 16),
         };
         record.apply(op, stamp).expect("applies");
@@ -339,7 +339,7 @@ mod tests {
         let state = encode_record(&Record::default()).expect("encodes");
         let (x, y) = (written(1, 5, b"x"), written(2, 3, b"y"));
         let frame = Frame::Entries {
-            origin: ReplicaId(4),
+            origin: OriginId(4),
             entries: vec![WireEntry {
                 seq: 9,
                 records: vec![
@@ -364,7 +364,7 @@ mod tests {
         let Ok(Inbound::Entries { origin, entries }) = Inbound::decode(&bytes, 1 << 20) else {
             panic!("entries expected");
         };
-        assert_eq!(origin, ReplicaId(4));
+        assert_eq!(origin, OriginId(4));
         let records = &entries[0].records;
         let keys: Vec<&[u8]> = records.iter().map(|r| &r.key[..]).collect();
         assert_eq!(keys, vec![&b"a"[..], &b"b"[..], &b"c"[..]]);
@@ -388,7 +388,7 @@ mod tests {
             (b"k".to_vec(), vec![0; 64]),
         ] {
             let frame = Frame::Entries {
-                origin: ReplicaId(4),
+                origin: OriginId(4),
                 entries: vec![WireEntry {
                     seq: 1,
                     records: vec![
@@ -431,7 +431,7 @@ mod tests {
             let op = Op::SetAdd {
                 elems: vec![elem.to_vec()],
             };
-            let dot = Dot::new(ReplicaId(1), counter);
+            let dot = Dot::new(OriginId(1), counter);
             let stamp = Stamp {
                 dot,
                 marker: Hlc(1),
@@ -444,7 +444,7 @@ mod tests {
         assert_eq!(facts.max_marker, record.max_marker());
         assert!(!facts.bottom);
         for (one, two) in [(0, 0), (1, 0), (2, 0), (4, 2), (5, 3), (0, 3), (9, 9)] {
-            let seen = VersionVector::from_entries([(ReplicaId(1), one), (ReplicaId(2), two)]);
+            let seen = VersionVector::from_entries([(OriginId(1), one), (OriginId(2), two)]);
             assert_eq!(
                 facts.has_dot_in(&seen),
                 record.has_dot_in(&seen),

@@ -1,6 +1,6 @@
 //! What a replica knows about one peer link: handshake, send cursors, bytes in flight.
 
-use crate::model::{ReplicaId, VersionVector};
+use crate::model::{MemberId, OriginId, VersionVector};
 use std::collections::VecDeque;
 
 /// Where the handshake stands.
@@ -14,7 +14,7 @@ pub enum LinkState {
     /// Handshake done.
     Ready {
         /// The peer's member id.
-        replica: ReplicaId,
+        member: MemberId,
         /// The peer's region.
         region: String,
     },
@@ -74,7 +74,7 @@ pub(crate) enum AntiEntropy {
 /// One entry sent and not yet acknowledged.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct InFlight {
-    pub origin: ReplicaId,
+    pub origin: OriginId,
     pub seq: u64,
     pub bytes: usize,
 }
@@ -83,13 +83,13 @@ pub(crate) struct InFlight {
 #[derive(Debug)]
 pub struct Peer {
     /// The member the link's certificate and the configuration say the peer is.
-    pub member: ReplicaId,
+    pub member: MemberId,
     /// What the peer said of its region (`Frame::About`), if anything.
     pub about: Option<crate::replication::frame::RegionAbout>,
     /// Handshake state.
     pub state: LinkState,
     /// The origin the peer announced it writes under.
-    pub origin: Option<ReplicaId>,
+    pub origin: Option<OriginId>,
     /// The peer's latest applied vector as it claimed it (before clamping).
     pub claimed: VersionVector,
     /// The latest claim, clamped to what its author can know (what cursors follow).
@@ -114,15 +114,15 @@ pub struct Peer {
     /// Last measured round trip, if any.
     pub rtt_ms: Option<u64>,
     /// Origin served last, for round-robin fairness.
-    pub(crate) last_origin: Option<ReplicaId>,
+    pub(crate) last_origin: Option<OriginId>,
     /// State transfer in progress, if any.
     pub(crate) ae: Option<AntiEntropy>,
     /// Per relayed origin: since when the peer lags on it, and its acknowledged sequence then.
-    pub(crate) relay_wait: std::collections::BTreeMap<ReplicaId, (u64, u64)>,
+    pub(crate) relay_wait: std::collections::BTreeMap<OriginId, (u64, u64)>,
     /// Per origin, a partial entry sent on this link (this replica cannot ship it whole):
     /// nothing beyond it is sent until the peer applies it, whole from another member or as
     /// partial once its bound has passed.
-    pub(crate) partial_sent: std::collections::BTreeMap<ReplicaId, u64>,
+    pub(crate) partial_sent: std::collections::BTreeMap<OriginId, u64>,
     /// Last time this replica offered a state-transfer round on this link (or the link
     /// became ready): idle links with equal vectors are still checked now and then.
     pub(crate) last_offer_ms: u64,
@@ -137,7 +137,7 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(member: ReplicaId, version: u8, now_ms: u64) -> Peer {
+    pub(crate) fn new(member: MemberId, version: u8, now_ms: u64) -> Peer {
         Peer {
             member,
             version,
@@ -175,9 +175,9 @@ impl Peer {
     }
 
     /// The peer's member id once the handshake is done.
-    pub fn replica(&self) -> Option<ReplicaId> {
+    pub fn ready_member(&self) -> Option<MemberId> {
         match &self.state {
-            LinkState::Ready { replica, .. } => Some(*replica),
+            LinkState::Ready { member, .. } => Some(*member),
             _ => None,
         }
     }
@@ -189,7 +189,7 @@ impl Peer {
     /// holds more of this replica's origin `own` than it `committed` (claims are clamped,
     /// `replicator/handshake.rs`); a state transfer's unacknowledged chunks are numbered in
     /// order below the next one.
-    pub(crate) fn debug_check(&self, link: u32, own: ReplicaId, committed: u64) {
+    pub(crate) fn debug_check(&self, link: u32, own: OriginId, committed: u64) {
         if !cfg!(debug_assertions) {
             return;
         }
@@ -243,7 +243,7 @@ impl Peer {
     }
 
     /// Forgets what is in flight for `origin` and resends from just after `from`.
-    pub(crate) fn rewind(&mut self, origin: ReplicaId, from: u64) {
+    pub(crate) fn rewind(&mut self, origin: OriginId, from: u64) {
         let mut released = 0;
         self.inflight.retain(|f| {
             let keep = f.origin != origin;
@@ -253,7 +253,7 @@ impl Peer {
             keep
         });
         self.inflight_bytes -= released;
-        let mut sent: Vec<(ReplicaId, u64)> =
+        let mut sent: Vec<(OriginId, u64)> =
             self.sent.iter().filter(|(r, _)| *r != origin).collect();
         sent.push((origin, from.max(self.acked.get(origin))));
         self.sent = VersionVector::from_entries(sent);
@@ -263,7 +263,7 @@ impl Peer {
     /// of than it did (a claim corrected, or data it lost) is sent again from what it reports;
     /// the rest is acknowledged. Returns whether anything in flight was released.
     pub(crate) fn follow(&mut self, claim: &VersionVector) -> bool {
-        let lowered: Vec<(ReplicaId, u64)> = self
+        let lowered: Vec<(OriginId, u64)> = self
             .last_claim
             .iter()
             .filter(|(o, c)| claim.get(*o) < *c)

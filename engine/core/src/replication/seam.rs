@@ -3,7 +3,7 @@
 
 use super::iblt::Iblt;
 use super::inbound::{decode_record_states, wire_bytes, DecodedEntry};
-use crate::model::{ReplicaId, VersionVector};
+use crate::model::{MemberId, OriginId, VersionVector};
 use std::sync::Arc;
 
 /// One record state shipped with a log entry: the key and its encoded record.
@@ -123,8 +123,8 @@ pub struct StateSummary {
 /// The origin a replica writes under, as the replication core sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OriginView {
-    /// The origin (the replica id of its dots).
-    pub origin: ReplicaId,
+    /// The origin (the actor of its dots).
+    pub origin: OriginId,
     /// Its epoch.
     pub epoch: u32,
 }
@@ -149,10 +149,10 @@ pub trait ReplicaStore {
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// The origin this replica writes under (its current epoch).
-    fn replica_id(&self) -> ReplicaId;
+    fn origin_id(&self) -> OriginId;
 
     /// Who this replica is: its member id, fixed for the life of its storage.
-    fn member_id(&self) -> ReplicaId;
+    fn member_id(&self) -> MemberId;
 
     /// The current origin.
     fn origin_view(&self) -> OriginView;
@@ -160,7 +160,7 @@ pub trait ReplicaStore {
     /// Moves writes to a new epoch (a peer holds writes of the current origin this replica
     /// does not: its directory lost them); the current origin's entries become those of any
     /// other origin. Returns the new origin.
-    fn start_new_epoch(&self, reason: &str) -> Result<ReplicaId, Self::Error>;
+    fn start_new_epoch(&self, reason: &str) -> Result<OriginId, Self::Error>;
 
     /// Per origin, the highest sequence number applied with every earlier one applied too
     /// (this replica's own entry is its contiguous committed sequence). Invariant I1: the
@@ -174,17 +174,17 @@ pub trait ReplicaStore {
     /// Origins whose log here holds entries beyond a sequence number it lacks (a number lost
     /// from this replica's own log, found at open): (origin, the missing number, which is the
     /// origin's applied entry plus one).
-    fn stranded(&self) -> Vec<(ReplicaId, u64)>;
+    fn stranded(&self) -> Vec<(OriginId, u64)>;
 
     /// No reachable member supplied `origin`'s write `seq` (stranded here) within the bound:
     /// declares it lost (logged as a lost entry, counted, kept among the exceptions) and
     /// advances the applied vector through the entries held beyond it.
-    fn declare_lost(&self, origin: ReplicaId, seq: u64) -> Result<(), Self::Error>;
+    fn declare_lost(&self, origin: OriginId, seq: u64) -> Result<(), Self::Error>;
 
     /// The records a log entry changed, in a state that includes the entry (the current one,
     /// or the one the entry's commit left), and the keys that cannot be shipped; `None` when
     /// the entry is no longer in the log (truncated) or was never applied here.
-    fn read_entry(&self, origin: ReplicaId, seq: u64) -> Result<Option<ShippedEntry>, Self::Error>;
+    fn read_entry(&self, origin: OriginId, seq: u64) -> Result<Option<ShippedEntry>, Self::Error>;
 
     /// Largest encoded record accepted from a peer: by default an entry's worth (a peer's
     /// record may have met concurrent writes on its way, `limits`).
@@ -200,7 +200,7 @@ pub trait ReplicaStore {
     /// the caller passes one only once no whole copy came within its bound.
     fn apply_entries(
         &self,
-        origin: ReplicaId,
+        origin: OriginId,
         entries: Vec<DecodedEntry>,
     ) -> Result<Vec<ApplyOutcome>, Self::Error>;
 
@@ -208,7 +208,7 @@ pub trait ReplicaStore {
     /// is left out; `Invalid` if they cannot be put together).
     fn apply_entry(
         &self,
-        origin: ReplicaId,
+        origin: OriginId,
         seq: u64,
         records: &[RecordState],
     ) -> Result<ApplyOutcome, Self::Error> {

@@ -107,7 +107,7 @@ impl SessionKeys {
     }
 
     /// Forgets `origin`'s writes beyond `held` (lost: no region will ever have them).
-    pub fn forget_beyond(&mut self, origin: crate::model::ReplicaId, held: u64) {
+    pub fn forget_beyond(&mut self, origin: crate::model::OriginId, held: u64) {
         for (context, _) in self.keys.values_mut() {
             *context = context.capped(origin, held);
         }
@@ -134,11 +134,11 @@ fn bucket(key: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Dot, ReplicaId};
+    use crate::model::{Dot, OriginId};
 
     fn dot(origin: u64, seq: u64) -> VersionVector {
         let mut v = VersionVector::new();
-        v.add(Dot::new(ReplicaId(origin), seq));
+        v.add(Dot::new(OriginId(origin), seq));
         v
     }
 
@@ -149,16 +149,16 @@ mod tests {
         s.note(b"a", &dot(2, 5));
         s.note(b"b", &dot(1, 9));
         let a = s.of(b"a");
-        assert_eq!((a.get(ReplicaId(1)), a.get(ReplicaId(2))), (3, 5));
+        assert_eq!((a.get(OriginId(1)), a.get(OriginId(2))), (3, 5));
         assert_eq!(
-            s.of(b"b").get(ReplicaId(2)),
+            s.of(b"b").get(OriginId(2)),
             0,
             "b's gate ignores a's writes"
         );
         assert!(s.of(b"never").is_empty());
         s.note_everywhere(&dot(7, 2));
-        assert_eq!(s.of(b"never").get(ReplicaId(7)), 2);
-        assert_eq!(s.of(b"a").get(ReplicaId(7)), 2);
+        assert_eq!(s.of(b"never").get(OriginId(7)), 2);
+        assert_eq!(s.of(b"a").get(OriginId(7)), 2);
     }
 
     #[test]
@@ -169,14 +169,14 @@ mod tests {
         let add = Op::CounterAdd { delta: 1 };
         assert!(s.gate([(b"a".as_slice(), &add)]).is_empty());
         let gate = s.gate([(b"a".as_slice(), &Op::Delete)]);
-        assert_eq!(gate.get(ReplicaId(1)), 4);
+        assert_eq!(gate.get(OriginId(1)), 4);
         // A register write waits for its key's context and for the context it carries.
         let put = Op::Put {
             value: b"v".to_vec(),
             context: Some(dot(2, 7)),
         };
         let gate = s.gate([(b"b".as_slice(), &put), (b"c".as_slice(), &add)]);
-        assert_eq!((gate.get(ReplicaId(1)), gate.get(ReplicaId(2))), (4, 7));
+        assert_eq!((gate.get(OriginId(1)), gate.get(OriginId(2))), (4, 7));
     }
 
     #[test]
@@ -192,9 +192,9 @@ mod tests {
         }
         // Forgetting an origin's lost writes lowers every key's and bucket's context.
         let mut f = s.clone();
-        f.forget_beyond(ReplicaId(50), 10);
-        assert_eq!(f.of(b"k49").get(ReplicaId(50)), 10);
-        assert_eq!(f.of(b"k48").get(ReplicaId(49)), 49);
+        f.forget_beyond(OriginId(50), 10);
+        assert_eq!(f.of(b"k49").get(OriginId(50)), 10);
+        assert_eq!(f.of(b"k48").get(OriginId(49)), 49);
         // A key touched again stays among the kept ones.
         s.note(b"k0", &dot(1, 2));
         s.note(b"new", &dot(500, 1));

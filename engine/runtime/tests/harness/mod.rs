@@ -13,7 +13,7 @@ use meridian_client::tls::replica_dns_name;
 use meridian_client::TlsFiles;
 use meridian_config::dev_certs::{self, CertsRequest};
 use meridian_core::routing::Location;
-use meridian_runtime::{replica_id_for, PeerSpec, Runtime, RuntimeConfig, RuntimeError};
+use meridian_runtime::{member_id_for, PeerSpec, Runtime, RuntimeConfig, RuntimeError};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -99,7 +99,7 @@ impl Harness {
                 let engine = Engine::open(
                     dir.path().join(name),
                     Config {
-                        replica_id: Some(replica_id_for(CLUSTER, name, 0)),
+                        member_id: Some(member_id_for(CLUSTER, name, 0)),
                         ..Config::default()
                     },
                 )

@@ -205,7 +205,7 @@ struct SimSession {
     known: BTreeMap<Vec<u8>, VersionVector>,
     wrote: BTreeMap<Vec<u8>, BTreeSet<Dot>>,
     /// Writes it forgot as lost: (origin, last kept).
-    forgot: Vec<(meridian::ReplicaId, u64)>,
+    forgot: Vec<(meridian::OriginId, u64)>,
     /// Set elements it added (key, element), for it to remove.
     elems: Vec<(Vec<u8>, Vec<u8>)>,
     /// Its last acknowledged register write.

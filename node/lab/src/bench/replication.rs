@@ -125,7 +125,7 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
         Engine::open(&config.data_dir, config.engine_config())
     };
     let (a, b) = (open(0)?, open(1)?);
-    let origin = a.replica_id();
+    let origin = a.origin_id();
     // With a round trip to add, each region's peer address is a delaying relay in front of the
     // other (only the region whose name sorts first dials; the other relay stays idle).
     let mut relays = Vec::new();
@@ -313,7 +313,7 @@ async fn write_records(engine: &Engine, from: u64, to: u64, value: &[u8]) -> any
 /// Waits until `engine` has applied `origin`'s writes up to `last`.
 async fn wait_applied(
     engine: &Engine,
-    origin: meridian::ReplicaId,
+    origin: meridian::OriginId,
     last: u64,
     started: Instant,
 ) -> anyhow::Result<()> {

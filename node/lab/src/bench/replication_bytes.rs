@@ -3,7 +3,7 @@
 //! directory); links are in-memory and lossless, so the figures are the protocol's own.
 
 use super::report::{emit, header, Metric};
-use meridian::{Batch, Config, Engine, ReplicaId, Replication};
+use meridian::{Batch, Config, Engine, MemberId, Replication};
 use meridian_core::replication::{LinkId, Output, ReplicaStore, ReplicationConfig, Replicator};
 use std::collections::BTreeSet;
 
@@ -127,7 +127,7 @@ impl Links {
 
 fn open(dir: &std::path::Path, name: &str, id: u64) -> anyhow::Result<Replication> {
     let config = Config {
-        replica_id: Some(ReplicaId(id)),
+        member_id: Some(MemberId(id)),
         ..Config::default()
     };
     Ok(Engine::open(dir.join(name), config)?.replication())

@@ -9,7 +9,7 @@
 //! varint edge cases.
 
 use super::{check_ctx, dot_at, envelope_body, trailing, CodecError, MAX_DEPTH};
-use crate::model::{Dot, Hlc, Kind, ReplicaId, StateFacts};
+use crate::model::{Dot, Hlc, Kind, OriginId, StateFacts};
 use smallvec::SmallVec;
 
 /// Checks a record envelope as `decode_record` would (`Ok` exactly when it decodes) and
@@ -82,9 +82,9 @@ fn check_value(
                 dots.add(dot_at(&ctx, idx, back)?, facts);
             }
             dots.distinct()?;
-            let mut replicas: SmallVec<[ReplicaId; 4]> = SmallVec::new();
+            let mut replicas: SmallVec<[OriginId; 4]> = SmallVec::new();
             for _ in 0..r.len()? {
-                replicas.push(ReplicaId(r.u64()?));
+                replicas.push(OriginId(r.u64()?));
                 r.u64()?; // increments
                 r.u64()?; // decrements
             }
@@ -228,10 +228,10 @@ impl<'a> Reader<'a> {
     }
 
     /// A context: (replica, counter) pairs, checked canonical.
-    fn ctx(&mut self) -> Result<SmallVec<[(ReplicaId, u64); 4]>, CodecError> {
+    fn ctx(&mut self) -> Result<SmallVec<[(OriginId, u64); 4]>, CodecError> {
         let mut ctx = SmallVec::new();
         for _ in 0..self.len()? {
-            ctx.push((ReplicaId(self.u64()?), self.u64()?));
+            ctx.push((OriginId(self.u64()?), self.u64()?));
         }
         check_ctx(&ctx)?;
         Ok(ctx)

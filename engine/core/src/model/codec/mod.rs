@@ -3,12 +3,12 @@
 //! Envelope: one version byte, then postcard. Equal records encode to equal bytes: every map is
 //! a `BTreeMap` and is written in order. Dots inside a causal value are written relative to its
 //! context (index of the replica in the context, distance below its counter), which keeps a
-//! single-writer record's causal metadata near 20 bytes even with 64-bit replica ids.
+//! single-writer record's causal metadata near 20 bytes even with 64-bit origin ids.
 
 use super::counter::{Counter, Totals};
 use super::lww::LwwEntry;
 use super::VersionVector;
-use super::{Causal, Dot, DotFun, FieldKey, Hlc, Kind, OrMap, Record, ReplicaId, Value};
+use super::{Causal, Dot, DotFun, FieldKey, Hlc, Kind, OrMap, OriginId, Record, Value};
 use serde::ser::{SerializeSeq, SerializeStructVariant};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Cow;
@@ -157,22 +157,22 @@ struct Field<'a> {
 #[derive(Serialize, Deserialize)]
 enum ValueRepr<'a> {
     Register {
-        ctx: Vec<(ReplicaId, u64)>,
+        ctx: Vec<(OriginId, u64)>,
         #[serde(borrow)]
         entries: Vec<Reg<'a>>,
     },
     Lww {
-        ctx: Vec<(ReplicaId, u64)>,
+        ctx: Vec<(OriginId, u64)>,
         #[serde(borrow)]
         entries: Vec<Lww<'a>>,
     },
     Counter {
-        ctx: Vec<(ReplicaId, u64)>,
+        ctx: Vec<(OriginId, u64)>,
         entries: Vec<(u32, u64, u64, u64)>,
-        base: Vec<(ReplicaId, u64, u64)>,
+        base: Vec<(OriginId, u64, u64)>,
     },
     Set {
-        ctx: Vec<(ReplicaId, u64)>,
+        ctx: Vec<(OriginId, u64)>,
         #[serde(borrow)]
         elems: Vec<Elem<'a>>,
     },
@@ -215,10 +215,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Nested<T> {
 }
 
 /// A causal context written as a table that dots refer into.
-struct DotTable(Vec<(ReplicaId, u64)>);
+struct DotTable(Vec<(OriginId, u64)>);
 
 impl DotTable {
-    fn parse(entries: Vec<(ReplicaId, u64)>) -> Result<Self, CodecError> {
+    fn parse(entries: Vec<(OriginId, u64)>) -> Result<Self, CodecError> {
         check_ctx(&entries)?;
         Ok(DotTable(entries))
     }
@@ -233,7 +233,7 @@ impl DotTable {
 }
 
 /// Checks that a context is canonical: replicas strictly ascending, no zero counter.
-fn check_ctx(entries: &[(ReplicaId, u64)]) -> Result<(), CodecError> {
+fn check_ctx(entries: &[(OriginId, u64)]) -> Result<(), CodecError> {
     let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0);
     if !sorted || entries.iter().any(|(_, c)| *c == 0) {
         return Err(CodecError::Malformed("context not canonical".into()));
@@ -242,7 +242,7 @@ fn check_ctx(entries: &[(ReplicaId, u64)]) -> Result<(), CodecError> {
 }
 
 /// The dot written as (`idx`, `back`) relative to the context `ctx`.
-fn dot_at(ctx: &[(ReplicaId, u64)], idx: u32, back: u64) -> Result<Dot, CodecError> {
+fn dot_at(ctx: &[(OriginId, u64)], idx: u32, back: u64) -> Result<Dot, CodecError> {
     let (replica, top) = *ctx
         .get(idx as usize)
         .ok_or_else(|| CodecError::Malformed("dot refers past its context".into()))?;
@@ -333,7 +333,7 @@ impl Serialize for EncElems<'_> {
     }
 }
 
-struct EncBase<'a>(&'a BTreeMap<ReplicaId, Totals>);
+struct EncBase<'a>(&'a BTreeMap<OriginId, Totals>);
 
 impl Serialize for EncBase<'_> {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {

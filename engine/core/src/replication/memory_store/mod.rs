@@ -25,7 +25,7 @@ mod tests;
 
 use crate::limits::{BATCH_OPS_MAX, KEY_BYTES_MAX, RECORD_BYTES_MAX};
 use crate::model::codec::{CodecError, MAX_DEPTH};
-use crate::model::{ApplyError, Dot, Op, Record, ReplicaId, Stamp};
+use crate::model::{ApplyError, Dot, MemberId, Op, Record, Stamp};
 use crate::replication::incoming::{Incoming, Theirs};
 use state::State;
 use std::sync::{Mutex, MutexGuard};
@@ -86,7 +86,7 @@ impl std::fmt::Debug for MemoryStore {
 impl MemoryStore {
     /// A new, empty store for `member`, writing in `epoch` (its origin is
     /// `member.epoch_origin(epoch)`), writable at once.
-    pub fn new(member: ReplicaId, epoch: u32) -> MemoryStore {
+    pub fn new(member: MemberId, epoch: u32) -> MemoryStore {
         MemoryStore {
             state: Mutex::new(State::new(member, epoch)),
         }

@@ -3,7 +3,7 @@
 use super::{MemoryStore, MemoryStoreError};
 use crate::limits::RECORD_OVERHEAD_BYTES;
 use crate::model::digest::key_hash;
-use crate::model::{Dot, ReplicaId, VersionVector};
+use crate::model::{Dot, MemberId, OriginId, VersionVector};
 use crate::replication::incoming::Incoming;
 use crate::replication::{
     decode_record_states, sequence_entries, sort_joining, ApplyOutcome, Compaction, DecodedEntry,
@@ -17,11 +17,11 @@ use std::sync::Arc;
 impl ReplicaStore for MemoryStore {
     type Error = MemoryStoreError;
 
-    fn replica_id(&self) -> ReplicaId {
+    fn origin_id(&self) -> OriginId {
         self.lock().origin
     }
 
-    fn member_id(&self) -> ReplicaId {
+    fn member_id(&self) -> MemberId {
         self.lock().member
     }
 
@@ -33,7 +33,7 @@ impl ReplicaStore for MemoryStore {
         }
     }
 
-    fn start_new_epoch(&self, reason: &str) -> Result<ReplicaId, MemoryStoreError> {
+    fn start_new_epoch(&self, reason: &str) -> Result<OriginId, MemoryStoreError> {
         let mut s = self.lock();
         let (old, old_seq) = (s.origin, s.last_seq);
         // The engine draws a random epoch other than 0 and the current one.
@@ -61,12 +61,12 @@ impl ReplicaStore for MemoryStore {
         self.lock().exceptions.to_wire()
     }
 
-    fn stranded(&self) -> Vec<(ReplicaId, u64)> {
+    fn stranded(&self) -> Vec<(OriginId, u64)> {
         // Nothing in memory is lost: no log has a number missing.
         Vec::new()
     }
 
-    fn declare_lost(&self, origin: ReplicaId, seq: u64) -> Result<(), MemoryStoreError> {
+    fn declare_lost(&self, origin: OriginId, seq: u64) -> Result<(), MemoryStoreError> {
         Err(MemoryStoreError::NothingMissing(format!(
             "{origin}:{seq} is not stranded here"
         )))
@@ -74,7 +74,7 @@ impl ReplicaStore for MemoryStore {
 
     fn read_entry(
         &self,
-        origin: ReplicaId,
+        origin: OriginId,
         seq: u64,
     ) -> Result<Option<ShippedEntry>, MemoryStoreError> {
         let s = self.lock();
@@ -101,7 +101,7 @@ impl ReplicaStore for MemoryStore {
 
     fn apply_entries(
         &self,
-        origin: ReplicaId,
+        origin: OriginId,
         entries: Vec<DecodedEntry>,
     ) -> Result<Vec<ApplyOutcome>, MemoryStoreError> {
         let mut s = self.lock();

@@ -3,7 +3,7 @@
 
 use super::MemoryStoreError;
 use crate::model::digest::{key_hash, state_hash};
-use crate::model::{codec, Dot, HybridClock, Record, ReplicaId, VersionVector};
+use crate::model::{codec, Dot, HybridClock, MemberId, OriginId, Record, VersionVector};
 use crate::replication::exceptions::ExceptionSet;
 use crate::replication::iblt::Iblt;
 use crate::replication::incoming::{Incoming, Theirs};
@@ -14,11 +14,11 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub(super) struct State {
     /// Who the replica is.
-    pub(super) member: ReplicaId,
+    pub(super) member: MemberId,
     /// The current epoch; writes are numbered in `member.epoch_origin(epoch)`.
     pub(super) epoch: u32,
     /// The current origin.
-    pub(super) origin: ReplicaId,
+    pub(super) origin: OriginId,
     /// The current origin's last sequence number (every number up to it is committed: a
     /// write takes its number as it commits, and a failed one spends none).
     pub(super) last_seq: u64,
@@ -30,7 +30,7 @@ pub(super) struct State {
     /// Encoded records by key (tombstones included).
     pub(super) records: BTreeMap<Arc<[u8]>, Arc<[u8]>>,
     /// Log entries: the keys each changed, sorted and distinct, and what is partial of them.
-    pub(super) log: BTreeMap<(ReplicaId, u64), Logged>,
+    pub(super) log: BTreeMap<(OriginId, u64), Logged>,
     /// What the applied vector covers that the records do not reflect (declared lost).
     pub(super) exceptions: ExceptionSet,
     /// Keys whose record became a tombstone since the last compaction looked at them.
@@ -71,7 +71,7 @@ pub(super) fn encode(record: &Record) -> Result<Vec<u8>, MemoryStoreError> {
 
 impl State {
     /// A store created for `member` in `epoch`: writable, never replicated.
-    pub(super) fn new(member: ReplicaId, epoch: u32) -> State {
+    pub(super) fn new(member: MemberId, epoch: u32) -> State {
         State {
             member,
             epoch,
@@ -155,7 +155,7 @@ impl State {
     }
 
     /// Logs an entry of `origin` naming `keys` (sorted, distinct), whole.
-    pub(super) fn put_log(&mut self, origin: ReplicaId, seq: u64, keys: &[&[u8]]) {
+    pub(super) fn put_log(&mut self, origin: OriginId, seq: u64, keys: &[&[u8]]) {
         self.put_log_partial(origin, seq, keys, Vec::new(), false);
     }
 
@@ -163,7 +163,7 @@ impl State {
     /// it lacks and whether the write is lost.
     pub(super) fn put_log_partial(
         &mut self,
-        origin: ReplicaId,
+        origin: OriginId,
         seq: u64,
         keys: &[&[u8]],
         left_out: Vec<Vec<u8>>,
@@ -185,11 +185,11 @@ impl State {
     }
 
     /// Removes the log entries of `origin` numbered `from..=to`; returns how many there were.
-    pub(super) fn delete_log_range(&mut self, origin: ReplicaId, from: u64, to: u64) -> u64 {
+    pub(super) fn delete_log_range(&mut self, origin: OriginId, from: u64, to: u64) -> u64 {
         if from > to {
             return 0;
         }
-        let doomed: Vec<(ReplicaId, u64)> = self
+        let doomed: Vec<(OriginId, u64)> = self
             .log
             .range((origin, from)..=(origin, to))
             .map(|(k, _)| *k)

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::model::digest::{key_hash, state_hash};
-use crate::model::{Kind, Value, VersionVector};
+use crate::model::{Kind, MemberId, OriginId, Value, VersionVector};
 use crate::replication::iblt::Iblt;
 use crate::replication::{
     ApplyOutcome, Compaction, Exceptions, OfferPlan, RecordState, ReplicaStore,
@@ -61,8 +61,8 @@ fn ship(from: &MemoryStore, to: &MemoryStore) -> usize {
 #[test]
 fn two_stores_exchanging_entries_through_the_seam_converge() {
     let (a, b) = (
-        MemoryStore::new(ReplicaId(1), 0),
-        MemoryStore::new(ReplicaId(2), 0),
+        MemoryStore::new(MemberId(1), 0),
+        MemoryStore::new(MemberId(2), 0),
     );
     assert_eq!(a.apply(b"x", put(b"a1")).unwrap(), 1);
     assert_eq!(a.apply(b"shared", put(b"from-a")).unwrap(), 2);
@@ -90,7 +90,7 @@ fn two_stores_exchanging_entries_through_the_seam_converge() {
     ship(&a, &b);
     assert_eq!(values(&b, b"shared").unwrap(), vec![b"resolved".to_vec()]);
     // An entry relayed through b reaches a third store.
-    let c = MemoryStore::new(ReplicaId(3), 0);
+    let c = MemoryStore::new(MemberId(3), 0);
     ship(&b, &c);
     assert_eq!(all_states(&c), all_states(&a));
     // A later LWW write here orders after what it observed from a peer.
@@ -114,13 +114,13 @@ fn two_stores_exchanging_entries_through_the_seam_converge() {
 #[test]
 fn gaps_duplicates_and_own_entries_are_not_applied() {
     let (a, b) = (
-        MemoryStore::new(ReplicaId(1), 0),
-        MemoryStore::new(ReplicaId(2), 0),
+        MemoryStore::new(MemberId(1), 0),
+        MemoryStore::new(MemberId(2), 0),
     );
     a.apply(b"x", put(b"1")).unwrap();
     a.apply(b"y", put(b"2")).unwrap();
     let entry = |seq| -> Vec<RecordState> {
-        a.read_entry(a.replica_id(), seq)
+        a.read_entry(a.origin_id(), seq)
             .unwrap()
             .unwrap()
             .states
@@ -128,7 +128,7 @@ fn gaps_duplicates_and_own_entries_are_not_applied() {
             .map(|(k, v)| (k.to_vec(), v.to_vec()))
             .collect()
     };
-    let origin = a.replica_id();
+    let origin = a.origin_id();
     assert_eq!(
         b.apply_entry(origin, 2, &entry(2)).unwrap(),
         ApplyOutcome::Gap { expected: 1 }
@@ -166,7 +166,7 @@ fn gaps_duplicates_and_own_entries_are_not_applied() {
 
 #[test]
 fn a_batch_is_one_dot_and_one_entry_and_a_failed_write_spends_no_number() {
-    let a = MemoryStore::new(ReplicaId(1), 0);
+    let a = MemoryStore::new(MemberId(1), 0);
     let seq = a
         .write(vec![
             (b"b".to_vec(), put(b"1")),
@@ -176,7 +176,7 @@ fn a_batch_is_one_dot_and_one_entry_and_a_failed_write_spends_no_number() {
         .unwrap();
     assert_eq!(seq, 1);
     let keys: Vec<Vec<u8>> = a
-        .read_entry(a.replica_id(), 1)
+        .read_entry(a.origin_id(), 1)
         .unwrap()
         .unwrap()
         .states
@@ -190,20 +190,20 @@ fn a_batch_is_one_dot_and_one_entry_and_a_failed_write_spends_no_number() {
         a.apply(b"b", Op::CounterAdd { delta: 1 }),
         Err(MemoryStoreError::Apply(ApplyError::WrongType { .. }))
     ));
-    assert_eq!(a.applied().get(a.replica_id()), 1);
-    assert!(a.read_entry(a.replica_id(), 2).unwrap().is_none());
+    assert_eq!(a.applied().get(a.origin_id()), 1);
+    assert!(a.read_entry(a.origin_id(), 2).unwrap().is_none());
     assert_eq!(a.apply(b"c", put(b"3")).unwrap(), 2);
     assert!(a.apply(b"", put(b"x")).is_err());
     assert!(a.write(vec![]).is_err());
-    assert_eq!(a.applied().get(a.replica_id()), 2);
+    assert_eq!(a.applied().get(a.origin_id()), 2);
 }
 
 #[test]
 fn a_read_context_beyond_what_this_replica_has_seen_is_refused() {
-    let a = MemoryStore::new(ReplicaId(1), 0);
+    let a = MemoryStore::new(MemberId(1), 0);
     a.apply(b"k", put(b"1")).unwrap();
     // The context claims a write of replica 9 that never arrived here.
-    let claim = VersionVector::from_entries([(a.replica_id(), 1), (ReplicaId(9), 5)]);
+    let claim = VersionVector::from_entries([(a.origin_id(), 1), (OriginId(9), 5)]);
     let refused = a.apply(
         b"k",
         Op::Put {
@@ -220,14 +220,14 @@ fn a_read_context_beyond_what_this_replica_has_seen_is_refused() {
         vec![b"1".to_vec()],
         "nothing written"
     );
-    assert_eq!(a.applied().get(a.replica_id()), 1, "no number spent");
+    assert_eq!(a.applied().get(a.origin_id()), 1, "no number spent");
 }
 
 #[test]
 fn a_state_transfer_by_summary_converges_and_carries_deletes() {
     let (a, b) = (
-        MemoryStore::new(ReplicaId(1), 0),
-        MemoryStore::new(ReplicaId(2), 0),
+        MemoryStore::new(MemberId(1), 0),
+        MemoryStore::new(MemberId(2), 0),
     );
     for i in 0..50u32 {
         a.apply(format!("k{i}").as_bytes(), put(b"v1")).unwrap();
@@ -241,8 +241,8 @@ fn a_state_transfer_by_summary_converges_and_carries_deletes() {
     let c = a.compact(&a.applied()).unwrap();
     assert_eq!(c.log_entries_removed, 53);
     assert_eq!(c.tombstones_removed, 1, "stable by fiat here");
-    assert!(a.read_entry(a.replica_id(), 51).unwrap().is_none());
-    assert_eq!(a.log_floor().get(a.replica_id()), 53);
+    assert!(a.read_entry(a.origin_id(), 51).unwrap().is_none());
+    assert_eq!(a.log_floor().get(a.origin_id()), 53);
 
     // b compares tables with a, asks for the keys a holds in other states, and joins them.
     let cells = Iblt::cells_for(8);
@@ -273,7 +273,7 @@ fn a_state_transfer_by_summary_converges_and_carries_deletes() {
     assert_eq!(b.drop_covered(&absent, &theirs.applied).unwrap(), 1);
     b.adopt(&theirs.applied, &theirs.exceptions).unwrap();
     assert_eq!(b.applied(), a.applied());
-    assert_eq!(b.log_floor().get(a.replica_id()), 53);
+    assert_eq!(b.log_floor().get(a.origin_id()), 53);
     assert_eq!(values(&b, b"k1").unwrap(), vec![b"v2".to_vec()]);
     assert!(b.record(b"k7").unwrap().is_bottom(), "b learnt the delete");
     b.compact(&b.applied()).unwrap();
@@ -287,8 +287,8 @@ fn a_state_transfer_by_summary_converges_and_carries_deletes() {
 #[test]
 fn a_streamed_transfer_drops_what_the_sender_holds_nothing_of() {
     let (a, b) = (
-        MemoryStore::new(ReplicaId(1), 0),
-        MemoryStore::new(ReplicaId(2), 0),
+        MemoryStore::new(MemberId(1), 0),
+        MemoryStore::new(MemberId(2), 0),
     );
     for key in [&b"a"[..], b"b", b"c", b"d"] {
         a.apply(key, put(key)).unwrap();
@@ -343,14 +343,14 @@ fn a_streamed_transfer_drops_what_the_sender_holds_nothing_of() {
 #[test]
 fn compaction_removes_the_log_entries_stable_covers() {
     let (a, b) = (
-        MemoryStore::new(ReplicaId(1), 0),
-        MemoryStore::new(ReplicaId(2), 0),
+        MemoryStore::new(MemberId(1), 0),
+        MemoryStore::new(MemberId(2), 0),
     );
     for i in 0..5u32 {
         a.apply(format!("k{i}").as_bytes(), put(b"v")).unwrap();
     }
     ship(&a, &b);
-    let origin = a.replica_id();
+    let origin = a.origin_id();
     let stable = VersionVector::from_entries([(origin, 3)]);
     for s in [&a, &b] {
         let c = s.compact(&stable).unwrap();
@@ -371,8 +371,8 @@ fn compaction_removes_the_log_entries_stable_covers() {
 #[test]
 fn tombstones_are_reclaimed_once_stable_and_no_entry_names_them() {
     let (a, b) = (
-        MemoryStore::new(ReplicaId(1), 0),
-        MemoryStore::new(ReplicaId(2), 0),
+        MemoryStore::new(MemberId(1), 0),
+        MemoryStore::new(MemberId(2), 0),
     );
     a.apply(b"gone", put(b"v")).unwrap();
     a.apply(b"gone", Op::Delete).unwrap();
@@ -384,7 +384,7 @@ fn tombstones_are_reclaimed_once_stable_and_no_entry_names_them() {
     let c = b.compact(&VersionVector::new()).unwrap();
     assert_eq!((c.tombstones_removed, c.tombstones_pending), (0, 1));
     // A stable vector short of the delete keeps it pending.
-    let origin = a.replica_id();
+    let origin = a.origin_id();
     let c = b
         .compact(&VersionVector::from_entries([(origin, 1)]))
         .unwrap();
@@ -395,7 +395,7 @@ fn tombstones_are_reclaimed_once_stable_and_no_entry_names_them() {
     assert!(b.record(b"reset").is_some(), "a counter reset is kept");
     // A stale state of the reclaimed key does not bring it back.
     let stale = {
-        let old = MemoryStore::new(ReplicaId(1), 0);
+        let old = MemoryStore::new(MemberId(1), 0);
         old.apply(b"gone", put(b"v")).unwrap();
         old.export(b"gone").unwrap()
     };
@@ -407,8 +407,8 @@ fn tombstones_are_reclaimed_once_stable_and_no_entry_names_them() {
 #[test]
 fn the_running_summary_equals_one_built_from_the_records() {
     let (a, b) = (
-        MemoryStore::new(ReplicaId(1), 0),
-        MemoryStore::new(ReplicaId(2), 0),
+        MemoryStore::new(MemberId(1), 0),
+        MemoryStore::new(MemberId(2), 0),
     );
     a.apply(b"x", put(b"1")).unwrap();
     let _ = a.summarize(12).unwrap(); // built here, then kept up to date
@@ -437,8 +437,8 @@ fn the_running_summary_equals_one_built_from_the_records() {
 
 #[test]
 fn a_restart_stays_writable_and_a_restored_backup_writes_under_a_new_epoch() {
-    let a = MemoryStore::new(ReplicaId(1), 0);
-    assert_eq!(a.replica_id(), ReplicaId(1), "epoch 0: the member id");
+    let a = MemoryStore::new(MemberId(1), 0);
+    assert_eq!(a.origin_id(), OriginId(1), "epoch 0: the member id");
     a.apply(b"k", put(b"1")).unwrap();
     a.restart();
     let backup = a.checkpoint();
@@ -447,15 +447,15 @@ fn a_restart_stays_writable_and_a_restored_backup_writes_under_a_new_epoch() {
     assert_eq!(a.apply(b"k", put(b"3")).unwrap(), 3, "writable at once");
 
     // The backup lacks writes 2 and 3, which peers may hold: it writes under a new epoch.
-    let origin = backup.replica_id();
-    assert_eq!(origin, ReplicaId(1).epoch_origin(1));
+    let origin = backup.origin_id();
+    assert_eq!(origin, MemberId(1).epoch_origin(1));
     assert_eq!(backup.origin_view().epoch, 1);
-    assert_eq!(backup.applied().get(ReplicaId(1)), 1);
-    assert_eq!(backup.member_id(), ReplicaId(1));
+    assert_eq!(backup.applied().get(OriginId(1)), 1);
+    assert_eq!(backup.member_id(), MemberId(1));
     assert_eq!(backup.apply(b"k", put(b"4")).unwrap(), 1);
     // The old origin is one like any other: what the peer holds of it comes back.
     assert_eq!(ship(&a, &backup), 2);
-    assert_eq!(backup.applied().get(ReplicaId(1)), 3);
+    assert_eq!(backup.applied().get(OriginId(1)), 3);
     assert_eq!(backup.applied().get(origin), 1);
     // Write 4 saw only write 1: concurrent with write 3.
     assert_eq!(
@@ -465,7 +465,7 @@ fn a_restart_stays_writable_and_a_restored_backup_writes_under_a_new_epoch() {
     // Another copy restored must not reuse epoch 1: the caller picks another.
     a.set_next_epoch(7);
     let again = a.checkpoint();
-    assert_eq!(again.replica_id(), ReplicaId(1).epoch_origin(7));
+    assert_eq!(again.origin_id(), MemberId(1).epoch_origin(7));
     assert_eq!(again.origin_view().epoch, 7);
     assert!(format!("{again:?}").len() < 400, "Debug stays short");
 }

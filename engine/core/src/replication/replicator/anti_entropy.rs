@@ -794,5 +794,5 @@ struct Chunk {
     /// The key range a streamed chunk covers whole.
     range: Option<(Vec<u8>, Option<Vec<u8>>)>,
     done: bool,
-    snapshot: Vec<(crate::model::ReplicaId, u64)>,
+    snapshot: Vec<(crate::model::OriginId, u64)>,
 }

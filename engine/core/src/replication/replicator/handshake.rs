@@ -13,7 +13,7 @@
 //!   (cursors rewind).
 
 use super::{LinkId, LinkState, Output, Peer, ReplicationError, Replicator};
-use crate::model::{ReplicaId, VersionVector};
+use crate::model::{OriginId, VersionVector};
 use crate::replication::frame::{
     vv_entries, Frame, Hello, RegionAbout, FEATURES, FEATURES_MAX, FEATURE_BYTES_MAX,
     HELLO_RANGE_VERSION, PROTOCOL_VERSIONS,
@@ -152,7 +152,7 @@ impl Replicator {
         let claim = self.take_claim(peer, applied, store)?;
         let mut became_ready = false;
         if let Some(p) = self.peers.get_mut(&peer) {
-            if p.replica() == Some(member) {
+            if p.ready_member() == Some(member) {
                 // A repeated hello on a live link (an answer, a retry that crossed ours, or
                 // a new epoch announced): follow what it reports, keep the cursors.
                 p.follow(&claim);
@@ -165,10 +165,7 @@ impl Replicator {
                 );
                 *p = Peer::new(member, p.version, now_ms);
                 (p.origin, p.claimed, p.speaks, p.features) = kept;
-                p.state = LinkState::Ready {
-                    replica: member,
-                    region,
-                };
+                p.state = LinkState::Ready { member, region };
                 p.sent = claim.clone();
                 p.acked = claim.clone();
                 p.last_claim = claim;
@@ -217,7 +214,7 @@ impl Replicator {
         raw: &VersionVector,
         store: &impl ReplicaStore,
     ) -> VersionVector {
-        let own = store.replica_id();
+        let own = store.origin_id();
         let committed = store.applied().get(own);
         VersionVector::from_entries(
             raw.iter()
@@ -305,7 +302,7 @@ impl Replicator {
         let ready: Vec<LinkId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.replica().is_some())
+            .filter(|(_, p)| p.ready_member().is_some())
             .map(|(id, _)| *id)
             .collect();
         for id in ready {
@@ -318,7 +315,7 @@ impl Replicator {
     pub(super) fn may_relay(
         &self,
         peer: LinkId,
-        origin: ReplicaId,
+        origin: OriginId,
         store: &impl ReplicaStore,
     ) -> bool {
         let Some(p) = self.peers.get(&peer) else {
@@ -330,8 +327,8 @@ impl Replicator {
 
 /// How far a peer may hold `origin` when it says `seq` (entries it relays, a `Nack`): no more
 /// of this replica's own origin than it committed, as `Replicator::clamp_claim`.
-pub(super) fn clamp_seq(origin: ReplicaId, seq: u64, store: &impl ReplicaStore) -> u64 {
-    if origin == store.replica_id() {
+pub(super) fn clamp_seq(origin: OriginId, seq: u64, store: &impl ReplicaStore) -> u64 {
+    if origin == store.origin_id() {
         seq.min(store.applied().get(origin))
     } else {
         seq

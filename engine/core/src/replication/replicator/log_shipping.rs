@@ -5,7 +5,7 @@
 use super::handshake::clamp_seq;
 use super::{unreachable_peer, LinkId, ReplicationError, Replicator, INFLIGHT_BYTES_CAP};
 use crate::limits::ENTRY_BYTES_MAX;
-use crate::model::{ReplicaId, VersionVector};
+use crate::model::{OriginId, VersionVector};
 use crate::replication::frame::{encode_entries, vv_entries, EntryOut, Frame, FrameError};
 use crate::replication::inbound::{wire_bytes, DecodedEntry};
 use crate::replication::peer::{AntiEntropy, InFlight};
@@ -55,7 +55,7 @@ impl Replicator {
     pub(super) fn on_entries<S: ReplicaStore>(
         &mut self,
         peer: LinkId,
-        origin: ReplicaId,
+        origin: OriginId,
         mut entries: Vec<DecodedEntry>,
         store: &S,
         now_ms: u64,
@@ -78,7 +78,7 @@ impl Replicator {
             ));
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.acknowledge(&has);
-                if let Some(r) = p.replica() {
+                if let Some(r) = p.ready_member() {
                     self.known.entry(r).or_default().join(&has);
                 }
             }
@@ -141,13 +141,13 @@ impl Replicator {
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
         let applied = store.applied();
-        let own = store.replica_id();
+        let own = store.origin_id();
         loop {
             let window = self.inflight_window(self.peers.get(&peer).and_then(|p| p.rtt_ms));
             let Some(p) = self.peers.get_mut(&peer) else {
                 return Ok(());
             };
-            if p.replica().is_none() {
+            if p.ready_member().is_none() {
                 return Ok(());
             }
             let offering = matches!(p.ae, Some(AntiEntropy::Offering { .. }));
@@ -303,7 +303,7 @@ impl Replicator {
 /// one number after the other, nothing is applied after a gap, and the applied vector covers
 /// them.
 fn debug_applied_in_order(
-    origin: ReplicaId,
+    origin: OriginId,
     before: u64,
     seqs: &[u64],
     outcomes: &[ApplyOutcome],
@@ -357,7 +357,7 @@ fn shipped_bytes(entry: &ShippedEntry) -> usize {
 /// since: the largest are left out then, counted and logged, and named in the entry (the
 /// fault stays with their keys; the entry ships partial, and the peer waits for a whole copy
 /// from another member before it counts it as applied).
-fn fit_entry(origin: ReplicaId, seq: u64, mut entry: ShippedEntry) -> ShippedEntry {
+fn fit_entry(origin: OriginId, seq: u64, mut entry: ShippedEntry) -> ShippedEntry {
     let mut size = shipped_bytes(&entry);
     while size > ENTRY_BYTES_MAX {
         let Some((largest, _)) = entry

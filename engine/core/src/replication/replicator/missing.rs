@@ -15,7 +15,7 @@
 //!   hold it), it is declared lost, and the entries held beyond it count again.
 
 use super::{ReplicationError, Replicator};
-use crate::model::ReplicaId;
+use crate::model::{MemberId, OriginId};
 use crate::replication::inbound::DecodedEntry;
 use crate::replication::seam::ReplicaStore;
 
@@ -24,8 +24,8 @@ impl Replicator {
     /// applied here, unless it has waited `missing_wait_ms` for a whole copy already.
     pub(super) fn hold_partial<S: ReplicaStore>(
         &mut self,
-        sender: ReplicaId,
-        origin: ReplicaId,
+        sender: MemberId,
+        origin: OriginId,
         entries: &mut Vec<DecodedEntry>,
         store: &S,
         now_ms: u64,
@@ -72,14 +72,14 @@ impl Replicator {
     /// and each one that holds it (by its claim) is among `senders`, which sent it partial.
     fn nobody_else_holds(
         &self,
-        origin: ReplicaId,
+        origin: OriginId,
         seq: u64,
-        senders: &std::collections::BTreeSet<ReplicaId>,
+        senders: &std::collections::BTreeSet<MemberId>,
     ) -> bool {
-        let linked: std::collections::BTreeMap<ReplicaId, &crate::replication::Peer> = self
+        let linked: std::collections::BTreeMap<MemberId, &crate::replication::Peer> = self
             .peers
             .values()
-            .filter_map(|p| p.replica().map(|r| (r, p)))
+            .filter_map(|p| p.ready_member().map(|r| (r, p)))
             .collect();
         self.all_members_linked()
             && linked
@@ -110,7 +110,7 @@ impl Replicator {
             let held_elsewhere = self
                 .peers
                 .values()
-                .any(|p| p.replica().is_some() && p.claimed.get(origin) >= seq);
+                .any(|p| p.ready_member().is_some() && p.claimed.get(origin) >= seq);
             let waited = now_ms.saturating_sub(since) >= self.config.missing_wait_ms;
             if held_elsewhere || !(waited || self.all_members_linked()) {
                 continue;
@@ -140,7 +140,7 @@ impl Replicator {
         if damaged.is_empty() {
             return Ok(());
         }
-        let others: Vec<ReplicaId> = self
+        let others: Vec<MemberId> = self
             .config
             .members
             .iter()
@@ -162,7 +162,7 @@ impl Replicator {
             .peers
             .iter()
             .filter(|(_, p)| {
-                p.replica().is_some()
+                p.ready_member().is_some()
                     && p.ae.is_none()
                     && p.last_request_ms
                         .is_none_or(|at| now_ms.saturating_sub(at) >= self.config.retransmit_ms)
@@ -179,7 +179,7 @@ impl Replicator {
     }
 
     /// `member` showed, in a state-transfer round, that it holds nothing of `keys`.
-    pub(super) fn absent_at(&mut self, member: ReplicaId, keys: &[Vec<u8>], damaged: &[Vec<u8>]) {
+    pub(super) fn absent_at(&mut self, member: MemberId, keys: &[Vec<u8>], damaged: &[Vec<u8>]) {
         for key in keys.iter().filter(|k| damaged.contains(k)) {
             self.damaged_absent_at
                 .entry(key.clone())
@@ -193,7 +193,7 @@ impl Replicator {
         self.config
             .members
             .iter()
-            .all(|m| *m == self.me || self.peers.values().any(|p| p.replica() == Some(*m)))
+            .all(|m| *m == self.me || self.peers.values().any(|p| p.ready_member() == Some(*m)))
     }
 }
 
@@ -205,5 +205,5 @@ pub(super) struct PartialHeld {
     /// When it first arrived.
     since_ms: u64,
     /// The members that sent it partial.
-    senders: std::collections::BTreeSet<ReplicaId>,
+    senders: std::collections::BTreeSet<MemberId>,
 }

@@ -33,7 +33,7 @@ use super::frame::{Frame, FrameError, RegionAbout, PROTOCOL_VERSION, PROTOCOL_VE
 use super::inbound::Inbound;
 use super::peer::{AntiEntropy, LinkState, Peer};
 use super::seam::ReplicaStore;
-use crate::model::{ReplicaId, VersionVector};
+use crate::model::{MemberId, OriginId, VersionVector};
 pub use anti_entropy::{OfferPlan, SUMMARY_CELLS, SUMMARY_SUB_LOG};
 pub use primary::PrimaryView;
 use std::collections::{BTreeMap, VecDeque};
@@ -75,7 +75,7 @@ pub struct ReplicationConfig {
     pub relay_delay_ms: u64,
     /// Every live replica of the cluster, this one included. Log entries and tombstones are
     /// reclaimed once all of them have applied them; empty: never reclaim.
-    pub members: Vec<ReplicaId>,
+    pub members: Vec<MemberId>,
     /// Interval between compactions (log truncation and tombstone collection).
     pub compact_every_ms: u64,
     /// Most entries of one origin kept for a member that lags on it (down, or cut off): past
@@ -203,24 +203,24 @@ pub struct Stats {
 /// The per-replica replication state machine.
 pub struct Replicator {
     /// This replica's member id (its origin is the store's current one).
-    me: ReplicaId,
+    me: MemberId,
     config: ReplicationConfig,
     peers: BTreeMap<LinkId, Peer>,
     out: VecDeque<Output>,
     stats: Stats,
     /// The latest applied vector each member reported (clamped), by member id.
-    known: BTreeMap<ReplicaId, VersionVector>,
+    known: BTreeMap<MemberId, VersionVector>,
     /// Process sessions seen per member.
-    sessions: BTreeMap<ReplicaId, handshake::SessionLog>,
+    sessions: BTreeMap<MemberId, handshake::SessionLog>,
     /// Per origin, the partial entry held.
-    partial_held: BTreeMap<ReplicaId, missing::PartialHeld>,
+    partial_held: BTreeMap<OriginId, missing::PartialHeld>,
     /// The reclamation horizon of the last compaction, and since when it has stood still.
     horizon: Option<(VersionVector, u64)>,
     /// Per damaged record not yet repaired, the members that showed, in a state-transfer round
     /// since, that they hold nothing of its key.
-    damaged_absent_at: BTreeMap<Vec<u8>, std::collections::BTreeSet<ReplicaId>>,
+    damaged_absent_at: BTreeMap<Vec<u8>, std::collections::BTreeSet<MemberId>>,
     /// Per origin stranded here, the missing number and since when it is missing.
-    stranded_since: BTreeMap<ReplicaId, (u64, u64)>,
+    stranded_since: BTreeMap<OriginId, (u64, u64)>,
     /// Whether a peer's claim beyond this replica's own writes already moved it to a new epoch
     /// in this run (at most once: a lying peer must not make it churn epochs).
     moved_on_overclaim: bool,
@@ -234,7 +234,7 @@ pub struct Replicator {
 
 impl Replicator {
     /// A replicator for the replica whose member id is `member`.
-    pub fn new(member: ReplicaId, config: ReplicationConfig) -> Replicator {
+    pub fn new(member: MemberId, config: ReplicationConfig) -> Replicator {
         Replicator {
             me: member,
             config,
@@ -276,7 +276,7 @@ impl Replicator {
     pub fn connected(
         &mut self,
         peer: LinkId,
-        member: ReplicaId,
+        member: MemberId,
         store: &impl ReplicaStore,
         now_ms: u64,
     ) {
@@ -289,7 +289,7 @@ impl Replicator {
     pub fn connected_at(
         &mut self,
         peer: LinkId,
-        member: ReplicaId,
+        member: MemberId,
         version: u8,
         store: &impl ReplicaStore,
         now_ms: u64,
@@ -352,7 +352,7 @@ impl Replicator {
             if !p.inflight.is_empty()
                 && now_ms.saturating_sub(p.last_progress_ms) >= self.config.retransmit_ms
             {
-                let origins: Vec<ReplicaId> = p.inflight.iter().map(|f| f.origin).collect();
+                let origins: Vec<OriginId> = p.inflight.iter().map(|f| f.origin).collect();
                 for o in origins {
                     let acked = p.acked.get(o);
                     p.rewind(o, acked);
@@ -475,7 +475,7 @@ impl Replicator {
                         }
                     }
                 }
-                if let Some(upto) = self.shipped_everywhere(store.replica_id()) {
+                if let Some(upto) = self.shipped_everywhere(store.origin_id()) {
                     store.release_shipped(upto);
                 }
                 self.pump(peer, store, now_ms)
@@ -530,7 +530,7 @@ impl Replicator {
         if !cfg!(debug_assertions) {
             return;
         }
-        let own = store.replica_id();
+        let own = store.origin_id();
         let committed = store.applied().get(own);
         for (id, p) in &self.peers {
             p.debug_check(id.0, own, committed);

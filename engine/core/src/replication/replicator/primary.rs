@@ -4,7 +4,7 @@
 
 use super::{LinkId, Replicator};
 use crate::lease::{LeaseConfig, LeaseKeeper, LeaseMessage};
-use crate::model::ReplicaId;
+use crate::model::MemberId;
 use crate::replication::frame::Frame;
 use crate::replication::peer::LinkState;
 
@@ -16,7 +16,7 @@ pub struct PrimaryView {
     /// Until when it holds it (the driver's clock), if it does.
     pub holding_until_ms: Option<u64>,
     /// The primary it knows of (itself while it holds the lease).
-    pub primary: Option<ReplicaId>,
+    pub primary: Option<MemberId>,
     /// Its latest term.
     pub term: u64,
 }
@@ -51,10 +51,10 @@ impl Replicator {
 
     /// A `Lease` frame from a link.
     pub(super) fn on_lease(&mut self, peer: LinkId, message: LeaseMessage, now_ms: u64) {
-        let Some(LinkState::Ready { replica, .. }) = self.peers.get(&peer).map(|p| &p.state) else {
+        let Some(LinkState::Ready { member, .. }) = self.peers.get(&peer).map(|p| &p.state) else {
             return;
         };
-        let from = *replica;
+        let from = *member;
         if let Some(k) = &mut self.lease {
             k.handle(from, message, now_ms);
             self.send_lease_output();
@@ -77,7 +77,7 @@ impl Replicator {
         }
         for out in outgoing {
             let link = self.peers.iter().find_map(|(id, p)| match p.state {
-                LinkState::Ready { replica, .. } if replica == out.to => Some(*id),
+                LinkState::Ready { member, .. } if member == out.to => Some(*id),
                 _ => None,
             });
             if let Some(link) = link {

@@ -2,19 +2,19 @@
 //! below which log entries and tombstones are reclaimed.
 
 use super::{ReplicationError, Replicator};
-use crate::model::{ReplicaId, VersionVector};
+use crate::model::{MemberId, OriginId, VersionVector};
 use crate::replication::seam::ReplicaStore;
 
 impl Replicator {
     /// Counts `replica` as a member from now on (a replica added to the cluster).
-    pub fn add_member(&mut self, replica: ReplicaId) {
+    pub fn add_member(&mut self, replica: MemberId) {
         if !self.config.members.contains(&replica) {
             self.config.members.push(replica);
         }
     }
 
     /// Stops counting `replica` as a member (declared dead), so that stability can advance.
-    pub fn remove_member(&mut self, replica: ReplicaId) {
+    pub fn remove_member(&mut self, replica: MemberId) {
         self.config.members.retain(|m| *m != replica);
         self.known.remove(&replica);
     }
@@ -33,7 +33,7 @@ impl Replicator {
                 self.known.get(m)?
             });
         }
-        let origins: std::collections::BTreeSet<ReplicaId> = vectors
+        let origins: std::collections::BTreeSet<OriginId> = vectors
             .iter()
             .flat_map(|v| v.iter().map(|(o, _)| o))
             .collect();
@@ -44,7 +44,7 @@ impl Replicator {
 
     /// How far every other member has applied this replica's own entries (of its current
     /// origin), once each has reported (`None` without other members).
-    pub(super) fn shipped_everywhere(&self, origin: ReplicaId) -> Option<u64> {
+    pub(super) fn shipped_everywhere(&self, origin: OriginId) -> Option<u64> {
         self.config
             .members
             .iter()

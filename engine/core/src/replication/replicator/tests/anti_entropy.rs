@@ -29,7 +29,7 @@ fn a_peer_behind_a_truncated_log_catches_up_by_state_transfer_and_deletes_stay_d
     let c = a.compact(&a.applied()).unwrap();
     assert!(c.log_entries_removed >= 203, "{c:?}");
     assert_eq!(c.tombstones_removed, 1, "stable by fiat here");
-    assert!(a.read_entry(a.replica_id(), 1).unwrap().is_none());
+    assert!(a.read_entry(a.origin_id(), 1).unwrap().is_none());
 
     pair.now += 1_000;
     pair.connect();
@@ -170,7 +170,7 @@ fn crossing_offers_of_two_truncated_logs_both_complete() {
     }
     for store in [&pair.a.store, &pair.b.store] {
         store.compact(&store.applied()).unwrap();
-        assert!(store.read_entry(store.replica_id(), 1).unwrap().is_none());
+        assert!(store.read_entry(store.origin_id(), 1).unwrap().is_none());
     }
     pair.connect();
     pair.drive();

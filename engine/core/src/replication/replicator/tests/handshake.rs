@@ -2,7 +2,7 @@
 //! as a link becomes ready, confirmation of the origin after a restart.
 
 use super::pair::*;
-use crate::model::ReplicaId;
+use crate::model::{MemberId, OriginId};
 use crate::replication::replicator::handshake::{Session, SessionLog};
 use crate::replication::*;
 
@@ -28,7 +28,7 @@ fn two_replicas_exchange_writes_and_a_foreign_cluster_is_refused() {
     assert_eq!(get(&pair.b.store, b"k"), Some(vec![b"again".to_vec()]));
 
     // A replica of another cluster says hello to a: refused, and only that link is closed.
-    let c = MemoryStore::new(ReplicaId(3), 0);
+    let c = MemoryStore::new(MemberId(3), 0);
     let other = ReplicationConfig {
         cluster: "elsewhere".into(),
         ..ReplicationConfig::default()
@@ -36,7 +36,7 @@ fn two_replicas_exchange_writes_and_a_foreign_cluster_is_refused() {
     let mut rc = Replicator::new(c.member_id(), other);
     let a = &mut pair.a.replicator;
     a.connected(LinkId(3), c.member_id(), &pair.a.store, pair.now);
-    rc.connected(LinkId(1), ReplicaId(1), &c, pair.now);
+    rc.connected(LinkId(1), MemberId(1), &c, pair.now);
     let hello = std::iter::from_fn(|| rc.poll_output())
         .find_map(|o| match o {
             Output::Send { frame, .. } => Some(frame),
@@ -85,7 +85,7 @@ fn a_malformed_frame_closes_its_link_only() {
     // A third link, whose peer has not said hello yet, brings garbage.
     let a = &mut pair.a;
     a.replicator
-        .connected(LinkId(3), ReplicaId(3), &a.store, pair.now);
+        .connected(LinkId(3), MemberId(3), &a.store, pair.now);
     let err = a.replicator.handle(LinkId(3), GARBAGE, &a.store, pair.now);
     assert_eq!(peer_error(err.unwrap_err()), LinkId(3));
     pair.drive();
@@ -173,16 +173,16 @@ fn an_earlier_process_of_a_member_learns_it_is_fenced() {
             .collect()
     };
     // b's second process, session 7, on a's link 3.
-    let b2_store = MemoryStore::new(ReplicaId(2), 0);
+    let b2_store = MemoryStore::new(MemberId(2), 0);
     let config = ReplicationConfig {
         session: 7,
         ..ReplicationConfig::default()
     };
-    let mut b2 = Replicator::new(ReplicaId(2), config);
-    b2.connected(LinkId(1), ReplicaId(1), &b2_store, pair.now);
+    let mut b2 = Replicator::new(MemberId(2), config);
+    b2.connected(LinkId(1), MemberId(1), &b2_store, pair.now);
     let a = &mut pair.a;
     a.replicator
-        .connected(LinkId(3), ReplicaId(2), &a.store, pair.now);
+        .connected(LinkId(3), MemberId(2), &a.store, pair.now);
     for hello in frames(&mut b2) {
         a.replicator
             .handle(LinkId(3), &hello, &a.store, pair.now)
@@ -246,16 +246,16 @@ fn a_restart_stays_writable_and_a_copy_behind_its_peer_starts_a_new_epoch() {
     let backup = pair.a.store.checkpoint();
     pair.a.store.apply(b"k", put(b"2")).unwrap();
     pair.tick(1);
-    assert_eq!(pair.b.store.applied().get(ReplicaId(1)), 2);
+    assert_eq!(pair.b.store.applied().get(OriginId(1)), 2);
 
     // A restart: writable at once, in the same origin.
     pair.disconnect();
     pair.a.store.restart();
-    pair.a.replicator = Replicator::new(ReplicaId(1), members_config());
+    pair.a.replicator = Replicator::new(MemberId(1), members_config());
     pair.a.store.apply(b"k", put(b"3")).unwrap();
     pair.connect();
     pair.drive();
-    assert_eq!(pair.a.store.replica_id(), ReplicaId(1), "still epoch 0");
+    assert_eq!(pair.a.store.origin_id(), OriginId(1), "still epoch 0");
     pair.tick(1);
     assert_eq!(get(&pair.b.store, b"k"), Some(vec![b"3".to_vec()]));
 
@@ -264,15 +264,15 @@ fn a_restart_stays_writable_and_a_copy_behind_its_peer_starts_a_new_epoch() {
     pair.disconnect();
     pair.a.store = copy;
     pair.a.store.set_next_epoch(5);
-    pair.a.replicator = Replicator::new(ReplicaId(1), members_config());
+    pair.a.replicator = Replicator::new(MemberId(1), members_config());
     pair.connect();
     pair.drive();
     let view = pair.a.store.origin_view();
     assert_eq!(view.epoch, 5);
-    assert_eq!(view.origin, ReplicaId(1).epoch_origin(5));
+    assert_eq!(view.origin, MemberId(1).epoch_origin(5));
     pair.tick(ReplicationConfig::default().relay_delay_ms);
     pair.tick(1);
-    assert_eq!(pair.a.store.applied().get(ReplicaId(1)), 3);
+    assert_eq!(pair.a.store.applied().get(OriginId(1)), 3);
     assert_eq!(get(&pair.a.store, b"k"), Some(vec![b"3".to_vec()]));
     pair.a.store.apply(b"k", put(b"4")).unwrap();
     pair.tick(1);
@@ -282,7 +282,7 @@ fn a_restart_stays_writable_and_a_copy_behind_its_peer_starts_a_new_epoch() {
 
     // The restored backup wrote under a new epoch from its first open.
     assert_eq!(backup.origin_view().epoch, 1);
-    assert_eq!(backup.applied().get(ReplicaId(1)), 1);
+    assert_eq!(backup.applied().get(OriginId(1)), 1);
 }
 
 /// A replica describes its region once the link is ready; its peer keeps what can be

@@ -2,7 +2,7 @@
 //! answered by a `Nack`.
 
 use super::pair::*;
-use crate::model::ReplicaId;
+use crate::model::MemberId;
 use crate::replication::*;
 
 /// An entries frame lost on the way: the next one arrives after a hole, is not applied, and
@@ -45,7 +45,7 @@ fn an_entry_after_a_hole_is_not_applied_and_is_nacked() {
 fn the_in_flight_window_grows_with_the_round_trip_up_to_the_cap() {
     let config = ReplicationConfig::default();
     let (base, per_ms) = (config.inflight_bytes_max, config.inflight_bytes_per_rtt_ms);
-    let r = Replicator::new(ReplicaId(1), config);
+    let r = Replicator::new(MemberId(1), config);
     assert_eq!(r.inflight_window(None), base, "round trip not measured yet");
     assert_eq!(r.inflight_window(Some(0)), base);
     assert_eq!(r.inflight_window(Some(20)), base + 20 * per_ms);
@@ -62,7 +62,7 @@ fn the_in_flight_window_grows_with_the_round_trip_and_bounds_a_backlog() {
         frame_bytes_target: 16 << 10,
         ..ReplicationConfig::default()
     };
-    let r = Replicator::new(ReplicaId(1), config.clone());
+    let r = Replicator::new(MemberId(1), config.clone());
     assert_eq!(
         r.inflight_window(None),
         64 << 10,

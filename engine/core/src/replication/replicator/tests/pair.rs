@@ -3,14 +3,14 @@
 //! dropped on their way, and `drive` runs both ends until nothing is left in flight. No disk,
 //! no thread, no wall clock. Also the helpers the job files share: operations and reads.
 
-use crate::model::{mvreg, Kind, Op, ReplicaId, Value};
+use crate::model::{mvreg, Kind, MemberId, Op, Value};
 use crate::replication::*;
 use std::collections::VecDeque;
 
 /// The configuration of a pair whose members are both in the cluster's membership.
 pub(super) fn members_config() -> ReplicationConfig {
     ReplicationConfig {
-        members: vec![ReplicaId(1), ReplicaId(2)],
+        members: vec![MemberId(1), MemberId(2)],
         ..ReplicationConfig::default()
     }
 }
@@ -29,9 +29,9 @@ pub(super) struct Side {
 
 impl Side {
     fn new(member: u64, other: u64, config: ReplicationConfig) -> Side {
-        let store = MemoryStore::new(ReplicaId(member), 0);
+        let store = MemoryStore::new(MemberId(member), 0);
         Side {
-            replicator: Replicator::new(ReplicaId(member), config),
+            replicator: Replicator::new(MemberId(member), config),
             store,
             link: LinkId(other as u32),
             incoming: VecDeque::new(),

@@ -2,7 +2,7 @@
 
 use super::pair::*;
 use crate::lease::LeaseConfig;
-use crate::model::ReplicaId;
+use crate::model::MemberId;
 
 /// Lets `ms` pass in ticks of 10 ms.
 fn run(pair: &mut Pair, ms: u64) {
@@ -14,7 +14,7 @@ fn run(pair: &mut Pair, ms: u64) {
 #[test]
 fn the_lease_travels_on_the_link_and_a_promotion_moves_it() {
     let mut pair = Pair::new(members_config());
-    let mut lease = LeaseConfig::new(vec![ReplicaId(1), ReplicaId(2)]);
+    let mut lease = LeaseConfig::new(vec![MemberId(1), MemberId(2)]);
     lease.lease_ms = 400;
     lease.renew_every_ms = 100;
     lease.round_timeout_ms = 100;
@@ -32,7 +32,7 @@ fn the_lease_travels_on_the_link_and_a_promotion_moves_it() {
         pair.b.replicator.primary_view(pair.now).unwrap(),
     );
     assert!(a.is_primary && !b.is_primary, "{a:?} {b:?}");
-    assert_eq!(b.primary, Some(ReplicaId(1)));
+    assert_eq!(b.primary, Some(MemberId(1)));
     assert!(pair.count(Dir::AtoB, "Lease") > 0);
 
     let now = pair.now;
@@ -43,7 +43,7 @@ fn the_lease_travels_on_the_link_and_a_promotion_moves_it() {
         pair.b.replicator.primary_view(pair.now).unwrap(),
     );
     assert!(b.is_primary && !a.is_primary, "{a:?} {b:?}");
-    assert_eq!(a.primary, Some(ReplicaId(2)));
+    assert_eq!(a.primary, Some(MemberId(2)));
     // Without the mode, nothing to report or promote.
     pair.a.replicator.set_lease(None, pair.now);
     assert!(pair.a.replicator.primary_view(pair.now).is_none());

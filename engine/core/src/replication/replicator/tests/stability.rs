@@ -2,7 +2,7 @@
 //! and compaction below it.
 
 use super::pair::*;
-use crate::model::{Op, ReplicaId};
+use crate::model::{MemberId, Op};
 use crate::replication::*;
 
 /// The replicator releases this replica's entries once every other member reports them.
@@ -24,7 +24,7 @@ fn acknowledged_entries_are_released() {
 #[test]
 fn log_entries_and_tombstones_are_reclaimed_once_every_member_applied_them() {
     let mut pair = Pair::new(ReplicationConfig {
-        members: vec![ReplicaId(1), ReplicaId(2), ReplicaId(3)],
+        members: vec![MemberId(1), MemberId(2), MemberId(3)],
         ..ReplicationConfig::default()
     });
     pair.latency_ms = 5;
@@ -37,7 +37,7 @@ fn log_entries_and_tombstones_are_reclaimed_once_every_member_applied_them() {
     assert_eq!(pair.b.store.applied(), pair.a.store.applied());
 
     // Member 3 never reported: nothing is stable, nothing is reclaimed.
-    let origin = pair.a.store.replica_id();
+    let origin = pair.a.store.origin_id();
     for side in [&pair.a, &pair.b] {
         assert_eq!(side.replicator.stable(&side.store), None);
         assert_eq!(side.replicator.stats().log_entries_removed, 0);
@@ -51,7 +51,7 @@ fn log_entries_and_tombstones_are_reclaimed_once_every_member_applied_them() {
 
     // Member 3 is declared dead: what a and b both applied is stable, and reclaimed.
     for side in [&mut pair.a, &mut pair.b] {
-        side.replicator.remove_member(ReplicaId(3));
+        side.replicator.remove_member(MemberId(3));
     }
     let applied = pair.a.store.applied();
     for side in [&pair.a, &pair.b] {

@@ -3,7 +3,7 @@
 //! denies speaking it is refused.
 
 use super::pair::*;
-use crate::model::ReplicaId;
+use crate::model::MemberId;
 use crate::replication::*;
 
 /// The peer's view of `link` at `replicator`.
@@ -67,8 +67,8 @@ fn a_link_at_the_newest_version_learns_the_peers_versions_and_features() {
 fn hello(speaks: [u8; 2], features: Vec<String>) -> Vec<u8> {
     Frame::Hello(Hello {
         cluster: ReplicationConfig::default().cluster,
-        member: ReplicaId(2),
-        origin: ReplicaId(2).epoch_origin(0),
+        member: MemberId(2),
+        origin: MemberId(2).epoch_origin(0),
         epoch: 0,
         session: 1,
         region: "r".into(),
@@ -90,7 +90,7 @@ fn a_peer_denying_the_links_version_or_flooding_features_is_refused_with_the_rea
     ] {
         let mut pair = Pair::new(members_config());
         let a = &mut pair.a;
-        a.replicator.connected(a.link, ReplicaId(2), &a.store, 0);
+        a.replicator.connected(a.link, MemberId(2), &a.store, 0);
         let refused = a
             .replicator
             .handle(a.link, &hello(speaks, features), &a.store, 0)
@@ -111,7 +111,7 @@ fn a_peer_denying_the_links_version_or_flooding_features_is_refused_with_the_rea
     // Unknown features are not refused: they are not the link's.
     let mut pair = Pair::new(members_config());
     let a = &mut pair.a;
-    a.replicator.connected(a.link, ReplicaId(2), &a.store, 0);
+    a.replicator.connected(a.link, MemberId(2), &a.store, 0);
     let unknown = vec!["from-the-future".to_string(), FEATURES[0].to_string()];
     a.replicator
         .handle(a.link, &hello([4, 9], unknown), &a.store, 0)
