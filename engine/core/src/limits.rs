@@ -29,6 +29,12 @@ pub const FRAME_OVERHEAD_BYTES: usize = 64 << 10;
 /// Largest replication frame: one largest entry with its framing.
 pub const FRAME_BYTES_MAX: usize = ENTRY_BYTES_MAX + FRAME_OVERHEAD_BYTES;
 
+/// Most bytes of record states one `Entries` frame may hand its entries, repeats counted: from
+/// protocol version 6 a state that repeats in a frame crosses once, so this bounds what a
+/// receiver compares and joins for one frame (a frame past it is refused; a sender stops
+/// filling a frame before it).
+pub const FRAME_STATES_BYTES_MAX: usize = 4 * ENTRY_BYTES_MAX;
+
 /// Largest `Config::record_bytes_max`: what one local write may leave (a record, or a batch's
 /// records with their keys).
 pub const RECORD_BYTES_MAX: usize = ENTRY_BYTES_MAX / 2;

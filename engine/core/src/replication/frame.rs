@@ -5,7 +5,12 @@
 //! (the runtime through the connection's ALPN, the simulator by comparing ranges) and hands
 //! to `Replicator::connected_at`. Frames are encoded for the link's version (`encode_at`):
 //! a field an older version lacks is never sent to it. Version 5 added the version range and
-//! named features to `Hello`; every other frame is encoded alike in 4 and 5.
+//! named features to `Hello`; every other frame is encoded alike in 4 and 5. Version 6 sends
+//! a state that repeats in an `Entries` frame once: a record whose state is the one its key
+//! last had earlier in the frame carries a mark instead (`frame/shared_states.rs`), and the
+//! receiver hands each entry its states back, so what a store applies is the same in every
+//! version. A key written a thousand times while a peer was away crosses the link once per
+//! frame, not a thousand times.
 //! `tests/frame_compat.rs` pins each version's bytes to what its release wrote.
 //!
 //! | frame | when | meaning |
@@ -27,13 +32,17 @@ use crate::model::{MemberId, OriginId, RequestTag, VersionVector};
 use serde::{Deserialize, Serialize};
 use std::ops::RangeInclusive;
 
+mod shared_states;
+
 /// The protocol versions this build speaks, oldest to newest.
-pub const PROTOCOL_VERSIONS: RangeInclusive<u8> = 4..=5;
+pub const PROTOCOL_VERSIONS: RangeInclusive<u8> = 4..=6;
 /// The newest protocol version this build speaks (what a link runs at between two builds
 /// of this release).
 pub const PROTOCOL_VERSION: u8 = *PROTOCOL_VERSIONS.end();
 /// The first version whose `Hello` carries the sender's versions and features.
 pub const HELLO_RANGE_VERSION: u8 = 5;
+/// The first version whose `Entries` frames send a state that repeats in the frame once.
+pub const SHARED_STATES_VERSION: u8 = 6;
 /// Named features this build announces in its `Hello` (a link uses a feature only when both
 /// ends announce it).
 pub const FEATURES: &[&str] = &["request-tags", "fencing"];
@@ -295,6 +304,19 @@ impl Frame {
             Frame::Hello(hello) if version < HELLO_RANGE_VERSION => {
                 let _ = postcard::to_io(&(HELLO_VARIANT, v4::Hello::from(hello)), &mut out);
             }
+            Frame::Entries { origin, entries } if version >= SHARED_STATES_VERSION => {
+                let out: Vec<EntryOut<'_, serde_bytes::ByteBuf>> = entries
+                    .iter()
+                    .map(|e| EntryOut {
+                        seq: e.seq,
+                        records: &e.records,
+                        left_out: &e.left_out,
+                        lost: e.lost,
+                        request: e.request.as_ref(),
+                    })
+                    .collect();
+                return encode_entries(version, *origin, &out);
+            }
             _ => {
                 let _ = postcard::to_io(self, &mut out);
             }
@@ -315,6 +337,23 @@ impl Frame {
         if v < HELLO_RANGE_VERSION && body.first().map(|&t| u32::from(t)) == Some(HELLO_VARIANT) {
             let (_, hello): (u32, v4::Hello) = whole(body)?;
             return Ok(Frame::Hello(hello.into()));
+        }
+        if v >= SHARED_STATES_VERSION {
+            if let Some(decoded) = decode_entries(bytes) {
+                let (origin, entries) = decoded?;
+                let owned = |b: &[u8]| serde_bytes::ByteBuf::from(b.to_vec());
+                let entries = entries
+                    .into_iter()
+                    .map(|(seq, records, left_out, lost, request)| WireEntry {
+                        seq,
+                        records: records.iter().map(|(k, v)| (owned(k), owned(v))).collect(),
+                        left_out: left_out.iter().map(|k| owned(k)).collect(),
+                        lost,
+                        request,
+                    })
+                    .collect();
+                return Ok(Frame::Entries { origin, entries });
+            }
         }
         whole(body)
     }
@@ -410,12 +449,16 @@ pub struct EntryOut<'a, B> {
 
 /// The bytes of `Frame::Entries { origin, entries }` at protocol `version`, written straight
 /// from borrowed record states (the sender's hot path: no copy into owned `WireEntry`s
-/// first). Entries are encoded alike in every version this build speaks.
+/// first). Versions 4 and 5 ship every entry's states whole; from version 6 a state that
+/// repeats its key's previous one in the frame goes once.
 pub fn encode_entries<B: AsRef<[u8]>>(
     version: u8,
     origin: OriginId,
     entries: &[EntryOut<'_, B>],
 ) -> Vec<u8> {
+    if version >= SHARED_STATES_VERSION {
+        return shared_states::encode(version, origin, entries);
+    }
     struct Records<'a, B>(&'a [(B, B)]);
     impl<B: AsRef<[u8]>> Serialize for Records<'_, B> {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -482,6 +525,9 @@ pub fn decode_entries(bytes: &[u8]) -> Option<Result<(OriginId, Vec<EntryRef<'_>
         {
             if bytes.len() > FRAME_BYTES_MAX {
                 return Some(Err(FrameError::TooLarge(bytes.len())));
+            }
+            if *v >= SHARED_STATES_VERSION {
+                return Some(shared_states::decode(body));
             }
             Some(match postcard::take_from_bytes(body) {
                 Ok((decoded, [])) => Ok(decoded),
@@ -579,8 +625,9 @@ mod tests {
         );
         assert_eq!(borrowed, owned.encode());
         assert_eq!(Frame::decode(&borrowed), Ok(owned.clone()));
-        // Every version this build speaks encodes entries alike, but for the version byte.
-        for v in PROTOCOL_VERSIONS {
+        // Versions 4 and 5 encode entries alike, but for the version byte (6 on is tested in
+        // `frame/shared_states.rs`).
+        for v in *PROTOCOL_VERSIONS.start()..SHARED_STATES_VERSION {
             let none: [Vec<u8>; 0] = [];
             let at = encode_entries(
                 v,

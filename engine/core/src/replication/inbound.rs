@@ -111,6 +111,7 @@ impl Inbound {
             return Inbound::from_frame(Frame::decode(bytes)?, record_bytes_max);
         };
         let (origin, entries) = entries?;
+        let mut checked = Checked::default();
         let entries = entries
             .into_iter()
             .map(|(seq, records, left_out, lost, request)| {
@@ -126,7 +127,7 @@ impl Inbound {
                     lost,
                     request,
                 };
-                check_entry(origin, entry, records, record_bytes_max)
+                check_entry(origin, entry, records, record_bytes_max, &mut checked)
             })
             .collect::<Result<_, _>>()?;
         Ok(Inbound::Entries { origin, entries })
@@ -159,7 +160,13 @@ impl Inbound {
                                 lost,
                                 request,
                             };
-                            check_entry(origin, entry, records, record_bytes_max)
+                            check_entry(
+                                origin,
+                                entry,
+                                records,
+                                record_bytes_max,
+                                &mut Checked::default(),
+                            )
                         },
                     )
                     .collect::<Result<_, _>>()?;
@@ -177,6 +184,7 @@ fn check_entry(
     mut entry: DecodedEntry,
     records: impl IntoIterator<Item = (Bytes, Bytes)>,
     record_bytes_max: usize,
+    checked: &mut Checked,
 ) -> Result<DecodedEntry, FrameError> {
     let seq = entry.seq;
     entry.request = entry.request.filter(|tag| {
@@ -191,10 +199,15 @@ fn check_entry(
             "entry {origin}:{seq}: a key left out is over {KEY_BYTES_MAX} bytes"
         )));
     }
-    entry.records = decode_records(records, record_bytes_max, &mut entry.left_out)
+    entry.records = check_records(records, record_bytes_max, &mut entry.left_out, checked)
         .map_err(|why| FrameError::Malformed(format!("entry {origin}:{seq}: {why}")))?;
     Ok(entry)
 }
+
+/// The facts of the states of one frame checked so far, by where their bytes are: a state
+/// repeated in a version-6 frame is one slice of the frame, checked once.
+#[derive(Default)]
+struct Checked(std::collections::HashMap<(usize, usize), StateFacts>);
 
 /// Checks record states, sorted by key with repeats joined. A record that does not check (a
 /// bad key, over `record_bytes_max`, undecodable, from a newer format) is counted, and its key
@@ -205,6 +218,16 @@ pub fn decode_records(
     record_bytes_max: usize,
     left_out: &mut Vec<Vec<u8>>,
 ) -> Result<Vec<RemoteRecord>, String> {
+    check_records(records, record_bytes_max, left_out, &mut Checked::default())
+}
+
+/// `decode_records`, reusing the facts of states `checked` already holds.
+fn check_records(
+    records: impl IntoIterator<Item = (Bytes, Bytes)>,
+    record_bytes_max: usize,
+    left_out: &mut Vec<Vec<u8>>,
+    checked: &mut Checked,
+) -> Result<Vec<RemoteRecord>, String> {
     let mut out: Vec<RemoteRecord> = Vec::new();
     for (key, state) in records {
         let why = if key.is_empty() || key.len() > KEY_BYTES_MAX {
@@ -212,7 +235,14 @@ pub fn decode_records(
         } else if state.len() > record_bytes_max {
             format!("a record of {} bytes", state.len())
         } else {
-            match codec::check_record(&state) {
+            let at = (state.as_ptr() as usize, state.len());
+            let facts = match checked.0.get(&at) {
+                Some(facts) => Ok(facts.clone()),
+                None => codec::check_record(&state).inspect(|facts| {
+                    checked.0.insert(at, facts.clone());
+                }),
+            };
+            match facts {
                 Ok(facts) => {
                     out.push(RemoteRecord { key, state, facts });
                     continue;

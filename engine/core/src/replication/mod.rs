@@ -23,7 +23,7 @@ pub use frame::{
     common_version, decode_entries, encode_entries, EntryOut, EntryRef, Exceptions, Frame,
     FrameError, Hello, RegionAbout, WireEntry, ABOUT_ADDRESS_BYTES_MAX, EXCEPTIONS_MAX, FEATURES,
     FEATURES_MAX, FEATURE_BYTES_MAX, FRAME_BYTES_MAX, HELLO_RANGE_VERSION, PROTOCOL_VERSION,
-    PROTOCOL_VERSIONS,
+    PROTOCOL_VERSIONS, SHARED_STATES_VERSION,
 };
 
 pub use inbound::{

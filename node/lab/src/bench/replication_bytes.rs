@@ -4,7 +4,10 @@
 
 use super::report::{emit, header, Metric};
 use meridian::{Batch, Config, Engine, MemberId, Replication};
-use meridian_core::replication::{LinkId, Output, ReplicaStore, ReplicationConfig, Replicator};
+use meridian_core::replication::{
+    LinkId, Output, ReplicaStore, ReplicationConfig, Replicator, PROTOCOL_VERSION,
+    SHARED_STATES_VERSION,
+};
 use std::collections::BTreeSet;
 
 /// Options of `bench sim`.
@@ -22,6 +25,10 @@ pub struct Args {
     /// Percentage of those keys that differ.
     #[arg(long, default_value_t = 1.0)]
     differ_percent: f64,
+    /// Writes to a few hot keys (a counter, a set, registers) during the outage in the hot
+    /// catch-up measurement.
+    #[arg(long, default_value_t = 10_000)]
+    hot_writes: u64,
 }
 
 struct Node {
@@ -34,6 +41,8 @@ struct Links {
     nodes: Vec<Node>,
     up: BTreeSet<(usize, usize)>,
     now_ms: u64,
+    /// The protocol version links run at.
+    version: u8,
 }
 
 impl Links {
@@ -55,6 +64,7 @@ impl Links {
             nodes,
             up: BTreeSet::new(),
             now_ms: 1,
+            version: PROTOCOL_VERSION,
         }
     }
 
@@ -67,9 +77,11 @@ impl Links {
             self.nodes[b].engine.member_id(),
         );
         let n = &mut self.nodes[a];
-        n.repl.connected(LinkId(b as u32), mb, &n.engine, now);
+        n.repl
+            .connected_at(LinkId(b as u32), mb, self.version, &n.engine, now);
         let n = &mut self.nodes[b];
-        n.repl.connected(LinkId(a as u32), ma, &n.engine, now);
+        n.repl
+            .connected_at(LinkId(a as u32), ma, self.version, &n.engine, now);
     }
 
     fn disconnect(&mut self, a: usize, b: usize) {
@@ -197,6 +209,54 @@ fn catchup(args: &Args, dir: &std::path::Path) -> anyhow::Result<Metric> {
     ))
 }
 
+/// Bytes region c's links carry to catch up after `writes` writes to a few hot keys (a counter,
+/// a 500-element set, eight registers) made by a and b while it was cut off, with links at
+/// protocol `version`; and the encoded size of those keys' records (the state that changed).
+fn hot_catchup(writes: u64, version: u8, dir: &std::path::Path) -> anyhow::Result<(u64, u64)> {
+    let tag = format!("hot-v{version}");
+    let engines = vec![
+        open(dir, &format!("{tag}-a"), 21)?,
+        open(dir, &format!("{tag}-b"), 22)?,
+        open(dir, &format!("{tag}-c"), 23)?,
+    ];
+    let mut links = Links::new(engines);
+    links.version = version;
+    links.connect(0, 1);
+    links.connect(0, 2);
+    links.connect(1, 2);
+    links.settle(None)?;
+    links.disconnect(0, 2);
+    links.disconnect(1, 2);
+    let hot: Vec<Vec<u8>> = [b"counter".to_vec(), b"set".to_vec()]
+        .into_iter()
+        .chain((0..8).map(|r| format!("register-{r}").into_bytes()))
+        .collect();
+    for i in 0..writes {
+        let e = &links.nodes[(i % 2) as usize].engine;
+        match i % 4 {
+            0 => e.counter_add(b"counter", 1).map(drop)?,
+            1 | 2 => e.set_add(b"set", &[&(i % 500).to_le_bytes()]).map(drop)?,
+            _ => e
+                .put(&hot[2 + ((i / 4) % 8) as usize], &value(i, 0))
+                .map(drop)?,
+        }
+        if i % 64 == 63 || i + 1 == writes {
+            links.local_writes(0)?;
+            links.local_writes(1)?;
+            links.settle(None)?;
+        }
+    }
+    let state = stored_bytes(&links.nodes[0].engine, hot.into_iter())?;
+    links.connect(0, 2);
+    links.connect(1, 2);
+    let moved = links.settle(Some(2))?;
+    anyhow::ensure!(
+        links.nodes[2].engine.applied() == links.nodes[0].engine.applied(),
+        "region c did not catch up at version {version}"
+    );
+    Ok((moved, state))
+}
+
 /// Two regions share `keys` records; one misses updates to `differ_percent` of them while the
 /// other truncates its log; state anti-entropy reconciles them.
 fn antientropy(args: &Args, dir: &std::path::Path) -> anyhow::Result<Metric> {
@@ -258,6 +318,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     header(args.json);
     emit(&catchup(&args, dir.path())?, args.json)?;
+    let (shared, state) = hot_catchup(args.hot_writes, SHARED_STATES_VERSION, dir.path())?;
+    let (whole, _) = hot_catchup(args.hot_writes, SHARED_STATES_VERSION - 1, dir.path())?;
+    emit(
+        &Metric::with_reference(
+            "sim",
+            "catchup_hot_bytes_ratio",
+            shared as f64,
+            "bytes",
+            state as f64,
+            "<= 2.0",
+        ),
+        args.json,
+    )?;
+    emit(
+        &Metric::with_reference(
+            "sim",
+            "catchup_hot_v6_vs_v5",
+            shared as f64,
+            "bytes",
+            whole as f64,
+            "< 1",
+        ),
+        args.json,
+    )?;
     emit(&antientropy(&args, dir.path())?, args.json)?;
     Ok(())
 }

@@ -4,9 +4,11 @@
 
 use super::handshake::clamp_seq;
 use super::{unreachable_peer, LinkId, ReplicationError, Replicator, INFLIGHT_BYTES_CAP};
-use crate::limits::ENTRY_BYTES_MAX;
+use crate::limits::{ENTRY_BYTES_MAX, FRAME_STATES_BYTES_MAX};
 use crate::model::{OriginId, VersionVector};
-use crate::replication::frame::{encode_entries, vv_entries, EntryOut, Frame, FrameError};
+use crate::replication::frame::{
+    encode_entries, vv_entries, EntryOut, Frame, FrameError, SHARED_STATES_VERSION,
+};
 use crate::replication::inbound::{wire_bytes, DecodedEntry};
 use crate::replication::peer::{AntiEntropy, InFlight};
 use crate::replication::seam::{ApplyOutcome, ReplicaStore, ShippedEntry};
@@ -142,6 +144,7 @@ impl Replicator {
     ) -> Result<(), ReplicationError<S::Error>> {
         let applied = store.applied();
         let own = store.origin_id();
+        let version = self.link_version(peer);
         loop {
             let window = self.inflight_window(self.peers.get(&peer).and_then(|p| p.rtt_ms));
             let Some(p) = self.peers.get_mut(&peer) else {
@@ -197,6 +200,10 @@ impl Replicator {
             let mut entries: Vec<(u64, ShippedEntry)> = Vec::new();
             let mut size = 0;
             let mut flights = Vec::new();
+            // From version 6 a state that repeats its key's previous one in the frame is sent
+            // once: what each entry adds to the frame is counted without it.
+            let mut repeats = (version >= SHARED_STATES_VERSION).then(RepeatedStates::default);
+            let mut handed = 0;
             while seq <= last && size < self.config.frame_bytes_target {
                 let Some(entry) = store
                     .read_entry(origin, seq)
@@ -205,11 +212,16 @@ impl Replicator {
                     break;
                 };
                 let entry = fit_entry(origin, seq, entry);
-                let bytes = shipped_bytes(&entry);
-                if !entries.is_empty() && size + bytes > ENTRY_BYTES_MAX {
+                let whole = shipped_bytes(&entry);
+                let repeated = repeats.as_mut().map_or(0, |r| r.bytes_repeated(&entry));
+                let bytes = whole - repeated;
+                if !entries.is_empty()
+                    && (size + bytes > ENTRY_BYTES_MAX || handed + whole > FRAME_STATES_BYTES_MAX)
+                {
                     break; // the next frame carries it: a frame holds at most one entry's worth
                 }
                 size += bytes;
+                handed += whole;
                 flights.push(InFlight { origin, seq, bytes });
                 let partial = !entry.left_out.is_empty() || entry.lost;
                 entries.push((seq, entry));
@@ -252,7 +264,7 @@ impl Replicator {
                     request: e.request.as_ref(),
                 })
                 .collect();
-            let encoded = encode_entries(self.link_version(peer), origin, &borrowed);
+            let encoded = encode_entries(version, origin, &borrowed);
             let p = self
                 .peers
                 .get_mut(&peer)
@@ -336,6 +348,26 @@ fn debug_applied_in_order(
         "{origin}: applied {applied:?}, but the applied vector stands at {}",
         store.applied().get(origin)
     );
+}
+
+/// The states a frame being filled carries so far, by key (the last one of each), to count
+/// what an entry adds to a version-6 frame.
+#[derive(Default)]
+struct RepeatedStates(std::collections::HashMap<std::sync::Arc<[u8]>, std::sync::Arc<[u8]>>);
+
+impl RepeatedStates {
+    /// Bytes of `entry`'s states that repeat their key's previous state in the frame (sent as
+    /// a mark), taking its states in.
+    fn bytes_repeated(&mut self, entry: &ShippedEntry) -> usize {
+        let mut repeated = 0;
+        for (k, v) in &entry.states {
+            match self.0.insert(k.clone(), v.clone()) {
+                Some(before) if before[..] == v[..] => repeated += v.len(),
+                _ => {}
+            }
+        }
+        repeated
+    }
 }
 
 /// Bytes of an entry in flight: its states, the keys it leaves out and its request tag.
