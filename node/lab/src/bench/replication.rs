@@ -7,9 +7,11 @@
 //!   outages, against the median of as many reference rounds;
 //! - `write_and_replicate`: end to end, records written in the first region (two threads,
 //!   batches of 100) and applied in the second, per second;
-//! - `lag_p50_ms` / `lag_p99_ms`: each batch's time from commit in the first region to applied
-//!   in the second, at half the `write_and_replicate` rate (both regions share this machine),
-//!   and `lag_cpu_us_per_record`, the CPU both regions spent per record meanwhile.
+//! - `lag_p50_ms` / `lag_p99_ms` / `lag_p999_ms` / `lag_max_ms`: each batch's time from commit
+//!   in the first region to applied in the second, at half the `write_and_replicate` rate (both
+//!   regions share this machine), and `lag_cpu_us_per_record`, the CPU both regions spent per
+//!   record meanwhile; `lag_at_rate_*`: the same at a fixed offered rate (`--lag-rate`, 50,000
+//!   records/s).
 //!
 //! `--rtt-ms N` puts a relay holding every datagram N/2 ms each way between the two regions
 //! (`meridian_netem::Relay`), to measure the same figures over a wide-area round trip.
@@ -36,9 +38,13 @@ pub struct Args {
     /// Rounds of the saturation measurement (and of its reference); medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Seconds of the half-load lag measurement.
+    /// Seconds of each lag measurement.
     #[arg(long, default_value_t = 3)]
     lag_seconds: u64,
+    /// Records per second offered in the fixed-rate lag measurement (batches of 100); 0 skips
+    /// it.
+    #[arg(long, default_value_t = 50_000)]
+    lag_rate: u64,
     /// Round trip added to the link (a relay holding each datagram half of it each way), to
     /// measure a wide-area link; 0: plain loopback.
     #[arg(long, default_value_t = 0)]
@@ -217,10 +223,79 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
     // applied at b. Half of the end-to-end rate, since both regions share this machine's
     // cores: at half the drain rate the writer of region 1 alone would take most of a core,
     // and the figure would measure a queue growing, not a lag.
-    let rate = (end_to_end / 2.0 / 100.0).max(1.0);
-    let total = (rate * args.lag_seconds as f64) as u64;
-    let interval = Duration::from_secs_f64(1.0 / rate);
+    let half = end_to_end / 2.0;
     let lag_cpu_before = cpu_time();
+    let (hist, total) = lag(&a, &b, half, args.lag_seconds, next, &value).await?;
+    next += total;
+    let lag_cpu = cpu_since(lag_cpu_before);
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    emit(&plain("lag_p50_ms", ms(&hist, 0.5), "ms", "-"), args.json)?;
+    emit(
+        &plain("lag_p99_ms", ms(&hist, 0.99), "ms", "<= 5"),
+        args.json,
+    )?;
+    emit(
+        &plain("lag_p999_ms", ms(&hist, 0.999), "ms", "-"),
+        args.json,
+    )?;
+    emit(
+        &plain("lag_max_ms", hist.max() as f64 / 1000.0, "ms", "-"),
+        args.json,
+    )?;
+    let per_record = lag_cpu.as_micros() as f64 / total.max(1) as f64;
+    emit(
+        &plain("lag_cpu_us_per_record", per_record, "us", "-"),
+        args.json,
+    )?;
+    // The same at a fixed offered rate (`--lag-rate`), the figure issue targets quote.
+    if args.lag_rate > 0 {
+        let (hist, _) = lag(&a, &b, args.lag_rate as f64, args.lag_seconds, next, &value).await?;
+        emit(
+            &plain(
+                "lag_rate_records_per_s",
+                args.lag_rate as f64,
+                "records/s",
+                "-",
+            ),
+            args.json,
+        )?;
+        emit(
+            &plain("lag_at_rate_p50_ms", ms(&hist, 0.5), "ms", "-"),
+            args.json,
+        )?;
+        emit(
+            &plain("lag_at_rate_p99_ms", ms(&hist, 0.99), "ms", "<= 1"),
+            args.json,
+        )?;
+        emit(
+            &plain("lag_at_rate_p999_ms", ms(&hist, 0.999), "ms", "-"),
+            args.json,
+        )?;
+        emit(
+            &plain("lag_at_rate_max_ms", hist.max() as f64 / 1000.0, "ms", "-"),
+            args.json,
+        )?;
+    }
+    ra.shutdown().await;
+    rb.shutdown().await;
+    drop(relays);
+    Ok(())
+}
+
+/// Writes batches of 100 records at `a` at `rate` records per second for `seconds` (keys from
+/// `next` on), and returns each batch's time from its commit at `a` to applied at `b`, in
+/// microseconds, with the number of records written.
+async fn lag(
+    a: &Engine,
+    b: &Engine,
+    rate: f64,
+    seconds: u64,
+    next: u64,
+    value: &[u8; VALUE_BYTES],
+) -> anyhow::Result<(Histogram<u64>, u64)> {
+    let batches_per_s = (rate / 100.0).max(1.0);
+    let total = (batches_per_s * seconds as f64) as u64;
+    let interval = Duration::from_secs_f64(1.0 / batches_per_s);
     let watcher_b = b.clone();
     let (tx, rx) = std::sync::mpsc::channel::<(meridian::CausalToken, Instant)>();
     // Waits for each batch, in commit order, to be visible at b (woken by b's applies, no
@@ -238,6 +313,7 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
     });
     {
         let a = a.clone();
+        let value = *value;
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let start = Instant::now();
             for i in 0..total {
@@ -257,19 +333,7 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
     let hist = watcher
         .join()
         .map_err(|_| anyhow::anyhow!("watcher panicked"))??;
-    let lag_cpu = cpu_since(lag_cpu_before);
-    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    emit(&plain("lag_p50_ms", ms(0.5), "ms", "-"), args.json)?;
-    emit(&plain("lag_p99_ms", ms(0.99), "ms", "<= 5"), args.json)?;
-    let per_record = lag_cpu.as_micros() as f64 / (total * 100).max(1) as f64;
-    emit(
-        &plain("lag_cpu_us_per_record", per_record, "us", "-"),
-        args.json,
-    )?;
-    ra.shutdown().await;
-    rb.shutdown().await;
-    drop(relays);
-    Ok(())
+    Ok((hist, total * 100))
 }
 
 /// The median of `values` (0 when empty).
