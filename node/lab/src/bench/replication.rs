@@ -13,6 +13,10 @@
 //!   record meanwhile; `lag_at_rate_*`: the same at a fixed offered rate (`--lag-rate`, 50,000
 //!   records/s).
 //!
+//! - `heal_ms`: after a cut held `--cut-seconds` (10) past the moment both ends saw the link
+//!   down, the time from the heal until a write made during the cut is applied in the second
+//!   region (target: one round trip and 100 ms).
+//!
 //! `--rtt-ms N` puts a relay holding every datagram N/2 ms each way between the two regions
 //! (`meridian_netem::Relay`), to measure the same figures over a wide-area round trip.
 
@@ -21,9 +25,10 @@ use super::report::{emit, header, Metric};
 use hdrhistogram::Histogram;
 use meridian::{Batch, Engine};
 use meridian_runtime::Runtime;
-use meridian_tests::netem::Relay;
+use meridian_tests::netem::{Link, Relay, Shape};
 use meridian_tests::Cluster;
 use rocksdb::{WriteBatch, WriteOptions, DB};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Options of `bench replication`.
@@ -45,6 +50,10 @@ pub struct Args {
     /// it.
     #[arg(long, default_value_t = 50_000)]
     lag_rate: u64,
+    /// Seconds a cut lasts, after both ends saw the link down, in the heal measurement
+    /// (`heal_ms`); 0 skips it.
+    #[arg(long, default_value_t = 10)]
+    cut_seconds: u64,
     /// Round trip added to the link (a relay holding each datagram half of it each way), to
     /// measure a wide-area link; 0: plain loopback.
     #[arg(long, default_value_t = 0)]
@@ -279,7 +288,82 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
     ra.shutdown().await;
     rb.shutdown().await;
     drop(relays);
+    if args.cut_seconds > 0 {
+        let (heal_ms, down_ms) = heal(args).await?;
+        emit(
+            &plain("link_down_after_cut_ms", down_ms, "ms", "-"),
+            args.json,
+        )?;
+        let target: &'static str = Box::leak(format!("<= {}", args.rtt_ms + 100).into_boxed_str());
+        emit(&plain("heal_ms", heal_ms, "ms", target), args.json)?;
+    }
     Ok(())
+}
+
+/// A cut of every datagram between two fresh regions (through relays that add `--rtt-ms`)
+/// held `--cut-seconds` after both ends see the link down, a write made meanwhile, then the
+/// heal: the time from the heal until the second region has applied that write, and how long
+/// after the cut the link was seen down.
+async fn heal(args: &Args) -> anyhow::Result<(f64, f64)> {
+    let mut cluster = Cluster::prepare("heal", &[("a", "us-east"), ("b", "eu-west")], &[])?;
+    cluster.pick_ports()?;
+    let shape = Shape::delay(args.rtt_ms as f64 / 2.0);
+    let mut links: Vec<Arc<Link>> = Vec::new();
+    let mut relays = Vec::new();
+    for i in 0..2 {
+        let other = cluster.nodes[1 - i].config.listen;
+        let (to, from) = (Arc::new(Link::new(shape)), Arc::new(Link::new(shape)));
+        let relay = Relay::start(other, to.clone(), from.clone(), 0).await?;
+        cluster.nodes[i].config.peers[0].address = relay.front();
+        links.extend([to, from]);
+        relays.push(relay);
+    }
+    let open = |i: usize| {
+        let config = &cluster.nodes[i].config;
+        Engine::open(&config.data_dir, config.engine_config())
+    };
+    let (a, b) = (open(0)?, open(1)?);
+    let ra = Runtime::start(a.clone(), cluster.nodes[0].config.runtime()).await?;
+    let rb = Runtime::start(b.clone(), cluster.nodes[1].config.runtime()).await?;
+    let connected = |r: &Runtime| r.status().peers.iter().all(|p| p.connected);
+    until("the two regions did not connect", &|| {
+        connected(&ra) && connected(&rb)
+    })
+    .await?;
+    let write = |i: u64| a.write((i..i + 100).fold(Batch::new(), |b, j| b.put(key(j), [b'v'; 8])));
+    let token = write(0)?;
+    let covered = |b: &Engine, token: meridian::CausalToken| {
+        let b = b.clone();
+        tokio::task::spawn_blocking(move || b.wait_covers(&token, Duration::from_secs(120)))
+    };
+    anyhow::ensure!(
+        covered(&b, token).await?,
+        "the first write did not replicate"
+    );
+    let set_down = |down: bool| {
+        for l in &links {
+            l.set_shape(Shape { down, ..l.shape() });
+        }
+    };
+    set_down(true);
+    let down = until("the cut link was never seen down", || {
+        !ra.status().peers.iter().any(|p| p.connected)
+            && !rb.status().peers.iter().any(|p| p.connected)
+    })
+    .await?;
+    let token = write(100)?;
+    tokio::time::sleep(Duration::from_secs(args.cut_seconds)).await;
+    set_down(false);
+    let healed = Instant::now();
+    anyhow::ensure!(
+        covered(&b, token).await?,
+        "the write made during the cut did not replicate"
+    );
+    let heal_ms = healed.elapsed().as_secs_f64() * 1000.0;
+    ra.shutdown().await;
+    rb.shutdown().await;
+    drop(relays);
+    Ok((heal_ms, down.as_secs_f64() * 1000.0))
 }
 
 /// Writes batches of 100 records at `a` at `rate` records per second for `seconds` (keys from
@@ -334,6 +418,17 @@ async fn lag(
         .join()
         .map_err(|_| anyhow::anyhow!("watcher panicked"))??;
     Ok((hist, total * 100))
+}
+
+/// Waits until `done`, polling every millisecond, for at most a minute (`what` says what did
+/// not happen then); returns how long it took.
+async fn until(what: &str, done: impl Fn() -> bool) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    while !done() {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "{what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(started.elapsed())
 }
 
 /// The median of `values` (0 when empty).
