@@ -10,6 +10,7 @@ mod common;
 
 use common::Net;
 use meridian::{Config, Durability, Engine, MemberId};
+use meridian_core::replication::ReplicaStore;
 use meridian_core::replication::{LinkId, Output, ReplicationConfig, Replicator};
 
 #[test]
@@ -332,4 +333,55 @@ fn a_second_process_with_a_live_identity_is_refused_and_the_first_fenced() {
     assert_eq!(e1.get(b"after").unwrap(), None, "nothing written");
     assert!(!e1.origin_status().writable);
     assert!(twin.put(b"twin", b"1").is_ok(), "the twin writes");
+}
+
+/// A region restored from a backup older than a delete whose tombstone its peers then reclaimed
+/// (they counted what it reported before the restore) holds the deleted value again. It must
+/// not hand it to a region that never saw the delete: it ships nothing, and offers nothing,
+/// until a peer's state transfer has reconciled it (simulator seed 1200000864).
+#[test]
+fn a_restored_region_ships_nothing_until_a_peer_reconciles_it_and_no_deleted_value_returns() {
+    let mut net = Net::new(3);
+    net.run(200);
+    net.engine(0).put(b"k", b"old").unwrap();
+    net.run(500);
+    let backup = net._scratch.path().join("backup-1");
+    net.engine(1).checkpoint(&backup).unwrap();
+    net.engine(0).delete(b"k").unwrap();
+    net.run(500);
+    // Applied everywhere, so reclaimed everywhere: the log entries and the tombstone.
+    for i in 0..3 {
+        let e = net.engine(i).clone();
+        e.compact(&e.applied()).unwrap();
+        e.compact(&e.applied()).unwrap();
+        assert!(e.store().get_record(b"k").unwrap().is_none(), "reclaimed");
+    }
+    // Region 1 comes back from its backup; region 2 comes back empty; at first they reach
+    // each other only.
+    net.stop(1);
+    net.stop(2);
+    std::fs::remove_dir_all(&net.regions[1].dir).unwrap();
+    Engine::restore_backup(&backup, &net.regions[1].dir).unwrap();
+    std::fs::remove_dir_all(&net.regions[2].dir).unwrap();
+    net.cut.insert((0, 1));
+    net.cut.insert((0, 2));
+    net.start(1);
+    net.start(2);
+    net.run(3_000);
+    assert_eq!(
+        net.engine(2).get(b"k").unwrap(),
+        None,
+        "the deleted value came back through the restored region"
+    );
+    net.cut.clear();
+    net.link(0, 1);
+    net.link(0, 2);
+    net.run(3_000);
+    for i in 0..3 {
+        assert_eq!(net.engine(i).get(b"k").unwrap(), None, "region {i}");
+    }
+    // Reconciled, it ships again.
+    net.engine(1).put(b"after", b"1").unwrap();
+    net.run(2_000);
+    net.assert_everywhere("after", "1");
 }

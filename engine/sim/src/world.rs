@@ -291,6 +291,8 @@ impl World {
             // Writes that cannot be had whole are waited for 5 s of simulated time (the heal
             // bound is 30 s), not the 30 s a node waits.
             missing_wait_ms: MISSING_WAIT_MS,
+            // A restored region waits as long for a peer that saw all its copy held.
+            reconcile_wait_ms: MISSING_WAIT_MS,
             ..ReplicationConfig::default()
         };
         r.node = Some(Node {

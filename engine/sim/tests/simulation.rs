@@ -106,6 +106,10 @@ fn seeds_that_once_failed_in_long_runs_stay_clean() {
         // (825_907_964).
         (363_156_624, 3, true),
         (825_907_964, 3, true),
+        // A region restored from a backup older than a delete whose tombstone its peers had
+        // reclaimed relayed the deleted value to a wiped region before any peer's round had
+        // reconciled it (1_200_000_864).
+        (1_200_000_864, 3, true),
     ] {
         let opts = SimOptions {
             regions,

@@ -266,7 +266,31 @@ impl Engine {
             }
         }
         let store = Store::open(dir)?;
-        store.put_meta_sync(keys::META_RESTORED, &[1])?;
+        let mut wb = store.batch();
+        wb.put_meta(keys::META_RESTORED, &[1]);
+        wb.put_meta(keys::META_RECONCILING, &[1]);
+        wb.commit(true)?;
+        Ok(())
+    }
+
+    /// What a peer's snapshot must cover to reconcile this replica, restored from a backup
+    /// and not reconciled yet (`ReplicaStore::reconciling`).
+    pub(crate) fn reconcile_vector(&self) -> Option<crate::VersionVector> {
+        lock(&self.inner.reconciling).clone()
+    }
+
+    /// A peer's state transfer has reconciled this replica's records: it ships again.
+    pub(crate) fn mark_reconciled(&self) -> Result<()> {
+        let mut reconciling = lock(&self.inner.reconciling);
+        if reconciling.is_some() {
+            let mut wb = self.inner.store.batch();
+            wb.delete_meta(keys::META_RECONCILING);
+            wb.commit(true)?;
+            *reconciling = None;
+            tracing::info!(
+                "a peer's state transfer reconciled this restored replica: it ships again"
+            );
+        }
         Ok(())
     }
 

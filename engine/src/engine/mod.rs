@@ -143,6 +143,9 @@ struct Inner {
     request_tags: AtomicUsize,
     /// Why this process is fenced, once it is (`Engine::fence`).
     fenced: std::sync::OnceLock<String>,
+    /// Restored from a backup and not yet reconciled by a peer's state transfer: what a peer's
+    /// snapshot must cover (`keys::META_RECONCILING`, `ReplicaStore::reconciling`).
+    reconciling: Mutex<Option<VersionVector>>,
 }
 
 /// Sequence numbers of the current origin committed out of order, folded into a contiguous

@@ -51,6 +51,7 @@ impl Engine {
         migrations::migrate(&store, found, LAYOUT, migrations::MIGRATIONS)?;
         let origin = epoch::open_origin(&store, member, created, &config)?;
         let replica = origin.id;
+        let restored_unreconciled = store.get_meta(keys::META_RECONCILING)?.is_some();
         let previous = epoch::begin_run(&store, &config)?;
         let mut applied = load_vector(&store, keys::META_APPLIED_PREFIX)?;
         let floors = load_vector(&store, keys::META_FLOOR_PREFIX)?;
@@ -82,6 +83,10 @@ impl Engine {
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
         tracing::debug!(member = %member, origin = %replica, epoch = origin.epoch, last_seq = last, path = %path.display(), "engine open");
         let disk = disk_space::DiskSpace::new(path, config.disk_free_min_bytes);
+        // What a peer's snapshot must cover to reconcile a restored copy: what it came back
+        // with, but for its own origin (its writes nobody else may have seen).
+        let reconciling = restored_unreconciled
+            .then(|| VersionVector::from_entries(applied.iter().filter(|(o, _)| *o != replica)));
         let engine = Engine {
             inner: Arc::new(Inner {
                 store,
@@ -128,8 +133,12 @@ impl Engine {
                 crashed: AtomicBool::new(false),
                 request_tags: AtomicUsize::new(request_tags),
                 fenced: std::sync::OnceLock::new(),
+                reconciling: Mutex::new(reconciling.clone()),
             }),
         };
+        if reconciling.is_some() {
+            tracing::warn!("restored from a backup: this replica ships nothing and offers no state until a peer's state transfer has reconciled its records (dots its peers removed while it was away may remain in them)");
+        }
         if let Some(summary) = &previous.summary {
             if engine.inner.digest.load(summary) {
                 tracing::debug!("anti-entropy summary kept by the last clean shutdown");

@@ -306,6 +306,14 @@ impl ReplicaStore for Replication {
         self.damaged_keys()
     }
 
+    fn reconciling(&self) -> Option<VersionVector> {
+        self.reconcile_vector()
+    }
+
+    fn reconciled(&self) -> Result<()> {
+        self.mark_reconciled()
+    }
+
     fn drop_damaged(&self, keys: &[Vec<u8>]) -> Result<usize> {
         let inner = &*self.inner;
         self.check_writable()?;

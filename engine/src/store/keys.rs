@@ -39,6 +39,10 @@ pub const META_RUN_DURABILITY: &[u8] = b"run_durability";
 /// Metadata key present in a directory restored from a backup until its first open takes a
 /// new epoch (the copy may have a live twin, and lacks what was written after it was taken).
 pub const META_RESTORED: &[u8] = b"restored";
+/// Metadata key present in a directory restored from a backup until a peer's state transfer
+/// has reconciled it (`ReplicaStore::reconciling`): its records may hold dots whose removal
+/// its peers collected while it was away, which it must not ship meanwhile.
+pub const META_RECONCILING: &[u8] = b"reconciling";
 /// Metadata key of the oldest on-disk layout a build must have to open the directory: every
 /// build refuses a directory whose byte is above its own layout (up to layout 1, the layout the
 /// directory was written in; since migrations, `engine/migrations.rs`, its compatibility floor).

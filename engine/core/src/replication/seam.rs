@@ -290,6 +290,24 @@ pub trait ReplicaStore {
         Vec::new()
     }
 
+    /// When this replica was restored from a backup and no peer's state transfer has
+    /// reconciled it since: what a peer's snapshot must cover for its round to reconcile it
+    /// (the vector the copy came back with, but for its own origin). Its records may hold
+    /// dots whose removal its peers collected while it was away (their reports of what it had
+    /// applied, made before the restore, let them): shipped, such a dot would come back at a
+    /// replica that has not seen its removal. Until then it ships no entries and offers no
+    /// state, and asks its peers for a round (`ReplicationConfig::reconcile_wait_ms` bounds
+    /// the wait).
+    fn reconciling(&self) -> Option<VersionVector> {
+        None
+    }
+
+    /// A peer's state-transfer round has ended here (its snapshot adopted): the records
+    /// reflect what that peer removed, and `reconciling` is over.
+    fn reconciled(&self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
     /// Removes the records of `keys` that are still damaged: no peer supplied a good copy
     /// within the bound, so what they held is declared lost (the keys stay uncertain, and a
     /// copy that turns up later is joined whole). Returns how many went.

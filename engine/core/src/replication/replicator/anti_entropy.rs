@@ -308,6 +308,10 @@ impl Replicator {
         store: &S,
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
+        if store.reconciling().is_some() {
+            // Restored from a backup: its records vouch for nothing before a peer's round.
+            return Ok(());
+        }
         let summary = store.summarize(cells).map_err(ReplicationError::Store)?;
         let round = self.next_round;
         self.next_round += 1;
@@ -564,6 +568,14 @@ impl Replicator {
             store
                 .adopt(&snapshot, &taken)
                 .map_err(ReplicationError::Store)?;
+            // A restored replica's records lost every dot the peer removed, once the peer has
+            // seen everything the copy held: a peer that saw less (one that lost its disk
+            // too) proves nothing of what the others removed.
+            if let Some(need) = store.reconciling() {
+                if need.iter().all(|(o, s)| snapshot.get(o) >= s) {
+                    store.reconciled().map_err(ReplicationError::Store)?;
+                }
+            }
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.ae = None;
             }

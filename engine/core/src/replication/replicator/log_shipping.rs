@@ -142,6 +142,10 @@ impl Replicator {
         store: &S,
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
+        if store.reconciling().is_some() {
+            // Restored from a backup: nothing leaves before a peer's round reconciles it.
+            return Ok(());
+        }
         let applied = store.applied();
         let own = store.origin_id();
         let version = self.link_version(peer);

@@ -126,10 +126,11 @@ impl Replicator {
 }
 
 impl Replicator {
-    /// Damaged records (bytes that no longer decode): each ready peer is asked for a
-    /// state-transfer round (`AeRequest`, at most every `retransmit_ms`), whose difference
-    /// brings the key's good state back; a damaged record every other member showed it holds
-    /// nothing of is removed (no copy is left; what it held is lost).
+    /// Damaged records (bytes that no longer decode), or a restored replica not yet
+    /// reconciled (`ReplicaStore::reconciling`): each ready peer is asked for a state-transfer
+    /// round (`AeRequest`, at most every `retransmit_ms`), whose difference brings the key's
+    /// good state back (and prunes what the peer removed); a damaged record every other member
+    /// showed it holds nothing of is removed (no copy is left; what it held is lost).
     fn repair_damaged<S: ReplicaStore>(
         &mut self,
         store: &S,
@@ -137,7 +138,22 @@ impl Replicator {
     ) -> Result<(), ReplicationError<S::Error>> {
         let damaged = store.damaged();
         self.damaged_absent_at.retain(|k, _| damaged.contains(k));
-        if damaged.is_empty() {
+        let reconciling = store.reconciling().is_some();
+        if !reconciling {
+            self.reconciling_since = None;
+        } else if now_ms.saturating_sub(*self.reconciling_since.get_or_insert(now_ms))
+            >= self.config.reconcile_wait_ms
+        {
+            // No peer that saw everything the copy held answered in time (they all lost
+            // their disks too, or stay cut off): what the copy holds is the best there is.
+            tracing::warn!(
+                waited_ms = self.config.reconcile_wait_ms,
+                "no peer reconciled this restored replica in time: it ships what it holds"
+            );
+            store.reconciled().map_err(ReplicationError::Store)?;
+            self.reconciling_since = None;
+        }
+        if damaged.is_empty() && !reconciling {
             return Ok(());
         }
         let others: Vec<MemberId> = self

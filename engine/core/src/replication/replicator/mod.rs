@@ -91,6 +91,10 @@ pub struct ReplicationConfig {
     /// reachable member, before it declares what is missing lost and moves on (invariant I1's
     /// stated exceptions, `replicator/missing.rs`).
     pub missing_wait_ms: u64,
+    /// How long a replica restored from a backup waits for a round from a peer that saw
+    /// everything its copy held (`ReplicaStore::reconciling`) before it ships what it holds
+    /// anyway.
+    pub reconcile_wait_ms: u64,
     /// Interval between state-transfer checks on an idle link whose vectors agree: equal
     /// vectors do not prove equal records (a dot of a write lost with a disk may survive at
     /// some replicas only), and the check costs one small table when nothing differs.
@@ -116,6 +120,7 @@ impl Default for ReplicationConfig {
             log_retention_entries: 1_000_000,
             session: 0,
             missing_wait_ms: 30_000,
+            reconcile_wait_ms: 30_000,
             antientropy_check_ms: 10_000,
             about: None,
         }
@@ -221,6 +226,8 @@ pub struct Replicator {
     damaged_absent_at: BTreeMap<Vec<u8>, std::collections::BTreeSet<MemberId>>,
     /// Per origin stranded here, the missing number and since when it is missing.
     stranded_since: BTreeMap<OriginId, (u64, u64)>,
+    /// Since when a restored replica has waited to be reconciled (`ReplicaStore::reconciling`).
+    reconciling_since: Option<u64>,
     /// Whether a peer's claim beyond this replica's own writes already moved it to a new epoch
     /// in this run (at most once: a lying peer must not make it churn epochs).
     moved_on_overclaim: bool,
@@ -245,6 +252,7 @@ impl Replicator {
             sessions: BTreeMap::new(),
             partial_held: BTreeMap::new(),
             stranded_since: BTreeMap::new(),
+            reconciling_since: None,
             damaged_absent_at: BTreeMap::new(),
             horizon: None,
             moved_on_overclaim: false,
