@@ -141,6 +141,9 @@ pub const KEEP_ALIVE_MIN: Duration = Duration::from_millis(25);
 /// See `KEEP_ALIVE_MIN`.
 pub const LIVENESS_MIN: Duration = Duration::from_millis(100);
 
+/// The round trip a connection assumes before it has measured one.
+pub const INITIAL_RTT: Duration = Duration::from_millis(100);
+
 /// The transport of both ends: `liveness` is the idle timeout (pinged `PINGS_PER_LIVENESS`
 /// times as often), `REPLICATION_LIVENESS` by default.
 pub fn transport(disable_gso: bool, liveness: Option<Duration>) -> Arc<quinn::TransportConfig> {
@@ -153,6 +156,10 @@ pub fn transport(disable_gso: bool, liveness: Option<Duration>) -> Arc<quinn::Tr
         None => (REPLICATION_KEEP_ALIVE, REPLICATION_LIVENESS),
     };
     t.keep_alive_interval(Some(keep_alive));
+    // The first packets of a handshake are sent again after three times this, doubling: at
+    // quinn's default (333 ms) a dial into a link that just healed could wait a second or
+    // more for its next try; cross-region round trips stay under 300 ms.
+    t.initial_rtt(INITIAL_RTT);
     if let Ok(idle) = quinn::IdleTimeout::try_from(idle) {
         t.max_idle_timeout(Some(idle));
     }

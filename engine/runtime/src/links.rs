@@ -18,6 +18,13 @@ use tokio::sync::{mpsc, watch};
 const BACKOFF_MS_MIN: u64 = 100;
 const BACKOFF_MS_MAX: u64 = 5_000;
 
+/// How long one dial waits for the handshake before it gives up and dials again. A peer that
+/// does not answer (down, or cut off) is dialled about this often, at the shortest backoff,
+/// so that a healed link is back within about this long; a handshake takes one or two round
+/// trips (cross-region, well under a second). Without it a dial would wait the whole idle
+/// timeout (10 s) with its first packets retransmitted ever more rarely, then back off.
+const DIAL_ATTEMPT_MAX: Duration = Duration::from_secs(1);
+
 /// How long a link must have run for the next dial to start again at the shortest backoff.
 const LINK_LIVED: Duration = Duration::from_secs(2);
 
@@ -149,8 +156,14 @@ pub(crate) async fn dial_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>, peer
                 .map_err(|e| e.to_string())?;
             connecting.await.map_err(|e| e.to_string())
         };
-        match attempt.await {
-            Ok(conn) => {
+        match tokio::time::timeout(DIAL_ATTEMPT_MAX, attempt).await {
+            Err(_) => {
+                // No answer: dialled again at the shortest backoff (the peer may be back any
+                // moment), not ever more rarely.
+                ctx.link_failed(&peer.name, "dial: no answer within 1 s".into());
+                backoff = BACKOFF_MS_MIN;
+            }
+            Ok(Ok(conn)) => {
                 let up = std::time::Instant::now();
                 let negotiated = alpn(&conn).unwrap_or_default();
                 let Some(version) = replication_version(&negotiated) else {
@@ -168,7 +181,7 @@ pub(crate) async fn dial_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>, peer
                     backoff = BACKOFF_MS_MIN;
                 }
             }
-            Err(e) if is_no_common_version(&e) => {
+            Ok(Err(e)) if is_no_common_version(&e) => {
                 metrics::counter!("meridian_replication_version_refused_total").increment(1);
                 let why = format!(
                     "dial: no replication protocol version in common with the peer (this node \
@@ -179,7 +192,7 @@ pub(crate) async fn dial_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>, peer
                 tracing::warn!(peer = %peer.name, reason = %why, "replication link refused");
                 ctx.link_failed(&peer.name, why);
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::debug!(peer = %peer.name, error = %e, "dial failed");
                 ctx.link_failed(&peer.name, format!("dial: {e}"));
             }
