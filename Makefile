@@ -43,13 +43,8 @@ header:
 
 bench: deps
 	$(BUILD_LAB)
-	$(LAB) bench local --writers 1,4,16,64
-	$(LAB) bench local --durability sync --ops 4000 --writers 1,4,16,64 --overwrite-keys 0
-	$(LAB) bench sim
-	$(LAB) bench replication
-	$(LAB) bench consistency
 	$(CARGO) build --release -p meridian-ffi
-	$(LAB) bench ffi
+	$(LAB) bench all
 
 sim: deps
 	$(BUILD_LAB)

@@ -79,6 +79,10 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     header(args.json);
+    super::report::setup(format!(
+        "3 regions over relays, {} ms RTT, {} ops per level",
+        args.rtt_ms, args.ops
+    ));
     let rtt = args.rtt_ms as f64;
     let report = |name: &'static str, hist: &Histogram<u64>| -> anyhow::Result<()> {
         for (suffix, q) in [("p50", 0.5), ("p99", 0.99)] {

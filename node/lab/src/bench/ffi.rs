@@ -195,6 +195,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let rust = medians(&rust_rounds);
     let c = medians(&c_rounds);
     header(args.json);
+    super::report::setup(format!("{} ops per round, one thread", args.ops));
     let names = ["ffi_put", "ffi_get", "ffi_batch_put"];
     for i in 0..3 {
         emit(

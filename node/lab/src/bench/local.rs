@@ -105,6 +105,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     wo.set_sync(sync);
     let json = args.json;
     header(json);
+    super::report::setup(format!(
+        "{ops} ops, {VALUE_BYTES}-byte values, {}, 1 writer (put_<n>w: n)",
+        args.durability
+    ));
 
     // put_1w
     let raw = raw_db(&tmp.path().join("raw-1w"))?;
@@ -192,6 +196,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 
     // counter_add: reference is a raw read-modify-write of an 8-byte integer.
+    super::report::setup(format!(
+        "{ops} increments of {COUNTER_KEYS} counters, {}, 1 writer",
+        args.durability
+    ));
     let raw = raw_db(&tmp.path().join("raw-counter"))?;
     let reference = rate(ops, || {
         for i in 0..ops {
@@ -245,6 +253,10 @@ fn overwrites(
     dir: &Path,
 ) -> anyhow::Result<()> {
     let keys = args.overwrite_keys;
+    super::report::setup(format!(
+        "{ops} overwrites of {keys} keys, {VALUE_BYTES}-byte values, {}, 1 or 4 writers",
+        args.durability
+    ));
     let raw = raw_db(&dir.join("raw-overwrite"))?;
     let engine = Engine::open(dir.join("engine-overwrite"), config.clone())?;
     // Loaded in batches (not measured).

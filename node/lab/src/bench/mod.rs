@@ -1,5 +1,6 @@
 //! Benchmarks: each prints metrics with a reference measured in the same run and their ratio.
 
+mod all;
 mod consistency;
 mod ffi;
 mod local;
@@ -12,6 +13,9 @@ mod scale;
 /// The benchmark suites.
 #[derive(clap::Subcommand)]
 pub enum Suite {
+    /// Every suite `make bench` runs, in one table: the local path (both durabilities, 1 to 64
+    /// writers), replication bytes, two regions over QUIC, consistency levels, the C ABI.
+    All(all::Args),
     /// Local write and read path against raw RocksDB doing the same job.
     Local(local::Args),
     /// Two replicas over QUIC on loopback: replicated throughput, lag, CPU per record.
@@ -33,6 +37,7 @@ pub enum Suite {
 /// Runs one suite.
 pub fn run(suite: Suite) -> anyhow::Result<()> {
     match suite {
+        Suite::All(args) => all::run(args),
         Suite::Local(args) => local::run(args),
         Suite::Replication(args) => replication::run(args),
         Suite::Sim(args) => replication_bytes::run(args),

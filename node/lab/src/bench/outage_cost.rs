@@ -207,6 +207,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 
     header(args.json);
+    super::report::setup(format!(
+        "3 node processes, {} keys, {} clients, {} min",
+        args.keys, args.clients, args.minutes
+    ));
     let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
     let m = |name: &'static str, value: f64, unit: &'static str| Metric {
         suite: "outage",

@@ -156,6 +156,10 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
     let config_a = cluster.nodes[0].config.runtime();
     let config_b = cluster.nodes[1].config.runtime();
     header(args.json);
+    super::report::setup(format!(
+        "2 regions, QUIC + mutual TLS on loopback, one process; {} records x {} rounds, {VALUE_BYTES}-byte values, batches of 100, +{} ms RTT",
+        args.records, args.rounds, args.rtt_ms
+    ));
     if args.rtt_ms > 0 {
         emit(
             &plain("link_rtt_ms", args.rtt_ms as f64, "ms", "-"),

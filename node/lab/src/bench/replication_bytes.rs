@@ -317,6 +317,10 @@ fn antientropy(args: &Args, dir: &std::path::Path) -> anyhow::Result<Metric> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     header(args.json);
+    super::report::setup(format!(
+        "real engines, in-memory lossless links; {} outage writes, {} hot writes, {} keys ({}% differ)",
+        args.outage_writes, args.hot_writes, args.keys, args.differ_percent
+    ));
     emit(&catchup(&args, dir.path())?, args.json)?;
     let (shared, state) = hot_catchup(args.hot_writes, SHARED_STATES_VERSION, dir.path())?;
     let (whole, _) = hot_catchup(args.hot_writes, SHARED_STATES_VERSION - 1, dir.path())?;

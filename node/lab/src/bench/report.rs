@@ -1,6 +1,30 @@
-//! Benchmark output: a table for people, one JSON object per line with `--json`.
+//! Benchmark output: a table for people, one JSON object per line with `--json`. Each line
+//! says the setup it was measured with (`setup`: records, value size, threads, durability),
+//! and a process prints the table's header once, so `bench all` is one table.
 
 use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// The setup the metrics emitted from now on are measured with.
+static SETUP: Mutex<String> = Mutex::new(String::new());
+/// Whether this process printed the table's header.
+static HEADER_PRINTED: AtomicBool = AtomicBool::new(false);
+
+/// Says the setup of the metrics emitted from now on (shown with each of them).
+pub fn setup(text: impl Into<String>) {
+    if let Ok(mut s) = SETUP.lock() {
+        *s = text.into();
+    }
+}
+
+/// A metric as a JSON line: its fields and its setup.
+#[derive(Serialize)]
+struct Line<'a> {
+    #[serde(flatten)]
+    metric: &'a Metric,
+    setup: &'a str,
+}
 
 /// One measured figure.
 #[derive(Serialize, Clone, Debug)]
@@ -48,27 +72,33 @@ impl Metric {
 /// Prints one metric as soon as it is measured (a closed stdout is an error, not a panic).
 pub fn emit(m: &Metric, json: bool) -> anyhow::Result<()> {
     use std::io::Write;
+    let setup = SETUP.lock().map(|s| s.clone()).unwrap_or_default();
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", serde_json::to_string(m)?)?;
+        let line = Line {
+            metric: m,
+            setup: &setup,
+        };
+        writeln!(out, "{}", serde_json::to_string(&line)?)?;
     } else {
         let reference = m.reference.map_or("-".to_string(), |r| format!("{r:.0}"));
         let ratio = m.ratio.map_or("-".to_string(), |r| format!("{r:.2}"));
+        let target = format!("target {}", m.target);
         writeln!(
             out,
-            "{:<8} {:<24} {:>14.1} {:<10} {:>14} {:>7}   target {}",
-            m.suite, m.metric, m.value, m.unit, reference, ratio, m.target
+            "{:<11} {:<24} {:>14.1} {:<10} {:>14} {:>7}   {:<15} {}",
+            m.suite, m.metric, m.value, m.unit, reference, ratio, target, setup
         )?;
     }
     Ok(())
 }
 
-/// Prints the table header (not in JSON mode).
+/// Prints the table header (not in JSON mode), once per process.
 pub fn header(json: bool) {
-    if !json {
+    if !json && !HEADER_PRINTED.swap(true, Ordering::SeqCst) {
         println!(
-            "{:<8} {:<24} {:>14} {:<10} {:>14} {:>7}",
-            "suite", "metric", "value", "unit", "reference", "ratio"
+            "{:<11} {:<24} {:>14} {:<10} {:>14} {:>7}   {:<15} setup",
+            "suite", "metric", "value", "unit", "reference", "ratio", "target"
         );
     }
 }

@@ -59,6 +59,10 @@ fn name(metric: &str, n: u64) -> &'static str {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let daemon = meridian_tests::node_process::daemon()?;
     header(args.json);
+    super::report::setup(format!(
+        "2 node processes, {VALUE_BYTES}-byte values, batches of {BATCH}, sizes {:?}",
+        args.sizes
+    ));
     let mut first_ae_ms = None;
     for &n in &args.sizes {
         measure(&args, &daemon, n, &mut first_ae_ms)?;
