@@ -160,7 +160,10 @@ pub(crate) async fn dial_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>, peer
             Err(_) => {
                 // No answer: dialled again at the shortest backoff (the peer may be back any
                 // moment), not ever more rarely.
-                ctx.link_failed(&peer.name, "dial: no answer within 1 s".into());
+                ctx.link_failed(
+                    &peer.name,
+                    format!("dial: no answer within {DIAL_ATTEMPT_MAX:?}"),
+                );
                 backoff = BACKOFF_MS_MIN;
             }
             Ok(Ok(conn)) => {

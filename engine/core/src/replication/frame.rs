@@ -470,12 +470,6 @@ pub fn encode_entries<B: AsRef<[u8]>>(
             }))
         }
     }
-    struct Keys<'a, B>(&'a [B]);
-    impl<B: AsRef<[u8]>> Serialize for Keys<'_, B> {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.collect_seq(self.0.iter().map(|k| serde_bytes::Bytes::new(k.as_ref())))
-        }
-    }
     struct Entries<'a, B>(&'a [EntryOut<'a, B>]);
     impl<B: AsRef<[u8]>> Serialize for Entries<'_, B> {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -501,6 +495,15 @@ pub fn encode_entries<B: AsRef<[u8]>>(
     // Vec cannot fail. `encode_entries_matches_frame_encode` pins this to `Frame::encode`.
     let _ = postcard::to_io(&(ENTRIES_VARIANT, origin, Entries(entries)), &mut out);
     out
+}
+
+/// Keys as an entry's keys left out are written, borrowed.
+struct Keys<'a, B>(&'a [B]);
+
+impl<B: AsRef<[u8]>> Serialize for Keys<'_, B> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|k| serde_bytes::Bytes::new(k.as_ref())))
+    }
 }
 
 /// One entry of an `Entries` frame as `decode_entries` returns it: sequence number, (key,

@@ -241,18 +241,10 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
     let (hist, total) = lag(&a, &b, half, args.lag_seconds, next, &value).await?;
     next += total;
     let lag_cpu = cpu_since(lag_cpu_before);
-    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    emit(&plain("lag_p50_ms", ms(&hist, 0.5), "ms", "-"), args.json)?;
-    emit(
-        &plain("lag_p99_ms", ms(&hist, 0.99), "ms", "<= 5"),
-        args.json,
-    )?;
-    emit(
-        &plain("lag_p999_ms", ms(&hist, 0.999), "ms", "-"),
-        args.json,
-    )?;
-    emit(
-        &plain("lag_max_ms", hist.max() as f64 / 1000.0, "ms", "-"),
+    emit_lag(
+        &hist,
+        ["lag_p50_ms", "lag_p99_ms", "lag_p999_ms", "lag_max_ms"],
+        "<= 5",
         args.json,
     )?;
     let per_record = lag_cpu.as_micros() as f64 / total.max(1) as f64;
@@ -272,20 +264,15 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
             ),
             args.json,
         )?;
-        emit(
-            &plain("lag_at_rate_p50_ms", ms(&hist, 0.5), "ms", "-"),
-            args.json,
-        )?;
-        emit(
-            &plain("lag_at_rate_p99_ms", ms(&hist, 0.99), "ms", "<= 1"),
-            args.json,
-        )?;
-        emit(
-            &plain("lag_at_rate_p999_ms", ms(&hist, 0.999), "ms", "-"),
-            args.json,
-        )?;
-        emit(
-            &plain("lag_at_rate_max_ms", hist.max() as f64 / 1000.0, "ms", "-"),
+        emit_lag(
+            &hist,
+            [
+                "lag_at_rate_p50_ms",
+                "lag_at_rate_p99_ms",
+                "lag_at_rate_p999_ms",
+                "lag_at_rate_max_ms",
+            ],
+            "<= 1",
             args.json,
         )?;
     }
@@ -422,6 +409,31 @@ async fn lag(
         .join()
         .map_err(|_| anyhow::anyhow!("watcher panicked"))??;
     Ok((hist, total * 100))
+}
+
+/// Emits a lag histogram's p50, p99 (against `p99_target`), p99.9 and max, in milliseconds,
+/// under `names`.
+fn emit_lag(
+    hist: &Histogram<u64>,
+    names: [&'static str; 4],
+    p99_target: &'static str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let ms = |us: u64| us as f64 / 1000.0;
+    let [p50, p99, p999, max] = names;
+    emit(
+        &plain(p50, ms(hist.value_at_quantile(0.5)), "ms", "-"),
+        json,
+    )?;
+    emit(
+        &plain(p99, ms(hist.value_at_quantile(0.99)), "ms", p99_target),
+        json,
+    )?;
+    emit(
+        &plain(p999, ms(hist.value_at_quantile(0.999)), "ms", "-"),
+        json,
+    )?;
+    emit(&plain(max, ms(hist.max()), "ms", "-"), json)
 }
 
 /// Waits until `done`, polling every millisecond, for at most a minute (`what` says what did

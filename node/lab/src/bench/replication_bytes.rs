@@ -168,17 +168,33 @@ fn stored_bytes(engine: &Replication, keys: impl Iterator<Item = Vec<u8>>) -> an
     Ok(total)
 }
 
-/// Three regions; one is cut off while the other two take writes; it comes back and catches up
-/// from the log. Bytes on its links against the encoded records written during the outage.
-fn catchup(args: &Args, dir: &std::path::Path) -> anyhow::Result<Metric> {
-    let engines = vec![open(dir, "a", 1)?, open(dir, "b", 2)?, open(dir, "c", 3)?];
+/// Regions a, b and c (directories named `prefix` and the letter, member ids `ids`) linked at
+/// protocol `version` and settled, then c cut off from both.
+fn c_cut_off(
+    dir: &std::path::Path,
+    prefix: &str,
+    ids: [u64; 3],
+    version: u8,
+) -> anyhow::Result<Links> {
+    let mut engines = Vec::new();
+    for (name, id) in ["a", "b", "c"].into_iter().zip(ids) {
+        engines.push(open(dir, &format!("{prefix}{name}"), id)?);
+    }
     let mut links = Links::new(engines);
+    links.version = version;
     links.connect(0, 1);
     links.connect(0, 2);
     links.connect(1, 2);
     links.settle(None)?;
     links.disconnect(0, 2);
     links.disconnect(1, 2);
+    Ok(links)
+}
+
+/// Three regions; one is cut off while the other two take writes; it comes back and catches up
+/// from the log. Bytes on its links against the encoded records written during the outage.
+fn catchup(args: &Args, dir: &std::path::Path) -> anyhow::Result<Metric> {
+    let mut links = c_cut_off(dir, "", [1, 2, 3], PROTOCOL_VERSION)?;
     let n = args.outage_writes;
     for i in 0..n {
         let writer = (i % 2) as usize;
@@ -213,20 +229,7 @@ fn catchup(args: &Args, dir: &std::path::Path) -> anyhow::Result<Metric> {
 /// a 500-element set, eight registers) made by a and b while it was cut off, with links at
 /// protocol `version`; and the encoded size of those keys' records (the state that changed).
 fn hot_catchup(writes: u64, version: u8, dir: &std::path::Path) -> anyhow::Result<(u64, u64)> {
-    let tag = format!("hot-v{version}");
-    let engines = vec![
-        open(dir, &format!("{tag}-a"), 21)?,
-        open(dir, &format!("{tag}-b"), 22)?,
-        open(dir, &format!("{tag}-c"), 23)?,
-    ];
-    let mut links = Links::new(engines);
-    links.version = version;
-    links.connect(0, 1);
-    links.connect(0, 2);
-    links.connect(1, 2);
-    links.settle(None)?;
-    links.disconnect(0, 2);
-    links.disconnect(1, 2);
+    let mut links = c_cut_off(dir, &format!("hot-v{version}-"), [21, 22, 23], version)?;
     let hot: Vec<Vec<u8>> = [b"counter".to_vec(), b"set".to_vec()]
         .into_iter()
         .chain((0..8).map(|r| format!("register-{r}").into_bytes()))

@@ -8,7 +8,7 @@
 //! Decoding hands each entry its states back (borrowed from the frame, no copy): what a store
 //! applies is exactly what a version-5 frame of the same entries gives it.
 
-use super::{EntryOut, EntryRef, FrameError, ENTRIES_VARIANT};
+use super::{EntryOut, EntryRef, FrameError, Keys, ENTRIES_VARIANT};
 use crate::limits::FRAME_STATES_BYTES_MAX;
 use crate::model::{OriginId, RequestTag};
 use serde::{Serialize, Serializer};
@@ -117,15 +117,12 @@ struct Entries<'a, 'e, B> {
 
 impl<B: AsRef<[u8]>> Serialize for Entries<'_, '_, B> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.entries.iter().zip(self.records).map(|(e, records)| {
-            (
-                e.seq,
-                Records(records),
-                LeftOut(e.left_out),
-                e.lost,
-                e.request,
-            )
-        }))
+        s.collect_seq(
+            self.entries
+                .iter()
+                .zip(self.records)
+                .map(|(e, records)| (e.seq, Records(records), Keys(e.left_out), e.lost, e.request)),
+        )
     }
 }
 
@@ -139,15 +136,6 @@ impl Serialize for Records<'_> {
                 .iter()
                 .map(|(k, v)| (serde_bytes::Bytes::new(k), v.map(serde_bytes::Bytes::new))),
         )
-    }
-}
-
-/// An entry's keys left out.
-struct LeftOut<'a, B>(&'a [B]);
-
-impl<B: AsRef<[u8]>> Serialize for LeftOut<'_, B> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|k| serde_bytes::Bytes::new(k.as_ref())))
     }
 }
 
