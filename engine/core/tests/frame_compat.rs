@@ -213,10 +213,58 @@ fn fixture_path(version: u8) -> std::path::PathBuf {
 
 /// `name hex` lines of the samples encoded at `version`.
 fn encoded_at(version: u8) -> String {
-    samples_at(version)
+    let mut lines: String = samples_at(version)
         .into_iter()
         .map(|(name, frame)| format!("{name} {}\n", hex(&frame.encode_at(version))))
-        .collect()
+        .collect();
+    if let Some(linked) = linked_sample(version) {
+        lines.push_str(&format!("entries_linked {}\n", hex(&linked)));
+    }
+    lines
+}
+
+/// From version 7, an `Entries` frame with a state in each form: whole, a repeat of the one
+/// before it in the frame, and a patch against the link's earlier state (what only a link's
+/// sender writes: no `Frame` holds it).
+fn linked_sample(version: u8) -> Option<Vec<u8>> {
+    use meridian_core::replication::{encode_linked_entries, EntryOut, StateForm};
+    if version < meridian_core::replication::LINKED_STATES_VERSION {
+        return None;
+    }
+    let records = [
+        vec![(b"hot".to_vec(), b"state-7".to_vec())],
+        vec![
+            (b"hot".to_vec(), b"state-7".to_vec()),
+            (b"big".to_vec(), b"not sent".to_vec()),
+        ],
+    ];
+    let entries: Vec<EntryOut<'_, Vec<u8>>> = records
+        .iter()
+        .enumerate()
+        .map(|(i, records)| EntryOut {
+            seq: 7 + i as u64,
+            records,
+            left_out: &[],
+            lost: false,
+            request: None,
+        })
+        .collect();
+    let forms = vec![
+        vec![StateForm::Whole],
+        vec![
+            StateForm::Repeat,
+            StateForm::Linked {
+                hash: 0x2122_2324_2526_2728,
+                patch: vec![0x10, 0x05, 0x03, b'n', b'e', b'w'],
+            },
+        ],
+    ];
+    Some(encode_linked_entries(
+        version,
+        OriginId(0x1112_1314_1516_1718),
+        &entries,
+        &forms,
+    ))
 }
 
 #[test]
@@ -262,5 +310,32 @@ fn every_version_encodes_as_its_release_did_and_reads_it_back() {
                 "v{version} {name}: decoded and encoded again"
             );
         }
+        if let Some(linked) = linked_sample(version) {
+            use meridian_core::replication::{parse_linked_entries, WireForm};
+            let (name, fixture_hex) = frozen.next().expect("a line for the linked sample");
+            assert_eq!(name, "entries_linked");
+            assert_eq!(hex(&linked), fixture_hex, "v{version} entries_linked");
+            let Some(Ok((_, entries))) = parse_linked_entries(&linked) else {
+                panic!("v{version}: the linked sample parses");
+            };
+            let forms: Vec<String> = entries
+                .iter()
+                .flat_map(|e| e.1.iter())
+                .map(|(_, form)| match form {
+                    WireForm::Whole(s) => format!("whole {}", String::from_utf8_lossy(s)),
+                    WireForm::Repeat => "repeat".into(),
+                    WireForm::Linked(hash, patch) => format!("linked {hash:?} {patch:?}"),
+                })
+                .collect();
+            assert_eq!(
+                forms,
+                [
+                    "whole state-7",
+                    "repeat",
+                    "linked [40, 39, 38, 37, 36, 35, 34, 33] [16, 5, 3, 110, 101, 119]"
+                ]
+            );
+        }
+        assert!(frozen.next().is_none(), "v{version}: no fixture line left");
     }
 }

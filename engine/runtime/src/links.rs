@@ -9,6 +9,7 @@ use super::PeerSpec;
 use meridian::limits::{ENTRY_BYTES_MAX, FRAME_BYTES_MAX, LINK_INBOUND_BYTES};
 use meridian_client::framing::{read_frame, write_frame};
 use meridian_client::protocols::{client_version, is_no_common_version, replication_version};
+use meridian_core::replication::link_states::LinkStates;
 use meridian_core::replication::{Inbound, LinkId};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -261,6 +262,10 @@ async fn run_link(conn: quinn::Connection, peer: PeerSpec, version: u8, ctx: Arc
             Ok(r) => r,
             Err(e) => return format!("accept: {e}"),
         };
+        // The states the peer's frames carried, as its end of the link remembers them: the
+        // base of the patches version 7 sends (`link_states.rs`). Frames are decoded here in
+        // the order they were sent.
+        let mut link_states = LinkStates::default();
         loop {
             match read_frame(&mut recv, FRAME_BYTES_MAX).await {
                 Ok(Some(bytes)) => {
@@ -272,14 +277,15 @@ async fn run_link(conn: quinn::Connection, peer: PeerSpec, version: u8, ctx: Arc
                     };
                     // Decoded here, on the I/O threads: the replicator thread only applies.
                     // A peer's record may be as large as an entry (merged with others' writes).
-                    let inbound = match Inbound::decode(&bytes, ENTRY_BYTES_MAX) {
-                        Ok(inbound) => inbound,
-                        Err(e) => {
-                            metrics::counter!("meridian_replication_peer_errors_total")
-                                .increment(1);
-                            return format!("bad frame: {e}");
-                        }
-                    };
+                    let inbound =
+                        match Inbound::decode_on(&bytes, ENTRY_BYTES_MAX, &mut link_states) {
+                            Ok(inbound) => inbound,
+                            Err(e) => {
+                                metrics::counter!("meridian_replication_peer_errors_total")
+                                    .increment(1);
+                                return format!("bad frame: {e}");
+                            }
+                        };
                     let frame = Event::Frame {
                         peer: id,
                         len: bytes.len(),

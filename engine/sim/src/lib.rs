@@ -222,6 +222,11 @@ pub struct SeedReport {
     pub convergence_ms: Option<u64>,
     /// State-transfer rounds started (the log no longer held what a peer lacked).
     pub antientropy_rounds: u64,
+    /// Record states sent as patches against a link's earlier states (protocol 7).
+    pub linked_states: u64,
+    /// Frames with patches a receiver could not resolve (its link table differed), their
+    /// entries asked again.
+    pub linked_unresolved: u64,
     /// Log entries reclaimed at causal stability.
     pub log_entries_reclaimed: u64,
     /// Tombstones reclaimed at causal stability.

@@ -12,6 +12,9 @@ const REGISTER_KEYS: u64 = 6;
 const LWW_KEYS: u64 = 4;
 const COUNTER_KEYS: u64 = 3;
 const SET_KEYS: u64 = 3;
+/// Appended to every set element the workload adds (no randomness drawn for it).
+const SET_ELEMENT_PAD: &[u8] =
+    b"/an-element-of-a-set-padded-so-that-a-few-of-them-make-a-state-large-enough-to-be-patched-on-a-link";
 const MAP_FIELDS: u64 = 3;
 
 /// A client session: the token of everything it wrote, and its last register write.
@@ -231,6 +234,9 @@ pub fn step(
                 history.effects.insert(dot_of(engine, &t), effect);
                 t
             } else {
+                // Padded so that sets soon pass the size from which links send patches
+                // (`link_states.rs`): the simulator's sets exercise version 7's linked states.
+                let value = [&value[..], SET_ELEMENT_PAD].concat();
                 added.insert(value.clone());
                 let t = engine.set_add(&key, &[&value]).map_err(e)?;
                 let effect = Effect::SetAdd { key, elem: value };

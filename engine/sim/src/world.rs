@@ -877,6 +877,8 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
         for r in world.regions.iter().filter_map(|r| r.node.as_ref()) {
             let s = r.repl.stats();
             report.antientropy_rounds += s.antientropy_rounds;
+            report.linked_states += s.linked_states_sent;
+            report.linked_unresolved += s.unresolved;
             report.log_entries_reclaimed += s.log_entries_removed;
             report.tombstones_reclaimed += s.tombstones_removed;
             report.declared_lost = report

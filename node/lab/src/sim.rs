@@ -193,6 +193,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "convergence_ms_p99": percentile(&conv, 0.99),
             "bytes_moved": sum(|r| r.bytes_moved),
             "antientropy_rounds": sum(|r| r.antientropy_rounds),
+            "linked_states": sum(|r| r.linked_states),
+            "linked_unresolved": sum(|r| r.linked_unresolved),
             "log_entries_reclaimed": sum(|r| r.log_entries_reclaimed),
             "tombstones_reclaimed": sum(|r| r.tombstones_reclaimed),
             "client": client,
@@ -230,6 +232,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         println!("bytes moved          {}", sum(|r| r.bytes_moved));
         println!("anti-entropy rounds  {}", sum(|r| r.antientropy_rounds));
+        println!(
+            "linked states        {} ({} frames unresolved, asked again)",
+            sum(|r| r.linked_states),
+            sum(|r| r.linked_unresolved)
+        );
         println!("log entries freed    {}", sum(|r| r.log_entries_reclaimed));
         println!("tombstones freed     {}", sum(|r| r.tombstones_reclaimed));
         println!(

@@ -10,14 +10,18 @@
 //! last had earlier in the frame carries a mark instead (`frame/shared_states.rs`), and the
 //! receiver hands each entry its states back, so what a store applies is the same in every
 //! version. A key written a thousand times while a peer was away crosses the link once per
-//! frame, not a thousand times.
+//! frame, not a thousand times. Version 7 may send a state as a patch against the state its
+//! key had last on the link, with the hash of the result (`frame/linked_states.rs`,
+//! `link_states.rs`): both ends keep that table by the same rule, and a receiver whose table
+//! differs applies nothing of the entry and `Nack`s it; the resend goes whole. An add to a
+//! 10,000-element set crosses as about the element.
 //! `tests/frame_compat.rs` pins each version's bytes to what its release wrote.
 //!
 //! | frame | when | meaning |
 //! |---|---|---|
 //! | `Hello` | on connect, retried until answered; again after an epoch change | cluster, member, its origin and epoch, process session, region, applied vector |
 //! | `Reject` | after a bad `Hello` | the reason, and whether the receiver is fenced (an earlier process of a member whose newer process runs); the link is closed |
-//! | `Entries` | whenever the peer lacks entries of an origin this replica holds | one origin's log entries in sequence order, each with the current states of the records it changed, the keys whose states it leaves out, and whether the write is lost (a partial entry ends the frame) |
+//! | `Entries` | whenever the peer lacks entries of an origin this replica holds | one origin's log entries in sequence order, each with the current states of the records it changed, the keys whose states it leaves out, and whether the write is lost (a partial entry ends the frame); from version 7 a state may be a repeat of one earlier in the frame or a patch against the key's last state on the link |
 //! | `Ack` | after `Entries`, and as the idle heartbeat | the sender's applied vector, numbered per link (older ones are ignored) |
 //! | `Nack` | after an entry arrived out of order | resend `origin` from `next` |
 //! | `AeOffer` | the peer lacks entries this replica's log no longer holds | IBLT over (key hash, state hash) of every record, the record count, and the exceptions (what the snapshot covers that the records do not reflect) |
@@ -32,10 +36,13 @@ use crate::model::{MemberId, OriginId, RequestTag, VersionVector};
 use serde::{Deserialize, Serialize};
 use std::ops::RangeInclusive;
 
+mod linked_states;
 mod shared_states;
 
+pub use linked_states::{LinkedEntryRef, StateForm, WireForm};
+
 /// The protocol versions this build speaks, oldest to newest.
-pub const PROTOCOL_VERSIONS: RangeInclusive<u8> = 4..=6;
+pub const PROTOCOL_VERSIONS: RangeInclusive<u8> = 4..=7;
 /// The newest protocol version this build speaks (what a link runs at between two builds
 /// of this release).
 pub const PROTOCOL_VERSION: u8 = *PROTOCOL_VERSIONS.end();
@@ -43,6 +50,9 @@ pub const PROTOCOL_VERSION: u8 = *PROTOCOL_VERSIONS.end();
 pub const HELLO_RANGE_VERSION: u8 = 5;
 /// The first version whose `Entries` frames send a state that repeats in the frame once.
 pub const SHARED_STATES_VERSION: u8 = 6;
+/// The first version whose `Entries` frames may send a state as a patch against the one its
+/// key had last on the link (`link_states.rs`).
+pub const LINKED_STATES_VERSION: u8 = 7;
 /// Named features this build announces in its `Hello` (a link uses a feature only when both
 /// ends announce it).
 pub const FEATURES: &[&str] = &["request-tags", "fencing"];
@@ -456,6 +466,9 @@ pub fn encode_entries<B: AsRef<[u8]>>(
     origin: OriginId,
     entries: &[EntryOut<'_, B>],
 ) -> Vec<u8> {
+    if version >= LINKED_STATES_VERSION {
+        return linked_states::encode(version, origin, entries, None);
+    }
     if version >= SHARED_STATES_VERSION {
         return shared_states::encode(version, origin, entries);
     }
@@ -529,6 +542,9 @@ pub fn decode_entries(bytes: &[u8]) -> Option<Result<(OriginId, Vec<EntryRef<'_>
             if bytes.len() > FRAME_BYTES_MAX {
                 return Some(Err(FrameError::TooLarge(bytes.len())));
             }
+            if *v >= LINKED_STATES_VERSION {
+                return Some(linked_states::decode(body));
+            }
             if *v >= SHARED_STATES_VERSION {
                 return Some(shared_states::decode(body));
             }
@@ -547,6 +563,39 @@ pub fn decode_entries(bytes: &[u8]) -> Option<Result<(OriginId, Vec<EntryRef<'_>
 
 /// Index of `Frame::Entries` among the variants (postcard's enum tag).
 const ENTRIES_VARIANT: u32 = 2;
+
+/// The bytes of an `Entries` frame at `version` (7 or later) whose records go in the given
+/// forms (`forms[i][j]` for entry `i`'s record `j`): how a sender uses its link table.
+pub fn encode_linked_entries<B: AsRef<[u8]>>(
+    version: u8,
+    origin: OriginId,
+    entries: &[EntryOut<'_, B>],
+    forms: &[Vec<StateForm>],
+) -> Vec<u8> {
+    debug_assert!(version >= LINKED_STATES_VERSION, "version {version}");
+    linked_states::encode(version, origin, entries, Some(forms))
+}
+
+/// The origin and entries of a version-7 (or later) `Entries` frame, each record's state in
+/// the form it came in (resolving linked ones needs the link's table: `Inbound::decode_on`);
+/// `None` for any other frame or version.
+pub fn parse_linked_entries(
+    bytes: &[u8],
+) -> Option<Result<(OriginId, Vec<LinkedEntryRef<'_>>), FrameError>> {
+    match bytes {
+        [v, tag, body @ ..]
+            if u32::from(*tag) == ENTRIES_VARIANT
+                && PROTOCOL_VERSIONS.contains(v)
+                && *v >= LINKED_STATES_VERSION =>
+        {
+            if bytes.len() > FRAME_BYTES_MAX {
+                return Some(Err(FrameError::TooLarge(bytes.len())));
+            }
+            Some(linked_states::parse(body))
+        }
+        _ => None,
+    }
+}
 
 /// A version vector as frame entries.
 pub fn vv_entries(vv: &VersionVector) -> Vec<(OriginId, u64)> {

@@ -6,10 +6,14 @@
 //! arrived as (slices of the frame, not copies), with the few facts applying it needs. The
 //! thread that applies decodes a state only to join it into a local one.
 
-use super::frame::{self, Frame, FrameError, WireEntry};
+use super::frame::{self, Frame, FrameError, LinkedEntryRef, WireEntry, WireForm};
+use super::link_states::LinkStates;
 use super::seam::RecordState;
-use crate::limits::KEY_BYTES_MAX;
-use crate::model::{codec, OriginId, RequestTag, StateFacts};
+use super::state_patch;
+use crate::limits::{
+    ENTRY_OVERHEAD_BYTES, FRAME_STATES_BYTES_MAX, KEY_BYTES_MAX, RECORD_OVERHEAD_BYTES,
+};
+use crate::model::{codec, digest, OriginId, RequestTag, StateFacts};
 use bytes::Bytes;
 
 /// A record state received from a peer, checked.
@@ -69,6 +73,10 @@ pub enum Inbound {
         origin: OriginId,
         /// The entries, in the order received.
         entries: Vec<DecodedEntry>,
+        /// Sequence numbers of entries left out of `entries` because a state of theirs was a
+        /// patch against a state this end of the link does not hold (`link_states.rs`):
+        /// received, not applicable; the replicator asks for them again.
+        unresolved: Vec<u64>,
     },
     /// Any other frame.
     Other(Frame),
@@ -90,13 +98,19 @@ impl Inbound {
     pub fn absorb(&mut self, next: Inbound) -> Result<(), Inbound> {
         match (self, next) {
             (
-                Inbound::Entries { origin, entries },
+                Inbound::Entries {
+                    origin,
+                    entries,
+                    unresolved,
+                },
                 Inbound::Entries {
                     origin: o,
                     entries: more,
+                    unresolved: not_more,
                 },
             ) if *origin == o => {
                 entries.extend(more);
+                unresolved.extend(not_more);
                 Ok(())
             }
             (_, next) => Err(next),
@@ -107,6 +121,21 @@ impl Inbound {
     /// of `bytes`); a record with an invalid key, over `record_bytes_max` or undecodable
     /// makes the whole frame malformed.
     pub fn decode(bytes: &Bytes, record_bytes_max: usize) -> Result<Inbound, FrameError> {
+        Inbound::decode_on(bytes, record_bytes_max, &mut LinkStates::default())
+    }
+
+    /// `decode` by the receiving end of a link, whose table `link` of the states its frames
+    /// carried resolves the states a version-7 frame sends as patches (and takes in every
+    /// state the frame carries, in order, as the sender's table did).
+    pub fn decode_on(
+        bytes: &Bytes,
+        record_bytes_max: usize,
+        link: &mut LinkStates<Bytes>,
+    ) -> Result<Inbound, FrameError> {
+        if let Some(parsed) = frame::parse_linked_entries(bytes) {
+            let (origin, parsed) = parsed?;
+            return resolve_linked(bytes, origin, parsed, record_bytes_max, link);
+        }
         let Some(entries) = frame::decode_entries(bytes) else {
             return Inbound::from_frame(Frame::decode(bytes)?, record_bytes_max);
         };
@@ -130,7 +159,11 @@ impl Inbound {
                 check_entry(origin, entry, records, record_bytes_max, &mut checked)
             })
             .collect::<Result<_, _>>()?;
-        Ok(Inbound::Entries { origin, entries })
+        Ok(Inbound::Entries {
+            origin,
+            entries,
+            unresolved: Vec::new(),
+        })
     }
 
     /// `decode` for a frame already parsed.
@@ -170,11 +203,109 @@ impl Inbound {
                         },
                     )
                     .collect::<Result<_, _>>()?;
-                Ok(Inbound::Entries { origin, entries })
+                Ok(Inbound::Entries {
+                    origin,
+                    entries,
+                    unresolved: Vec::new(),
+                })
             }
             other => Ok(Inbound::Other(other)),
         }
     }
+}
+
+/// A version-7 frame's entries with their states resolved on the receiving end of the link:
+/// whole states as slices of the frame, repeats from earlier in it, patches against `link`'s
+/// states (checked against the hash they came with). An entry with a state that does not
+/// resolve is left out and named in `unresolved`; every state resolved goes into `link`, in
+/// the frame's order, and one that did not is forgotten there.
+fn resolve_linked(
+    bytes: &Bytes,
+    origin: OriginId,
+    parsed: Vec<LinkedEntryRef<'_>>,
+    record_bytes_max: usize,
+    link: &mut LinkStates<Bytes>,
+) -> Result<Inbound, FrameError> {
+    use std::collections::HashMap;
+    // Per key, its state earlier in the frame (`None`: it did not resolve).
+    let mut earlier: HashMap<&[u8], Option<Bytes>> = HashMap::new();
+    let mut handed = 0usize;
+    let mut checked = Checked::default();
+    let mut entries = Vec::with_capacity(parsed.len());
+    let mut unresolved = Vec::new();
+    for (seq, records, left_out, lost, request) in parsed {
+        let mut states = Vec::with_capacity(records.len());
+        let mut wire = ENTRY_OVERHEAD_BYTES;
+        let mut whole = true;
+        for (key, form) in records {
+            let state = match form {
+                WireForm::Whole(state) => {
+                    wire += key.len() + state.len() + RECORD_OVERHEAD_BYTES;
+                    Some(bytes.slice_ref(state))
+                }
+                WireForm::Repeat => {
+                    wire += key.len() + RECORD_OVERHEAD_BYTES;
+                    earlier.get(key).cloned().ok_or_else(|| {
+                        FrameError::Malformed(format!(
+                            "entry {origin}:{seq} repeats a state no earlier record of its key carries"
+                        ))
+                    })?
+                }
+                WireForm::Linked(hash, patch) => {
+                    wire += key.len() + 8 + patch.len() + RECORD_OVERHEAD_BYTES;
+                    let resolved = link.get(key).and_then(|base| {
+                        state_patch::apply_to_state(base, patch, record_bytes_max)
+                    });
+                    resolved
+                        .filter(|s| digest::state_hash(s) == u64::from_le_bytes(hash))
+                        .map(Bytes::from)
+                }
+            };
+            match &state {
+                Some(s) => {
+                    // Remembered as a copy: a slice would keep the whole frame alive.
+                    link.remember(key, Bytes::copy_from_slice(s));
+                    handed = handed.saturating_add(s.len());
+                    if handed > FRAME_STATES_BYTES_MAX {
+                        return Err(FrameError::Malformed(format!(
+                            "entry {origin}:{seq}: the frame's states repeat past {FRAME_STATES_BYTES_MAX} bytes"
+                        )));
+                    }
+                    states.push((bytes.slice_ref(key), s.clone()));
+                }
+                None => {
+                    link.forget(key);
+                    whole = false;
+                }
+            }
+            earlier.insert(key, state);
+        }
+        if !whole {
+            metrics::counter!("meridian_replication_linked_states_unresolved_total").increment(1);
+            unresolved.push(seq);
+            continue;
+        }
+        let entry = DecodedEntry {
+            seq,
+            records: Vec::new(),
+            wire_bytes: wire,
+            left_out: left_out.into_iter().map(<[u8]>::to_vec).collect(),
+            lost,
+            request,
+        };
+        entries.push(check_entry(
+            origin,
+            entry,
+            states,
+            record_bytes_max,
+            &mut checked,
+        )?);
+    }
+    Ok(Inbound::Entries {
+        origin,
+        entries,
+        unresolved,
+    })
 }
 
 /// One entry (its records still to come, as `records`) checked, or the frame refused naming
@@ -329,6 +460,7 @@ mod tests {
                     request: None,
                 })
                 .collect(),
+            unresolved: Vec::new(),
         }
     }
 
@@ -391,7 +523,10 @@ mod tests {
             }],
         };
         let bytes = Bytes::from(frame.encode());
-        let Ok(Inbound::Entries { origin, entries }) = Inbound::decode(&bytes, 1 << 20) else {
+        let Ok(Inbound::Entries {
+            origin, entries, ..
+        }) = Inbound::decode(&bytes, 1 << 20)
+        else {
             panic!("entries expected");
         };
         assert_eq!(origin, OriginId(4));
@@ -403,9 +538,19 @@ mod tests {
         joined.join(&y);
         assert_eq!(records[2].decode(), Ok(joined.clone()));
         assert_eq!(records[2].facts, StateFacts::of(&joined));
+        // The same entries; only what they took on the wire differs (a repeat is a mark).
+        let unsized_ = |e: &[DecodedEntry]| {
+            e.iter()
+                .map(|e| DecodedEntry {
+                    wire_bytes: 0,
+                    ..e.clone()
+                })
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            Inbound::from_frame(frame, 1 << 20)
-                .map(|i| matches!(i, Inbound::Entries { entries: e, .. } if e == entries)),
+            Inbound::from_frame(frame, 1 << 20).map(
+                |i| matches!(i, Inbound::Entries { entries: e, .. } if unsized_(&e) == unsized_(&entries))
+            ),
             Ok(true),
             "an owned frame decodes to the same entries"
         );

@@ -13,17 +13,20 @@ mod frame;
 pub mod iblt;
 mod inbound;
 pub mod incoming;
+pub mod link_states;
 mod memory_store;
 mod peer;
 mod replicator;
 mod seam;
 mod shared_iblt;
+pub mod state_patch;
 
 pub use frame::{
-    common_version, decode_entries, encode_entries, EntryOut, EntryRef, Exceptions, Frame,
-    FrameError, Hello, RegionAbout, WireEntry, ABOUT_ADDRESS_BYTES_MAX, EXCEPTIONS_MAX, FEATURES,
-    FEATURES_MAX, FEATURE_BYTES_MAX, FRAME_BYTES_MAX, HELLO_RANGE_VERSION, PROTOCOL_VERSION,
-    PROTOCOL_VERSIONS, SHARED_STATES_VERSION,
+    common_version, decode_entries, encode_entries, encode_linked_entries, parse_linked_entries,
+    EntryOut, EntryRef, Exceptions, Frame, FrameError, Hello, LinkedEntryRef, RegionAbout,
+    StateForm, WireEntry, WireForm, ABOUT_ADDRESS_BYTES_MAX, EXCEPTIONS_MAX, FEATURES,
+    FEATURES_MAX, FEATURE_BYTES_MAX, FRAME_BYTES_MAX, HELLO_RANGE_VERSION, LINKED_STATES_VERSION,
+    PROTOCOL_VERSION, PROTOCOL_VERSIONS, SHARED_STATES_VERSION,
 };
 
 pub use inbound::{

@@ -1,6 +1,7 @@
 //! What a replica knows about one peer link: handshake, send cursors, bytes in flight.
 
 use crate::model::{MemberId, OriginId, VersionVector};
+use crate::replication::link_states::LinkStates;
 use std::collections::VecDeque;
 
 /// Where the handshake stands.
@@ -134,6 +135,12 @@ pub struct Peer {
     pub speaks: Option<[u8; 2]>,
     /// The named features both ends announced.
     pub features: Vec<String>,
+    /// The states this replica's `Entries` frames carried on the link, as the peer's end
+    /// remembers them too (version 7: `link_states.rs`); forgotten on any resend.
+    pub(crate) link_out: LinkStates<std::sync::Arc<[u8]>>,
+    /// The states the peer's `Entries` frames carried, for a driver that hands frames to
+    /// `Replicator::handle` undecoded (the runtime keeps its own on its I/O task).
+    pub(crate) link_in: LinkStates<bytes::Bytes>,
 }
 
 impl Peer {
@@ -166,6 +173,8 @@ impl Peer {
             partial_sent: Default::default(),
             last_offer_ms: now_ms,
             last_request_ms: None,
+            link_out: LinkStates::default(),
+            link_in: LinkStates::default(),
         }
     }
 
@@ -244,6 +253,9 @@ impl Peer {
 
     /// Forgets what is in flight for `origin` and resends from just after `from`.
     pub(crate) fn rewind(&mut self, origin: OriginId, from: u64) {
+        // What the peer's end of the link remembers is no longer known: whole states until
+        // both tables are built again.
+        self.link_out.clear();
         let mut released = 0;
         self.inflight.retain(|f| {
             let keep = f.origin != origin;

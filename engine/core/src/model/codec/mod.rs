@@ -84,6 +84,80 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, CodecError> {
     Ok(record)
 }
 
+/// Which way `link_form` rewrites a record's dots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DotsAs {
+    /// Counters (1 to the context's entry): the link form.
+    Counters,
+    /// Distances below the context's entry (0 up): the canonical form.
+    Distances,
+}
+
+/// A record's bytes with every dot rewritten as `to` says, the rest byte for byte. The
+/// canonical form writes a dot as its distance below its context's entry, so a write that
+/// moves the context rewrites every dot of the value; with counters, what a write did not
+/// touch keeps its bytes, which is what a patch between two states needs
+/// (`replication::state_patch`). `link_form(link_form(b, Counters), Distances)` is `b`.
+pub fn link_form(bytes: &[u8], to: DotsAs) -> Result<Vec<u8>, CodecError> {
+    let mut repr = parse_envelope(bytes)?;
+    for v in &mut repr.values {
+        rewrite_dots(v, to)?;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    out.push(bytes[0]);
+    postcard::to_io(&repr, &mut out).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    Ok(out)
+}
+
+/// Rewrites the dots of one value (and of a map's fields) as `to` says.
+fn rewrite_dots(v: &mut ValueRepr<'_>, to: DotsAs) -> Result<(), CodecError> {
+    fn flip(ctx: &[(OriginId, u64)], idx: u32, n: &mut u64, to: DotsAs) -> Result<(), CodecError> {
+        let top = ctx
+            .get(idx as usize)
+            .map(|(_, top)| *top)
+            .ok_or_else(|| CodecError::Malformed("dot refers past its context".into()))?;
+        let fits = match to {
+            DotsAs::Counters => *n < top,
+            DotsAs::Distances => (1..=top).contains(n),
+        };
+        if !fits {
+            return Err(CodecError::Malformed("dot outside its context".into()));
+        }
+        *n = top - *n;
+        Ok(())
+    }
+    match v {
+        ValueRepr::Register { ctx, entries } => {
+            for e in entries {
+                flip(ctx, e.idx, &mut e.back, to)?;
+            }
+        }
+        ValueRepr::Lww { ctx, entries } => {
+            for e in entries {
+                flip(ctx, e.idx, &mut e.back, to)?;
+            }
+        }
+        ValueRepr::Counter { ctx, entries, .. } => {
+            for (idx, back, _, _) in entries {
+                flip(ctx, *idx, back, to)?;
+            }
+        }
+        ValueRepr::Set { ctx, elems } => {
+            for e in elems {
+                for (idx, back) in &mut e.dots {
+                    flip(ctx, *idx, back, to)?;
+                }
+            }
+        }
+        ValueRepr::Map { fields } => {
+            for f in &mut fields.0 {
+                rewrite_dots(&mut f.value, to)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The envelope's version checked and its body parsed, borrowing the bytes.
 fn parse_envelope(bytes: &[u8]) -> Result<RecordRepr<'_>, CodecError> {
     let (repr, rest): (RecordRepr, _) = postcard::take_from_bytes(envelope_body(bytes)?)

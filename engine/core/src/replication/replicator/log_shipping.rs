@@ -5,13 +5,17 @@
 use super::handshake::clamp_seq;
 use super::{unreachable_peer, LinkId, ReplicationError, Replicator, INFLIGHT_BYTES_CAP};
 use crate::limits::{ENTRY_BYTES_MAX, FRAME_STATES_BYTES_MAX};
+use crate::model::digest;
 use crate::model::{OriginId, VersionVector};
 use crate::replication::frame::{
-    encode_entries, vv_entries, EntryOut, Frame, FrameError, SHARED_STATES_VERSION,
+    encode_entries, encode_linked_entries, vv_entries, EntryOut, Frame, FrameError, StateForm,
+    LINKED_STATES_VERSION, SHARED_STATES_VERSION,
 };
 use crate::replication::inbound::{wire_bytes, DecodedEntry};
+use crate::replication::link_states::{LinkStates, LINKED_STATE_BYTES_MIN};
 use crate::replication::peer::{AntiEntropy, InFlight};
 use crate::replication::seam::{ApplyOutcome, ReplicaStore, ShippedEntry};
+use crate::replication::state_patch;
 
 /// Acknowledgements a receiver sends per in-flight window of entries bytes.
 const ACKS_PER_WINDOW: usize = 4;
@@ -59,6 +63,7 @@ impl Replicator {
         peer: LinkId,
         origin: OriginId,
         mut entries: Vec<DecodedEntry>,
+        unresolved: &[u64],
         store: &S,
         now_ms: u64,
     ) -> Result<(), ReplicationError<S::Error>> {
@@ -84,6 +89,15 @@ impl Replicator {
                     self.known.entry(r).or_default().join(&has);
                 }
             }
+        }
+        // An entry with a patched state this end could not resolve (`link_states.rs`) is
+        // asked for again, from the first such entry not applied here: the sender's resend
+        // ships whole states.
+        let applied = store.applied().get(origin);
+        let resend = unresolved.iter().copied().filter(|s| *s > applied).min();
+        if let Some(first) = resend {
+            self.stats.unresolved += 1;
+            entries.retain(|e| e.seq < first);
         }
         let received: usize = entries.iter().map(|e| e.wire_bytes).sum();
         let sender = self.peers.get(&peer).map_or(self.me, |p| p.member);
@@ -116,7 +130,8 @@ impl Replicator {
                 }
             }
         }
-        if let Some(next) = nack {
+        if let Some(next) = nack.or(resend) {
+            nack = Some(next);
             self.send(peer, &Frame::Nack { origin, next });
         }
         // Acknowledged once a quarter of `inflight_bytes_max` has arrived (or at the next
@@ -205,8 +220,11 @@ impl Replicator {
             let mut size = 0;
             let mut flights = Vec::new();
             // From version 6 a state that repeats its key's previous one in the frame is sent
-            // once: what each entry adds to the frame is counted without it.
+            // once, and from version 7 one the link carried before goes as a patch: what each
+            // entry adds to the frame is counted as it goes.
+            let linked = version >= LINKED_STATES_VERSION;
             let mut repeats = (version >= SHARED_STATES_VERSION).then(RepeatedStates::default);
+            let mut forms: Vec<Vec<StateForm>> = Vec::new();
             let mut handed = 0;
             while seq <= last && size < self.config.frame_bytes_target {
                 let Some(entry) = store
@@ -217,12 +235,26 @@ impl Replicator {
                 };
                 let entry = fit_entry(origin, seq, entry);
                 let whole = shipped_bytes(&entry);
-                let repeated = repeats.as_mut().map_or(0, |r| r.bytes_repeated(&entry));
-                let bytes = whole - repeated;
+                let (bytes, entry_forms) = match repeats.as_mut() {
+                    Some(r) if linked => {
+                        let (entry_forms, saved) = r.forms(&p.link_out, &entry);
+                        (whole - saved, Some(entry_forms))
+                    }
+                    Some(r) => (whole - r.bytes_repeated(&entry), None),
+                    None => (whole, None),
+                };
                 if !entries.is_empty()
                     && (size + bytes > ENTRY_BYTES_MAX || handed + whole > FRAME_STATES_BYTES_MAX)
                 {
                     break; // the next frame carries it: a frame holds at most one entry's worth
+                }
+                if let (Some(r), Some(entry_forms)) = (repeats.as_mut(), entry_forms) {
+                    // The peer's end takes each state in as it reads the frame: so does this.
+                    for (k, v) in &entry.states {
+                        r.0.insert(k.clone(), v.clone());
+                        p.link_out.remember(k, v.clone());
+                    }
+                    forms.push(entry_forms);
                 }
                 size += bytes;
                 handed += whole;
@@ -268,7 +300,17 @@ impl Replicator {
                     request: e.request.as_ref(),
                 })
                 .collect();
-            let encoded = encode_entries(version, origin, &borrowed);
+            let encoded = if linked {
+                let sent: usize = forms
+                    .iter()
+                    .flatten()
+                    .filter(|f| matches!(f, StateForm::Linked { .. }))
+                    .count();
+                self.stats.linked_states_sent += sent as u64;
+                encode_linked_entries(version, origin, &borrowed, &forms)
+            } else {
+                encode_entries(version, origin, &borrowed)
+            };
             let p = self
                 .peers
                 .get_mut(&peer)
@@ -371,6 +413,54 @@ impl RepeatedStates {
             }
         }
         repeated
+    }
+
+    /// How each of `entry`'s states goes on a version-7 link whose peer end remembers
+    /// `link`: a repeat of its key's state earlier in the frame, a patch against the one the
+    /// link carried last when that is smaller, or whole; and the bytes that saves. Takes
+    /// nothing in (the caller does, once the entry is in the frame).
+    fn forms(
+        &self,
+        link: &LinkStates<std::sync::Arc<[u8]>>,
+        entry: &ShippedEntry,
+    ) -> (Vec<StateForm>, usize) {
+        let mut saved = 0;
+        let mut in_entry: std::collections::HashMap<&[u8], &[u8]> = Default::default();
+        let forms = entry
+            .states
+            .iter()
+            .map(|(k, v)| {
+                let in_this_entry = in_entry.insert(&k[..], &v[..]);
+                let earlier = in_this_entry.or_else(|| self.0.get(k).map(|s| &s[..]));
+                if earlier == Some(&v[..]) {
+                    saved += v.len();
+                    return StateForm::Repeat;
+                }
+                // The link's table is as the receiver reads it up to this entry (the caller
+                // takes each entry in once it is in the frame); within the entry it is not.
+                let base = match in_this_entry {
+                    Some(_) => None,
+                    None => link.get(k),
+                };
+                let Some(base) = base.filter(|_| v.len() >= LINKED_STATE_BYTES_MIN) else {
+                    return StateForm::Whole;
+                };
+                let Some(patch) = state_patch::diff_states(base, v) else {
+                    return StateForm::Whole;
+                };
+                let form = StateForm::Linked {
+                    hash: digest::state_hash(v),
+                    patch,
+                };
+                let wire = form.wire_bytes(v.len());
+                if wire >= v.len() {
+                    return StateForm::Whole;
+                }
+                saved += v.len() - wire;
+                form
+            })
+            .collect();
+        (forms, saved)
     }
 }
 

@@ -187,6 +187,10 @@ pub struct Stats {
     pub gaps: u64,
     /// Links whose in-flight entries were resent after a timeout.
     pub retransmits: u64,
+    /// States sent as patches against the link's earlier states (version 7).
+    pub linked_states_sent: u64,
+    /// Frames with patched states that did not resolve here (their entries asked again).
+    pub unresolved: u64,
     /// State-transfer rounds started by this replica.
     pub antientropy_rounds: u64,
     /// Bytes of anti-entropy frames sent.
@@ -393,10 +397,13 @@ impl Replicator {
         if !self.peers.contains_key(&peer) {
             return Ok(()); // a late frame on a link that is gone
         }
-        match Inbound::decode(
-            &bytes::Bytes::copy_from_slice(bytes),
-            store.record_bytes_max(),
-        ) {
+        let bytes = bytes::Bytes::copy_from_slice(bytes);
+        let record_bytes_max = store.record_bytes_max();
+        let decoded = match self.peers.get_mut(&peer) {
+            Some(p) => Inbound::decode_on(&bytes, record_bytes_max, &mut p.link_in),
+            None => return Ok(()),
+        };
+        match decoded {
             Ok(inbound) => self.handle_inbound(peer, inbound, store, now_ms),
             Err(error) => Err(self.refuse(peer, error)),
         }
@@ -434,9 +441,11 @@ impl Replicator {
             // Before the handshake (its hello was lost or overtaken): drop it; the sender
             // resends after the handshake completes.
             Inbound::Entries { .. } if !ready => return Ok(()),
-            Inbound::Entries { origin, entries } => {
-                return self.on_entries(peer, origin, entries, store, now_ms)
-            }
+            Inbound::Entries {
+                origin,
+                entries,
+                unresolved,
+            } => return self.on_entries(peer, origin, entries, &unresolved, store, now_ms),
             Inbound::Other(frame) => frame,
         };
         match frame {

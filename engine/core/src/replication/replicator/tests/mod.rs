@@ -6,6 +6,7 @@
 
 mod anti_entropy;
 mod handshake;
+mod linked_states;
 mod log_shipping;
 mod pair;
 mod primary;

@@ -1,0 +1,251 @@
+//! `Entries` frames from version 7: a record's state goes whole, as a mark that it repeats the
+//! key's state earlier in the frame (version 6's), or *linked*: a patch against the state the
+//! key had last on the link, with the hash of the result (`link_states.rs`). A write to a
+//! 10,000-element set crosses as its element, its dot and the context's change, not as the set.
+//!
+//! Parsing is stateless (`parse`); resolving a linked state needs the receiving end's table
+//! (`Inbound::decode_on`). Without one (`decode_entries`, `Frame::decode`) a linked state is
+//! refused as malformed.
+
+use super::{EntryOut, EntryRef, FrameError, Keys, ENTRIES_VARIANT};
+use crate::limits::FRAME_STATES_BYTES_MAX;
+use crate::model::{OriginId, RequestTag};
+use serde::{Deserialize, Serialize, Serializer};
+use std::collections::HashMap;
+
+/// How a sender ships one record's state on a version-7 link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateForm {
+    /// The state itself.
+    Whole,
+    /// The state the key had earlier in this frame, byte for byte.
+    Repeat,
+    /// A patch (`state_patch`) against the key's last state on the link, and the state hash
+    /// (`model::digest::state_hash`) of the result.
+    Linked {
+        /// The result's state hash.
+        hash: u64,
+        /// The patch.
+        patch: Vec<u8>,
+    },
+}
+
+impl StateForm {
+    /// Bytes the form puts on the wire beyond the key, for a state of `whole` bytes.
+    pub fn wire_bytes(&self, whole: usize) -> usize {
+        match self {
+            StateForm::Whole => whole,
+            StateForm::Repeat => 0,
+            StateForm::Linked { patch, .. } => 8 + patch.len(),
+        }
+    }
+}
+
+/// A record's state as a version-7 frame carries it.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum WireForm<'a> {
+    /// The state itself.
+    Whole(#[serde(with = "serde_bytes", borrow)] &'a [u8]),
+    /// The key's state earlier in the frame.
+    Repeat,
+    /// A patch against the key's last state on the link, with the result's hash.
+    Linked([u8; 8], #[serde(with = "serde_bytes", borrow)] &'a [u8]),
+}
+
+/// One version-7 entry as parsed: sequence number, (key, form), keys left out, lost, request.
+pub type LinkedEntryRef<'a> = (
+    u64,
+    Vec<(&'a [u8], WireForm<'a>)>,
+    Vec<&'a [u8]>,
+    bool,
+    Option<RequestTag>,
+);
+
+/// The bytes of a version-7 `Entries` frame; `forms[i][j]` says how entry `i`'s record `j`
+/// goes (`None`: whole, or a repeat where it repeats the key's state earlier in the frame).
+pub fn encode<B: AsRef<[u8]>>(
+    version: u8,
+    origin: OriginId,
+    entries: &[EntryOut<'_, B>],
+    forms: Option<&[Vec<StateForm>]>,
+) -> Vec<u8> {
+    let mut last: HashMap<&[u8], &[u8]> = HashMap::new();
+    let mut size = 16;
+    let wire: Vec<Vec<(&[u8], WireForm<'_>)>> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            e.records
+                .iter()
+                .enumerate()
+                .map(|(j, (k, v))| {
+                    let (k, v) = (k.as_ref(), v.as_ref());
+                    let repeats = last.insert(k, v).is_some_and(|before| before == v);
+                    let form = match forms.and_then(|f| f.get(i)?.get(j)) {
+                        Some(StateForm::Linked { hash, patch }) => {
+                            WireForm::Linked(hash.to_le_bytes(), patch)
+                        }
+                        Some(StateForm::Repeat) => WireForm::Repeat,
+                        Some(StateForm::Whole) => WireForm::Whole(v),
+                        None if repeats => WireForm::Repeat,
+                        None => WireForm::Whole(v),
+                    };
+                    size += k.len()
+                        + 12
+                        + if let WireForm::Whole(v) = form {
+                            v.len()
+                        } else {
+                            0
+                        };
+                    (k, form)
+                })
+                .collect()
+        })
+        .collect();
+    let mut out = Vec::with_capacity(size + 12 * entries.len());
+    out.push(version);
+    let body = Entries {
+        entries,
+        records: &wire,
+    };
+    // Writing into a Vec cannot fail.
+    let _ = postcard::to_io(&(ENTRIES_VARIANT, origin, body), &mut out);
+    out
+}
+
+/// The origin and entries of a version-7 `Entries` frame's body (after its variant tag), each
+/// record's state in the form it came in.
+pub fn parse(body: &[u8]) -> Result<(OriginId, Vec<LinkedEntryRef<'_>>), FrameError> {
+    match postcard::take_from_bytes(body) {
+        Ok((decoded, [])) => Ok(decoded),
+        Ok((_, rest)) => Err(FrameError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        ))),
+        Err(e) => Err(FrameError::Malformed(e.to_string())),
+    }
+}
+
+/// A version-7 frame's entries with every state resolved without a link table: repeats from
+/// earlier in the frame; a linked state is malformed here.
+pub(super) fn decode(body: &[u8]) -> Result<(OriginId, Vec<EntryRef<'_>>), FrameError> {
+    let (origin, parsed) = parse(body)?;
+    let mut states: HashMap<&[u8], &[u8]> = HashMap::new();
+    let mut handed = 0usize;
+    let mut entries = Vec::with_capacity(parsed.len());
+    for (seq, records, left_out, lost, request) in parsed {
+        let mut whole = Vec::with_capacity(records.len());
+        for (key, form) in records {
+            let state = match form {
+                WireForm::Whole(state) => state,
+                WireForm::Repeat => *states.get(key).ok_or_else(|| {
+                    FrameError::Malformed(format!(
+                        "entry {origin}:{seq} repeats a state no earlier record of its key carries"
+                    ))
+                })?,
+                WireForm::Linked(..) => {
+                    return Err(FrameError::Malformed(format!(
+                        "entry {origin}:{seq} patches a state of its link: only the link's \
+                         receiving end can decode it"
+                    )))
+                }
+            };
+            states.insert(key, state);
+            handed = handed.saturating_add(state.len());
+            if handed > FRAME_STATES_BYTES_MAX {
+                return Err(FrameError::Malformed(format!(
+                    "entry {origin}:{seq}: the frame's states repeat past {FRAME_STATES_BYTES_MAX} bytes"
+                )));
+            }
+            whole.push((key, state));
+        }
+        entries.push((seq, whole, left_out, lost, request));
+    }
+    Ok((origin, entries))
+}
+
+/// The entries of a frame as `encode` writes them.
+struct Entries<'a, 'e, B> {
+    entries: &'a [EntryOut<'e, B>],
+    records: &'a [Vec<(&'a [u8], WireForm<'a>)>],
+}
+
+impl<B: AsRef<[u8]>> Serialize for Entries<'_, '_, B> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.entries
+                .iter()
+                .zip(self.records)
+                .map(|(e, records)| (e.seq, Records(records), Keys(e.left_out), e.lost, e.request)),
+        )
+    }
+}
+
+/// An entry's records: (key, form).
+struct Records<'a>(&'a [(&'a [u8], WireForm<'a>)]);
+
+impl Serialize for Records<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.0
+                .iter()
+                .map(|(k, form)| (serde_bytes::Bytes::new(k), form)),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{decode_entries, encode_entries, EntryOut, Frame, FrameError};
+    use super::{encode, StateForm};
+    use crate::model::OriginId;
+
+    #[test]
+    fn version_7_without_a_link_table_carries_what_version_6_does() {
+        let records = [
+            vec![
+                (b"hot".to_vec(), vec![7; 300]),
+                (b"k".to_vec(), b"1".to_vec()),
+            ],
+            vec![(b"hot".to_vec(), vec![7; 300])],
+        ];
+        let entries: Vec<EntryOut<'_, Vec<u8>>> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| EntryOut {
+                seq: i as u64 + 1,
+                records: r,
+                left_out: &[],
+                lost: false,
+                request: None,
+            })
+            .collect();
+        let (v6, v7) = (
+            encode_entries(6, OriginId(3), &entries),
+            encode_entries(7, OriginId(3), &entries),
+        );
+        assert!(v7.len() < v6.len() + 8, "{} against {}", v7.len(), v6.len());
+        assert_eq!(decode_entries(&v6), decode_entries(&v7));
+        assert_eq!(
+            Frame::decode(&v7).map(|f| f.encode_at(7)),
+            Ok(v7),
+            "owned frames encode alike"
+        );
+        let linked = encode(
+            7,
+            OriginId(3),
+            &entries[..1],
+            Some(&[vec![
+                StateForm::Linked {
+                    hash: 1,
+                    patch: vec![1, 2],
+                },
+                StateForm::Whole,
+            ]]),
+        );
+        assert!(matches!(
+            decode_entries(&linked),
+            Some(Err(FrameError::Malformed(m))) if m.contains("receiving end")
+        ));
+    }
+}
