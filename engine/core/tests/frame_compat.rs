@@ -255,7 +255,7 @@ fn linked_sample(version: u8) -> Option<Vec<u8>> {
             StateForm::Repeat,
             StateForm::Linked {
                 hash: 0x2122_2324_2526_2728,
-                patch: vec![0x10, 0x05, 0x03, b'n', b'e', b'w'],
+                patch: vec![0x02, 0x01, 0x03, b'n', b'e', b'w'],
             },
         ],
     ];
@@ -332,7 +332,7 @@ fn every_version_encodes_as_its_release_did_and_reads_it_back() {
                 [
                     "whole state-7",
                     "repeat",
-                    "linked [40, 39, 38, 37, 36, 35, 34, 33] [16, 5, 3, 110, 101, 119]"
+                    "linked [40, 39, 38, 37, 36, 35, 34, 33] [2, 1, 3, 110, 101, 119]"
                 ]
             );
         }

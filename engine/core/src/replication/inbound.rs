@@ -264,7 +264,11 @@ fn resolve_linked(
             match &state {
                 Some(s) => {
                     // Remembered as a copy: a slice would keep the whole frame alive.
-                    link.remember(key, Bytes::copy_from_slice(s));
+                    if LinkStates::<Bytes>::keeps(s.len()) {
+                        link.remember(key, Bytes::copy_from_slice(s));
+                    } else {
+                        link.forget(key);
+                    }
                     handed = handed.saturating_add(s.len());
                     if handed > FRAME_STATES_BYTES_MAX {
                         return Err(FrameError::Malformed(format!(

@@ -44,11 +44,16 @@ impl<B: AsRef<[u8]>> LinkStates<B> {
         self.by_key.get(key).map(|(_, s)| s)
     }
 
+    /// Whether a state of `len` bytes is remembered (others are forgotten instead).
+    pub fn keeps(len: usize) -> bool {
+        (LINKED_STATE_BYTES_MIN..=LINK_STATES_BYTES_MAX / 4).contains(&len)
+    }
+
     /// A record of `key` carried `state`: it is now the key's state on the link.
     pub fn remember(&mut self, key: &[u8], state: B) {
         self.forget(key);
         let len = state.as_ref().len();
-        if !(LINKED_STATE_BYTES_MIN..=LINK_STATES_BYTES_MAX / 4).contains(&len) {
+        if !Self::keeps(len) {
             return;
         }
         self.next += 1;
@@ -67,6 +72,9 @@ impl<B: AsRef<[u8]>> LinkStates<B> {
 
     /// Forgets `key`'s state (a record of it that did not resolve here).
     pub fn forget(&mut self, key: &[u8]) {
+        if self.by_key.is_empty() {
+            return; // links of small records only: no hashing per record
+        }
         if let Some((stamp, s)) = self.by_key.remove(key) {
             self.order.remove(&stamp);
             self.bytes -= key.len() + s.as_ref().len();

@@ -11,9 +11,11 @@
 //!
 //! Patches are taken between the states' link forms (`diff_states`, `apply_to_state`).
 //!
-//! A patch is a sequence of instructions, each a varint `n`: `n` even copies `n / 2` bytes of
-//! the old state from the offset in the varint after it; `n` odd inserts the `n / 2` bytes
-//! that follow.
+//! A patch is an edit script: a sequence of edits, each three varints and some bytes
+//! (`keep`, `drop`, `add` and `add` bytes): keep `keep` bytes of the old state, skip `drop`
+//! of them, insert the `add` bytes; what follows the last edit is kept. An add to a large set
+//! is two edits (the context's entry for the writer, the element with its dot), about the
+//! element's size and a dozen bytes.
 
 use crate::model::codec::{self, DotsAs};
 
@@ -57,36 +59,48 @@ pub enum PatchError {
 pub fn diff(base: &[u8], new: &[u8]) -> Vec<u8> {
     let mut ops = Ops::default();
     ops.range(base, 0..base.len(), new, 0..new.len(), DEPTH_MAX);
-    ops.finish(new)
+    ops.finish(base.len(), new)
 }
 
 /// `base` with `patch` applied, refused past `max_len` bytes.
 pub fn apply(base: &[u8], patch: &[u8], max_len: usize) -> Result<Vec<u8>, PatchError> {
     let mut out = Vec::with_capacity(base.len().min(max_len));
-    let mut at = 0;
-    while at < patch.len() {
-        let n = varint(patch, &mut at)?;
-        let len = usize::try_from(n / 2).map_err(|_| PatchError::TooLarge(max_len))?;
-        if out.len().saturating_add(len) > max_len {
+    let (mut at, mut cursor) = (0, 0usize);
+    let grow = |out: &mut Vec<u8>, run: &[u8]| {
+        if out.len().saturating_add(run.len()) > max_len {
             return Err(PatchError::TooLarge(max_len));
         }
-        if n % 2 == 0 {
-            let from = usize::try_from(varint(patch, &mut at)?)
-                .map_err(|_| PatchError::OutOfRange(base.len()))?;
-            let run = from
-                .checked_add(len)
-                .and_then(|end| base.get(from..end))
-                .ok_or(PatchError::OutOfRange(base.len()))?;
-            out.extend_from_slice(run);
-        } else {
-            let run = at
-                .checked_add(len)
-                .and_then(|end| patch.get(at..end))
-                .ok_or(PatchError::Malformed("a literal run is cut short"))?;
-            out.extend_from_slice(run);
-            at += len;
-        }
+        out.extend_from_slice(run);
+        Ok(())
+    };
+    let count = |patch: &[u8], at: &mut usize| {
+        usize::try_from(varint(patch, at)?)
+            .map_err(|_| PatchError::Malformed("a count past memory"))
+    };
+    while at < patch.len() {
+        let (keep, drop, add) = (
+            count(patch, &mut at)?,
+            count(patch, &mut at)?,
+            count(patch, &mut at)?,
+        );
+        let kept = cursor
+            .checked_add(keep)
+            .and_then(|end| base.get(cursor..end))
+            .ok_or(PatchError::OutOfRange(base.len()))?;
+        grow(&mut out, kept)?;
+        cursor = cursor
+            .checked_add(keep)
+            .and_then(|c| c.checked_add(drop))
+            .filter(|c| *c <= base.len())
+            .ok_or(PatchError::OutOfRange(base.len()))?;
+        let added = at
+            .checked_add(add)
+            .and_then(|end| patch.get(at..end))
+            .ok_or(PatchError::Malformed("an added run is cut short"))?;
+        grow(&mut out, added)?;
+        at += add;
     }
+    grow(&mut out, &base[cursor..])?;
     Ok(out)
 }
 
@@ -177,39 +191,54 @@ impl Ops {
         self.copy(b.end - suffix, suffix);
     }
 
-    /// The patch's bytes; a copy shorter than its instruction goes as a literal.
-    fn finish(self, new: &[u8]) -> Vec<u8> {
+    /// The edit script: between two kept runs, what of the old state is dropped and what of
+    /// the new one added; a kept run shorter than an edit's own bytes is dropped and added
+    /// again instead.
+    fn finish(self, base_len: usize, new: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut literal: Option<std::ops::Range<usize>> = None;
-        let mut at = 0;
-        let flush = |out: &mut Vec<u8>, literal: &mut Option<std::ops::Range<usize>>| {
-            if let Some(r) = literal.take() {
-                put_varint(out, (r.len() as u64) * 2 + 1);
-                out.extend_from_slice(&new[r]);
-            }
+        // The edit being built: kept bytes, then dropped bytes, then added (a range of new).
+        let (mut keep, mut drop, mut add) = (0usize, 0usize, 0..0);
+        let (mut cursor, mut at) = (0usize, 0usize);
+        let emit = |out: &mut Vec<u8>, keep: usize, drop: usize, add: &std::ops::Range<usize>| {
+            put_varint(out, keep as u64);
+            put_varint(out, drop as u64);
+            put_varint(out, add.len() as u64);
+            out.extend_from_slice(&new[add.clone()]);
         };
         for op in self.0 {
             match op {
-                Op::Copy { from, len } if len > 4 => {
-                    flush(&mut out, &mut literal);
-                    put_varint(&mut out, (len as u64) * 2);
-                    put_varint(&mut out, from as u64);
-                    at += len;
-                }
-                Op::Copy { len, .. } => {
-                    let r = literal.get_or_insert(at..at);
-                    r.end = at + len;
+                Op::Copy { from, len } => {
+                    let changed = from > cursor || !add.is_empty();
+                    if changed && len <= 3 {
+                        // Cheaper added again than kept between two changes.
+                        drop += from - cursor + len;
+                        if add.is_empty() {
+                            add = at..at;
+                        }
+                        add.end = at + len;
+                    } else {
+                        if changed {
+                            emit(&mut out, keep, drop + from - cursor, &add);
+                            (keep, drop, add) = (0, 0, 0..0);
+                        }
+                        keep += len;
+                    }
+                    cursor = from + len;
                     at += len;
                 }
                 Op::Insert(range) => {
                     debug_assert_eq!(range.start, at);
-                    let r = literal.get_or_insert(at..at);
-                    r.end = range.end;
+                    if add.is_empty() {
+                        add = range.start..range.start;
+                    }
+                    add.end = range.end;
                     at = range.end;
                 }
             }
         }
-        flush(&mut out, &mut literal);
+        if base_len > cursor || !add.is_empty() {
+            emit(&mut out, keep, drop + base_len - cursor, &add);
+        }
         out
     }
 }

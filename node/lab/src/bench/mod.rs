@@ -7,6 +7,7 @@ mod local;
 mod outage_cost;
 mod replication;
 mod replication_bytes;
+mod replication_collections;
 mod report;
 mod scale;
 

@@ -17,6 +17,10 @@
 //!   down, the time from the heal until a write made during the cut is applied in the second
 //!   region (target: one round trip and 100 ms).
 //!
+//! - `wire_set_add_bytes_per_op` / `wire_map_add_bytes_per_op` (`--collection-size`, 10,000):
+//!   UDP bytes per add to a large set and map, against the add's encoded size
+//!   (`replication_collections.rs`).
+//!
 //! `--rtt-ms N` puts a relay holding every datagram N/2 ms each way between the two regions
 //! (`meridian_netem::Relay`), to measure the same figures over a wide-area round trip.
 
@@ -58,6 +62,13 @@ pub struct Args {
     /// measure a wide-area link; 0: plain loopback.
     #[arg(long, default_value_t = 0)]
     rtt_ms: u64,
+    /// Elements of the set and fields of the map whose adds are measured in bytes on the wire
+    /// per add (`wire_*`); 0 skips it.
+    #[arg(long, default_value_t = 10_000)]
+    collection_size: u64,
+    /// Adds to each collection in that measurement.
+    #[arg(long, default_value_t = 200)]
+    collection_ops: u64,
 }
 
 const CLUSTER: &str = "bench";
@@ -287,6 +298,14 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
         )?;
         let target: &'static str = Box::leak(format!("<= {}", args.rtt_ms + 100).into_boxed_str());
         emit(&plain("heal_ms", heal_ms, "ms", target), args.json)?;
+    }
+    if args.collection_size > 0 {
+        super::replication_collections::measure(
+            args.collection_size,
+            args.collection_ops,
+            args.json,
+        )
+        .await?;
     }
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! `meridian-lab bench sim`: bytes the replication protocol moves, against the encoded size of the
 //! records that had to move (measured in the same run). Engines are real (RocksDB in a temp
 //! directory); links are in-memory and lossless, so the figures are the protocol's own.
+//! Also (`--collection-size`) the bytes per add to a 10,000-element set and map, against the
+//! add's own encoded size, at the newest protocol and at version 6 (whole states).
 
 use super::report::{emit, header, Metric};
-use meridian::{Batch, Config, Engine, MemberId, Replication};
+use meridian::{Batch, Config, Engine, MemberId, Op, Replication};
 use meridian_core::replication::{
     LinkId, Output, ReplicaStore, ReplicationConfig, Replicator, PROTOCOL_VERSION,
     SHARED_STATES_VERSION,
@@ -29,6 +31,12 @@ pub struct Args {
     /// catch-up measurement.
     #[arg(long, default_value_t = 10_000)]
     hot_writes: u64,
+    /// Elements of the set and fields of the map in the collections measurement (0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    collection_size: u64,
+    /// Adds to each collection in that measurement.
+    #[arg(long, default_value_t = 200)]
+    collection_ops: u64,
 }
 
 struct Node {
@@ -260,6 +268,78 @@ fn hot_catchup(writes: u64, version: u8, dir: &std::path::Path) -> anyhow::Resul
     Ok((moved, state))
 }
 
+/// Two regions linked at protocol `version`; a set of `size` elements and a map of `size`
+/// fields written at a and shipped to b; then `ops` adds to each, one per write: written back
+/// to back and then shipped, or (`lone`) each shipped before the next is written. Per
+/// collection: the bytes both ways of the link carried for the adds, and the adds' own
+/// encoded size (key and operation).
+fn collection_adds(
+    size: u64,
+    ops: u64,
+    version: u8,
+    lone: bool,
+    dir: &std::path::Path,
+) -> anyhow::Result<[(u64, u64); 2]> {
+    let name = format!("coll-v{version}-{}", if lone { "lone" } else { "stream" });
+    let engines = vec![
+        open(dir, &format!("{name}-a"), 31)?,
+        open(dir, &format!("{name}-b"), 32)?,
+    ];
+    let mut links = Links::new(engines);
+    links.version = version;
+    links.connect(0, 1);
+    let field = |name: String, i: u64| Op::MapUpdate {
+        field: name.into_bytes(),
+        op: Box::new(Op::LwwSet {
+            value: i.to_le_bytes().to_vec(),
+        }),
+    };
+    let mut i = 0;
+    while i < size {
+        let mut batch = Batch::new();
+        for j in i..(i + 1_000).min(size) {
+            batch = batch
+                .set_add(b"big-set".to_vec(), format!("element-{j:08}"))
+                .op(b"big-map".to_vec(), field(format!("field-{j:08}"), j));
+        }
+        links.nodes[0].engine.write(batch)?;
+        links.local_writes(0)?;
+        links.settle(None)?;
+        i += 1_000;
+    }
+    let mut out = [(0, 0); 2];
+    for (n, key) in [b"big-set".to_vec(), b"big-map".to_vec()]
+        .into_iter()
+        .enumerate()
+    {
+        for j in 0..ops {
+            let op = if n == 0 {
+                Op::SetAdd {
+                    elems: vec![format!("added-{j:08}").into_bytes()],
+                }
+            } else {
+                field(format!("added-{j:08}"), j)
+            };
+            out[n].1 += (key.len() + postcard::to_allocvec(&op)?.len()) as u64;
+            links.nodes[0]
+                .engine
+                .write(Batch::new().op(key.clone(), op))?;
+            if lone {
+                links.local_writes(0)?;
+                out[n].0 += links.settle(None)?;
+            }
+        }
+        links.local_writes(0)?;
+        out[n].0 += links.settle(None)?;
+    }
+    let (a, b) = (&links.nodes[0].engine, &links.nodes[1].engine);
+    anyhow::ensure!(a.applied() == b.applied(), "b did not apply every add");
+    for key in [&b"big-set"[..], b"big-map"] {
+        anyhow::ensure!(a.export(key)? == b.export(key)?, "b's collection differs");
+    }
+    Ok(out)
+}
+
 /// Two regions share `keys` records; one misses updates to `differ_percent` of them while the
 /// other truncates its log; state anti-entropy reconciles them.
 fn antientropy(args: &Args, dir: &std::path::Path) -> anyhow::Result<Metric> {
@@ -325,7 +405,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.outage_writes, args.hot_writes, args.keys, args.differ_percent
     ));
     emit(&catchup(&args, dir.path())?, args.json)?;
-    let (shared, state) = hot_catchup(args.hot_writes, SHARED_STATES_VERSION, dir.path())?;
+    let (shared, state) = hot_catchup(args.hot_writes, PROTOCOL_VERSION, dir.path())?;
     let (whole, _) = hot_catchup(args.hot_writes, SHARED_STATES_VERSION - 1, dir.path())?;
     emit(
         &Metric::with_reference(
@@ -341,7 +421,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     emit(
         &Metric::with_reference(
             "sim",
-            "catchup_hot_v6_vs_v5",
+            "catchup_hot_vs_v5",
             shared as f64,
             "bytes",
             whole as f64,
@@ -350,5 +430,46 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.json,
     )?;
     emit(&antientropy(&args, dir.path())?, args.json)?;
+    if args.collection_size > 0 {
+        collections(
+            args.collection_size,
+            args.collection_ops,
+            dir.path(),
+            args.json,
+        )?;
+    }
+    Ok(())
+}
+
+/// The bytes per add to a large set and map, against the add's encoded size, at the newest
+/// protocol; and against what version 6 (whole states) carries for the same adds.
+pub fn collections(size: u64, ops: u64, dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    super::report::setup(format!(
+        "real engines, in-memory lossless link; a set and a map of {size} elements, {ops} adds to each, one per write, streamed (lone: each shipped before the next)"
+    ));
+    let streamed = collection_adds(size, ops, PROTOCOL_VERSION, false, dir)?;
+    let lone = collection_adds(size, ops, PROTOCOL_VERSION, true, dir)?;
+    let whole = collection_adds(size, ops, SHARED_STATES_VERSION, false, dir)?;
+    for (i, name) in ["set", "map"].into_iter().enumerate() {
+        let per_op = |(bytes, _): (u64, u64)| bytes as f64 / ops.max(1) as f64;
+        let op_bytes = streamed[i].1 as f64 / ops.max(1) as f64;
+        let metric = |suffix: &str, value: f64, reference: f64, target: &'static str| {
+            let name: &'static str =
+                Box::leak(format!("collection_{name}_add_{suffix}").into_boxed_str());
+            Metric::with_reference("sim", name, value, "bytes", reference, target)
+        };
+        emit(
+            &metric("bytes_per_op", per_op(streamed[i]), op_bytes, "<= 2.0"),
+            json,
+        )?;
+        emit(
+            &metric("lone_bytes_per_op", per_op(lone[i]), op_bytes, "-"),
+            json,
+        )?;
+        emit(
+            &metric("vs_v6", per_op(streamed[i]), per_op(whole[i]), "-"),
+            json,
+        )?;
+    }
     Ok(())
 }

@@ -61,6 +61,38 @@ pub type LinkedEntryRef<'a> = (
     Option<RequestTag>,
 );
 
+/// What follows a version-7 entry's records: one byte for an entry with no key left out, not
+/// lost and naming no request (most of them), else those three.
+#[derive(Deserialize)]
+enum WireTail<'a> {
+    Plain,
+    Full(#[serde(borrow)] Vec<&'a [u8]>, bool, Option<RequestTag>),
+}
+
+/// A version-7 entry on the wire.
+type WireEntryRef<'a> = (u64, Vec<(&'a [u8], WireForm<'a>)>, WireTail<'a>);
+
+/// `WireTail` written from an entry's fields.
+struct Tail<'a, B> {
+    left_out: &'a [B],
+    lost: bool,
+    request: Option<&'a RequestTag>,
+}
+
+impl<B: AsRef<[u8]>> Serialize for Tail<'_, B> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTupleVariant;
+        if self.left_out.is_empty() && !self.lost && self.request.is_none() {
+            return s.serialize_unit_variant("WireTail", 0, "Plain");
+        }
+        let mut v = s.serialize_tuple_variant("WireTail", 1, "Full", 3)?;
+        v.serialize_field(&Keys(self.left_out))?;
+        v.serialize_field(&self.lost)?;
+        v.serialize_field(&self.request)?;
+        v.end()
+    }
+}
+
 /// The bytes of a version-7 `Entries` frame; `forms[i][j]` says how entry `i`'s record `j`
 /// goes (`None`: whole, or a repeat where it repeats the key's state earlier in the frame).
 pub fn encode<B: AsRef<[u8]>>(
@@ -116,8 +148,14 @@ pub fn encode<B: AsRef<[u8]>>(
 /// The origin and entries of a version-7 `Entries` frame's body (after its variant tag), each
 /// record's state in the form it came in.
 pub fn parse(body: &[u8]) -> Result<(OriginId, Vec<LinkedEntryRef<'_>>), FrameError> {
-    match postcard::take_from_bytes(body) {
-        Ok((decoded, [])) => Ok(decoded),
+    fn untail((seq, records, tail): WireEntryRef<'_>) -> LinkedEntryRef<'_> {
+        match tail {
+            WireTail::Plain => (seq, records, Vec::new(), false, None),
+            WireTail::Full(left_out, lost, request) => (seq, records, left_out, lost, request),
+        }
+    }
+    match postcard::take_from_bytes::<(OriginId, Vec<WireEntryRef<'_>>)>(body) {
+        Ok(((origin, entries), [])) => Ok((origin, entries.into_iter().map(untail).collect())),
         Ok((_, rest)) => Err(FrameError::Malformed(format!(
             "{} trailing bytes",
             rest.len()
@@ -172,12 +210,14 @@ struct Entries<'a, 'e, B> {
 
 impl<B: AsRef<[u8]>> Serialize for Entries<'_, '_, B> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(
-            self.entries
-                .iter()
-                .zip(self.records)
-                .map(|(e, records)| (e.seq, Records(records), Keys(e.left_out), e.lost, e.request)),
-        )
+        s.collect_seq(self.entries.iter().zip(self.records).map(|(e, records)| {
+            let tail = Tail {
+                left_out: e.left_out,
+                lost: e.lost,
+                request: e.request,
+            };
+            (e.seq, Records(records), tail)
+        }))
     }
 }
 

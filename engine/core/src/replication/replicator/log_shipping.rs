@@ -425,12 +425,14 @@ impl RepeatedStates {
         entry: &ShippedEntry,
     ) -> (Vec<StateForm>, usize) {
         let mut saved = 0;
+        // An entry of one record (most writes) needs no map of its own records.
         let mut in_entry: std::collections::HashMap<&[u8], &[u8]> = Default::default();
+        let several = entry.states.len() > 1;
         let forms = entry
             .states
             .iter()
             .map(|(k, v)| {
-                let in_this_entry = in_entry.insert(&k[..], &v[..]);
+                let in_this_entry = several.then(|| in_entry.insert(&k[..], &v[..])).flatten();
                 let earlier = in_this_entry.or_else(|| self.0.get(k).map(|s| &s[..]));
                 if earlier == Some(&v[..]) {
                     saved += v.len();
@@ -438,11 +440,10 @@ impl RepeatedStates {
                 }
                 // The link's table is as the receiver reads it up to this entry (the caller
                 // takes each entry in once it is in the frame); within the entry it is not.
-                let base = match in_this_entry {
-                    Some(_) => None,
-                    None => link.get(k),
-                };
-                let Some(base) = base.filter(|_| v.len() >= LINKED_STATE_BYTES_MIN) else {
+                if in_this_entry.is_some() || v.len() < LINKED_STATE_BYTES_MIN {
+                    return StateForm::Whole;
+                }
+                let Some(base) = link.get(k) else {
                     return StateForm::Whole;
                 };
                 let Some(patch) = state_patch::diff_states(base, v) else {
