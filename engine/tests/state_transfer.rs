@@ -104,9 +104,12 @@ fn a_small_difference_moves_as_the_records_that_differ() {
         .stats()
         .antientropy_bytes_sent
         - before;
+    // The summary (an IBLT of about 4 KB here) decodes in one round nearly always; about once
+    // in a hundred runs (the origin ids are random) it does not and is sent again with twice
+    // the cells (16,556 bytes then, against 8,100 usually). The whole data set is 381 KB.
     let differing = 30 * (7 + 120);
     assert!(
-        sent < 4 * differing as u64,
+        sent < 5 * differing as u64,
         "{sent} bytes sent for about {differing} bytes of differing records"
     );
 }
