@@ -49,6 +49,10 @@ pub(crate) enum AntiEntropy {
         unacked: VecDeque<(u64, usize)>,
         /// Number of the next chunk.
         next_chunk: u64,
+        /// A check of a link whose vectors agreed (`check_idle`): the peer lacks no entry, so
+        /// new ones keep flowing while it runs. A round offered because the peer lacks what
+        /// the log no longer holds holds the entries back until it ends.
+        check: bool,
     },
     /// The peer offered; this replica waits for the records of `round`, chunk by chunk.
     Receiving {

@@ -85,7 +85,7 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
     ));
     let rtt = args.rtt_ms as f64;
     let report = |name: &'static str, hist: &Histogram<u64>| -> anyhow::Result<()> {
-        for (suffix, q) in [("p50", 0.5), ("p99", 0.99)] {
+        for (suffix, q) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
             let ms = hist.value_at_quantile(q) as f64 / 1_000.0;
             let metric = Box::leak(format!("{name}_{suffix}_ms").into_boxed_str());
             emit(

@@ -333,6 +333,7 @@ impl Replicator {
             transfer: Transfer::Waiting,
             unacked: VecDeque::new(),
             next_chunk: 0,
+            check: false,
         });
         let encoded = frame.encode();
         self.stats.antientropy_bytes_sent += encoded.len() as u64;
@@ -793,7 +794,13 @@ impl Replicator {
         if !idle || p.claimed != store.applied() {
             return Ok(());
         }
-        self.offer(peer, crate::replication::iblt::CELLS_MIN, store, now_ms)
+        self.offer(peer, crate::replication::iblt::CELLS_MIN, store, now_ms)?;
+        if let Some(Some(AntiEntropy::Offering { check, .. })) =
+            self.peers.get_mut(&peer).map(|p| p.ae.as_mut())
+        {
+            *check = true;
+        }
+        Ok(())
     }
 }
 

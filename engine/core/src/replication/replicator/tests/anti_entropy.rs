@@ -184,3 +184,85 @@ fn crossing_offers_of_two_truncated_logs_both_complete() {
     assert_eq!(get(b, b"a7"), Some(vec![b"from-a".to_vec()]));
     assert_eq!(get(a, b"b7"), Some(vec![b"from-b".to_vec()]));
 }
+
+/// The periodic check of a link whose vectors agree does not hold back a write made while it
+/// runs: its entry leaves at once (it used to wait for the round to end, a round trip or more,
+/// which was the tail of `all` writes).
+#[test]
+fn a_write_during_a_check_of_agreeing_vectors_is_shipped_at_once() {
+    let mut pair = Pair::new(ReplicationConfig::default());
+    pair.latency_ms = 20;
+    pair.connect();
+    pair.drive();
+    pair.a.store.apply(b"k", put(b"1")).unwrap();
+    pair.tick(1);
+    pair.tick(1); // b's tick acknowledges
+    assert_eq!(pair.a.store.applied(), pair.b.store.applied());
+    let _ = (pair.a.take_frames(), pair.b.take_frames());
+    let check = ReplicationConfig::default().antientropy_check_ms;
+    pair.now += check;
+    pair.a.tick(pair.now);
+    let offered = pair.a.take_frames();
+
+    assert!(
+        offered
+            .iter()
+            .any(|f| matches!(Frame::decode(f), Ok(Frame::AeOffer { .. }))),
+        "a checks the link"
+    );
+    pair.a.store.apply(b"k", put(b"2")).unwrap();
+    pair.a
+        .replicator
+        .local_write(&pair.a.store, pair.now)
+        .unwrap();
+    let frames = pair.a.take_frames();
+    assert!(
+        frames.iter().any(|f| decode_entries(f).is_some()),
+        "the write's entry leaves while the check runs"
+    );
+    for f in offered.iter().chain(&frames) {
+        pair.b.receive(f, pair.now + 20);
+    }
+    pair.now += 20;
+    pair.drive();
+    pair.tick(1);
+    assert_eq!(get(&pair.b.store, b"k"), Some(vec![b"2".to_vec()]));
+    assert_eq!(pair.a.store.applied(), pair.b.store.applied());
+    assert_eq!(states(&pair.a.store), states(&pair.b.store));
+}
+
+/// A round offered because the peer lacks what the log no longer holds still holds entries
+/// back until it ends (the peer would only find a hole).
+#[test]
+fn a_transfer_round_holds_entries_back_until_it_ends() {
+    let mut pair = Pair::new(ReplicationConfig::default());
+    for i in 0..20u8 {
+        pair.a.store.apply(&[b'k', i], put(b"v")).unwrap();
+    }
+    let a = &pair.a.store;
+    ReplicaStore::compact(a, &a.applied()).unwrap();
+    pair.latency_ms = 20;
+    pair.connect();
+    // Hellos cross; a finds b lacks entries its log no longer holds and offers.
+    let offering = |pair: &Pair| pair.a.replicator.peers().any(|(_, p)| p.reconciling());
+    for _ in 0..50 {
+        if offering(&pair) {
+            break;
+        }
+        pair.step();
+    }
+    assert!(offering(&pair), "a transfer round runs");
+    pair.a.store.apply(b"late", put(b"v")).unwrap();
+    pair.a
+        .replicator
+        .local_write(&pair.a.store, pair.now)
+        .unwrap();
+    assert!(
+        !pair
+            .a
+            .take_frames()
+            .iter()
+            .any(|f| decode_entries(f).is_some()),
+        "no entry leaves during the transfer"
+    );
+}
