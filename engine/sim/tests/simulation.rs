@@ -110,6 +110,10 @@ fn seeds_that_once_failed_in_long_runs_stay_clean() {
         // reclaimed relayed the deleted value to a wiped region before any peer's round had
         // reconciled it (1_200_000_864).
         (1_200_000_864, 3, true),
+        // A region whose power loss under `wal` took its disk back past a register write it
+        // had reported applied (its peers forgot the superseded sibling's dot) handed the
+        // superseded value to a wiped region (31_162).
+        (31_162, 3, true),
     ] {
         let opts = SimOptions {
             regions,

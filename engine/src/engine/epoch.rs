@@ -288,7 +288,7 @@ impl Engine {
             wb.commit(true)?;
             *reconciling = None;
             tracing::info!(
-                "a peer's state transfer reconciled this restored replica: it ships again"
+                "a peer's state transfer reconciled this replica (restored, or back from a power loss): it ships again"
             );
         }
         Ok(())

@@ -53,6 +53,16 @@ impl Engine {
         let replica = origin.id;
         let restored_unreconciled = store.get_meta(keys::META_RECONCILING)?.is_some();
         let previous = epoch::begin_run(&store, &config)?;
+        // A power loss under `wal` took the disk back to its last sync: its records may lack
+        // writes it told its peers it had applied, which they counted on to forget removed
+        // dots (stability). A restore in small: quarantined alike, marked durably, until a
+        // peer's state transfer has reconciled it.
+        let rolled_back = previous.lost_tail.is_some() && !restored_unreconciled;
+        if rolled_back {
+            let mut wb = store.batch();
+            wb.put_meta(keys::META_RECONCILING, &[1]);
+            wb.commit(true)?;
+        }
         let mut applied = load_vector(&store, keys::META_APPLIED_PREFIX)?;
         let floors = load_vector(&store, keys::META_FLOOR_PREFIX)?;
         // Origins that may hold entries beyond a hole though the vector may name them no
@@ -83,9 +93,9 @@ impl Engine {
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
         tracing::debug!(member = %member, origin = %replica, epoch = origin.epoch, last_seq = last, path = %path.display(), "engine open");
         let disk = disk_space::DiskSpace::new(path, config.disk_free_min_bytes);
-        // What a peer's snapshot must cover to reconcile a restored copy: what it came back
-        // with, but for its own origin (its writes nobody else may have seen).
-        let reconciling = restored_unreconciled
+        // What a peer's snapshot must cover to reconcile a restored or rolled-back copy: what
+        // it came back with, but for its own origin (its writes nobody else may have seen).
+        let reconciling = (restored_unreconciled || rolled_back)
             .then(|| VersionVector::from_entries(applied.iter().filter(|(o, _)| *o != replica)));
         let engine = Engine {
             inner: Arc::new(Inner {
@@ -137,7 +147,12 @@ impl Engine {
             }),
         };
         if reconciling.is_some() {
-            tracing::warn!("restored from a backup: this replica ships nothing and offers no state until a peer's state transfer has reconciled its records (dots its peers removed while it was away may remain in them)");
+            let why = if rolled_back {
+                "back from a power loss under `wal` (its disk went back to its last sync)"
+            } else {
+                "restored from a backup"
+            };
+            tracing::warn!("{why}: this replica ships nothing and offers no state until a peer's state transfer has reconciled its records (dots its peers removed while it was away may remain in them)");
         }
         if let Some(summary) = &previous.summary {
             if engine.inner.digest.load(summary) {

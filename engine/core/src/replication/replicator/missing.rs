@@ -148,7 +148,7 @@ impl Replicator {
             // their disks too, or stay cut off): what the copy holds is the best there is.
             tracing::warn!(
                 waited_ms = self.config.reconcile_wait_ms,
-                "no peer reconciled this restored replica in time: it ships what it holds"
+                "no peer reconciled this replica (restored, or back from a power loss) in time: it ships what it holds"
             );
             store.reconciled().map_err(ReplicationError::Store)?;
             self.reconciling_since = None;
