@@ -335,43 +335,44 @@ fn a_second_process_with_a_live_identity_is_refused_and_the_first_fenced() {
     assert!(twin.put(b"twin", b"1").is_ok(), "the twin writes");
 }
 
-/// A region restored from a backup older than a delete whose tombstone its peers then reclaimed
-/// (they counted what it reported before the restore) holds the deleted value again. It must
-/// not hand it to a region that never saw the delete: it ships nothing, and offers nothing,
-/// until a peer's state transfer has reconciled it (simulator seed 1200000864).
-#[test]
-fn a_restored_region_ships_nothing_until_a_peer_reconciles_it_and_no_deleted_value_returns() {
-    let mut net = Net::new(3);
+/// `k` written at region 0 and a copy of region 1's directory taken at `copy` (a backup, or
+/// the sync point a power loss takes its disk back to); then `k` deleted and reclaimed
+/// everywhere (every region applied the delete: log entries and tombstone go).
+fn deleted_and_reclaimed_after_a_copy_of_region_1(net: &mut Net, copy: &std::path::Path) {
     net.run(200);
     net.engine(0).put(b"k", b"old").unwrap();
     net.run(500);
-    let backup = net._scratch.path().join("backup-1");
-    net.engine(1).checkpoint(&backup).unwrap();
+    net.engine(1).checkpoint(copy).unwrap();
     net.engine(0).delete(b"k").unwrap();
     net.run(500);
-    // Applied everywhere, so reclaimed everywhere: the log entries and the tombstone.
     for i in 0..3 {
         let e = net.engine(i).clone();
         e.compact(&e.applied()).unwrap();
         e.compact(&e.applied()).unwrap();
         assert!(e.store().get_record(b"k").unwrap().is_none(), "reclaimed");
     }
-    // Region 1 comes back from its backup; region 2 comes back empty; at first they reach
-    // each other only.
-    net.stop(1);
-    net.stop(2);
-    std::fs::remove_dir_all(&net.regions[1].dir).unwrap();
-    Engine::restore_backup(&backup, &net.regions[1].dir).unwrap();
+}
+
+/// Region 1, back with a copy that holds the deleted `k`, and region 2, back empty (both
+/// down, their directories in place), reach each other only for three seconds: the value
+/// must not travel (`how` region 1 came back). Then every link heals, no region reads `k`, and
+/// region 1, reconciled, ships again.
+fn the_old_copy_hands_nothing_on(net: &mut Net, how: &str) {
     std::fs::remove_dir_all(&net.regions[2].dir).unwrap();
     net.cut.insert((0, 1));
     net.cut.insert((0, 2));
     net.start(1);
     net.start(2);
+    assert_eq!(
+        net.engine(1).get(b"k").unwrap().map(|r| r.values),
+        Some(vec![b"old".to_vec()]),
+        "the copy holds the deleted value"
+    );
     net.run(3_000);
     assert_eq!(
         net.engine(2).get(b"k").unwrap(),
         None,
-        "the deleted value came back through the restored region"
+        "the deleted value came back through the region {how}"
     );
     net.cut.clear();
     net.link(0, 1);
@@ -380,10 +381,25 @@ fn a_restored_region_ships_nothing_until_a_peer_reconciles_it_and_no_deleted_val
     for i in 0..3 {
         assert_eq!(net.engine(i).get(b"k").unwrap(), None, "region {i}");
     }
-    // Reconciled, it ships again.
     net.engine(1).put(b"after", b"1").unwrap();
     net.run(2_000);
     net.assert_everywhere("after", "1");
+}
+
+/// A region restored from a backup older than a delete whose tombstone its peers then reclaimed
+/// (they counted what it reported before the restore) holds the deleted value again. It must
+/// not hand it to a region that never saw the delete: it ships nothing, and offers nothing,
+/// until a peer's state transfer has reconciled it (simulator seed 1200000864).
+#[test]
+fn a_restored_region_ships_nothing_until_a_peer_reconciles_it_and_no_deleted_value_returns() {
+    let mut net = Net::new(3);
+    let backup = net._scratch.path().join("backup-1");
+    deleted_and_reclaimed_after_a_copy_of_region_1(&mut net, &backup);
+    net.stop(1);
+    net.stop(2);
+    std::fs::remove_dir_all(&net.regions[1].dir).unwrap();
+    Engine::restore_backup(&backup, &net.regions[1].dir).unwrap();
+    the_old_copy_hands_nothing_on(&mut net, "restored from a backup");
 }
 
 /// A power loss under `wal` takes a region's disk back to its last sync, past writes it had
@@ -394,50 +410,13 @@ fn a_restored_region_ships_nothing_until_a_peer_reconciles_it_and_no_deleted_val
 #[test]
 fn a_region_back_from_a_power_loss_ships_nothing_until_a_peer_reconciles_it() {
     let mut net = Net::new(3);
-    net.run(200);
-    net.engine(0).put(b"k", b"old").unwrap();
-    net.run(500);
-    // Region 1's last sync: what its disk goes back to.
     let synced = net._scratch.path().join("synced-1");
-    net.engine(1).checkpoint(&synced).unwrap();
-    net.engine(0).delete(b"k").unwrap();
-    net.run(500);
-    for i in 0..3 {
-        let e = net.engine(i).clone();
-        e.compact(&e.applied()).unwrap();
-        e.compact(&e.applied()).unwrap();
-        assert!(e.store().get_record(b"k").unwrap().is_none(), "reclaimed");
-    }
-    // Region 1 loses power (a new boot, its disk at the sync point); region 2 comes back
-    // empty; at first they reach each other only.
+    deleted_and_reclaimed_after_a_copy_of_region_1(&mut net, &synced);
+    // A power loss: down at once, on a new boot, its disk back at the sync point.
     net.crash(1);
     net.stop(2);
     std::fs::remove_dir_all(&net.regions[1].dir).unwrap();
     std::fs::rename(&synced, &net.regions[1].dir).unwrap();
-    std::fs::remove_dir_all(&net.regions[2].dir).unwrap();
     net.boot = "boot-2".into();
-    net.cut.insert((0, 1));
-    net.cut.insert((0, 2));
-    net.start(1);
-    net.start(2);
-    assert_eq!(
-        net.engine(1).get(b"k").unwrap().map(|r| r.values),
-        Some(vec![b"old".to_vec()])
-    );
-    net.run(3_000);
-    assert_eq!(
-        net.engine(2).get(b"k").unwrap(),
-        None,
-        "the deleted value came back through the region that lost power"
-    );
-    net.cut.clear();
-    net.link(0, 1);
-    net.link(0, 2);
-    net.run(3_000);
-    for i in 0..3 {
-        assert_eq!(net.engine(i).get(b"k").unwrap(), None, "region {i}");
-    }
-    net.engine(1).put(b"after", b"1").unwrap();
-    net.run(2_000);
-    net.assert_everywhere("after", "1");
+    the_old_copy_hands_nothing_on(&mut net, "that lost power");
 }

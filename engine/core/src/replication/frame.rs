@@ -564,6 +564,32 @@ pub fn decode_entries(bytes: &[u8]) -> Option<Result<(OriginId, Vec<EntryRef<'_>
 /// Index of `Frame::Entries` among the variants (postcard's enum tag).
 const ENTRIES_VARIANT: u32 = 2;
 
+/// The error of a record marked as repeating its key's state where no earlier record of the
+/// key in the frame carries one.
+pub(crate) fn no_earlier_state(origin: OriginId, seq: u64) -> FrameError {
+    FrameError::Malformed(format!(
+        "entry {origin}:{seq} repeats a state no earlier record of its key carries"
+    ))
+}
+
+/// Counts `len` more bytes of states a frame hands its entries (repeats counted), refusing the
+/// frame past `FRAME_STATES_BYTES_MAX`.
+pub(crate) fn hand_states(
+    handed: &mut usize,
+    len: usize,
+    origin: OriginId,
+    seq: u64,
+) -> Result<(), FrameError> {
+    use crate::limits::FRAME_STATES_BYTES_MAX;
+    *handed = handed.saturating_add(len);
+    if *handed > FRAME_STATES_BYTES_MAX {
+        return Err(FrameError::Malformed(format!(
+            "entry {origin}:{seq}: the frame's states repeat past {FRAME_STATES_BYTES_MAX} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// The bytes of an `Entries` frame at `version` (7 or later) whose records go in the given
 /// forms (`forms[i][j]` for entry `i`'s record `j`): how a sender uses its link table.
 pub fn encode_linked_entries<B: AsRef<[u8]>>(

@@ -10,9 +10,7 @@ use super::frame::{self, Frame, FrameError, LinkedEntryRef, WireEntry, WireForm}
 use super::link_states::LinkStates;
 use super::seam::RecordState;
 use super::state_patch;
-use crate::limits::{
-    ENTRY_OVERHEAD_BYTES, FRAME_STATES_BYTES_MAX, KEY_BYTES_MAX, RECORD_OVERHEAD_BYTES,
-};
+use crate::limits::{ENTRY_OVERHEAD_BYTES, KEY_BYTES_MAX, RECORD_OVERHEAD_BYTES};
 use crate::model::{codec, digest, OriginId, RequestTag, StateFacts};
 use bytes::Bytes;
 
@@ -245,11 +243,10 @@ fn resolve_linked(
                 }
                 WireForm::Repeat => {
                     wire += key.len() + RECORD_OVERHEAD_BYTES;
-                    earlier.get(key).cloned().ok_or_else(|| {
-                        FrameError::Malformed(format!(
-                            "entry {origin}:{seq} repeats a state no earlier record of its key carries"
-                        ))
-                    })?
+                    earlier
+                        .get(key)
+                        .cloned()
+                        .ok_or_else(|| frame::no_earlier_state(origin, seq))?
                 }
                 WireForm::Linked(hash, patch) => {
                     wire += key.len() + 8 + patch.len() + RECORD_OVERHEAD_BYTES;
@@ -269,12 +266,7 @@ fn resolve_linked(
                     } else {
                         link.forget(key);
                     }
-                    handed = handed.saturating_add(s.len());
-                    if handed > FRAME_STATES_BYTES_MAX {
-                        return Err(FrameError::Malformed(format!(
-                            "entry {origin}:{seq}: the frame's states repeat past {FRAME_STATES_BYTES_MAX} bytes"
-                        )));
-                    }
+                    frame::hand_states(&mut handed, s.len(), origin, seq)?;
                     states.push((bytes.slice_ref(key), s.clone()));
                 }
                 None => {

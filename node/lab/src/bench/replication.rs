@@ -317,17 +317,7 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
 async fn heal(args: &Args) -> anyhow::Result<(f64, f64)> {
     let mut cluster = Cluster::prepare("heal", &[("a", "us-east"), ("b", "eu-west")], &[])?;
     cluster.pick_ports()?;
-    let shape = Shape::delay(args.rtt_ms as f64 / 2.0);
-    let mut links: Vec<Arc<Link>> = Vec::new();
-    let mut relays = Vec::new();
-    for i in 0..2 {
-        let other = cluster.nodes[1 - i].config.listen;
-        let (to, from) = (Arc::new(Link::new(shape)), Arc::new(Link::new(shape)));
-        let relay = Relay::start(other, to.clone(), from.clone(), 0).await?;
-        cluster.nodes[i].config.peers[0].address = relay.front();
-        links.extend([to, from]);
-        relays.push(relay);
-    }
+    let (links, relays) = relayed(&mut cluster, Shape::delay(args.rtt_ms as f64 / 2.0)).await?;
     let open = |i: usize| {
         let config = &cluster.nodes[i].config;
         Engine::open(&config.data_dir, config.engine_config())
@@ -374,6 +364,26 @@ async fn heal(args: &Args) -> anyhow::Result<(f64, f64)> {
     rb.shutdown().await;
     drop(relays);
     Ok((heal_ms, down.as_secs_f64() * 1000.0))
+}
+
+/// Relays in front of both regions of a two-region `cluster` (its ports picked), each peer's
+/// address pointed at the relay before the other: every datagram between them passes links
+/// shaped `shape` (both directions of both relays), which count what they carry.
+pub(super) async fn relayed(
+    cluster: &mut Cluster,
+    shape: Shape,
+) -> anyhow::Result<(Vec<Arc<Link>>, Vec<Relay>)> {
+    let mut links: Vec<Arc<Link>> = Vec::new();
+    let mut relays = Vec::new();
+    for i in 0..2 {
+        let other = cluster.nodes[1 - i].config.listen;
+        let (to, from) = (Arc::new(Link::new(shape)), Arc::new(Link::new(shape)));
+        let relay = Relay::start(other, to.clone(), from.clone(), 0).await?;
+        cluster.nodes[i].config.peers[0].address = relay.front();
+        links.extend([to, from]);
+        relays.push(relay);
+    }
+    Ok((links, relays))
 }
 
 /// Writes batches of 100 records at `a` at `rate` records per second for `seconds` (keys from

@@ -268,6 +268,39 @@ fn hot_catchup(writes: u64, version: u8, dir: &std::path::Path) -> anyhow::Resul
     Ok((moved, state))
 }
 
+/// The keys of the collections measurement: a set, then a map.
+pub(super) const COLLECTIONS: [&[u8]; 2] = [b"big-set", b"big-map"];
+
+/// Elements `from..to` of the set and fields of the map of the collections measurement, as
+/// one batch.
+pub(super) fn collections_batch(from: u64, to: u64) -> Batch {
+    (from..to).fold(Batch::new(), |batch, j| {
+        batch
+            .set_add(COLLECTIONS[0].to_vec(), format!("element-{j:08}"))
+            .op(COLLECTIONS[1].to_vec(), field(format!("field-{j:08}"), j))
+    })
+}
+
+/// The `j`-th add to collection `n` (0: an element of the set, 1: a field of the map).
+pub(super) fn collection_add(n: usize, j: u64) -> Op {
+    match n {
+        0 => Op::SetAdd {
+            elems: vec![format!("added-{j:08}").into_bytes()],
+        },
+        _ => field(format!("added-{j:08}"), j),
+    }
+}
+
+/// A map field set to `i` (last writer wins).
+fn field(name: String, i: u64) -> Op {
+    Op::MapUpdate {
+        field: name.into_bytes(),
+        op: Box::new(Op::LwwSet {
+            value: i.to_le_bytes().to_vec(),
+        }),
+    }
+}
+
 /// Two regions linked at protocol `version`; a set of `size` elements and a map of `size`
 /// fields written at a and shipped to b; then `ops` adds to each, one per write: written back
 /// to back and then shipped, or (`lone`) each shipped before the next is written. Per
@@ -288,42 +321,20 @@ fn collection_adds(
     let mut links = Links::new(engines);
     links.version = version;
     links.connect(0, 1);
-    let field = |name: String, i: u64| Op::MapUpdate {
-        field: name.into_bytes(),
-        op: Box::new(Op::LwwSet {
-            value: i.to_le_bytes().to_vec(),
-        }),
-    };
-    let mut i = 0;
-    while i < size {
-        let mut batch = Batch::new();
-        for j in i..(i + 1_000).min(size) {
-            batch = batch
-                .set_add(b"big-set".to_vec(), format!("element-{j:08}"))
-                .op(b"big-map".to_vec(), field(format!("field-{j:08}"), j));
-        }
+    for i in (0..size).step_by(1_000) {
+        let batch = collections_batch(i, (i + 1_000).min(size));
         links.nodes[0].engine.write(batch)?;
         links.local_writes(0)?;
         links.settle(None)?;
-        i += 1_000;
     }
     let mut out = [(0, 0); 2];
-    for (n, key) in [b"big-set".to_vec(), b"big-map".to_vec()]
-        .into_iter()
-        .enumerate()
-    {
+    for (n, key) in COLLECTIONS.into_iter().enumerate() {
         for j in 0..ops {
-            let op = if n == 0 {
-                Op::SetAdd {
-                    elems: vec![format!("added-{j:08}").into_bytes()],
-                }
-            } else {
-                field(format!("added-{j:08}"), j)
-            };
+            let op = collection_add(n, j);
             out[n].1 += (key.len() + postcard::to_allocvec(&op)?.len()) as u64;
             links.nodes[0]
                 .engine
-                .write(Batch::new().op(key.clone(), op))?;
+                .write(Batch::new().op(key.to_vec(), op))?;
             if lone {
                 links.local_writes(0)?;
                 out[n].0 += links.settle(None)?;
@@ -334,7 +345,7 @@ fn collection_adds(
     }
     let (a, b) = (&links.nodes[0].engine, &links.nodes[1].engine);
     anyhow::ensure!(a.applied() == b.applied(), "b did not apply every add");
-    for key in [&b"big-set"[..], b"big-map"] {
+    for key in COLLECTIONS {
         anyhow::ensure!(a.export(key)? == b.export(key)?, "b's collection differs");
     }
     Ok(out)

@@ -6,12 +6,12 @@
 //! region before the next is written (`lone`); at the newest replication protocol, and
 //! pinned to version 6, which ships whole states.
 
+use super::replication_bytes::{collection_add, collections_batch, COLLECTIONS};
 use super::report::{emit, Metric};
-use meridian::{Batch, Engine, Op};
+use meridian::{Batch, Engine};
 use meridian_runtime::Runtime;
-use meridian_tests::netem::{Link, Relay, Shape};
+use meridian_tests::netem::Shape;
 use meridian_tests::Cluster;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Per collection (set, map): UDP bytes both ways during the adds (written back to back, or
@@ -21,19 +21,7 @@ async fn adds(size: u64, ops: u64, version: u8, lone: bool) -> anyhow::Result<[(
     let mut cluster = Cluster::prepare(&name, &[("a", "us-east"), ("b", "eu-west")], &[])?;
     cluster.configure(|c| c.protocols.replication_max = Some(version));
     cluster.pick_ports()?;
-    let mut links: Vec<Arc<Link>> = Vec::new();
-    let mut relays = Vec::new();
-    for i in 0..2 {
-        let other = cluster.nodes[1 - i].config.listen;
-        let (to, from) = (
-            Arc::new(Link::new(Shape::delay(0.0))),
-            Arc::new(Link::new(Shape::delay(0.0))),
-        );
-        let relay = Relay::start(other, to.clone(), from.clone(), 0).await?;
-        cluster.nodes[i].config.peers[0].address = relay.front();
-        links.extend([to, from]);
-        relays.push(relay);
-    }
+    let (links, relays) = super::replication::relayed(&mut cluster, Shape::delay(0.0)).await?;
     let open = |i: usize| {
         let config = &cluster.nodes[i].config;
         Engine::open(&config.data_dir, config.engine_config())
@@ -45,43 +33,20 @@ async fn adds(size: u64, ops: u64, version: u8, lone: bool) -> anyhow::Result<[(
         let b = b.clone();
         tokio::task::spawn_blocking(move || b.wait_covers(&token, Duration::from_secs(60)))
     };
-    let field = |name: String, i: u64| Op::MapUpdate {
-        field: name.into_bytes(),
-        op: Box::new(Op::LwwSet {
-            value: i.to_le_bytes().to_vec(),
-        }),
-    };
-    let mut i = 0;
-    while i < size {
-        let mut batch = Batch::new();
-        for j in i..(i + 1_000).min(size) {
-            batch = batch
-                .set_add(b"big-set".to_vec(), format!("element-{j:08}"))
-                .op(b"big-map".to_vec(), field(format!("field-{j:08}"), j));
-        }
-        let token = a.write(batch)?;
+    for i in (0..size).step_by(1_000) {
+        let token = a.write(collections_batch(i, (i + 1_000).min(size)))?;
         anyhow::ensure!(covered(token).await?, "the collections did not replicate");
-        i += 1_000;
     }
     let carried = || links.iter().map(|l| l.stats().delivered_bytes).sum::<u64>();
     let mut out = [(0, 0); 2];
-    for (n, key) in [b"big-set".to_vec(), b"big-map".to_vec()]
-        .into_iter()
-        .enumerate()
-    {
+    for (n, key) in COLLECTIONS.into_iter().enumerate() {
         // Whatever the build-up left in flight (acknowledgements) settles first.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let before = carried();
         for j in 0..ops {
-            let op = if n == 0 {
-                Op::SetAdd {
-                    elems: vec![format!("added-{j:08}").into_bytes()],
-                }
-            } else {
-                field(format!("added-{j:08}"), j)
-            };
+            let op = collection_add(n, j);
             out[n].1 += (key.len() + postcard::to_allocvec(&op)?.len()) as u64;
-            let token = a.write(Batch::new().op(key.clone(), op))?;
+            let token = a.write(Batch::new().op(key.to_vec(), op))?;
             if lone || j + 1 == ops {
                 anyhow::ensure!(covered(token).await?, "an add did not replicate");
             }

@@ -8,7 +8,6 @@
 //! refused as malformed.
 
 use super::{EntryOut, EntryRef, FrameError, Keys, ENTRIES_VARIANT};
-use crate::limits::FRAME_STATES_BYTES_MAX;
 use crate::model::{OriginId, RequestTag};
 use serde::{Deserialize, Serialize, Serializer};
 use std::collections::HashMap;
@@ -176,11 +175,9 @@ pub(super) fn decode(body: &[u8]) -> Result<(OriginId, Vec<EntryRef<'_>>), Frame
         for (key, form) in records {
             let state = match form {
                 WireForm::Whole(state) => state,
-                WireForm::Repeat => *states.get(key).ok_or_else(|| {
-                    FrameError::Malformed(format!(
-                        "entry {origin}:{seq} repeats a state no earlier record of its key carries"
-                    ))
-                })?,
+                WireForm::Repeat => *states
+                    .get(key)
+                    .ok_or_else(|| super::no_earlier_state(origin, seq))?,
                 WireForm::Linked(..) => {
                     return Err(FrameError::Malformed(format!(
                         "entry {origin}:{seq} patches a state of its link: only the link's \
@@ -189,12 +186,7 @@ pub(super) fn decode(body: &[u8]) -> Result<(OriginId, Vec<EntryRef<'_>>), Frame
                 }
             };
             states.insert(key, state);
-            handed = handed.saturating_add(state.len());
-            if handed > FRAME_STATES_BYTES_MAX {
-                return Err(FrameError::Malformed(format!(
-                    "entry {origin}:{seq}: the frame's states repeat past {FRAME_STATES_BYTES_MAX} bytes"
-                )));
-            }
+            super::hand_states(&mut handed, state.len(), origin, seq)?;
             whole.push((key, state));
         }
         entries.push((seq, whole, left_out, lost, request));

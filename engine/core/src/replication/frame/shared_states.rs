@@ -9,7 +9,6 @@
 //! applies is exactly what a version-5 frame of the same entries gives it.
 
 use super::{EntryOut, EntryRef, FrameError, Keys, ENTRIES_VARIANT};
-use crate::limits::FRAME_STATES_BYTES_MAX;
 use crate::model::{OriginId, RequestTag};
 use serde::{Serialize, Serializer};
 use std::collections::HashMap;
@@ -90,18 +89,11 @@ pub(super) fn decode(body: &[u8]) -> Result<(OriginId, Vec<EntryRef<'_>>), Frame
                     states.insert(key, state);
                     state
                 }
-                None => *states.get(key).ok_or_else(|| {
-                    FrameError::Malformed(format!(
-                        "entry {origin}:{seq} repeats a state no earlier record of its key carries"
-                    ))
-                })?,
+                None => *states
+                    .get(key)
+                    .ok_or_else(|| super::no_earlier_state(origin, seq))?,
             };
-            handed += state.len();
-            if handed > FRAME_STATES_BYTES_MAX {
-                return Err(FrameError::Malformed(format!(
-                    "entry {origin}:{seq}: the frame's states repeat past {FRAME_STATES_BYTES_MAX} bytes"
-                )));
-            }
+            super::hand_states(&mut handed, state.len(), origin, seq)?;
             whole.push((key, state));
         }
         entries.push((seq, whole, left_out, lost, request));
