@@ -114,6 +114,11 @@ fn seeds_that_once_failed_in_long_runs_stay_clean() {
         // had reported applied (its peers forgot the superseded sibling's dot) handed the
         // superseded value to a wiped region (31_162).
         (31_162, 3, true),
+        // A state-transfer round whose offerer reclaimed a tombstone between its summary and
+        // its answer: the receiver asked for the key, got nothing for it, kept a set element
+        // the key's removal had taken, and adopted a snapshot covering that removal
+        // (2_400_000_933).
+        (2_400_000_933, 3, true),
     ] {
         let opts = SimOptions {
             regions,

@@ -70,6 +70,10 @@ pub(crate) enum AntiEntropy {
         arrived: std::collections::BTreeSet<Vec<u8>>,
         /// More keys arrived than are remembered: the round adopts nothing.
         spoiled: bool,
+        /// Key hashes this replica asked for (`AeWant`) not received in the round yet: a key
+        /// the peer held at its summary and no longer holds when it answers (a tombstone it
+        /// reclaimed meanwhile) comes in no chunk, and the peer holds nothing of it.
+        wanted: std::collections::BTreeSet<u64>,
         /// What the offer's snapshot does not vouch for: the offerer's exceptions, and the
         /// hashes of keys its chunks left out so far.
         exceptions: crate::replication::Exceptions,

@@ -385,8 +385,10 @@ impl Replicator {
             OfferPlan::of(&theirs, records, &mine.table, mine.records, largest)
         };
         let mut ours_only = BTreeSet::new();
+        let mut wanted = BTreeSet::new();
         let reply = match plan {
             OfferPlan::Want { hashes, ours } => {
+                wanted.extend(hashes.iter().copied());
                 ours_only.extend(
                     store
                         .keys_for_hashes(&ours)
@@ -411,6 +413,7 @@ impl Replicator {
                 ours_only,
                 arrived: BTreeSet::new(),
                 spoiled: false,
+                wanted,
                 exceptions,
             });
         }
@@ -492,12 +495,14 @@ impl Replicator {
         }
         let mut ours_only = BTreeSet::new();
         let mut spoilt = false;
+        let mut gone = BTreeSet::new();
         if let Some(Some(AntiEntropy::Receiving {
             next_chunk,
             ours_only: only,
             arrived,
             spoiled,
             since_ms,
+            wanted,
             ..
         })) = self.peers.get_mut(&peer).map(|p| p.ae.as_mut())
         {
@@ -506,6 +511,7 @@ impl Replicator {
             for key in records.iter().map(|(k, _)| k).chain(&left_out) {
                 only.remove(key);
                 arrived.remove(key);
+                wanted.remove(&key_hash(key));
             }
             if done {
                 // Keys that came from elsewhere during the round, absent here when it began
@@ -513,7 +519,20 @@ impl Replicator {
                 only.append(arrived);
                 ours_only = std::mem::take(only);
                 spoilt = *spoiled;
+                gone = std::mem::take(wanted);
             }
+        }
+        if done && !gone.is_empty() {
+            // Asked for and never sent: the peer no longer holds them (it reclaimed their
+            // tombstones after its summary), so what it applied of them, it removed. The keys
+            // held here with those hashes go as the ones only this replica held (simulator
+            // seed 2400000933: a set removal's element stayed while the snapshot covered it).
+            let hashes: Vec<u64> = gone.into_iter().collect();
+            ours_only.extend(
+                store
+                    .keys_for_hashes(&hashes)
+                    .map_err(ReplicationError::Store)?,
+            );
         }
         if spoilt {
             // Keys arrived that are no longer known: the snapshot cannot be taken safely this
