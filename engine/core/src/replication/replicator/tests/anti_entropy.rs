@@ -266,3 +266,65 @@ fn a_transfer_round_holds_entries_back_until_it_ends() {
         "no entry leaves during the transfer"
     );
 }
+
+/// A key the receiver asks for (both held it, in different states) and the offerer no longer
+/// holds when it answers (it reclaimed the key's tombstone after its summary) comes in no
+/// chunk. The receiver must treat it as a key the offerer holds nothing of before adopting the
+/// snapshot: here a set removal's element stayed while the adopted vector covered the removal
+/// (simulator seed 2400000933, where the offerer reclaimed the tombstone legitimately: its
+/// context was stable and no log entry named the key; here `compact` is told so).
+#[test]
+fn a_key_asked_for_and_never_sent_is_dropped_as_the_offerer_holds_nothing_of_it() {
+    let mut pair = Pair::new(ReplicationConfig::default());
+    pair.latency_ms = 10;
+    pair.connect();
+    pair.drive();
+    pair.a.store.apply(b"s", set_add(b"e")).unwrap();
+    pair.tick(1);
+    pair.tick(1);
+    assert_eq!(set_members(&pair.b.store, b"s"), vec![b"e".to_vec()]);
+    pair.disconnect();
+    // While b is away: a write b will lack, then the element's removal; the log is reclaimed
+    // below the removal, so b can only catch up by state transfer.
+    let lacked = pair.a.store.apply(b"k", put(b"v")).unwrap();
+    pair.a
+        .store
+        .apply(
+            b"s",
+            Op::SetRemove {
+                elems: vec![b"e".to_vec()],
+            },
+        )
+        .unwrap();
+    let a = &pair.a.store;
+    let mut below = VersionVector::new();
+    below.add(crate::model::Dot::new(a.origin_id(), lacked));
+    ReplicaStore::compact(a, &below).unwrap();
+    assert!(
+        a.record(b"s").is_some(),
+        "the tombstone is kept: its removal's entry names it"
+    );
+    pair.connect();
+    // Until b has asked for what differs (the set among it) and its `AeWant` is on its way.
+    for _ in 0..200 {
+        if pair.count(Dir::BtoA, "AeWant") > 0 {
+            break;
+        }
+        pair.step();
+    }
+    assert_eq!(pair.count(Dir::BtoA, "AeWant"), 1, "b asked");
+    let a = &pair.a.store;
+    ReplicaStore::compact(a, &a.applied()).unwrap();
+    assert!(
+        a.record(b"s").is_none(),
+        "the tombstone is reclaimed before a answers"
+    );
+    pair.drive();
+    pair.tick(1);
+    assert_eq!(pair.a.store.applied(), pair.b.store.applied());
+    assert_eq!(
+        set_members(&pair.b.store, b"s"),
+        Vec::<Vec<u8>>::new(),
+        "b covers the removal, so it does not hold the element"
+    );
+}
