@@ -119,6 +119,10 @@ fn seeds_that_once_failed_in_long_runs_stay_clean() {
         // the key's removal had taken, and adopted a snapshot covering that removal
         // (2_400_000_933).
         (2_400_000_933, 3, true),
+        // A lying member's inflated claim of a third origin let a region reclaim a delete's
+        // tombstone the liar had not applied; the liar later handed the deleted sibling to a
+        // wiped region (3_100_000_324).
+        (3_100_000_324, 3, true),
     ] {
         let opts = SimOptions {
             regions,

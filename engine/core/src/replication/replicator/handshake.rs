@@ -10,7 +10,10 @@
 //!   already), so it moves to a new epoch rather than number a write again that a peer holds.
 //!   Of other origins nobody here knows the current end (an owner's report is stale as soon as
 //!   it writes again): claims of them are taken as made, and a claim lowered later is followed
-//!   (cursors rewind).
+//!   (cursors rewind). A claim that holds more of any of this replica's origins of this run
+//!   than it holds is shown wrong, and stability does not take it: the member counts with its
+//!   last claim not shown wrong, so a peer that inflates its vector cannot get a tombstone
+//!   reclaimed before it has applied the delete (simulator seed 3100000324).
 
 use super::{LinkId, LinkState, Output, Peer, ReplicationError, Replicator};
 use crate::model::{OriginId, VersionVector};
@@ -20,6 +23,10 @@ use crate::replication::frame::{
 };
 use crate::replication::ReplicaStore;
 use std::collections::VecDeque;
+
+/// Origins of this replica's run a claim is checked against (the current one and those it
+/// left for new epochs; at most one move per run comes from a peer's claim).
+const OWN_ORIGINS_MAX: usize = 8;
 
 /// Earlier sessions remembered per member.
 const RETIRED_SESSIONS_MAX: usize = 16;
@@ -186,8 +193,9 @@ impl Replicator {
     }
 
     /// Records a peer's claim of its applied vector (from a `Hello` or a fresh `Ack`): a claim
-    /// above this replica's own writes is handled as evidence; returns the claim clamped to what its author can know,
-    /// which becomes the member's known vector.
+    /// above this replica's own writes is handled as evidence; returns the claim clamped to
+    /// what its author can know, which becomes the member's known vector (what stability
+    /// counts) unless it is shown wrong.
     pub(super) fn take_claim<S: ReplicaStore>(
         &mut self,
         peer: LinkId,
@@ -198,13 +206,46 @@ impl Replicator {
             return Ok(raw);
         };
         let member = p.member;
+        self.note_own_origin(store);
         self.check_overclaim(peer, &raw, store)?;
         let claim = self.clamp_claim(&raw, store);
+        let shown_wrong = self.holds_more_of_ours(&raw, store);
         if let Some(p) = self.peers.get_mut(&peer) {
             p.claimed = raw;
         }
-        self.known.insert(member, claim.clone());
+        if shown_wrong {
+            // Stability keeps the member's last claim not shown wrong: one that vouches for
+            // writes of ours that never were vouches for nothing (its other origins are as
+            // likely inflated, and a tombstone reclaimed on them is gone for good).
+            metrics::counter!("meridian_peer_claims_clamped_total", "what" => "stability")
+                .increment(1);
+        } else {
+            self.known.insert(member, claim.clone());
+        }
         Ok(claim)
+    }
+
+    /// Whether `raw` holds more of one of this replica's origins of this run (its current one
+    /// or one it left for a new epoch, of which it knows every write it made) than it holds: a
+    /// claim shown wrong, by a peer that lies or of writes this replica lost and has not got
+    /// back yet.
+    fn holds_more_of_ours(&mut self, raw: &VersionVector, store: &impl ReplicaStore) -> bool {
+        self.note_own_origin(store);
+        let applied = store.applied();
+        self.own_origins
+            .iter()
+            .any(|o| raw.get(*o) > applied.get(*o))
+    }
+
+    /// Remembers the origin this replica writes under now, if new.
+    fn note_own_origin(&mut self, store: &impl ReplicaStore) {
+        let current = store.origin_id();
+        if self.own_origins.last() != Some(&current) {
+            if self.own_origins.len() == OWN_ORIGINS_MAX {
+                self.own_origins.remove(0);
+            }
+            self.own_origins.push(current);
+        }
     }
 
     /// A claim clamped to what its author can know: no more of this replica's origin than it

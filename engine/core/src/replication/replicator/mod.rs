@@ -235,6 +235,9 @@ pub struct Replicator {
     /// Whether a peer's claim beyond this replica's own writes already moved it to a new epoch
     /// in this run (at most once: a lying peer must not make it churn epochs).
     moved_on_overclaim: bool,
+    /// The origins this replica has written under in this run, newest last (a claim holding
+    /// more of one than it holds is shown wrong: `handshake.rs`).
+    own_origins: Vec<OriginId>,
     /// Serial of the last `Ack` sent (on any link: increasing on each).
     ack_serial: u64,
     next_round: u64,
@@ -260,6 +263,7 @@ impl Replicator {
             damaged_absent_at: BTreeMap::new(),
             horizon: None,
             moved_on_overclaim: false,
+            own_origins: Vec::new(),
             ack_serial: 0,
             next_round: 1,
             last_compact_ms: 0,

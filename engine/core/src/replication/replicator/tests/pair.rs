@@ -85,6 +85,9 @@ struct Sent {
 /// Decides whether a frame is lost on its way.
 pub(super) type DropRule = Box<dyn FnMut(Dir, &str) -> bool>;
 
+/// Rewrites a frame on its way (a peer that lies).
+pub(super) type TamperRule = Box<dyn FnMut(Dir, Vec<u8>) -> Vec<u8>>;
+
 /// Members 1 (`a`) and 2 (`b`), linked as peers 2 and 1.
 pub(super) struct Pair {
     /// Member 1.
@@ -101,6 +104,8 @@ pub(super) struct Pair {
     closed: Vec<(Dir, LinkId, String)>,
     /// Which frames are lost on their way (none without one).
     pub drop_rule: Option<DropRule>,
+    /// How frames are rewritten on their way (unchanged without one).
+    pub tamper: Option<TamperRule>,
 }
 
 /// What kind of frame `bytes` is (`Entries` or the `Frame` variant's name).
@@ -127,6 +132,7 @@ impl Pair {
             sent: Vec::new(),
             closed: Vec::new(),
             drop_rule: None,
+            tamper: None,
         }
     }
 
@@ -171,6 +177,10 @@ impl Pair {
                         let version = frame[0];
                         self.sent.push(Sent { dir, kind, version });
                         if !lost {
+                            let frame = match self.tamper.as_mut() {
+                                Some(rewrite) => rewrite(dir, frame),
+                                None => frame,
+                            };
                             to.incoming.push_back((self.now + self.latency_ms, frame));
                         }
                     }

@@ -2,7 +2,7 @@
 //! and compaction below it.
 
 use super::pair::*;
-use crate::model::{MemberId, Op};
+use crate::model::{MemberId, Op, OriginId};
 use crate::replication::*;
 
 /// The replicator releases this replica's entries once every other member reports them.
@@ -75,4 +75,87 @@ fn log_entries_and_tombstones_are_reclaimed_once_every_member_applied_them() {
     pair.a.store.apply(b"k", put(b"again")).unwrap();
     pair.tick(1);
     assert_eq!(get(&pair.b.store, b"k"), Some(vec![b"again".to_vec()]));
+}
+
+/// `frame` as a peer that inflates its vector sends it: every entry of its `Hello`s and
+/// `Ack`s a million writes higher (the simulator's lying member).
+fn inflated(frame: Vec<u8>) -> Vec<u8> {
+    let inflate =
+        |v: Vec<(OriginId, u64)>| v.into_iter().map(|(o, s)| (o, s + 1_000_000)).collect();
+    let Some(version) = Frame::version_of(&frame) else {
+        return frame;
+    };
+    match Frame::decode(&frame) {
+        Ok(Frame::Hello(mut hello)) => {
+            hello.applied = inflate(hello.applied);
+            Frame::Hello(hello).encode_at(version)
+        }
+        Ok(Frame::Ack { applied, serial }) => Frame::Ack {
+            applied: inflate(applied),
+            serial,
+        }
+        .encode_at(version),
+        _ => frame,
+    }
+}
+
+/// A member whose claim holds more of this replica's writes than it made is shown wrong, and
+/// stability does not take that claim (nor its other origins): a delete it never received
+/// keeps its tombstone and log entry while it lies, and reaches it once it reports truly
+/// (simulator seed 3100000324, where a liar's claim of a third origin let a tombstone go).
+#[test]
+fn a_claim_shown_wrong_moves_no_tombstone_out() {
+    let mut pair = Pair::new(members_config());
+    pair.latency_ms = 5;
+    let compact_every_ms = ReplicationConfig::default().compact_every_ms;
+    pair.connect();
+    pair.drive();
+    pair.a.store.apply(b"k", put(b"v")).unwrap();
+    pair.tick(compact_every_ms);
+    assert_eq!(get(&pair.b.store, b"k"), Some(vec![b"v".to_vec()]));
+    let first = pair.a.store.origin_id();
+
+    // a deletes k; the entry is lost on its way, and b starts lying about what it holds.
+    pair.drop_rule = Some(Box::new(|dir, kind| dir == Dir::AtoB && kind == "Entries"));
+    pair.a.store.apply(b"k", Op::Delete).unwrap();
+    pair.tick(1);
+    pair.drop_rule = None;
+    pair.tamper = Some(Box::new(|dir, frame| match dir {
+        Dir::BtoA => inflated(frame),
+        Dir::AtoB => frame,
+    }));
+    pair.disconnect();
+    pair.connect();
+    pair.drive();
+    for _ in 0..3 {
+        pair.tick(compact_every_ms);
+    }
+    assert_eq!(
+        get(&pair.b.store, b"k"),
+        Some(vec![b"v".to_vec()]),
+        "b never got the delete"
+    );
+    let stable = pair.a.replicator.stable(&pair.a.store).unwrap();
+    assert_eq!(stable.get(first), 1, "stability took the lie: {stable:?}");
+    assert!(
+        pair.a.store.record(b"k").is_some_and(|r| r.is_bottom()),
+        "the tombstone went before b applied the delete"
+    );
+    assert!(pair.a.store.read_entry(first, 2).unwrap().is_some());
+
+    // b reports truly again: the delete reaches it, and only then goes everywhere.
+    pair.tamper = None;
+    pair.disconnect();
+    pair.connect();
+    pair.drive();
+    for _ in 0..3 {
+        pair.tick(compact_every_ms);
+    }
+    assert_eq!(get(&pair.b.store, b"k"), None, "b holds the deleted value");
+    assert_eq!(
+        pair.a.store.record(b"k"),
+        None,
+        "the tombstone stayed once b had the delete"
+    );
+    assert_eq!(pair.b.store.record(b"k"), None);
 }
