@@ -240,6 +240,7 @@ fn write_seed_corpus() {
                     left_out: &[],
                     lost: false,
                     request: Some(&tag),
+                    span: 0,
                 },
                 EntryOut {
                     seq: 2,
@@ -247,6 +248,7 @@ fn write_seed_corpus() {
                     left_out: &[b"gone".to_vec()],
                     lost: false,
                     request: None,
+                    span: 0,
                 },
             ],
         ),

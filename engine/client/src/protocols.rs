@@ -14,6 +14,7 @@ use meridian_core::replication::PROTOCOL_VERSIONS;
 /// Replication protocol versions, newest first, with their ALPN names. Version 4's name is
 /// the one its release used (`meridian-replication/1`); later names carry their version.
 pub const REPLICATION_ALPNS: &[(u8, &[u8])] = &[
+    (8, b"meridian-replication/8"),
     (7, b"meridian-replication/7"),
     (6, b"meridian-replication/6"),
     (5, b"meridian-replication/5"),

@@ -35,6 +35,16 @@ pub const FRAME_BYTES_MAX: usize = ENTRY_BYTES_MAX + FRAME_OVERHEAD_BYTES;
 /// filling a frame before it).
 pub const FRAME_STATES_BYTES_MAX: usize = 4 * ENTRY_BYTES_MAX;
 
+/// Most sequence numbers the spans of one `Entries` frame may stand for beyond their own
+/// entries (protocol version 8: an entry standing for the writes after it): a receiver lists
+/// each, so this bounds its work per frame (a frame past it is refused; a sender stops a span
+/// before it).
+pub const FRAME_SPAN_ENTRIES_MAX: usize = 1 << 16;
+
+/// Most records the spans of one `Entries` frame may stand for beyond their own entries (each
+/// entry a span stands for names every key of the span's records).
+pub const FRAME_SPAN_RECORDS_MAX: usize = 1 << 18;
+
 /// Largest `Config::record_bytes_max`: what one local write may leave (a record, or a batch's
 /// records with their keys).
 pub const RECORD_BYTES_MAX: usize = ENTRY_BYTES_MAX / 2;

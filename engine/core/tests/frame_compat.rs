@@ -220,7 +220,46 @@ fn encoded_at(version: u8) -> String {
     if let Some(linked) = linked_sample(version) {
         lines.push_str(&format!("entries_linked {}\n", hex(&linked)));
     }
+    if let Some(span) = span_sample(version) {
+        lines.push_str(&format!("entries_span {}\n", hex(&span)));
+    }
     lines
+}
+
+/// From version 8, an `Entries` frame whose first entry stands for the two writes after it
+/// (`EntryOut::span`), then an entry of its own.
+fn span_sample(version: u8) -> Option<Vec<u8>> {
+    use meridian_core::replication::{encode_entries, EntryOut, SPANS_VERSION};
+    if version < SPANS_VERSION {
+        return None;
+    }
+    let records = [
+        vec![(b"hot".to_vec(), b"state-9".to_vec())],
+        vec![(b"k".to_vec(), b"v".to_vec())],
+    ];
+    let entries = [
+        EntryOut {
+            seq: 9,
+            records: &records[0],
+            left_out: &[],
+            lost: false,
+            request: None,
+            span: 2,
+        },
+        EntryOut {
+            seq: 12,
+            records: &records[1],
+            left_out: &[],
+            lost: false,
+            request: None,
+            span: 0,
+        },
+    ];
+    Some(encode_entries(
+        version,
+        OriginId(0x1112_1314_1516_1718),
+        &entries,
+    ))
 }
 
 /// From version 7, an `Entries` frame with a state in each form: whole, a repeat of the one
@@ -247,6 +286,7 @@ fn linked_sample(version: u8) -> Option<Vec<u8>> {
             left_out: &[],
             lost: false,
             request: None,
+            span: 0,
         })
         .collect();
     let forms = vec![
@@ -335,6 +375,45 @@ fn every_version_encodes_as_its_release_did_and_reads_it_back() {
                     "linked [40, 39, 38, 37, 36, 35, 34, 33] [2, 1, 3, 110, 101, 119]"
                 ]
             );
+        }
+        if let Some(span) = span_sample(version) {
+            use meridian_core::replication::decode_entries;
+            let (name, fixture_hex) = frozen.next().expect("a line for the span sample");
+            assert_eq!(name, "entries_span");
+            assert_eq!(hex(&span), fixture_hex, "v{version} entries_span");
+            let Some(Ok((_, entries))) = decode_entries(&span) else {
+                panic!("v{version}: the span sample decodes");
+            };
+            let read: Vec<String> = entries
+                .iter()
+                .map(|e| {
+                    let records: Vec<String> =
+                        e.1.iter()
+                            .map(|(k, v)| {
+                                format!(
+                                    "{}={}",
+                                    String::from_utf8_lossy(k),
+                                    String::from_utf8_lossy(v)
+                                )
+                            })
+                            .collect();
+                    format!("{} {}", e.0, records.join(","))
+                })
+                .collect();
+            assert_eq!(
+                read,
+                [
+                    "9 hot=state-9",
+                    "10 hot=state-9",
+                    "11 hot=state-9",
+                    "12 k=v"
+                ],
+                "each write a span stands for names its keys with its states"
+            );
+            // A version-7 peer never sends a span: one is refused at that version.
+            let mut as_v7 = span.clone();
+            as_v7[0] = 7;
+            assert!(matches!(decode_entries(&as_v7), Some(Err(_))));
         }
         assert!(frozen.next().is_none(), "v{version}: no fixture line left");
     }

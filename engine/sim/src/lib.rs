@@ -224,6 +224,9 @@ pub struct SeedReport {
     pub antientropy_rounds: u64,
     /// Record states sent as patches against a link's earlier states (protocol 7).
     pub linked_states: u64,
+    /// Entries sent within spans: writes an earlier entry of their frame stood for
+    /// (protocol 8).
+    pub spanned_entries: u64,
     /// Frames with patches a receiver could not resolve (its link table differed), their
     /// entries asked again.
     pub linked_unresolved: u64,

@@ -878,6 +878,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
             let s = r.repl.stats();
             report.antientropy_rounds += s.antientropy_rounds;
             report.linked_states += s.linked_states_sent;
+            report.spanned_entries += s.spanned_entries_sent;
             report.linked_unresolved += s.unresolved;
             report.log_entries_reclaimed += s.log_entries_removed;
             report.tombstones_reclaimed += s.tombstones_removed;

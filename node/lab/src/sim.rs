@@ -194,6 +194,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "bytes_moved": sum(|r| r.bytes_moved),
             "antientropy_rounds": sum(|r| r.antientropy_rounds),
             "linked_states": sum(|r| r.linked_states),
+            "spanned_entries": sum(|r| r.spanned_entries),
             "linked_unresolved": sum(|r| r.linked_unresolved),
             "log_entries_reclaimed": sum(|r| r.log_entries_reclaimed),
             "tombstones_reclaimed": sum(|r| r.tombstones_reclaimed),
@@ -237,6 +238,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             sum(|r| r.linked_states),
             sum(|r| r.linked_unresolved)
         );
+        println!("spanned entries      {}", sum(|r| r.spanned_entries));
         println!("log entries freed    {}", sum(|r| r.log_entries_reclaimed));
         println!("tombstones freed     {}", sum(|r| r.tombstones_reclaimed));
         println!(

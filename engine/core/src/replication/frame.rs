@@ -39,10 +39,10 @@ use std::ops::RangeInclusive;
 mod linked_states;
 mod shared_states;
 
-pub use linked_states::{LinkedEntryRef, StateForm, WireForm};
+pub use linked_states::{LinkedEntryRef, Spans, StateForm, WireForm};
 
 /// The protocol versions this build speaks, oldest to newest.
-pub const PROTOCOL_VERSIONS: RangeInclusive<u8> = 4..=7;
+pub const PROTOCOL_VERSIONS: RangeInclusive<u8> = 4..=8;
 /// The newest protocol version this build speaks (what a link runs at between two builds
 /// of this release).
 pub const PROTOCOL_VERSION: u8 = *PROTOCOL_VERSIONS.end();
@@ -53,6 +53,10 @@ pub const SHARED_STATES_VERSION: u8 = 6;
 /// The first version whose `Entries` frames may send a state as a patch against the one its
 /// key had last on the link (`link_states.rs`).
 pub const LINKED_STATES_VERSION: u8 = 7;
+/// The first version whose `Entries` frames may send a run of writes as one entry that stands
+/// for them all (`EntryOut::span`): a catch-up after an outage carries each key's state once
+/// per frame, not once per write.
+pub const SPANS_VERSION: u8 = 8;
 /// Named features this build announces in its `Hello` (a link uses a feature only when both
 /// ends announce it).
 pub const FEATURES: &[&str] = &["request-tags", "fencing"];
@@ -323,6 +327,7 @@ impl Frame {
                         left_out: &e.left_out,
                         lost: e.lost,
                         request: e.request.as_ref(),
+                        span: 0,
                     })
                     .collect();
                 return encode_entries(version, *origin, &out);
@@ -455,6 +460,11 @@ pub struct EntryOut<'a, B> {
     pub lost: bool,
     /// The client request the write answered, if it named one.
     pub request: Option<&'a RequestTag>,
+    /// The sequence numbers after `seq` this entry also stands for (from version 8; 0 before):
+    /// writes `seq + 1 ..= seq + span`, none left out, lost or naming a request, whose keys
+    /// are all among `records` and whose states these are. A receiver takes each as an entry
+    /// naming every key of `records` with these states.
+    pub span: u64,
 }
 
 /// The bytes of `Frame::Entries { origin, entries }` at protocol `version`, written straight
@@ -543,7 +553,7 @@ pub fn decode_entries(bytes: &[u8]) -> Option<Result<(OriginId, Vec<EntryRef<'_>
                 return Some(Err(FrameError::TooLarge(bytes.len())));
             }
             if *v >= LINKED_STATES_VERSION {
-                return Some(linked_states::decode(body));
+                return Some(linked_states::decode(*v, body));
             }
             if *v >= SHARED_STATES_VERSION {
                 return Some(shared_states::decode(body));
@@ -617,7 +627,7 @@ pub fn parse_linked_entries(
             if bytes.len() > FRAME_BYTES_MAX {
                 return Some(Err(FrameError::TooLarge(bytes.len())));
             }
-            Some(linked_states::parse(body))
+            Some(linked_states::parse(*v, body))
         }
         _ => None,
     }
@@ -684,6 +694,7 @@ mod tests {
                     left_out: &none[..],
                     lost: false,
                     request: Some(&tag),
+                    span: 0,
                 },
                 EntryOut {
                     seq: 300,
@@ -691,6 +702,7 @@ mod tests {
                     left_out: &gone[..],
                     lost: false,
                     request: None,
+                    span: 0,
                 },
                 EntryOut {
                     seq: 301,
@@ -698,6 +710,7 @@ mod tests {
                     left_out: &none[..],
                     lost: true,
                     request: None,
+                    span: 0,
                 },
             ],
         );
@@ -716,6 +729,7 @@ mod tests {
                     left_out: &none[..],
                     lost: false,
                     request: None,
+                    span: 0,
                 }],
             );
             let Frame::Entries { entries, .. } = &owned else {

@@ -231,7 +231,7 @@ fn resolve_linked(
     let mut checked = Checked::default();
     let mut entries = Vec::with_capacity(parsed.len());
     let mut unresolved = Vec::new();
-    for (seq, records, left_out, lost, request) in parsed {
+    for (seq, records, left_out, lost, request, span) in parsed {
         let mut states = Vec::with_capacity(records.len());
         let mut wire = ENTRY_OVERHEAD_BYTES;
         let mut whole = true;
@@ -289,6 +289,7 @@ fn resolve_linked(
             lost,
             request,
         };
+        let head = entries.len();
         entries.push(check_entry(
             origin,
             entry,
@@ -296,6 +297,23 @@ fn resolve_linked(
             record_bytes_max,
             &mut checked,
         )?);
+        // The writes a span stands for: each names the span's keys with its states (the
+        // link's table took them in once, as the sender's did).
+        // A key refused here (`check_records`) is left out of each of them too.
+        for later in seq + 1..=seq + span {
+            let records = entries[head].records.clone();
+            for r in &records {
+                frame::hand_states(&mut handed, r.state.len(), origin, later)?;
+            }
+            entries.push(DecodedEntry {
+                seq: later,
+                records,
+                wire_bytes: ENTRY_OVERHEAD_BYTES,
+                left_out: entries[head].left_out.clone(),
+                lost: false,
+                request: None,
+            });
+        }
     }
     Ok(Inbound::Entries {
         origin,

@@ -23,10 +23,10 @@ pub mod state_patch;
 
 pub use frame::{
     common_version, decode_entries, encode_entries, encode_linked_entries, parse_linked_entries,
-    EntryOut, EntryRef, Exceptions, Frame, FrameError, Hello, LinkedEntryRef, RegionAbout,
+    EntryOut, EntryRef, Exceptions, Frame, FrameError, Hello, LinkedEntryRef, RegionAbout, Spans,
     StateForm, WireEntry, WireForm, ABOUT_ADDRESS_BYTES_MAX, EXCEPTIONS_MAX, FEATURES,
     FEATURES_MAX, FEATURE_BYTES_MAX, FRAME_BYTES_MAX, HELLO_RANGE_VERSION, LINKED_STATES_VERSION,
-    PROTOCOL_VERSION, PROTOCOL_VERSIONS, SHARED_STATES_VERSION,
+    PROTOCOL_VERSION, PROTOCOL_VERSIONS, SHARED_STATES_VERSION, SPANS_VERSION,
 };
 
 pub use inbound::{

@@ -51,21 +51,25 @@ pub enum WireForm<'a> {
     Linked([u8; 8], #[serde(with = "serde_bytes", borrow)] &'a [u8]),
 }
 
-/// One version-7 entry as parsed: sequence number, (key, form), keys left out, lost, request.
+/// One version-7 entry as parsed: sequence number, (key, form), keys left out, lost, request,
+/// and the sequence numbers after it the entry stands for (`EntryOut::span`; version 8).
 pub type LinkedEntryRef<'a> = (
     u64,
     Vec<(&'a [u8], WireForm<'a>)>,
     Vec<&'a [u8]>,
     bool,
     Option<RequestTag>,
+    u64,
 );
 
 /// What follows a version-7 entry's records: one byte for an entry with no key left out, not
-/// lost and naming no request (most of them), else those three.
+/// lost and naming no request (most of them), else those three; from version 8, a plain entry
+/// that also stands for the next `n` sequence numbers (`EntryOut::span`).
 #[derive(Deserialize)]
 enum WireTail<'a> {
     Plain,
     Full(#[serde(borrow)] Vec<&'a [u8]>, bool, Option<RequestTag>),
+    Span(u64),
 }
 
 /// A version-7 entry on the wire.
@@ -76,12 +80,16 @@ struct Tail<'a, B> {
     left_out: &'a [B],
     lost: bool,
     request: Option<&'a RequestTag>,
+    span: u64,
 }
 
 impl<B: AsRef<[u8]>> Serialize for Tail<'_, B> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeTupleVariant;
         if self.left_out.is_empty() && !self.lost && self.request.is_none() {
+            if self.span > 0 {
+                return s.serialize_newtype_variant("WireTail", 2, "Span", &self.span);
+            }
             return s.serialize_unit_variant("WireTail", 0, "Plain");
         }
         let mut v = s.serialize_tuple_variant("WireTail", 1, "Full", 3)?;
@@ -100,6 +108,14 @@ pub fn encode<B: AsRef<[u8]>>(
     entries: &[EntryOut<'_, B>],
     forms: Option<&[Vec<StateForm>]>,
 ) -> Vec<u8> {
+    debug_assert!(
+        entries.iter().all(|e| e.span == 0
+            || (version >= super::SPANS_VERSION
+                && e.left_out.is_empty()
+                && !e.lost
+                && e.request.is_none())),
+        "a span on version {version}, or on an entry that is not plain"
+    );
     let mut last: HashMap<&[u8], &[u8]> = HashMap::new();
     let mut size = 16;
     let wire: Vec<Vec<(&[u8], WireForm<'_>)>> = entries
@@ -144,33 +160,91 @@ pub fn encode<B: AsRef<[u8]>>(
     out
 }
 
-/// The origin and entries of a version-7 `Entries` frame's body (after its variant tag), each
-/// record's state in the form it came in.
-pub fn parse(body: &[u8]) -> Result<(OriginId, Vec<LinkedEntryRef<'_>>), FrameError> {
-    fn untail((seq, records, tail): WireEntryRef<'_>) -> LinkedEntryRef<'_> {
-        match tail {
-            WireTail::Plain => (seq, records, Vec::new(), false, None),
-            WireTail::Full(left_out, lost, request) => (seq, records, left_out, lost, request),
+/// The origin and entries of a version-7 (or later) `Entries` frame's body (after its variant
+/// tag), each record's state in the form it came in; spans checked against the frame's bounds
+/// (`FRAME_SPAN_ENTRIES_MAX`, `FRAME_SPAN_RECORDS_MAX`), not yet listed.
+pub fn parse(version: u8, body: &[u8]) -> Result<(OriginId, Vec<LinkedEntryRef<'_>>), FrameError> {
+    let (origin, wire) = match postcard::take_from_bytes::<(OriginId, Vec<WireEntryRef<'_>>)>(body)
+    {
+        Ok((parsed, [])) => parsed,
+        Ok((_, rest)) => {
+            return Err(FrameError::Malformed(format!(
+                "{} trailing bytes",
+                rest.len()
+            )))
         }
+        Err(e) => return Err(FrameError::Malformed(e.to_string())),
+    };
+    let mut spans = Spans::default();
+    let mut entries = Vec::with_capacity(wire.len());
+    for (seq, records, tail) in wire {
+        entries.push(match tail {
+            WireTail::Plain => (seq, records, Vec::new(), false, None, 0),
+            WireTail::Full(left_out, lost, request) => (seq, records, left_out, lost, request, 0),
+            WireTail::Span(n) => {
+                if version < super::SPANS_VERSION {
+                    return Err(FrameError::Malformed(format!(
+                        "entry {origin}:{seq} stands for later writes, which version \
+                         {version} cannot say"
+                    )));
+                }
+                spans
+                    .take(n, records.len())
+                    .map_err(|why| FrameError::Malformed(format!("entry {origin}:{seq}: {why}")))?;
+                if seq.checked_add(n).is_none() {
+                    return Err(FrameError::Malformed(format!(
+                        "entry {origin}:{seq} stands for sequence numbers past the last"
+                    )));
+                }
+                (seq, records, Vec::new(), false, None, n)
+            }
+        });
     }
-    match postcard::take_from_bytes::<(OriginId, Vec<WireEntryRef<'_>>)>(body) {
-        Ok(((origin, entries), [])) => Ok((origin, entries.into_iter().map(untail).collect())),
-        Ok((_, rest)) => Err(FrameError::Malformed(format!(
-            "{} trailing bytes",
-            rest.len()
-        ))),
-        Err(e) => Err(FrameError::Malformed(e.to_string())),
+    Ok((origin, entries))
+}
+
+/// What the spans of one frame stand for so far, against the frame's bounds (a sender filling
+/// a frame counts the same way).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Spans {
+    entries: usize,
+    records: usize,
+}
+
+impl Spans {
+    /// Counts a span of `n` sequence numbers over `records` records, or says which bound it
+    /// passes.
+    pub fn take(&mut self, n: u64, records: usize) -> Result<(), String> {
+        use crate::limits::{FRAME_SPAN_ENTRIES_MAX, FRAME_SPAN_RECORDS_MAX};
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        let entries = self.entries.saturating_add(n);
+        let records = self.records.saturating_add(n.saturating_mul(records));
+        if entries > FRAME_SPAN_ENTRIES_MAX {
+            return Err(format!(
+                "the frame's spans stand for more than {FRAME_SPAN_ENTRIES_MAX} entries"
+            ));
+        }
+        if records > FRAME_SPAN_RECORDS_MAX {
+            return Err(format!(
+                "the frame's spans stand for more than {FRAME_SPAN_RECORDS_MAX} records"
+            ));
+        }
+        *self = Spans { entries, records };
+        Ok(())
     }
 }
 
 /// A version-7 frame's entries with every state resolved without a link table: repeats from
 /// earlier in the frame; a linked state is malformed here.
-pub(super) fn decode(body: &[u8]) -> Result<(OriginId, Vec<EntryRef<'_>>), FrameError> {
-    let (origin, parsed) = parse(body)?;
+pub(super) fn decode(
+    version: u8,
+    body: &[u8],
+) -> Result<(OriginId, Vec<EntryRef<'_>>), FrameError> {
+    let (origin, parsed) = parse(version, body)?;
     let mut states: HashMap<&[u8], &[u8]> = HashMap::new();
     let mut handed = 0usize;
     let mut entries = Vec::with_capacity(parsed.len());
-    for (seq, records, left_out, lost, request) in parsed {
+    for (seq, records, left_out, lost, request, span) in parsed {
         let mut whole = Vec::with_capacity(records.len());
         for (key, form) in records {
             let state = match form {
@@ -189,7 +263,15 @@ pub(super) fn decode(body: &[u8]) -> Result<(OriginId, Vec<EntryRef<'_>>), Frame
             super::hand_states(&mut handed, state.len(), origin, seq)?;
             whole.push((key, state));
         }
+        let head = entries.len();
         entries.push((seq, whole, left_out, lost, request));
+        for later in seq + 1..=seq + span {
+            let records = entries[head].1.clone();
+            for (_, state) in &records {
+                super::hand_states(&mut handed, state.len(), origin, later)?;
+            }
+            entries.push((later, records, Vec::new(), false, None));
+        }
     }
     Ok((origin, entries))
 }
@@ -207,6 +289,7 @@ impl<B: AsRef<[u8]>> Serialize for Entries<'_, '_, B> {
                 left_out: e.left_out,
                 lost: e.lost,
                 request: e.request,
+                span: e.span,
             };
             (e.seq, Records(records), tail)
         }))
@@ -250,6 +333,7 @@ mod tests {
                 left_out: &[],
                 lost: false,
                 request: None,
+                span: 0,
             })
             .collect();
         let (v6, v7) = (

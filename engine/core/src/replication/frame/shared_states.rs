@@ -143,6 +143,7 @@ mod tests {
             left_out: &[],
             lost: false,
             request: None,
+            span: 0,
         }
     }
 

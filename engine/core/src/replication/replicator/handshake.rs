@@ -392,7 +392,8 @@ impl Replicator {
         let [oldest, newest] = speaks;
         if p.version >= HELLO_RANGE_VERSION && !(oldest..=newest).contains(&p.version) {
             return Err(format!(
-                "peer speaks protocol versions {oldest} to {newest}, but the link runs version {}                  (this build speaks {} to {})",
+                "peer speaks protocol versions {oldest} to {newest}, but the link runs version {} \
+                 (this build speaks {} to {})",
                 p.version,
                 PROTOCOL_VERSIONS.start(),
                 PROTOCOL_VERSIONS.end()
@@ -400,7 +401,8 @@ impl Replicator {
         }
         if features.len() > FEATURES_MAX || features.iter().any(|f| f.len() > FEATURE_BYTES_MAX) {
             return Err(format!(
-                "peer announces {} features (at most {FEATURES_MAX} of at most                  {FEATURE_BYTES_MAX} bytes are accepted)",
+                "peer announces {} features (at most {FEATURES_MAX} of at most \
+                 {FEATURE_BYTES_MAX} bytes are accepted)",
                 features.len()
             ));
         }

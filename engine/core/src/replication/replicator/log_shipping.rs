@@ -3,13 +3,14 @@
 //! flight under the link's window; the receiver applies each origin's entries in order.
 
 use super::handshake::clamp_seq;
+use super::spans::{Offered, OpenSpan};
 use super::{unreachable_peer, LinkId, ReplicationError, Replicator, INFLIGHT_BYTES_CAP};
 use crate::limits::{ENTRY_BYTES_MAX, FRAME_STATES_BYTES_MAX};
 use crate::model::digest;
 use crate::model::{OriginId, VersionVector};
 use crate::replication::frame::{
     encode_entries, encode_linked_entries, vv_entries, EntryOut, Frame, FrameError, StateForm,
-    LINKED_STATES_VERSION, SHARED_STATES_VERSION,
+    LINKED_STATES_VERSION, SHARED_STATES_VERSION, SPANS_VERSION,
 };
 use crate::replication::inbound::{wire_bytes, DecodedEntry};
 use crate::replication::link_states::{LinkStates, LINKED_STATE_BYTES_MIN};
@@ -229,6 +230,10 @@ impl Replicator {
             let mut repeats = (version >= SHARED_STATES_VERSION).then(RepeatedStates::default);
             let mut forms: Vec<Vec<StateForm>> = Vec::new();
             let mut handed = 0;
+            // From version 8 a run of plain entries goes as one that stands for them all
+            // (`spans.rs`): the frame's last entry, while it may still grow.
+            let mut open: Option<OpenSpan> = None;
+            let mut spans_of: Vec<u64> = Vec::new();
             while seq <= last && size < self.config.frame_bytes_target {
                 let Some(entry) = store
                     .read_entry(origin, seq)
@@ -237,6 +242,28 @@ impl Replicator {
                     break;
                 };
                 let entry = fit_entry(origin, seq, entry);
+                if let (Some(span), Some(r), Some((_, last_entry)), Some(last_forms)) = (
+                    open.as_mut(),
+                    repeats.as_mut(),
+                    entries.last_mut(),
+                    forms.last_mut(),
+                ) {
+                    match span.offer(last_entry, last_forms, &entry, r, &mut p.link_out) {
+                        Offered::Joined(bytes) => {
+                            self.stats.spanned_entries_sent += 1;
+                            size += bytes;
+                            handed = span.handed();
+                            flights.push(InFlight { origin, seq, bytes });
+                            if let Some(n) = spans_of.last_mut() {
+                                *n = span.span;
+                            }
+                            seq += 1;
+                            continue;
+                        }
+                        Offered::Full => break,
+                        Offered::Apart => {}
+                    }
+                }
                 let whole = shipped_bytes(&entry);
                 let (bytes, entry_forms) = match repeats.as_mut() {
                     Some(r) if linked => {
@@ -259,11 +286,16 @@ impl Replicator {
                     }
                     forms.push(entry_forms);
                 }
+                if version >= SPANS_VERSION {
+                    let spans = open.map(|o| o.spans).unwrap_or_default();
+                    open = Some(OpenSpan::new(handed, spans, whole));
+                }
                 size += bytes;
                 handed += whole;
                 flights.push(InFlight { origin, seq, bytes });
                 let partial = !entry.left_out.is_empty() || entry.lost;
                 entries.push((seq, entry));
+                spans_of.push(0);
                 seq += 1;
                 if partial {
                     // The peer holds it until a whole copy comes, or its bound passes.
@@ -295,12 +327,14 @@ impl Replicator {
             let borrowed: Vec<EntryOut<'_, std::sync::Arc<[u8]>>> = entries
                 .iter()
                 .zip(&left_out)
-                .map(|((seq, e), left_out)| EntryOut {
+                .zip(&spans_of)
+                .map(|(((seq, e), left_out), span)| EntryOut {
                     seq: *seq,
                     records: &e.states,
                     left_out,
                     lost: e.lost,
                     request: e.request.as_ref(),
+                    span: *span,
                 })
                 .collect();
             let encoded = if linked {
@@ -402,7 +436,9 @@ fn debug_applied_in_order(
 /// The states a frame being filled carries so far, by key (the last one of each), to count
 /// what an entry adds to a version-6 frame.
 #[derive(Default)]
-struct RepeatedStates(std::collections::HashMap<std::sync::Arc<[u8]>, std::sync::Arc<[u8]>>);
+pub(super) struct RepeatedStates(
+    pub(super) std::collections::HashMap<std::sync::Arc<[u8]>, std::sync::Arc<[u8]>>,
+);
 
 impl RepeatedStates {
     /// Bytes of `entry`'s states that repeat their key's previous state in the frame (sent as
@@ -422,7 +458,7 @@ impl RepeatedStates {
     /// `link`: a repeat of its key's state earlier in the frame, a patch against the one the
     /// link carried last when that is smaller, or whole; and the bytes that saves. Takes
     /// nothing in (the caller does, once the entry is in the frame).
-    fn forms(
+    pub(super) fn forms(
         &self,
         link: &LinkStates<std::sync::Arc<[u8]>>,
         entry: &ShippedEntry,

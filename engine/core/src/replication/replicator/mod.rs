@@ -189,6 +189,8 @@ pub struct Stats {
     pub retransmits: u64,
     /// States sent as patches against the link's earlier states (version 7).
     pub linked_states_sent: u64,
+    /// Entries sent within spans: writes an earlier entry of their frame stood for (version 8).
+    pub spanned_entries_sent: u64,
     /// Frames with patched states that did not resolve here (their entries asked again).
     pub unresolved: u64,
     /// State-transfer rounds started by this replica.
@@ -639,6 +641,7 @@ mod handshake;
 mod log_shipping;
 mod missing;
 mod primary;
+mod spans;
 mod stability;
 #[cfg(test)]
 mod tests;

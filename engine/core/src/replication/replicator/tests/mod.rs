@@ -10,5 +10,6 @@ mod linked_states;
 mod log_shipping;
 mod pair;
 mod primary;
+mod spans;
 mod stability;
 mod versions;
