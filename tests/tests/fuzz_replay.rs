@@ -250,6 +250,15 @@ fn write_seed_corpus() {
                     request: None,
                     span: 0,
                 },
+                // Protocol 8: an entry standing for the two writes after it.
+                EntryOut {
+                    seq: 3,
+                    records: &records[..2],
+                    left_out: &[],
+                    lost: false,
+                    request: None,
+                    span: 2,
+                },
             ],
         ),
         Frame::Entries {

@@ -288,7 +288,7 @@ impl Replicator {
                 }
                 if version >= SPANS_VERSION {
                     let spans = open.map(|o| o.spans).unwrap_or_default();
-                    open = Some(OpenSpan::new(handed, spans, whole));
+                    open = Some(OpenSpan::new(handed, spans, whole, entry.states.len()));
                 }
                 size += bytes;
                 handed += whole;

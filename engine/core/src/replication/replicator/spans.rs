@@ -6,7 +6,12 @@
 //! A receiver takes every write a span stands for as an entry naming all of the span's keys
 //! with its states (it relays each with those keys, so a third region that needs only the
 //! later writes still gets the states). It lists each, so a frame's spans are bounded
-//! (`Spans`, `FRAME_STATES_BYTES_MAX`) and a sender counts them as the receiver will.
+//! (`Spans`, `FRAME_STATES_BYTES_MAX`) and a sender counts them as the receiver will. A span
+//! takes new keys at its second write only, and grows only while the records its writes then
+//! name at the receiver stay within twice those they named themselves (`NAMED_GROWTH_MAX`):
+//! writes to the same one or two keys fold into one entry, writes to distinct keys into pairs
+//! at most (their receiver would otherwise store and relay each write with every key of the
+//! span, and a relay would fold those again).
 
 use super::log_shipping::RepeatedStates;
 use crate::limits::{FRAME_STATES_BYTES_MAX, RECORD_OVERHEAD_BYTES};
@@ -14,6 +19,10 @@ use crate::replication::frame::{Spans, StateForm};
 use crate::replication::link_states::LinkStates;
 use crate::replication::seam::ShippedEntry;
 use std::sync::Arc;
+
+/// How many times the records a span's writes name at the receiver may exceed those they
+/// named themselves.
+const NAMED_GROWTH_MAX: usize = 2;
 
 /// The frame's last entry, as a span may grow it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -28,6 +37,8 @@ pub(super) struct OpenSpan {
     pub spans: Spans,
     /// Bytes of the entry's records (keys, states and their overhead).
     whole: usize,
+    /// Records the writes of the span named themselves.
+    named: usize,
 }
 
 /// What became of an entry offered to the frame's last one.
@@ -42,14 +53,15 @@ pub(super) enum Offered {
 
 impl OpenSpan {
     /// The frame's last entry, just pushed: `handed` bytes of states handed before it, `spans`
-    /// what the spans before it stand for, `whole` its records' bytes.
-    pub fn new(handed: usize, spans: Spans, whole: usize) -> OpenSpan {
+    /// what the spans before it stand for, `whole` its records' bytes, `named` its records.
+    pub fn new(handed: usize, spans: Spans, whole: usize, named: usize) -> OpenSpan {
         OpenSpan {
             span: 0,
             handed_before: handed,
             spans_before: spans,
             spans,
             whole,
+            named,
         }
     }
 
@@ -84,6 +96,11 @@ impl OpenSpan {
                 None => added.push((k.clone(), v.clone())),
             }
         }
+        if !added.is_empty() && self.span > 0 {
+            // Keys join a span at its second write only: a run of writes to distinct keys
+            // stays pairs at most, and a relay does not fold those pairs further.
+            return Offered::Apart;
+        }
         let added_whole: usize = added
             .iter()
             .map(|(k, v)| k.len() + v.len() + RECORD_OVERHEAD_BYTES)
@@ -91,8 +108,13 @@ impl OpenSpan {
         let grown = OpenSpan {
             span: self.span + 1,
             whole: self.whole + added_whole,
+            named: self.named + entry.states.len(),
             ..*self
         };
+        let union = last.states.len() + added.len();
+        if (grown.span as usize + 1).saturating_mul(union) > NAMED_GROWTH_MAX * grown.named {
+            return Offered::Apart;
+        }
         let mut spans = self.spans_before;
         if grown.handed() > FRAME_STATES_BYTES_MAX
             || spans
