@@ -5,9 +5,7 @@
 //! `meridian-config`'s, so neither toml nor rcgen is in this crate's tree.
 //!
 //! Links: the replica whose name sorts first dials, the other accepts, so each pair has one
-//! connection; a dialer reconnects with exponential backoff and jitter after a link fails, and
-//! at once after a dial the peer did not answer (waiting three round trips of the last link to
-//! it and 150 ms, so that a healed link is back within about that). An inbound replica must
+//! connection; a dialer reconnects with exponential backoff and jitter. An inbound replica must
 //! present a certificate naming one of the configured peers. Shutdown: stop accepting, close
 //! links, stop the replicator, flush the engine.
 

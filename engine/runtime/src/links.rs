@@ -19,30 +19,12 @@ use tokio::sync::{mpsc, watch};
 const BACKOFF_MS_MIN: u64 = 100;
 const BACKOFF_MS_MAX: u64 = 5_000;
 
-/// How long one dial waits for the handshake before it gives up and dials again (and for the
-/// peer's first answer, before any link to it ran: `dial_answer_wait`). A peer that does not
-/// answer (down, or cut off) is dialled again at once, so that a healed link is back within
-/// about one wait; a handshake takes one or two round trips (cross-region, well under a
-/// second). Without it a dial would wait the whole idle timeout (10 s) with its first packets
-/// retransmitted ever more rarely, then back off.
+/// How long one dial waits for the handshake before it gives up and dials again. A peer that
+/// does not answer (down, or cut off) is dialled about this often, at the shortest backoff,
+/// so that a healed link is back within about this long; a handshake takes one or two round
+/// trips (cross-region, well under a second). Without it a dial would wait the whole idle
+/// timeout (10 s) with its first packets retransmitted ever more rarely, then back off.
 const DIAL_ATTEMPT_MAX: Duration = Duration::from_secs(1);
-
-/// How long a dial waits for the peer's first answer before it dials again, once a link to
-/// the peer has run: three of that link's round trips and this much (at least
-/// `DIAL_ANSWER_WAIT_MIN`, at most `DIAL_ATTEMPT_MAX`). A healed link is then back within
-/// about one such wait, not a whole attempt: a dial whose packets met the cut sends its next
-/// ones ever more rarely.
-const DIAL_ANSWER_SLACK: Duration = Duration::from_millis(150);
-/// The shortest wait for a peer's first answer (a handshake on a busy machine).
-const DIAL_ANSWER_WAIT_MIN: Duration = Duration::from_millis(200);
-
-/// How long a dial waits for the peer's first answer, given the round trip of the last link
-/// to it (`None`: no link yet, the whole attempt).
-fn dial_answer_wait(rtt: Option<Duration>) -> Duration {
-    rtt.map_or(DIAL_ATTEMPT_MAX, |rtt| {
-        (rtt * 3 + DIAL_ANSWER_SLACK).clamp(DIAL_ANSWER_WAIT_MIN, DIAL_ATTEMPT_MAX)
-    })
-}
 
 /// How long a link must have run for the next dial to start again at the shortest backoff.
 const LINK_LIVED: Duration = Duration::from_secs(2);
@@ -157,8 +139,6 @@ pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>) {
 pub(crate) async fn dial_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>, peer: PeerSpec) {
     let mut shutdown = ctx.shutdown.clone();
     let mut backoff = BACKOFF_MS_MIN;
-    // The round trip of the last link to the peer (how long its first answer may take).
-    let mut last_rtt: Option<Duration> = None;
     loop {
         if *shutdown.borrow() {
             return;
@@ -171,32 +151,23 @@ pub(crate) async fn dial_loop(endpoint: quinn::Endpoint, ctx: Arc<LinkCtx>, peer
             backoff = BACKOFF_MS_MIN;
         }
         let dns = ctx.dns(&peer);
-        let answer_wait = dial_answer_wait(last_rtt);
-        // `None`: the peer did not answer within `answer_wait`.
         let attempt = async {
-            let mut connecting = endpoint
+            let connecting = endpoint
                 .connect_with(ctx.dial.clone(), peer.address, &dns)
                 .map_err(|e| e.to_string())?;
-            match tokio::time::timeout(answer_wait, connecting.handshake_data()).await {
-                Err(_) => return Ok(None),
-                Ok(Err(e)) => return Err(e.to_string()),
-                Ok(Ok(_)) => {}
-            }
-            connecting.await.map(Some).map_err(|e| e.to_string())
+            connecting.await.map_err(|e| e.to_string())
         };
         match tokio::time::timeout(DIAL_ATTEMPT_MAX, attempt).await {
-            Err(_) | Ok(Ok(None)) => {
-                // No answer: dialled again at once (the peer may be back any moment; the wait
-                // paced this dial), not ever more rarely.
+            Err(_) => {
+                // No answer: dialled again at the shortest backoff (the peer may be back any
+                // moment), not ever more rarely.
                 ctx.link_failed(
                     &peer.name,
-                    format!("dial: no answer within {answer_wait:?}"),
+                    format!("dial: no answer within {DIAL_ATTEMPT_MAX:?}"),
                 );
                 backoff = BACKOFF_MS_MIN;
-                continue;
             }
-            Ok(Ok(Some(conn))) => {
-                last_rtt = Some(conn.rtt());
+            Ok(Ok(conn)) => {
                 let up = std::time::Instant::now();
                 let negotiated = alpn(&conn).unwrap_or_default();
                 let Some(version) = replication_version(&negotiated) else {
