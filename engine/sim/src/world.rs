@@ -550,24 +550,7 @@ impl World {
 
 /// A lying member's frame: the vectors of its `Hello`s and `Ack`s inflated by `LIE`.
 fn inflate_claims(frame: Vec<u8>) -> Vec<u8> {
-    use meridian_core::replication::Frame;
-    let inflate =
-        |v: Vec<(meridian::OriginId, u64)>| v.into_iter().map(|(o, s)| (o, s + LIE)).collect();
-    let Some(version) = Frame::version_of(&frame) else {
-        return frame;
-    };
-    match Frame::decode(&frame) {
-        Ok(Frame::Hello(mut hello)) => {
-            hello.applied = inflate(hello.applied);
-            Frame::Hello(hello).encode_at(version)
-        }
-        Ok(Frame::Ack { applied, serial }) => Frame::Ack {
-            applied: inflate(applied),
-            serial,
-        }
-        .encode_at(version),
-        _ => frame,
-    }
+    meridian_core::replication::Frame::with_claims_raised(frame, LIE)
 }
 
 /// Runs one seed in `dir` (a scratch directory that will hold one RocksDB per region).

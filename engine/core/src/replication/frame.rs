@@ -377,6 +377,32 @@ impl Frame {
     pub fn version_of(bytes: &[u8]) -> Option<u8> {
         bytes.first().copied()
     }
+
+    /// `frame` as a member that inflates its vector sends it: every entry of a `Hello`'s or
+    /// an `Ack`'s vector `by` higher, any other frame as it is (the simulator's lying member,
+    /// and tests of what a claim may move).
+    pub fn with_claims_raised(frame: Vec<u8>, by: u64) -> Vec<u8> {
+        let raise = |v: Vec<(OriginId, u64)>| {
+            v.into_iter()
+                .map(|(o, s)| (o, s.saturating_add(by)))
+                .collect()
+        };
+        let Some(version) = Frame::version_of(&frame) else {
+            return frame;
+        };
+        match Frame::decode(&frame) {
+            Ok(Frame::Hello(mut hello)) => {
+                hello.applied = raise(hello.applied);
+                Frame::Hello(hello).encode_at(version)
+            }
+            Ok(Frame::Ack { applied, serial }) => Frame::Ack {
+                applied: raise(applied),
+                serial,
+            }
+            .encode_at(version),
+            _ => frame,
+        }
+    }
 }
 
 /// `T` decoded from all of `body` (trailing bytes are malformed).
