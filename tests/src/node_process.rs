@@ -176,7 +176,18 @@ impl NodeProcess {
     /// SIGSTOP: the process freezes with its sockets open (a hung region: requests are sent
     /// and never answered).
     pub fn pause(&self) -> anyhow::Result<()> {
-        self.signal("-STOP")
+        self.signal("-STOP")?;
+        // SIGSTOP takes effect when each thread next enters the kernel: on a busy machine a
+        // thread on a CPU could still answer a request sent right after `kill` returned.
+        // Returns once every thread is seen stopped (or after 2 s).
+        let Some(pid) = self.pid() else {
+            return Ok(());
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while std::time::Instant::now() < deadline && !all_threads_stopped(pid) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(())
     }
 
     /// SIGCONT after `pause`.
@@ -250,4 +261,20 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether every thread of process `pid` is stopped (`T` in `/proc/PID/task/*/stat`); true
+/// where `/proc` cannot say.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).map_or(true, |stat| {
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_none_or(|state| state == "T" || state == "t")
+        })
+    })
 }
