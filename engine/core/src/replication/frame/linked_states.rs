@@ -364,4 +364,48 @@ mod tests {
             Some(Err(FrameError::Malformed(m))) if m.contains("receiving end")
         ));
     }
+
+    /// A span is untrusted input: one standing for more writes than a frame's spans may, for
+    /// more records, or past the last sequence number is refused before anything is listed;
+    /// within the bounds each write it stands for is listed.
+    #[test]
+    fn a_span_past_the_frames_bounds_is_refused_before_anything_is_listed() {
+        use crate::limits::{FRAME_SPAN_ENTRIES_MAX, FRAME_SPAN_RECORDS_MAX};
+        use crate::replication::inbound::Inbound;
+        let one = [(b"k".to_vec(), b"v".to_vec())];
+        let five: Vec<(Vec<u8>, Vec<u8>)> =
+            (0..5u8).map(|i| (vec![b'k', i], b"v".to_vec())).collect();
+        let frame = |seq: u64, records: &[(Vec<u8>, Vec<u8>)], span: u64| {
+            let entry = EntryOut {
+                seq,
+                records,
+                left_out: &[],
+                lost: false,
+                request: None,
+                span,
+            };
+            encode_entries(8, OriginId(3), &[entry])
+        };
+        let entries = FRAME_SPAN_ENTRIES_MAX as u64;
+        let records = (FRAME_SPAN_RECORDS_MAX / 5) as u64;
+        for (bytes, why) in [
+            (frame(1, &one, entries + 1), "entries"),
+            (frame(1, &five, records + 1), "records"),
+            (frame(u64::MAX - 1, &one, 2), "past the last"),
+            (frame(1, &one, u64::MAX), "entries"),
+        ] {
+            match decode_entries(&bytes) {
+                Some(Err(FrameError::Malformed(m))) => assert!(m.contains(why), "{m}"),
+                other => panic!("{why}: {other:?}"),
+            }
+            let inbound = Inbound::decode(&bytes::Bytes::from(bytes), 1 << 20);
+            assert!(matches!(inbound, Err(FrameError::Malformed(_))), "{why}");
+        }
+        let at_bound = frame(1, &one, entries);
+        let Some(Ok((_, listed))) = decode_entries(&at_bound) else {
+            panic!("a span at the bound decodes");
+        };
+        assert_eq!(listed.len(), FRAME_SPAN_ENTRIES_MAX + 1);
+        assert_eq!(listed.last().map(|e| e.0), Some(entries + 1));
+    }
 }
