@@ -97,6 +97,9 @@ pub struct Config {
     /// peers' entries) are refused with `Error::DiskFull` rather than fail inside the storage
     /// engine (which would poison it); 0 turns the check off.
     pub disk_free_min_bytes: u64,
+    /// Most log entries per origin that named change feeds (`Engine::named_feed`) hold back
+    /// from truncation behind causal stability; a feed that falls further behind is reset.
+    pub feed_retention_entries: u64,
 }
 
 impl Default for Config {
@@ -112,6 +115,7 @@ impl Default for Config {
             boot_id: None,
             entry_cache_bytes: 64 << 20,
             disk_free_min_bytes: 256 << 20,
+            feed_retention_entries: 1_000_000,
         }
     }
 }
@@ -126,6 +130,7 @@ impl fmt::Debug for Config {
             .field("member_id", &self.member_id)
             .field("entry_cache_bytes", &self.entry_cache_bytes)
             .field("disk_free_min_bytes", &self.disk_free_min_bytes)
+            .field("feed_retention_entries", &self.feed_retention_entries)
             .finish_non_exhaustive()
     }
 }

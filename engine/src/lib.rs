@@ -40,7 +40,8 @@ pub use config::{
     Config, Durability, OsRandom, RandomSource, SystemClock, WallClock, KEY_BYTES_MAX,
 };
 pub use engine::{
-    Engine, FaultReport, Once, OriginStatus, Replication, Row, Subscription, REQUEST_TAGS_MAX,
+    Change, Engine, FaultReport, Feed, FeedEvent, Once, OriginStatus, Replication, Row,
+    Subscription, FEEDS_MAX, FEED_BATCH_ENTRIES, FEED_NAME_BYTES_MAX, REQUEST_TAGS_MAX,
     REQUEST_TAG_AGE_MS,
 };
 pub use error::{Error, Result, StorageError};

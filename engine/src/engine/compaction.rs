@@ -161,7 +161,9 @@ impl Engine {
         let mut floors = lock(&inner.floors).clone();
         let mut wb = inner.store.batch();
         let mut moved = false;
-        for (origin, upto) in stable.iter() {
+        // Named change feeds hold the log back, within their bound (`feed.rs`).
+        let held = self.feed_held(stable)?;
+        for (origin, upto) in held.iter() {
             let floor = floors.get(origin);
             if upto <= floor {
                 continue;

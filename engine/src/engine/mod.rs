@@ -36,6 +36,7 @@ mod disk_space;
 mod entry_cache;
 mod epoch;
 mod faults;
+mod feed;
 mod migrations;
 mod named_keys;
 mod open;
@@ -52,6 +53,7 @@ mod write;
 
 pub use epoch::OriginStatus;
 pub use faults::FaultReport;
+pub use feed::{Change, Feed, FeedEvent, FEEDS_MAX, FEED_BATCH_ENTRIES, FEED_NAME_BYTES_MAX};
 pub use replication::Replication;
 pub use requests::{Once, REQUEST_TAGS_MAX, REQUEST_TAG_AGE_MS};
 pub use subscriptions::Subscription;
@@ -143,6 +145,8 @@ struct Inner {
     request_tags: AtomicUsize,
     /// Why this process is fenced, once it is (`Engine::fence`).
     fenced: std::sync::OnceLock<String>,
+    /// Serialises updates of the named feeds' positions (`feed.rs`).
+    feed_positions: Mutex<()>,
     /// Restored from a backup and not yet reconciled by a peer's state transfer: what a peer's
     /// snapshot must cover (`keys::META_RECONCILING`, `ReplicaStore::reconciling`).
     reconciling: Mutex<Option<VersionVector>>,

@@ -143,6 +143,7 @@ impl Engine {
                 crashed: AtomicBool::new(false),
                 request_tags: AtomicUsize::new(request_tags),
                 fenced: std::sync::OnceLock::new(),
+                feed_positions: Mutex::new(()),
                 reconciling: Mutex::new(reconciling.clone()),
             }),
         };

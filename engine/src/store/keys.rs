@@ -150,6 +150,16 @@ pub fn tombstone_key(key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Metadata key prefix of the named change feeds' acknowledged positions.
+pub const META_FEED_PREFIX: &[u8] = b"feed/";
+
+/// Metadata key of named feed `name`'s acknowledged position.
+pub fn feed_key(name: &[u8]) -> Vec<u8> {
+    let mut k = META_FEED_PREFIX.to_vec();
+    k.extend_from_slice(name);
+    k
+}
+
 /// Log key: origin replica then sequence, both big-endian so that keys sort by (origin, seq).
 pub fn log_key(origin: OriginId, seq: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
