@@ -82,9 +82,13 @@ pub enum Command {
     MapRemove { key: String, field: String },
     /// Peers, lag and health of the node.
     Status,
+    /// Follow the changes to keys under a prefix: one line per change (key, type, value and
+    /// the token after it), until interrupted.
+    Watch(crate::client_watch::WatchArgs),
 }
 
-fn show(v: &ReadValue) -> String {
+/// A value as one line of text.
+pub(crate) fn show(v: &ReadValue) -> String {
     let t = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     match v {
         ReadValue::Register(s) => s
@@ -115,7 +119,7 @@ fn show(v: &ReadValue) -> String {
 }
 
 /// One pinned node, or the routed cluster.
-enum Connection {
+pub(crate) enum Connection {
     Pinned(Client),
     Routed(Box<RoutedClient>),
 }
@@ -231,6 +235,11 @@ pub fn run(target: Target, command: Command) -> anyhow::Result<()> {
                 }
                 client.close().await;
                 return Ok(());
+            }
+            Command::Watch(args) => {
+                let result = crate::client_watch::watch(&client, args, target.json).await;
+                client.close().await;
+                return result;
             }
             Command::Status => {
                 let s = client.status().await?;

@@ -14,6 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod admin;
 mod certs;
 mod client_cli;
+mod client_watch;
 mod daemon;
 mod http;
 mod local_cluster;

@@ -137,6 +137,53 @@ impl Client {
         self.version
     }
 
+    /// The QUIC connection (the watch opens its stream on it).
+    pub(crate) fn connection(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
+    /// `Unsupported` when the connection's version cannot carry `request`.
+    pub(crate) fn check_carries(&self, request: &ClientRequest) -> Result<(), ClientFailure> {
+        if request.min_version() <= self.version {
+            return Ok(());
+        }
+        Err(ClientFailure::Server(ClientError {
+            code: ErrorCode::Unsupported,
+            message: format!(
+                "the node speaks client protocol {}; this request needs {}",
+                self.version,
+                request.min_version()
+            ),
+            retry_after_ms: None,
+            primary: None,
+            lost: None,
+        }))
+    }
+
+    /// Follows the changes to keys under `prefix` after `from` (after what the node applied
+    /// when `None`), on the node's named feed `name` if given (client protocol 7).
+    pub async fn watch(
+        &self,
+        prefix: &[u8],
+        from: Option<CausalToken>,
+        name: Option<String>,
+    ) -> Result<super::feed::WatchStream, ClientFailure> {
+        super::feed::WatchStream::open(self, prefix, from, name).await
+    }
+
+    /// Records that the consumer of the node's named feed `name` handled every change up to
+    /// `token` (the node keeps its log from there, within its bound).
+    pub async fn ack_feed(&self, name: &str, token: &CausalToken) -> Result<(), ClientFailure> {
+        let request = ClientRequest::FeedAck {
+            name: name.to_string(),
+            token: token.clone(),
+        };
+        match self.request(&request).await? {
+            ClientResponse::Done { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Sends one request and waits for its response.
     pub async fn request(&self, request: &ClientRequest) -> Result<ClientResponse, ClientFailure> {
         self.request_sampled(request).await.0
@@ -149,20 +196,8 @@ impl Client {
         &self,
         request: &ClientRequest,
     ) -> (Result<ClientResponse, ClientFailure>, Option<ClockSample>) {
-        if request.min_version() > self.version {
-            let message = format!(
-                "the node speaks client protocol {}; this request needs {}",
-                self.version,
-                request.min_version()
-            );
-            let unsupported = ClientError {
-                code: ErrorCode::Unsupported,
-                message,
-                retry_after_ms: None,
-                primary: None,
-                lost: None,
-            };
-            return (Err(ClientFailure::Server(unsupported)), None);
+        if let Err(unsupported) = self.check_carries(request) {
+            return (Err(unsupported), None);
         }
         let frame = encode_at(self.version, request);
         if frame.len() > CLIENT_FRAME_BYTES_MAX {

@@ -6,10 +6,12 @@
 //! speak) and never sends a request that version cannot carry (`ClientRequest::min_version`:
 //! the client answers `Unsupported` itself). Version 6 added a session token to scans, the
 //! `Unsupported` error, and each link's protocol version and features to the status; every
-//! other message is encoded alike in 5 and 6 (`v5` holds what differs, frozen).
+//! other message is encoded alike in 5 and 6 (`v5` holds what differs, frozen). Version 7
+//! added change feeds: a `Watch` request is answered on its stream by `Changes` frames, one
+//! after another, until the client closes it.
 
 use meridian_core::model::{CausalToken, MemberId, Op, OriginId, VersionVector};
-use meridian_core::read::Read;
+use meridian_core::read::{Read, ReadValue};
 use meridian_core::routing::{Location, Ranked};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -17,8 +19,8 @@ use std::net::SocketAddr;
 /// The newest client protocol version (3: writes carry a deadline, the status says whether the
 /// node is isolated; 5: writes carry what the session wrote or read of their keys, answers
 /// carry the node's clock; 6: scans carry the session's token, `Unsupported`, link versions in
-/// the status).
-pub const CLIENT_PROTOCOL: u8 = 6;
+/// the status; 7: change feeds, `Watch` and `FeedAck`).
+pub const CLIENT_PROTOCOL: u8 = 7;
 /// Every client protocol version this build speaks, oldest to newest.
 pub const CLIENT_PROTOCOLS: std::ops::RangeInclusive<u8> = 5..=CLIENT_PROTOCOL;
 pub use meridian_core::limits::CLIENT_FRAME_BYTES_MAX;
@@ -170,6 +172,67 @@ pub enum ClientRequest {
         /// Where the node writes the copy.
         path: String,
     },
+    /// Follows the changes to keys under `prefix` after `from` (after every write the region
+    /// applied when `None`), version 7: the node answers on this stream with `Changes` frames
+    /// as changes come, and at least every `WATCH_HEARTBEAT_MS`, until the client closes it.
+    /// With a `name`, the region's named feed: resumed from its acknowledged position when
+    /// `from` is `None`, and its acknowledged position (`FeedAck`) holds the region's log.
+    Watch {
+        /// The prefix (empty: every key).
+        prefix: Vec<u8>,
+        /// Where to start: a token of an earlier `Changes` frame or event, from any region.
+        from: Option<CausalToken>,
+        /// The named feed to follow, if any.
+        name: Option<String>,
+    },
+    /// Records that the consumer of the named feed `name` handled every change up to `token`
+    /// (version 7): the region keeps its log from there on, within its bound.
+    FeedAck {
+        /// The feed's name.
+        name: String,
+        /// The position handled.
+        token: CausalToken,
+    },
+}
+
+/// Index of `ClientRequest::Watch` among its variants (postcard's enum tag, one byte): the
+/// node serves it on its stream without the single-answer path.
+pub const WATCH_VARIANT: u8 = 12;
+/// Longest a watch goes without a `Changes` frame (an empty one, with the position, when
+/// nothing changed): a client that hears nothing for longer moves to another region.
+pub const WATCH_HEARTBEAT_MS: u64 = 1_000;
+
+/// One event of a change feed as the client protocol carries it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum WatchEvent {
+    /// A key under the prefix changed; `values` is empty when it is deleted.
+    Change {
+        /// The key.
+        key: Vec<u8>,
+        /// Its values when the region handed it out (the latest version).
+        values: Vec<ReadValue>,
+        /// The position after this change.
+        token: CausalToken,
+    },
+    /// The region's log no longer holds writes the position needs: rebuild from a scan of
+    /// the prefix, then the feed goes on from `token`.
+    Reset {
+        /// Where the feed continues from.
+        token: CausalToken,
+        /// The origin whose writes could not be followed.
+        origin: OriginId,
+        /// Its first write missing.
+        missing: u64,
+    },
+}
+
+impl WatchEvent {
+    /// The position after the event.
+    pub fn token(&self) -> &CausalToken {
+        match self {
+            WatchEvent::Change { token, .. } | WatchEvent::Reset { token, .. } => token,
+        }
+    }
 }
 
 /// What a client can act on when a request fails.
@@ -391,6 +454,14 @@ pub enum ClientResponse {
     },
     /// The request failed.
     Error(ClientError),
+    /// Changes of a watch (version 7): every event after the last frame's `position`, and the
+    /// position after them (changes outside the prefix move it too).
+    Changes {
+        /// The events, in order.
+        events: Vec<WatchEvent>,
+        /// Where to resume from once every event is handled.
+        position: CausalToken,
+    },
 }
 
 /// A response as a node sends it: with its wall clock when it answered (Unix milliseconds),
@@ -462,6 +533,7 @@ impl ClientRequest {
     pub fn min_version(&self) -> u8 {
         match self {
             ClientRequest::Scan { token: Some(_), .. } => 6,
+            ClientRequest::Watch { .. } | ClientRequest::FeedAck { .. } => 7,
             _ => *CLIENT_PROTOCOLS.start(),
         }
     }

@@ -1,8 +1,8 @@
 //! Meridian's wire protocol and client SDK: the client protocol (`client_proto`, one request
 //! and one response per QUIC stream) and its versions (`protocols`), length-prefixed frames
 //! (`framing`), mutual TLS and the QUIC transport both ends share (`tls`, `congestion`), a
-//! client of one node (`client`), the routed client of a whole cluster (`routed`), and reads
-//! as JSON (`read_json`).
+//! client of one node (`client`), the routed client of a whole cluster (`routed`), change
+//! feeds on either (`feed`), and reads as JSON (`read_json`).
 //!
 //! Usable without the server: it depends on the pure core (`meridian-core`) and on tokio,
 //! quinn and rustls, never on the storage engine (RocksDB) nor on the node's configuration
@@ -11,6 +11,7 @@
 pub mod client;
 pub mod client_proto;
 mod congestion;
+pub mod feed;
 pub mod framing;
 pub mod protocols;
 pub mod read_json;
@@ -18,5 +19,6 @@ pub mod routed;
 pub mod tls;
 
 pub use client::{Client, ClientFailure};
+pub use feed::{RoutedWatch, WatchStream};
 pub use routed::{RoutedClient, RoutedConfig, RoutedError};
 pub use tls::TlsFiles;

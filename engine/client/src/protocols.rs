@@ -23,7 +23,11 @@ pub const REPLICATION_ALPNS: &[(u8, &[u8])] = &[
 
 /// Client protocol versions, newest first, with their ALPN names. Version 5's name is the
 /// one its release used (`meridian-client/1`).
-pub const CLIENT_ALPNS: &[(u8, &[u8])] = &[(6, b"meridian-client/6"), (5, b"meridian-client/1")];
+pub const CLIENT_ALPNS: &[(u8, &[u8])] = &[
+    (7, b"meridian-client/7"),
+    (6, b"meridian-client/6"),
+    (5, b"meridian-client/1"),
+];
 
 /// The newest versions a node or client speaks (each at least its protocol's oldest).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +153,6 @@ mod tests {
         assert_eq!(replication_version(b"meridian-replication/1"), Some(4));
         assert_eq!(client_version(b"meridian-client/6"), Some(6));
         assert!(Protocols::pinned(3, 5).is_err());
-        assert!(Protocols::pinned(4, 7).is_err());
+        assert!(Protocols::pinned(4, 8).is_err());
     }
 }

@@ -48,6 +48,28 @@ pub fn value_json(v: &ReadValue) -> Value {
     }
 }
 
+/// A change feed's event as JSON: `{"key": k, "values": [...], "token": "hex"}` (a deletion's
+/// values are empty), or `{"reset": {"origin": "...", "missing": n}, "token": "hex"}`; the
+/// token is `CausalToken::to_bytes` in hex, what `--from` and the C ABI take back.
+pub fn watch_event_json(event: &crate::client_proto::WatchEvent) -> Value {
+    use crate::client_proto::WatchEvent;
+    match event {
+        WatchEvent::Change { key, values, token } => json!({
+            "key": bytes_json(key),
+            "values": values_json(values),
+            "token": hex(&token.to_bytes()),
+        }),
+        WatchEvent::Reset {
+            token,
+            origin,
+            missing,
+        } => json!({
+            "reset": { "origin": origin.to_string(), "missing": missing },
+            "token": hex(&token.to_bytes()),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -525,6 +525,64 @@ impl RoutedClient {
         conn
     }
 
+    /// Region `i`'s name.
+    pub(crate) fn region_name(&self, i: usize) -> String {
+        self.regions[i].entry.region.clone()
+    }
+
+    /// Regions to try in order (`plan`), for calls outside this file (the watch).
+    pub(crate) fn regions_to_try(&self) -> Vec<usize> {
+        self.plan()
+    }
+
+    /// A connection to region `i` (`conn`), taking a half-open breaker's probe.
+    pub(crate) async fn region_conn(&self, i: usize) -> Result<Client, String> {
+        let now = self.now_ms();
+        self.state(i).breaker.try_acquire(now);
+        self.conn(i).await
+    }
+
+    /// Region `i` failed a call (`failed`).
+    pub(crate) fn region_failed(&self, i: usize) {
+        self.failed(i);
+    }
+
+    /// Follows the changes to keys under `prefix` after `from` (after what the serving region
+    /// applied when `None`) across the cluster: from the nearest region that serves it, and
+    /// from the next one, resumed from the last position received, when that region fails or
+    /// goes silent for `feed::WATCH_SILENCE`. With `name`, each region's named feed of that
+    /// name (its acknowledged position holds that region's log: `ack_feed`). The positions
+    /// received join the session's token.
+    pub fn watch(
+        &self,
+        prefix: &[u8],
+        from: Option<CausalToken>,
+        name: Option<String>,
+    ) -> super::feed::RoutedWatch<'_> {
+        super::feed::RoutedWatch::new(self, prefix, from, name)
+    }
+
+    /// Acknowledges `token` for the named feed `name` in the nearest region that answers.
+    pub async fn ack_feed(&self, name: &str, token: &CausalToken) -> Result<(), RoutedError> {
+        let request = ClientRequest::FeedAck {
+            name: name.to_string(),
+            token: token.clone(),
+        };
+        let mut why = Vec::new();
+        for i in self.plan() {
+            match self.attempt(i, &request).await {
+                Attempt::Done(ClientResponse::Done { .. }) => return Ok(()),
+                Attempt::Done(other) => why.push(format!("unexpected answer {other:?}")),
+                Attempt::NotYet(r)
+                | Attempt::Next(r)
+                | Attempt::Lost(r)
+                | Attempt::Redirect(r, _) => why.push(r),
+                Attempt::Fail(e) => return Err(e),
+            }
+        }
+        Err(RoutedError::NoRegion(why.join("; ")))
+    }
+
     fn failed(&self, i: usize) {
         let now = self.now_ms();
         let mut r = self.state(i);

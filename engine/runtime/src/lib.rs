@@ -18,6 +18,7 @@ mod requests_in_flight;
 mod service;
 pub mod tls;
 
+pub use meridian_client::feed;
 /// Compatibility paths: the wire protocol and the client SDK moved to `meridian-client`; they
 /// stay reachable here as `meridian_runtime::{client, client_proto, protocols, read_json,
 /// routed}` (and `tls`, which adds the accepting side to `meridian_client::tls`). New code

@@ -7,6 +7,8 @@
 //! applied vector advances: no thread held per waiting read). Requests are rate-limited per
 //! client identity with a token bucket whose map is pruned as it grows.
 
+mod watch;
+
 use super::actor::Event;
 use super::primary::PrimaryBoard;
 use super::regions::RegionBoard;
@@ -17,8 +19,8 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use meridian::limits::SCAN_BYTES_MAX;
 use meridian::{Batch, CausalToken, Engine, Error, Once, RequestTag};
 use meridian_client::client_proto::{
-    decode, encode_at, Answer, ClientError, ClientRequest, ClientResponse, Consistency, ErrorCode,
-    NodeStatus, RequestId, CLIENT_FRAME_BYTES_MAX, CLIENT_PROTOCOLS,
+    decode_versioned, encode_at, Answer, ClientError, ClientRequest, ClientResponse, Consistency,
+    ErrorCode, NodeStatus, RequestId, CLIENT_FRAME_BYTES_MAX, CLIENT_PROTOCOLS, WATCH_VARIANT,
 };
 use meridian_client::framing::{read_frame_body, read_frame_len, write_frame};
 use std::collections::HashMap;
@@ -206,9 +208,16 @@ impl Service {
                 // request did not say one it does).
                 let mut version = *CLIENT_PROTOCOLS.start();
                 let response = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read).await {
-                    Ok(Ok(Some((bytes, _permit)))) => {
+                    Ok(Ok(Some((bytes, permit)))) => {
                         if let Some(&v) = bytes.first().filter(|v| CLIENT_PROTOCOLS.contains(v)) {
                             version = v;
+                        }
+                        if bytes.get(1) == Some(&WATCH_VARIANT) {
+                            // A watch answers on its stream until the client closes it; it
+                            // holds its stream's slot, not the request bytes.
+                            drop(permit);
+                            this.watch(&who, role, version, &bytes, &mut send).await;
+                            return;
                         }
                         this.respond(&who, role, &bytes).await
                     }
@@ -231,6 +240,21 @@ impl Service {
     }
 
     async fn respond(&self, who: &str, role: Role, bytes: &[u8]) -> ClientResponse {
+        let request = match self.admit_request(who, role, bytes) {
+            Ok(request) => request,
+            Err(refused) => return *refused,
+        };
+        self.respond_admitted(who, request).await
+    }
+
+    /// A request's checks before it is carried out: the client's rate, the bytes, the version
+    /// that carries it, the role it needs. The request, or the answer refusing it.
+    pub(crate) fn admit_request(
+        &self,
+        who: &str,
+        role: Role,
+        bytes: &[u8],
+    ) -> Result<ClientRequest, Box<ClientResponse>> {
         if self
             .requests
             .fetch_add(1, Ordering::Relaxed)
@@ -242,26 +266,40 @@ impl Service {
         if let Err(not_until) = self.limiter.check_key(&who.to_string()) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             metrics::counter!("meridian_client_rate_limited_total").increment(1);
-            return ClientResponse::Error(ClientError {
+            return Err(Box::new(ClientResponse::Error(ClientError {
                 code: ErrorCode::RateLimited,
                 message: "too many requests".into(),
                 retry_after_ms: Some(wait.as_millis().max(1) as u64),
                 primary: None,
                 lost: None,
-            });
+            })));
         }
-        let request: ClientRequest = match decode(bytes) {
+        let (version, request): (u8, ClientRequest) = match decode_versioned(bytes) {
             Ok(r) => r,
-            Err(e) => return error(ErrorCode::BadRequest, e),
+            Err(e) => return Err(Box::new(error(ErrorCode::BadRequest, e))),
         };
+        if request.min_version() > version {
+            return Err(Box::new(error(
+                ErrorCode::Unsupported,
+                format!(
+                    "this request needs client protocol {}; it came in {version}",
+                    request.min_version()
+                ),
+            )));
+        }
         let needed = needed_role(&request);
         if role < needed {
             metrics::counter!("meridian_client_refused_total", "reason" => "role").increment(1);
-            return error(
+            return Err(Box::new(error(
                 ErrorCode::Forbidden,
                 format!("{who} has role {role}; this request needs {needed}"),
-            );
+            )));
         }
+        Ok(request)
+    }
+
+    /// Carries out an admitted request (`admit_request`).
+    async fn respond_admitted(&self, who: &str, request: ClientRequest) -> ClientResponse {
         match request {
             ClientRequest::Status => {
                 return ClientResponse::Status(
@@ -742,7 +780,9 @@ fn needed_role(request: &ClientRequest) -> Role {
         | ClientRequest::Status
         | ClientRequest::Applied
         | ClientRequest::Regions
-        | ClientRequest::Route { .. } => Role::Read,
+        | ClientRequest::Route { .. }
+        | ClientRequest::Watch { .. }
+        | ClientRequest::FeedAck { .. } => Role::Read,
         ClientRequest::Promote
         | ClientRequest::SetMode { .. }
         | ClientRequest::Isolate { .. }
@@ -856,6 +896,16 @@ fn execute(engine: &Engine, request: ClientRequest) -> ClientResponse {
                 Err(e) => from_engine(e),
             }
         }
+        ClientRequest::FeedAck { name, token } => match engine.ack_feed(&name, &token) {
+            Ok(()) => ClientResponse::Done {
+                message: format!("feed {name} acknowledged"),
+            },
+            Err(e) => from_engine(e),
+        },
+        ClientRequest::Watch { .. } => error(
+            ErrorCode::BadRequest,
+            "a watch is served on a stream of its own",
+        ),
         ClientRequest::Status
         | ClientRequest::Applied
         | ClientRequest::Regions

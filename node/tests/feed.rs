@@ -1,0 +1,198 @@
+//! Change feeds over the client protocol with real `meridian node` processes on loopback: a
+//! routed watch whose region is killed mid-stream resumes in the next region from its last
+//! position and misses no acknowledged write; `meridian client watch` prints each change as
+//! JSON with the token that resumes after it.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use meridian::Op;
+use meridian_runtime::client_proto::{Consistency, WatchEvent};
+use meridian_runtime::routed::RoutedClient;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn lww(v: &str) -> Op {
+    Op::LwwSet {
+        value: v.as_bytes().to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumes_in_the_next_region_when_its_region_dies_and_misses_no_write() {
+    let mut cluster = placed_cluster_with(&["t"], |_, _| {});
+    let near_paris = |cluster: &Cluster| {
+        let mut config = cluster.cluster_file("t", Some(paris())).routed_config();
+        config.request_timeout = Duration::from_secs(2);
+        config.breaker.open_ms = 500;
+        config
+    };
+    let writer = RoutedClient::connect(near_paris(&cluster)).await.unwrap();
+    let watcher = Arc::new(RoutedClient::connect(near_paris(&cluster)).await.unwrap());
+    until_first(&watcher, "eu-west").await;
+    // The watch starts after a first write, so that it starts where the writes do.
+    let start = writer
+        .apply(b"w/start", lww("s"), Consistency::All)
+        .await
+        .unwrap();
+    let seen = Arc::new(std::sync::Mutex::new((
+        BTreeSet::<Vec<u8>>::new(),
+        Vec::<String>::new(),
+    )));
+    let consumer = {
+        let (watcher, seen) = (watcher.clone(), seen.clone());
+        tokio::spawn(async move {
+            let mut watch = watcher.watch(b"w/", Some(start.token), None);
+            let deadline = Instant::now() + WAIT;
+            while Instant::now() < deadline {
+                let events = match tokio::time::timeout(Duration::from_secs(5), watch.next()).await
+                {
+                    Ok(Ok(events)) => events,
+                    Ok(Err(e)) => panic!("the watch failed: {e}"),
+                    Err(_) => continue,
+                };
+                let mut seen = seen.lock().unwrap();
+                if let Some(region) = watch.region() {
+                    if seen.1.last() != Some(&region) {
+                        seen.1.push(region);
+                    }
+                }
+                for e in events {
+                    match e {
+                        WatchEvent::Change { key, .. } => {
+                            seen.0.insert(key);
+                        }
+                        WatchEvent::Reset { .. } => panic!("reset: {e:?}"),
+                    }
+                }
+                if seen.0.contains(&b"w/done"[..]) {
+                    return;
+                }
+            }
+        })
+    };
+    // Writes acknowledged by a majority survive eu-west's death in another region.
+    let mut acknowledged = Vec::new();
+    for i in 0..60 {
+        if i == 20 {
+            cluster.nodes[0].kill();
+        }
+        let key = format!("w/{i:03}").into_bytes();
+        if writer
+            .apply(&key, lww("v"), Consistency::Majority)
+            .await
+            .is_ok()
+        {
+            acknowledged.push(key);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    writer
+        .apply(b"w/done", lww("d"), Consistency::Majority)
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, consumer).await.unwrap().unwrap();
+    let (keys, regions) = seen.lock().unwrap().clone();
+    let missed: Vec<String> = acknowledged
+        .iter()
+        .filter(|k| !keys.contains(*k))
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "the watch missed acknowledged writes: {missed:?}"
+    );
+    assert!(
+        acknowledged.len() >= 50,
+        "too few writes were acknowledged: {}",
+        acknowledged.len()
+    );
+    assert_eq!(
+        regions.first().map(String::as_str),
+        Some("eu-west"),
+        "{regions:?}"
+    );
+    assert!(
+        regions.len() >= 2 && regions.last().map(String::as_str) != Some("eu-west"),
+        "the watch did not move on: {regions:?}"
+    );
+    writer.close().await;
+}
+
+#[test]
+fn the_cli_watch_prints_each_change_as_json_with_a_token_that_resumes_after_it() {
+    let cluster = start(&[("n1", "eu-west")]);
+    let path = cluster.dir().join("client.toml");
+    cluster.cluster_file("t", None).write(&path).unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(["client", "--cluster"])
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first: serde_json::Value =
+        serde_json::from_str(&cli(&["--json", "put", "cart/0", "zero"])).unwrap();
+    let from = first["token"].as_str().unwrap().to_string();
+    cli(&["put", "cart/1", "one"]);
+    cli(&["put", "other", "x"]);
+    cli(&["set-add", "cart/2", "apple"]);
+    cli(&["del", "cart/1"]);
+    let out = cli(&[
+        "watch",
+        "cart/",
+        "--from",
+        &from,
+        "--json",
+        "--count",
+        "2",
+        "--seconds",
+        "30",
+    ]);
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{out}");
+    // In write order of their last changes: cart/2's add, then cart/1's deletion.
+    assert_eq!(events[0]["key"], "cart/2", "{out}");
+    assert_eq!(events[0]["values"][0]["set"][0], "apple", "{out}");
+    assert_eq!(events[1]["key"], "cart/1", "{out}");
+    assert_eq!(
+        events[1]["values"].as_array().map(Vec::len),
+        Some(0),
+        "{out}"
+    );
+    // From the first event's token, only the second comes back (and later ones).
+    let token = events[0]["token"].as_str().unwrap();
+    cli(&["put", "cart/3", "three"]);
+    let out = cli(&[
+        "watch",
+        "cart/",
+        "--from",
+        token,
+        "--json",
+        "--count",
+        "2",
+        "--seconds",
+        "30",
+    ]);
+    let keys: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(keys, vec!["cart/1", "cart/3"], "{out}");
+}
