@@ -137,7 +137,7 @@ enum Source<'a> {
     ),
     Routed(
         &'a meridian_runtime::routed::RoutedClient,
-        &'a mut meridian_runtime::feed::RoutedWatch<'a>,
+        &'a mut meridian_runtime::feed::RoutedWatch<&'a meridian_runtime::routed::RoutedClient>,
     ),
 }
 

@@ -10,6 +10,7 @@ use super::client_proto::{
 use super::framing::{read_frame, write_frame};
 use super::routed::{RoutedClient, RoutedError};
 use meridian_core::model::CausalToken;
+use std::borrow::Borrow;
 use std::time::Duration;
 
 /// Longest a watch waits for a frame before it counts its region as gone: three heartbeats.
@@ -93,21 +94,26 @@ impl WatchStream {
 /// A watch that follows a cluster: events from the nearest region that serves it and, when
 /// that region fails or goes silent, from the next, resumed from the last position received
 /// (delivery is at least once: events after that position may come again).
-pub struct RoutedWatch<'c> {
-    client: &'c RoutedClient,
+///
+/// `C` is how the watch holds its client: `&RoutedClient` from `RoutedClient::watch`, or any
+/// owner of one (an `Arc`, a handle) through `RoutedWatch::new`.
+pub struct RoutedWatch<C: Borrow<RoutedClient>> {
+    client: C,
     prefix: Vec<u8>,
     name: Option<String>,
     position: Option<CausalToken>,
     stream: Option<(usize, WatchStream)>,
 }
 
-impl<'c> RoutedWatch<'c> {
-    pub(crate) fn new(
-        client: &'c RoutedClient,
+impl<C: Borrow<RoutedClient>> RoutedWatch<C> {
+    /// A watch of the keys under `prefix` after `from` through `client` (see
+    /// `RoutedClient::watch`); nothing is sent before the first `next`.
+    pub fn new(
+        client: C,
         prefix: &[u8],
         from: Option<CausalToken>,
         name: Option<String>,
-    ) -> RoutedWatch<'c> {
+    ) -> RoutedWatch<C> {
         RoutedWatch {
             client,
             prefix: prefix.to_vec(),
@@ -127,23 +133,23 @@ impl<'c> RoutedWatch<'c> {
                     Ok(events) => {
                         let position = stream.position().clone();
                         self.position = Some(position.clone());
-                        self.client.merge_token(&position);
+                        self.client.borrow().merge_token(&position);
                         return Ok(events);
                     }
                     Err(e @ ClientFailure::Server(_)) => {
-                        let region = self.client.region_name(*i);
+                        let region = self.client.borrow().region_name(*i);
                         return Err(RoutedError::Refused { region, failure: e });
                     }
                     Err(e) => {
-                        why.push(format!("{}: {e}", self.client.region_name(*i)));
-                        self.client.region_failed(*i);
+                        why.push(format!("{}: {e}", self.client.borrow().region_name(*i)));
+                        self.client.borrow().region_failed(*i);
                         self.stream = None;
                     }
                 }
             }
             let mut opened = None;
-            for i in self.client.regions_to_try() {
-                match self.client.region_conn(i).await {
+            for i in self.client.borrow().regions_to_try() {
+                match self.client.borrow().region_conn(i).await {
                     Ok(conn) => {
                         let open = WatchStream::open(
                             &conn,
@@ -158,21 +164,25 @@ impl<'c> RoutedWatch<'c> {
                             }
                             // A region of an older release: the next may serve it.
                             Err(ClientFailure::Server(e)) if e.code == ErrorCode::Unsupported => {
-                                why.push(format!("{}: {}", self.client.region_name(i), e.message));
+                                why.push(format!(
+                                    "{}: {}",
+                                    self.client.borrow().region_name(i),
+                                    e.message
+                                ));
                             }
                             Err(e @ ClientFailure::Server(_)) => {
-                                let region = self.client.region_name(i);
+                                let region = self.client.borrow().region_name(i);
                                 return Err(RoutedError::Refused { region, failure: e });
                             }
                             Err(e) => {
-                                why.push(format!("{}: {e}", self.client.region_name(i)));
-                                self.client.region_failed(i);
+                                why.push(format!("{}: {e}", self.client.borrow().region_name(i)));
+                                self.client.borrow().region_failed(i);
                             }
                         }
                     }
                     Err(e) => {
-                        why.push(format!("{}: {e}", self.client.region_name(i)));
-                        self.client.region_failed(i);
+                        why.push(format!("{}: {e}", self.client.borrow().region_name(i)));
+                        self.client.borrow().region_failed(i);
                     }
                 }
             }
@@ -192,6 +202,6 @@ impl<'c> RoutedWatch<'c> {
     pub fn region(&self) -> Option<String> {
         self.stream
             .as_ref()
-            .map(|(i, _)| self.client.region_name(*i))
+            .map(|(i, _)| self.client.borrow().region_name(*i))
     }
 }

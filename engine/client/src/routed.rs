@@ -558,7 +558,7 @@ impl RoutedClient {
         prefix: &[u8],
         from: Option<CausalToken>,
         name: Option<String>,
-    ) -> super::feed::RoutedWatch<'_> {
+    ) -> super::feed::RoutedWatch<&RoutedClient> {
         super::feed::RoutedWatch::new(self, prefix, from, name)
     }
 
