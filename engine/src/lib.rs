@@ -40,10 +40,9 @@ pub use config::{
     Config, Durability, OsRandom, RandomSource, SystemClock, WallClock, KEY_BYTES_MAX,
 };
 pub use engine::{
-    Change, Engine, FaultReport, Feed, FeedEvent, Once, OriginStatus, Replication, Row,
-    Subscription, FEEDS_MAX, FEED_BATCH_ENTRIES, FEED_NAME_BYTES_MAX, REQUEST_TAGS_MAX,
-    REQUEST_TAG_AGE_MS,
+    Engine, FaultReport, Feed, Once, OriginStatus, Replication, Row, Subscription, FEEDS_MAX,
+    FEED_BATCH_ENTRIES, FEED_NAME_BYTES_MAX, REQUEST_TAGS_MAX, REQUEST_TAG_AGE_MS,
 };
 pub use error::{Error, Result, StorageError};
 pub use model::{CausalToken, Dot, Hlc, Kind, MemberId, Op, OriginId, RequestTag, VersionVector};
-pub use read::{LwwValue, MapView, Read, ReadValue, Siblings};
+pub use read::{Change, FeedEvent, LwwValue, MapView, Read, ReadValue, Siblings};

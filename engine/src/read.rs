@@ -2,4 +2,4 @@
 //! (`meridian_core::read`), shared with the client protocol; re-exported here at their old
 //! paths.
 
-pub use meridian_core::read::{LwwValue, MapView, Read, ReadValue, Siblings};
+pub use meridian_core::read::{Change, FeedEvent, LwwValue, MapView, Read, ReadValue, Siblings};

@@ -4,8 +4,8 @@
 use crate::client_cli::{show, Connection};
 use anyhow::Context;
 use meridian::CausalToken;
-use meridian_runtime::client_proto::WatchEvent;
-use meridian_runtime::read_json::watch_event_json;
+use meridian::FeedEvent;
+use meridian_runtime::read_json::feed_event_json;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -48,30 +48,28 @@ fn token_from_hex(hex: &str) -> anyhow::Result<CausalToken> {
 }
 
 /// Prints `event` as a line.
-fn print(out: &mut impl Write, event: &WatchEvent, json: bool) -> anyhow::Result<()> {
+fn print(out: &mut impl Write, event: &FeedEvent, json: bool) -> anyhow::Result<()> {
     if json {
-        writeln!(out, "{}", watch_event_json(event))?;
+        writeln!(out, "{}", feed_event_json(event))?;
         return Ok(());
     }
     let hex =
         |t: &CausalToken| -> String { t.to_bytes().iter().map(|b| format!("{b:02x}")).collect() };
     match event {
-        WatchEvent::Change { key, values, token } => {
-            let key = String::from_utf8_lossy(key);
-            if values.is_empty() {
-                writeln!(out, "{key}\t(deleted)\t\t{}", hex(token))?;
+        FeedEvent::Change(c) => {
+            let key = String::from_utf8_lossy(&c.key);
+            if c.values.is_empty() {
+                writeln!(out, "{key}\t(deleted)\t\t{}", hex(&c.token))?;
             }
-            for v in values {
-                writeln!(out, "{key}\t{:?}\t{}\t{}", v.kind(), show(v), hex(token))?;
+            for v in &c.values {
+                writeln!(out, "{key}\t{:?}\t{}\t{}", v.kind(), show(v), hex(&c.token))?;
             }
         }
-        WatchEvent::Reset {
-            token,
-            origin,
-            missing,
-        } => writeln!(
+        FeedEvent::Reset { token, missing } => writeln!(
             out,
-            "(reset: writes of origin {origin} from {missing} are no longer in this region's log; scan the prefix again)\t\t\t{}",
+            "(reset: writes of origin {} from {} are no longer in this region's log; scan the prefix again)\t\t\t{}",
+            missing.replica,
+            missing.counter,
             hex(token)
         )?,
     }
@@ -114,7 +112,7 @@ pub(crate) async fn watch(client: &Connection, args: WatchArgs, json: bool) -> a
         let events = next?;
         for event in &events {
             print(&mut out, event, json)?;
-            if matches!(event, WatchEvent::Change { .. }) {
+            if matches!(event, FeedEvent::Change(_)) {
                 seen += 1;
             }
             if args.count.is_some_and(|c| seen >= c) {
@@ -142,7 +140,7 @@ enum Source<'a> {
 }
 
 impl Source<'_> {
-    async fn next(&mut self) -> anyhow::Result<Vec<WatchEvent>> {
+    async fn next(&mut self) -> anyhow::Result<Vec<FeedEvent>> {
         Ok(match self {
             Source::Pinned(_, s) => s.next().await?,
             Source::Routed(_, s) => s.next().await?,

@@ -7,8 +7,9 @@
 
 mod support;
 
+use meridian::FeedEvent;
 use meridian::Op;
-use meridian_runtime::client_proto::{Consistency, WatchEvent};
+use meridian_runtime::client_proto::Consistency;
 use meridian_runtime::routed::RoutedClient;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -64,10 +65,10 @@ async fn a_watch_resumes_in_the_next_region_when_its_region_dies_and_misses_no_w
                 }
                 for e in events {
                     match e {
-                        WatchEvent::Change { key, .. } => {
-                            seen.0.insert(key);
+                        FeedEvent::Change(c) => {
+                            seen.0.insert(c.key);
                         }
-                        WatchEvent::Reset { .. } => panic!("reset: {e:?}"),
+                        FeedEvent::Reset { .. } => panic!("reset: {e:?}"),
                     }
                 }
                 if seen.0.contains(&b"w/done"[..]) {

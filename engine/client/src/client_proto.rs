@@ -11,7 +11,7 @@
 //! after another, until the client closes it.
 
 use meridian_core::model::{CausalToken, MemberId, Op, OriginId, VersionVector};
-use meridian_core::read::{Read, ReadValue};
+use meridian_core::read::{FeedEvent, Read};
 use meridian_core::routing::{Location, Ranked};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -201,39 +201,6 @@ pub const WATCH_VARIANT: u8 = 12;
 /// Longest a watch goes without a `Changes` frame (an empty one, with the position, when
 /// nothing changed): a client that hears nothing for longer moves to another region.
 pub const WATCH_HEARTBEAT_MS: u64 = 1_000;
-
-/// One event of a change feed as the client protocol carries it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum WatchEvent {
-    /// A key under the prefix changed; `values` is empty when it is deleted.
-    Change {
-        /// The key.
-        key: Vec<u8>,
-        /// Its values when the region handed it out (the latest version).
-        values: Vec<ReadValue>,
-        /// The position after this change.
-        token: CausalToken,
-    },
-    /// The region's log no longer holds writes the position needs: rebuild from a scan of
-    /// the prefix, then the feed goes on from `token`.
-    Reset {
-        /// Where the feed continues from.
-        token: CausalToken,
-        /// The origin whose writes could not be followed.
-        origin: OriginId,
-        /// Its first write missing.
-        missing: u64,
-    },
-}
-
-impl WatchEvent {
-    /// The position after the event.
-    pub fn token(&self) -> &CausalToken {
-        match self {
-            WatchEvent::Change { token, .. } | WatchEvent::Reset { token, .. } => token,
-        }
-    }
-}
 
 /// What a client can act on when a request fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -458,7 +425,7 @@ pub enum ClientResponse {
     /// position after them (changes outside the prefix move it too).
     Changes {
         /// The events, in order.
-        events: Vec<WatchEvent>,
+        events: Vec<FeedEvent>,
         /// Where to resume from once every event is handled.
         position: CausalToken,
     },

@@ -4,12 +4,13 @@
 
 use super::client::{Client, ClientFailure};
 use super::client_proto::{
-    decode, encode_at, Answer, ClientRequest, ClientResponse, ErrorCode, WatchEvent,
-    CLIENT_FRAME_BYTES_MAX, WATCH_HEARTBEAT_MS,
+    decode, encode_at, Answer, ClientRequest, ClientResponse, ErrorCode, CLIENT_FRAME_BYTES_MAX,
+    WATCH_HEARTBEAT_MS,
 };
 use super::framing::{read_frame, write_frame};
 use super::routed::{RoutedClient, RoutedError};
 use meridian_core::model::CausalToken;
+use meridian_core::read::FeedEvent;
 use std::borrow::Borrow;
 use std::time::Duration;
 
@@ -60,7 +61,7 @@ impl WatchStream {
 
     /// The next frame's events (empty for a heartbeat); a node silent for `WATCH_SILENCE`,
     /// or a stream that ends, is a `Stream` failure (resume elsewhere from `position`).
-    pub async fn next(&mut self) -> Result<Vec<WatchEvent>, ClientFailure> {
+    pub async fn next(&mut self) -> Result<Vec<FeedEvent>, ClientFailure> {
         let read = read_frame(&mut self.recv, CLIENT_FRAME_BYTES_MAX);
         let bytes = match tokio::time::timeout(WATCH_SILENCE, read).await {
             Ok(Ok(Some(bytes))) => bytes,
@@ -125,7 +126,7 @@ impl<C: Borrow<RoutedClient>> RoutedWatch<C> {
 
     /// The next frame's events (empty for a heartbeat). Fails only when no region can serve
     /// the watch, or one refuses it (a bad prefix, a role, an old release).
-    pub async fn next(&mut self) -> Result<Vec<WatchEvent>, RoutedError> {
+    pub async fn next(&mut self) -> Result<Vec<FeedEvent>, RoutedError> {
         let mut why = Vec::new();
         loop {
             if let Some((i, stream)) = &mut self.stream {

@@ -3,7 +3,7 @@
 //! `{"map": {field: [values like these]}}`; bytes are strings when they are UTF-8, else
 //! `{"hex": "..."}` (field names: `"0x..."`).
 
-use meridian_core::read::ReadValue;
+use meridian_core::read::{FeedEvent, ReadValue};
 use serde_json::{json, Map, Value};
 
 fn hex(b: &[u8]) -> String {
@@ -51,20 +51,15 @@ pub fn value_json(v: &ReadValue) -> Value {
 /// A change feed's event as JSON: `{"key": k, "values": [...], "token": "hex"}` (a deletion's
 /// values are empty), or `{"reset": {"origin": "...", "missing": n}, "token": "hex"}`; the
 /// token is `CausalToken::to_bytes` in hex, what `--from` and the C ABI take back.
-pub fn watch_event_json(event: &crate::client_proto::WatchEvent) -> Value {
-    use crate::client_proto::WatchEvent;
+pub fn feed_event_json(event: &FeedEvent) -> Value {
     match event {
-        WatchEvent::Change { key, values, token } => json!({
-            "key": bytes_json(key),
-            "values": values_json(values),
-            "token": hex(&token.to_bytes()),
+        FeedEvent::Change(c) => json!({
+            "key": bytes_json(&c.key),
+            "values": values_json(&c.values),
+            "token": hex(&c.token.to_bytes()),
         }),
-        WatchEvent::Reset {
-            token,
-            origin,
-            missing,
-        } => json!({
-            "reset": { "origin": origin.to_string(), "missing": missing },
+        FeedEvent::Reset { token, missing } => json!({
+            "reset": { "origin": missing.replica.to_string(), "missing": missing.counter },
             "token": hex(&token.to_bytes()),
         }),
     }

@@ -107,3 +107,40 @@ pub struct Read {
     /// What this read observed; merge it into the session's token.
     pub token: CausalToken,
 }
+
+/// One event of a change feed (`Engine::feed`, the client protocol's `Watch`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FeedEvent {
+    /// A key under the prefix changed.
+    Change(Change),
+    /// The feed could not go on from its position without a gap: the log no longer holds
+    /// writes it needs. Rebuild what is derived from the feed with a scan of the prefix, then
+    /// go on: the feed continues from `token`, which the scan reflects.
+    Reset {
+        /// Where the feed continues from.
+        token: CausalToken,
+        /// The origin whose writes could not be followed, and the first number missing.
+        missing: Dot,
+    },
+}
+
+/// A key's change as a feed hands it out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Its values when the feed handed it out (the latest version); empty when deleted.
+    pub values: Vec<ReadValue>,
+    /// The position after this change: resuming from it hands out every later change.
+    pub token: CausalToken,
+}
+
+impl FeedEvent {
+    /// The position after the event.
+    pub fn token(&self) -> &CausalToken {
+        match self {
+            FeedEvent::Change(change) => &change.token,
+            FeedEvent::Reset { token, .. } => token,
+        }
+    }
+}

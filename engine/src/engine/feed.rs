@@ -15,6 +15,7 @@
 //! stability, so a consumer that acknowledges as it goes, in this region, is never reset.
 
 use super::*;
+use crate::read::{Change, FeedEvent};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -24,43 +25,6 @@ pub const FEED_BATCH_ENTRIES: usize = 1_024;
 pub const FEED_NAME_BYTES_MAX: usize = 256;
 /// Most named feeds one replica keeps.
 pub const FEEDS_MAX: usize = 1_024;
-
-/// One event of a change feed.
-#[derive(Clone, Debug, PartialEq)]
-pub enum FeedEvent {
-    /// A key under the prefix changed.
-    Change(Change),
-    /// The feed could not go on from its position without a gap: the log no longer holds
-    /// writes it needs. Rebuild what is derived from the feed with a scan of the prefix, then
-    /// go on: the feed continues from `token`, which the scan reflects.
-    Reset {
-        /// Where the feed continues from.
-        token: CausalToken,
-        /// The origin whose writes could not be followed, and the first number missing.
-        missing: Dot,
-    },
-}
-
-/// A key's change as a feed hands it out.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Change {
-    /// The key.
-    pub key: Vec<u8>,
-    /// Its values now; empty when it is deleted.
-    pub values: Vec<ReadValue>,
-    /// The position after this change: resuming from it hands out every later change.
-    pub token: CausalToken,
-}
-
-impl FeedEvent {
-    /// The position after the event.
-    pub fn token(&self) -> &CausalToken {
-        match self {
-            FeedEvent::Change(change) => &change.token,
-            FeedEvent::Reset { token, .. } => token,
-        }
-    }
-}
 
 /// A subscription to the changes under a prefix (`Engine::feed`): pull events with
 /// `next_timeout` or iterate (blocking). Memory is bounded by `FEED_BATCH_ENTRIES` entries'

@@ -8,7 +8,7 @@
 use super::{error, from_engine, Role, Service, Waiting};
 use meridian::{CausalToken, Feed, FeedEvent};
 use meridian_client::client_proto::{
-    encode_at, Answer, ClientRequest, ClientResponse, ErrorCode, WatchEvent, WATCH_HEARTBEAT_MS,
+    encode_at, Answer, ClientRequest, ClientResponse, ErrorCode, WATCH_HEARTBEAT_MS,
 };
 use meridian_client::framing::write_frame;
 use std::sync::atomic::Ordering;
@@ -106,12 +106,11 @@ impl Service {
 
 /// `events` as the frames to send, each with the position after it: the feed's position
 /// after the last, the last event's token before that. A heartbeat (no events) is one frame.
-fn frames(events: Vec<FeedEvent>, feed: &Feed) -> Vec<(Vec<WatchEvent>, CausalToken)> {
-    let mut out: Vec<(Vec<WatchEvent>, CausalToken)> = Vec::new();
-    let mut current: Vec<WatchEvent> = Vec::new();
+fn frames(events: Vec<FeedEvent>, feed: &Feed) -> Vec<(Vec<FeedEvent>, CausalToken)> {
+    let mut out: Vec<(Vec<FeedEvent>, CausalToken)> = Vec::new();
+    let mut current: Vec<FeedEvent> = Vec::new();
     let mut bytes = 0;
     for event in events {
-        let event = on_wire(event);
         let size = event_bytes(&event);
         if !current.is_empty() && bytes + size > WATCH_FRAME_BYTES {
             let position = current
@@ -128,24 +127,8 @@ fn frames(events: Vec<FeedEvent>, feed: &Feed) -> Vec<(Vec<WatchEvent>, CausalTo
     out
 }
 
-/// A feed event as the client protocol carries it.
-fn on_wire(event: FeedEvent) -> WatchEvent {
-    match event {
-        FeedEvent::Change(c) => WatchEvent::Change {
-            key: c.key,
-            values: c.values,
-            token: c.token,
-        },
-        FeedEvent::Reset { token, missing } => WatchEvent::Reset {
-            token,
-            origin: missing.replica,
-            missing: missing.counter,
-        },
-    }
-}
-
 /// About what `event` takes in a frame.
-fn event_bytes(event: &WatchEvent) -> usize {
+fn event_bytes(event: &FeedEvent) -> usize {
     postcard::experimental::serialized_size(event).unwrap_or(usize::MAX / 2)
 }
 
