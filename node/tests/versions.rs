@@ -54,7 +54,7 @@ async fn a_node_of_the_previous_release_and_one_of_this_release_replicate_and_se
         .await
         .unwrap();
     let mut at_new = new_node.connect(&tls).await.unwrap();
-    assert_eq!(at_new.version(), 6);
+    assert_eq!(at_new.version(), 7);
     at_new.token.merge(&at_old.token);
     let read = at_new.read(b"from-old", 10_000).await.unwrap();
     assert!(read.is_some(), "the old node's write reached the new one");
@@ -159,4 +159,36 @@ async fn a_sessions_scan_against_previous_release_regions_waits_with_a_read_firs
     assert_eq!(keys, vec![&b"p/1"[..], b"p/2", b"p/3"]);
     assert!(!more);
     session.close().await;
+}
+
+/// A watch needs client protocol 7: a node pinned to 6 is told apart by the client before
+/// anything is sent, and a routed watch takes the next region that serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_skips_a_region_of_an_older_client_protocol() {
+    let cluster = start_with(&[("aa", "us-east"), ("bb", "eu-west")], &["t"], |c| {
+        if c.name == "aa" {
+            c.protocols.client_max = Some(6);
+        }
+    });
+    cluster.wait_linked(Duration::from_secs(30)).unwrap();
+    let tls = cluster.client_tls("t");
+    let at_old = cluster.nodes[0].connect(&tls).await.unwrap();
+    assert_eq!(at_old.version(), 6);
+    let refused = at_old.watch(b"", None, None).await.err().unwrap();
+    assert!(
+        matches!(&refused, ClientFailure::Server(e) if e.code == ErrorCode::Unsupported),
+        "{refused}"
+    );
+    let mut config = cluster.cluster_file("t", None).routed_config();
+    config.request_timeout = Duration::from_secs(2);
+    let client = meridian_runtime::routed::RoutedClient::connect(config)
+        .await
+        .unwrap();
+    let mut watch = client.watch(b"k", None, None);
+    let _heartbeat = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(watch.region().as_deref(), Some("eu-west"));
+    client.close().await;
 }

@@ -174,3 +174,33 @@ fn answers_in_version_5_are_read_by_an_old_client_and_an_old_nodes_answers_by_th
     }
     assert!(new::CLIENT_PROTOCOLS.contains(&5));
 }
+
+/// A node serves a `Watch` on its stream by the request's first body byte (postcard's variant
+/// tag): the constant it reads must be the variant's, and a watch needs version 7.
+#[test]
+fn a_watch_is_told_by_its_tag_and_needs_version_7() {
+    let watch = ClientRequest::Watch {
+        prefix: b"cart/".to_vec(),
+        from: Some(token()),
+        name: Some("indexer".into()),
+    };
+    let bytes = encode_at(CLIENT_PROTOCOL, &watch);
+    assert_eq!(bytes[1], new::WATCH_VARIANT);
+    assert_eq!(decode::<ClientRequest>(&bytes).unwrap(), watch);
+    assert_eq!(watch.min_version(), 7);
+    let ack = ClientRequest::FeedAck {
+        name: "indexer".into(),
+        token: token(),
+    };
+    assert_eq!(ack.min_version(), 7);
+    assert_ne!(encode_at(CLIENT_PROTOCOL, &ack)[1], new::WATCH_VARIANT);
+    // No other request starts with the watch's tag.
+    let scan = ClientRequest::Scan {
+        prefix: vec![],
+        limit: 1,
+        after: None,
+        token: None,
+        wait_ms: 0,
+    };
+    assert_ne!(encode_at(CLIENT_PROTOCOL, &scan)[1], new::WATCH_VARIANT);
+}

@@ -275,6 +275,14 @@ pub struct Limits {
     /// missing lost, while a member that may hold it is out of reach.
     #[serde(default = "default_missing_wait_ms")]
     pub missing_wait_ms: u64,
+    /// Most entries of one origin that named change feeds hold in the log behind stability
+    /// (`Config::feed_retention_entries`); a feed that falls further behind is reset. Written
+    /// only when not the default (a previous release refuses a field it does not know).
+    #[serde(
+        default = "default_feed_retention_entries",
+        skip_serializing_if = "is_default_feed_retention_entries"
+    )]
+    pub feed_retention_entries: u64,
 }
 
 impl Default for Limits {
@@ -288,6 +296,7 @@ impl Default for Limits {
             disk_free_min_mib: default_disk_free_min_mib(),
             log_retention_entries: default_log_retention_entries(),
             missing_wait_ms: default_missing_wait_ms(),
+            feed_retention_entries: default_feed_retention_entries(),
         }
     }
 }
@@ -342,6 +351,14 @@ fn default_disk_free_min_mib() -> u64 {
 
 fn default_log_retention_entries() -> u64 {
     meridian_core::replication::ReplicationConfig::default().log_retention_entries
+}
+
+fn default_feed_retention_entries() -> u64 {
+    Config::default().feed_retention_entries
+}
+
+fn is_default_feed_retention_entries(n: &u64) -> bool {
+    *n == default_feed_retention_entries()
 }
 
 fn default_missing_wait_ms() -> u64 {
@@ -454,6 +471,7 @@ impl NodeConfig {
             record_bytes_max: self.limits.record_bytes_max,
             entry_cache_bytes: self.limits.replication_cache_mib << 20,
             disk_free_min_bytes: self.limits.disk_free_min_mib.saturating_mul(1 << 20),
+            feed_retention_entries: self.limits.feed_retention_entries,
             member_id: Some(member_id_for(&self.cluster, &self.name, self.incarnation)),
             clock: if self.clock_skew_ms == 0 {
                 Arc::new(SystemClock)

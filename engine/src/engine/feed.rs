@@ -318,6 +318,11 @@ impl Feed {
             }
         }
         self.position = position;
+        let behind: u64 = applied
+            .iter()
+            .map(|(origin, upto)| upto.saturating_sub(self.position.get(origin)))
+            .sum();
+        metrics::histogram!("meridian_feed_lag_entries").record(behind as f64);
         Ok(())
     }
 }
