@@ -163,6 +163,44 @@ fn with_client<T>(
     h.runtime.block_on(call(&h.client))
 }
 
+/// A client handle held by a watch (`crate::feed`): the client it reads through and the
+/// runtime its calls run on, kept alive while the watch lives.
+pub(crate) struct Held(std::sync::Arc<ClientHandle>);
+
+impl Held {
+    /// The client behind handle `id` (`MERIDIAN_CLOSED` once closed).
+    pub(crate) fn of(id: usize) -> Result<Held, Failure> {
+        Ok(Held(CLIENTS.get(id)?))
+    }
+
+    /// The runtime the client's calls run on.
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.0.runtime
+    }
+
+    /// Lets go of the client; when it was closed meanwhile and this was its last user, its
+    /// connections are closed now (as `meridian_client_close` does).
+    pub(crate) fn release(self) {
+        if let Ok(h) = std::sync::Arc::try_unwrap(self.0) {
+            h.runtime.block_on(h.client.close());
+        }
+    }
+}
+
+impl std::borrow::Borrow<RoutedClient> for Held {
+    fn borrow(&self) -> &RoutedClient {
+        &self.0.client
+    }
+}
+
+/// Runs `call` on the client behind handle `id`, blocking the calling thread.
+pub(crate) fn on_client<T>(
+    id: usize,
+    call: impl AsyncFnOnce(&RoutedClient) -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    with_client(id as *const MeridianClient, call)
+}
+
 /// The client behind `handle`, for a call that does not wait for the cluster.
 fn client_of(handle: *const MeridianClient) -> Result<std::sync::Arc<ClientHandle>, Failure> {
     CLIENTS.get(handle as usize)
@@ -702,6 +740,8 @@ pub extern "C" fn meridian_client_close(client: *mut MeridianClient) -> Meridian
         let handle = CLIENTS
             .remove(client as usize)
             .ok_or_else(|| Failure::new(MeridianStatus::MeridianClosed, "client already closed"))?;
+        // Its watches let go of it (a `meridian_feed_next` in flight returns within 100 ms).
+        crate::feed::client_closed(client as usize);
         if let Ok(h) = std::sync::Arc::try_unwrap(handle) {
             h.runtime.block_on(h.client.close());
         }

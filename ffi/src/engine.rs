@@ -153,7 +153,7 @@ pub unsafe extern "C" fn meridian_engine_open_node(
 /// (`MERIDIAN_CLOSED`), the calls in flight on other threads are waited for (up to 60 s:
 /// then `MERIDIAN_UNAVAILABLE`, and the engine closes when the last returns), replication
 /// stops, memtables are flushed; the directory can be opened again when it returns OK. Scans
-/// of a closed engine answer `MERIDIAN_CLOSED`.
+/// and feeds of a closed engine answer `MERIDIAN_CLOSED`.
 #[no_mangle]
 pub extern "C" fn meridian_engine_close(engine: *mut MeridianEngine) -> MeridianStatus {
     guard(move || {
@@ -163,6 +163,9 @@ pub extern "C" fn meridian_engine_close(engine: *mut MeridianEngine) -> Meridian
         let mut handle = ENGINES
             .remove(engine as usize)
             .ok_or_else(|| Failure::new(MeridianStatus::MeridianClosed, "engine already closed"))?;
+        // Its feeds let go of the engine (a `meridian_feed_next` in flight returns within
+        // 100 ms), so that the directory can be opened again once this returns.
+        crate::feed::engine_closed(engine as usize);
         // New calls are refused now; the ones in flight hold the handle until they return.
         let started = std::time::Instant::now();
         let handle = loop {

@@ -58,6 +58,16 @@ impl<T> Registry<T> {
             })
     }
 
+    /// Every live object, with its handle (a snapshot).
+    pub fn all(&self) -> Vec<(usize, Arc<T>)> {
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|live| live.iter().map(|(id, o)| (*id, Arc::clone(o))).collect())
+            .unwrap_or_default()
+    }
+
     /// Takes `handle` out (closing it); `None` when it is not live.
     pub fn remove(&self, handle: usize) -> Option<Arc<T>> {
         self.live

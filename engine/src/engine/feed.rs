@@ -27,7 +27,8 @@ pub const FEED_NAME_BYTES_MAX: usize = 256;
 pub const FEEDS_MAX: usize = 1_024;
 
 /// A subscription to the changes under a prefix (`Engine::feed`): pull events with
-/// `next_timeout` or iterate (blocking). Memory is bounded by `FEED_BATCH_ENTRIES` entries'
+/// `next_timeout`, iterate (blocking), or await `next_event` (any async runtime: the feed's
+/// waker is woken when the applied vector advances). Memory is bounded by `FEED_BATCH_ENTRIES` entries'
 /// keys whatever the consumer's pace: the feed reads the log only when asked.
 pub struct Feed {
     engine: Engine,
@@ -36,8 +37,17 @@ pub struct Feed {
     /// Per origin, the last number whose changes were handed out or queued.
     position: VersionVector,
     ready: VecDeque<FeedEvent>,
-    woken: Arc<(Mutex<u64>, Condvar)>,
+    woken: Arc<Woken>,
     _subscription: Subscription,
+}
+
+/// How a feed waiting for the applied vector to advance is woken: a generation and condition
+/// variable for blocking waits, a waker for `next_event`.
+#[derive(Default)]
+struct Woken {
+    generation: Mutex<u64>,
+    changed: Condvar,
+    waker: Mutex<Option<std::task::Waker>>,
 }
 
 impl std::fmt::Debug for Feed {
@@ -62,11 +72,14 @@ impl Engine {
             Some(token) => token.0.clone(),
             None => self.applied(),
         };
-        let woken: Arc<(Mutex<u64>, Condvar)> = Arc::default();
+        let woken: Arc<Woken> = Arc::default();
         let wake = Arc::clone(&woken);
         let subscription = self.on_applied(move || {
-            *lock(&wake.0) += 1;
-            wake.1.notify_all();
+            *lock(&wake.generation) += 1;
+            wake.changed.notify_all();
+            if let Some(waker) = lock(&wake.waker).take() {
+                waker.wake();
+            }
         });
         metrics::gauge!("meridian_feed_subscribers").increment(1.0);
         Ok(Feed {
@@ -197,7 +210,7 @@ impl Feed {
             if let Some(event) = self.ready.pop_front() {
                 return Ok(Some(event));
             }
-            let generation = *lock(&self.woken.0);
+            let generation = *lock(&self.woken.generation);
             self.refill()?;
             if !self.ready.is_empty() {
                 continue;
@@ -205,13 +218,33 @@ impl Feed {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return Ok(None);
             };
-            let (woken, changed) = &*self.woken;
-            let guard = lock(woken);
+            let guard = lock(&self.woken.generation);
             if *guard == generation {
                 // A wake-up after the refill bumped the generation: no wait then.
-                let _ = changed.wait_timeout(guard, left);
+                let _ = self.woken.changed.wait_timeout(guard, left);
             }
         }
+    }
+
+    /// The next event, awaited without a thread: the feed's waker is woken when the applied
+    /// vector advances (a local commit, a peer's entries), on the thread that advanced it. A
+    /// refill reads the log on the polling thread (at most `FEED_BATCH_ENTRIES` entries).
+    pub async fn next_event(&mut self) -> Result<FeedEvent> {
+        std::future::poll_fn(|cx| {
+            if let Some(event) = self.ready.pop_front() {
+                return std::task::Poll::Ready(Ok(event));
+            }
+            // Registered before the refill: an advance after it wakes this task.
+            *lock(&self.woken.waker) = Some(cx.waker().clone());
+            if let Err(e) = self.refill() {
+                return std::task::Poll::Ready(Err(e));
+            }
+            match self.ready.pop_front() {
+                Some(event) => std::task::Poll::Ready(Ok(event)),
+                None => std::task::Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// The events ready now, without waiting (up to one refill's worth).
