@@ -5,7 +5,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/meridian/target
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: api c-libs python-wheel deps demo test test-checked power-cut bench sim lint fuzz bench-scale outage header cart-cluster example-cart example-cart-c example-cart-python
+.PHONY: api c-libs python-wheel deps demo test test-checked power-cut bench sim lint fuzz bench-scale outage header cart-cluster example-cart example-cart-c example-cart-python example-fanout example-fanout-python
 
 deps:
 	@bash scripts/install-deps.sh
@@ -107,6 +107,15 @@ c-libs: deps
 python-wheel: deps
 	$(CARGO) build --release -p meridian-ffi
 	python3 scripts/python-wheel.py $(CARGO_TARGET_DIR)/release/libmeridian.so $(CARGO_TARGET_DIR)/wheels
+
+# Fan-out from a change feed, in Rust and Python: a derived view (items per category) kept from
+# the feed, de-duplicated, resumed in another region when its region fails.
+example-fanout: cart-cluster
+	$(CARGO) build --release -p fanout
+	RUST_LOG=error $(CARGO_TARGET_DIR)/release/fanout $(CART_DIR)
+
+example-fanout-python: cart-cluster
+	RUST_LOG=error MERIDIAN_LIB=$(CARGO_TARGET_DIR)/release/libmeridian.so python3 examples/fanout/fanout.py $(CART_DIR)
 
 example-cart-python: cart-cluster
 	RUST_LOG=error MERIDIAN_LIB=$(CARGO_TARGET_DIR)/release/libmeridian.so python3 examples/cart/cart.py $(CART_DIR)

@@ -473,5 +473,8 @@ async fn demo() -> anyhow::Result<()> {
     println!("  make example-cart            # Rust");
     println!("  make example-cart-c          # C, over libmeridian");
     println!("  make example-cart-python     # Python, over libmeridian");
+    println!("and a view kept from a change feed across a region's failure:");
+    println!("  make example-fanout          # Rust");
+    println!("  make example-fanout-python   # Python, over libmeridian");
     Ok(())
 }
