@@ -13,6 +13,10 @@
 //!   record meanwhile; `lag_at_rate_*`: the same at a fixed offered rate (`--lag-rate`, 50,000
 //!   records/s).
 //!
+//! - `feed_lag_p50_ms` / `feed_lag_p99_ms` / `feed_lag_p999_ms` / `feed_lag_max_ms`: single
+//!   writes at `--feed-rate` (1,000/s) in the first region, each one's time from commit until
+//!   a change feed in the second region hands it out (`Engine::feed`, what a `Watch` serves).
+//!
 //! - `heal_ms`: after a cut held `--cut-seconds` (10) past the moment both ends saw the link
 //!   down, the time from the heal until a write made during the cut is applied in the second
 //!   region (target: one round trip and 100 ms).
@@ -50,6 +54,10 @@ pub struct Args {
     /// Seconds of each lag measurement.
     #[arg(long, default_value_t = 3)]
     lag_seconds: u64,
+    /// Single writes per second whose delivery by a change feed in the second region is timed
+    /// (`feed_lag_*`); 0 skips it.
+    #[arg(long, default_value_t = 1_000)]
+    feed_rate: u64,
     /// Records per second offered in the fixed-rate lag measurement (batches of 100); 0 skips
     /// it.
     #[arg(long, default_value_t = 50_000)]
@@ -287,6 +295,20 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
             args.json,
         )?;
     }
+    if args.feed_rate > 0 {
+        let hist = feed_lag(&a, &b, args.feed_rate as f64, args.lag_seconds).await?;
+        emit_lag(
+            &hist,
+            [
+                "feed_lag_p50_ms",
+                "feed_lag_p99_ms",
+                "feed_lag_p999_ms",
+                "feed_lag_max_ms",
+            ],
+            "-",
+            args.json,
+        )?;
+    }
     ra.shutdown().await;
     rb.shutdown().await;
     drop(relays);
@@ -438,6 +460,77 @@ async fn lag(
         .join()
         .map_err(|_| anyhow::anyhow!("watcher panicked"))??;
     Ok((hist, total * 100))
+}
+
+/// Single writes to `feed/` keys at `rate` per second for `seconds` in region `a`; each one's
+/// time from its commit until a change feed of `feed/` in region `b` hands it out.
+async fn feed_lag(
+    a: &Engine,
+    b: &Engine,
+    rate: f64,
+    seconds: u64,
+) -> anyhow::Result<Histogram<u64>> {
+    let total = (rate * seconds as f64).max(1.0) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let mut feed = b.feed(b"feed/", None)?;
+    let (tx, rx) = std::sync::mpsc::channel::<(Vec<u8>, Instant)>();
+    // Hands out events as they come and matches each with its write's commit time (a key is
+    // written once, so each change is one write).
+    let consumer = std::thread::spawn(move || -> anyhow::Result<Histogram<u64>> {
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        let mut committed: std::collections::HashMap<Vec<u8>, Instant> = Default::default();
+        let mut early: std::collections::HashMap<Vec<u8>, Instant> = Default::default();
+        let mut seen = 0;
+        while seen < total {
+            let Some(event) = feed.next_timeout(Duration::from_secs(60))? else {
+                anyhow::bail!("the feed handed out nothing for a minute");
+            };
+            let delivered = Instant::now();
+            let meridian::FeedEvent::Change(change) = event else {
+                anyhow::bail!("the feed was reset");
+            };
+            while let Ok((key, at)) = rx.try_recv() {
+                committed.insert(key, at);
+            }
+            match committed.remove(&change.key) {
+                Some(at) => hist.record(delivered.duration_since(at).as_micros().max(1) as u64)?,
+                // Handed out before its commit time was sent over: matched below.
+                None => {
+                    early.insert(change.key, delivered);
+                }
+            }
+            seen += 1;
+        }
+        for (key, at) in rx {
+            committed.insert(key, at);
+        }
+        for (key, delivered) in early {
+            if let Some(at) = committed.get(&key) {
+                hist.record(delivered.saturating_duration_since(*at).as_micros().max(1) as u64)?;
+            }
+        }
+        Ok(hist)
+    });
+    {
+        let a = a.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let start = Instant::now();
+            for i in 0..total {
+                let due = start + interval.mul_f64(i as f64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let key = format!("feed/{i:012}").into_bytes();
+                a.put(&key, b"v")?;
+                let _ = tx.send((key, Instant::now()));
+            }
+            Ok(())
+        })
+        .await??;
+    }
+    consumer
+        .join()
+        .map_err(|_| anyhow::anyhow!("feed consumer panicked"))?
 }
 
 /// Emits a lag histogram's p50, p99 (against `p99_target`), p99.9 and max, in milliseconds,
