@@ -197,3 +197,67 @@ fn the_cli_watch_prints_each_change_as_json_with_a_token_that_resumes_after_it()
         .collect();
     assert_eq!(keys, vec!["cart/1", "cart/3"], "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_watch_acknowledged_everywhere_resumes_after_its_regions_death_without_a_reset() {
+    let mut cluster = placed_cluster_with(&["t"], |_, _| {});
+    let mut config = cluster.cluster_file("t", Some(paris())).routed_config();
+    config.request_timeout = Duration::from_secs(2);
+    config.breaker.open_ms = 500;
+    let client = RoutedClient::connect(config).await.unwrap();
+    until_first(&client, "eu-west").await;
+    let start = client
+        .apply(b"n/start", lww("s"), Consistency::All)
+        .await
+        .unwrap();
+    // The consumer reads ten changes and acknowledges them (in every region).
+    let mut watch = client.watch(b"n/", Some(start.token.clone()), Some("indexer".into()));
+    for i in 0..10 {
+        client
+            .apply(format!("n/{i}").as_bytes(), lww("v"), Consistency::All)
+            .await
+            .unwrap();
+    }
+    let mut handled = 0;
+    while handled < 10 {
+        handled += tokio::time::timeout(WAIT, watch.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .len();
+    }
+    assert_eq!(watch.region().as_deref(), Some("eu-west"));
+    let acked = watch.position().unwrap().clone();
+    assert_eq!(client.ack_feed("indexer", &acked).await.unwrap(), 3);
+    drop(watch);
+    // The consumer is away while ten more writes reach every region and stability passes
+    // them (compaction runs every 2 s): only the named feed's floor keeps them in the logs.
+    for i in 10..20 {
+        client
+            .apply(format!("n/{i}").as_bytes(), lww("v"), Consistency::All)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    cluster.nodes[0].kill();
+    let mut watch = client.watch(b"n/", Some(acked), Some("indexer".into()));
+    let mut keys = BTreeSet::new();
+    while keys.len() < 10 {
+        for e in tokio::time::timeout(WAIT, watch.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            match e {
+                FeedEvent::Change(c) => {
+                    keys.insert(String::from_utf8(c.key).unwrap());
+                }
+                FeedEvent::Reset { .. } => panic!("reset after a failover: {e:?}"),
+            }
+        }
+    }
+    assert_ne!(watch.region().as_deref(), Some("eu-west"));
+    let expected: BTreeSet<String> = (10..20).map(|i| format!("n/{i}")).collect();
+    assert_eq!(keys, expected);
+    client.close().await;
+}

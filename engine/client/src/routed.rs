@@ -562,25 +562,60 @@ impl RoutedClient {
         super::feed::RoutedWatch::new(self, prefix, from, name)
     }
 
-    /// Acknowledges `token` for the named feed `name` in the nearest region that answers.
-    pub async fn ack_feed(&self, name: &str, token: &CausalToken) -> Result<(), RoutedError> {
-        let request = ClientRequest::FeedAck {
-            name: name.to_string(),
-            token: token.clone(),
-        };
+    /// Acknowledges `token` for the named feed `name` in every region that answers (a
+    /// region's named feed holds only its own log: acknowledged everywhere, the feed resumes
+    /// in whichever region serves it next without a reset); returns how many regions took
+    /// it, and fails only when none did.
+    pub async fn ack_feed(&self, name: &str, token: &CausalToken) -> Result<usize, RoutedError> {
         let mut why = Vec::new();
-        for i in self.plan() {
-            match self.attempt(i, &request).await {
-                Attempt::Done(ClientResponse::Done { .. }) => return Ok(()),
-                Attempt::Done(other) => why.push(format!("unexpected answer {other:?}")),
-                Attempt::NotYet(r)
-                | Attempt::Next(r)
-                | Attempt::Lost(r)
-                | Attempt::Redirect(r, _) => why.push(r),
-                Attempt::Fail(e) => return Err(e),
+        let mut asks = tokio::task::JoinSet::new();
+        for i in 0..self.regions.len() {
+            match self.conn(i).await {
+                Ok(c) => {
+                    let (name, token) = (name.to_string(), token.clone());
+                    let timeout = self.config.request_timeout;
+                    asks.spawn(async move {
+                        (
+                            i,
+                            tokio::time::timeout(timeout, c.ack_feed(&name, &token)).await,
+                        )
+                    });
+                }
+                Err(e) => {
+                    self.failed(i);
+                    why.push(format!("{}: {e}", self.region_name(i)));
+                }
             }
         }
-        Err(RoutedError::NoRegion(why.join("; ")))
+        let mut took = 0;
+        while let Some(answer) = asks.join_next().await {
+            let Ok((i, answer)) = answer else { continue };
+            match answer {
+                Ok(Ok(())) => took += 1,
+                // A region of an older release has no named feeds: the others do.
+                Ok(Err(ClientFailure::Server(e))) if e.code == ErrorCode::Unsupported => {
+                    why.push(format!("{}: {}", self.region_name(i), e.message));
+                }
+                Ok(Err(e @ ClientFailure::Server(_))) => {
+                    return Err(RoutedError::Refused {
+                        region: self.region_name(i),
+                        failure: e,
+                    })
+                }
+                Ok(Err(e)) => {
+                    self.failed(i);
+                    why.push(format!("{}: {e}", self.region_name(i)));
+                }
+                Err(_) => {
+                    self.failed(i);
+                    why.push(format!("{}: no answer in time", self.region_name(i)));
+                }
+            }
+        }
+        if took == 0 {
+            return Err(RoutedError::NoRegion(why.join("; ")));
+        }
+        Ok(took)
     }
 
     fn failed(&self, i: usize) {
