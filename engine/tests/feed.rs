@@ -247,6 +247,15 @@ fn feed_names_are_checked() {
     assert!(e.feed_position("f").unwrap().is_some());
     e.drop_feed("f").unwrap();
     assert_eq!(e.feed_position("f").unwrap(), None);
+    // A position naming more origins than any cluster has is refused, not copied into every
+    // event.
+    let wide = CausalToken(meridian::VersionVector::from_entries(
+        (1..=5_000u64).map(|i| (meridian::OriginId(i), 1)),
+    ));
+    assert!(matches!(
+        e.feed(b"", Some(&wide)),
+        Err(meridian::Error::InvalidOperation(_))
+    ));
 }
 
 /// Runs `future` on this thread, parking while it is pending (a minimal executor: the feed

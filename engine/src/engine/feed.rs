@@ -69,6 +69,11 @@ impl Engine {
             return Err(Error::InvalidKey("prefix longer than 64 KiB"));
         }
         let position = match from {
+            // Every event carries the position: a token naming more origins than any cluster
+            // has is refused rather than copied into each.
+            Some(token) if token.0.len() > CONTEXT_WIDTH_MAX => {
+                return Err(Error::InvalidOperation("feed token too wide"));
+            }
             Some(token) => token.0.clone(),
             None => self.applied(),
         };
@@ -120,6 +125,9 @@ impl Engine {
     /// only move forward (a token behind the stored one changes nothing).
     pub fn ack_feed(&self, name: &str, token: &CausalToken) -> Result<()> {
         check_feed_name(name)?;
+        if token.0.len() > CONTEXT_WIDTH_MAX {
+            return Err(Error::InvalidOperation("feed token too wide"));
+        }
         let inner = &*self.inner;
         let _serial = lock(&inner.feed_positions);
         let stored = self.feed_position(name)?;
