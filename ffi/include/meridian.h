@@ -9,6 +9,12 @@
 // Keys a `meridian_lww_get_many` call reads at most.
 #define MERIDIAN_GET_MANY_MAX 10000
 
+// Longest `meridian_feed_next` waits: a larger `timeout_ms` waits this long (an hour).
+#define MERIDIAN_FEED_WAIT_MAX_MS 3600000
+
+// Longest feed name, in bytes (without the NUL).
+#define MERIDIAN_FEED_NAME_MAX 256
+
 // The ABI version: bumped when a function's signature or meaning changes incompatibly
 // (the shared library's SONAME is `libmeridian.so.<ABI>`).
 #define MERIDIAN_ABI_VERSION 1
@@ -115,6 +121,10 @@ typedef struct MeridianClient MeridianClient;
 
 // An embedded engine (opaque): safe to use from several threads at once.
 typedef struct MeridianEngine MeridianEngine;
+
+// A change feed (opaque): a cursor over the changes under a prefix, from an engine or
+// through a client. Safe to share between threads (each event goes to one caller).
+typedef struct MeridianFeed MeridianFeed;
 
 // A scan in progress (opaque): a cursor that reads its rows a page at a time.
 typedef struct MeridianScan MeridianScan;
@@ -425,8 +435,8 @@ enum MeridianStatus meridian_client_merge_token(const struct MeridianClient *cli
 enum MeridianStatus meridian_client_region(const struct MeridianClient *client,
                                            struct MeridianBuffer *out);
 
-// Closes a client (null is fine; a closed client is refused with `MERIDIAN_CLOSED`).
-// Blocks until its connections close.
+// Closes a client (null is fine; a closed client is refused with `MERIDIAN_CLOSED`, and so
+// are its watches from then on). Blocks until its connections close.
 enum MeridianStatus meridian_client_close(struct MeridianClient *client);
 
 // Adds an element to a set. `token_out` may be null. Blocks for the local commit.
@@ -548,7 +558,7 @@ enum MeridianStatus meridian_engine_open_node(const char *config_path, struct Me
 // (`MERIDIAN_CLOSED`), the calls in flight on other threads are waited for (up to 60 s:
 // then `MERIDIAN_UNAVAILABLE`, and the engine closes when the last returns), replication
 // stops, memtables are flushed; the directory can be opened again when it returns OK. Scans
-// of a closed engine answer `MERIDIAN_CLOSED`.
+// and feeds of a closed engine answer `MERIDIAN_CLOSED`.
 enum MeridianStatus meridian_engine_close(struct MeridianEngine *engine);
 
 // Multi-value register write. With a `context` (from `meridian_register_get`), it
@@ -656,6 +666,90 @@ enum MeridianStatus meridian_wait_covers(const struct MeridianEngine *engine,
                                          const struct MeridianToken *token,
                                          uint64_t timeout_ms,
                                          int32_t *covered_out);
+
+// Follows the changes to the keys starting with `prefix` (`prefix_len` 0: every key) in an
+// embedded engine, after `from` (a token of an earlier event or position, from any region or
+// process), or, when `from` is null, after every write this replica has applied now (a named
+// feed known here: after its acknowledged position). With a `name` (null for none; 1 to
+// `MERIDIAN_FEED_NAME_MAX` bytes of UTF-8), the feed is named: `meridian_feed_ack` records its
+// position in the engine, which keeps its log from there on (within the engine's retention
+// bound) and resumes a later feed of that name there. Free it with `meridian_feed_free`.
+//
+// # Safety
+// `prefix` must point at `prefix_len` readable bytes; `name`, when not null, must be a
+// NUL-terminated string; `out` must be valid for a write.
+enum MeridianStatus meridian_feed_open(const struct MeridianEngine *engine,
+                                       const uint8_t *prefix,
+                                       size_t prefix_len,
+                                       const struct MeridianToken *from,
+                                       const char *name,
+                                       struct MeridianFeed **out);
+
+// Client mode: follows the changes to the keys starting with `prefix` (`prefix_len` 0: every
+// key) through a routed client, from the nearest region that serves the watch, after `from`
+// (null: after every write that region has applied when the watch reaches it; a named feed
+// known there: after its acknowledged position). When that region fails or goes silent
+// (3 s without a frame; regions send one at least every second), the watch goes on in the
+// next from the last position received: events after it may come again. `name` (null for
+// none) names the feed in the region serving it, as `meridian_feed_open` does. The positions
+// received join the client's session token. Blocks until a region serves the watch and sends
+// its first frame (about a second; `MERIDIAN_NO_REGION` when none does within 30 s): events
+// written after this returns are seen. Free it with `meridian_feed_free`.
+//
+// # Safety
+// As `meridian_feed_open`.
+enum MeridianStatus meridian_client_watch(const struct MeridianClient *client,
+                                          const uint8_t *prefix,
+                                          size_t prefix_len,
+                                          const struct MeridianToken *from,
+                                          const char *name,
+                                          struct MeridianFeed **out);
+
+// Waits up to `timeout_ms` milliseconds (at most `MERIDIAN_FEED_WAIT_MAX_MS`, an hour: a
+// larger value waits that long; 0 only looks) for the feed's next event and hands it out as
+// JSON into `event_json_out` (free it with `meridian_buffer_free`): a change,
+// `{"key": k, "values": [...], "token": "hex"}`, where `values` is what the key holds now in
+// the format of `meridian_read_json` (empty: deleted), or a reset, `{"reset": {"origin":
+// "...", "missing": n}, "token": "hex"}` (the writes of that origin from number `missing` on
+// could not be followed, their log being gone: scan the prefix again); keys and bytes are
+// strings when UTF-8, else `{"hex": "..."}`; `token` is the position after the event, as
+// `meridian_token_bytes` writes it, in hex (`meridian_token_from_bytes` takes it back).
+// `MERIDIAN_NOT_FOUND`, with an empty buffer, when no event came in time: not an error, call
+// again. `MERIDIAN_CLOSED` once the feed is freed or its engine or client closed (within
+// 100 ms for a wait in progress). Blocks; never calls back.
+//
+// # Safety
+// `event_json_out` must be valid for a write.
+enum MeridianStatus meridian_feed_next(struct MeridianFeed *feed,
+                                       uint64_t timeout_ms,
+                                       struct MeridianBuffer *event_json_out);
+
+// The feed's position into `out` (free it with `meridian_token_free`): after every event
+// handed out so far and nothing after (events received but not handed out yet are not
+// covered), including changes outside the prefix. Resume from it with `meridian_feed_open` or
+// `meridian_client_watch` (in any region or process), or acknowledge it with
+// `meridian_feed_ack`. Still answers after the feed's engine or client closed.
+// `MERIDIAN_NOT_FOUND` only for a watch opened without `from` whose first frame held events,
+// until the first of them is handed out (the region did not say where it started).
+//
+// # Safety
+// `out` must be valid for a write.
+enum MeridianStatus meridian_feed_position(struct MeridianFeed *feed, struct MeridianToken **out);
+
+// Acknowledges `token` (an event's, or `meridian_feed_position`'s) for a named feed: the
+// consumer handled every change up to it. Engine mode: recorded in the engine (durably),
+// whose log is kept from there on and where a feed opened later under the name (without
+// `from`) resumes. Client mode: recorded in every region that answers, so that the watch
+// resumes without a reset in whichever region serves it next (blocks until they answer;
+// fails only when none does). Positions only move forward. An unnamed feed holds no position: `MERIDIAN_OK`,
+// doing nothing.
+enum MeridianStatus meridian_feed_ack(struct MeridianFeed *feed,
+                                      const struct MeridianToken *token);
+
+// Frees a feed (null is fine; a freed feed is refused with `MERIDIAN_CLOSED`); a
+// `meridian_feed_next` waiting on it on another thread returns `MERIDIAN_CLOSED` within
+// 100 ms. A named feed's acknowledged position stays in the engine or region.
+enum MeridianStatus meridian_feed_free(struct MeridianFeed *feed);
 
 // Applies an operation to the value at a path of map fields under `key` (maps are created
 // along the way): `path` holds the fields, each preceded by its length as 8 little-endian

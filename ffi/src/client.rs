@@ -729,8 +729,8 @@ pub unsafe extern "C" fn meridian_client_region(
     })
 }
 
-/// Closes a client (null is fine; a closed client is refused with `MERIDIAN_CLOSED`).
-/// Blocks until its connections close.
+/// Closes a client (null is fine; a closed client is refused with `MERIDIAN_CLOSED`, and so
+/// are its watches from then on). Blocks until its connections close.
 #[no_mangle]
 pub extern "C" fn meridian_client_close(client: *mut MeridianClient) -> MeridianStatus {
     guard(move || {

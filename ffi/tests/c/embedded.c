@@ -74,6 +74,64 @@ static void *thread_with_destructor(void *arg) {
     return NULL;
 }
 
+/* The next event of a feed as a NUL-terminated JSON string in `out` (empty when none). */
+static MeridianStatus next_event(MeridianFeed *feed, uint64_t timeout_ms, char *out, size_t cap) {
+    MeridianBuffer ev = {0};
+    MeridianStatus st = meridian_feed_next(feed, timeout_ms, &ev);
+    out[0] = 0;
+    if (st == MERIDIAN_OK) {
+        size_t n = ev.len < cap - 1 ? ev.len : cap - 1;
+        memcpy(out, ev.data, n);
+        out[n] = 0;
+        if (meridian_buffer_free(&ev) != MERIDIAN_OK) {
+            return MERIDIAN_INTERNAL;
+        }
+    } else if (ev.data != NULL || ev.len != 0) {
+        return MERIDIAN_INTERNAL; /* a failed call hands out nothing */
+    }
+    return st;
+}
+
+/* The token of an event's JSON (`"token":"hex"`), as a token handle (NULL when absent). */
+static MeridianToken *event_token(const char *json) {
+    const char *at = strstr(json, "\"token\":\"");
+    if (at == NULL) {
+        return NULL;
+    }
+    at += 9;
+    uint8_t raw[1024];
+    size_t n = 0;
+    while (at[0] != '"' && at[1] != 0 && n < sizeof raw) {
+        unsigned byte;
+        if (sscanf(at, "%2x", &byte) != 1) {
+            return NULL;
+        }
+        raw[n++] = (uint8_t)byte;
+        at += 2;
+    }
+    MeridianToken *t = NULL;
+    return meridian_token_from_bytes(raw, n, &t) == MERIDIAN_OK ? t : NULL;
+}
+
+/* A feed waiting for an event on another thread while its engine is closed. */
+struct FeedWait {
+    MeridianFeed *feed;
+    MeridianStatus status;
+    double took;
+};
+
+static void *wait_on_feed(void *arg) {
+    struct FeedWait *w = arg;
+    double started = now_s();
+    MeridianBuffer ev = {0};
+    w->status = meridian_feed_next(w->feed, 20000, &ev);
+    w->took = now_s() - started;
+    if (w->status == MERIDIAN_OK) {
+        meridian_buffer_free(&ev);
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s DIR\n", argv[0]);
@@ -345,6 +403,130 @@ int main(int argc, char **argv) {
     CHECK(meridian_token_free(session) == MERIDIAN_OK);
     CHECK(meridian_token_free(NULL) == MERIDIAN_OK);
 
+    /* Change feeds: the changes under a prefix after a position, one event at a time. */
+    {
+        char json[4096];
+        MeridianFeed *feed = NULL;
+        CHECK(meridian_feed_open(e, B("feed:"), 5, NULL, NULL, &feed) == MERIDIAN_OK && feed != NULL);
+        /* Nothing yet: a timeout is MERIDIAN_NOT_FOUND with an empty buffer (not an error). */
+        double started = now_s();
+        CHECK(next_event(feed, 200, json, sizeof json) == MERIDIAN_NOT_FOUND);
+        CHECK(now_s() - started >= 0.15);
+        CHECK(next_event(feed, 0, json, sizeof json) == MERIDIAN_NOT_FOUND);
+        MeridianToken *start = NULL;
+        CHECK(meridian_feed_position(feed, &start) == MERIDIAN_OK && start != NULL);
+
+        CHECK(meridian_lww_set(e, B("feed:a"), 6, B("1"), 1, NULL) == MERIDIAN_OK);
+        CHECK(next_event(feed, 2000, json, sizeof json) == MERIDIAN_OK);
+        CHECK(strstr(json, "\"key\":\"feed:a\"") != NULL);
+        CHECK(strstr(json, "\"values\":[{\"lww\":\"1\"}]") != NULL);
+        MeridianToken *after_a = event_token(json);
+        CHECK(after_a != NULL);
+        /* A key outside the prefix is not handed out; a key holds its latest value; a
+         * deletion has no values. */
+        CHECK(meridian_lww_set(e, B("other"), 5, B("x"), 1, NULL) == MERIDIAN_OK);
+        CHECK(meridian_counter_add(e, B("feed:b"), 6, 2, NULL) == MERIDIAN_OK);
+        CHECK(meridian_counter_add(e, B("feed:b"), 6, 3, NULL) == MERIDIAN_OK);
+        CHECK(meridian_delete(e, B("feed:a"), 6, NULL) == MERIDIAN_OK);
+        CHECK(next_event(feed, 2000, json, sizeof json) == MERIDIAN_OK);
+        CHECK(strstr(json, "\"key\":\"feed:b\"") != NULL);
+        CHECK(strstr(json, "\"values\":[{\"counter\":5}]") != NULL);
+        /* The position covers what was handed out, not the deletion still to come. */
+        MeridianToken *mid = NULL;
+        CHECK(meridian_feed_position(feed, &mid) == MERIDIAN_OK);
+        CHECK(next_event(feed, 2000, json, sizeof json) == MERIDIAN_OK);
+        CHECK(strstr(json, "\"key\":\"feed:a\"") != NULL && strstr(json, "\"values\":[]") != NULL);
+        CHECK(next_event(feed, 100, json, sizeof json) == MERIDIAN_NOT_FOUND);
+        MeridianToken *end = NULL;
+        CHECK(meridian_feed_position(feed, &end) == MERIDIAN_OK);
+        CHECK(meridian_feed_ack(feed, end) == MERIDIAN_OK); /* unnamed: nothing to do */
+        CHECK(meridian_feed_ack(feed, NULL) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_feed_free(feed) == MERIDIAN_OK);
+
+        /* Resumed from a token: the events after it, and nothing before. */
+        CHECK(meridian_feed_open(e, B("feed:"), 5, after_a, NULL, &feed) == MERIDIAN_OK);
+        CHECK(next_event(feed, 2000, json, sizeof json) == MERIDIAN_OK);
+        CHECK(strstr(json, "\"key\":\"feed:b\"") != NULL);
+        CHECK(next_event(feed, 2000, json, sizeof json) == MERIDIAN_OK);
+        CHECK(strstr(json, "\"key\":\"feed:a\"") != NULL && strstr(json, "\"values\":[]") != NULL);
+        CHECK(next_event(feed, 100, json, sizeof json) == MERIDIAN_NOT_FOUND);
+        CHECK(meridian_feed_free(feed) == MERIDIAN_OK);
+        CHECK(meridian_feed_open(e, B("feed:"), 5, mid, NULL, &feed) == MERIDIAN_OK);
+        CHECK(next_event(feed, 2000, json, sizeof json) == MERIDIAN_OK);
+        CHECK(strstr(json, "\"key\":\"feed:a\"") != NULL && strstr(json, "\"values\":[]") != NULL);
+        CHECK(meridian_feed_free(feed) == MERIDIAN_OK);
+        CHECK(meridian_feed_open(e, B("feed:"), 5, end, NULL, &feed) == MERIDIAN_OK);
+        CHECK(next_event(feed, 100, json, sizeof json) == MERIDIAN_NOT_FOUND);
+        CHECK(meridian_feed_free(feed) == MERIDIAN_OK);
+        /* Every key (no prefix) from the start: the keys outside "feed:" too. */
+        CHECK(meridian_feed_open(e, NULL, 0, start, NULL, &feed) == MERIDIAN_OK);
+        CHECK(next_event(feed, 2000, json, sizeof json) == MERIDIAN_OK);
+        CHECK(strstr(json, "\"key\":\"other\"") != NULL);
+        CHECK(next_event(feed, 2000, json, sizeof json) == MERIDIAN_OK);
+        CHECK(strstr(json, "\"key\":\"feed:b\"") != NULL);
+        CHECK(meridian_feed_free(feed) == MERIDIAN_OK);
+
+        /* A named feed resumes after its acknowledged position. */
+        CHECK(meridian_feed_open(e, B("feed:"), 5, NULL, "orders", &feed) == MERIDIAN_OK);
+        CHECK(meridian_lww_set(e, B("feed:c"), 6, B("3"), 1, NULL) == MERIDIAN_OK);
+        CHECK(next_event(feed, 2000, json, sizeof json) == MERIDIAN_OK);
+        CHECK(strstr(json, "\"key\":\"feed:c\"") != NULL);
+        MeridianToken *acked = NULL;
+        CHECK(meridian_feed_position(feed, &acked) == MERIDIAN_OK);
+        CHECK(meridian_feed_ack(feed, acked) == MERIDIAN_OK);
+        CHECK(meridian_token_free(acked) == MERIDIAN_OK);
+        CHECK(meridian_lww_set(e, B("feed:d"), 6, B("4"), 1, NULL) == MERIDIAN_OK);
+        CHECK(meridian_feed_free(feed) == MERIDIAN_OK);
+        CHECK(meridian_feed_open(e, B("feed:"), 5, NULL, "orders", &feed) == MERIDIAN_OK);
+        CHECK(next_event(feed, 2000, json, sizeof json) == MERIDIAN_OK);
+        CHECK(strstr(json, "\"key\":\"feed:d\"") != NULL);
+        CHECK(next_event(feed, 100, json, sizeof json) == MERIDIAN_NOT_FOUND);
+
+        /* Bad arguments, each refused with the out-pointer cleared; freed feeds refused. */
+        MeridianFeed *bad = (MeridianFeed *)(uintptr_t)0x1;
+        CHECK(meridian_feed_open(e, B("feed:"), 5, NULL, NULL, NULL) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_feed_open(e, NULL, 3, NULL, NULL, &bad) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(bad == NULL);
+        CHECK(meridian_feed_open(e, B("feed:"), (size_t)1 << 44, NULL, NULL, &bad) ==
+              MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_feed_open(NULL, B("feed:"), 5, NULL, NULL, &bad) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_feed_open(e, B("feed:"), 5, NULL, "", &bad) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_feed_open(e, B("feed:"), 5, NULL, "\xff\xfe", &bad) == MERIDIAN_INVALID_ARGUMENT);
+        {
+            char long_name[300];
+            memset(long_name, 'n', sizeof long_name - 1);
+            long_name[sizeof long_name - 1] = 0;
+            CHECK(meridian_feed_open(e, B("feed:"), 5, NULL, long_name, &bad) ==
+                  MERIDIAN_INVALID_ARGUMENT);
+            long_name[256] = 0; /* 256 bytes: the longest name */
+            CHECK(meridian_feed_open(e, B("feed:"), 5, NULL, long_name, &bad) == MERIDIAN_OK);
+            CHECK(meridian_feed_free(bad) == MERIDIAN_OK);
+        }
+        CHECK(meridian_feed_open(e, B("feed:"), 5, (MeridianToken *)(uintptr_t)987654321, NULL, &bad) ==
+              MERIDIAN_CLOSED);
+        CHECK(meridian_client_watch(NULL, B("feed:"), 5, NULL, NULL, &bad) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_client_watch((MeridianClient *)(uintptr_t)987654321, B("feed:"), 5, NULL, NULL,
+                                    &bad) == MERIDIAN_CLOSED);
+        CHECK(meridian_client_watch(NULL, B("feed:"), 5, NULL, NULL, NULL) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_feed_next(feed, 0, NULL) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_feed_next(NULL, 0, &b) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_feed_position(feed, NULL) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_feed_position(NULL, &acked) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(acked == NULL); /* cleared on entry */
+        CHECK(meridian_feed_ack(NULL, end) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_feed_free(NULL) == MERIDIAN_OK);
+        CHECK(meridian_feed_free(feed) == MERIDIAN_OK);
+        CHECK(meridian_feed_free(feed) == MERIDIAN_CLOSED);
+        CHECK(next_event(feed, 0, json, sizeof json) == MERIDIAN_CLOSED);
+        CHECK(meridian_token_free(mid) == MERIDIAN_OK);
+        CHECK(meridian_feed_position(feed, &mid) == MERIDIAN_CLOSED && mid == NULL);
+        CHECK(meridian_feed_ack(feed, end) == MERIDIAN_CLOSED);
+
+        CHECK(meridian_token_free(start) == MERIDIAN_OK);
+        CHECK(meridian_token_free(after_a) == MERIDIAN_OK);
+        CHECK(meridian_token_free(end) == MERIDIAN_OK);
+    }
+
     /* Client mode without a cluster: bad arguments are refused, nothing is left open. */
     MeridianClient *client = NULL;
     CHECK(meridian_client_open(NULL, &client) == MERIDIAN_INVALID_ARGUMENT);
@@ -424,6 +606,13 @@ int main(int argc, char **argv) {
         CHECK(meridian_engine_close(other) == MERIDIAN_OK);
         MeridianScan *open_scan = NULL;
         CHECK(meridian_scan_prefix(e, B("b"), 1, 10, &open_scan) == MERIDIAN_OK);
+        /* Feeds: one idle, one waiting for an event on another thread (20 s). */
+        MeridianFeed *open_feed = NULL;
+        CHECK(meridian_feed_open(e, NULL, 0, NULL, NULL, &open_feed) == MERIDIAN_OK);
+        struct FeedWait fw = {NULL, MERIDIAN_INTERNAL, 0};
+        CHECK(meridian_feed_open(e, B("feed:"), 5, NULL, "closing", &fw.feed) == MERIDIAN_OK);
+        pthread_t feed_th;
+        CHECK(pthread_create(&feed_th, NULL, wait_on_feed, &fw) == 0);
         pthread_t th;
         double started = now_s();
         CHECK(pthread_create(&th, NULL, wait_on_engine, &w) == 0);
@@ -434,6 +623,19 @@ int main(int argc, char **argv) {
         CHECK(w.status == MERIDIAN_OK && w.covered == 0);
         CHECK(meridian_scan_next(open_scan, &key, &kind) == MERIDIAN_CLOSED);
         CHECK(meridian_scan_free(open_scan) == MERIDIAN_OK);
+        /* The waiting feed was told at once; the feeds let go of the engine (it reopens
+         * below) and answer MERIDIAN_CLOSED, but still say their position. */
+        CHECK(pthread_join(feed_th, NULL) == 0);
+        CHECK(fw.status == MERIDIAN_CLOSED && fw.took < 5.0);
+        MeridianBuffer ev = {0};
+        CHECK(meridian_feed_next(open_feed, 0, &ev) == MERIDIAN_CLOSED);
+        MeridianToken *closed_at = NULL;
+        CHECK(meridian_feed_ack(open_feed, NULL) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_feed_position(open_feed, &closed_at) == MERIDIAN_OK);
+        CHECK(meridian_feed_ack(open_feed, closed_at) == MERIDIAN_CLOSED);
+        CHECK(meridian_token_free(closed_at) == MERIDIAN_OK);
+        CHECK(meridian_feed_free(open_feed) == MERIDIAN_OK);
+        CHECK(meridian_feed_free(fw.feed) == MERIDIAN_OK);
         CHECK(meridian_token_free(w.token) == MERIDIAN_OK);
         CHECK(meridian_engine_open(dir, &e) == MERIDIAN_OK);
     }
