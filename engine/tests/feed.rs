@@ -300,3 +300,21 @@ fn an_awaited_feed_is_woken_by_a_write_on_another_thread() {
     // Woken by the write, not by the executor's fallback wake-up.
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn a_feed_reads_past_a_backlog_outside_its_prefix_without_waiting_for_a_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path(), Config::default()).unwrap();
+    let mut feed = e.feed(b"wanted/", None).unwrap();
+    for i in 0..(3 * FEED_BATCH_ENTRIES) {
+        e.put(format!("other/{i}").as_bytes(), b"v").unwrap();
+    }
+    e.put(b"wanted/1", b"v").unwrap();
+    // No write comes after: the feed must read past three refills of others by itself.
+    let event = feed.next_timeout(Duration::from_millis(200)).unwrap();
+    assert!(
+        matches!(&event, Some(FeedEvent::Change(c)) if c.key == b"wanted/1"),
+        "{event:?}"
+    );
+    assert_eq!(feed.position(), CausalToken(e.applied()));
+}

@@ -261,3 +261,42 @@ async fn a_named_watch_acknowledged_everywhere_resumes_after_its_regions_death_w
     assert_eq!(keys, expected);
     client.close().await;
 }
+
+/// Writes outside the prefix wake the watch without a change to send: the heartbeat still goes
+/// every second, so the client never takes a busy region for a silent one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_hears_its_heartbeat_while_only_other_keys_are_written() {
+    let cluster = start(&[("n1", "eu-west")]);
+    let tls = cluster.client_tls("t");
+    let client = cluster.nodes[0].connect(&tls).await.unwrap();
+    let mut watch = client.watch(b"x/", None, None).await.unwrap();
+    let writer = {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let until = Instant::now() + Duration::from_secs(5);
+            let mut i = 0u64;
+            while Instant::now() < until {
+                client
+                    .apply(format!("y/{i}").as_bytes(), lww("v"))
+                    .await
+                    .unwrap();
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            i
+        })
+    };
+    let started = Instant::now();
+    let mut frames = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        let events = watch
+            .next()
+            .await
+            .expect("the watch took a busy node for a silent one");
+        assert!(events.is_empty(), "{events:?}");
+        frames += 1;
+    }
+    let written = writer.await.unwrap();
+    assert!(written > 100, "the writer wrote only {written}");
+    assert!(frames >= 3, "{frames} heartbeats in 5 s");
+}

@@ -219,7 +219,7 @@ impl Feed {
                 return Ok(Some(event));
             }
             let generation = *lock(&self.woken.generation);
-            self.refill()?;
+            self.refill_some()?;
             if !self.ready.is_empty() {
                 continue;
             }
@@ -244,7 +244,7 @@ impl Feed {
             }
             // Registered before the refill: an advance after it wakes this task.
             *lock(&self.woken.waker) = Some(cx.waker().clone());
-            if let Err(e) = self.refill() {
+            if let Err(e) = self.refill_some() {
                 return std::task::Poll::Ready(Err(e));
             }
             match self.ready.pop_front() {
@@ -255,12 +255,25 @@ impl Feed {
         .await
     }
 
-    /// The events ready now, without waiting (up to one refill's worth).
+    /// The events ready now, without waiting (up to one refill's worth: empty once the feed
+    /// has caught up with what this replica applied).
     pub fn poll(&mut self) -> Result<Vec<FeedEvent>> {
         if self.ready.is_empty() {
-            self.refill()?;
+            self.refill_some()?;
         }
         Ok(self.ready.drain(..).collect())
+    }
+
+    /// Refills until some event is ready or the feed has caught up with the applied vector
+    /// (entries outside the prefix are read past, `FEED_BATCH_ENTRIES` at a time, without
+    /// waiting for the next write).
+    fn refill_some(&mut self) -> Result<()> {
+        while self.ready.is_empty() {
+            if !self.refill()? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// The position after every event handed out or ready: what to resume from when the
@@ -284,8 +297,9 @@ impl Feed {
     }
 
     /// Reads up to `FEED_BATCH_ENTRIES` log entries past the position and queues the changes
-    /// they name under the prefix, or a reset where the log has a gap.
-    fn refill(&mut self) -> Result<()> {
+    /// they name under the prefix, or a reset where the log has a gap; returns whether it
+    /// stopped at that bound (more entries may follow).
+    fn refill(&mut self) -> Result<bool> {
         let engine = &self.engine;
         let applied = engine.applied();
         let mut budget = FEED_BATCH_ENTRIES;
@@ -336,12 +350,13 @@ impl Feed {
                     token: CausalToken(self.position.clone()),
                     missing: Dot::new(origin, expected),
                 });
-                return Ok(());
+                return Ok(false);
             }
             budget -= (end - from) as usize;
         }
+        let more = budget == 0;
         if steps.is_empty() {
-            return Ok(());
+            return Ok(more);
         }
         let mut at: Vec<(usize, Vec<u8>)> = last.into_iter().map(|(k, i)| (i, k)).collect();
         at.sort_unstable();
@@ -364,7 +379,7 @@ impl Feed {
             .map(|(origin, upto)| upto.saturating_sub(self.position.get(origin)))
             .sum();
         metrics::histogram!("meridian_feed_lag_entries").record(behind as f64);
-        Ok(())
+        Ok(more)
     }
 }
 

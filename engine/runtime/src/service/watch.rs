@@ -66,6 +66,7 @@ impl Service {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let _counted = Waiting(&self.waiting);
         let heartbeat = Duration::from_millis(WATCH_HEARTBEAT_MS);
+        let mut last_sent = tokio::time::Instant::now();
         loop {
             let notified = self.applied.notified();
             tokio::pin!(notified);
@@ -88,8 +89,15 @@ impl Service {
                 }
                 Err(_) => return,
             };
-            if events.is_empty() && tokio::time::timeout(heartbeat, notified).await.is_ok() {
-                continue;
+            if events.is_empty() {
+                // Woken by an advance: refill (what changed may be outside the prefix). A
+                // frame still goes every heartbeat, however often the vector advances.
+                let due = last_sent + heartbeat;
+                if tokio::time::timeout_at(due, notified).await.is_ok()
+                    && tokio::time::Instant::now() < due
+                {
+                    continue;
+                }
             }
             for (events, position) in frames(events, &feed) {
                 let frame = encode_at(
@@ -99,6 +107,7 @@ impl Service {
                 if write_frame(send, frame).await.is_err() {
                     return; // the client went away
                 }
+                last_sent = tokio::time::Instant::now();
             }
         }
     }
