@@ -100,10 +100,11 @@ impl ClientFollow {
             (None, None) => return Err(closed()),
         };
         let held = self.held.as_ref().ok_or_else(closed)?;
-        match held
+        // The timer is made inside the runtime (it needs its time driver).
+        let waited = held
             .runtime()
-            .block_on(tokio::time::timeout(wait, &mut pending))
-        {
+            .block_on(async { tokio::time::timeout(wait, &mut pending).await });
+        match waited {
             Err(_) => {
                 self.pending = Some(pending);
                 Ok(None)

@@ -4,6 +4,7 @@
 //! thread's write up in the regions (each waits most of a second for a write its read context
 //! names) while another thread on the same handle writes and reads. With a lock around calls
 //! (as before), the second thread's calls would wait for the first's and the program fails.
+//! The same program then follows changes through the client (`meridian_client_watch`).
 
 use meridian_config::cluster_file::{ClusterFile, SeedEntry};
 use meridian_config::dev_certs::{self, CertsRequest};

@@ -21,11 +21,13 @@ import sys
 import threading
 import time
 import weakref
+from dataclasses import dataclass
 from ctypes import POINTER, byref, c_char_p, c_int, c_int32, c_int64, c_size_t, c_uint8, c_uint64, c_void_p
 from typing import Callable, Generic, Iterable, Iterator, List, Optional, Tuple, TypeVar, Union, cast
 
 __all__ = [
-    "Engine", "Client", "Token", "Siblings", "Batch", "MeridianError", "NotFoundError",
+    "Engine", "Client", "Token", "Siblings", "Batch", "Feed", "FeedEvent", "MeridianError",
+    "NotFoundError",
     "InvalidArgumentError",
     "WrongTypeError", "TooLargeError", "CorruptError", "UnavailableError", "StorageError",
     "ClosedError", "InternalError", "UnknownOutcomeError", "NoRegionError",
@@ -208,6 +210,12 @@ _SIGNATURES = {
     "meridian_client_batch_commit": [c_void_p, c_void_p, c_int32, c_uint8, POINTER(c_void_p)],
     "meridian_client_retried_after_lost": [],
     "meridian_client_forget_lost": [c_void_p],
+    "meridian_feed_open": [c_void_p, c_char_p, c_size_t, c_void_p, c_char_p, POINTER(c_void_p)],
+    "meridian_client_watch": [c_void_p, c_char_p, c_size_t, c_void_p, c_char_p, POINTER(c_void_p)],
+    "meridian_feed_next": [c_void_p, c_uint64, POINTER(_Buffer)],
+    "meridian_feed_position": [c_void_p, POINTER(c_void_p)],
+    "meridian_feed_ack": [c_void_p, c_void_p],
+    "meridian_feed_free": [c_void_p],
 }
 for _name, _args in _SIGNATURES.items():
     _fn = getattr(_lib, _name)
@@ -506,6 +514,153 @@ class Token:
 
 def _token_out() -> c_void_p:
     return c_void_p()
+
+
+def _token_arg(token: Optional[Token], what: str = "from_token") -> Optional[int]:
+    """A token's handle for the library (``None``: a null pointer)."""
+    if token is None:
+        return None
+    if not isinstance(token, Token):
+        raise TypeError(f"{what} must be a Token, not {type(token).__name__}")
+    return token._handle
+
+
+def _feed_name(name: Optional[str]) -> Optional[bytes]:
+    """A feed name as the library takes it (UTF-8, NUL-terminated; ``None``: unnamed)."""
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, not {type(name).__name__}")
+    encoded = name.encode("utf-8")
+    if b"\0" in encoded:
+        raise ValueError(f"name {name!r} holds a NUL character")
+    return encoded
+
+
+@dataclass(frozen=True)
+class FeedEvent:
+    """One event of a :class:`Feed`. A change: ``key`` and what it holds now, ``values``, as
+    :meth:`Engine.read` says it (the latest version, not every version; empty, and ``deleted``,
+    once deleted). A reset (``reset``): the writes of ``origin`` from number ``missing`` on
+    could not be followed (the log no longer holds them): scan the prefix again. ``token`` is
+    the position after the event: a feed opened from it (in any region or process) hands out
+    what came after, and :meth:`Feed.ack` takes it."""
+
+    key: bytes
+    values: list
+    deleted: bool
+    token: Token
+    reset: bool = False
+    origin: Optional[str] = None
+    missing: Optional[int] = None
+
+    @classmethod
+    def _from_json(cls, data: bytes) -> "FeedEvent":
+        import json
+        event = json.loads(data)
+        token = Token.from_bytes(bytes.fromhex(event["token"]))
+        if "reset" in event:
+            reset = event["reset"]
+            return cls(key=b"", values=[], deleted=False, token=token, reset=True,
+                       origin=str(reset["origin"]), missing=int(reset["missing"]))
+        values = list(event.get("values") or [])
+        return cls(key=_json_bytes(event["key"]), values=values, deleted=not values, token=token)
+
+
+class Feed:
+    """The changes to the keys under a prefix after a position (:meth:`Engine.feed`,
+    :meth:`Client.watch`), pulled one event at a time: :meth:`next` waits up to a timeout,
+    iterating waits as long as it takes (both interruptible by Ctrl-C within about 0.1 s).
+    Delivery is at least once: resuming from a position may hand out some events again. A
+    context manager; :attr:`position` and :meth:`ack` (named feeds) say where to resume."""
+
+    def __init__(self, owned: _Owned, owner: object, client_mode: bool) -> None:
+        self._owned = owned
+        # The engine or client stays open while its feed is referenced.
+        self._owner = owner
+        self._client_mode = client_mode
+        _open_handles.add(self)
+
+    def _h(self) -> int:
+        handle = self._owned.handle
+        if not handle:
+            raise ClosedError(8, "the feed is closed")
+        return handle
+
+    def next(self, timeout: float = 1.0) -> Optional[FeedEvent]:
+        """The next event, waiting up to ``timeout`` seconds (at most an hour at a time) for
+        one; ``None`` when none came in time."""
+        if timeout < 0:
+            raise ValueError("timeout must not be negative")
+        h = self._h()
+        # In slices of at most 100 ms, so that Ctrl-C (delivered between library calls)
+        # interrupts a long wait.
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            slice_ms = int(min(left, _SLICE) * 1000)
+            buf = _Buffer()
+            status = _lib.meridian_feed_next(h, slice_ms, byref(buf))
+            if status == 0:
+                return FeedEvent._from_json(_take(buf))
+            if status != 1:
+                _check(status)
+            if left <= _SLICE:
+                return None
+
+    def __iter__(self) -> "Feed":
+        return self
+
+    def __next__(self) -> FeedEvent:
+        """The next event, waiting as long as it takes (the iteration ends when the feed is
+        closed)."""
+        while True:
+            if not self._owned.handle:
+                raise StopIteration
+            event = self.next(1.0)
+            if event is not None:
+                return event
+
+    @property
+    def position(self) -> Token:
+        """The position after every event handed out so far (and none still to come): resume
+        a feed from it, or :meth:`ack` it."""
+        t = c_void_p()
+        _check(_lib.meridian_feed_position(self._h(), byref(t)))
+        return Token(_handle(t))
+
+    def ack(self, token: Optional[Token] = None) -> None:
+        """Acknowledges ``token`` (by default :attr:`position`) for a named feed: a feed opened
+        later under its name without ``from_token`` resumes after it, and the log is kept
+        from there. An unnamed feed holds no position: this does nothing."""
+        t = self.position if token is None else token
+        handle = _token_arg(t, "token")
+        h = self._h()
+        if not self._client_mode:
+            _check(_lib.meridian_feed_ack(h, handle))
+            return
+
+        def call(t: Token = t) -> None:  # holds the token until the call ends
+            _check(_lib.meridian_feed_ack(h, handle))
+
+        _run(call)
+
+    def close(self) -> None:
+        """Frees the feed (a second close does nothing; a named feed's acknowledged position
+        stays)."""
+        self._owned.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # a finalizer never raises
+            pass
+
+    def __enter__(self) -> "Feed":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Siblings:
@@ -841,6 +996,20 @@ class Engine:
             if covered.value == 1 or left <= 0.1:
                 return covered.value == 1
 
+    def feed(self, prefix: Bytes = b"", from_token: Optional[Token] = None,
+             name: Optional[str] = None) -> Feed:
+        """Follows the changes to the keys starting with ``prefix`` (every key when empty)
+        after ``from_token`` (an event's token or a feed's position, from any region or
+        process), else after every write this replica has applied now. With a ``name``
+        (1 to 256 bytes of UTF-8) the feed is named: :meth:`Feed.ack` records its position
+        here, which keeps the log from there on, and a feed of that name opened later without
+        ``from_token`` resumes there."""
+        p = _bytes(prefix, "prefix")
+        n = _feed_name(name)
+        out = c_void_p()
+        _check(_lib.meridian_feed_open(self._h(), p, len(p), _token_arg(from_token), n, byref(out)))
+        return Feed(_Owned(_handle(out), _lib.meridian_feed_free), self, client_mode=False)
+
 
 class Client:
     """A routed client of a cluster (nearest healthy region, failover, a session token that
@@ -1132,6 +1301,26 @@ class Client:
         region's disk), so reads stop waiting for them; ``NotFoundError`` when no call reported
         any."""
         _check(_lib.meridian_client_forget_lost(self._h()))
+
+    def watch(self, prefix: Bytes = b"", from_token: Optional[Token] = None,
+              name: Optional[str] = None) -> Feed:
+        """Follows the changes to the keys starting with ``prefix`` through the cluster, from
+        the nearest region that serves the watch, after ``from_token`` (else after every write
+        that region has applied), as :meth:`Engine.feed` (``name`` names the feed in the
+        regions). When the region fails or goes silent, the watch goes on in the next from its
+        last position (some events may come again). Returns once a region serves it (about a
+        second): changes made afterwards are seen. Interruptible, as the other calls."""
+        p = _bytes(prefix, "prefix")
+        n = _feed_name(name)
+        handle = _token_arg(from_token)
+        h = self._h()
+
+        def call(token: Optional[Token] = from_token) -> _Owned:  # holds it until the call ends
+            out = c_void_p()
+            _check(_lib.meridian_client_watch(h, p, len(p), handle, n, byref(out)))
+            return _Owned(_handle(out), _lib.meridian_feed_free)
+
+        return Feed(_run(call), self, client_mode=True)
 
     @property
     def retried_after_lost(self) -> bool:

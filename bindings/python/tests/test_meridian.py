@@ -355,6 +355,263 @@ class RoutedClient(unittest.TestCase):
                     p.stdout.close()
 
 
+class ChangeFeeds(unittest.TestCase):
+    """An embedded engine's change feed: the changes under a prefix after a position."""
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.engine = meridian.Engine.open(self.dir.name)
+
+    def tearDown(self):
+        self.engine.close()
+        self.dir.cleanup()
+
+    def test_a_feed_hands_out_each_change_under_its_prefix_with_the_latest_value(self):
+        e = self.engine
+        with e.feed("feed:") as feed:
+            started = time.monotonic()
+            self.assertIsNone(feed.next(0.2), "nothing was written")
+            self.assertGreaterEqual(time.monotonic() - started, 0.15)
+            self.assertIsNone(feed.next(0))
+            start = feed.position
+            e.lww_set("feed:a", "1")
+            first = feed.next(2)
+            self.assertEqual(first.key, b"feed:a")
+            self.assertEqual(first.values, [{"lww": "1"}])
+            self.assertFalse(first.deleted or first.reset)
+            self.assertIsInstance(first.token, meridian.Token)
+            e.lww_set("other", "outside the prefix")
+            e.counter_add("feed:b", 2)
+            e.counter_add("feed:b", 3)
+            e.delete("feed:a")
+            e.lww_set(b"feed:\xff", b"\x00\xff")
+            b = feed.next(2)
+            self.assertEqual((b.key, b.values), (b"feed:b", [{"counter": 5}]))
+            # The position covers the events handed out, not those still to come.
+            mid = feed.position
+            deleted = feed.next(2)
+            self.assertEqual((deleted.key, deleted.values, deleted.deleted), (b"feed:a", [], True))
+            binary = feed.next(2)
+            self.assertEqual((binary.key, binary.values), (b"feed:\xff", [{"lww": {"hex": "00ff"}}]))
+            self.assertIsNone(feed.next(0.1))
+            end = feed.position
+            feed.ack()  # an unnamed feed: nothing to do
+        with self.assertRaises(meridian.ClosedError):
+            feed.next(0)
+
+        def keys(from_token, prefix="feed:"):
+            with e.feed(prefix, from_token=from_token) as f:
+                out = []
+                while True:
+                    event = f.next(0.3)
+                    if event is None:
+                        return out
+                    out.append(event.key)
+
+        # A token resumes after its event, in any feed; a position after what was handed out.
+        self.assertEqual(keys(first.token), [b"feed:b", b"feed:a", b"feed:\xff"])
+        self.assertEqual(keys(meridian.Token.from_bytes(b.token.to_bytes())), [b"feed:a", b"feed:\xff"])
+        self.assertEqual(keys(mid), [b"feed:a", b"feed:\xff"])
+        self.assertEqual(keys(end), [])
+        self.assertEqual(keys(start, prefix=b""), [b"other", b"feed:b", b"feed:a", b"feed:\xff"])
+
+    def test_iterating_a_feed_waits_for_each_event(self):
+        import threading
+        e = self.engine
+        with e.feed("it:") as feed:
+            writer = threading.Timer(0.3, lambda: [e.lww_set(f"it:{i}", "x") for i in range(3)])
+            writer.start()
+            got = []
+            for event in feed:
+                got.append(event.key)
+                if len(got) == 3:
+                    break
+            writer.join()
+        self.assertEqual(got, [b"it:0", b"it:1", b"it:2"])
+
+    def test_a_named_feed_resumes_after_its_acknowledged_position(self):
+        e = self.engine
+        with e.feed("n:", name="orders") as feed:
+            e.lww_set("n:1", "a")
+            self.assertEqual(feed.next(2).key, b"n:1")
+            feed.ack()
+            e.lww_set("n:2", "b")
+        with e.feed("n:", name="orders") as feed:
+            self.assertEqual(feed.next(2).key, b"n:2")
+            self.assertIsNone(feed.next(0.1))
+            feed.ack(feed.position)
+        e.lww_set("n:3", "c")
+        with e.feed("n:", name="orders") as feed:
+            self.assertEqual(feed.next(2).key, b"n:3")
+
+    def test_bad_feed_arguments_and_closed_handles_are_refused(self):
+        e = self.engine
+        with self.assertRaises(ValueError):
+            e.feed(name="")
+        with self.assertRaises(ValueError):
+            e.feed(name="n" * 257)
+        e.feed(name="n" * 256).close()
+        with self.assertRaises(ValueError):
+            e.feed(name="a\0b")
+        with self.assertRaises(TypeError):
+            e.feed(name=7)
+        with self.assertRaises(TypeError):
+            e.feed(from_token=b"not a token")
+        with self.assertRaises(ValueError):
+            e.feed(b"k" * 70_000)
+        feed = e.feed()
+        with self.assertRaises(ValueError):
+            feed.next(-1)
+        feed.close()
+        feed.close()  # closing twice is fine
+        with self.assertRaises(meridian.ClosedError):
+            feed.position
+        self.assertEqual(list(feed), [], "a closed feed's iteration ends")
+        # A feed of a closed engine is refused; the engine's directory opens again.
+        d = tempfile.TemporaryDirectory()
+        other = meridian.Engine.open(d.name)
+        open_feed = other.feed()
+        other.close()
+        with self.assertRaises(meridian.ClosedError):
+            open_feed.next(0)
+        again = meridian.Engine.open(d.name)
+        again.close()
+        open_feed.close()
+        d.cleanup()
+
+    def test_a_feed_keeps_its_engine_open(self):
+        import gc
+        d = tempfile.TemporaryDirectory()
+        feed = meridian.Engine.open(d.name).feed()
+        gc.collect()
+        self.assertIsNone(feed.next(0))
+        feed.close()
+        del feed
+        gc.collect()
+        d.cleanup()
+
+    def test_waiting_for_a_feed_is_interrupted_by_ctrl_c(self):
+        import signal
+
+        def interrupt(*_):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        started = time.monotonic()
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.3)
+            with self.engine.feed("never:") as feed:
+                with self.assertRaises(KeyboardInterrupt):
+                    for _ in feed:
+                        pass
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        self.assertLess(time.monotonic() - started, 5, "the wait was not interrupted")
+
+
+class RoutedWatch(unittest.TestCase):
+    """A watch through a routed client of two ``meridian node`` processes: the changes another
+    client writes, a named feed acknowledged and resumed, and a failover when the watch's
+    region stops."""
+
+    def test_a_watch_sees_another_clients_writes_and_fails_over(self):
+        with tempfile.TemporaryDirectory() as d:
+            regions = [("euw1", "eu-west"), ("use1", "us-east")]
+            certs(os.path.join(d, "certs"), "pyw", regions, ["t"])
+            ports = [free_port(), free_port()]
+            places = [(53.3, -6.3), (39.0, -77.5)]
+            nodes = [(n, r, p) for (n, r), p in zip(regions, ports)]
+            configs = [node_config(d, "pyw", nodes[i], [nodes[1 - i]], places[i]) for i in range(2)]
+            procs = []
+            try:
+                for c in configs:
+                    procs.append(subprocess.Popen([BIN, "node", "--config", c], stdout=subprocess.PIPE,
+                                                  stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "error"}))
+                for p in procs:
+                    self.assertIn(b"listening on", p.stdout.readline())
+                cluster = os.path.join(d, "client.toml")
+                with open(cluster, "w") as f:
+                    f.write('cluster = "pyw"\ncerts = "certs/client-t"\nclient = "t"\n'
+                            "near = { latitude = 48.85, longitude = 2.35 }\n")
+                    for (n, r, p), (lat, lon) in zip(nodes, places):
+                        f.write(f'[[seeds]]\nname = "{n}"\nregion = "{r}"\naddress = "127.0.0.1:{p}"\n'
+                                f"location = {{ latitude = {lat}, longitude = {lon} }}\n")
+                with meridian.Client(cluster) as watcher, meridian.Client(cluster) as writer:
+                    deadline = time.time() + 20
+                    while True:  # until the two regions are linked and eu-west, nearest, answers
+                        try:
+                            writer.lww_set("ready", "1", consistency="all")
+                            if writer.region == "eu-west":
+                                break
+                        except meridian.MeridianError:
+                            pass
+                        self.assertLess(time.time(), deadline, "the regions never linked")
+                        time.sleep(0.2)
+
+                    def wait_for(feed, key, seconds=20):
+                        """Events until one of ``key`` (at least once: some may repeat)."""
+                        seen = []
+                        end = time.time() + seconds
+                        while time.time() < end:
+                            event = feed.next(1.0)
+                            if event is not None:
+                                seen.append(event)
+                                if event.key == key:
+                                    return event, seen
+                        self.fail(f"no event of {key!r} within {seconds} s: {[e.key for e in seen]}")
+
+                    with watcher.watch("w:") as feed:
+                        self.assertIsNone(feed.next(0.2))
+                        writer.lww_set("w:1", "a")
+                        writer.lww_set("elsewhere", "x")
+                        writer.counter_add("w:2", 3)
+                        event, seen = wait_for(feed, b"w:2")
+                        self.assertEqual([e.key for e in seen], [b"w:1", b"w:2"])
+                        self.assertEqual(seen[0].values, [{"lww": "a"}])
+                        self.assertEqual(event.values, [{"counter": 3}])
+                        position = feed.position
+                    # Resumed from a position: what came after it only.
+                    writer.delete("w:1")
+                    with watcher.watch(b"w:", from_token=position) as feed:
+                        event, seen = wait_for(feed, b"w:1")
+                        self.assertTrue(event.deleted)
+                        self.assertEqual([e.key for e in seen], [b"w:1"])
+
+                    # A named feed: acknowledged, closed, resumed after its position.
+                    with watcher.watch("n:", name="py-consumer") as feed:
+                        writer.lww_set("n:1", "a")
+                        wait_for(feed, b"n:1")
+                        feed.ack()
+                    writer.lww_set("n:2", "b")
+                    with watcher.watch("n:", name="py-consumer") as feed:
+                        event, seen = wait_for(feed, b"n:2")
+                        self.assertEqual([e.key for e in seen], [b"n:2"])
+
+                    # The watch's region stops: the watch goes on in the other one.
+                    feed = watcher.watch("f:")
+                    writer.lww_set("f:1", "a")
+                    wait_for(feed, b"f:1")
+                    procs[0].terminate()
+                    procs[0].wait(10)
+                    writer.lww_set("f:2", "b")
+                    self.assertEqual(writer.region, "us-east")
+                    event, _ = wait_for(feed, b"f:2", seconds=30)
+                    self.assertEqual(event.values, [{"lww": "b"}])
+                    feed.close()
+                    # A closed client's watch is refused.
+                    feed = watcher.watch("f:")
+                watcher_closed = feed
+                with self.assertRaises(meridian.ClosedError):
+                    watcher_closed.next(0)
+                watcher_closed.close()
+            finally:
+                for p in procs:
+                    p.kill()
+                    p.wait()
+                    p.stdout.close()
+
+
 def varint(n):
     """A LEB128 varint (postcard's integers)."""
     out = bytearray()

@@ -1,9 +1,11 @@
 /* Calls on one client handle from several threads run at once: while one thread's write is
  * held up in the regions (its read context names a write no region has, which each region
- * waits for before refusing it), another thread on the same handle writes and reads. Run by
- * ffi/tests/client_threads.rs with two node configurations and a cluster file; the nodes run
- * in this process (meridian_engine_open_node). Prints "ok" and exits 0 when every check holds;
- * exits 2 when a node cannot start (its port was taken meanwhile: the runner tries again). */
+ * waits for before refusing it), another thread on the same handle writes and reads. Then
+ * watches through the client (meridian_client_watch): events, positions, a named watch
+ * resumed, a close while one waits. Run by ffi/tests/client_threads.rs with two node
+ * configurations and a cluster file; the nodes run in this process
+ * (meridian_engine_open_node). Prints "ok" and exits 0 when every check holds; exits 2 when a
+ * node cannot start (its port was taken meanwhile: the runner tries again). */
 #include "meridian.h"
 
 #include <pthread.h>
@@ -93,6 +95,59 @@ static int context_beyond(const MeridianBuffer *token, uint64_t ahead) {
     return 1;
 }
 
+/* The next event of a watch as a NUL-terminated JSON string (skipping none), waiting up to
+ * `timeout_ms`. */
+static MeridianStatus next_event(MeridianFeed *feed, uint64_t timeout_ms, char *out, size_t cap) {
+    MeridianBuffer ev = {0};
+    MeridianStatus st = meridian_feed_next(feed, timeout_ms, &ev);
+    out[0] = 0;
+    if (st == MERIDIAN_OK) {
+        size_t n = ev.len < cap - 1 ? ev.len : cap - 1;
+        memcpy(out, ev.data, n);
+        out[n] = 0;
+        meridian_buffer_free(&ev);
+    }
+    return st;
+}
+
+/* Whether an event of `key` comes within `seconds` (events of other keys, and repeats, are
+ * skipped: delivery is at least once). */
+static int saw_key(MeridianFeed *feed, const char *key, double seconds) {
+    char json[4096], want[256];
+    snprintf(want, sizeof want, "\"key\":\"%s\"", key);
+    double end = now_s() + seconds;
+    while (now_s() < end) {
+        MeridianStatus st = next_event(feed, 500, json, sizeof json);
+        if (st == MERIDIAN_OK && strstr(json, want) != NULL) {
+            return 1;
+        }
+        if (st != MERIDIAN_OK && st != MERIDIAN_NOT_FOUND) {
+            fprintf(stderr, "meridian_feed_next: status %d (%s)\n", (int)st, meridian_last_error());
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* A watch waiting for an event on another thread while its client closes. */
+struct FeedWait {
+    MeridianFeed *feed;
+    MeridianStatus status;
+    double took;
+};
+
+static void *wait_on_feed(void *arg) {
+    struct FeedWait *w = arg;
+    double started = now_s();
+    MeridianBuffer ev = {0};
+    w->status = meridian_feed_next(w->feed, 20000, &ev);
+    w->took = now_s() - started;
+    if (w->status == MERIDIAN_OK) {
+        meridian_buffer_free(&ev);
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     if (argc != 4) {
         fprintf(stderr, "usage: %s NODE_A.toml NODE_B.toml CLUSTER.toml\n", argv[0]);
@@ -160,7 +215,70 @@ int main(int argc, char **argv) {
     meridian_buffer_free(&value);
     CHECK(meridian_client_lww_get(g_client, B("held"), 4, &value) == MERIDIAN_NOT_FOUND);
 
-    CHECK(meridian_client_close(g_client) == MERIDIAN_OK);
+    /* Watches through the client: the changes under a prefix, one event at a time. */
+    {
+        char json[4096];
+        MeridianFeed *feed = NULL;
+        CHECK(meridian_client_watch(g_client, B("watch:"), 6, NULL, NULL, &feed) == MERIDIAN_OK);
+        CHECK(next_event(feed, 200, json, sizeof json) == MERIDIAN_NOT_FOUND);
+        CHECK(meridian_client_lww_set(g_client, B("watch:1"), 7, B("a"), 1, MERIDIAN_CONSISTENCY_LOCAL,
+                                      0, NULL) == MERIDIAN_OK);
+        CHECK(meridian_client_counter_add(g_client, B("elsewhere"), 9, 1, MERIDIAN_CONSISTENCY_LOCAL, 0,
+                                          NULL) == MERIDIAN_OK);
+        CHECK(meridian_client_counter_add(g_client, B("watch:2"), 7, 4, MERIDIAN_CONSISTENCY_LOCAL, 0,
+                                          NULL) == MERIDIAN_OK);
+        CHECK(next_event(feed, 5000, json, sizeof json) == MERIDIAN_OK);
+        CHECK(strstr(json, "\"key\":\"watch:1\"") != NULL && strstr(json, "{\"lww\":\"a\"}") != NULL);
+        CHECK(next_event(feed, 5000, json, sizeof json) == MERIDIAN_OK);
+        CHECK(strstr(json, "\"key\":\"watch:2\"") != NULL && strstr(json, "{\"counter\":4}") != NULL);
+        MeridianToken *position = NULL;
+        CHECK(meridian_feed_position(feed, &position) == MERIDIAN_OK && position != NULL);
+        CHECK(meridian_feed_ack(feed, position) == MERIDIAN_OK); /* unnamed: nothing to do */
+        CHECK(meridian_feed_free(feed) == MERIDIAN_OK);
+        /* Resumed from the position: only what came after. */
+        CHECK(meridian_client_delete(g_client, B("watch:1"), 7, MERIDIAN_CONSISTENCY_LOCAL, 0, NULL) ==
+              MERIDIAN_OK);
+        CHECK(meridian_client_watch(g_client, B("watch:"), 6, position, NULL, &feed) == MERIDIAN_OK);
+        CHECK(next_event(feed, 5000, json, sizeof json) == MERIDIAN_OK);
+        CHECK(strstr(json, "\"key\":\"watch:1\"") != NULL && strstr(json, "\"values\":[]") != NULL);
+        CHECK(meridian_feed_free(feed) == MERIDIAN_OK);
+        CHECK(meridian_token_free(position) == MERIDIAN_OK);
+
+        /* A named watch resumes after its acknowledged position. */
+        CHECK(meridian_client_watch(g_client, B("named:"), 6, NULL, "c-consumer", &feed) == MERIDIAN_OK);
+        CHECK(meridian_client_lww_set(g_client, B("named:1"), 7, B("a"), 1, MERIDIAN_CONSISTENCY_LOCAL,
+                                      0, NULL) == MERIDIAN_OK);
+        CHECK(saw_key(feed, "named:1", 10));
+        CHECK(meridian_feed_position(feed, &position) == MERIDIAN_OK);
+        CHECK(meridian_feed_ack(feed, position) == MERIDIAN_OK);
+        CHECK(meridian_token_free(position) == MERIDIAN_OK);
+        CHECK(meridian_feed_free(feed) == MERIDIAN_OK);
+        CHECK(meridian_client_lww_set(g_client, B("named:2"), 7, B("b"), 1, MERIDIAN_CONSISTENCY_LOCAL,
+                                      0, NULL) == MERIDIAN_OK);
+        CHECK(meridian_client_watch(g_client, B("named:"), 6, NULL, "c-consumer", &feed) == MERIDIAN_OK);
+        CHECK(next_event(feed, 5000, json, sizeof json) == MERIDIAN_OK);
+        CHECK(strstr(json, "\"key\":\"named:2\"") != NULL);
+
+        /* The client closes: a wait in progress on another thread returns MERIDIAN_CLOSED at
+         * once, the watches answer MERIDIAN_CLOSED (their position still answers), and the
+         * close itself is not held up by them. */
+        struct FeedWait fw = {NULL, MERIDIAN_INTERNAL, 0};
+        CHECK(meridian_client_watch(g_client, B("never:"), 6, NULL, NULL, &fw.feed) == MERIDIAN_OK);
+        pthread_t waiter;
+        CHECK(pthread_create(&waiter, NULL, wait_on_feed, &fw) == 0);
+        usleep(300 * 1000);
+        CHECK(meridian_client_close(g_client) == MERIDIAN_OK);
+        CHECK(pthread_join(waiter, NULL) == 0);
+        CHECK(fw.status == MERIDIAN_CLOSED && fw.took < 5.0);
+        CHECK(next_event(feed, 0, json, sizeof json) == MERIDIAN_CLOSED);
+        CHECK(meridian_feed_position(feed, &position) == MERIDIAN_OK);
+        CHECK(meridian_feed_ack(feed, position) == MERIDIAN_CLOSED);
+        CHECK(meridian_token_free(position) == MERIDIAN_OK);
+        CHECK(meridian_feed_free(feed) == MERIDIAN_OK);
+        CHECK(meridian_feed_free(fw.feed) == MERIDIAN_OK);
+        CHECK(meridian_client_watch(g_client, B("watch:"), 6, NULL, NULL, &feed) == MERIDIAN_CLOSED);
+    }
+
     CHECK(meridian_engine_close(a) == MERIDIAN_OK);
     CHECK(meridian_engine_close(b) == MERIDIAN_OK);
     printf("ok\n");
