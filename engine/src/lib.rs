@@ -41,7 +41,8 @@ pub use config::{
 };
 pub use engine::{
     Engine, FaultReport, Feed, Once, OriginStatus, Replication, Row, Subscription, FEEDS_MAX,
-    FEED_BATCH_ENTRIES, FEED_NAME_BYTES_MAX, REQUEST_TAGS_MAX, REQUEST_TAG_AGE_MS,
+    FEED_BATCH_BYTES, FEED_BATCH_ENTRIES, FEED_NAME_BYTES_MAX, REQUEST_TAGS_MAX,
+    REQUEST_TAG_AGE_MS,
 };
 pub use error::{Error, Result, StorageError};
 pub use model::{CausalToken, Dot, Hlc, Kind, MemberId, Op, OriginId, RequestTag, VersionVector};

@@ -11,12 +11,12 @@ use meridian::{CausalToken, Config, Engine, FeedEvent, ReadValue, FEED_BATCH_ENT
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Every event ready now, refill after refill.
+/// Every event ready now, refill after refill, until the feed has caught up.
 fn drain(feed: &mut meridian::Feed) -> Vec<FeedEvent> {
     let mut out = Vec::new();
     loop {
         let got = feed.poll().unwrap();
-        if got.is_empty() {
+        if got.is_empty() && feed.caught_up() {
             return out;
         }
         out.extend(got);
@@ -317,4 +317,87 @@ fn a_feed_reads_past_a_backlog_outside_its_prefix_without_waiting_for_a_write() 
         "{event:?}"
     );
     assert_eq!(feed.position(), CausalToken(e.applied()));
+}
+
+#[test]
+fn the_changes_of_one_batch_resume_from_any_of_them_without_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path(), Config::default()).unwrap();
+    let mut feed = e.feed(b"", None).unwrap();
+    e.write(
+        meridian::Batch::new()
+            .put("a", "1")
+            .put("b", "2")
+            .put("c", "3"),
+    )
+    .unwrap();
+    let events = drain(&mut feed);
+    assert_eq!(events.len(), 3);
+    // Resumed from the first change's token, the batch's other keys come again.
+    let mut resumed = e.feed(b"", Some(events[0].token())).unwrap();
+    let again = latest(&drain(&mut resumed));
+    assert!(
+        again.contains_key("b") && again.contains_key("c"),
+        "{again:?}"
+    );
+    // From the last one's, nothing.
+    let mut done = e.feed(b"", Some(events[2].token())).unwrap();
+    assert!(drain(&mut done).is_empty());
+}
+
+#[test]
+fn a_refill_stops_near_its_byte_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path(), Config::default()).unwrap();
+    let mut feed = e.feed(b"", None).unwrap();
+    let big = vec![b'x'; 1 << 20];
+    for i in 0..10 {
+        e.put(format!("big/{i}").as_bytes(), &big).unwrap();
+    }
+    let first = feed.poll().unwrap();
+    assert!(
+        (1..10).contains(&first.len()),
+        "one refill handed out {} MiB-sized changes",
+        first.len()
+    );
+    assert!(!feed.caught_up());
+    let rest = drain(&mut feed);
+    assert_eq!(first.len() + rest.len(), 10);
+    // A wait as long as anyone may ask for does not overflow.
+    e.put(b"big/after", b"v").unwrap();
+    assert!(feed.next_timeout(Duration::MAX).unwrap().is_some());
+}
+
+#[test]
+fn a_feed_from_a_position_this_region_has_not_applied_hands_out_nothing_until_it_has() {
+    let mut net = Net::new(2);
+    net.cut.insert((0, 1));
+    net.cut.insert((1, 0));
+    let token = net.engine(1).put(b"k", b"theirs").unwrap();
+    net.engine(0).put(b"k", b"ours").unwrap();
+    // A consumer handed region 1's write resumes in region 0, which has not applied it: the
+    // key's state there is older than what it was handed.
+    let mut feed = net.engine(0).feed(b"", Some(&token)).unwrap();
+    assert!(drain(&mut feed).is_empty());
+    net.cut.clear();
+    net.run(1_000);
+    let got = latest(&drain(&mut feed));
+    let mut values = got["k"].clone();
+    values.sort();
+    assert_eq!(values, vec!["ours", "theirs"]);
+}
+
+#[test]
+fn an_acknowledged_position_cannot_grow_past_its_width() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::open(dir.path(), Config::default()).unwrap();
+    let wide = |from: u64| {
+        CausalToken(meridian::VersionVector::from_entries(
+            (from..from + 3_000).map(|i| (meridian::OriginId(i), 1)),
+        ))
+    };
+    e.ack_feed("f", &wide(1)).unwrap();
+    assert!(e.ack_feed("f", &wide(10_000)).is_err());
+    // The stored position still reads.
+    assert!(e.feed_position("f").unwrap().is_some());
 }

@@ -9,6 +9,9 @@ use meridian_runtime::read_json::feed_event_json;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+/// How often a named watch acknowledges while only heartbeats come.
+const ACK_EVERY: Duration = Duration::from_secs(5);
+
 /// Options of `client watch`.
 #[derive(clap::Args, Debug)]
 pub struct WatchArgs {
@@ -36,7 +39,7 @@ pub struct WatchArgs {
 /// Parses a token printed in hex.
 fn token_from_hex(hex: &str) -> anyhow::Result<CausalToken> {
     anyhow::ensure!(
-        hex.len().is_multiple_of(2),
+        hex.is_ascii() && hex.len().is_multiple_of(2),
         "--from: an even number of hex digits"
     );
     let bytes = (0..hex.len())
@@ -85,6 +88,7 @@ pub(crate) async fn watch(client: &Connection, args: WatchArgs, json: bool) -> a
         .map(|s| Instant::now() + Duration::from_secs(s));
     let prefix = args.prefix.as_bytes();
     let mut seen = 0u64;
+    let mut last_ack = Instant::now();
     let mut out = std::io::stdout().lock();
     let mut pinned_stream;
     let mut routed_stream;
@@ -121,8 +125,14 @@ pub(crate) async fn watch(client: &Connection, args: WatchArgs, json: bool) -> a
             }
         }
         out.flush()?;
-        if let (Some(name), false) = (&args.name, events.is_empty()) {
-            source.ack(name).await?;
+        // Acknowledged after what was printed, and at least every few seconds while only
+        // heartbeats come (their position moves past writes outside the prefix: the log
+        // need not keep those).
+        if let Some(name) = &args.name {
+            if !events.is_empty() || last_ack.elapsed() >= ACK_EVERY {
+                source.ack(name).await?;
+                last_ack = Instant::now();
+            }
         }
     }
 }

@@ -137,6 +137,11 @@ impl Client {
         self.version
     }
 
+    /// Whether the connection has closed (the node went away or restarted).
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
+    }
+
     /// The QUIC connection (the watch opens its stream on it).
     pub(crate) fn connection(&self) -> &quinn::Connection {
         &self.conn

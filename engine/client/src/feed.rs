@@ -137,9 +137,10 @@ impl<C: Borrow<RoutedClient>> RoutedWatch<C> {
                         self.client.borrow().merge_token(&position);
                         return Ok(events);
                     }
-                    Err(e @ ClientFailure::Server(_)) => {
+                    Err(ClientFailure::Server(e)) if refused_everywhere(e.code) => {
                         let region = self.client.borrow().region_name(*i);
-                        return Err(RoutedError::Refused { region, failure: e });
+                        let failure = ClientFailure::Server(e);
+                        return Err(RoutedError::Refused { region, failure });
                     }
                     Err(e) => {
                         why.push(format!("{}: {e}", self.client.borrow().region_name(*i)));
@@ -205,4 +206,18 @@ impl<C: Borrow<RoutedClient>> RoutedWatch<C> {
             .as_ref()
             .map(|(i, _)| self.client.borrow().region_name(*i))
     }
+}
+
+/// Whether every region would refuse a watch as this one did (the request itself is wrong);
+/// other refusals (not yet applied, unavailable, rate-limited, a storage fault) are the
+/// region's, and the watch moves on to the next.
+fn refused_everywhere(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::BadRequest
+            | ErrorCode::InvalidKey
+            | ErrorCode::InvalidOperation
+            | ErrorCode::Forbidden
+            | ErrorCode::ValueTooLarge
+    )
 }

@@ -496,7 +496,11 @@ impl RoutedClient {
     async fn conn(&self, i: usize) -> Result<Client, String> {
         let existing = self.state(i).conn.clone();
         if let Some(c) = existing {
-            return Ok(c);
+            if !c.is_closed() {
+                return Ok(c);
+            }
+            // Gone (the node restarted, perhaps speaking a newer version): connect again.
+            self.state(i).conn = None;
         }
         let r = &self.regions[i];
         let connecting = Client::connect_with(

@@ -74,7 +74,11 @@ impl Engine {
         let inner = &*self.inner;
         self.check_not_poisoned()?; // it frees space: it goes on when the disk is nearly full
         let mut out = Compaction::default();
+        let floors_before = lock(&inner.floors).clone();
         let floors = self.truncate_log(stable, &mut out)?;
+        // Floors can move while stability stands still (a named change feed let go of the
+        // log): tombstones kept for entries now gone are looked at again.
+        let floors_moved = floors != floors_before;
         // The keys the log names, topped up outside every lock writers take.
         {
             let mut named = lock(&inner.named_keys);
@@ -86,7 +90,7 @@ impl Engine {
         let (recent, full) = {
             let mut work = lock(&inner.tombstones);
             let recent = work.recent.replace(BTreeSet::new());
-            let full = work.last_full.as_ref() != Some(stable) || recent.is_none();
+            let full = work.last_full.as_ref() != Some(stable) || recent.is_none() || floors_moved;
             (recent.unwrap_or_default(), full)
         };
         let mut pass = TombstonePass {

@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 
 /// Log entries one refill of a feed reads at most: what a slow consumer costs in memory.
 pub const FEED_BATCH_ENTRIES: usize = 1_024;
+/// Bytes of states one refill hands out at most (it stops after the entry that passes it;
+/// a single entry's states may exceed it).
+pub const FEED_BATCH_BYTES: usize = 4 << 20;
 /// Longest feed name.
 pub const FEED_NAME_BYTES_MAX: usize = 256;
 /// Most named feeds one replica keeps.
@@ -37,6 +40,8 @@ pub struct Feed {
     /// Per origin, the last number whose changes were handed out or queued.
     position: VersionVector,
     ready: VecDeque<FeedEvent>,
+    /// Whether the last refill reached the applied vector.
+    caught_up: bool,
     woken: Arc<Woken>,
     _subscription: Subscription,
 }
@@ -93,6 +98,7 @@ impl Engine {
             name: None,
             position,
             ready: VecDeque::new(),
+            caught_up: false,
             woken,
             _subscription: subscription,
         })
@@ -141,6 +147,9 @@ impl Engine {
         }
         let mut position = stored.unwrap_or_default();
         position.merge(token);
+        if position.0.len() > CONTEXT_WIDTH_MAX {
+            return Err(Error::InvalidOperation("feed position too wide"));
+        }
         inner
             .store
             .put_meta_sync(&keys::feed_key(name.as_bytes()), &position.to_bytes())?;
@@ -201,6 +210,11 @@ impl Engine {
     }
 }
 
+/// About what `values` take in an event.
+fn values_bytes(values: &[ReadValue]) -> usize {
+    postcard::experimental::serialized_size(values).unwrap_or(usize::MAX / 4)
+}
+
 fn check_feed_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > FEED_NAME_BYTES_MAX {
         return Err(Error::InvalidOperation(
@@ -213,19 +227,25 @@ fn check_feed_name(name: &str) -> Result<()> {
 impl Feed {
     /// The next event, waiting up to `timeout` for one; `None` when none came in time.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<FeedEvent>> {
-        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
+        let left = || timeout.checked_sub(start.elapsed());
         loop {
             if let Some(event) = self.ready.pop_front() {
                 return Ok(Some(event));
             }
             let generation = *lock(&self.woken.generation);
-            self.refill_some()?;
+            // Entries outside the prefix are read past without waiting for a write, within
+            // the wait asked for.
+            while self.ready.is_empty() && self.refill()? && left().is_some() {}
             if !self.ready.is_empty() {
                 continue;
             }
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            let Some(left) = left() else {
                 return Ok(None);
             };
+            if !self.caught_up {
+                continue;
+            }
             let guard = lock(&self.woken.generation);
             if *guard == generation {
                 // A wake-up after the refill bumped the generation: no wait then.
@@ -235,8 +255,9 @@ impl Feed {
     }
 
     /// The next event, awaited without a thread: the feed's waker is woken when the applied
-    /// vector advances (a local commit, a peer's entries), on the thread that advanced it. A
-    /// refill reads the log on the polling thread (at most `FEED_BATCH_ENTRIES` entries).
+    /// vector advances (a local commit, a peer's entries), on the thread that advanced it.
+    /// Each poll does one refill on the polling thread (at most `FEED_BATCH_ENTRIES` entries
+    /// and `FEED_BATCH_BYTES` of states), yielding between refills of a backlog.
     pub async fn next_event(&mut self) -> Result<FeedEvent> {
         std::future::poll_fn(|cx| {
             if let Some(event) = self.ready.pop_front() {
@@ -244,36 +265,36 @@ impl Feed {
             }
             // Registered before the refill: an advance after it wakes this task.
             *lock(&self.woken.waker) = Some(cx.waker().clone());
-            if let Err(e) = self.refill_some() {
+            if let Err(e) = self.refill() {
                 return std::task::Poll::Ready(Err(e));
             }
             match self.ready.pop_front() {
                 Some(event) => std::task::Poll::Ready(Ok(event)),
-                None => std::task::Poll::Pending,
+                None => {
+                    if !self.caught_up {
+                        cx.waker().wake_by_ref(); // more to read: come back at once
+                    }
+                    std::task::Poll::Pending
+                }
             }
         })
         .await
     }
 
-    /// The events ready now, without waiting (up to one refill's worth: empty once the feed
-    /// has caught up with what this replica applied).
+    /// The events of one refill (at most `FEED_BATCH_ENTRIES` log entries and about
+    /// `FEED_BATCH_BYTES` of states), without waiting; empty when the entries read named
+    /// nothing under the prefix, or when the feed has caught up (`caught_up` tells which).
     pub fn poll(&mut self) -> Result<Vec<FeedEvent>> {
         if self.ready.is_empty() {
-            self.refill_some()?;
+            self.refill()?;
         }
         Ok(self.ready.drain(..).collect())
     }
 
-    /// Refills until some event is ready or the feed has caught up with the applied vector
-    /// (entries outside the prefix are read past, `FEED_BATCH_ENTRIES` at a time, without
-    /// waiting for the next write).
-    fn refill_some(&mut self) -> Result<()> {
-        while self.ready.is_empty() {
-            if !self.refill()? {
-                break;
-            }
-        }
-        Ok(())
+    /// Whether the last refill reached what this replica has applied (nothing more to read
+    /// until it applies more).
+    pub fn caught_up(&self) -> bool {
+        self.caught_up
     }
 
     /// The position after every event handed out or ready: what to resume from when the
@@ -296,15 +317,35 @@ impl Feed {
         }
     }
 
+    /// Queues a reset at `missing` and moves the position to the applied vector.
+    fn reset(&mut self, applied: &VersionVector, missing: Dot, why: &'static str) {
+        metrics::counter!("meridian_feed_resets_total").increment(1);
+        tracing::info!(origin = %missing.replica, missing = missing.counter, why, "change feed reset");
+        self.position.join(applied);
+        self.ready.push_back(FeedEvent::Reset {
+            token: CausalToken(self.position.clone()),
+            missing,
+        });
+        self.caught_up = true;
+    }
+
     /// Reads up to `FEED_BATCH_ENTRIES` log entries past the position and queues the changes
-    /// they name under the prefix, or a reset where the log has a gap; returns whether it
-    /// stopped at that bound (more entries may follow).
+    /// they name under the prefix (stopping after the entry whose states pass
+    /// `FEED_BATCH_BYTES`), or a reset where the log cannot be followed; returns whether more
+    /// entries may follow (`!caught_up`). Nothing is handed out while this replica has not
+    /// applied the position (a token from a region ahead of it): a key's state here could be
+    /// older than one the consumer was handed.
     fn refill(&mut self) -> Result<bool> {
         let engine = &self.engine;
         let applied = engine.applied();
+        if !applied.dominates(&self.position) {
+            self.caught_up = true;
+            return Ok(false);
+        }
         let mut budget = FEED_BATCH_ENTRIES;
-        // The entries read, in order, and for each key the last of them naming it.
-        let mut steps: Vec<Dot> = Vec::new();
+        // The entries read, in order, with the keys under the prefix each names.
+        let mut steps: Vec<(Dot, Vec<Vec<u8>>)> = Vec::new();
+        // For each key, the last entry naming it.
         let mut last: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
         for (origin, upto) in applied.iter() {
             let from = self.position.get(origin);
@@ -313,16 +354,14 @@ impl Feed {
             }
             let end = upto.min(from + budget as u64);
             let mut expected = from + 1;
+            let mut unfollowed = None;
             for item in engine.inner.store.log_entries_of(origin, expected) {
                 let (k, bytes) = item?;
                 let Some((_, seq)) = keys::parse_log_key(&k) else {
                     break;
                 };
-                if seq > end {
-                    break;
-                }
-                if seq != expected {
-                    break; // a gap: found below
+                if seq > end || seq != expected {
+                    break; // past the batch, or a gap (found below)
                 }
                 let entry = match LogEntry::decode(&bytes) {
                     Ok(entry) => entry,
@@ -331,46 +370,60 @@ impl Feed {
                         break; // unusable: a gap from here
                     }
                 };
-                for key in entry.keys.into_iter().chain(entry.left_out) {
-                    if key.starts_with(&self.prefix) {
-                        last.insert(key, steps.len());
-                    }
+                if !entry.is_whole() {
+                    // Applied without all of it (declared lost): what it changed may arrive
+                    // later as a state no entry names.
+                    unfollowed = Some("an entry applied without all of its write");
+                    break;
                 }
-                steps.push(Dot::new(origin, seq));
+                let named: Vec<Vec<u8>> = entry
+                    .keys
+                    .into_iter()
+                    .filter(|key| key.starts_with(&self.prefix))
+                    .collect();
+                for key in &named {
+                    last.insert(key.clone(), steps.len());
+                }
+                steps.push((Dot::new(origin, seq), named));
                 expected += 1;
             }
             if expected <= end {
                 // The log lacks what the position needs: truncated past it, skipped by a
-                // state transfer, or damaged.
-                metrics::counter!("meridian_feed_resets_total").increment(1);
-                tracing::info!(%origin, missing = expected, "change feed reset: the log no longer holds what its position needs");
-                self.ready.clear();
-                self.position.join(&applied);
-                self.ready.push_back(FeedEvent::Reset {
-                    token: CausalToken(self.position.clone()),
-                    missing: Dot::new(origin, expected),
-                });
+                // state transfer, damaged, or partial.
+                let why = unfollowed.unwrap_or("the log no longer holds what the position needs");
+                self.reset(&applied, Dot::new(origin, expected), why);
                 return Ok(false);
             }
             budget -= (end - from) as usize;
         }
-        let more = budget == 0;
-        if steps.is_empty() {
-            return Ok(more);
-        }
-        let mut at: Vec<(usize, Vec<u8>)> = last.into_iter().map(|(k, i)| (i, k)).collect();
-        at.sort_unstable();
-        let mut at = at.into_iter().peekable();
+        // Events in entry order, each key after the last entry naming it; a change's token is
+        // the position after its entry only for the entry's last change (before the entry for
+        // the others: resuming from one of them hands out the entry's other keys again).
         let mut position = self.position.clone();
-        for (i, dot) in steps.iter().enumerate() {
+        let mut bytes = 0usize;
+        let mut stopped = false;
+        for (i, (dot, named)) in steps.iter().enumerate() {
+            let before = CausalToken(position.clone());
             position.add(*dot);
-            while let Some((_, key)) = at.next_if(|(j, _)| *j == i) {
-                let values = engine.read(&key)?.map(|r| r.values).unwrap_or_default();
+            let keys: Vec<&Vec<u8>> = named.iter().filter(|k| last.get(*k) == Some(&i)).collect();
+            let n = keys.len();
+            for (j, key) in keys.into_iter().enumerate() {
+                let values = engine.read(key)?.map(|r| r.values).unwrap_or_default();
+                bytes += key.len() + values_bytes(&values) + position.len() * 16;
+                let token = if j + 1 == n {
+                    CausalToken(position.clone())
+                } else {
+                    before.clone()
+                };
                 self.ready.push_back(FeedEvent::Change(Change {
-                    key,
+                    key: key.clone(),
                     values,
-                    token: CausalToken(position.clone()),
+                    token,
                 }));
+            }
+            if bytes > FEED_BATCH_BYTES {
+                stopped = true;
+                break;
             }
         }
         self.position = position;
@@ -379,7 +432,8 @@ impl Feed {
             .map(|(origin, upto)| upto.saturating_sub(self.position.get(origin)))
             .sum();
         metrics::histogram!("meridian_feed_lag_entries").record(behind as f64);
-        Ok(more)
+        self.caught_up = behind == 0;
+        Ok(!self.caught_up || stopped)
     }
 }
 

@@ -53,7 +53,7 @@ mod write;
 
 pub use epoch::OriginStatus;
 pub use faults::FaultReport;
-pub use feed::{Feed, FEEDS_MAX, FEED_BATCH_ENTRIES, FEED_NAME_BYTES_MAX};
+pub use feed::{Feed, FEEDS_MAX, FEED_BATCH_BYTES, FEED_BATCH_ENTRIES, FEED_NAME_BYTES_MAX};
 pub use replication::Replication;
 pub use requests::{Once, REQUEST_TAGS_MAX, REQUEST_TAG_AGE_MS};
 pub use subscriptions::Subscription;

@@ -13,6 +13,7 @@
 //! catch up against the bytes of the records that had to move.
 
 pub mod checker;
+pub mod feed_consumer;
 pub mod history;
 mod report;
 mod scenario;

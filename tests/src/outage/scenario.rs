@@ -1,6 +1,7 @@
 //! The scenarios and their runner.
 
 use super::checker::{self, DiskLoss, Faults, Impairment, State, Window};
+use super::feed_consumer::{self, FeedView};
 use super::history::{Action, History, OpRecord, Outcome};
 use super::report::Row;
 use super::workload::{run_client, run_strict, Switches};
@@ -177,6 +178,8 @@ impl Form {
 
 /// Longest wait for a client's last operation once the load stops.
 const CLIENT_STOP_WAIT: Duration = Duration::from_secs(20);
+/// How long the change-feed consumer may take to reflect the converged state.
+const FEED_CONVERGE_WAIT: Duration = Duration::from_secs(15);
 /// How long before a disk loss a `local` write's acknowledgement may precede its shipping
 /// (it survives only if another region applied it: the durability contract of `local`).
 const DISK_LOSS_WINDOW: Duration = Duration::from_millis(200);
@@ -311,11 +314,32 @@ pub async fn run_upgrading(
         ));
         (task, switches)
     };
+    // A change-feed consumer near the region the faults hit most, from the start of the run.
+    let feed_view = Arc::new(std::sync::Mutex::new(FeedView::default()));
+    let feed_stop = Arc::new(AtomicBool::new(false));
+    let feed = {
+        let (_, _, (latitude, longitude)) = REGIONS[EUW1];
+        let config = cluster
+            .cluster_file(
+                "t",
+                Some(Location {
+                    latitude,
+                    longitude,
+                }),
+            )
+            .routed_config();
+        tokio::spawn(feed_consumer::run(
+            config,
+            feed_view.clone(),
+            feed_stop.clone(),
+        ))
+    };
     let _stop_clients = AbortOnDrop(
         clients
             .iter()
             .chain(std::iter::once(&strict))
             .map(|(t, _)| t.abort_handle())
+            .chain(std::iter::once(feed.abort_handle()))
             .collect(),
     );
 
@@ -377,6 +401,42 @@ pub async fn run_upgrading(
     }
     if let Some(gone) = retired {
         check_reclaimed(&cluster, &live, gone, &mut problems).await;
+    }
+    // The feed consumer's view must come to equal the converged state.
+    let feed_wait = Instant::now();
+    let (shown, differing) = loop {
+        let (shown, differing) = {
+            let view = feed_view.lock().unwrap_or_else(|p| p.into_inner());
+            feed_consumer::differences(&view, &state, 5)
+        };
+        if differing == 0 || feed_wait.elapsed() > FEED_CONVERGE_WAIT {
+            break (shown, differing);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    feed_stop.store(true, Ordering::SeqCst);
+    match tokio::time::timeout(CLIENT_STOP_WAIT, feed).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => problems.push(format!("the change-feed consumer failed: {e:#}")),
+        Ok(Err(e)) => problems.push(format!("the change-feed consumer panicked: {e}")),
+        Err(_) => problems.push("the change-feed consumer did not stop".into()),
+    }
+    let mut notes = notes;
+    {
+        let view = feed_view.lock().unwrap_or_else(|p| p.into_inner());
+        notes.push(format!(
+            "change feed: {} changes, {} resets, served by {}",
+            view.changes,
+            view.resets,
+            view.regions.join(" > ")
+        ));
+        if differing > 0 {
+            problems.push(format!(
+                "the change feed's view differs from the converged state in {differing} keys {FEED_CONVERGE_WAIT:?} after it (e.g. {shown:?}; {} resets, served by {})",
+                view.resets,
+                view.regions.join(" > ")
+            ));
+        }
     }
 
     let ops = history.ops();

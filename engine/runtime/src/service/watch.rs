@@ -34,6 +34,29 @@ impl Service {
         };
         let opened = match self.admit_request(who, role, bytes) {
             Ok(ClientRequest::Watch { prefix, from, name }) => {
+                // A position this region has not applied is waited for (bounded), then
+                // refused: the client moves to a region that holds it.
+                let wait = Duration::from_millis(u64::from(super::TOKEN_WAIT_MS_MAX));
+                let covered = match &from {
+                    Some(token) => {
+                        self.wait_token(
+                            token,
+                            wait,
+                            "this region has not yet applied the watch's position",
+                        )
+                        .await
+                    }
+                    None => Ok(()),
+                };
+                if let Err(refused) = covered {
+                    if write_frame(send, encode_at(version, &answer(refused)))
+                        .await
+                        .is_ok()
+                    {
+                        let _ = send.finish();
+                    }
+                    return;
+                }
                 let engine = self.engine.clone();
                 let open = move || match name {
                     Some(name) => engine.named_feed(&name, &prefix, from.as_ref()),
@@ -90,10 +113,15 @@ impl Service {
                 Err(_) => return,
             };
             if events.is_empty() {
-                // Woken by an advance: refill (what changed may be outside the prefix). A
-                // frame still goes every heartbeat, however often the vector advances.
+                // Nothing under the prefix in what was read: read on at once while behind,
+                // else wait for an advance. A frame still goes every heartbeat (with the
+                // position), however long the reading or how often the vector advances.
                 let due = last_sent + heartbeat;
-                if tokio::time::timeout_at(due, notified).await.is_ok()
+                if !feed.caught_up() {
+                    if tokio::time::Instant::now() < due {
+                        continue;
+                    }
+                } else if tokio::time::timeout_at(due, notified).await.is_ok()
                     && tokio::time::Instant::now() < due
                 {
                     continue;
