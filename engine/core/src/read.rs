@@ -51,6 +51,32 @@ pub enum ReadValue {
 }
 
 impl ReadValue {
+    /// The value with its registers' read contexts left empty (nested map fields too): what
+    /// writes put there, without what a replica has learned of the key's history since (a
+    /// context grows when a peer's state is joined, with no write to the key).
+    pub fn without_contexts(&self) -> ReadValue {
+        match self {
+            ReadValue::Register(s) => ReadValue::Register(Siblings {
+                values: s.values.clone(),
+                dots: s.dots.clone(),
+                context: VersionVector::new(),
+            }),
+            ReadValue::Map(m) => ReadValue::Map(MapView {
+                fields: m
+                    .fields
+                    .iter()
+                    .map(|(f, vs)| {
+                        (
+                            f.clone(),
+                            vs.iter().map(ReadValue::without_contexts).collect(),
+                        )
+                    })
+                    .collect(),
+            }),
+            other => other.clone(),
+        }
+    }
+
     /// The value's type.
     pub fn kind(&self) -> Kind {
         match self {

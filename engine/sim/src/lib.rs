@@ -220,6 +220,13 @@ pub struct SeedReport {
     pub older_version_links: u64,
     /// Time from heal to convergence.
     pub convergence_ms: Option<u64>,
+    /// Changes the change-feed consumer was handed, its resets (a scan each), and whether its
+    /// view differed from the converged records (a change skipped without a reset).
+    pub feed_changes: u64,
+    /// See `feed_changes`.
+    pub feed_resets: u64,
+    /// See `feed_changes`.
+    pub feed_violations: u64,
     /// State-transfer rounds started (the log no longer held what a peer lacked).
     pub antientropy_rounds: u64,
     /// Record states sent as patches against a link's earlier states (protocol 7).

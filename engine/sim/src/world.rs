@@ -6,6 +6,7 @@ use super::history::{check, digest, sim_replica, unreclaimed, Fnv, History};
 
 mod clients;
 mod disk_faults;
+mod feed_consumer;
 mod invariants;
 use super::network::{LinkFaults, Network, REGIONS};
 use super::rng::{SharedRng, SimRng};
@@ -190,6 +191,8 @@ struct World {
     corruptions: u64,
     /// The routed client sessions, when the run has them.
     clients: Option<clients::Clients>,
+    /// The change-feed consumer beside the workload.
+    feed: feed_consumer::FeedConsumer,
 }
 
 impl World {
@@ -621,6 +624,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
         clients: opts.clients.then(|| {
             clients::Clients::new(SimRng::new(seed ^ 0xC11E_4750_0000_0001), regions, seed)
         }),
+        feed: Default::default(),
     };
     let mut report = SeedReport {
         seed,
@@ -733,6 +737,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
         world.clients_step(&mut history);
         if world.now_ms >= next_tick {
             world.tick_all();
+            world.feed_step();
             next_tick = world.now_ms + TICK_MS;
         }
         if !healed && world.now_ms >= next_fault {
@@ -872,6 +877,12 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
         sessions.extend(client_sessions);
         (report.session_checks, report.uncoverable_tokens) =
             world.check_sessions(&sessions, &history);
+        if let Err(e) = world.feed_check() {
+            report.feed_violations += 1;
+            world.violations.push(e);
+        }
+        report.feed_changes = world.feed.changes;
+        report.feed_resets = world.feed.resets;
     }
     report.i1_violations = world.i1_violations;
     report.torn_logs = world.torn;

@@ -188,6 +188,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "corruptions": sum(|r| r.corruptions),
             "declared_lost": sum(|r| r.declared_lost),
             "uncoverable_tokens": sum(|r| r.uncoverable_tokens),
+            "feed_changes": sum(|r| r.feed_changes),
+            "feed_resets": sum(|r| r.feed_resets),
+            "feed_violations": sum(|r| r.feed_violations),
             "violations": violations,
             "convergence_ms_p50": percentile(&conv, 0.5),
             "convergence_ms_p99": percentile(&conv, 0.99),
@@ -225,6 +228,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("damaged items        {}", sum(|r| r.corruptions));
         println!("declared lost        {}", sum(|r| r.declared_lost));
         println!("uncoverable tokens   {}", sum(|r| r.uncoverable_tokens));
+        println!(
+            "change feed          {} changes, {} resets, {} views that differed",
+            sum(|r| r.feed_changes),
+            sum(|r| r.feed_resets),
+            sum(|r| r.feed_violations)
+        );
         println!("violations           {violations}");
         println!(
             "convergence p50/p99  {} ms / {} ms",
