@@ -64,6 +64,10 @@ fn five_hundred_seeds_of_three_regions_under_all_faults_have_no_violation() {
         ("client session checks", sum(|r| r.client.session_checks)),
         // Catch-ups at protocol 8 sent runs of writes as spans, over lossy links too.
         ("spanned entries", sum(|r| r.spanned_entries)),
+        // The change-feed consumer followed the writes, and was reset (a wiped disk's state
+        // transfer, a truncated log) and rebuilt its view, which still matched.
+        ("feed changes", sum(|r| r.feed_changes)),
+        ("feed resets", sum(|r| r.feed_resets)),
     ] {
         assert!(n > 0, "no {what} in 500 seeds");
     }
