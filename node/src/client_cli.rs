@@ -85,6 +85,12 @@ pub enum Command {
     /// Follow the changes to keys under a prefix: one line per change (key, type, value and
     /// the token after it), until interrupted.
     Watch(crate::client_watch::WatchArgs),
+    /// Forget a named change feed in every region reached: its position no longer holds
+    /// their logs.
+    FeedDrop {
+        /// The feed's name.
+        name: String,
+    },
 }
 
 /// A value as one line of text.
@@ -233,6 +239,15 @@ pub fn run(target: Target, command: Command) -> anyhow::Result<()> {
                         None => println!("{key}\t(absent)"),
                     }
                 }
+                client.close().await;
+                return Ok(());
+            }
+            Command::FeedDrop { name } => {
+                let regions = match &client {
+                    Connection::Pinned(c) => c.drop_feed(&name).await.map(|()| 1)?,
+                    Connection::Routed(c) => c.drop_feed(&name).await?,
+                };
+                println!("feed {name} forgotten in {regions} region(s)");
                 client.close().await;
                 return Ok(());
             }

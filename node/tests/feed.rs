@@ -259,6 +259,14 @@ async fn a_named_watch_acknowledged_everywhere_resumes_after_its_regions_death_w
     assert_ne!(watch.region().as_deref(), Some("eu-west"));
     let expected: BTreeSet<String> = (10..20).map(|i| format!("n/{i}")).collect();
     assert_eq!(keys, expected);
+    drop(watch);
+    // Forgotten in the two regions still up (the dead one is not reached); again is fine.
+    assert_eq!(client.drop_feed("indexer").await.unwrap(), 2);
+    let at = cluster.nodes[1]
+        .connect(&cluster.client_tls("t"))
+        .await
+        .unwrap();
+    at.drop_feed("indexer").await.unwrap();
     client.close().await;
 }
 

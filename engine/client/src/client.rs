@@ -189,6 +189,17 @@ impl Client {
         }
     }
 
+    /// Forgets the node's named feed `name`: its position no longer holds the node's log.
+    pub async fn drop_feed(&self, name: &str) -> Result<(), ClientFailure> {
+        let request = ClientRequest::FeedDrop {
+            name: name.to_string(),
+        };
+        match self.request(&request).await? {
+            ClientResponse::Done { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Sends one request and waits for its response.
     pub async fn request(&self, request: &ClientRequest) -> Result<ClientResponse, ClientFailure> {
         self.request_sampled(request).await.0

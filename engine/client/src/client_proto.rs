@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 /// The newest client protocol version (3: writes carry a deadline, the status says whether the
 /// node is isolated; 5: writes carry what the session wrote or read of their keys, answers
 /// carry the node's clock; 6: scans carry the session's token, `Unsupported`, link versions in
-/// the status; 7: change feeds, `Watch` and `FeedAck`).
+/// the status; 7: change feeds, `Watch`, `FeedAck` and `FeedDrop`).
 pub const CLIENT_PROTOCOL: u8 = 7;
 /// Every client protocol version this build speaks, oldest to newest.
 pub const CLIENT_PROTOCOLS: std::ops::RangeInclusive<u8> = 5..=CLIENT_PROTOCOL;
@@ -192,6 +192,12 @@ pub enum ClientRequest {
         name: String,
         /// The position handled.
         token: CausalToken,
+    },
+    /// Forgets the named feed `name` in this region (version 7): its position no longer
+    /// holds the log back.
+    FeedDrop {
+        /// The feed's name.
+        name: String,
     },
 }
 
@@ -500,7 +506,9 @@ impl ClientRequest {
     pub fn min_version(&self) -> u8 {
         match self {
             ClientRequest::Scan { token: Some(_), .. } => 6,
-            ClientRequest::Watch { .. } | ClientRequest::FeedAck { .. } => 7,
+            ClientRequest::Watch { .. }
+            | ClientRequest::FeedAck { .. }
+            | ClientRequest::FeedDrop { .. } => 7,
             _ => *CLIENT_PROTOCOLS.start(),
         }
     }

@@ -571,18 +571,34 @@ impl RoutedClient {
     /// in whichever region serves it next without a reset); returns how many regions took
     /// it, and fails only when none did.
     pub async fn ack_feed(&self, name: &str, token: &CausalToken) -> Result<usize, RoutedError> {
+        let request = ClientRequest::FeedAck {
+            name: name.to_string(),
+            token: token.clone(),
+        };
+        self.to_every_region(request).await
+    }
+
+    /// Forgets the named feed `name` in every region that answers (its position no longer
+    /// holds their logs); returns how many did, failing only when none did.
+    pub async fn drop_feed(&self, name: &str) -> Result<usize, RoutedError> {
+        let request = ClientRequest::FeedDrop {
+            name: name.to_string(),
+        };
+        self.to_every_region(request).await
+    }
+
+    /// Sends `request` (answered `Done`) to every region at once; how many took it.
+    async fn to_every_region(&self, request: ClientRequest) -> Result<usize, RoutedError> {
         let mut why = Vec::new();
         let mut asks = tokio::task::JoinSet::new();
         for i in 0..self.regions.len() {
             match self.conn(i).await {
                 Ok(c) => {
-                    let (name, token) = (name.to_string(), token.clone());
+                    let request = request.clone();
                     let timeout = self.config.request_timeout;
                     asks.spawn(async move {
-                        (
-                            i,
-                            tokio::time::timeout(timeout, c.ack_feed(&name, &token)).await,
-                        )
+                        let answer = tokio::time::timeout(timeout, c.request(&request)).await;
+                        (i, answer)
                     });
                 }
                 Err(e) => {
@@ -595,7 +611,11 @@ impl RoutedClient {
         while let Some(answer) = asks.join_next().await {
             let Ok((i, answer)) = answer else { continue };
             match answer {
-                Ok(Ok(())) => took += 1,
+                Ok(Ok(ClientResponse::Done { .. })) => took += 1,
+                Ok(Ok(other)) => why.push(format!(
+                    "{}: unexpected answer {other:?}",
+                    self.region_name(i)
+                )),
                 // A region of an older release has no named feeds: the others do.
                 Ok(Err(ClientFailure::Server(e))) if e.code == ErrorCode::Unsupported => {
                     why.push(format!("{}: {}", self.region_name(i), e.message));

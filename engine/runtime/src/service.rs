@@ -782,7 +782,8 @@ fn needed_role(request: &ClientRequest) -> Role {
         | ClientRequest::Regions
         | ClientRequest::Route { .. }
         | ClientRequest::Watch { .. }
-        | ClientRequest::FeedAck { .. } => Role::Read,
+        | ClientRequest::FeedAck { .. }
+        | ClientRequest::FeedDrop { .. } => Role::Read,
         ClientRequest::Promote
         | ClientRequest::SetMode { .. }
         | ClientRequest::Isolate { .. }
@@ -899,6 +900,12 @@ fn execute(engine: &Engine, request: ClientRequest) -> ClientResponse {
         ClientRequest::FeedAck { name, token } => match engine.ack_feed(&name, &token) {
             Ok(()) => ClientResponse::Done {
                 message: format!("feed {name} acknowledged"),
+            },
+            Err(e) => from_engine(e),
+        },
+        ClientRequest::FeedDrop { name } => match engine.drop_feed(&name) {
+            Ok(()) => ClientResponse::Done {
+                message: format!("feed {name} forgotten"),
             },
             Err(e) => from_engine(e),
         },
