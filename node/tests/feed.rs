@@ -308,3 +308,42 @@ async fn a_watch_hears_its_heartbeat_while_only_other_keys_are_written() {
     assert!(written > 100, "the writer wrote only {written}");
     assert!(frames >= 3, "{frames} heartbeats in 5 s");
 }
+
+/// A position no region holds (an origin none has heard of) is refused by each region, and the
+/// routed watch says so once it has tried them all, rather than cycling through them forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_a_position_no_region_holds_fails_after_trying_each() {
+    let cluster = start(&[("aa", "us-east"), ("bb", "eu-west")]);
+    cluster.wait_linked(Duration::from_secs(30)).unwrap();
+    let mut config = cluster.cluster_file("t", None).routed_config();
+    config.request_timeout = Duration::from_secs(2);
+    let client = RoutedClient::connect(config).await.unwrap();
+    let nowhere = meridian::CausalToken(meridian::VersionVector::from_entries([(
+        meridian::OriginId(0x5eed),
+        5,
+    )]));
+    let mut watch = client.watch(b"", Some(nowhere), None);
+    // Each region waits up to 2 s for the position, then refuses; then the watch says so.
+    let refused = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match watch.next().await {
+                Ok(events) => assert!(events.is_empty(), "{events:?}"),
+                Err(e) => return e,
+            }
+        }
+    })
+    .await
+    .expect("the watch cycled through the regions without end");
+    assert!(
+        matches!(
+            &refused,
+            meridian_runtime::routed::RoutedError::Refused {
+                failure: meridian_runtime::client::ClientFailure::Server(e),
+                ..
+            } if matches!(e.code, meridian_runtime::client_proto::ErrorCode::NotYetVisible
+                | meridian_runtime::client_proto::ErrorCode::Uncoverable)
+        ),
+        "{refused}"
+    );
+    client.close().await;
+}

@@ -142,6 +142,11 @@ impl Client {
         self.conn.close_reason().is_some()
     }
 
+    /// Whether `other` shares this client's connection.
+    pub fn same_connection(&self, other: &Client) -> bool {
+        self.conn.stable_id() == other.conn.stable_id()
+    }
+
     /// The QUIC connection (the watch opens its stream on it).
     pub(crate) fn connection(&self) -> &quinn::Connection {
         &self.conn

@@ -124,12 +124,21 @@ impl<C: Borrow<RoutedClient>> RoutedWatch<C> {
         }
     }
 
-    /// The next frame's events (empty for a heartbeat). Fails only when no region can serve
-    /// the watch, or one refuses it (a bad prefix, a role, an old release).
+    /// The next frame's events (empty for a heartbeat). Fails when the request itself is
+    /// refused (a bad prefix, a role: `Refused`), or when every region was tried in this call
+    /// and none served it: `Refused` with the last region's own refusal when there was one
+    /// (`Uncoverable`: no region will ever hold the position's writes, so rebuild and watch
+    /// from now on; `NotYetVisible`: none holds them yet), else `NoRegion`. Call again to
+    /// retry.
     pub async fn next(&mut self) -> Result<Vec<FeedEvent>, RoutedError> {
         let mut why = Vec::new();
+        // Regions tried in this call, and the last refusal a region gave for its own reasons.
+        let mut tried = std::collections::BTreeSet::new();
+        let mut refusal: Option<(String, ClientFailure)> = None;
         loop {
             if let Some((i, stream)) = &mut self.stream {
+                let i = *i;
+                let name = self.client.borrow().region_name(i);
                 match stream.next().await {
                     Ok(events) => {
                         let position = stream.position().clone();
@@ -138,59 +147,82 @@ impl<C: Borrow<RoutedClient>> RoutedWatch<C> {
                         return Ok(events);
                     }
                     Err(ClientFailure::Server(e)) if refused_everywhere(e.code) => {
-                        let region = self.client.borrow().region_name(*i);
                         let failure = ClientFailure::Server(e);
-                        return Err(RoutedError::Refused { region, failure });
+                        return Err(RoutedError::Refused {
+                            region: name,
+                            failure,
+                        });
+                    }
+                    Err(ClientFailure::Server(e)) => {
+                        why.push(format!("{name}: {e:?}"));
+                        // A region behind is healthy: its breaker stays as it is.
+                        if e.code != ErrorCode::NotYetVisible {
+                            self.client.borrow().region_failed(i);
+                        }
+                        refusal = Some((name, ClientFailure::Server(e)));
                     }
                     Err(e) => {
-                        why.push(format!("{}: {e}", self.client.borrow().region_name(*i)));
-                        self.client.borrow().region_failed(*i);
-                        self.stream = None;
+                        why.push(format!("{name}: {e}"));
+                        self.client.borrow().region_failed(i);
                     }
                 }
+                tried.insert(i);
+                self.stream = None;
             }
             let mut opened = None;
-            for i in self.client.borrow().regions_to_try() {
-                match self.client.borrow().region_conn(i).await {
-                    Ok(conn) => {
-                        let open = WatchStream::open(
-                            &conn,
-                            &self.prefix,
-                            self.position.clone(),
-                            self.name.clone(),
-                        );
-                        match open.await {
-                            Ok(stream) => {
-                                opened = Some((i, stream));
-                                break;
-                            }
-                            // A region of an older release: the next may serve it.
-                            Err(ClientFailure::Server(e)) if e.code == ErrorCode::Unsupported => {
-                                why.push(format!(
-                                    "{}: {}",
-                                    self.client.borrow().region_name(i),
-                                    e.message
-                                ));
-                            }
-                            Err(e @ ClientFailure::Server(_)) => {
-                                let region = self.client.borrow().region_name(i);
-                                return Err(RoutedError::Refused { region, failure: e });
-                            }
-                            Err(e) => {
-                                why.push(format!("{}: {e}", self.client.borrow().region_name(i)));
-                                self.client.borrow().region_failed(i);
-                            }
-                        }
+            let untried: Vec<usize> = self
+                .client
+                .borrow()
+                .regions_to_try()
+                .into_iter()
+                .filter(|i| !tried.contains(i))
+                .collect();
+            for i in untried {
+                tried.insert(i);
+                let name = self.client.borrow().region_name(i);
+                let conn = match self.client.borrow().region_conn(i).await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        why.push(format!("{name}: {e}"));
+                        self.client.borrow().region_failed(i);
+                        continue;
+                    }
+                };
+                let open = WatchStream::open(
+                    &conn,
+                    &self.prefix,
+                    self.position.clone(),
+                    self.name.clone(),
+                );
+                match open.await {
+                    Ok(stream) => {
+                        opened = Some((i, stream));
+                        break;
+                    }
+                    // A region of an older release: the next may serve it.
+                    Err(ClientFailure::Server(e)) if e.code == ErrorCode::Unsupported => {
+                        why.push(format!("{name}: {}", e.message));
+                    }
+                    Err(e @ ClientFailure::Server(_)) => {
+                        return Err(RoutedError::Refused {
+                            region: name,
+                            failure: e,
+                        });
                     }
                     Err(e) => {
-                        why.push(format!("{}: {e}", self.client.borrow().region_name(i)));
+                        why.push(format!("{name}: {e}"));
                         self.client.borrow().region_failed(i);
                     }
                 }
             }
             match opened {
                 Some(s) => self.stream = Some(s),
-                None => return Err(RoutedError::NoRegion(why.join("; "))),
+                None => {
+                    return Err(match refusal {
+                        Some((region, failure)) => RoutedError::Refused { region, failure },
+                        None => RoutedError::NoRegion(why.join("; ")),
+                    })
+                }
             }
         }
     }
@@ -211,7 +243,7 @@ impl<C: Borrow<RoutedClient>> RoutedWatch<C> {
 /// Whether every region would refuse a watch as this one did (the request itself is wrong);
 /// other refusals (not yet applied, unavailable, rate-limited, a storage fault) are the
 /// region's, and the watch moves on to the next.
-fn refused_everywhere(code: ErrorCode) -> bool {
+pub(crate) fn refused_everywhere(code: ErrorCode) -> bool {
     matches!(
         code,
         ErrorCode::BadRequest

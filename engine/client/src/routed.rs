@@ -499,8 +499,16 @@ impl RoutedClient {
             if !c.is_closed() {
                 return Ok(c);
             }
-            // Gone (the node restarted, perhaps speaking a newer version): connect again.
-            self.state(i).conn = None;
+            // Gone (the node restarted, perhaps speaking a newer version): connect again, and
+            // forget it unless another call has replaced it meanwhile.
+            let mut state = self.state(i);
+            if state
+                .conn
+                .as_ref()
+                .is_some_and(|kept| kept.same_connection(&c))
+            {
+                state.conn = None;
+            }
         }
         let r = &self.regions[i];
         let connecting = Client::connect_with(
@@ -591,7 +599,8 @@ impl RoutedClient {
     async fn to_every_region(&self, request: ClientRequest) -> Result<usize, RoutedError> {
         let mut why = Vec::new();
         let mut asks = tokio::task::JoinSet::new();
-        for i in 0..self.regions.len() {
+        // Regions whose breaker lets a request go (every region when none does).
+        for i in self.plan() {
             match self.conn(i).await {
                 Ok(c) => {
                     let request = request.clone();
@@ -608,6 +617,7 @@ impl RoutedClient {
             }
         }
         let mut took = 0;
+        let mut refused: Option<(String, ClientFailure)> = None;
         while let Some(answer) = asks.join_next().await {
             let Ok((i, answer)) = answer else { continue };
             match answer {
@@ -620,11 +630,20 @@ impl RoutedClient {
                 Ok(Err(ClientFailure::Server(e))) if e.code == ErrorCode::Unsupported => {
                     why.push(format!("{}: {}", self.region_name(i), e.message));
                 }
-                Ok(Err(e @ ClientFailure::Server(_))) => {
-                    return Err(RoutedError::Refused {
-                        region: self.region_name(i),
-                        failure: e,
-                    })
+                // The request itself is wrong: every region would refuse it.
+                Ok(Err(ClientFailure::Server(e)))
+                    if super::feed::refused_everywhere(e.code) && refused.is_none() =>
+                {
+                    refused = Some((self.region_name(i), ClientFailure::Server(e)));
+                }
+                // This region's own refusal (unavailable, rate-limited...): the others count.
+                Ok(Err(ClientFailure::Server(e))) => {
+                    why.push(format!(
+                        "{}: {:?}: {}",
+                        self.region_name(i),
+                        e.code,
+                        e.message
+                    ));
                 }
                 Ok(Err(e)) => {
                     self.failed(i);
@@ -637,7 +656,10 @@ impl RoutedClient {
             }
         }
         if took == 0 {
-            return Err(RoutedError::NoRegion(why.join("; ")));
+            return Err(match refused {
+                Some((region, failure)) => RoutedError::Refused { region, failure },
+                None => RoutedError::NoRegion(why.join("; ")),
+            });
         }
         Ok(took)
     }

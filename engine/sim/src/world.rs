@@ -877,7 +877,8 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
         sessions.extend(client_sessions);
         (report.session_checks, report.uncoverable_tokens) =
             world.check_sessions(&sessions, &history);
-        if let Err(e) = world.feed_check() {
+        let writes_lost = !history.lost.is_empty() || report.uncoverable_tokens > 0;
+        if let Err(e) = world.feed_check(writes_lost) {
             report.feed_violations += 1;
             world.violations.push(e);
         }

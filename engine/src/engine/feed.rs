@@ -87,7 +87,9 @@ impl Engine {
         let subscription = self.on_applied(move || {
             *lock(&wake.generation) += 1;
             wake.changed.notify_all();
-            if let Some(waker) = lock(&wake.waker).take() {
+            // Taken out first: an executor may poll inside `wake`, which locks it again.
+            let waker = lock(&wake.waker).take();
+            if let Some(waker) = waker {
                 waker.wake();
             }
         });
@@ -159,6 +161,8 @@ impl Engine {
     /// Forgets feed `name`: it no longer holds the log back.
     pub fn drop_feed(&self, name: &str) -> Result<()> {
         check_feed_name(name)?;
+        // Serialised with acknowledgements: one in flight must not bring the feed back.
+        let _serial = lock(&self.inner.feed_positions);
         let mut wb = self.inner.store.batch();
         wb.delete_meta(&keys::feed_key(name.as_bytes()));
         self.commit(wb)

@@ -6,6 +6,8 @@
 
 use super::checker::State;
 use meridian::{FeedEvent, ReadValue};
+use meridian_runtime::client::ClientFailure;
+use meridian_runtime::client_proto::{ClientError, ErrorCode};
 use meridian_runtime::routed::{RoutedClient, RoutedConfig, RoutedError};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,16 +35,33 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let client = RoutedClient::connect(config).await?;
     let mut watch = client.watch(b"", Some(Default::default()), None);
-    while !stop.load(Ordering::SeqCst) {
-        let events = match tokio::time::timeout(Duration::from_secs(1), watch.next()).await {
-            Err(_) => continue,
-            Ok(Ok(events)) => events,
-            // Every region out of reach for now: try again.
-            Ok(Err(RoutedError::NoRegion(_))) => {
+    let stopped = || async {
+        while !stop.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    loop {
+        // Not cut off mid-frame: the next frame is awaited whole, or the consumer stops.
+        let next = tokio::select! {
+            next = watch.next() => next,
+            () = stopped() => break,
+        };
+        let events = match next {
+            Ok(events) => events,
+            // No region serves it now (out of reach, or none holds the position yet): again.
+            Err(RoutedError::NoRegion(_))
+            | Err(RoutedError::Refused {
+                failure:
+                    ClientFailure::Server(ClientError {
+                        code: ErrorCode::NotYetVisible | ErrorCode::Unavailable,
+                        ..
+                    }),
+                ..
+            }) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
-            Ok(Err(e)) => anyhow::bail!("the watch was refused: {e}"),
+            Err(e) => anyhow::bail!("the watch was refused: {e}"),
         };
         let region = watch.region();
         let mut reset = false;

@@ -14,6 +14,10 @@ use meridian_client::framing::write_frame;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+/// Longest a watch waits for this region to apply its start position before refusing it:
+/// below the client's `WATCH_SILENCE` (3 s), which would take the wait for a dead region.
+const POSITION_WAIT: Duration = Duration::from_secs(2);
+
 /// Bytes of events one `Changes` frame carries at most (a larger single event goes alone: a
 /// record always fits a frame).
 const WATCH_FRAME_BYTES: usize = 1 << 20;
@@ -34,28 +38,20 @@ impl Service {
         };
         let opened = match self.admit_request(who, role, bytes) {
             Ok(ClientRequest::Watch { prefix, from, name }) => {
-                // A position this region has not applied is waited for (bounded), then
-                // refused: the client moves to a region that holds it.
-                let wait = Duration::from_millis(u64::from(super::TOKEN_WAIT_MS_MAX));
-                let covered = match &from {
-                    Some(token) => {
-                        self.wait_token(
-                            token,
-                            wait,
-                            "this region has not yet applied the watch's position",
-                        )
-                        .await
+                // A position this region has not applied is waited for, shorter than the
+                // silence after which the client leaves, then refused: the client moves to a
+                // region that holds it (or says none does).
+                if let Some(token) = &from {
+                    let why = "this region has not yet applied the watch's position";
+                    if let Err(refused) = self.wait_token(token, POSITION_WAIT, why).await {
+                        if write_frame(send, encode_at(version, &answer(refused)))
+                            .await
+                            .is_ok()
+                        {
+                            let _ = send.finish();
+                        }
+                        return;
                     }
-                    None => Ok(()),
-                };
-                if let Err(refused) = covered {
-                    if write_frame(send, encode_at(version, &answer(refused)))
-                        .await
-                        .is_ok()
-                    {
-                        let _ = send.finish();
-                    }
-                    return;
                 }
                 let engine = self.engine.clone();
                 let open = move || match name {

@@ -91,9 +91,9 @@ impl World {
 
     /// After convergence: the consumer catches up in the first region that is up and its view
     /// must equal that region's records. A position no region will ever cover (writes lost
-    /// with a disk before they shipped) is what an application meets as `Uncoverable`: it
-    /// rebuilds from a scan, counted as a reset.
-    pub(super) fn feed_check(&mut self) -> Result<(), String> {
+    /// with a disk before they shipped, when the run lost some: `writes_lost`) is what an
+    /// application meets as `Uncoverable`: it rebuilds from a scan, counted as a reset.
+    pub(super) fn feed_check(&mut self, writes_lost: bool) -> Result<(), String> {
         let Some(region) = (0..self.regions.len()).find(|&i| self.regions[i].node.is_some()) else {
             return Ok(());
         };
@@ -104,6 +104,12 @@ impl World {
             .map(|n| n.engine.applied())
             .unwrap_or_default();
         if !applied.dominates(&self.feed.position.0) {
+            if !writes_lost {
+                return Err(format!(
+                    "change feed: the consumer's position {:?} is ahead of region {region}'s applied vector {applied} after convergence, with no write lost",
+                    self.feed.position
+                ));
+            }
             let Some(n) = &self.regions[region].node else {
                 return Ok(());
             };
