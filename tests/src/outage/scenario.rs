@@ -291,22 +291,21 @@ pub async fn run_upgrading(
         ));
         clients.push((task, switches));
     }
+    // A client's settings near the region the faults hit most.
+    let near_euw1 = || {
+        let (_, _, (latitude, longitude)) = REGIONS[EUW1];
+        let near = Location {
+            latitude,
+            longitude,
+        };
+        cluster.cluster_file("t", Some(near)).routed_config()
+    };
     // The client of the stronger levels, near the region the faults hit most.
     let strict = {
-        let (_, _, (latitude, longitude)) = REGIONS[EUW1];
-        let config = cluster
-            .cluster_file(
-                "t",
-                Some(Location {
-                    latitude,
-                    longitude,
-                }),
-            )
-            .routed_config();
         let switches = Switches::default();
         let task = tokio::spawn(run_strict(
             STRICT.into(),
-            config,
+            near_euw1(),
             history.clone(),
             switches.clone(),
             form.rate * STRICT_SHARE,
@@ -317,23 +316,11 @@ pub async fn run_upgrading(
     // A change-feed consumer near the region the faults hit most, from the start of the run.
     let feed_view = Arc::new(std::sync::Mutex::new(FeedView::default()));
     let feed_stop = Arc::new(AtomicBool::new(false));
-    let feed = {
-        let (_, _, (latitude, longitude)) = REGIONS[EUW1];
-        let config = cluster
-            .cluster_file(
-                "t",
-                Some(Location {
-                    latitude,
-                    longitude,
-                }),
-            )
-            .routed_config();
-        tokio::spawn(feed_consumer::run(
-            config,
-            feed_view.clone(),
-            feed_stop.clone(),
-        ))
-    };
+    let feed = tokio::spawn(feed_consumer::run(
+        near_euw1(),
+        feed_view.clone(),
+        feed_stop.clone(),
+    ));
     let _stop_clients = AbortOnDrop(
         clients
             .iter()
