@@ -35,6 +35,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let client = RoutedClient::connect(config).await?;
     let mut watch = client.watch(b"", Some(Default::default()), None);
+    // A scan is due once the current watch has its position (after an uncoverable one).
+    let mut rescan = false;
     let stopped = || async {
         while !stop.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -61,10 +63,26 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
+            // No region will ever hold the position's writes (lost with a disk before they
+            // shipped): as an application would, watch from now on and rebuild from a scan
+            // once the new watch has its position.
+            Err(RoutedError::Refused {
+                failure:
+                    ClientFailure::Server(ClientError {
+                        code: ErrorCode::Uncoverable,
+                        ..
+                    }),
+                ..
+            }) => {
+                view.lock().unwrap_or_else(|p| p.into_inner()).resets += 1;
+                watch = client.watch(b"", None, None);
+                rescan = true;
+                continue;
+            }
             Err(e) => anyhow::bail!("the watch was refused: {e}"),
         };
         let region = watch.region();
-        let mut reset = false;
+        let mut reset = std::mem::take(&mut rescan);
         {
             let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(region) = region {
