@@ -320,6 +320,40 @@ fn write_seed_corpus() {
             wait_ms: 0,
         }),
         encode(&ClientRequest::Status),
+        // Client protocol 7: change feeds.
+        encode(&ClientRequest::Watch {
+            prefix: b"cart/".to_vec(),
+            from: Some(CausalToken::of_dot(Dot::new(OriginId(7), 3))),
+            name: Some("indexer".into()),
+        }),
+        encode(&ClientRequest::FeedAck {
+            name: "indexer".into(),
+            token: CausalToken(VersionVector::from_entries(vv.clone())),
+        }),
+        encode(&ClientRequest::FeedDrop {
+            name: "indexer".into(),
+        }),
+        encode(&Answer {
+            node_ms: 2,
+            response: ClientResponse::Changes {
+                events: vec![
+                    meridian::FeedEvent::Change(meridian::Change {
+                        key: b"map".to_vec(),
+                        values: e
+                            .read(b"map")
+                            .unwrap()
+                            .map(|r| r.values)
+                            .unwrap_or_default(),
+                        token: CausalToken::of_dot(Dot::new(OriginId(7), 4)),
+                    }),
+                    meridian::FeedEvent::Reset {
+                        token: CausalToken::of_dot(Dot::new(OriginId(7), 9)),
+                        missing: Dot::new(OriginId(3), 5),
+                    },
+                ],
+                position: CausalToken::of_dot(Dot::new(OriginId(7), 9)),
+            },
+        }),
         // Answers as a node sends them, with its clock.
         encode(&Answer {
             node_ms: 1,
