@@ -266,16 +266,7 @@ async fn the_cli_reads_a_map_as_json() {
     let cluster = start(&ONE);
     let path = cluster.dir().join("client.toml");
     cluster.cluster_file("t", None).write(&path).unwrap();
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(BIN)
-            .args(["client", "--cluster"])
-            .arg(&path)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let cli = |args: &[&str]| cli(&path, args);
     cli(&["map-add", "cart", "apple", "2"]);
     cli(&["map-set", "cart", "note", "gift"]);
     let json: serde_json::Value = serde_json::from_str(&cli(&["--json", "get", "cart"])).unwrap();

@@ -130,16 +130,7 @@ fn the_cli_watch_prints_each_change_as_json_with_a_token_that_resumes_after_it()
     let cluster = start(&[("n1", "eu-west")]);
     let path = cluster.dir().join("client.toml");
     cluster.cluster_file("t", None).write(&path).unwrap();
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(BIN)
-            .args(["client", "--cluster"])
-            .arg(&path)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let cli = |args: &[&str]| cli(&path, args);
     let first: serde_json::Value =
         serde_json::from_str(&cli(&["--json", "put", "cart/0", "zero"])).unwrap();
     let from = first["token"].as_str().unwrap().to_string();

@@ -80,3 +80,15 @@ pub async fn until_first(client: &meridian_runtime::routed::RoutedClient, region
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Runs `meridian client --cluster FILE ARGS` and returns what it printed (it must succeed).
+pub fn cli(cluster_file: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(["client", "--cluster"])
+        .arg(cluster_file)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}

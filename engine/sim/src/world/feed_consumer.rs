@@ -73,10 +73,10 @@ impl World {
                     }
                     FeedEvent::Reset { token, .. } => {
                         c.resets += 1;
-                        let Ok(rows) = engine.scan_prefix(b"", usize::MAX) else {
+                        let Ok(view) = scanned(engine) else {
                             return Ok(false);
                         };
-                        c.view = rows.into_iter().map(|(k, r)| (k, r.values)).collect();
+                        c.view = view;
                         c.position = token;
                     }
                 }
@@ -113,11 +113,7 @@ impl World {
             let Some(n) = &self.regions[region].node else {
                 return Ok(());
             };
-            let rows = n
-                .engine
-                .scan_prefix(b"", usize::MAX)
-                .map_err(|e| e.to_string())?;
-            self.feed.view = rows.into_iter().map(|(k, r)| (k, r.values)).collect();
+            self.feed.view = scanned(&n.engine)?;
             self.feed.position = CausalToken(applied);
             self.feed.resets += 1;
         }
@@ -134,10 +130,7 @@ impl World {
         let Some(n) = &self.regions[region].node else {
             return Ok(());
         };
-        let rows = n
-            .engine
-            .scan_prefix(b"", usize::MAX)
-            .map_err(|e| e.to_string())?;
+        let rows = scanned(&n.engine)?;
         // Compared without registers' contexts: a context grows when a peer's state is
         // joined, without a write to the key (and so without a change to hand out).
         let plain = |v: &Vec<ReadValue>| -> Vec<ReadValue> {
@@ -145,8 +138,8 @@ impl World {
         };
         let held: BTreeMap<Vec<u8>, Vec<ReadValue>> = rows
             .into_iter()
-            .filter(|(_, r)| !r.values.is_empty())
-            .map(|(k, r)| (k, plain(&r.values)))
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k, plain(&v)))
             .collect();
         let seen: BTreeMap<Vec<u8>, Vec<ReadValue>> = self
             .feed
@@ -185,4 +178,12 @@ impl World {
             self.feed.resets
         ))
     }
+}
+
+/// Every key a region holds with its values: the view a consumer rebuilds on a reset.
+fn scanned(engine: &meridian::Engine) -> Result<BTreeMap<Vec<u8>, Vec<ReadValue>>, String> {
+    let rows = engine
+        .scan_prefix(b"", usize::MAX)
+        .map_err(|e| e.to_string())?;
+    Ok(rows.into_iter().map(|(k, r)| (k, r.values)).collect())
 }
