@@ -1,6 +1,6 @@
 //! An atomic multi-key write: every operation shares one dot and one log entry.
 
-use crate::model::{Op, VersionVector};
+use crate::model::{Expiry, Op, VersionVector};
 
 /// Operations applied together: all or none, under one dot.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -90,6 +90,39 @@ impl Batch {
     /// Causal delete of the key.
     pub fn delete(self, key: impl Into<Vec<u8>>) -> Self {
         self.op(key, Op::Delete)
+    }
+
+    /// Gives the key a time to live from this batch's HLC time (`Engine::expire`); it covers
+    /// the batch's writes to the key wherever it stands in the batch.
+    pub fn ttl(self, key: impl Into<Vec<u8>>, ttl: std::time::Duration) -> Self {
+        let ms = crate::engine::millis(ttl);
+        self.op(
+            key,
+            Op::Expire {
+                expiry: Expiry::After(ms),
+            },
+        )
+    }
+
+    /// Makes the key expire at wall time `at` (`Engine::expire_at`).
+    pub fn expire_at(self, key: impl Into<Vec<u8>>, at: std::time::SystemTime) -> Self {
+        let ms = crate::engine::unix_millis(at);
+        self.op(
+            key,
+            Op::Expire {
+                expiry: Expiry::At(ms),
+            },
+        )
+    }
+
+    /// Removes the key's pending expiries (`Engine::persist`).
+    pub fn persist(self, key: impl Into<Vec<u8>>) -> Self {
+        self.op(
+            key,
+            Op::Expire {
+                expiry: Expiry::Never,
+            },
+        )
     }
 
     /// Number of operations.

@@ -45,5 +45,7 @@ pub use engine::{
     REQUEST_TAG_AGE_MS,
 };
 pub use error::{Error, Result, StorageError};
-pub use model::{CausalToken, Dot, Hlc, Kind, MemberId, Op, OriginId, RequestTag, VersionVector};
+pub use model::{
+    CausalToken, Dot, Expiry, Hlc, Kind, MemberId, Op, OriginId, RequestTag, VersionVector,
+};
 pub use read::{Change, FeedEvent, LwwValue, MapView, Read, ReadValue, Siblings};

@@ -15,8 +15,8 @@ use crate::config::{Config, KEY_BYTES_MAX};
 use crate::error::{Error, Result};
 use crate::model::codec::{self, MAX_DEPTH};
 use crate::model::{
-    ApplyError, CausalToken, Dot, HybridClock, Kind, MemberId, Op, OriginId, Record, Stamp, Value,
-    VersionVector,
+    ApplyError, CausalToken, Dot, Expiry, Hlc, HybridClock, Kind, MemberId, Op, OriginId, Record,
+    Stamp, Value, VersionVector,
 };
 use crate::read::{LwwValue, MapView, Read, ReadValue, Siblings};
 use crate::replication::incoming::{Incoming, Theirs};
@@ -35,6 +35,7 @@ mod declared_lost;
 mod disk_space;
 mod entry_cache;
 mod epoch;
+mod expiry_sweep;
 mod faults;
 mod feed;
 mod migrations;
@@ -50,6 +51,8 @@ mod state_digest;
 mod subscriptions;
 mod visibility;
 mod write;
+
+pub(crate) use write::{millis, unix_millis};
 
 pub use epoch::OriginStatus;
 pub use faults::FaultReport;
@@ -133,6 +136,8 @@ struct Inner {
     created: Mutex<crate::replication::created_keys::CreatedKeys>,
     /// The keys the log names above the floors (`named_keys.rs`), for the tombstone pass.
     named_keys: Mutex<named_keys::NamedKeys>,
+    /// Where the next expiry sweep goes on (`expiry_sweep.rs`); `None` from the start.
+    expiry_sweep_from: Mutex<Option<Vec<u8>>>,
     /// Called after every local commit (`Replication::on_commit`: runtimes wake their
     /// replicators with it).
     commit_subscribers: Arc<subscriptions::Subscribers>,
@@ -265,6 +270,19 @@ impl Engine {
     pub(crate) fn uncache_states<'a>(&self, changed: impl IntoIterator<Item = &'a [u8]>) {
         for key in changed {
             self.inner.states.remove(key);
+        }
+    }
+
+    /// Marks `key` in `wb` as holding expiries when its new state `bytes` has any: the sweep
+    /// (`expiry_sweep.rs`) reclaims what expires.
+    pub(crate) fn mark_expiring(
+        &self,
+        wb: &mut crate::store::AtomicWrite<'_>,
+        key: &[u8],
+        bytes: &[u8],
+    ) {
+        if bytes.first() == Some(&codec::EXPIRY_FORMAT) {
+            wb.put_meta(&keys::expiring_key(key), &[]);
         }
     }
 

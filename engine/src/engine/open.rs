@@ -137,6 +137,7 @@ impl Engine {
                 digest: Default::default(),
                 tombstones: Mutex::new(compaction::TombstoneWork::new()),
                 named_keys: Mutex::new(Default::default()),
+                expiry_sweep_from: Mutex::new(None),
                 created: Mutex::new(Default::default()),
                 commit_subscribers: Default::default(),
                 applied_subscribers: Default::default(),

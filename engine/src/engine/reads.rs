@@ -51,12 +51,40 @@ impl Engine {
     /// Everything under `key`; `None` if absent or deleted.
     pub fn read(&self, key: &[u8]) -> Result<Option<Read>> {
         check_key(key)?;
-        Ok(self.load(key)?.and_then(read_of))
+        Ok(self.load_visible(key)?.and_then(read_of))
+    }
+
+    /// When the key's present value stops being read (its earliest pending expiry), if it has
+    /// one; `None` for a key that is absent or does not expire.
+    pub fn expires_at(&self, key: &[u8]) -> Result<Option<std::time::SystemTime>> {
+        check_key(key)?;
+        let Some(record) = self.load_visible(key)? else {
+            return Ok(None);
+        };
+        if record.is_bottom() {
+            return Ok(None);
+        }
+        Ok(record
+            .expires_at()
+            .map(|at| std::time::UNIX_EPOCH + std::time::Duration::from_millis(at.millis())))
+    }
+
+    /// The record under `key` as a reader sees it now: what has expired left out.
+    fn load_visible(&self, key: &[u8]) -> Result<Option<Record>> {
+        let now = self.read_time();
+        Ok(self.load(key)?.map(|r| r.into_visible_at(now)))
+    }
+
+    /// The HLC time a read is made at: the later of the wall clock and the last marker this
+    /// replica issued or observed (so an expiry any write here was ordered after is passed).
+    pub(crate) fn read_time(&self) -> Hlc {
+        let wall = Hlc::from_millis(self.inner.config.clock.now_ms());
+        wall.max(lock(&self.inner.clock).last())
     }
 
     pub(super) fn typed(&self, key: &[u8], kind: Kind) -> Result<Option<ReadValue>> {
         check_key(key)?;
-        let Some(mut record) = self.load(key)? else {
+        let Some(mut record) = self.load_visible(key)? else {
             return Ok(None);
         };
         if let Some(read) = record.values.remove(&kind).and_then(ReadValue::from_value) {
@@ -171,6 +199,7 @@ impl Engine {
     ) -> Result<(Vec<Row>, bool)> {
         let mut out = Vec::new();
         let mut bytes_seen = 0usize;
+        let now = self.read_time();
         for item in self.inner.store.records_from(start, end) {
             if out.len() >= limit || (bytes_seen >= bytes_max && !out.is_empty()) {
                 return Ok((out, true));
@@ -179,7 +208,7 @@ impl Engine {
             bytes_seen += key.len() + bytes.len();
             match decode_stored(&key, &bytes) {
                 Ok(record) => {
-                    if let Some(read) = read_of(record) {
+                    if let Some(read) = read_of(record.into_visible_at(now)) {
                         out.push((key.into_vec(), read));
                     }
                 }

@@ -153,6 +153,7 @@ impl Engine {
                 });
             }
             wb.put_record(key, &bytes);
+            self.mark_expiring(wb, key, &bytes);
             if stored.is_none() {
                 wb.index_key(key);
                 lock(&inner.created).created(key);
@@ -275,6 +276,7 @@ impl ReplicaStore for Replication {
             let bytes =
                 codec::encode_record(&record).map_err(|e| Error::from_codec("record", key, e))?;
             wb.put_record(key, &bytes);
+            self.mark_expiring(&mut wb, key, &bytes);
             if record.is_bottom() {
                 self.mark_tombstone(&mut wb, key);
             }

@@ -96,6 +96,39 @@ impl Engine {
         self.apply(key, Op::Delete)
     }
 
+    /// Gives the key a time to live: what it holds now (and what later writes without a TTL
+    /// add) stops being read `ttl` after this write's HLC time, in every region. On an absent
+    /// key it changes nothing. The rules under concurrency are in `model::expiry`.
+    pub fn expire(&self, key: &[u8], ttl: std::time::Duration) -> Result<CausalToken> {
+        self.apply(
+            key,
+            Op::Expire {
+                expiry: Expiry::After(millis(ttl)),
+            },
+        )
+    }
+
+    /// Makes the key expire at wall time `at` (as read by each region's clock, within the
+    /// skew bound); a time already past expires it at once.
+    pub fn expire_at(&self, key: &[u8], at: std::time::SystemTime) -> Result<CausalToken> {
+        self.apply(
+            key,
+            Op::Expire {
+                expiry: Expiry::At(unix_millis(at)),
+            },
+        )
+    }
+
+    /// Removes the key's pending expiries (those this replica sees): it is kept until deleted.
+    pub fn persist(&self, key: &[u8]) -> Result<CausalToken> {
+        self.apply(
+            key,
+            Op::Expire {
+                expiry: Expiry::Never,
+            },
+        )
+    }
+
     /// Applies one operation.
     pub fn apply(&self, key: &[u8], op: Op) -> Result<CausalToken> {
         check_key(key)?;
@@ -125,7 +158,11 @@ impl Engine {
             check_key(key)?;
             self.check_op(op, 1)?;
         }
-        Ok(batch.ops.into_iter().unzip())
+        // A key's expiry applies after its writes in the batch, so that it covers them.
+        let (mut ops, expiries): (Vec<_>, Vec<_>) =
+            batch.ops.into_iter().partition(|(_, op)| !op.is_expire());
+        ops.extend(expiries);
+        Ok(ops.into_iter().unzip())
     }
 
     /// Fences this process: from now on it refuses local writes (`Error::Fenced`), for the
@@ -213,6 +250,7 @@ impl Engine {
                 .zip(records.iter().zip(&before))
             {
                 wb.put_record(key, bytes);
+                self.mark_expiring(&mut wb, key, bytes);
                 if !existed {
                     wb.index_key(key);
                 }
@@ -356,15 +394,27 @@ impl Engine {
             }
             Op::MapUpdate { field, op } => {
                 fits(field.len())?;
-                if matches!(**op, Op::Delete) {
+                if matches!(**op, Op::Delete | Op::Expire { .. }) {
                     return Err(Error::InvalidOperation(
-                        "a map update cannot carry a delete",
+                        "a map update cannot carry a delete or an expiry",
                     ));
                 }
                 self.check_op(op, depth + 1)
             }
             Op::MapRemove { field } => fits(field.len()),
-            Op::CounterAdd { .. } | Op::Delete => Ok(()),
+            Op::CounterAdd { .. } | Op::Delete | Op::Expire { .. } => Ok(()),
         }
     }
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A wall time in milliseconds since the Unix epoch (0 before it), saturating.
+pub(crate) fn unix_millis(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(millis)
+        .unwrap_or(0)
 }

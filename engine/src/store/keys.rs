@@ -150,6 +150,17 @@ pub fn tombstone_key(key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Metadata key prefix marking keys whose record has (or had) expiries, for the sweep that
+/// reclaims expired values (`expiry_sweep.rs`).
+pub const META_EXPIRING_PREFIX: &[u8] = b"expiring/";
+
+/// Metadata key marking `key` as holding expiries.
+pub fn expiring_key(key: &[u8]) -> Vec<u8> {
+    let mut k = META_EXPIRING_PREFIX.to_vec();
+    k.extend_from_slice(key);
+    k
+}
+
 /// Metadata key prefix of the named change feeds' acknowledged positions.
 pub const META_FEED_PREFIX: &[u8] = b"feed/";
 

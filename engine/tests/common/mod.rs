@@ -37,6 +37,11 @@ pub struct Net {
 
 impl Net {
     pub fn new(n: usize) -> Net {
+        Net::tuned(n, |_, _| {})
+    }
+
+    /// `new`, each region's engine configuration changed by `tune(region, config)` first.
+    pub fn tuned(n: usize, tune: impl Fn(usize, &mut Config)) -> Net {
         let scratch = tempfile::tempdir().unwrap();
         let regions = (0..n)
             .map(|i| Region {
@@ -58,7 +63,7 @@ impl Net {
             boot: "boot-1".into(),
         };
         for i in 0..n {
-            net.start(i);
+            net.start_tuned(i, |c| tune(i, c));
         }
         net
     }

@@ -27,6 +27,7 @@ impl StateFacts {
         for value in record.values.values() {
             value.for_each_dot(&mut |dot| facts.note_dot(dot));
         }
+        super::expiry::for_each_dot(&record.expiries, &mut |dot| facts.note_dot(dot));
         facts
     }
 

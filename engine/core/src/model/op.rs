@@ -1,6 +1,6 @@
 //! Operations a local writer can apply to a key.
 
-use super::{Kind, VersionVector};
+use super::{Expiry, Kind, VersionVector};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::cell::Cell;
 
@@ -73,6 +73,12 @@ pub enum Op {
     },
     /// Deletes the key: a causal tombstone of everything this replica sees.
     Delete,
+    /// Sets, removes or reclaims the key's expiry (`model::expiry`); beside a write in a batch,
+    /// gives that write a time to live. Client protocol 8 and later.
+    Expire {
+        /// What to set.
+        expiry: Expiry,
+    },
 }
 
 impl Op {
@@ -91,11 +97,12 @@ impl Op {
             | Op::SetAdd { .. }
             | Op::SetRemove { .. }
             | Op::MapRemove { .. }
-            | Op::Delete => true,
+            | Op::Delete
+            | Op::Expire { .. } => true,
         }
     }
 
-    /// The value type this operation needs; `None` for a delete.
+    /// The value type this operation needs; `None` for a delete or an expiry.
     pub fn kind(&self) -> Option<Kind> {
         Some(match self {
             Op::Put { .. } => Kind::Register,
@@ -103,8 +110,13 @@ impl Op {
             Op::CounterAdd { .. } => Kind::Counter,
             Op::SetAdd { .. } | Op::SetRemove { .. } => Kind::Set,
             Op::MapUpdate { .. } | Op::MapRemove { .. } => Kind::Map,
-            Op::Delete => return None,
+            Op::Delete | Op::Expire { .. } => return None,
         })
+    }
+
+    /// Whether it is an `Expire` (which a client protocol before 8 cannot carry).
+    pub fn is_expire(&self) -> bool {
+        matches!(self, Op::Expire { .. })
     }
 
     /// Nesting depth of map updates (1 for a plain operation).
@@ -142,7 +154,7 @@ impl Op {
             Op::Put { context, .. } => context.is_some(),
             Op::CounterAdd { .. } | Op::SetAdd { .. } | Op::LwwSet { .. } => false,
             Op::MapUpdate { op, .. } => op.depends_on_seen(),
-            Op::SetRemove { .. } | Op::MapRemove { .. } | Op::Delete => true,
+            Op::SetRemove { .. } | Op::MapRemove { .. } | Op::Delete | Op::Expire { .. } => true,
         }
     }
 
@@ -171,7 +183,7 @@ impl Op {
             Op::SetAdd { elems } | Op::SetRemove { elems } => elems.iter().map(Vec::len).sum(),
             Op::MapUpdate { field, op } => field.len() + op.payload_len(),
             Op::MapRemove { field } => field.len(),
-            Op::CounterAdd { .. } | Op::Delete => 0,
+            Op::CounterAdd { .. } | Op::Delete | Op::Expire { .. } => 0,
         }
     }
 }

@@ -1,8 +1,10 @@
 //! A record: everything stored under one key. Normally one value; two when regions concurrently
 //! wrote the key with different types (a visible conflict, kept rather than lost).
 
+use super::expiry::{self, Expiries, Expiry, ExpiryEntry};
 use super::{counter, lww, mvreg, orset, value::join_values, Dot, FieldKey, Hlc, Kind, Value};
-use super::{Op, VersionVector};
+use super::{DotStore, Op, VersionVector};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// The state stored under one key.
@@ -10,6 +12,8 @@ use std::collections::BTreeMap;
 pub struct Record {
     /// One value per kind ever written under this key (present or tombstoned).
     pub values: BTreeMap<Kind, Value>,
+    /// Pending expiries (`expiry.rs`): what they cover is not read once their time passed.
+    pub expiries: Expiries,
 }
 
 /// Identity of one local write: its dot and its HLC marker.
@@ -45,6 +49,7 @@ impl Record {
     /// The lattice join with a record from another replica.
     pub fn join(&mut self, other: &Record) {
         join_values(&mut self.values, &other.values);
+        self.expiries.join(&other.expiries);
     }
 
     /// The join as done by a replica that has applied every write up to `seen`: a dot it has
@@ -56,6 +61,7 @@ impl Record {
                 .or_insert_with(|| Value::empty(*kind))
                 .join_seen(v, seen);
         }
+        self.expiries.join_seen(&other.expiries, seen);
     }
 
     /// `join_seen` with a record from a replica that applied every write in `horizon` (a
@@ -78,6 +84,8 @@ impl Record {
                 .or_insert_with(|| Value::empty(*kind))
                 .join_seen_within(v, seen, horizon);
         }
+        self.expiries
+            .join_seen_within(&other.expiries, seen, horizon);
     }
 
     /// Whether any dot present here is in `seen`; if none is, joining the record into a
@@ -87,6 +95,7 @@ impl Record {
         for v in self.values.values() {
             v.for_each_dot(&mut |d| covered |= seen.contains(&d));
         }
+        expiry::for_each_dot(&self.expiries, &mut |d| covered |= seen.contains(&d));
         covered
     }
 
@@ -108,6 +117,7 @@ impl Record {
     pub fn normalize(&mut self, stable: &VersionVector) {
         self.values.values_mut().for_each(|v| v.normalize(stable));
         self.values.retain(|_, v| !v.is_forgotten());
+        self.expiries.normalize(stable);
     }
 
     /// Removes the dots `seen` covers: the join with a replica that applied every write `seen`
@@ -119,6 +129,7 @@ impl Record {
         self.values
             .values_mut()
             .for_each(|v| v.remove_covered(seen));
+        self.expiries.store.remove_covered(seen);
         true
     }
 
@@ -144,6 +155,13 @@ impl Record {
 
     /// Union of every causal context in the record: what a reader of it has seen.
     pub fn context(&self) -> VersionVector {
+        let mut vv = self.values_context();
+        vv.join(&self.expiries.ctx);
+        vv
+    }
+
+    /// Union of the causal contexts of the values (expiries left out).
+    fn values_context(&self) -> VersionVector {
         let mut vv = VersionVector::new();
         fn walk(v: &Value, vv: &mut VersionVector) {
             match v {
@@ -163,10 +181,98 @@ impl Record {
         self.values
             .iter()
             .all(|(k, v)| v.kind() == *k && v.is_well_formed())
+            && self.expiries.is_well_formed()
+    }
+
+    /// The record as a reader at HLC time `now` sees it: what passed expiries cover removed.
+    pub fn visible_at(&self, now: Hlc) -> Cow<'_, Record> {
+        if expiry::passed(&self.expiries, now).next().is_none() {
+            return Cow::Borrowed(self);
+        }
+        let mut seen = self.clone();
+        seen.lapse(now);
+        Cow::Owned(seen)
+    }
+
+    /// `visible_at` of an owned record (a reader's view: never to be stored, since what it
+    /// removed is not a write).
+    pub fn into_visible_at(mut self, now: Hlc) -> Record {
+        self.lapse(now);
+        self
+    }
+
+    /// When what is present stops being read (the earliest pending expiry), if ever.
+    pub fn expires_at(&self) -> Option<Hlc> {
+        expiry::earliest(&self.expiries)
+    }
+
+    /// Removes for good what the expiries passed at `now` cover, and those expiries.
+    fn lapse(&mut self, now: Hlc) {
+        let gone: Vec<VersionVector> = expiry::passed(&self.expiries, now)
+            .map(|e| e.covers.clone())
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for covers in &gone {
+            self.values
+                .values_mut()
+                .for_each(|v| v.remove_covered(covers));
+        }
+        self.expiries.store.retain(|_, e| e.at > now);
     }
 
     /// Applies a local operation stamped with a fresh dot. On error the record is unchanged.
     pub fn apply(&mut self, op: Op, stamp: Stamp) -> Result<(), ApplyError> {
+        if self.expiries.store.is_empty() {
+            return self.apply_expiring(op, stamp);
+        }
+        let before = self.clone();
+        let result = self.apply_expiring(op, stamp);
+        if result.is_err() {
+            *self = before;
+        }
+        result
+    }
+
+    /// `apply` with the expiry rules (`expiry.rs`): what passed expiries cover goes first; an
+    /// expiry is set, removed or kept.
+    fn apply_expiring(&mut self, op: Op, stamp: Stamp) -> Result<(), ApplyError> {
+        self.lapse(stamp.marker);
+        let Op::Expire { expiry } = op else {
+            self.apply_value(op, stamp)?;
+            self.keep_expiry(stamp.dot);
+            return Ok(());
+        };
+        match (expiry, expiry::expiry_time(expiry, stamp.marker)) {
+            (_, Some(at)) if !self.is_bottom() => {
+                let mut covers = self.values_context();
+                covers.add(stamp.dot);
+                expiry::replace(&mut self.expiries, stamp.dot, ExpiryEntry { at, covers });
+                self.lapse(stamp.marker);
+            }
+            (Expiry::Lapsed, _) => self.expiries.ctx.add(stamp.dot),
+            _ => expiry::clear_at(&mut self.expiries, stamp.dot),
+        }
+        Ok(())
+    }
+
+    /// After a write: the pending expiries it sees become one at the earliest of their times
+    /// covering it (none when the key is left absent).
+    fn keep_expiry(&mut self, dot: Dot) {
+        let Some(at) = expiry::earliest(&self.expiries) else {
+            return;
+        };
+        if self.is_bottom() {
+            expiry::clear_at(&mut self.expiries, dot);
+            return;
+        }
+        let covers = self.values_context();
+        expiry::replace(&mut self.expiries, dot, ExpiryEntry { at, covers });
+    }
+
+    /// Applies an operation on the values.
+    fn apply_value(&mut self, op: Op, stamp: Stamp) -> Result<(), ApplyError> {
         let Some(kind) = op.kind() else {
             // Delete: an observed remove of everything this replica sees under the key.
             self.values
@@ -210,7 +316,9 @@ fn apply_to_value(value: &mut Value, op: Op, stamp: Stamp) -> Result<(), ApplyEr
         (Value::Set(s), Op::SetRemove { elems }) => elems.iter().for_each(|e| orset::remove(s, e)),
         (Value::Map(m), Op::MapUpdate { field, op }) => {
             let Some(kind) = op.kind() else {
-                return Err(ApplyError::Invalid("a map update cannot carry a delete"));
+                return Err(ApplyError::Invalid(
+                    "a map update cannot carry a delete or an expiry",
+                ));
             };
             let clash = m
                 .fields

@@ -8,7 +8,7 @@
 //! `decode_record`'s verdict on valid, damaged and random bytes, and the tests below on
 //! varint edge cases.
 
-use super::{check_ctx, dot_at, envelope_body, trailing, CodecError, MAX_DEPTH};
+use super::{after_values, check_ctx, dot_at, envelope_body, expiries, CodecError, MAX_DEPTH};
 use crate::model::{Dot, Hlc, Kind, OriginId, StateFacts};
 use smallvec::SmallVec;
 
@@ -27,8 +27,9 @@ pub fn check_record(bytes: &[u8]) -> Result<StateFacts, CodecError> {
         kinds.push(kind);
         bottom &= value_bottom;
     }
-    if !r.0.is_empty() {
-        return Err(trailing(r.0.len()));
+    if let Some(section) = after_values(bytes[0], r.0)? {
+        let e = expiries::read(section)?;
+        crate::model::expiry::for_each_dot(&e, &mut |d| facts.note_dot(d));
     }
     facts.bottom = bottom;
     Ok(facts)

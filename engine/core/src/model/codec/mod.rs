@@ -16,11 +16,16 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 
 mod check;
+mod expiries;
 
 pub use check::check_record;
+pub use expiries::EXPIRY_FORMAT;
 
-/// Version byte of the record envelope written by this build.
-pub const RECORD_FORMAT: u8 = 1;
+/// Newest version byte of the record envelope this build reads and writes: 2 when the
+/// record has expiries (an expiry section follows the values), else 1.
+pub const RECORD_FORMAT: u8 = EXPIRY_FORMAT;
+/// Version byte of an envelope without expiries.
+pub const PLAIN_FORMAT: u8 = 1;
 /// Deepest map nesting accepted when decoding (the operation API enforces the same bound).
 pub const MAX_DEPTH: usize = 16;
 
@@ -47,9 +52,17 @@ pub enum CodecError {
 /// Encodes a record into its canonical envelope.
 pub fn encode_record(record: &Record) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::with_capacity(64 + payload_len(record));
-    out.push(RECORD_FORMAT);
+    let expiring = expiries::present(&record.expiries);
+    out.push(if expiring {
+        EXPIRY_FORMAT
+    } else {
+        PLAIN_FORMAT
+    });
     postcard::to_io(&EncRecord(record), &mut out)
         .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if expiring {
+        expiries::write(&record.expiries, &mut out)?;
+    }
     Ok(out)
 }
 
@@ -73,8 +86,11 @@ fn payload_len(record: &Record) -> usize {
 
 /// Decodes a record envelope.
 pub fn decode_record(bytes: &[u8]) -> Result<Record, CodecError> {
-    let repr = parse_envelope(bytes)?;
+    let (repr, section) = parse_envelope(bytes)?;
     let mut record = Record::default();
+    if let Some(section) = section {
+        record.expiries = expiries::read(section)?;
+    }
     for v in repr.values {
         let value = value_from_repr(v)?;
         if record.values.insert(value.kind(), value).is_some() {
@@ -99,13 +115,14 @@ pub enum DotsAs {
 /// touch keeps its bytes, which is what a patch between two states needs
 /// (`replication::state_patch`). `link_form(link_form(b, Counters), Distances)` is `b`.
 pub fn link_form(bytes: &[u8], to: DotsAs) -> Result<Vec<u8>, CodecError> {
-    let mut repr = parse_envelope(bytes)?;
+    let (mut repr, section) = parse_envelope(bytes)?;
     for v in &mut repr.values {
         rewrite_dots(v, to)?;
     }
     let mut out = Vec::with_capacity(bytes.len());
     out.push(bytes[0]);
     postcard::to_io(&repr, &mut out).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    out.extend_from_slice(section.unwrap_or_default());
     Ok(out)
 }
 
@@ -158,14 +175,22 @@ fn rewrite_dots(v: &mut ValueRepr<'_>, to: DotsAs) -> Result<(), CodecError> {
     Ok(())
 }
 
-/// The envelope's version checked and its body parsed, borrowing the bytes.
-fn parse_envelope(bytes: &[u8]) -> Result<RecordRepr<'_>, CodecError> {
+/// The envelope's version checked and its values parsed, borrowing the bytes; with the
+/// bytes of its expiry section (format 2).
+fn parse_envelope(bytes: &[u8]) -> Result<(RecordRepr<'_>, Option<&[u8]>), CodecError> {
     let (repr, rest): (RecordRepr, _) = postcard::take_from_bytes(envelope_body(bytes)?)
         .map_err(|e| CodecError::Malformed(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(trailing(rest.len()));
+    after_values(bytes[0], rest).map(|section| (repr, section))
+}
+
+/// What follows the values: nothing in format 1, the expiry section in format 2.
+fn after_values(version: u8, rest: &[u8]) -> Result<Option<&[u8]>, CodecError> {
+    match version {
+        EXPIRY_FORMAT if !rest.is_empty() => Ok(Some(rest)),
+        EXPIRY_FORMAT => Err(CodecError::Malformed("format 2 without expiries".into())),
+        _ if rest.is_empty() => Ok(None),
+        _ => Err(trailing(rest.len())),
     }
-    Ok(repr)
 }
 
 /// The envelope's body, once its version byte is one this build reads.
