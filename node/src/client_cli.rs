@@ -1,7 +1,7 @@
 //! The command-line client: typed operations and `status` against a running node.
 
 use anyhow::Context;
-use meridian::{CausalToken, Op, Read, ReadValue};
+use meridian::{CausalToken, Expiry, Op, Read, ReadValue};
 use meridian_config::cluster_file::ClusterFile;
 use meridian_core::routing::Location;
 use meridian_runtime::client::{new_request_id, Client};
@@ -47,6 +47,30 @@ pub struct Target {
     /// JSON output.
     #[arg(long)]
     pub json: bool,
+    /// Give the written key a time to live (`90`, `1500ms`, `30s`, `5m`, `1h`, `2d`): it
+    /// stops being read that long after the write, in every region.
+    #[arg(long, value_parser = parse_ttl)]
+    pub ttl: Option<u64>,
+}
+
+/// A time to live in milliseconds: a number with an optional unit (`ms`, `s`, `m`, `h`, `d`;
+/// seconds without one).
+pub(crate) fn parse_ttl(s: &str) -> Result<u64, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit, as 30s"))?;
+    let scale = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?}: the unit is one of ms, s, m, h, d")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{s:?} is too long"))
 }
 
 /// A client command.
@@ -80,6 +104,17 @@ pub enum Command {
     },
     /// Map field removal.
     MapRemove { key: String, field: String },
+    /// Give a key a time to live (what it holds stops being read after it, in every region).
+    Expire {
+        key: String,
+        /// `90`, `1500ms`, `30s`, `5m`, `1h`, `2d`.
+        #[arg(value_parser = parse_ttl)]
+        ttl: u64,
+    },
+    /// Remove a key's pending expiry.
+    Persist { key: String },
+    /// When a key's value stops being read (Unix milliseconds and time left), if it expires.
+    Ttl { key: String },
     /// Peers, lag and health of the node.
     Status,
     /// Follow the changes to keys under a prefix: one line per change (key, type, value and
@@ -158,23 +193,48 @@ impl Connection {
         Ok(Connection::Pinned(client))
     }
 
-    /// Applies `op`; says where.
+    /// Applies `op`, with an expiry `ttl_ms` after it in the same write when given; says
+    /// where.
     async fn apply(
         &mut self,
         key: &[u8],
         op: Op,
+        ttl_ms: Option<u64>,
         consistency: Consistency,
     ) -> anyhow::Result<(CausalToken, Option<String>)> {
+        let Some(ms) = ttl_ms else {
+            return match self {
+                Connection::Pinned(c) => {
+                    let token = c.apply_with(key, op, consistency, new_request_id()).await?;
+                    Ok((token, None))
+                }
+                Connection::Routed(c) => {
+                    let written = c.apply(key, op, consistency).await?;
+                    Ok((written.token, Some(written.region)))
+                }
+            };
+        };
+        let expire = Op::Expire {
+            expiry: Expiry::After(ms),
+        };
+        let ops = vec![(key.to_vec(), op), (key.to_vec(), expire)];
         match self {
             Connection::Pinned(c) => {
-                let token = c.apply_with(key, op, consistency, new_request_id()).await?;
+                let token = c.write_with(ops, consistency, new_request_id()).await?;
                 Ok((token, None))
             }
             Connection::Routed(c) => {
-                let written = c.apply(key, op, consistency).await?;
+                let written = c.write_batch(ops, consistency).await?;
                 Ok((written.token, Some(written.region)))
             }
         }
+    }
+
+    async fn expires_at(&mut self, key: &[u8]) -> anyhow::Result<Option<u64>> {
+        Ok(match self {
+            Connection::Pinned(c) => c.expires_at(key).await?,
+            Connection::Routed(c) => c.expires_at(key).await?,
+        })
     }
 
     async fn read(&mut self, key: &[u8], majority: bool) -> anyhow::Result<Option<Read>> {
@@ -223,6 +283,25 @@ pub fn run(target: Target, command: Command) -> anyhow::Result<()> {
                 (key, Op::MapUpdate { field: field.into_bytes(), op: Box::new(op) })
             }
             Command::MapRemove { key, field } => (key, Op::MapRemove { field: field.into_bytes() }),
+            Command::Expire { key, ttl } => (key, Op::Expire { expiry: Expiry::After(ttl) }),
+            Command::Persist { key } => (key, Op::Expire { expiry: Expiry::Never }),
+            Command::Ttl { key } => {
+                let at = client.expires_at(key.as_bytes()).await?;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                if target.json {
+                    let left = at.map(|a| a.saturating_sub(now));
+                    println!("{}", serde_json::json!({ "key": key, "expires_at_ms": at, "left_ms": left }));
+                } else {
+                    match at {
+                        Some(a) => println!("{key}\texpires at {a} (in {:.1} s)", a.saturating_sub(now) as f64 / 1000.0),
+                        None => println!("{key}\tno expiry"),
+                    }
+                }
+                client.close().await;
+                return Ok(());
+            }
             Command::Get { key } => {
                 let read = client.read(key.as_bytes(), target.majority).await?;
                 if target.json {
@@ -286,7 +365,8 @@ pub fn run(target: Target, command: Command) -> anyhow::Result<()> {
                 return Ok(());
             }
         };
-        let (token, region) = client.apply(key.as_bytes(), op, target.consistency).await?;
+        let ttl = target.ttl.filter(|_| !op.is_expire());
+        let (token, region) = client.apply(key.as_bytes(), op, ttl, target.consistency).await?;
         if target.json {
             println!("{}", serde_json::json!({ "token": token.to_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>(), "region": region }));
         } else {

@@ -194,6 +194,16 @@ impl Client {
         }
     }
 
+    /// When the value under `key` stops being read on this node (Unix milliseconds); `None`
+    /// when it is absent or does not expire.
+    pub async fn expires_at(&self, key: &[u8]) -> Result<Option<u64>, ClientFailure> {
+        let request = ClientRequest::ExpiresAt { key: key.to_vec() };
+        match self.request(&request).await? {
+            ClientResponse::ExpiresAt { at_ms } => Ok(at_ms),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Forgets the node's named feed `name`: its position no longer holds the node's log.
     pub async fn drop_feed(&self, name: &str) -> Result<(), ClientFailure> {
         let request = ClientRequest::FeedDrop {
@@ -283,6 +293,30 @@ impl Client {
             id,
             key: key.to_vec(),
             op,
+            consistency,
+            deadline_ms: None,
+            after: None,
+        };
+        match self.request(&request).await? {
+            ClientResponse::Written { token, .. } => {
+                self.token.merge(&token);
+                Ok(token)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Applies `ops` as one atomic batch under request id `id`, acknowledged once durable in
+    /// the regions `consistency` asks for.
+    pub async fn write_with(
+        &mut self,
+        ops: Vec<(Vec<u8>, Op)>,
+        consistency: Consistency,
+        id: RequestId,
+    ) -> Result<CausalToken, ClientFailure> {
+        let request = ClientRequest::Write {
+            id,
+            ops,
             consistency,
             deadline_ms: None,
             after: None,

@@ -8,7 +8,8 @@
 //! `Unsupported` error, and each link's protocol version and features to the status; every
 //! other message is encoded alike in 5 and 6 (`v5` holds what differs, frozen). Version 7
 //! added change feeds: a `Watch` request is answered on its stream by `Changes` frames, one
-//! after another, until the client closes it.
+//! after another, until the client closes it. Version 8 added expiry: writes may carry an
+//! `Op::Expire`, and `ExpiresAt` asks when a key's value stops being read.
 
 use meridian_core::model::{CausalToken, MemberId, Op, OriginId, VersionVector};
 use meridian_core::read::{FeedEvent, Read};
@@ -19,8 +20,9 @@ use std::net::SocketAddr;
 /// The newest client protocol version (3: writes carry a deadline, the status says whether the
 /// node is isolated; 5: writes carry what the session wrote or read of their keys, answers
 /// carry the node's clock; 6: scans carry the session's token, `Unsupported`, link versions in
-/// the status; 7: change feeds, `Watch`, `FeedAck` and `FeedDrop`).
-pub const CLIENT_PROTOCOL: u8 = 7;
+/// the status; 7: change feeds, `Watch`, `FeedAck` and `FeedDrop`; 8: expiry, `Op::Expire`
+/// in writes and `ExpiresAt`).
+pub const CLIENT_PROTOCOL: u8 = 8;
 /// Every client protocol version this build speaks, oldest to newest.
 pub const CLIENT_PROTOCOLS: std::ops::RangeInclusive<u8> = 5..=CLIENT_PROTOCOL;
 pub use meridian_core::limits::CLIENT_FRAME_BYTES_MAX;
@@ -198,6 +200,12 @@ pub enum ClientRequest {
     FeedDrop {
         /// The feed's name.
         name: String,
+    },
+    /// When the value under `key` stops being read in this region (version 8): answered by
+    /// `ExpiresAt`.
+    ExpiresAt {
+        /// The key.
+        key: Vec<u8>,
     },
 }
 
@@ -435,6 +443,12 @@ pub enum ClientResponse {
         /// Where to resume from once every event is handled.
         position: CausalToken,
     },
+    /// The answer to `ExpiresAt` (version 8): the Unix milliseconds from which the key's
+    /// present value is not read, `None` when it is absent or does not expire.
+    ExpiresAt {
+        /// The expiry time.
+        at_ms: Option<u64>,
+    },
 }
 
 /// A response as a node sends it: with its wall clock when it answered (Unix milliseconds),
@@ -506,6 +520,9 @@ impl ClientRequest {
     pub fn min_version(&self) -> u8 {
         match self {
             ClientRequest::Scan { token: Some(_), .. } => 6,
+            ClientRequest::Apply { op, .. } if op.is_expire() => 8,
+            ClientRequest::Write { ops, .. } if ops.iter().any(|(_, op)| op.is_expire()) => 8,
+            ClientRequest::ExpiresAt { .. } => 8,
             ClientRequest::Watch { .. }
             | ClientRequest::FeedAck { .. }
             | ClientRequest::FeedDrop { .. } => 7,

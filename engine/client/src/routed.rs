@@ -1216,6 +1216,25 @@ impl RoutedClient {
         }
     }
 
+    /// When the value under `key` stops being read (Unix milliseconds), as the nearest region
+    /// that answers sees it; `None` when it is absent or does not expire (client protocol 8).
+    pub async fn expires_at(&self, key: &[u8]) -> Result<Option<u64>, RoutedError> {
+        let mut why = Vec::new();
+        let request = ClientRequest::ExpiresAt { key: key.to_vec() };
+        for i in self.plan() {
+            match self.attempt(i, &request).await {
+                Attempt::Done(ClientResponse::ExpiresAt { at_ms }) => return Ok(at_ms),
+                Attempt::Done(other) => why.push(format!("unexpected answer {other:?}")),
+                Attempt::Next(r)
+                | Attempt::NotYet(r)
+                | Attempt::Lost(r)
+                | Attempt::Redirect(r, _) => why.push(r),
+                Attempt::Fail(e) => return Err(e),
+            }
+        }
+        Err(RoutedError::NoRegion(why.join("; ")))
+    }
+
     /// The status of the nearest region that answers, with its region name.
     pub async fn status(&self) -> Result<(String, NodeStatus), RoutedError> {
         let mut why = Vec::new();

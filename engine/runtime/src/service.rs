@@ -783,7 +783,8 @@ fn needed_role(request: &ClientRequest) -> Role {
         | ClientRequest::Route { .. }
         | ClientRequest::Watch { .. }
         | ClientRequest::FeedAck { .. }
-        | ClientRequest::FeedDrop { .. } => Role::Read,
+        | ClientRequest::FeedDrop { .. }
+        | ClientRequest::ExpiresAt { .. } => Role::Read,
         ClientRequest::Promote
         | ClientRequest::SetMode { .. }
         | ClientRequest::Isolate { .. }
@@ -903,6 +904,12 @@ fn execute(engine: &Engine, request: ClientRequest) -> ClientResponse {
             },
             Err(e) => from_engine(e),
         },
+        ClientRequest::ExpiresAt { key } => match engine.expires_at(&key) {
+            Ok(at) => ClientResponse::ExpiresAt {
+                at_ms: at.map(unix_ms),
+            },
+            Err(e) => from_engine(e),
+        },
         ClientRequest::FeedDrop { name } => match engine.drop_feed(&name) {
             Ok(()) => ClientResponse::Done {
                 message: format!("feed {name} forgotten"),
@@ -959,4 +966,10 @@ mod tests {
         // Within the clock margin counts as past.
         assert!(past_deadline(&put(Some(now + 100)), now).is_some());
     }
+}
+
+/// A wall time as Unix milliseconds (0 before the epoch).
+fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -100,3 +100,108 @@ pub fn replace(e: &mut Expiries, dot: Dot, entry: ExpiryEntry) {
 pub fn for_each_dot(e: &Expiries, f: &mut dyn FnMut(Dot)) {
     e.store.for_each_dot(f);
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{counter, Dot, Expiry, Hlc, Op, OriginId, Record, Stamp, Value};
+
+    fn stamp(origin: u64, counter: u64, ms: u64) -> Stamp {
+        Stamp {
+            dot: Dot::new(OriginId(origin), counter),
+            marker: Hlc::from_millis(ms),
+        }
+    }
+
+    fn add(r: &mut Record, elem: &str, s: Stamp) {
+        let elems = vec![elem.as_bytes().to_vec()];
+        r.apply(Op::SetAdd { elems }, s).unwrap();
+    }
+
+    fn ttl(r: &mut Record, ms: u64, s: Stamp) {
+        r.apply(
+            Op::Expire {
+                expiry: Expiry::After(ms),
+            },
+            s,
+        )
+        .unwrap();
+    }
+
+    fn elems(r: &Record, now: u64) -> Vec<String> {
+        match r
+            .visible_at(Hlc::from_millis(now))
+            .get(crate::model::Kind::Set)
+        {
+            Some(Value::Set(s)) => s
+                .store
+                .keys()
+                .map(|e| String::from_utf8(e.clone()).unwrap())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_write_concurrent_with_an_expire_survives_it() {
+        let mut a = Record::default();
+        add(&mut a, "x", stamp(1, 1, 0));
+        let mut b = a.clone();
+        ttl(&mut a, 100, stamp(1, 2, 10));
+        add(&mut b, "y", stamp(2, 1, 10));
+        a.join(&b);
+        assert_eq!(elems(&a, 109), vec!["x", "y"]);
+        assert_eq!(elems(&a, 110), vec!["y"]);
+    }
+
+    #[test]
+    fn of_two_concurrent_ttls_the_earlier_wins_for_what_both_cover() {
+        let mut a = Record::default();
+        add(&mut a, "x", stamp(1, 1, 0));
+        let mut b = a.clone();
+        ttl(&mut a, 1_000, stamp(1, 2, 10));
+        ttl(&mut b, 50, stamp(2, 1, 10));
+        a.join(&b);
+        assert_eq!(elems(&a, 59), vec!["x"]);
+        assert!(elems(&a, 60).is_empty());
+    }
+
+    #[test]
+    fn a_write_after_expiry_starts_afresh_even_joined_with_a_copy_from_before() {
+        let mut a = Record::default();
+        add(&mut a, "old", stamp(1, 1, 0));
+        ttl(&mut a, 100, stamp(1, 2, 0));
+        let before = a.clone();
+        add(&mut a, "new", stamp(1, 3, 200));
+        a.join(&before);
+        // Read even at a time before the expiry: the old element was removed, not hidden.
+        assert_eq!(elems(&a, 0), vec!["new"]);
+        assert_eq!(a.expires_at(), None);
+    }
+
+    #[test]
+    fn a_counter_with_a_ttl_counts_from_zero_after_it() {
+        let mut r = Record::default();
+        let s1 = stamp(1, 1, 0);
+        r.apply(Op::CounterAdd { delta: 5 }, s1).unwrap();
+        ttl(&mut r, 100, stamp(1, 2, 0));
+        r.apply(Op::CounterAdd { delta: 1 }, stamp(1, 3, 150))
+            .unwrap();
+        let Some(Value::Counter(c)) = r.get(crate::model::Kind::Counter) else {
+            panic!("a counter")
+        };
+        assert_eq!(counter::value(c), 1);
+    }
+
+    #[test]
+    fn a_key_deleted_and_written_again_does_not_inherit_a_concurrent_expiry() {
+        let mut a = Record::default();
+        add(&mut a, "x", stamp(1, 1, 0));
+        let mut b = a.clone();
+        a.apply(Op::Delete, stamp(1, 2, 10)).unwrap();
+        ttl(&mut b, 100, stamp(2, 1, 10));
+        a.join(&b);
+        add(&mut a, "y", stamp(1, 3, 20));
+        assert_eq!(a.expires_at(), None);
+        assert_eq!(elems(&a, 1_000), vec!["y"]);
+    }
+}

@@ -239,6 +239,7 @@ impl Record {
     /// expiry is set, removed or kept.
     fn apply_expiring(&mut self, op: Op, stamp: Stamp) -> Result<(), ApplyError> {
         self.lapse(stamp.marker);
+        self.drop_orphan_expiries();
         let Op::Expire { expiry } = op else {
             self.apply_value(op, stamp)?;
             self.keep_expiry(stamp.dot);
@@ -255,6 +256,21 @@ impl Record {
             _ => expiry::clear_at(&mut self.expiries, stamp.dot),
         }
         Ok(())
+    }
+
+    /// Removes the expiries that cover nothing present (left by a delete concurrent with
+    /// them): a key deleted and written again does not inherit them.
+    fn drop_orphan_expiries(&mut self) {
+        if self.expiries.store.is_empty() {
+            return;
+        }
+        let mut present = Vec::new();
+        for v in self.values.values() {
+            v.for_each_dot(&mut |d| present.push(d));
+        }
+        self.expiries
+            .store
+            .retain(|_, e| present.iter().any(|d| e.covers.contains(d)));
     }
 
     /// After a write: the pending expiries it sees become one at the earliest of their times

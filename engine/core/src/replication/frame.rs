@@ -42,7 +42,7 @@ mod shared_states;
 pub use linked_states::{LinkedEntryRef, Spans, StateForm, WireForm};
 
 /// The protocol versions this build speaks, oldest to newest.
-pub const PROTOCOL_VERSIONS: RangeInclusive<u8> = 4..=8;
+pub const PROTOCOL_VERSIONS: RangeInclusive<u8> = 4..=9;
 /// The newest protocol version this build speaks (what a link runs at between two builds
 /// of this release).
 pub const PROTOCOL_VERSION: u8 = *PROTOCOL_VERSIONS.end();
@@ -57,6 +57,9 @@ pub const LINKED_STATES_VERSION: u8 = 7;
 /// for them all (`EntryOut::span`): a catch-up after an outage carries each key's state once
 /// per frame, not once per write.
 pub const SPANS_VERSION: u8 = 8;
+/// The first version whose peer reads records with expiries (format 2); below it a state is
+/// sent without them (`older_peers.rs`).
+pub const EXPIRY_VERSION: u8 = 9;
 /// Named features this build announces in its `Hello` (a link uses a feature only when both
 /// ends announce it).
 pub const FEATURES: &[&str] = &["request-tags", "fencing"];
@@ -807,7 +810,7 @@ mod tests {
         };
         assert_eq!(Frame::decode(&f.encode()), Ok(f));
         assert_eq!(Frame::decode(&[]), Err(FrameError::Empty));
-        assert_eq!(Frame::decode(&[9, 0]), Err(FrameError::Version(9)));
+        assert_eq!(Frame::decode(&[10, 0]), Err(FrameError::Version(10)));
         assert!(matches!(
             Frame::decode(&[PROTOCOL_VERSION, 200, 1, 2]),
             Err(FrameError::Malformed(_))

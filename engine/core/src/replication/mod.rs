@@ -15,6 +15,7 @@ mod inbound;
 pub mod incoming;
 pub mod link_states;
 mod memory_store;
+mod older_peers;
 mod peer;
 mod replicator;
 mod seam;
@@ -24,9 +25,10 @@ pub mod state_patch;
 pub use frame::{
     common_version, decode_entries, encode_entries, encode_linked_entries, parse_linked_entries,
     EntryOut, EntryRef, Exceptions, Frame, FrameError, Hello, LinkedEntryRef, RegionAbout, Spans,
-    StateForm, WireEntry, WireForm, ABOUT_ADDRESS_BYTES_MAX, EXCEPTIONS_MAX, FEATURES,
-    FEATURES_MAX, FEATURE_BYTES_MAX, FRAME_BYTES_MAX, HELLO_RANGE_VERSION, LINKED_STATES_VERSION,
-    PROTOCOL_VERSION, PROTOCOL_VERSIONS, SHARED_STATES_VERSION, SPANS_VERSION,
+    StateForm, WireEntry, WireForm, ABOUT_ADDRESS_BYTES_MAX, EXCEPTIONS_MAX, EXPIRY_VERSION,
+    FEATURES, FEATURES_MAX, FEATURE_BYTES_MAX, FRAME_BYTES_MAX, HELLO_RANGE_VERSION,
+    LINKED_STATES_VERSION, PROTOCOL_VERSION, PROTOCOL_VERSIONS, SHARED_STATES_VERSION,
+    SPANS_VERSION,
 };
 
 pub use inbound::{

@@ -28,6 +28,7 @@ use crate::replication::created_keys::CREATED_KEPT;
 use crate::replication::exceptions::horizon_of;
 use crate::replication::frame::{vv_entries, Exceptions, Frame, FrameError, EXCEPTIONS_MAX};
 use crate::replication::iblt::Iblt;
+use crate::replication::older_peers;
 use crate::replication::peer::{AntiEntropy, LinkState, Transfer};
 use crate::replication::seam::{ApplyOutcome, ReadStates, RecordRange, RecordState, ReplicaStore};
 use crate::replication::LinkId;
@@ -644,6 +645,7 @@ impl Replicator {
         // link's window allows.
         let stream_target = (target * STREAM_CHUNK_FRAMES).min(crate::limits::ENTRY_BYTES_MAX);
         let window = self.inflight_window(self.peers.get(&peer).and_then(|p| p.rtt_ms));
+        let version = self.link_version(peer);
         loop {
             let Some(Some(AntiEntropy::Offering {
                 round,
@@ -683,7 +685,7 @@ impl Replicator {
                     Frame::AeRecords {
                         round,
                         chunk,
-                        records: shipped(states.records),
+                        records: shipped(older_peers::records_for(version, states.records)),
                         left_out: states.left_out.into_iter().map(Into::into).collect(),
                         done: pending.is_empty(),
                         snapshot,
@@ -704,7 +706,7 @@ impl Replicator {
                         from: from.into(),
                         done: through.is_none(),
                         through: through.map(Into::into),
-                        records: shipped(states.records),
+                        records: shipped(older_peers::records_for(version, states.records)),
                         left_out: states.left_out.into_iter().map(Into::into).collect(),
                         snapshot,
                     }

@@ -14,6 +14,7 @@ use crate::replication::frame::{
 };
 use crate::replication::inbound::{wire_bytes, DecodedEntry};
 use crate::replication::link_states::{LinkStates, LINKED_STATE_BYTES_MIN};
+use crate::replication::older_peers;
 use crate::replication::peer::{AntiEntropy, InFlight};
 use crate::replication::seam::{ApplyOutcome, ReplicaStore, ShippedEntry};
 use crate::replication::state_patch;
@@ -241,7 +242,7 @@ impl Replicator {
                 else {
                     break;
                 };
-                let entry = fit_entry(origin, seq, entry);
+                let entry = older_peers::entry_for(version, fit_entry(origin, seq, entry));
                 if let (Some(span), Some(r), Some((_, last_entry)), Some(last_forms)) = (
                     open.as_mut(),
                     repeats.as_mut(),

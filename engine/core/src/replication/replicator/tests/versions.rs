@@ -83,10 +83,10 @@ fn hello(speaks: [u8; 2], features: Vec<String>) -> Vec<u8> {
 #[test]
 fn a_peer_denying_the_links_version_or_flooding_features_is_refused_with_the_reason() {
     for (speaks, features, says) in [
-        ([9, 10], Vec::new(), "versions 9 to 10"),
+        ([10, 11], Vec::new(), "versions 10 to 11"),
         ([1, 4], Vec::new(), "versions 1 to 4"),
-        ([4, 8], vec!["x".repeat(65)], "features"),
-        ([4, 8], vec!["f".to_string(); 33], "features"),
+        ([4, 9], vec!["x".repeat(65)], "features"),
+        ([4, 9], vec!["f".to_string(); 33], "features"),
     ] {
         let mut pair = Pair::new(members_config());
         let a = &mut pair.a;
