@@ -9,6 +9,11 @@
 // Keys a `meridian_lww_get_many` call reads at most.
 #define MERIDIAN_GET_MANY_MAX 10000
 
+// Largest `ttl_ms` and `unix_ms` an expiry takes (2^47 ms, about 4,459 years); a larger one
+// is `MERIDIAN_INVALID_ARGUMENT` (the clock holds 48 bits of milliseconds: a time beyond it
+// would not be kept).
+#define MERIDIAN_EXPIRY_MS_MAX 140737488355328
+
 // Longest `meridian_feed_next` waits: a larger `timeout_ms` waits this long (an hour).
 #define MERIDIAN_FEED_WAIT_MAX_MS 3600000
 
@@ -186,6 +191,57 @@ enum MeridianStatus meridian_batch_set_add(struct MeridianBatch *batch,
 enum MeridianStatus meridian_batch_delete(struct MeridianBatch *batch,
                                           const uint8_t *key,
                                           size_t key_len);
+
+// Adds any operation to the batch, as `meridian_map_apply` describes it: `kind`
+// (`MeridianOpKind`) with `operand`, `delta` or `context` at the end of the packed field
+// `path`; with an empty `path` (`path_len` 0) the operation applies to the key itself (a
+// register write with its read context, a set removal...), where `MERIDIAN_OP_REMOVE_FIELD`
+// is refused.
+//
+// # Safety
+// Pointers with a length must point at that many readable bytes.
+enum MeridianStatus meridian_batch_apply(struct MeridianBatch *batch,
+                                         const uint8_t *key,
+                                         size_t key_len,
+                                         const uint8_t *path,
+                                         size_t path_len,
+                                         int32_t kind,
+                                         const uint8_t *operand,
+                                         size_t operand_len,
+                                         int64_t delta,
+                                         const uint8_t *context_data,
+                                         size_t context_len);
+
+// Adds a time to live to the batch: the key's value stops being read `ttl_ms` milliseconds
+// after the batch's HLC time (at most `MERIDIAN_EXPIRY_MS_MAX`), in every region. It covers
+// the batch's other writes to the key wherever it stands in the batch: a write with a TTL is
+// a batch holding both (as `meridian_expire` otherwise).
+//
+// # Safety
+// `key` must point at `key_len` readable bytes.
+enum MeridianStatus meridian_batch_ttl(struct MeridianBatch *batch,
+                                       const uint8_t *key,
+                                       size_t key_len,
+                                       uint64_t ttl_ms);
+
+// Adds an expiry at wall time `unix_ms` (milliseconds since the Unix epoch, at most
+// `MERIDIAN_EXPIRY_MS_MAX`) to the batch, covering its other writes to the key, as
+// `meridian_batch_ttl`.
+//
+// # Safety
+// `key` must point at `key_len` readable bytes.
+enum MeridianStatus meridian_batch_expire_at(struct MeridianBatch *batch,
+                                             const uint8_t *key,
+                                             size_t key_len,
+                                             uint64_t unix_ms);
+
+// Adds the removal of the key's pending expiries to the batch (`meridian_persist`).
+//
+// # Safety
+// `key` must point at `key_len` readable bytes.
+enum MeridianStatus meridian_batch_persist(struct MeridianBatch *batch,
+                                           const uint8_t *key,
+                                           size_t key_len);
 
 // Adds many operations to the batch in one call (where one call per operation would cost
 // more than the operation): `ops` holds them packed, each a kind byte (0: last-writer-wins
@@ -387,6 +443,59 @@ enum MeridianStatus meridian_client_map_remove(const struct MeridianClient *clie
                                                int32_t level,
                                                uint8_t regions,
                                                struct MeridianToken **token_out);
+
+// Gives a key a time to live through the client, as `meridian_expire` (`ttl_ms` at most
+// `MERIDIAN_EXPIRY_MS_MAX`), acknowledged as `meridian_client_lww_set` (retried in the next
+// region if the nearest does not answer). A region older than client protocol 8 cannot take
+// it: `MERIDIAN_REFUSED`, nothing written. Blocks.
+//
+// # Safety
+// `key` must point at `key_len` readable bytes; `token_out`, when not null, must be valid
+// for a write.
+enum MeridianStatus meridian_client_expire(const struct MeridianClient *client,
+                                           const uint8_t *key,
+                                           size_t key_len,
+                                           uint64_t ttl_ms,
+                                           int32_t level,
+                                           uint8_t regions,
+                                           struct MeridianToken **token_out);
+
+// Makes a key expire at wall time `unix_ms` through the client, as `meridian_expire_at` and
+// `meridian_client_expire`. Blocks.
+//
+// # Safety
+// As `meridian_client_expire`.
+enum MeridianStatus meridian_client_expire_at(const struct MeridianClient *client,
+                                              const uint8_t *key,
+                                              size_t key_len,
+                                              uint64_t unix_ms,
+                                              int32_t level,
+                                              uint8_t regions,
+                                              struct MeridianToken **token_out);
+
+// Removes a key's pending expiries through the client, as `meridian_persist` and
+// `meridian_client_expire`. Blocks.
+//
+// # Safety
+// As `meridian_client_expire`.
+enum MeridianStatus meridian_client_persist(const struct MeridianClient *client,
+                                            const uint8_t *key,
+                                            size_t key_len,
+                                            int32_t level,
+                                            uint8_t regions,
+                                            struct MeridianToken **token_out);
+
+// When the value under a key stops being read (milliseconds since the Unix epoch) into
+// `unix_ms_out`, as the nearest region that answers sees it (it does not wait for this
+// session's writes to arrive there); `MERIDIAN_NOT_FOUND` when the key holds nothing or has
+// no expiry. Blocks.
+//
+// # Safety
+// `key` must point at `key_len` readable bytes; `unix_ms_out` must be valid for a write.
+enum MeridianStatus meridian_client_expires_at(const struct MeridianClient *client,
+                                               const uint8_t *key,
+                                               size_t key_len,
+                                               uint64_t *unix_ms_out);
 
 // Reads whatever `key` holds through the client, as JSON (the format of `meridian_read_json`:
 // a list of the values it holds, each tagged with its type), into `out`;
@@ -666,6 +775,55 @@ enum MeridianStatus meridian_wait_covers(const struct MeridianEngine *engine,
                                          const struct MeridianToken *token,
                                          uint64_t timeout_ms,
                                          int32_t *covered_out);
+
+// Gives a key a time to live: what it holds now (and what later writes without a TTL add)
+// stops being read `ttl_ms` milliseconds after this write's HLC time, in every region (at
+// most `MERIDIAN_EXPIRY_MS_MAX`; 0 expires it at once). On an absent key it changes
+// nothing. `token_out` may be null. Blocks for the local commit.
+//
+// # Safety
+// `key` must point at `key_len` readable bytes; `token_out`, when not null, must be valid
+// for a write.
+enum MeridianStatus meridian_expire(const struct MeridianEngine *engine,
+                                    const uint8_t *key,
+                                    size_t key_len,
+                                    uint64_t ttl_ms,
+                                    struct MeridianToken **token_out);
+
+// Makes a key expire at wall time `unix_ms` (milliseconds since the Unix epoch, as each
+// region's clock reads it, within the skew bound; at most `MERIDIAN_EXPIRY_MS_MAX`); a time
+// already past expires it at once. As `meridian_expire` otherwise. Blocks for the local
+// commit.
+//
+// # Safety
+// As `meridian_expire`.
+enum MeridianStatus meridian_expire_at(const struct MeridianEngine *engine,
+                                       const uint8_t *key,
+                                       size_t key_len,
+                                       uint64_t unix_ms,
+                                       struct MeridianToken **token_out);
+
+// Removes a key's pending expiries (those this replica sees): it is kept until deleted or
+// given a TTL again. Stamped before an expiry's time, it wins wherever it arrives (within the
+// skew bound). `token_out` may be null. Blocks for the local commit.
+//
+// # Safety
+// As `meridian_expire`.
+enum MeridianStatus meridian_persist(const struct MeridianEngine *engine,
+                                     const uint8_t *key,
+                                     size_t key_len,
+                                     struct MeridianToken **token_out);
+
+// When the value under a key stops being read (milliseconds since the Unix epoch) into
+// `unix_ms_out`; `MERIDIAN_NOT_FOUND` when the key holds nothing (or has expired) or has no
+// expiry.
+//
+// # Safety
+// `key` must point at `key_len` readable bytes; `unix_ms_out` must be valid for a write.
+enum MeridianStatus meridian_expires_at(const struct MeridianEngine *engine,
+                                        const uint8_t *key,
+                                        size_t key_len,
+                                        uint64_t *unix_ms_out);
 
 // Follows the changes to the keys starting with `prefix` (`prefix_len` 0: every key) in an
 // embedded engine, after `from` (a token of an earlier event or position, from any region or

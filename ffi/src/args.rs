@@ -113,6 +113,12 @@ impl Cleared for i32 {
     }
 }
 
+impl Cleared for u64 {
+    fn cleared() -> Self {
+        0
+    }
+}
+
 impl Cleared for crate::buffer::MeridianBuffer {
     fn cleared() -> Self {
         crate::buffer::MeridianBuffer {

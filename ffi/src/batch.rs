@@ -120,6 +120,91 @@ pub unsafe extern "C" fn meridian_batch_delete(
     guard(move || unsafe { add(batch, key, key_len, Op::Delete) })
 }
 
+/// Adds any operation to the batch, as `meridian_map_apply` describes it: `kind`
+/// (`MeridianOpKind`) with `operand`, `delta` or `context` at the end of the packed field
+/// `path`; with an empty `path` (`path_len` 0) the operation applies to the key itself (a
+/// register write with its read context, a set removal...), where `MERIDIAN_OP_REMOVE_FIELD`
+/// is refused.
+///
+/// # Safety
+/// Pointers with a length must point at that many readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_batch_apply(
+    batch: *mut MeridianBatch,
+    key: *const u8,
+    key_len: usize,
+    path: *const u8,
+    path_len: usize,
+    kind: i32,
+    operand: *const u8,
+    operand_len: usize,
+    delta: i64,
+    context_data: *const u8,
+    context_len: usize,
+) -> MeridianStatus {
+    guard(move || {
+        let path = unsafe { bytes(path, path_len, crate::args::VALUE_LEN_MAX, "path") }?;
+        let operand =
+            unsafe { bytes(operand, operand_len, crate::args::VALUE_LEN_MAX, "operand") }?.to_vec();
+        let op = crate::nested::path_op(path, kind, operand, delta, || unsafe {
+            crate::engine::context(context_data, context_len)
+        })?;
+        unsafe { add(batch, key, key_len, op) }
+    })
+}
+
+/// Adds a time to live to the batch: the key's value stops being read `ttl_ms` milliseconds
+/// after the batch's HLC time (at most `MERIDIAN_EXPIRY_MS_MAX`), in every region. It covers
+/// the batch's other writes to the key wherever it stands in the batch: a write with a TTL is
+/// a batch holding both (as `meridian_expire` otherwise).
+///
+/// # Safety
+/// `key` must point at `key_len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_batch_ttl(
+    batch: *mut MeridianBatch,
+    key: *const u8,
+    key_len: usize,
+    ttl_ms: u64,
+) -> MeridianStatus {
+    guard(move || {
+        let op = crate::expiry::ttl_op(ttl_ms)?;
+        unsafe { add(batch, key, key_len, op) }
+    })
+}
+
+/// Adds an expiry at wall time `unix_ms` (milliseconds since the Unix epoch, at most
+/// `MERIDIAN_EXPIRY_MS_MAX`) to the batch, covering its other writes to the key, as
+/// `meridian_batch_ttl`.
+///
+/// # Safety
+/// `key` must point at `key_len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_batch_expire_at(
+    batch: *mut MeridianBatch,
+    key: *const u8,
+    key_len: usize,
+    unix_ms: u64,
+) -> MeridianStatus {
+    guard(move || {
+        let op = crate::expiry::at_op(unix_ms)?;
+        unsafe { add(batch, key, key_len, op) }
+    })
+}
+
+/// Adds the removal of the key's pending expiries to the batch (`meridian_persist`).
+///
+/// # Safety
+/// `key` must point at `key_len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_batch_persist(
+    batch: *mut MeridianBatch,
+    key: *const u8,
+    key_len: usize,
+) -> MeridianStatus {
+    guard(move || unsafe { add(batch, key, key_len, crate::expiry::persist_op()) })
+}
+
 /// Adds many operations to the batch in one call (where one call per operation would cost
 /// more than the operation): `ops` holds them packed, each a kind byte (0: last-writer-wins
 /// write, 1: counter increment, 2: set insertion, 3: delete), then its key (its length as 8

@@ -598,6 +598,107 @@ pub unsafe extern "C" fn meridian_client_map_remove(
     })
 }
 
+/// Gives a key a time to live through the client, as `meridian_expire` (`ttl_ms` at most
+/// `MERIDIAN_EXPIRY_MS_MAX`), acknowledged as `meridian_client_lww_set` (retried in the next
+/// region if the nearest does not answer). A region older than client protocol 8 cannot take
+/// it: `MERIDIAN_REFUSED`, nothing written. Blocks.
+///
+/// # Safety
+/// `key` must point at `key_len` readable bytes; `token_out`, when not null, must be valid
+/// for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_expire(
+    client: *const MeridianClient,
+    key: *const u8,
+    key_len: usize,
+    ttl_ms: u64,
+    level: i32,
+    regions: u8,
+    token_out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
+    guard(move || {
+        let op = crate::expiry::ttl_op(ttl_ms)?;
+        let level = consistency(level, regions)?;
+        unsafe { client_apply(client, key, key_len, op, level, token_out) }
+    })
+}
+
+/// Makes a key expire at wall time `unix_ms` through the client, as `meridian_expire_at` and
+/// `meridian_client_expire`. Blocks.
+///
+/// # Safety
+/// As `meridian_client_expire`.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_expire_at(
+    client: *const MeridianClient,
+    key: *const u8,
+    key_len: usize,
+    unix_ms: u64,
+    level: i32,
+    regions: u8,
+    token_out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
+    guard(move || {
+        let op = crate::expiry::at_op(unix_ms)?;
+        let level = consistency(level, regions)?;
+        unsafe { client_apply(client, key, key_len, op, level, token_out) }
+    })
+}
+
+/// Removes a key's pending expiries through the client, as `meridian_persist` and
+/// `meridian_client_expire`. Blocks.
+///
+/// # Safety
+/// As `meridian_client_expire`.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_persist(
+    client: *const MeridianClient,
+    key: *const u8,
+    key_len: usize,
+    level: i32,
+    regions: u8,
+    token_out: *mut *mut MeridianToken,
+) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(token_out) };
+    guard(move || {
+        let level = consistency(level, regions)?;
+        let op = crate::expiry::persist_op();
+        unsafe { client_apply(client, key, key_len, op, level, token_out) }
+    })
+}
+
+/// When the value under a key stops being read (milliseconds since the Unix epoch) into
+/// `unix_ms_out`, as the nearest region that answers sees it (it does not wait for this
+/// session's writes to arrive there); `MERIDIAN_NOT_FOUND` when the key holds nothing or has
+/// no expiry. Blocks.
+///
+/// # Safety
+/// `key` must point at `key_len` readable bytes; `unix_ms_out` must be valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn meridian_client_expires_at(
+    client: *const MeridianClient,
+    key: *const u8,
+    key_len: usize,
+    unix_ms_out: *mut u64,
+) -> MeridianStatus {
+    // SAFETY: null, or valid for a write, as the caller vouches.
+    unsafe { crate::args::clear(unix_ms_out) };
+    guard(move || {
+        if unix_ms_out.is_null() {
+            return Err(Failure::invalid("unix_ms_out: null out-pointer"));
+        }
+        let key = unsafe { bytes(key, key_len, crate::args::KEY_LEN_MAX, "key") }?.to_vec();
+        let at = with_client(client, async move |c| Ok(c.expires_at(&key).await?))?
+            .ok_or_else(not_found)?;
+        unsafe { put_out(unix_ms_out, at, "unix_ms_out") }
+    })
+}
+
 /// Reads whatever `key` holds through the client, as JSON (the format of `meridian_read_json`:
 /// a list of the values it holds, each tagged with its type), into `out`;
 /// `MERIDIAN_NOT_FOUND` when it holds nothing. Blocks.

@@ -18,6 +18,7 @@ pub mod buffer;
 pub mod client;
 pub mod collections;
 pub mod engine;
+pub mod expiry;
 pub mod feed;
 mod handles;
 pub mod nested;

@@ -6,7 +6,7 @@ use crate::buffer::MeridianBuffer;
 use crate::engine::{apply, context, engine, not_found, MeridianEngine};
 use crate::status::{guard, Failure, MeridianStatus};
 use crate::token::MeridianToken;
-use meridian::Op;
+use meridian::{Op, VersionVector};
 use meridian_client::read_json::values_json;
 
 /// The operation at the end of a field path (passed as an `int32_t` and checked).
@@ -63,16 +63,51 @@ pub(crate) fn unpack_fields<'a>(packed: &'a [u8], what: &str) -> Result<Vec<&'a 
     Ok(out)
 }
 
-/// The fields of a packed path: each preceded by its length as 8 little-endian bytes.
+/// The fields of a packed path: each preceded by its length as 8 little-endian bytes (none
+/// when `packed` is empty).
 fn fields(packed: &[u8]) -> Result<Vec<Vec<u8>>, Failure> {
-    let out: Vec<Vec<u8>> = unpack_fields(packed, "path")?
+    Ok(unpack_fields(packed, "path")?
         .into_iter()
         .map(<[u8]>::to_vec)
-        .collect();
-    if out.is_empty() {
-        return Err(Failure::invalid("path: at least one field"));
-    }
-    Ok(out)
+        .collect())
+}
+
+/// The operation `kind` (with `operand`, `delta`, or the read context `context` gives) at the
+/// end of the packed field `path` (each field preceded by its length as 8 little-endian
+/// bytes); an empty path is the key itself, where `MERIDIAN_OP_REMOVE_FIELD` has no field to
+/// remove. `context` is called for a register write only.
+pub(crate) fn path_op(
+    path: &[u8],
+    kind: i32,
+    operand: Vec<u8>,
+    delta: i64,
+    context: impl FnOnce() -> Result<Option<VersionVector>, Failure>,
+) -> Result<Op, Failure> {
+    let mut path = fields(path)?;
+    let op = match op_kind(kind)? {
+        MeridianOpKind::MeridianOpLwwSet => Op::LwwSet { value: operand },
+        MeridianOpKind::MeridianOpCounterAdd => Op::CounterAdd { delta },
+        MeridianOpKind::MeridianOpSetAdd => Op::SetAdd {
+            elems: vec![operand],
+        },
+        MeridianOpKind::MeridianOpSetRemove => Op::SetRemove {
+            elems: vec![operand],
+        },
+        MeridianOpKind::MeridianOpRegisterPut => Op::Put {
+            value: operand,
+            context: context()?,
+        },
+        MeridianOpKind::MeridianOpRemoveField => {
+            let field = path.pop().ok_or_else(|| {
+                Failure::invalid("path: MERIDIAN_OP_REMOVE_FIELD needs at least one field")
+            })?;
+            Op::MapRemove { field }
+        }
+    };
+    Ok(path.into_iter().rev().fold(op, |op, field| Op::MapUpdate {
+        field,
+        op: Box::new(op),
+    }))
 }
 
 /// Applies an operation to the value at a path of map fields under `key` (maps are created
@@ -101,43 +136,16 @@ pub unsafe extern "C" fn meridian_map_apply(
     // SAFETY: null, or valid for a write, as the caller vouches.
     unsafe { crate::args::clear(token_out) };
     guard(move || {
-        let mut path =
-            fields(unsafe { bytes(path, path_len, crate::args::VALUE_LEN_MAX, "path") }?)?;
+        let path = unsafe { bytes(path, path_len, crate::args::VALUE_LEN_MAX, "path") }?;
+        if path.is_empty() {
+            return Err(Failure::invalid("path: at least one field"));
+        }
         let operand =
             unsafe { crate::engine::value_arg(engine_handle, operand, operand_len, "operand") }?
                 .to_vec();
-        let last = path.pop().unwrap_or_default();
-        let leaf = match op_kind(kind)? {
-            MeridianOpKind::MeridianOpRemoveField => Op::MapRemove { field: last },
-            other => {
-                let op = match other {
-                    MeridianOpKind::MeridianOpLwwSet => Op::LwwSet { value: operand },
-                    MeridianOpKind::MeridianOpCounterAdd => Op::CounterAdd { delta },
-                    MeridianOpKind::MeridianOpSetAdd => Op::SetAdd {
-                        elems: vec![operand],
-                    },
-                    MeridianOpKind::MeridianOpSetRemove => Op::SetRemove {
-                        elems: vec![operand],
-                    },
-                    MeridianOpKind::MeridianOpRegisterPut
-                    | MeridianOpKind::MeridianOpRemoveField => Op::Put {
-                        value: operand,
-                        context: unsafe { context(context_data, context_len) }?,
-                    },
-                };
-                Op::MapUpdate {
-                    field: last,
-                    op: Box::new(op),
-                }
-            }
-        };
-        let op = path
-            .into_iter()
-            .rev()
-            .fold(leaf, |op, field| Op::MapUpdate {
-                field,
-                op: Box::new(op),
-            });
+        let op = path_op(path, kind, operand, delta, || unsafe {
+            context(context_data, context_len)
+        })?;
         unsafe { apply(engine_handle, key, key_len, op, token_out) }
     })
 }

@@ -4,7 +4,9 @@
 //! thread's write up in the regions (each waits most of a second for a write its read context
 //! names) while another thread on the same handle writes and reads. With a lock around calls
 //! (as before), the second thread's calls would wait for the first's and the program fails.
-//! The same program then follows changes through the client (`meridian_client_watch`).
+//! The same program then gives keys a time to live through the client (`meridian_client_expire`,
+//! a batch with `meridian_batch_ttl`, `meridian_client_expires_at`) and follows changes
+//! through it (`meridian_client_watch`).
 
 use meridian_config::cluster_file::{ClusterFile, SeedEntry};
 use meridian_config::dev_certs::{self, CertsRequest};

@@ -216,6 +216,18 @@ _SIGNATURES = {
     "meridian_feed_position": [c_void_p, POINTER(c_void_p)],
     "meridian_feed_ack": [c_void_p, c_void_p],
     "meridian_feed_free": [c_void_p],
+    "meridian_expire": [c_void_p, c_char_p, c_size_t, c_uint64, POINTER(c_void_p)],
+    "meridian_expire_at": [c_void_p, c_char_p, c_size_t, c_uint64, POINTER(c_void_p)],
+    "meridian_persist": [c_void_p, c_char_p, c_size_t, POINTER(c_void_p)],
+    "meridian_expires_at": [c_void_p, c_char_p, c_size_t, POINTER(c_uint64)],
+    "meridian_batch_ttl": [c_void_p, c_char_p, c_size_t, c_uint64],
+    "meridian_batch_expire_at": [c_void_p, c_char_p, c_size_t, c_uint64],
+    "meridian_batch_persist": [c_void_p, c_char_p, c_size_t],
+    "meridian_batch_apply": [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t, c_int32, c_char_p, c_size_t, c_int64, c_char_p, c_size_t],
+    "meridian_client_expire": [c_void_p, c_char_p, c_size_t, c_uint64, c_int32, c_uint8, POINTER(c_void_p)],
+    "meridian_client_expire_at": [c_void_p, c_char_p, c_size_t, c_uint64, c_int32, c_uint8, POINTER(c_void_p)],
+    "meridian_client_persist": [c_void_p, c_char_p, c_size_t, c_int32, c_uint8, POINTER(c_void_p)],
+    "meridian_client_expires_at": [c_void_p, c_char_p, c_size_t, POINTER(c_uint64)],
 }
 for _name, _args in _SIGNATURES.items():
     _fn = getattr(_lib, _name)
@@ -267,6 +279,54 @@ def _path(path: "Union[str, os.PathLike]", what: str = "path") -> bytes:
     if b"\0" in encoded:
         raise ValueError(f"{what} {path!r} holds a NUL byte")
     return encoded
+
+
+#: The largest expiry the library takes, in milliseconds (``MERIDIAN_EXPIRY_MS_MAX``: 2^47,
+#: about 4,459 years, as a time to live or since the Unix epoch).
+_EXPIRY_MS_MAX = 1 << 47
+
+
+def _expiry_ms(seconds: float, what: str = "ttl") -> int:
+    """Seconds (a time to live, or a Unix time) as the whole milliseconds the library takes
+    (rounded to the nearest), refused when not a number, negative, or over the library's
+    limit (never wrapped)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds, not {type(seconds).__name__}")
+    if seconds != seconds or seconds < 0:  # NaN, or before zero
+        raise ValueError(f"{what} must be a non-negative number of seconds, not {seconds!r}")
+    if seconds > _EXPIRY_MS_MAX / 1000:
+        raise ValueError(f"{what} {seconds!r}: at most {_EXPIRY_MS_MAX // 1000} seconds")
+    return min(round(seconds * 1000), _EXPIRY_MS_MAX)
+
+
+def _fields(path: "Iterable[Bytes]") -> bytes:
+    """A path of map fields as the library takes it: each preceded by its length as 8
+    little-endian bytes."""
+    return b"".join(len(f).to_bytes(8, "little") + f for f in (_bytes(p, "field") for p in path))
+
+
+#: Operation kinds at the end of a path (``MeridianOpKind``).
+_OP_LWW_SET, _OP_COUNTER_ADD, _OP_SET_ADD, _OP_SET_REMOVE, _OP_PUT, _OP_REMOVE = range(6)
+
+
+def _batch_apply(batch: int, key: bytes, kind: int, path: bytes = b"", operand: bytes = b"",
+                 delta: int = 0, context: bytes = b"") -> int:
+    """Adds operation ``kind`` at the end of the packed ``path`` of ``key`` (the key itself
+    when empty) to a batch handle; the status."""
+    return int(_lib.meridian_batch_apply(batch, key, len(key), path, len(path), kind, operand,
+                                         len(operand), _i64(delta), context, len(context)))
+
+
+def _ttl_batch(key: bytes, ttl_ms: int, add: Callable[[int], int]) -> _Owned:
+    """A batch handle holding one write (``add(handle)`` adds it and returns the status) and a
+    time to live on its key: the write with a TTL, applied atomically when committed."""
+    h = c_void_p()
+    _check(_lib.meridian_batch_new(byref(h)))
+    handle = _handle(h)
+    batch = _Owned(handle, _lib.meridian_batch_free)
+    _check(add(handle))
+    _check(_lib.meridian_batch_ttl(handle, key, len(key), ttl_ms))
+    return batch
 
 
 #: A length as the library packs it: 8 little-endian bytes.
@@ -678,13 +738,18 @@ class Siblings:
 class Batch:
     """Operations committed atomically by :meth:`Engine.commit` or :meth:`Client.commit` (all
     or nothing). They are packed here and handed to the library in one call at the commit, so
-    a bad one (a key too long...) is reported by the commit."""
+    a bad one (a key too long...) is reported by the commit. An expiry (:meth:`ttl`,
+    :meth:`expire_at`, :meth:`persist`) covers the batch's other writes to its key wherever it
+    stands in the batch: a write with a TTL is a batch holding both."""
 
     def __init__(self) -> None:
         h = c_void_p()
         _check(_lib.meridian_batch_new(byref(h)))
         self._handle: Optional[int] = _handle(h)
         self._packed = bytearray()
+        # Expiries to hand over at the commit: (key, kind, milliseconds), kind 0 a time to
+        # live, 1 a Unix time, 2 a persist.
+        self._expiries: List[Tuple[bytes, int, int]] = []
 
     def _add(self, kind: int, key: Bytes, operand: bytes) -> "Batch":
         k = key if type(key) is bytes else _bytes(key)
@@ -718,14 +783,40 @@ class Batch:
         """A delete."""
         return self._add(3, key, b"")
 
+    def ttl(self, key: Bytes, seconds: float) -> "Batch":
+        """A time to live of ``seconds`` (to the millisecond) from the batch's commit for
+        ``key``: its value, the batch's writes to it included, stops being read then
+        (:meth:`Engine.expire`)."""
+        self._expiries.append((_bytes(key), 0, _expiry_ms(seconds, "seconds")))
+        return self
+
+    def expire_at(self, key: Bytes, unix_seconds: float) -> "Batch":
+        """An expiry at the Unix time ``unix_seconds`` for ``key`` (:meth:`Engine.expire_at`)."""
+        self._expiries.append((_bytes(key), 1, _expiry_ms(unix_seconds, "unix_seconds")))
+        return self
+
+    def persist(self, key: Bytes) -> "Batch":
+        """The removal of ``key``'s pending expiries (:meth:`Engine.persist`)."""
+        self._expiries.append((_bytes(key), 2, 0))
+        return self
+
     def _flush(self) -> int:
-        """Hands the packed operations to the library; the batch's handle."""
+        """Hands the packed operations (then the expiries) to the library; the batch's
+        handle."""
         if self._handle is None:
             raise ClosedError(8, "the batch is freed")
         if self._packed:
             packed = bytes(self._packed)
             self._packed = bytearray()
             _check(_lib.meridian_batch_add_packed(self._handle, packed, len(packed)))
+        expiries, self._expiries = self._expiries, []
+        for key, kind, ms in expiries:
+            if kind == 0:
+                _check(_lib.meridian_batch_ttl(self._handle, key, len(key), ms))
+            elif kind == 1:
+                _check(_lib.meridian_batch_expire_at(self._handle, key, len(key), ms))
+            else:
+                _check(_lib.meridian_batch_persist(self._handle, key, len(key)))
         return self._handle
 
     def __del__(self) -> None:
@@ -784,10 +875,26 @@ class Engine:
         _check(fn(self._h(), *args, byref(t)))
         return Token(_handle(t))
 
-    def put(self, key: Bytes, value: Bytes, context: Optional[bytes] = None) -> Token:
+    def _write_ttl(self, key: bytes, ttl: float, add: Callable[[int], int]) -> Token:
+        """A write (``add(batch)`` adds it to a batch handle) with a time to live of ``ttl``
+        seconds on its key, atomically: one batch holding both."""
+        ms = _expiry_ms(ttl)
+        h = self._h()
+        batch = _ttl_batch(key, ms, add)
+        t = c_void_p()
+        _check(_lib.meridian_batch_commit(h, batch.handle, byref(t)))
+        batch.close()
+        return Token(_handle(t))
+
+    def put(self, key: Bytes, value: Bytes, context: Optional[bytes] = None,
+            ttl: Optional[float] = None) -> Token:
         """Multi-value register write; with ``context`` (from :meth:`get`) it supersedes
-        exactly what that read saw."""
+        exactly what that read saw. With a ``ttl`` (seconds), the key's value stops being read
+        that long after this write (:meth:`expire`), atomically with it; without, the key's
+        pending expiry, if any, covers this write too (as for every write)."""
         k, v, c = _bytes(key), _bytes(value, "value"), context or b""
+        if ttl is not None:
+            return self._write_ttl(k, ttl, lambda b: _batch_apply(b, k, _OP_PUT, operand=v, context=c))
         return self._write(_lib.meridian_register_put, k, len(k), v, len(v), c, len(c))
 
     def get(self, key: Bytes) -> Optional[Siblings]:
@@ -800,9 +907,12 @@ class Engine:
         _check(status)
         return Siblings(_unpack(_take(values)), _take(context))
 
-    def lww_set(self, key: Bytes, value: Bytes) -> Token:
-        """Last-writer-wins write."""
+    def lww_set(self, key: Bytes, value: Bytes, ttl: Optional[float] = None) -> Token:
+        """Last-writer-wins write (with a ``ttl`` in seconds, as :meth:`put`)."""
         k, v = _bytes(key), _bytes(value, "value")
+        if ttl is not None:
+            return self._write_ttl(
+                k, ttl, lambda b: _lib.meridian_batch_lww_set(b, k, len(k), v, len(v)))
         return self._write(_lib.meridian_lww_set, k, len(k), v, len(v))
 
     def lww_get(self, key: Bytes) -> Optional[bytes]:
@@ -840,10 +950,13 @@ class Engine:
                 i += 9 + n
         return out
 
-    def counter_add(self, key: Bytes, delta: int) -> Token:
-        """Adds ``delta`` to a counter."""
-        k = _bytes(key)
-        return self._write(_lib.meridian_counter_add, k, len(k), _i64(delta))
+    def counter_add(self, key: Bytes, delta: int, ttl: Optional[float] = None) -> Token:
+        """Adds ``delta`` to a counter (with a ``ttl`` in seconds, as :meth:`put`: once it
+        expires, the next increment counts from zero)."""
+        k, d = _bytes(key), _i64(delta)
+        if ttl is not None:
+            return self._write_ttl(k, ttl, lambda b: _lib.meridian_batch_counter_add(b, k, len(k), d))
+        return self._write(_lib.meridian_counter_add, k, len(k), d)
 
     def counter_get(self, key: Bytes) -> Optional[int]:
         """A counter's value, or ``None``."""
@@ -860,14 +973,18 @@ class Engine:
         k = _bytes(key)
         return self._write(_lib.meridian_delete, k, len(k))
 
-    def set_add(self, key: Bytes, elem: Bytes) -> Token:
-        """Adds an element to a set."""
+    def set_add(self, key: Bytes, elem: Bytes, ttl: Optional[float] = None) -> Token:
+        """Adds an element to a set (with a ``ttl`` in seconds, as :meth:`put`)."""
         k, e = _bytes(key), _bytes(elem, "elem")
+        if ttl is not None:
+            return self._write_ttl(k, ttl, lambda b: _lib.meridian_batch_set_add(b, k, len(k), e, len(e)))
         return self._write(_lib.meridian_set_add, k, len(k), e, len(e))
 
-    def set_remove(self, key: Bytes, elem: Bytes) -> Token:
-        """Removes an element from a set."""
+    def set_remove(self, key: Bytes, elem: Bytes, ttl: Optional[float] = None) -> Token:
+        """Removes an element from a set (with a ``ttl`` in seconds, as :meth:`put`)."""
         k, e = _bytes(key), _bytes(elem, "elem")
+        if ttl is not None:
+            return self._write_ttl(k, ttl, lambda b: _batch_apply(b, k, _OP_SET_REMOVE, operand=e))
         return self._write(_lib.meridian_set_remove, k, len(k), e, len(e))
 
     def set_get(self, key: Bytes) -> Optional[List[bytes]]:
@@ -880,19 +997,30 @@ class Engine:
         _check(status)
         return _unpack(_take(buf))
 
-    def map_lww_set(self, key: Bytes, field: Bytes, value: Bytes) -> Token:
-        """Sets a map field to a last-writer-wins value."""
+    def map_lww_set(self, key: Bytes, field: Bytes, value: Bytes,
+                    ttl: Optional[float] = None) -> Token:
+        """Sets a map field to a last-writer-wins value (with a ``ttl`` in seconds for the whole
+        key, as :meth:`put`)."""
         k, f, v = _bytes(key), _bytes(field, "field"), _bytes(value, "value")
+        if ttl is not None:
+            return self._write_ttl(k, ttl, lambda b: _batch_apply(b, k, _OP_LWW_SET, _fields([f]), v))
         return self._write(_lib.meridian_map_lww_set, k, len(k), f, len(f), v, len(v))
 
-    def map_counter_add(self, key: Bytes, field: Bytes, delta: int) -> Token:
-        """Adds ``delta`` to a map field's counter."""
-        k, f = _bytes(key), _bytes(field, "field")
-        return self._write(_lib.meridian_map_counter_add, k, len(k), f, len(f), _i64(delta))
+    def map_counter_add(self, key: Bytes, field: Bytes, delta: int,
+                        ttl: Optional[float] = None) -> Token:
+        """Adds ``delta`` to a map field's counter (with a ``ttl`` in seconds for the whole key,
+        as :meth:`put`)."""
+        k, f, d = _bytes(key), _bytes(field, "field"), _i64(delta)
+        if ttl is not None:
+            return self._write_ttl(
+                k, ttl, lambda b: _batch_apply(b, k, _OP_COUNTER_ADD, _fields([f]), delta=d))
+        return self._write(_lib.meridian_map_counter_add, k, len(k), f, len(f), d)
 
-    def map_remove(self, key: Bytes, field: Bytes) -> Token:
-        """Removes a map field."""
+    def map_remove(self, key: Bytes, field: Bytes, ttl: Optional[float] = None) -> Token:
+        """Removes a map field (with a ``ttl`` in seconds for the whole key, as :meth:`put`)."""
         k, f = _bytes(key), _bytes(field, "field")
+        if ttl is not None:
+            return self._write_ttl(k, ttl, lambda b: _batch_apply(b, k, _OP_REMOVE, _fields([f])))
         return self._write(_lib.meridian_map_remove, k, len(k), f, len(f))
 
     def map_get_lww(self, key: Bytes, field: Bytes) -> Optional[bytes]:
@@ -918,15 +1046,53 @@ class Engine:
     _MAP_OPS = {"lww_set": 0, "counter_add": 1, "set_add": 2, "set_remove": 3, "put": 4, "remove": 5}
 
     def map_apply(self, key: Bytes, path: List[Bytes], op: str, operand: Bytes = b"",
-                  delta: int = 0, context: Optional[bytes] = None) -> Token:
+                  delta: int = 0, context: Optional[bytes] = None,
+                  ttl: Optional[float] = None) -> Token:
         """Applies ``op`` (``"lww_set"``, ``"counter_add"``, ``"set_add"``, ``"set_remove"``,
-        ``"put"``, ``"remove"``) at a path of nested map fields under ``key``."""
+        ``"put"``, ``"remove"``) at a path of nested map fields under ``key`` (with a ``ttl`` in
+        seconds for the whole key, as :meth:`put`)."""
         if op not in self._MAP_OPS:
             raise ValueError(f"op {op!r}: one of {sorted(self._MAP_OPS)}")
         k, o, c = _bytes(key), _bytes(operand, "operand"), context or b""
-        packed = b"".join(len(f).to_bytes(8, "little") + f for f in (_bytes(p, "field") for p in path))
-        return self._write(_lib.meridian_map_apply, k, len(k), packed, len(packed), self._MAP_OPS[op],
-                           o, len(o), _i64(delta), c, len(c))
+        packed, kind, d = _fields(path), self._MAP_OPS[op], _i64(delta)
+        if ttl is not None:
+            if not packed:  # in a batch, an empty path is the key itself
+                raise InvalidArgumentError(2, "path: at least one field")
+            return self._write_ttl(k, ttl, lambda b: _batch_apply(b, k, kind, packed, o, d, c))
+        return self._write(_lib.meridian_map_apply, k, len(k), packed, len(packed), kind,
+                           o, len(o), d, c, len(c))
+
+    def expire(self, key: Bytes, ttl: float) -> Token:
+        """Gives ``key`` a time to live of ``ttl`` seconds (to the millisecond) from this
+        write: what it holds now, and what later writes without a ``ttl`` add, stops being read
+        then, in every region alike (the time is the writer's hybrid logical clock, so every
+        region agrees; a region reads the value at most until that time plus the clocks' skew
+        bound). On an absent key it changes nothing."""
+        k = _bytes(key)
+        return self._write(_lib.meridian_expire, k, len(k), _expiry_ms(ttl))
+
+    def expire_at(self, key: Bytes, unix_seconds: float) -> Token:
+        """Makes ``key`` expire at the Unix time ``unix_seconds`` (a time already past expires
+        it at once), as :meth:`expire`."""
+        k = _bytes(key)
+        return self._write(_lib.meridian_expire_at, k, len(k), _expiry_ms(unix_seconds, "unix_seconds"))
+
+    def persist(self, key: Bytes) -> Token:
+        """Removes ``key``'s pending expiry: it is kept until deleted (or given a ``ttl``
+        again)."""
+        k = _bytes(key)
+        return self._write(_lib.meridian_persist, k, len(k))
+
+    def expires_at(self, key: Bytes) -> Optional[float]:
+        """When ``key``'s value stops being read (Unix seconds), or ``None`` when it holds
+        nothing (or has expired) or has no expiry."""
+        k = _bytes(key)
+        at = c_uint64()
+        status = _lib.meridian_expires_at(self._h(), k, len(k), byref(at))
+        if status == 1:
+            return None
+        _check(status)
+        return at.value / 1000
 
     def read(self, key: Bytes) -> Optional[list]:
         """Everything ``key`` holds, any type and nesting: a list with one dict per type
@@ -1103,40 +1269,82 @@ class Client:
             raise ValueError(f"consistency {consistency!r}: local, majority, all or a number")
         return CONSISTENCY[consistency], 0
 
-    def lww_set(self, key: Bytes, value: Bytes, consistency: Union[str, int] = "local") -> Token:
-        """A last-writer-wins write, acknowledged when that many regions hold it."""
+    def _write_ttl(self, key: bytes, ttl: float, add: Callable[[int], int],
+                   consistency: Union[str, int]) -> Token:
+        """A write (``add(batch)`` adds it to a batch handle) with a time to live of ``ttl``
+        seconds on its key, atomically (one batch holding both), as :meth:`commit`."""
+        ms = _expiry_ms(ttl)
+        level, n = self._level(consistency)
+        h = self._h()
+        batch = _ttl_batch(key, ms, add)
+        b = batch.handle
+
+        def call(batch: _Owned = batch) -> Tuple[Token, bool]:  # holds it until the call ends
+            t = c_void_p()
+            _check(_lib.meridian_client_batch_commit(h, b, level, n, byref(t)))
+            return Token(_handle(t)), _lib.meridian_client_retried_after_lost() == 1
+
+        token, retried = _run(call)
+        _client_thread.retried_after_lost = retried
+        return token
+
+    def lww_set(self, key: Bytes, value: Bytes, consistency: Union[str, int] = "local",
+                ttl: Optional[float] = None) -> Token:
+        """A last-writer-wins write, acknowledged when that many regions hold it. With a
+        ``ttl`` (seconds), the key's value stops being read that long after this write
+        (:meth:`expire`), atomically with it."""
         k, v = _bytes(key), _bytes(value, "value")
+        if ttl is not None:
+            return self._write_ttl(
+                k, ttl, lambda b: _lib.meridian_batch_lww_set(b, k, len(k), v, len(v)), consistency)
         level, n = self._level(consistency)
         return self._write(_lib.meridian_client_lww_set, k, len(k), v, len(v), level, n)
 
-    def counter_add(self, key: Bytes, delta: int, consistency: Union[str, int] = "local") -> Token:
+    def counter_add(self, key: Bytes, delta: int, consistency: Union[str, int] = "local",
+                    ttl: Optional[float] = None) -> Token:
         """A counter increment (never retried where it could count twice:
-        :class:`UnknownOutcomeError` instead)."""
-        k = _bytes(key)
+        :class:`UnknownOutcomeError` instead; with a ``ttl`` in seconds, as :meth:`lww_set`)."""
+        k, d = _bytes(key), _i64(delta)
+        if ttl is not None:
+            return self._write_ttl(
+                k, ttl, lambda b: _lib.meridian_batch_counter_add(b, k, len(k), d), consistency)
         level, n = self._level(consistency)
-        return self._write(_lib.meridian_client_counter_add, k, len(k), _i64(delta), level, n)
+        return self._write(_lib.meridian_client_counter_add, k, len(k), d, level, n)
 
     def put(self, key: Bytes, value: Bytes, context: Optional[bytes] = None,
-            consistency: Union[str, int] = "local") -> Token:
-        """A multi-value register write (with a read's ``context``, or none)."""
+            consistency: Union[str, int] = "local", ttl: Optional[float] = None) -> Token:
+        """A multi-value register write (with a read's ``context``, or none; with a ``ttl`` in
+        seconds, as :meth:`lww_set`)."""
         k, v, c = _bytes(key), _bytes(value, "value"), context or b""
+        if ttl is not None:
+            return self._write_ttl(
+                k, ttl, lambda b: _batch_apply(b, k, _OP_PUT, operand=v, context=c), consistency)
         level, n = self._level(consistency)
         return self._write(_lib.meridian_client_register_put, k, len(k), v, len(v), c, len(c),
                            level, n)
 
-    def set_add(self, key: Bytes, elem: Bytes, consistency: Union[str, int] = "local") -> Token:
-        """A set insertion."""
+    def set_add(self, key: Bytes, elem: Bytes, consistency: Union[str, int] = "local",
+                ttl: Optional[float] = None) -> Token:
+        """A set insertion (with a ``ttl`` in seconds, as :meth:`lww_set`)."""
         k, e = _bytes(key), _bytes(elem, "elem")
+        if ttl is not None:
+            return self._write_ttl(
+                k, ttl, lambda b: _lib.meridian_batch_set_add(b, k, len(k), e, len(e)), consistency)
         level, n = self._level(consistency)
         return self._write(_lib.meridian_client_set_add, k, len(k), e, len(e), level, n)
 
     def map_counter_add(self, key: Bytes, field: Bytes, delta: int,
-                        consistency: Union[str, int] = "local") -> Token:
-        """A map field counter increment (never retried where it could count twice)."""
-        k, f = _bytes(key), _bytes(field, "field")
+                        consistency: Union[str, int] = "local",
+                        ttl: Optional[float] = None) -> Token:
+        """A map field counter increment (never retried where it could count twice; with a
+        ``ttl`` in seconds for the whole key, as :meth:`lww_set`)."""
+        k, f, d = _bytes(key), _bytes(field, "field"), _i64(delta)
+        if ttl is not None:
+            return self._write_ttl(
+                k, ttl, lambda b: _batch_apply(b, k, _OP_COUNTER_ADD, _fields([f]), delta=d),
+                consistency)
         level, n = self._level(consistency)
-        return self._write(_lib.meridian_client_map_counter_add, k, len(k), f, len(f),
-                           _i64(delta), level, n)
+        return self._write(_lib.meridian_client_map_counter_add, k, len(k), f, len(f), d, level, n)
 
     def delete(self, key: Bytes, consistency: Union[str, int] = "local") -> Token:
         """A delete."""
@@ -1144,26 +1352,79 @@ class Client:
         level, n = self._level(consistency)
         return self._write(_lib.meridian_client_delete, k, len(k), level, n)
 
-    def set_remove(self, key: Bytes, elem: Bytes, consistency: Union[str, int] = "local") -> Token:
+    def set_remove(self, key: Bytes, elem: Bytes, consistency: Union[str, int] = "local",
+                   ttl: Optional[float] = None) -> Token:
         """A set removal: it covers every add of the element this session wrote or read, in
-        whichever region takes it (``NotYetVisibleError`` while none that can is reachable)."""
+        whichever region takes it (``NotYetVisibleError`` while none that can is reachable;
+        with a ``ttl`` in seconds, as :meth:`lww_set`)."""
         k, e = _bytes(key), _bytes(elem, "elem")
+        if ttl is not None:
+            return self._write_ttl(
+                k, ttl, lambda b: _batch_apply(b, k, _OP_SET_REMOVE, operand=e), consistency)
         level, n = self._level(consistency)
         return self._write(_lib.meridian_client_set_remove, k, len(k), e, len(e), level, n)
 
     def map_lww_set(self, key: Bytes, field: Bytes, value: Bytes,
-                    consistency: Union[str, int] = "local") -> Token:
-        """A map field's last-writer-wins write."""
+                    consistency: Union[str, int] = "local",
+                    ttl: Optional[float] = None) -> Token:
+        """A map field's last-writer-wins write (with a ``ttl`` in seconds for the whole key,
+        as :meth:`lww_set`)."""
         k, f, v = _bytes(key), _bytes(field, "field"), _bytes(value, "value")
+        if ttl is not None:
+            return self._write_ttl(
+                k, ttl, lambda b: _batch_apply(b, k, _OP_LWW_SET, _fields([f]), v), consistency)
         level, n = self._level(consistency)
         return self._write(_lib.meridian_client_map_lww_set, k, len(k), f, len(f), v, len(v),
                            level, n)
 
-    def map_remove(self, key: Bytes, field: Bytes, consistency: Union[str, int] = "local") -> Token:
-        """A map field's removal (covers what this session wrote or read of it)."""
+    def map_remove(self, key: Bytes, field: Bytes, consistency: Union[str, int] = "local",
+                   ttl: Optional[float] = None) -> Token:
+        """A map field's removal (covers what this session wrote or read of it; with a ``ttl``
+        in seconds for the whole key, as :meth:`lww_set`)."""
         k, f = _bytes(key), _bytes(field, "field")
+        if ttl is not None:
+            return self._write_ttl(
+                k, ttl, lambda b: _batch_apply(b, k, _OP_REMOVE, _fields([f])), consistency)
         level, n = self._level(consistency)
         return self._write(_lib.meridian_client_map_remove, k, len(k), f, len(f), level, n)
+
+    def expire(self, key: Bytes, ttl: float, consistency: Union[str, int] = "local") -> Token:
+        """Gives ``key`` a time to live of ``ttl`` seconds, as :meth:`Engine.expire` (a region
+        of a release before client protocol 8 refuses it: :class:`RefusedError`)."""
+        k, ms = _bytes(key), _expiry_ms(ttl)
+        level, n = self._level(consistency)
+        return self._write(_lib.meridian_client_expire, k, len(k), ms, level, n)
+
+    def expire_at(self, key: Bytes, unix_seconds: float,
+                  consistency: Union[str, int] = "local") -> Token:
+        """Makes ``key`` expire at the Unix time ``unix_seconds``, as :meth:`Engine.expire_at`."""
+        k, ms = _bytes(key), _expiry_ms(unix_seconds, "unix_seconds")
+        level, n = self._level(consistency)
+        return self._write(_lib.meridian_client_expire_at, k, len(k), ms, level, n)
+
+    def persist(self, key: Bytes, consistency: Union[str, int] = "local") -> Token:
+        """Removes ``key``'s pending expiry, as :meth:`Engine.persist`."""
+        k = _bytes(key)
+        level, n = self._level(consistency)
+        return self._write(_lib.meridian_client_persist, k, len(k), level, n)
+
+    def expires_at(self, key: Bytes) -> Optional[float]:
+        """When ``key``'s value stops being read (Unix seconds), as the nearest region that
+        answers sees it (it does not wait for this session's writes to reach it: write with
+        ``consistency="all"`` to find them in any region); ``None`` when it holds nothing or
+        has no expiry."""
+        k = _bytes(key)
+        h = self._h()
+
+        def call() -> Optional[float]:
+            at = c_uint64()
+            status = _lib.meridian_client_expires_at(h, k, len(k), byref(at))
+            if status == 1:
+                return None
+            _check(status)
+            return at.value / 1000
+
+        return _run(call)
 
     def commit(self, batch: Batch, consistency: Union[str, int] = "local") -> Token:
         """Commits a batch atomically through the client (its operations stay in the batch when

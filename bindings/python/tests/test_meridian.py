@@ -83,6 +83,7 @@ class SignaturesMatchTheHeader(unittest.TestCase):
             "size_t": ctypes.c_size_t, "int64_t": ctypes.c_int64, "int32_t": ctypes.c_int32,
             "uint8_t": ctypes.c_uint8, "uint64_t": ctypes.c_uint64,
             "int64_t*": ctypes.POINTER(ctypes.c_int64), "int32_t*": ctypes.POINTER(ctypes.c_int32),
+            "uint64_t*": ctypes.POINTER(ctypes.c_uint64),
             "enum MeridianKind*": ctypes.POINTER(ctypes.c_int32),
             "struct MeridianBuffer*": ctypes.POINTER(meridian._Buffer),
         }
@@ -346,6 +347,33 @@ class RoutedClient(unittest.TestCase):
                     client.put("reg", "v")
                     client.delete("k")
                     self.assertIsNone(client.lww_get("k"))
+                    # Expiry through the client: writes with a TTL, expire, persist.
+                    before = time.time()
+                    client.lww_set("ttl:v", "soon", ttl=1.0)
+                    client.counter_add("ttl:c", 3, ttl=1.0)
+                    client.set_add("ttl:s", "a")
+                    client.expire("ttl:s", 1.0)
+                    client.commit(meridian.Batch().lww_set("ttl:b", "1").ttl("ttl:b", 1.0))
+                    client.lww_set("ttl:kept", "k", ttl=1.0)
+                    client.persist("ttl:kept")
+                    at = client.expires_at("ttl:v")
+                    self.assertGreaterEqual(at, before + 1.0 - 0.01)
+                    self.assertLessEqual(at, time.time() + 1.0 + 0.01)
+                    self.assertEqual(client.lww_get("ttl:v"), b"soon")
+                    self.assertEqual(client.counter_get("ttl:c"), 3)
+                    self.assertIsNotNone(client.expires_at("ttl:s"))
+                    self.assertIsNone(client.expires_at("ttl:kept"))
+                    self.assertIsNone(client.expires_at("nothing"))
+                    with self.assertRaises(ValueError):
+                        client.lww_set("ttl:v", "v", ttl=-1)
+                    time.sleep(max(0.0, at + 0.2 - time.time()))
+                    self.assertIsNone(client.lww_get("ttl:v"))
+                    self.assertIsNone(client.counter_get("ttl:c"))
+                    self.assertIsNone(client.set_get("ttl:s"))
+                    self.assertIsNone(client.lww_get("ttl:b"))
+                    self.assertEqual(client.lww_get("ttl:kept"), b"k")
+                    client.counter_add("ttl:c", 2)  # a write after expiry starts afresh
+                    self.assertEqual(client.counter_get("ttl:c"), 2)
                     with self.assertRaises(ValueError):
                         client.lww_set("k", "v", consistency="most")
             finally:
@@ -353,6 +381,146 @@ class RoutedClient(unittest.TestCase):
                     p.kill()
                     p.wait()
                     p.stdout.close()
+
+
+class Expiry(unittest.TestCase):
+    """Times to live: a value is read until its time, then not, in every region alike (the
+    writer's hybrid logical clock decides); a write without a TTL keeps the pending expiry;
+    persist removes it; a write after expiry starts afresh."""
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.engine = meridian.Engine.open(self.dir.name)
+
+    def tearDown(self):
+        self.engine.close()
+        self.dir.cleanup()
+
+    def test_a_value_written_with_a_ttl_is_read_then_gone(self):
+        e = self.engine
+        e.lww_set("k", "v", ttl=1.0)
+        self.assertEqual(e.lww_get("k"), b"v")
+        time.sleep(1.2)
+        self.assertIsNone(e.lww_get("k"))
+        self.assertIsNone(e.expires_at("k"))
+        self.assertIsNone(e.read("k"))
+        self.assertEqual(list(e.scan("k")), [])
+
+    def test_expires_at_is_about_now_plus_the_ttl(self):
+        e = self.engine
+        before = time.time()
+        e.lww_set("k", "v", ttl=30)
+        after = time.time()
+        at = e.expires_at("k")
+        self.assertGreaterEqual(at, before + 30 - 0.001)
+        self.assertLessEqual(at, after + 30 + 0.001)
+        # A write without a TTL keeps the pending expiry.
+        e.lww_set("k", "v2")
+        self.assertEqual(e.expires_at("k"), at)
+        # Expire on a key that had none; an expiry at a time; none on an absent key.
+        e.counter_add("n", 1)
+        self.assertIsNone(e.expires_at("n"))
+        e.expire("n", 10)
+        self.assertAlmostEqual(e.expires_at("n"), time.time() + 10, delta=1)
+        when = round(time.time() + 60, 3)
+        e.expire_at("n", when)
+        self.assertAlmostEqual(e.expires_at("n"), when, places=3)
+        e.expire("absent", 10)
+        self.assertIsNone(e.expires_at("absent"))
+        self.assertIsNone(e.lww_get("absent"))
+        # Every write takes a TTL, atomically with it.
+        e.put("reg", "r", ttl=60)
+        e.set_add("set", "a", ttl=60)
+        e.set_remove("set2", "a", ttl=60)
+        e.map_lww_set("map", "note", "gift", ttl=60)
+        e.map_counter_add("map2", "apple", 2, ttl=60)
+        e.map_remove("map3", "apple", ttl=60)
+        e.map_apply("deep", ["items", "plum"], "counter_add", delta=4, ttl=60)
+        e.counter_add("count", 1, ttl=60)
+        for key in ("reg", "set", "map", "map2", "deep", "count"):
+            self.assertAlmostEqual(e.expires_at(key), time.time() + 60, delta=2, msg=key)
+        self.assertEqual(e.get("reg").values, [b"r"])
+        self.assertEqual(e.set_get("set"), [b"a"])
+        self.assertEqual(e.map_get_lww("map", "note"), b"gift")
+        self.assertEqual(e.map_get_counter("map2", "apple"), 2)
+        self.assertEqual(e.read("deep"), [{"map": {"items": [{"map": {"plum": [{"counter": 4}]}}]}}])
+        self.assertEqual(e.counter_get("count"), 1)
+
+    def test_persist_keeps_a_key_past_its_ttl(self):
+        e = self.engine
+        e.lww_set("kept", "v", ttl=0.5)
+        e.lww_set("gone", "v", ttl=0.5)
+        e.persist("kept")
+        self.assertIsNone(e.expires_at("kept"))
+        time.sleep(0.7)
+        self.assertEqual(e.lww_get("kept"), b"v")
+        self.assertIsNone(e.lww_get("gone"))
+
+    def test_a_write_after_expiry_starts_afresh(self):
+        e = self.engine
+        e.counter_add("c", 5, ttl=0.5)
+        e.counter_add("c", 1)  # covered by the pending expiry
+        self.assertEqual(e.counter_get("c"), 6)
+        e.set_add("s", "a", ttl=0.5)
+        time.sleep(0.7)
+        self.assertIsNone(e.counter_get("c"))
+        e.counter_add("c", 2)
+        self.assertEqual(e.counter_get("c"), 2, "counts from the new increment only")
+        self.assertIsNone(e.expires_at("c"))
+        e.set_add("s", "b")
+        self.assertEqual(e.set_get("s"), [b"b"], "no element of the expired set comes back")
+
+    def test_a_batch_gives_its_writes_a_ttl(self):
+        e = self.engine
+        batch = (meridian.Batch()
+                 .ttl("a", 0.5)  # before its write: the order in the batch does not matter
+                 .lww_set("a", "1")
+                 .counter_add("n", 1).ttl("n", 0.5)
+                 .lww_set("p", "x").ttl("p", 0.5).persist("p")
+                 .lww_set("t", "y").expire_at("t", time.time() + 0.5))
+        e.commit(batch)
+        self.assertEqual(e.lww_get("a"), b"1")
+        self.assertEqual(e.counter_get("n"), 1)
+        self.assertIsNone(e.expires_at("p"))
+        self.assertAlmostEqual(e.expires_at("t"), time.time() + 0.5, delta=0.5)
+        time.sleep(0.7)
+        self.assertIsNone(e.lww_get("a"))
+        self.assertIsNone(e.counter_get("n"))
+        self.assertIsNone(e.lww_get("t"))
+        self.assertEqual(e.lww_get("p"), b"x")
+
+    def test_bad_expiry_arguments_are_refused(self):
+        e = self.engine
+        for bad in (-1, -0.001, float("nan"), float("inf"), 1e12):
+            with self.assertRaises(ValueError, msg=repr(bad)):
+                e.lww_set("k", "v", ttl=bad)
+            with self.assertRaises(ValueError, msg=repr(bad)):
+                e.expire("k", bad)
+            with self.assertRaises(ValueError, msg=repr(bad)):
+                e.expire_at("k", bad)
+            with self.assertRaises(ValueError, msg=repr(bad)):
+                meridian.Batch().ttl("k", bad)
+            with self.assertRaises(ValueError, msg=repr(bad)):
+                meridian.Batch().expire_at("k", bad)
+        for bad in ("1", True, None):
+            with self.assertRaises(TypeError, msg=repr(bad)):
+                e.expire("k", bad)
+        self.assertIsNone(e.lww_get("k"), "nothing was written")
+        with self.assertRaises(meridian.InvalidArgumentError):
+            e.expire("", 1)
+        with self.assertRaises(meridian.InvalidArgumentError):
+            e.expires_at("")
+        with self.assertRaises(meridian.InvalidArgumentError):
+            e.map_apply("m", [], "lww_set", "v", ttl=1)
+        e.lww_set("k", "v")
+        with self.assertRaises(meridian.WrongTypeError):
+            e.counter_add("k", 1, ttl=1)
+        self.assertIsNone(e.expires_at("k"), "nothing of the refused write was applied")
+        e.close()
+        with self.assertRaises(meridian.ClosedError):
+            e.expires_at("k")
+        with self.assertRaises(meridian.ClosedError):
+            e.lww_set("k", "v", ttl=1)
 
 
 class ChangeFeeds(unittest.TestCase):

@@ -14,6 +14,7 @@ use meridian_core::replication::PROTOCOL_VERSIONS;
 /// Replication protocol versions, newest first, with their ALPN names. Version 4's name is
 /// the one its release used (`meridian-replication/1`); later names carry their version.
 pub const REPLICATION_ALPNS: &[(u8, &[u8])] = &[
+    (9, b"meridian-replication/9"),
     (8, b"meridian-replication/8"),
     (7, b"meridian-replication/7"),
     (6, b"meridian-replication/6"),
@@ -24,6 +25,7 @@ pub const REPLICATION_ALPNS: &[(u8, &[u8])] = &[
 /// Client protocol versions, newest first, with their ALPN names. Version 5's name is the
 /// one its release used (`meridian-client/1`).
 pub const CLIENT_ALPNS: &[(u8, &[u8])] = &[
+    (8, b"meridian-client/8"),
     (7, b"meridian-client/7"),
     (6, b"meridian-client/6"),
     (5, b"meridian-client/1"),
@@ -153,6 +155,6 @@ mod tests {
         assert_eq!(replication_version(b"meridian-replication/1"), Some(4));
         assert_eq!(client_version(b"meridian-client/6"), Some(6));
         assert!(Protocols::pinned(3, 5).is_err());
-        assert!(Protocols::pinned(4, 8).is_err());
+        assert!(Protocols::pinned(4, 9).is_err());
     }
 }

@@ -934,6 +934,12 @@ fn execute(engine: &Engine, request: ClientRequest) -> ClientResponse {
     }
 }
 
+/// A wall time as Unix milliseconds (0 before the epoch).
+fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -966,10 +972,4 @@ mod tests {
         // Within the clock margin counts as past.
         assert!(past_deadline(&put(Some(now + 100)), now).is_some());
     }
-}
-
-/// A wall time as Unix milliseconds (0 before the epoch).
-fn unix_ms(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

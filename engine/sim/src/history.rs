@@ -53,6 +53,9 @@ pub struct History {
     /// Writes a disk fault that may lose them took from some region (a power loss under
     /// `wal`, a wiped disk, a restored backup): the only writes a loss is excused for.
     pub dropped: BTreeSet<Dot>,
+    /// Writes that set an expiry, by key: after one, the key's record may expire, be
+    /// reclaimed and be collected, taking the memory of what it held with it.
+    pub expiring: BTreeMap<Vec<u8>, BTreeSet<Dot>>,
 }
 
 /// Where and how one acknowledged write was made.
@@ -429,6 +432,18 @@ pub fn reflects(
         };
         return record.is_some_and(|r| r.context().contains(&dot))
             || present.iter().all(|p| !d.ctx.contains(p));
+    }
+    if record.is_some_and(|r| r.context().contains(&dot)) {
+        return true;
+    }
+    // An expiring key's record goes once its expired value is reclaimed and collected; a
+    // write made after that starts a record that remembers nothing before it.
+    let expired_here = history
+        .expiring
+        .get(key)
+        .is_some_and(|dots| dots.iter().any(|d| applied.contains(d)));
+    if expired_here {
+        return true;
     }
     record.is_some_and(|r| r.context().contains(&dot)) || removed_here()
 }

@@ -227,6 +227,14 @@ pub struct SeedReport {
     pub feed_resets: u64,
     /// See `feed_changes`.
     pub feed_violations: u64,
+    /// Values a region hid as expired (a dot each, once per region), values it removed for
+    /// good after hiding them (a write after expiry or a reclaim), and values shown again
+    /// once an extension stamped before their expiry arrived (`world/expired.rs`).
+    pub expired_hidden: u64,
+    /// See `expired_hidden`.
+    pub expired_removed: u64,
+    /// See `expired_hidden`.
+    pub expired_extended: u64,
     /// State-transfer rounds started (the log no longer held what a peer lacked).
     pub antientropy_rounds: u64,
     /// Record states sent as patches against a link's earlier states (protocol 7).

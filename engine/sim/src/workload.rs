@@ -16,6 +16,8 @@ const SET_KEYS: u64 = 3;
 const SET_ELEMENT_PAD: &[u8] =
     b"/an-element-of-a-set-padded-so-that-a-few-of-them-make-a-state-large-enough-to-be-patched-on-a-link";
 const MAP_FIELDS: u64 = 3;
+/// Keys written with times to live (`e0`..): last-writer-wins values that expire.
+pub const EXPIRING_KEYS: u64 = 3;
 
 /// A client session: the token of everything it wrote, and its last register write.
 #[derive(Clone, Debug, Default)]
@@ -79,6 +81,8 @@ fn forged_vector(rng: &mut SimRng, engine: &Replication) -> meridian::VersionVec
 pub struct At {
     /// The region's index.
     pub region: usize,
+    /// Whether keys may be written with times to live (every region reads expiries).
+    pub expiry: bool,
 }
 
 /// Runs one random operation for `session` against `engine` (region `at`), recording it in
@@ -93,6 +97,7 @@ pub fn step(
     op_id: u64,
     forge: bool,
 ) -> Result<StepOutcome, String> {
+    let expiry = at.expiry;
     let mut out = StepOutcome::default();
     let stored = |key: &[u8]| engine.export(key).ok().flatten();
     let before;
@@ -243,6 +248,25 @@ pub fn step(
                 history.effects.insert(dot_of(engine, &t), effect);
                 t
             }
+        }
+        92..=99 => {
+            // Expiring keys (only once every region reads expiries: an older protocol's region
+            // would hold them without, and never converge with the others until upgraded).
+            let key = format!("e{}", rng.below(EXPIRING_KEYS)).into_bytes();
+            let ttl = std::time::Duration::from_millis(100 + rng.below(3_000));
+            before = stored(&key);
+            written = key.clone();
+            let batch = meridian::Batch::new().lww_set(key.clone(), value.clone());
+            let (t, expires) = match rng.below(10) {
+                0..=4 if expiry => (engine.write(batch.ttl(key.clone(), ttl)).map_err(e)?, true),
+                8..=9 if expiry => (engine.expire(&key, ttl).map_err(e)?, true),
+                _ => (engine.lww_set(&key, &value).map_err(e)?, false),
+            };
+            if expires {
+                let dot = dot_of(engine, &t);
+                history.expiring.entry(key).or_default().insert(dot);
+            }
+            t
         }
         _ => {
             let field = format!("f{}", rng.below(MAP_FIELDS)).into_bytes();

@@ -6,6 +6,7 @@ use super::history::{check, digest, sim_replica, unreclaimed, Fnv, History};
 
 mod clients;
 mod disk_faults;
+mod expired;
 mod feed_consumer;
 mod invariants;
 use super::network::{LinkFaults, Network, REGIONS};
@@ -14,7 +15,8 @@ use super::workload::{self, Session};
 use super::{Faults, SeedReport, SimOptions};
 use meridian::{Config, Engine, Replication, WallClock};
 use meridian_core::replication::{
-    LinkId, Output, ReplicationConfig, Replicator, PROTOCOL_VERSION, PROTOCOL_VERSIONS,
+    LinkId, Output, ReplicationConfig, Replicator, EXPIRY_VERSION, PROTOCOL_VERSION,
+    PROTOCOL_VERSIONS,
 };
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -24,11 +26,16 @@ use std::sync::Arc;
 const EPOCH_MS: u64 = 1_767_225_600_000;
 const TICK_MS: u64 = 100;
 const CHECK_MS: u64 = 250;
-const SKEW_MS_MAX: i64 = 5 * 60 * 1000;
+/// Largest clock skew the faults give a region (and the engines' skew bound): small enough
+/// that expired values are reclaimed within a run (`expiry_sweep.rs` waits the bound).
+const SKEW_MS_MAX: i64 = 4_000;
 /// How long a region waits for a whole copy of a write before declaring what it lacks lost.
 const MISSING_WAIT_MS: u64 = 5_000;
 /// Simulated time after convergence in which logs and tombstones must be reclaimed.
 const RECLAIM_MS: u64 = 8_000;
+/// How long past the heal bound writes made after convergence (expired values reclaimed, a
+/// skew bound or three after their expiry) may keep moving the reclaim deadline.
+const EXPIRY_RECLAIM_MS: u64 = 30_000;
 
 /// A region's wall clock: simulated time plus a skew the faults move around.
 #[derive(Debug, Default)]
@@ -193,6 +200,10 @@ struct World {
     clients: Option<clients::Clients>,
     /// The change-feed consumer beside the workload.
     feed: feed_consumer::FeedConsumer,
+    /// What each region hid as expired, and at which of its read times (`expired.rs`).
+    expired: expired::Hidden,
+    /// Dots hidden as expired, removed after, shown again after an extension.
+    expired_counts: (u64, u64, u64),
 }
 
 impl World {
@@ -254,6 +265,7 @@ impl World {
             random: Arc::new(SharedRng::new(self.rng.next_u64())),
             durability: r.durability,
             boot_id: Some(format!("boot-{}", r.boot)),
+            clock_skew_ms_max: SKEW_MS_MAX as u64,
             ..Config::default()
         };
         let origin_before = r.node_origin.take();
@@ -264,6 +276,10 @@ impl World {
             std::mem::take(&mut r.lost_tail),
             std::mem::take(&mut r.wiped),
         );
+        if lost_tail || wiped || origin_before.is_none() {
+            // Writes lost with a torn log or a disk, or a new member: what it hid is not its.
+            self.expired.retain(|(region, _), _| *region != i);
+        }
         match origin_before {
             Some(o) if lost_tail && o == engine.origin_id() => self.violations.push(format!(
                 "region {i} reopened after losing writes it numbered and writes under origin {o} again"
@@ -625,6 +641,8 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
             clients::Clients::new(SimRng::new(seed ^ 0xC11E_4750_0000_0001), regions, seed)
         }),
         feed: Default::default(),
+        expired: Default::default(),
+        expired_counts: (0, 0, 0),
     };
     let mut report = SeedReport {
         seed,
@@ -648,6 +666,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
     let mut healed = false;
     let mut next_check = heal_at;
     let mut reclaim_until: Option<u64> = None;
+    let mut settled_writes: Option<u64> = None;
 
     loop {
         let mut t = next_tick.min(if healed {
@@ -689,7 +708,11 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
             let region = up[rng.below(up.len() as u64) as usize];
             let s = rng.below(sessions.len() as u64) as usize;
             let op_id = seed.wrapping_mul(1_000_003).wrapping_add(ops_done as u64);
-            let at = workload::At { region };
+            let expiry = world
+                .regions
+                .iter()
+                .all(|r| r.protocol_max >= EXPIRY_VERSION);
+            let at = workload::At { region, expiry };
             let frozen = world.frozen(region).is_some();
             let stepped = world.regions[region].node.as_ref().map(|n| {
                 if frozen {
@@ -745,6 +768,7 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
             next_fault = world.now_ms + 200 + world.rng.below(1_500);
         }
         world.check_i1(&history);
+        world.check_expired();
         if healed && world.now_ms >= next_check {
             next_check = world.now_ms + CHECK_MS;
             match world.converged() {
@@ -762,6 +786,22 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
                     world.violations.push(e);
                     break;
                 }
+            }
+            // A write after convergence (the sweep reclaiming an expired value is one) starts
+            // the reclaim clock again, up to a bound.
+            if reclaim_until.is_some() {
+                let written: u64 = world
+                    .regions
+                    .iter()
+                    .filter_map(|r| r.node.as_ref())
+                    .map(|n| n.engine.applied().iter().map(|(_, c)| c).sum::<u64>())
+                    .sum();
+                if settled_writes.is_some_and(|w| w != written)
+                    && world.now_ms + RECLAIM_MS <= deadline + EXPIRY_RECLAIM_MS
+                {
+                    reclaim_until = Some(world.now_ms + RECLAIM_MS);
+                }
+                settled_writes = Some(written);
             }
             if reclaim_until.is_some_and(|t| world.now_ms >= t) {
                 break;
@@ -885,6 +925,11 @@ pub fn run_seed(opts: &SimOptions, seed: u64, dir: &std::path::Path) -> SeedRepo
         report.feed_changes = world.feed.changes;
         report.feed_resets = world.feed.resets;
     }
+    (
+        report.expired_hidden,
+        report.expired_removed,
+        report.expired_extended,
+    ) = world.expired_counts;
     report.i1_violations = world.i1_violations;
     report.torn_logs = world.torn;
     report.restores = world.restores;

@@ -75,9 +75,10 @@ impl Engine {
         Ok(self.load(key)?.map(|r| r.into_visible_at(now)))
     }
 
-    /// The HLC time a read is made at: the later of the wall clock and the last marker this
-    /// replica issued or observed (so an expiry any write here was ordered after is passed).
-    pub(crate) fn read_time(&self) -> Hlc {
+    /// The HLC time a read is made at now: the later of the wall clock and the last marker
+    /// this replica issued or observed (so an expiry any write here was ordered after is
+    /// passed). A value whose expiry is at or before it is not read.
+    pub fn read_time(&self) -> Hlc {
         let wall = Hlc::from_millis(self.inner.config.clock.now_ms());
         wall.max(lock(&self.inner.clock).last())
     }

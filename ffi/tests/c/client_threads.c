@@ -1,6 +1,7 @@
 /* Calls on one client handle from several threads run at once: while one thread's write is
  * held up in the regions (its read context names a write no region has, which each region
  * waits for before refusing it), another thread on the same handle writes and reads. Then
+ * expiry through the client (a write with a TTL, expires_at, persist, expire), and
  * watches through the client (meridian_client_watch): events, positions, a named watch
  * resumed, a close while one waits. Run by ffi/tests/client_threads.rs with two node
  * configurations and a cluster file; the nodes run in this process
@@ -40,6 +41,13 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The wall clock in milliseconds since the Unix epoch (what expiry times are in). */
+static uint64_t wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static void *slow_write(void *arg) {
@@ -214,6 +222,70 @@ int main(int argc, char **argv) {
     CHECK(value.len == 1 && value.data[0] == '1');
     meridian_buffer_free(&value);
     CHECK(meridian_client_lww_get(g_client, B("held"), 4, &value) == MERIDIAN_NOT_FOUND);
+
+    /* Expiry through the client: a write with a TTL (a batch holding both), its expiry time
+     * from a region, persist, expire, then the value gone past its time. Written to every
+     * region, so that whichever answers holds them. */
+    {
+        uint64_t before = wall_ms();
+        MeridianBatch *tb = NULL;
+        CHECK(meridian_batch_new(&tb) == MERIDIAN_OK);
+        CHECK(meridian_batch_lww_set(tb, B("ttl:v"), 5, B("soon"), 4) == MERIDIAN_OK);
+        CHECK(meridian_batch_ttl(tb, B("ttl:v"), 5, 1500) == MERIDIAN_OK);
+        CHECK(meridian_batch_lww_set(tb, B("ttl:kept"), 8, B("kept"), 4) == MERIDIAN_OK);
+        CHECK(meridian_batch_expire_at(tb, B("ttl:kept"), 8, before + 1500) == MERIDIAN_OK);
+        CHECK(meridian_client_batch_commit(g_client, tb, MERIDIAN_CONSISTENCY_ALL, 0, NULL) == MERIDIAN_OK);
+        CHECK(meridian_batch_free(tb) == MERIDIAN_OK);
+        uint64_t after = wall_ms();
+        CHECK(meridian_client_lww_get(g_client, B("ttl:v"), 5, &value) == MERIDIAN_OK);
+        CHECK(value.len == 4 && memcmp(value.data, "soon", 4) == 0);
+        meridian_buffer_free(&value);
+        uint64_t at = 0;
+        CHECK(meridian_client_expires_at(g_client, B("ttl:v"), 5, &at) == MERIDIAN_OK);
+        CHECK(at >= before + 1500 && at <= after + 1500);
+        uint64_t latest = at;
+        CHECK(meridian_client_expires_at(g_client, B("ttl:kept"), 8, &at) == MERIDIAN_OK &&
+              at == before + 1500);
+        MeridianToken *pt = NULL;
+        CHECK(meridian_client_persist(g_client, B("ttl:kept"), 8, MERIDIAN_CONSISTENCY_ALL, 0, &pt) ==
+              MERIDIAN_OK && pt != NULL);
+        CHECK(meridian_token_free(pt) == MERIDIAN_OK);
+        CHECK(meridian_client_expires_at(g_client, B("ttl:kept"), 8, &at) == MERIDIAN_NOT_FOUND && at == 0);
+        /* Expire, then expire at a time: the later write's expiry replaces the one it saw. */
+        CHECK(meridian_client_lww_set(g_client, B("ttl:e"), 5, B("e"), 1, MERIDIAN_CONSISTENCY_ALL, 0,
+                                      NULL) == MERIDIAN_OK);
+        CHECK(meridian_client_expires_at(g_client, B("ttl:e"), 5, &at) == MERIDIAN_NOT_FOUND);
+        CHECK(meridian_client_expire(g_client, B("ttl:e"), 5, 60000, MERIDIAN_CONSISTENCY_ALL, 0, NULL) ==
+              MERIDIAN_OK);
+        CHECK(meridian_client_expires_at(g_client, B("ttl:e"), 5, &at) == MERIDIAN_OK);
+        CHECK(at >= before + 60000 && at <= wall_ms() + 60000);
+        uint64_t e_at = wall_ms() + 1000;
+        CHECK(meridian_client_expire_at(g_client, B("ttl:e"), 5, e_at, MERIDIAN_CONSISTENCY_ALL, 0, NULL) ==
+              MERIDIAN_OK);
+        CHECK(meridian_client_expires_at(g_client, B("ttl:e"), 5, &at) == MERIDIAN_OK && at == e_at);
+        latest = e_at > latest ? e_at : latest;
+        CHECK(meridian_client_expires_at(g_client, B("first"), 5, &at) == MERIDIAN_NOT_FOUND);
+        CHECK(meridian_client_expires_at(g_client, B("ttl:none"), 8, &at) == MERIDIAN_NOT_FOUND);
+        /* Bad arguments. */
+        CHECK(meridian_client_expire(g_client, B("ttl:e"), 5, MERIDIAN_EXPIRY_MS_MAX + 1,
+                                     MERIDIAN_CONSISTENCY_LOCAL, 0, NULL) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_client_expire_at(g_client, B("ttl:e"), 5, 1000, 42, 0, NULL) ==
+              MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_client_persist(g_client, NULL, 5, MERIDIAN_CONSISTENCY_LOCAL, 0, NULL) ==
+              MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_client_expires_at(g_client, B("ttl:e"), 5, NULL) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_client_expires_at(g_client, NULL, 5, &at) == MERIDIAN_INVALID_ARGUMENT);
+        /* Past their time: gone, in whichever region answers; the persisted key is kept. */
+        while (wall_ms() < latest + 200) {
+            usleep(50 * 1000);
+        }
+        CHECK(meridian_client_lww_get(g_client, B("ttl:v"), 5, &value) == MERIDIAN_NOT_FOUND);
+        CHECK(meridian_client_lww_get(g_client, B("ttl:e"), 5, &value) == MERIDIAN_NOT_FOUND);
+        CHECK(meridian_client_expires_at(g_client, B("ttl:v"), 5, &at) == MERIDIAN_NOT_FOUND);
+        CHECK(meridian_client_lww_get(g_client, B("ttl:kept"), 8, &value) == MERIDIAN_OK);
+        CHECK(value.len == 4 && memcmp(value.data, "kept", 4) == 0);
+        meridian_buffer_free(&value);
+    }
 
     /* Watches through the client: the changes under a prefix, one event at a time. */
     {

@@ -26,6 +26,13 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* The wall clock in milliseconds since the Unix epoch (what expiry times are in). */
+static uint64_t wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 /* A token wait on another thread, while the engine is closed. */
 struct Wait {
     MeridianEngine *engine;
@@ -320,6 +327,155 @@ int main(int argc, char **argv) {
     CHECK(meridian_batch_commit(e, batch, NULL) == MERIDIAN_CLOSED);
     CHECK(meridian_token_free(bt) == MERIDIAN_OK);
 
+    /* Expiry: a write with a TTL (a batch holding the write and its TTL, in any order) is
+     * read until its time, then not; a write without a TTL keeps the pending expiry; persist
+     * removes it; a write after expiry starts afresh. */
+    {
+        uint64_t before = wall_ms();
+        MeridianBatch *tb = NULL;
+        CHECK(meridian_batch_new(&tb) == MERIDIAN_OK);
+        CHECK(meridian_batch_ttl(tb, B("ttl:v"), 5, 1500) == MERIDIAN_OK); /* before its write */
+        CHECK(meridian_batch_lww_set(tb, B("ttl:v"), 5, B("soon"), 4) == MERIDIAN_OK);
+        CHECK(meridian_batch_counter_add(tb, B("ttl:c"), 5, 5) == MERIDIAN_OK);
+        CHECK(meridian_batch_ttl(tb, B("ttl:c"), 5, 1500) == MERIDIAN_OK);
+        /* Any write goes in a batch: a register write on the key itself (no path). */
+        CHECK(meridian_batch_apply(tb, B("ttl:r"), 5, NULL, 0, MERIDIAN_OP_REGISTER_PUT, B("r"), 1, 0,
+                                   NULL, 0) == MERIDIAN_OK);
+        CHECK(meridian_batch_ttl(tb, B("ttl:r"), 5, 1500) == MERIDIAN_OK);
+        CHECK(meridian_batch_lww_set(tb, B("ttl:kept"), 8, B("kept"), 4) == MERIDIAN_OK);
+        CHECK(meridian_batch_ttl(tb, B("ttl:kept"), 8, 1500) == MERIDIAN_OK);
+        CHECK(meridian_batch_lww_set(tb, B("ttl:at"), 6, B("at"), 2) == MERIDIAN_OK);
+        CHECK(meridian_batch_expire_at(tb, B("ttl:at"), 6, before + 1500) == MERIDIAN_OK);
+        CHECK(meridian_batch_lww_set(tb, B("ttl:p"), 5, B("p"), 1) == MERIDIAN_OK);
+        CHECK(meridian_batch_ttl(tb, B("ttl:p"), 5, 1500) == MERIDIAN_OK);
+        CHECK(meridian_batch_persist(tb, B("ttl:p"), 5) == MERIDIAN_OK); /* in the same batch */
+        MeridianToken *ttl_token = NULL;
+        CHECK(meridian_batch_commit(e, tb, &ttl_token) == MERIDIAN_OK && ttl_token != NULL);
+        CHECK(meridian_token_free(ttl_token) == MERIDIAN_OK);
+        uint64_t after = wall_ms();
+
+        /* Read back before their time. */
+        CHECK(meridian_lww_get(e, B("ttl:v"), 5, &b) == MERIDIAN_OK);
+        CHECK(b.len == 4 && memcmp(b.data, "soon", 4) == 0);
+        CHECK(meridian_buffer_free(&b) == MERIDIAN_OK);
+        CHECK(meridian_counter_get(e, B("ttl:c"), 5, &n) == MERIDIAN_OK && n == 5);
+        CHECK(meridian_register_get(e, B("ttl:r"), 5, &values, &context) == MERIDIAN_OK);
+        CHECK(meridian_buffer_free(&values) == MERIDIAN_OK);
+        CHECK(meridian_buffer_free(&context) == MERIDIAN_OK);
+        uint64_t at = 0;
+        CHECK(meridian_expires_at(e, B("ttl:v"), 5, &at) == MERIDIAN_OK);
+        CHECK(at >= before + 1500 && at <= after + 1500);
+        uint64_t counter_at = 0;
+        CHECK(meridian_expires_at(e, B("ttl:c"), 5, &counter_at) == MERIDIAN_OK && counter_at == at);
+        CHECK(meridian_expires_at(e, B("ttl:at"), 6, &at) == MERIDIAN_OK && at == before + 1500);
+        CHECK(meridian_expires_at(e, B("ttl:p"), 5, &at) == MERIDIAN_NOT_FOUND && at == 0);
+        CHECK(meridian_expires_at(e, B("missing"), 7, &at) == MERIDIAN_NOT_FOUND);
+        CHECK(meridian_expires_at(e, B("b1"), 2, &at) == MERIDIAN_NOT_FOUND); /* no expiry */
+
+        /* A write without a TTL keeps the pending expiry (and is covered by it). */
+        CHECK(meridian_counter_add(e, B("ttl:c"), 5, 1, NULL) == MERIDIAN_OK);
+        CHECK(meridian_counter_get(e, B("ttl:c"), 5, &n) == MERIDIAN_OK && n == 6);
+        CHECK(meridian_expires_at(e, B("ttl:c"), 5, &at) == MERIDIAN_OK && at == counter_at);
+        /* Persist removes it. */
+        MeridianToken *pt = NULL;
+        CHECK(meridian_persist(e, B("ttl:kept"), 8, &pt) == MERIDIAN_OK && pt != NULL);
+        CHECK(meridian_token_free(pt) == MERIDIAN_OK);
+        CHECK(meridian_expires_at(e, B("ttl:kept"), 8, &at) == MERIDIAN_NOT_FOUND);
+        /* Expire on a key that had no expiry; on an absent key it changes nothing. */
+        CHECK(meridian_lww_set(e, B("ttl:e"), 5, B("e"), 1, NULL) == MERIDIAN_OK);
+        MeridianToken *et = NULL;
+        uint64_t e_before = wall_ms();
+        CHECK(meridian_expire(e, B("ttl:e"), 5, 1000, &et) == MERIDIAN_OK && et != NULL);
+        CHECK(meridian_token_free(et) == MERIDIAN_OK);
+        CHECK(meridian_expires_at(e, B("ttl:e"), 5, &at) == MERIDIAN_OK);
+        CHECK(at >= e_before + 1000 && at <= wall_ms() + 1000);
+        uint64_t latest = at > counter_at ? at : counter_at;
+        CHECK(meridian_expire(e, B("ttl:absent"), 10, 1000, NULL) == MERIDIAN_OK);
+        CHECK(meridian_expires_at(e, B("ttl:absent"), 10, &at) == MERIDIAN_NOT_FOUND);
+        CHECK(meridian_lww_get(e, B("ttl:absent"), 10, &b) == MERIDIAN_NOT_FOUND);
+        /* A far expiry, then persist: kept. */
+        CHECK(meridian_lww_set(e, B("ttl:far"), 7, B("f"), 1, NULL) == MERIDIAN_OK);
+        CHECK(meridian_expire_at(e, B("ttl:far"), 7, MERIDIAN_EXPIRY_MS_MAX, NULL) == MERIDIAN_OK);
+        CHECK(meridian_expires_at(e, B("ttl:far"), 7, &at) == MERIDIAN_OK && at == MERIDIAN_EXPIRY_MS_MAX);
+
+        /* Bad arguments: refused, nothing written, out-parameters cleared. */
+        MeridianToken *tj = (MeridianToken *)(uintptr_t)0x1;
+        CHECK(meridian_expire(NULL, B("ttl:v"), 5, 10, &tj) == MERIDIAN_INVALID_ARGUMENT && tj == NULL);
+        CHECK(meridian_expire(e, NULL, 5, 10, NULL) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_expire(e, B("ttl:v"), 5, MERIDIAN_EXPIRY_MS_MAX + 1, NULL) ==
+              MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_expire(e, B("ttl:v"), 5, UINT64_MAX, NULL) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_expire_at(NULL, B("ttl:v"), 5, 10, NULL) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_expire_at(e, NULL, 1, 10, NULL) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_expire_at(e, B("ttl:v"), 5, UINT64_MAX, NULL) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_persist(NULL, B("ttl:v"), 5, NULL) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_persist(e, NULL, 5, NULL) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_persist(e, NULL, 0, NULL) == MERIDIAN_INVALID_ARGUMENT); /* an empty key */
+        at = 77;
+        CHECK(meridian_expires_at(e, B("ttl:v"), 5, NULL) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_expires_at(NULL, B("ttl:v"), 5, &at) == MERIDIAN_INVALID_ARGUMENT && at == 0);
+        CHECK(meridian_expires_at(e, NULL, 5, &at) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_batch_new(&tb) == MERIDIAN_OK);
+        CHECK(meridian_batch_ttl(NULL, B("k"), 1, 10) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_batch_ttl(tb, NULL, 1, 10) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_batch_ttl(tb, B("k"), 1, MERIDIAN_EXPIRY_MS_MAX + 1) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_batch_expire_at(NULL, B("k"), 1, 10) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_batch_expire_at(tb, B("k"), 1, UINT64_MAX) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_batch_persist(NULL, B("k"), 1) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_batch_persist(tb, NULL, 1) == MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_batch_apply(tb, B("k"), 1, NULL, 0, MERIDIAN_OP_REMOVE_FIELD, NULL, 0, 0, NULL, 0) ==
+              MERIDIAN_INVALID_ARGUMENT); /* no field to remove */
+        CHECK(meridian_batch_apply(tb, B("k"), 1, NULL, 0, 42, NULL, 0, 0, NULL, 0) ==
+              MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_batch_apply(tb, B("k"), 1, path, 5, MERIDIAN_OP_LWW_SET, B("v"), 1, 0, NULL, 0) ==
+              MERIDIAN_INVALID_ARGUMENT); /* a cut path */
+        CHECK(meridian_batch_apply(NULL, B("k"), 1, NULL, 0, MERIDIAN_OP_LWW_SET, B("v"), 1, 0, NULL, 0) ==
+              MERIDIAN_INVALID_ARGUMENT);
+        CHECK(meridian_batch_commit(e, tb, NULL) == MERIDIAN_INVALID_ARGUMENT); /* nothing was added */
+        /* An expiry alone in a batch, and a map field write at a path, with a TTL. */
+        CHECK(meridian_batch_apply(tb, B("ttl:m"), 5, path, sizeof path, MERIDIAN_OP_COUNTER_ADD, NULL, 0,
+                                   3, NULL, 0) == MERIDIAN_OK);
+        CHECK(meridian_batch_ttl(tb, B("ttl:m"), 5, 1000) == MERIDIAN_OK);
+        CHECK(meridian_batch_commit(e, tb, NULL) == MERIDIAN_OK);
+        CHECK(meridian_read_json(e, B("ttl:m"), 5, &b) == MERIDIAN_OK);
+        CHECK(meridian_buffer_free(&b) == MERIDIAN_OK);
+        CHECK(meridian_expires_at(e, B("ttl:m"), 5, &at) == MERIDIAN_OK);
+        latest = at > latest ? at : latest;
+        CHECK(meridian_batch_free(tb) == MERIDIAN_OK);
+        CHECK(meridian_batch_ttl(tb, B("k"), 1, 10) == MERIDIAN_CLOSED);
+        CHECK(meridian_batch_persist(tb, B("k"), 1) == MERIDIAN_CLOSED);
+
+        /* Past their times (about 1.5 s after the first batch): gone. */
+        while (wall_ms() < latest + 100) {
+            usleep(50 * 1000);
+        }
+        CHECK(meridian_lww_get(e, B("ttl:v"), 5, &b) == MERIDIAN_NOT_FOUND);
+        CHECK(b.data == NULL && b.len == 0);
+        CHECK(meridian_counter_get(e, B("ttl:c"), 5, &n) == MERIDIAN_NOT_FOUND);
+        CHECK(meridian_register_get(e, B("ttl:r"), 5, &values, &context) == MERIDIAN_NOT_FOUND);
+        CHECK(meridian_lww_get(e, B("ttl:at"), 6, &b) == MERIDIAN_NOT_FOUND);
+        CHECK(meridian_lww_get(e, B("ttl:e"), 5, &b) == MERIDIAN_NOT_FOUND);
+        CHECK(meridian_read_json(e, B("ttl:m"), 5, &b) == MERIDIAN_NOT_FOUND);
+        CHECK(meridian_expires_at(e, B("ttl:v"), 5, &at) == MERIDIAN_NOT_FOUND);
+        CHECK(meridian_lww_get(e, B("ttl:kept"), 8, &b) == MERIDIAN_OK); /* persisted */
+        CHECK(b.len == 4 && memcmp(b.data, "kept", 4) == 0);
+        CHECK(meridian_buffer_free(&b) == MERIDIAN_OK);
+        CHECK(meridian_lww_get(e, B("ttl:p"), 5, &b) == MERIDIAN_OK); /* persisted in its batch */
+        CHECK(meridian_buffer_free(&b) == MERIDIAN_OK);
+        CHECK(meridian_lww_get(e, B("ttl:far"), 7, &b) == MERIDIAN_OK);
+        CHECK(meridian_buffer_free(&b) == MERIDIAN_OK);
+        CHECK(meridian_persist(e, B("ttl:far"), 7, NULL) == MERIDIAN_OK);
+        CHECK(meridian_expires_at(e, B("ttl:far"), 7, &at) == MERIDIAN_NOT_FOUND);
+        /* A write after expiry starts afresh: the counter counts from this increment only. */
+        CHECK(meridian_counter_add(e, B("ttl:c"), 5, 2, NULL) == MERIDIAN_OK);
+        CHECK(meridian_counter_get(e, B("ttl:c"), 5, &n) == MERIDIAN_OK && n == 2);
+        CHECK(meridian_expires_at(e, B("ttl:c"), 5, &at) == MERIDIAN_NOT_FOUND);
+        CHECK(meridian_lww_set(e, B("ttl:v"), 5, B("again"), 5, NULL) == MERIDIAN_OK);
+        CHECK(meridian_lww_get(e, B("ttl:v"), 5, &b) == MERIDIAN_OK);
+        CHECK(b.len == 5 && memcmp(b.data, "again", 5) == 0);
+        CHECK(meridian_buffer_free(&b) == MERIDIAN_OK);
+    }
+
     /* Scans: keys in order with the type of their values. */
     MeridianScan *scan = NULL;
     CHECK(meridian_scan_prefix(e, B("b"), 1, 10, &scan) == MERIDIAN_OK);
@@ -550,6 +706,21 @@ int main(int argc, char **argv) {
     CHECK(meridian_client_map_remove(NULL, B("k"), 1, B("f"), 1, 99, 0, NULL) ==
           MERIDIAN_INVALID_ARGUMENT);
     CHECK(meridian_client_read_json(NULL, B("k"), 1, &b) == MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_expire(NULL, B("k"), 1, 1000, MERIDIAN_CONSISTENCY_LOCAL, 0, NULL) ==
+          MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_expire(NULL, B("k"), 1, UINT64_MAX, MERIDIAN_CONSISTENCY_LOCAL, 0, NULL) ==
+          MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_expire_at(NULL, B("k"), 1, 1000, MERIDIAN_CONSISTENCY_ALL, 0, NULL) ==
+          MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_persist(NULL, B("k"), 1, MERIDIAN_CONSISTENCY_LOCAL, 0, NULL) ==
+          MERIDIAN_INVALID_ARGUMENT);
+    CHECK(meridian_client_persist((MeridianClient *)(uintptr_t)123456789, B("k"), 1,
+                                  MERIDIAN_CONSISTENCY_LOCAL, 0, NULL) == MERIDIAN_CLOSED);
+    {
+        uint64_t at = 77;
+        CHECK(meridian_client_expires_at(NULL, B("k"), 1, &at) == MERIDIAN_INVALID_ARGUMENT && at == 0);
+        CHECK(meridian_client_expires_at(NULL, B("k"), 1, NULL) == MERIDIAN_INVALID_ARGUMENT);
+    }
     CHECK(b.data == NULL && b.len == 0);
     CHECK(meridian_client_close(NULL) == MERIDIAN_OK);
     CHECK(meridian_client_close((MeridianClient *)(uintptr_t)123456789) == MERIDIAN_CLOSED);

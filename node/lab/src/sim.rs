@@ -191,6 +191,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "feed_changes": sum(|r| r.feed_changes),
             "feed_resets": sum(|r| r.feed_resets),
             "feed_violations": sum(|r| r.feed_violations),
+            "expired_hidden": sum(|r| r.expired_hidden),
+            "expired_removed": sum(|r| r.expired_removed),
+            "expired_extended": sum(|r| r.expired_extended),
             "violations": violations,
             "convergence_ms_p50": percentile(&conv, 0.5),
             "convergence_ms_p99": percentile(&conv, 0.99),
@@ -233,6 +236,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             sum(|r| r.feed_changes),
             sum(|r| r.feed_resets),
             sum(|r| r.feed_violations)
+        );
+        println!(
+            "expiry               {} values hidden, {} removed after, {} extended before expiry",
+            sum(|r| r.expired_hidden),
+            sum(|r| r.expired_removed),
+            sum(|r| r.expired_extended)
         );
         println!("violations           {violations}");
         println!(

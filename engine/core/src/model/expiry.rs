@@ -102,6 +102,7 @@ pub fn for_each_dot(e: &Expiries, f: &mut dyn FnMut(Dot)) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use crate::model::{counter, Dot, Expiry, Hlc, Op, OriginId, Record, Stamp, Value};
 

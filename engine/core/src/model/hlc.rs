@@ -25,9 +25,13 @@ impl Hlc {
         self.0 & LOGICAL_MASK
     }
 
-    /// The timestamp for a wall time with a zero logical part.
+    /// The latest wall time a timestamp holds (about the year 10889).
+    pub const MILLIS_MAX: u64 = u64::MAX >> LOGICAL_BITS;
+
+    /// The timestamp for a wall time with a zero logical part (a time past `MILLIS_MAX`
+    /// saturates to it).
     pub fn from_millis(ms: u64) -> Self {
-        Hlc(ms << LOGICAL_BITS)
+        Hlc(ms.min(Self::MILLIS_MAX) << LOGICAL_BITS)
     }
 }
 

@@ -40,6 +40,7 @@ pub(crate) fn records_for(version: u8, mut records: Vec<RecordState>) -> Vec<Rec
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::model::{Dot, Expiry, Hlc, Op, OriginId, Record, Stamp};
