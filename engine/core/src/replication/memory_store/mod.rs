@@ -264,14 +264,14 @@ fn check_key(key: &[u8]) -> Result<(), MemoryStoreError> {
 }
 
 /// What the engine refuses before numbering a write and that the protocol bounds: nesting
-/// deeper than the codec reads, a delete inside a map update.
+/// deeper than the codec reads, a delete or an expiry inside a map update.
 fn check_op(op: &Op, depth: usize) -> Result<(), MemoryStoreError> {
     if depth >= MAX_DEPTH {
         return Err(MemoryStoreError::InvalidOperation("maps nested too deeply"));
     }
     match op {
-        Op::MapUpdate { op, .. } if matches!(**op, Op::Delete) => Err(
-            MemoryStoreError::InvalidOperation("a map update cannot carry a delete"),
+        Op::MapUpdate { op, .. } if matches!(**op, Op::Delete | Op::Expire { .. }) => Err(
+            MemoryStoreError::InvalidOperation("a map update cannot carry a delete or an expiry"),
         ),
         Op::MapUpdate { op, .. } => check_op(op, depth + 1),
         _ => Ok(()),
