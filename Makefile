@@ -5,7 +5,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/meridian/target
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: api c-libs python-wheel deps demo test test-checked power-cut bench sim lint fuzz bench-scale outage header cart-cluster example-cart example-cart-c example-cart-python example-fanout example-fanout-python
+.PHONY: api c-libs python-wheel deps demo test test-checked power-cut bench sim lint fuzz bench-scale outage header cart-cluster example-cart example-cart-c example-cart-python example-fanout example-fanout-python example-cache-aside example-cache-aside-python
 
 deps:
 	@bash scripts/install-deps.sh
@@ -116,6 +116,15 @@ example-fanout: cart-cluster
 
 example-fanout-python: cart-cluster
 	RUST_LOG=error MERIDIAN_LIB=$(CARGO_TARGET_DIR)/release/libmeridian.so python3 examples/fanout/fanout.py $(CART_DIR)
+
+# Cache-aside, in Rust and Python: a slow source cached in Meridian with a TTL, an in-process
+# cache per region kept fresh by a change feed, an update's invalidation reaching every region.
+example-cache-aside: cart-cluster
+	$(CARGO) build --release -p cache-aside
+	RUST_LOG=error $(CARGO_TARGET_DIR)/release/cache-aside $(CART_DIR)
+
+example-cache-aside-python: cart-cluster
+	RUST_LOG=error MERIDIAN_LIB=$(CARGO_TARGET_DIR)/release/libmeridian.so python3 examples/cache-aside/cache_aside.py $(CART_DIR)
 
 example-cart-python: cart-cluster
 	RUST_LOG=error MERIDIAN_LIB=$(CARGO_TARGET_DIR)/release/libmeridian.so python3 examples/cart/cart.py $(CART_DIR)

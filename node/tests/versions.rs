@@ -2,7 +2,8 @@
 //! pinned to the previous release's protocol versions (`[protocols]`: replication 4, client 5)
 //! beside one speaking the newest; they link at the older version and replicate both ways,
 //! the status shows each link's version, clients of either version work against either node,
-//! and a dialer speaking no version in common is refused at the handshake.
+//! a value written with a time to live reaches the older node without its expiry, and a
+//! dialer speaking no version in common is refused at the handshake.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,8 +11,8 @@ mod support;
 
 use meridian_core::model::Op;
 use meridian_runtime::client::Client;
-use meridian_runtime::client::ClientFailure;
-use meridian_runtime::client_proto::{ClientRequest, ClientResponse, ErrorCode};
+use meridian_runtime::client::{new_request_id, ClientFailure};
+use meridian_runtime::client_proto::{ClientRequest, ClientResponse, Consistency, ErrorCode};
 use meridian_runtime::protocols::is_no_common_version;
 use meridian_runtime::tls::client_config;
 use std::time::Duration;
@@ -54,7 +55,10 @@ async fn a_node_of_the_previous_release_and_one_of_this_release_replicate_and_se
         .await
         .unwrap();
     let mut at_new = new_node.connect(&tls).await.unwrap();
-    assert_eq!(at_new.version(), 7);
+    assert_eq!(
+        at_new.version(),
+        meridian_runtime::client_proto::CLIENT_PROTOCOL
+    );
     at_new.token.merge(&at_old.token);
     let read = at_new.read(b"from-old", 10_000).await.unwrap();
     assert!(read.is_some(), "the old node's write reached the new one");
@@ -83,6 +87,33 @@ async fn a_node_of_the_previous_release_and_one_of_this_release_replicate_and_se
         other => panic!("{other:?}"),
     }
     assert!(at_old.status().await.is_ok());
+
+    // Expiry rides on client protocol 8 and replication 9: the old node is never sent one,
+    // and a value written with a time to live at the new node reaches it without its expiry.
+    let ttl = |ms| Op::Expire {
+        expiry: meridian::Expiry::After(ms),
+    };
+    match at_old.apply(b"from-new", ttl(1)).await {
+        Err(ClientFailure::Server(e)) => assert_eq!(e.code, ErrorCode::Unsupported),
+        other => panic!("{other:?}"),
+    }
+    let expiring = vec![
+        (b"short".to_vec(), Op::CounterAdd { delta: 1 }),
+        (b"short".to_vec(), ttl(300)),
+    ];
+    let token = at_new
+        .write_with(expiring, Consistency::Local, new_request_id())
+        .await
+        .unwrap();
+    assert!(at_new.expires_at(b"short").await.unwrap().is_some());
+    at_old.token.merge(&token);
+    assert!(at_old.read(b"short", 10_000).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(at_new.read(b"short", 0).await.unwrap().is_none(), "expired");
+    assert!(
+        at_old.read(b"short", 0).await.unwrap().is_some(),
+        "the previous release reads it as not expiring"
+    );
 
     // A client of the previous release (client protocol 5 only) against the new node.
     let old_client = Client::connect_speaking(

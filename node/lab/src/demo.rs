@@ -433,6 +433,56 @@ async fn demo() -> anyhow::Result<()> {
         "Paris did not fail back to eu-west"
     );
     cli(&["client", "--cluster", &file, "--near", PARIS, "get", "city"])?;
+    println!("   A session written with a 2 s time to live expires in every region by the HLC:");
+    let session = |args: &[&str]| {
+        let mut all = vec!["client", "--cluster", &file, "--near", PARIS];
+        all.extend_from_slice(args);
+        cli(&all)
+    };
+    session(&[
+        "--consistency",
+        "all",
+        "--ttl",
+        "2s",
+        "lww-set",
+        "session:9",
+        "alice",
+    ])?;
+    session(&["ttl", "session:9"])?;
+    let mut regions = Vec::new();
+    for i in 0..3 {
+        regions.push(connect(&cluster, i).await?);
+    }
+    let at = regions[0]
+        .expires_at(b"session:9")
+        .await?
+        .context("the session has no expiry")?;
+    for (i, c) in regions.iter_mut().enumerate() {
+        let there = c.read(b"session:9", 5_000).await?.is_some();
+        let same = c.expires_at(b"session:9").await? == Some(at);
+        anyhow::ensure!(
+            there && same,
+            "{} does not hold the session until {at}",
+            REGIONS[i].1
+        );
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let left = at.saturating_sub(now) + 200;
+    tokio::time::sleep(Duration::from_millis(left)).await;
+    for (i, c) in regions.iter_mut().enumerate() {
+        let gone = c.read(b"session:9", 0).await?.is_none();
+        anyhow::ensure!(
+            gone,
+            "{} still reads the session after its expiry",
+            REGIONS[i].1
+        );
+        println!("   {:<13} read it until {at}, not after", REGIONS[i].1);
+    }
+    for c in regions {
+        c.close().await;
+    }
 
     step("Step 9. Active-passive: one primary takes the writes (`meridian admin`)");
     let ops = cluster.dir().join("ops.toml");
@@ -506,5 +556,8 @@ async fn demo() -> anyhow::Result<()> {
     println!("and a view kept from a change feed across a region's failure:");
     println!("  make example-fanout          # Rust");
     println!("  make example-fanout-python   # Python, over libmeridian");
+    println!("and cache-aside: a slow source cached with a TTL, kept fresh everywhere by a feed:");
+    println!("  make example-cache-aside     # Rust");
+    println!("  make example-cache-aside-python  # Python, over libmeridian");
     Ok(())
 }
