@@ -136,7 +136,6 @@ impl Engine {
         let next = self.scrub(&from)?;
         lock(&inner.tombstones).scrub_from = next;
         self.prune_requests(inner.config.clock.now_ms())?;
-        self.reclaim_expired()?;
         Ok(out)
     }
 

@@ -42,14 +42,25 @@ impl Engine {
                     self.commit(wb)?;
                     continue;
                 }
-                entries.into_iter().flatten().any(|(dot, e)| {
-                    let wait = if dot.replica == own {
+                let wait = |dot: &Dot| {
+                    if dot.replica == own {
                         bound
                     } else {
                         bound.saturating_mul(3)
-                    };
-                    e.at.millis().saturating_add(wait) <= now
-                })
+                    }
+                };
+                let passed = entries
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, e)| e.at.millis() <= now);
+                let mut any = false;
+                let mut all = true;
+                for (dot, e) in passed {
+                    let due = e.at.millis().saturating_add(wait(dot)) <= now;
+                    any |= due;
+                    all &= due;
+                }
+                any && all
             };
             if !due {
                 continue;

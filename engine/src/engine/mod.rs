@@ -138,6 +138,9 @@ struct Inner {
     named_keys: Mutex<named_keys::NamedKeys>,
     /// Where the next expiry sweep goes on (`expiry_sweep.rs`); `None` from the start.
     expiry_sweep_from: Mutex<Option<Vec<u8>>>,
+    /// A member linked runs a release that does not read expiries: writes setting one are
+    /// refused (`ReplicaStore::set_expiry_readable`).
+    expiry_refused: std::sync::atomic::AtomicBool,
     /// Called after every local commit (`Replication::on_commit`: runtimes wake their
     /// replicators with it).
     commit_subscribers: Arc<subscriptions::Subscribers>,

@@ -138,6 +138,7 @@ impl Engine {
                 tombstones: Mutex::new(compaction::TombstoneWork::new()),
                 named_keys: Mutex::new(Default::default()),
                 expiry_sweep_from: Mutex::new(None),
+                expiry_refused: Default::default(),
                 created: Mutex::new(Default::default()),
                 commit_subscribers: Default::default(),
                 applied_subscribers: Default::default(),

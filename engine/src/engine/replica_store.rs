@@ -846,6 +846,16 @@ impl ReplicaStore for Replication {
     fn compact(&self, stable: &VersionVector) -> Result<Compaction> {
         self.compact_to(stable)
     }
+
+    fn reclaim_expired(&self) -> Result<u64> {
+        Engine::reclaim_expired(self)
+    }
+
+    fn set_expiry_readable(&self, everywhere: bool) {
+        self.inner
+            .expiry_refused
+            .store(!everywhere, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 #[cfg(test)]

@@ -365,6 +365,14 @@ impl Engine {
         }
     }
 
+    /// Whether writes that set an expiry are refused now (a member linked runs a release that
+    /// does not read them).
+    fn expiry_refused(&self) -> bool {
+        self.inner
+            .expiry_refused
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub(super) fn check_op(&self, op: &Op, depth: usize) -> Result<()> {
         let max = self.inner.config.value_bytes_max;
         let fits = |len: usize| {
@@ -402,6 +410,11 @@ impl Engine {
                 self.check_op(op, depth + 1)
             }
             Op::MapRemove { field } => fits(field.len()),
+            Op::Expire { expiry } if *expiry != Expiry::Lapsed && self.expiry_refused() => {
+                Err(Error::InvalidOperation(
+                    "a region runs a release that does not read expiries: upgrade it first",
+                ))
+            }
             Op::CounterAdd { .. } | Op::Delete | Op::Expire { .. } => Ok(()),
         }
     }

@@ -84,8 +84,14 @@ impl Record {
                 .or_insert_with(|| Value::empty(*kind))
                 .join_seen_within(v, seen, horizon);
         }
-        self.expiries
-            .join_seen_within(&other.expiries, seen, horizon);
+        if other.expiries == Expiries::default() {
+            // A state without an expiry section (an older release's, or one sent to it) says
+            // nothing of expiries: the horizon does not take this record's away.
+            self.expiries.join_seen(&other.expiries, seen);
+        } else {
+            self.expiries
+                .join_seen_within(&other.expiries, seen, horizon);
+        }
     }
 
     /// Whether any dot present here is in `seen`; if none is, joining the record into a
@@ -203,7 +209,19 @@ impl Record {
 
     /// When what is present stops being read (the earliest pending expiry), if ever.
     pub fn expires_at(&self) -> Option<Hlc> {
-        expiry::earliest(&self.expiries)
+        if self.expiries.store.is_empty() {
+            return None;
+        }
+        let mut present = Vec::new();
+        for v in self.values.values() {
+            v.for_each_dot(&mut |d| present.push(d));
+        }
+        self.expiries
+            .store
+            .values()
+            .filter(|e| present.iter().any(|d| e.covers.contains(d)))
+            .map(|e| e.at)
+            .min()
     }
 
     /// Removes for good what the expiries passed at `now` cover, and those expiries.

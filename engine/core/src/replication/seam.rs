@@ -331,6 +331,18 @@ pub trait ReplicaStore {
     /// whose every dot is covered by it.
     fn compact(&self, stable: &VersionVector) -> Result<Compaction, Self::Error>;
 
+    /// Reclaims values whose expiry passed long enough ago (with writes of its own, numbered
+    /// and logged as any), looking at a bounded part of the keys per call; returns how many
+    /// keys it reclaimed. Called every compaction interval whether or not stability moved.
+    fn reclaim_expired(&self) -> Result<u64, Self::Error> {
+        Ok(0)
+    }
+
+    /// Whether every member this replica linked to reads expiries (replication protocol 9 or
+    /// later): while one does not, writes that set an expiry are refused, as the states that
+    /// reach it would go without their expiries.
+    fn set_expiry_readable(&self, _everywhere: bool) {}
+
     /// This replica's own entries up to `upto` have reached every other member: whatever the
     /// store keeps in memory to ship them can go (they stay readable).
     fn release_shipped(&self, _upto: u64) {}

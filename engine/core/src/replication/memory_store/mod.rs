@@ -151,6 +151,10 @@ impl MemoryStore {
             check_key(key)?;
             check_op(op, 1)?;
         }
+        // A key's expiry applies after its writes in the batch, as in the engine.
+        let (mut ops, expiries): (Vec<_>, Vec<_>) =
+            ops.into_iter().partition(|(_, op)| !op.is_expire());
+        ops.extend(expiries);
         let mut state = self.lock();
         let mut distinct: Vec<&[u8]> = ops.iter().map(|(k, _)| k.as_slice()).collect();
         distinct.sort_unstable();

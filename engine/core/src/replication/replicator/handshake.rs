@@ -124,6 +124,8 @@ impl Replicator {
             let why = format!("origin {origin} is not epoch {epoch} of member {member}");
             return Err(self.reject(peer, why));
         }
+        let version = self.link_version(peer);
+        self.note_member_version(member, version, store);
         match self.sessions.entry(member).or_default().see(session) {
             Session::Current => {}
             Session::New => {

@@ -15,6 +15,7 @@ impl Replicator {
 
     /// Stops counting `replica` as a member (declared dead), so that stability can advance.
     pub fn remove_member(&mut self, replica: MemberId) {
+        self.older_members.remove(&replica);
         self.config.members.retain(|m| *m != replica);
         self.known.remove(&replica);
     }
@@ -110,6 +111,7 @@ impl Replicator {
             self.stats.tombstones_removed += c.tombstones_removed;
             self.stats.tombstones_pending = c.tombstones_pending;
         }
+        store.reclaim_expired().map_err(ReplicationError::Store)?;
         Ok(())
     }
 }
