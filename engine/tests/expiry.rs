@@ -306,3 +306,53 @@ fn the_sweep_reclaims_an_expired_value_for_good_once_the_skew_bound_passed() {
         ));
     }
 }
+
+#[test]
+fn expiries_are_refused_while_a_member_was_last_seen_on_an_older_release_across_restarts() {
+    use meridian_core::replication::ReplicaStore;
+    let clock = ManualClock::at(T0);
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let config = Config {
+            clock: clock.clone(),
+            ..Config::default()
+        };
+        Engine::open(dir.path(), config).unwrap().replication()
+    };
+    let e = open();
+    e.lww_set(b"k", b"v").unwrap();
+    let old = meridian::MemberId(7);
+    e.note_member_version(old, meridian_core::replication::EXPIRY_VERSION - 1);
+    let refused = e.expire(b"k", Duration::from_secs(1)).unwrap_err();
+    assert!(
+        refused.to_string().contains("does not read expiries"),
+        "{refused}"
+    );
+    assert!(e
+        .write(
+            Batch::new()
+                .lww_set("k", "w")
+                .ttl("k", Duration::from_secs(1))
+        )
+        .is_err());
+    e.lww_set(b"k", b"plain writes go on").unwrap();
+    drop(e);
+    let e = open();
+    assert!(
+        e.expire(b"k", Duration::from_secs(1)).is_err(),
+        "still refused after a restart"
+    );
+    e.note_member_version(
+        meridian::MemberId(8),
+        meridian_core::replication::EXPIRY_VERSION,
+    );
+    assert!(
+        e.expire(b"k", Duration::from_secs(1)).is_err(),
+        "another member upgraded is not it"
+    );
+    e.note_member_version(old, meridian_core::replication::EXPIRY_VERSION);
+    e.expire(b"k", Duration::from_secs(1)).unwrap();
+    drop(e);
+    let e = open();
+    e.persist(b"k").unwrap();
+}

@@ -35,6 +35,7 @@ mod declared_lost;
 mod disk_space;
 mod entry_cache;
 mod epoch;
+mod expiry_gate;
 mod expiry_sweep;
 mod faults;
 mod feed;
@@ -138,8 +139,8 @@ struct Inner {
     named_keys: Mutex<named_keys::NamedKeys>,
     /// Where the next expiry sweep goes on (`expiry_sweep.rs`); `None` from the start.
     expiry_sweep_from: Mutex<Option<Vec<u8>>>,
-    /// A member linked runs a release that does not read expiries: writes setting one are
-    /// refused (`ReplicaStore::set_expiry_readable`).
+    /// A member was last seen on a release that does not read expiries: writes setting one
+    /// are refused (`expiry_gate.rs`).
     expiry_refused: std::sync::atomic::AtomicBool,
     /// Called after every local commit (`Replication::on_commit`: runtimes wake their
     /// replicators with it).

@@ -52,6 +52,9 @@ impl Engine {
         let origin = epoch::open_origin(&store, member, created, &config)?;
         let replica = origin.id;
         let restored_unreconciled = store.get_meta(keys::META_RECONCILING)?.is_some();
+        let expiry_refused = !store
+            .meta_page(keys::META_OLDER_MEMBER_PREFIX, None, 1)?
+            .is_empty();
         let previous = epoch::begin_run(&store, &config)?;
         // A power loss under `wal` took the disk back to its last sync: its records may lack
         // writes it told its peers it had applied, which they counted on to forget removed
@@ -138,7 +141,7 @@ impl Engine {
                 tombstones: Mutex::new(compaction::TombstoneWork::new()),
                 named_keys: Mutex::new(Default::default()),
                 expiry_sweep_from: Mutex::new(None),
-                expiry_refused: Default::default(),
+                expiry_refused: std::sync::atomic::AtomicBool::new(expiry_refused),
                 created: Mutex::new(Default::default()),
                 commit_subscribers: Default::default(),
                 applied_subscribers: Default::default(),

@@ -851,10 +851,8 @@ impl ReplicaStore for Replication {
         Engine::reclaim_expired(self)
     }
 
-    fn set_expiry_readable(&self, everywhere: bool) {
-        self.inner
-            .expiry_refused
-            .store(!everywhere, std::sync::atomic::Ordering::SeqCst);
+    fn note_member_version(&self, member: MemberId, version: u8) {
+        self.note_member_release(member, version);
     }
 }
 

@@ -150,6 +150,17 @@ pub fn tombstone_key(key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Metadata key prefix of the members last seen on a release that does not read expiries
+/// (`expiry_gate.rs`): while one is listed, writes that set an expiry are refused.
+pub const META_OLDER_MEMBER_PREFIX: &[u8] = b"older_member/";
+
+/// Metadata key listing `member` as last seen on a release that does not read expiries.
+pub fn older_member_key(member: crate::model::MemberId) -> Vec<u8> {
+    let mut k = META_OLDER_MEMBER_PREFIX.to_vec();
+    k.extend_from_slice(&member.0.to_be_bytes());
+    k
+}
+
 /// Metadata key prefix marking keys whose record has (or had) expiries, for the sweep that
 /// reclaims expired values (`expiry_sweep.rs`).
 pub const META_EXPIRING_PREFIX: &[u8] = b"expiring/";

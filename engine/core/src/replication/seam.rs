@@ -338,10 +338,10 @@ pub trait ReplicaStore {
         Ok(0)
     }
 
-    /// Whether every member this replica linked to reads expiries (replication protocol 9 or
-    /// later): while one does not, writes that set an expiry are refused, as the states that
-    /// reach it would go without their expiries.
-    fn set_expiry_readable(&self, _everywhere: bool) {}
+    /// Member `member` linked at replication protocol `version`: a store that has expiries
+    /// refuses writes that set one while a member was last seen below `EXPIRY_VERSION` (states
+    /// reaching it go without their expiries: `older_peers.rs`).
+    fn note_member_version(&self, _member: MemberId, _version: u8) {}
 
     /// This replica's own entries up to `upto` have reached every other member: whatever the
     /// store keeps in memory to ship them can go (they stay readable).

@@ -124,8 +124,7 @@ impl Replicator {
             let why = format!("origin {origin} is not epoch {epoch} of member {member}");
             return Err(self.reject(peer, why));
         }
-        let version = self.link_version(peer);
-        self.note_member_version(member, version, store);
+        store.note_member_version(member, self.link_version(peer));
         match self.sessions.entry(member).or_default().see(session) {
             Session::Current => {}
             Session::New => {

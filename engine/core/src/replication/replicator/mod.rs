@@ -215,9 +215,7 @@ pub struct Stats {
 pub struct Replicator {
     /// This replica's member id (its origin is the store's current one).
     me: MemberId,
-    /// Members last linked at a protocol version that does not read expiries
-    /// (`expiry_gate.rs`).
-    older_members: std::collections::BTreeSet<MemberId>,
+
     config: ReplicationConfig,
     peers: BTreeMap<LinkId, Peer>,
     out: VecDeque<Output>,
@@ -267,7 +265,7 @@ impl Replicator {
             reconciling_since: None,
             damaged_absent_at: BTreeMap::new(),
             horizon: None,
-            older_members: Default::default(),
+
             moved_on_overclaim: false,
             own_origins: Vec::new(),
             ack_serial: 0,
@@ -641,7 +639,6 @@ pub(super) fn unreachable_peer<E: std::error::Error>(peer: LinkId) -> Replicatio
 }
 
 mod anti_entropy;
-mod expiry_gate;
 mod handshake;
 mod log_shipping;
 mod missing;

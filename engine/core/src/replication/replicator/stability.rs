@@ -15,7 +15,6 @@ impl Replicator {
 
     /// Stops counting `replica` as a member (declared dead), so that stability can advance.
     pub fn remove_member(&mut self, replica: MemberId) {
-        self.older_members.remove(&replica);
         self.config.members.retain(|m| *m != replica);
         self.known.remove(&replica);
     }
