@@ -1219,31 +1219,37 @@ impl RoutedClient {
     /// When the value under `key` stops being read (Unix milliseconds), as the nearest region
     /// that answers sees it; `None` when it is absent or does not expire (client protocol 8).
     pub async fn expires_at(&self, key: &[u8]) -> Result<Option<u64>, RoutedError> {
-        let mut why = Vec::new();
         let request = ClientRequest::ExpiresAt { key: key.to_vec() };
-        for i in self.plan() {
-            match self.attempt(i, &request).await {
-                Attempt::Done(ClientResponse::ExpiresAt { at_ms }) => return Ok(at_ms),
-                Attempt::Done(other) => why.push(format!("unexpected answer {other:?}")),
-                Attempt::Next(r)
-                | Attempt::NotYet(r)
-                | Attempt::Lost(r)
-                | Attempt::Redirect(r, _) => why.push(r),
-                Attempt::Fail(e) => return Err(e),
-            }
-        }
-        Err(RoutedError::NoRegion(why.join("; ")))
+        self.first_answer(&request, |_, answer| match answer {
+            ClientResponse::ExpiresAt { at_ms } => Ok(at_ms),
+            other => Err(Box::new(other)),
+        })
+        .await
     }
 
     /// The status of the nearest region that answers, with its region name.
     pub async fn status(&self) -> Result<(String, NodeStatus), RoutedError> {
+        self.first_answer(&ClientRequest::Status, |i, answer| match answer {
+            ClientResponse::Status(s) => Ok((self.regions[i].entry.region.clone(), s)),
+            other => Err(Box::new(other)),
+        })
+        .await
+    }
+
+    /// `request` to the nearest region that answers it as `take` expects (given the region's
+    /// index); an unexpected answer or a region that does not answer moves on to the next.
+    async fn first_answer<T>(
+        &self,
+        request: &ClientRequest,
+        take: impl Fn(usize, ClientResponse) -> Result<T, Box<ClientResponse>>,
+    ) -> Result<T, RoutedError> {
         let mut why = Vec::new();
         for i in self.plan() {
-            match self.attempt(i, &ClientRequest::Status).await {
-                Attempt::Done(ClientResponse::Status(s)) => {
-                    return Ok((self.regions[i].entry.region.clone(), s))
-                }
-                Attempt::Done(other) => why.push(format!("unexpected answer {other:?}")),
+            match self.attempt(i, request).await {
+                Attempt::Done(answer) => match take(i, answer) {
+                    Ok(t) => return Ok(t),
+                    Err(other) => why.push(format!("unexpected answer {other:?}")),
+                },
                 Attempt::Next(r)
                 | Attempt::NotYet(r)
                 | Attempt::Lost(r)

@@ -71,8 +71,17 @@ impl Engine {
 
     /// The record under `key` as a reader sees it now: what has expired left out.
     fn load_visible(&self, key: &[u8]) -> Result<Option<Record>> {
-        let now = self.read_time();
-        Ok(self.load(key)?.map(|r| r.into_visible_at(now)))
+        Ok(self.load(key)?.map(|r| self.visible(r, &mut None)))
+    }
+
+    /// `record` as a reader sees it now; the read time (which takes the clock's lock) is
+    /// read only for a record with expiries, once per `now` slot.
+    fn visible(&self, record: Record, now: &mut Option<Hlc>) -> Record {
+        if record.expiries.store.is_empty() {
+            return record;
+        }
+        let at = *now.get_or_insert_with(|| self.read_time());
+        record.into_visible_at(at)
     }
 
     /// The HLC time a read is made at now: the later of the wall clock and the last marker
@@ -200,7 +209,7 @@ impl Engine {
     ) -> Result<(Vec<Row>, bool)> {
         let mut out = Vec::new();
         let mut bytes_seen = 0usize;
-        let now = self.read_time();
+        let mut now = None;
         for item in self.inner.store.records_from(start, end) {
             if out.len() >= limit || (bytes_seen >= bytes_max && !out.is_empty()) {
                 return Ok((out, true));
@@ -209,7 +218,7 @@ impl Engine {
             bytes_seen += key.len() + bytes.len();
             match decode_stored(&key, &bytes) {
                 Ok(record) => {
-                    if let Some(read) = read_of(record.into_visible_at(now)) {
+                    if let Some(read) = read_of(self.visible(record, &mut now)) {
                         out.push((key.into_vec(), read));
                     }
                 }
