@@ -1246,9 +1246,9 @@ impl World {
                     );
                 }
             }
-            Some(_) => self.violations.push(format!(
-                "call {} of session {}: {} applied it as {dot} at {now} ms, after the client gave up on the attempt at {} ms (its clock did not step back)",
-                request.call, record.session, REGIONS[r], a.give_up
+            Some(since) => self.violations.push(format!(
+                "call {} of session {}: {} applied it as {dot} at {now} ms, after the client gave up on the attempt at {} ms (its clock did not step back since the client's last sample at {since} ms; its steps (at, skew): {:?})",
+                request.call, record.session, REGIONS[r], a.give_up, self.regions[r].skews
             )),
         }
     }
